@@ -1,0 +1,76 @@
+"""Input checks shared by the library.
+
+Every check names the argument and the value it refused, so a bad call fails at the door with a sentence
+instead of deep inside numpy with a NaN or a shape error.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def finite_array(name: str, values) -> np.ndarray:
+    """``values`` as a float64 array, refusing NaN and infinities."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be numeric, got {values!r}") from error
+    if not np.all(np.isfinite(array)):
+        bad = array[~np.isfinite(array)].ravel()[0]
+        raise ValueError(f"{name} must be finite, got a value of {bad}")
+    return array
+
+
+def group_rewards(name: str, rewards, *, min_group_size: int, floor: float | None = None,
+                  ceiling: float | None = None) -> np.ndarray:
+    """Rewards shaped ``(..., G)`` with ``G >= min_group_size`` and every value inside ``[floor, ceiling]``."""
+    array = finite_array(name, rewards)
+    if array.ndim == 0:
+        raise ValueError(f"{name} must have a group axis (shape (..., G)), got the scalar {array.item()}")
+    group_size = array.shape[-1]
+    if group_size < min_group_size:
+        raise ValueError(
+            f"{name} has group size G={group_size} (last axis of shape {array.shape}); "
+            f"this estimator needs G >= {min_group_size}"
+        )
+    if ceiling is not None and array.size and array.max() > ceiling:
+        raise ValueError(f"{name} holds {array.max()}, above r_max={ceiling}")
+    if floor is not None and array.size and array.min() < floor:
+        raise ValueError(f"{name} holds {array.min()}, below the lowest reward {floor}")
+    return array
+
+
+def number(name: str, value, *, low: float | None = None, high: float | None = None,
+           low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number inside the stated interval (closed unless ``*_open``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
+    return value
+
+
+def integer(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
+    """An integer (not a bool, not a float) inside ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
+    return value
+
+
+def choice(name: str, value, options) -> str:
+    """One of a fixed set of strings."""
+    if value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")
+    return value

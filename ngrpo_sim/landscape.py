@@ -1,0 +1,235 @@
+"""The advantage landscape: what each method does with a group of G answers of which k are right.
+
+Three views, all exact (no sampling):
+
+1. ``count_advantages``: the advantage of a right and of a wrong answer in a group with k right answers.
+2. ``zero_gradient_probability``: the chance that a group sampled at success rate p moves nothing.
+3. ``expected_gain``: the scalar c(p) of the expected update of a tabular softmax policy.
+
+The gain identity. Take a softmax policy pi = softmax(z) over K answers with binary rewards r (1 right, 0 wrong)
+and success rate p = sum_a pi_a r_a. Sample a group of G answers i.i.d. from pi and ascend the group's
+policy-gradient estimate g = (1/G) sum_i A_i grad_z log pi(a_i) = (1/G) sum_i A_i (e_{a_i} - pi). If A_i depends
+only on the answer's reward and the group's count k of right answers, A_i = f(r_{a_i}, k), then
+
+    E[g] = c(p) * pi * (r - p),    c(p) = E[f(1, 1 + B)] - E[f(0, B)],    B ~ Binomial(G - 1, p).
+
+Proof sketch: fix an answer a. By symmetry over the G positions, E[sum_i A_i 1{a_i = a}] = G pi_a E[f(r_a, k) |
+a_1 = a], and given a_1 = a the other G - 1 answers hold B ~ Bin(G - 1, p) right ones, so this is G pi_a alpha
+for a right answer and G pi_a beta for a wrong one, with alpha = E f(1, 1 + B), beta = E f(0, B). The mean of
+(1/G) sum_i A_i is p alpha + (1 - p) beta. Hence E[g]_a = pi_a (alpha r_a + beta (1 - r_a) - p alpha - (1 - p)
+beta) = (alpha - beta) pi_a (r_a - p).
+
+So, for binary rewards, every count-based method moves the expected logits in the *same direction*
+pi * (r - p), the exact policy gradient of the success rate; methods differ only in the step size c(p) they
+apply at each difficulty (and in their noise). A dropped group counts as advantage 0 in f. The identity is per
+sampled group, before a filter's refill renormalises the batch, on the first update after a rollout (ratio 1,
+so clipping is inactive), and ignores KL and entropy terms.
+
+Not covered: PPO, whose advantage r - V depends on a learned critic rather than on the group (for any V that does
+not depend on the sampled group the same argument gives c = 1: a baseline changes variance, not the mean);
+graded (non-binary) rewards; the second and later minibatch updates, where ratios leave 1 and clipping acts.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from scipy.special import softmax
+from scipy.stats import binom
+
+from ngrpo_sim import _checks
+from ngrpo_sim.methods import Method
+from ngrpo_sim.plotting import plot_method_curves, save, subplots
+
+DEFAULT_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "dr_grpo", "rloo")
+"""The count-based presets the landscape shows unless told otherwise."""
+
+
+def _require_count_based(method: Method) -> None:
+    if not method.advantage.count_based:
+        raise ValueError(
+            f"method {method.name!r} is not count-based: its advantage ({method.advantage.name}) depends on a "
+            f"learned value V, not on the group's count of right answers, so it has no advantage landscape or "
+            f"gain c(p); for any V that does not depend on the sampled group its expected gain is 1"
+        )
+
+
+def canonical_groups(group_size: int) -> np.ndarray:
+    """Row k (k = 0..G) is a group with k right answers (reward 1) followed by G - k wrong ones (reward 0)."""
+    group_size = _checks.integer("group_size", group_size, low=2)
+    return (np.arange(group_size)[None, :] < np.arange(group_size + 1)[:, None]).astype(np.float64)
+
+
+def count_advantages(method: Method, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(right, wrong): arrays of length G + 1 indexed by k, the number of right answers in the group.
+
+    ``right[k]`` is the advantage of each right answer, ``wrong[k]`` of each wrong answer, after the method's
+    group filter (a dropped group gives 0). ``right[0]`` and ``wrong[G]`` describe answers that cannot exist and
+    are NaN.
+    """
+    _require_count_based(method)
+    groups = canonical_groups(group_size)
+    advantages = method.advantages(groups)
+    counts = np.arange(group_size + 1)
+    right = np.where(counts >= 1, advantages[:, 0], np.nan)
+    wrong = np.where(counts <= group_size - 1, advantages[:, -1], np.nan)
+    return right, wrong
+
+
+def _success_rates(success_rate) -> np.ndarray:
+    p = _checks.finite_array("success_rate", success_rate)
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError(f"success_rate must lie in [0, 1], got {p[(p < 0) | (p > 1)].ravel()[0]}")
+    return p
+
+
+def zero_gradient_probability(method: Method, group_size: int, success_rate) -> np.ndarray:
+    """Probability that a group of G answers sampled at success rate p gives every answer advantage 0.
+
+    Sums the Binomial(G, p) probabilities of the counts k whose canonical group is silent under the method (GRPO:
+    k = 0 or G, so p^G + (1 - p)^G; NGRPO: only k = G). Broadcasts over ``success_rate``.
+    """
+    p = _success_rates(success_rate)
+    _require_count_based(method)
+    silent = np.all(method.advantages(canonical_groups(group_size)) == 0.0, axis=-1)
+    counts = np.arange(group_size + 1)
+    return np.sum(binom.pmf(counts, group_size, p[..., None]) * silent, axis=-1)
+
+
+def expected_gain(method: Method, group_size: int, success_rate) -> np.ndarray:
+    """The gain c(p) = E[f(1, 1 + B)] - E[f(0, B)], B ~ Bin(G - 1, p), exactly (see the module docstring)."""
+    p = _success_rates(success_rate)
+    right, wrong = count_advantages(method, group_size)
+    others_right = np.arange(group_size)  # right answers among the other G - 1
+    weights = binom.pmf(others_right, group_size - 1, p[..., None])
+    return np.sum(weights * (right[others_right + 1] - wrong[others_right]), axis=-1)
+
+
+def expected_logit_update(method: Method, group_size: int, logits, rewards) -> np.ndarray:
+    """E[g] = c(p) pi (r - p) for softmax logits ``(..., K)`` and binary rewards ``(..., K)``.
+
+    g is the ascent direction of the group's surrogate (minus the gradient of its loss), per group.
+    """
+    logits = _checks.finite_array("logits", logits)
+    rewards = _checks.finite_array("rewards", rewards)
+    if logits.ndim == 0 or logits.shape[-1] < 2:
+        raise ValueError(f"logits need K >= 2 answers on the last axis, got shape {logits.shape}")
+    if not np.all((rewards == 0) | (rewards == 1)):
+        raise ValueError("rewards must be binary (0 or 1) for the gain identity")
+    probs = softmax(logits, axis=-1)
+    rewards = np.broadcast_to(rewards, probs.shape)
+    success = np.sum(probs * rewards, axis=-1, keepdims=True)
+    gain = expected_gain(method, group_size, success[..., 0])[..., None]
+    return gain * probs * (rewards - success)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tables, CSV and figures for the command line and the notebooks
+# ---------------------------------------------------------------------------------------------------------------
+
+TABLE_SUCCESS_RATES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
+
+
+def format_tables(methods: list[Method], group_size: int) -> str:
+    """The landscape as plain-text tables: advantages by k, zero-gradient probability and c(p) by p."""
+    names = [m.name for m in methods]
+    width = max(9, *(len(n) + 1 for n in names))
+    header = "".join(f"{n:>{width}}" for n in names)
+    advantages = {m.name: count_advantages(m, group_size) for m in methods}
+    lines = [f"Advantage of each RIGHT answer in a group of G={group_size} with k right", f"{'k':>4}" + header]
+    for k in range(1, group_size + 1):
+        lines.append(f"{k:>4}" + "".join(f"{advantages[n][0][k]:>{width}.4f}" for n in names))
+    lines += ["", f"Advantage of each WRONG answer in a group of G={group_size} with k right", f"{'k':>4}" + header]
+    for k in range(group_size):
+        lines.append(f"{k:>4}" + "".join(f"{advantages[n][1][k]:>{width}.4f}" for n in names))
+    for title, quantity in (("Probability that a sampled group gives no gradient", zero_gradient_probability),
+                            ("Gain c(p): E[update] = c(p) * pi * (r - p)", expected_gain)):
+        lines += ["", f"{title} (G={group_size})", f"{'p':>6}" + header]
+        values = {m.name: quantity(m, group_size, np.array(TABLE_SUCCESS_RATES)) for m in methods}
+        for i, p in enumerate(TABLE_SUCCESS_RATES):
+            lines.append(f"{p:>6}" + "".join(f"{values[n][i]:>{width}.4f}" for n in names))
+    return "\n".join(lines)
+
+
+def write_csv(methods: list[Method], group_size: int, folder: Path, grid_points: int = 201) -> list[Path]:
+    """advantages.csv (by k) and curves.csv (zero-gradient probability and c(p) on a grid of p) in ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    advantage_path, curve_path = folder / "advantages.csv", folder / "curves.csv"
+    with advantage_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "group_size", "k", "advantage_right", "advantage_wrong"])
+        for m in methods:
+            right, wrong = count_advantages(m, group_size)
+            for k in range(group_size + 1):
+                writer.writerow([m.name, group_size, k, right[k], wrong[k]])
+    grid = np.linspace(0.0, 1.0, grid_points)
+    with curve_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "group_size", "success_rate", "zero_gradient_probability", "gain"])
+        for m in methods:
+            silent, gain = zero_gradient_probability(m, group_size, grid), expected_gain(m, group_size, grid)
+            writer.writerows([m.name, group_size, p, s, c] for p, s, c in zip(grid, silent, gain))
+    return [advantage_path, curve_path]
+
+
+def plot_advantages(ax, methods: list[Method], group_size: int) -> None:
+    """Advantage against k: solid for right answers, dashed for wrong answers."""
+    counts = np.arange(group_size + 1)
+    advantages = {m.name: count_advantages(m, group_size) for m in methods}
+    plot_method_curves(ax, counts, {name: right for name, (right, _) in advantages.items()}, marker="o")
+    plot_method_curves(ax, counts, {name: wrong for name, (_, wrong) in advantages.items()}, linestyle="--",
+                       marker="s", label=False)
+    ax.axhline(0.0, color="0.6", linewidth=0.8)
+    ax.set_xlabel(f"right answers k in a group of G={group_size}")
+    ax.set_ylabel("advantage (solid: right answer, dashed: wrong)")
+    ax.set_title("Advantage landscape")
+    ax.legend(fontsize=8)
+
+
+def plot_zero_gradient(ax, methods: list[Method], group_size: int, grid_points: int = 201) -> None:
+    """Probability that a sampled group gives no gradient, against the success rate p."""
+    grid = np.linspace(0.0, 1.0, grid_points)
+    curves = {m.name: zero_gradient_probability(m, group_size, grid) for m in methods}
+    never_silent = [name for name, curve in curves.items() if not curve.any()]
+    plot_method_curves(ax, grid, {name: curve for name, curve in curves.items() if name not in never_silent})
+    if never_silent:  # a log axis cannot show them
+        ax.text(0.5, 0.02, "never silent: " + ", ".join(never_silent), transform=ax.transAxes, ha="center",
+                fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylim(1e-6, 1.5)
+    ax.set_xlabel("success rate p of the prompt")
+    ax.set_ylabel("P(group gives no gradient), log scale")
+    ax.set_title(f"Silent groups (G={group_size})")
+    ax.legend(fontsize=8)
+
+
+def plot_gain(ax, methods: list[Method], group_size: int, grid_points: int = 201) -> None:
+    """The gain c(p) against the success rate p."""
+    grid = np.linspace(0.0, 1.0, grid_points)
+    plot_method_curves(ax, grid, {m.name: expected_gain(m, group_size, grid) for m in methods})
+    ax.axhline(0.0, color="0.6", linewidth=0.8)
+    ax.set_xlabel("success rate p of the prompt")
+    ax.set_ylabel("gain c(p)")
+    ax.set_title(r"Expected update $c(p)\,\pi\odot(r-p)$")
+    ax.legend(fontsize=8)
+
+
+PANELS = {"advantages": plot_advantages, "zero_gradient": plot_zero_gradient, "gain": plot_gain}
+
+
+def write_figures(methods: list[Method], group_size: int, folder: Path) -> list[Path]:
+    """One PNG per panel plus ``landscape.png`` with the three side by side."""
+    folder = Path(folder)
+    paths = []
+    for name, draw in PANELS.items():
+        figure, (ax,) = subplots()
+        draw(ax, methods, group_size)
+        paths.append(save(figure, folder / f"{name}.png"))
+    figure, axes = subplots(ncols=len(PANELS))
+    for ax, draw in zip(axes, PANELS.values()):
+        draw(ax, methods, group_size)
+    paths.append(save(figure, folder / "landscape.png"))
+    return paths

@@ -1,0 +1,234 @@
+"""Method presets: advantage + clip range + group filter + loss aggregation + KL and entropy coefficients.
+
+A *method* in this project is everything that distinguishes GRPO from NGRPO from DAPO in a training step, and
+nothing else (learning rate, batch sizes and the policy belong to the experiment). ``METHODS`` is the one registry
+every part of the project reads: the landscape, the bandit simulator, the checks of the single-file trainer and the
+engine integrations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from ngrpo_sim import _checks
+from ngrpo_sim.advantages import (AdvantageEstimator, CriticAdvantage, DrGRPOAdvantage, GRPOAdvantage,
+                                  NGRPOAdvantage, NSRAdvantage, PSRAdvantage, RLOOAdvantage,
+                                  WeightedReinforceAdvantage)
+
+# ---------------------------------------------------------------------------------------------------------------
+# Group filters
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupFilter:
+    """Decides which sampled groups enter the update. The trainer refills the batch with new groups (the release's
+    dynamic sampling) or trains on fewer; here we only say which groups stay."""
+
+    name: ClassVar[str] = ""
+
+    def keep(self, rewards) -> np.ndarray:
+        """Boolean array shaped like ``rewards`` without its last (group) axis: True where the group stays."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class KeepAllGroups(GroupFilter):
+    """Every group stays (GRPO, PPO, PSR-NSR)."""
+
+    name: ClassVar[str] = "none"
+
+    def keep(self, rewards):
+        return np.ones(np.shape(rewards)[:-1], dtype=bool)
+
+
+@dataclass(frozen=True)
+class DropHomogeneousGroups(GroupFilter):
+    """DAPO's dynamic sampling: drop every group whose rewards are all equal (all right or all wrong).
+
+    Under GRPO's advantage such a group gives zero gradient anyway, so dropping it and refilling keeps the batch
+    full of informative groups.
+    """
+
+    name: ClassVar[str] = "drop_homogeneous"
+
+    def keep(self, rewards):
+        rewards = np.asarray(rewards)
+        return ~np.all(rewards == rewards[..., :1], axis=-1)
+
+
+@dataclass(frozen=True)
+class DropAllCorrectGroups(GroupFilter):
+    """The NGRPO release's filter: drop groups in which every answer earns r_max, keep all-wrong groups.
+
+    NGRPO gives an all-correct group zero advantage, so it would only dilute the batch; an all-wrong group is
+    exactly where calibration creates a learning signal, so it must stay.
+    """
+
+    name: ClassVar[str] = "drop_all_correct"
+    r_max: float = 1.0
+    """The reward of a right answer; a group is all-correct when every reward equals it."""
+
+    def __post_init__(self):
+        _checks.number("r_max", self.r_max)
+
+    def keep(self, rewards):
+        return ~np.all(np.asarray(rewards) == self.r_max, axis=-1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loss aggregation
+# ---------------------------------------------------------------------------------------------------------------
+
+LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+"""How per-token losses of a minibatch become one number (verl's names):
+
+* ``token-mean``: every response token of the minibatch weighs the same (NGRPO, DAPO). Long answers count more.
+* ``seq-mean-token-mean``: average within each answer, then over answers (the original GRPO). Every answer
+  weighs the same, so a token of a short answer counts more than one of a long answer.
+* ``seq-mean-token-sum-norm``: token sums divided by a constant length, then averaged over answers (Dr.GRPO).
+  No length bias in either direction.
+"""
+
+
+def token_weights(mask, mode: str, normaliser: float | None = None) -> np.ndarray:
+    """The weight of each token in the aggregated loss: ``aggregate = sum(weights * token_loss)``.
+
+    ``mask`` is shaped ``(N, T)``: N answers, T token slots, 1 where a slot holds a response token. Aggregation
+    is linear, so these weights are also how the gradient of each token's loss enters the update. An answer with
+    no tokens still counts as an answer in the sequence means (it contributes 0), and a minibatch with no tokens
+    at all has all-zero weights (a loss of 0, never a division by zero). ``normaliser`` is the constant length of
+    ``seq-mean-token-sum-norm`` (default: T, the padded response length).
+    """
+    _checks.choice("loss_aggregation", mode, LOSS_AGGREGATIONS)
+    mask = _checks.finite_array("mask", mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be shaped (answers, tokens), got shape {mask.shape}")
+    num_answers, num_slots = mask.shape
+    if mode == "token-mean":
+        return mask / max(mask.sum(), 1.0)
+    if mode == "seq-mean-token-mean":
+        lengths = np.maximum(mask.sum(axis=1, keepdims=True), 1.0)
+        return mask / lengths / max(num_answers, 1)
+    if normaliser is None:
+        normaliser = float(num_slots)
+    normaliser = _checks.number("normaliser", normaliser, low=0.0, low_open=True)
+    return mask / normaliser / max(num_answers, 1)
+
+
+def aggregate_loss(token_loss, mask, mode: str, normaliser: float | None = None) -> float:
+    """Aggregate a ``(N, T)`` array of per-token losses under ``mask`` with one of ``LOSS_AGGREGATIONS``."""
+    weights = token_weights(mask, mode, normaliser)
+    token_loss = _checks.finite_array("token_loss", token_loss)
+    if token_loss.shape != weights.shape:
+        raise ValueError(f"token_loss has shape {token_loss.shape} but mask has shape {weights.shape}")
+    return float(np.sum(weights * token_loss))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Methods and the registry
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Method:
+    """One RL-for-LLM method, as far as a single policy-gradient step is concerned."""
+
+    name: str
+    """Registry key, also the method's label and colour in every figure."""
+    advantage: AdvantageEstimator
+    """Turns a group's rewards into one advantage per answer."""
+    clip_low: float = 0.2
+    """eps_low: the ratio pi/pi_old may fall to 1 - eps_low before an answer with negative advantage stops being
+    pushed down. Smaller is stricter: NGRPO's 0.16 limits how hard one step can penalise failures."""
+    clip_high: float = 0.2
+    """eps_high: the ratio may rise to 1 + eps_high before an answer with positive advantage stops being pushed up.
+    Larger lets rare right answers gain probability faster (DAPO's clip-higher against entropy collapse)."""
+    group_filter: GroupFilter = field(default_factory=KeepAllGroups)
+    """Which sampled groups enter the update."""
+    loss_aggregation: str = "token-mean"
+    """How per-token losses become one number: one of ``LOSS_AGGREGATIONS``."""
+    kl_coef: float = 0.0
+    """Weight of the KL penalty to the initial (reference) policy; 0 lets the policy drift freely."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus; positive values reward keeping the policy spread out."""
+    summary: str = ""
+    """One line for tables and ``--help``."""
+
+    def __post_init__(self):
+        if not isinstance(self.advantage, AdvantageEstimator):
+            raise ValueError(f"advantage must be an AdvantageEstimator, got {self.advantage!r}")
+        if not isinstance(self.group_filter, GroupFilter):
+            raise ValueError(f"group_filter must be a GroupFilter, got {self.group_filter!r}")
+        _checks.number("clip_low", self.clip_low, low=0.0, high=1.0, high_open=True)
+        _checks.number("clip_high", self.clip_high, low=0.0)
+        _checks.choice("loss_aggregation", self.loss_aggregation, LOSS_AGGREGATIONS)
+        _checks.number("kl_coef", self.kl_coef, low=0.0)
+        _checks.number("entropy_coef", self.entropy_coef)
+
+    def advantages(self, rewards, values=None) -> np.ndarray:
+        """Advantages of every answer, with the answers of dropped groups set to 0."""
+        advantages = self.advantage(rewards, values)
+        return np.where(self.group_filter.keep(rewards)[..., None], advantages, 0.0)
+
+    def replace(self, **changes) -> "Method":
+        """A copy with some fields changed (and validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_advantage_options(self, **options) -> "Method":
+        """A copy whose advantage estimator takes those ``options`` that are among its fields.
+
+        ``r_max``, ``virtual_samples`` and ``ddof`` retune NGRPO-style and GRPO-style estimators and leave the
+        others as they are, so one call can retune a whole list of methods.
+        """
+        own = {f.name for f in dataclasses.fields(self.advantage)}
+        changes = {key: value for key, value in options.items() if key in own}
+        return self.replace(advantage=dataclasses.replace(self.advantage, **changes)) if changes else self
+
+
+_RELEASE_ENTROPY = 0.001  # verl's inherited default in the NGRPO release; its baselines run in the same fork.
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("ppo", CriticAdvantage(), 0.2, 0.2, KeepAllGroups(), kl_coef=0.001, entropy_coef=_RELEASE_ENTROPY,
+           summary="PPO: r - V with a learned critic; symmetric clip 0.2"),
+    Method("grpo", GRPOAdvantage(), 0.2, 0.2, KeepAllGroups(), kl_coef=0.001, entropy_coef=_RELEASE_ENTROPY,
+           summary="GRPO: group z-score; homogeneous groups give no gradient"),
+    Method("dapo", GRPOAdvantage(), 0.2, 0.28, DropHomogeneousGroups(), entropy_coef=_RELEASE_ENTROPY,
+           summary="DAPO: GRPO advantage, clip-higher 0.2/0.28, homogeneous groups dropped"),
+    Method("psr_nsr", WeightedReinforceAdvantage(positive_weight=0.1), 0.2, 0.2, KeepAllGroups(),
+           entropy_coef=_RELEASE_ENTROPY, summary="PSR-NSR (W-REINFORCE): +0.1 right, -1 wrong, no normalisation"),
+    Method("ngrpo", NGRPOAdvantage(), 0.16, 0.24, DropAllCorrectGroups(), entropy_coef=_RELEASE_ENTROPY,
+           summary="NGRPO: virtual r_max sample in the statistics, clip 0.16/0.24, all-correct groups dropped"),
+    Method("dr_grpo", DrGRPOAdvantage(), 0.2, 0.2, KeepAllGroups(), loss_aggregation="seq-mean-token-sum-norm",
+           summary="Dr.GRPO: r - mean, no std, constant length normaliser"),
+    Method("rloo", RLOOAdvantage(), 0.2, 0.2, KeepAllGroups(),
+           summary="RLOO: r - mean of the other answers"),
+    Method("psr", PSRAdvantage(), 0.2, 0.2, KeepAllGroups(), summary="PSR: only right answers, +1"),
+    Method("nsr", NSRAdvantage(), 0.2, 0.2, KeepAllGroups(), summary="NSR: only wrong answers, -1"),
+    # The paper's ablations, on the NGRPO recipe (no KL) with one component at a time.
+    Method("grpo_asym_clip", GRPOAdvantage(), 0.16, 0.24, KeepAllGroups(), entropy_coef=_RELEASE_ENTROPY,
+           summary="ablation: GRPO advantage + asymmetric clip 0.16/0.24"),
+    Method("grpo_calibrated", NGRPOAdvantage(), 0.2, 0.2, KeepAllGroups(), entropy_coef=_RELEASE_ENTROPY,
+           summary="ablation: GRPO + advantage calibration, symmetric clip 0.2"),
+    Method("ngrpo_no_filter", NGRPOAdvantage(), 0.16, 0.24, KeepAllGroups(), entropy_coef=_RELEASE_ENTROPY,
+           summary="ablation: calibration + asymmetric clip, all-correct groups kept"),
+)}
+
+
+def get_method(name: str) -> Method:
+    """The preset called ``name``; a clear error listing the known names otherwise."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def parse_methods(text: str) -> list[Method]:
+    """Presets from a comma-separated list such as ``"grpo,ngrpo"``."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ValueError(f"methods must name at least one method, got {text!r}")
+    return [get_method(name) for name in names]

@@ -1,0 +1,90 @@
+"""Evaluation metrics: pass@k (exact and the unbiased estimator), the pass@k AUC, and softmax entropy."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import logsumexp
+
+from ngrpo_sim import _checks
+
+
+def pass_at_k_exact(success_rate, k) -> np.ndarray:
+    """Probability that at least one of k independent samples is right: 1 - (1 - p)^k.
+
+    Broadcasts over ``success_rate`` and ``k``.
+    """
+    p = _checks.finite_array("success_rate", success_rate)
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError(f"success_rate must lie in [0, 1], got {p[(p < 0) | (p > 1)].ravel()[0]}")
+    k = _positive_integers("k", k)
+    # -expm1(k log1p(-p)) keeps full relative precision for tiny p, where 1 - (1 - p)^k cancels.
+    with np.errstate(divide="ignore"):
+        return -np.expm1(k * np.log1p(-p))
+
+
+def pass_at_k_unbiased(num_samples, num_correct, k) -> np.ndarray:
+    """Chen et al.'s (2021) unbiased estimate of pass@k from n samples of which c are right.
+
+    1 - C(n - c, k) / C(n, k), written as 1 - prod_{j<k} (1 - c / (n - j)) and summed in log space so that it is
+    exact to rounding for n = 256 and beyond (the binomials themselves overflow float64 at n ~ 1030). Broadcasts
+    over its arguments.
+    """
+    n = _positive_integers("num_samples", num_samples)
+    c = _checks.finite_array("num_correct", num_correct)
+    if np.any((c < 0) | (c != np.round(c))):
+        raise ValueError(f"num_correct must hold integers >= 0, got {c[(c < 0) | (c != np.round(c))].ravel()[0]}")
+    k = _positive_integers("k", k)
+    n, c, k = np.broadcast_arrays(n, c, k)
+    if np.any(c > n):
+        raise ValueError(f"num_correct must be <= num_samples, got {c[c > n].ravel()[0]} > {n[c > n].ravel()[0]}")
+    if np.any(k > n):
+        raise ValueError(f"k must be <= num_samples, got k={k[k > n].ravel()[0]} with n={n[k > n].ravel()[0]}")
+    certain = (n - c) < k  # every draw of k contains a right answer
+    j = np.arange(int(k.max()))
+    active = j < k[..., None]
+    denominators = np.where(active, n[..., None] - j, 1.0)
+    fractions = np.where(active & ~certain[..., None], c[..., None] / denominators, 0.0)
+    log_miss = np.sum(np.log1p(-fractions), axis=-1)
+    return np.where(certain, 1.0, -np.expm1(log_miss))
+
+
+def pass_at_k_auc(pass_values) -> np.ndarray:
+    """The authors' pass@k AUC on a 0-100 scale.
+
+    ``pass_values[..., i]`` is pass@k at k = 2^i for i = 0..m (k = 1, 2, 4, ..., 2^m; the paper uses m = 8, so
+    k = 256 and nine points). The curve is integrated with the trapezoid rule at unit spacing in i (a log2 axis
+    in k) and divided by m, so a model that always succeeds scores 100.
+    """
+    values = _checks.finite_array("pass_values", pass_values)
+    if values.ndim == 0 or values.shape[-1] < 2:
+        raise ValueError(f"pass_values needs at least two points (k = 1, 2) on its last axis, got shape {values.shape}")
+    if np.any((values < 0) | (values > 1)):
+        raise ValueError(f"pass_values must lie in [0, 1], got {values[(values < 0) | (values > 1)].ravel()[0]}")
+    intervals = values.shape[-1] - 1
+    area = 0.5 * (values[..., :-1] + values[..., 1:]).sum(axis=-1)
+    return 100.0 * area / intervals
+
+
+def powers_of_two_up_to(max_k: int) -> np.ndarray:
+    """k = 1, 2, 4, ..., max_k, the evaluation grid of the pass@k AUC (max_k a power of two)."""
+    max_k = _checks.integer("max_k", max_k, low=1)
+    if max_k & (max_k - 1):
+        raise ValueError(f"max_k must be a power of two, got {max_k}")
+    return 2 ** np.arange(max_k.bit_length())
+
+
+def softmax_entropy(logits) -> np.ndarray:
+    """Entropy (nats) of softmax(logits) over the last axis, stable for large or -inf-free logits."""
+    logits = _checks.finite_array("logits", logits)
+    if logits.ndim == 0:
+        raise ValueError("logits need an axis of choices, got a scalar")
+    log_norm = logsumexp(logits, axis=-1, keepdims=True)
+    log_probs = logits - log_norm
+    return -np.sum(np.exp(log_probs) * log_probs, axis=-1)
+
+
+def _positive_integers(name: str, values) -> np.ndarray:
+    array = _checks.finite_array(name, values)
+    if np.any((array < 1) | (array != np.round(array))):
+        raise ValueError(f"{name} must hold integers >= 1, got {array[(array < 1) | (array != np.round(array))].ravel()[0]}")
+    return array

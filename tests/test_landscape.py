@@ -1,0 +1,115 @@
+"""The advantage landscape and the gain identity E[g] = c(p) pi (r - p), against enumeration and Monte Carlo."""
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy.special import softmax
+
+from ngrpo_sim import METHODS, get_method
+from ngrpo_sim.landscape import (count_advantages, expected_gain, expected_logit_update,
+                                 zero_gradient_probability)
+
+COUNT_BASED = [name for name, m in METHODS.items() if m.advantage.count_based]
+
+
+def group_gradient(method, answers, rewards, probs, values=None):
+    """(1/G) sum_i A_i (e_{a_i} - pi) for one group of answer indices."""
+    group_rewards = rewards[answers]
+    advantages = method.advantages(group_rewards, values)
+    one_hot = np.eye(len(probs))[answers]
+    return (advantages[:, None] * (one_hot - probs)).mean(axis=0)
+
+
+def enumerated_expectation(method, logits, rewards, group_size, values=None):
+    """Exact E[g] by summing over all K^G ordered groups."""
+    probs = softmax(logits)
+    total = np.zeros_like(probs)
+    for answers in itertools.product(range(len(probs)), repeat=group_size):
+        answers = np.array(answers)
+        total += np.prod(probs[answers]) * group_gradient(method, answers, rewards, probs, values)
+    return total
+
+
+@pytest.mark.parametrize("name", COUNT_BASED)
+@pytest.mark.parametrize("group_size", [2, 3, 5])
+def test_gain_identity_against_exhaustive_enumeration(name, group_size):
+    rng = np.random.default_rng(group_size)
+    method = get_method(name)
+    for rewards in (np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 1.0])):
+        logits = rng.normal(scale=1.5, size=3)
+        exact = enumerated_expectation(method, logits, rewards, group_size)
+        np.testing.assert_allclose(expected_logit_update(method, group_size, logits, rewards), exact,
+                                   rtol=0, atol=1e-12)
+
+
+def test_a_fixed_critic_baseline_has_gain_one():
+    # PPO is outside the landscape, but the docstring's claim about it is checked here the same way.
+    ppo, rewards, logits = get_method("ppo"), np.array([1.0, 0.0, 0.0, 1.0]), np.array([0.2, -0.4, 1.0, 0.1])
+    probs = softmax(logits)
+    exact = enumerated_expectation(ppo, logits, rewards, 3, values=np.full(3, 0.37))
+    np.testing.assert_allclose(exact, probs * (rewards - probs @ rewards), atol=1e-12)
+    with pytest.raises(ValueError, match="'ppo' is not count-based"):
+        expected_gain(ppo, 8, 0.5)
+
+
+@pytest.mark.parametrize("name", ["grpo", "ngrpo", "dapo", "psr_nsr"])
+def test_gain_identity_against_monte_carlo(name):
+    method, group_size, groups = get_method(name), 8, 200_000
+    rng = np.random.default_rng(7)
+    logits = rng.normal(scale=1.0, size=6)
+    rewards = np.array([1.0, 0, 0, 0, 1, 0])
+    probs = softmax(logits)
+    answers = rng.choice(6, size=(groups, group_size), p=probs)
+    advantages = method.advantages(rewards[answers])
+    one_hot = np.eye(6)[answers]
+    samples = (advantages[..., None] * (one_hot - probs)).mean(axis=1)
+    mean, sem = samples.mean(axis=0), samples.std(axis=0, ddof=1) / np.sqrt(groups)
+    predicted = expected_logit_update(method, group_size, logits, rewards)
+    assert np.all(np.abs(mean - predicted) < 5 * sem + 1e-12)
+
+
+@pytest.mark.parametrize("group_size", [2, 4, 8, 16])
+def test_zero_gradient_probability_closed_forms(group_size):
+    p = np.linspace(0, 1, 11)
+    homogeneous = p ** group_size + (1 - p) ** group_size
+    for name in ("grpo", "dapo", "dr_grpo", "rloo"):
+        np.testing.assert_allclose(zero_gradient_probability(get_method(name), group_size, p), homogeneous,
+                                   rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(zero_gradient_probability(get_method("ngrpo"), group_size, p), p ** group_size,
+                               rtol=1e-12, atol=1e-300)
+    assert np.all(zero_gradient_probability(get_method("psr_nsr"), group_size, p) == 0)
+    np.testing.assert_allclose(zero_gradient_probability(get_method("psr"), group_size, p), (1 - p) ** group_size,
+                               rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("group_size", [2, 8, 32])
+def test_gain_closed_forms(group_size):
+    p = np.linspace(0, 1, 7)
+    g = group_size
+    np.testing.assert_allclose(expected_gain(get_method("dr_grpo"), g, p), (g - 1) / g, rtol=1e-12)
+    np.testing.assert_allclose(expected_gain(get_method("rloo"), g, p), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(expected_gain(get_method("psr_nsr"), g, p), 1.1, rtol=1e-12)
+    # At p -> 0 only groups with the answer itself right can be mixed: c(0) = f(1, 1) - f(0, 0).
+    # GRPO: one right answer in G has std sqrt(1/G) (Bessel), deviation 1 - 1/G; an all-wrong group gives 0.
+    grpo_right_1 = (1 - 1 / g) / (np.sqrt(1 / g) + 1e-6)
+    assert expected_gain(get_method("grpo"), g, 0.0) == pytest.approx(grpo_right_1, rel=1e-12)
+    ngrpo_right_1 = (1 - 2 / (g + 1)) / (np.sqrt(2 * (g - 1) / ((g + 1) * g)) + 1e-6)
+    ngrpo_wrong_0 = -(1 / (g + 1)) / (np.sqrt(g / ((g + 1) * g)) + 1e-6)
+    assert expected_gain(get_method("ngrpo"), g, 0.0) == pytest.approx(ngrpo_right_1 - ngrpo_wrong_0, rel=1e-12)
+
+
+def test_count_advantages_table_for_g8():
+    right, wrong = count_advantages(get_method("ngrpo"), 8)
+    assert np.isnan(right[0]) and np.isnan(wrong[8])
+    assert round(right[1], 2) == 1.76 and round(wrong[1], 2) == -0.50 and wrong[0] == pytest.approx(-1 / 3, 1e-5)
+    assert right[8] == 0.0
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match=r"success_rate must lie in \[0, 1\], got 1.5"):
+        expected_gain(get_method("grpo"), 8, 1.5)
+    with pytest.raises(ValueError, match="group_size must be >= 2, got 1"):
+        count_advantages(get_method("grpo"), 1)
+    with pytest.raises(ValueError, match="rewards must be binary"):
+        expected_logit_update(get_method("grpo"), 8, np.zeros(3), np.array([0.5, 0, 1]))

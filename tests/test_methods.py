@@ -1,0 +1,124 @@
+"""Presets, group filters and loss aggregation."""
+
+import numpy as np
+import pytest
+
+from ngrpo_sim import (LOSS_AGGREGATIONS, METHODS, DropAllCorrectGroups, DropHomogeneousGroups, GRPOAdvantage,
+                       KeepAllGroups, Method, NGRPOAdvantage, aggregate_loss, get_method, token_weights)
+from ngrpo_sim.methods import parse_methods
+
+REQUIRED = ["ppo", "grpo", "dapo", "psr_nsr", "ngrpo", "dr_grpo", "rloo",
+            "grpo_asym_clip", "grpo_calibrated", "ngrpo_no_filter"]
+
+
+def test_registry_holds_every_required_preset():
+    assert set(REQUIRED) <= set(METHODS)
+    assert all(METHODS[name].name == name for name in METHODS)
+
+
+def test_presets_follow_the_release():
+    ngrpo, dapo, grpo, psr_nsr = (get_method(n) for n in ("ngrpo", "dapo", "grpo", "psr_nsr"))
+    assert (ngrpo.clip_low, ngrpo.clip_high) == (0.16, 0.24)
+    assert ngrpo.advantage == NGRPOAdvantage(r_max=1.0, virtual_samples=1, ddof=1, eps=1e-6)
+    assert isinstance(ngrpo.group_filter, DropAllCorrectGroups)
+    assert ngrpo.loss_aggregation == "token-mean" and ngrpo.kl_coef == 0.0
+    assert (dapo.clip_low, dapo.clip_high) == (0.2, 0.28) and isinstance(dapo.group_filter, DropHomogeneousGroups)
+    assert (grpo.clip_low, grpo.clip_high) == (0.2, 0.2) and grpo.kl_coef == 0.001
+    assert psr_nsr.advantage.positive_weight == 0.1
+    assert get_method("dr_grpo").loss_aggregation == "seq-mean-token-sum-norm"
+    # Ablations change one component of the NGRPO recipe at a time.
+    assert isinstance(get_method("grpo_asym_clip").advantage, GRPOAdvantage)
+    assert get_method("grpo_calibrated").clip_high == 0.2
+    assert isinstance(get_method("ngrpo_no_filter").group_filter, KeepAllGroups)
+
+
+def test_group_filters_on_hand_built_groups():
+    groups = np.array([[1.0, 1, 1, 1], [0.0, 0, 0, 0], [1.0, 0, 1, 0], [0.5, 0.5, 0.5, 0.5]])
+    np.testing.assert_array_equal(KeepAllGroups().keep(groups), [True, True, True, True])
+    np.testing.assert_array_equal(DropHomogeneousGroups().keep(groups), [False, False, True, False])
+    np.testing.assert_array_equal(DropAllCorrectGroups().keep(groups), [False, True, True, True])
+    np.testing.assert_array_equal(DropAllCorrectGroups(r_max=0.5).keep(groups), [True, True, True, False])
+
+
+def test_method_advantages_zero_dropped_groups():
+    groups = np.array([[1.0, 1, 1, 1], [0.0, 0, 0, 0], [1.0, 0, 0, 0]])
+    dapo = get_method("dapo").advantages(groups)
+    assert np.all(dapo[:2] == 0) and np.all(dapo[2] == GRPOAdvantage()(groups[2]))
+    ngrpo = get_method("ngrpo").advantages(groups)
+    assert np.all(ngrpo[0] == 0) and np.all(ngrpo[1] < 0)
+
+
+def test_with_advantage_options_retunes_only_matching_estimators():
+    ngrpo = get_method("ngrpo").with_advantage_options(virtual_samples=3, ddof=0)
+    assert ngrpo.advantage.virtual_samples == 3 and ngrpo.advantage.ddof == 0
+    assert get_method("grpo").with_advantage_options(virtual_samples=3, ddof=0).advantage == GRPOAdvantage(ddof=0)
+    assert get_method("rloo").with_advantage_options(ddof=0) is get_method("rloo")
+
+
+# -- loss aggregation --------------------------------------------------------------------------------------------------
+
+LOSS = np.array([[1.0, 2.0, 3.0, 9.0], [4.0, 9.0, 9.0, 9.0], [5.0, 6.0, 9.0, 9.0]])
+MASK = np.array([[1.0, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0]])
+
+
+def test_aggregation_by_hand():
+    # token-mean: (1+2+3+4+5+6)/6; seq-mean-token-mean: (2 + 4 + 5.5)/3; token-sum-norm: (6 + 4 + 11)/4/3.
+    assert aggregate_loss(LOSS, MASK, "token-mean") == pytest.approx(21 / 6, rel=1e-15)
+    assert aggregate_loss(LOSS, MASK, "seq-mean-token-mean") == pytest.approx(11.5 / 3, rel=1e-15)
+    assert aggregate_loss(LOSS, MASK, "seq-mean-token-sum-norm") == pytest.approx(21 / 12, rel=1e-15)
+    assert aggregate_loss(LOSS, MASK, "seq-mean-token-sum-norm", normaliser=7) == pytest.approx(21 / 21, rel=1e-15)
+
+
+def test_aggregation_against_a_loop():
+    rng = np.random.default_rng(0)
+    loss, mask = rng.normal(size=(6, 9)), (rng.random((6, 9)) < 0.6).astype(float)
+    mask[2] = 0.0  # an answer with no tokens
+    rows = [[l for l, m in zip(lr, mr) if m] for lr, mr in zip(loss, mask)]
+    tokens = [l for row in rows for l in row]
+    assert aggregate_loss(loss, mask, "token-mean") == pytest.approx(sum(tokens) / len(tokens), rel=1e-12)
+    assert aggregate_loss(loss, mask, "seq-mean-token-mean") == pytest.approx(
+        sum(sum(r) / len(r) for r in rows if r) / len(rows), rel=1e-12)
+    assert aggregate_loss(loss, mask, "seq-mean-token-sum-norm") == pytest.approx(
+        sum(sum(r) / 9 for r in rows) / len(rows), rel=1e-12)
+
+
+@pytest.mark.parametrize("mode", LOSS_AGGREGATIONS)
+def test_empty_mask_gives_zero_not_nan(mode):
+    assert aggregate_loss(LOSS, np.zeros_like(MASK), mode) == 0.0
+    assert np.all(token_weights(np.zeros_like(MASK), mode) == 0.0)
+
+
+def test_token_mean_weights_sum_to_one():
+    assert token_weights(MASK, "token-mean").sum() == pytest.approx(1.0)
+    assert token_weights(MASK, "seq-mean-token-mean").sum() == pytest.approx(1.0)
+
+
+# -- bad input --------------------------------------------------------------------------------------------------------
+
+def test_unknown_method_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown method 'ngrpoo'; known methods: ppo, grpo"):
+        get_method("ngrpoo")
+    with pytest.raises(ValueError, match="unknown method 'bogus'"):
+        parse_methods("grpo, bogus")
+    with pytest.raises(ValueError, match="at least one method"):
+        parse_methods(" , ")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"clip_low": 1.0}, "clip_low must be < 1.0, got 1.0"),
+    ({"clip_low": -0.1}, "clip_low must be >= 0.0, got -0.1"),
+    ({"clip_high": -0.2}, "clip_high must be >= 0.0, got -0.2"),
+    ({"loss_aggregation": "mean"}, "loss_aggregation must be one of .*got 'mean'"),
+    ({"kl_coef": -1.0}, "kl_coef must be >= 0.0, got -1.0"),
+    ({"advantage": "grpo"}, "advantage must be an AdvantageEstimator, got 'grpo'"),
+])
+def test_bad_method_fields_name_the_field(changes, message):
+    with pytest.raises(ValueError, match=message):
+        get_method("ngrpo").replace(**changes)
+
+
+def test_aggregation_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"token_loss has shape \(3, 3\) but mask has shape \(3, 4\)"):
+        aggregate_loss(LOSS[:, :3], MASK, "token-mean")
+    with pytest.raises(ValueError, match=r"mask must be shaped \(answers, tokens\)"):
+        token_weights(np.ones(3), "token-mean")
