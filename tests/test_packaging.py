@@ -16,7 +16,8 @@ def test_environment_yml_names_the_same_packages_as_pyproject():
     in_pyproject = {requirement_name(r) for r in project["dependencies"]}
     for extra in project["optional-dependencies"].values():
         in_pyproject |= {requirement_name(r) for r in extra}
-    entries = re.findall(r"^\s*-\s+(\S+)", (ROOT / "environment.yml").read_text(), flags=re.MULTILINE)
+    dependencies = (ROOT / "environment.yml").read_text().split("dependencies:", 1)[1]
+    entries = re.findall(r"^\s*-\s+(\S+)", dependencies, flags=re.MULTILINE)
     in_environment = {requirement_name(e) for e in entries if not e.startswith(("-e", "pip:"))}
     in_environment -= {"python", "pip"}
     assert in_environment == in_pyproject
