@@ -7,11 +7,14 @@ import sys
 from pathlib import Path
 
 from ngrpo_sim import landscape
+from ngrpo_sim._config_cli import add_config_arguments, config_from_args
+from ngrpo_sim.dynamics import MODES, DynamicsConfig
 from ngrpo_sim.methods import METHODS, parse_methods
 
 
 def _method_list_help() -> str:
-    return "; ".join(f"{name}: {m.summary}" for name, m in METHODS.items())
+    """Every preset with its one-line summary, escaped for argparse's %-formatting of help strings."""
+    return "; ".join(f"{name}: {m.summary}" for name, m in METHODS.items()).replace("%", "%%")
 
 
 def _add_landscape(subparsers) -> None:
@@ -53,6 +56,61 @@ def _run_landscape(args) -> None:
     print("\nwrote " + ", ".join(str(path) for path in written))
 
 
+def _add_dynamics(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "dynamics",
+        help="train methods on a bandit task; accuracy, entropy and pass@k over steps",
+        description="Simulate RL training of each method on a bandit stand-in for an LLM (P prompts, K answers, "
+                    "softmax policies), vectorised over seeds. Writes a run folder (config.json, metrics.csv, "
+                    "pass_at_k.csv, summary.csv, dynamics.png, pass_at_k.png) and prints final values with 95%% "
+                    "intervals over seeds.",
+    )
+    parser.add_argument("--methods", default="grpo,ngrpo,dapo,psr_nsr,ppo",
+                        help="comma-separated presets. Known: " + _method_list_help())
+    parser.add_argument("--mode", default="sampled",
+                        help="sampled (real rollouts), expected (the deterministic expected update) or "
+                             "sampled,expected for both side by side (default: sampled)")
+    add_config_arguments(parser, DynamicsConfig, skip=("mode",))
+    parser.add_argument("--out", type=Path, default=Path("runs") / "dynamics",
+                        help="run folder for CSV and PNG files (default: runs/dynamics)")
+    parser.set_defaults(run=_run_dynamics)
+
+
+def _run_dynamics(args) -> None:
+    from ngrpo_sim.experiments import format_summary, run_methods, with_mode, write_run
+
+    methods = parse_methods(args.methods)
+    modes = [part.strip() for part in args.mode.split(",") if part.strip()]
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"mode must be sampled, expected or both comma-separated, got {args.mode!r}")
+    config = config_from_args(DynamicsConfig, args, mode="sampled")
+    trajectories = run_methods(methods, [with_mode(config, mode) for mode in modes])
+    print(format_summary(trajectories))
+    written = write_run(args.out, trajectories)
+    print("\nwrote " + ", ".join(str(path) for path in written))
+
+
+def _add_report(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="the landscape plus the headline experiment that tests the paper's claims (about 1-2 minutes)",
+        description="Writes the advantage landscape, a headline dynamics experiment (GRPO, NGRPO, DAPO, PSR-NSR, "
+                    "PPO on a shared policy with Adam, sampled and expected) and a sweep over policy, optimiser "
+                    "and minibatch count, then prints a report of what the simulation says about each of the "
+                    "paper's claims.",
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs") / "report",
+                        help="folder for the report and its run folders (default: runs/report)")
+    parser.set_defaults(run=_run_report)
+
+
+def _run_report(args) -> None:
+    from ngrpo_sim.report import run_report
+
+    print(run_report(args.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ngrpo-sim",
@@ -61,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="command", required=True)
     _add_landscape(subparsers)
+    _add_dynamics(subparsers)
+    _add_report(subparsers)
     return parser
 
 

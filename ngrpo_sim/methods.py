@@ -98,21 +98,22 @@ LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-no
 def token_weights(mask, mode: str, normaliser: float | None = None) -> np.ndarray:
     """The weight of each token in the aggregated loss: ``aggregate = sum(weights * token_loss)``.
 
-    ``mask`` is shaped ``(N, T)``: N answers, T token slots, 1 where a slot holds a response token. Aggregation
-    is linear, so these weights are also how the gradient of each token's loss enters the update. An answer with
-    no tokens still counts as an answer in the sequence means (it contributes 0), and a minibatch with no tokens
-    at all has all-zero weights (a loss of 0, never a division by zero). ``normaliser`` is the constant length of
-    ``seq-mean-token-sum-norm`` (default: T, the padded response length).
+    ``mask`` is shaped ``(..., N, T)``: N answers of T token slots, 1 where a slot holds a response token; any
+    leading axes (seeds) are separate minibatches. Aggregation is linear, so these weights are also how the
+    gradient of each token's loss enters the update. An answer with no tokens still counts as an answer in the
+    sequence means (it contributes 0), and a minibatch with no tokens at all has all-zero weights (a loss of 0,
+    never a division by zero). ``normaliser`` is the constant length of ``seq-mean-token-sum-norm`` (default: T,
+    the padded response length).
     """
     _checks.choice("loss_aggregation", mode, LOSS_AGGREGATIONS)
     mask = _checks.finite_array("mask", mask)
-    if mask.ndim != 2:
-        raise ValueError(f"mask must be shaped (answers, tokens), got shape {mask.shape}")
-    num_answers, num_slots = mask.shape
+    if mask.ndim < 2:
+        raise ValueError(f"mask must be shaped (..., answers, tokens), got shape {mask.shape}")
+    num_answers, num_slots = mask.shape[-2:]
     if mode == "token-mean":
-        return mask / max(mask.sum(), 1.0)
+        return mask / np.maximum(mask.sum(axis=(-2, -1), keepdims=True), 1.0)
     if mode == "seq-mean-token-mean":
-        lengths = np.maximum(mask.sum(axis=1, keepdims=True), 1.0)
+        lengths = np.maximum(mask.sum(axis=-1, keepdims=True), 1.0)
         return mask / lengths / max(num_answers, 1)
     if normaliser is None:
         normaliser = float(num_slots)
@@ -120,13 +121,17 @@ def token_weights(mask, mode: str, normaliser: float | None = None) -> np.ndarra
     return mask / normaliser / max(num_answers, 1)
 
 
-def aggregate_loss(token_loss, mask, mode: str, normaliser: float | None = None) -> float:
-    """Aggregate a ``(N, T)`` array of per-token losses under ``mask`` with one of ``LOSS_AGGREGATIONS``."""
+def aggregate_loss(token_loss, mask, mode: str, normaliser: float | None = None):
+    """Aggregate ``(..., N, T)`` per-token losses under ``mask`` with one of ``LOSS_AGGREGATIONS``.
+
+    Returns a float for a single minibatch ``(N, T)``, an array over the leading axes otherwise.
+    """
     weights = token_weights(mask, mode, normaliser)
     token_loss = _checks.finite_array("token_loss", token_loss)
     if token_loss.shape != weights.shape:
         raise ValueError(f"token_loss has shape {token_loss.shape} but mask has shape {weights.shape}")
-    return float(np.sum(weights * token_loss))
+    total = np.sum(weights * token_loss, axis=(-2, -1))
+    return float(total) if total.ndim == 0 else total
 
 
 # ---------------------------------------------------------------------------------------------------------------

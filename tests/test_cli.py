@@ -58,3 +58,53 @@ def test_bad_input_exits_with_a_clear_message(argv, message, tmp_path, capsys):
         main(argv + ["--no-figures", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_dynamics_writes_a_run_folder_with_both_modes(tmp_path, capsys):
+    main(["dynamics", "--methods", "grpo,ngrpo", "--mode", "sampled,expected", "--steps", "3", "--seeds", "2",
+          "--num-prompts", "32", "--batch-prompts", "8", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "ngrpo (expected)" in out and "accuracy" in out
+    for name in ("config.json", "metrics.csv", "pass_at_k.csv", "summary.csv", "dynamics.png", "pass_at_k.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    # Two methods: sampled (2 seeds) and expected (1 run), 4 rows of steps each.
+    assert len(rows) == 1 + 2 * (4 * 2 + 4 * 1)
+
+
+def test_dynamics_options_come_from_the_config_docstrings():
+    parser = build_parser()
+    dynamics = next(a for a in parser._actions if a.dest == "command").choices["dynamics"]
+    helps = {tuple(a.option_strings): a.help for a in dynamics._actions}
+    assert "clipping acts" in helps[("--epochs",)]
+    assert helps[("--refill", "--no-refill")].startswith("Draw more prompts")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["dynamics", "--methods", "grpo", "--group-size", "1"], "group_size must be >= 2, got 1"),
+    (["dynamics", "--methods", "grpo", "--lr", "-1"], "lr must be > 0.0, got -1.0"),
+    (["dynamics", "--methods", "grpo", "--mode", "exact"], "mode must be sampled, expected or both"),
+    (["dynamics", "--methods", "grpo", "--num-answers", "1"], "num_answers must be >= 2, got 1"),
+    (["dynamics", "--methods", "grpo", "--profile", "0.5,2"], r"profile success rates must lie in [0, 1], got 2.0"),
+])
+def test_dynamics_bad_input(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + ["--steps", "1", "--seeds", "1", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_report_runs_end_to_end_at_a_small_scale(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from ngrpo_sim import report
+
+    monkeypatch.setattr(report, "HEADLINE", dataclasses.replace(report.HEADLINE, steps=3, seeds=2))
+    monkeypatch.setattr(report, "SWEEP_STEPS", 2)
+    monkeypatch.setattr(report, "SWEEP_SEEDS", 2)
+    main(["report", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert out.count("| tabular,") == 4 and out.count("| shared,") == 5
+    assert (tmp_path / "report.md").read_text().startswith("# ngrpo-sim report")
+    assert (tmp_path / "landscape" / "landscape.png").exists() and (tmp_path / "headline" / "dynamics.png").exists()
+    assert len(list((tmp_path / "sweep").iterdir())) == 8

@@ -120,5 +120,13 @@ def test_bad_method_fields_name_the_field(changes, message):
 def test_aggregation_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match=r"token_loss has shape \(3, 3\) but mask has shape \(3, 4\)"):
         aggregate_loss(LOSS[:, :3], MASK, "token-mean")
-    with pytest.raises(ValueError, match=r"mask must be shaped \(answers, tokens\)"):
+    with pytest.raises(ValueError, match=r"mask must be shaped \(..., answers, tokens\)"):
         token_weights(np.ones(3), "token-mean")
+
+
+@pytest.mark.parametrize("mode", LOSS_AGGREGATIONS)
+def test_leading_axes_are_separate_minibatches(mode):
+    rng = np.random.default_rng(1)
+    loss, mask = rng.normal(size=(3, 5, 6)), (rng.random((3, 5, 6)) < 0.5).astype(float)
+    stacked = aggregate_loss(loss, mask, mode)
+    np.testing.assert_allclose(stacked, [aggregate_loss(loss[i], mask[i], mode) for i in range(3)], rtol=1e-14)

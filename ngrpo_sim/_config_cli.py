@@ -1,0 +1,56 @@
+"""Command-line options generated from a config dataclass, with each field's docstring as its help (CleanRL style).
+
+A field's docstring is the string literal right under it in the class body; Python drops those at run time, so
+they are read back from the source with ``ast``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
+import typing
+
+
+def field_docs(cls) -> dict[str, str]:
+    """name -> the docstring written under the field in ``cls``'s source."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for statement, following in zip(body, body[1:]):
+        if (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
+                and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)):
+            docs[statement.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def _scalar_type(annotation):
+    """int, float, str or bool, unwrapping ``X | None``."""
+    arguments = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return arguments[0] if arguments else annotation
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One ``--field-name`` option per field of the dataclass ``cls`` (defaults from the class)."""
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        if item.name in skip:
+            continue
+        kind = _scalar_type(hints[item.name])
+        flag = "--" + item.name.replace("_", "-")
+        help_text = f"{docs.get(item.name, '')} (default: {item.default})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=item.default, help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, default=item.default, help=help_text, dest=item.name)
+
+
+def config_from_args(cls, args: argparse.Namespace, **overrides):
+    """An instance of ``cls`` from the parsed options (validated by the class itself)."""
+    values = {item.name: getattr(args, item.name) for item in dataclasses.fields(cls) if hasattr(args, item.name)}
+    values.update(overrides)
+    return cls(**values)

@@ -1,0 +1,185 @@
+"""A bandit stand-in for RL on language models: prompts, candidate answers, verifiable rewards, softmax policies.
+
+Each of P prompts has K candidate answers with a fixed reward each (binary: right 1, wrong 0; or graded in
+[0, 1] with the right answers at 1). A policy gives every prompt a softmax distribution over its answers.
+Sampling G answers for a prompt is a "group"; the success rate p of a prompt is the probability of sampling a
+right answer, which is also its pass@1.
+
+Two policies:
+
+* **tabular**: free logits per prompt and answer. An update on one prompt never moves another, so every effect
+  seen here is the method's, not the network's.
+* **shared** (log-linear): logits = b + Phi theta, with fixed features Phi (P, K, D) and one parameter vector
+  theta (D) shared by all prompts, as the weights of a network are. An update on one prompt moves all the others.
+  The features are random (interference) plus ``feature_signal`` times a direction that right answers share
+  (generalisation: raising the right answer of one prompt raises the right answers of the others). b is a fixed
+  per-answer offset that sets the starting success rates; theta starts at 0.
+
+Starting success rates follow a *profile*: a named mixture (``"base"``: many prompts almost never solved, some mid,
+some easy, like a base model on a math benchmark) or explicit rates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ngrpo_sim import _checks
+from ngrpo_sim.metrics import log_softmax
+
+PROFILES: dict[str, tuple[tuple[float, float, float], ...]] = {
+    # (share of prompts, Beta a, Beta b) components of the starting success rate.
+    "base": ((0.5, 0.3, 30.0), (0.3, 1.5, 3.5), (0.2, 5.0, 1.5)),
+    "hard": ((1.0, 0.3, 30.0),),
+    "mid": ((1.0, 2.0, 5.0),),
+    "uniform": ((1.0, 1.0, 1.0),),
+}
+"""Named starting profiles. ``base``: half the prompts are hard (Beta(0.3, 30), mean 1%), 30% mid (mean 30%),
+20% easy (mean 77%)."""
+
+DIFFICULTY_BUCKETS = {"hard": (0.0, 0.05), "mid": (0.05, 0.5), "easy": (0.5, 1.0 + 1e-12)}
+"""Buckets of the *starting* success rate, for per-difficulty accuracy and entropy."""
+
+SUCCESS_FLOOR = 1e-6
+"""A softmax cannot reach a success rate of exactly 0 or 1; profile values are kept inside [1e-6, 1 - 1e-6]."""
+
+POLICIES = ("tabular", "shared")
+REWARD_KINDS = ("binary", "graded")
+
+
+def starting_success(profile, num_prompts: int, rng: np.random.Generator) -> np.ndarray:
+    """Starting success rate of each prompt: drawn from a named profile, or explicit rates cycled over prompts."""
+    if isinstance(profile, str) and profile in PROFILES:
+        components = PROFILES[profile]
+        shares = np.array([share for share, _, _ in components])
+        which = rng.choice(len(components), size=num_prompts, p=shares / shares.sum())
+        a = np.array([c[1] for c in components])[which]
+        b = np.array([c[2] for c in components])[which]
+        rates = rng.beta(a, b)
+    else:
+        if isinstance(profile, str):
+            try:
+                profile = [float(part) for part in profile.split(",")]
+            except ValueError:
+                raise ValueError(f"profile must be one of {', '.join(PROFILES)} or comma-separated success rates, "
+                                 f"got {profile!r}") from None
+        rates = _checks.finite_array("profile", profile).ravel()
+        if rates.size == 0 or np.any((rates < 0) | (rates > 1)):
+            bad = rates[(rates < 0) | (rates > 1)]
+            raise ValueError(f"profile success rates must lie in [0, 1], got {bad[0] if bad.size else 'nothing'}")
+        rates = np.resize(rates, num_prompts)
+    return np.clip(rates, SUCCESS_FLOOR, 1.0 - SUCCESS_FLOOR)
+
+
+@dataclass(frozen=True)
+class BanditTask:
+    """P prompts with K answers each, and the policy's fixed parts."""
+
+    rewards: np.ndarray
+    """(P, K) reward of each answer; an answer is *right* when its reward is 1."""
+    offsets: np.ndarray
+    """(P, K) starting logits (tabular) or the fixed offsets b (shared)."""
+    features: np.ndarray | None
+    """(P, K, D) fixed features Phi of the shared policy; None for the tabular policy."""
+
+    @property
+    def num_prompts(self) -> int:
+        return self.rewards.shape[0]
+
+    @property
+    def right(self) -> np.ndarray:
+        """(P, K) True for right answers."""
+        return self.rewards == 1.0
+
+    def initial_params(self, num_seeds: int) -> np.ndarray:
+        """Trainable parameters of every seed: logits (S, P, K) for tabular, theta (S, D) for shared."""
+        if self.features is None:
+            return np.broadcast_to(self.offsets, (num_seeds,) + self.offsets.shape).copy()
+        return np.zeros((num_seeds, self.features.shape[-1]))
+
+    def logits(self, params: np.ndarray, prompts: np.ndarray | None = None) -> np.ndarray:
+        """Logits of every seed: (S, P, K), or (S, C, K) for ``prompts`` of shape (S, C)."""
+        if self.features is None:
+            if prompts is None:
+                return params
+            return params[np.arange(params.shape[0])[:, None], prompts]
+        if prompts is None:
+            return self.offsets + np.einsum("pkd,sd->spk", self.features, params)
+        return self.offsets[prompts] + np.einsum("sckd,sd->sck", self.features[prompts], params)
+
+    def backprop(self, logit_grads: np.ndarray, prompts: np.ndarray | None = None) -> np.ndarray:
+        """Gradient with respect to the parameters from gradients with respect to the logits.
+
+        ``logit_grads`` is (S, P, K), or (S, C, K) for ``prompts`` (S, C) of distinct prompts per seed.
+        """
+        if self.features is None:
+            if prompts is None:
+                return logit_grads
+            grads = np.zeros((logit_grads.shape[0], self.num_prompts, logit_grads.shape[-1]))
+            grads[np.arange(logit_grads.shape[0])[:, None], prompts] = logit_grads
+            return grads
+        features = self.features if prompts is None else self.features[prompts]
+        pattern = "spk,pkd->sd" if prompts is None else "sck,sckd->sd"
+        return np.einsum(pattern, logit_grads, features)
+
+    def success(self, logits: np.ndarray, prompts: np.ndarray | None = None) -> np.ndarray:
+        """Success rate (probability of a right answer) per seed and prompt."""
+        right = self.right if prompts is None else self.right[prompts]
+        return np.sum(np.exp(log_softmax(logits)) * right, axis=-1)
+
+
+def make_task(num_prompts: int = 256, num_answers: int = 16, right_answers: int = 1, profile="base",
+              policy: str = "tabular", feature_dim: int = 16, feature_signal: float = 0.5, rewards: str = "binary",
+              logit_spread: float = 1.0, seed: int = 0) -> BanditTask:
+    """Build a task whose prompts start at the profile's success rates, exactly.
+
+    Wrong answers get logits drawn from N(0, logit_spread^2) (graded rewards: wrong answers earn U(0, 0.9)); the
+    right answers share one logit, set in closed form so that each prompt starts at its target success rate p:
+    with A = sum of exp(right logits) and W = sum of exp(wrong logits), shifting the right logits by
+    log(p W / ((1 - p) A)) gives success p.
+    """
+    num_prompts = _checks.integer("num_prompts", num_prompts, low=1)
+    num_answers = _checks.integer("num_answers", num_answers, low=2)
+    right_answers = _checks.integer("right_answers", right_answers, low=1, high=num_answers - 1)
+    _checks.choice("policy", policy, POLICIES)
+    _checks.choice("rewards", rewards, REWARD_KINDS)
+    feature_dim = _checks.integer("feature_dim", feature_dim, low=1)
+    feature_signal = _checks.number("feature_signal", feature_signal, low=0.0)
+    logit_spread = _checks.number("logit_spread", logit_spread, low=0.0)
+    rng = np.random.default_rng(seed)
+    target = starting_success(profile, num_prompts, rng)
+    right = np.zeros((num_prompts, num_answers), dtype=bool)
+    right[:, :right_answers] = True
+    right = rng.permuted(right, axis=1)
+    logits = rng.normal(scale=logit_spread, size=(num_prompts, num_answers))
+    wrong_mass = np.sum(np.exp(logits) * ~right, axis=1)
+    right_logit = np.log(target * wrong_mass / ((1 - target) * right_answers))
+    logits = np.where(right, right_logit[:, None], logits)
+    reward_table = right.astype(np.float64)
+    if rewards == "graded":
+        reward_table = np.where(right, 1.0, rng.uniform(0.0, 0.9, size=right.shape))
+    features = None
+    if policy == "shared":
+        # Random features make prompts interfere; the signal along one direction lets what is learned on one
+        # prompt transfer to the others, as "being right" is a shared concept to a network.
+        direction = rng.normal(size=feature_dim)
+        direction /= np.linalg.norm(direction)
+        centred_right = right - right_answers / num_answers
+        features = (rng.normal(scale=1.0 / np.sqrt(feature_dim), size=(num_prompts, num_answers, feature_dim))
+                    + feature_signal * centred_right[..., None] * direction)
+    return BanditTask(rewards=reward_table, offsets=logits, features=features)
+
+
+def difficulty_masks(initial_success: np.ndarray) -> dict[str, np.ndarray]:
+    """Boolean (P,) masks of the prompts in each difficulty bucket of the starting success rate."""
+    return {name: (initial_success >= low) & (initial_success < high)
+            for name, (low, high) in DIFFICULTY_BUCKETS.items()}
+
+
+def sample_answers(logits: np.ndarray, group_size: int, rng: np.random.Generator) -> np.ndarray:
+    """G answers per (seed, prompt) drawn from softmax(logits): (S, C, K) -> (S, C, G) answer indices."""
+    cdf = np.cumsum(np.exp(log_softmax(logits)), axis=-1)
+    uniforms = rng.random(logits.shape[:-1] + (group_size,))
+    answers = np.sum(uniforms[..., None] >= cdf[..., None, :-1], axis=-1)
+    return answers
+

@@ -1,0 +1,177 @@
+"""Running several methods on one bandit task, summarising over seeds, and writing a run folder.
+
+A run folder holds ``config.json``, ``metrics.csv`` (one row per method, mode, step and seed), ``pass_at_k.csv``
+(pass@k against k after training), ``summary.csv`` (final values, mean and 95% interval over seeds) and the
+figures ``dynamics.png`` and ``pass_at_k.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import t as student_t
+from tqdm.auto import tqdm
+
+from ngrpo_sim.dynamics import METRICS, DynamicsConfig, Trajectory, config_dict, simulate
+from ngrpo_sim.methods import Method
+from ngrpo_sim.plotting import method_colour, save, subplots
+
+SUMMARY_METRICS = ("accuracy", "accuracy_hard", "pass_auc", "entropy", "entropy_hard", "abandoned", "newly_solved",
+                   "regressed", "max_drawdown")
+"""Final values reported per method. ``max_drawdown`` is the largest fall of accuracy from its running maximum
+during training (0 for a run that never loses accuracy), our measure of instability."""
+
+
+def label(trajectory: Trajectory) -> str:
+    """The method's name, marked when the run is the expected (deterministic) counterpart."""
+    return trajectory.method + (" (expected)" if trajectory.config.mode == "expected" else "")
+
+
+def run_methods(methods: list[Method], configs: list[DynamicsConfig], description: str = "simulating"
+                ) -> list[Trajectory]:
+    """Every method under every config, with one progress bar over all their steps."""
+    total = sum(config.steps for config in configs) * len(methods)
+    with tqdm(total=total, desc=description, unit="step") as bar:
+        return [simulate(method, config, progress=bar) for config in configs for method in methods]
+
+
+def max_drawdown(accuracy: np.ndarray) -> np.ndarray:
+    """(steps + 1, S) -> (S,): the largest drop of accuracy below its running maximum."""
+    return np.max(np.maximum.accumulate(accuracy, axis=0) - accuracy, axis=0)
+
+
+def final_values(trajectory: Trajectory, name: str) -> np.ndarray:
+    """One value per seed after training."""
+    if name == "max_drawdown":
+        return max_drawdown(trajectory.metrics["accuracy"])
+    return trajectory.final(name)
+
+
+def interval(values: np.ndarray) -> tuple[float, float]:
+    """(mean, half-width of the 95% t-interval of the mean); the half-width is NaN for a single seed."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    if values.size == 1:
+        return float(values[0]), float("nan")
+    half = student_t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
+    return float(values.mean()), float(half)
+
+
+def difference_interval(first: np.ndarray, second: np.ndarray) -> tuple[float, float]:
+    """(mean of first - mean of second, 95% Welch half-width) for two independent sets of seeds."""
+    a, b = np.asarray(first, float), np.asarray(second, float)
+    variance_a, variance_b = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    total = variance_a + variance_b
+    if total == 0:
+        return float(a.mean() - b.mean()), 0.0
+    dof = total ** 2 / (variance_a ** 2 / (a.size - 1) + variance_b ** 2 / (b.size - 1))
+    return float(a.mean() - b.mean()), float(student_t.ppf(0.975, dof) * np.sqrt(total))
+
+
+def format_summary(trajectories: list[Trajectory], metrics=SUMMARY_METRICS) -> str:
+    """A plain-text table of final values, mean ± 95% interval over seeds."""
+    width = max(len(label(t)) for t in trajectories) + 2
+    header = f"{'method':<{width}}" + "".join(f"{name:>17}" for name in metrics)
+    lines = [header]
+    for trajectory in trajectories:
+        cells = []
+        for name in metrics:
+            mean, half = interval(final_values(trajectory, name))
+            cells.append(f"{mean:>9.3f}" + (f" ±{half:6.3f}" if np.isfinite(half) else " " * 8))
+        lines.append(f"{label(trajectory):<{width}}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def write_run(folder: Path, trajectories: list[Trajectory], extra: dict | None = None) -> list[Path]:
+    """Write the run folder described in the module docstring; returns the files written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    configs = {label(t): config_dict(t.config) for t in trajectories}
+    (folder / "config.json").write_text(json.dumps({"runs": configs, **(extra or {})}, indent=2) + "\n")
+    with (folder / "metrics.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "mode", "step", "seed", *METRICS])
+        for trajectory in trajectories:
+            table = np.stack([trajectory.metrics[name] for name in METRICS], axis=-1)
+            for step in range(table.shape[0]):
+                for seed in range(table.shape[1]):
+                    writer.writerow([trajectory.method, trajectory.config.mode, step, seed,
+                                     *(f"{v:.6g}" for v in table[step, seed])])
+    with (folder / "pass_at_k.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "mode", "seed", "k", "pass_at_k_start", "pass_at_k_end"])
+        for trajectory in trajectories:
+            for seed in range(trajectory.pass_at_k.shape[1]):
+                for i, k in enumerate(trajectory.ks):
+                    writer.writerow([trajectory.method, trajectory.config.mode, seed, int(k),
+                                     f"{trajectory.pass_at_k[0, seed, i]:.6g}",
+                                     f"{trajectory.pass_at_k[-1, seed, i]:.6g}"])
+    with (folder / "summary.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "mode", "metric", "mean", "ci95_half_width", "seeds"])
+        for trajectory in trajectories:
+            for name in SUMMARY_METRICS:
+                mean, half = interval(final_values(trajectory, name))
+                writer.writerow([trajectory.method, trajectory.config.mode, name, f"{mean:.6g}", f"{half:.6g}",
+                                 trajectory.config.seeds])
+    return [folder / name for name in ("config.json", "metrics.csv", "pass_at_k.csv", "summary.csv")] + [
+        plot_dynamics(trajectories, folder / "dynamics.png"), plot_pass_at_k(trajectories, folder / "pass_at_k.png")]
+
+
+def _band(ax, x, values: np.ndarray, colour: str, linestyle: str, text: str) -> None:
+    """Mean over seeds with its 95% interval as a shaded band."""
+    mean = np.nanmean(values, axis=1)
+    ax.plot(x, mean, color=colour, linestyle=linestyle, label=text, linewidth=1.6)
+    if values.shape[1] > 1:
+        half = student_t.ppf(0.975, values.shape[1] - 1) * np.nanstd(values, axis=1, ddof=1) / np.sqrt(
+            values.shape[1])
+        ax.fill_between(x, mean - half, mean + half, color=colour, alpha=0.2, linewidth=0)
+
+
+DYNAMICS_PANELS = (("accuracy", "mean success rate (pass@1)"), ("pass_auc", "pass@k AUC (k = 1..256, 0-100)"),
+                   ("entropy", "mean policy entropy (nats)"), ("accuracy_hard", "success on prompts starting < 5%"))
+
+
+def plot_dynamics(trajectories: list[Trajectory], path: Path, panels=DYNAMICS_PANELS) -> Path:
+    """Metrics against training steps, mean and 95% band over seeds; expected-mode runs dashed."""
+    figure, axes = subplots(ncols=len(panels), width=4.2, height=3.3)
+    for ax, (name, title) in zip(axes, panels):
+        for trajectory in trajectories:
+            values = trajectory.metrics[name]
+            linestyle = "--" if trajectory.config.mode == "expected" else "-"
+            _band(ax, np.arange(values.shape[0]), values, method_colour(trajectory.method), linestyle,
+                  label(trajectory))
+        ax.set_xlabel("training step")
+        ax.set_ylabel(title)
+    axes[0].legend(fontsize=7)
+    config = trajectories[0].config
+    figure.suptitle(f"{config.policy} policy, {config.optimizer} lr {config.lr}, {config.minibatches} minibatches, "
+                    f"{config.seeds} seeds (bands: 95% interval of the mean)", fontsize=9)
+    return save(figure, path)
+
+
+def plot_pass_at_k(trajectories: list[Trajectory], path: Path) -> Path:
+    """pass@k against k after training (mean over seeds), with the starting policy in black."""
+    figure, (ax,) = subplots(width=5.0, height=3.6)
+    first = trajectories[0]
+    ax.plot(first.ks, first.pass_at_k[0].mean(axis=0), color="black", linestyle=":", label="start")
+    for trajectory in trajectories:
+        linestyle = "--" if trajectory.config.mode == "expected" else "-"
+        ax.plot(trajectory.ks, trajectory.pass_at_k[-1].mean(axis=0), color=method_colour(trajectory.method),
+                linestyle=linestyle, marker="o", markersize=3, label=label(trajectory))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (samples per prompt)")
+    ax.set_ylabel("pass@k after training")
+    ax.legend(fontsize=7)
+    return save(figure, path)
+
+
+def with_mode(config: DynamicsConfig, mode: str) -> DynamicsConfig:
+    """The same config in another mode; an expected run needs one seed only (it is deterministic)."""
+    return dataclasses.replace(config, mode=mode, seeds=1 if mode == "expected" else config.seeds)

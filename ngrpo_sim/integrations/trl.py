@@ -1,0 +1,156 @@
+"""NGRPO in TRL: ``NGRPOTrainer``, a ``GRPOTrainer`` that trains with NGRPO's advantages, and its ``NGRPOConfig``.
+
+What changes against GRPO, and where
+-----------------------------------
+* The advantage. ``GRPOTrainer`` scores each generation batch (``_generate_and_score_completions``), with rewards
+  gathered from every process, and standardises them per group of ``num_generations`` answers. ``NGRPOTrainer``
+  keeps everything else that method does (generation, old and reference log-probabilities, TRL's logs) and replaces
+  the advantages with ``ngrpo_sim``'s NGRPO estimator on the same rewards: the weighted sum of the reward functions,
+  as in TRL's default ``multi_objective_aggregation="sum_then_normalize"``. Answers that no reward function could
+  score (every function returned None) stay out of their group's statistics and get advantage 0, as in TRL. The
+  new advantages are what TRL logs (the ``advantage`` column of its completions table).
+* The group filter. All-correct groups have zero advantage under NGRPO; the release drops them so that they do not
+  dilute the token mean. TRL has no refill, so the trainer removes their tokens from the loss instead, the way TRL's
+  own ``mask_truncated_completions`` removes truncated answers, and logs the share of groups it dropped as
+  ``ngrpo/dropped_groups_frac``. All-wrong groups stay: they are where NGRPO's signal comes from.
+* The clip range. ``NGRPOConfig`` defaults to the preset's asymmetric clip, ``epsilon=0.16`` (low) and
+  ``epsilon_high=0.24``, and to its entropy coefficient, 0.001. TRL's defaults already match the rest of the
+  recipe: no KL (``beta=0``), token-mean loss (``loss_type="dapo"``: every response token of the generation batch
+  weighs the same), 8 answers per prompt, learning rate 1e-6.
+
+Advantages are computed once per generation batch and buffered, so TRL's ``num_iterations`` (several policy updates
+on one batch, where the clip range starts to act), ``steps_per_generation`` and every ``loss_type`` use them as they
+use GRPO's. Tested with TRL 1.16.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from ngrpo_sim.integrations.groups import answers_kept, group_advantages
+from ngrpo_sim.methods import DropAllCorrectGroups, KeepAllGroups, get_method
+
+_NGRPO = get_method("ngrpo")
+
+
+@dataclass
+class NGRPOConfig(GRPOConfig):
+    """``GRPOConfig`` with NGRPO's defaults and its three options: ``r_max``, ``virtual_samples`` and
+    ``drop_all_correct_groups``."""
+
+    epsilon: float = field(
+        default=_NGRPO.clip_low,
+        metadata={"help": "eps_low: the probability ratio of an answer with negative advantage may fall to "
+                          "1 - epsilon before its gradient is cut. NGRPO: 0.16."},
+    )
+    epsilon_high: float | None = field(
+        default=_NGRPO.clip_high,
+        metadata={"help": "eps_high: the ratio of an answer with positive advantage may rise to 1 + epsilon_high "
+                          "before its gradient is cut. NGRPO: 0.24."},
+    )
+    entropy_coef: float = field(
+        default=_NGRPO.entropy_coef,
+        metadata={"help": "Weight of the entropy bonus; the NGRPO release inherits verl's 0.001."},
+    )
+    r_max: float = field(
+        default=_NGRPO.advantage.r_max,
+        metadata={"help": "The best reward a completion can earn (the weighted sum of the reward functions); the "
+                          "virtual sample's reward. Rewards above it are refused."},
+    )
+    virtual_samples: int = field(
+        default=_NGRPO.advantage.virtual_samples,
+        metadata={"help": "How many virtual r_max samples join each group's mean and std. The paper reports that "
+                          "more than one over-explores."},
+    )
+    drop_all_correct_groups: bool = field(
+        default=True,
+        metadata={"help": "Remove the tokens of groups whose answers all earn r_max from the loss (NGRPO's filter; "
+                          "TRL has no refill). All-wrong groups always stay."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.scale_rewards != "group":
+            raise ValueError(f"scale_rewards must be 'group' for NGRPO (the std of each group with its virtual "
+                             f"sample), got {self.scale_rewards!r}")
+        if self.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError(f"multi_objective_aggregation must be 'sum_then_normalize' for NGRPO (r_max bounds "
+                             f"the summed reward), got {self.multi_objective_aggregation!r}")
+        if not isinstance(self.drop_all_correct_groups, bool):
+            raise ValueError(f"drop_all_correct_groups must be True or False, got {self.drop_all_correct_groups!r}")
+        self.ngrpo_estimator()  # refuses a bad r_max or virtual_samples now, not at the first generation batch
+
+    def ngrpo_estimator(self):
+        """The ``ngrpo`` preset's advantage estimator with this config's r_max and virtual samples."""
+        return dataclasses.replace(_NGRPO.advantage, r_max=self.r_max, virtual_samples=self.virtual_samples)
+
+    def ngrpo_group_filter(self):
+        """``DropAllCorrectGroups`` at this r_max, or ``KeepAllGroups`` when the filter is off."""
+        return DropAllCorrectGroups(r_max=self.r_max) if self.drop_all_correct_groups else KeepAllGroups()
+
+
+class NGRPOTrainer(GRPOTrainer):
+    """``GRPOTrainer`` with NGRPO's advantages and group filter; takes the same arguments, with an ``NGRPOConfig``."""
+
+    def __init__(self, model, reward_funcs=None, args: NGRPOConfig | None = None, **trainer_options):
+        if args is None:
+            model_name = model if isinstance(model, str) else model.config.name_or_path
+            args = NGRPOConfig(f"{str(model_name).split('/')[-1]}-NGRPO")
+        if not isinstance(args, NGRPOConfig):
+            raise ValueError(f"args must be an NGRPOConfig (NGRPO's defaults and options), got {type(args).__name__}")
+        super().__init__(model, reward_funcs, args, **trainer_options)
+        self.ngrpo_estimator = args.ngrpo_estimator()
+        self.ngrpo_group_filter = args.ngrpo_group_filter()
+        self._gathered_rewards_per_func: torch.Tensor | None = None
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # TRL gathers the rewards of every process here: the groups NGRPO needs, whichever process holds an answer.
+        self._gathered_rewards_per_func = super()._calculate_rewards(inputs, prompts, completions,
+                                                                     completion_ids_list)
+        return self._gathered_rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        mode = "train" if self.model.training else "eval"
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+
+        rewards_per_func = self._gathered_rewards_per_func
+        scorable = ~torch.isnan(rewards_per_func).all(dim=1)
+        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
+        rewards, scorable = rewards.to("cpu", torch.float64).numpy(), scorable.cpu().numpy()
+        group_ids = np.arange(len(rewards)) // group_size
+
+        advantages = np.zeros_like(rewards)
+        advantages[scorable] = group_advantages(rewards[scorable], group_ids[scorable], self.ngrpo_estimator)
+        group_kept = np.ones(len(rewards) // group_size, dtype=bool)
+        group_kept[group_ids[scorable]] = answers_kept(rewards[scorable], group_ids[scorable],
+                                                       self.ngrpo_group_filter)
+        kept = group_kept[group_ids]
+
+        # This process's answers, sliced from the gathered batch the way GRPOTrainer slices its own advantages.
+        local_size = len(output["advantages"])
+        local = slice(self.accelerator.process_index * local_size, (self.accelerator.process_index + 1) * local_size)
+        device = output["advantages"].device
+        output["advantages"] = torch.as_tensor(advantages[local], dtype=output["advantages"].dtype, device=device)
+        completion_mask = output["completion_mask"]
+        output["completion_mask"] = completion_mask * torch.as_tensor(kept[local], dtype=completion_mask.dtype,
+                                                                      device=device).unsqueeze(1)
+        # The token-mean loss divides by the tokens of the whole generation batch; dropped groups no longer count.
+        loss_mask = output["completion_mask"]
+        if "tool_mask" in output:
+            loss_mask = loss_mask * output["tool_mask"]
+        output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+
+        # GRPOTrainer has just appended this batch's GRPO advantages to its log; put NGRPO's in their place.
+        logged = self._logs["advantages"]
+        replaced = min(len(advantages), len(logged))
+        for _ in range(replaced):
+            logged.pop()
+        logged.extend(advantages[len(advantages) - replaced:].tolist())
+        self._metrics[mode]["ngrpo/dropped_groups_frac"].append(float(1.0 - group_kept.mean()))
+        return output

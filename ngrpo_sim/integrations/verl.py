@@ -1,0 +1,132 @@
+"""NGRPO in verl: the ``ngrpo`` advantage estimator, and a filter key that makes verl drop only all-correct groups.
+
+How verl finds this module
+--------------------------
+``import verl`` (verl >= 0.9.0, in ``verl/__init__.py``) loads every entry point of the group ``verl.plugins``.
+ngrpo-sim declares ``ngrpo = "ngrpo_sim.integrations.verl"`` there, so installing ngrpo-sim next to verl is all it
+takes: every process that imports verl, the driver and each Ray worker alike, imports this module, which registers
+the estimator with verl's ``register_adv_est``; ``algorithm.adv_estimator=ngrpo`` then works without patching verl.
+``VERL_USE_EXTERNAL_PLUGINS=none`` switches the discovery off, and a comma-separated list of entry-point names
+keeps only those. verl logs a plugin's import error at debug level only: if verl answers "Unknown advantage
+estimator simply: ngrpo", run ``python -c "import ngrpo_sim.integrations.verl"`` to see what went wrong.
+
+The estimator
+-------------
+verl's trainer calls a registered estimator with keyword arguments: ``token_level_rewards`` and ``response_mask``
+(both ``(answers, response tokens)``), ``index`` (the ``uid`` of each answer's prompt: answers with the same uid
+form a group) and ``config`` (the ``algorithm`` section). The outcome reward of an answer is the sum of its token
+rewards (verl puts it on the last token). Groups may differ in size; ``ngrpo_sim.integrations.groups`` hands each
+size to ``ngrpo_sim``'s NGRPO estimator in one call. The advantage is spread over every response token, and the
+function returns it twice, as verl expects (advantages, returns). Two keys of the ``algorithm`` section, named as in
+the authors' release, tune it: ``max_reward`` (r_max, default 1.0) and ``add_max_reward_num`` (the number of
+virtual samples, default 1). verl's config schema does not know them, so a launch command adds them with a ``+``.
+
+The group filter
+----------------
+NGRPO drops all-correct groups (they have zero advantage and would only dilute the token mean) and keeps
+all-wrong ones (they are where calibration creates a signal), refilling the batch with new rollouts. verl's own
+filter (``algorithm.filter_groups``, DAPO's dynamic sampling with refill) drops a group when a chosen per-answer
+metric has zero spread over the group, which drops all-wrong groups too. It is not pluggable, but the metric is
+ours to choose: ``compute_score`` below adds ``FILTER_KEY`` to every answer's reward details. Right answers report
+r_max; each wrong answer reports a fresh random number below r_max. A group's key then has zero spread exactly when
+every answer is right, so ``filter_groups.metric=ngrpo_filter_key`` makes verl's filter, refill included, drop
+exactly the groups ``ngrpo_sim``'s ``DropAllCorrectGroups`` drops. verl reads the metric at sampling time, so it
+needs a rule-based reward (or a reward model in its own resource pool), as verl's filter always does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+import torch
+from verl.trainer.ppo.core_algos import register_adv_est
+from verl.utils.reward_score import default_compute_score
+
+from ngrpo_sim.advantages import NGRPOAdvantage
+from ngrpo_sim.integrations.groups import group_advantages
+from ngrpo_sim.methods import DropAllCorrectGroups, get_method
+
+ESTIMATOR_NAME = "ngrpo"
+"""The value of ``algorithm.adv_estimator`` that selects NGRPO."""
+
+FILTER_KEY = "ngrpo_filter_key"
+"""The per-answer reward detail to give verl's group filter: ``algorithm.filter_groups.metric=ngrpo_filter_key``."""
+
+CONFIG_KEYS = {"r_max": "max_reward", "virtual_samples": "add_max_reward_num"}
+"""Where verl's ``algorithm`` section holds each NGRPO option (the release's names)."""
+
+# Reward workers may be forked from one parent: the operating system's randomness gives each of them its own stream,
+# where forked copies of one seeded generator would hand two wrong answers of a group the same key.
+_fresh_randomness = random.SystemRandom()
+
+
+def estimator_from_config(config) -> NGRPOAdvantage:
+    """The ``ngrpo`` preset's estimator, with r_max and the number of virtual samples read from ``config``.
+
+    ``config`` is verl's ``algorithm`` section (an omegaconf ``DictConfig`` or verl's ``AlgoConfig``), or ``None``;
+    a missing key keeps the release's default, which is the preset's.
+    """
+    preset = get_method("ngrpo").advantage
+    if config is None:
+        return preset
+    options = {field: config.get(key, getattr(preset, field)) for field, key in CONFIG_KEYS.items()}
+    try:
+        return dataclasses.replace(preset, **options)
+    except ValueError as error:
+        names = ", ".join(f"{field} is algorithm.{key}" for field, key in CONFIG_KEYS.items())
+        raise ValueError(f"verl's algorithm config does not give a valid NGRPO estimator: {error} ({names})"
+                         ) from error
+
+
+@register_adv_est(ESTIMATOR_NAME)
+def compute_ngrpo_outcome_advantage(token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
+                                    index: np.ndarray | None = None, config=None,
+                                    **other_batch_fields) -> tuple[torch.Tensor, torch.Tensor]:
+    """NGRPO advantages for a verl batch, spread over each answer's response tokens: ``(advantages, returns)``.
+
+    ``other_batch_fields`` takes what verl passes to every registered estimator that NGRPO does not use
+    (``reward_baselines`` when the batch has them).
+    """
+    if index is None:
+        raise ValueError("the ngrpo estimator needs index (the uid of each answer's prompt) to form groups; got None")
+    if token_level_rewards.shape != response_mask.shape:
+        raise ValueError(f"token_level_rewards has shape {tuple(token_level_rewards.shape)} but response_mask has "
+                         f"shape {tuple(response_mask.shape)}")
+    estimator = estimator_from_config(config)
+    outcome_rewards = token_level_rewards.detach().sum(dim=-1).to("cpu", torch.float64).numpy()
+    try:
+        advantages = group_advantages(outcome_rewards, index, estimator)
+    except ValueError as error:
+        raise ValueError(f"the ngrpo estimator cannot use this batch (r_max={estimator.r_max}, set by "
+                         f"algorithm.{CONFIG_KEYS['r_max']}): {error}") from error
+    advantages = torch.as_tensor(advantages, dtype=token_level_rewards.dtype, device=token_level_rewards.device)
+    advantages = advantages.unsqueeze(-1) * response_mask
+    return advantages, advantages
+
+
+def all_correct_filter_key(score: float, r_max: float = 1.0) -> float:
+    """r_max for a right answer, a fresh random number below r_max for any other: see "The group filter" above.
+
+    An answer is right when ``DropAllCorrectGroups`` would drop a group made of it alone, so a group of answers
+    shares one key exactly when that filter drops the group.
+    """
+    answer_is_right = not DropAllCorrectGroups(r_max=r_max).keep(np.array([score]))[()]
+    return float(r_max) if answer_is_right else r_max - 1.0 - _fresh_randomness.random()
+
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, max_reward: float = 1.0,
+                  **scorer_options) -> dict:
+    """verl's default rule-based score of one answer, with ``FILTER_KEY`` added to its reward details.
+
+    Select it with ``reward.custom_reward_function.path=pkg://ngrpo_sim.integrations.verl`` and
+    ``reward.custom_reward_function.name=compute_score``. ``max_reward`` must equal ``algorithm.max_reward``; set
+    it with ``+reward.custom_reward_function.reward_kwargs.max_reward=...`` when that is not 1. A reward function of
+    your own gets the same filter by adding ``FILTER_KEY: all_correct_filter_key(score, r_max)`` to its result.
+    """
+    result = default_compute_score(data_source, solution_str, ground_truth, extra_info, **scorer_options)
+    # A plain number becomes {"score", "acc"}: the reward details verl itself records for a plain number.
+    details = dict(result) if isinstance(result, dict) else {"score": float(result), "acc": float(result)}
+    details[FILTER_KEY] = all_correct_filter_key(details["score"], max_reward)
+    return details

@@ -1,0 +1,134 @@
+"""``ngrpo-sim report``: the landscape plus a headline experiment that tests the paper's claims.
+
+The paper claims that NGRPO (1) keeps entropy higher than GRPO, (2) learns hard prompts that GRPO abandons, and
+(3) trains stably where PSR-NSR's fixed negative weights do not. We do not assume any of them. The headline run
+trains GRPO, NGRPO, DAPO, PSR-NSR and PPO on the "base" profile (half the prompts almost never solved) with the
+shared policy, Adam and 4 minibatch updates per rollout, sampled and in expectation. A sweep then repeats the
+sampled run in all eight combinations of {tabular, shared} x {Adam, SGD} x {1, 4 minibatches}, because the
+answer to each claim can depend on the setting. Every verdict comes with its numbers and a 95% interval over seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ngrpo_sim import landscape
+from ngrpo_sim.dynamics import DynamicsConfig, Trajectory
+from ngrpo_sim.experiments import (difference_interval, final_values, format_summary, interval, run_methods,
+                                   with_mode, write_run)
+from ngrpo_sim.methods import get_method
+
+HEADLINE_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "ppo")
+HEADLINE = DynamicsConfig(policy="shared", optimizer="adam", lr=0.05, minibatches=4, steps=200, seeds=16)
+LEARNING_RATES = {("tabular", "adam"): 0.05, ("shared", "adam"): 0.05, ("tabular", "sgd"): 32.0,
+                  ("shared", "sgd"): 4.0}
+"""Per policy and optimiser, a step size at which GRPO gains a comparable amount of accuracy in the sweep's
+steps (SGD steps scale with the gradient, which token-mean divides by the batch's answer count)."""
+SWEEP_STEPS, SWEEP_SEEDS = 150, 8
+
+
+def sweep_configs(base: DynamicsConfig | None = None) -> list[DynamicsConfig]:
+    """The eight settings of the sweep (based on the headline config unless told otherwise)."""
+    base = base or HEADLINE
+    return [dataclasses.replace(base, policy=policy, optimizer=optimizer, minibatches=minibatches,
+                                lr=LEARNING_RATES[policy, optimizer], steps=SWEEP_STEPS, seeds=SWEEP_SEEDS)
+            for policy in ("tabular", "shared") for optimizer in ("adam", "sgd") for minibatches in (1, 4)]
+
+
+def _verdict(mean: float, half: float, above: str, below: str) -> str:
+    if not np.isfinite(half):
+        return "n/a"
+    if mean - half > 0:
+        return above
+    if mean + half < 0:
+        return below
+    return "no clear difference"
+
+
+def entropy_at_matched_accuracy(trajectory: Trajectory, accuracy: float) -> float:
+    """Seed-mean entropy at the first moment the seed-mean accuracy reaches ``accuracy`` (linear interpolation)."""
+    curve = np.nanmean(trajectory.metrics["accuracy"], axis=1)
+    entropy = np.nanmean(trajectory.metrics["entropy"], axis=1)
+    reached = np.nonzero(curve >= accuracy)[0]
+    if reached.size == 0:
+        return float("nan")
+    step = reached[0]
+    if step == 0:
+        return float(entropy[0])
+    share = (accuracy - curve[step - 1]) / (curve[step] - curve[step - 1])
+    return float(entropy[step - 1] + share * (entropy[step] - entropy[step - 1]))
+
+
+def _setting(config: DynamicsConfig) -> str:
+    return f"{config.policy}, {config.optimizer} (lr {config.lr}), {config.minibatches} minibatch" + (
+        "es" if config.minibatches > 1 else "")
+
+
+def claims_table(groups: list[list[Trajectory]]) -> str:
+    """One markdown table row per setting: each claim's measured difference, interval and verdict."""
+    lines = ["| setting | entropy: NGRPO − GRPO (final) | entropy at equal accuracy (NGRPO / GRPO) | "
+             "hard-prompt success: NGRPO − GRPO | abandoned: NGRPO / GRPO | regressed prompts: PSR-NSR / GRPO / "
+             "NGRPO | worst accuracy drop: PSR-NSR / others |", "|---|---|---|---|---|---|---|"]
+    for trajectories in groups:
+        by_name = {t.method: t for t in trajectories}
+        grpo, ngrpo, psr_nsr = by_name["grpo"], by_name["ngrpo"], by_name["psr_nsr"]
+
+        def mean(trajectory, name):
+            return interval(final_values(trajectory, name))[0]
+
+        d_entropy = difference_interval(final_values(ngrpo, "entropy"), final_values(grpo, "entropy"))
+        matched = 0.999 * min(mean(t, "accuracy") for t in (grpo, ngrpo))
+        d_hard = difference_interval(final_values(ngrpo, "accuracy_hard"), final_values(grpo, "accuracy_hard"))
+        others = max(mean(t, "max_drawdown") for name, t in by_name.items() if name != "psr_nsr")
+        lines.append(
+            f"| {_setting(grpo.config)} "
+            f"| {d_entropy[0]:+.3f} ± {d_entropy[1]:.3f}: {_verdict(*d_entropy, 'higher', 'lower')} "
+            f"| {entropy_at_matched_accuracy(ngrpo, matched):.3f} / {entropy_at_matched_accuracy(grpo, matched):.3f}"
+            f" at accuracy {matched:.3f} "
+            f"| {d_hard[0]:+.3f} ± {d_hard[1]:.3f}: {_verdict(*d_hard, 'NGRPO better', 'GRPO better')} "
+            f"| {mean(ngrpo, 'abandoned'):.1f} / {mean(grpo, 'abandoned'):.1f} "
+            f"| {mean(psr_nsr, 'regressed'):.1f} / {mean(grpo, 'regressed'):.1f} / {mean(ngrpo, 'regressed'):.1f} "
+            f"| {mean(psr_nsr, 'max_drawdown'):.3f} / {others:.3f} |")
+    return "\n".join(lines)
+
+
+def run_report(out: Path, group_size: int = 8) -> str:
+    """Run everything, write ``out``, and return the markdown report (also written to ``out/report.md``)."""
+    started = time.perf_counter()
+    out = Path(out)
+    methods = [get_method(name) for name in landscape.DEFAULT_METHODS]
+    landscape.write_csv(methods, group_size, out / "landscape")
+    landscape.write_figures(methods, group_size, out / "landscape")
+
+    headline_methods = [get_method(name) for name in HEADLINE_METHODS]
+    headline = run_methods(headline_methods, [HEADLINE, with_mode(HEADLINE, "expected")], "headline")
+    write_run(out / "headline", headline)
+    sweep = run_methods(headline_methods, sweep_configs(), "sweep")
+    groups = [sweep[i:i + len(headline_methods)] for i in range(0, len(sweep), len(headline_methods))]
+    for number, trajectories in enumerate(groups):
+        config = trajectories[0].config
+        write_run(out / "sweep" / f"{number}-{config.policy}-{config.optimizer}-mb{config.minibatches}",
+                  trajectories)
+    elapsed = time.perf_counter() - started
+
+    headline_sampled = [t for t in headline if t.config.mode == "sampled"]
+    lines = [
+        "# ngrpo-sim report", "",
+        f"Headline: {_setting(HEADLINE)}, P = {HEADLINE.num_prompts} prompts ({HEADLINE.profile} profile), "
+        f"K = {HEADLINE.num_answers} answers, B = {HEADLINE.batch_prompts}, G = {HEADLINE.group_size}, "
+        f"{HEADLINE.steps} steps, {HEADLINE.seeds} seeds. Final values, mean ± 95% interval over seeds "
+        "(expected-mode runs are deterministic: one run, no interval).", "",
+        "```", format_summary(headline), "```", "",
+        "Claims, headline setting first, then the sweep "
+        f"({SWEEP_STEPS} steps, {SWEEP_SEEDS} seeds per setting; differences with 95% Welch intervals):", "",
+        claims_table([headline_sampled] + groups), "",
+        f"Figures: {out / 'landscape'}, {out / 'headline'}, {out / 'sweep'}. Total time {elapsed:.0f} s.",
+    ]
+    report = "\n".join(lines)
+    (out / "report.md").write_text(report + "\n")
+    return report
+
