@@ -22,7 +22,7 @@ $(VENV)/.full: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.core
 
 demo: $(VENV)/.core
-	$(BIN)/ngrpo-sim landscape
+	$(BIN)/ngrpo-sim report
 
 test: $(VENV)/.full
 	$(BIN)/python -m pytest -q
