@@ -13,9 +13,10 @@ One training step, as in the release's trainer:
    1 / (answers in the minibatch). KL to the starting policy and the entropy bonus are computed exactly from the
    full distributions of the prompts in the minibatch (a language model can only estimate them from samples).
 
-Clipping needs a ratio away from 1. With the tabular policy a prompt's logits only move when that prompt is
-trained on, and every prompt sits in one minibatch per epoch, so clipping acts only with ``epochs > 1``. With the
-shared policy every update moves every prompt, so later minibatches see ratios away from 1.
+Clipping needs a ratio away from 1. With the tabular policy and SGD a prompt's logits only move when that prompt
+is trained on, and every prompt sits in one minibatch per epoch, so clipping acts only with ``epochs > 1``. Adam's
+momentum moves every logit at every update, and the shared policy moves every prompt with every update, so there
+later minibatches see ratios away from 1.
 
 ``mode="expected"`` replaces steps 1-3 by their expectation at first order: the gain identity of
 ``ngrpo_sim.landscape`` gives the expected on-policy gradient c(p) pi (r - p) of each prompt's group, weighted as
