@@ -5,6 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build; a bare `torch` can pull a multi-GB CUDA build. GPU users: make TORCH="torch==2.13.0 --index-url ..."
 TORCH ?= torch==2.13.0
+# verl pins transformers<5.11 and tensordict<=0.10 (whose pyvers pins packaging<26): its own pins would replace the
+# versions the rest of the suite tests. The verl plugin's tests need only the modules verl imports, so verl goes in
+# last, without its pins, after those modules.
+VERL ?= verl==0.9.1
+VERL_IMPORTS := ray hydra-core codetiming tensordict orjson torchdata peft cachetools fastapi uvicorn
 
 .PHONY: demo test clean
 
@@ -18,7 +23,9 @@ $(VENV)/.core: pyproject.toml | $(BIN)/python
 
 $(VENV)/.full: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[train,notebooks,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,trl,notebooks,dev]"
+	$(BIN)/python -m pip install --quiet $(VERL_IMPORTS)
+	$(BIN)/python -m pip install --quiet --no-deps $(VERL)
 	touch $@ $(VENV)/.core
 
 demo: $(VENV)/.core

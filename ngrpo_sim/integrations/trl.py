@@ -126,7 +126,11 @@ class NGRPOTrainer(GRPOTrainer):
         group_ids = np.arange(len(rewards)) // group_size
 
         advantages = np.zeros_like(rewards)
-        advantages[scorable] = group_advantages(rewards[scorable], group_ids[scorable], self.ngrpo_estimator)
+        try:
+            advantages[scorable] = group_advantages(rewards[scorable], group_ids[scorable], self.ngrpo_estimator)
+        except ValueError as error:
+            raise ValueError(f"NGRPO cannot use this batch's rewards (NGRPOConfig.r_max={self.ngrpo_estimator.r_max} "
+                             f"bounds the weighted sum of the reward functions): {error}") from error
         group_kept = np.ones(len(rewards) // group_size, dtype=bool)
         group_kept[group_ids[scorable]] = answers_kept(rewards[scorable], group_ids[scorable],
                                                        self.ngrpo_group_filter)

@@ -16,8 +16,9 @@ verl's trainer calls a registered estimator with keyword arguments: ``token_leve
 (both ``(answers, response tokens)``), ``index`` (the ``uid`` of each answer's prompt: answers with the same uid
 form a group) and ``config`` (the ``algorithm`` section). The outcome reward of an answer is the sum of its token
 rewards (verl puts it on the last token). Groups may differ in size; ``ngrpo_sim.integrations.groups`` hands each
-size to ``ngrpo_sim``'s NGRPO estimator in one call. The advantage is spread over every response token, and the
-function returns it twice, as verl expects (advantages, returns). Two keys of the ``algorithm`` section, named as in
+size to ``ngrpo_sim``'s NGRPO estimator in one call (a group of one answer gets 0: the estimator needs two). The
+advantage is spread over every response token, and the function returns it twice, as verl expects (advantages,
+returns). Two keys of the ``algorithm`` section, named as in
 the authors' release, tune it: ``max_reward`` (r_max, default 1.0) and ``add_max_reward_num`` (the number of
 virtual samples, default 1). verl's config schema does not know them, so a launch command adds them with a ``+``.
 
@@ -30,7 +31,8 @@ metric has zero spread over the group, which drops all-wrong groups too. It is n
 ours to choose: ``compute_score`` below adds ``FILTER_KEY`` to every answer's reward details. Right answers report
 r_max; each wrong answer reports a fresh random number below r_max. A group's key then has zero spread exactly when
 every answer is right, so ``filter_groups.metric=ngrpo_filter_key`` makes verl's filter, refill included, drop
-exactly the groups ``ngrpo_sim``'s ``DropAllCorrectGroups`` drops. verl reads the metric at sampling time, so it
+exactly the groups of two or more answers that ``ngrpo_sim``'s ``DropAllCorrectGroups`` drops (verl never drops a
+group of one). verl reads the metric at sampling time, so it
 needs a rule-based reward (or a reward model in its own resource pool), as verl's filter always does.
 """
 
@@ -71,13 +73,14 @@ def estimator_from_config(config) -> NGRPOAdvantage:
     preset = get_method("ngrpo").advantage
     if config is None:
         return preset
-    options = {field: config.get(key, getattr(preset, field)) for field, key in CONFIG_KEYS.items()}
-    try:
-        return dataclasses.replace(preset, **options)
-    except ValueError as error:
-        names = ", ".join(f"{field} is algorithm.{key}" for field, key in CONFIG_KEYS.items())
-        raise ValueError(f"verl's algorithm config does not give a valid NGRPO estimator: {error} ({names})"
-                         ) from error
+    options = {}
+    for field, key in CONFIG_KEYS.items():
+        options[field] = config.get(key, getattr(preset, field))
+        try:
+            dataclasses.replace(preset, **{field: options[field]})  # ngrpo_sim checks this one option
+        except ValueError as error:
+            raise ValueError(f"algorithm.{key}={options[field]!r} is not a valid NGRPO {field}: {error}") from error
+    return dataclasses.replace(preset, **options)
 
 
 @register_adv_est(ESTIMATOR_NAME)
