@@ -1,0 +1,599 @@
+"""Thin helpers behind the teaching notebooks (``notebooks/``).
+
+The notebooks' widgets call these functions, and these functions call the tested parts of ``ngrpo_sim``: no
+method is defined here. What is here is the glue a notebook would otherwise repeat: choosing sizes for the fast
+mode the test suite uses, retuning presets from sliders, one sampled group and the step each method takes on it,
+the ratio-advantage plane of the clipped surrogate, sweeps of clip fractions, reading the run folders that
+``minimal/ngrpo_train.py`` writes, and running a notebook headless (the tests and the README figures do).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Empty
+
+import numpy as np
+
+from ngrpo_sim import _checks
+from ngrpo_sim.bandit import make_task, sample_answers
+from ngrpo_sim.dynamics import DynamicsConfig, Trajectory, predicted_entropy_change, simulate
+from ngrpo_sim.experiments import interval, label
+from ngrpo_sim.methods import Method, get_method, token_weights
+from ngrpo_sim.metrics import log_softmax, softmax_entropy
+from ngrpo_sim.plotting import method_colour
+from ngrpo_sim.surrogate import clipped_surrogate
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fast mode: the test suite runs every notebook with NGRPO_FAST=1
+# ---------------------------------------------------------------------------------------------------------------
+
+FAST_MODE_VARIABLE = "NGRPO_FAST"
+
+
+def fast_mode() -> bool:
+    """True when ``NGRPO_FAST=1``: the notebooks shrink steps, seeds and prompts so that each runs in seconds."""
+    value = os.environ.get(FAST_MODE_VARIABLE, "").strip()
+    if value in ("", "0"):
+        return False
+    if value == "1":
+        return True
+    raise ValueError(f"{FAST_MODE_VARIABLE} must be 1 (fast) or 0 or unset (full size), got {value!r}")
+
+
+def sized(full, fast):
+    """``fast`` in fast mode, ``full`` otherwise: one line per size in a notebook, both values in view."""
+    return fast if fast_mode() else full
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Notebook 1: presets retuned from the sliders
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def retuned_methods(names, *, r_max: float = 1.0, virtual_samples: int = 1, ddof: int = 1) -> list[Method]:
+    """The presets ``names`` with the advantage options of the landscape's sliders.
+
+    ``ddof`` (the std convention) retunes every z-score estimator (GRPO's and NGRPO's). ``r_max`` and
+    ``virtual_samples`` retune only the calibrated estimators, where r_max is the reward of the virtual sample;
+    PSR-NSR's own r_max (the scale of graded rewards) is left alone, so a right answer (reward 1) stays right.
+    r_max below 1 would put a real right answer above the best possible reward, which the estimator refuses.
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    if not names:
+        raise ValueError("names must hold at least one method, got none")
+    r_max = _checks.number("r_max", r_max, low=1.0)
+    virtual_samples = _checks.integer("virtual_samples", virtual_samples, low=1)
+    ddof = _checks.integer("ddof", ddof, low=0, high=1)
+    methods = []
+    for name in names:
+        method = get_method(name).with_advantage_options(ddof=ddof)
+        if "virtual_samples" in {f.name for f in dataclasses.fields(method.advantage)}:
+            method = method.with_advantage_options(r_max=r_max, virtual_samples=virtual_samples)
+        methods.append(method)
+    return methods
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Notebook 2: one sampled group, and the step each method takes on it
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def one_prompt(success_rate: float, num_answers: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, rewards) of one bandit prompt with K answers, one of them right, solved with probability p.
+
+    The wrong answers' logits are the simulator's N(0, 1) draws for its first prompt, the same for every p, so
+    moving p changes only how much the policy likes the right answer.
+    """
+    success_rate = _checks.number("success_rate", success_rate, low=0.0, high=1.0, low_open=True, high_open=True)
+    task = make_task(num_prompts=1, num_answers=num_answers, profile=[success_rate])
+    return task.offsets[0], task.rewards[0]
+
+
+def group_logit_step(method: Method, logits, answers, group_rewards, learning_rate: float = 1.0) -> np.ndarray:
+    """The change of the logits when one SGD step on ``method``'s loss trains on one sampled group.
+
+    The step is the first update after the rollout: every ratio is 1, so clipping is inactive (notebook 4 shows
+    when it acts). Each answer is one token, so the three loss aggregations weigh every answer 1/G. Only the
+    policy-gradient term is taken: the KL term is zero while the policy equals the reference, and the presets'
+    entropy bonus (0.001) is left out so that what is shown is the advantage's doing.
+    """
+    logits = _checks.finite_array("logits", logits)
+    if logits.ndim != 1 or logits.size < 2:
+        raise ValueError(f"logits must be one prompt's K >= 2 answer logits, got shape {logits.shape}")
+    answers = np.asarray(answers)
+    if answers.ndim != 1 or not np.issubdtype(answers.dtype, np.integer) or np.any(answers < 0) or np.any(
+            answers >= logits.size):
+        raise ValueError(f"answers must be a 1-d array of answer indices in [0, {logits.size}), got {answers!r}")
+    learning_rate = _checks.number("learning_rate", learning_rate, low=0.0, low_open=True)
+    advantages = method.advantages(group_rewards)
+    if advantages.shape != answers.shape:
+        raise ValueError(f"group_rewards has shape {np.shape(group_rewards)} but answers has shape {answers.shape}")
+    surrogate = clipped_surrogate(np.ones(answers.size), advantages, method.clip_low, method.clip_high)
+    weights = token_weights(np.ones((answers.size, 1)), method.loss_aggregation)[:, 0]
+    probs = np.exp(log_softmax(logits))
+    # d log pi(a) / d z = e_a - pi: each answer's loss gradient flows to every logit through the softmax.
+    loss_grad = np.bincount(answers, weights * surrogate.grad_logp, minlength=logits.size) - np.sum(
+        weights * surrogate.grad_logp) * probs
+    return -learning_rate * loss_grad
+
+
+@dataclass(frozen=True)
+class GroupStep:
+    """What one method does with one sampled group."""
+
+    method: str
+    advantages: np.ndarray
+    """(G,) advantage of each sampled answer, after the method's group filter."""
+    logit_change: np.ndarray
+    """(K,) change of every candidate answer's logit."""
+    probability_change: np.ndarray
+    """(K,) change of every candidate answer's probability."""
+    entropy_change: float
+    """Exact change of the prompt's entropy (nats)."""
+    entropy_change_predicted: float
+    """First-order prediction -Cov(log pi, dz) of the same change."""
+
+
+@dataclass(frozen=True)
+class SampledGroup:
+    """One prompt, one group of G answers sampled from it, and each method's step on that group."""
+
+    logits: np.ndarray
+    """(K,) the prompt's logits before the step."""
+    rewards: np.ndarray
+    """(K,) reward of every candidate answer."""
+    answers: np.ndarray
+    """(G,) indices of the sampled answers."""
+    steps: dict[str, GroupStep]
+
+    @property
+    def group_rewards(self) -> np.ndarray:
+        return self.rewards[self.answers]
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.exp(log_softmax(self.logits)) @ (self.rewards == 1.0))
+
+
+def sample_one_group(method_names, success_rate: float, *, group_size: int = 8, num_answers: int = 16,
+                     learning_rate: float = 1.0, rng: np.random.Generator | None = None) -> SampledGroup:
+    """Sample G answers for a prompt solved with probability p and take each method's step on them."""
+    group_size = _checks.integer("group_size", group_size, low=2)
+    logits, rewards = one_prompt(success_rate, num_answers)
+    rng = np.random.default_rng() if rng is None else rng
+    answers = sample_answers(logits[None, None], group_size, rng)[0, 0]
+    steps = {}
+    for name in ([method_names] if isinstance(method_names, str) else method_names):
+        method = get_method(name)
+        change = group_logit_step(method, logits, answers, rewards[answers], learning_rate)
+        new_logits = logits + change
+        steps[name] = GroupStep(
+            method=name, advantages=method.advantages(rewards[answers]), logit_change=change,
+            probability_change=np.exp(log_softmax(new_logits)) - np.exp(log_softmax(logits)),
+            entropy_change=float(softmax_entropy(new_logits) - softmax_entropy(logits)),
+            entropy_change_predicted=float(predicted_entropy_change(logits, change)))
+    return SampledGroup(logits, rewards, answers, steps)
+
+
+def format_sampled_group(sample: SampledGroup) -> str:
+    """The group, each answer's advantage under each method, and what each step did to the prompt."""
+    names = list(sample.steps)
+    width = max(9, *(len(n) + 1 for n in names))
+    right = int(sample.group_rewards.sum())
+    lines = [f"prompt solved with p = {sample.success_rate:.3f}; sampled group of G = {sample.answers.size}: "
+             f"{right} right, {sample.answers.size - right} wrong", "",
+             "advantage of each sampled answer",
+             f"{'answer':>7}{'reward':>7}" + "".join(f"{n:>{width}}" for n in names)]
+    for i, (answer, reward) in enumerate(zip(sample.answers, sample.group_rewards)):
+        lines.append(f"{answer:>7}{reward:>7.0f}" + "".join(f"{sample.steps[n].advantages[i]:>{width}.3f}"
+                                                            for n in names))
+    right_answer = sample.rewards == 1.0
+    lines += ["", "what one step does to the prompt", f"{'':<28}" + "".join(f"{n:>{width}}" for n in names)]
+    rows = (("change of P(right)", lambda s: s.probability_change[right_answer].sum()),
+            ("entropy change (exact)", lambda s: s.entropy_change),
+            ("entropy change (1st order)", lambda s: s.entropy_change_predicted))
+    for title, value in rows:
+        lines.append(f"{title:<28}" + "".join(f"{value(sample.steps[n]):>{width}.4f}" for n in names))
+    return "\n".join(lines)
+
+
+def plot_sampled_group(axes, sample: SampledGroup) -> None:
+    """Left: each sampled answer's advantage per method. Right: each candidate answer's probability change."""
+    names = list(sample.steps)
+    bar = 0.8 / len(names)
+    left, right = axes
+    for i, name in enumerate(names):
+        offset = (i - (len(names) - 1) / 2) * bar
+        left.bar(np.arange(sample.answers.size) + offset, sample.steps[name].advantages, bar,
+                 color=method_colour(name), label=name)
+        right.bar(np.arange(sample.rewards.size) + offset, sample.steps[name].probability_change, bar,
+                  color=method_colour(name), label=name)
+    left.set_xticks(np.arange(sample.answers.size),
+                    [f"{a}\n{'right' if r == 1 else 'wrong'}" for a, r in zip(sample.answers, sample.group_rewards)],
+                    fontsize=7)
+    left.set_xlabel("sampled answer (index, outcome)")
+    left.set_ylabel("advantage")
+    left.set_title("Advantages of the sampled group")
+    for answer in np.flatnonzero(sample.rewards == 1.0):
+        right.axvspan(answer - 0.5, answer + 0.5, color="gold", alpha=0.3, linewidth=0)
+    right.set_xlabel("candidate answer (right answer shaded)")
+    right.set_ylabel("change of probability after one step")
+    right.set_title("Where the probability goes")
+    # The starting probabilities explain the changes: an answer sampled less often than its probability predicts
+    # rises even with a negative advantage (the -pi term of d log pi / dz).
+    before = right.twinx()
+    before.plot(np.arange(sample.rewards.size), np.exp(log_softmax(sample.logits)), "k.", markersize=5)
+    before.set_ylim(bottom=0.0)
+    before.set_ylabel("probability before the step (dots)")
+    for ax in axes:
+        ax.axhline(0.0, color="0.6", linewidth=0.8)
+    left.legend(fontsize=7)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Notebook 3: trajectories against steps, and the first-order entropy prediction
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def plot_metric(ax, trajectories: list[Trajectory], name: str, ylabel: str | None = None) -> None:
+    """One metric against training steps: mean over seeds with its 95% band; expected-mode runs dashed."""
+    for trajectory in trajectories:
+        if name not in trajectory.metrics:
+            raise ValueError(f"name must be a recorded metric ({', '.join(trajectory.metrics)}), got {name!r}")
+        values = trajectory.metrics[name]
+        steps = np.arange(values.shape[0])
+        mean, half = np.array([interval(row) for row in values]).T
+        colour = method_colour(trajectory.method)
+        ax.plot(steps, mean, color=colour, linestyle="--" if trajectory.config.mode == "expected" else "-",
+                label=label(trajectory), linewidth=1.6)
+        if np.isfinite(half).any():
+            ax.fill_between(steps, mean - half, mean + half, color=colour, alpha=0.2, linewidth=0)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel or name)
+    ax.legend(fontsize=7)
+
+
+def plot_metric_pair(ax, trajectories: list[Trajectory], x_name: str, y_name: str, xlabel: str | None = None,
+                     ylabel: str | None = None) -> None:
+    """One metric against another along training (seed means), so runs are compared at equal ``x`` rather than at
+    equal steps: a method that learns faster also loses entropy sooner. Rows where a metric is undefined (the
+    rollout metrics before the first step) stay NaN and are not drawn."""
+    for trajectory in trajectories:
+        missing = [name for name in (x_name, y_name) if name not in trajectory.metrics]
+        if missing:
+            raise ValueError(f"x_name and y_name must be recorded metrics ({', '.join(trajectory.metrics)}), got "
+                             f"{missing[0]!r}")
+        ax.plot(np.mean(trajectory.metrics[x_name], axis=1), np.mean(trajectory.metrics[y_name], axis=1),
+                color=method_colour(trajectory.method), label=label(trajectory), linewidth=1.6,
+                linestyle="--" if trajectory.config.mode == "expected" else "-")
+    ax.set_xlabel(xlabel or x_name)
+    ax.set_ylabel(ylabel or y_name)
+    ax.legend(fontsize=7)
+
+
+def entropy_prediction_error(trajectory: Trajectory) -> float:
+    """sum |predicted - measured| / sum |measured| over all steps and seeds: the first-order prediction's
+    relative error (0 when -Cov(log pi, dz) predicts every step's entropy change exactly)."""
+    measured = trajectory.metrics["entropy_change"][1:]
+    predicted = trajectory.metrics["entropy_change_predicted"][1:]
+    scale = np.sum(np.abs(measured))
+    if scale == 0:
+        raise ValueError(f"the run of {trajectory.method!r} never changed its entropy; there is nothing to predict")
+    return float(np.sum(np.abs(predicted - measured)) / scale)
+
+
+def plot_entropy_prediction(ax, trajectories: list[Trajectory]) -> None:
+    """Measured entropy change of every step and seed against the first-order prediction; the diagonal is exact."""
+    low, high = np.inf, -np.inf
+    for trajectory in trajectories:
+        measured = trajectory.metrics["entropy_change"][1:].ravel()
+        predicted = trajectory.metrics["entropy_change_predicted"][1:].ravel()
+        ax.scatter(predicted, measured, s=6, alpha=0.5, color=method_colour(trajectory.method),
+                   marker="x" if trajectory.config.mode == "expected" else "o",
+                   label=f"{label(trajectory)} (error {entropy_prediction_error(trajectory):.1%})")
+        low, high = min(low, predicted.min(), measured.min()), max(high, predicted.max(), measured.max())
+    ax.plot([low, high], [low, high], color="0.4", linewidth=0.8, linestyle=":")
+    ax.set_xlabel(r"predicted: $-\mathrm{Cov}(\log\pi, \Delta z)$ per step (nats)")
+    ax.set_ylabel("measured entropy change per step (nats)")
+    ax.set_title("First-order entropy prediction")
+    ax.legend(fontsize=7)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Notebook 4: where clipping removes the gradient, and how often it does in training
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def vanishing_gradient(ratio, advantages, clip_low: float, clip_high: float) -> np.ndarray:
+    """True where the clipped surrogate gives a token no gradient (either bound binds)."""
+    surrogate = clipped_surrogate(ratio, advantages, clip_low, clip_high)
+    return surrogate.clipped_low | surrogate.clipped_high
+
+
+def plot_clip_plane(ax, clip_low: float, clip_high: float, ratio_range=(0.6, 1.4), advantage_limit: float = 2.0,
+                    points: int = 201) -> None:
+    """The ratio-advantage plane: the gradient -A rho where it flows, grey where clipping removes it."""
+    low, high = _checks.finite_array("ratio_range", ratio_range)
+    if not 0 < low < 1 < high:
+        raise ValueError(f"ratio_range must bracket 1 with a positive lower end, got {tuple(ratio_range)}")
+    advantage_limit = _checks.number("advantage_limit", advantage_limit, low=0.0, low_open=True)
+    points = _checks.integer("points", points, low=3)
+    ratio, advantages = np.meshgrid(np.linspace(low, high, points), np.linspace(-advantage_limit, advantage_limit,
+                                                                                  points))
+    surrogate = clipped_surrogate(ratio, advantages, clip_low, clip_high)
+    ascent = np.ma.masked_where(surrogate.clipped_low | surrogate.clipped_high, -surrogate.grad_logp)
+    extent = (low, high, -advantage_limit, advantage_limit)
+    ax.imshow(np.ones_like(ratio), extent=extent, origin="lower", aspect="auto", cmap="Greys", vmin=0, vmax=4)
+    image = ax.imshow(ascent, extent=extent, origin="lower", aspect="auto", cmap="RdBu",
+                      vmin=-advantage_limit * high, vmax=advantage_limit * high)
+    ax.figure.colorbar(image, ax=ax, label=r"push on $\log\pi$ per token: $A\rho$")
+    for bound in (1 - clip_low, 1 + clip_high):
+        ax.axvline(bound, color="black", linewidth=0.8, linestyle="--")
+    ax.axhline(0.0, color="0.4", linewidth=0.6)
+    ax.set_xlabel(r"ratio $\rho = \pi_\theta / \pi_{old}$")
+    ax.set_ylabel("advantage A")
+    ax.set_title(f"clip {clip_low:g} / {clip_high:g} (grey: no gradient)", fontsize=9)
+
+
+def clip_fraction_sweep(method_names, config: DynamicsConfig, minibatch_counts) -> dict[str, dict[str, np.ndarray]]:
+    """For each method and number of minibatch updates per rollout, the share of answers clipped at each bound,
+    averaged over the run's steps and seeds: {method: {"minibatches", "clipfrac_low", "clipfrac_high"}}."""
+    counts = [_checks.integer("minibatch_counts", count, low=1) for count in minibatch_counts]
+    if not counts:
+        raise ValueError("minibatch_counts must hold at least one count, got none")
+    sweep = {}
+    for name in ([method_names] if isinstance(method_names, str) else method_names):
+        runs = [simulate(name, dataclasses.replace(config, minibatches=count), progress=False) for count in counts]
+        sweep[name] = {"minibatches": np.array(counts)} | {
+            bound: np.array([np.nanmean(run.metrics[bound]) for run in runs])
+            for bound in ("clipfrac_low", "clipfrac_high")}
+    return sweep
+
+
+def plot_clip_fraction_sweep(ax, sweep: dict[str, dict[str, np.ndarray]]) -> None:
+    """Clip fractions against minibatch updates per rollout: solid for the high bound, dashed for the low bound."""
+    for name, row in sweep.items():
+        colour = method_colour(name)
+        ax.plot(row["minibatches"], row["clipfrac_high"], color=colour, marker="o", label=f"{name}: high (A > 0)")
+        ax.plot(row["minibatches"], row["clipfrac_low"], color=colour, marker="s", linestyle="--",
+                label=f"{name}: low (A < 0)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("minibatch updates per rollout (μ)")
+    ax.set_ylabel("share of answers clipped")
+    ax.set_title("Clipping acts once ratios leave 1")
+    ax.legend(fontsize=7)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Notebook 5: the run folders of minimal/ngrpo_train.py
+# ---------------------------------------------------------------------------------------------------------------
+
+TRAINER = Path("minimal") / "ngrpo_train.py"
+RUN_FOLDER_NAME = re.compile(r"(?P<method>.+)-seed(?P<seed>\d+)$")
+"""``--compare`` writes one folder per method and seed, named METHOD-seedSEED."""
+
+
+def repository_root(start=None) -> Path:
+    """The ngrpo checkout around ``start`` (default: the working directory): the nearest folder, ``start`` itself
+    or one above it, that holds ``minimal/ngrpo_train.py``. Notebooks run from ``notebooks/`` and write under
+    its ``runs/`` (ignored by git)."""
+    start = Path.cwd() if start is None else Path(start)
+    for folder in (start.resolve(), *start.resolve().parents):
+        if (folder / TRAINER).is_file():
+            return folder
+    raise ValueError(f"start={str(start)!r} is not inside the ngrpo repository: no {TRAINER} there or above")
+
+
+def find_trainer(start=None) -> Path:
+    """``minimal/ngrpo_train.py`` of the checkout around ``start``."""
+    return repository_root(start) / TRAINER
+
+
+def run_trainer(arguments: list[str], trainer=None) -> str:
+    """Run the single-file trainer with these command-line arguments in a fresh Python; returns what it printed.
+
+    A separate process keeps the notebook's kernel free of torch and shows the trainer as its users run it.
+    """
+    trainer = find_trainer() if trainer is None else Path(trainer)
+    finished = subprocess.run([sys.executable, str(trainer), *map(str, arguments)], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True)
+    if finished.returncode:
+        raise RuntimeError(f"{trainer} {' '.join(map(str, arguments))} failed with exit code {finished.returncode}:\n"
+                           f"{finished.stderr[-3000:]}")
+    return finished.stdout
+
+
+def read_run(run_dir) -> list[dict]:
+    """The records of one trainer run, one per logged step (``metrics.jsonl``; step 0 is the evaluation before
+    training, later lines hold the step's rollout and update statistics, and the evaluation on eval steps)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise ValueError(f"run_dir={str(run_dir)!r} holds no metrics.jsonl; is it a folder written by {TRAINER}?")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_comparison(folder, seeds: int | None = None) -> dict[str, list[list[dict]]]:
+    """The runs of a ``--compare`` folder: {method: [records of seed 1, seed 2, ...]}, methods in name order.
+
+    ``seeds`` keeps seeds 1..seeds only, the runs that ``--compare --seeds N`` trained and tabulated; a folder can
+    hold more from an earlier, larger comparison. None keeps every seed found.
+    """
+    if seeds is not None:
+        seeds = _checks.integer("seeds", seeds, low=1)
+    folder = Path(folder)
+    found = []
+    for run in sorted(folder.iterdir()) if folder.is_dir() else []:
+        match = RUN_FOLDER_NAME.match(run.name)
+        if match and (run / "metrics.jsonl").is_file() and (seeds is None or int(match["seed"]) <= seeds):
+            found.append((match["method"], int(match["seed"]), run))
+    if not found:
+        raise ValueError(f"folder={str(folder)!r} holds no METHOD-seedSEED run folders with metrics.jsonl"
+                         + (f" for seeds 1..{seeds}" if seeds else ""))
+    runs: dict[str, list[list[dict]]] = {}
+    for method, _, run in sorted(found, key=lambda item: (item[0], item[1])):
+        runs.setdefault(method, []).append(read_run(run))
+    return runs
+
+
+def run_curve(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of every record that logged ``key``."""
+    points = [(record["step"], record[key]) for record in records if key in record]
+    if not points:
+        known = sorted({name for record in records for name in record})
+        raise ValueError(f"key={key!r} was never logged; the run logged {', '.join(known)}")
+    steps, values = zip(*points)
+    return np.array(steps), np.array(values, dtype=np.float64)
+
+
+def plot_run_metric(ax, runs: dict[str, list[list[dict]]], key: str, ylabel: str | None = None,
+                    window: int = 1) -> None:
+    """``key`` against steps for each method: thin lines per seed, the mean over seeds bold.
+
+    ``window`` > 1 draws running means over that many logged points: a step's rollout statistics come from a few
+    prompts and are noisy, and the trend is what the eye should follow.
+    """
+    window = _checks.integer("window", window, low=1)
+    for method, seeds in runs.items():
+        curves = []
+        for records in seeds:
+            steps, values = run_curve(records, key)
+            if len(values) >= window:
+                curves.append((steps[window - 1:], np.convolve(values, np.ones(window) / window, mode="valid")))
+        if not curves:
+            raise ValueError(f"window={window} is longer than every {method} run's {len(steps)} points of {key!r}")
+        colour = method_colour(method)
+        for steps, values in curves:
+            ax.plot(steps, values, color=colour, alpha=0.3, linewidth=0.8)
+        shortest = min(len(steps) for steps, _ in curves)
+        mean = np.mean([values[:shortest] for _, values in curves], axis=0)
+        seeds_text = f"{len(curves)} seed" + ("s" if len(curves) > 1 else "")
+        ax.plot(curves[0][0][:shortest], mean, color=colour, linewidth=2, label=f"{method} ({seeds_text})",
+                marker="o" if shortest < 20 else None, markersize=3)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel or key + (f" (running mean of {window})" if window > 1 else ""))
+    ax.legend(fontsize=7)
+
+
+def final_pass_at_k(records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(k, pass@k) of the run's last evaluation."""
+    last = next((record for record in reversed(records) if any(key.startswith("eval/pass@") for key in record)),
+                None)
+    if last is None:
+        raise ValueError("the run holds no evaluation (no eval/pass@k keys)")
+    ks = sorted(int(key.split("@")[1]) for key in last if re.fullmatch(r"eval/pass@\d+", key))
+    return np.array(ks), np.array([last[f"eval/pass@{k}"] for k in ks])
+
+
+def plot_final_pass_at_k(ax, runs: dict[str, list[list[dict]]]) -> None:
+    """pass@k against k after training, mean over seeds, with the first run's starting curve dotted in black."""
+    first = next(iter(runs.values()))[0]
+    start = [record for record in first if record["step"] == 0]
+    if start:
+        ax.plot(*final_pass_at_k(start), color="black", linestyle=":", label="start")
+    for method, seeds in runs.items():
+        curves = [final_pass_at_k(records) for records in seeds]
+        ax.plot(curves[0][0], np.mean([values for _, values in curves], axis=0), color=method_colour(method),
+                marker="o", markersize=3, label=method)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (samples per held-out prompt)")
+    ax.set_ylabel("pass@k after training")
+    ax.legend(fontsize=7)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running a notebook headless, as the tests and notebooks/make_readme_figures.py do
+# ---------------------------------------------------------------------------------------------------------------
+
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+POLL_SLICE_S = 1.0
+"""Longest wait on a kernel socket before looking again (see ``_polling_kernel_manager``)."""
+
+
+@functools.cache
+def _polling_kernel_manager():
+    """A kernel manager whose clients never sleep through a message that has arrived.
+
+    With pyzmq's asyncio sockets (27.x here) a wait for a kernel message now and then misses the socket's
+    wake-up, and the message is only noticed when the wait times out: in about one run in three of notebook 2 on
+    a 2-core machine, one cell stalled for exactly nbclient's whole cell timeout, then went on. Waiting in slices
+    of ``POLL_SLICE_S``, each of which begins with a fresh check of the socket, bounds that stall to the slice.
+    Built on first use, so that importing this module needs no Jupyter packages.
+    """
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.asynchronous import AsyncKernelClient
+    from jupyter_client.channels import AsyncZMQSocketChannel
+    from traitlets import Type
+
+    class PollingChannel(AsyncZMQSocketChannel):
+        async def get_msg(self, timeout=None):
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                remaining = POLL_SLICE_S if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    return await super().get_msg(timeout=min(POLL_SLICE_S, remaining))
+                except Empty:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise
+
+    class PollingClient(AsyncKernelClient):
+        shell_channel_class = Type(PollingChannel)
+        iopub_channel_class = Type(PollingChannel)
+
+    class PollingKernelManager(AsyncKernelManager):
+        client_factory = Type(PollingClient)
+
+    return PollingKernelManager
+
+
+def widget_outputs(notebook) -> list[dict]:
+    """What went to the notebook's Output widgets (the interactive displays), as recorded in its widget state."""
+    state = notebook.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    return [output for model in state.values() if model["model_name"] == "OutputModel"
+            for output in model["state"].get("outputs", [])]
+
+
+def output_text(output: dict) -> str:
+    """The text of a notebook output: a stream's text, an error's traceback, or a display's plain text."""
+    if output["output_type"] == "stream":
+        return output["text"]
+    if output["output_type"] == "error":
+        return "\n".join(output["traceback"])
+    return output.get("data", {}).get("text/plain", "")
+
+
+def execute_notebook(source, *, fast: bool, timeout: int = 600, extra_cells=()):
+    """Run a notebook headless in a fresh ``python3`` kernel started in its folder, as Jupyter would, and return
+    it with its outputs and its widgets' state.
+
+    ``source`` is the notebook's jupytext ``.py``; ``fast`` sets ``NGRPO_FAST`` for the kernel; ``extra_cells``
+    is code run after the last cell (a reader's action, such as moving a slider). ``timeout`` bounds each cell.
+    An error in a cell raises nbclient's ``CellExecutionError``. An error inside a widget's callback raises
+    ``RuntimeError``: the Output widget shows such a traceback instead of raising it, so it is looked for.
+    """
+    import jupytext
+    import nbclient
+    import nbformat
+
+    source = Path(source)
+    if not source.is_file():
+        raise ValueError(f"source={str(source)!r} is not a file; give a notebook's jupytext .py")
+    timeout = _checks.integer("timeout", timeout, low=1)
+    notebook = jupytext.read(source)
+    notebook.cells.extend(nbformat.v4.new_code_cell(code) for code in extra_cells)
+    client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3", store_widget_state=True,
+                                     kernel_manager_class=_polling_kernel_manager(),
+                                     resources={"metadata": {"path": str(source.parent)}})
+    client.execute(env={**os.environ, FAST_MODE_VARIABLE: "1" if fast else "0"})
+    errors = [output_text(output) for output in widget_outputs(notebook) if output["output_type"] == "error"]
+    if errors:
+        raise RuntimeError(f"a widget callback of {source.name} failed:\n" + "\n\n".join(errors))
+    return notebook

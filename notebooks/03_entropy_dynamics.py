@@ -1,0 +1,211 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 3. Entropy dynamics
+#
+# **What you will learn.** How to test a claim about training dynamics ("NGRPO keeps entropy higher than GRPO")
+# on a simulator instead of believing it; why entropy must be compared at equal accuracy, not at equal steps; how
+# well the first-order formula −Cov(log π, Δz) predicts each step's entropy change; and what sampling noise does,
+# by comparing sampled runs with their exact expectation.
+#
+# **For whom.** You have seen notebooks 1 and 2, or know that GRPO-style methods give per-answer advantages. The
+# simulator is a bandit stand-in for an LLM: P prompts with K = 16 one-token answers each (one right), a shared
+# log-linear policy (one parameter vector for all prompts, so updates generalise and interfere, as in a network),
+# and a "base model" in which half the prompts are almost never solved. It trains every method exactly as the
+# release does (groups of 8, group filters with refill, clipped loss, 4 minibatch updates per rollout, Adam), for
+# many seeds at once. About 20 minutes.
+
+# %%
+# %matplotlib inline
+import dataclasses
+
+import ipywidgets as widgets
+import numpy as np
+from IPython.display import clear_output, display
+
+from ngrpo_sim import get_method, teaching
+from ngrpo_sim.dynamics import METRICS
+from ngrpo_sim.experiments import format_summary, run_methods, with_mode
+from ngrpo_sim.plotting import pyplot, subplots
+from ngrpo_sim.report import HEADLINE, LEARNING_RATES, entropy_at_matched_accuracy
+
+plt = pyplot()
+
+# %% [markdown]
+# ## The experiment
+#
+# **Predict before you run.** The paper reports that NGRPO avoids the entropy collapse of GRPO. After training,
+# which of GRPO, NGRPO and PSR-NSR will have the highest entropy in the simulator? Which the highest accuracy?
+#
+# The configuration is the README's headline run, with 8 seeds instead of 16. In fast mode (`NGRPO_FAST=1`, what
+# the test suite uses) it shrinks to a few prompts, steps and seeds; the shapes of the curves survive, the
+# intervals do not.
+
+# %%
+config = dataclasses.replace(HEADLINE, num_prompts=teaching.sized(256, 64), batch_prompts=teaching.sized(64, 16),
+                             steps=teaching.sized(200, 25), seeds=teaching.sized(8, 2))
+methods = [get_method(name) for name in ("grpo", "ngrpo", "psr_nsr")]
+print(config)
+trajectories = run_methods(methods, [config, with_mode(config, "expected")])
+sampled = [t for t in trajectories if t.config.mode == "sampled"]
+print(format_summary(trajectories, metrics=("accuracy", "accuracy_hard", "entropy", "pass_auc")))
+
+# %% [markdown]
+# Solid lines are sampled runs (mean over seeds, with the 95% interval of the mean as a band); dashed lines are the
+# *expected* runs, in which each step is replaced by its exact expectation c(p) π ⊙ (r − p) from notebook 2: no
+# sampling noise, no clipping.
+
+# %%
+figure, axes = subplots(ncols=2, nrows=2, width=4.6, height=3.3)
+for ax, (name, title) in zip(axes, [("accuracy", "mean success rate (pass@1)"), ("entropy", "mean entropy (nats)"),
+                                    ("pass_auc", "pass@k AUC (k = 1..256)"),
+                                    ("accuracy_hard", "success on prompts starting < 5%")]):
+    teaching.plot_metric(ax, trajectories, name, title)
+plt.show()
+
+# %% [markdown]
+# NGRPO ends with *lower* entropy than GRPO here, not higher, and with higher accuracy. Is that a contradiction of
+# the paper, or just a faster run? A method that learns faster sharpens its policy sooner. The fair comparison is
+# at equal accuracy: plot entropy against accuracy instead of against steps.
+
+# %% tags=["readme-figure"]
+figure, (ax,) = subplots(width=5.6, height=4.0)
+teaching.plot_metric_pair(ax, trajectories, "accuracy", "entropy", "mean success rate (pass@1)",
+                          "mean entropy (nats)")
+ax.set_title("Entropy at equal accuracy")
+plt.show()
+start, end = sampled[0].metrics["accuracy"][0].mean(), min(t.metrics["accuracy"][-1].mean() for t in sampled)
+levels = np.linspace(start, end, 5)[1:]
+print("entropy when the seed-mean accuracy first reaches ...")
+print(f"{'method':>10}" + "".join(f"{level:>9.3f}" for level in levels))
+for trajectory in sampled:
+    print(f"{trajectory.method:>10}" + "".join(f"{entropy_at_matched_accuracy(trajectory, level):>9.3f}"
+                                               for level in levels))
+
+# %% [markdown]
+# At equal accuracy the three curves lie on top of each other (within about 0.01 nats in the full-size run): NGRPO's
+# lower final entropy is the price of its higher accuracy, not a different path. Over the README's nine settings
+# NGRPO is never *higher* than GRPO at equal accuracy. So the simulator does not reproduce "NGRPO keeps entropy
+# higher". It does not refute the paper either: a bandit with one-token answers is not a 7B model writing 3000
+# tokens. What it shows is the mechanism (notebook 2): NGRPO's penalties spread probability over the answers the
+# policy already likes, not over the rare right answer.
+#
+# ## Explore any metric
+#
+# Every run records each of these per step and seed: accuracy and entropy by difficulty, pass@k AUC, abandoned,
+# newly solved and regressed prompts, group shares (all wrong, all right, mixed), clip fractions by sign,
+# approx_kl and the first-order entropy prediction.
+
+# %%
+metric_picker = widgets.Dropdown(options=METRICS, value="entropy_hard", description="metric")
+metric_view = widgets.Output()
+
+
+def show_metric(change=None):
+    with metric_view:
+        clear_output(wait=True)
+        figure, (ax,) = subplots(width=6.0, height=3.8)
+        teaching.plot_metric(ax, trajectories, metric_picker.value)
+        plt.show()
+        print(f"{metric_picker.value} at the last step (mean over seeds):")
+        for trajectory in trajectories:
+            print(f"  {trajectory.method:>8} {trajectory.config.mode:>8}: "
+                  f"{np.mean(trajectory.metrics[metric_picker.value][-1]):.4f}")
+
+
+metric_picker.observe(show_metric, "value")
+display(metric_picker, metric_view)
+show_metric()
+
+# %% [markdown]
+# Things worth a look: `share_all_wrong` (how much of each batch GRPO cannot learn from, falling as prompts get
+# solved), `abandoned` and `regressed` (prompts left behind or made worse: NGRPO's price on the shared policy),
+# `entropy_hard` (entropy on the hard prompts, where exploration matters most) and `clipfrac_low` (notebook 4).
+#
+# ## Does the first-order formula predict the entropy?
+#
+# For a softmax, a small change Δz of the logits changes the entropy by **−Cov_{a∼π}(log π(a), Δz(a))** (Cui et al.
+# 2025): raising answers that are already likely lowers the entropy, raising unlikely ones raises it. The
+# simulator records this prediction beside the measured change at every step. Each dot is one step of one seed.
+
+# %%
+figure, (ax,) = subplots(width=5.6, height=4.2)
+teaching.plot_entropy_prediction(ax, trajectories)
+plt.show()
+
+# %% [markdown]
+# The dots lie on the diagonal: at this learning rate the per-step entropy change is first order, so the
+# covariance tells you *why* entropy falls. Every step that raises the right answer on a prompt where the policy
+# already likes it lowers the entropy; steps on hard prompts raise it.
+#
+# ## Run your own
+#
+# **Predict:** if you multiply the learning rate by 10, does the prediction error grow, and by about how much?
+# Then try the tabular policy (free logits per prompt, no interference), SGD instead of Adam, and one minibatch
+# instead of four. The defaults below are the tabular policy with SGD, where the README finds the largest
+# differences between methods.
+
+# %%
+policy_picker = widgets.Dropdown(options=["tabular", "shared"], value="tabular", description="policy")
+optimizer_picker = widgets.Dropdown(options=[("SGD", "sgd"), ("Adam", "adam")], value="sgd", description="optimizer")
+lr_box = widgets.FloatText(value=LEARNING_RATES["tabular", "sgd"], description="learning rate",
+                           style={"description_width": "initial"})
+minibatch_picker = widgets.Dropdown(options=[1, 2, 4, 8], value=4, description="minibatches")
+method_picker = widgets.SelectMultiple(options=["grpo", "ngrpo", "dapo", "psr_nsr", "ppo"], value=("grpo", "ngrpo"),
+                                       description="methods")
+run_button = widgets.Button(description="run", button_style="primary")
+own_view = widgets.Output()
+
+
+def run_own(*_):
+    with own_view:
+        clear_output(wait=True)
+        own = dataclasses.replace(config, policy=policy_picker.value, optimizer=optimizer_picker.value,
+                                  lr=lr_box.value, minibatches=minibatch_picker.value)
+        runs = run_methods([get_method(name) for name in method_picker.value], [own, with_mode(own, "expected")])
+        figure, axes = subplots(ncols=3, width=4.2, height=3.4)
+        teaching.plot_metric(axes[0], runs, "accuracy", "mean success rate")
+        teaching.plot_metric(axes[1], runs, "entropy", "mean entropy (nats)")
+        teaching.plot_entropy_prediction(axes[2], runs)
+        plt.show()
+        print(format_summary(runs, metrics=("accuracy", "accuracy_hard", "entropy", "abandoned", "regressed")))
+
+
+run_button.on_click(run_own)
+display(widgets.HBox([widgets.VBox([policy_picker, optimizer_picker, lr_box, minibatch_picker]), method_picker,
+                      run_button]), own_view)
+run_own()
+
+# %% [markdown]
+# ## Sampled against expected
+#
+# Compare the solid and dashed lines of the first figure. The expected runs follow the mean gradient without
+# noise, and they sharpen faster: higher pass@1, lower entropy, lower pass@256. Sampling noise keeps some
+# diversity. Only for SGD on the tabular policy does one expected step equal the mean of sampled steps exactly
+# (the tests check this); Adam rescales each step by its own history, and the shared policy couples prompts.
+#
+# ## Exercises
+#
+# 1. **Equal accuracy, other settings.** Repeat the entropy-against-accuracy comparison for the tabular policy with
+#    Adam and one minibatch (`dataclasses.replace(config, policy="tabular", minibatches=1)`). Is NGRPO ever higher?
+# 2. **Where the prediction fails.** With "Run your own", raise the learning rate until the prediction error passes
+#    10%. How does the error scale with the learning rate? Why must it grow at least linearly?
+# 3. **An entropy bonus.** `DynamicsConfig(entropy_coef=...)` overrides the presets' 0.001. Which coefficient keeps
+#    GRPO's entropy at its starting value, and what does it cost in accuracy?
+# 4. **Hard prompts.** Plot `accuracy_hard` and `abandoned` for GRPO and NGRPO on the tabular policy with Adam.
+#    The README reports that NGRPO abandons far fewer prompts there. Which mechanism of notebook 2 explains it?
+# 5. **A claim of your own.** Pick a claim from the README's "Training dynamics" section, predict the figure that
+#    would test it, then make it.

@@ -1,0 +1,397 @@
+"""The notebooks' helpers (ngrpo_sim.teaching) against independent numbers: closed forms computed with the
+statistics module, finite differences of a hand-written loss, exhaustive enumeration of groups, and hand-made
+run folders."""
+
+import itertools
+import json
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ngrpo_sim import teaching
+from ngrpo_sim.dynamics import DynamicsConfig, Trajectory
+from ngrpo_sim.landscape import expected_logit_update
+from ngrpo_sim.methods import get_method
+from ngrpo_sim.plotting import pyplot, subplots
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fast mode
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, fast", [(None, False), ("", False), ("0", False), ("1", True), (" 1 ", True)])
+def test_fast_mode_reads_the_environment(monkeypatch, value, fast):
+    if value is None:
+        monkeypatch.delenv("NGRPO_FAST", raising=False)
+    else:
+        monkeypatch.setenv("NGRPO_FAST", value)
+    assert teaching.fast_mode() is fast
+    assert teaching.sized("full", "fast") == ("fast" if fast else "full")
+
+
+def test_a_bad_fast_mode_value_is_named(monkeypatch):
+    monkeypatch.setenv("NGRPO_FAST", "yes")
+    with pytest.raises(ValueError, match="NGRPO_FAST must be 1.*got 'yes'"):
+        teaching.fast_mode()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Notebook 1: retuned presets
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def z_scores(group, reference, ddof):
+    """(r - mean) / std of the reference sample, with the statistics module's std."""
+    spread = statistics.stdev(reference) if ddof else statistics.pstdev(reference)
+    centre = statistics.fmean(reference)
+    return [(r - centre) / (spread + 1e-6) for r in group]
+
+
+@pytest.mark.parametrize("virtual_samples", [1, 2, 3])
+@pytest.mark.parametrize("ddof", [0, 1])
+@pytest.mark.parametrize("r_max", [1.0, 1.5])
+def test_retuned_ngrpo_matches_the_closed_form(r_max, virtual_samples, ddof):
+    ngrpo, grpo = teaching.retuned_methods(["ngrpo", "grpo"], r_max=r_max, virtual_samples=virtual_samples,
+                                           ddof=ddof)
+    group = [1.0] + [0.0] * 7
+    expected = z_scores(group, group + [r_max] * virtual_samples, ddof)
+    np.testing.assert_allclose(ngrpo.advantages(np.array(group)), expected, rtol=1e-12)
+    np.testing.assert_allclose(grpo.advantages(np.array(group)), z_scores(group, group, ddof), rtol=1e-12)
+
+
+def test_the_paper_numbers_come_out_of_the_default_presets():
+    grpo, ngrpo = teaching.retuned_methods(["grpo", "ngrpo"])
+    group = np.array([1.0] + [0.0] * 7)
+    assert np.round(grpo.advantages(group)[[0, 1]], 2).tolist() == [2.47, -0.35]
+    assert np.round(ngrpo.advantages(group)[[0, 1]], 2).tolist() == [1.76, -0.50]
+
+
+def test_r_max_leaves_psr_nsr_and_the_filter_alone():
+    psr_nsr, ngrpo = teaching.retuned_methods(["psr_nsr", "ngrpo"], r_max=2.0)
+    assert psr_nsr.advantages(np.array([1.0, 0.0])).tolist() == [0.1, -1.0]
+    # An all-correct group is still recognised (rewards equal 1) and dropped, even with r_max above 1.
+    assert np.all(ngrpo.advantages(np.ones(8)) == 0.0)
+    assert teaching.retuned_methods("ngrpo_no_filter", r_max=2.0)[0].advantages(np.ones(8))[0] < 0
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(names=[]), "names must hold at least one method"),
+    (dict(names=["nope"]), "unknown method 'nope'"),
+    (dict(names=["ngrpo"], r_max=0.5), "r_max must be >= 1.0, got 0.5"),
+    (dict(names=["ngrpo"], virtual_samples=0), "virtual_samples must be >= 1, got 0"),
+    (dict(names=["grpo"], ddof=2), "ddof must be <= 1, got 2"),
+])
+def test_retuned_methods_names_bad_input(options, message):
+    with pytest.raises(ValueError, match=message):
+        teaching.retuned_methods(**options)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Notebook 2: one group and one step
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def softmax_list(logits):
+    top = max(logits)
+    weights = [math.exp(z - top) for z in logits]
+    return [w / sum(weights) for w in weights]
+
+
+def entropy_by_hand(logits):
+    return -sum(p * math.log(p) for p in softmax_list(logits))
+
+
+@pytest.mark.parametrize("success_rate", [0.001, 0.3, 0.97])
+def test_one_prompt_has_one_right_answer_solved_at_the_requested_rate(success_rate):
+    logits, rewards = teaching.one_prompt(success_rate, num_answers=6)
+    assert sorted(rewards.tolist()) == [0.0] * 5 + [1.0]
+    probs = softmax_list(logits.tolist())
+    assert math.isclose(sum(p for p, r in zip(probs, rewards) if r == 1), success_rate, rel_tol=1e-10)
+
+
+def hand_loss(logits, old_logits, answers, advantages):
+    """The unclipped surrogate near ratio 1: -(1/G) sum_i A_i pi(a_i) / pi_old(a_i)."""
+    probs, old = softmax_list(logits), softmax_list(old_logits)
+    return -sum(a * probs[i] / old[i] for i, a in zip(answers, advantages)) / len(answers)
+
+
+@pytest.mark.parametrize("name, advantages_by_hand", [
+    ("grpo", lambda g: z_scores(g, g, 1)),
+    ("ngrpo", lambda g: z_scores(g, g + [1.0], 1)),
+    ("dr_grpo", lambda g: [r - statistics.fmean(g) for r in g]),
+    ("psr_nsr", lambda g: [0.1 if r == 1 else -1.0 for r in g]),
+])
+def test_the_logit_step_is_minus_the_gradient_of_the_loss(name, advantages_by_hand):
+    logits = [0.3, -1.2, 0.8, 0.0, -0.4]
+    rewards = [0.0, 1.0, 0.0, 0.0, 1.0]
+    answers = [2, 1, 2, 0, 4, 3]
+    group = [rewards[a] for a in answers]
+    advantages = advantages_by_hand(group)
+    step = teaching.group_logit_step(get_method(name), np.array(logits), np.array(answers), np.array(group),
+                                     learning_rate=0.7)
+    h = 1e-6
+    gradient = []
+    for j in range(len(logits)):
+        up, down = list(logits), list(logits)
+        up[j] += h
+        down[j] -= h
+        gradient.append((hand_loss(up, logits, answers, advantages) - hand_loss(down, logits, answers, advantages))
+                        / (2 * h))
+    np.testing.assert_allclose(step, -0.7 * np.array(gradient), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["grpo", "ngrpo", "rloo", "psr_nsr"])
+def test_the_mean_step_over_all_groups_is_the_gain_identity(name):
+    method, group_size, learning_rate = get_method(name), 3, 0.5
+    logits, rewards = np.array([0.4, -0.3, 1.1]), np.array([0.0, 1.0, 0.0])
+    probs = softmax_list(logits.tolist())
+    mean_step = np.zeros(3)
+    for answers in itertools.product(range(3), repeat=group_size):
+        answers = np.array(answers)
+        chance = math.prod(probs[a] for a in answers)
+        mean_step += chance * teaching.group_logit_step(method, logits, answers, rewards[answers], learning_rate)
+    np.testing.assert_allclose(mean_step, learning_rate * expected_logit_update(method, group_size, logits, rewards),
+                               atol=1e-12)
+
+
+def test_an_all_wrong_group_moves_only_ngrpo_and_pushes_its_answers_down():
+    logits, rewards = teaching.one_prompt(0.02, num_answers=8)
+    wrong = np.flatnonzero(rewards == 0.0)[:4]
+    answers = np.repeat(wrong, 2)
+    grpo = teaching.group_logit_step(get_method("grpo"), logits, answers, rewards[answers])
+    ngrpo = teaching.group_logit_step(get_method("ngrpo"), logits, answers, rewards[answers])
+    assert np.all(grpo == 0.0)
+    probs = np.array(softmax_list(logits.tolist()))
+    # With the virtual 1 the group's mean is 1/9 and its std 1/3, so each answer gets -(1/9) / (1/3 + eps) (about
+    # -1/3) and weighs 1/8; the loss gradient is the sum over sampled answers of -advantage / 8 * (e_a - pi).
+    advantage = -(1 / 9) / (1 / 3 + 1e-6)
+    by_hand = (advantage / 8) * (np.bincount(answers, minlength=8) - 8 * probs)
+    np.testing.assert_allclose(ngrpo, by_hand, atol=1e-12)
+    # The step descends the summed log-probability of the failed answers (where that freed mass goes depends on
+    # which answers were sampled: it can even lower the right answer, the notebook's exercise).
+    after = np.array(softmax_list((logits + ngrpo).tolist()))
+    assert np.log(after[answers]).sum() < np.log(probs[answers]).sum()
+
+
+def test_sample_one_group_reports_consistent_changes():
+    sample = teaching.sample_one_group(["grpo", "ngrpo", "psr_nsr"], 0.3, group_size=8, num_answers=10,
+                                       learning_rate=0.5, rng=np.random.default_rng(4))
+    again = teaching.sample_one_group(["grpo"], 0.3, group_size=8, num_answers=10, learning_rate=0.5,
+                                      rng=np.random.default_rng(4))
+    assert sample.answers.tolist() == again.answers.tolist()
+    assert math.isclose(sample.success_rate, 0.3, rel_tol=1e-10)
+    assert sample.group_rewards.tolist() == [sample.rewards[a] for a in sample.answers]
+    for name, step in sample.steps.items():
+        after = (sample.logits + step.logit_change).tolist()
+        np.testing.assert_allclose(step.probability_change,
+                                   np.array(softmax_list(after)) - softmax_list(sample.logits.tolist()), atol=1e-15)
+        assert math.isclose(step.entropy_change, entropy_by_hand(after) - entropy_by_hand(sample.logits.tolist()),
+                            abs_tol=1e-12)
+        np.testing.assert_array_equal(step.advantages, get_method(name).advantages(sample.group_rewards))
+    text = teaching.format_sampled_group(sample)
+    assert "G = 8" in text and "entropy change (exact)" in text and "psr_nsr" in text
+
+
+def test_the_first_order_entropy_change_is_exact_in_the_small_step_limit():
+    errors = []
+    for learning_rate in (1e-2, 1e-3, 1e-4):
+        step = teaching.sample_one_group("ngrpo", 0.2, learning_rate=learning_rate,
+                                         rng=np.random.default_rng(11)).steps["ngrpo"]
+        errors.append(abs(step.entropy_change_predicted - step.entropy_change) / abs(step.entropy_change))
+    # The error of a first-order prediction shrinks in proportion to the step.
+    assert errors[1] < errors[0] / 5 and errors[2] < errors[1] / 5 and errors[2] < 1e-3
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: teaching.one_prompt(1.0), "success_rate must be < 1.0, got 1.0"),
+    (lambda: teaching.one_prompt(0.0), "success_rate must be > 0.0, got 0.0"),
+    (lambda: teaching.sample_one_group("grpo", 0.5, group_size=1), "group_size must be >= 2, got 1"),
+    (lambda: teaching.sample_one_group("grpo", 0.5, learning_rate=0.0), "learning_rate must be > 0.0, got 0.0"),
+    (lambda: teaching.sample_one_group("ppo", 0.5), "needs values"),
+    (lambda: teaching.group_logit_step(get_method("grpo"), [0.0, 1.0], [0, 2], [1.0, 0.0]),
+     r"answers must be .* in \[0, 2\)"),
+    (lambda: teaching.group_logit_step(get_method("grpo"), [0.0, 1.0], [0, 1], [1.0, 0.0, 0.0]),
+     "group_rewards has shape"),
+])
+def test_group_helpers_name_bad_input(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Notebook 3: trajectories
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def hand_trajectory(method, measured, predicted, mode="sampled"):
+    config = DynamicsConfig(steps=len(measured) - 1, seeds=1, mode=mode)
+    metrics = {"entropy_change": np.array(measured, float)[:, None],
+               "entropy_change_predicted": np.array(predicted, float)[:, None],
+               "accuracy": np.linspace(0.1, 0.2, len(measured))[:, None]}
+    return Trajectory(method, config, metrics=metrics)
+
+
+def test_entropy_prediction_error_by_hand():
+    trajectory = hand_trajectory("grpo", [np.nan, 1.0, -2.0, 0.5], [np.nan, 1.5, -2.0, 0.0])
+    assert math.isclose(teaching.entropy_prediction_error(trajectory), (0.5 + 0.0 + 0.5) / 3.5)
+    with pytest.raises(ValueError, match="never changed its entropy"):
+        teaching.entropy_prediction_error(hand_trajectory("grpo", [np.nan, 0.0], [np.nan, 0.1]))
+
+
+def test_trajectory_plots_draw_and_name_an_unknown_metric():
+    trajectories = [hand_trajectory("grpo", [np.nan, 1.0, -2.0], [np.nan, 1.1, -1.9]),
+                    hand_trajectory("ngrpo", [np.nan, 0.5, -1.0], [np.nan, 0.4, -1.0], mode="expected")]
+    figure, (left, right) = subplots(ncols=2)
+    teaching.plot_metric(left, trajectories, "accuracy", "accuracy")
+    teaching.plot_entropy_prediction(right, trajectories)
+    assert [line.get_linestyle() for line in left.get_lines()] == ["-", "--"]
+    with pytest.raises(ValueError, match="name must be a recorded metric .* got 'nope'"):
+        teaching.plot_metric(left, trajectories, "nope")
+    figure.clear()
+    ax = figure.add_subplot()
+    teaching.plot_metric_pair(ax, trajectories, "accuracy", "entropy_change")
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), [np.nan, 0.5, -1.0])
+    with pytest.raises(ValueError, match="x_name and y_name must be recorded metrics .* got 'nope'"):
+        teaching.plot_metric_pair(ax, trajectories, "accuracy", "nope")
+    pyplot().close(figure)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Notebook 4: clipping
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("clip_low, clip_high", [(0.2, 0.2), (0.2, 0.28), (0.16, 0.24)])
+def test_the_vanishing_region_has_the_area_of_two_rectangles(clip_low, clip_high):
+    # Cell centres of a fine grid over ratio [0.5, 1.5] x advantage [-1, 1].
+    points = 2000
+    ratio = 0.5 + (np.arange(points) + 0.5) / points
+    advantages = -1 + 2 * (np.arange(points) + 0.5) / points
+    share = teaching.vanishing_gradient(ratio[None, :], advantages[:, None], clip_low, clip_high).mean()
+    # Positive half: ratio above 1 + eps_high; negative half: ratio below 1 - eps_low.
+    expected = 0.5 * (1.5 - (1 + clip_high)) + 0.5 * ((1 - clip_low) - 0.5)
+    assert abs(share - expected) < 2e-3
+
+
+def test_the_clip_plane_draws_and_names_bad_ranges():
+    figure, (ax,) = subplots()
+    teaching.plot_clip_plane(ax, 0.16, 0.24, points=21)
+    assert [line.get_xdata()[0] for line in ax.get_lines()[:2]] == [0.84, 1.24]
+    with pytest.raises(ValueError, match=r"ratio_range must bracket 1 .* got \(1.1, 1.4\)"):
+        teaching.plot_clip_plane(ax, 0.2, 0.2, ratio_range=(1.1, 1.4))
+    with pytest.raises(ValueError, match="clip_low must be < 1.0, got 1.0"):
+        teaching.plot_clip_plane(ax, 1.0, 0.2)
+    pyplot().close(figure)
+
+
+SMALL = DynamicsConfig(num_prompts=32, batch_prompts=8, steps=6, seeds=2)
+
+
+def test_clip_fractions_vanish_where_every_ratio_is_one():
+    # One update per rollout: the ratio is 1 when the only update's gradient is taken.
+    single = teaching.clip_fraction_sweep(["grpo", "ngrpo"], SMALL, [1])
+    # Tabular SGD: a prompt's logits move only in its own minibatch, after its ratios were taken.
+    tabular_sgd = teaching.clip_fraction_sweep("ngrpo", DynamicsConfig(**{**SMALL.__dict__, "optimizer": "sgd",
+                                                                          "lr": 30.0}), [1, 2, 4, 8])
+    for row in (*single.values(), tabular_sgd["ngrpo"]):
+        assert np.all(row["clipfrac_low"] == 0) and np.all(row["clipfrac_high"] == 0)
+    assert tabular_sgd["ngrpo"]["minibatches"].tolist() == [1, 2, 4, 8]
+
+
+def test_clip_fractions_appear_with_several_updates_of_a_shared_policy():
+    config = DynamicsConfig(**{**SMALL.__dict__, "policy": "shared", "lr": 0.3})
+    sweep = teaching.clip_fraction_sweep("ngrpo", config, [8])
+    assert sweep["ngrpo"]["clipfrac_low"][0] + sweep["ngrpo"]["clipfrac_high"][0] > 0
+    figure, (ax,) = subplots()
+    teaching.plot_clip_fraction_sweep(ax, sweep)
+    assert len(ax.get_lines()) == 2
+    pyplot().close(figure)
+    with pytest.raises(ValueError, match="minibatch_counts must hold at least one count"):
+        teaching.clip_fraction_sweep("ngrpo", config, [])
+    with pytest.raises(ValueError, match="minibatch_counts must be >= 1, got 0"):
+        teaching.clip_fraction_sweep("ngrpo", config, [0])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Notebook 5: the trainer's run folders
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def write_run(folder, records):
+    folder.mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+
+
+def fake_records(final_pass):
+    def evaluation(values):
+        return {"eval/pass@1": values[0], "eval/pass@2": values[1], "eval/pass@4": values[2], "eval/pass_auc": 50.0}
+
+    return [{"step": 0, **evaluation([0.1, 0.2, 0.3])},
+            {"step": 1, "reward": 0.2, "entropy": 0.7, "all_wrong_share": 0.5},
+            {"step": 2, "reward": 0.4, "entropy": 0.6, "all_wrong_share": 0.25, **evaluation(final_pass)}]
+
+
+def test_a_comparison_folder_is_read_by_method_and_seed(tmp_path):
+    write_run(tmp_path / "ngrpo-seed2", fake_records([0.5, 0.6, 0.7]))
+    write_run(tmp_path / "ngrpo-seed10", fake_records([0.3, 0.4, 0.5]))
+    write_run(tmp_path / "grpo-seed1", fake_records([0.2, 0.3, 0.4]))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "table.md").write_text("| method |\n")
+    runs = teaching.read_comparison(tmp_path)
+    assert list(runs) == ["grpo", "ngrpo"]
+    assert [records[-1]["eval/pass@1"] for records in runs["ngrpo"]] == [0.5, 0.3]  # seed 2 before seed 10
+    assert {method: len(seeds) for method, seeds in teaching.read_comparison(tmp_path, seeds=2).items()} == {
+        "grpo": 1, "ngrpo": 1}
+    steps, rewards = teaching.run_curve(runs["grpo"][0], "reward")
+    assert steps.tolist() == [1, 2] and rewards.tolist() == [0.2, 0.4]
+    assert teaching.run_curve(runs["grpo"][0], "eval/pass@1")[0].tolist() == [0, 2]
+    ks, values = teaching.final_pass_at_k(runs["ngrpo"][0])
+    assert ks.tolist() == [1, 2, 4] and values.tolist() == [0.5, 0.6, 0.7]
+    figure, (left, right) = subplots(ncols=2)
+    teaching.plot_run_metric(left, runs, "entropy")
+    teaching.plot_final_pass_at_k(right, runs)
+    ngrpo_mean = [line for line in left.get_lines() if line.get_label() == "ngrpo (2 seeds)"][0]
+    assert ngrpo_mean.get_ydata().tolist() == [0.7, 0.6]
+    left.clear()
+    teaching.plot_run_metric(left, runs, "reward", window=2)
+    grpo_mean = [line for line in left.get_lines() if line.get_label() == "grpo (1 seed)"][0]
+    assert grpo_mean.get_xdata().tolist() == [2] and np.allclose(grpo_mean.get_ydata(), [0.3])
+    with pytest.raises(ValueError, match="window=3 is longer than every grpo run's 2 points of 'reward'"):
+        teaching.plot_run_metric(left, runs, "reward", window=3)
+    final_ngrpo = [line for line in right.get_lines() if line.get_label() == "ngrpo"][0]
+    np.testing.assert_allclose(final_ngrpo.get_ydata(), [0.4, 0.5, 0.6])
+    pyplot().close(figure)
+
+
+def test_run_folder_errors_name_the_folder_and_key(tmp_path):
+    with pytest.raises(ValueError, match="holds no METHOD-seedSEED run folders"):
+        teaching.read_comparison(tmp_path)
+    with pytest.raises(ValueError, match="seeds must be >= 1, got 0"):
+        teaching.read_comparison(tmp_path, seeds=0)
+    with pytest.raises(ValueError, match="holds no metrics.jsonl"):
+        teaching.read_run(tmp_path)
+    with pytest.raises(ValueError, match="key='kl' was never logged; the run logged all_wrong_share"):
+        teaching.run_curve(fake_records([0.1, 0.2, 0.3]), "kl")
+    with pytest.raises(ValueError, match="holds no evaluation"):
+        teaching.final_pass_at_k(fake_records([0.1, 0.2, 0.3])[1:2])
+
+
+def test_the_trainer_is_found_from_inside_the_repository_only(tmp_path):
+    assert teaching.repository_root(ROOT / "tests") == ROOT
+    assert teaching.find_trainer(ROOT / "tests") == ROOT / "minimal" / "ngrpo_train.py"
+    with pytest.raises(ValueError, match="is not inside the ngrpo repository"):
+        teaching.find_trainer(tmp_path)
+
+
+def test_run_trainer_returns_the_output_or_raises_with_the_error(tmp_path):
+    script = tmp_path / "trainer.py"
+    script.write_text("import sys\nprint('args', sys.argv[1:])\nif '--fail' in sys.argv: "
+                      "sys.exit('error: bad flag')\n")
+    assert teaching.run_trainer(["--steps", 2], trainer=script).strip() == "args ['--steps', '2']"
+    with pytest.raises(RuntimeError, match="failed with exit code 1:\nerror: bad flag"):
+        teaching.run_trainer(["--fail"], trainer=script)
