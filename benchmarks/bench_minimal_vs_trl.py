@@ -36,8 +36,10 @@ def prompt_stream(task, steps):
     return task.draw(np.random.default_rng(0), PROMPTS * steps)
 
 
-def time_ours(config, folder, examples, steps) -> list:
+def time_ours(config, folder, examples, steps, compile_model=False) -> list:
     policy = trainer.load_policy(folder, torch.device("cpu"))
+    if compile_model:
+        policy.model.compile(dynamic=True)
     optimizer = trainer.make_optimizer(policy.model, config)
     queue = list(examples)
     task = trainer.make_task(config)
@@ -52,7 +54,7 @@ def time_ours(config, folder, examples, steps) -> list:
     return times
 
 
-def time_trl(folder, examples, steps, reward) -> list:
+def time_trl(folder, examples, steps, reward, compile_model) -> list:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -76,7 +78,7 @@ def time_trl(folder, examples, steps, reward) -> list:
                           num_generations=GROUP, max_completion_length=NEW_TOKENS, temperature=1.0, top_p=1.0,
                           epsilon=0.16, epsilon_high=0.24, beta=0.0, loss_type="dapo", shuffle_dataset=False,
                           max_steps=MINIBATCHES * (steps + 1), save_strategy="no", report_to="none",
-                          logging_steps=10 ** 6, disable_tqdm=True)
+                          logging_steps=10 ** 6, disable_tqdm=True, torch_compile=compile_model)
         grpo = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32),
                            processing_class=AutoTokenizer.from_pretrained(folder), reward_funcs=reward_function,
                            args=args, train_dataset=Dataset.from_list(examples), callbacks=[clock])
@@ -92,6 +94,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=3,
                         help="blocks per trainer, alternating, so that load from other jobs hits both alike")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for both trainers")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model in both trainers (TRL: torch_compile=True); the first step of "
+                             "each block, which compiles, is excluded")
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
     config = trainer.Config(method="ngrpo_no_filter", prompts_per_step=PROMPTS, group_size=GROUP,
@@ -100,10 +105,11 @@ def main():
     examples = prompt_stream(trainer.make_task(config), options.steps + 1)
     ours, trl = [], []
     for _ in range(options.rounds):
-        ours += time_ours(config, folder, examples, options.steps)[1:]
-        trl += time_trl(folder, examples, options.steps, trainer.make_task(config).reward)[1:]
+        ours += time_ours(config, folder, examples, options.steps, options.compile)[1:]
+        trl += time_trl(folder, examples, options.steps, trainer.make_task(config).reward, options.compile)[1:]
     import trl as trl_package
     print(f"torch {torch.__version__}, trl {trl_package.__version__}, {options.threads} threads, "
+          f"{'compiled' if options.compile else 'eager'}, "
           f"{PROMPTS} prompts x {GROUP} answers, {NEW_TOKENS} new tokens, {MINIBATCHES} updates per step")
     for name, times in (("minimal/ngrpo_train.py", ours), ("TRL GRPOTrainer", trl)):
         print(f"{name:24s} median {statistics.median(times) * 1000:7.1f} ms/step over {len(times)} steps "
