@@ -5,6 +5,7 @@ import importlib.util
 import json
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +214,53 @@ def test_one_update_moves_log_probabilities_the_way_the_advantages_say(tiny_fold
                           config)
     change = (sequence_log_probs(policy, batch) - before).numpy()
     assert np.all(np.sign(change) == np.sign(advantages))  # right answer up, wrong answers down
+
+
+def gradient_after_update(policy, batch, preset, config):
+    optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.0)  # keeps the gradient, leaves the weights
+    stats = trainer.update_policy(policy, None, optimizer, dict(batch), preset, config)
+    return torch.cat([p.grad.flatten() for p in policy.model.parameters()]), stats
+
+
+@pytest.mark.parametrize("mode", trainer.LOSS_AGGREGATIONS)
+def test_micro_batches_and_gradient_checkpointing_leave_the_gradient_unchanged(tiny_folder, mode):
+    policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
+    batch = fixed_batch(policy, ["1+2="] * 2 + ["11+22="] * 2, ["3", "45", "33", "3"])
+    with torch.no_grad():
+        logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(4), 1.0)
+    batch["old_logp"] = logp - 0.1 * torch.randn(logp.shape, generator=torch.Generator().manual_seed(0))
+    batch["advantages"] = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    preset = trainer.METHODS["ngrpo"]._replace(loss_aggregation=mode)
+    config = trainer.Config(group_size=2, minibatches=1, prompts_per_step=2, max_new_tokens=4)
+    whole, whole_stats = gradient_after_update(policy, batch, preset, config)
+    for micro in (1, 3):
+        split, split_stats = gradient_after_update(policy, batch, preset, replace(config, micro_batch_size=micro))
+        torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-7)
+        assert split_stats["loss"] == pytest.approx(whole_stats["loss"], abs=1e-6)
+    getattr(policy.model, "activation_checkpointing_enable", policy.model.gradient_checkpointing_enable)()
+    checkpointed, _ = gradient_after_update(policy, batch, preset, config)
+    torch.testing.assert_close(checkpointed, whole, rtol=1e-4, atol=1e-7)
+
+
+def test_the_kl_penalty_is_the_k3_estimate_against_the_frozen_reference(tiny_folder):
+    policy, reference = (trainer.load_policy(tiny_folder, torch.device("cpu")) for _ in range(2))
+    with torch.no_grad():  # a reference that differs from the policy
+        for parameter in reference.model.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1)))
+    batch = fixed_batch(policy, ["1+2=", "1+2="], ["3", "45"])
+    batch["advantages"] = torch.tensor([0.0, 0.0])
+    with torch.no_grad():
+        logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(2), 1.0)
+        ref_logp, _ = trainer.completion_log_probs(reference, reference.model, batch, torch.arange(2), 1.0)
+    mask = batch["completion_mask"]
+    log_ratio = (ref_logp - logp).double()
+    expected = float(((log_ratio.exp() - log_ratio - 1) * mask).sum() / mask.sum())
+    preset = trainer.METHODS["grpo"]._replace(entropy_coef=0.0, kl_coef=0.5)
+    config = trainer.Config(group_size=2, minibatches=1, prompts_per_step=1, max_new_tokens=4)
+    stats = trainer.update_policy(policy, reference.model, torch.optim.SGD(policy.model.parameters(), lr=0.0),
+                                  dict(batch), preset, config)
+    assert expected > 1e-4 and stats["kl_ref"] == pytest.approx(expected, rel=1e-4)
+    assert stats["loss"] == pytest.approx(0.5 * expected, rel=1e-4)  # zero advantages: the loss is the penalty
 
 
 # ---------------------------------------------------------------------------------------------------------------
