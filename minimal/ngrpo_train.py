@@ -427,8 +427,13 @@ def math_answer_reward(completion: str, answer: str) -> float:
 
 
 def reasoning_gym_task(name: str, eval_prompts: int) -> Task:
+    if importlib.util.find_spec("reasoning_gym") is None:
+        raise ValueError(f"task='reasoning-gym:{name}' needs the package reasoning-gym: pip install reasoning-gym")
     import reasoning_gym
-    dataset = reasoning_gym.create_dataset(name, size=20 * eval_prompts, seed=0)
+    try:
+        dataset = reasoning_gym.create_dataset(name, size=20 * eval_prompts, seed=0)
+    except ValueError as error:
+        raise ValueError(f"task='reasoning-gym:{name}': {error}") from None
     instruction = "\nGive only the final answer between <answer> and </answer>."
     examples = [dict(entry, prompt=entry["question"] + instruction) for entry in dataset]
 

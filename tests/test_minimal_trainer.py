@@ -375,6 +375,8 @@ def test_a_reasoning_gym_task_is_split_by_hash_and_scored_all_or_nothing():
     assert task.reward(f"<answer>{example['answer']}</answer>", example) == 1.0
     assert task.reward(example["answer"], example) == 1.0  # an untagged final answer is scored as is
     assert task.reward(f"<answer>{example['answer']}1</answer>", example) == 0.0
+    with pytest.raises(ValueError, match=r"task='reasoning-gym:no_such_task': .*not registered"):
+        trainer.make_task(trainer.Config(task="reasoning-gym:no_such_task"))
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
