@@ -492,15 +492,20 @@ def answer_mask(completion, end_ids):
 
 
 @torch.no_grad()
-def sample(policy: Policy, prompt_ids, prompt_mask, max_new_tokens, temperature, top_p, generator):
+def sample(policy: Policy, prompt_ids, prompt_mask, group_size, max_new_tokens, temperature, top_p, generator):
+    """`group_size` answers to each prompt, answer j of prompt i in row i * group_size + j."""
     model, end_ids = policy.model, torch.tensor(policy.end_ids, device=prompt_ids.device)
     # The KV-cache argument was renamed from past_key_values to cache in transformers 5.
     cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     position = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift the positions of the prompt
     output = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position, use_cache=True,
                    logits_to_keep=1)
-    attention, position = prompt_mask, position[:, -1:]
-    tokens, log_probs, finished = [], [], torch.zeros(len(prompt_ids), dtype=torch.bool, device=prompt_ids.device)
+    # Each prompt is read once; its keys and values are copied to its group (half of the sampling time otherwise).
+    to_prompt = torch.arange(len(prompt_ids), device=prompt_ids.device).repeat_interleave(group_size)
+    output[cache_key].reorder_cache(to_prompt)
+    output.logits = output.logits[to_prompt]
+    attention, position = prompt_mask[to_prompt], position[to_prompt, -1:]
+    tokens, log_probs, finished = [], [], torch.zeros(len(to_prompt), dtype=torch.bool, device=prompt_ids.device)
     for _ in range(max_new_tokens):
         if not torch.isfinite(output.logits).all():  # multinomial would crash with an obscure message
             raise NonFiniteError("non-finite logits while sampling")
@@ -530,10 +535,10 @@ def rollout(policy: Policy, task: Task, examples: list, group_size, temperature,
     """Sample `group_size` answers per example: rewards shaped (examples, group_size) and the tensors of the answers."""
     repeated = [e for e in examples for _ in range(group_size)]
     prompt_ids, prompt_mask = encode_prompts(policy.tokenizer, [e["prompt"] for e in examples], policy.device)
-    prompt_ids, prompt_mask = prompt_ids.repeat_interleave(group_size, 0), prompt_mask.repeat_interleave(group_size, 0)
     with policy.autocast():
-        completion_ids, completion_mask, old_logp = sample(policy, prompt_ids, prompt_mask, max_new_tokens,
-                                                           temperature, top_p, generator)
+        completion_ids, completion_mask, old_logp = sample(policy, prompt_ids, prompt_mask, group_size,
+                                                           max_new_tokens, temperature, top_p, generator)
+    prompt_ids, prompt_mask = prompt_ids.repeat_interleave(group_size, 0), prompt_mask.repeat_interleave(group_size, 0)
     lengths = completion_mask.sum(1).long().tolist()
     texts = [policy.tokenizer.decode(ids[:n], skip_special_tokens=True) for ids, n in zip(completion_ids, lengths)]
     rewards = np.array([task.reward(text, example) for text, example in zip(texts, repeated)])

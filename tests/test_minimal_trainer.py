@@ -165,15 +165,19 @@ def test_left_padded_prompts_score_like_unpadded_ones(tiny_folder):
                                rtol=1e-5, atol=1e-5)
 
 
-def test_log_probabilities_recorded_while_sampling_equal_a_full_forward_pass(tiny_folder):
+@pytest.mark.parametrize("group_size", [1, 4])
+def test_log_probabilities_recorded_while_sampling_equal_a_full_forward_pass(tiny_folder, group_size):
     policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
     prompt_ids, prompt_mask = trainer.encode_prompts(policy.tokenizer, ["1+2=", "11+22=", "111+222="], policy.device)
-    completion, mask, sampled_logp = trainer.sample(policy, prompt_ids, prompt_mask, 6, 1.0, 1.0,
+    completion, mask, sampled_logp = trainer.sample(policy, prompt_ids, prompt_mask, group_size, 6, 1.0, 1.0,
                                                     torch.Generator().manual_seed(0))
-    batch = dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion, completion_mask=mask)
+    # The prompt is read once per group while sampling, once per answer here.
+    batch = dict(prompt_ids=prompt_ids.repeat_interleave(group_size, 0), completion_ids=completion,
+                 prompt_mask=prompt_mask.repeat_interleave(group_size, 0), completion_mask=mask)
     with torch.no_grad():
-        full_logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(3), 1.0)
+        full_logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(3 * group_size), 1.0)
     torch.testing.assert_close(sampled_logp * mask, full_logp * mask, rtol=1e-5, atol=1e-5)
+    assert len(set(map(tuple, completion.tolist()))) > 3 or group_size == 1  # the answers of a group differ
 
 
 def test_loss_of_a_small_batch_equals_the_hand_computed_value(tiny_folder):
