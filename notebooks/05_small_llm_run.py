@@ -26,7 +26,7 @@
 # of the problems (so that many groups are all wrong, the case NGRPO is about), then trained with RL: groups of 8
 # answers per prompt, a reward of 1 for the right sum, 4 minibatch updates per rollout.
 #
-# **Time.** The full comparison (2 methods × 3 seeds × 400 steps) takes about 20 minutes on a 2-core CPU the first
+# **Time.** The full comparison (2 methods × 3 seeds × 400 steps) takes about 6 minutes on a 2-core CPU the first
 # time and is reused afterwards; in fast mode (`NGRPO_FAST=1`) the notebook trains 1 seed for 8 steps in well
 # under a minute, enough to see the plumbing, not the learning.
 

@@ -3,7 +3,7 @@
     .venv/bin/python notebooks/make_readme_figures.py          # writes docs/figures/notebooks/NN_name.png
 
 About a minute when notebook 5's comparison (runs/minimal/compare) already exists; it trains that comparison
-first otherwise (about 20 minutes on a 2-core CPU). Always at full size, whatever NGRPO_FAST says.
+first otherwise (about 6 minutes on a 2-core CPU). Always at full size, whatever NGRPO_FAST says.
 """
 
 import base64
