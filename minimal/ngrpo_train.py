@@ -279,10 +279,7 @@ def build_tiny_model(config: Config) -> Path:
             progress.set_postfix(loss=f"{loss.item():.3f}", accuracy=f"{accuracy:.3f}")
             if accuracy >= config.sft_accuracy:
                 break
-    staging = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    os.replace(staging, folder)  # atomic: a killed build leaves no half-written cache
+    save_to_cache(model, tokenizer, folder)
     print(f"pre-trained the tiny model for {sft_step} steps (sampled accuracy {accuracy:.3f}) -> {folder}")
     return folder
 
@@ -304,11 +301,16 @@ def convert_smollm2(cache_dir: Path) -> Path:
         del quantised.config.quantization_config
     model = AutoModelForCausalLM.from_config(quantised.config)  # save_pretrained refuses GGUF-loaded models
     model.load_state_dict(quantised.state_dict())
+    save_to_cache(model, tokenizer, folder)
+    return folder
+
+
+def save_to_cache(model, tokenizer, folder: Path) -> None:
+    """Write a model folder atomically: a build killed half-way leaves no half-written cache behind."""
     staging = folder.with_name(folder.name + f".tmp{os.getpid()}")
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     os.replace(staging, folder)
-    return folder
 
 
 @dataclass
@@ -834,6 +836,14 @@ PANELS = {"accuracy": "training accuracy", "eval/pass@1": "held-out pass@1", "en
           "approx_kl": "approx_kl"}
 
 
+def pyplot():
+    """matplotlib.pyplot drawing to files only (imported here, so training never waits for matplotlib)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
 def read_metrics(run_dir: Path) -> list:
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
@@ -847,9 +857,7 @@ def curve(records: list, key: str, window: int = 20) -> tuple:
 
 
 def plot_run(run_dir: Path, method: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     records = read_metrics(run_dir)
     figure, axes = plt.subplots(2, 3, figsize=(12, 6), constrained_layout=True)
     for ax, (key, title) in zip(axes.flat, PANELS.items()):
@@ -924,9 +932,7 @@ def compare(config: Config) -> Path:
 
 
 def plot_comparison(base: Path, runs: dict) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     keys = ["eval/pass@1", "eval/pass_auc", "entropy", "all_wrong_share"]
     figure, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), constrained_layout=True)
     for ax, key in zip(axes, keys):

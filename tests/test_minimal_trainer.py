@@ -17,6 +17,7 @@ pytest.importorskip("tokenizers")
 
 from ngrpo_sim import (METHODS, clipped_surrogate, get_method, pass_at_k_auc,  # noqa: E402
                        pass_at_k_unbiased, token_weights)
+from ngrpo_sim.plotting import METHOD_COLOURS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("ngrpo_train", ROOT / "minimal" / "ngrpo_train.py")
@@ -45,6 +46,7 @@ def test_presets_equal_the_registry(name):
     assert (preset.clip_low, preset.clip_high) == (method.clip_low, method.clip_high)
     assert preset.loss_aggregation == method.loss_aggregation
     assert (preset.kl_coef, preset.entropy_coef) == (method.kl_coef, method.entropy_coef)
+    assert trainer.METHOD_COLOURS[name] == METHOD_COLOURS[name]  # one colour per method in every figure
 
 
 def test_every_registry_method_with_a_group_advantage_is_in_the_trainer():

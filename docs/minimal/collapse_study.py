@@ -54,9 +54,7 @@ def run(method: str, variant: str, seed: int) -> None:
 
 
 def plot() -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = trainer.pyplot()
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
     for run_dir in sorted(RUNS.glob("*-seed*")):
         method, variant, _ = run_dir.name.split("-")
