@@ -58,6 +58,10 @@ class AdvantageEstimator:
     right answers. The advantage landscape and the gain c(p) exist for these estimators only."""
     uses_values: ClassVar[bool] = False
     """Whether the estimator needs a learned value V (PPO's critic)."""
+    calibration_options: ClassVar[tuple[str, ...]] = ()
+    """The fields that the landscape's options (r_max and virtual_samples of NGRPO's virtual answer, the std's
+    ddof) retune. A field of the same name that means something else, such as PSR's reward scale r_max, is not
+    listed."""
 
     def reward_bounds(self) -> tuple[float | None, float | None]:
         """The closed interval rewards must lie in; ``None`` for an open side."""
@@ -95,6 +99,7 @@ class GRPOAdvantage(AdvantageEstimator):
     """
 
     name: ClassVar[str] = "grpo"
+    calibration_options: ClassVar[tuple[str, ...]] = ("ddof",)
     ddof: int = 1
     """Degrees of freedom removed from the std: 1 is Bessel's correction (``torch.std``'s default, used by verl
     and the NGRPO release); 0 is the population std of the GRPO paper's formula."""
@@ -124,6 +129,7 @@ class NGRPOAdvantage(AdvantageEstimator):
     """
 
     name: ClassVar[str] = "ngrpo"
+    calibration_options: ClassVar[tuple[str, ...]] = ("r_max", "virtual_samples", "ddof")
     r_max: float = 1.0
     """The best reward the verifier can give; the virtual sample's reward. Rewards above it are refused."""
     virtual_samples: int = 1

@@ -185,13 +185,13 @@ class Method:
         return dataclasses.replace(self, **changes)
 
     def with_advantage_options(self, **options) -> "Method":
-        """A copy whose advantage estimator takes those ``options`` that are among its fields.
+        """A copy whose advantage estimator takes those ``options`` that are among its calibration options.
 
         ``r_max``, ``virtual_samples`` and ``ddof`` retune NGRPO-style and GRPO-style estimators and leave the
-        others as they are, so one call can retune a whole list of methods.
+        others as they are (PSR's r_max, the scale of graded rewards, too), so one call can retune a whole list of
+        methods.
         """
-        own = {f.name for f in dataclasses.fields(self.advantage)}
-        changes = {key: value for key, value in options.items() if key in own}
+        changes = {key: value for key, value in options.items() if key in self.advantage.calibration_options}
         return self.replace(advantage=dataclasses.replace(self.advantage, **changes)) if changes else self
 
 

@@ -73,13 +73,8 @@ def retuned_methods(names, *, r_max: float = 1.0, virtual_samples: int = 1, ddof
     r_max = _checks.number("r_max", r_max, low=1.0)
     virtual_samples = _checks.integer("virtual_samples", virtual_samples, low=1)
     ddof = _checks.integer("ddof", ddof, low=0, high=1)
-    methods = []
-    for name in names:
-        method = get_method(name).with_advantage_options(ddof=ddof)
-        if "virtual_samples" in {f.name for f in dataclasses.fields(method.advantage)}:
-            method = method.with_advantage_options(r_max=r_max, virtual_samples=virtual_samples)
-        methods.append(method)
-    return methods
+    return [get_method(name).with_advantage_options(r_max=r_max, virtual_samples=virtual_samples, ddof=ddof)
+            for name in names]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -53,6 +53,9 @@ def test_with_advantage_options_retunes_only_matching_estimators():
     assert ngrpo.advantage.virtual_samples == 3 and ngrpo.advantage.ddof == 0
     assert get_method("grpo").with_advantage_options(virtual_samples=3, ddof=0).advantage == GRPOAdvantage(ddof=0)
     assert get_method("rloo").with_advantage_options(ddof=0) is get_method("rloo")
+    # PSR-NSR's r_max is the scale of graded rewards, not a virtual answer: a right answer (reward 1) stays right.
+    psr_nsr = get_method("psr_nsr").with_advantage_options(r_max=2.0, virtual_samples=3)
+    assert psr_nsr is get_method("psr_nsr") and psr_nsr.advantage(np.array([1.0, 0.0])).tolist() == [0.1, -1.0]
 
 
 # -- loss aggregation --------------------------------------------------------------------------------------------------
