@@ -29,13 +29,13 @@ with a filter the survivors' count is treated as independent of the group's own 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ngrpo_sim import _checks
-from ngrpo_sim.bandit import BanditTask, difficulty_masks, make_task, sample_answers
+from ngrpo_sim.bandit import POLICIES, BanditTask, difficulty_masks, make_task, sample_answers
 from ngrpo_sim.landscape import binomial_pmf, canonical_groups, expected_gain
 from ngrpo_sim.methods import Method, get_method, token_weights
 from ngrpo_sim.metrics import log_softmax, pass_at_k_auc, pass_at_k_exact, powers_of_two_up_to
@@ -107,7 +107,7 @@ class DynamicsConfig:
     """Seeds the task (prompts, starting logits, features) and the sampling."""
 
     def __post_init__(self):
-        _checks.choice("policy", self.policy, ("tabular", "shared"))
+        _checks.choice("policy", self.policy, POLICIES)
         _checks.integer("num_prompts", self.num_prompts, low=1)
         _checks.integer("num_answers", self.num_answers, low=2)
         _checks.integer("group_size", self.group_size, low=2)
@@ -269,7 +269,7 @@ def apply_rollout(task: BanditTask, method: Method, config: DynamicsConfig, stat
             logp = np.take_along_axis(log_pi, answers, axis=-1)
             surrogate = clipped_surrogate(np.exp(logp - old_logp), advantages, method.clip_low, method.clip_high)
             mask = np.broadcast_to(in_part[..., None], answers.shape).astype(np.float64)
-            weights = token_weights(mask.reshape(num_seeds, -1, 1), "token-mean").reshape(mask.shape)
+            weights = token_weights(mask, "token-mean")  # over each seed's whole minibatch
             grad_logp = surrogate.grad_logp * weights
             logit_grads = np.bincount(chosen, grad_logp.ravel(), minlength=num_seeds * batch * num_answers)
             logit_grads = logit_grads.reshape(num_seeds, batch, num_answers) - grad_logp.sum(-1)[..., None] * np.exp(
@@ -324,8 +324,9 @@ def expected_step(task: BanditTask, method: Method, config: DynamicsConfig, stat
     """The deterministic counterpart of ``draw_rollout`` + ``apply_rollout`` (see the module docstring)."""
     coefficients = Coefficients.of(method, config)
     logits = task.logits(state.params)
-    probs = np.exp(log_softmax(logits))
-    success = task.success(logits)
+    log_pi = log_softmax(logits)
+    probs = np.exp(log_pi)
+    success = np.sum(probs * task.right, axis=-1)
     group_size, num_prompts = config.group_size, task.num_prompts
     # PPO's r - V: a baseline that does not depend on the sampled group leaves the expected gradient at c = 1.
     gain = 1.0 if method.advantage.uses_values else expected_gain(method, group_size, success)
@@ -347,7 +348,7 @@ def expected_step(task: BanditTask, method: Method, config: DynamicsConfig, stat
     if method.advantage.uses_values:
         state.values += config.value_lr * (config.batch_prompts / num_prompts) * (success - state.values)
     new_log_pi = log_softmax(task.logits(state.params))
-    kl = np.sum(probs * (log_softmax(logits) - new_log_pi), axis=-1)
+    kl = np.sum(probs * (log_pi - new_log_pi), axis=-1)
     all_wrong, all_right = (1 - success) ** group_size, success ** group_size
     kept = np.minimum(config.batch_prompts, examined * mean_keep)
     zeros = np.zeros(logits.shape[0])
@@ -461,8 +462,3 @@ def simulate(method: Method | str, config: DynamicsConfig = DynamicsConfig(), pr
     trajectory.metrics, trajectory.pass_at_k = records, pass_records
     trajectory.final_success = task.success(logits)
     return trajectory
-
-
-def config_dict(config: DynamicsConfig) -> dict:
-    """The config as plain JSON-able values."""
-    return asdict(config)

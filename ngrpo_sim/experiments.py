@@ -16,7 +16,7 @@ import numpy as np
 from scipy.stats import t as student_t
 from tqdm.auto import tqdm
 
-from ngrpo_sim.dynamics import METRICS, DynamicsConfig, Trajectory, config_dict, simulate
+from ngrpo_sim.dynamics import METRICS, DynamicsConfig, Trajectory, simulate
 from ngrpo_sim.methods import Method
 from ngrpo_sim.plotting import method_colour, save, subplots
 
@@ -29,6 +29,11 @@ during training (0 for a run that never loses accuracy), our measure of instabil
 def label(trajectory: Trajectory) -> str:
     """The method's name, marked when the run is the expected (deterministic) counterpart."""
     return trajectory.method + (" (expected)" if trajectory.config.mode == "expected" else "")
+
+
+def linestyle(trajectory: Trajectory) -> str:
+    """Sampled runs solid, their expected (deterministic) counterparts dashed, in every figure."""
+    return "--" if trajectory.config.mode == "expected" else "-"
 
 
 def run_methods(methods: list[Method], configs: list[DynamicsConfig], description: str = "simulating"
@@ -88,12 +93,12 @@ def format_summary(trajectories: list[Trajectory], metrics=SUMMARY_METRICS) -> s
     return "\n".join(lines)
 
 
-def write_run(folder: Path, trajectories: list[Trajectory], extra: dict | None = None) -> list[Path]:
+def write_run(folder: Path, trajectories: list[Trajectory]) -> list[Path]:
     """Write the run folder described in the module docstring; returns the files written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    configs = {label(t): config_dict(t.config) for t in trajectories}
-    (folder / "config.json").write_text(json.dumps({"runs": configs, **(extra or {})}, indent=2) + "\n")
+    configs = {label(t): dataclasses.asdict(t.config) for t in trajectories}
+    (folder / "config.json").write_text(json.dumps({"runs": configs}, indent=2) + "\n")
     with (folder / "metrics.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["method", "mode", "step", "seed", *METRICS])
@@ -124,29 +129,29 @@ def write_run(folder: Path, trajectories: list[Trajectory], extra: dict | None =
         plot_dynamics(trajectories, folder / "dynamics.png"), plot_pass_at_k(trajectories, folder / "pass_at_k.png")]
 
 
-def _band(ax, x, values: np.ndarray, colour: str, linestyle: str, text: str) -> None:
-    """Mean over seeds with its 95% interval as a shaded band."""
-    mean = np.nanmean(values, axis=1)
-    ax.plot(x, mean, color=colour, linestyle=linestyle, label=text, linewidth=1.6)
+def plot_band(ax, trajectory: Trajectory, name: str) -> None:
+    """One metric against training steps: the mean over seeds with its 95% interval as a shaded band. Steps where
+    the metric is undefined (rollout metrics before the first step, an empty difficulty bucket) are left out."""
+    values = trajectory.metrics[name]
+    steps = np.flatnonzero(np.isfinite(values).all(axis=1))
+    values = values[steps]
+    mean, colour = values.mean(axis=1), method_colour(trajectory.method)
+    ax.plot(steps, mean, color=colour, linestyle=linestyle(trajectory), label=label(trajectory), linewidth=1.6)
     if values.shape[1] > 1:
-        half = student_t.ppf(0.975, values.shape[1] - 1) * np.nanstd(values, axis=1, ddof=1) / np.sqrt(
-            values.shape[1])
-        ax.fill_between(x, mean - half, mean + half, color=colour, alpha=0.2, linewidth=0)
+        half = student_t.ppf(0.975, values.shape[1] - 1) * values.std(axis=1, ddof=1) / np.sqrt(values.shape[1])
+        ax.fill_between(steps, mean - half, mean + half, color=colour, alpha=0.2, linewidth=0)
 
 
 DYNAMICS_PANELS = (("accuracy", "mean success rate (pass@1)"), ("pass_auc", "pass@k AUC (k = 1..256, 0-100)"),
                    ("entropy", "mean policy entropy (nats)"), ("accuracy_hard", "success on prompts starting < 5%"))
 
 
-def plot_dynamics(trajectories: list[Trajectory], path: Path, panels=DYNAMICS_PANELS) -> Path:
+def plot_dynamics(trajectories: list[Trajectory], path: Path) -> Path:
     """Metrics against training steps, mean and 95% band over seeds; expected-mode runs dashed."""
-    figure, axes = subplots(ncols=len(panels), width=4.2, height=3.3)
-    for ax, (name, title) in zip(axes, panels):
+    figure, axes = subplots(ncols=len(DYNAMICS_PANELS), width=4.2, height=3.3)
+    for ax, (name, title) in zip(axes, DYNAMICS_PANELS):
         for trajectory in trajectories:
-            values = trajectory.metrics[name]
-            linestyle = "--" if trajectory.config.mode == "expected" else "-"
-            _band(ax, np.arange(values.shape[0]), values, method_colour(trajectory.method), linestyle,
-                  label(trajectory))
+            plot_band(ax, trajectory, name)
         ax.set_xlabel("training step")
         ax.set_ylabel(title)
     axes[0].legend(fontsize=7)
@@ -162,9 +167,8 @@ def plot_pass_at_k(trajectories: list[Trajectory], path: Path) -> Path:
     first = trajectories[0]
     ax.plot(first.ks, first.pass_at_k[0].mean(axis=0), color="black", linestyle=":", label="start")
     for trajectory in trajectories:
-        linestyle = "--" if trajectory.config.mode == "expected" else "-"
         ax.plot(trajectory.ks, trajectory.pass_at_k[-1].mean(axis=0), color=method_colour(trajectory.method),
-                linestyle=linestyle, marker="o", markersize=3, label=label(trajectory))
+                linestyle=linestyle(trajectory), marker="o", markersize=3, label=label(trajectory))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k (samples per prompt)")
     ax.set_ylabel("pass@k after training")

@@ -26,7 +26,7 @@ import numpy as np
 from ngrpo_sim import _checks
 from ngrpo_sim.bandit import make_task, sample_answers
 from ngrpo_sim.dynamics import DynamicsConfig, Trajectory, predicted_entropy_change, simulate
-from ngrpo_sim.experiments import interval, label
+from ngrpo_sim.experiments import label, linestyle, plot_band
 from ngrpo_sim.methods import Method, get_method, token_weights
 from ngrpo_sim.metrics import log_softmax, softmax_entropy
 from ngrpo_sim.plotting import method_colour
@@ -125,7 +125,6 @@ def group_logit_step(method: Method, logits, answers, group_rewards, learning_ra
 class GroupStep:
     """What one method does with one sampled group."""
 
-    method: str
     advantages: np.ndarray
     """(G,) advantage of each sampled answer, after the method's group filter."""
     logit_change: np.ndarray
@@ -166,15 +165,16 @@ def sample_one_group(method_names, success_rate: float, *, group_size: int = 8, 
     logits, rewards = one_prompt(success_rate, num_answers)
     rng = np.random.default_rng() if rng is None else rng
     answers = sample_answers(logits[None, None], group_size, rng)[0, 0]
+    probability_before, entropy_before = np.exp(log_softmax(logits)), softmax_entropy(logits)
     steps = {}
     for name in ([method_names] if isinstance(method_names, str) else method_names):
         method = get_method(name)
         change = group_logit_step(method, logits, answers, rewards[answers], learning_rate)
         new_logits = logits + change
         steps[name] = GroupStep(
-            method=name, advantages=method.advantages(rewards[answers]), logit_change=change,
-            probability_change=np.exp(log_softmax(new_logits)) - np.exp(log_softmax(logits)),
-            entropy_change=float(softmax_entropy(new_logits) - softmax_entropy(logits)),
+            advantages=method.advantages(rewards[answers]), logit_change=change,
+            probability_change=np.exp(log_softmax(new_logits)) - probability_before,
+            entropy_change=float(softmax_entropy(new_logits) - entropy_before),
             entropy_change_predicted=float(predicted_entropy_change(logits, change)))
     return SampledGroup(logits, rewards, answers, steps)
 
@@ -244,14 +244,7 @@ def plot_metric(ax, trajectories: list[Trajectory], name: str, ylabel: str | Non
     for trajectory in trajectories:
         if name not in trajectory.metrics:
             raise ValueError(f"name must be a recorded metric ({', '.join(trajectory.metrics)}), got {name!r}")
-        values = trajectory.metrics[name]
-        steps = np.arange(values.shape[0])
-        mean, half = np.array([interval(row) for row in values]).T
-        colour = method_colour(trajectory.method)
-        ax.plot(steps, mean, color=colour, linestyle="--" if trajectory.config.mode == "expected" else "-",
-                label=label(trajectory), linewidth=1.6)
-        if np.isfinite(half).any():
-            ax.fill_between(steps, mean - half, mean + half, color=colour, alpha=0.2, linewidth=0)
+        plot_band(ax, trajectory, name)
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel or name)
     ax.legend(fontsize=7)
@@ -269,7 +262,7 @@ def plot_metric_pair(ax, trajectories: list[Trajectory], x_name: str, y_name: st
                              f"{missing[0]!r}")
         ax.plot(np.mean(trajectory.metrics[x_name], axis=1), np.mean(trajectory.metrics[y_name], axis=1),
                 color=method_colour(trajectory.method), label=label(trajectory), linewidth=1.6,
-                linestyle="--" if trajectory.config.mode == "expected" else "-")
+                linestyle=linestyle(trajectory))
     ax.set_xlabel(xlabel or x_name)
     ax.set_ylabel(ylabel or y_name)
     ax.legend(fontsize=7)
