@@ -1,4 +1,4 @@
-"""One sampled training step written as plain loops: the oracle of ``dynamics.apply_rollout``.
+"""One sampled training step of the bandit written as plain loops: the oracle of ``training_loop.apply_rollout``.
 
 Slow on purpose and independent of the vectorised code where it can be: it walks seed by seed, group by group,
 answer by answer, applies the clip by its two cases instead of calling ``surrogate.clipped_surrogate``, computes
@@ -16,8 +16,9 @@ import math
 import numpy as np
 
 from ngrpo_sim.bandit import BanditTask
-from ngrpo_sim.dynamics import Coefficients, DynamicsConfig, Rollout, TrainState
+from ngrpo_sim.dynamics import DynamicsConfig
 from ngrpo_sim.methods import Method
+from ngrpo_sim.training_loop import Coefficients, Rollout, TrainState
 
 
 def _softmax(logits: list[float]) -> list[float]:
