@@ -29,8 +29,8 @@ from ngrpo_sim.landscape import expected_gain
 from ngrpo_sim.methods import Method, token_weights
 from ngrpo_sim.metrics import log_softmax
 from ngrpo_sim.surrogate import clipped_surrogate
-from ngrpo_sim.training_loop import (POLICIES, REWARD_KINDS, ROLLOUT_METRICS, SUCCESS_METRICS, Coefficients,
-                                     approx_kl, predicted_entropy_change, regulariser_logit_grads, success_metrics)
+from ngrpo_sim.training_loop import (POLICIES, REWARD_KINDS, ROLLOUT_METRICS, Coefficients, approx_kl,
+                                     predicted_entropy_change, regulariser_logit_grads, success_metrics)
 
 PROFILES: dict[str, tuple[tuple[float, float, float], ...]] = {
     # (share of prompts, Beta a, Beta b) components of the starting success rate.
@@ -171,6 +171,10 @@ class BanditTask:
         """KL(pi_old || pi_new) averaged over prompts: what ``approx_kl`` estimates from the sampled answers."""
         log_pi = log_softmax(logits)
         return np.sum(np.exp(log_pi) * (log_pi - log_softmax(new_logits)), axis=-1).mean(1)
+
+    def measure(self, logits: np.ndarray) -> np.ndarray:
+        """What the metrics read of a policy: its logits (S, P, K)."""
+        return logits
 
     def policy_metrics(self, logits: np.ndarray, initial_success: np.ndarray, ks: np.ndarray
                        ) -> tuple[dict[str, np.ndarray], np.ndarray]:

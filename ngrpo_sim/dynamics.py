@@ -24,12 +24,16 @@ from dataclasses import dataclass
 
 from ngrpo_sim import _checks
 from ngrpo_sim.bandit import POLICY_METRICS, BanditTask, make_task
-# The shared loop, under the names this module has always offered.
-from ngrpo_sim.training_loop import (ABANDONED_BELOW, MODES, PASS_AT_K_MAX, REGRESSED_SHARE,  # noqa: F401
-                                     ROLLOUT_METRICS, SOLVED_FROM, Coefficients, LoopConfig, Rollout, TrainState,
-                                     Trajectory, apply_rollout, draw_rollout, expected_step,
-                                     group_outcome_probabilities, predicted_entropy_change,
-                                     regulariser_logit_grads, simulate)
+from ngrpo_sim.training_loop import (ABANDONED_BELOW, MODES, PASS_AT_K_MAX, REGRESSED_SHARE, ROLLOUT_METRICS,
+                                     SOLVED_FROM, Coefficients, LoopConfig, Rollout, TrainState, Trajectory,
+                                     apply_rollout, draw_rollout, expected_step, group_outcome_probabilities,
+                                     predicted_entropy_change, regulariser_logit_grads, simulate)
+
+# The shared loop's names stay importable from here, where they have always been.
+__all__ = ["ABANDONED_BELOW", "METRICS", "MODES", "PASS_AT_K_MAX", "POLICY_METRICS", "REGRESSED_SHARE",
+           "ROLLOUT_METRICS", "SOLVED_FROM", "Coefficients", "DynamicsConfig", "Rollout", "TrainState", "Trajectory",
+           "apply_rollout", "draw_rollout", "expected_step", "group_outcome_probabilities", "policy_metrics",
+           "predicted_entropy_change", "regulariser_logit_grads", "simulate"]
 
 METRICS = POLICY_METRICS + ROLLOUT_METRICS
 

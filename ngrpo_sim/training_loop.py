@@ -28,9 +28,10 @@ these as methods (``bandit.BanditTask`` for one-token answers, ``sequences.Seque
   own);
 * ``expected_direction(logits, method, group_size, values, reference, coefficients, keep_probability)`` -> the
   expected ascent of one group and the regulariser gradient, both per prompt in logit space;
-* ``expected_approx_kl(logits, new_logits)``, ``policy_metrics(logits, initial_success, ks)`` and
-  ``entropy_prediction(logits, new_logits)``; ``metric_names``, the metrics ``policy_metrics`` and
-  ``entropy_prediction`` record.
+* ``expected_approx_kl(logits, new_logits)``;
+* ``measure(logits)`` -> what the metrics read of a policy (computed once per step), ``policy_metrics(measured,
+  initial_success, ks)`` and ``entropy_prediction(measured_before, measured_after)``; ``metric_names``, every
+  metric a step records.
 """
 
 from __future__ import annotations
@@ -202,10 +203,14 @@ def regulariser_logit_grads(logits: np.ndarray, reference_logits: np.ndarray, co
 def predicted_entropy_change(logits: np.ndarray, logit_change: np.ndarray) -> np.ndarray:
     """First-order entropy change of each softmax over the last axis: -Cov_{a~pi}(log pi(a), dz(a)) (Cui et al.
     2025, arXiv 2505.22617, eq. 2)."""
-    log_pi = log_softmax(logits)
-    pi = np.exp(log_pi)
+    return covariance_entropy_change(log_softmax(logits), logit_change)
+
+
+def covariance_entropy_change(log_probs: np.ndarray, logit_change: np.ndarray) -> np.ndarray:
+    """``predicted_entropy_change`` from the log-probabilities of the softmax instead of its logits."""
+    pi = np.exp(log_probs)
     centred = logit_change - np.sum(pi * logit_change, axis=-1, keepdims=True)
-    return -np.sum(pi * log_pi * centred, axis=-1)
+    return -np.sum(pi * log_probs * centred, axis=-1)
 
 
 def approx_kl(log_ratio: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -429,7 +434,8 @@ def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = T
     records = {name: np.full((config.steps + 1, config.seeds), np.nan) for name in task.metric_names}
     pass_records = np.empty((config.steps + 1, config.seeds, len(ks)))
     logits = reference
-    row, pass_records[0] = task.policy_metrics(logits, initial_success, ks)
+    measured = task.measure(logits)
+    row, pass_records[0] = task.policy_metrics(measured, initial_success, ks)
     for name, value in row.items():
         records[name][0] = value
     bar = tqdm(total=config.steps, desc=method.name, leave=False) if progress is True else progress or None
@@ -439,14 +445,15 @@ def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = T
             row = apply_rollout(task, method, config, state, rollout, reference)
         else:
             row = expected_step(task, method, config, state, reference)
-        new_logits = task.logits(state.params)
-        policy_row, pass_records[step] = task.policy_metrics(new_logits, initial_success, ks)
+        logits = task.logits(state.params)
+        new_measured = task.measure(logits)
+        policy_row, pass_records[step] = task.policy_metrics(new_measured, initial_success, ks)
         row.update(policy_row)
         row["entropy_change"] = row["entropy"] - records["entropy"][step - 1]
-        row.update(task.entropy_prediction(logits, new_logits))
+        row.update(task.entropy_prediction(measured, new_measured))
         for name, value in row.items():
             records[name][step] = value
-        logits = new_logits
+        measured = new_measured
         if bar is not None:
             bar.update(1)
     if progress is True:
