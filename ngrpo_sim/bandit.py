@@ -30,7 +30,8 @@ from ngrpo_sim.methods import Method, token_weights
 from ngrpo_sim.metrics import log_softmax
 from ngrpo_sim.surrogate import clipped_surrogate
 from ngrpo_sim.training_loop import (POLICIES, REWARD_KINDS, ROLLOUT_METRICS, Coefficients, approx_kl,
-                                     predicted_entropy_change, regulariser_logit_grads, success_metrics)
+                                     predicted_entropy_change, regulariser_logit_grads, starting_params,
+                                     success_metrics)
 
 PROFILES: dict[str, tuple[tuple[float, float, float], ...]] = {
     # (share of prompts, Beta a, Beta b) components of the starting success rate.
@@ -102,9 +103,7 @@ class BanditTask:
 
     def initial_params(self, num_seeds: int) -> np.ndarray:
         """Trainable parameters of every seed: logits (S, P, K) for tabular, theta (S, D) for shared."""
-        if self.features is None:
-            return np.broadcast_to(self.offsets, (num_seeds,) + self.offsets.shape).copy()
-        return np.zeros((num_seeds, self.features.shape[-1]))
+        return starting_params(self.offsets, self.features, num_seeds)
 
     def logits(self, params: np.ndarray, prompts: np.ndarray | None = None) -> np.ndarray:
         """Logits of every seed: (S, P, K), or (S, C, K) for ``prompts`` of shape (S, C)."""
@@ -262,27 +261,43 @@ def make_task(num_prompts: int = 256, num_answers: int = 16, right_answers: int 
     feature_signal = _checks.number("feature_signal", feature_signal, low=0.0)
     logit_spread = _checks.number("logit_spread", logit_spread, low=0.0)
     rng = np.random.default_rng(seed)
-    target = starting_success(profile, num_prompts, rng)
-    right = np.zeros((num_prompts, num_answers), dtype=bool)
-    right[:, :right_answers] = True
-    right = rng.permuted(right, axis=1)
-    logits = rng.normal(scale=logit_spread, size=(num_prompts, num_answers))
+    target, right, logits, reward_table = draw_prompts(rng, profile, num_prompts, num_answers, right_answers,
+                                                       (num_prompts, num_answers), logit_spread, rewards)
     wrong_mass = np.sum(np.exp(logits) * ~right, axis=1)
     right_logit = np.log(target * wrong_mass / ((1 - target) * right_answers))
     logits = np.where(right, right_logit[:, None], logits)
-    reward_table = right.astype(np.float64)
-    if rewards == "graded":
-        reward_table = np.where(right, 1.0, rng.uniform(0.0, 0.9, size=right.shape))
     features = None
     if policy == "shared":
         # Random features make prompts interfere; the signal along one direction lets what is learned on one
         # prompt transfer to the others, as "being right" is a shared concept to a network.
-        direction = rng.normal(size=feature_dim)
-        direction /= np.linalg.norm(direction)
+        direction, noise = draw_features(rng, (num_prompts, num_answers), feature_dim)
         centred_right = right - right_answers / num_answers
-        features = (rng.normal(scale=1.0 / np.sqrt(feature_dim), size=(num_prompts, num_answers, feature_dim))
-                    + feature_signal * centred_right[..., None] * direction)
+        features = noise + feature_signal * centred_right[..., None] * direction
     return BanditTask(rewards=reward_table, offsets=logits, features=features)
+
+
+def draw_prompts(rng: np.random.Generator, profile, num_prompts: int, num_answers: int, right_answers: int,
+                 logits_shape: tuple, logit_spread: float, rewards: str
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The random draws that start every task, in this order: the target success rates (P,), which ``right_answers``
+    of the ``num_answers`` (or final tokens) are right (P, K), logits from N(0, logit_spread^2) shaped
+    ``logits_shape``, and the reward table (P, K) (graded: wrong ones earn U(0, 0.9))."""
+    target = starting_success(profile, num_prompts, rng)
+    right = np.zeros((num_prompts, num_answers), dtype=bool)
+    right[:, :right_answers] = True
+    right = rng.permuted(right, axis=1)
+    logits = rng.normal(scale=logit_spread, size=logits_shape)
+    reward_table = right.astype(np.float64)
+    if rewards == "graded":
+        reward_table = np.where(right, 1.0, rng.uniform(0.0, 0.9, size=right.shape))
+    return target, right, logits, reward_table
+
+
+def draw_features(rng: np.random.Generator, shape: tuple, feature_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The shared policy's random draws: a unit direction (D,) and features N(0, 1/D) shaped ``shape + (D,)``."""
+    direction = rng.normal(size=feature_dim)
+    direction /= np.linalg.norm(direction)
+    return direction, rng.normal(scale=1.0 / np.sqrt(feature_dim), size=shape + (feature_dim,))
 
 
 def difficulty_masks(initial_success: np.ndarray) -> dict[str, np.ndarray]:

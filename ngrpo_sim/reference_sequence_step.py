@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from ngrpo_sim.methods import Method
-from ngrpo_sim.reference_step import _adam_or_sgd, _softmax, walk_groups
+from ngrpo_sim.reference_step import _adam_or_sgd, _count_update, _softmax, walk_groups
 from ngrpo_sim.sequences import SequenceTask
 from ngrpo_sim.training_loop import Coefficients, LoopConfig, Rollout, TrainState
 
@@ -98,11 +98,7 @@ def reference_apply_sequence_rollout(task: SequenceTask, method: Method, config:
     parts = config.minibatches
     for _ in range(config.epochs):
         for part in range(parts):
-            if optimizer.kind == "adam":
-                if optimizer.first_moment is None:
-                    optimizer.first_moment = np.zeros_like(state.params)
-                    optimizer.second_moment = np.zeros_like(state.params)
-                optimizer.steps += 1
+            _count_update(optimizer, state.params)
             for seed, (groups, old) in enumerate(updates):
                 members = [g for g in range(len(groups)) if g * parts // max(len(groups), 1) == part]
                 answers = [(g, i) for g in members for i in range(len(groups[g][1]))]

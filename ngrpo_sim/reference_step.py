@@ -36,6 +36,15 @@ def _prompt_logits(task: BanditTask, params: np.ndarray, seed: int, prompt: int)
                                                  for d in range(params.shape[1])) for a in range(num_answers)]
 
 
+def _count_update(optimizer, params: np.ndarray) -> None:
+    """The optimiser's step counter is shared by all seeds: advance it once per update, before the seed loop."""
+    if optimizer.kind == "adam":
+        if optimizer.first_moment is None:
+            optimizer.first_moment = np.zeros_like(params)
+            optimizer.second_moment = np.zeros_like(params)
+        optimizer.steps += 1
+
+
 def _adam_or_sgd(optimizer, params: np.ndarray, grads: np.ndarray, seed: int) -> None:
     """One optimiser step on seed ``seed``, element by element, in place."""
     view = params[seed].reshape(-1)
@@ -98,7 +107,6 @@ def reference_apply_rollout(task: BanditTask, method: Method, config: DynamicsCo
         "share_all_wrong", "share_all_right", "share_mixed", "share_zero_advantage", "kept_groups",
         "clipfrac_low", "clipfrac_high", "approx_kl")}
 
-    # The optimiser's step counter is shared by all seeds: advance it once per update, before the seed loop.
     updates = []
     for seed in range(num_seeds):
         groups = walk_groups(method, config, state, rollout, seed, statistics,
@@ -110,11 +118,7 @@ def reference_apply_rollout(task: BanditTask, method: Method, config: DynamicsCo
     clipped_low, clipped_high, tokens = np.zeros(num_seeds), np.zeros(num_seeds), np.zeros(num_seeds)
     for _ in range(config.epochs):
         for part in range(parts):
-            if optimizer.kind == "adam":
-                if optimizer.first_moment is None:
-                    optimizer.first_moment = np.zeros_like(state.params)
-                    optimizer.second_moment = np.zeros_like(state.params)
-                optimizer.steps += 1
+            _count_update(optimizer, state.params)
             for seed, (groups, old_logp) in enumerate(updates):
                 members = [g for g in range(len(groups)) if g * parts // max(len(groups), 1) == part]
                 part_tokens = sum(len(groups[g][1]) for g in members)

@@ -41,13 +41,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ngrpo_sim import _checks
-from ngrpo_sim.bandit import difficulty_masks, starting_success
+from ngrpo_sim.bandit import difficulty_masks, draw_features, draw_prompts
 from ngrpo_sim.methods import LOSS_AGGREGATIONS, Method, token_weights
 from ngrpo_sim.metrics import log_softmax
 from ngrpo_sim.sequence_gain import outcome_advantages
 from ngrpo_sim.surrogate import clipped_surrogate
 from ngrpo_sim.training_loop import (POLICIES, REWARD_KINDS, ROLLOUT_METRICS, Coefficients, LoopConfig, approx_kl,
-                                     covariance_entropy_change, regulariser_logit_grads, success_metrics)
+                                     covariance_entropy_change, regulariser_logit_grads, starting_params,
+                                     success_metrics)
 
 EMPTY_ANSWER_SHARE = 0.02
 """Starting probability of the end token at the empty prefix, relative to the prompt's non-key tokens."""
@@ -229,9 +230,7 @@ class SequenceTask:
 
     def initial_params(self, num_seeds: int) -> np.ndarray:
         """Trainable parameters of every seed: logits (S, P, N, C) for tabular, theta (S, D) for shared."""
-        if self.features is None:
-            return np.broadcast_to(self.offsets, (num_seeds,) + self.offsets.shape).copy()
-        return np.zeros((num_seeds, self.features.shape[-1]))
+        return starting_params(self.offsets, self.features, num_seeds)
 
     def logits(self, params: np.ndarray) -> np.ndarray:
         """Logits (S, P, N, C) at every prefix of every prompt."""
@@ -546,19 +545,11 @@ def make_sequence_task(num_prompts: int = 128, vocab_size: int = 4, max_length: 
         _checks.choice("loss_aggregation", loss_aggregation, LOSS_AGGREGATIONS)
     num_nodes, choices = prefix_count(vocab_size, max_length), vocab_size + int(end_token)
     rng = np.random.default_rng(seed)
-    target = starting_success(profile, num_prompts, rng)
-    keys = np.zeros((num_prompts, vocab_size), dtype=bool)
-    keys[:, :right_answers] = True
-    keys = rng.permuted(keys, axis=1)
-    content = rng.normal(scale=logit_spread, size=(num_prompts, num_nodes, vocab_size))
-    reward_table = keys.astype(np.float64)
-    if rewards == "graded":
-        reward_table = np.where(keys, 1.0, rng.uniform(0.0, 0.9, size=keys.shape))
+    target, keys, content, reward_table = draw_prompts(rng, profile, num_prompts, vocab_size, right_answers,
+                                                       (num_prompts, num_nodes, vocab_size), logit_spread, rewards)
     features = None
     if policy == "shared":
-        direction = rng.normal(size=feature_dim)
-        direction /= np.linalg.norm(direction)
-        noise = rng.normal(scale=1.0 / np.sqrt(feature_dim), size=(num_prompts, num_nodes, choices, feature_dim))
+        direction, noise = draw_features(rng, (num_prompts, num_nodes, choices), feature_dim)
     hazard = end_probability * rng.uniform(0.5, 1.5, size=num_prompts) if end_token else None
     task = SequenceTask(reward_table, np.zeros((num_prompts, num_nodes, choices)), None, max_length,
                         bool(end_token), loss_aggregation)

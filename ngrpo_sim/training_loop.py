@@ -184,6 +184,14 @@ class Coefficients:
                    method.entropy_coef if config.entropy_coef is None else config.entropy_coef)
 
 
+def starting_params(offsets: np.ndarray, features: np.ndarray | None, num_seeds: int) -> np.ndarray:
+    """Trainable parameters of every seed for a softmax policy with logits ``offsets`` (tabular: ``features`` is
+    None; the logits themselves are trained) or ``offsets + features theta`` (shared: theta of size D, from 0)."""
+    if features is None:
+        return np.broadcast_to(offsets, (num_seeds,) + offsets.shape).copy()
+    return np.zeros((num_seeds, features.shape[-1]))
+
+
 def regulariser_logit_grads(logits: np.ndarray, reference_logits: np.ndarray, coefficients: Coefficients
                             ) -> np.ndarray:
     """Gradient w.r.t. the logits of kl * KL(pi || pi_ref) - entropy * H(pi), per softmax over the last axis."""

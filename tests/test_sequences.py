@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from answer_enumeration import enumerate_answers, softmax
+from test_dynamics import assert_steps_equal_the_oracle, one_step_logits
 
 from ngrpo_sim import get_method
 from ngrpo_sim.bandit import make_task
@@ -17,7 +18,7 @@ from ngrpo_sim.metrics import powers_of_two_up_to
 from ngrpo_sim.optim import Optimizer
 from ngrpo_sim.reference_sequence_step import reference_apply_sequence_rollout
 from ngrpo_sim.sequences import SequenceConfig, SequenceTask, make_sequence_task
-from ngrpo_sim.training_loop import TrainState, apply_rollout, draw_rollout, expected_step, simulate
+from ngrpo_sim.training_loop import TrainState, apply_rollout, simulate
 
 def tiny_task(vocab=2, max_length=3, end_token=True, num_prompts=3, seed=0, policy="tabular", **options):
     return make_sequence_task(num_prompts, vocab, max_length, end_token, profile="0.2,0.5,0.05", policy=policy,
@@ -134,26 +135,11 @@ def fresh_state(task, config, adam_eps=1e-8):
 ])
 def test_vectorised_token_step_equals_the_loop_oracle(policy, optimizer, method, options):
     config = SequenceConfig(**{**SMALL, **options, "policy": policy, "optimizer": optimizer, "lr": 2.0})
-    method = get_method(method)
-    task = config.build_task()
-    rng = np.random.default_rng(5)
     # Advantages that sum to 0 over a group whose answers share a prefix give that prefix a gradient of exactly 0,
     # which the two implementations round to different numbers of order 1e-17; Adam's eps = 1e-8 would turn that
     # into steps of order 1e-9. A larger eps keeps rounding at rounding's size and tests the same formula.
-    state = fresh_state(task, config, adam_eps=1e-4)
-    state.values = rng.random(state.values.shape)
-    reference = task.logits(state.params).copy()
-    for _ in range(2):  # two steps, so Adam's moments and the values are not at their starting point
-        rollout = draw_rollout(task, method, state.params, config, rng)
-        expected_state, expected_stats = reference_apply_sequence_rollout(task, method, config, state, rollout,
-                                                                          reference)
-        stats = apply_rollout(task, method, config, state, rollout, reference)
-        np.testing.assert_allclose(state.params, expected_state.params, rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(state.values, expected_state.values, rtol=1e-12, atol=1e-12)
-        for name, value in expected_stats.items():
-            np.testing.assert_allclose(stats[name], value, rtol=1e-11, atol=1e-13, err_msg=name)
-    if options.get("epochs", 1) > 1:  # the clipped branches were exercised, not only the unclipped ones
-        assert stats["clipfrac_low"].sum() + stats["clipfrac_high"].sum() > 0
+    assert_steps_equal_the_oracle(reference_apply_sequence_rollout, get_method(method), config,
+                                  lambda task, config: fresh_state(task, config, adam_eps=1e-4), 1e-11)
 
 
 def test_the_unsampled_mass_by_hand():
@@ -184,19 +170,6 @@ def test_the_unsampled_mass_by_hand():
 # ---------------------------------------------------------------------------------------------------------------
 # The expected mode
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def one_step_logits(method, config):
-    """Tabular logits (S, P, N, C) after one step from the task's starting logits."""
-    method, task = get_method(method), config.build_task()
-    state = fresh_state(task, config)
-    reference = task.logits(state.params).copy()
-    if config.mode == "sampled":
-        rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
-        apply_rollout(task, method, config, state, draw_rollout(task, method, state.params, config, rng), reference)
-    else:
-        expected_step(task, method, config, state, reference)
-    return state.params - task.offsets
 
 
 MEAN_STEP = dict(num_prompts=4, vocab_size=2, max_length=3, batch_prompts=4, group_size=4, minibatches=2,
