@@ -218,8 +218,9 @@ def plot_zero_gradient(ax, methods: list[Method], group_size: int, grid_points: 
     never_silent = [name for name, curve in curves.items() if not curve.any()]
     plot_method_curves(ax, grid, {name: curve for name, curve in curves.items() if name not in never_silent})
     if never_silent:  # a log axis cannot show them
-        ax.text(0.5, 0.02, "never silent: " + ", ".join(never_silent), transform=ax.transAxes, ha="center",
-                fontsize=8)
+        # At the top, between the curves' two ends: the legend takes a lower corner.
+        ax.text(0.5, 0.97, "never silent: " + ", ".join(never_silent), transform=ax.transAxes,
+                ha="center", va="top", fontsize=8)
     ax.set_yscale("log")
     ax.set_ylim(1e-6, 1.5)
     ax.set_xlabel("success rate p of the prompt")
