@@ -526,7 +526,9 @@ class RLZVPAdvantage(AdvantageEstimator):
     the same for the G answers. An all-right group then gets +alpha H for every answer, and an
     all-wrong group gets exactly 0: a one-token answer's entropy is its own maximum. So in the
     bandit RL-ZVP never learns from all-wrong groups; it is GRPO plus a push on the prompts it
-    solves in all G samples, scaled by how uncertain the policy still is.
+    solves in all G samples, scaled by how uncertain the policy still is: its expected update is
+    [c_GRPO(p) + alpha H p^(G - 1)] pi * (r - p), along the same direction as every count-based
+    method's (tested by enumeration in tests/test_landscape.py).
 
     Choices made here: the maximum runs over the answer's own tokens (Eq. 5); the z-score is GRPO's
     with Bessel's std and eps = 1e-6; ``scale`` alpha = 0.1 (the paper's value could not be checked

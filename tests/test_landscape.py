@@ -185,3 +185,23 @@ def test_methods_that_read_the_policy_have_no_landscape(name, needs):
         expected_gain(get_method(name), 8, 0.5)
     with pytest.raises(ValueError, match=f"'{name}' is not count-based"):
         count_advantages(get_method(name), 8)
+
+
+@pytest.mark.parametrize("rewards", [np.array([1.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0, 0.0])])
+@pytest.mark.parametrize("group_size", [2, 3])
+def test_rl_zvps_expected_update_in_the_one_token_bandit(rewards, group_size):
+    # All-right groups add alpha H (1/G) sum_i (e_{a_i} - pi); over them E = p^G alpha H (pi r / p
+    # - pi), so the gain is GRPO's plus alpha H p^(G - 1). All-wrong groups add nothing (one-token
+    # answers).
+    rl_zvp = get_method("rl_zvp")
+    probs = softmax(np.random.default_rng(group_size).normal(size=len(rewards)))
+    entropy = -np.sum(probs * np.log(probs))
+    exact = np.zeros_like(probs)
+    for answers in itertools.product(range(len(probs)), repeat=group_size):
+        answers = np.array(answers)
+        advantages = rl_zvp.advantages(rewards[answers], entropy=np.full(group_size, entropy))
+        step = (advantages[:, None] * (np.eye(len(probs))[answers] - probs)).mean(axis=0)
+        exact += np.prod(probs[answers]) * step
+    p = probs @ rewards
+    gain = expected_gain(get_method("grpo"), group_size, p) + 0.1 * entropy * p ** (group_size - 1)
+    np.testing.assert_allclose(exact, gain * probs * (rewards - p), rtol=0, atol=1e-14)
