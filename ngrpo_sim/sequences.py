@@ -198,6 +198,11 @@ class SequenceTask:
         return ends
 
     @functools.cached_property
+    def terminal_weight(self) -> np.ndarray:
+        """``terminal`` as 0.0 and 1.0, to multiply with (converted once)."""
+        return self.terminal.astype(np.float64)
+
+    @functools.cached_property
     def answer_length(self) -> np.ndarray:
         """(N, C) length in tokens of the answer that choosing the token ends (meaningful where ``terminal``)."""
         return np.broadcast_to((self.node_depth + 1.0)[:, None], (self.num_nodes, self.num_choices)).copy()
@@ -298,7 +303,7 @@ class SequenceTask:
         log_probs = log_softmax(logits)
         probs = np.exp(log_probs)
         reach = self.reach(probs)
-        ending = reach[..., None] * probs * self.terminal
+        ending = reach[..., None] * probs * self.terminal_weight
         right = ending * self.outcome_right
         prefix_entropy = -np.sum(probs * log_probs, axis=-1)
         return AnswerStatistics(
