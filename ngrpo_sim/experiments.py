@@ -1,4 +1,4 @@
-"""Running several methods on one task (bandit or token-level), summarising over seeds, and writing a run folder.
+"""Running several methods on one task, summarising over seeds, and writing a run folder.
 
 A run folder holds ``config.json``, ``metrics.csv`` (one row per method, mode, step and seed), ``pass_at_k.csv``
 (pass@k against k after training), ``summary.csv`` (final values, mean and 95% interval over seeds) and the
@@ -27,20 +27,20 @@ during training (0 for a run that never loses accuracy), our measure of instabil
 
 
 AGGREGATION_LINESTYLES = {"seq-mean-token-mean": ":", "seq-mean-token-sum-norm": "-."}
-"""How a token-level run whose config overrides the methods' loss aggregation is drawn (token-mean: solid)."""
+"""How a token-level run whose config imposes a loss aggregation is drawn (token-mean: solid)."""
 
 
 def label(trajectory: Trajectory) -> str:
-    """The method's name, with the loss aggregation a token-level config imposes, marked when the run is the
-    expected (deterministic) counterpart."""
+    """The method's name, with the loss aggregation a token-level config imposes, marked when the
+    run is the expected (deterministic) counterpart."""
     aggregation = getattr(trajectory.config, "loss_aggregation", None)
     return (trajectory.method + (f" [{aggregation}]" if aggregation else "")
             + (" (expected)" if trajectory.config.mode == "expected" else ""))
 
 
 def linestyle(trajectory: Trajectory) -> str:
-    """Sampled runs solid, their expected (deterministic) counterparts dashed, in every figure; a token-level run
-    with an imposed loss aggregation in its ``AGGREGATION_LINESTYLES``."""
+    """Sampled runs solid, their expected (deterministic) counterparts dashed, in every figure; a
+    token-level run with an imposed loss aggregation in its ``AGGREGATION_LINESTYLES``."""
     if trajectory.config.mode == "expected":
         return "--"
     return AGGREGATION_LINESTYLES.get(getattr(trajectory.config, "loss_aggregation", None), "-")
@@ -103,9 +103,11 @@ def format_summary(trajectories: list[Trajectory], metrics=SUMMARY_METRICS) -> s
     return "\n".join(lines)
 
 
-def write_run(folder: Path, trajectories: list[Trajectory], summary_metrics=SUMMARY_METRICS) -> list[Path]:
-    """Write the run folder described in the module docstring; returns the files written. ``metrics.csv`` holds
-    every metric the runs recorded (the token simulator records more than the bandit)."""
+def write_run(folder: Path, trajectories: list[Trajectory],
+              summary_metrics=SUMMARY_METRICS) -> list[Path]:
+    """Write the run folder described in the module docstring; returns the files written.
+    ``metrics.csv`` holds every metric the runs recorded (the token simulator records more than the
+    bandit)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     configs = {label(t): dataclasses.asdict(t.config) for t in trajectories}

@@ -80,9 +80,9 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _last_axis_max(values: np.ndarray) -> np.ndarray:
-    """The maximum over the last axis. For the simulators' few choices an elementwise maximum over the columns is
-    several times faster than numpy's reduction over a short contiguous axis, and the same numbers (a maximum is
-    exact)."""
+    """The maximum over the last axis. For the simulators' few choices an elementwise maximum over
+    the columns is several times faster than numpy's reduction over a short contiguous axis, and
+    the same numbers (a maximum is exact)."""
     if values.shape[-1] > 64:
         return values.max(axis=-1)
     top = values[..., 0].copy()

@@ -1,13 +1,14 @@
-"""One sampled training step of the token simulator written as plain loops: the oracle of ``training_loop.
-apply_rollout`` on a ``sequences.SequenceTask``.
+"""One sampled step of the token simulator as plain loops: the oracle of its vectorised step.
 
-Slow on purpose and independent of the vectorised code where it can be: it walks seed by seed, group by group,
-answer by answer and token by token; finds each token's prefix from its tokens with the numbering rule of the
-module docstring of ``ngrpo_sim.sequences``; scores answers by the verifier's rule; weighs tokens by the three loss
-aggregations written out; applies the clip by its two cases; computes softmaxes, the per-token KL and entropy
-gradients, the chain rule to the shared parameters, and the unsampled-token mass element by element. It shares the
-method definitions (estimators and filters, with their own tests), the bandit oracle's walk over the drawn groups
-and its optimiser step. The tests check that both give the same parameters and statistics to 1e-12;
+The vectorised step is ``training_loop.apply_rollout`` on a ``sequences.SequenceTask``. This one is
+slow on purpose and independent of it where it can be: it walks seed by seed, group by group,
+answer by answer and token by token; finds each token's prefix from its tokens with the numbering
+rule in the module docstring of ``ngrpo_sim.sequences``; scores answers by the verifier's rule;
+weighs tokens by the three loss aggregations written out; applies the clip by its two cases;
+computes softmaxes, the per-token KL and entropy gradients, the chain rule to the shared
+parameters, and the unsampled-token mass element by element. It shares the method definitions
+(estimators and filters, with their own tests), the bandit oracle's walk over the drawn groups and
+its optimiser step. The tests check that both give the same parameters and statistics to 1e-12;
 ``benchmarks/bench_token_step.py`` times both on the same inputs.
 """
 
@@ -53,16 +54,22 @@ def _positions(task: SequenceTask, answer: list[int]) -> list[tuple[int, int]]:
     return [(_prefix_index(task, tokens[:t]), token) for t, token in enumerate(tokens)]
 
 
-def _logits(task: SequenceTask, params: np.ndarray, seed: int, prompt: int, node: int) -> list[float]:
+def _logits(task: SequenceTask, params: np.ndarray, seed: int, prompt: int, node: int
+            ) -> list[float]:
     choices = task.num_choices
     if task.features is None:
         return [float(params[seed, prompt, node, c]) for c in range(choices)]
-    return [float(task.offsets[prompt, node, c]) + sum(float(task.features[prompt, node, c, d]) * float(params[seed, d])
-                                                        for d in range(params.shape[1])) for c in range(choices)]
+    logits = []
+    for c in range(choices):
+        features = task.features[prompt, node, c]
+        dot = sum(float(features[d]) * float(params[seed, d]) for d in range(params.shape[1]))
+        logits.append(float(task.offsets[prompt, node, c]) + dot)
+    return logits
 
 
 def _token_weights(answers: list[list[int]], aggregation: str, max_length: int) -> list[float]:
-    """The weight of each token of each answer in one minibatch: one number per answer (all its tokens weigh it)."""
+    """The weight of each token of each answer in one minibatch: one number per answer, which each
+    of its tokens gets."""
     lengths = [len(_tokens_of(answer)) for answer in answers]
     if aggregation == "token-mean":
         return [1.0 / sum(lengths)] * len(answers)
@@ -71,10 +78,11 @@ def _token_weights(answers: list[list[int]], aggregation: str, max_length: int) 
     return [1.0 / (max_length * len(answers))] * len(answers)
 
 
-def reference_apply_sequence_rollout(task: SequenceTask, method: Method, config: LoopConfig, state: TrainState,
-                                     rollout: Rollout, reference: np.ndarray
+def reference_apply_sequence_rollout(task: SequenceTask, method: Method, config: LoopConfig,
+                                     state: TrainState, rollout: Rollout, reference: np.ndarray
                                      ) -> tuple[TrainState, dict[str, np.ndarray]]:
-    """Same contract as ``training_loop.apply_rollout``, but returns a new state instead of updating ``state``."""
+    """Same contract as ``training_loop.apply_rollout``, but returns a new state instead of
+    updating ``state``."""
     state = copy.deepcopy(state)
     optimizer = state.optimizer
     num_seeds, choices = rollout.prompts.shape[0], task.num_choices
@@ -88,22 +96,25 @@ def reference_apply_sequence_rollout(task: SequenceTask, method: Method, config:
     for seed in range(num_seeds):
         groups = walk_groups(method, config, state, rollout, seed, statistics,
                              lambda prompt, answer: _reward(task, prompt, answer))
-        # Per used group: for every answer the (node, token, old next-token probabilities) of its tokens.
+        # Per used group and answer, the (node, token, old next-token probabilities) of its tokens.
         old = [[[(node, token, _softmax(_logits(task, state.params, seed, prompt, node)))
                  for node, token in _positions(task, answer)] for answer in answers]
                for prompt, answers, _, _ in groups]
         updates.append((groups, old))
 
-    clipped_low, clipped_high, counted = np.zeros(num_seeds), np.zeros(num_seeds), np.zeros(num_seeds)
+    clipped_low, clipped_high, counted = (np.zeros(num_seeds) for _ in range(3))
     parts = config.minibatches
     for _ in range(config.epochs):
         for part in range(parts):
             _count_update(optimizer, state.params)
             for seed, (groups, old) in enumerate(updates):
-                members = [g for g in range(len(groups)) if g * parts // max(len(groups), 1) == part]
+                members = [g for g in range(len(groups))
+                           if g * parts // max(len(groups), 1) == part]
                 answers = [(g, i) for g in members for i in range(len(groups[g][1]))]
-                weights = _token_weights([groups[g][1][i] for g, i in answers], aggregation, task.max_length)
-                logit_grads = {}  # (prompt, node) -> gradient of the loss w.r.t. that prefix's logits
+                weights = _token_weights([groups[g][1][i] for g, i in answers], aggregation,
+                                         task.max_length)
+                # (prompt, node) -> gradient of the loss w.r.t. that prefix's logits
+                logit_grads = {}
                 for (g, i), weight in zip(answers, weights):
                     prompt, _, _, advantages = groups[g]
                     advantage = advantages[i]
@@ -117,15 +128,17 @@ def reference_apply_sequence_rollout(task: SequenceTask, method: Method, config:
                         elif advantage < 0 and ratio < 1 - method.clip_low:
                             clipped_low[seed] += 1
                         else:
-                            # d(-A ratio)/d logit_c = -A ratio (1[c = token] - pi_c), times the token's weight.
+                            # d(-A ratio)/d logit_c = -A ratio (1[c = token] - pi_c), weighted.
                             for c in range(choices):
                                 grad[c] += -advantage * ratio * ((c == token) - probs[c]) * weight
-                        reference_probs = _softmax([float(z) for z in reference[seed, prompt, node]])
+                        reference_probs = _softmax([float(z)
+                                                    for z in reference[seed, prompt, node]])
                         kl = sum(p * math.log(p / q) for p, q in zip(probs, reference_probs))
                         entropy = -sum(p * math.log(p) for p in probs)
                         for c in range(choices):
+                            log_ratio = math.log(probs[c] / reference_probs[c])
                             grad[c] += weight * (
-                                coefficients.kl * probs[c] * (math.log(probs[c] / reference_probs[c]) - kl)
+                                coefficients.kl * probs[c] * (log_ratio - kl)
                                 + coefficients.entropy * probs[c] * (math.log(probs[c]) + entropy))
                 if task.features is None:
                     param_grads = np.zeros(state.params.shape[1:])
@@ -155,11 +168,13 @@ def reference_apply_sequence_rollout(task: SequenceTask, method: Method, config:
                     k3 += math.expm1(log_ratio) - log_ratio
                     after = sum(p for c, p in enumerate(probs) if c not in chosen_at[node])
                     unsampled += after
-                    gain += after - sum(p for c, p in enumerate(old_probs) if c not in chosen_at[node])
+                    before = sum(p for c, p in enumerate(old_probs) if c not in chosen_at[node])
+                    gain += after - before
                     tokens += 1
             if method.advantage.uses_values:
                 mean_reward = sum(rewards) / len(rewards)
-                state.values[seed, prompt] += config.value_lr * (mean_reward - state.values[seed, prompt])
+                value = state.values[seed, prompt]
+                state.values[seed, prompt] += config.value_lr * (mean_reward - value)
         statistics["approx_kl"][seed] = k3 / max(tokens, 1)
         statistics["unsampled_mass"][seed] = unsampled / max(tokens, 1)
         statistics["unsampled_mass_gain"][seed] = gain / max(tokens, 1)

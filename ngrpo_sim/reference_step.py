@@ -1,4 +1,4 @@
-"""One sampled training step of the bandit written as plain loops: the oracle of ``training_loop.apply_rollout``.
+"""One sampled step of the bandit as plain loops: the oracle of ``training_loop.apply_rollout``.
 
 Slow on purpose and independent of the vectorised code where it can be: it walks seed by seed, group by group,
 answer by answer, applies the clip by its two cases instead of calling ``surrogate.clipped_surrogate``, computes
@@ -37,7 +37,8 @@ def _prompt_logits(task: BanditTask, params: np.ndarray, seed: int, prompt: int)
 
 
 def _count_update(optimizer, params: np.ndarray) -> None:
-    """The optimiser's step counter is shared by all seeds: advance it once per update, before the seed loop."""
+    """The optimiser's step counter is shared by all seeds: advance it once per update, before the
+    seed loop."""
     if optimizer.kind == "adam":
         if optimizer.first_moment is None:
             optimizer.first_moment = np.zeros_like(params)
@@ -65,9 +66,10 @@ def _adam_or_sgd(optimizer, params: np.ndarray, grads: np.ndarray, seed: int) ->
 
 def walk_groups(method: Method, config, state: TrainState, rollout: Rollout, seed: int,
                 statistics: dict[str, np.ndarray], reward_of) -> list[tuple]:
-    """Walk one seed's drawn groups in order, stop once B groups were kept, and fill that seed's group shares in
-    ``statistics``; returns (prompt, answers, rewards, advantages) of the used groups. ``reward_of(prompt,
-    answer)`` scores one answer (an answer index, or a token sequence)."""
+    """Walk one seed's drawn groups in order, stop once B groups were kept, and fill that seed's
+    group shares in ``statistics``; returns (prompt, answers, rewards, advantages) of the used
+    groups. ``reward_of(prompt, answer)`` scores one answer (an answer index, or a token
+    sequence)."""
     groups = []
     examined = all_wrong = all_right = zero_answers = 0
     for c in range(rollout.prompts.shape[1]):
@@ -82,7 +84,8 @@ def walk_groups(method: Method, config, state: TrainState, rollout: Rollout, see
         if not method.group_filter.keep(np.array(rewards)):
             zero_answers += len(answers)
             continue
-        values = np.full(len(rewards), state.values[seed, prompt]) if method.advantage.uses_values else None
+        values = (np.full(len(rewards), state.values[seed, prompt]) if method.advantage.uses_values
+                  else None)
         advantages = [float(a) for a in method.advantage(np.array(rewards), values)]
         zero_answers += sum(a == 0.0 for a in advantages)
         groups.append((prompt, answers, rewards, advantages))

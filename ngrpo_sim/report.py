@@ -6,8 +6,8 @@ trains GRPO, NGRPO, DAPO, PSR-NSR and PPO on the "base" profile (half the prompt
 shared policy, Adam and 4 minibatch updates per rollout, sampled and in expectation. A sweep then repeats the
 sampled run in all eight combinations of {tabular, shared} x {Adam, SGD} x {1, 4 minibatches}, because the
 answer to each claim can depend on the setting. Every verdict comes with its numbers and a 95% interval over seeds.
-A last section (``ngrpo_sim.token_report``) retests the claims on answers made of tokens, where length, loss
-aggregation and token entropy exist.
+A last section (``ngrpo_sim.token_report``) retests the claims on answers made of tokens, where
+length, loss aggregation and token entropy exist.
 """
 
 from __future__ import annotations
@@ -131,8 +131,8 @@ def run_report(out: Path, group_size: int = 8) -> str:
         "Claims, headline setting first, then the sweep "
         f"({SWEEP_STEPS} steps, {SWEEP_SEEDS} seeds per setting; differences with 95% Welch intervals):", "",
         claims_table([headline_sampled] + groups), "",
-        f"Figures: {out / 'landscape'}, {out / 'headline'}, {out / 'sweep'}. Total time {elapsed:.0f} s.", "",
-        *token_lines,
+        f"Figures: {out / 'landscape'}, {out / 'headline'}, {out / 'sweep'}. Total time {elapsed:.0f} s.",
+        "", *token_lines,
     ]
     report = "\n".join(lines)
     (out / "report.md").write_text(report + "\n")

@@ -1,37 +1,45 @@
-"""The training loop that the bandit simulator (``dynamics``) and the token simulator (``sequences``) share.
+"""The training loop shared by the bandit simulator (``dynamics``) and the token simulator.
 
 One training step, as in the release's trainer:
 
-1. **Rollout.** Each seed draws prompts without replacement and samples G answers per prompt from the current
-   policy. With ``refill`` the draw continues past B prompts until B groups survive the method's group filter (as
-   DAPO's and NGRPO's dynamic sampling do; at most ``candidates`` prompts are looked at); without it, the B
-   drawn groups are filtered and the step trains on what is left.
-2. **Advantages** from the method's estimator (PPO: r - V with a per-prompt value learned alongside).
-3. **Updates.** The kept groups are split into ``minibatches`` consecutive parts; each part gives one optimiser
-   step on the clipped surrogate, with ratios taken against the rollout policy; ``epochs`` passes over the batch.
+1. **Rollout.** Each seed draws prompts without replacement and samples G answers per prompt from
+   the current policy. With ``refill`` the draw continues past B prompts until B groups survive
+   the method's group filter (as DAPO's and NGRPO's dynamic sampling do; at most ``candidates``
+   prompts are looked at); without it, the B drawn groups are filtered and the step trains on
+   what is left.
+2. **Advantages** from the method's estimator (PPO: r - V with a per-prompt value learned
+   alongside).
+3. **Updates.** The kept groups are split into ``minibatches`` consecutive parts; each part gives
+   one optimiser step on the clipped surrogate, with ratios taken against the rollout policy;
+   ``epochs`` passes over the batch.
 
-``mode="expected"`` replaces steps 1-3 by their expectation at first order: the task gives the expected on-policy
-update of one prompt's group (the gain identity of ``ngrpo_sim.landscape``, or its sequence form in
-``ngrpo_sim.sequence_gain``), weighted as the sampled step weighs it on average (every prompt has the same chance
-to be drawn; a group that survives the filter shares its minibatch with 1 + Bin(n, kappa) survivors, kappa the mean
-chance to survive), applied once per minibatch update without clipping.
+``mode="expected"`` replaces steps 1-3 by their expectation at first order: the task gives the
+expected on-policy update of one prompt's group (the gain identity of ``ngrpo_sim.landscape``, or
+its sequence form in ``ngrpo_sim.sequence_gain``), weighted as the sampled step weighs it on
+average (every prompt has the same chance to be drawn; a group that survives the filter shares
+its minibatch with 1 + Bin(n, kappa) survivors, kappa the mean chance to survive), applied once
+per minibatch update without clipping.
 
-What differs between the simulators is the task: how a policy samples answers, scores them, turns the clipped
-loss of a minibatch into a parameter gradient, gives the expected update, and measures itself. A task supplies
-these as methods (``bandit.BanditTask`` for one-token answers, ``sequences.SequenceTask`` for token sequences):
+What differs between the simulators is the task: how a policy samples answers, scores them, turns
+the clipped loss of a minibatch into a parameter gradient, gives the expected update, and
+measures itself. A task supplies these as methods (``bandit.BanditTask`` for one-token answers,
+``sequences.SequenceTask`` for token sequences):
 
 * ``initial_params(S)``, ``logits(params)``, ``backprop(logit_grads)``, ``success(logits)``;
-* ``sample(params, prompts, G, rng)`` -> answers (S, C, G, ...) and ``score(prompts, answers)`` -> rewards (S, C, G);
-* ``update_batch(params, prompts, answers, reference)`` -> an object with ``gradient(params, advantages, in_part,
-  method, coefficients)`` -> (parameter gradient, tokens clipped low, clipped high, tokens; each per seed) and
-  ``statistics(params, valid)`` -> the rollout metrics measured after the updates (``approx_kl`` and the task's
-  own);
-* ``expected_direction(logits, method, group_size, values, reference, coefficients, keep_probability)`` -> the
-  expected ascent of one group and the regulariser gradient, both per prompt in logit space;
+* ``sample(params, prompts, G, rng)`` -> answers (S, C, G, ...) and ``score(prompts, answers)``
+  -> rewards (S, C, G);
+* ``update_batch(params, prompts, answers, reference)`` -> an object with ``policy_inputs(names)``
+  (what an estimator that reads the policy declares), ``gradient(params, advantages, in_part,
+  method, coefficients)`` -> (parameter gradient, tokens clipped low, clipped high, tokens; each
+  per seed) and ``statistics(params, valid)`` -> the rollout metrics measured after the updates
+  (``approx_kl`` and the task's own);
+* ``expected_direction(logits, method, group_size, values, reference, coefficients,
+  keep_probability)`` -> the expected ascent of one group and the regulariser gradient, both per
+  prompt in logit space;
 * ``expected_approx_kl(logits, new_logits)``;
-* ``measure(logits)`` -> what the metrics read of a policy (computed once per step), ``policy_metrics(measured,
-  initial_success, ks)`` and ``entropy_prediction(measured_before, measured_after)``; ``metric_names``, every
-  metric a step records.
+* ``measure(logits)`` -> what the metrics read of a policy (computed once per step),
+  ``policy_metrics(measured, initial_success, ks)`` and ``entropy_prediction(measured_before,
+  measured_after)``; ``metric_names``, every metric a step records.
 """
 
 from __future__ import annotations
@@ -53,29 +61,33 @@ REWARD_KINDS = ("binary", "graded")
 ABANDONED_BELOW = 1e-3
 """A prompt counts as abandoned while its success rate is below this."""
 SOLVED_FROM = 0.5
-"""A prompt counts as solved once its success rate reaches this; newly solved if it started below."""
+"""A prompt counts as solved once its success rate reaches this; newly solved if it started
+below."""
 REGRESSED_SHARE = 0.5
-"""A prompt counts as regressed once its success rate falls below this share of its starting value: training
-made it worse, the signature of interference (shared policy) or of an unstable update."""
+"""A prompt counts as regressed once its success rate falls below this share of its starting value:
+training made it worse, the signature of interference (shared policy) or of an unstable update."""
 PASS_AT_K_MAX = 256
 
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """What every simulated training run needs besides its task's own sizes: the policy kind, the starting
-    profile, the rollout, the updates, the optimiser and the run."""
+    """What every simulated training run needs besides its task's own sizes: the policy kind, the
+    starting profile, the rollout, the updates, the optimiser and the run."""
 
     policy: str = "tabular"
-    """``tabular`` (free logits per prompt: no interference) or ``shared`` (log-linear, parameters shared by all
-    prompts, like a network)."""
+    """``tabular`` (free logits per prompt: no interference) or ``shared`` (log-linear, parameters
+    shared by all prompts, like a network)."""
     num_prompts: int = 256
     """P, the size of the training set."""
     profile: str = "base"
-    """Starting success rates: a name in ``bandit.PROFILES`` or comma-separated rates cycled over prompts."""
+    """Starting success rates: a name in ``bandit.PROFILES`` or comma-separated rates cycled over
+    prompts."""
     rewards: str = "binary"
-    """``binary`` (right 1, wrong 0) or ``graded`` (wrong answers earn partial credit in [0, 0.9])."""
+    """``binary`` (right 1, wrong 0) or ``graded`` (wrong answers earn partial credit in [0,
+    0.9])."""
     feature_dim: int = 16
-    """D, the size of the shared policy's parameter vector; smaller D means more interference between prompts."""
+    """D, the size of the shared policy's parameter vector; smaller D means more interference
+    between prompts."""
     feature_signal: float = 0.5
     """Strength of the feature direction that all right answers share (shared policy): 0 leaves only
     interference, larger values make learning transfer between prompts."""
@@ -86,9 +98,11 @@ class LoopConfig:
     minibatches: int = 4
     """Optimiser steps per epoch over the rollout batch (the release: 4). The first sees ratio 1."""
     epochs: int = 1
-    """Passes over the rollout batch. Above 1 the tabular policy's ratios leave 1 and clipping acts."""
+    """Passes over the rollout batch. Above 1 the tabular policy's ratios leave 1 and clipping
+    acts."""
     refill: bool = True
-    """Draw more prompts until B groups survive the group filter (the release's dynamic sampling)."""
+    """Draw more prompts until B groups survive the group filter (the release's dynamic
+    sampling)."""
     max_candidates: int | None = None
     """Most prompts a refilling rollout looks at (default: min(P, 4 B))."""
     optimizer: str = "adam"
@@ -106,7 +120,8 @@ class LoopConfig:
     seeds: int = 16
     """Independent runs on the same task, differing in their sampling."""
     mode: str = "sampled"
-    """``sampled`` (real rollouts) or ``expected`` (the deterministic expected update, see the module doc)."""
+    """``sampled`` (real rollouts) or ``expected`` (the deterministic expected update, see the
+    module doc)."""
     seed: int = 0
     """Seeds the task (prompts, starting logits, features) and the sampling."""
 
@@ -118,12 +133,13 @@ class LoopConfig:
         _checks.integer("group_size", self.group_size, low=2)
         _checks.integer("batch_prompts", self.batch_prompts, low=1)
         if self.batch_prompts > self.num_prompts:
-            raise ValueError(f"batch_prompts={self.batch_prompts} exceeds num_prompts={self.num_prompts}; prompts "
-                             f"are drawn without replacement")
+            raise ValueError(f"batch_prompts={self.batch_prompts} exceeds num_prompts="
+                             f"{self.num_prompts}; prompts are drawn without replacement")
         _checks.integer("minibatches", self.minibatches, low=1, high=self.batch_prompts)
         _checks.integer("epochs", self.epochs, low=1)
         if self.max_candidates is not None:
-            _checks.integer("max_candidates", self.max_candidates, low=self.batch_prompts, high=self.num_prompts)
+            _checks.integer("max_candidates", self.max_candidates, low=self.batch_prompts,
+                            high=self.num_prompts)
         _checks.number("feature_signal", self.feature_signal, low=0.0)
         _checks.choice("optimizer", self.optimizer, OPTIMIZERS)
         _checks.number("lr", self.lr, low=0.0, low_open=True)
@@ -137,7 +153,8 @@ class LoopConfig:
         _checks.choice("mode", self.mode, MODES)
         _checks.integer("seed", self.seed, low=0)
         if self.mode == "expected" and self.rewards != "binary":
-            raise ValueError(f"mode='expected' needs binary rewards (the gain identity), got rewards={self.rewards!r}")
+            raise ValueError(f"mode='expected' needs binary rewards (the gain identity), got "
+                             f"rewards={self.rewards!r}")
 
     @property
     def candidates(self) -> int:
@@ -158,7 +175,8 @@ class Rollout:
     prompts: np.ndarray
     """(S, C) prompt indices, distinct within a seed, in the order they were drawn."""
     answers: np.ndarray
-    """(S, C, G) sampled answer indices (bandit), or (S, C, G, L) sampled token sequences (token simulator)."""
+    """(S, C, G) sampled answer indices (bandit), or (S, C, G, L) sampled token sequences (token
+    simulator)."""
 
 
 @dataclass
@@ -185,16 +203,18 @@ class Coefficients:
 
 
 def starting_params(offsets: np.ndarray, features: np.ndarray | None, num_seeds: int) -> np.ndarray:
-    """Trainable parameters of every seed for a softmax policy with logits ``offsets`` (tabular: ``features`` is
-    None; the logits themselves are trained) or ``offsets + features theta`` (shared: theta of size D, from 0)."""
+    """Trainable parameters of every seed for a softmax policy with logits ``offsets`` (tabular:
+    ``features`` is None; the logits themselves are trained) or ``offsets + features theta``
+    (shared: theta of size D, from 0)."""
     if features is None:
         return np.broadcast_to(offsets, (num_seeds,) + offsets.shape).copy()
     return np.zeros((num_seeds, features.shape[-1]))
 
 
-def regulariser_logit_grads(logits: np.ndarray, reference_logits: np.ndarray, coefficients: Coefficients
-                            ) -> np.ndarray:
-    """Gradient w.r.t. the logits of kl * KL(pi || pi_ref) - entropy * H(pi), per softmax over the last axis."""
+def regulariser_logit_grads(logits: np.ndarray, reference_logits: np.ndarray,
+                            coefficients: Coefficients) -> np.ndarray:
+    """Gradient w.r.t. the logits of kl * KL(pi || pi_ref) - entropy * H(pi), per softmax over the
+    last axis."""
     log_pi = log_softmax(logits)
     pi = np.exp(log_pi)
     grads = np.zeros_like(logits)
@@ -209,21 +229,23 @@ def regulariser_logit_grads(logits: np.ndarray, reference_logits: np.ndarray, co
 
 
 def predicted_entropy_change(logits: np.ndarray, logit_change: np.ndarray) -> np.ndarray:
-    """First-order entropy change of each softmax over the last axis: -Cov_{a~pi}(log pi(a), dz(a)) (Cui et al.
-    2025, arXiv 2505.22617, eq. 2)."""
+    """First-order entropy change of each softmax over the last axis: -Cov_{a~pi}(log pi(a), dz(a))
+    (Cui et al. 2025, arXiv 2505.22617, eq. 2)."""
     return covariance_entropy_change(log_softmax(logits), logit_change)
 
 
 def covariance_entropy_change(log_probs: np.ndarray, logit_change: np.ndarray) -> np.ndarray:
-    """``predicted_entropy_change`` from the log-probabilities of the softmax instead of its logits."""
+    """``predicted_entropy_change`` from the log-probabilities of the softmax instead of its
+    logits."""
     pi = np.exp(log_probs)
     centred = logit_change - np.sum(pi * logit_change, axis=-1, keepdims=True)
     return -np.sum(pi * log_probs * centred, axis=-1)
 
 
 def approx_kl(log_ratio: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """verl's ``approx_kl``: the token mean of the k3 estimate exp(x) - 1 - x of KL(pi_old || pi), x = log pi -
-    log pi_old, over the ``mask``ed tokens of each seed (leading axis); 0 for a seed without tokens."""
+    """verl's ``approx_kl``: the token mean of the k3 estimate exp(x) - 1 - x of KL(pi_old || pi), x
+    = log pi - log pi_old, over the ``mask``ed tokens of each seed (leading axis); 0 for a seed
+    without tokens."""
     mask = np.broadcast_to(mask, log_ratio.shape)
     axes = tuple(range(1, log_ratio.ndim))
     k3 = np.sum(np.where(mask, np.expm1(log_ratio) - log_ratio, 0.0), axis=axes)
@@ -235,12 +257,12 @@ def _per_prompt(values: np.ndarray, like: np.ndarray) -> np.ndarray:
     return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
 
 
-def draw_rollout(task, method: Method, params: np.ndarray, config: LoopConfig, rng: np.random.Generator
-                 ) -> Rollout:
-    """Draw prompts without replacement and sample a group of answers for each, in rounds of B prompts.
+def draw_rollout(task, method: Method, params: np.ndarray, config: LoopConfig,
+                 rng: np.random.Generator) -> Rollout:
+    """Draw prompts without replacement and sample a group of answers for each, in rounds of B.
 
-    Without refill one round is drawn. With refill, rounds continue until every seed holds B groups that pass
-    the method's filter, or ``config.candidates`` prompts have been drawn.
+    Without refill one round is drawn. With refill, rounds continue until every seed holds B
+    groups that pass the method's filter, or ``config.candidates`` prompts have been drawn.
     """
     num_seeds, batch = params.shape[0], config.batch_prompts
     order = rng.permuted(np.tile(np.arange(task.num_prompts), (num_seeds, 1)), axis=1)
@@ -259,9 +281,10 @@ def draw_rollout(task, method: Method, params: np.ndarray, config: LoopConfig, r
 
 def apply_rollout(task, method: Method, config: LoopConfig, state: TrainState, rollout: Rollout,
                   reference: np.ndarray) -> dict[str, np.ndarray]:
-    """Steps 2-3 of a sampled training step for a given rollout; updates ``state``, returns rollout statistics.
+    """Steps 2-3 of a sampled training step for a rollout; updates ``state``, returns statistics.
 
-    ``reference`` holds the starting logits (``task.logits`` of the starting parameters) for the KL term.
+    ``reference`` holds the starting logits (``task.logits`` of the starting parameters) for the KL
+    term.
     """
     num_seeds = rollout.prompts.shape[0]
     batch, parts = config.batch_prompts, config.minibatches
@@ -285,24 +308,31 @@ def apply_rollout(task, method: Method, config: LoopConfig, state: TrainState, r
     prompts = np.take_along_axis(rollout.prompts, slots, axis=1)
     answers = rollout.answers[np.arange(num_seeds)[:, None], slots]
     rewards = np.take_along_axis(all_rewards, slots[..., None], axis=1)
-    values = np.take_along_axis(state.values, prompts, axis=1)[..., None] if method.advantage.uses_values else None
+    values = None
+    if method.advantage.uses_values:
+        values = np.take_along_axis(state.values, prompts, axis=1)[..., None]
     update = task.update_batch(state.params, prompts, answers, reference)
-    # The one place where rewards become advantages. Estimators that read the policy (the sampled answers'
-    # log-probabilities, the entropy at their tokens) take those from ``update`` here.
-    advantages = method.advantage(rewards, values)
+    # The one place where rewards become advantages; an estimator that reads the policy (LENS:
+    # the answers' log-probabilities, RL-ZVP: the entropy at their tokens) gets what it declares.
+    advantages = method.advantage(rewards, values,
+                                  **update.policy_inputs(method.advantage.policy_inputs))
     num_used = valid.sum(axis=1, keepdims=True)
     # Equal consecutive minibatches of the used groups.
     minibatch = np.where(valid, np.arange(batch) * parts // np.maximum(num_used, 1), -1)
-    zero_answers = np.sum(examined, axis=1) * config.group_size - np.sum(valid[..., None] & (advantages != 0.0),
-                                                                          axis=(1, 2))
-    statistics["share_zero_advantage"] = zero_answers / np.maximum(num_examined * config.group_size, 1)
+    answer_nonzero = advantages != 0.0
+    if answer_nonzero.ndim > rewards.ndim:  # per-token advantages: an answer with any is not zero
+        answer_nonzero = answer_nonzero.any(axis=-1)
+    nonzero = np.sum(valid[..., None] & answer_nonzero, axis=(1, 2))
+    zero_answers = np.sum(examined, axis=1) * config.group_size - nonzero
+    statistics["share_zero_advantage"] = zero_answers / np.maximum(
+        num_examined * config.group_size, 1)
     statistics["kept_groups"] = num_used[:, 0].astype(np.float64)
 
     clipped_low = clipped_high = tokens = 0.0
     for _ in range(config.epochs):
         for part in range(parts):
-            grads, part_low, part_high, part_tokens = update.gradient(state.params, advantages, minibatch == part,
-                                                                      method, coefficients)
+            grads, part_low, part_high, part_tokens = update.gradient(
+                state.params, advantages, minibatch == part, method, coefficients)
             state.params = state.optimizer.step(state.params, grads)
             clipped_low += part_low
             clipped_high += part_high
@@ -321,9 +351,9 @@ def apply_rollout(task, method: Method, config: LoopConfig, state: TrainState, r
 
 def group_outcome_probabilities(method: Method, group_size: int, success: np.ndarray,
                                 values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """For success rates (S, P), the probability that a group is kept and the expected share of its answers with
-    zero (filtered) advantage, exactly: from the canonical groups with k right answers, or for PPO's r - V from
-    the chance that an answer's reward equals V."""
+    """For success rates (S, P), the probability that a group is kept and the expected share of its
+    answers with zero (filtered) advantage, exactly: from the canonical groups with k right answers,
+    or for PPO's r - V from the chance that an answer's reward equals V."""
     if method.advantage.uses_values:
         zero_share = success * (values == 1.0) + (1 - success) * (values == 0.0)
         return np.ones_like(success), zero_share
@@ -335,7 +365,8 @@ def group_outcome_probabilities(method: Method, group_size: int, success: np.nda
 
 
 def _expected_examined(config: LoopConfig, keep_probability: np.ndarray) -> np.ndarray:
-    """Expected number of groups a rollout examines: B, or with refill enough to keep B, at most the candidates."""
+    """Expected number of groups a rollout examines: B, or with refill enough to keep B, at most the
+    candidates."""
     if not config.refill:
         return np.full_like(keep_probability, float(config.batch_prompts))
     wanted = config.batch_prompts / np.maximum(keep_probability, 1e-300)
@@ -344,45 +375,56 @@ def _expected_examined(config: LoopConfig, keep_probability: np.ndarray) -> np.n
 
 def expected_step(task, method: Method, config: LoopConfig, state: TrainState, reference: np.ndarray
                   ) -> dict[str, np.ndarray]:
-    """The deterministic counterpart of ``draw_rollout`` + ``apply_rollout`` (see the module docstring)."""
+    """The deterministic counterpart of ``draw_rollout`` + ``apply_rollout`` (see the module
+    docstring)."""
+    if method.advantage.policy_inputs:
+        inputs = " and ".join(method.advantage.policy_inputs)
+        raise ValueError(f"mode='expected' needs an advantage that depends on the rewards only; "
+                         f"method {method.name!r} reads the policy's {inputs} (use mode='sampled')")
     coefficients = Coefficients.of(method, config)
     logits = task.logits(state.params)
     success = task.success(logits)
     group_size, num_prompts = config.group_size, task.num_prompts
-    keep_probability, zero_share = group_outcome_probabilities(method, group_size, success, state.values)
-    ascent, regulariser = task.expected_direction(logits, method, group_size, state.values, reference,
-                                                  coefficients, keep_probability)
+    keep_probability, zero_share = group_outcome_probabilities(method, group_size, success,
+                                                               state.values)
+    ascent, regulariser = task.expected_direction(logits, method, group_size, state.values,
+                                                  reference, coefficients, keep_probability)
     mean_keep = keep_probability.mean(axis=1)
     examined = _expected_examined(config, mean_keep)
-    # A kept group shares its minibatch with the other kept groups, 1 + Bin(examined - 1, kappa) in all, and
-    # E[1 / (1 + Bin(n, q))] = (1 - (1 - q)^(n + 1)) / ((n + 1) q); times the chance examined / P of being drawn:
+    # A kept group shares its minibatch with the other kept groups, 1 + Bin(examined - 1, kappa) in
+    # all, and E[1 / (1 + Bin(n, q))] = (1 - (1 - q)^(n + 1)) / ((n + 1) q); times the chance
+    # examined / P of being drawn:
     with np.errstate(divide="ignore"):
         survivors = -np.expm1(examined * np.log1p(-mean_keep))
-    weight = np.where(mean_keep > 0, survivors / np.maximum(mean_keep, 1e-300), examined) / num_prompts
+    weight = np.where(mean_keep > 0, survivors / np.maximum(mean_keep, 1e-300),
+                      examined) / num_prompts
     policy_grads = -_per_prompt(weight, ascent) * ascent
     regulariser = _per_prompt(weight[:, None] * keep_probability, regulariser) * regulariser
     param_grads = task.backprop(policy_grads + regulariser)
     for _ in range(config.epochs * config.minibatches):
         state.params = state.optimizer.step(state.params, param_grads)
     if method.advantage.uses_values:
-        state.values += config.value_lr * (config.batch_prompts / num_prompts) * (success - state.values)
+        step = config.value_lr * (config.batch_prompts / num_prompts)
+        state.values += step * (success - state.values)
     all_wrong, all_right = (1 - success) ** group_size, success ** group_size
     kept = np.minimum(config.batch_prompts, examined * mean_keep)
     zeros = np.zeros(logits.shape[0])
     return {
         "share_all_wrong": all_wrong.mean(1), "share_all_right": all_right.mean(1),
-        "share_mixed": (1 - all_wrong - all_right).mean(1), "share_zero_advantage": zero_share.mean(1),
-        "kept_groups": kept, "clipfrac_low": zeros, "clipfrac_high": zeros,
+        "share_mixed": (1 - all_wrong - all_right).mean(1),
+        "share_zero_advantage": zero_share.mean(1), "kept_groups": kept,
+        "clipfrac_low": zeros, "clipfrac_high": zeros,
         "approx_kl": task.expected_approx_kl(logits, task.logits(state.params)),
     }
 
 
-ROLLOUT_METRICS = ("share_all_wrong", "share_all_right", "share_mixed", "share_zero_advantage", "kept_groups",
-                   "clipfrac_low", "clipfrac_high", "approx_kl")
-"""What every rollout records: group shares among the examined groups, the groups kept, the clip fractions by
-sign (among all tokens of the updates) and verl's ``approx_kl`` between the rollout policy and the updated one."""
-SUCCESS_METRICS = ("accuracy", "accuracy_hard", "accuracy_mid", "accuracy_easy", "pass_auc", "abandoned",
-                   "newly_solved", "regressed")
+ROLLOUT_METRICS = ("share_all_wrong", "share_all_right", "share_mixed", "share_zero_advantage",
+                   "kept_groups", "clipfrac_low", "clipfrac_high", "approx_kl")
+"""What every rollout records: group shares among the examined groups, the groups kept, the clip
+fractions by sign (among all tokens of the updates) and verl's ``approx_kl`` between the rollout
+policy and the updated one."""
+SUCCESS_METRICS = ("accuracy", "accuracy_hard", "accuracy_mid", "accuracy_easy", "pass_auc",
+                   "abandoned", "newly_solved", "regressed")
 """What every policy records from its prompts' success rates (``success_metrics``)."""
 
 
@@ -409,14 +451,16 @@ class Trajectory:
 
 def success_metrics(success: np.ndarray, initial_success: np.ndarray, ks: np.ndarray,
                     buckets: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """From success rates (S, P): accuracy (overall and in each of the ``buckets``, boolean (P,) masks of prompts),
-    pass@k AUC, abandoned, newly solved and regressed prompts (one value per seed), and pass@k (S, len(ks))."""
+    """From success rates (S, P): accuracy (overall and in each of the ``buckets``, boolean (P,)
+    masks of prompts), pass@k AUC, abandoned, newly solved and regressed prompts (one value per
+    seed), and pass@k (S, len(ks))."""
     pass_at_k = pass_at_k_exact(success[..., None], ks).mean(axis=1)
     metrics = {"accuracy": success.mean(1), "pass_auc": pass_at_k_auc(pass_at_k),
                "abandoned": np.sum(success < ABANDONED_BELOW, axis=1).astype(np.float64),
-               "newly_solved": np.sum((success >= SOLVED_FROM) & (initial_success < SOLVED_FROM), axis=1
-                                      ).astype(np.float64),
-               "regressed": np.sum(success < REGRESSED_SHARE * initial_success, axis=1).astype(np.float64)}
+               "newly_solved": np.sum((success >= SOLVED_FROM) & (initial_success < SOLVED_FROM),
+                                      axis=1).astype(np.float64),
+               "regressed": np.sum(success < REGRESSED_SHARE * initial_success,
+                                   axis=1).astype(np.float64)}
     for bucket, members in buckets.items():
         metrics[f"accuracy_{bucket}"] = success[:, members].mean(1) if members.any() else np.full(
             success.shape[0], np.nan)
@@ -424,9 +468,10 @@ def success_metrics(success: np.ndarray, initial_success: np.ndarray, ks: np.nda
 
 
 def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = True) -> Trajectory:
-    """Train ``method`` on the config's task for every seed at once and record every metric per step.
+    """Train ``method`` on the config's task for every seed at once; record every metric per step.
 
-    ``progress`` is True for a bar of this run's steps, False for none, or an existing bar to advance.
+    ``progress`` is True for a bar of this run's steps, False for none, or an existing bar to
+    advance.
     """
     method = get_method(method) if isinstance(method, str) else method
     if not isinstance(method, Method):
@@ -439,14 +484,17 @@ def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = T
     initial_success = task.success(reference[0])
     trajectory = Trajectory(method.name, config, initial_success=initial_success)
     ks = trajectory.ks
-    records = {name: np.full((config.steps + 1, config.seeds), np.nan) for name in task.metric_names}
+    records = {name: np.full((config.steps + 1, config.seeds), np.nan)
+               for name in task.metric_names}
     pass_records = np.empty((config.steps + 1, config.seeds, len(ks)))
     logits = reference
     measured = task.measure(logits)
     row, pass_records[0] = task.policy_metrics(measured, initial_success, ks)
     for name, value in row.items():
         records[name][0] = value
-    bar = tqdm(total=config.steps, desc=method.name, leave=False) if progress is True else progress or None
+    bar = progress or None
+    if progress is True:
+        bar = tqdm(total=config.steps, desc=method.name, leave=False)
     for step in range(1, config.steps + 1):
         if config.mode == "sampled":
             rollout = draw_rollout(task, method, state.params, config, rng)

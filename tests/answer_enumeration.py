@@ -1,5 +1,6 @@
-"""A plain enumeration of every answer of the token task, written from the rules in the module docstring of
-``ngrpo_sim.sequences`` (depth-first search over tokens, probabilities as products of softmaxes), for the tests."""
+"""A plain enumeration of every answer of the token task, written from the rules in the module
+docstring of ``ngrpo_sim.sequences`` (depth-first search over tokens, probabilities as products of
+softmaxes), for the tests."""
 
 import dataclasses
 
@@ -34,7 +35,8 @@ class Answer:
 
 
 def enumerate_answers(vocab, max_length, end_token, rewards, logits):
-    """Every answer of one prompt with its probability under ``logits`` (N, C): by depth-first search."""
+    """Every answer of one prompt with its probability under ``logits`` (N, C): by depth-first
+    search."""
     answers = []
 
     def walk(content, probability, positions):

@@ -98,14 +98,19 @@ def test_dynamics_bad_input(argv, message, tmp_path, capsys):
 def test_report_runs_end_to_end_at_a_small_scale(tmp_path, monkeypatch, capsys):
     import dataclasses
 
-    from ngrpo_sim import report
+    from ngrpo_sim import report, token_report
 
     monkeypatch.setattr(report, "HEADLINE", dataclasses.replace(report.HEADLINE, steps=3, seeds=2))
     monkeypatch.setattr(report, "SWEEP_STEPS", 2)
     monkeypatch.setattr(report, "SWEEP_SEEDS", 2)
+    monkeypatch.setattr(token_report, "TOKEN_HEADLINE",
+                        dataclasses.replace(token_report.TOKEN_HEADLINE, steps=2, seeds=2))
     main(["report", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert out.count("| tabular,") == 4 and out.count("| shared,") == 5
     assert (tmp_path / "report.md").read_text().startswith("# ngrpo-sim report")
     assert (tmp_path / "landscape" / "landscape.png").exists() and (tmp_path / "headline" / "dynamics.png").exists()
     assert len(list((tmp_path / "sweep").iterdir())) == 8
+    assert "## Token level" in out and out.count("| 4. length of wrong answers") == 4
+    tokens = tmp_path / "tokens"
+    assert (tokens / "tokens.png").exists() and len(list(tokens.iterdir())) == 6

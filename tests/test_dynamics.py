@@ -33,8 +33,9 @@ def test_vectorised_step_equals_the_loop_oracle(policy, optimizer, method, optio
 
 
 def assert_steps_equal_the_oracle(oracle, method, config, make_state, statistics_rtol=1e-12):
-    """Two sampled steps of ``apply_rollout`` against ``oracle`` on the same rollouts: parameters, values and every
-    statistic to 1e-12, and the clip's branches exercised when there are several epochs."""
+    """Two sampled steps of ``apply_rollout`` against ``oracle`` on the same rollouts: parameters,
+    values and every statistic to 1e-12, and the clip's branches exercised when there are several
+    epochs."""
     task = config.build_task()
     rng = np.random.default_rng(5)
     state = make_state(task, config)
@@ -47,7 +48,8 @@ def assert_steps_equal_the_oracle(oracle, method, config, make_state, statistics
         np.testing.assert_allclose(state.params, expected_state.params, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(state.values, expected_state.values, rtol=1e-12, atol=1e-12)
         for name, value in expected_stats.items():
-            np.testing.assert_allclose(stats[name], value, rtol=statistics_rtol, atol=1e-14, err_msg=name)
+            np.testing.assert_allclose(stats[name], value, rtol=statistics_rtol, atol=1e-14,
+                                       err_msg=name)
     if config.epochs > 1:  # the clipped branches were exercised, not only the unclipped ones
         assert stats["clipfrac_low"].sum() + stats["clipfrac_high"].sum() > 0
 

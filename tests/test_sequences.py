@@ -1,5 +1,6 @@
-"""The token simulator: its tree passes against a plain enumeration of answers, sampling and scoring, the step
-against its loop oracle, the bandit as its L = 1 case, the expected mode against sampled steps, and the metrics."""
+"""The token simulator: its tree passes against a plain enumeration of answers, sampling and
+scoring, the step against its loop oracle, the bandit as its L = 1 case, the expected mode
+against sampled steps, and the metrics."""
 
 import itertools
 import math
@@ -20,18 +21,20 @@ from ngrpo_sim.reference_sequence_step import reference_apply_sequence_rollout
 from ngrpo_sim.sequences import SequenceConfig, SequenceTask, make_sequence_task
 from ngrpo_sim.training_loop import TrainState, apply_rollout, simulate
 
-def tiny_task(vocab=2, max_length=3, end_token=True, num_prompts=3, seed=0, policy="tabular", **options):
-    return make_sequence_task(num_prompts, vocab, max_length, end_token, profile="0.2,0.5,0.05", policy=policy,
-                              feature_dim=3, seed=seed, **options)
+def tiny_task(vocab=2, max_length=3, end_token=True, num_prompts=3, seed=0):
+    return make_sequence_task(num_prompts, vocab, max_length, end_token, profile="0.2,0.5,0.05",
+                              feature_dim=3, seed=seed)
 
 
-@pytest.mark.parametrize("vocab, max_length, end_token", [(2, 3, True), (3, 2, True), (2, 3, False), (3, 1, False)])
+@pytest.mark.parametrize("vocab, max_length, end_token",
+                         [(2, 3, True), (3, 2, True), (2, 3, False), (3, 1, False)])
 def test_answer_statistics_equal_an_enumeration_of_every_answer(vocab, max_length, end_token):
     task = tiny_task(vocab, max_length, end_token)
     logits = np.random.default_rng(1).normal(size=(2,) + task.offsets.shape)  # two seeds
     statistics = task.answer_statistics(logits)
     for seed, prompt in itertools.product(range(2), range(task.num_prompts)):
-        answers = enumerate_answers(vocab, max_length, end_token, task.rewards[prompt], logits[seed, prompt])
+        answers = enumerate_answers(vocab, max_length, end_token, task.rewards[prompt],
+                                    logits[seed, prompt])
         probability = np.array([a.probability for a in answers])
         assert probability.sum() == pytest.approx(1.0, abs=1e-14)
         right = np.array([a.reward == 1.0 for a in answers])
@@ -41,7 +44,8 @@ def test_answer_statistics_equal_an_enumeration_of_every_answer(vocab, max_lengt
                     "truncation": probability @ np.array([a.truncated for a in answers]),
                     "entropy": -probability @ np.log(probability)}
         for name, value in expected.items():
-            assert getattr(statistics, name)[seed, prompt] == pytest.approx(value, rel=1e-12, abs=1e-15), name
+            measured = getattr(statistics, name)[seed, prompt]
+            assert measured == pytest.approx(value, rel=1e-12, abs=1e-15), name
 
 
 def test_sampled_answers_follow_the_policy_and_are_scored_by_the_rule():
@@ -55,7 +59,8 @@ def test_sampled_answers_follow_the_policy_and_are_scored_by_the_rule():
     assert all(answer in index for answer in observed)
     counts = {answer: observed.count(answer) for answer in index}
     n = len(observed)
-    for answer, count in counts.items():  # every answer's frequency within 5 standard errors of its probability
+    # Every answer's frequency within 5 standard errors of its probability.
+    for answer, count in counts.items():
         p = index[answer].probability
         assert abs(count / n - p) < 5 * math.sqrt(p * (1 - p) / n) + 1e-3
     rewards = task.score(prompts, tokens).ravel()
@@ -71,9 +76,9 @@ def test_the_starting_policy_hits_the_profile_and_lengths_vary():
     assert np.ptp(statistics.length) > 1.0 and 0 < statistics.truncation.mean() < 0.5
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # L = 1 without an end token is the bandit
-# ---------------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 
 BANDIT_SIZES = dict(num_prompts=24, batch_prompts=8, group_size=4, profile="base", steps=6)
 
@@ -90,75 +95,85 @@ def test_one_token_without_an_end_token_builds_the_bandit_task(policy, rewards):
 
 
 def equal_runs(method, mode, policy, optimizer, **options):
-    common = dict(BANDIT_SIZES, policy=policy, optimizer=optimizer, lr=0.05 if optimizer == "adam" else 4.0,
-                  mode=mode, seeds=3 if mode == "sampled" else 1, **options)
+    common = dict(BANDIT_SIZES, policy=policy, optimizer=optimizer, mode=mode, **options,
+                  lr=0.05 if optimizer == "adam" else 4.0, seeds=3 if mode == "sampled" else 1)
     bandit = simulate(method, DynamicsConfig(num_answers=5, **common), progress=False)
-    tokens = simulate(method, SequenceConfig(vocab_size=5, max_length=1, end_token=False, token_sharing=0.0,
-                                             **common), progress=False)
+    tokens = simulate(method, SequenceConfig(vocab_size=5, max_length=1, end_token=False,
+                                             token_sharing=0.0, **common), progress=False)
     return bandit, tokens
 
 
 @pytest.mark.parametrize("mode", ["expected", "sampled"])
-@pytest.mark.parametrize("policy, optimizer", [("tabular", "adam"), ("shared", "adam"), ("tabular", "sgd"),
-                                               ("shared", "sgd")])
+@pytest.mark.parametrize("policy, optimizer", [("tabular", "adam"), ("shared", "adam"),
+                                               ("tabular", "sgd"), ("shared", "sgd")])
 @pytest.mark.parametrize("method", ["grpo", "ngrpo", "ppo"])
 def test_one_token_without_an_end_token_trains_as_the_bandit(mode, policy, optimizer, method):
     bandit, tokens = equal_runs(method, mode, policy, optimizer)
     for name in BANDIT_METRICS:
-        np.testing.assert_allclose(tokens.metrics[name], bandit.metrics[name], rtol=1e-9, atol=1e-11, err_msg=name)
+        np.testing.assert_allclose(tokens.metrics[name], bandit.metrics[name], rtol=1e-9,
+                                   atol=1e-11, err_msg=name)
     np.testing.assert_allclose(tokens.pass_at_k, bandit.pass_at_k, rtol=1e-9, atol=1e-12)
     # The token-only metrics agree with what one-token answers must give.
     np.testing.assert_allclose(tokens.metrics["length"], 1.0, rtol=1e-14)
-    np.testing.assert_allclose(tokens.metrics["sequence_entropy"], tokens.metrics["entropy"], rtol=1e-12)
+    np.testing.assert_allclose(tokens.metrics["sequence_entropy"], tokens.metrics["entropy"],
+                               rtol=1e-12)
     np.testing.assert_array_equal(tokens.metrics["truncation"], 0.0)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # One sampled step against its plain-loop oracle
-# ---------------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 
-SMALL = dict(num_prompts=10, vocab_size=2, max_length=3, batch_prompts=4, group_size=4, minibatches=2, seeds=3,
-             profile="mid", feature_dim=3)
+SMALL = dict(num_prompts=10, vocab_size=2, max_length=3, batch_prompts=4, group_size=4,
+             minibatches=2, seeds=3, profile="mid", feature_dim=3)
 
 
 def fresh_state(task, config, adam_eps=1e-8):
-    return TrainState(task.initial_params(config.seeds), Optimizer(config.optimizer, config.lr, eps=adam_eps),
+    optimizer = Optimizer(config.optimizer, config.lr, eps=adam_eps)
+    return TrainState(task.initial_params(config.seeds), optimizer,
                       np.zeros((config.seeds, task.num_prompts)))
 
 
 @pytest.mark.parametrize("policy", ["tabular", "shared"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 @pytest.mark.parametrize("method, options", [
-    ("ngrpo", dict(epochs=2)), ("dapo", dict(refill=True, profile="base")), ("grpo", dict(refill=False)),
-    ("ppo", dict(epochs=2, loss_aggregation="seq-mean-token-mean")), ("psr_nsr", dict(rewards="graded")),
-    ("dr_grpo", dict(end_token=False)), ("grpo", dict(loss_aggregation="seq-mean-token-mean", epochs=2)),
+    ("ngrpo", dict(epochs=2)), ("dapo", dict(refill=True, profile="base")),
+    ("grpo", dict(refill=False)), ("ppo", dict(epochs=2, loss_aggregation="seq-mean-token-mean")),
+    ("psr_nsr", dict(rewards="graded")), ("dr_grpo", dict(end_token=False)),
+    ("grpo", dict(loss_aggregation="seq-mean-token-mean", epochs=2)),
 ])
 def test_vectorised_token_step_equals_the_loop_oracle(policy, optimizer, method, options):
-    config = SequenceConfig(**{**SMALL, **options, "policy": policy, "optimizer": optimizer, "lr": 2.0})
-    # Advantages that sum to 0 over a group whose answers share a prefix give that prefix a gradient of exactly 0,
-    # which the two implementations round to different numbers of order 1e-17; Adam's eps = 1e-8 would turn that
-    # into steps of order 1e-9. A larger eps keeps rounding at rounding's size and tests the same formula.
+    options = {**SMALL, **options, "policy": policy, "optimizer": optimizer, "lr": 2.0}
+    config = SequenceConfig(**options)
+    # Advantages that sum to 0 over a group whose answers share a prefix give that prefix a
+    # gradient of exactly 0, which the two implementations round to different numbers of order
+    # 1e-17; Adam's eps = 1e-8 would turn that into steps of order 1e-9. A larger eps keeps
+    # rounding at rounding's size and tests the same formula.
     assert_steps_equal_the_oracle(reference_apply_sequence_rollout, get_method(method), config,
-                                  lambda task, config: fresh_state(task, config, adam_eps=1e-4), 1e-11)
+                                  lambda task, config: fresh_state(task, config, adam_eps=1e-4),
+                                  statistics_rtol=1e-11)
 
 
 def test_the_unsampled_mass_by_hand():
-    # One prompt, V = 2, L = 2 with the end token; one group of two answers: [0, end] and [0, 1 (truncated)].
-    task = SequenceTask(rewards=np.array([[1.0, 0.0]]), offsets=np.array([[[0.2, -0.1, 0.3], [0.5, 0.0, -0.4],
-                                                                           [0.0, 0.1, 0.2]]]),
-                        features=None, max_length=2, end_token=True)
-    config = SequenceConfig(num_prompts=1, vocab_size=2, max_length=2, batch_prompts=1, group_size=2, minibatches=1,
-                            seeds=1, optimizer="sgd", lr=1.0, kl_coef=0.0, entropy_coef=0.0, refill=False)
+    # One prompt, V = 2, L = 2 with the end token; one group of two answers: [0, end] and the
+    # truncated [0, 1].
+    offsets = np.array([[[0.2, -0.1, 0.3], [0.5, 0.0, -0.4], [0.0, 0.1, 0.2]]])
+    task = SequenceTask(rewards=np.array([[1.0, 0.0]]), offsets=offsets, features=None,
+                        max_length=2, end_token=True)
+    config = SequenceConfig(num_prompts=1, vocab_size=2, max_length=2, batch_prompts=1,
+                            group_size=2, minibatches=1, seeds=1, optimizer="sgd", lr=1.0,
+                            kl_coef=0.0, entropy_coef=0.0, refill=False)
     from ngrpo_sim.training_loop import Rollout
     rollout = Rollout(prompts=np.array([[0]]), answers=np.array([[[[0, 2], [0, 1]]]]))
     state = fresh_state(task, config)
-    stats = apply_rollout(task, get_method("ngrpo"), config, state, rollout, task.offsets[None].copy())
+    stats = apply_rollout(task, get_method("ngrpo"), config, state, rollout,
+                          task.offsets[None].copy())
 
     def probs(logits):
         e = np.exp(logits - logits.max())
         return e / e.sum()
-    # Root: both answers chose token 0, so tokens 1 and end are unsampled (twice); at prefix [0] (node 1) both
-    # tokens end and 1 were chosen, so only token 0 is unsampled (twice).
+    # Root: both answers chose token 0, so tokens 1 and end are unsampled (twice); at prefix [0]
+    # (node 1) both tokens end and 1 were chosen, so only token 0 is unsampled (twice).
     before = 2 * probs(task.offsets[0, 0])[1:].sum() + 2 * probs(task.offsets[0, 1])[0]
     after = 2 * probs(state.params[0, 0, 0])[1:].sum() + 2 * probs(state.params[0, 0, 1])[0]
     assert stats["unsampled_mass"][0] == pytest.approx(after / 4, rel=1e-12)
@@ -167,44 +182,46 @@ def test_the_unsampled_mass_by_hand():
     assert stats["share_mixed"][0] == 1.0
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # The expected mode
-# ---------------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 
 
-MEAN_STEP = dict(num_prompts=4, vocab_size=2, max_length=3, batch_prompts=4, group_size=4, minibatches=2,
-                 profile="0.3,0.6", optimizer="sgd", lr=3.0, refill=False)
+MEAN_STEP = dict(num_prompts=4, vocab_size=2, max_length=3, batch_prompts=4, group_size=4,
+                 minibatches=2, profile="0.3,0.6", optimizer="sgd", lr=3.0, refill=False)
 
 
 def sampled_mean_and_expected(method, aggregation, seeds=12_000):
-    sampled = one_step_logits(method, SequenceConfig(**MEAN_STEP, loss_aggregation=aggregation, seeds=seeds))
-    expected = one_step_logits(method, SequenceConfig(**MEAN_STEP, loss_aggregation=aggregation, seeds=1,
-                                                      mode="expected"))[0]
+    sampled = one_step_logits(method, SequenceConfig(**MEAN_STEP, loss_aggregation=aggregation,
+                                                     seeds=seeds))
+    expected = one_step_logits(method, SequenceConfig(**MEAN_STEP, loss_aggregation=aggregation,
+                                                      seeds=1, mode="expected"))[0]
     mean, sem = sampled.mean(axis=0), sampled.std(axis=0, ddof=1) / np.sqrt(sampled.shape[0])
     assert np.abs(expected).max() > 0.05  # a step large enough to see
     return mean, sem, expected
 
 
-@pytest.mark.parametrize("method, aggregation", [("grpo", "seq-mean-token-mean"), ("ngrpo_no_filter",
-                                                                                     "seq-mean-token-sum-norm"),
-                                                 ("psr_nsr", "seq-mean-token-sum-norm"), ("ppo", "seq-mean-token-mean")])
+@pytest.mark.parametrize("method, aggregation", [("grpo", "seq-mean-token-mean"),
+        ("ngrpo_no_filter", "seq-mean-token-sum-norm"), ("psr_nsr", "seq-mean-token-sum-norm"),
+        ("ppo", "seq-mean-token-mean")])
 def test_expected_mode_is_the_mean_of_sampled_steps(method, aggregation):
-    # Every prompt in every batch (B = P), SGD, tabular, no filter, a per-answer aggregation: the expected step is
-    # exact, not approximate.
+    # Every prompt in every batch (B = P), SGD, tabular, no filter, a per-answer aggregation: the
+    # expected step is exact, not approximate.
     mean, sem, expected = sampled_mean_and_expected(method, aggregation)
     np.testing.assert_array_less(np.abs(mean - expected), 5 * sem + 1e-12)
 
 
 def test_expected_token_mean_takes_the_token_count_at_its_mean():
-    # Token-mean divides by the minibatch's token count, which the expected mode takes at its expected value: with
-    # two groups of four answers per minibatch that costs about 2% of the step (measured: 1.9-2.2%).
+    # Token-mean divides by the minibatch's token count, which the expected mode takes at its
+    # expected value: with two groups of four answers per minibatch that costs about 2% of the step
+    # (measured: 1.9-2.2%).
     mean, sem, expected = sampled_mean_and_expected("ngrpo_no_filter", "token-mean")
     np.testing.assert_array_less(np.abs(mean - expected), 5 * sem + 0.05 * np.abs(expected).max())
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # Metrics
-# ---------------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 
 
 def test_policy_metrics_against_the_enumeration():
@@ -219,7 +236,8 @@ def test_policy_metrics_against_the_enumeration():
 
     token_entropy = 0.0
     for p, answers in enumerate(per_prompt):
-        for a in answers:  # the entropy of the next-token distribution at every token of every answer
+        # The entropy of the next-token distribution at every token of every answer.
+        for a in answers:
             for node, _ in a.positions:
                 probs = np.array(softmax(list(logits[0, p, node])))
                 token_entropy += a.probability * -(probs @ np.log(probs))
@@ -227,29 +245,34 @@ def test_policy_metrics_against_the_enumeration():
     right = total(lambda a: a.reward == 1.0)
     assert metrics["entropy"][0] == pytest.approx(token_entropy / lengths, rel=1e-12)
     assert metrics["length"][0] == pytest.approx(lengths / 3, rel=1e-12)
-    assert metrics["length_right"][0] == pytest.approx(total(lambda a: a.length * (a.reward == 1.0)) / right, rel=1e-12)
-    assert metrics["length_wrong"][0] == pytest.approx(total(lambda a: a.length * (a.reward != 1.0)) / (3 - right),
-                                                       rel=1e-12)
+    assert metrics["length_right"][0] == pytest.approx(total(lambda a: a.length * (a.reward == 1.0))
+                                                       / right, rel=1e-12)
+    assert metrics["length_wrong"][0] == pytest.approx(total(lambda a: a.length * (a.reward != 1.0))
+                                                       / (3 - right), rel=1e-12)
     assert metrics["truncation"][0] == pytest.approx(total(lambda a: a.truncated) / 3, rel=1e-12)
     ends = 0.0
     for p, answers in enumerate(per_prompt):
         for a in answers:
-            ends += a.probability * sum(softmax(list(logits[0, p, node]))[-1] for node, _ in a.positions)
+            ends += a.probability * sum(softmax(list(logits[0, p, node]))[-1] for node,
+                                        _ in a.positions)
     assert metrics["end_probability"][0] == pytest.approx(ends / lengths, rel=1e-12)
-    assert metrics["sequence_entropy"][0] == pytest.approx(total(lambda a: -np.log(a.probability)) / 3, rel=1e-12)
+    assert metrics["sequence_entropy"][0] == pytest.approx(total(lambda a: -np.log(a.probability))
+                                                           / 3, rel=1e-12)
 
 
 def test_entropy_prediction_holds_at_small_steps():
     def relative_error(lr):
-        trajectory = simulate("ngrpo", SequenceConfig(num_prompts=32, batch_prompts=16, optimizer="sgd", lr=lr,
-                                                      steps=1, seeds=2, profile="uniform"), progress=False)
+        trajectory = simulate("ngrpo", SequenceConfig(num_prompts=32, batch_prompts=16,
+                                                      optimizer="sgd", lr=lr, steps=1, seeds=2,
+                                                      profile="uniform"), progress=False)
         positional = trajectory.metrics["entropy_change_positional"][1]
         predicted = trajectory.metrics["entropy_change_predicted"][1]
         return np.max(np.abs(predicted - positional) / np.abs(positional))
 
     small, tenfold = relative_error(0.05), relative_error(0.5)
     assert small < 1e-2
-    assert 5 < tenfold / small < 20  # second order: ten times the step, about ten times the relative error
+    # Second order: ten times the step, about ten times the relative error.
+    assert 5 < tenfold / small < 20
 
 
 @pytest.mark.parametrize("options, message", [
