@@ -10,6 +10,7 @@ from ngrpo_sim import landscape
 from ngrpo_sim._config_cli import add_config_arguments, config_from_args
 from ngrpo_sim.dynamics import MODES, DynamicsConfig
 from ngrpo_sim.methods import METHODS, parse_methods
+from ngrpo_sim.sequences import SequenceConfig
 
 
 def _method_list_help() -> str:
@@ -80,14 +81,57 @@ def _run_dynamics(args) -> None:
     from ngrpo_sim.experiments import format_summary, run_methods, with_mode, write_run
 
     methods = parse_methods(args.methods)
-    modes = [part.strip() for part in args.mode.split(",") if part.strip()]
-    for mode in modes:
-        if mode not in MODES:
-            raise ValueError(f"mode must be sampled, expected or both comma-separated, got {args.mode!r}")
+    modes = _parse_modes(args.mode)
     config = config_from_args(DynamicsConfig, args, mode="sampled")
     trajectories = run_methods(methods, [with_mode(config, mode) for mode in modes])
     print(format_summary(trajectories))
     written = write_run(args.out, trajectories)
+    print("\nwrote " + ", ".join(str(path) for path in written))
+
+
+def _parse_modes(text: str) -> list[str]:
+    """The modes of a comma-separated ``--mode``."""
+    modes = [part.strip() for part in text.split(",") if part.strip()]
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"mode must be sampled, expected or both comma-separated, got {text!r}")
+    return modes
+
+
+def _add_tokens(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "tokens",
+        help="train methods on answers made of tokens: lengths, loss aggregation, token entropy",
+        description="Simulate RL training of each method on a task whose answers are token "
+                    "sequences (at most L tokens from V content tokens and an end token; right "
+                    "when the final token is the prompt's key), with a tabular or shared "
+                    "autoregressive softmax policy, vectorised over seeds. Writes a run folder "
+                    "(config.json, metrics.csv, pass_at_k.csv, summary.csv, dynamics.png, "
+                    "pass_at_k.png, tokens.png) and prints final values with 95%% intervals over "
+                    "seeds.",
+    )
+    parser.add_argument("--methods", default="grpo,ngrpo,dapo,psr_nsr,ppo",
+                        help="comma-separated presets. Known: " + _method_list_help())
+    parser.add_argument("--mode", default="sampled",
+                        help="sampled (real rollouts), expected (the exact expected update, by "
+                             "passes over every prefix) or sampled,expected (default: sampled)")
+    add_config_arguments(parser, SequenceConfig, skip=("mode",))
+    parser.add_argument("--out", type=Path, default=Path("runs") / "tokens",
+                        help="run folder for CSV and PNG files (default: runs/tokens)")
+    parser.set_defaults(run=_run_tokens)
+
+
+def _run_tokens(args) -> None:
+    from ngrpo_sim.experiments import format_summary, run_methods, with_mode, write_run
+    from ngrpo_sim.token_report import SUMMARY, plot_token_metrics
+
+    methods = parse_methods(args.methods)
+    modes = _parse_modes(args.mode)
+    config = config_from_args(SequenceConfig, args, mode="sampled")
+    trajectories = run_methods(methods, [with_mode(config, mode) for mode in modes])
+    print(format_summary(trajectories, metrics=SUMMARY))
+    written = write_run(args.out, trajectories, SUMMARY)
+    written.append(plot_token_metrics(trajectories, args.out / "tokens.png"))
     print("\nwrote " + ", ".join(str(path) for path in written))
 
 
@@ -120,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="command", required=True)
     _add_landscape(subparsers)
     _add_dynamics(subparsers)
+    _add_tokens(subparsers)
     _add_report(subparsers)
     return parser
 

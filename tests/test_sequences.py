@@ -2,13 +2,14 @@
 scoring, the step against its loop oracle, the bandit as its L = 1 case, the expected mode
 against sampled steps, and the metrics."""
 
+import dataclasses
 import itertools
 import math
 
 import numpy as np
 import pytest
 
-from answer_enumeration import enumerate_answers, softmax
+from answer_enumeration import enumerate_answers, node_of, softmax
 from test_dynamics import assert_steps_equal_the_oracle, one_step_logits
 
 from ngrpo_sim import get_method
@@ -288,3 +289,34 @@ def test_entropy_prediction_holds_at_small_steps():
 def test_bad_input_is_named(options, message):
     with pytest.raises(ValueError, match=message):
         SequenceConfig(**{"steps": 1, "seeds": 1, **options})
+
+
+def test_the_policy_inputs_of_lens_and_rl_zvp_by_hand():
+    task = tiny_task(2, 3, True)
+    params = task.initial_params(1)
+    prompts = np.array([[0, 2]])
+    tokens = task.sample(params, prompts, 3, np.random.default_rng(4))
+    update = task.update_batch(params, prompts, tokens, task.logits(params))
+    inputs = update.policy_inputs(("log_prob", "entropy"))
+    for b, g in itertools.product(range(2), range(3)):
+        answer = [int(t) for t in tokens[0, b, g] if t >= 0]
+        log_probs, entropies = [], []
+        for t, token in enumerate(answer):
+            probs = np.array(softmax(list(task.offsets[prompts[0, b], node_of(2, answer[:t])])))
+            log_probs.append(np.log(probs[token]))
+            entropies.append(-(probs @ np.log(probs)))
+        assert inputs["log_prob"][0, b, g] == pytest.approx(np.mean(log_probs), rel=1e-12)
+        expected_entropy = entropies + [0.0] * (3 - len(answer))
+        np.testing.assert_allclose(inputs["entropy"][0, b, g], expected_entropy, rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["rl_zvp", "lens"])
+@pytest.mark.parametrize("config_class, options", [
+    (SequenceConfig, dict(vocab_size=3, max_length=3)), (DynamicsConfig, dict(num_answers=5))])
+def test_estimators_that_read_the_policy_train_in_both_simulators(method, config_class, options):
+    config = config_class(num_prompts=16, batch_prompts=8, steps=3, seeds=2, **options)
+    trajectory = simulate(method, config, progress=False)
+    assert np.all(np.isfinite(trajectory.metrics["accuracy"]))
+    assert np.nanmax(np.abs(trajectory.metrics["approx_kl"])) > 0  # the policy moved
+    with pytest.raises(ValueError, match=f"method '{method}' reads the policy's"):
+        simulate(method, dataclasses.replace(config, mode="expected", seeds=1), progress=False)
