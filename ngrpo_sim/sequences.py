@@ -56,7 +56,8 @@ from ngrpo_sim.sequence_gain import outcome_advantages
 from ngrpo_sim.surrogate import clipped_surrogate
 from ngrpo_sim.training_loop import (POLICIES, REWARD_KINDS, ROLLOUT_METRICS, Coefficients,
                                      LoopConfig, approx_kl, covariance_entropy_change,
-                                     regulariser_logit_grads, starting_params, success_metrics)
+                                     regulariser_grads_from_log_probs, regulariser_logit_grads,
+                                     starting_params, success_metrics)
 
 EMPTY_ANSWER_SHARE = 0.02
 """Starting probability of the end token at the empty prefix, relative to the prompt's non-key
@@ -493,51 +494,66 @@ class SequenceTask:
 
 
 class SequenceUpdate:
-    """One rollout's used answers (B slots per seed; the loop marks the valid ones) with their
-    prefixes, tokens and log-probabilities under the rollout policy, for the minibatch updates of
-    ``training_loop.apply_rollout``."""
+    """One rollout's used answers (B slots per seed; the loop marks the valid ones), for the
+    minibatch updates of ``training_loop.apply_rollout``.
+
+    The answers of a group share prefixes (all G share the empty one), so the work is done once per
+    distinct (seed, prompt, prefix), a *node*: its logits, softmax, KL and entropy terms and its
+    share of the chain rule. The tokens, each with its node, carry the ratios, the clip and the
+    loss weights, and meet their node's softmax through d log pi(token) / d logits =
+    e_token - pi: per node, the sum of the tokens' weighted gradients at their tokens minus pi
+    times their sum.
+    """
 
     def __init__(self, task: SequenceTask, prompts: np.ndarray, tokens: np.ndarray,
                  reference: np.ndarray, params: np.ndarray):
         self.task, self.tokens = task, tokens
-        num_seeds, choices = prompts.shape[0], task.num_choices
+        num_seeds, batch, group_size, length = tokens.shape
+        choices = task.num_choices
         self.mask = tokens >= 0
-        nodes = task.prefixes(tokens)
-        seeds, rows = np.arange(num_seeds)[:, None, None, None], prompts[:, :, None, None]
-        self.index = np.clip(tokens, 0, None)[..., None]
-        self.chosen = self.index == np.arange(choices)
-        if task.features is None:
-            first = ((seeds * task.num_prompts + rows) * task.num_nodes + nodes) * choices
-            self.flat_index = first[..., None] + np.arange(choices)
-        else:
-            self.features, self.offsets = task.features[rows, nodes], task.offsets[rows, nodes]
-        self.reference = reference[seeds, rows, nodes]
-        old_log_pi = log_softmax(self.position_logits(params))
-        self.old_logp = np.take_along_axis(old_log_pi, self.index, axis=-1)[..., 0]
-        self.old_entropy = -np.sum(np.exp(old_log_pi) * old_log_pi, axis=-1) * self.mask
-        # Which tokens some answer of the same group chose at the same prefix: positions at depth
-        # t only meet positions at depth t, so comparing prefixes position by position finds all.
-        same_prefix = ((nodes[:, :, :, None, :] == nodes[:, :, None, :, :])
-                       & self.mask[:, :, None, :, :])
-        chosen_there = (self.chosen & self.mask[..., None]).astype(np.float64)
-        self.unsampled = np.einsum("sbghl,sbhlc->sbglc", same_prefix.astype(np.float64),
-                                   chosen_there) == 0
+        seeds, slots, answers, depths = np.nonzero(self.mask)
+        prefixes = task.prefixes(tokens)[self.mask]
+        # A node's key: its row in the (S P N, C) table of every seed's logits at every prefix.
+        keys = (seeds * task.num_prompts + prompts[seeds, slots]) * task.num_nodes + prefixes
+        self.keys, self.node_of_token = np.unique(keys, return_inverse=True)
+        self.token_seed, self.token_slot, self.token_answer = seeds, slots, answers
+        self.token_depth, self.token = depths, tokens[self.mask]
+        self.node_seed = self.keys // (task.num_prompts * task.num_nodes)
+        # Prompts are distinct within a seed's batch, so every node belongs to one group.
+        self.node_slot = np.zeros(self.keys.size, dtype=np.int64)
+        self.node_slot[self.node_of_token] = slots
+        rows = self.keys % (task.num_prompts * task.num_nodes)
+        if task.features is not None:
+            self.features = task.features.reshape(-1, choices, task.features.shape[-1])[rows]
+            self.offsets = task.offsets.reshape(-1, choices)[rows]
+        self.reference_log_pi = log_softmax(reference.reshape(-1, choices)[self.keys])
+        old_log_pi = log_softmax(self.node_logits(params, slice(None)))
+        self.old_logp = old_log_pi[self.node_of_token, self.token]
+        self.old_entropy = -np.sum(np.exp(old_log_pi) * old_log_pi, axis=-1)
+        # The tokens some answer of the group chose at each node; the others are "unsampled".
+        chosen = np.bincount(self.node_of_token * choices + self.token,
+                             minlength=self.keys.size * choices).reshape(-1, choices)
+        self.unsampled = chosen == 0
         self.old_unsampled_mass = np.sum(np.exp(old_log_pi) * self.unsampled, axis=-1)
 
-    def position_logits(self, params: np.ndarray) -> np.ndarray:
-        """(S, B, G, L, C) logits at the prefix of every token position."""
+    def node_logits(self, params: np.ndarray, nodes) -> np.ndarray:
+        """(nodes, C) logits at the ``nodes`` (an index or mask into ``keys``)."""
         if self.task.features is None:
-            return params.reshape(-1)[self.flat_index]
-        return self.offsets + np.einsum("sbglcd,sd->sbglc", self.features, params)
+            return params.reshape(-1, self.task.num_choices)[self.keys[nodes]]
+        return self.offsets[nodes] + np.einsum("ucd,ud->uc", self.features[nodes],
+                                               params[self.node_seed[nodes]])
 
-    def backprop(self, logit_grads: np.ndarray) -> np.ndarray:
-        """Parameter gradient from gradients (S, B, G, L, C) with respect to the logits at the
-        token positions."""
+    def backprop(self, params: np.ndarray, nodes: np.ndarray, node_grads: np.ndarray
+                 ) -> np.ndarray:
+        """Parameter gradient from gradients (nodes, C) with respect to the logits at ``nodes``."""
         if self.task.features is None:
-            size = self.flat_index.shape[0] * self.task.offsets.size
-            grads = np.bincount(self.flat_index.ravel(), logit_grads.ravel(), minlength=size)
-            return grads.reshape((self.flat_index.shape[0],) + self.task.offsets.shape)
-        return np.einsum("sbglc,sbglcd->sd", logit_grads, self.features)
+            grads = np.zeros((params.size // self.task.num_choices, self.task.num_choices))
+            grads[self.keys[nodes]] = node_grads
+            return grads.reshape(params.shape)
+        per_node = np.einsum("uc,ucd->ud", node_grads, self.features[nodes])
+        grads = np.zeros(params.shape)
+        np.add.at(grads, self.node_seed[nodes], per_node)
+        return grads
 
     def token_weights(self, in_part: np.ndarray, aggregation: str) -> np.ndarray:
         """(S, B, G, L) weight of each token of the minibatch ``in_part`` (S, B) in its loss."""
@@ -554,9 +570,12 @@ class SequenceUpdate:
         """The rollout policy's quantities an estimator declares (``advantages.POLICY_INPUTS``):
         ``log_prob``, each answer's mean token log-probability (S, B, G), and ``entropy``, the
         next-token entropy at each of its tokens (S, B, G, L), 0 after the end."""
+        log_prob = np.zeros(self.tokens.shape)
+        log_prob[self.mask] = self.old_logp
+        entropy = np.zeros(self.tokens.shape)
+        entropy[self.mask] = self.old_entropy[self.node_of_token]
         lengths = np.maximum(self.mask.sum(axis=-1), 1)
-        inputs = {"log_prob": np.sum(self.old_logp * self.mask, axis=-1) / lengths,
-                  "entropy": self.old_entropy}
+        inputs = {"log_prob": log_prob.sum(axis=-1) / lengths, "entropy": entropy}
         return {name: inputs[name] for name in names}
 
     def gradient(self, params: np.ndarray, advantages: np.ndarray, in_part: np.ndarray,
@@ -569,36 +588,52 @@ class SequenceUpdate:
         to the starting policy and the entropy bonus are the exact per-token terms at each token's
         prefix, aggregated like the loss (verl's kl_loss and entropy_loss with the full next-token
         distribution in place of an estimate)."""
-        logits = self.position_logits(params)
-        log_pi = log_softmax(logits)
-        probs = np.exp(log_pi)
-        logp = np.take_along_axis(log_pi, self.index, axis=-1)[..., 0]
-        per_token = advantages if advantages.ndim == self.tokens.ndim else advantages[..., None]
-        surrogate = clipped_surrogate(np.exp(logp - self.old_logp), per_token, method.clip_low,
-                                      method.clip_high)
-        weights = self.token_weights(in_part, self.task.aggregation(method))
-        grad_logp = surrogate.grad_logp * weights
-        logit_grads = grad_logp[..., None] * (self.chosen - probs)
+        choices = self.task.num_choices
+        nodes = in_part[self.node_seed, self.node_slot]
+        here = in_part[self.token_seed, self.token_slot]
+        node = (np.cumsum(nodes) - 1)[self.node_of_token[here]]  # among the minibatch's nodes
+        seed, slot, answer = self.token_seed[here], self.token_slot[here], self.token_answer[here]
+        log_pi = log_softmax(self.node_logits(params, nodes))
+        logp = log_pi[node, self.token[here]]
+        if advantages.ndim == self.tokens.ndim:
+            advantage = advantages[seed, slot, answer, self.token_depth[here]]
+        else:
+            advantage = advantages[seed, slot, answer]
+        surrogate = clipped_surrogate(np.exp(logp - self.old_logp[here]), advantage,
+                                      method.clip_low, method.clip_high)
+        weight = self.token_weights(in_part, self.task.aggregation(method))[self.mask][here]
+        grad_logp = surrogate.grad_logp * weight
+        size = int(nodes.sum())
+        at_token = np.bincount(node * choices + self.token[here], grad_logp,
+                               minlength=size * choices)
+        node_grads = (at_token.reshape(size, choices)
+                      - np.exp(log_pi) * np.bincount(node, grad_logp, minlength=size)[:, None])
         if coefficients.kl or coefficients.entropy:
-            logit_grads += weights[..., None] * regulariser_logit_grads(logits, self.reference,
-                                                                        coefficients)
-        mask = self.mask & in_part[..., None, None]
-        axes = (1, 2, 3)
-        return (self.backprop(logit_grads), np.sum(surrogate.clipped_low & mask, axis=axes),
-                np.sum(surrogate.clipped_high & mask, axis=axes), np.sum(mask, axis=axes))
+            node_weight = np.bincount(node, weight, minlength=size)
+            node_grads += node_weight[:, None] * regulariser_grads_from_log_probs(
+                log_pi, self.reference_log_pi[nodes], coefficients)
+        num_seeds = self.tokens.shape[0]
+        return (self.backprop(params, nodes, node_grads),
+                np.bincount(seed, surrogate.clipped_low.astype(np.float64), minlength=num_seeds),
+                np.bincount(seed, surrogate.clipped_high.astype(np.float64), minlength=num_seeds),
+                np.bincount(seed, minlength=num_seeds))
 
     def statistics(self, params: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
         """After the updates: verl's approx_kl and the unsampled-token mass
         (``TOKEN_ROLLOUT_METRICS``) over the tokens of the ``valid`` groups (S, B)."""
-        log_pi = log_softmax(self.position_logits(params))
-        tokens = self.mask & valid[..., None, None]
+        log_pi = log_softmax(self.node_logits(params, slice(None)))
         unsampled_mass = np.sum(np.exp(log_pi) * self.unsampled, axis=-1)
         gain = unsampled_mass - self.old_unsampled_mass
-        count = np.maximum(tokens.sum(axis=(1, 2, 3)), 1)
-        log_ratio = np.take_along_axis(log_pi, self.index, axis=-1)[..., 0] - self.old_logp
-        return {"approx_kl": approx_kl(log_ratio, tokens),
-                "unsampled_mass": np.sum(unsampled_mass * tokens, axis=(1, 2, 3)) / count,
-                "unsampled_mass_gain": np.sum(gain * tokens, axis=(1, 2, 3)) / count}
+        here = valid[self.token_seed, self.token_slot]
+        seed, node = self.token_seed[here], self.node_of_token[here]
+        num_seeds = self.tokens.shape[0]
+        count = np.maximum(np.bincount(seed, minlength=num_seeds), 1)
+        log_ratio = np.zeros(self.tokens.shape)
+        log_ratio[self.mask] = log_pi[self.node_of_token, self.token] - self.old_logp
+        return {"approx_kl": approx_kl(log_ratio, self.mask & valid[..., None, None]),
+                "unsampled_mass": np.bincount(seed, unsampled_mass[node], minlength=num_seeds)
+                / count,
+                "unsampled_mass_gain": np.bincount(seed, gain[node], minlength=num_seeds) / count}
 
 
 @functools.lru_cache(maxsize=8)

@@ -215,11 +215,18 @@ def regulariser_logit_grads(logits: np.ndarray, reference_logits: np.ndarray,
                             coefficients: Coefficients) -> np.ndarray:
     """Gradient w.r.t. the logits of kl * KL(pi || pi_ref) - entropy * H(pi), per softmax over the
     last axis."""
-    log_pi = log_softmax(logits)
+    reference_log_pi = log_softmax(reference_logits) if coefficients.kl else None
+    return regulariser_grads_from_log_probs(log_softmax(logits), reference_log_pi, coefficients)
+
+
+def regulariser_grads_from_log_probs(log_pi: np.ndarray, reference_log_pi: np.ndarray | None,
+                                     coefficients: Coefficients) -> np.ndarray:
+    """``regulariser_logit_grads`` from the log-probabilities of the policy and of the reference
+    (which only the KL term reads)."""
     pi = np.exp(log_pi)
-    grads = np.zeros_like(logits)
+    grads = np.zeros_like(log_pi)
     if coefficients.kl:
-        log_ratio = log_pi - log_softmax(reference_logits)
+        log_ratio = log_pi - reference_log_pi
         kl = np.sum(pi * log_ratio, axis=-1, keepdims=True)
         grads += coefficients.kl * pi * (log_ratio - kl)
     if coefficients.entropy:
