@@ -160,10 +160,11 @@ DYNAMICS_PANELS = (("accuracy", "mean success rate (pass@1)"), ("pass_auc", "pas
                    ("entropy", "mean policy entropy (nats)"), ("accuracy_hard", "success on prompts starting < 5%"))
 
 
-def plot_dynamics(trajectories: list[Trajectory], path: Path) -> Path:
-    """Metrics against training steps, mean and 95% band over seeds; expected-mode runs dashed."""
-    figure, axes = subplots(ncols=len(DYNAMICS_PANELS), width=4.2, height=3.3)
-    for ax, (name, title) in zip(axes, DYNAMICS_PANELS):
+def plot_dynamics(trajectories: list[Trajectory], path: Path, panels=DYNAMICS_PANELS) -> Path:
+    """Metrics against training steps, mean and 95% band over seeds; expected-mode runs dashed.
+    ``panels`` holds (metric, axis label) pairs, one panel each."""
+    figure, axes = subplots(ncols=len(panels), width=4.2, height=3.3)
+    for ax, (name, title) in zip(axes, panels):
         for trajectory in trajectories:
             plot_band(ax, trajectory, name)
         ax.set_xlabel("training step")

@@ -193,20 +193,7 @@ TOKEN_PANELS = (("length_right", "mean length of right answers (tokens)"),
                 ("truncation", "share of truncated answers"),
                 ("end_probability", "probability of the end token"),
                 ("unsampled_mass_gain", "unsampled-token mass gained per step"))
-"""The token-level metrics ``plot_token_metrics`` draws against steps."""
-
-
-def plot_token_metrics(trajectories: list[Trajectory], path: Path) -> Path:
-    """The token-level metrics of ``TOKEN_PANELS`` against training steps, mean and 95% band over
-    seeds (``ngrpo-sim tokens`` writes it beside the run folder's other figures)."""
-    figure, axes = subplots(ncols=len(TOKEN_PANELS), width=3.8, height=3.2)
-    for ax, (name, ylabel) in zip(axes, TOKEN_PANELS):
-        for trajectory in trajectories:
-            plot_band(ax, trajectory, name)
-        ax.set_xlabel("training step")
-        ax.set_ylabel(ylabel)
-    axes[0].legend(fontsize=7)
-    return save(figure, path)
+"""The token-level metrics ``ngrpo-sim tokens`` draws against steps (``tokens.png``)."""
 
 
 def plot_tokens(runs: TokenRuns, path: Path) -> Path:
