@@ -200,7 +200,7 @@ def plot_tokens(runs: TokenRuns, path: Path) -> Path:
     """The section's figure: token entropy and hard-prompt success (shared policy, every preset),
     the length of wrong answers under each aggregation (shared, GRPO and NGRPO), and the
     unsampled-token mass gained (tabular)."""
-    figure, axes = subplots(ncols=4, width=4.2, height=3.4)
+    figure, axes = subplots(ncols=2, nrows=2, width=5.0, height=3.5)
     for trajectory in runs.presets["shared"]:
         plot_band(axes[0], trajectory, "entropy")
         plot_band(axes[1], trajectory, "accuracy_hard")
@@ -211,15 +211,16 @@ def plot_tokens(runs: TokenRuns, path: Path) -> Path:
         trajectory = runs.preset("tabular", method)
         gained = np.nancumsum(trajectory.metrics["unsampled_mass_gain"], axis=0)
         plot_band(axes[3], dataclasses.replace(trajectory, metrics={"gained": gained}), "gained")
-    titles = (("mean token entropy (nats per token)", "shared policy"),
-            ("success on prompts starting < 5%", "shared policy"),
-            ("mean length of wrong answers (tokens)",
-             "shared policy; dotted: seq-mean-token-mean, " "dash-dot: seq-mean-token-sum-norm"),
-            ("unsampled-token mass gained, summed over steps", "tabular policy"))
+    titles = (("mean token entropy (nats per token)", "Token entropy (shared policy)"),
+              ("success on prompts starting < 5%", "Hard prompts (shared policy)"),
+              ("mean length of wrong answers (tokens)",
+               "Loss aggregation (shared policy)\ndotted: seq-mean-token-mean, "
+               "dash-dot: seq-mean-token-sum-norm"),
+              ("unsampled-token mass gained (sum)", "The leak (tabular policy)"))
     for ax, (ylabel, title) in zip(axes, titles):
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title, fontsize=9)
         ax.legend(fontsize=6)
     config = runs.presets["shared"][0].config
     figure.suptitle(f"Token level: V = {config.vocab_size} tokens + end, L = {config.max_length}, "
