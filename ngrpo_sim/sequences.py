@@ -636,7 +636,6 @@ class SequenceUpdate:
                 "unsampled_mass_gain": np.bincount(seed, gain[node], minlength=num_seeds) / count}
 
 
-@functools.lru_cache(maxsize=8)
 def make_sequence_task(num_prompts: int = 128, vocab_size: int = 4, max_length: int = 4,
                        end_token: bool = True, right_answers: int = 1, profile="base",
                        policy: str = "tabular", feature_dim: int = 16, feature_signal: float = 0.5,
@@ -644,7 +643,8 @@ def make_sequence_task(num_prompts: int = 128, vocab_size: int = 4, max_length: 
                        end_probability: float = 0.35, logit_spread: float = 1.0,
                        loss_aggregation: str | None = None, seed: int = 0) -> SequenceTask:
     """Build a task whose prompts start at the profile's success rates, exactly (see the module
-    docstring).
+    docstring). ``profile`` is a name of ``bandit.PROFILES``, comma-separated rates or a sequence of
+    rates.
 
     The random draws come in ``bandit.make_task``'s order (targets, keys, content logits, graded
     credits, feature direction and features), then the end probabilities and the shared token
@@ -652,6 +652,17 @@ def make_sequence_task(num_prompts: int = 128, vocab_size: int = 4, max_length: 
     the bandit's for ``num_answers=V``. Tasks are cached by their arguments (a run of several
     methods builds one), so their arrays are read-only.
     """
+    if not isinstance(profile, str):
+        profile = tuple(_checks.finite_array("profile", profile).ravel())
+    return _cached_sequence_task(num_prompts, vocab_size, max_length, end_token, right_answers,
+                                 profile, policy, feature_dim, feature_signal, token_sharing, rewards,
+                                 end_probability, logit_spread, loss_aggregation, seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_sequence_task(num_prompts, vocab_size, max_length, end_token, right_answers, profile,
+                          policy, feature_dim, feature_signal, token_sharing, rewards,
+                          end_probability, logit_spread, loss_aggregation, seed) -> SequenceTask:
     num_prompts = _checks.integer("num_prompts", num_prompts, low=1)
     vocab_size, max_length = _check_sizes(vocab_size, max_length, end_token, right_answers)
     _checks.choice("policy", policy, POLICIES)
