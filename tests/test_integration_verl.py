@@ -222,3 +222,63 @@ def test_verls_policy_loss_with_the_documented_settings_is_ngrpos_surrogate():
     surrogate = clipped_surrogate(np.exp(log_ratio), advantages, clip_low=0.16, clip_high=0.24)
     assert loss.item() == pytest.approx(aggregate_loss(surrogate.loss, mask, "token-mean"), rel=1e-9)
 
+
+
+
+def test_a_ray_worker_that_imports_only_verl_computes_ngrpo_sims_advantages(ray_cluster):
+    def advantages_in_a_fresh_worker(token_rewards, mask, uids, config):
+        """verl's compute_advantage with ``ngrpo``, in a worker that imports verl and nothing of
+        ours: its result or verl's error, and the ngrpo_sim modules loaded before and after."""
+        import sys
+
+        def ours():
+            return sorted(name for name in sys.modules if name.startswith("ngrpo_sim"))
+
+        before = ours()
+        import torch
+        from verl import DataProto
+        from verl.trainer.ppo.ray_trainer import compute_advantage
+
+        tensors = {"token_level_rewards": torch.tensor(token_rewards),
+                   "response_mask": torch.tensor(mask)}
+        data = DataProto.from_dict(tensors=tensors, non_tensors={"uid": uids})
+        try:
+            advantages = compute_advantage(data, adv_estimator="ngrpo", config=config)
+        except Exception as error:  # verl's "Unknown advantage estimator", for the test to read
+            return {"before": before, "after": ours(), "error": f"{type(error).__name__}: {error}"}
+        return {"before": before, "after": ours(),
+                "advantages": advantages.batch["advantages"].numpy()}
+
+    rng = np.random.default_rng(6)
+    uids, rewards, token_rewards, mask = random_batch(rng, rng.integers(1, 10, 20))
+    config = algorithm_config("algorithm.adv_estimator=ngrpo").algorithm
+    # Nested, the function travels to the worker by value: the worker never imports this module.
+    worker = ray_cluster.remote(num_cpus=1)(advantages_in_a_fresh_worker)
+    no_plugins = {"env_vars": {"VERL_USE_EXTERNAL_PLUGINS": "none"}}  # verl's own off switch
+    inputs = (token_rewards.numpy(), mask.numpy(), uids, config)
+    with_entry_point, without = ray_cluster.get(
+        [worker.remote(*inputs), worker.options(runtime_env=no_plugins).remote(*inputs)],
+        timeout=600)
+
+    assert with_entry_point["before"] == []
+    assert "ngrpo_sim.integrations.verl" in with_entry_point["after"]
+    expected = oracle(uids, rewards)[:, None] * mask.numpy()
+    np.testing.assert_allclose(with_entry_point["advantages"], expected, atol=1e-6)
+    assert without["before"] == without["after"] == []
+    assert "Unknown advantage estimator" in without["error"] and "ngrpo" in without["error"]
+
+
+def test_verl_cannot_load_a_model_next_to_trl_1():
+    """docs/scaling_out.md tells users to keep verl and TRL >= 1.16 apart; this is why. When it
+    fails, verl or TRL has mended the conflict: update that section of the docs."""
+    trl = pytest.importorskip("trl", reason="the conflict needs TRL in verl's environment")
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from verl.models.transformers.monkey_patch import apply_monkey_patch
+
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=32, hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2,
+                                         num_key_value_heads=1))
+    # verl's FSDP workers call this on every model they load; it imports a class TRL 1.x removed.
+    with pytest.raises(ImportError, match="AutoModelForCausalLMWithValueHead"):
+        apply_monkey_patch(model)
+    assert int(trl.__version__.split(".")[0]) >= 1
