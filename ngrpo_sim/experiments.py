@@ -202,6 +202,9 @@ def claim_sweep_folder(folder: Path, methods: list[Method], configs: list[Dynami
     if record.is_file() and record.read_text() != request + "\n":
         raise ValueError(f"out={str(folder)!r} holds another sweep (its sweep.json differs): give "
                          "another --out, or repeat that sweep's options to resume it")
+    if not record.is_file() and folder.is_dir() and any(folder.iterdir()):
+        raise ValueError(f"out={str(folder)!r} holds files but no sweep: give a new or empty "
+                         "folder for the sweep")
     folder.mkdir(parents=True, exist_ok=True)
     _write_atomically(record, request + "\n")
     return folder / "tasks"

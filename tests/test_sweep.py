@@ -173,6 +173,15 @@ def test_the_sweep_command_refuses_bad_input_in_one_line(finished_sweep, capsys,
     assert (folder / "sweep.json").read_text() == before
 
 
+def test_the_sweep_command_leaves_a_folder_of_other_files_alone(tmp_path, capsys):
+    (tmp_path / "summary.csv").write_text("a dynamics run's table\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(sweep_arguments(tmp_path))
+    assert exit_info.value.code == 2
+    assert "holds files but no sweep" in capsys.readouterr().err
+    assert [path.name for path in tmp_path.iterdir()] == ["summary.csv"]
+
+
 def test_the_report_on_ray_equals_the_report_here(ray_cluster, tmp_path, monkeypatch, capsys):
     from ngrpo_sim import experiments, report
 
