@@ -252,12 +252,12 @@ def test_a_ray_worker_that_imports_only_verl_computes_ngrpo_sims_advantages(ray_
     uids, rewards, token_rewards, mask = random_batch(rng, rng.integers(1, 10, 20))
     config = algorithm_config("algorithm.adv_estimator=ngrpo").algorithm
     # Nested, the function travels to the worker by value: the worker never imports this module.
-    worker = ray_cluster.remote(num_cpus=1)(advantages_in_a_fresh_worker)
-    no_plugins = {"env_vars": {"VERL_USE_EXTERNAL_PLUGINS": "none"}}  # verl's own off switch
+    # A runtime environment of its own gives each call a new worker process (one call each).
+    worker = ray_cluster.remote(num_cpus=1, max_calls=1)(advantages_in_a_fresh_worker)
     inputs = (token_rewards.numpy(), mask.numpy(), uids, config)
-    with_entry_point, without = ray_cluster.get(
-        [worker.remote(*inputs), worker.options(runtime_env=no_plugins).remote(*inputs)],
-        timeout=600)
+    plugins = [{"env_vars": {"VERL_USE_EXTERNAL_PLUGINS": policy}} for policy in ("auto", "none")]
+    with_entry_point, without = ray_cluster.get(  # verl's default, and its off switch
+        [worker.options(runtime_env=env).remote(*inputs) for env in plugins], timeout=600)
 
     assert with_entry_point["before"] == []
     assert "ngrpo_sim.integrations.verl" in with_entry_point["after"]
