@@ -2,14 +2,13 @@
 
 Oracles: ngrpo_sim's NGRPO estimator applied group by group (the plugin must only route verl's batch to it), the
 worked numbers by hand, ngrpo_sim's clipped surrogate for verl's policy loss, and verl's own configuration schema
-for the documented launch commands. verl runs on CPU here; nothing starts Ray or loads a model.
+for the documented launch commands. verl runs on CPU here. One test runs verl in a worker of a
+local Ray cluster; one loads a tiny model, to show why verl and TRL 1.x need separate environments.
 """
 
 import importlib.metadata
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -139,19 +138,12 @@ def test_bad_batches_are_refused_with_a_reason():
         estimator(token_level_rewards=rewards, response_mask=torch.ones(2, 2))
 
 
-def test_the_entry_point_is_installed_and_import_verl_alone_registers_the_estimator():
+def test_the_entry_point_is_installed():
+    # That `import verl` alone then registers the estimator, in a process that imports nothing else
+    # of ours, is checked in a Ray worker below.
     plugins = {entry.name: entry.value for entry in importlib.metadata.entry_points(group="verl.plugins")}
     assert plugins.get("ngrpo") == "ngrpo_sim.integrations.verl", (
         "ngrpo-sim is installed without its verl.plugins entry point: reinstall it (pip install -e '.[verl]')")
-    script = ("import sys, verl\n"
-              "assert 'ngrpo_sim.integrations.verl' in sys.modules, 'verl did not load the plugin'\n"
-              "from verl.trainer.ppo.core_algos import get_adv_estimator_fn\n"
-              "print(get_adv_estimator_fn('ngrpo').__module__)\n")
-    environment = {key: value for key, value in os.environ.items() if key != "VERL_USE_EXTERNAL_PLUGINS"}
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment,
-                         cwd=Path(__file__).parent, timeout=120)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.strip().splitlines()[-1] == "ngrpo_sim.integrations.verl"
 
 
 def verls_filter_drops(metric_values):
