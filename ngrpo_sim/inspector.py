@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ngrpo_sim._files import write_text_atomically
+from ngrpo_sim._files import write_atomically
 from ngrpo_sim.methods import METHODS, get_method
 from ngrpo_sim.trainer_runs import (InspectedAnswer, InspectedGroup, InspectedStep, read_config,
                                     read_inspections)
@@ -54,13 +54,16 @@ table.answers td { padding: 0.1em 0.5em; vertical-align: middle; font-family: mo
 
 
 def advantage_colour(advantage: float, scale: float) -> str:
-    """The background of a token of an answer with this advantage; white for 0, grey when unknown."""
+    """The CSS colours of a token of an answer with this advantage: white for 0, grey when unknown,
+    white text on the darkest shades."""
     if not np.isfinite(advantage):
-        return "#eeeeee"
+        return "background:#eeeeee"
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
-    return to_hex(colormaps[ADVANTAGE_COLOURMAP](0.5 + 0.5 * np.clip(advantage / scale, -1.0, 1.0)))
+    share = float(np.clip(advantage / scale, -1.0, 1.0))
+    text = ";color:white" if abs(share) > 0.6 else ""
+    return f"background:{to_hex(colormaps[ADVANTAGE_COLOURMAP](0.5 + 0.5 * share))}{text}"
 
 
 def _number(value: float, digits: int = 3) -> str:
@@ -86,7 +89,7 @@ def _token(text: str, answer: InspectedAnswer, position: int, step: InspectedSte
     data = "" if answer.ratio is None else (f' data-ratio="{answer.ratio[position]!r}" '
                                             f'data-clip="{answer.clip[position] or ""}"')
     return (f'<span class="{" ".join(classes)}"{data} '
-            f'style="background:{advantage_colour(answer.advantage, scale)}" '
+            f'style="{advantage_colour(answer.advantage, scale)}" '
             f'title="{html.escape(", ".join(details))}">{html.escape(text)}{mark}</span>')
 
 
@@ -172,7 +175,7 @@ def render(run_dir) -> str:
               for answer in group.answers if np.isfinite(answer.advantage)]
     scale = max(finite + [1.0])
     legend = "".join(
-        f'<span><span class="token" style="background:{advantage_colour(value, scale)}">'
+        f'<span><span class="token" style="{advantage_colour(value, scale)}">'
         f"A = {value:+.2f}</span></span>" for value in np.linspace(-scale, scale, 5))
     settings = ", ".join(f"{key} {html.escape(str(config[key]))}" for key in
                          ("model", "task", "group_size", "prompts_per_step", "minibatches",
@@ -206,4 +209,4 @@ def write_inspector(run_dir, path=None) -> Path:
     path = Path(run_dir) / INSPECTOR_FILE if path is None else Path(path)
     if path.suffix != ".html":
         raise ValueError(f"path must end in .html, got {str(path)!r}")
-    return write_text_atomically(path, render(run_dir))
+    return write_atomically(path, render(run_dir))

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ngrpo_sim import landscape
-from ngrpo_sim._files import write_text_atomically
+from ngrpo_sim._files import write_atomically
 from ngrpo_sim.experiments import DYNAMICS_PANELS, label, mean_band, read_run
 from ngrpo_sim.methods import get_method
 from ngrpo_sim.plotting import method_colour
@@ -368,4 +368,4 @@ def write_page(path, headline_folder=None, methods=landscape.DEFAULT_METHODS) ->
     # The group and its table are drawn by the same lookup as every later change.
     document.js_on_event("document_ready", update)
     page = file_html(document, resources=INLINE, title="GRPO, NGRPO and their peers")
-    return write_text_atomically(path, page)
+    return write_atomically(path, page)
