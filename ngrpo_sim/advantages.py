@@ -36,10 +36,10 @@ def _centre(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def _statistics(estimator, rewards, reference) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, std) of a z-score estimator's reference sample, after the estimator's checks of ``rewards``."""
+    """(mean, std) of a z-score estimator's reference sample, after its checks of ``rewards``."""
     floor, ceiling = estimator.reward_bounds()
-    rewards = _checks.group_rewards("rewards", rewards, min_group_size=estimator.min_group_size, floor=floor,
-                                    ceiling=ceiling)
+    rewards = _checks.group_rewards("rewards", rewards, min_group_size=estimator.min_group_size,
+                                    floor=floor, ceiling=ceiling)
     values = reference(rewards)
     return np.mean(values, axis=-1), np.std(values, axis=-1, ddof=estimator.ddof)
 
@@ -123,7 +123,8 @@ class GRPOAdvantage(AdvantageEstimator):
         return _standardise(rewards, rewards, self.ddof, self.eps)
 
     def group_statistics(self, rewards) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, std) of each group's G rewards, shaped ``rewards.shape[:-1]``: A_i = (r_i - mean) / (std + eps)."""
+        """(mean, std) of each group's G rewards, shaped ``rewards.shape[:-1]``:
+        A_i = (r_i - mean) / (std + eps)."""
         return _statistics(self, rewards, lambda checked: checked)
 
 
@@ -171,8 +172,9 @@ class NGRPOAdvantage(AdvantageEstimator):
         return _standardise(rewards, self._with_virtual_samples(rewards), self.ddof, self.eps)
 
     def group_statistics(self, rewards) -> tuple[np.ndarray, np.ndarray]:
-        """(mean', std') of each group's rewards with the virtual samples, shaped ``rewards.shape[:-1]``:
-        A_i = (r_i - mean') / (std' + eps). G = 8 all wrong: mean' = 1/9, std' = 1/3 (Bessel)."""
+        """(mean', std') of each group's rewards with the virtual samples, shaped
+        ``rewards.shape[:-1]``: A_i = (r_i - mean') / (std' + eps). G = 8 all wrong: mean' = 1/9,
+        std' = 1/3 (Bessel)."""
         return _statistics(self, rewards, self._with_virtual_samples)
 
 

@@ -1,8 +1,8 @@
 """The system's Chromium, driven headless by Playwright: for the browser tests and the README's
 screenshot of the pages.
 
-Playwright (the ``dev`` extra) is pointed at Debian's ``chromium`` (``apt-get install chromium``) and
-never downloads a browser of its own. Each launch gets a fresh temporary profile.
+Playwright (the ``dev`` extra) is pointed at Debian's ``chromium`` (``apt-get install chromium``)
+and never downloads a browser of its own. Each launch gets a fresh temporary profile.
 """
 
 from __future__ import annotations

@@ -115,11 +115,12 @@ def _add_page(subparsers) -> None:
     parser = subparsers.add_parser(
         "page",
         help="write the interactive page (one HTML file that opens in any browser, no network)",
-        description="Writes one self-contained HTML page: each method's advantages for a group of G "
-                    "with k right answers, the probability that a group gives no gradient and the "
-                    "gain c(p), with sliders for G, k, r_max, virtual samples and the std convention, "
-                    "and the headline training curves of a report. Every number is computed when "
-                    "the page is written; the page needs no network and nothing installed.",
+        description="Writes one self-contained HTML page: each method's advantages for a group "
+                    "of G with k right answers, the probability that a group gives no gradient "
+                    "and the gain c(p), with sliders for G, k, r_max, virtual samples and the std "
+                    "convention, and the headline training curves of a report. Every number is "
+                    "computed when the page is written; the page needs no network and nothing "
+                    "installed.",
     )
     parser.add_argument("--report", type=Path, default=None,
                         help="folder of an `ngrpo-sim report` whose headline curves the page shows "
@@ -148,8 +149,8 @@ def _add_inspect(subparsers) -> None:
         help="write the step inspector page of a run of minimal/ngrpo_train.py --inspect-steps",
         description="Writes an HTML page that shows the steps a trainer run recorded with "
                     "--inspect-steps: each group's prompt, rewards and statistics with NGRPO's "
-                    "virtual answer, the all-wrong groups GRPO would have skipped, and each answer's "
-                    "tokens coloured by advantage with clipped tokens marked.",
+                    "virtual answer, the all-wrong groups GRPO would have skipped, and each "
+                    "answer's tokens coloured by advantage with clipped tokens marked.",
     )
     parser.add_argument("run_dir", type=Path,
                         help="a run folder of minimal/ngrpo_train.py trained with --inspect-steps")

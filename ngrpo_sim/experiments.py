@@ -130,13 +130,14 @@ def write_run(folder: Path, trajectories: list[Trajectory]) -> list[Path]:
 
 
 def read_run(folder: Path) -> list[Trajectory]:
-    """The trajectories of a run folder written by ``write_run``, from ``config.json`` and ``metrics.csv`` (values
-    as written, to 6 significant digits; pass@k and per-prompt success are not restored)."""
+    """The trajectories of a run folder written by ``write_run``, from ``config.json`` and
+    ``metrics.csv`` (values as written, to 6 significant digits; pass@k and per-prompt success are
+    not restored)."""
     folder = Path(folder)
     for name in ("config.json", "metrics.csv"):
         if not (folder / name).is_file():
-            raise ValueError(f"folder={str(folder)!r} holds no {name}; give a run folder of `ngrpo-sim dynamics` or "
-                             "the headline folder of `ngrpo-sim report`")
+            raise ValueError(f"folder={str(folder)!r} holds no {name}; give a run folder of "
+                             "`ngrpo-sim dynamics` or the headline folder of `ngrpo-sim report`")
     configs = json.loads((folder / "config.json").read_text())["runs"]
     rows: dict[tuple[str, str], list[dict]] = {}
     with (folder / "metrics.csv").open(newline="") as handle:
@@ -145,7 +146,7 @@ def read_run(folder: Path) -> list[Trajectory]:
     trajectories = []
     for (method, mode), run_rows in rows.items():
         config = DynamicsConfig(**configs[method + (" (expected)" if mode == "expected" else "")])
-        shape = (1 + max(int(row["step"]) for row in run_rows), 1 + max(int(row["seed"]) for row in run_rows))
+        shape = tuple(1 + max(int(row[column]) for row in run_rows) for column in ("step", "seed"))
         metrics = {name: np.full(shape, np.nan) for name in METRICS}
         for row in run_rows:
             for name in METRICS:
@@ -155,9 +156,9 @@ def read_run(folder: Path) -> list[Trajectory]:
 
 
 def mean_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(steps, mean, half-width of the 95% t-interval) over seeds of a (steps + 1, S) metric. Steps where the metric
-    is undefined (rollout metrics before the first step, an empty difficulty bucket) are left out; the half-width
-    is NaN for a single seed."""
+    """(steps, mean, half-width of the 95% t-interval) over seeds of a (steps + 1, S) metric.
+    Steps where the metric is undefined (rollout metrics before the first step, an empty difficulty
+    bucket) are left out; the half-width is NaN for a single seed."""
     steps = np.flatnonzero(np.isfinite(values).all(axis=1))
     values = values[steps]
     half = np.full(len(steps), np.nan)
@@ -167,10 +168,11 @@ def mean_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def plot_band(ax, trajectory: Trajectory, name: str) -> None:
-    """One metric against training steps: the mean over seeds with its 95% interval as a shaded band."""
+    """One metric against training steps: the mean over seeds, its 95% interval a shaded band."""
     steps, mean, half = mean_band(trajectory.metrics[name])
     colour = method_colour(trajectory.method)
-    ax.plot(steps, mean, color=colour, linestyle=linestyle(trajectory), label=label(trajectory), linewidth=1.6)
+    ax.plot(steps, mean, color=colour, linestyle=linestyle(trajectory), label=label(trajectory),
+            linewidth=1.6)
     if trajectory.metrics[name].shape[1] > 1:
         ax.fill_between(steps, mean - half, mean + half, color=colour, alpha=0.2, linewidth=0)
 

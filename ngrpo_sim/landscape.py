@@ -95,8 +95,8 @@ def binomial_pmf(trials: int, success_rate: np.ndarray) -> np.ndarray:
 
 
 def silent_counts(method: Method, group_size: int) -> np.ndarray:
-    """(G + 1,) bool indexed by k: whether a group with k right answers gives every answer advantage 0 (GRPO:
-    k = 0 and k = G; NGRPO with r_max = 1: k = G only, a group it drops)."""
+    """(G + 1,) bool indexed by k: whether a group with k right answers gives every answer
+    advantage 0 (GRPO: k = 0 and k = G; NGRPO: k = G only, the all-right group it drops)."""
     _require_count_based(method)
     return np.all(method.advantages(canonical_groups(group_size)) == 0.0, axis=-1)
 

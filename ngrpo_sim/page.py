@@ -5,8 +5,8 @@ of Bokeh) and its data, so it opens from disk with no network and nothing instal
 it is computed here by ``ngrpo_sim`` when the page is written: for each point of a grid of settings
 (G, r_max, virtual samples, std convention) and each method, the advantage of a right and of a wrong
 answer for every k (``landscape.count_advantages``), the group's mean and std with and without
-NGRPO's virtual answers (the estimators' ``group_statistics``), and, on a grid of the success rate p,
-the probability that a group gives no gradient and the gain c(p)
+NGRPO's virtual answers (the estimators' ``group_statistics``), and, on a grid of the success
+rate p, the probability that a group gives no gradient and the gain c(p)
 (``landscape.zero_gradient_probability``, ``landscape.expected_gain``). The page's JavaScript only
 looks these numbers up for the widgets' values and formats them; it holds no method math. Settings
 off the grid are named on the page, with the command that computes them.
@@ -38,7 +38,7 @@ DDOFS = (1, 0)
 SUCCESS_GRID_POINTS = 101
 DEFAULT_SETTING = dict(group_size=8, r_max=1.0, virtual_samples=1, ddof=1)
 DEFAULT_RIGHT = 0
-"""The page opens on an all-wrong group of 8 under the release's settings: the case NGRPO is about."""
+"""The page opens on an all-wrong group of 8 with the release's settings: the case of NGRPO."""
 QUANTITIES = ("right", "wrong", "silent", "mean", "std", "mean_virtual", "std_virtual",
               "zero_gradient", "gain")
 """Per method and setting: by k, the advantage of a right and of a wrong answer, whether the group
@@ -49,7 +49,7 @@ PAGE_FILE = "page.html"
 
 
 def setting_index(group_size: int, r_max: float, virtual_samples: int, ddof: int) -> int:
-    """The position of a setting in the precomputed grid (the page's JavaScript computes the same)."""
+    """The position of a setting in the precomputed grid (the page's JavaScript does the same)."""
     grids = (("group_size", group_size, GROUP_SIZES), ("r_max", r_max, R_MAX_VALUES),
              ("virtual_samples", virtual_samples, VIRTUAL_SAMPLES), ("ddof", ddof, DDOFS))
     index = 0
@@ -219,7 +219,7 @@ def _controls():
 
 
 def _landscape_section(grid: LandscapeGrid):
-    """The widgets, the group and its table, the three panels, and the callback that updates them."""
+    """The widgets, the group and its table, the three panels, and the callback updating them."""
     from bokeh.layouts import column, row
     from bokeh.models import ColumnDataSource, CustomJS, Span
     from bokeh.plotting import figure
@@ -243,7 +243,8 @@ def _landscape_section(grid: LandscapeGrid):
             right=grid.lookup("right", name, **DEFAULT_SETTING),
             wrong=grid.lookup("wrong", name, **DEFAULT_SETTING)))
         sources["advantage"][name] = source
-        for column_name, dash, marker in (("right", "solid", "circle"), ("wrong", "dashed", "square")):
+        for column_name, dash, marker in (("right", "solid", "circle"),
+                                          ("wrong", "dashed", "square")):
             advantage_plot.line("k", column_name, source=source, color=colour, line_width=2,
                                 line_dash=dash, legend_label=name)
             advantage_plot.scatter("k", column_name, source=source, color=colour, size=6,

@@ -130,7 +130,8 @@ def run_report(out: Path, group_size: int = 8) -> str:
         "Claims, headline setting first, then the sweep "
         f"({SWEEP_STEPS} steps, {SWEEP_SEEDS} seeds per setting; differences with 95% Welch intervals):", "",
         claims_table([headline_sampled] + groups), "",
-        f"Figures: {out / 'landscape'}, {out / 'headline'}, {out / 'sweep'}. Total time {elapsed:.0f} s.", "",
+        f"Figures: {out / 'landscape'}, {out / 'headline'}, {out / 'sweep'}. Total time {elapsed:.0f} s.",
+        "",
         f"Interactive page (opens in any browser, no network): {page_path}, "
         f"{page_path.stat().st_size / 1e6:.1f} MB, written in {page_seconds:.1f} s.",
     ]

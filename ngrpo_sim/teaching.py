@@ -30,7 +30,7 @@ from ngrpo_sim.methods import Method, get_method, token_weights
 from ngrpo_sim.metrics import log_softmax, softmax_entropy
 from ngrpo_sim.plotting import method_colour
 from ngrpo_sim.surrogate import clipped_surrogate
-# The notebooks read the trainer's run folders through these names; the format is known in trainer_runs only.
+# The notebooks read the trainer's run folders through these; only trainer_runs knows the format.
 from ngrpo_sim.trainer_runs import TRAINER, read_comparison, read_run  # noqa: F401
 
 # ---------------------------------------------------------------------------------------------------------------

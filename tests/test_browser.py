@@ -1,7 +1,8 @@
-"""The two pages in a real browser: Debian's chromium, headless, driven by Playwright (pointed at the
-system browser; Playwright's own browser download is never used). Each page opens from disk with no
-console error and no request leaving the machine; moving the page's sliders shows the advantages that
-closed forms give for the new setting; the inspector shows the tokens a tiny trainer run recorded.
+"""The two pages in a real browser: Debian's chromium, headless, driven by Playwright (pointed at
+the system browser; Playwright's own browser download is never used). Each page opens from disk
+with no console error and no request leaving the machine; moving the page's sliders shows the
+advantages that closed forms give for the new setting; the inspector shows the tokens a tiny
+trainer run recorded.
 
 `make test` installs chromium (apt-get) and Playwright (the dev extra). Where either cannot be had,
 these tests skip and say why.
@@ -17,7 +18,8 @@ from ngrpo_sim.browser import chromium
 from ngrpo_sim.inspector import write_inspector
 from ngrpo_sim.page import write_page
 
-pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install -e '.[dev]'")
+pytest.importorskip("playwright.sync_api",
+                    reason="Playwright is not installed: pip install -e '.[dev]'")
 
 LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
 

@@ -1,10 +1,10 @@
 """The step inspector: what minimal/ngrpo_train.py records with --inspect-steps, read back through
 ngrpo_sim.trainer_runs (one reader of the trainer's run folders) and shown by ngrpo_sim.inspector.
 
-The records are checked against numbers derived independently of the recording: each reward against the
-sum parsed from the prompt, each advantage against ngrpo_sim's estimator, the first minibatch's ratios
-against 1, each clip state against its ratio and the clip bounds, and the step's logged clip fractions
-and group shares against counts over the recorded tokens and groups.
+The records are checked against numbers derived independently of the recording: each reward
+against the sum parsed from the prompt, each advantage against ngrpo_sim's estimator, the first
+minibatch's ratios against 1, each clip state against its ratio and the clip bounds, and the step's
+logged clip fractions and group shares against counts over the recorded tokens and groups.
 """
 
 import importlib.util
@@ -49,7 +49,8 @@ def inspected_run(tmp_path_factory):
 def test_only_the_chosen_steps_are_recorded(inspected_run):
     assert trainer_runs.inspected_steps(inspected_run) == list(INSPECTED)
     names = sorted(path.name for path in (inspected_run / trainer_runs.INSPECT_FOLDER).iterdir())
-    assert names == [trainer_runs.inspection_file_name(step) for step in INSPECTED]  # no staging left
+    # Only the records: no staging file is left behind.
+    assert names == [trainer_runs.inspection_file_name(step) for step in INSPECTED]
 
 
 def test_recording_is_off_by_default(tmp_path):
@@ -70,8 +71,8 @@ def test_rewards_match_the_recorded_tokens_and_advantages_match_ngrpo_sim(inspec
                 numbers = re.findall(r"-?\d+", text)
                 assert answer.reward == float(bool(numbers) and int(numbers[-1]) == first + second)
             if group.trained:
-                np.testing.assert_allclose(group.advantages, get_method("ngrpo").advantages(group.rewards),
-                                           rtol=0, atol=1e-12)
+                expected = get_method("ngrpo").advantages(group.rewards)
+                np.testing.assert_allclose(group.advantages, expected, rtol=0, atol=1e-12)
             else:  # NGRPO drops all-right groups only
                 assert np.all(group.rewards == 1.0) and np.all(np.isnan(group.advantages))
 
@@ -113,7 +114,8 @@ def test_the_inspector_page_shows_every_recorded_token_and_group(inspected_run):
         assert len(rows) == len(answers)
         for row, answer in zip(rows, answers):
             shown = re.findall(r'<span class="token[^"]*"[^>]*>(.*?)(?:<sup>.</sup>)?</span>', row)
-            assert [text.replace("&lt;", "<").replace("&gt;", ">") for text in shown] == answer.tokens
+            texts = [text.replace("&lt;", "<").replace("&gt;", ">") for text in shown]
+            assert texts == answer.tokens
             clipped = re.findall(r'class="token clipped-(low|high)"', row)
             assert clipped == [state for state in answer.clip or () if state]
         all_wrong = sum(bool(np.all(group.rewards == 0)) for group in step.groups)

@@ -1,6 +1,7 @@
-"""The interactive page's numbers (ngrpo_sim.page) against closed forms written out here: the z-score of a
-group with k right answers and optional virtual r_max answers, the binomial probability of a silent group,
-and the gain c(p) summed with exact binomial coefficients. The browser half is in test_browser.py."""
+"""The interactive page's numbers (ngrpo_sim.page) against closed forms written out here: the
+z-score of a group with k right answers and optional virtual r_max answers, the binomial
+probability of a silent group, and the gain c(p) summed with exact binomial coefficients. The
+browser half is in test_browser.py."""
 
 import math
 import re
@@ -31,7 +32,7 @@ def closed_form(method, group_size, right, r_max, virtual_samples, ddof):
     if method == "ngrpo":  # its filter drops the all-right group (every reward 1), whatever r_max
         return (0.0, math.nan) if right == group_size else z_scores(
             group_size, right, [r_max] * virtual_samples, ddof)[:2]
-    if method in ("grpo", "dapo"):  # DAPO's filter drops the homogeneous groups, whose z-scores are 0 anyway
+    if method in ("grpo", "dapo"):  # DAPO drops the homogeneous groups: their z-scores are 0 anyway
         return z_scores(group_size, right, (), ddof)[:2]
     share = right / group_size
     scale = {"dr_grpo": 1.0, "rloo": group_size / (group_size - 1)}.get(method)
@@ -58,11 +59,13 @@ def test_advantages_and_group_statistics_equal_the_closed_forms(grid, setting):
     group_size = setting["group_size"]
     for name in grid.methods:
         right, wrong = (grid.lookup(quantity, name, **setting) for quantity in ("right", "wrong"))
-        expected = np.array([closed_form(name, group_size, k, setting["r_max"], setting["virtual_samples"],
-                                         setting["ddof"]) for k in range(group_size + 1)])
+        expected = np.array([closed_form(name, group_size, k, setting["r_max"],
+                                         setting["virtual_samples"], setting["ddof"])
+                             for k in range(group_size + 1)])
         np.testing.assert_allclose(right, expected[:, 0], rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(wrong, expected[:, 1], rtol=1e-12, atol=1e-12)
-        statistics = [z_scores(group_size, k, (), setting["ddof"])[2:] for k in range(group_size + 1)]
+        statistics = [z_scores(group_size, k, (), setting["ddof"])[2:]
+                      for k in range(group_size + 1)]
         virtual = [z_scores(group_size, k, [setting["r_max"]] * setting["virtual_samples"],
                             setting["ddof"])[2:] for k in range(group_size + 1)]
         for quantity, column in (("mean", 0), ("std", 1)):
@@ -87,7 +90,8 @@ def test_silent_groups_and_zero_gradient_curves_equal_the_binomial_sums(grid, se
         probability = sum(math.comb(group_size, k) * p ** k * (1 - p) ** (group_size - k)
                           for k in range(group_size + 1) if expected_silent[k])
         expected = np.where(np.asarray(probability) > 0, probability, np.nan) * np.ones_like(p)
-        np.testing.assert_allclose(grid.lookup("zero_gradient", name, **setting), expected, rtol=1e-12)
+        np.testing.assert_allclose(grid.lookup("zero_gradient", name, **setting), expected,
+                                   rtol=1e-12)
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
@@ -98,11 +102,13 @@ def test_the_gain_is_the_exact_binomial_sum(grid, setting):
                                   setting["ddof"]) for k in range(group_size + 1)]
         gain = sum(math.comb(group_size - 1, j) * p ** j * (1 - p) ** (group_size - 1 - j)
                    * (advantages[j + 1][0] - advantages[j][1]) for j in range(group_size))
-        np.testing.assert_allclose(grid.lookup("gain", name, **setting), gain, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(grid.lookup("gain", name, **setting), gain, rtol=1e-10,
+                                   atol=1e-12)
 
 
 def test_each_distinct_array_is_stored_once(grid):
-    arrays = [grid.pool[start:end].tobytes() for start, end in zip(grid.offsets[:-1], grid.offsets[1:])]
+    arrays = [grid.pool[start:end].tobytes()
+              for start, end in zip(grid.offsets[:-1], grid.offsets[1:])]
     assert len(set(arrays)) == len(arrays)
     # GRPO ignores r_max and the virtual samples: every such setting shares one array.
     shared = {int(grid.index["right"]["grpo"][page.setting_index(8, r_max, virtual, 1)])
@@ -111,7 +117,8 @@ def test_each_distinct_array_is_stored_once(grid):
 
 
 def test_settings_off_the_grid_name_the_command_that_computes_them():
-    with pytest.raises(ValueError, match=r"group_size=32 is not on the page's grid .*ngrpo-sim landscape"):
+    with pytest.raises(ValueError,
+                       match=r"group_size=32 is not on the page's grid .*ngrpo-sim landscape"):
         page.setting_index(32, 1.0, 1, 1)
     with pytest.raises(ValueError, match=r"r_max=1.25 is not on the page's grid"):
         page.setting_index(8, 1.25, 1, 1)
@@ -142,7 +149,8 @@ def test_page_command_writes_one_self_contained_file(tmp_path, capsys):
     assert main(["page", "--report", str(tmp_path / "report"), "--out", str(out)]) == 0
     assert "MB); open it in any browser" in capsys.readouterr().out
     text = out.read_text()
-    assert [path.name for path in out.parent.iterdir()] == ["index.html"]  # nothing written beside it
+    # One file, nothing written beside it.
+    assert [path.name for path in out.parent.iterdir()] == ["index.html"]
     assert "<script" in text and not re.search(r"<script[^>]*\ssrc=|<link[^>]*\shref=", text)
     assert "Training dynamics: the report's headline run" in text
     for argv, message in ((["--report", str(tmp_path)], "holds no headline folder"),
