@@ -144,6 +144,7 @@ def parse_config(argv=None) -> Config:
 # ----------------------------------------------------------------------------------------------------------------
 class Preset(NamedTuple):
     advantage: str          # z_score | calibrated (virtual r_max sample) | dr_grpo | rloo | w_reinforce
+    #                         | maxrl | quantile | asymre | shifted_baseline (see group_advantages)
     clip_low: float
     clip_high: float
     drop_groups: str        # none | all_right | homogeneous (all right or all wrong)
@@ -162,11 +163,18 @@ METHODS = {
     "grpo_asym_clip": Preset("z_score", 0.16, 0.24, "none", "token-mean", 0.0, 0.001),
     "grpo_calibrated": Preset("calibrated", 0.2, 0.2, "none", "token-mean", 0.0, 0.001),
     "ngrpo_no_filter": Preset("calibrated", 0.16, 0.24, "none", "token-mean", 0.0, 0.001),
+    # NGRPO's rivals that need only the rewards (RL-ZVP and LENS also read the policy)
+    "maxrl": Preset("maxrl", 0.2, 0.2, "none", "token-mean", 0.0, 0.0),
+    "qae": Preset("quantile", 0.2, 0.28, "homogeneous", "token-mean", 0.0, 0.0),
+    "asymre": Preset("asymre", 0.2, 0.2, "none", "token-mean", 0.0, 0.0),
+    "shifted_baseline": Preset("shifted_baseline", 0.16, 0.24, "all_right", "token-mean", 0.0,
+                               0.001),
 }
 LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 METHOD_COLOURS = {"grpo": "#1f77b4", "dapo": "#2ca02c", "psr_nsr": "#9467bd", "ngrpo": "#d62728", "dr_grpo": "#17becf",
                   "rloo": "#bcbd22", "grpo_asym_clip": "#6baed6", "grpo_calibrated": "#fc9272",
-                  "ngrpo_no_filter": "#ff7f0e"}  # the project's colours (ngrpo_sim/plotting.py)
+                  "ngrpo_no_filter": "#ff7f0e", "maxrl": "#393b79", "qae": "#637939",
+                  "asymre": "#e7ba52", "shifted_baseline": "#6b6ecf"}  # ngrpo_sim.plotting's
 R_MAX = 1.0
 
 
@@ -559,17 +567,31 @@ def rollout(policy: Policy, task: Task, examples: list, group_size, temperature,
 # ----------------------------------------------------------------------------------------------------------------
 # Advantages, group filter and the clipped token-level loss (numerically the same as ngrpo_sim's)
 # ----------------------------------------------------------------------------------------------------------------
+QAE_QUANTILE = 0.4  # QAE's baseline: the group's 0.4-quantile, interpolated linearly (torch's)
+SHIFTED_BASELINES = {"asymre": (0.0, -0.1), "shifted_baseline": (1 / 9, 0.0)}  # (fraction, shift)
+
+
 def group_advantages(rewards, kind: str, r_max=R_MAX, eps=1e-6, positive_weight=0.1) -> np.ndarray:
     """One advantage per answer from rewards shaped (groups, G)."""
     rewards = np.asarray(rewards, dtype=np.float64)
     if kind == "w_reinforce":  # +lambda for a right answer, -1 for a wrong one, linear in between
         return rewards / r_max * positive_weight - (1 - rewards / r_max)
+    if kind == "quantile":  # (r - the group's 0.4-quantile) / std
+        deviation = rewards - np.quantile(rewards, QAE_QUANTILE, axis=-1, keepdims=True)
+        std = (rewards - rewards[..., :1]).std(-1, ddof=1, keepdims=True)
+        return np.divide(deviation, std + eps, out=np.zeros_like(deviation), where=deviation != 0)
     virtual = np.full(rewards.shape[:-1] + (1,), r_max)
     reference = np.concatenate([rewards, virtual], -1) if kind == "calibrated" else rewards
     shift = reference[..., :1]  # centring around a member makes a homogeneous group exactly 0, not 1e-17
     deviation = (rewards - shift) - (reference - shift).mean(-1, keepdims=True)
     if kind == "dr_grpo":
         return deviation
+    if kind == "maxrl":  # (r - mean) / mean; 0 for a group with mean 0
+        mean = rewards.mean(-1, keepdims=True)
+        return np.divide(deviation, mean, out=np.zeros_like(deviation), where=deviation != 0)
+    if kind in SHIFTED_BASELINES:  # r - V, V = mean + fraction (r_max - mean) + shift
+        fraction, offset = SHIFTED_BASELINES[kind]
+        return (1 - fraction) * deviation + fraction * (rewards - r_max) - offset
     if kind == "rloo":  # r - mean of the others
         return deviation * rewards.shape[-1] / (rewards.shape[-1] - 1)
     std = (reference - shift).std(-1, ddof=1, keepdims=True)
