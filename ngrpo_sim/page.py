@@ -225,14 +225,14 @@ def _landscape_section(grid: LandscapeGrid):
     from bokeh.plotting import figure
 
     controls = _controls()
-    advantage_plot = figure(width=460, height=340, tools=TOOLS,
+    advantage_plot = figure(width=480, height=340, tools=TOOLS,
                             title="Advantage against k (solid: right answer, dashed: wrong)",
                             x_axis_label="right answers k in the group", y_axis_label="advantage")
-    zero_plot = figure(width=460, height=340, tools=TOOLS, y_axis_type="log", y_range=(1e-6, 1.5),
+    zero_plot = figure(width=480, height=340, tools=TOOLS, y_axis_type="log", y_range=(1e-6, 1.5),
                        title="Probability that a sampled group gives no gradient",
                        x_axis_label="success rate p of the prompt",
                        y_axis_label="P(no gradient), log scale")
-    gain_plot = figure(width=460, height=340, tools=TOOLS,
+    gain_plot = figure(width=480, height=340, tools=TOOLS,
                        title="Gain c(p) of the expected update c(p) π⊙(r − p)",
                        x_axis_label="success rate p of the prompt", y_axis_label="gain c(p)")
     sources = {kind: {} for kind in ("advantage", "zero_gradient", "gain")}
@@ -260,8 +260,7 @@ def _landscape_section(grid: LandscapeGrid):
     for plot in (advantage_plot, zero_plot, gain_plot):
         plot.legend.click_policy = "hide"
         plot.legend.label_text_font_size = "8pt"
-        plot.legend.background_fill_alpha = 0.6
-    zero_plot.legend.location = "bottom_center"
+        plot.add_layout(plot.legend[0], "right")  # beside the plot: ten methods would hide curves
     group, table = _div(width=560), _div(width=560)
     callback = CustomJS(code=UPDATE_JS, args=dict(
         **controls, marker=marker, group=group, table=table, methods=list(grid.methods),
@@ -294,7 +293,8 @@ def _dynamics_section(headline_folder: Path | None):
     config = next(t.config for t in trajectories if t.config.mode == "sampled")
     plots = []
     for name, title in DYNAMICS_PANELS:
-        plot = figure(width=340, height=300, tools=TOOLS, x_axis_label="training step",
+        plot = figure(width=460 if not plots else 330, height=300, tools=TOOLS,
+                      x_axis_label="training step",
                       y_axis_label=title)
         for trajectory in trajectories:
             steps, mean, half = mean_band(trajectory.metrics[name])
@@ -306,7 +306,10 @@ def _dynamics_section(headline_folder: Path | None):
                       line_dash="dashed" if trajectory.config.mode == "expected" else "solid")
         plot.legend.click_policy = "hide"
         plot.legend.label_text_font_size = "7pt"
-        plot.legend.visible = not plots
+        if plots:
+            plot.legend.visible = False
+        else:
+            plot.add_layout(plot.legend[0], "right")
         plots.append(plot)
     intro = (
         f"<h2>Training dynamics: the report's headline run</h2><p>{config.policy} policy, "

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from ngrpo_sim import page
+from ngrpo_sim import landscape, page
 from ngrpo_sim.cli import main
 from ngrpo_sim.experiments import read_run, run_methods, with_mode, write_run
 from ngrpo_sim.dynamics import DynamicsConfig
@@ -39,8 +39,13 @@ def closed_form(method, group_size, right, r_max, virtual_samples, ddof):
     if scale is not None:
         return ((math.nan if right == 0 else scale * (1 - share)),
                 (math.nan if right == group_size else -scale * share))
-    assert method == "psr_nsr"
-    return (math.nan if right == 0 else 0.1), (math.nan if right == group_size else -1.0)
+    if method == "psr_nsr":
+        return (math.nan if right == 0 else 0.1), (math.nan if right == group_size else -1.0)
+    # NGRPO's rivals: their closed forms are tested in test_advantages.py and test_landscape.py;
+    # here the page must show what the landscape computes for them.
+    method = get_method(method).with_advantage_options(r_max=r_max, virtual_samples=virtual_samples,
+                                                       ddof=ddof)
+    return tuple(values[right] for values in landscape.count_advantages(method, group_size))
 
 
 SETTINGS = [dict(group_size=8, r_max=1.0, virtual_samples=1, ddof=1),
@@ -80,12 +85,13 @@ def test_silent_groups_and_zero_gradient_curves_equal_the_binomial_sums(grid, se
     group_size, p = setting["group_size"], grid.success_rates
     for name in grid.methods:
         silent = grid.lookup("silent", name, **setting).astype(bool)
-        if name in ("grpo", "dapo", "dr_grpo", "rloo"):
-            expected_silent = [k in (0, group_size) for k in range(group_size + 1)]
-        elif name == "ngrpo":  # the all-right group, which its filter drops
-            expected_silent = [k == group_size for k in range(group_size + 1)]
-        else:
-            expected_silent = [False] * (group_size + 1)
+        # A group is silent when every answer in it, right or wrong, gets advantage 0.
+        advantages = [closed_form(name, group_size, k, setting["r_max"], setting["virtual_samples"],
+                                  setting["ddof"]) for k in range(group_size + 1)]
+        expected_silent = [all(math.isnan(value) or value == 0.0 for value in pair)
+                           for pair in advantages]
+        if name in ("grpo", "ngrpo"):  # the case the page is about, spelled out
+            assert expected_silent[0] is (name == "grpo") and expected_silent[group_size]
         assert silent.tolist() == expected_silent
         probability = sum(math.comb(group_size, k) * p ** k * (1 - p) ** (group_size - k)
                           for k in range(group_size + 1) if expected_silent[k])
