@@ -164,3 +164,10 @@ def test_page_command_writes_one_self_contained_file(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_info:
             main(["page", *argv])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_without_a_report_the_page_says_how_to_get_the_curves(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no runs/report here
+    assert main(["page"]) == 0
+    text = (tmp_path / "runs" / "page" / "index.html").read_text()
+    assert "No report was found" in text and "Training dynamics: the report's headline run" not in text
