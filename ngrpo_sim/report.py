@@ -21,6 +21,7 @@ from ngrpo_sim.dynamics import DynamicsConfig, Trajectory
 from ngrpo_sim.experiments import (difference_interval, final_values, format_summary, interval, run_methods,
                                    with_mode, write_run)
 from ngrpo_sim.methods import get_method
+from ngrpo_sim.page import PAGE_FILE, write_page
 
 HEADLINE_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "ppo")
 HEADLINE = DynamicsConfig(policy="shared", optimizer="adam", lr=0.05, minibatches=4, steps=200, seeds=16)
@@ -107,6 +108,9 @@ def run_report(out: Path, group_size: int = 8) -> str:
     headline_methods = [get_method(name) for name in HEADLINE_METHODS]
     headline = run_methods(headline_methods, [HEADLINE, with_mode(HEADLINE, "expected")], "headline")
     write_run(out / "headline", headline)
+    page_started = time.perf_counter()
+    page_path = write_page(out / PAGE_FILE, out / "headline")
+    page_seconds = time.perf_counter() - page_started
     sweep = run_methods(headline_methods, sweep_configs(), "sweep")
     groups = [sweep[i:i + len(headline_methods)] for i in range(0, len(sweep), len(headline_methods))]
     for number, trajectories in enumerate(groups):
@@ -127,6 +131,9 @@ def run_report(out: Path, group_size: int = 8) -> str:
         f"({SWEEP_STEPS} steps, {SWEEP_SEEDS} seeds per setting; differences with 95% Welch intervals):", "",
         claims_table([headline_sampled] + groups), "",
         f"Figures: {out / 'landscape'}, {out / 'headline'}, {out / 'sweep'}. Total time {elapsed:.0f} s.",
+        "",
+        f"Interactive page (opens in any browser, no network): {page_path}, "
+        f"{page_path.stat().st_size / 1e6:.1f} MB, written in {page_seconds:.1f} s.",
     ]
     report = "\n".join(lines)
     (out / "report.md").write_text(report + "\n")
