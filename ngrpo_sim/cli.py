@@ -165,6 +165,61 @@ def _run_sweep(args) -> None:
     print(f"\nwrote {len(written) - 1} run folders and {written[-1]}")
 
 
+def _add_page(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "page",
+        help="write the interactive page (one HTML file that opens in any browser, no network)",
+        description="Writes one self-contained HTML page: each method's advantages for a group "
+                    "of G with k right answers, the probability that a group gives no gradient "
+                    "and the gain c(p), with sliders for G, k, r_max, virtual samples and the std "
+                    "convention, and the headline training curves of a report. Every number is "
+                    "computed when the page is written; the page needs no network and nothing "
+                    "installed.",
+    )
+    parser.add_argument("--report", type=Path, default=None,
+                        help="folder of an `ngrpo-sim report` whose headline curves the page shows "
+                             "(default: runs/report if it holds one, else the page shows none)")
+    parser.add_argument("--out", type=Path, default=Path("runs") / "page" / "index.html",
+                        help="the HTML file to write (default: runs/page/index.html)")
+    parser.set_defaults(run=_run_page)
+
+
+def _run_page(args) -> None:
+    from ngrpo_sim.page import write_page
+
+    report = args.report
+    if report is None and (Path("runs") / "report" / "headline" / "metrics.csv").is_file():
+        report = Path("runs") / "report"
+    if report is not None and not (report / "headline").is_dir():
+        raise ValueError(f"report={str(report)!r} holds no headline folder; give the folder that "
+                         "`ngrpo-sim report --out` wrote")
+    path = write_page(args.out, None if report is None else report / "headline")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in any browser")
+
+
+def _add_inspect(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "inspect",
+        help="write the step inspector page of a run of minimal/ngrpo_train.py --inspect-steps",
+        description="Writes an HTML page that shows the steps a trainer run recorded with "
+                    "--inspect-steps: each group's prompt, rewards and statistics with NGRPO's "
+                    "virtual answer, the all-wrong groups GRPO would have skipped, and each "
+                    "answer's tokens coloured by advantage with clipped tokens marked.",
+    )
+    parser.add_argument("run_dir", type=Path,
+                        help="a run folder of minimal/ngrpo_train.py trained with --inspect-steps")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the HTML file to write (default: RUN_DIR/inspector.html)")
+    parser.set_defaults(run=_run_inspect)
+
+
+def _run_inspect(args) -> None:
+    from ngrpo_sim.inspector import write_inspector
+
+    path = write_inspector(args.run_dir, args.out)
+    print(f"wrote {path}; open it in any browser")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ngrpo-sim",
@@ -176,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dynamics(subparsers)
     _add_report(subparsers)
     _add_sweep(subparsers)
+    _add_page(subparsers)
+    _add_inspect(subparsers)
     return parser
 
 

@@ -134,16 +134,51 @@ def write_run(folder: Path, trajectories: list[Trajectory]) -> list[Path]:
         plot_dynamics(trajectories, folder / "dynamics.png"), plot_pass_at_k(trajectories, folder / "pass_at_k.png")]
 
 
-def plot_band(ax, trajectory: Trajectory, name: str) -> None:
-    """One metric against training steps: the mean over seeds with its 95% interval as a shaded band. Steps where
-    the metric is undefined (rollout metrics before the first step, an empty difficulty bucket) are left out."""
-    values = trajectory.metrics[name]
+def read_run(folder: Path) -> list[Trajectory]:
+    """The trajectories of a run folder written by ``write_run``, from ``config.json`` and
+    ``metrics.csv`` (values as written, to 6 significant digits; pass@k and per-prompt success are
+    not restored)."""
+    folder = Path(folder)
+    for name in ("config.json", "metrics.csv"):
+        if not (folder / name).is_file():
+            raise ValueError(f"folder={str(folder)!r} holds no {name}; give a run folder of "
+                             "`ngrpo-sim dynamics` or the headline folder of `ngrpo-sim report`")
+    configs = json.loads((folder / "config.json").read_text())["runs"]
+    rows: dict[tuple[str, str], list[dict]] = {}
+    with (folder / "metrics.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            rows.setdefault((row["method"], row["mode"]), []).append(row)
+    trajectories = []
+    for (method, mode), run_rows in rows.items():
+        config = DynamicsConfig(**configs[method + (" (expected)" if mode == "expected" else "")])
+        shape = tuple(1 + max(int(row[column]) for row in run_rows) for column in ("step", "seed"))
+        metrics = {name: np.full(shape, np.nan) for name in METRICS}
+        for row in run_rows:
+            for name in METRICS:
+                metrics[name][int(row["step"]), int(row["seed"])] = float(row[name])
+        trajectories.append(Trajectory(method, config, metrics))
+    return trajectories
+
+
+def mean_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean, half-width of the 95% t-interval) over seeds of a (steps + 1, S) metric.
+    Steps where the metric is undefined (rollout metrics before the first step, an empty difficulty
+    bucket) are left out; the half-width is NaN for a single seed."""
     steps = np.flatnonzero(np.isfinite(values).all(axis=1))
     values = values[steps]
-    mean, colour = values.mean(axis=1), method_colour(trajectory.method)
-    ax.plot(steps, mean, color=colour, linestyle=linestyle(trajectory), label=label(trajectory), linewidth=1.6)
+    half = np.full(len(steps), np.nan)
     if values.shape[1] > 1:
         half = student_t.ppf(0.975, values.shape[1] - 1) * values.std(axis=1, ddof=1) / np.sqrt(values.shape[1])
+    return steps, values.mean(axis=1), half
+
+
+def plot_band(ax, trajectory: Trajectory, name: str) -> None:
+    """One metric against training steps: the mean over seeds, its 95% interval a shaded band."""
+    steps, mean, half = mean_band(trajectory.metrics[name])
+    colour = method_colour(trajectory.method)
+    ax.plot(steps, mean, color=colour, linestyle=linestyle(trajectory), label=label(trajectory),
+            linewidth=1.6)
+    if trajectory.metrics[name].shape[1] > 1:
         ax.fill_between(steps, mean - half, mean + half, color=colour, alpha=0.2, linewidth=0)
 
 

@@ -21,6 +21,7 @@ from ngrpo_sim.dynamics import DynamicsConfig, Trajectory
 from ngrpo_sim.experiments import (difference_interval, final_values, format_summary, interval,
                                    with_mode, write_run)
 from ngrpo_sim.methods import get_method
+from ngrpo_sim.page import PAGE_FILE, write_page
 from ngrpo_sim.sweep import check_where_to_run, run_sweep
 
 HEADLINE_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "ppo")
@@ -116,6 +117,9 @@ def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: st
     split = len(headline_configs) * len(headline_methods)
     headline, sweep = runs[:split], runs[split:]
     write_run(out / "headline", headline)
+    page_started = time.perf_counter()
+    page_path = write_page(out / PAGE_FILE, out / "headline")
+    page_seconds = time.perf_counter() - page_started
     groups = [sweep[i:i + len(headline_methods)] for i in range(0, len(sweep), len(headline_methods))]
     for number, trajectories in enumerate(groups):
         config = trajectories[0].config
@@ -135,6 +139,9 @@ def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: st
         f"({SWEEP_STEPS} steps, {SWEEP_SEEDS} seeds per setting; differences with 95% Welch intervals):", "",
         claims_table([headline_sampled] + groups), "",
         f"Figures: {out / 'landscape'}, {out / 'headline'}, {out / 'sweep'}. Total time {elapsed:.0f} s.",
+        "",
+        f"Interactive page (opens in any browser, no network): {page_path}, "
+        f"{page_path.stat().st_size / 1e6:.1f} MB, written in {page_seconds:.1f} s.",
     ]
     report = "\n".join(lines)
     (out / "report.md").write_text(report + "\n")
