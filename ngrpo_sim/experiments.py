@@ -13,7 +13,6 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import re
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 from scipy.stats import t as student_t
 
 from ngrpo_sim import __version__
+from ngrpo_sim._files import write_atomically
 from ngrpo_sim.dynamics import METRICS, DynamicsConfig, Trajectory
 from ngrpo_sim.methods import Method
 from ngrpo_sim.plotting import method_colour, save, subplots
@@ -221,12 +221,6 @@ def with_mode(config: DynamicsConfig, mode: str) -> DynamicsConfig:
     return dataclasses.replace(config, mode=mode, seeds=1 if mode == "expected" else config.seeds)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 def claim_sweep_folder(folder: Path, methods: list[Method], configs: list[DynamicsConfig]) -> Path:
     """Make ``folder`` the home of this sweep, or find it there already (to resume it): writes
     ``sweep.json`` with the request. Refuses, with ``ValueError``, a folder that holds another."""
@@ -241,7 +235,7 @@ def claim_sweep_folder(folder: Path, methods: list[Method], configs: list[Dynami
         raise ValueError(f"out={str(folder)!r} holds files but no sweep: give a new or empty "
                          "folder for the sweep")
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomically(record, request + "\n")
+    write_atomically(record, request + "\n")
     return folder / "tasks"
 
 
@@ -279,5 +273,5 @@ def write_sweep(folder: Path, configs: list[DynamicsConfig], trajectories: list[
     writer.writerow(["setting", *fields, "method", "mode", "metric", "mean", "ci95_half_width",
                      "seeds"])
     writer.writerows(rows)
-    _write_atomically(folder / "summary.csv", table.getvalue())
+    write_atomically(folder / "summary.csv", table.getvalue())
     return written + [folder / "summary.csv"]

@@ -21,8 +21,8 @@ sweep stopped half-way and started again with the same store runs only the tasks
 from __future__ import annotations
 
 import hashlib
+import io
 import multiprocessing
-import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -31,6 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ngrpo_sim import __version__, _checks
+from ngrpo_sim._files import write_atomically
 from ngrpo_sim.dynamics import DynamicsConfig, Trajectory, simulate
 from ngrpo_sim.methods import Method, get_method
 
@@ -61,16 +62,13 @@ def task_file(store: Path, task: Task) -> Path:
 
 
 def save_task(store: Path, task: Task, trajectory: Trajectory) -> Path:
-    """Write a finished task to ``store`` atomically: a partial file never has the final name."""
-    path = task_file(store, task)
-    partial = path.with_suffix(".partial")
+    """Write a finished task to ``store``, whole or not at all."""
     metrics = {f"metric_{name}": values for name, values in trajectory.metrics.items()}
-    with partial.open("wb") as handle:
-        np.savez(handle, task=_task_text(task), ks=trajectory.ks, pass_at_k=trajectory.pass_at_k,
-                 initial_success=trajectory.initial_success,
-                 final_success=trajectory.final_success, **metrics)
-    os.replace(partial, path)
-    return path
+    arrays = io.BytesIO()
+    np.savez(arrays, task=_task_text(task), ks=trajectory.ks, pass_at_k=trajectory.pass_at_k,
+             initial_success=trajectory.initial_success, final_success=trajectory.final_success,
+             **metrics)
+    return write_atomically(task_file(store, task), arrays.getvalue())
 
 
 def load_task(store: Path, task: Task) -> Trajectory | None:
