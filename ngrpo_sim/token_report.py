@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from ngrpo_sim.experiments import (difference_interval, final_values, interval, plot_band,
-                                   run_methods, write_run)
+                                   write_run)
 from ngrpo_sim.methods import get_method
 from ngrpo_sim.plotting import save, subplots
 from ngrpo_sim.report import _verdict, entropy_at_matched_accuracy
 from ngrpo_sim.sequences import SequenceConfig
+from ngrpo_sim.sweep import run_sweep
 from ngrpo_sim.training_loop import Trajectory
 
 TOKEN_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "ppo")
@@ -75,17 +76,22 @@ def token_config(policy: str, base: SequenceConfig) -> SequenceConfig:
     return dataclasses.replace(base, policy=policy, lr=TOKEN_LEARNING_RATES[policy])
 
 
-def run_token_experiments(base: SequenceConfig) -> TokenRuns:
-    """Train the presets on both policies, then GRPO and NGRPO under the ``AGGREGATION_RUNS``."""
+def run_token_experiments(base: SequenceConfig, workers: int = 1, ray_address: str | None = None
+                          ) -> TokenRuns:
+    """Train the presets on both policies, then GRPO and NGRPO under the ``AGGREGATION_RUNS``, where
+    ``sweep.run_sweep`` runs them (here, in ``workers`` processes or on Ray)."""
+    where = dict(workers=workers, ray_address=ray_address)
     methods = [get_method(name) for name in TOKEN_METHODS]
-    presets = {policy: run_methods(methods, [token_config(policy, base)], f"tokens, {policy}")
-               for policy in POLICY_ORDER}
+    runs = run_sweep(methods, [token_config(policy, base) for policy in POLICY_ORDER],
+                     description="tokens, presets", **where)
+    presets = {policy: runs[i * len(methods):(i + 1) * len(methods)]
+               for i, policy in enumerate(POLICY_ORDER)}
     length_methods = [get_method(name) for name in LENGTH_METHODS]
-    aggregations = {}
-    for policy, aggregation in AGGREGATION_RUNS:
-        config = dataclasses.replace(token_config(policy, base), loss_aggregation=aggregation)
-        aggregations[policy, aggregation] = run_methods(length_methods, [config],
-                                                        f"tokens, {policy}, {aggregation}")
+    configs = [dataclasses.replace(token_config(policy, base), loss_aggregation=aggregation)
+               for policy, aggregation in AGGREGATION_RUNS]
+    runs = run_sweep(length_methods, configs, description="tokens, aggregations", **where)
+    aggregations = {key: runs[i * len(length_methods):(i + 1) * len(length_methods)]
+                    for i, key in enumerate(AGGREGATION_RUNS)}
     return TokenRuns(presets, aggregations)
 
 
@@ -229,10 +235,11 @@ def plot_tokens(runs: TokenRuns, path: Path) -> Path:
     return save(figure, path)
 
 
-def token_section(out: Path, base: SequenceConfig | None = None) -> list[str]:
+def token_section(out: Path, base: SequenceConfig | None = None, workers: int = 1,
+                  ray_address: str | None = None) -> list[str]:
     """Run the section's experiments, write their run folders and figure under ``out``, return the
     report lines."""
-    runs = run_token_experiments(base or TOKEN_HEADLINE)
+    runs = run_token_experiments(base or TOKEN_HEADLINE, workers, ray_address)
     for policy, trajectories in runs.presets.items():
         write_run(out / f"{policy}-presets", trajectories, SUMMARY)
     for (policy, aggregation), trajectories in runs.aggregations.items():
