@@ -68,8 +68,8 @@ def _add_dynamics(subparsers) -> None:
                     "intervals over seeds.",
     )
     _add_training_options(parser, DynamicsConfig, "dynamics",
-                          "sampled (real rollouts), expected (the deterministic expected update) or "
-                          "sampled,expected for both side by side (default: sampled)")
+                          "sampled (real rollouts), expected (the deterministic expected update) "
+                          "or sampled,expected for both side by side (default: sampled)")
     parser.set_defaults(run=_run_dynamics)
 
 

@@ -655,8 +655,8 @@ def make_sequence_task(num_prompts: int = 128, vocab_size: int = 4, max_length: 
     if not isinstance(profile, str):
         profile = tuple(_checks.finite_array("profile", profile).ravel())
     return _cached_sequence_task(num_prompts, vocab_size, max_length, end_token, right_answers,
-                                 profile, policy, feature_dim, feature_signal, token_sharing, rewards,
-                                 end_probability, logit_spread, loss_aggregation, seed)
+                                 profile, policy, feature_dim, feature_signal, token_sharing,
+                                 rewards, end_probability, logit_spread, loss_aggregation, seed)
 
 
 @functools.lru_cache(maxsize=8)

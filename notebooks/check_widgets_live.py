@@ -35,7 +35,8 @@ CASES = {
     "05_small_llm_run": ("metric_picker", "{'method': 'update', 'state': {'index': "
                          "list(metric_picker.options).index('clipfrac_low')}}", "clipfrac_low at the last step"),
     "06_token_level": ("metric_picker", "{'method': 'update', 'state': {'index': "
-                       "list(metric_picker.options).index('truncation')}}", "truncation at the last step"),
+                       "list(metric_picker.options).index('truncation')}}",
+                       "truncation at the last step"),
 }
 
 
