@@ -152,7 +152,7 @@ def write_run(folder: Path, trajectories: list[Trajectory],
 def read_run(folder: Path) -> list[Trajectory]:
     """The trajectories of a run folder written by ``write_run``, from ``config.json`` and
     ``metrics.csv`` (values as written, to 6 significant digits; pass@k and per-prompt success are
-    not restored)."""
+    not restored; a metric that an older version did not record is NaN)."""
     folder = Path(folder)
     for name in ("config.json", "metrics.csv"):
         if not (folder / name).is_file():
@@ -170,7 +170,7 @@ def read_run(folder: Path) -> list[Trajectory]:
         metrics = {name: np.full(shape, np.nan) for name in METRICS}
         for row in run_rows:
             for name in METRICS:
-                metrics[name][int(row["step"]), int(row["seed"])] = float(row[name])
+                metrics[name][int(row["step"]), int(row["seed"])] = float(row.get(name, "nan"))
         trajectories.append(Trajectory(method, config, metrics))
     return trajectories
 

@@ -41,12 +41,15 @@ Task = tuple[Method, LoopConfig]
 
 
 def sweep_tasks(methods: list[Method | str], configs: list[LoopConfig]) -> list[Task]:
-    """The tasks in the sweep's result order: every method under the first config, then the next."""
+    """The tasks in the sweep's result order: every method under the first config, then the next.
+    Refuses, with ``ValueError``, a method that a config cannot train, before any task runs."""
     methods = [get_method(m) if isinstance(m, str) else m for m in methods]
     for config in configs:
         if not isinstance(config, LoopConfig):
             raise ValueError(f"configs must hold DynamicsConfig or SequenceConfig objects, got "
                              f"{config!r}")
+        for method in methods:
+            config.check_method(method)
     return [(method, config) for config in configs for method in methods]
 
 

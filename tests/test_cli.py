@@ -152,3 +152,46 @@ def test_tokens_bad_input(argv, message, tmp_path, capsys):
                      "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, refused", [
+    (["dynamics", "--methods", "maxrl,lens", "--mode", "expected"], "lens"),
+    (["dynamics", "--methods", "grpo,lens", "--mode", "sampled,expected"], "lens"),
+    (["tokens", "--methods", "maxrl,rl_zvp", "--mode", "sampled,expected", "--vocab-size", "3",
+      "--max-length", "3"], "rl_zvp"),
+    (["tokens", "--methods", "lens", "--mode", "expected", "--vocab-size", "3",
+      "--max-length", "3"], "lens"),
+    (["sweep", "--methods", "grpo,lens", "--mode", "expected"], "lens"),
+])
+def test_a_method_a_mode_cannot_train_is_refused_before_any_run(argv, refused, tmp_path,
+                                                                 monkeypatch, capsys):
+    from ngrpo_sim import sweep
+
+    def no_run(*_, **__):
+        raise AssertionError("a run started")
+
+    monkeypatch.setattr(sweep, "simulate", no_run)
+    monkeypatch.setattr(sweep, "run_task", no_run)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + ["--steps", "2", "--seeds", "1", "--num-prompts", "16", "--batch-prompts", "8",
+                     "--out", str(out)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert f"mode='expected' cannot train method {refused!r}: it reads the policy's" in error
+    assert "(use mode='sampled')" in error and not out.exists()
+
+
+NEW_PRESETS = "maxrl,qae,rl_zvp,lens,asymre,shifted_baseline"
+
+
+@pytest.mark.parametrize("command, sizes", [
+    ("dynamics", ["--num-answers", "4"]), ("tokens", ["--vocab-size", "3", "--max-length", "3"])])
+def test_every_rival_runs_in_both_simulators(command, sizes, tmp_path, capsys):
+    main([command, "--methods", NEW_PRESETS, "--steps", "3", "--seeds", "2", "--num-prompts", "16",
+          "--batch-prompts", "8", *sizes, "--out", str(tmp_path)])
+    table = capsys.readouterr().out.split("\nwrote")[0].splitlines()
+    assert [row.split()[0] for row in table[1:]] == NEW_PRESETS.split(",")
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 6 * 4 * 2
