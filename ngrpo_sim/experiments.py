@@ -110,10 +110,11 @@ def format_summary(trajectories: list[Trajectory], metrics=SUMMARY_METRICS) -> s
 
 
 def write_run(folder: Path, trajectories: list[Trajectory],
-              summary_metrics=SUMMARY_METRICS) -> list[Path]:
+              summary_metrics=SUMMARY_METRICS, figures: bool = True) -> list[Path]:
     """Write the run folder described in the module docstring; returns the files written.
     ``metrics.csv`` holds every metric the runs recorded (the token simulator records more than the
-    bandit)."""
+    bandit). Without ``figures`` the folder holds the data only (for runs that a figure of their
+    own draws)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     configs = {label(t): dataclasses.asdict(t.config) for t in trajectories}
@@ -145,8 +146,12 @@ def write_run(folder: Path, trajectories: list[Trajectory],
                 mean, half = interval(final_values(trajectory, name))
                 writer.writerow([trajectory.method, trajectory.config.mode, name, f"{mean:.6g}", f"{half:.6g}",
                                  trajectory.config.seeds])
-    return [folder / name for name in ("config.json", "metrics.csv", "pass_at_k.csv", "summary.csv")] + [
-        plot_dynamics(trajectories, folder / "dynamics.png"), plot_pass_at_k(trajectories, folder / "pass_at_k.png")]
+    written = [folder / name
+               for name in ("config.json", "metrics.csv", "pass_at_k.csv", "summary.csv")]
+    if not figures:
+        return written
+    return written + [plot_dynamics(trajectories, folder / "dynamics.png"),
+                      plot_pass_at_k(trajectories, folder / "pass_at_k.png")]
 
 
 def read_run(folder: Path) -> list[Trajectory]:

@@ -95,16 +95,7 @@ def test_dynamics_bad_input(argv, message, tmp_path, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_report_runs_end_to_end_at_a_small_scale(tmp_path, monkeypatch, capsys):
-    import dataclasses
-
-    from ngrpo_sim import report, token_report
-
-    monkeypatch.setattr(report, "HEADLINE", dataclasses.replace(report.HEADLINE, steps=3, seeds=2))
-    monkeypatch.setattr(report, "SWEEP_STEPS", 2)
-    monkeypatch.setattr(report, "SWEEP_SEEDS", 2)
-    monkeypatch.setattr(token_report, "TOKEN_HEADLINE",
-                        dataclasses.replace(token_report.TOKEN_HEADLINE, steps=2, seeds=2))
+def test_report_runs_end_to_end_at_a_small_scale(tmp_path, small_report, capsys):
     main(["report", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert out.count("| tabular,") == 4 and out.count("| shared,") == 5
@@ -116,6 +107,18 @@ def test_report_runs_end_to_end_at_a_small_scale(tmp_path, monkeypatch, capsys):
     assert "## Token level" in out and out.count("| 4. length of wrong answers") == 4
     tokens = tmp_path / "tokens"
     assert (tokens / "tokens.png").exists() and len(list(tokens.iterdir())) == 6
+    # The rivals: 5 headline methods and 6 rivals on one-token answers, 5 presets and 3 rivals on
+    # tokens; a verdict for each of the 6 questions in each.
+    rivals = out[out.index("## NGRPO against its rivals"):out.index("## The clip bounds")]
+    assert rivals.count("| maxrl |") == 2 and rivals.count("| qae |") == 1
+    assert rivals.count("| grpo |") == 2 and rivals.count("- Highest ") == 12
+    assert (tmp_path / "rivals" / "rivals.png").exists()
+    # The clip bounds: 3 noise settings x 6 clips, 2 NSR settings x 3 ways to train.
+    clipping = out[out.index("## The clip bounds"):]
+    assert clipping.count("| 0.2/0.28 |") == 3 and clipping.count("| unclipped |") == 3
+    assert clipping.count("only with clipping and several minibatches?") == 2
+    assert clipping.count("| 4 minibatches, unclipped |") == 2
+    assert len(list((tmp_path / "clipping").glob("nsr-*"))) == 6
 
 
 def test_tokens_writes_a_run_folder_with_both_modes(tmp_path, capsys):
