@@ -69,8 +69,8 @@ NSR_SETTINGS = {
         steps=100, seeds=12),
 }
 """Where NSR, PSR and GRPO train (binary rewards; KL and entropy bonus set to 0)."""
-NSR_CELLS = (("1 minibatch", 1, True), ("4 minibatches, clip 0.2/0.2", 4, True),
-             ("4 minibatches, unclipped", 4, False))
+NSR_CELLS = (("on policy (1 minibatch)", 1, True), ("4 minibatches clipped at 0.2/0.2", 4, True),
+             ("4 minibatches unclipped", 4, False))
 """(label, minibatch updates per rollout, clipped) of each way NSR trains. With several
 minibatches the tabular policy with SGD takes 2 epochs: a prompt's ratio leaves 1 only when the
 rollout trains on it twice."""
@@ -148,19 +148,28 @@ def noise_table(groups: dict[str, list[Trajectory]]) -> str:
     return "\n".join(lines)
 
 
+def _effect(change: np.ndarray, unclipped: np.ndarray) -> str:
+    mean, half = difference_interval(change, unclipped)
+    verdict = _verdict(mean, half, "raises", "lowers")
+    word = {"no clear difference": "does not clearly move", "n/a": "moves"}.get(verdict, verdict)
+    return f"{word} it ({mean:+.3f} ± {half:.3f})"
+
+
 def noise_verdicts(groups: dict[str, list[Trajectory]]) -> list[str]:
-    """Per setting: the sign of each bound's effect against no clip, and of the standard bounds'."""
+    """Per setting: what each bound alone and each pair of standard bounds does to entropy against
+    no clip, and how far entropy falls without a clip."""
     lines = []
     for setting, runs in groups.items():
-        by_label = {label: entropy_change(run) for (label, _, _), run in zip(CLIP_VARIANTS, runs)}
-        unclipped = by_label.pop("unclipped")
-        cells = []
-        for label, change in by_label.items():
-            mean, half = difference_interval(change, unclipped)
-            cells.append(f"{label} {mean:+.3f} ± {half:.3f}")
+        change = {label: entropy_change(run) for (label, _, _), run in zip(CLIP_VARIANTS, runs)}
+        unclipped = change["unclipped"]
+        pairs = "; ".join(f"{label} {_effect(change[label], unclipped)}"
+                          for label in ("0.2/0.2", "0.2/0.28", "0.16/0.24"))
         fall = interval(unclipped)
-        lines.append(f"- {setting}: entropy against no clip: " + "; ".join(cells)
-                     + f" (no clip: {fall[0]:+.3f} ± {fall[1]:.3f} from the start).")
+        lines.append(
+            f"- {setting}: against no clip, the low bound alone "
+            f"{_effect(change['0.2 below only'], unclipped)}, the high bound alone "
+            f"{_effect(change['0.2 above only'], unclipped)}; the standard bounds: {pairs}. "
+            f"Without a clip entropy changes by {fall[0]:+.3f} ± {fall[1]:.3f}.")
     return lines
 
 
@@ -203,7 +212,7 @@ def nsr_verdicts(groups: dict[tuple[str, str], list[Trajectory]]) -> list[str]:
         answer = "yes" if only_clipped else "no"
         listed = "; ".join(f"{cell} {mean:+.3f} ± {half:.3f}" for cell, (mean, half)
                            in gains.items())
-        where = ", ".join(higher) if higher else "no cell"
+        where = "; ".join(higher) if higher else "no cell"
         lines.append(f"- {setting}: only with clipping and several minibatches? **{answer}**. "
                      f"NSR − GRPO: {listed}; NSR higher in: {where}.")
     return lines
@@ -213,7 +222,7 @@ def plot_clipping(noise: dict[str, list[Trajectory]],
                   nsr: dict[tuple[str, str], list[Trajectory]], path: Path) -> Path:
     """Entropy change against steps under pure noise (a panel per setting, a line per clip
     variant), and NSR's final entropy minus GRPO's in every cell (bars with 95% intervals)."""
-    figure, axes = subplots(ncols=len(noise) + 1, width=4.2, height=3.4)
+    figure, axes = subplots(ncols=2, nrows=(len(noise) + 2) // 2, width=5.0, height=3.6)
     for ax, (setting, runs) in zip(axes, noise.items()):
         for (label, _, _), run in zip(CLIP_VARIANTS, runs):
             entropy = run.metrics["entropy"]
@@ -225,7 +234,7 @@ def plot_clipping(noise: dict[str, list[Trajectory]],
         ax.set_ylabel("entropy change from the start (nats)")
         ax.set_title(f"Pure-noise rewards: {setting}", fontsize=8)
         ax.legend(fontsize=6, title="clip low/high", title_fontsize=6)
-    ax = axes[-1]
+    ax = axes[len(noise)]
     width = 0.8 / len(NSR_SETTINGS)
     for number, setting in enumerate(NSR_SETTINGS):
         gains = [nsr_gain(nsr[setting, cell]) for cell, _, _ in NSR_CELLS]
@@ -234,7 +243,7 @@ def plot_clipping(noise: dict[str, list[Trajectory]],
                color=METHOD_COLOURS["nsr"], alpha=1.0 - 0.45 * number, label=setting,
                capsize=3)
     ax.axhline(0.0, color="0.5", linewidth=0.8)
-    ax.set_xticks(np.arange(len(NSR_CELLS)), [cell.replace(", ", ",\n")
+    ax.set_xticks(np.arange(len(NSR_CELLS)), [cell.replace(" (", "\n(").replace(" at ", "\nat ")
                                               for cell, _, _ in NSR_CELLS], fontsize=7)
     ax.set_ylabel("final entropy, NSR − GRPO (nats)")
     ax.set_title("NSR's entropy gain over GRPO (95% intervals)", fontsize=8)

@@ -93,20 +93,21 @@ def leaders(values: dict[str, np.ndarray]) -> tuple[str, list[str]]:
 
 
 def questions(trajectories: list[Trajectory], budget: float
-              ) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """(question, {method: one value per seed}) for every compared quantity, higher better."""
+              ) -> list[tuple[str, int, dict[str, np.ndarray]]]:
+    """(question, decimals to print, {method: one value per seed}) for every compared quantity,
+    higher better."""
     def per_method(values):
         return {t.method: values(t) for t in trajectories}
 
     return [
-        ("hard prompts solved, equal steps", per_method(lambda t: t.final("solved_hard"))),
-        ("hard prompts solved, equal sampled answers",
+        ("hard prompts solved, equal steps", 1, per_method(lambda t: t.final("solved_hard"))),
+        ("hard prompts solved, equal sampled answers", 1,
          per_method(lambda t: at_answers(t, "solved_hard", budget))),
-        ("hard-prompt success, equal steps", per_method(lambda t: t.final("accuracy_hard"))),
-        ("hard-prompt success, equal sampled answers",
+        ("hard-prompt success, equal steps", 3, per_method(lambda t: t.final("accuracy_hard"))),
+        ("hard-prompt success, equal sampled answers", 3,
          per_method(lambda t: at_answers(t, "accuracy_hard", budget))),
-        ("entropy after training", per_method(lambda t: t.final("entropy"))),
-        (f"pass@{PASS_AT_K_MAX} after training", per_method(final_pass_at)),
+        ("entropy after training", 3, per_method(lambda t: t.final("entropy"))),
+        (f"pass@{PASS_AT_K_MAX} after training", 3, per_method(final_pass_at)),
     ]
 
 
@@ -118,12 +119,11 @@ def _cell(values: np.ndarray, digits: int) -> str:
 def comparison_table(trajectories: list[Trajectory], budget: float) -> str:
     """One row per method: answers sampled per step and every quantity of ``questions``."""
     asked = questions(trajectories, budget)
-    digits = (1, 1, 3, 3, 3, 3)
-    lines = ["| method | answers sampled per step | " + " | ".join(q for q, _ in asked) + " |",
+    lines = ["| method | answers sampled per step | " + " | ".join(q for q, _, _ in asked) + " |",
              "|---" * (2 + len(asked)) + "|"]
     for trajectory in trajectories:
         per_step = np.nanmean(trajectory.metrics["sampled_answers"])
-        cells = [_cell(values[trajectory.method], d) for (_, values), d in zip(asked, digits)]
+        cells = [_cell(values[trajectory.method], digits) for _, digits, values in asked]
         lines.append(f"| {trajectory.method} | {per_step:.0f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -131,17 +131,17 @@ def comparison_table(trajectories: list[Trajectory], budget: float) -> str:
 def verdicts(trajectories: list[Trajectory], budget: float) -> list[str]:
     """One line per question: the leader, and who cannot be told apart from it."""
     lines = []
-    for question, values in questions(trajectories, budget):
+    for question, digits, values in questions(trajectories, budget):
         best, tied = leaders(values)
-        mean, half = interval(values[best])
-        line = f"- Highest {question}: **{best}** ({mean:.3f} ± {half:.3f})"
+        line = f"- Highest {question}: **{best}** ({_cell(values[best], digits)})"
         if tied:
             line += "; cannot be told apart from it: " + ", ".join(tied)
         else:
             runner = max((name for name in values if name != best),
                          key=lambda name: interval(values[name])[0])
-            gap = difference_interval(values[best], values[runner])
-            line += f"; ahead of every other method (of {runner} by {gap[0]:+.3f} ± {gap[1]:.3f})"
+            gap, half = difference_interval(values[best], values[runner])
+            line += (f"; ahead of every other method (of {runner} by {gap:+.{digits}f} ± "
+                     f"{half:.{digits}f})")
         lines.append(line + ".")
     return lines
 

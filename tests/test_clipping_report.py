@@ -62,8 +62,12 @@ def test_the_noise_table_measures_against_the_unclipped_run():
     assert "raises entropy" in rows[4] and "lowers entropy" in rows[5]
     assert rows[0].endswith("| 0.2000 / 0.0000 |")  # the clip fractions, mean over steps
     verdict, = noise_verdicts({"made up": runs})
-    assert verdict.endswith("(no clip: -0.500 ± " + f"{stats.t.ppf(0.975, 2) * 0.1 / 3 ** 0.5:.3f}"
-                            + " from the start).")
+    low, high = welch([-0.25, -0.2, -0.15], [-0.6, -0.5, -0.4]), welch([-0.95, -0.9, -0.85],
+                                                                      [-0.6, -0.5, -0.4])
+    assert f"the low bound alone raises it ({low[0]:+.3f} ± {low[1]:.3f})" in verdict
+    assert f"the high bound alone lowers it ({high[0]:+.3f} ± {high[1]:.3f})" in verdict
+    assert verdict.endswith("Without a clip entropy changes by -0.500 ± "
+                            f"{stats.t.ppf(0.975, 2) * 0.1 / 3 ** 0.5:.3f}.")
 
 
 def nsr_runs(gains):
@@ -85,4 +89,4 @@ def test_nsrs_gain_only_with_clipping_and_several_minibatches_reads_yes():
     assert all("several minibatches? **yes**" in line for line in only_clipped)
     everywhere = nsr_verdicts(nsr_runs({cells[0]: 0.2, cells[1]: 0.2, cells[2]: 0.2}))
     assert all("several minibatches? **no**" in line for line in everywhere)
-    assert everywhere[0].endswith("NSR higher in: " + ", ".join(cells) + ".")
+    assert everywhere[0].endswith("NSR higher in: " + "; ".join(cells) + ".")
