@@ -157,19 +157,23 @@ def _effect(change: np.ndarray, unclipped: np.ndarray) -> str:
 
 def noise_verdicts(groups: dict[str, list[Trajectory]]) -> list[str]:
     """Per setting: what each bound alone and each pair of standard bounds does to entropy against
-    no clip, and how far entropy falls without a clip."""
+    no clip, what DAPO's and NGRPO's bounds do against GRPO's, and how far entropy falls without a
+    clip."""
     lines = []
     for setting, runs in groups.items():
         change = {label: entropy_change(run) for (label, _, _), run in zip(CLIP_VARIANTS, runs)}
         unclipped = change["unclipped"]
         pairs = "; ".join(f"{label} {_effect(change[label], unclipped)}"
                           for label in ("0.2/0.2", "0.2/0.28", "0.16/0.24"))
+        against_grpo = "; ".join(f"{label} {_effect(change[label], change['0.2/0.2'])}"
+                                 for label in ("0.2/0.28", "0.16/0.24"))
         fall = interval(unclipped)
         lines.append(
             f"- {setting}: against no clip, the low bound alone "
             f"{_effect(change['0.2 below only'], unclipped)}, the high bound alone "
             f"{_effect(change['0.2 above only'], unclipped)}; the standard bounds: {pairs}. "
-            f"Without a clip entropy changes by {fall[0]:+.3f} ± {fall[1]:.3f}.")
+            f"Against 0.2/0.2: {against_grpo}. Without a clip entropy changes by "
+            f"{fall[0]:+.3f} ± {fall[1]:.3f}.")
     return lines
 
 

@@ -66,6 +66,9 @@ def test_the_noise_table_measures_against_the_unclipped_run():
                                                                       [-0.6, -0.5, -0.4])
     assert f"the low bound alone raises it ({low[0]:+.3f} ± {low[1]:.3f})" in verdict
     assert f"the high bound alone lowers it ({high[0]:+.3f} ± {high[1]:.3f})" in verdict
+    ngrpo = welch([-0.5, -0.4, -0.5], [-0.3, -0.2, -0.1])
+    assert "Against 0.2/0.2: 0.2/0.28 lowers it" in verdict
+    assert f"0.16/0.24 lowers it ({ngrpo[0]:+.3f} ± {ngrpo[1]:.3f}). Without" in verdict
     assert verdict.endswith("Without a clip entropy changes by -0.500 ± "
                             f"{stats.t.ppf(0.975, 2) * 0.1 / 3 ** 0.5:.3f}.")
 

@@ -258,14 +258,15 @@ def test_rl_zvps_expected_step_is_not_grpos():
     common = dict(num_prompts=8, num_answers=4, batch_prompts=8, group_size=4, minibatches=2,
                   profile="0.7", optimizer="sgd", lr=3.0, refill=False, seeds=1, mode="expected")
     rl_zvp = one_step_logits("rl_zvp", DynamicsConfig(**common))[0]
-    grpo = one_step_logits("grpo", DynamicsConfig(**{**common, "kl_coef": 0.0, "entropy_coef": 0.0}))[0]
-    sampled = one_step_logits("rl_zvp", DynamicsConfig(**{**common, "seeds": 40_000, "mode": "sampled"}))
+    grpo = one_step_logits("grpo", DynamicsConfig(**common, kl_coef=0.0, entropy_coef=0.0))[0]
+    sampled = one_step_logits("rl_zvp", DynamicsConfig(**{**common, "seeds": 40_000,
+                                                          "mode": "sampled"}))
     sem = sampled.std(axis=0, ddof=1) / np.sqrt(sampled.shape[0])
     assert np.max(np.abs(rl_zvp - grpo) / (sem + 1e-12)) > 6
     np.testing.assert_array_less(np.abs(sampled.mean(axis=0) - rl_zvp), 5 * sem + 1e-12)
 
 
-# -- pure-noise rewards ------------------------------------------------------------------------------------------------
+# -- pure-noise rewards --------------------------------------------------------------------------
 
 def noise_first_step_moments(num_answers, group_size, probs, lr, answers_per_minibatch):
     """E[dz] and E[dz^2] of one prompt's logits after one SGD step of GRPO (token-mean, ratio 1)

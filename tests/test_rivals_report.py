@@ -60,7 +60,8 @@ def test_the_table_and_verdicts_by_hand():
                         f"{cell([0.6, 0.5], 3)} | {cell([0.3, 0.2], 3)} | {cell([0.5, 0.6], 3)} | "
                         f"{cell([0.8, 0.82], 3)} |")
     lines = verdicts([grpo, dapo], 300)
-    assert lines[0].startswith(f"- Highest hard prompts solved, equal steps: **dapo** ({cell([6, 5], 1)})")
+    assert lines[0].startswith("- Highest hard prompts solved, equal steps: **dapo** "
+                               f"({cell([6, 5], 1)})")
     # At equal answers both solved 2.5 on average, with the same spread: tied.
     assert "cannot be told apart from it: " in lines[1]
     assert lines[4].startswith("- Highest entropy after training: **grpo** (1.050 ±")
