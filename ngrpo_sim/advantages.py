@@ -25,21 +25,46 @@ import numpy as np
 from ngrpo_sim import _checks
 
 
+def _known_statistics(reference: np.ndarray, ddof: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(shift, mean, std) over the last axis of the known (non-NaN) members of ``reference``, the mean and std of
+    ``reference - shift``, where the shift is a known member (0 in a group without one). With every member known
+    this is the arithmetic of ``np.mean`` and ``np.std`` on ``reference - reference[..., :1]``, bit for bit."""
+    known = ~np.isnan(reference)
+    count = known.sum(axis=-1, keepdims=True)
+    first = np.take_along_axis(reference, np.argmax(known, axis=-1)[..., None], axis=-1)
+    shift = np.where(count > 0, first, 0.0)
+    centred = np.where(known, reference - shift, 0.0)
+    mean = centred.sum(axis=-1, keepdims=True) / np.maximum(count, 1)
+    squares = np.where(known, centred - mean, 0.0) ** 2
+    std = np.sqrt(squares.sum(axis=-1, keepdims=True) / np.maximum(count - ddof, 1))
+    return shift, mean, std
+
+
 def _centre(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """``values - mean(reference)`` over the last axis, shifted by a member of ``reference`` first.
 
     The shift makes a group of identical rewards centre to exactly 0.0 (not 1e-17), so "no gradient from a
-    homogeneous group" holds bit for bit, for any reward value.
+    homogeneous group" holds bit for bit, for any reward value. NaN members of ``reference`` (unknown rewards)
+    stay out of the mean; a NaN value stays NaN.
     """
+    if np.isnan(reference).any():
+        shift, mean, _ = _known_statistics(reference, ddof=0)
+        return (values - shift) - mean
     shift = reference[..., :1]
     return (values - shift) - np.mean(reference - shift, axis=-1, keepdims=True)
 
 
 def _standardise(rewards: np.ndarray, reference: np.ndarray, ddof: int, eps: float) -> np.ndarray:
-    """z-score of each reward against the sample ``reference``: (r - mean) / (std + eps)."""
-    deviation = _centre(rewards, reference)
-    std = np.std(reference - reference[..., :1], axis=-1, ddof=ddof, keepdims=True)
-    # A zero deviation is a zero advantage even when eps = 0 makes the denominator 0 as well.
+    """z-score of each reward against the sample ``reference``: (r - mean) / (std + eps), the mean and std over
+    the known (non-NaN) members of ``reference``."""
+    if np.isnan(reference).any():
+        shift, mean, std = _known_statistics(reference, ddof)
+        deviation = (rewards - shift) - mean
+    else:
+        deviation = _centre(rewards, reference)
+        std = np.std(reference - reference[..., :1], axis=-1, ddof=ddof, keepdims=True)
+    # A zero deviation is a zero advantage even when eps = 0 makes the denominator 0 as well (a group with one
+    # known reward and ddof = 1 has no std, and its deviation is 0).
     return np.divide(deviation, std + eps, out=np.zeros_like(deviation), where=deviation != 0.0)
 
 
@@ -67,10 +92,19 @@ class AdvantageEstimator:
         """The closed interval rewards must lie in; ``None`` for an open side."""
         return None, None
 
-    def __call__(self, rewards, values=None) -> np.ndarray:
+    def __call__(self, rewards, values=None, *, mask_unknown: bool = False) -> np.ndarray:
+        """Advantages shaped like ``rewards`` (float64).
+
+        ``mask_unknown=True`` lets NaN mark an *unknown* reward (a verifier that failed, timed out or returned
+        nothing usable): the answer gets advantage 0, and the statistics of its group (mean, std, leave-one-out
+        baseline) are those of the known answers only. NGRPO's virtual r_max samples still count, so a group with
+        one known answer still gets a calibrated advantage; a group without any known answer gets 0 everywhere.
+        An estimator whose statistics need two answers (GRPO's std with ddof = 1, RLOO's baseline) gives 0 to a
+        group with one known answer. Without the option a NaN raises ``ValueError``, as do infinities always.
+        """
         floor, ceiling = self.reward_bounds()
         rewards = _checks.group_rewards("rewards", rewards, min_group_size=self.min_group_size,
-                                        floor=floor, ceiling=ceiling)
+                                        floor=floor, ceiling=ceiling, allow_unknown=mask_unknown)
         if self.uses_values:
             if values is None:
                 raise ValueError(f"the {self.name} estimator needs values (the critic's V), got None")
@@ -83,6 +117,9 @@ class AdvantageEstimator:
                                  ) from error
         elif values is not None:
             raise ValueError(f"the {self.name} estimator takes no values; got values={values!r}")
+        unknown = np.isnan(rewards)
+        if unknown.any():
+            return np.where(unknown, 0.0, self._compute(rewards, values))
         return self._compute(rewards, values)
 
     def _compute(self, rewards: np.ndarray, values: np.ndarray | None) -> np.ndarray:
@@ -179,6 +216,9 @@ class RLOOAdvantage(AdvantageEstimator):
     name: ClassVar[str] = "rloo"
 
     def _compute(self, rewards, values):
+        if np.isnan(rewards).any():  # the other known answers; none (one known answer): no baseline, 0
+            known = np.sum(~np.isnan(rewards), axis=-1, keepdims=True)
+            return np.where(known > 1, _centre(rewards, rewards) * (known / np.maximum(known - 1, 1)), 0.0)
         group_size = rewards.shape[-1]
         return _centre(rewards, rewards) * (group_size / (group_size - 1))
 
