@@ -1179,6 +1179,10 @@ def claim_run_dir(run_dir: Path, config: Config, settings: dict) -> None:
             raise UsageError(f"resume: run_dir={str(run_dir)!r} holds no run (no config.json); start it without "
                              "--resume")
         saved = json.loads(saved_path.read_text())
+        if (run_dir / "checkpoint.pt").is_file() and not (run_dir / "metrics.jsonl").is_file():
+            raise UsageError(f"resume: {run_dir / 'metrics.jsonl'} is missing, so the log up to the checkpoint is "
+                             "lost; put the file back, or start anew with --overwrite")
+        lines_up_to(run_dir / "metrics.jsonl", math.inf)  # a damaged log is said now, before the model loads
         changed = changed_settings(saved, settings, allowed=("steps", "learning_rate"))
         if changed:
             raise UsageError(f"resume: {', '.join(changed)}; a resumed run may change only steps, learning_rate and "
@@ -1353,10 +1357,7 @@ def restore(run_dir: Path, config: Config, policy, optimizer, prompt_rng, genera
     step = 0
     if checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location=policy.device, weights_only=False)
-        step = state["step"]
-        if not metrics_path.is_file():
-            raise UsageError(f"resume: {metrics_path} is missing, so the log of steps 0 to {step} is lost; put the "
-                             "file back, or start anew with --overwrite")
+        step = kept = state["step"]
         policy.model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         for group in optimizer.param_groups:  # after a non-finite stop one resumes with a lower learning rate
@@ -1364,8 +1365,10 @@ def restore(run_dir: Path, config: Config, policy, optimizer, prompt_rng, genera
         prompt_rng.bit_generator.state = state["prompt_rng"]
         generator.set_state(state["generator"])
         reward.counts.update(state.get("unknown_rewards", {"raised": state.get("reward_errors", 0)}))
+    else:  # the run restarts with its first evaluation
+        kept = -1
     for path in (metrics_path, run_dir / "samples.jsonl"):
-        write_atomically(path, "".join(lines_up_to(path, step)))
+        write_atomically(path, "".join(lines_up_to(path, kept)))
     return step
 
 
