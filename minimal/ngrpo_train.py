@@ -162,6 +162,7 @@ def parse_config(argv=None) -> Config:
 # ----------------------------------------------------------------------------------------------------------------
 class Preset(NamedTuple):
     advantage: str          # z_score | calibrated (virtual r_max sample) | dr_grpo | rloo | w_reinforce
+    #                         | maxrl | quantile | asymre | shifted_baseline (see group_advantages)
     clip_low: float
     clip_high: float
     drop_groups: str        # none | all_right | homogeneous (all right or all wrong)
@@ -180,11 +181,18 @@ METHODS = {
     "grpo_asym_clip": Preset("z_score", 0.16, 0.24, "none", "token-mean", 0.0, 0.001),
     "grpo_calibrated": Preset("calibrated", 0.2, 0.2, "none", "token-mean", 0.0, 0.001),
     "ngrpo_no_filter": Preset("calibrated", 0.16, 0.24, "none", "token-mean", 0.0, 0.001),
+    # NGRPO's rivals that need only the rewards (RL-ZVP and LENS also read the policy)
+    "maxrl": Preset("maxrl", 0.2, 0.2, "none", "token-mean", 0.0, 0.0),
+    "qae": Preset("quantile", 0.2, 0.28, "homogeneous", "token-mean", 0.0, 0.0),
+    "asymre": Preset("asymre", 0.2, 0.2, "none", "token-mean", 0.0, 0.0),
+    "shifted_baseline": Preset("shifted_baseline", 0.16, 0.24, "all_right", "token-mean", 0.0,
+                               0.001),
 }
 LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 METHOD_COLOURS = {"grpo": "#1f77b4", "dapo": "#2ca02c", "psr_nsr": "#9467bd", "ngrpo": "#d62728", "dr_grpo": "#17becf",
                   "rloo": "#bcbd22", "grpo_asym_clip": "#6baed6", "grpo_calibrated": "#fc9272",
-                  "ngrpo_no_filter": "#ff7f0e"}  # the project's colours (ngrpo_sim/plotting.py)
+                  "ngrpo_no_filter": "#ff7f0e", "maxrl": "#393b79", "qae": "#637939",
+                  "asymre": "#e7ba52", "shifted_baseline": "#6b6ecf"}  # ngrpo_sim.plotting's
 R_MAX = 1.0
 
 
@@ -859,10 +867,14 @@ def rollout(policy: Policy, task: Task, examples: list, group_size, temperature,
 # ----------------------------------------------------------------------------------------------------------------
 # Advantages, group filter and the clipped token-level loss (numerically the same as ngrpo_sim's)
 # ----------------------------------------------------------------------------------------------------------------
+QAE_QUANTILE = 0.4  # QAE's baseline: the group's 0.4-quantile, interpolated linearly (torch's)
+SHIFTED_BASELINES = {"asymre": (0.0, -0.1), "shifted_baseline": (1 / 9, 0.0)}  # (fraction, shift)
+
+
 def group_advantages(rewards, kind: str, r_max=R_MAX, eps=1e-6, positive_weight=0.1) -> np.ndarray:
-    """One advantage per answer from rewards shaped (groups, G). NaN marks an unknown reward: its answer gets 0 and
-    stays out of its group's mean and std (the virtual r_max sample still counts); a group without a known reward
-    gets 0 everywhere (ngrpo_sim's ``mask_unknown=True``)."""
+    """One advantage per answer from rewards shaped (groups, G). NaN marks an unknown reward: its
+    answer gets 0 and stays out of its group's statistics (the virtual r_max sample still counts);
+    a group without a known reward gets 0 everywhere (ngrpo_sim's ``mask_unknown=True``)."""
     rewards = np.asarray(rewards, dtype=np.float64)
     known = ~np.isnan(rewards)
     if kind == "w_reinforce":  # +lambda for a right answer, -1 for a wrong one, linear in between
@@ -876,12 +888,22 @@ def group_advantages(rewards, kind: str, r_max=R_MAX, eps=1e-6, positive_weight=
     centred = np.where(counted, reference - shift, 0.0)
     mean = centred.sum(-1, keepdims=True) / np.maximum(count, 1)
     deviation = np.where(known, (rewards - shift) - mean, 0.0)
+    std = np.sqrt((np.where(counted, centred - mean, 0.0) ** 2).sum(-1, keepdims=True) / np.maximum(count - 1, 1))
     if kind == "dr_grpo":
         return deviation
+    if kind == "maxrl":  # (r - mean) / mean; 0 for a group with mean 0
+        raw_mean = np.where(known, rewards, 0.0).sum(-1, keepdims=True) / np.maximum(count, 1)
+        return np.divide(deviation, raw_mean, out=np.zeros_like(deviation), where=deviation != 0)
+    if kind in SHIFTED_BASELINES:  # r - V, V = mean + fraction (r_max - mean) + shift
+        fraction, offset = SHIFTED_BASELINES[kind]
+        return np.where(known, (1 - fraction) * deviation + fraction * (rewards - r_max) - offset, 0.0)
     if kind == "rloo":  # r - mean of the other known answers; none without a second known answer
         others = known.sum(-1, keepdims=True)
         return np.where(others > 1, deviation * others / np.maximum(others - 1, 1), 0.0)
-    std = np.sqrt((np.where(counted, centred - mean, 0.0) ** 2).sum(-1, keepdims=True) / np.maximum(count - 1, 1))
+    if kind == "quantile":  # (r - the known rewards' 0.4-quantile) / std
+        baseline = np.quantile(rewards, QAE_QUANTILE, axis=-1, keepdims=True) if known.all() else \
+            np.nanquantile(np.where(known.any(-1, keepdims=True), rewards, 0.0), QAE_QUANTILE, axis=-1, keepdims=True)
+        deviation = np.where(known, rewards - baseline, 0.0)
     return np.divide(deviation, std + eps, out=np.zeros_like(deviation), where=deviation != 0)
 
 

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from ngrpo_sim.cli import build_parser, main
+from ngrpo_sim.landscape import DEFAULT_METHODS
 
 
 def test_every_option_has_help():
@@ -36,7 +37,7 @@ def test_landscape_prints_the_papers_numbers_and_writes_files(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0
     rows = (tmp_path / "advantages.csv").read_text().splitlines()
     assert rows[0] == "method,group_size,k,advantage_right,advantage_wrong"
-    assert len(rows) == 1 + 6 * 9
+    assert len(rows) == 1 + len(DEFAULT_METHODS) * 9
 
 
 def test_landscape_options_reach_the_estimator(tmp_path, capsys):

@@ -22,8 +22,9 @@ from datasets import Dataset  # noqa: E402
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
-from ngrpo_sim import NGRPOAdvantage, get_method  # noqa: E402
-from ngrpo_sim.integrations.trl import NGRPOConfig, NGRPOTrainer, ngrpo_batch, summed_rewards  # noqa: E402
+from ngrpo_sim import DropHomogeneousGroups, NGRPOAdvantage, get_method  # noqa: E402
+from ngrpo_sim.integrations.trl import (NGRPOConfig, NGRPOTrainer, ngrpo_batch,  # noqa: E402
+                                        summed_rewards)
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP_SIZE = 8
@@ -167,6 +168,51 @@ def test_the_documented_trl_config_names_only_real_options():
              if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "NGRPOConfig"]
     fields = {field.name for field in dataclasses.fields(NGRPOConfig)}
     assert calls and {keyword.arg for keyword in calls[0].keywords} <= fields
+
+
+# -- NGRPO's rivals whose advantage needs only the rewards ---------------------------------------
+
+@pytest.mark.parametrize("method, by_hand, dropped", [
+    # MaxRL: (r - mean) / mean; "one" has mean 1/8, so 7 for its right answer and -1 for the others.
+    ("maxrl", {"always": [0.0] * 8, "never": [0.0] * 8, "one": [7.0] + [-1.0] * 7}, 0.0),
+    # QAE: a hard group's baseline is 0; the right answer gets 1 / std, std = sqrt(1/8) (Bessel).
+    ("qae", {"one": [1 / (math.sqrt(1 / 8) + 1e-6)] + [0.0] * 7}, 2 / 3),
+])
+def test_a_rival_trains_with_its_advantage_and_filter(tiny_model_dir, tmp_path, method, by_hand,
+                                                      dropped):
+    trainer = train_two_steps(tiny_model_dir, tmp_path, method=method)
+    estimator = get_method(method).advantage
+    for log in sorted((tmp_path / "completions").glob("completions_*.parquet")):
+        for prompt, group in pd.read_parquet(log).groupby("prompt"):
+            logged = group["advantage"].to_numpy()
+            expected = estimator(group["fixed_rewards"].to_numpy())
+            np.testing.assert_allclose(logged, expected, atol=1e-12)
+            if prompt in by_hand:
+                np.testing.assert_allclose(sorted(logged), sorted(by_hand[prompt]), rtol=1e-9)
+    steps = [entry for entry in trainer.state.log_history if "ngrpo/dropped_groups_frac" in entry]
+    shares = [step["ngrpo/dropped_groups_frac"] for step in steps]
+    assert shares and shares == [pytest.approx(dropped)] * len(shares)
+
+
+def test_for_method_takes_the_presets_recipe(tmp_path):
+    common = dict(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none")
+    qae = NGRPOConfig.for_method("qae", **common)
+    assert (qae.epsilon, qae.epsilon_high, qae.beta, qae.entropy_coef) == (0.2, 0.28, 0.0, 0.0)
+    assert qae.loss_type == "dapo" and qae.ngrpo_estimator() == get_method("qae").advantage
+    assert isinstance(qae.ngrpo_group_filter(), DropHomogeneousGroups)
+    shifted = NGRPOConfig.for_method("shifted_baseline", r_max=2.0, **common)
+    assert shifted.ngrpo_estimator().r_max == 2.0 and shifted.ngrpo_group_filter().r_max == 2.0
+    assert NGRPOConfig.for_method("maxrl", epsilon=0.1, **common).epsilon == 0.1
+    assert NGRPOConfig.for_method("dr_grpo", **common).loss_type == "dr_grpo"
+
+
+@pytest.mark.parametrize("method, named", [
+    ("lens", "reads the policy"), ("rl_zvp", "reads the policy"), ("ppo", "or a critic"),
+    ("bogus", "unknown method 'bogus'")])
+def test_config_refuses_methods_the_trainer_cannot_feed(tmp_path, method, named):
+    with pytest.raises(ValueError, match=named):
+        NGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none",
+                    method=method)
 
 
 # -- unknown rewards, float rounding at r_max, dropout ----------------------------------------------------------------

@@ -28,7 +28,8 @@ except ImportError as error:  # the message names the missing module
     pytest.skip(f"verl cannot be imported here ({error}); install it as the Makefile does: verl==0.9.1 with "
                 "--no-deps, plus its import-time dependencies", allow_module_level=True)
 
-from ngrpo_sim import NGRPOAdvantage, aggregate_loss, clipped_surrogate  # noqa: E402
+from ngrpo_sim import (NGRPOAdvantage, QAEAdvantage, ShiftedBaselineAdvantage,  # noqa: E402
+                       aggregate_loss, clipped_surrogate, get_method)
 from ngrpo_sim.integrations import verl as ngrpo_verl  # noqa: E402
 from ngrpo_sim.methods import DropAllCorrectGroups  # noqa: E402
 
@@ -222,3 +223,43 @@ def test_verls_policy_loss_with_the_documented_settings_is_ngrpos_surrogate():
     surrogate = clipped_surrogate(np.exp(log_ratio), advantages, clip_low=0.16, clip_high=0.24)
     assert loss.item() == pytest.approx(aggregate_loss(surrogate.loss, mask, "token-mean"), rel=1e-9)
 
+
+
+# -- NGRPO's rivals whose advantage needs only the rewards ---------------------------------------
+
+@pytest.mark.parametrize("method", sorted(ngrpo_verl.RIVAL_CONFIG_KEYS))
+def test_verls_compute_advantage_gives_each_rivals_advantages(method):
+    assert get_adv_estimator_fn(method) is ngrpo_verl.RIVAL_ESTIMATORS[method]
+    rng = np.random.default_rng(6)
+    uids, rewards, token_rewards, mask = random_batch(rng, rng.integers(1, 10, 30))
+    tensors = {"token_level_rewards": token_rewards, "response_mask": mask}
+    data = DataProto.from_dict(tensors=tensors, non_tensors={"uid": uids})
+    config = algorithm_config(f"algorithm.adv_estimator={method}").algorithm
+    out = compute_advantage(data, adv_estimator=config.adv_estimator, config=config)
+    expected = oracle(uids, rewards, get_method(method).advantage)[:, None] * mask.numpy()
+    np.testing.assert_allclose(out.batch["advantages"].numpy(), expected, atol=1e-5)
+
+
+def test_maxrls_worked_numbers_through_verl():
+    uids = np.array(["hard"] * 8 + ["none"] * 8, dtype=object)
+    rewards = torch.tensor([1.0] + [0.0] * 15)[:, None]
+    advantages, _ = get_adv_estimator_fn("maxrl")(token_level_rewards=rewards,
+                                                   response_mask=torch.ones(16, 1), index=uids)
+    np.testing.assert_allclose(advantages[:, 0].numpy(), [7.0] + [-1.0] * 7 + [0.0] * 8, atol=1e-6)
+
+
+def test_the_rivals_options_come_from_the_algorithm_config():
+    qae = algorithm_config("algorithm.adv_estimator=qae", "+algorithm.quantile_k=0.6").algorithm
+    assert ngrpo_verl.estimator_from_config(qae, "qae") == QAEAdvantage(quantile=0.6)
+    asymre = algorithm_config("algorithm.adv_estimator=asymre",
+                              "+algorithm.baseline_shift=-0.2").algorithm
+    assert (ngrpo_verl.estimator_from_config(asymre, "asymre")
+            == ShiftedBaselineAdvantage(shift=-0.2))
+    assert ngrpo_verl.estimator_from_config(None, "maxrl") == get_method("maxrl").advantage
+    bad = algorithm_config("algorithm.adv_estimator=qae", "+algorithm.quantile_k=1.5").algorithm
+    with pytest.raises(ValueError, match=re.escape("algorithm.quantile_k=1.5 is not a valid QAE")):
+        ngrpo_verl.estimator_from_config(bad, "qae")
+    refusal = "the maxrl estimator cannot use this batch: .* below the lowest"
+    with pytest.raises(ValueError, match=refusal):
+        get_adv_estimator_fn("maxrl")(token_level_rewards=torch.tensor([[-1.0], [1.0]]),
+                                      response_mask=torch.ones(2, 1), index=np.array(["a", "a"]))

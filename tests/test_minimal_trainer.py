@@ -50,7 +50,8 @@ def test_presets_equal_the_registry(name):
 
 
 def test_every_registry_method_with_a_group_advantage_is_in_the_trainer():
-    group_methods = {"ngrpo", "grpo", "dapo", "psr_nsr", "dr_grpo", "rloo"}
+    group_methods = {"ngrpo", "grpo", "dapo", "psr_nsr", "dr_grpo", "rloo", "maxrl", "qae",
+                     "asymre", "shifted_baseline"}
     assert group_methods <= set(trainer.METHODS) <= set(METHODS)
 
 
@@ -363,14 +364,22 @@ def test_advantages_with_unknown_rewards_equal_ngrpo_sim(unknown_share):
 def test_without_unknown_rewards_the_advantages_keep_their_last_bit(tiny_folder):
     rng = np.random.default_rng(3)
     rewards = rng.integers(0, 2, (64, 8)).astype(float)
-    for kind in ("calibrated", "z_score", "rloo", "dr_grpo"):  # the formulas before unknown rewards existed
+    # The formulas before unknown rewards existed.
+    for kind in ("calibrated", "z_score", "rloo", "dr_grpo", "maxrl", "asymre", "shifted_baseline", "quantile"):
         shift = rewards[..., :1]
         reference = np.concatenate([rewards, np.ones((64, 1))], -1) if kind == "calibrated" else rewards
         deviation = (rewards - shift) - (reference - shift).mean(-1, keepdims=True)
         std = (reference - shift).std(-1, ddof=1, keepdims=True)
-        before = {"dr_grpo": deviation, "rloo": deviation * 8 / 7}.get(
+        if kind == "quantile":
+            deviation = rewards - np.quantile(rewards, trainer.QAE_QUANTILE, axis=-1, keepdims=True)
+        fraction, offset = trainer.SHIFTED_BASELINES.get(kind, (0.0, 0.0))
+        before = {"dr_grpo": deviation, "rloo": deviation * 8 / 7,
+                  "maxrl": np.divide(deviation, rewards.mean(-1, keepdims=True), out=np.zeros_like(deviation),
+                                     where=deviation != 0),
+                  "asymre": (1 - fraction) * deviation + fraction * (rewards - 1.0) - offset,
+                  "shifted_baseline": (1 - fraction) * deviation + fraction * (rewards - 1.0) - offset}.get(
             kind, np.divide(deviation, std + 1e-6, out=np.zeros_like(deviation), where=deviation != 0))
-        assert np.array_equal(trainer.group_advantages(rewards, kind), before)
+        assert np.array_equal(trainer.group_advantages(rewards, kind), before), kind
 
 
 @pytest.mark.parametrize("bad", ["none", "raised", "out_of_range"])

@@ -28,6 +28,16 @@ What changes against GRPO, and where
 Advantages are computed once per generation batch and buffered, so TRL's ``num_iterations`` (several policy updates
 on one batch, where the clip range starts to act), ``steps_per_generation`` and every ``loss_type`` use them as they
 use GRPO's. Tested with TRL 1.16.
+
+NGRPO's rivals
+--------------
+The same trainer trains any ``ngrpo_sim`` preset whose advantage needs only the rewards:
+``method="maxrl"``, ``"qae"``, ``"asymre"`` or ``"shifted_baseline"`` (and ``"ngrpo"``, the
+default). ``NGRPOConfig.for_method(name, ...)`` also takes the preset's clip range, KL and entropy
+coefficients and loss aggregation (as TRL's ``loss_type``). The preset's group filter applies the
+way NGRPO's does: a dropped group's tokens leave the loss. RL-ZVP and LENS read the policy's token
+entropy and answer probabilities, which this trainer does not hand to the advantage; they are
+refused.
 """
 
 from __future__ import annotations
@@ -43,11 +53,23 @@ from ngrpo_sim.methods import DropAllCorrectGroups, GroupFilter, KeepAllGroups, 
 
 _NGRPO = get_method("ngrpo")
 
+TRL_LOSS_TYPES = {"token-mean": "dapo", "seq-mean-token-mean": "grpo",
+                  "seq-mean-token-sum-norm": "dr_grpo"}
+"""TRL's ``loss_type`` for each of ``ngrpo_sim``'s loss aggregations."""
+
 
 @dataclass
 class NGRPOConfig(GRPOConfig):
-    """``GRPOConfig`` with NGRPO's defaults and its three options: ``r_max``, ``virtual_samples`` and
-    ``drop_all_correct_groups``."""
+    """``GRPOConfig`` with NGRPO's defaults and its options: ``method``, ``r_max``,
+    ``virtual_samples`` and ``drop_all_correct_groups``."""
+
+    method: str = field(
+        default="ngrpo",
+        metadata={"help": "The ngrpo_sim preset whose advantage and group filter train: ngrpo, "
+                          "or a rival whose advantage needs only the rewards (maxrl, qae, asymre, "
+                          "shifted_baseline). NGRPOConfig.for_method sets its clip range, KL, "
+                          "entropy and loss type too."},
+    )
 
     epsilon: float = field(
         default=_NGRPO.clip_low,
@@ -94,14 +116,38 @@ class NGRPOConfig(GRPOConfig):
                              f"the summed reward), got {self.multi_objective_aggregation!r}")
         if not isinstance(self.drop_all_correct_groups, bool):
             raise ValueError(f"drop_all_correct_groups must be True or False, got {self.drop_all_correct_groups!r}")
+        estimator = get_method(self.method).advantage
+        if estimator.policy_inputs or estimator.uses_values:
+            raise ValueError(f"method={self.method!r} reads the policy or a critic, which "
+                             f"NGRPOTrainer does not hand to the advantage; choose a preset whose "
+                             f"advantage needs only the rewards, such as ngrpo, maxrl, qae, asymre "
+                             f"or shifted_baseline")
         self.ngrpo_estimator()  # refuses a bad r_max or virtual_samples now, not at the first generation batch
 
+    @classmethod
+    def for_method(cls, method: str, **options) -> "NGRPOConfig":
+        """A config for the ``ngrpo_sim`` preset ``method`` with its clip range, KL and entropy
+        coefficients and loss aggregation; ``options`` (any ``GRPOConfig`` field) override them."""
+        preset = get_method(method)
+        recipe = dict(method=method, epsilon=preset.clip_low, epsilon_high=preset.clip_high,
+                      beta=preset.kl_coef, entropy_coef=preset.entropy_coef,
+                      loss_type=TRL_LOSS_TYPES[preset.loss_aggregation])
+        return cls(**{**recipe, **options})
+
     def ngrpo_estimator(self):
-        """The ``ngrpo`` preset's advantage estimator with this config's r_max and virtual samples."""
-        return dataclasses.replace(_NGRPO.advantage, r_max=self.r_max, virtual_samples=self.virtual_samples)
+        """The preset's advantage estimator, with this config's r_max and virtual samples where it
+        has them."""
+        estimator = get_method(self.method).advantage
+        options = {"r_max": self.r_max, "virtual_samples": self.virtual_samples}
+        return dataclasses.replace(estimator, **{name: value for name, value in options.items()
+                                                 if name in estimator.calibration_options})
 
     def ngrpo_group_filter(self):
-        """``DropAllCorrectGroups`` at this r_max, or ``KeepAllGroups`` when the filter is off."""
+        """The preset's group filter; an all-correct filter at this r_max, or ``KeepAllGroups`` when
+        it is switched off with ``drop_all_correct_groups=False``."""
+        group_filter = get_method(self.method).group_filter
+        if not isinstance(group_filter, DropAllCorrectGroups):
+            return group_filter
         return DropAllCorrectGroups(r_max=self.r_max) if self.drop_all_correct_groups else KeepAllGroups()
 
 
@@ -169,12 +215,14 @@ class NGRPOTrainer(GRPOTrainer):
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
 
         try:
-            rewards = summed_rewards(self._gathered_rewards_per_func, self.reward_weights, self.ngrpo_estimator.r_max)
+            rewards = summed_rewards(self._gathered_rewards_per_func, self.reward_weights,
+                                     self.args.r_max)
             advantages, trained, group_kept = ngrpo_batch(rewards, group_size, self.ngrpo_estimator,
                                                           self.ngrpo_group_filter)
         except ValueError as error:
-            raise ValueError(f"NGRPO cannot use this batch's rewards (NGRPOConfig.r_max={self.ngrpo_estimator.r_max} "
-                             f"bounds the weighted sum of the reward functions): {error}") from error
+            raise ValueError(f"{self.args.method} cannot use this batch's rewards (NGRPOConfig."
+                             f"r_max={self.args.r_max} bounds the weighted sum of the reward "
+                             f"functions): {error}") from error
 
         # This process's answers, sliced from the gathered batch the way GRPOTrainer slices its own advantages.
         local_size = len(output["advantages"])
