@@ -80,9 +80,9 @@ class Config:
     top_p: float = 1.0
     """Nucleus sampling threshold of the rollouts."""
     max_new_tokens: int = 0
-    """Longest answer in tokens (also the constant length normaliser of seq-mean-token-sum-norm); 0: the task's
-    default, 8 for addition on the tiny model, 64 for addition on another model, 256 for reasoning-gym, 1024 for a
-    task file."""
+    """Longest answer in tokens (also the constant length normaliser of seq-mean-token-sum-norm); 0:
+    the task's default, 8 for addition on the tiny model, 64 for addition on another model, 256 for
+    reasoning-gym, 1024 for a task file."""
     max_refill_rounds: int = 8
     """Extra rollouts per step to replace dropped groups; after them the step trains on fewer groups."""
     clip_low: float | None = None
@@ -102,10 +102,11 @@ class Config:
     eval_samples: int = 16
     """n answers per held-out prompt at T 0.6, top-p 0.95 (a power of two): pass@k for k = 1, 2, 4, ..., n."""
     eval_task: str = ""
-    """A .jsonl/.parquet file of held-out examples (prompt, answer) to evaluate on; its prompts are never trained
-    on (default: the hashed 10% of the task)."""
+    """A .jsonl/.parquet file of held-out examples (prompt, answer) to evaluate on; its prompts are
+    never trained on (default: the hashed 10% of the task)."""
     samples: int = 8
-    """Answers written with their prompt, reward and reference answer to samples.jsonl at each evaluation."""
+    """Answers written with their prompt, reward and reference answer to samples.jsonl at each
+    evaluation."""
     samples_every: int = 0
     """Also write `samples` training answers every this many steps (0: at evaluations only)."""
     checkpoint_every: int = 50
@@ -113,8 +114,8 @@ class Config:
     resume: bool = False
     """Continue the run in `run_dir` from its last checkpoint."""
     overwrite: bool = False
-    """Replace the run in `run_dir` (its config, logs, samples, checkpoint, model and plot); without this flag or
-    --resume an existing run is refused."""
+    """Replace the run in `run_dir` (its config, logs, samples, checkpoint, model and plot); without
+    this flag or --resume an existing run is refused."""
     run_dir: str = ""
     """Folder for config, metrics.jsonl, checkpoint, model and plots (default runs/minimal/METHOD-seedSEED)."""
     cache_dir: str = "~/.cache/ngrpo"
@@ -137,8 +138,8 @@ EVAL_TEMPERATURE, EVAL_TOP_P = 0.6, 0.95  # the paper's evaluation protocol
 
 
 class UsageError(ValueError):
-    """Bad input: the message names the setting or file, the value and the fix. The command line prints it as one
-    line (exit code 2); any other exception is a bug and keeps its traceback."""
+    """Bad input: the message names the setting or file, the value and the fix. The command line
+    prints it as one line (exit code 2); any other exception is a bug and keeps its traceback."""
 
 
 def parse_config(argv=None) -> Config:
@@ -222,8 +223,8 @@ def check_config(config: Config) -> None:
         refuse("eval_samples", "must be a power of two (pass@k at k = 1, 2, 4, ...)")
     if config.loss_aggregation is not None and config.loss_aggregation not in LOSS_AGGREGATIONS:
         refuse("loss_aggregation", f"must be one of {', '.join(LOSS_AGGREGATIONS)}")
-    for field in ("micro_batch_size", "max_refill_rounds", "threads", "weight_decay", "clip_high", "kl_coef",
-                  "max_new_tokens", "samples", "samples_every"):
+    for field in ("micro_batch_size", "max_refill_rounds", "threads", "weight_decay", "clip_high",
+                  "kl_coef", "max_new_tokens", "samples", "samples_every"):
         if (getattr(config, field) or 0) < 0:
             refuse(field, "must be >= 0")
     if config.clip_low is not None and not 0 <= config.clip_low < 1:
@@ -237,11 +238,11 @@ def check_config(config: Config) -> None:
     if config.device not in ("auto", "cpu", "cuda") or (config.device == "cuda" and not torch.cuda.is_available()):
         refuse("device", "must be auto, cpu or cuda (with CUDA present)")
     if config.resume and config.overwrite:
-        raise UsageError("resume and overwrite were both given; --resume continues the run in run_dir, --overwrite "
-                         "replaces it: choose one")
+        raise UsageError("resume and overwrite were both given; --resume continues the run in "
+                         "run_dir, --overwrite replaces it: choose one")
     if config.eval_task and config.task.startswith("reasoning-gym:"):
-        refuse("eval_task", "cannot be used with a reasoning-gym task (its verifier needs the generator's entries); "
-                            "leave it empty")
+        refuse("eval_task", "cannot be used with a reasoning-gym task (its verifier needs the "
+                            "generator's entries); leave it empty")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -255,25 +256,28 @@ CHARACTERS = "0123456789+-*= "
 def model_folder(config: Config) -> Path:
     if config.model == "tiny":
         if config.task != "addition":
-            raise UsageError(f"model='tiny' is pre-trained on the built-in task only, got task={config.task!r}")
+            raise UsageError(f"model='tiny' is pre-trained on the built-in task only, "
+                             f"got task={config.task!r}")
         return build_tiny_model(config)
     if config.model == "smollm2":
         return convert_smollm2(Path(config.cache_dir).expanduser())
     folder = Path(config.model).expanduser()
     if not (folder / "config.json").is_file():
-        raise UsageError(f"model={config.model!r} is not a Hugging Face model folder (no config.json there); "
-                         "give a folder saved with save_pretrained, or 'tiny' or 'smollm2'")
+        raise UsageError(f"model={config.model!r} is not a Hugging Face model folder (no "
+                         "config.json there); give a folder saved with save_pretrained, or 'tiny' "
+                         "or 'smollm2'")
     missing = [f"no {kind} files (one of {', '.join(names)})" for kind, names in MODEL_FILES.items()
                if not any((folder / name).is_file() for name in names)]
     if missing:
-        raise UsageError(f"model={config.model!r} has {' and '.join(missing)}; copy them from the checkpoint "
-                         "(save_pretrained writes both the model and its tokenizer)")
+        raise UsageError(f"model={config.model!r} has {' and '.join(missing)}; copy them from the "
+                         "checkpoint (save_pretrained writes both the model and its tokenizer)")
     return folder
 
 
 MODEL_FILES = {"weight": ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                           "pytorch_model.bin.index.json"),
-               "tokenizer": ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")}
+               "tokenizer": ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                             "spiece.model")}
 
 
 def character_tokenizer():
@@ -396,10 +400,11 @@ def load_policy(folder: Path, device: torch.device) -> Policy:
 
 
 def disable_dropout(model):
-    """Set every dropout probability to 0, in nn.Dropout modules and in the rates that attention layers keep as
-    plain numbers (Qwen2, Llama). The loss runs in training mode, which gradient checkpointing needs; with dropout
-    on, the network that scores the answers would not be the one that sampled them, and the ratio of an update at
-    learning rate 0 would not be 1. verl and TRL's disable_dropout do the same (TRL's misses the plain numbers)."""
+    """Set every dropout probability to 0, in nn.Dropout modules and in the rates that attention
+    layers keep as plain numbers (Qwen2, Llama). The loss runs in training mode, which gradient
+    checkpointing needs; with dropout on, the network that scores the answers would not be the one
+    that sampled them, and the ratio of an update at learning rate 0 would not be 1. verl and TRL's
+    disable_dropout do the same (TRL's misses the plain numbers)."""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
@@ -426,10 +431,12 @@ def held_out_bucket(text: str) -> bool:
 
 
 def make_task(config: Config) -> Task:
-    """The task of `config.task`; with `config.eval_task` its held-out examples come from that file instead of the
-    hashed split, and no prompt of the file is trained on."""
-    evaluation = read_examples(Path(config.eval_task).expanduser(), "eval_task")[:config.eval_prompts] \
-        if config.eval_task else None
+    """The task of `config.task`; with `config.eval_task` its held-out examples come from that file
+    instead of the hashed split, and no prompt of the file is trained on."""
+    evaluation = None
+    if config.eval_task:
+        evaluation = read_examples(Path(config.eval_task).expanduser(), "eval_task")
+        evaluation = evaluation[:config.eval_prompts]
     if config.task == "addition":
         return addition_task(config.digits, config.eval_prompts, evaluation)
     if config.task.startswith("reasoning-gym:"):
@@ -452,11 +459,13 @@ def addition_task(digits: int, eval_prompts: int, evaluation: list | None = None
     def reward(completion, example):  # the last integer of the answer, so chatty instruction models are scored too
         numbers = re.findall(r"-?\d+", completion.replace(",", ""))
         return float(bool(numbers) and numbers[-1] == example["answer"])
-    held_out = evaluation if evaluation is not None else draw(np.random.default_rng(2025), eval_prompts, True)
-    return Task(draw, held_out, reward)
+    if evaluation is None:
+        evaluation = draw(np.random.default_rng(2025), eval_prompts, held_out=True)
+    return Task(draw, evaluation, reward)
 
 
-def examples_task(examples: list, reward, eval_prompts: int, evaluation: list | None = None) -> Task:
+def examples_task(examples: list, reward, eval_prompts: int,
+                  evaluation: list | None = None) -> Task:
     if evaluation is None:
         training = [e for e in examples if not held_out_bucket(e["prompt"])]
         held_out = [e for e in examples if held_out_bucket(e["prompt"])][:eval_prompts]
@@ -464,42 +473,50 @@ def examples_task(examples: list, reward, eval_prompts: int, evaluation: list | 
         excluded = {example["prompt"] for example in evaluation}
         training, held_out = [e for e in examples if e["prompt"] not in excluded], evaluation
     if not training or not held_out:
-        raise UsageError(f"task has {len(examples)} examples: too few for a hashed 90/10 train/held-out split "
-                         "(give more, or held-out examples in a file with --eval-task)")
-    return Task(lambda rng, n: [training[i] for i in rng.integers(0, len(training), size=n)], held_out, reward,
-                len(training))
+        raise UsageError(f"task has {len(examples)} examples: too few for a hashed 90/10 "
+                         "train/held-out split (give more, or held-out examples in a file with "
+                         "--eval-task)")
+    return Task(lambda rng, n: [training[i] for i in rng.integers(0, len(training), size=n)],
+                held_out, reward, len(training))
 
 
 def file_task(path: Path, eval_prompts: int, evaluation: list | None = None) -> Task:
-    return examples_task(read_examples(path, "task"),
-                         lambda completion, example: math_answer_reward(completion, example["answer"]),
-                         eval_prompts, evaluation)
+    def reward(completion, example):
+        return math_answer_reward(completion, example["answer"])
+    return examples_task(read_examples(path, "task"), reward, eval_prompts, evaluation)
 
 
 def read_examples(path: Path, field: str) -> list:
-    """The rows of a JSON Lines or Parquet file, each with a non-empty text `prompt` and `answer` (a number is
-    taken as its text). Every error names the file, the line or row, and the fix."""
+    """The rows of a JSON Lines or Parquet file, each with a non-empty text `prompt` and `answer` (a
+    number is taken as its text). Every error names the file, the line or row, and the fix."""
     if not path.is_file():
-        raise UsageError(f"{field}={str(path)!r} is neither a built-in task nor a file" if field == "task"
-                         else f"{field}={str(path)!r} is not a file")
-    rows, unit = (read_parquet(path), "row") if path.suffix == ".parquet" else (read_json_lines(path), "line")
+        what = "neither a built-in task nor a file" if field == "task" else "not a file"
+        raise UsageError(f"{field}={str(path)!r} is {what}")
+    if path.suffix == ".parquet":
+        rows, unit = read_parquet(path), "row"
+    else:
+        rows, unit = read_json_lines(path), "line"
     examples = []
     for number, row in rows:
         answer = row.get("answer")
-        if isinstance(answer, (int, float)) and not isinstance(answer, bool) and math.isfinite(answer):
-            row = dict(row, answer=str(answer))
+        if isinstance(answer, (int, float)) and not isinstance(answer, bool) \
+                and math.isfinite(answer):
+            row = dict(row, answer=str(answer))  # a number is its text
         for name in ("prompt", "answer"):
             if not isinstance(row.get(name), str) or not row[name].strip():
-                found = f"got {row[name]!r}" if name in row else f"its fields are {', '.join(map(str, row)) or 'none'}"
-                raise UsageError(f"{path} {unit} {number} has no {name!r} field ({found}); every row needs a "
-                                 "non-empty text 'prompt' and 'answer'")
+                fields = ", ".join(map(str, row)) or "none"
+                found = f"got {row[name]!r}" if name in row else f"its fields are {fields}"
+                raise UsageError(f"{path} {unit} {number} has no {name!r} field ({found}); every "
+                                 "row needs a non-empty text 'prompt' and 'answer'")
         examples.append(row)
     return examples
 
 
 def read_json_lines(path: Path) -> list:
-    """(line number, object) for each non-blank line of a UTF-8 JSON Lines file (a byte-order mark is skipped)."""
-    form = "the file must be JSON Lines: one JSON object per line, such as {\"prompt\": \"1+1=\", \"answer\": \"2\"}"
+    """(line number, object) for each non-blank line of a UTF-8 JSON Lines file (a byte-order mark
+    is skipped)."""
+    form = ('the file must be JSON Lines: one JSON object per line, such as {"prompt": "1+1=", '
+            '"answer": "2"}')
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
@@ -515,9 +532,11 @@ def read_json_lines(path: Path) -> list:
         except json.JSONDecodeError as error:
             if not rows and not line.lstrip().startswith("{") and ("," in line or "\t" in line):
                 raise UsageError(f"{path} looks like CSV; {form}") from None
-            raise UsageError(f"{path} line {number} is not JSON ({error.msg}, column {error.colno}); {form}") from None
+            raise UsageError(f"{path} line {number} is not JSON ({error.msg}, column "
+                             f"{error.colno}); {form}") from None
         if not isinstance(row, dict):
-            raise UsageError(f"{path} line {number} holds a JSON {type(row).__name__}, not an object; {form}")
+            raise UsageError(f"{path} line {number} holds a JSON {type(row).__name__}, not an "
+                             f"object; {form}")
         rows.append((number, row))
     return rows
 
@@ -535,23 +554,27 @@ def read_parquet(path: Path) -> list:
     missing = [name for name in ("prompt", "answer") if name not in table.column_names]
     if missing:
         raise UsageError(f"{path} has no {' or '.join(map(repr, missing))} column; its columns are "
-                         f"{', '.join(table.column_names)}; rename the ones that hold the prompt and the answer")
+                         f"{', '.join(table.column_names)}; rename the ones that hold the prompt "
+                         "and the answer")
     return list(enumerate(table.to_pylist(), 1))
 
 
-# The answer checker of task files. Both paths, math-verify where installed and the plain one otherwise, read the
-# same final answer and normalise it the same way; they differ only in how they decide that two answers are equal.
+# The answer checker of task files. Both paths, math-verify where installed and the plain one
+# otherwise, read the same final answer and normalise it the same way; they differ only in how they
+# decide that two answers are equal.
 BOX_OPENING = re.compile(r"\\(?:boxed|fbox)\s*\{")
 ANSWER_PHRASE = re.compile(r"\banswer\s*(?:is\s*:?|:)\s*|^\s*####\s*", re.IGNORECASE | re.MULTILINE)
 NUMBER = r"-?(?:\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?|\.\d+)"
-ENDS_ON_NUMBER = re.compile(rf"({NUMBER})\s*(?:\\?%)?[\s$*]*(?:[.!][\s$*]*|[A-Za-z']+[\s$*]*[.!][\s$*]*)?$")
+# A number at the very end, or followed by one word (a unit) and a full stop.
+ENDS_ON_NUMBER = re.compile(rf"({NUMBER})\s*(?:\\?%)?[\s$*]*"
+                            r"(?:[.!][\s$*]*|[A-Za-z']+[\s$*]*[.!][\s$*]*)?$")
 UNIT = re.compile(rf"({NUMBER})\s*(?:[A-Za-z]{{2,}}|[mgsLh])(?:\^\d)?(?:\s+[A-Za-z]+)?")
 SINGLE_CHOICE = re.compile(r"\(?\s*([A-J])\s*\)?")
 
 
 def boxed_answer(text: str):
-    """The content of the box opened last: braces balance at any depth and \\{ \\} are content. '' when that box
-    never closes (the answer was cut off), None when nothing is boxed."""
+    """The content of the box opened last: braces balance at any depth and \\{ \\} are content. ''
+    when that box never closes (the answer was cut off), None when nothing is boxed."""
     openings = [match.end() for match in BOX_OPENING.finditer(text)]
     if not openings:
         return None
@@ -570,11 +593,12 @@ def boxed_answer(text: str):
 def final_answer(completion: str):
     """What a careful grader reads as the final answer, or None.
 
-    A completion that boxes is judged on its last box alone (self-corrections count by it; a box cut off leaves no
-    answer). Otherwise the answer follows the last "answer is", "answer:" or "####", up to the end of its sentence,
-    and only if no later sentence holds a number (which may correct it). Otherwise a completion that ends on a
-    number (and at most one word, such as a unit, before a full stop) gives that number, and a short completion of
-    at most three words is the answer itself.
+    A completion that boxes is judged on its last box alone (self-corrections count by it; a box cut
+    off leaves no answer). Otherwise the answer follows the last "answer is", "answer:" or "####",
+    up to the end of its sentence, and only if no later sentence holds a number (which may correct
+    it). Otherwise a completion that ends on a number (and at most one word, such as a unit, before
+    a full stop) gives that number, and a short completion of at most three words is the answer
+    itself.
     """
     completion = completion.replace("\u2212", "-")
     boxed = boxed_answer(completion)
@@ -593,9 +617,10 @@ def final_answer(completion: str):
 
 
 def normalise_answer(text: str) -> str:
-    """The surface rules both paths share: LaTeX spacing, \\left/\\right, $ and \\text{} wrappers go; \\dfrac and
-    \\tfrac are \\frac; the Unicode minus is -; a percent sign, a degree sign, a dollar sign, a unit after a number
-    and "x =" before an answer are dropped (so 50% = 50, never 0.5); (B), B) and B are the choice B."""
+    """The surface rules both paths share: LaTeX spacing, \\left/\\right, $ and \\text{} wrappers
+    go; \\dfrac and \\tfrac are \\frac; the Unicode minus is -; a percent sign, a degree sign, a
+    dollar sign, a unit after a number and "x =" before an answer are dropped (so 50% = 50, never
+    0.5); (B), B) and B are the choice B."""
     text = text.replace("\u2212", "-").replace("{,}", ",")
     text = re.sub(r"(?<!\\)\\(?:left|right|displaystyle|[!,;: ]|q?quad)|~|\\\$|\$", " ", text)
     text = re.sub(r"\\[dt]frac", r"\\frac", text)
@@ -611,20 +636,22 @@ def normalise_answer(text: str) -> str:
 
 
 def exact_number(text: str):
-    """A Fraction for an integer, decimal, a/b or \\frac{a}{b} (thousands separators in groups of three), else None."""
+    """A Fraction for an integer, decimal, a/b or \\frac{a}{b} (thousands separators in groups of
+    three), else None."""
     text = text.replace(" ", "")
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", text):
         text = text.replace(",", "")
-    ratio = (re.fullmatch(r"(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}", text) or re.fullmatch(r"(-?)\\frac(\d)(\d)", text)
-             or re.fullmatch(r"(-?)(\d+)/(\d+)", text))
+    ratio = (re.fullmatch(r"(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}", text)
+             or re.fullmatch(r"(-?)\\frac(\d)(\d)", text) or re.fullmatch(r"(-?)(\d+)/(\d+)", text))
     if ratio:
-        return Fraction(int(ratio.group(2)), int(ratio.group(3))) * (-1 if ratio.group(1) else 1) \
-            if int(ratio.group(3)) else None
+        sign, numerator, denominator = -1 if ratio.group(1) else 1, *map(int, ratio.group(2, 3))
+        return sign * Fraction(numerator, denominator) if denominator else None
     return Fraction(text) if re.fullmatch(r"-?(?:\d+(?:\.\d+)?|\.\d+)", text) else None
 
 
 def split_bracketed(text: str):
-    """(opening, items, closing) of a tuple, interval or set such as (1, 2) or [0, 1); None for anything else."""
+    """(opening, items, closing) of a tuple, interval or set such as (1, 2) or [0, 1); None for
+    anything else."""
     match = re.fullmatch(r"(\(|\[|\\\{)(.*)(\)|\]|\\\})", text)
     if not match:
         return None
@@ -638,29 +665,31 @@ def split_bracketed(text: str):
 
 
 def plain_equal(answer: str, reference: str) -> bool:
-    """Equal as exact rational numbers, element by element inside equal brackets, or as text without spaces and
-    optional braces."""
+    """Equal as exact rational numbers, element by element inside equal brackets, or as text without
+    spaces and optional braces."""
     answer, reference = normalise_answer(answer), normalise_answer(reference)
     numbers = exact_number(answer), exact_number(reference)
     if None not in numbers:
         return numbers[0] == numbers[1]
     parts = split_bracketed(answer), split_bracketed(reference)
-    if None not in parts and (parts[0][0], parts[0][2], len(parts[0][1])) == (parts[1][0], parts[1][2],
-                                                                              len(parts[1][1])):
-        return all(plain_equal(a, r) for a, r in zip(parts[0][1], parts[1][1]))
+    if None not in parts:
+        shapes = [(opening, len(items), closing) for opening, items, closing in parts]
+        if shapes[0] == shapes[1]:
+            return all(plain_equal(a, r) for a, r in zip(parts[0][1], parts[1][1]))
 
-    def compact(text):
-        text = re.sub(r"\\(frac|sqrt)\s*(\w)(\w)?", lambda m: f"\\{m[1]}{{{m[2]}}}" + (f"{{{m[3]}}}" if m[3] else ""),
-                      text)
-        return text.replace(" ", "")
+    def compact(text):  # \frac12 and \sqrt2 as \frac{1}{2} and \sqrt{2}, without spaces
+        def braced(match):
+            return f"\\{match[1]}{{{match[2]}}}" + (f"{{{match[3]}}}" if match[3] else "")
+        return re.sub(r"\\(frac|sqrt)\s*(\w)(\w)?", braced, text).replace(" ", "")
     return compact(answer) == compact(reference)
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def math_verify_equal(answer: str, reference: str) -> bool:
-    """math-verify's equivalence (symbolic, sets, intervals, matrices) on the normalised answers, with two guards
-    against its rounding: two plain numbers are compared exactly (it rounds to 6 decimals, so 0.3333333 = 1/3), and
-    a plain number never equals an irrational reference (3.1415927 is not pi)."""
+    """math-verify's equivalence (symbolic, sets, intervals, matrices) on the normalised answers,
+    with two guards against its rounding: two plain numbers are compared exactly (it rounds to 6
+    decimals, so 0.3333333 = 1/3), and a plain number never equals an irrational reference
+    (3.1415927 is not pi)."""
     from math_verify import parse, verify
     answer, reference = normalise_answer(answer), normalise_answer(reference)
     numbers = exact_number(answer), exact_number(reference)
@@ -673,8 +702,9 @@ def math_verify_equal(answer: str, reference: str) -> bool:
 
 
 def answer_checker(config: Config) -> str:
-    """What judges the answers of `config.task` here (said at start-up and kept in the run's config): for a task
-    file math-verify with its version where installed, else the plain checker."""
+    """What judges the answers of `config.task` here (said at start-up and kept in the run's
+    config): for a task file math-verify with its version where installed, else the plain checker.
+    """
     if config.task == "addition":
         return "the last integer of the answer"
     if config.task.startswith("reasoning-gym:"):
@@ -686,9 +716,10 @@ def answer_checker(config: Config) -> str:
 
 
 def math_answer_reward(completion: str, answer: str) -> float:
-    """1.0 when the completion's final answer (``final_answer``) equals the reference answer, else 0.0: by
-    math-verify where installed, by ``plain_equal`` otherwise. Neither marks a wrong answer right on the corpus
-    tests/data/answer_checker_corpus.jsonl (docs/minimal/answer_checker.md lists their agreement)."""
+    """1.0 when the completion's final answer (``final_answer``) equals the reference answer, else
+    0.0: by math-verify where installed, by ``plain_equal`` otherwise. Neither marks a wrong answer
+    right on the corpus tests/data/answer_checker_corpus.jsonl (docs/minimal/answer_checker.md lists
+    their agreement)."""
     guess, reference = final_answer(completion), boxed_answer(answer) or answer
     if guess is None:
         return 0.0
@@ -698,7 +729,8 @@ def math_answer_reward(completion: str, answer: str) -> float:
 
 def reasoning_gym_task(name: str, eval_prompts: int) -> Task:
     if importlib.util.find_spec("reasoning_gym") is None:
-        raise UsageError(f"task='reasoning-gym:{name}' needs the package reasoning-gym: pip install reasoning-gym")
+        raise UsageError(f"task='reasoning-gym:{name}' needs the package reasoning-gym: "
+                         "pip install reasoning-gym")
     import reasoning_gym
     try:
         dataset = reasoning_gym.create_dataset(name, size=20 * eval_prompts, seed=0)
@@ -718,20 +750,23 @@ UNKNOWN_KINDS = ("raised", "none", "not_a_number", "non_finite", "out_of_range")
 
 
 class RewardError(RuntimeError):
-    """Every reward of a step or an evaluation was unknown: the reward function, not the policy, is broken."""
+    """Every reward of a step or an evaluation was unknown: the reward function, not the policy, is
+    broken."""
 
 
 class GuardedReward:
-    """The reward function, checked: a reward is *known* only if it is a real number in [0, r_max]. An exception,
-    None, anything that is not a number, NaN or an infinity, or a number outside [0, r_max] makes it unknown (NaN
-    here, never 0): the answer gets no gradient and stays out of its group's mean and std. Unknown rewards are
-    counted by kind (`counts`, over the run) and the first kind of each is reported once."""
+    """The reward function, checked: a reward is *known* only if it is a real number in [0, r_max].
+    An exception, None, anything that is not a number, NaN or an infinity, or a number outside [0,
+    r_max] makes it unknown (NaN here, never 0): the answer gets no gradient and stays out of its
+    group's mean and std. Unknown rewards are counted by kind (`counts`, over the run) and the first
+    kind of each is reported once."""
 
     def __init__(self, reward, r_max: float = R_MAX):
         self.reward, self.r_max = reward, r_max
         self.counts = dict.fromkeys(UNKNOWN_KINDS, 0)
         self.first = None
-        """(kind, value or exception, completion, example) of the first unknown reward since it was last reset."""
+        """(kind, value or exception, completion, example) of the first unknown reward since it was
+        last reset."""
 
     @property
     def name(self) -> str:
@@ -758,17 +793,20 @@ class GuardedReward:
 
     def unknown(self, kind: str, value, completion: str, example: dict) -> float:
         if not self.counts[kind]:
-            tqdm.write(f"warning: {self.describe(kind, value, completion, example)}; such rewards are unknown: no "
-                       f"gradient, left out of their group's statistics, counted as unknown_rewards/{kind}")
+            tqdm.write(f"warning: {self.describe(kind, value, completion, example)}; such rewards "
+                       "are unknown: no gradient, left out of their group's statistics, counted as "
+                       f"unknown_rewards/{kind}")
         self.counts[kind] += 1
         self.first = self.first or (kind, value, completion, example)
         return math.nan
 
     def describe(self, kind: str, value, completion: str, example: dict) -> str:
+        outside = f", outside [0, {self.r_max}]" if kind == "out_of_range" else ""
         what = {"raised": f"raised {value!r}", "none": "returned None"}.get(
-            kind, f"returned {value!r}" + (f", outside [0, {self.r_max}]" if kind == "out_of_range" else ""))
+            kind, f"returned {value!r}{outside}")
         shown = {key: example[key] for key in ("prompt", "answer") if key in example}
-        return f"the reward function {self.name} {what} for the completion {completion[:80]!r} of {repr(shown)[:200]}"
+        return (f"the reward function {self.name} {what} for the completion {completion[:80]!r} of "
+                f"{repr(shown)[:200]}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -779,7 +817,8 @@ class NonFiniteError(RuntimeError):
 
 
 def prompt_token_ids(tokenizer, prompts: list) -> list:
-    """The token ids the model reads for each prompt: in the chat template where the tokenizer has one."""
+    """The token ids the model reads for each prompt: in the chat template where the tokenizer has
+    one."""
     if tokenizer.chat_template:
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
                                                  tokenize=False) for p in prompts]
@@ -848,8 +887,8 @@ def sample(policy: Policy, prompt_ids, prompt_mask, group_size, max_new_tokens, 
 
 def rollout(policy: Policy, task: Task, examples: list, group_size, temperature, top_p, max_new_tokens,
             generator) -> tuple:
-    """Sample `group_size` answers per example: rewards shaped (examples, group_size) (NaN where unknown), the
-    tensors of the answers and their texts."""
+    """Sample `group_size` answers per example: rewards shaped (examples, group_size) (NaN where
+    unknown), the tensors of the answers and their texts."""
     repeated = [e for e in examples for _ in range(group_size)]
     prompt_ids, prompt_mask = encode_prompts(policy.tokenizer, [e["prompt"] for e in examples], policy.device)
     with policy.autocast():
@@ -879,16 +918,20 @@ def group_advantages(rewards, kind: str, r_max=R_MAX, eps=1e-6, positive_weight=
     known = ~np.isnan(rewards)
     if kind == "w_reinforce":  # +lambda for a right answer, -1 for a wrong one, linear in between
         return np.where(known, rewards / r_max * positive_weight - (1 - rewards / r_max), 0.0)
-    virtual = np.full(rewards.shape[:-1] + (1,), r_max)
-    reference, counted = (np.concatenate([rewards, virtual], -1), np.concatenate([known, virtual == r_max], -1)) \
-        if kind == "calibrated" else (rewards, known)
+    reference, counted = rewards, known
+    if kind == "calibrated":
+        virtual = np.full(rewards.shape[:-1] + (1,), r_max)
+        reference = np.concatenate([rewards, virtual], -1)
+        counted = np.concatenate([known, np.ones_like(virtual, dtype=bool)], -1)
     count = counted.sum(-1, keepdims=True)
     # Centring around a known member makes a homogeneous group exactly 0, not 1e-17.
-    shift = np.where(count > 0, np.take_along_axis(reference, counted.argmax(-1)[..., None], -1), 0.0)
+    member = np.take_along_axis(reference, counted.argmax(-1)[..., None], -1)
+    shift = np.where(count > 0, member, 0.0)
     centred = np.where(counted, reference - shift, 0.0)
     mean = centred.sum(-1, keepdims=True) / np.maximum(count, 1)
     deviation = np.where(known, (rewards - shift) - mean, 0.0)
-    std = np.sqrt((np.where(counted, centred - mean, 0.0) ** 2).sum(-1, keepdims=True) / np.maximum(count - 1, 1))
+    squares = np.where(counted, centred - mean, 0.0) ** 2
+    std = np.sqrt(squares.sum(-1, keepdims=True) / np.maximum(count - 1, 1))
     if kind == "dr_grpo":
         return deviation
     if kind == "maxrl":  # (r - mean) / mean; 0 for a group with mean 0
@@ -896,20 +939,25 @@ def group_advantages(rewards, kind: str, r_max=R_MAX, eps=1e-6, positive_weight=
         return np.divide(deviation, raw_mean, out=np.zeros_like(deviation), where=deviation != 0)
     if kind in SHIFTED_BASELINES:  # r - V, V = mean + fraction (r_max - mean) + shift
         fraction, offset = SHIFTED_BASELINES[kind]
-        return np.where(known, (1 - fraction) * deviation + fraction * (rewards - r_max) - offset, 0.0)
+        shifted = (1 - fraction) * deviation + fraction * (rewards - r_max) - offset
+        return np.where(known, shifted, 0.0)
     if kind == "rloo":  # r - mean of the other known answers; none without a second known answer
         others = known.sum(-1, keepdims=True)
         return np.where(others > 1, deviation * others / np.maximum(others - 1, 1), 0.0)
     if kind == "quantile":  # (r - the known rewards' 0.4-quantile) / std
-        baseline = np.quantile(rewards, QAE_QUANTILE, axis=-1, keepdims=True) if known.all() else \
-            np.nanquantile(np.where(known.any(-1, keepdims=True), rewards, 0.0), QAE_QUANTILE, axis=-1, keepdims=True)
+        if known.all():
+            baseline = np.quantile(rewards, QAE_QUANTILE, axis=-1, keepdims=True)
+        else:  # a group without a known reward: any baseline, its advantages are 0
+            filled = np.where(known.any(-1, keepdims=True), rewards, 0.0)
+            baseline = np.nanquantile(filled, QAE_QUANTILE, axis=-1, keepdims=True)
         deviation = np.where(known, rewards - baseline, 0.0)
     return np.divide(deviation, std + eps, out=np.zeros_like(deviation), where=deviation != 0)
 
 
 def keep_groups(rewards, drop: str, r_max=R_MAX) -> np.ndarray:
-    """Which groups the filter keeps, judged on their known rewards: all right means every known answer earns
-    r_max, homogeneous that the known answers agree; a group without a known reward is dropped by both filters."""
+    """Which groups the filter keeps, judged on their known rewards: all right means every known
+    answer earns r_max, homogeneous that the known answers agree; a group without a known reward is
+    dropped by both filters."""
     rewards = np.asarray(rewards)
     unknown = np.isnan(rewards)
     if drop == "all_right":
@@ -961,7 +1009,7 @@ def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Pre
             batch["ref_logp"] = torch.cat([completion_log_probs(policy, reference, batch, rows, config.temperature)[0]
                                            for parts in chunks for rows in parts])
     sums = {}
-    policy.model.train()  # gradient checkpointing acts in training mode only; dropout was disabled when loading
+    policy.model.train()  # gradient checkpointing needs training mode; load_policy disabled dropout
     for minibatch, parts in zip(minibatches, chunks):
         mask = batch["completion_mask"][minibatch]
         weights = token_weights(mask, preset.loss_aggregation, config.max_new_tokens)
@@ -1016,9 +1064,11 @@ def pass_auc(values) -> float:
 
 
 @torch.no_grad()
-def evaluate(policy: Policy, task: Task, config: Config, step: int, samples: list | None = None) -> dict:
-    """pass@k on the held-out prompts, the share of answers cut at max_new_tokens and the count of unknown rewards
-    (counted as wrong). `samples` receives the first answer to each of the first `config.samples` prompts."""
+def evaluate(policy: Policy, task: Task, config: Config, step: int,
+             samples: list | None = None) -> dict:
+    """pass@k on the held-out prompts, the share of answers cut at max_new_tokens and the count of
+    unknown rewards (counted as wrong). `samples` receives the first answer to each of the first
+    `config.samples` prompts."""
     # A stream of its own: evaluating never changes what training samples next.
     generator = torch.Generator(policy.device).manual_seed(1_000_003 * config.seed + step)
     n, chunk = config.eval_samples, max(1, 2048 // config.eval_samples)
@@ -1028,7 +1078,8 @@ def evaluate(policy: Policy, task: Task, config: Config, step: int, samples: lis
         rewards, batch, texts = rollout(policy, task, examples, n, EVAL_TEMPERATURE, EVAL_TOP_P,
                                         config.max_new_tokens, generator)
         correct.append((rewards == R_MAX).sum(1))
-        unknown, cut = unknown + int(np.isnan(rewards).sum()), cut + int(cut_off(batch, policy.end_ids).sum())
+        unknown += int(np.isnan(rewards).sum())
+        cut += int(cut_off(batch, policy.end_ids).sum())
         if samples is not None:
             samples += [sample_record(e, texts[j * n], rewards[j, 0])
                         for j, e in enumerate(examples[:config.samples - len(samples)])]
@@ -1050,14 +1101,15 @@ def cut_off(batch: dict, end_ids: list) -> torch.Tensor:
 
 def sample_record(example: dict, completion: str, reward: float) -> dict:
     """One line of samples.jsonl: what was asked, answered and scored (null: an unknown reward)."""
-    return {"prompt": example["prompt"], "completion": completion, "reward": None if math.isnan(reward) else reward,
-            "answer": example.get("answer")}
+    return {"prompt": example["prompt"], "completion": completion,
+            "reward": None if math.isnan(reward) else reward, "answer": example.get("answer")}
 
 
 def describe_first_unknown(reward) -> str:
     first = getattr(reward, "first", None)
     detail = reward.describe(*first) if first else "no reward could be read"
-    return f"{detail}; a reward must be a number in [0, {R_MAX}] (fix the reward function or its input)"
+    return f"{detail}; a reward must be a number in [0, {R_MAX}] (fix the reward function or its " \
+           "input)"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1072,10 +1124,17 @@ def join(batches: list) -> dict:
                             for b in batches]) for key in batches[0]}
 
 
+def every_known(rewards: np.ndarray, condition: np.ndarray) -> np.ndarray:
+    """Per group: it has a known reward, and every known reward meets `condition`."""
+    known = ~np.isnan(rewards)
+    return known.any(-1) & np.all(condition | ~known, axis=-1)
+
+
 def training_step(policy, reference, optimizer, task, config, preset, prompt_rng, generator,
                   samples: list | None = None) -> dict:
-    """Rollouts with refill, advantages and `minibatches` updates; the step's metrics. Unknown rewards (NaN) leave
-    the loss; `samples` receives the first answer to each of the first `config.samples` prompts."""
+    """Rollouts with refill, advantages and `minibatches` updates; the step's metrics. Unknown
+    rewards (NaN) leave the loss; `samples` receives the first answer to each of the first
+    `config.samples` prompts."""
     started, sampled, kept, batches, generated, cut = time.perf_counter(), [], [], [], 0.0, 0
     counts_before = dict(getattr(task.reward, "counts", {}))
     if hasattr(task.reward, "first"):
@@ -1085,14 +1144,16 @@ def training_step(policy, reference, optimizer, task, config, preset, prompt_rng
         if missing <= 0:
             break
         examples = task.draw(prompt_rng, missing)
-        rewards, batch, texts = rollout(policy, task, examples, config.group_size, config.temperature,
-                                        config.top_p, config.max_new_tokens, generator)
+        rewards, batch, texts = rollout(policy, task, examples, config.group_size,
+                                        config.temperature, config.top_p, config.max_new_tokens,
+                                        generator)
         if samples is not None and not sampled:
             samples += [sample_record(e, texts[j * config.group_size], rewards[j, 0])
                         for j, e in enumerate(examples[:config.samples])]
         generated += float(batch["completion_mask"].sum())
         cut += int(cut_off(batch, policy.end_ids).sum())
-        # An answer whose reward is unknown teaches nothing: its tokens leave the loss (entropy and KL included).
+        # An answer whose reward is unknown teaches nothing: its tokens leave the loss (entropy and
+        # KL included).
         known = torch.from_numpy(~np.isnan(rewards).ravel()).to(batch["completion_mask"])
         batch["completion_mask"] = batch["completion_mask"] * known[:, None]
         keep = keep_groups(rewards, preset.drop_groups)
@@ -1102,7 +1163,8 @@ def training_step(policy, reference, optimizer, task, config, preset, prompt_rng
         batches.append({key: value[rows] for key, value in batch.items()})
     sampled, rewards, batch = np.concatenate(sampled), np.concatenate(kept), join(batches)
     if np.isnan(sampled).all():
-        rounds = f" in {len(batches)} rollouts: the filter dropped and refilled the groups" if len(batches) > 1 else ""
+        rounds = f" in {len(batches)} rollouts: the filter dropped and refilled the groups" \
+            if len(batches) > 1 else ""
         raise RewardError(f"every reward was unknown ({sampled.size} answers{rounds}): "
                           f"{describe_first_unknown(task.reward)}")
     advantages = group_advantages(rewards, preset.advantage)
@@ -1112,18 +1174,16 @@ def training_step(policy, reference, optimizer, task, config, preset, prompt_rng
     training_s = time.perf_counter() - started - generation_s
     trained_tokens = float(batch["completion_mask"].sum())
     known, right = ~np.isnan(sampled), sampled == R_MAX
-    all_wrong = known.any(1) & np.all((sampled < R_MAX) | ~known, axis=1)
-    kept_known = ~np.isnan(rewards)
-    kept_all_wrong = kept_known.any(1) & np.all((rewards < R_MAX) | ~kept_known, axis=1)
-    learned_all_wrong = kept_all_wrong & np.any(advantages != 0, axis=1)
+    learned_all_wrong = every_known(rewards, rewards < R_MAX) & np.any(advantages != 0, axis=1)
     unknown = {f"unknown_rewards/{kind}": count - counts_before.get(kind, 0)
                for kind, count in getattr(task.reward, "counts", {}).items()}
     return {"reward": float(np.nanmean(sampled)), "accuracy": float(right.sum() / known.sum()),
-            "all_wrong_share": float(all_wrong.mean()),
-            "all_right_share": float((known.any(1) & np.all(right | ~known, axis=1)).mean()),
+            "all_wrong_share": float(every_known(sampled, sampled < R_MAX).mean()),
+            "all_right_share": float(every_known(sampled, right).mean()),
             "groups_trained": len(rewards), "refill_rounds": len(batches) - 1,
             "all_wrong_learned_share": float(learned_all_wrong.mean()) if len(rewards) else 0.0,
-            "response_length": trained_tokens / max(advantages.size, 1), "truncated_share": cut / sampled.size,
+            "response_length": trained_tokens / max(advantages.size, 1),
+            "truncated_share": cut / sampled.size,
             **stats, **unknown,
             "time/generation_s": generation_s, "time/training_s": training_s,
             "perf/generated_tokens_per_s": generated / generation_s,
@@ -1136,14 +1196,16 @@ def pick_device(config: Config) -> torch.device:
 
 
 def make_optimizer(model, config: Config) -> torch.optim.AdamW:
-    # foreach updates all tensors at once: the same numbers as the per-tensor loop, fewer calls on a CPU.
+    # foreach updates all tensors at once: the same numbers as the per-tensor loop, fewer calls on a
+    # CPU.
     return torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
                              foreach=True)
 
 
 def task_default_length(config: Config) -> int:
-    """max_new_tokens when none is given: room for a right answer of the task family (tests/test_minimal_trainer.py
-    checks that a known-right answer fits in each README command's limit)."""
+    """max_new_tokens when none is given: room for a right answer of the task family
+    (tests/test_minimal_runs.py checks that a known-right answer fits in each README command's
+    limit)."""
     if config.task == "addition":
         return 8 if config.model == "tiny" else 64
     return 256 if config.task.startswith("reasoning-gym:") else 1024
@@ -1152,24 +1214,30 @@ def task_default_length(config: Config) -> int:
 def with_task_defaults(config: Config) -> Config:
     """`config`, checked, with max_new_tokens = 0 replaced by the task's default."""
     check_config(config)
-    return config if config.max_new_tokens else dataclasses.replace(config, max_new_tokens=task_default_length(config))
+    if config.max_new_tokens:
+        return config
+    return dataclasses.replace(config, max_new_tokens=task_default_length(config))
 
 
-MACHINE_AND_LOGGING = ("threads", "device", "cache_dir", "eval_every", "checkpoint_every", "samples", "samples_every",
-                       "run_dir", "resume", "overwrite", "compare", "seeds")
-"""Settings that change where a run is computed and what is logged, not what it trains: a resumed run may change
-them (the evaluation cadence changes when the held-out prompts are scored, never the training stream)."""
+MACHINE_AND_LOGGING = ("threads", "device", "cache_dir", "eval_every", "checkpoint_every",
+                       "samples", "samples_every", "run_dir", "resume", "overwrite", "compare",
+                       "seeds")
+"""Settings that change where a run is computed and what is logged, not what it trains: a resumed
+run may change them (the evaluation cadence changes when the held-out prompts are scored, never the
+training stream)."""
 RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "samples.jsonl", "model", "curves.png")
+BUILT_IN = ("tiny", "smollm2", "addition")
 
 
 def training_settings(settings: dict) -> dict:
-    """The settings that change a run's numbers (the answer checker included), with paths resolved; a setting
-    missing from an older run's config had its default."""
+    """The settings that change a run's numbers (the answer checker included), with paths resolved;
+    a setting missing from an older run's config had its default."""
     merged = {**dataclasses.asdict(Config()), **settings}
     kept = {key: value for key, value in merged.items() if key not in MACHINE_AND_LOGGING}
     for key in ("model", "task", "eval_task"):
-        if kept[key] and kept[key] not in ("tiny", "smollm2", "addition") and not kept[key].startswith("reasoning-gym:"):
-            kept[key] = str(Path(kept[key]).expanduser().resolve())
+        value = kept[key]
+        if value and value not in BUILT_IN and not value.startswith("reasoning-gym:"):
+            kept[key] = str(Path(value).expanduser().resolve())
     return kept
 
 
@@ -1187,37 +1255,41 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def append_line(path: Path, record: dict) -> None:
-    """Append one JSON line in a single write; a kill can tear at most this last line, which resume drops."""
+    """Append one JSON line in a single write; a kill can tear at most this last line, which resume
+    drops."""
     with path.open("a") as log:
         log.write(json.dumps(record) + "\n")
 
 
 def claim_run_dir(run_dir: Path, config: Config, settings: dict) -> None:
-    """Refuse to start over an existing run unless asked to resume it (with the same training settings) or to
-    overwrite it; then write the run's config."""
-    saved_path = run_dir / "config.json"
+    """Refuse to start over an existing run unless asked to resume it (with the same training
+    settings) or to overwrite it; then write the run's config."""
+    saved_path, metrics_path = run_dir / "config.json", run_dir / "metrics.jsonl"
     if config.resume:
         if not saved_path.is_file():
-            raise UsageError(f"resume: run_dir={str(run_dir)!r} holds no run (no config.json); start it without "
-                             "--resume")
+            raise UsageError(f"resume: run_dir={str(run_dir)!r} holds no run (no config.json); "
+                             "start it without --resume")
         saved = json.loads(saved_path.read_text())
-        if (run_dir / "checkpoint.pt").is_file() and not (run_dir / "metrics.jsonl").is_file():
-            raise UsageError(f"resume: {run_dir / 'metrics.jsonl'} is missing, so the log up to the checkpoint is "
-                             "lost; put the file back, or start anew with --overwrite")
-        lines_up_to(run_dir / "metrics.jsonl", math.inf)  # a damaged log is said now, before the model loads
+        if (run_dir / "checkpoint.pt").is_file() and not metrics_path.is_file():
+            raise UsageError(f"resume: {metrics_path} is missing, so the log up to the checkpoint "
+                             "is lost; put the file back, or start anew with --overwrite")
+        lines_up_to(metrics_path, math.inf)  # a damaged log is said now, before the model loads
         changed = changed_settings(saved, settings, allowed=("steps", "learning_rate"))
         if changed:
-            raise UsageError(f"resume: {', '.join(changed)}; a resumed run may change only steps, learning_rate and "
-                             f"the machine and logging settings ({', '.join(MACHINE_AND_LOGGING[:7])})")
+            raise UsageError(f"resume: {', '.join(changed)}; a resumed run may change only steps, "
+                             "learning_rate and the machine and logging settings "
+                             f"({', '.join(MACHINE_AND_LOGGING[:7])})")
         # The config describes the run as it continues; what a resume changed is kept.
-        changes = {key: [saved.get(key), value] for key, value in settings.items() if saved.get(key) != value}
+        changes = {key: [saved.get(key), value] for key, value in settings.items()
+                   if saved.get(key) != value}
         history = saved.get("resumed_with", []) + ([changes] if changes else [])
         write_atomically(saved_path, json.dumps({**settings, "resumed_with": history}, indent=2))
         return
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     if existing and not config.overwrite:
-        raise UsageError(f"run_dir={str(run_dir)!r} already holds a run ({', '.join(existing)}); --resume "
-                         "continues it, --overwrite replaces it, or give another --run-dir")
+        raise UsageError(f"run_dir={str(run_dir)!r} already holds a run ({', '.join(existing)}); "
+                         "--resume continues it, --overwrite replaces it, or give another "
+                         "--run-dir")
     for name in existing:
         shutil.rmtree(run_dir / name) if (run_dir / name).is_dir() else (run_dir / name).unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -1226,19 +1298,22 @@ def claim_run_dir(run_dir: Path, config: Config, settings: dict) -> None:
 
 def announce(config: Config, task: Task, policy: Policy, checker: str) -> None:
     """Say at start-up what is trained on, what judges the answers, and what cannot work."""
-    size = f"{task.train_size:,} training prompts" if task.train_size else "training prompts drawn at random"
+    size = f"{task.train_size:,} training prompts" if task.train_size else \
+        "training prompts drawn at random"
     print(f"task {config.task}: {size} and {len(task.held_out)} held-out ones; answers of up to "
           f"{config.max_new_tokens} tokens, judged by {checker}")
     if len(task.held_out) < config.eval_prompts:
-        print(f"warning: only {len(task.held_out)} held-out prompts, fewer than eval_prompts={config.eval_prompts}: "
-              "held-out pass@k is noisier; give a larger held-out file with --eval-task")
+        print(f"warning: only {len(task.held_out)} held-out prompts, fewer than "
+              f"eval_prompts={config.eval_prompts}: held-out pass@k is noisier; give a larger "
+              "held-out file with --eval-task")
     context = getattr(policy.model.config, "max_position_embeddings", None)
     if context:
         prompts = [e["prompt"] for e in task.held_out + task.draw(np.random.default_rng(0), 256)]
         too_long = sum(len(ids) + config.max_new_tokens > context
                        for ids in prompt_token_ids(policy.tokenizer, prompts))
-        message = (f"{too_long} of {len(prompts)} prompts checked (the held-out ones and 256 training draws) plus "
-                   f"max_new_tokens={config.max_new_tokens} exceed the model's context of {context} tokens")
+        message = (f"{too_long} of {len(prompts)} prompts checked (the held-out ones and 256 "
+                   f"training draws) plus max_new_tokens={config.max_new_tokens} exceed the "
+                   f"model's context of {context} tokens")
         if too_long == len(prompts):
             raise UsageError(f"{message}; lower max_new_tokens or give shorter prompts")
         if too_long:
@@ -1250,7 +1325,8 @@ class RunInterrupted(KeyboardInterrupt):
 
     def __init__(self, run_dir: Path, step: int, steps: int, checkpoint_step: int):
         super().__init__(run_dir, step, steps, checkpoint_step)
-        self.run_dir, self.step, self.steps, self.checkpoint_step = run_dir, step, steps, checkpoint_step
+        self.run_dir, self.step, self.steps = run_dir, step, steps
+        self.checkpoint_step = checkpoint_step
 
 
 def train(config: Config, reward=None) -> Path:
@@ -1260,10 +1336,11 @@ def train(config: Config, reward=None) -> Path:
     if config.threads:
         torch.set_num_threads(config.threads)
     run_dir = Path(config.run_dir or f"runs/minimal/{config.method}-seed{config.seed}")
-    metrics_path, checkpoint_path, samples_path = run_dir / "metrics.jsonl", run_dir / "checkpoint.pt", \
-        run_dir / "samples.jsonl"
+    metrics_path, checkpoint_path = run_dir / "metrics.jsonl", run_dir / "checkpoint.pt"
+    samples_path = run_dir / "samples.jsonl"
     task = make_task(config)
-    checker = f"the reward function {getattr(reward, '__qualname__', reward)!s}" if reward else answer_checker(config)
+    checker = f"the reward function {getattr(reward, '__qualname__', reward)!s}" if reward else \
+        answer_checker(config)
     task = task._replace(reward=GuardedReward(reward or task.reward))
     folder = model_folder(config)
     claim_run_dir(run_dir, config, {**dataclasses.asdict(config), "answer_checker": checker})
@@ -1272,14 +1349,17 @@ def train(config: Config, reward=None) -> Path:
         policy = load_policy(folder, pick_device(config))
         announce(config, task, policy, checker)
         if config.gradient_checkpointing:  # renamed activation checkpointing in transformers 5.x
-            getattr(policy.model, "activation_checkpointing_enable", policy.model.gradient_checkpointing_enable)()
-        reference = load_policy(folder, policy.device).model.requires_grad_(False) if preset.kl_coef else None
+            getattr(policy.model, "activation_checkpointing_enable",
+                    policy.model.gradient_checkpointing_enable)()
+        reference = None
+        if preset.kl_coef:
+            reference = load_policy(folder, policy.device).model.requires_grad_(False)
         optimizer = make_optimizer(policy.model, config)
         prompt_rng = np.random.default_rng(config.seed)
         generator = torch.Generator(policy.device).manual_seed(config.seed)
         if config.resume:
-            step = done = saved_step = restore(run_dir, config, policy, optimizer, prompt_rng, generator,
-                                               task.reward)
+            step = done = saved_step = restore(run_dir, config, policy, optimizer, prompt_rng,
+                                               generator, task.reward)
         if step == 0:
             samples = []
             append_line(metrics_path, {"step": 0, **evaluate(policy, task, config, 0, samples)})
@@ -1289,18 +1369,19 @@ def train(config: Config, reward=None) -> Path:
                         desc=f"{config.method} seed {config.seed}")
         warned = False
         for step in progress:
-            train_samples = [] if config.samples_every and step % config.samples_every == 0 else None
-            eval_samples = []
+            on_request = config.samples_every and step % config.samples_every == 0
+            train_samples, eval_samples = [] if on_request else None, []
             try:
-                record = {"step": step, **training_step(policy, reference, optimizer, task, config, preset,
-                                                        prompt_rng, generator, train_samples)}
+                record = {"step": step, **training_step(policy, reference, optimizer, task, config,
+                                                        preset, prompt_rng, generator,
+                                                        train_samples)}
                 if step % config.eval_every == 0 or step == config.steps:
                     record.update(evaluate(policy, task, config, step, eval_samples))
             except NonFiniteError as error:
-                kept = f"the last good checkpoint is {checkpoint_path} (step {saved_step})" if saved_step else \
-                    "no checkpoint was saved yet"
-                raise NonFiniteError(f"step {step}: {error} (learning rate {config.learning_rate} too high?); "
-                                     f"stopped, {kept}") from None
+                kept = f"the last good checkpoint is {checkpoint_path} (step {saved_step})" \
+                    if saved_step else "no checkpoint was saved yet"
+                raise NonFiniteError(f"step {step}: {error} (learning rate {config.learning_rate} "
+                                     f"too high?); stopped, {kept}") from None
             except RewardError as error:
                 raise RewardError(f"step {step}: {error}") from None
             append_line(metrics_path, record)
@@ -1308,15 +1389,18 @@ def train(config: Config, reward=None) -> Path:
             for split, records in (("train", train_samples or []), ("eval", eval_samples)):
                 for sample in records:
                     append_line(samples_path, {"step": step, "split": split, **sample})
-            progress.set_postfix({key.split("/")[-1]: f"{record[key]:.3f}" for key in
-                                  ("reward", "entropy", "all_wrong_share", "eval/pass@1") if key in record})
+            shown = ("reward", "entropy", "all_wrong_share", "eval/pass@1")
+            progress.set_postfix({key.split("/")[-1]: f"{record[key]:.3f}" for key in shown
+                                  if key in record})
             if record["truncated_share"] > 0.5 and not warned:
                 warned = True
-                tqdm.write(f"warning: step {step}: {record['truncated_share']:.0%} of the answers reached "
-                           f"max_new_tokens={config.max_new_tokens} without ending (logged as truncated_share); "
-                           "a cut answer rarely earns reward: raise --max-new-tokens")
+                tqdm.write(f"warning: step {step}: {record['truncated_share']:.0%} of the answers "
+                           f"reached max_new_tokens={config.max_new_tokens} without ending (logged "
+                           "as truncated_share); a cut answer rarely earns reward: raise "
+                           "--max-new-tokens")
             if step % config.checkpoint_every == 0 or step == config.steps:
-                save_checkpoint(checkpoint_path, policy, optimizer, step, prompt_rng, generator, task.reward.counts)
+                save_checkpoint(checkpoint_path, policy, optimizer, step, prompt_rng, generator,
+                                task.reward.counts)
                 saved_step = step
         save_model(policy, run_dir / "model")
         plot_run(run_dir, config.method)
@@ -1324,10 +1408,12 @@ def train(config: Config, reward=None) -> Path:
         raise RunInterrupted(run_dir, done, config.steps, saved_step) from None
     evaluations = [record for record in read_metrics(run_dir) if "eval/pass@1" in record]
     unknown = {kind: count for kind, count in task.reward.counts.items() if count}
-    print(f"held-out pass@1 {evaluations[0]['eval/pass@1']:.3f} -> {evaluations[-1]['eval/pass@1']:.3f} "
-          f"(step {evaluations[0]['step']} -> {evaluations[-1]['step']}); unknown rewards: "
-          + (f"{sum(unknown.values())} ({', '.join(f'{kind} {count}' for kind, count in unknown.items())})"
-             if unknown else "none") + f"; logs, model and curves.png in {run_dir}")
+    kinds = ", ".join(f"{kind} {count}" for kind, count in unknown.items())
+    print(f"held-out pass@1 {evaluations[0]['eval/pass@1']:.3f} -> "
+          f"{evaluations[-1]['eval/pass@1']:.3f} (step {evaluations[0]['step']} -> "
+          f"{evaluations[-1]['step']}); unknown rewards: "
+          + (f"{sum(unknown.values())} ({kinds})" if unknown else "none")
+          + f"; logs, model and curves.png in {run_dir}")
     return run_dir
 
 
@@ -1340,7 +1426,8 @@ def save_model(policy: Policy, folder: Path) -> None:
     os.replace(staging, folder)
 
 
-def save_checkpoint(path: Path, policy, optimizer, step, prompt_rng, generator, unknown_rewards: dict) -> None:
+def save_checkpoint(path: Path, policy, optimizer, step, prompt_rng, generator,
+                    unknown_rewards: dict) -> None:
     state = dict(model=policy.model.state_dict(), optimizer=optimizer.state_dict(), step=step,
                  prompt_rng=prompt_rng.bit_generator.state, generator=generator.get_state(),
                  unknown_rewards=dict(unknown_rewards))
@@ -1353,8 +1440,8 @@ def save_checkpoint(path: Path, policy, optimizer, step, prompt_rng, generator, 
 
 
 def lines_up_to(path: Path, step: int) -> list:
-    """The lines of a run's JSONL file whose step is at most `step`. A torn last line (a kill while it was
-    written) is dropped; a damaged line elsewhere is refused with its number."""
+    """The lines of a run's JSONL file whose step is at most `step`. A torn last line (a kill while
+    it was written) is dropped; a damaged line elsewhere is refused with its number."""
     lines = path.read_text().split("\n") if path.is_file() else []
     kept = []
     for number, line in enumerate(lines, 1):
@@ -1365,31 +1452,31 @@ def lines_up_to(path: Path, step: int) -> list:
         except json.JSONDecodeError:
             if number == len(lines):  # no newline after it: the write was cut off
                 continue
-            raise UsageError(f"resume: {path} line {number} is not JSON; the file was damaged or edited: repair "
-                             "or delete that line") from None
+            raise UsageError(f"resume: {path} line {number} is not JSON; the file was damaged or "
+                             "edited: repair or delete that line") from None
         if record["step"] <= step:
             kept.append(line + "\n")
     return kept
 
 
-def restore(run_dir: Path, config: Config, policy, optimizer, prompt_rng, generator, reward: GuardedReward) -> int:
-    """Load the last checkpoint and forget the log lines written after it; returns its step (0 without a checkpoint:
-    the run restarts from its first evaluation)."""
-    checkpoint_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
-    step = 0
+def restore(run_dir: Path, config: Config, policy, optimizer, prompt_rng, generator,
+            reward: GuardedReward) -> int:
+    """Load the last checkpoint and forget the log lines written after it; returns its step (0
+    without a checkpoint: the run restarts from its first evaluation)."""
+    checkpoint_path = run_dir / "checkpoint.pt"
+    step, kept = 0, -1
     if checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location=policy.device, weights_only=False)
         step = kept = state["step"]
         policy.model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        for group in optimizer.param_groups:  # after a non-finite stop one resumes with a lower learning rate
+        for group in optimizer.param_groups:  # after a non-finite stop one resumes at a lower rate
             group["lr"] = config.learning_rate
         prompt_rng.bit_generator.state = state["prompt_rng"]
         generator.set_state(state["generator"])
-        reward.counts.update(state.get("unknown_rewards", {"raised": state.get("reward_errors", 0)}))
-    else:  # the run restarts with its first evaluation
-        kept = -1
-    for path in (metrics_path, run_dir / "samples.jsonl"):
+        older = {"raised": state.get("reward_errors", 0)}  # a checkpoint of an older trainer
+        reward.counts.update(state.get("unknown_rewards", older))
+    for path in (run_dir / "metrics.jsonl", run_dir / "samples.jsonl"):
         write_atomically(path, "".join(lines_up_to(path, kept)))
     return step
 
@@ -1417,7 +1504,7 @@ def read_metrics(run_dir: Path) -> list:
 def curve(records: list, key: str, window: int = 20) -> tuple:
     """(steps, values) of one metric; per-step metrics as a moving average over `window` steps (they are noisy)."""
     points = [(r["step"], r[key]) for r in records if key in r]
-    if not points:  # a run whose filter dropped every group never updated: no loss, entropy or clip fraction
+    if not points:  # a run whose filter dropped every group never updated: no loss, no entropy
         return np.array([]), np.array([])
     steps, values = (np.array(v, dtype=float) for v in zip(*points))
     if key.startswith("eval/") or len(values) < window:
@@ -1462,10 +1549,11 @@ def mean_interval(values) -> tuple:
 
 
 def compare(config: Config) -> Path:
-    """Train every method of `compare` for seeds 1..`seeds`, then write a table of the final held-out numbers with
-    95% intervals, the paired differences to the first method, and a figure. A finished run is reused only if it
-    was trained with the same settings, an unfinished one is resumed; a run with other settings is refused (give
-    another run_dir), or trained anew with --overwrite."""
+    """Train every method of `compare` for seeds 1..`seeds`, then write a table of the final
+    held-out numbers with 95% intervals, the paired differences to the first method, and a figure. A
+    finished run is reused only if it was trained with the same settings, an unfinished one is
+    resumed; a run with other settings is refused (give another run_dir), or trained anew with
+    --overwrite."""
     config = with_task_defaults(config)
     methods = [name.strip() for name in config.compare.split(",") if name.strip()]
     for name in methods:
@@ -1475,16 +1563,18 @@ def compare(config: Config) -> Path:
     for name in methods:
         for seed in range(1, config.seeds + 1):
             run = base / f"{name}-seed{seed}"
-            wanted = dataclasses.replace(config, method=name, seed=seed, run_dir=str(run), compare="")
+            wanted = dataclasses.replace(config, method=name, seed=seed, run_dir=str(run),
+                                         compare="")
             if not config.overwrite and (run / "config.json").is_file():
                 saved = json.loads((run / "config.json").read_text())
                 settings = {**dataclasses.asdict(wanted), "answer_checker": answer_checker(wanted)}
                 changed = changed_settings(saved, settings, allowed=("steps",))
-                if saved.get("steps", config.steps) > config.steps:  # its last evaluation is not at `steps`
+                if saved.get("steps", config.steps) > config.steps:  # last evaluated after `steps`
                     changed.append(f"steps={config.steps} (the run has {saved['steps']})")
                 if changed:
-                    raise UsageError(f"compare: {run} was trained with other settings: {', '.join(changed)}; give "
-                                     "another --run-dir, or --overwrite to train the comparison anew")
+                    raise UsageError(f"compare: {run} was trained with other settings: "
+                                     f"{', '.join(changed)}; give another --run-dir, or "
+                                     "--overwrite to train the comparison anew")
                 finished = (run / "model").is_dir() and (run / "metrics.jsonl").is_file() and \
                     read_metrics(run)[-1]["step"] == config.steps
                 if not finished:
@@ -1555,16 +1645,18 @@ def main(argv=None) -> None:
 
 def interrupted(stop: KeyboardInterrupt, argv: list, config: Config) -> str:
     """One line after Ctrl-C: the step reached and the command that continues."""
-    command = ["python", os.path.relpath(__file__), *(a for a in argv if a not in ("--overwrite", "--no-overwrite"))]
+    arguments = [argument for argument in argv if argument not in ("--overwrite", "--no-overwrite")]
+    command = ["python", os.path.relpath(__file__), *arguments]
     if config.compare:
-        return (f"interrupted; run the same command again to continue (finished runs are reused, the stopped one "
-                f"resumes): {shlex.join(command)}")
+        return (f"interrupted; run the same command again to continue (finished runs are reused, "
+                f"the stopped one resumes): {shlex.join(command)}")
     if not isinstance(stop, RunInterrupted):
         return "interrupted before the run started; nothing was written"
     command += [] if "--resume" in command else ["--resume"]
-    kept = f"the last checkpoint is step {stop.checkpoint_step}" if stop.checkpoint_step else \
-        "no checkpoint yet, so it restarts from step 0"
-    return f"interrupted after step {stop.step} of {stop.steps} ({kept}); resume with: {shlex.join(command)}"
+    checkpoint = f"the last checkpoint is step {stop.checkpoint_step}" if stop.checkpoint_step \
+        else "no checkpoint yet, so it restarts from step 0"
+    return f"interrupted after step {stop.step} of {stop.steps} ({checkpoint}); resume with: " \
+           f"{shlex.join(command)}"
 
 
 if __name__ == "__main__":

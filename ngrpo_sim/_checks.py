@@ -29,10 +29,11 @@ def finite_array(name: str, values) -> np.ndarray:
 
 def group_rewards(name: str, rewards, *, min_group_size: int, floor: float | None = None,
                   ceiling: float | None = None, allow_unknown: bool = False) -> np.ndarray:
-    """Rewards shaped ``(..., G)`` with ``G >= min_group_size`` and every value inside ``[floor, ceiling]``.
+    """Rewards shaped ``(..., G)`` with ``G >= min_group_size`` and every value inside ``[floor,
+    ceiling]``.
 
-    With ``allow_unknown`` a NaN marks an unknown reward and passes; infinities are still refused and the bounds
-    apply to the known rewards.
+    With ``allow_unknown`` a NaN marks an unknown reward and passes; infinities are still refused
+    and the bounds apply to the known rewards.
     """
     array = _numeric(name, rewards)
     finite_array(name, np.where(np.isnan(array), 0.0, array) if allow_unknown else array)

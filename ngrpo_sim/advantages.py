@@ -303,8 +303,8 @@ class RLOOAdvantage(AdvantageEstimator):
     def _compute(self, rewards, values):
         if np.isnan(rewards).any():  # the other known answers; none (one known answer): no baseline
             known = np.sum(~np.isnan(rewards), axis=-1, keepdims=True)
-            return np.where(known > 1, _centre(rewards, rewards) * (known / np.maximum(known - 1, 1)),
-                            0.0)
+            others = known / np.maximum(known - 1, 1)
+            return np.where(known > 1, _centre(rewards, rewards) * others, 0.0)
         group_size = rewards.shape[-1]
         return _centre(rewards, rewards) * (group_size / (group_size - 1))
 

@@ -33,13 +33,15 @@ class GroupFilter:
     name: ClassVar[str] = ""
 
     def keep(self, rewards, *, mask_unknown: bool = False) -> np.ndarray:
-        """Boolean array shaped like ``rewards`` without its last (group) axis: True where the group stays.
+        """Boolean array shaped like ``rewards`` without its last (group) axis: True where the group
+        stays.
 
-        ``mask_unknown=True`` reads NaN as an unknown reward (see ``AdvantageEstimator.__call__``): a filter judges
-        a group on its known answers only, so "all correct" means every known answer earns r_max and
-        "homogeneous" that the known answers agree. A group without any known answer is dropped by every filter
-        that drops groups (it has nothing to teach, and the trainer refills it); ``KeepAllGroups`` keeps it, and
-        its advantages are 0. Without the option a NaN is a reward like any other: never equal, so kept.
+        ``mask_unknown=True`` reads NaN as an unknown reward (see ``AdvantageEstimator.__call__``):
+        a filter judges a group on its known answers only, so "all correct" means every known answer
+        earns r_max and "homogeneous" that the known answers agree. A group without any known answer
+        is dropped by every filter that drops groups (it has nothing to teach, and the trainer
+        refills it); ``KeepAllGroups`` keeps it, and its advantages are 0. Without the option a NaN
+        is a reward like any other: never equal, so kept.
         """
         raise NotImplementedError
 
@@ -193,8 +195,8 @@ class Method:
                    **policy_inputs) -> np.ndarray:
         """Advantages of every answer (of every token, for a per-token estimator), with the answers
         of dropped groups set to 0. ``values`` and ``policy_inputs`` go to the estimator (see
-        ``AdvantageEstimator``). ``mask_unknown=True``: NaN marks an unknown reward, which gets 0 and
-        stays out of its group's statistics and filter (``AdvantageEstimator.__call__``,
+        ``AdvantageEstimator``). ``mask_unknown=True``: NaN marks an unknown reward, which gets 0
+        and stays out of its group's statistics and filter (``AdvantageEstimator.__call__``,
         ``GroupFilter.keep``); without it a NaN raises."""
         advantages = self.advantage(rewards, values, mask_unknown=mask_unknown, **policy_inputs)
         keep = self.group_filter.keep(rewards, mask_unknown=mask_unknown)

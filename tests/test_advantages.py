@@ -123,7 +123,8 @@ def test_graded_rewards_against_a_loop_implementation(seed):
 
 
 def known_loop(estimator_name, group, r_max=1.0, virtual=1, ddof=1, eps=1e-6):
-    """The plain-Python oracle on the known rewards of one group (NaN = unknown): unknown answers get 0."""
+    """The plain-Python oracle on the known rewards of one group (NaN = unknown): unknown answers
+    get 0."""
     known = [r for r in group if not math.isnan(r)]
     if estimator_name == "grpo":
         values = loop_zscores(known, known, ddof, eps) if len(known) > ddof else [0.0] * len(known)
@@ -159,7 +160,8 @@ def test_unknown_rewards_leave_the_statistics_and_get_zero(seed):
     rewards[1, 1:] = np.nan  # one known answer
     rewards[2] = [1.0, np.nan, 1.0, 1.0, np.nan, 1.0]  # all known answers right
     estimators = {"grpo": GRPOAdvantage(), "ngrpo": NGRPOAdvantage(), "dr_grpo": DrGRPOAdvantage(),
-                  "rloo": RLOOAdvantage(), "w_reinforce": WeightedReinforceAdvantage(positive_weight=0.3),
+                  "rloo": RLOOAdvantage(),
+                  "w_reinforce": WeightedReinforceAdvantage(positive_weight=0.3),
                   "maxrl": MaxRLAdvantage(), "qae": QAEAdvantage(),
                   "shifted_baseline": ShiftedBaselineAdvantage(fraction=1 / 9, shift=-0.1)}
     for name, estimator in estimators.items():
@@ -169,15 +171,17 @@ def test_unknown_rewards_leave_the_statistics_and_get_zero(seed):
         assert np.all(advantages[0] == 0.0)
         if name not in ("w_reinforce", "shifted_baseline"):  # homogeneous known answers: exactly 0
             assert np.all(advantages[2] == 0.0)
-    # NGRPO's virtual sample still counts: one known wrong answer against r_max = 1 gets (0 - 1/2) / std(0, 1).
+    # NGRPO's virtual sample still counts: one known wrong answer against r_max = 1 gets (0 - 1/2) /
+    # std(0, 1).
     lone = NGRPOAdvantage()(np.array([0.0, np.nan, np.nan]), mask_unknown=True)
     np.testing.assert_allclose(lone, [-0.5 / (math.sqrt(0.5) + 1e-6), 0.0, 0.0], rtol=1e-14)
 
 
 def test_rewards_without_unknowns_give_the_same_bits_with_and_without_the_option():
     rewards = np.random.default_rng(7).random((30, 8))
-    for estimator in (GRPOAdvantage(), NGRPOAdvantage(), DrGRPOAdvantage(), RLOOAdvantage(), MaxRLAdvantage(),
-                      QAEAdvantage(), ShiftedBaselineAdvantage(fraction=0.2, shift=0.1)):
+    for estimator in (GRPOAdvantage(), NGRPOAdvantage(), DrGRPOAdvantage(), RLOOAdvantage(),
+                      MaxRLAdvantage(), QAEAdvantage(),
+                      ShiftedBaselineAdvantage(fraction=0.2, shift=0.1)):
         assert np.array_equal(estimator(rewards, mask_unknown=True), estimator(rewards))
 
 
@@ -188,7 +192,8 @@ def test_unknown_rewards_need_the_option_and_infinities_stay_errors():
         NGRPOAdvantage()(np.array([1.0, np.nan, np.inf]), mask_unknown=True)
     with pytest.raises(ValueError, match=r"1.5, above r_max=1.0"):
         NGRPOAdvantage()(np.array([1.5, np.nan]), mask_unknown=True)
-    with pytest.raises(ValueError, match=r"the lens estimator reads the policy and takes no unknown rewards"):
+    with pytest.raises(ValueError, match=r"the lens estimator reads the policy and takes no "
+                                         r"unknown rewards"):
         LENSAdvantage()(np.array([1.0, np.nan]), log_prob=np.array([-1.0, -2.0]), mask_unknown=True)
 
 

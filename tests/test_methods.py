@@ -47,8 +47,10 @@ def test_group_filters_on_hand_built_groups():
 def test_group_filters_judge_the_known_answers_only():
     nan = np.nan
     groups = np.array([[1.0, nan, 1.0], [0.0, nan, 0.0], [1.0, 0.0, nan], [nan, nan, nan]])
-    np.testing.assert_array_equal(DropAllCorrectGroups().keep(groups, mask_unknown=True), [False, True, True, False])
-    np.testing.assert_array_equal(DropHomogeneousGroups().keep(groups, mask_unknown=True), [False, False, True, False])
+    np.testing.assert_array_equal(DropAllCorrectGroups().keep(groups, mask_unknown=True),
+                                  [False, True, True, False])
+    np.testing.assert_array_equal(DropHomogeneousGroups().keep(groups, mask_unknown=True),
+                                  [False, False, True, False])
     np.testing.assert_array_equal(KeepAllGroups().keep(groups, mask_unknown=True), [True] * 4)
     # Without the option NaN is an ordinary value that equals nothing: the groups with one stay.
     np.testing.assert_array_equal(DropAllCorrectGroups().keep(groups), [True, True, True, True])

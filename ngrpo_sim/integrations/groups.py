@@ -1,12 +1,14 @@
 """NGRPO on a flat batch: one reward per answer, a group id per answer, groups of any size.
 
-``ngrpo_sim``'s estimators take rewards shaped ``(..., G)``: every group in one call has the same size G. verl hands
-over something else: a flat batch of answers, each with the id of the prompt it answers (its ``uid``), and groups
-that can differ in size (verl keeps the groups whose rollouts partly failed). ``group_advantages`` sorts the answers
-into groups, stacks all groups of one size into a ``(k, G)`` array, calls the ``ngrpo_sim`` definition once per size
-and puts each result back in its answer's place. The math stays in ``ngrpo_sim``; this module only moves numbers
-around, in numpy, without either engine. (TRL's groups are always whole, so its plugin reshapes its batch to
-``(groups, G)`` and marks the answers no reward function could score as unknown instead.)"""
+``ngrpo_sim``'s estimators take rewards shaped ``(..., G)``: every group in one call has the same
+size G. verl hands over something else: a flat batch of answers, each with the id of the prompt it
+answers (its ``uid``), and groups that can differ in size (verl keeps the groups whose rollouts
+partly failed). ``group_advantages`` sorts the answers into groups, stacks all groups of one size
+into a ``(k, G)`` array, calls the ``ngrpo_sim`` definition once per size and puts each result back
+in its answer's place. The math stays in ``ngrpo_sim``; this module only moves numbers around, in
+numpy, without either engine. (TRL's groups are always whole, so its plugin reshapes its batch to
+``(groups, G)`` and marks the answers no reward function could score as unknown instead.)
+"""
 
 from __future__ import annotations
 
