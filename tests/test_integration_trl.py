@@ -217,17 +217,6 @@ def test_config_refuses_methods_the_trainer_cannot_feed(tmp_path, method, named)
 
 # -- unknown rewards, float rounding at r_max, dropout ---------------------------------------------
 
-def load_minimal_trainer():
-    import importlib.util
-    import sys
-    if "ngrpo_train" not in sys.modules:
-        path = ROOT / "minimal" / "ngrpo_train.py"
-        spec = importlib.util.spec_from_file_location("ngrpo_train", path)
-        sys.modules["ngrpo_train"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["ngrpo_train"])
-    return sys.modules["ngrpo_train"]
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_unknown_rewards_get_the_same_advantages_here_in_ngrpo_sim_and_in_the_trainer(seed):
     import torch
@@ -251,7 +240,7 @@ def test_unknown_rewards_get_the_same_advantages_here_in_ngrpo_sim_and_in_the_tr
     np.testing.assert_allclose(np.where(group_kept[:, None], advantages, 0.0),
                                get_method("ngrpo").advantages(grouped, mask_unknown=True),
                                rtol=1e-12, atol=1e-12)
-    trainer = load_minimal_trainer()
+    from test_minimal_trainer import trainer  # the single-file trainer, loaded by path
     np.testing.assert_array_equal(group_kept, trainer.keep_groups(grouped, "all_right"))
     np.testing.assert_allclose(advantages, trainer.group_advantages(grouped, "calibrated"),
                                rtol=1e-12, atol=1e-12)
