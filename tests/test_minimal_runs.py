@@ -323,6 +323,19 @@ def test_samples_are_written_at_evaluations_and_on_request_every_few_steps(tiny_
     assert [s["prompt"] for s in samples[:3]] == [e["prompt"] for e in held_out[:3]]
 
 
+@pytest.mark.parametrize("method, warned", [("ngrpo", True), ("psr_nsr", True), ("grpo", False),
+                                            ("dapo", False)])
+def test_one_group_per_update_is_warned_about_for_methods_that_push_all_wrong_groups(
+        tiny_folder, tmp_path, capsys, method, warned):
+    trainer.train(tiny_config(tiny_folder, tmp_path, method=method, steps=1, prompts_per_step=2,
+                              minibatches=2))
+    printed = capsys.readouterr().out
+    assert ("make each update one group, and " + method in printed) == warned
+    trainer.train(tiny_config(tiny_folder, tmp_path / "two", method=method, steps=1,
+                              prompts_per_step=4, minibatches=2))
+    assert "make each update one group" not in capsys.readouterr().out
+
+
 def test_a_run_whose_filter_drops_every_group_ends_with_its_plot_and_summary(tiny_folder, tmp_path,
                                                                              capsys):
     run = trainer.train(tiny_config(tiny_folder, tmp_path, method="ngrpo", max_refill_rounds=1),
