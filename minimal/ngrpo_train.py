@@ -128,6 +128,9 @@ class Config:
     """CPU threads for torch (0: torch's default)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
+    inspect_steps: str = ""
+    """Steps to record for the step inspector (`ngrpo-sim inspect RUN_DIR`), e.g. 1,200,400: each
+    group's prompt, answer tokens, rewards and advantages, every token's ratio and clip state."""
     compare: str = ""
     """Comma-separated methods (e.g. ngrpo,grpo): train each for `seeds` seeds, write a table and a figure."""
     seeds: int = 3
@@ -235,6 +238,10 @@ def check_config(config: Config) -> None:
     for field in ("top_p", "sft_accuracy"):
         if not 0 < getattr(config, field) <= 1:
             refuse(field, "must lie in (0, 1]")
+    inspected = config.inspect_steps.replace(",", " ").split()
+    if not all(part.isdigit() and 1 <= int(part) <= config.steps for part in inspected):
+        refuse("inspect_steps",
+               f"must list steps between 1 and steps={config.steps}, comma-separated (e.g. 1,100)")
     if config.device not in ("auto", "cpu", "cuda") or (config.device == "cuda" and not torch.cuda.is_available()):
         refuse("device", "must be auto, cpu or cuda (with CUDA present)")
     if config.resume and config.overwrite:
@@ -997,9 +1004,13 @@ def completion_log_probs(policy: Policy, model, batch: dict, rows, temperature: 
     return log_probs.gather(-1, completion[..., None]).squeeze(-1), -(log_probs.exp() * log_probs).sum(-1)
 
 
-def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Preset, config: Config) -> dict:
+def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Preset, config: Config,
+                  record: list | None = None) -> dict:
     """`minibatches` AdamW steps on the clipped loss. The ratio's denominator is the log-probability recorded while
-    sampling, so the first minibatch starts at ratio 1 (to float rounding) without a second forward pass."""
+    sampling, so the first minibatch starts at ratio 1 (to float rounding) without a second forward pass.
+
+    A `record` list receives (minibatch, rows, ratio, clipped low, clipped high) of every forward
+    pass, for the step inspector."""
     group_size, groups = config.group_size, len(batch["advantages"]) // config.group_size
     minibatches = [(g[:, None] * group_size + torch.arange(group_size)).flatten()
                    for g in torch.arange(groups).tensor_split(config.minibatches) if len(g)]
@@ -1010,7 +1021,7 @@ def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Pre
                                            for parts in chunks for rows in parts])
     sums = {}
     policy.model.train()  # gradient checkpointing needs training mode; load_policy disabled dropout
-    for minibatch, parts in zip(minibatches, chunks):
+    for number, (minibatch, parts) in enumerate(zip(minibatches, chunks)):
         mask = batch["completion_mask"][minibatch]
         weights = token_weights(mask, preset.loss_aggregation, config.max_new_tokens)
         diagnostic_weights = mask / mask.sum().clamp(min=1)  # token means for the logs, whatever the aggregation
@@ -1024,6 +1035,9 @@ def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Pre
             ratio = log_ratio.exp()
             token_loss, low, high = clipped_token_loss(ratio, batch["advantages"][rows, None], preset.clip_low,
                                                        preset.clip_high)
+            if record is not None:
+                record.append((number, rows.tolist(), ratio.detach().float().cpu(), low.cpu(),
+                               high.cpu()))
             diagnostics = dict(pg_loss=token_loss, entropy=entropy, approx_kl=(ratio - 1) - log_ratio,
                                clipfrac_low=low.float(), clipfrac_high=high.float())
             if reference is not None:  # k3 estimator of KL(policy || initial policy)
@@ -1124,6 +1138,49 @@ def join(batches: list) -> dict:
                             for b in batches]) for key in batches[0]}
 
 
+def describe_groups(tokenizer, rewards, batch: dict, keep) -> list:
+    """The step inspector's view of one rollout: each group's prompt, its answers' tokens as text
+    and rewards."""
+    group_size, lengths = rewards.shape[1], batch["completion_mask"].sum(1).long().tolist()
+    width = batch["completion_ids"].shape[1]
+    # One call for the whole rollout, each token decoded alone.
+    tokens = tokenizer.batch_decode(batch["completion_ids"].reshape(-1, 1))
+    groups = []
+    for group, group_rewards in enumerate(rewards):
+        first = group * group_size
+        prompt = batch["prompt_ids"][first][batch["prompt_mask"][first].bool()]
+        answers = [{"tokens": tokens[row * width:row * width + lengths[row]],
+                    "reward": float(reward) if math.isfinite(reward) else None, "advantage": None,
+                    "minibatch": None, "ratio": None, "clip": None}
+                   for row, reward in zip(range(first, first + group_size), group_rewards)]
+        groups.append({"prompt": tokenizer.decode(prompt, skip_special_tokens=True),
+                       "trained": bool(keep[group]), "answers": answers})
+    return groups
+
+
+def record_updates(inspection: dict, advantages, updates: list) -> None:
+    """Add to the trained answers their advantage and each token's ratio and clip state in its
+    minibatch update."""
+    answers = [answer for group in inspection["groups"] if group["trained"]
+               for answer in group["answers"]]
+    for answer, advantage in zip(answers, advantages.ravel().tolist()):
+        answer["advantage"] = advantage
+    for minibatch, rows, ratios, lows, highs in updates:
+        for row, ratio, low, high in zip(rows, ratios.tolist(), lows.tolist(), highs.tolist()):
+            length = len(answers[row]["tokens"])
+            answers[row].update(minibatch=minibatch,
+                                ratio=[round(value, 6) for value in ratio[:length]],
+                                clip=["low" if down else "high" if up else None
+                                      for down, up in zip(low[:length], high[:length])])
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """A run killed while writing leaves the previous file or none, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_name(path.name + ".tmp").write_text(text)
+    os.replace(path.with_name(path.name + ".tmp"), path)
+
+
 def every_known(rewards: np.ndarray, condition: np.ndarray) -> np.ndarray:
     """Per group: it has a known reward, and every known reward meets `condition`."""
     known = ~np.isnan(rewards)
@@ -1131,10 +1188,10 @@ def every_known(rewards: np.ndarray, condition: np.ndarray) -> np.ndarray:
 
 
 def training_step(policy, reference, optimizer, task, config, preset, prompt_rng, generator,
-                  samples: list | None = None) -> dict:
-    """Rollouts with refill, advantages and `minibatches` updates; the step's metrics. Unknown
-    rewards (NaN) leave the loss; `samples` receives the first answer to each of the first
-    `config.samples` prompts."""
+                  inspection: dict | None = None, samples: list | None = None) -> dict:
+    """One rollout (with refills) and its update; the step's metrics. An `inspection` dict is filled
+    with what the step inspector shows; `samples` receives the first answer to each of the first
+    `config.samples` prompts. Unknown rewards (NaN) leave the loss."""
     started, sampled, kept, batches, generated, cut = time.perf_counter(), [], [], [], 0.0, 0
     counts_before = dict(getattr(task.reward, "counts", {}))
     if hasattr(task.reward, "first"):
@@ -1152,11 +1209,13 @@ def training_step(policy, reference, optimizer, task, config, preset, prompt_rng
                         for j, e in enumerate(examples[:config.samples])]
         generated += float(batch["completion_mask"].sum())
         cut += int(cut_off(batch, policy.end_ids).sum())
+        keep = keep_groups(rewards, preset.drop_groups)
+        if inspection is not None:
+            inspection["groups"] += describe_groups(policy.tokenizer, rewards, batch, keep)
         # An answer whose reward is unknown teaches nothing: its tokens leave the loss (entropy and
         # KL included).
         known = torch.from_numpy(~np.isnan(rewards).ravel()).to(batch["completion_mask"])
         batch["completion_mask"] = batch["completion_mask"] * known[:, None]
-        keep = keep_groups(rewards, preset.drop_groups)
         rows = torch.from_numpy(np.repeat(keep, config.group_size)).to(policy.device)
         sampled.append(rewards)
         kept.append(rewards[keep])
@@ -1170,7 +1229,13 @@ def training_step(policy, reference, optimizer, task, config, preset, prompt_rng
     advantages = group_advantages(rewards, preset.advantage)
     batch["advantages"] = torch.tensor(advantages.ravel(), dtype=torch.float32, device=policy.device)
     generation_s = time.perf_counter() - started
-    stats = update_policy(policy, reference, optimizer, batch, preset, config) if len(rewards) else {}
+    updates = [] if inspection is not None else None
+    stats = (update_policy(policy, reference, optimizer, batch, preset, config, updates)
+             if len(rewards) else {})
+    if inspection is not None:
+        record_updates(inspection, advantages, updates)
+        inspection.update(advantage=preset.advantage, r_max=R_MAX, clip_low=preset.clip_low,
+                          clip_high=preset.clip_high, minibatches=config.minibatches)
     training_s = time.perf_counter() - started - generation_s
     trained_tokens = float(batch["completion_mask"].sum())
     known, right = ~np.isnan(sampled), sampled == R_MAX
@@ -1196,8 +1261,7 @@ def pick_device(config: Config) -> torch.device:
 
 
 def make_optimizer(model, config: Config) -> torch.optim.AdamW:
-    # foreach updates all tensors at once: the same numbers as the per-tensor loop, fewer calls on a
-    # CPU.
+    # foreach updates all tensors at once: the same numbers as the per-tensor loop, fewer calls on a CPU.
     return torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
                              foreach=True)
 
@@ -1220,12 +1284,12 @@ def with_task_defaults(config: Config) -> Config:
 
 
 MACHINE_AND_LOGGING = ("threads", "device", "cache_dir", "eval_every", "checkpoint_every",
-                       "samples", "samples_every", "run_dir", "resume", "overwrite", "compare",
-                       "seeds")
+                       "samples", "samples_every", "inspect_steps", "run_dir", "resume",
+                       "overwrite", "compare", "seeds")
 """Settings that change where a run is computed and what is logged, not what it trains: a resumed
 run may change them (the evaluation cadence changes when the held-out prompts are scored, never the
 training stream)."""
-RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "samples.jsonl", "model", "curves.png")
+RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "samples.jsonl", "inspect", "model", "curves.png")
 BUILT_IN = ("tiny", "smollm2", "addition")
 
 
@@ -1245,13 +1309,6 @@ def changed_settings(saved: dict, settings: dict, allowed=()) -> list:
     before, after = training_settings(saved), training_settings(settings)
     return [f"{key}={after[key]!r} (the run has {before.get(key)!r})" for key in after
             if key not in allowed and key in before and before[key] != after[key]]
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write a file so that a kill at any instant leaves either the old or the new content."""
-    staging = path.with_name(path.name + ".tmp")
-    staging.write_text(text)
-    os.replace(staging, path)
 
 
 def append_line(path: Path, record: dict) -> None:
@@ -1278,7 +1335,7 @@ def claim_run_dir(run_dir: Path, config: Config, settings: dict) -> None:
         if changed:
             raise UsageError(f"resume: {', '.join(changed)}; a resumed run may change only steps, "
                              "learning_rate and the machine and logging settings "
-                             f"({', '.join(MACHINE_AND_LOGGING[:7])})")
+                             f"({', '.join(MACHINE_AND_LOGGING[:8])})")
         # The config describes the run as it continues; what a resume changed is kept.
         changes = {key: [saved.get(key), value] for key, value in settings.items()
                    if saved.get(key) != value}
@@ -1383,12 +1440,15 @@ def train(config: Config, reward=None) -> Path:
         progress = tqdm(range(step + 1, config.steps + 1), initial=step, total=config.steps,
                         desc=f"{config.method} seed {config.seed}")
         warned = False
+        inspected = {int(part) for part in config.inspect_steps.replace(",", " ").split()}
         for step in progress:
+            inspection = ({"step": step, "method": config.method, "groups": []}
+                          if step in inspected else None)
             on_request = config.samples_every and step % config.samples_every == 0
             train_samples, eval_samples = [] if on_request else None, []
             try:
                 record = {"step": step, **training_step(policy, reference, optimizer, task, config,
-                                                        preset, prompt_rng, generator,
+                                                        preset, prompt_rng, generator, inspection,
                                                         train_samples)}
                 if step % config.eval_every == 0 or step == config.steps:
                     record.update(evaluate(policy, task, config, step, eval_samples))
@@ -1401,6 +1461,9 @@ def train(config: Config, reward=None) -> Path:
                 raise RewardError(f"step {step}: {error}") from None
             append_line(metrics_path, record)
             done = step
+            if inspection is not None:  # the name and keys that ngrpo_sim/trainer_runs.py reads
+                write_atomically(run_dir / "inspect" / f"step-{step:06d}.json",
+                                 json.dumps(inspection))
             for split, records in (("train", train_samples or []), ("eval", eval_samples)):
                 for sample in records:
                     append_line(samples_path, {"step": step, "split": split, **sample})

@@ -81,6 +81,15 @@ def _known_mean(rewards: np.ndarray) -> np.ndarray:
     return np.where(known, rewards, 0.0).sum(axis=-1, keepdims=True) / count
 
 
+def _statistics(estimator, rewards, reference) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of a z-score estimator's reference sample, after its checks of ``rewards``."""
+    floor, ceiling = estimator.reward_bounds()
+    rewards = _checks.group_rewards("rewards", rewards, min_group_size=estimator.min_group_size,
+                                    floor=floor, ceiling=ceiling)
+    values = reference(rewards)
+    return np.mean(values, axis=-1), np.std(values, axis=-1, ddof=estimator.ddof)
+
+
 def _standardise(rewards: np.ndarray, reference: np.ndarray, ddof: int, eps: float) -> np.ndarray:
     """z-score of each reward against the sample ``reference``: (r - mean) / (std + eps), the mean
     and std over the known (non-NaN) members of ``reference``."""
@@ -235,6 +244,11 @@ class GRPOAdvantage(AdvantageEstimator):
     def _compute(self, rewards, values):
         return _standardise(rewards, rewards, self.ddof, self.eps)
 
+    def group_statistics(self, rewards) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) of each group's G rewards, shaped ``rewards.shape[:-1]``:
+        A_i = (r_i - mean) / (std + eps)."""
+        return _statistics(self, rewards, lambda checked: checked)
+
 
 @dataclass(frozen=True)
 class NGRPOAdvantage(AdvantageEstimator):
@@ -271,9 +285,19 @@ class NGRPOAdvantage(AdvantageEstimator):
     def reward_bounds(self):
         return None, self.r_max
 
-    def _compute(self, rewards, values):
+    def _with_virtual_samples(self, rewards: np.ndarray) -> np.ndarray:
+        """(..., G + virtual_samples): the group's rewards followed by the virtual r_max samples."""
         virtual = np.full(rewards.shape[:-1] + (self.virtual_samples,), self.r_max)
-        return _standardise(rewards, np.concatenate([rewards, virtual], axis=-1), self.ddof, self.eps)
+        return np.concatenate([rewards, virtual], axis=-1)
+
+    def _compute(self, rewards, values):
+        return _standardise(rewards, self._with_virtual_samples(rewards), self.ddof, self.eps)
+
+    def group_statistics(self, rewards) -> tuple[np.ndarray, np.ndarray]:
+        """(mean', std') of each group's rewards with the virtual samples, shaped
+        ``rewards.shape[:-1]``: A_i = (r_i - mean') / (std' + eps). G = 8 all wrong: mean' = 1/9,
+        std' = 1/3 (Bessel)."""
+        return _statistics(self, rewards, self._with_virtual_samples)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,13 @@ def binomial_pmf(trials: int, success_rate: np.ndarray) -> np.ndarray:
     return comb(trials, counts) * p ** counts * (1.0 - p) ** (trials - counts)
 
 
+def silent_counts(method: Method, group_size: int) -> np.ndarray:
+    """(G + 1,) bool indexed by k: whether a group with k right answers gives every answer
+    advantage 0 (GRPO: k = 0 and k = G; NGRPO: k = G only, the all-right group it drops)."""
+    _require_count_based(method)
+    return np.all(method.advantages(canonical_groups(group_size)) == 0.0, axis=-1)
+
+
 def zero_gradient_probability(method: Method, group_size: int, success_rate) -> np.ndarray:
     """Probability that a group of G answers sampled at success rate p gives every answer advantage 0.
 
@@ -116,9 +123,7 @@ def zero_gradient_probability(method: Method, group_size: int, success_rate) -> 
     k = 0 or G, so p^G + (1 - p)^G; NGRPO: only k = G). Broadcasts over ``success_rate``.
     """
     p = _success_rates(success_rate)
-    _require_count_based(method)
-    silent = np.all(method.advantages(canonical_groups(group_size)) == 0.0, axis=-1)
-    return binomial_pmf(group_size, p) @ silent
+    return binomial_pmf(group_size, p) @ silent_counts(method, group_size)
 
 
 def expected_gain(method: Method, group_size: int, success_rate) -> np.ndarray:

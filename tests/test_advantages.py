@@ -546,3 +546,20 @@ def test_policy_inputs_a_method_does_not_declare_are_refused():
 def test_bad_hyperparameters_of_the_rivals_name_the_argument(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_group_statistics_are_the_mean_and_std_the_z_score_uses(ddof):
+    rng = np.random.default_rng(ddof)
+    rewards = rng.random((5, 6))
+    spread = statistics.pstdev if ddof == 0 else statistics.stdev
+    mean, std = GRPOAdvantage(ddof=ddof).group_statistics(rewards)
+    np.testing.assert_allclose(mean, [statistics.fmean(row) for row in rewards], rtol=1e-12)
+    np.testing.assert_allclose(std, [spread(row) for row in rewards], rtol=1e-12)
+    mean, std = NGRPOAdvantage(r_max=1.5, virtual_samples=2, ddof=ddof).group_statistics(rewards)
+    with_virtual = [list(row) + [1.5, 1.5] for row in rewards]
+    np.testing.assert_allclose(mean, [statistics.fmean(row) for row in with_virtual], rtol=1e-12)
+    np.testing.assert_allclose(std, [spread(row) for row in with_virtual], rtol=1e-12)
+    with pytest.raises(ValueError, match="above r_max=1.5"):
+        NGRPOAdvantage(r_max=1.5).group_statistics([[2.0, 0.0]])
+

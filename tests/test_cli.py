@@ -108,4 +108,6 @@ def test_report_runs_end_to_end_at_a_small_scale(tmp_path, monkeypatch, capsys):
     assert out.count("| tabular,") == 4 and out.count("| shared,") == 5
     assert (tmp_path / "report.md").read_text().startswith("# ngrpo-sim report")
     assert (tmp_path / "landscape" / "landscape.png").exists() and (tmp_path / "headline" / "dynamics.png").exists()
+    assert (tmp_path / "page.html").read_text().startswith("<!DOCTYPE html>")
+    assert "Interactive page (opens in any browser, no network)" in out
     assert len(list((tmp_path / "sweep").iterdir())) == 8

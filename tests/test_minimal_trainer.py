@@ -321,9 +321,9 @@ def test_unknown_rewards_are_counted_by_kind_and_get_no_gradient(tiny_folder, tm
         return value
     seen, real_update = [], trainer.update_policy
 
-    def recorded_update(policy, reference, optimizer, batch, preset, config):
+    def recorded_update(policy, reference, optimizer, batch, *args):
         seen.append({key: value.clone() for key, value in batch.items()})
-        return real_update(policy, reference, optimizer, batch, preset, config)
+        return real_update(policy, reference, optimizer, batch, *args)
     monkeypatch.setattr(trainer, "update_policy", recorded_update)
     config = tiny_config(tiny_folder, tmp_path, method="ngrpo_no_filter", steps=1,
                          prompts_per_step=2, group_size=len(pattern), minibatches=1, eval_every=10,

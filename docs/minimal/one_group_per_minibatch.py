@@ -1,4 +1,5 @@
-"""Does NGRPO fail when each minibatch update sees one group? Three settings, NGRPO and GRPO, 8 seeds.
+"""Does NGRPO fail when each minibatch update sees one group? Three settings, NGRPO and GRPO, 8
+seeds.
 
 All runs: the trainer's defaults (tiny model, 3-digit addition, lr 1e-4, 400 steps, held-out 512
 prompts x 16 samples) with 4 prompts per step. They differ only in how the 4 groups of a step are
@@ -28,7 +29,8 @@ SETTINGS = {"one group": dict(minibatches=4), "four groups": dict(minibatches=1)
 
 
 def load_trainer():
-    spec = importlib.util.spec_from_file_location("ngrpo_train", ROOT / "minimal" / "ngrpo_train.py")
+    path = ROOT / "minimal" / "ngrpo_train.py"
+    spec = importlib.util.spec_from_file_location("ngrpo_train", path)
     sys.modules["ngrpo_train"] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sys.modules["ngrpo_train"])
     return sys.modules["ngrpo_train"]
@@ -37,12 +39,12 @@ def load_trainer():
 def mixing(update_policy):
     """`update_policy` on the batch's rows reordered answer-major: the trainer cuts consecutive rows
     into minibatches, so each minibatch then holds the same number of answers of every group."""
-    def mixed_update(policy, reference, optimizer, batch, preset, config):
+    def mixed_update(policy, reference, optimizer, batch, preset, config, *record):
         rows = len(batch["advantages"])
         groups = rows // config.group_size
         order = torch.arange(rows).reshape(groups, config.group_size).T.reshape(-1)
         return update_policy(policy, reference, optimizer, {k: v[order] for k, v in batch.items()},
-                             preset, config)
+                             preset, config, *record)
     return mixed_update
 
 

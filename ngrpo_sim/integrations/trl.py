@@ -17,6 +17,13 @@ What changes against GRPO, and where
   dilute the token mean. TRL has no refill, so the trainer removes their tokens from the loss instead, the way TRL's
   own ``mask_truncated_completions`` removes truncated answers, and logs the share of groups it dropped as
   ``ngrpo/dropped_groups_frac``. All-wrong groups stay: they are where NGRPO's signal comes from.
+* The entropy bonus. ``GRPOTrainer`` takes the mean entropy over the tokens of each
+  process's micro-batch, and gradients are then averaged over processes and micro-batches: a
+  process left with only dropped groups, or with fewer tokens than the others, scales the bonus
+  down, and the run depends on how the batch was split. ``NGRPOTrainer`` divides the entropy sum
+  by the count that divides the token-mean policy loss (the kept tokens of the step on all
+  processes, the normaliser of ``loss_type="dapo"``) whatever the ``loss_type``, as verl does for
+  ``loss_agg_mode="token-mean"``. One process and two then give the same loss and update.
 * The clip range. ``NGRPOConfig`` defaults to the preset's asymmetric clip, ``epsilon=0.16`` (low) and
   ``epsilon_high=0.24``, and to its entropy coefficient, 0.001. TRL's defaults already match the rest of the
   recipe: no KL (``beta=0``), token-mean loss (``loss_type="dapo"``: every response token of the generation batch
@@ -208,6 +215,8 @@ class NGRPOTrainer(GRPOTrainer):
         self.ngrpo_estimator = args.ngrpo_estimator()
         self.ngrpo_group_filter = args.ngrpo_group_filter()
         self._gathered_rewards_per_func: torch.Tensor | None = None
+        self._loss_entropies: torch.Tensor | None = None
+        self._loss_entropy_mask: torch.Tensor | None = None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         # TRL gathers the rewards of every process here: the groups NGRPO needs, whichever process holds an answer.
@@ -253,3 +262,40 @@ class NGRPOTrainer(GRPOTrainer):
         logged.extend(advantages[len(advantages) - replaced:].tolist())
         self._metrics[mode]["ngrpo/dropped_groups_frac"].append(float(1.0 - group_kept.mean()))
         return output
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        logps, entropies, aux_loss = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        self._loss_entropies = entropies  # None when generation asks for log-probabilities only
+        return logps, entropies, aux_loss
+
+    def get_high_entropy_mask(self, entropies, mask, threshold):
+        self._loss_entropy_mask = super().get_high_entropy_mask(entropies, mask, threshold)
+        return self._loss_entropy_mask
+
+    def _compute_loss(self, model, inputs):
+        # The coefficient GRPOTrainer applies in this call (its adaptive control may change
+        # entropy_coef inside the call).
+        coefficient = self.entropy_coef
+        if self.use_adaptive_entropy and self._last_world_entropy > self.args.entropy_target:
+            coefficient = 0.0
+        self._loss_entropies, self._loss_entropy_mask = None, None
+        loss = super()._compute_loss(model, inputs)
+        if not self._entropy_bonus_enabled or coefficient == 0.0:
+            return loss
+
+        mask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        if self._loss_entropy_mask is not None:
+            mask = mask * self._loss_entropy_mask
+        entropy_sum = (self._loss_entropies * mask).sum()
+        training = self.model.training
+        accumulation = self.current_gradient_accumulation_steps if training else 1.0
+        # GRPOTrainer subtracted coefficient x this micro-batch's mean entropy / accumulation.
+        # NGRPO's bonus divides the entropy sum as the token-mean policy loss divides its sum.
+        trl_bonus = entropy_sum / mask.sum().clamp(min=1.0) / accumulation
+        step_tokens = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+        if training:
+            step_tokens = step_tokens * accumulation / self.args.steps_per_generation
+        self._loss_entropies, self._loss_entropy_mask = None, None
+        return loss + coefficient * (trl_bonus - entropy_sum / step_tokens)
