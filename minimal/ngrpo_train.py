@@ -1378,9 +1378,10 @@ def announce(config: Config, task: Task, policy: Policy, checker: str) -> None:
 
 
 def warn_about_one_group_updates(config: Config, preset: Preset) -> None:
-    """One group per minibatch update, with a method that pushes all-wrong groups down, lost
-    accuracy in 8 of 8 seeds while GRPO learned (docs/minimal/README.md): each all-wrong group
-    then takes a whole clipped AdamW step of pure push-down."""
+    """One group per minibatch update made NGRPO lose accuracy on 8 of 8 seeds while GRPO learned
+    (docs/minimal/README.md): every update is a step of about one size (the gradient is clipped,
+    AdamW rescales it), so an all-wrong group, whose advantages are all negative, takes a whole
+    step that only pushes its sampled answers down."""
     group_size = config.group_size
     pushes = np.any(group_advantages(np.zeros((1, group_size)), preset.advantage) != 0)
     if config.prompts_per_step // config.minibatches == 1 and pushes:
