@@ -412,3 +412,25 @@ def test_the_command_line_keeps_the_traceback_of_a_real_bug(monkeypatch):
     monkeypatch.setattr(trainer, "train", buggy)
     with pytest.raises(ValueError, match="a bug deep inside"):
         trainer.main(["--steps", "1"])
+
+
+def test_the_step_inspector_agrees_with_the_advantages_of_a_step_with_unknown_rewards(tiny_folder,
+                                                                                       tmp_path):
+    from ngrpo_sim.inspector import render
+    calls = {"n": 0}
+
+    def every_third_unknown(completion, example):
+        calls["n"] += 1
+        return None if calls["n"] % 3 == 0 else float(calls["n"] % 2)
+    config = tiny_config(tiny_folder, tmp_path, steps=1, group_size=4, inspect_steps="1")
+    run = trainer.train(config, reward=every_third_unknown)
+    page = render(run)
+    assert "some rewards are unknown" in page and 'data-mismatch="1"' not in page
+    # A wrong recorded advantage is still caught in a group with an unknown reward.
+    path = run / "inspect" / "step-000001.json"
+    step = json.loads(path.read_text())
+    group = next(g for g in step["groups"] if any(a["reward"] is None for a in g["answers"]))
+    known = next(a for a in group["answers"] if a["reward"] is not None)
+    known["advantage"] += 0.5
+    path.write_text(json.dumps(step))
+    assert 'data-mismatch="1"' in render(run)
