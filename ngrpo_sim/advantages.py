@@ -34,14 +34,51 @@ import numpy as np
 from ngrpo_sim import _checks
 
 
+def _known_statistics(reference: np.ndarray, ddof: int) -> tuple[np.ndarray, ...]:
+    """(shift, mean, std) over the last axis of the known (non-NaN) members of ``reference``: the
+    mean and std of ``reference - shift``, the shift a known member (0 in a group without one).
+    With every member known this is the arithmetic of ``np.mean`` and ``np.std`` on ``reference -
+    reference[..., :1]``, bit for bit."""
+    known = ~np.isnan(reference)
+    count = known.sum(axis=-1, keepdims=True)
+    first = np.take_along_axis(reference, np.argmax(known, axis=-1)[..., None], axis=-1)
+    shift = np.where(count > 0, first, 0.0)
+    centred = np.where(known, reference - shift, 0.0)
+    mean = centred.sum(axis=-1, keepdims=True) / np.maximum(count, 1)
+    squares = np.where(known, centred - mean, 0.0) ** 2
+    std = np.sqrt(squares.sum(axis=-1, keepdims=True) / np.maximum(count - ddof, 1))
+    return shift, mean, std
+
+
 def _centre(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """``values - mean(reference)`` over the last axis, shifted by a member of ``reference`` first.
 
     The shift makes a group of identical rewards centre to exactly 0.0 (not 1e-17), so "no gradient from a
-    homogeneous group" holds bit for bit, for any reward value.
+    homogeneous group" holds bit for bit, for any reward value. NaN members of ``reference``
+    (unknown rewards) stay out of the mean; a NaN value stays NaN.
     """
+    if np.isnan(reference).any():
+        shift, mean, _ = _known_statistics(reference, ddof=0)
+        return (values - shift) - mean
     shift = reference[..., :1]
     return (values - shift) - np.mean(reference - shift, axis=-1, keepdims=True)
+
+
+def _known_std(reference: np.ndarray, ddof: int) -> np.ndarray:
+    """The std over the last axis of the known members of ``reference`` (``np.std`` of ``reference -
+    reference[..., :1]`` when all are known)."""
+    if np.isnan(reference).any():
+        return _known_statistics(reference, ddof)[2]
+    return np.std(reference - reference[..., :1], axis=-1, ddof=ddof, keepdims=True)
+
+
+def _known_mean(rewards: np.ndarray) -> np.ndarray:
+    """The mean over the last axis of the known rewards (``np.mean`` when all are known)."""
+    known = ~np.isnan(rewards)
+    if known.all():
+        return np.mean(rewards, axis=-1, keepdims=True)
+    count = np.maximum(known.sum(axis=-1, keepdims=True), 1)
+    return np.where(known, rewards, 0.0).sum(axis=-1, keepdims=True) / count
 
 
 def _statistics(estimator, rewards, reference) -> tuple[np.ndarray, np.ndarray]:
@@ -54,10 +91,12 @@ def _statistics(estimator, rewards, reference) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _standardise(rewards: np.ndarray, reference: np.ndarray, ddof: int, eps: float) -> np.ndarray:
-    """z-score of each reward against the sample ``reference``: (r - mean) / (std + eps)."""
+    """z-score of each reward against the sample ``reference``: (r - mean) / (std + eps), the mean
+    and std over the known (non-NaN) members of ``reference``."""
     deviation = _centre(rewards, reference)
-    std = np.std(reference - reference[..., :1], axis=-1, ddof=ddof, keepdims=True)
-    # A zero deviation is a zero advantage even when eps = 0 makes the denominator 0 as well.
+    std = _known_std(reference, ddof)
+    # A zero deviation is a zero advantage even when eps = 0 makes the denominator 0 as well (a
+    # group with one known reward and ddof = 1 has no std, and its deviation is 0).
     return np.divide(deviation, std + eps, out=np.zeros_like(deviation), where=deviation != 0.0)
 
 
@@ -118,7 +157,8 @@ class AdvantageEstimator:
         """The closed interval rewards must lie in; ``None`` for an open side."""
         return None, None
 
-    def __call__(self, rewards, values=None, *, log_prob=None, entropy=None) -> np.ndarray:
+    def __call__(self, rewards, values=None, *, log_prob=None, entropy=None,
+                 mask_unknown: bool = False) -> np.ndarray:
         """Advantages shaped like ``rewards`` (..., G), or (..., G, T) for an estimator that shapes
         them per token when given a token axis (RL-ZVP with ``entropy`` shaped (..., G, T)).
 
@@ -126,10 +166,23 @@ class AdvantageEstimator:
         the policy inputs of ``POLICY_INPUTS``, for an estimator that lists them in
         ``policy_inputs``. Raises ValueError for bad rewards and for a missing, unexpected or
         misshapen input.
+
+        ``mask_unknown=True`` lets NaN mark an *unknown* reward (a verifier that failed, timed out
+        or returned nothing usable): the answer gets advantage 0, and the statistics of its group
+        (mean, std, quantile, leave-one-out baseline) are those of the known answers only. NGRPO's
+        virtual r_max samples still count, so a group with one known answer still gets a
+        calibrated advantage; a group without a known answer gets 0 everywhere. An estimator whose
+        statistics need two answers (GRPO's std with ddof = 1, RLOO's baseline) gives 0 to a group
+        with one known answer. The estimators that read the policy (RL-ZVP, LENS) refuse unknown
+        rewards. Without the option a NaN raises ValueError, as do infinities always.
         """
         floor, ceiling = self.reward_bounds()
         rewards = _checks.group_rewards("rewards", rewards, min_group_size=self.min_group_size,
-                                        floor=floor, ceiling=ceiling)
+                                        floor=floor, ceiling=ceiling, allow_unknown=mask_unknown)
+        unknown = np.isnan(rewards)
+        if unknown.any() and self.policy_inputs:
+            raise ValueError(f"the {self.name} estimator reads the policy and takes no unknown "
+                             f"rewards (NaN); give it the known ones")
         if self.binary_rewards and not np.all((rewards == 0.0) | (rewards == 1.0)):
             bad = rewards[(rewards != 0.0) & (rewards != 1.0)].ravel()[0]
             raise ValueError(f"the {self.name} estimator takes binary rewards only (0 wrong, 1 "
@@ -157,6 +210,8 @@ class AdvantageEstimator:
                                  ) from error
         elif values is not None:
             raise ValueError(f"the {self.name} estimator takes no values; got values={values!r}")
+        if unknown.any():
+            return np.where(unknown, 0.0, self._compute(rewards, values, **inputs))
         return self._compute(rewards, values, **inputs)
 
     def _compute(self, rewards: np.ndarray, values: np.ndarray | None,
@@ -270,6 +325,10 @@ class RLOOAdvantage(AdvantageEstimator):
     name: ClassVar[str] = "rloo"
 
     def _compute(self, rewards, values):
+        if np.isnan(rewards).any():  # the other known answers; none (one known answer): no baseline
+            known = np.sum(~np.isnan(rewards), axis=-1, keepdims=True)
+            others = known / np.maximum(known - 1, 1)
+            return np.where(known > 1, _centre(rewards, rewards) * others, 0.0)
         group_size = rewards.shape[-1]
         return _centre(rewards, rewards) * (group_size / (group_size - 1))
 
@@ -413,7 +472,7 @@ class MaxRLAdvantage(AdvantageEstimator):
 
     def _compute(self, rewards, values):
         deviation = _centre(rewards, rewards)
-        mean = np.mean(rewards, axis=-1, keepdims=True)
+        mean = _known_mean(rewards)
         # A homogeneous group, the all-wrong one included, has zero deviation and gets exactly 0.
         return np.divide(deviation, mean + self.eps, out=np.zeros_like(deviation),
                          where=deviation != 0.0)
@@ -472,10 +531,16 @@ class QAEAdvantage(AdvantageEstimator):
     def _compute(self, rewards, values):
         # The quantile of a homogeneous group is its common reward exactly, so its deviations are
         # exactly 0.
-        baseline = np.quantile(rewards, self.quantile, axis=-1, method=self.interpolation,
-                               keepdims=True)
+        unknown = np.isnan(rewards)
+        if unknown.any():  # the quantile of the known rewards (a group without one gets 0 anyway)
+            known = np.where(unknown.all(axis=-1, keepdims=True), 0.0, rewards)
+            baseline = np.nanquantile(known, self.quantile, axis=-1, method=self.interpolation,
+                                      keepdims=True)
+        else:
+            baseline = np.quantile(rewards, self.quantile, axis=-1, method=self.interpolation,
+                                   keepdims=True)
         deviation = rewards - baseline
-        std = np.std(rewards - rewards[..., :1], axis=-1, ddof=self.ddof, keepdims=True)
+        std = _known_std(rewards, self.ddof)
         return np.divide(deviation, std + self.eps, out=np.zeros_like(deviation),
                          where=deviation != 0.0)
 

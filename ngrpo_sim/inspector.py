@@ -106,15 +106,16 @@ def _chip(reward: float, r_max: float) -> str:
 def _statistics(group: InspectedGroup, step: InspectedStep) -> tuple[str, np.ndarray | None]:
     """The group's statistics line and, for a method of ngrpo_sim's registry, its advantages."""
     rewards = group.rewards
+    expected = get_method(step.method).advantages(rewards, mask_unknown=True) \
+        if step.method in METHODS else None
     if not np.isfinite(rewards).all():
-        return "some rewards are unknown; the statistics leave those answers out", None
+        return "some rewards are unknown; the statistics leave those answers out", expected
     grpo = get_method("grpo").advantage
     ngrpo = get_method("ngrpo").with_advantage_options(r_max=step.r_max).advantage
     mean, std = grpo.group_statistics(rewards)
     mean_virtual, std_virtual = ngrpo.group_statistics(rewards)
     text = (f"GRPO's mean {mean:.4f}, std {std:.4f}; with NGRPO's virtual answer of reward "
             f"{step.r_max:g}: mean {mean_virtual:.4f}, std {std_virtual:.4f}")
-    expected = get_method(step.method).advantages(rewards) if step.method in METHODS else None
     return text, expected
 
 
@@ -141,8 +142,7 @@ def _group(number: int, group: InspectedGroup, step: InspectedStep, scale: float
     chips = "".join(_chip(reward, step.r_max) for reward in rewards)
     virtual = (f'<span class="chip virtual" title="NGRPO\'s virtual answer">{step.r_max:g}'
                "</span>")
-    known = np.isfinite(rewards).all()
-    grpo = get_method("grpo").advantages(rewards) if known else np.full(len(rewards), np.nan)
+    grpo = get_method("grpo").advantages(rewards, mask_unknown=True)
     rows = []
     for index, answer in enumerate(group.answers, 1):
         tokens = "".join(_token(text, answer, position, step, scale)

@@ -32,8 +32,17 @@ class GroupFilter:
 
     name: ClassVar[str] = ""
 
-    def keep(self, rewards) -> np.ndarray:
-        """Boolean array shaped like ``rewards`` without its last (group) axis: True where the group stays."""
+    def keep(self, rewards, *, mask_unknown: bool = False) -> np.ndarray:
+        """Boolean array shaped like ``rewards`` without its last (group) axis: True where the group
+        stays.
+
+        ``mask_unknown=True`` reads NaN as an unknown reward (see ``AdvantageEstimator.__call__``):
+        a filter judges a group on its known answers only, so "all correct" means every known answer
+        earns r_max and "homogeneous" that the known answers agree. A group without any known answer
+        is dropped by every filter that drops groups (it has nothing to teach, and the trainer
+        refills it); ``KeepAllGroups`` keeps it, and its advantages are 0. Without the option a NaN
+        is a reward like any other: never equal, so kept.
+        """
         raise NotImplementedError
 
 
@@ -43,7 +52,7 @@ class KeepAllGroups(GroupFilter):
 
     name: ClassVar[str] = "none"
 
-    def keep(self, rewards):
+    def keep(self, rewards, *, mask_unknown=False):
         return np.ones(np.shape(rewards)[:-1], dtype=bool)
 
 
@@ -57,8 +66,12 @@ class DropHomogeneousGroups(GroupFilter):
 
     name: ClassVar[str] = "drop_homogeneous"
 
-    def keep(self, rewards):
+    def keep(self, rewards, *, mask_unknown=False):
         rewards = np.asarray(rewards)
+        if mask_unknown:
+            unknown = np.isnan(rewards)
+            first = np.take_along_axis(rewards, np.argmax(~unknown, axis=-1)[..., None], axis=-1)
+            return ~np.all((rewards == first) | unknown, axis=-1)
         return ~np.all(rewards == rewards[..., :1], axis=-1)
 
 
@@ -77,8 +90,10 @@ class DropAllCorrectGroups(GroupFilter):
     def __post_init__(self):
         _checks.number("r_max", self.r_max)
 
-    def keep(self, rewards):
-        return ~np.all(np.asarray(rewards) == self.r_max, axis=-1)
+    def keep(self, rewards, *, mask_unknown=False):
+        rewards = np.asarray(rewards)
+        unknown = np.isnan(rewards) if mask_unknown else np.zeros(rewards.shape, dtype=bool)
+        return ~np.all((rewards == self.r_max) | unknown, axis=-1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -176,12 +191,15 @@ class Method:
         _checks.number("kl_coef", self.kl_coef, low=0.0)
         _checks.number("entropy_coef", self.entropy_coef)
 
-    def advantages(self, rewards, values=None, **policy_inputs) -> np.ndarray:
+    def advantages(self, rewards, values=None, *, mask_unknown: bool = False,
+                   **policy_inputs) -> np.ndarray:
         """Advantages of every answer (of every token, for a per-token estimator), with the answers
         of dropped groups set to 0. ``values`` and ``policy_inputs`` go to the estimator (see
-        ``AdvantageEstimator``)."""
-        advantages = self.advantage(rewards, values, **policy_inputs)
-        keep = self.group_filter.keep(rewards)
+        ``AdvantageEstimator``). ``mask_unknown=True``: NaN marks an unknown reward, which gets 0
+        and stays out of its group's statistics and filter (``AdvantageEstimator.__call__``,
+        ``GroupFilter.keep``); without it a NaN raises."""
+        advantages = self.advantage(rewards, values, mask_unknown=mask_unknown, **policy_inputs)
+        keep = self.group_filter.keep(rewards, mask_unknown=mask_unknown)
         keep = keep.reshape(keep.shape + (1,) * (advantages.ndim - keep.ndim))
         return np.where(keep, advantages, 0.0)
 

@@ -12,6 +12,8 @@ A run folder (``runs/minimal/METHOD-seedSEED`` unless ``--run-dir`` says otherwi
   training, then one line per step with its rollout and update statistics (``reward``,
   ``entropy``, ``clipfrac_low``, ...) and, on evaluation steps, ``eval/pass@k`` and
   ``eval/pass_auc``;
+* ``samples.jsonl``: a few sampled answers with their prompt, reward (null where unknown) and
+  reference answer, at each evaluation and on request every few steps;
 * ``checkpoint.pt``, ``model/`` and ``curves.png``;
 * ``inspect/step-NNNNNN.json`` for every step chosen with ``--inspect-steps``
   (``read_inspection``).

@@ -122,6 +122,81 @@ def test_graded_rewards_against_a_loop_implementation(seed):
     np.testing.assert_allclose(w, 0.3 * psr + nsr, rtol=1e-14, atol=1e-16)
 
 
+def known_loop(estimator_name, group, r_max=1.0, virtual=1, ddof=1, eps=1e-6):
+    """The plain-Python oracle on the known rewards of one group (NaN = unknown): unknown answers
+    get 0."""
+    known = [r for r in group if not math.isnan(r)]
+    if estimator_name == "grpo":
+        values = loop_zscores(known, known, ddof, eps) if len(known) > ddof else [0.0] * len(known)
+    elif estimator_name == "ngrpo":
+        values = loop_zscores(known, known + [r_max] * virtual, ddof, eps) if known else []
+    elif estimator_name == "dr_grpo":
+        values = [r - statistics.fmean(known) for r in known] if known else []
+    elif estimator_name == "rloo":
+        values = [r - statistics.fmean(known[:i] + known[i + 1:]) for i, r in enumerate(known)] \
+            if len(known) > 1 else [0.0] * len(known)
+    elif estimator_name == "maxrl":
+        mean = statistics.fmean(known) if known else 0.0
+        values = [(r - mean) / mean if r != mean else 0.0 for r in known]
+    elif estimator_name == "qae":  # numpy's linear quantile of the known rewards, Bessel's std
+        baseline = float(np.quantile(known, 0.4)) if known else 0.0
+        std = statistics.stdev(known) if len(known) > 1 else 0.0
+        values = [(r - baseline) / (std + eps) if r != baseline else 0.0 for r in known]
+    elif estimator_name == "shifted_baseline":  # fraction 1/9, shift -0.1
+        mean = statistics.fmean(known) if known else 0.0
+        values = [(1 - 1 / 9) * (r - mean) + (r - r_max) / 9 + 0.1 for r in known]
+    else:  # w_reinforce, lambda = 0.3
+        values = [0.3 * r / r_max + (r / r_max - 1) for r in known]
+    answers = iter(values)
+    return [0.0 if math.isnan(r) else next(answers) for r in group]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_unknown_rewards_leave_the_statistics_and_get_zero(seed):
+    rng = np.random.default_rng(100 + seed)
+    rewards = rng.integers(0, 2, (40, 6)).astype(float) if seed % 2 else rng.random((40, 6))
+    rewards[rng.random(rewards.shape) < 0.3] = np.nan
+    rewards[0] = np.nan  # no known answer
+    rewards[1, 1:] = np.nan  # one known answer
+    rewards[2] = [1.0, np.nan, 1.0, 1.0, np.nan, 1.0]  # all known answers right
+    estimators = {"grpo": GRPOAdvantage(), "ngrpo": NGRPOAdvantage(), "dr_grpo": DrGRPOAdvantage(),
+                  "rloo": RLOOAdvantage(),
+                  "w_reinforce": WeightedReinforceAdvantage(positive_weight=0.3),
+                  "maxrl": MaxRLAdvantage(), "qae": QAEAdvantage(),
+                  "shifted_baseline": ShiftedBaselineAdvantage(fraction=1 / 9, shift=-0.1)}
+    for name, estimator in estimators.items():
+        advantages = estimator(rewards, mask_unknown=True)
+        for group, mine in zip(rewards, advantages):
+            np.testing.assert_allclose(mine, known_loop(name, list(group)), rtol=1e-12, atol=1e-15)
+        assert np.all(advantages[0] == 0.0)
+        if name not in ("w_reinforce", "shifted_baseline"):  # homogeneous known answers: exactly 0
+            assert np.all(advantages[2] == 0.0)
+    # NGRPO's virtual sample still counts: one known wrong answer against r_max = 1 gets (0 - 1/2) /
+    # std(0, 1).
+    lone = NGRPOAdvantage()(np.array([0.0, np.nan, np.nan]), mask_unknown=True)
+    np.testing.assert_allclose(lone, [-0.5 / (math.sqrt(0.5) + 1e-6), 0.0, 0.0], rtol=1e-14)
+
+
+def test_rewards_without_unknowns_give_the_same_bits_with_and_without_the_option():
+    rewards = np.random.default_rng(7).random((30, 8))
+    for estimator in (GRPOAdvantage(), NGRPOAdvantage(), DrGRPOAdvantage(), RLOOAdvantage(),
+                      MaxRLAdvantage(), QAEAdvantage(),
+                      ShiftedBaselineAdvantage(fraction=0.2, shift=0.1)):
+        assert np.array_equal(estimator(rewards, mask_unknown=True), estimator(rewards))
+
+
+def test_unknown_rewards_need_the_option_and_infinities_stay_errors():
+    with pytest.raises(ValueError, match="rewards must be finite, got a value of nan"):
+        NGRPOAdvantage()(np.array([1.0, np.nan]))
+    with pytest.raises(ValueError, match="rewards must be finite, got a value of inf"):
+        NGRPOAdvantage()(np.array([1.0, np.nan, np.inf]), mask_unknown=True)
+    with pytest.raises(ValueError, match=r"1.5, above r_max=1.0"):
+        NGRPOAdvantage()(np.array([1.5, np.nan]), mask_unknown=True)
+    with pytest.raises(ValueError, match=r"the lens estimator reads the policy and takes no "
+                                         r"unknown rewards"):
+        LENSAdvantage()(np.array([1.0, np.nan]), log_prob=np.array([-1.0, -2.0]), mask_unknown=True)
+
+
 def test_critic_advantage_is_reward_minus_value():
     rewards = np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
     per_prompt = np.array([[0.25], [0.5]])

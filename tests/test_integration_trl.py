@@ -23,7 +23,8 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers  # noq
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
 from ngrpo_sim import DropHomogeneousGroups, NGRPOAdvantage, get_method  # noqa: E402
-from ngrpo_sim.integrations.trl import NGRPOConfig, NGRPOTrainer  # noqa: E402
+from ngrpo_sim.integrations.trl import (NGRPOConfig, NGRPOTrainer, ngrpo_batch,  # noqa: E402
+                                        summed_rewards)
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP_SIZE = 8
@@ -312,3 +313,93 @@ def test_config_refuses_methods_the_trainer_cannot_feed(tmp_path, method, named)
     with pytest.raises(ValueError, match=named):
         NGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none",
                     method=method)
+
+
+# -- unknown rewards, float rounding at r_max, dropout ---------------------------------------------
+
+@pytest.mark.parametrize("seed", range(4))
+def test_unknown_rewards_get_the_same_advantages_here_in_ngrpo_sim_and_in_the_trainer(seed):
+    import torch
+    rng = np.random.default_rng(seed)
+    groups, functions = 16, 3
+    per_func = rng.integers(0, 2, (groups * GROUP_SIZE, functions)).astype(np.float32)
+    per_func[rng.random(per_func.shape) < 0.3] = np.nan  # a function returned None for this answer
+    per_func[rng.random(len(per_func)) < 0.2] = np.nan  # no function could score it: unknown
+    per_func[:GROUP_SIZE] = np.nan  # a group without a known reward
+    weights = torch.tensor([0.5, 0.3, 0.2])
+    rewards = summed_rewards(torch.from_numpy(per_func), weights, r_max=1.0)
+    expected = np.nansum(per_func * weights.numpy(), axis=1).astype(np.float64)
+    expected[np.isnan(per_func).all(axis=1)] = np.nan
+    expected = np.where(np.abs(expected - 1) < 1e-6, 1.0, expected)
+    np.testing.assert_allclose(rewards, expected, rtol=1e-6)
+    config = NGRPOConfig(output_dir="unused", use_cpu=True, bf16=False, report_to="none")
+    advantages, trained, group_kept = ngrpo_batch(rewards, GROUP_SIZE, config.ngrpo_estimator(),
+                                                  config.ngrpo_group_filter())
+    grouped = rewards.reshape(groups, GROUP_SIZE)
+    advantages = advantages.reshape(groups, GROUP_SIZE)
+    np.testing.assert_allclose(np.where(group_kept[:, None], advantages, 0.0),
+                               get_method("ngrpo").advantages(grouped, mask_unknown=True),
+                               rtol=1e-12, atol=1e-12)
+    from test_minimal_trainer import trainer  # the single-file trainer, loaded by path
+    np.testing.assert_array_equal(group_kept, trainer.keep_groups(grouped, "all_right"))
+    np.testing.assert_allclose(advantages, trainer.group_advantages(grouped, "calibrated"),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(trained, (group_kept[:, None] & ~np.isnan(grouped)).ravel())
+    assert not group_kept[0] and np.all(advantages[0] == 0.0)
+
+
+def test_a_weighted_sum_at_r_max_counts_as_r_max_but_a_real_excess_is_refused():
+    import torch
+    ten_tenths = torch.ones(GROUP_SIZE, 10)  # ten functions weighted 0.1: float32 sums miss 1
+    rewards = summed_rewards(ten_tenths, torch.full((10,), 0.1), r_max=1.0)
+    assert np.float32(sum([np.float32(0.1)] * 10)) != 1.0 and np.all(rewards == 1.0)
+    config = NGRPOConfig(output_dir="unused", use_cpu=True, bf16=False, report_to="none")
+    advantages, trained, group_kept = ngrpo_batch(rewards, GROUP_SIZE, config.ngrpo_estimator(),
+                                                  config.ngrpo_group_filter())
+    assert not group_kept[0] and not trained.any() and np.all(advantages == 0.0)
+    excess = summed_rewards(ten_tenths, torch.full((10,), 0.1001), r_max=1.0)
+    with pytest.raises(ValueError, match=r"above r_max=1.0"):
+        ngrpo_batch(excess, GROUP_SIZE, config.ngrpo_estimator(), config.ngrpo_group_filter())
+
+
+def partly_unknown(prompts, completions, **_):
+    """As fixed_rewards, but the second answer to "one" cannot be scored (None)."""
+    rewards, seen = fixed_rewards(prompts, completions), 0
+    for index, prompt in enumerate(prompts):
+        if prompt == "one":
+            seen += 1
+            if seen == 2:
+                rewards[index] = None
+    return rewards
+
+
+def test_an_answer_no_function_could_score_gets_no_gradient(tiny_model_dir, tmp_path):
+    args = NGRPOConfig(output_dir=str(tmp_path), num_generations=GROUP_SIZE,
+                       per_device_train_batch_size=GROUP_SIZE * len(PROMPTS),
+                       max_completion_length=4, max_steps=1, report_to="none", use_cpu=True,
+                       bf16=False, save_strategy="no", seed=0)
+    trainer = NGRPOTrainer(model=str(tiny_model_dir), reward_funcs=partly_unknown, args=args,
+                           train_dataset=Dataset.from_dict({"prompt": PROMPTS}))
+    trainer.train()
+    trained = trainer._buffered_inputs[0]
+    decoded = trainer.processing_class.batch_decode(trained["prompt_ids"], skip_special_tokens=True)
+    one = np.array(decoded) == "one"
+    tokens = trained["completion_mask"].sum(dim=1).numpy()[one]
+    advantages = trained["advantages"].numpy()[one]
+    unknown = tokens == 0  # TRL shuffles a generation batch: the unknown answer has an empty mask
+    assert unknown.sum() == 1 and advantages[unknown] == 0.0
+    known = NGRPOAdvantage()(np.array([1.0] + [0.0] * 6))  # seven known answers and the virtual one
+    np.testing.assert_allclose(np.sort(advantages[~unknown]), np.sort(known), rtol=1e-6)
+
+
+def test_dropout_is_off_by_default_in_the_policy_and_its_attention(tmp_path, tiny_model_dir):
+    from transformers import Qwen2ForCausalLM
+    model = Qwen2ForCausalLM.from_pretrained(tiny_model_dir, attention_dropout=0.3)
+    args = NGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none",
+                       per_device_train_batch_size=GROUP_SIZE, num_generations=GROUP_SIZE)
+    assert args.disable_dropout
+    trainer = NGRPOTrainer(model=model, reward_funcs=fixed_rewards, args=args,
+                           train_dataset=Dataset.from_dict({"prompt": PROMPTS}))
+    rates = [value for module in trainer.model.modules() for name, value in vars(module).items()
+             if "dropout" in name and isinstance(value, float)]
+    assert rates and all(rate == 0.0 for rate in rates)

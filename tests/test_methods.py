@@ -1,5 +1,7 @@
 """Presets, group filters and loss aggregation."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -40,6 +42,25 @@ def test_group_filters_on_hand_built_groups():
     np.testing.assert_array_equal(DropHomogeneousGroups().keep(groups), [False, False, True, False])
     np.testing.assert_array_equal(DropAllCorrectGroups().keep(groups), [False, True, True, True])
     np.testing.assert_array_equal(DropAllCorrectGroups(r_max=0.5).keep(groups), [True, True, True, False])
+
+
+def test_group_filters_judge_the_known_answers_only():
+    nan = np.nan
+    groups = np.array([[1.0, nan, 1.0], [0.0, nan, 0.0], [1.0, 0.0, nan], [nan, nan, nan]])
+    np.testing.assert_array_equal(DropAllCorrectGroups().keep(groups, mask_unknown=True),
+                                  [False, True, True, False])
+    np.testing.assert_array_equal(DropHomogeneousGroups().keep(groups, mask_unknown=True),
+                                  [False, False, True, False])
+    np.testing.assert_array_equal(KeepAllGroups().keep(groups, mask_unknown=True), [True] * 4)
+    # Without the option NaN is an ordinary value that equals nothing: the groups with one stay.
+    np.testing.assert_array_equal(DropAllCorrectGroups().keep(groups), [True, True, True, True])
+    ngrpo = get_method("ngrpo").advantages(groups, mask_unknown=True)
+    np.testing.assert_array_equal(ngrpo[[0, 3]], 0.0)
+    # Two known zeros and the virtual 1: mean 1/3, std (Bessel) sqrt(1/3).
+    wrong = -(1 / 3) / (math.sqrt(1 / 3) + 1e-6)
+    np.testing.assert_allclose(ngrpo[1], [wrong, 0.0, wrong], rtol=1e-12)
+    with pytest.raises(ValueError, match="rewards must be finite"):
+        get_method("ngrpo").advantages(groups)
 
 
 def test_method_advantages_zero_dropped_groups():

@@ -6,9 +6,13 @@ What changes against GRPO, and where
   gathered from every process, and standardises them per group of ``num_generations`` answers. ``NGRPOTrainer``
   keeps everything else that method does (generation, old and reference log-probabilities, TRL's logs) and replaces
   the advantages with ``ngrpo_sim``'s NGRPO estimator on the same rewards: the weighted sum of the reward functions,
-  as in TRL's default ``multi_objective_aggregation="sum_then_normalize"``. Answers that no reward function could
-  score (every function returned None) stay out of their group's statistics and get advantage 0, as in TRL. The
-  new advantages are what TRL logs (the ``advantage`` column of its completions table).
+  as in TRL's default ``multi_objective_aggregation="sum_then_normalize"``. An answer that no reward
+  function could score (every function returned None or NaN) has an *unknown* reward, with the
+  semantics of ``ngrpo_sim``'s ``mask_unknown=True``: it stays out of its group's mean and std (the
+  virtual sample still counts), gets advantage 0 and no gradient (its tokens leave the loss), and a
+  group without a known reward gives no gradient at all. A weighted sum within a few float32 ulps of
+  r_max counts as r_max; a real excess stops training. The new advantages are what TRL logs (the
+  ``advantage`` column of its completions table).
 * The group filter. All-correct groups have zero advantage under NGRPO; the release drops them so that they do not
   dilute the token mean. TRL has no refill, so the trainer removes their tokens from the loss instead, the way TRL's
   own ``mask_truncated_completions`` removes truncated answers, and logs the share of groups it dropped as
@@ -24,6 +28,10 @@ What changes against GRPO, and where
   ``epsilon_high=0.24``, and to its entropy coefficient, 0.001. TRL's defaults already match the rest of the
   recipe: no KL (``beta=0``), token-mean loss (``loss_type="dapo"``: every response token of the generation batch
   weighs the same), 8 answers per prompt, learning rate 1e-6.
+* Dropout. TRL trains in training mode with dropout on unless ``disable_dropout=True``, so the
+  network that scores an answer is not the one that sampled it and the ratio starts away from 1.
+  ``NGRPOConfig`` defaults to ``disable_dropout=True``, and the trainer also zeroes the rates
+  attention layers keep as plain numbers (Qwen2, Llama), which TRL's switch misses.
 
 Advantages are computed once per generation batch and buffered, so TRL's ``num_iterations`` (several policy updates
 on one batch, where the clip range starts to act), ``steps_per_generation`` and every ``loss_type`` use them as they
@@ -49,8 +57,7 @@ import numpy as np
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from ngrpo_sim.integrations.groups import answers_kept, group_advantages
-from ngrpo_sim.methods import DropAllCorrectGroups, KeepAllGroups, get_method
+from ngrpo_sim.methods import DropAllCorrectGroups, GroupFilter, KeepAllGroups, get_method
 
 _NGRPO = get_method("ngrpo")
 
@@ -81,6 +88,11 @@ class NGRPOConfig(GRPOConfig):
         default=_NGRPO.clip_high,
         metadata={"help": "eps_high: the ratio of an answer with positive advantage may rise to 1 + epsilon_high "
                           "before its gradient is cut. NGRPO: 0.24."},
+    )
+    disable_dropout: bool = field(
+        default=True,
+        metadata={"help": "Switch dropout off in the policy and the reference, so that the first "
+                          "update on a batch sees ratio 1 (TRL's default is False)."},
     )
     entropy_coef: float = field(
         default=_NGRPO.entropy_coef,
@@ -147,6 +159,45 @@ class NGRPOConfig(GRPOConfig):
         return DropAllCorrectGroups(r_max=self.r_max) if self.drop_all_correct_groups else KeepAllGroups()
 
 
+def summed_rewards(rewards_per_func: torch.Tensor, reward_weights: torch.Tensor,
+                   r_max: float) -> np.ndarray:
+    """The weighted sum of the reward functions per answer (float64), NaN where no function gave a
+    reward.
+
+    TRL sums in the dtype of its rewards (float32): weights that add up to 1 can give r_max plus or
+    minus a few ulps, which counts as r_max here (so that an all-correct group is dropped and gets
+    exactly 0); a real excess is left for the estimator to refuse.
+    """
+    unknown = torch.isnan(rewards_per_func).all(dim=1)
+    rewards = (rewards_per_func * reward_weights.to(rewards_per_func.device)).nansum(dim=1)
+    tolerance = 8 * torch.finfo(rewards.dtype).eps * max(1.0, abs(r_max))
+    rewards = rewards.to("cpu", torch.float64).numpy()
+    rewards = np.where(np.abs(rewards - r_max) <= tolerance, r_max, rewards)
+    return np.where(unknown.cpu().numpy(), np.nan, rewards)
+
+
+def ngrpo_batch(rewards: np.ndarray, group_size: int, estimator,
+                group_filter: GroupFilter) -> tuple:
+    """(advantages, trained, group_kept) for a flat batch of groups of `group_size` consecutive
+    answers, as TRL orders them: the estimator's advantages with unknown rewards (NaN) masked,
+    whether each answer enters the loss (its group is kept and its reward known), and whether each
+    group is kept."""
+    grouped = rewards.reshape(-1, group_size)
+    advantages = estimator(grouped, mask_unknown=True)
+    group_kept = group_filter.keep(grouped, mask_unknown=True)
+    trained = group_kept[:, None] & ~np.isnan(grouped)
+    return advantages.ravel(), trained.ravel(), group_kept
+
+
+def _disable_attention_dropout(model) -> None:
+    """Zero the dropout rates that attention layers keep as plain numbers; TRL's switch only sets
+    nn.Dropout."""
+    for module in model.modules():
+        for name, value in vars(module).items():
+            if "dropout" in name and isinstance(value, float):
+                setattr(module, name, 0.0)
+
+
 class NGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` with NGRPO's advantages and group filter; takes the same arguments, with an ``NGRPOConfig``."""
 
@@ -157,6 +208,10 @@ class NGRPOTrainer(GRPOTrainer):
         if not isinstance(args, NGRPOConfig):
             raise ValueError(f"args must be an NGRPOConfig (NGRPO's defaults and options), got {type(args).__name__}")
         super().__init__(model, reward_funcs, args, **trainer_options)
+        if args.disable_dropout:
+            for network in (self.model, self.ref_model):
+                if network is not None:
+                    _disable_attention_dropout(network)
         self.ngrpo_estimator = args.ngrpo_estimator()
         self.ngrpo_group_filter = args.ngrpo_group_filter()
         self._gathered_rewards_per_func: torch.Tensor | None = None
@@ -174,23 +229,15 @@ class NGRPOTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
 
-        rewards_per_func = self._gathered_rewards_per_func
-        scorable = ~torch.isnan(rewards_per_func).all(dim=1)
-        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
-        rewards, scorable = rewards.to("cpu", torch.float64).numpy(), scorable.cpu().numpy()
-        group_ids = np.arange(len(rewards)) // group_size
-
-        advantages = np.zeros_like(rewards)
         try:
-            advantages[scorable] = group_advantages(rewards[scorable], group_ids[scorable], self.ngrpo_estimator)
+            rewards = summed_rewards(self._gathered_rewards_per_func, self.reward_weights,
+                                     self.args.r_max)
+            advantages, trained, group_kept = ngrpo_batch(rewards, group_size, self.ngrpo_estimator,
+                                                          self.ngrpo_group_filter)
         except ValueError as error:
             raise ValueError(f"{self.args.method} cannot use this batch's rewards (NGRPOConfig."
                              f"r_max={self.args.r_max} bounds the weighted sum of the reward "
                              f"functions): {error}") from error
-        group_kept = np.ones(len(rewards) // group_size, dtype=bool)
-        group_kept[group_ids[scorable]] = answers_kept(rewards[scorable], group_ids[scorable],
-                                                       self.ngrpo_group_filter)
-        kept = group_kept[group_ids]
 
         # This process's answers, sliced from the gathered batch the way GRPOTrainer slices its own advantages.
         local_size = len(output["advantages"])
@@ -198,9 +245,10 @@ class NGRPOTrainer(GRPOTrainer):
         device = output["advantages"].device
         output["advantages"] = torch.as_tensor(advantages[local], dtype=output["advantages"].dtype, device=device)
         completion_mask = output["completion_mask"]
-        output["completion_mask"] = completion_mask * torch.as_tensor(kept[local], dtype=completion_mask.dtype,
-                                                                      device=device).unsqueeze(1)
-        # The token-mean loss divides by the tokens of the whole generation batch; dropped groups no longer count.
+        trained_here = torch.as_tensor(trained[local], dtype=completion_mask.dtype, device=device)
+        output["completion_mask"] = completion_mask * trained_here.unsqueeze(1)
+        # The token-mean loss divides by the tokens of the whole generation batch; dropped groups
+        # and unknown rewards no longer count.
         loss_mask = output["completion_mask"]
         if "tool_mask" in output:
             loss_mask = loss_mask * output["tool_mask"]
