@@ -36,7 +36,7 @@ $(VENV)/.full: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.core
 
 demo: $(VENV)/.core
-	$(BIN)/ngrpo-sim report
+	$(BIN)/ngrpo-sim report --workers 2
 
 browser:
 	@command -v $(CHROMIUM) >/dev/null || (apt-get update -qq && \

@@ -51,7 +51,8 @@ SUCCESS_FLOOR = 1e-6
 
 POLICY_METRICS = ("accuracy", "accuracy_hard", "accuracy_mid", "accuracy_easy", "entropy",
                   "entropy_hard", "entropy_mid", "entropy_easy", "pass_auc", "abandoned",
-                  "newly_solved", "regressed", "entropy_change", "entropy_change_predicted")
+                  "newly_solved", "regressed", "entropy_change", "entropy_change_predicted",
+                  "solved_hard")
 """What the bandit records of its policy at every step: ``training_loop.SUCCESS_METRICS``, the mean
 entropy of the prompts' answer distributions (overall and per difficulty bucket), its change over
 the step and the change's first-order prediction."""
@@ -154,18 +155,31 @@ class BanditTask:
         ``params``."""
         return BanditUpdate(self, prompts, answers, reference, params)
 
+    def group_inputs(self, logits: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The policy inputs ``names`` that every answer of a prompt's group shares, each (S, P):
+        ``entropy``, the entropy of the prompt's answer distribution (an answer is one token)."""
+        for name in names:
+            if name != "entropy":
+                raise ValueError(f"the answers of a bandit group differ in their {name}; only "
+                                 f"the entropy is the same for all of them")
+        log_pi = log_softmax(logits)
+        return {"entropy": -np.sum(np.exp(log_pi) * log_pi, axis=-1)} if names else {}
+
     def expected_direction(self, logits: np.ndarray, method: Method, group_size: int,
                            values: np.ndarray, reference: np.ndarray, coefficients: Coefficients,
-                           keep_probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                           keep_probability: np.ndarray, **group_inputs
+                           ) -> tuple[np.ndarray, np.ndarray]:
         """Per prompt, the expected ascent c(p) pi (r - p) of one group's policy-gradient estimate
-        (the gain identity of ``ngrpo_sim.landscape``; for PPO's r - V, c = 1) and the gradient
-        of the KL and entropy terms, both with respect to the logits (S, P, K). Every answer is
-        one token, so all loss aggregations agree."""
+        (the gain identity of ``ngrpo_sim.landscape``, at each prompt's ``group_inputs`` for an
+        estimator that reads them; for PPO's r - V, c = 1) and the gradient of the KL and entropy
+        terms, both with respect to the logits (S, P, K). Every answer is one token, so all loss
+        aggregations agree."""
         probs = np.exp(log_softmax(logits))
         success = np.sum(probs * self.right, axis=-1)
         # PPO's r - V: a baseline that does not depend on the sampled group leaves the expected
         # gradient at c = 1.
-        gain = 1.0 if method.advantage.uses_values else expected_gain(method, group_size, success)
+        gain = 1.0 if method.advantage.uses_values else expected_gain(method, group_size, success,
+                                                                      **group_inputs)
         ascent = np.asarray(gain)[..., None] * probs * (self.right - success[..., None])
         return ascent, regulariser_logit_grads(logits, reference, coefficients)
 

@@ -192,12 +192,13 @@ def _add_sweep(subparsers) -> None:
 def _run_sweep(args) -> None:
     from ngrpo_sim.experiments import (claim_sweep_folder, format_summary, setting_name,
                                        varying_fields, with_mode, write_sweep)
-    from ngrpo_sim.sweep import check_where_to_run, run_sweep
+    from ngrpo_sim.sweep import check_where_to_run, run_sweep, sweep_tasks
 
     methods = parse_methods(args.methods)
     configs = list(dict.fromkeys(with_mode(config, config.mode)
                                  for config in config_grid_from_args(DynamicsConfig, args)))
     check_where_to_run(args.workers, args.ray)
+    sweep_tasks(methods, configs)  # refuses a method a setting cannot train, before the folder
     store = claim_sweep_folder(args.out, methods, configs)
     trajectories = run_sweep(methods, configs, workers=args.workers, ray_address=args.ray,
                              store=store)

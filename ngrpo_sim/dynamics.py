@@ -17,12 +17,16 @@ every prompt with every update, so there later minibatches see ratios away from 
 gradient of each prompt's group is c(p) pi (r - p). Sampled minus expected shows what sampling noise
 and clipping add. For SGD on the tabular policy with a method that drops no group, one expected step
 equals the mean of sampled steps exactly; with a filter the survivors' count is treated as
-independent of the group's own outcome.
+independent of the group's own outcome. RL-ZVP trains here too: it reads the entropy of the
+prompt's answer distribution, which the G answers share, so given it the advantage is count-based
+and the gain is c_GRPO(p) + alpha H p^(G - 1), exact in the same cases. LENS reads each answer's
+probability, which differs within a group: it has no closed form and is refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ngrpo_sim import _checks
 from ngrpo_sim.bandit import POLICY_METRICS, BanditTask, make_task
@@ -50,6 +54,9 @@ class DynamicsConfig(LoopConfig):
     """K, candidate answers per prompt. More answers means more ways to be wrong and more entropy to lose."""
     right_answers: int = 1
     """How many of the K answers of each prompt are right."""
+
+    expected_inputs: ClassVar[tuple[str, ...]] = ("entropy",)
+    """An answer is one token: the entropy at it is the prompt's, the same for a whole group."""
 
     def __post_init__(self):
         super().__post_init__()

@@ -110,10 +110,11 @@ def format_summary(trajectories: list[Trajectory], metrics=SUMMARY_METRICS) -> s
 
 
 def write_run(folder: Path, trajectories: list[Trajectory],
-              summary_metrics=SUMMARY_METRICS) -> list[Path]:
+              summary_metrics=SUMMARY_METRICS, figures: bool = True) -> list[Path]:
     """Write the run folder described in the module docstring; returns the files written.
     ``metrics.csv`` holds every metric the runs recorded (the token simulator records more than the
-    bandit)."""
+    bandit). Without ``figures`` the folder holds the data only (for runs that a figure of their
+    own draws)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     configs = {label(t): dataclasses.asdict(t.config) for t in trajectories}
@@ -145,14 +146,18 @@ def write_run(folder: Path, trajectories: list[Trajectory],
                 mean, half = interval(final_values(trajectory, name))
                 writer.writerow([trajectory.method, trajectory.config.mode, name, f"{mean:.6g}", f"{half:.6g}",
                                  trajectory.config.seeds])
-    return [folder / name for name in ("config.json", "metrics.csv", "pass_at_k.csv", "summary.csv")] + [
-        plot_dynamics(trajectories, folder / "dynamics.png"), plot_pass_at_k(trajectories, folder / "pass_at_k.png")]
+    written = [folder / name
+               for name in ("config.json", "metrics.csv", "pass_at_k.csv", "summary.csv")]
+    if not figures:
+        return written
+    return written + [plot_dynamics(trajectories, folder / "dynamics.png"),
+                      plot_pass_at_k(trajectories, folder / "pass_at_k.png")]
 
 
 def read_run(folder: Path) -> list[Trajectory]:
     """The trajectories of a run folder written by ``write_run``, from ``config.json`` and
     ``metrics.csv`` (values as written, to 6 significant digits; pass@k and per-prompt success are
-    not restored)."""
+    not restored; a metric that an older version did not record is NaN)."""
     folder = Path(folder)
     for name in ("config.json", "metrics.csv"):
         if not (folder / name).is_file():
@@ -170,7 +175,7 @@ def read_run(folder: Path) -> list[Trajectory]:
         metrics = {name: np.full(shape, np.nan) for name in METRICS}
         for row in run_rows:
             for name in METRICS:
-                metrics[name][int(row["step"]), int(row["seed"])] = float(row[name])
+                metrics[name][int(row["step"]), int(row["seed"])] = float(row.get(name, "nan"))
         trajectories.append(Trajectory(method, config, metrics))
     return trajectories
 

@@ -35,6 +35,12 @@ rewards; the second and later minibatch updates, where ratios leave 1 and clippi
 Of NGRPO's rivals the count-based ones are MaxRL, QAE and the shifted baselines (AsymRE, and NGRPO's
 baseline without its std). Closed forms, each tested: MaxRL c(p) = [1 - (1 - p)^(G - 1)] / p; a
 shifted baseline c(p) = 1 - (1 - fraction) / G at every p.
+
+An estimator that reads a policy input which is the same for every answer of a group is
+count-based *given* that input, and the identity holds at each value of it: RL-ZVP in the
+one-token bandit reads the entropy H of the prompt's answer distribution, shared by the G answers,
+and its gain is c_GRPO(p) + alpha H p^(G - 1) (tested by enumeration). ``count_advantages``,
+``count_group_advantages`` and ``expected_gain`` take such inputs as keywords, one value per group.
 """
 
 from __future__ import annotations
@@ -54,9 +60,12 @@ DEFAULT_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "dr_grpo", "rloo", "maxrl
 """The count-based presets the landscape shows unless told otherwise: baselines, then rivals."""
 
 
-def _require_count_based(method: Method) -> None:
+def _require_count_based(method: Method, given: tuple[str, ...] = ()) -> None:
+    """Refuse a method whose advantage is not f(r, k), given the policy inputs ``given`` (the same
+    for every answer of a group)."""
     estimator = method.advantage
-    if estimator.count_based:
+    if estimator.count_based or (estimator.policy_inputs
+                                 and set(estimator.policy_inputs) <= set(given)):
         return
     if estimator.uses_values:
         reason = ("a learned value V, not on the group's count of right answers, so it has no "
@@ -76,19 +85,36 @@ def canonical_groups(group_size: int) -> np.ndarray:
     return (np.arange(group_size)[None, :] < np.arange(group_size + 1)[:, None]).astype(np.float64)
 
 
-def count_advantages(method: Method, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+def count_group_advantages(method: Method, group_size: int, **group_inputs) -> np.ndarray:
+    """(..., G + 1, G): the advantages of ``canonical_groups`` after the method's group filter.
+
+    ``group_inputs`` are policy inputs the method reads that are the same for every answer of a
+    group (RL-ZVP's ``entropy`` in the one-token bandit), each an array (...) of one value per
+    group; the leading axes of the result are theirs. Raises ``ValueError`` for a method whose
+    advantage is not a function of the counts given these inputs.
+    """
+    _require_count_based(method, tuple(group_inputs))
+    groups = canonical_groups(group_size)
+    if not group_inputs:
+        return method.advantages(groups)
+    inputs = {name: _checks.finite_array(name, value) for name, value in group_inputs.items()}
+    shape = np.broadcast_shapes(*(value.shape for value in inputs.values())) + groups.shape
+    return method.advantages(np.broadcast_to(groups, shape), **{
+        name: np.broadcast_to(value[..., None, None], shape) for name, value in inputs.items()})
+
+
+def count_advantages(method: Method, group_size: int, **group_inputs
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """(right, wrong): arrays of length G + 1 indexed by k, the number of right answers in the group.
 
     ``right[k]`` is the advantage of each right answer, ``wrong[k]`` of each wrong answer, after the method's
     group filter (a dropped group gives 0). ``right[0]`` and ``wrong[G]`` describe answers that cannot exist and
-    are NaN.
+    are NaN. With ``group_inputs`` (see ``count_group_advantages``) both are shaped (..., G + 1).
     """
-    _require_count_based(method)
-    groups = canonical_groups(group_size)
-    advantages = method.advantages(groups)
+    advantages = count_group_advantages(method, group_size, **group_inputs)
     counts = np.arange(group_size + 1)
-    right = np.where(counts >= 1, advantages[:, 0], np.nan)
-    wrong = np.where(counts <= group_size - 1, advantages[:, -1], np.nan)
+    right = np.where(counts >= 1, advantages[..., 0], np.nan)
+    wrong = np.where(counts <= group_size - 1, advantages[..., -1], np.nan)
     return right, wrong
 
 
@@ -126,12 +152,12 @@ def zero_gradient_probability(method: Method, group_size: int, success_rate) -> 
     return binomial_pmf(group_size, p) @ silent_counts(method, group_size)
 
 
-def expected_gain(method: Method, group_size: int, success_rate) -> np.ndarray:
-    """The gain c(p) = E[f(1, 1 + B)] - E[f(0, B)], B ~ Bin(G - 1, p), exactly (see the module docstring)."""
+def expected_gain(method: Method, group_size: int, success_rate, **group_inputs) -> np.ndarray:
+    """The gain c(p) = E[f(1, 1 + B)] - E[f(0, B)], B ~ Bin(G - 1, p), exactly (see the module
+    docstring). ``group_inputs`` (see ``count_group_advantages``) broadcast against p."""
     p = _success_rates(success_rate)
-    right, wrong = count_advantages(method, group_size)
-    others_right = np.arange(group_size)  # right answers among the other G - 1
-    return binomial_pmf(group_size - 1, p) @ (right[others_right + 1] - wrong[others_right])
+    right, wrong = count_advantages(method, group_size, **group_inputs)
+    return np.sum(binomial_pmf(group_size - 1, p) * (right[..., 1:] - wrong[..., :-1]), axis=-1)
 
 
 def expected_logit_update(method: Method, group_size: int, logits, rewards) -> np.ndarray:

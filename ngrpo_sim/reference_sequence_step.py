@@ -89,7 +89,8 @@ def reference_apply_sequence_rollout(task: SequenceTask, method: Method, config:
     aggregation = task.loss_aggregation or method.loss_aggregation
     coefficients = Coefficients.of(method, config)
     statistics = {name: np.zeros(num_seeds) for name in (
-        "share_all_wrong", "share_all_right", "share_mixed", "share_zero_advantage", "kept_groups",
+        "sampled_answers", "share_all_wrong", "share_all_right", "share_mixed",
+        "share_zero_advantage", "kept_groups",
         "clipfrac_low", "clipfrac_high", "approx_kl", "unsampled_mass", "unsampled_mass_gain")}
 
     updates = []

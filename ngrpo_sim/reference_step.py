@@ -69,7 +69,7 @@ def walk_groups(method: Method, config, state: TrainState, rollout: Rollout, see
     """Walk one seed's drawn groups in order, stop once B groups were kept, and fill that seed's
     group shares in ``statistics``; returns (prompt, answers, rewards, advantages) of the used
     groups. ``reward_of(prompt, answer)`` scores one answer (an answer index, or a token
-    sequence)."""
+    sequence); pure-noise rewards (``rewards="noise"``) are the rollout's own draws."""
     groups = []
     examined = all_wrong = all_right = zero_answers = 0
     for c in range(rollout.prompts.shape[1]):
@@ -77,7 +77,10 @@ def walk_groups(method: Method, config, state: TrainState, rollout: Rollout, see
             break
         prompt = int(rollout.prompts[seed, c])
         answers = [answer.tolist() for answer in rollout.answers[seed, c]]
-        rewards = [reward_of(prompt, answer) for answer in answers]
+        if config.rewards == "noise":
+            rewards = [float(reward) for reward in rollout.rewards[seed, c]]
+        else:
+            rewards = [reward_of(prompt, answer) for answer in answers]
         examined += 1
         all_wrong += all(r != 1.0 for r in rewards)
         all_right += all(r == 1.0 for r in rewards)
@@ -89,6 +92,7 @@ def walk_groups(method: Method, config, state: TrainState, rollout: Rollout, see
         advantages = [float(a) for a in method.advantage(np.array(rewards), values)]
         zero_answers += sum(a == 0.0 for a in advantages)
         groups.append((prompt, answers, rewards, advantages))
+    statistics["sampled_answers"][seed] = examined * config.group_size
     statistics["share_all_wrong"][seed] = all_wrong / examined
     statistics["share_all_right"][seed] = all_right / examined
     statistics["share_mixed"][seed] = (examined - all_wrong - all_right) / examined
@@ -107,7 +111,8 @@ def reference_apply_rollout(task: BanditTask, method: Method, config: DynamicsCo
     parts = config.minibatches
     coefficients = Coefficients.of(method, config)
     statistics = {name: np.zeros(num_seeds) for name in (
-        "share_all_wrong", "share_all_right", "share_mixed", "share_zero_advantage", "kept_groups",
+        "sampled_answers", "share_all_wrong", "share_all_right", "share_mixed",
+        "share_zero_advantage", "kept_groups",
         "clipfrac_low", "clipfrac_high", "approx_kl")}
 
     updates = []

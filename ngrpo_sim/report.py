@@ -6,8 +6,10 @@ trains GRPO, NGRPO, DAPO, PSR-NSR and PPO on the "base" profile (half the prompt
 shared policy, Adam and 4 minibatch updates per rollout, sampled and in expectation. A sweep then repeats the
 sampled run in all eight combinations of {tabular, shared} x {Adam, SGD} x {1, 4 minibatches}, because the
 answer to each claim can depend on the setting. Every verdict comes with its numbers and a 95% interval over seeds.
-A last section (``ngrpo_sim.token_report``) retests the claims on answers made of tokens, where
-length, loss aggregation and token entropy exist.
+A section (``ngrpo_sim.token_report``) retests the claims on answers made of tokens, where
+length, loss aggregation and token entropy exist; another (``ngrpo_sim.rivals_report``) compares
+NGRPO with the rivals published for the same problem, and a last one
+(``ngrpo_sim.clipping_report``) asks what the clip bounds alone do to entropy.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ngrpo_sim.experiments import (difference_interval, final_values, format_sum
                                    with_mode, write_run)
 from ngrpo_sim.methods import get_method
 from ngrpo_sim.page import PAGE_FILE, write_page
-from ngrpo_sim.sweep import check_where_to_run, run_sweep
+from ngrpo_sim.sweep import check_where_to_run, run_tasks, sweep_tasks
 
 HEADLINE_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "ppo")
 HEADLINE = DynamicsConfig(policy="shared", optimizer="adam", lr=0.05, minibatches=4, steps=200, seeds=16)
@@ -103,7 +105,7 @@ def claims_table(groups: list[list[Trajectory]]) -> str:
 def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: str | None = None
                ) -> str:
     """Run everything, write ``out``, and return the markdown report (also written to
-    ``out/report.md``). The simulations run as ``sweep.run_sweep`` runs them: here, in ``workers``
+    ``out/report.md``). The simulations run as ``sweep.run_tasks`` runs them: here, in ``workers``
     local processes, or on the Ray cluster at ``ray_address``, with the same results."""
     check_where_to_run(workers, ray_address)
     started = time.perf_counter()
@@ -112,12 +114,24 @@ def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: st
     landscape.write_csv(methods, group_size, out / "landscape")
     landscape.write_figures(methods, group_size, out / "landscape")
 
+    # These sections read this module's verdicts and settings.
+    from ngrpo_sim import clipping_report, rivals_report, token_report
+
     headline_methods = [get_method(name) for name in HEADLINE_METHODS]
     headline_configs = [HEADLINE, with_mode(HEADLINE, "expected")]
-    runs = run_sweep(headline_methods, headline_configs + sweep_configs(), workers=workers,
-                     ray_address=ray_address, description="headline and sweep")
+    token_shared = token_report.token_config("shared", token_report.TOKEN_HEADLINE)
+    # Every simulation in one pool, so that the workers stay busy from the first to the last.
+    plan = {"headline and sweep": sweep_tasks(headline_methods, headline_configs + sweep_configs()),
+            "tokens": token_report.token_tasks(token_report.TOKEN_HEADLINE),
+            "rivals": rivals_report.rival_tasks(HEADLINE, token_shared),
+            "noise": clipping_report.noise_tasks(), "nsr": clipping_report.nsr_tasks()}
+    runs = run_tasks([task for tasks in plan.values() for task in tasks], workers=workers,
+                     ray_address=ray_address, description="simulations")
+    results = {}
+    for name, tasks in plan.items():
+        results[name], runs = runs[:len(tasks)], runs[len(tasks):]
     split = len(headline_configs) * len(headline_methods)
-    headline, sweep = runs[:split], runs[split:]
+    headline, sweep = results["headline and sweep"][:split], results["headline and sweep"][split:]
     write_run(out / "headline", headline)
     page_started = time.perf_counter()
     page_path = write_page(out / PAGE_FILE, out / "headline")
@@ -127,12 +141,17 @@ def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: st
         config = trajectories[0].config
         write_run(out / "sweep" / f"{number}-{config.policy}-{config.optimizer}-mb{config.minibatches}",
                   trajectories)
-    from ngrpo_sim.token_report import token_section  # it reads this module's verdicts
-
-    token_lines = token_section(out / "tokens", workers=workers, ray_address=ray_address)
+    token_runs = token_report.token_runs(results["tokens"])
+    token_lines = token_report.token_section(out / "tokens", runs=token_runs)
+    headline_sampled = [t for t in headline if t.config.mode == "sampled"]
+    count = len(rivals_report.RIVALS)  # the bandit's rivals, then the token task's
+    rival_lines = rivals_report.rivals_section(
+        out / "rivals", headline_sampled + results["rivals"][:count],
+        token_runs.presets["shared"] + results["rivals"][count:])
+    clipping_lines = clipping_report.clipping_section(out / "clipping", results["noise"],
+                                                      results["nsr"])
     elapsed = time.perf_counter() - started
 
-    headline_sampled = [t for t in headline if t.config.mode == "sampled"]
     lines = [
         "# ngrpo-sim report", "",
         f"Headline: {_setting(HEADLINE)}, P = {HEADLINE.num_prompts} prompts ({HEADLINE.profile} profile), "
@@ -147,7 +166,7 @@ def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: st
         "",
         f"Interactive page (opens in any browser, no network): {page_path}, "
         f"{page_path.stat().st_size / 1e6:.1f} MB, written in {page_seconds:.1f} s.",
-        "", *token_lines,
+        "", *token_lines, "", *rival_lines, "", *clipping_lines,
     ]
     report = "\n".join(lines)
     (out / "report.md").write_text(report + "\n")

@@ -71,10 +71,11 @@ SEQUENCE_POLICY_METRICS = ("accuracy", "accuracy_hard", "accuracy_mid", "accurac
                            "newly_solved", "regressed", "entropy_change",
                            "entropy_change_predicted", "entropy_change_positional",
                            "sequence_entropy", "length", "length_right", "length_wrong",
-                           "truncation", "end_probability")
+                           "truncation", "end_probability", "solved_hard")
 """What the token simulator records of its policy at every step, all exact (no sampling):
 
-* ``accuracy`` .. ``regressed``: as the bandit's (``training_loop.SUCCESS_METRICS``);
+* ``accuracy`` .. ``regressed`` and ``solved_hard``: as the bandit's
+  (``training_loop.SUCCESS_METRICS``);
 * ``entropy`` (and per difficulty bucket): the mean token entropy as verl and TRL log it, the
   entropy of the next-token distribution averaged over the tokens of sampled answers, here in the
   limit of many answers: sum over prompts of the answers' expected summed token entropies / sum of

@@ -41,13 +41,19 @@ Task = tuple[Method, LoopConfig]
 
 
 def sweep_tasks(methods: list[Method | str], configs: list[LoopConfig]) -> list[Task]:
-    """The tasks in the sweep's result order: every method under the first config, then the next."""
+    """The tasks in the sweep's result order: every method under the first config, then the next.
+    Refuses, with ``ValueError``, a method that a config cannot train, before any task runs."""
     methods = [get_method(m) if isinstance(m, str) else m for m in methods]
-    for config in configs:
+    return _checked([(method, config) for config in configs for method in methods])
+
+
+def _checked(tasks: list[Task]) -> list[Task]:
+    for method, config in tasks:
         if not isinstance(config, LoopConfig):
             raise ValueError(f"configs must hold DynamicsConfig or SequenceConfig objects, got "
                              f"{config!r}")
-    return [(method, config) for config in configs for method in methods]
+        config.check_method(method)
+    return tasks
 
 
 def run_task(method: Method, config: LoopConfig) -> Trajectory:
@@ -159,7 +165,17 @@ def run_sweep(methods: list[Method | str], configs: list[LoopConfig], *, workers
     module doc). Raises ``ValueError`` for a bad argument, or when Ray is asked for and missing.
     """
     check_where_to_run(workers, ray_address)
-    tasks = sweep_tasks(methods, configs)
+    return run_tasks(sweep_tasks(methods, configs), workers=workers, ray_address=ray_address,
+                     store=store, description=description)
+
+
+def run_tasks(tasks: list[Task], *, workers: int = 1, ray_address: str | None = None,
+              store: Path | None = None, description: str = "sweep") -> list[Trajectory]:
+    """``[simulate(method, config) for method, config in tasks]``, run as ``run_sweep`` runs its
+    grid: for experiments that are not a grid (tasks from several ``sweep_tasks`` calls, run in one
+    pool of processes)."""
+    check_where_to_run(workers, ray_address)
+    tasks = _checked(list(tasks))
     results = {}
     if store is not None:
         Path(store).mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from ngrpo_sim.methods import get_method
 from ngrpo_sim.plotting import save, subplots
 from ngrpo_sim.report import _verdict, entropy_at_matched_accuracy
 from ngrpo_sim.sequences import SequenceConfig
-from ngrpo_sim.sweep import run_sweep
+from ngrpo_sim.sweep import Task, run_tasks, sweep_tasks
 from ngrpo_sim.training_loop import Trajectory
 
 TOKEN_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "ppo")
@@ -76,23 +76,33 @@ def token_config(policy: str, base: SequenceConfig) -> SequenceConfig:
     return dataclasses.replace(base, policy=policy, lr=TOKEN_LEARNING_RATES[policy])
 
 
+def token_tasks(base: SequenceConfig) -> list[Task]:
+    """The section's runs: the presets on both policies, then GRPO and NGRPO under the
+    ``AGGREGATION_RUNS``."""
+    presets = sweep_tasks([get_method(name) for name in TOKEN_METHODS],
+                          [token_config(policy, base) for policy in POLICY_ORDER])
+    configs = [dataclasses.replace(token_config(policy, base), loss_aggregation=aggregation)
+               for policy, aggregation in AGGREGATION_RUNS]
+    return presets + sweep_tasks([get_method(name) for name in LENGTH_METHODS], configs)
+
+
+def token_runs(trajectories: list[Trajectory]) -> TokenRuns:
+    """The runs of ``token_tasks``, in its order, by policy and aggregation."""
+    count, length_count = len(TOKEN_METHODS), len(LENGTH_METHODS)
+    presets = {policy: trajectories[i * count:(i + 1) * count]
+               for i, policy in enumerate(POLICY_ORDER)}
+    rest = trajectories[len(POLICY_ORDER) * count:]
+    aggregations = {key: rest[i * length_count:(i + 1) * length_count]
+                    for i, key in enumerate(AGGREGATION_RUNS)}
+    return TokenRuns(presets, aggregations)
+
+
 def run_token_experiments(base: SequenceConfig, workers: int = 1, ray_address: str | None = None
                           ) -> TokenRuns:
     """Train the presets on both policies, then GRPO and NGRPO under the ``AGGREGATION_RUNS``, where
-    ``sweep.run_sweep`` runs them (here, in ``workers`` processes or on Ray)."""
-    where = dict(workers=workers, ray_address=ray_address)
-    methods = [get_method(name) for name in TOKEN_METHODS]
-    runs = run_sweep(methods, [token_config(policy, base) for policy in POLICY_ORDER],
-                     description="tokens, presets", **where)
-    presets = {policy: runs[i * len(methods):(i + 1) * len(methods)]
-               for i, policy in enumerate(POLICY_ORDER)}
-    length_methods = [get_method(name) for name in LENGTH_METHODS]
-    configs = [dataclasses.replace(token_config(policy, base), loss_aggregation=aggregation)
-               for policy, aggregation in AGGREGATION_RUNS]
-    runs = run_sweep(length_methods, configs, description="tokens, aggregations", **where)
-    aggregations = {key: runs[i * len(length_methods):(i + 1) * len(length_methods)]
-                    for i, key in enumerate(AGGREGATION_RUNS)}
-    return TokenRuns(presets, aggregations)
+    ``sweep.run_tasks`` runs them (here, in ``workers`` processes or on Ray)."""
+    return token_runs(run_tasks(token_tasks(base), workers=workers, ray_address=ray_address,
+                                description="tokens"))
 
 
 def mean_over_steps(trajectory: Trajectory, name: str) -> np.ndarray:
@@ -236,10 +246,10 @@ def plot_tokens(runs: TokenRuns, path: Path) -> Path:
 
 
 def token_section(out: Path, base: SequenceConfig | None = None, workers: int = 1,
-                  ray_address: str | None = None) -> list[str]:
-    """Run the section's experiments, write their run folders and figure under ``out``, return the
-    report lines."""
-    runs = run_token_experiments(base or TOKEN_HEADLINE, workers, ray_address)
+                  ray_address: str | None = None, runs: TokenRuns | None = None) -> list[str]:
+    """Run the section's experiments (unless given their ``runs``), write their run folders and
+    figure under ``out``, return the report lines."""
+    runs = runs or run_token_experiments(base or TOKEN_HEADLINE, workers, ray_address)
     for policy, trajectories in runs.presets.items():
         write_run(out / f"{policy}-presets", trajectories, SUMMARY)
     for (policy, aggregation), trajectories in runs.aggregations.items():

@@ -13,6 +13,12 @@ One training step, as in the release's trainer:
    one optimiser step on the clipped surrogate, with ratios taken against the rollout policy;
    ``epochs`` passes over the batch.
 
+With ``rewards="noise"`` the rollout's rewards are pure noise: each sampled answer earns 1 with
+probability ``NOISE_REWARD_RATE``, whatever it is (arm-independent random rewards, as in Park et
+al. 2025, arXiv 2509.26114, Section 5). Every estimator that reads only the rewards then has an
+expected first update of exactly 0, so what moves the policy is sampling noise and, on later
+minibatches, the clip. The verifier's right answers still define accuracy and pass@k.
+
 ``mode="expected"`` replaces steps 1-3 by their expectation at first order: the task gives the
 expected on-policy update of one prompt's group (the gain identity of ``ngrpo_sim.landscape``, or
 its sequence form in ``ngrpo_sim.sequence_gain``), weighted as the sampled step weighs it on
@@ -27,7 +33,7 @@ measures itself. A task supplies these as methods (``bandit.BanditTask`` for one
 
 * ``initial_params(S)``, ``logits(params)``, ``backprop(logit_grads)``, ``success(logits)``;
 * ``sample(params, prompts, G, rng)`` -> answers (S, C, G, ...) and ``score(prompts, answers)``
-  -> rewards (S, C, G);
+  -> the verifier's rewards (S, C, G);
 * ``update_batch(params, prompts, answers, reference)`` -> an object with ``policy_inputs(names)``
   (what an estimator that reads the policy declares), ``gradient(params, advantages, in_part,
   method, coefficients)`` -> (parameter gradient, tokens clipped low, clipped high, tokens; each
@@ -37,6 +43,10 @@ measures itself. A task supplies these as methods (``bandit.BanditTask`` for one
   keep_probability)`` -> the expected ascent of one group and the regulariser gradient, both per
   prompt in logit space;
 * ``expected_approx_kl(logits, new_logits)``;
+* ``group_inputs(logits, names)`` -> each policy input of ``names`` (S, P), for a task whose
+  config lists them in ``expected_inputs`` (the same for every answer of a group, so an estimator
+  that reads only these is count-based given them; the bandit: the entropy at the prompt, which
+  RL-ZVP reads);
 * ``measure(logits)`` -> what the metrics read of a policy (computed once per step),
   ``policy_metrics(measured, initial_success, ks)`` and ``entropy_prediction(measured_before,
   measured_after)``; ``metric_names``, every metric a step records.
@@ -45,19 +55,23 @@ measures itself. A task supplies these as methods (``bandit.BanditTask`` for one
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ngrpo_sim import _checks
-from ngrpo_sim.landscape import binomial_pmf, canonical_groups
+from ngrpo_sim.landscape import binomial_pmf, canonical_groups, count_group_advantages
 from ngrpo_sim.methods import Method, get_method
 from ngrpo_sim.metrics import log_softmax, pass_at_k_auc, pass_at_k_exact, powers_of_two_up_to
 from ngrpo_sim.optim import OPTIMIZERS, Optimizer
 
 MODES = ("sampled", "expected")
 POLICIES = ("tabular", "shared")
-REWARD_KINDS = ("binary", "graded")
+REWARD_KINDS = ("binary", "graded", "noise")
+NOISE_REWARD_RATE = 0.5
+"""With ``rewards="noise"``, the chance that a sampled answer earns 1 (and 0 otherwise), whatever
+the answer: the largest reward variance, so the most noise per step."""
 ABANDONED_BELOW = 1e-3
 """A prompt counts as abandoned while its success rate is below this."""
 SOLVED_FROM = 0.5
@@ -83,8 +97,9 @@ class LoopConfig:
     """Starting success rates: a name in ``bandit.PROFILES`` or comma-separated rates cycled over
     prompts."""
     rewards: str = "binary"
-    """``binary`` (right 1, wrong 0) or ``graded`` (wrong answers earn partial credit in [0,
-    0.9])."""
+    """``binary`` (right 1, wrong 0), ``graded`` (wrong answers earn partial credit in [0, 0.9]) or
+    ``noise`` (each sampled answer earns 1 with probability 1/2 whatever it is; accuracy still
+    counts the right answers)."""
     feature_dim: int = 16
     """D, the size of the shared policy's parameter vector; smaller D means more interference
     between prompts."""
@@ -125,6 +140,11 @@ class LoopConfig:
     seed: int = 0
     """Seeds the task (prompts, starting logits, features) and the sampling."""
 
+    expected_inputs: ClassVar[tuple[str, ...]] = ()
+    """The policy inputs (``advantages.POLICY_INPUTS``) that this config's task gives the same for
+    every answer of a group (``group_inputs``): an estimator that reads only these has the
+    expected update of a count-based one at each value, so the expected mode can train it."""
+
     def __post_init__(self):
         _checks.choice("policy", self.policy, POLICIES)
         _checks.integer("num_prompts", self.num_prompts, low=1)
@@ -156,6 +176,22 @@ class LoopConfig:
             raise ValueError(f"mode='expected' needs binary rewards (the gain identity), got "
                              f"rewards={self.rewards!r}")
 
+    def check_method(self, method: Method) -> None:
+        """Refuse, with ``ValueError``, a method this config cannot train: in expected mode, an
+        estimator that reads a policy input differing between the answers of a group on this
+        config's task (LENS's log-probabilities everywhere; RL-ZVP's token entropies on answers
+        made of tokens), whose expected update has no closed form."""
+        if self.mode != "expected":
+            return
+        varying = [name for name in method.advantage.policy_inputs
+                   if name not in self.expected_inputs]
+        if varying:
+            raise ValueError(
+                f"mode='expected' cannot train method {method.name!r}: it reads the policy's "
+                f"{' and '.join(varying)}, which is not the same for every answer and token of a "
+                f"group on this task, so its expected update has no closed form (use "
+                f"mode='sampled')")
+
     @property
     def candidates(self) -> int:
         """Prompts drawn per rollout."""
@@ -170,13 +206,31 @@ class LoopConfig:
 
 @dataclass
 class Rollout:
-    """The random part of a step: which prompts each seed drew and which answers it sampled."""
+    """The random part of a step: which prompts each seed drew, which answers it sampled and what
+    they earned."""
 
     prompts: np.ndarray
     """(S, C) prompt indices, distinct within a seed, in the order they were drawn."""
     answers: np.ndarray
     """(S, C, G) sampled answer indices (bandit), or (S, C, G, L) sampled token sequences (token
     simulator)."""
+    rewards: np.ndarray | None = None
+    """(S, C, G) the rewards the answers earned; None: the task's verifier scores them."""
+
+    def scored(self, task) -> np.ndarray:
+        """The rewards of the answers: as drawn, or the task's verifier's."""
+        return task.score(self.prompts, self.answers) if self.rewards is None else self.rewards
+
+
+def rollout_rewards(task, config: LoopConfig, prompts: np.ndarray, answers: np.ndarray,
+                    rng: np.random.Generator) -> np.ndarray:
+    """The rewards (S, C, G) of sampled answers: the verifier's, or with ``rewards="noise"``
+    independent draws that earn 1 with probability ``NOISE_REWARD_RATE`` (drawn from ``rng``,
+    which other reward kinds leave untouched)."""
+    if config.rewards != "noise":
+        return task.score(prompts, answers)
+    return (rng.random(prompts.shape + (config.group_size,)) < NOISE_REWARD_RATE).astype(
+        np.float64)
 
 
 @dataclass
@@ -274,16 +328,17 @@ def draw_rollout(task, method: Method, params: np.ndarray, config: LoopConfig,
     num_seeds, batch = params.shape[0], config.batch_prompts
     order = rng.permuted(np.tile(np.arange(task.num_prompts), (num_seeds, 1)), axis=1)
     kept = np.zeros(num_seeds, dtype=int)
-    prompts, answers = [], []
+    prompts, answers, rewards = [], [], []
     for start in range(0, config.candidates, batch):
         round_prompts = order[:, start:min(start + batch, config.candidates)]
         round_answers = task.sample(params, round_prompts, config.group_size, rng)
         prompts.append(round_prompts)
         answers.append(round_answers)
-        kept += method.group_filter.keep(task.score(round_prompts, round_answers)).sum(axis=1)
+        rewards.append(rollout_rewards(task, config, round_prompts, round_answers, rng))
+        kept += method.group_filter.keep(rewards[-1]).sum(axis=1)
         if not config.refill or np.all(kept >= batch):
             break
-    return Rollout(np.concatenate(prompts, axis=1), np.concatenate(answers, axis=1))
+    return Rollout(*(np.concatenate(parts, axis=1) for parts in (prompts, answers, rewards)))
 
 
 def apply_rollout(task, method: Method, config: LoopConfig, state: TrainState, rollout: Rollout,
@@ -296,7 +351,7 @@ def apply_rollout(task, method: Method, config: LoopConfig, state: TrainState, r
     num_seeds = rollout.prompts.shape[0]
     batch, parts = config.batch_prompts, config.minibatches
     coefficients = Coefficients.of(method, config)
-    all_rewards = task.score(rollout.prompts, rollout.answers)
+    all_rewards = rollout.scored(task)
     keep = method.group_filter.keep(all_rewards)
     kept_before = np.cumsum(keep, axis=1) - keep
     examined = kept_before < batch
@@ -304,6 +359,7 @@ def apply_rollout(task, method: Method, config: LoopConfig, state: TrainState, r
     right = all_rewards == 1.0
     num_examined = examined.sum(axis=1)
     statistics = {
+        "sampled_answers": (num_examined * config.group_size).astype(np.float64),
         "share_all_wrong": np.sum(examined & ~right.any(-1), axis=1) / num_examined,
         "share_all_right": np.sum(examined & right.all(-1), axis=1) / num_examined,
         "share_mixed": np.sum(examined & right.any(-1) & ~right.all(-1), axis=1) / num_examined,
@@ -357,18 +413,22 @@ def apply_rollout(task, method: Method, config: LoopConfig, state: TrainState, r
 
 
 def group_outcome_probabilities(method: Method, group_size: int, success: np.ndarray,
-                                values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                                values: np.ndarray | None = None, **group_inputs
+                                ) -> tuple[np.ndarray, np.ndarray]:
     """For success rates (S, P), the probability that a group is kept and the expected share of its
-    answers with zero (filtered) advantage, exactly: from the canonical groups with k right answers,
-    or for PPO's r - V from the chance that an answer's reward equals V."""
+    answers with zero (filtered) advantage, exactly: from the canonical groups with k right answers
+    (given each prompt's ``group_inputs`` (S, P), the policy inputs an estimator such as RL-ZVP
+    reads, the same for every answer of a group), or for PPO's r - V from the chance that an
+    answer's reward equals V."""
     if method.advantage.uses_values:
         zero_share = success * (values == 1.0) + (1 - success) * (values == 0.0)
         return np.ones_like(success), zero_share
     groups = canonical_groups(group_size)
     kept = method.group_filter.keep(groups)
-    zero_share = np.mean(method.advantages(groups) == 0.0, axis=-1)
+    zero_share = np.mean(count_group_advantages(method, group_size, **group_inputs) == 0.0,
+                         axis=-1)
     pmf = binomial_pmf(group_size, success)
-    return pmf @ kept, pmf @ zero_share
+    return pmf @ kept, np.sum(pmf * zero_share, axis=-1)
 
 
 def _expected_examined(config: LoopConfig, keep_probability: np.ndarray) -> np.ndarray:
@@ -384,18 +444,18 @@ def expected_step(task, method: Method, config: LoopConfig, state: TrainState, r
                   ) -> dict[str, np.ndarray]:
     """The deterministic counterpart of ``draw_rollout`` + ``apply_rollout`` (see the module
     docstring)."""
-    if method.advantage.policy_inputs:
-        inputs = " and ".join(method.advantage.policy_inputs)
-        raise ValueError(f"mode='expected' needs an advantage that depends on the rewards only; "
-                         f"method {method.name!r} reads the policy's {inputs} (use mode='sampled')")
+    config.check_method(method)
     coefficients = Coefficients.of(method, config)
     logits = task.logits(state.params)
     success = task.success(logits)
     group_size, num_prompts = config.group_size, task.num_prompts
+    inputs = (task.group_inputs(logits, method.advantage.policy_inputs)
+              if method.advantage.policy_inputs else {})
     keep_probability, zero_share = group_outcome_probabilities(method, group_size, success,
-                                                               state.values)
+                                                               state.values, **inputs)
     ascent, regulariser = task.expected_direction(logits, method, group_size, state.values,
-                                                  reference, coefficients, keep_probability)
+                                                  reference, coefficients, keep_probability,
+                                                  **inputs)
     mean_keep = keep_probability.mean(axis=1)
     examined = _expected_examined(config, mean_keep)
     # A kept group shares its minibatch with the other kept groups, 1 + Bin(examined - 1, kappa) in
@@ -417,6 +477,7 @@ def expected_step(task, method: Method, config: LoopConfig, state: TrainState, r
     kept = np.minimum(config.batch_prompts, examined * mean_keep)
     zeros = np.zeros(logits.shape[0])
     return {
+        "sampled_answers": examined * group_size,
         "share_all_wrong": all_wrong.mean(1), "share_all_right": all_right.mean(1),
         "share_mixed": (1 - all_wrong - all_right).mean(1),
         "share_zero_advantage": zero_share.mean(1), "kept_groups": kept,
@@ -426,12 +487,15 @@ def expected_step(task, method: Method, config: LoopConfig, state: TrainState, r
 
 
 ROLLOUT_METRICS = ("share_all_wrong", "share_all_right", "share_mixed", "share_zero_advantage",
-                   "kept_groups", "clipfrac_low", "clipfrac_high", "approx_kl")
+                   "kept_groups", "clipfrac_low", "clipfrac_high", "approx_kl", "sampled_answers")
 """What every rollout records: group shares among the examined groups, the groups kept, the clip
-fractions by sign (among all tokens of the updates) and verl's ``approx_kl`` between the rollout
-policy and the updated one."""
+fractions by sign (among all tokens of the updates), verl's ``approx_kl`` between the rollout
+policy and the updated one, and the answers sampled: those of every group examined until B
+survived the filter (G B without a filter; a refilling trainer that generates whole rounds of B
+prompts samples up to (B - 1) G more). Expected mode: the expected number, which treats the
+survivors as independent of each other."""
 SUCCESS_METRICS = ("accuracy", "accuracy_hard", "accuracy_mid", "accuracy_easy", "pass_auc",
-                   "abandoned", "newly_solved", "regressed")
+                   "abandoned", "newly_solved", "regressed", "solved_hard")
 """What every policy records from its prompts' success rates (``success_metrics``)."""
 
 
@@ -459,8 +523,8 @@ class Trajectory:
 def success_metrics(success: np.ndarray, initial_success: np.ndarray, ks: np.ndarray,
                     buckets: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """From success rates (S, P): accuracy (overall and in each of the ``buckets``, boolean (P,)
-    masks of prompts), pass@k AUC, abandoned, newly solved and regressed prompts (one value per
-    seed), and pass@k (S, len(ks))."""
+    masks of prompts), pass@k AUC, abandoned, newly solved and regressed prompts, and the prompts
+    of the ``hard`` bucket that are solved (one value per seed), and pass@k (S, len(ks))."""
     pass_at_k = pass_at_k_exact(success[..., None], ks).mean(axis=1)
     metrics = {"accuracy": success.mean(1), "pass_auc": pass_at_k_auc(pass_at_k),
                "abandoned": np.sum(success < ABANDONED_BELOW, axis=1).astype(np.float64),
@@ -471,6 +535,8 @@ def success_metrics(success: np.ndarray, initial_success: np.ndarray, ks: np.nda
     for bucket, members in buckets.items():
         metrics[f"accuracy_{bucket}"] = success[:, members].mean(1) if members.any() else np.full(
             success.shape[0], np.nan)
+    metrics["solved_hard"] = np.sum((success >= SOLVED_FROM) & buckets["hard"],
+                                    axis=1).astype(np.float64)
     return metrics, pass_at_k
 
 
@@ -483,6 +549,7 @@ def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = T
     method = get_method(method) if isinstance(method, str) else method
     if not isinstance(method, Method):
         raise ValueError(f"method must be a Method or a preset name, got {method!r}")
+    config.check_method(method)
     task = config.build_task()
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
     state = TrainState(task.initial_params(config.seeds), Optimizer(config.optimizer, config.lr),

@@ -22,3 +22,25 @@ def ray_cluster():
                 raise
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def small_report(monkeypatch):
+    """``ngrpo-sim report`` at a test's scale: every experiment of every section 2 or 3 steps of 2
+    seeds (the sizes of the prompts and batches stay)."""
+    import dataclasses
+
+    from ngrpo_sim import clipping_report, report, token_report
+
+    def small(config):
+        return dataclasses.replace(config, steps=3, seeds=2)
+
+    monkeypatch.setattr(report, "HEADLINE", small(report.HEADLINE))
+    monkeypatch.setattr(report, "SWEEP_STEPS", 2)
+    monkeypatch.setattr(report, "SWEEP_SEEDS", 2)
+    monkeypatch.setattr(token_report, "TOKEN_HEADLINE",
+                        dataclasses.replace(token_report.TOKEN_HEADLINE, steps=2, seeds=2))
+    for name in ("NOISE_SETTINGS", "NSR_SETTINGS"):
+        settings = getattr(clipping_report, name)
+        monkeypatch.setattr(clipping_report, name, {key: small(config)
+                                                    for key, config in settings.items()})

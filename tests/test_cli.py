@@ -95,16 +95,7 @@ def test_dynamics_bad_input(argv, message, tmp_path, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_report_runs_end_to_end_at_a_small_scale(tmp_path, monkeypatch, capsys):
-    import dataclasses
-
-    from ngrpo_sim import report, token_report
-
-    monkeypatch.setattr(report, "HEADLINE", dataclasses.replace(report.HEADLINE, steps=3, seeds=2))
-    monkeypatch.setattr(report, "SWEEP_STEPS", 2)
-    monkeypatch.setattr(report, "SWEEP_SEEDS", 2)
-    monkeypatch.setattr(token_report, "TOKEN_HEADLINE",
-                        dataclasses.replace(token_report.TOKEN_HEADLINE, steps=2, seeds=2))
+def test_report_runs_end_to_end_at_a_small_scale(tmp_path, small_report, capsys):
     main(["report", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert out.count("| tabular,") == 4 and out.count("| shared,") == 5
@@ -116,6 +107,18 @@ def test_report_runs_end_to_end_at_a_small_scale(tmp_path, monkeypatch, capsys):
     assert "## Token level" in out and out.count("| 4. length of wrong answers") == 4
     tokens = tmp_path / "tokens"
     assert (tokens / "tokens.png").exists() and len(list(tokens.iterdir())) == 6
+    # The rivals: 5 headline methods and 6 rivals on one-token answers, 5 presets and 3 rivals on
+    # tokens; a verdict for each of the 6 questions in each.
+    rivals = out[out.index("## NGRPO against its rivals"):out.index("## The clip bounds")]
+    assert rivals.count("| maxrl |") == 2 and rivals.count("| qae |") == 1
+    assert rivals.count("| grpo |") == 2 and rivals.count("- Highest ") == 12
+    assert (tmp_path / "rivals" / "rivals.png").exists()
+    # The clip bounds: 3 noise settings x 6 clips, 2 NSR settings x 3 ways to train.
+    clipping = out[out.index("## The clip bounds"):]
+    assert clipping.count("| 0.2/0.28 |") == 3 and clipping.count("| unclipped |") == 3
+    assert clipping.count("only with clipping and several minibatches?") == 2
+    assert clipping.count("| 4 minibatches unclipped |") == 2
+    assert len(list((tmp_path / "clipping").glob("nsr-*"))) == 6
 
 
 def test_tokens_writes_a_run_folder_with_both_modes(tmp_path, capsys):
@@ -144,7 +147,7 @@ def test_tokens_options_come_from_the_config_docstrings():
     (["tokens", "--vocab-size", "1"], "vocab_size must be >= 2, got 1"),
     (["tokens", "--max-length", "1"], "max_length must be >= 2 with an end token"),
     (["tokens", "--loss-aggregation", "sum"], "loss_aggregation must be one of"),
-    (["tokens", "--methods", "lens", "--mode", "expected"], "method 'lens' reads the policy's"),
+    (["tokens", "--methods", "lens", "--mode", "expected"], "method 'lens': it reads the policy's"),
 ])
 def test_tokens_bad_input(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -152,3 +155,46 @@ def test_tokens_bad_input(argv, message, tmp_path, capsys):
                      "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, refused", [
+    (["dynamics", "--methods", "maxrl,lens", "--mode", "expected"], "lens"),
+    (["dynamics", "--methods", "grpo,lens", "--mode", "sampled,expected"], "lens"),
+    (["tokens", "--methods", "maxrl,rl_zvp", "--mode", "sampled,expected", "--vocab-size", "3",
+      "--max-length", "3"], "rl_zvp"),
+    (["tokens", "--methods", "lens", "--mode", "expected", "--vocab-size", "3",
+      "--max-length", "3"], "lens"),
+    (["sweep", "--methods", "grpo,lens", "--mode", "expected"], "lens"),
+])
+def test_a_method_a_mode_cannot_train_is_refused_before_any_run(argv, refused, tmp_path,
+                                                                 monkeypatch, capsys):
+    from ngrpo_sim import sweep
+
+    def no_run(*_, **__):
+        raise AssertionError("a run started")
+
+    monkeypatch.setattr(sweep, "simulate", no_run)
+    monkeypatch.setattr(sweep, "run_task", no_run)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + ["--steps", "2", "--seeds", "1", "--num-prompts", "16", "--batch-prompts", "8",
+                     "--out", str(out)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert f"mode='expected' cannot train method {refused!r}: it reads the policy's" in error
+    assert "(use mode='sampled')" in error and not out.exists()
+
+
+NEW_PRESETS = "maxrl,qae,rl_zvp,lens,asymre,shifted_baseline"
+
+
+@pytest.mark.parametrize("command, sizes", [
+    ("dynamics", ["--num-answers", "4"]), ("tokens", ["--vocab-size", "3", "--max-length", "3"])])
+def test_every_rival_runs_in_both_simulators(command, sizes, tmp_path, capsys):
+    main([command, "--methods", NEW_PRESETS, "--steps", "3", "--seeds", "2", "--num-prompts", "16",
+          "--batch-prompts", "8", *sizes, "--out", str(tmp_path)])
+    table = capsys.readouterr().out.split("\nwrote")[0].splitlines()
+    assert [row.split()[0] for row in table[1:]] == NEW_PRESETS.split(",")
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 6 * 4 * 2

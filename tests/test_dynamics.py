@@ -1,5 +1,6 @@
 """The bandit training loop: loop oracle, exact expectation, entropy prediction, clipping, metrics by hand."""
 
+import itertools
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ from ngrpo_sim.dynamics import (DynamicsConfig, Rollout, TrainState, apply_rollo
 from ngrpo_sim.metrics import powers_of_two_up_to
 from ngrpo_sim.optim import Optimizer
 from ngrpo_sim.reference_step import reference_apply_rollout
+from ngrpo_sim.sequences import SequenceConfig
 
 SMALL = dict(num_prompts=12, num_answers=5, batch_prompts=4, group_size=4, minibatches=2, seeds=3, profile="mid")
 
@@ -26,6 +28,7 @@ def fresh_state(task, config):
 @pytest.mark.parametrize("method, options", [
     ("ngrpo", dict(epochs=2)), ("dapo", dict(refill=True, profile="base")), ("grpo", dict(refill=False)),
     ("ppo", dict(epochs=2)), ("psr_nsr", dict(rewards="graded")),
+    ("ngrpo", dict(rewards="noise", epochs=2)), ("dapo", dict(rewards="noise", profile="base")),
 ])
 def test_vectorised_step_equals_the_loop_oracle(policy, optimizer, method, options):
     config = DynamicsConfig(**{**SMALL, **options, "policy": policy, "optimizer": optimizer, "lr": 4.0})
@@ -67,7 +70,7 @@ def one_step_logits(method, config):
     return state.params - task.offsets
 
 
-@pytest.mark.parametrize("method", ["grpo", "rloo", "psr_nsr", "ppo", "ngrpo_no_filter"])
+@pytest.mark.parametrize("method", ["grpo", "rloo", "psr_nsr", "ppo", "ngrpo_no_filter", "rl_zvp"])
 def test_expected_mode_is_the_mean_of_sampled_steps(method):
     # Every prompt in every batch (B = P), SGD, tabular, no filter: the expected step is exact, not approximate.
     common = dict(num_prompts=8, num_answers=4, batch_prompts=8, group_size=4, minibatches=2, profile="uniform",
@@ -149,6 +152,7 @@ def test_rollout_metrics_by_hand(method_name):
     else:
         b, wrong_all = -a, 0.0
     assert stats["share_all_wrong"][0] == 0.5 and stats["share_all_right"][0] == 0.0
+    assert stats["sampled_answers"][0] == 4  # two groups of two
     assert stats["share_mixed"][0] == 0.5 and stats["kept_groups"][0] == 2
     assert stats["share_zero_advantage"][0] == (0.5 if method_name == "grpo" else 0.0)
 
@@ -199,6 +203,12 @@ def test_policy_metrics_by_hand():
     assert metrics["accuracy_mid"][0] == pytest.approx(p0) and metrics["accuracy_easy"][0] == pytest.approx(p1)
     assert np.isnan(metrics["accuracy_hard"][0]) and metrics["entropy_easy"][0] == pytest.approx(math.log(2))
     assert metrics["newly_solved"][0] == 1 and metrics["abandoned"][0] == 0
+    assert metrics["solved_hard"][0] == 0  # no prompt started below 5%
+    # Prompt 0 counted as hard (start 1%): solved at sigmoid(0.8) = 0.69, not at sigmoid(-0.1).
+    for offset, solved in ((0.8, 1), (-0.1, 0)):
+        hard, _ = policy_metrics(task, np.array([[[offset, 0.0], [0.0, 0.0]]]),
+                                 np.array([0.01, 0.5]), powers_of_two_up_to(256))
+        assert hard["solved_hard"][0] == solved
     curve = [1 - ((1 - p0) ** k + (1 - p1) ** k) / 2 for k in (1, 2, 4, 8, 16, 32, 64, 128, 256)]
     np.testing.assert_allclose(pass_at_k[0], curve, rtol=1e-13)
     assert metrics["pass_auc"][0] == pytest.approx(100 * sum((x + y) / 2 for x, y in zip(curve, curve[1:])) / 8)
@@ -240,3 +250,80 @@ def test_bad_input_is_named(options, message):
 def test_unknown_method_is_named():
     with pytest.raises(ValueError, match="unknown method 'ngrpo2'"):
         simulate("ngrpo2", DynamicsConfig(steps=1, seeds=1), progress=False)
+
+
+def test_rl_zvps_expected_step_is_not_grpos():
+    # The test above could pass with GRPO's gain if the entropy term were too small to see: here it
+    # is more than 6 standard errors wide, so the 5-error match below tells the two apart.
+    common = dict(num_prompts=8, num_answers=4, batch_prompts=8, group_size=4, minibatches=2,
+                  profile="0.7", optimizer="sgd", lr=3.0, refill=False, seeds=1, mode="expected")
+    rl_zvp = one_step_logits("rl_zvp", DynamicsConfig(**common))[0]
+    grpo = one_step_logits("grpo", DynamicsConfig(**common, kl_coef=0.0, entropy_coef=0.0))[0]
+    sampled = one_step_logits("rl_zvp", DynamicsConfig(**{**common, "seeds": 40_000,
+                                                          "mode": "sampled"}))
+    sem = sampled.std(axis=0, ddof=1) / np.sqrt(sampled.shape[0])
+    assert np.max(np.abs(rl_zvp - grpo) / (sem + 1e-12)) > 6
+    np.testing.assert_array_less(np.abs(sampled.mean(axis=0) - rl_zvp), 5 * sem + 1e-12)
+
+
+# -- pure-noise rewards --------------------------------------------------------------------------
+
+def noise_first_step_moments(num_answers, group_size, probs, lr, answers_per_minibatch):
+    """E[dz] and E[dz^2] of one prompt's logits after one SGD step of GRPO (token-mean, ratio 1)
+    on a group with pure-noise rewards, by enumerating every group of answers and every reward
+    pattern (each 2^-G)."""
+    grpo = get_method("grpo")
+    first, second = np.zeros(num_answers), np.zeros(num_answers)
+    eye = np.eye(num_answers)
+    for answers in itertools.product(range(num_answers), repeat=group_size):
+        weight = np.prod(probs[list(answers)])
+        for rewards in itertools.product((0.0, 1.0), repeat=group_size):
+            advantages = grpo.advantages(np.array(rewards))
+            step = lr * sum(a * (eye[i] - probs) for a, i in zip(advantages, answers))
+            step /= answers_per_minibatch
+            first += weight * 2.0 ** -group_size * step
+            second += weight * 2.0 ** -group_size * step ** 2
+    return first, second
+
+
+def test_pure_noise_rewards_move_the_first_step_as_enumeration_says():
+    # Tabular SGD, every prompt in one minibatch: each prompt's first step depends on its own group
+    # only. Under pure noise its mean is exactly 0 and its second moment is the enumerated one; the
+    # verifier's rewards would give a non-zero mean, another reward rate another second moment.
+    config = DynamicsConfig(num_prompts=2, num_answers=3, batch_prompts=2, group_size=3,
+                            minibatches=1, profile="0.3", optimizer="sgd", lr=1.0, refill=False,
+                            rewards="noise", kl_coef=0.0, entropy_coef=0.0, seeds=60_000)
+    steps = one_step_logits("grpo", config)  # (S, P, K)
+    task = config.build_task()
+    for prompt in range(2):
+        probs = np.exp(task.offsets[prompt]) / np.exp(task.offsets[prompt]).sum()
+        first, second = noise_first_step_moments(3, 3, probs, config.lr, answers_per_minibatch=6)
+        assert np.all(first == pytest.approx(0.0, abs=1e-15)) and np.max(second) > 1e-3
+        values = steps[:, prompt]
+        sem = values.std(axis=0, ddof=1) / np.sqrt(len(values))
+        np.testing.assert_array_less(np.abs(values.mean(axis=0) - first), 5 * sem)
+        squares = values ** 2
+        sem = squares.std(axis=0, ddof=1) / np.sqrt(len(squares))
+        np.testing.assert_array_less(np.abs(squares.mean(axis=0) - second), 5 * sem)
+
+
+@pytest.mark.parametrize("config_class, options", [
+    (DynamicsConfig, dict(num_answers=4)), (SequenceConfig, dict(vocab_size=3, max_length=3))])
+def test_pure_noise_rewards_are_fair_coins_whatever_the_answer(config_class, options):
+    config = config_class(num_prompts=64, batch_prompts=64, group_size=4, refill=False, seeds=50,
+                          rewards="noise", profile="base", **options)
+    task = config.build_task()
+    rng = np.random.default_rng(3)
+    params = task.initial_params(config.seeds)
+    rollout = draw_rollout(task, get_method("grpo"), params, config, rng)
+    right = task.score(rollout.prompts, rollout.answers) == 1.0  # what the verifier says
+    rewards = rollout.rewards
+    assert right.any() and (~right).any() and set(np.unique(rewards)) == {0.0, 1.0}
+    for answers in (right, ~right):  # P(reward 1) = 1/2 for right and for wrong answers
+        mean = rewards[answers].mean()
+        assert abs(mean - 0.5) < 4 * math.sqrt(0.25 / answers.sum())
+    # All-wrong groups: 2^-G of them, whatever the prompt's success rate.
+    all_wrong = np.mean(~(rewards == 1.0).any(axis=-1))
+    groups = rewards.shape[0] * rewards.shape[1]
+    share = 2.0 ** -config.group_size
+    assert abs(all_wrong - share) < 4 * math.sqrt(share * (1 - share) / groups)

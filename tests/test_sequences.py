@@ -318,5 +318,10 @@ def test_estimators_that_read_the_policy_train_in_both_simulators(method, config
     trajectory = simulate(method, config, progress=False)
     assert np.all(np.isfinite(trajectory.metrics["accuracy"]))
     assert np.nanmax(np.abs(trajectory.metrics["approx_kl"])) > 0  # the policy moved
-    with pytest.raises(ValueError, match=f"method '{method}' reads the policy's"):
-        simulate(method, dataclasses.replace(config, mode="expected", seeds=1), progress=False)
+    expected = dataclasses.replace(config, mode="expected", seeds=1)
+    if method == "rl_zvp" and config_class is DynamicsConfig:  # one token: the prompt's entropy
+        assert np.all(np.isfinite(simulate(method, expected, progress=False).final("accuracy")))
+        return
+    refusal = f"cannot train method '{method}': it reads the policy's"
+    with pytest.raises(ValueError, match=refusal):
+        simulate(method, expected, progress=False)

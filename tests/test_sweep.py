@@ -183,12 +183,10 @@ def test_the_sweep_command_leaves_a_folder_of_other_files_alone(tmp_path, capsys
     assert [path.name for path in tmp_path.iterdir()] == ["summary.csv"]
 
 
-def test_the_report_on_ray_equals_the_report_here(ray_cluster, tmp_path, monkeypatch, capsys):
+def test_the_report_on_ray_equals_the_report_here(ray_cluster, tmp_path, monkeypatch, small_report,
+                                                  capsys):
     from ngrpo_sim import experiments, report
 
-    monkeypatch.setattr(report, "HEADLINE", dataclasses.replace(report.HEADLINE, steps=3, seeds=2))
-    monkeypatch.setattr(report, "SWEEP_STEPS", 2)
-    monkeypatch.setattr(report, "SWEEP_SEEDS", 2)
     for figures in ("plot_dynamics", "plot_pass_at_k"):  # only the numbers are compared
         monkeypatch.setattr(experiments, figures, lambda trajectories, path: path)
     monkeypatch.setattr(report.landscape, "write_figures", lambda *_: [])
