@@ -106,7 +106,10 @@ class Config:
     sft_accuracy: float = 0.12
     """The tiny model's pre-training stops at this sampled accuracy (T = 1): most groups must still fail."""
     device: str = "auto"
-    """auto (CUDA with bf16 autocast where present, else CPU in fp32), cpu or cuda."""
+    """auto (CUDA where present, else CPU), cpu or cuda."""
+    precision: str = "auto"
+    """auto (bf16 autocast on CUDA, fp32 on CPU), bf16 (autocast on any device) or fp32;
+    parameters, optimizer state and the loss's log-probabilities stay fp32 either way."""
     threads: int = 0
     """CPU threads for torch (0: torch's default)."""
     gradient_checkpointing: bool = False
@@ -118,6 +121,7 @@ class Config:
 
 
 EVAL_TEMPERATURE, EVAL_TOP_P = 0.6, 0.95  # the paper's evaluation protocol
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def parse_config(argv=None) -> Config:
@@ -206,6 +210,8 @@ def check_config(config: Config) -> None:
             refuse(field, "must lie in (0, 1]")
     if config.device not in ("auto", "cpu", "cuda") or (config.device == "cuda" and not torch.cuda.is_available()):
         refuse("device", "must be auto, cpu or cuda (with CUDA present)")
+    if config.precision not in PRECISIONS:
+        refuse("precision", f"must be one of {', '.join(PRECISIONS)}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -241,13 +247,16 @@ def character_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
 
 
-def build_tiny_model(config: Config) -> Path:
-    """Pre-train (SFT) a tiny Qwen2 on the task until its sampled accuracy reaches `sft_accuracy`, save it, cache it.
+def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr: float = 1e-3,
+                     device: torch.device = torch.device("cpu")) -> Path:
+    """Pre-train (SFT) a small Qwen2 (`architecture`: Qwen2Config fields) on the task at learning
+    rate `lr` until its sampled accuracy reaches `sft_accuracy`, save it, cache it.
 
     Stopping on accuracy rather than a step count matters: accuracy climbs fast once it starts, and RL needs a
     policy that still fails most prompts.
     """
-    recipe = dict(TINY_ARCHITECTURE, digits=config.digits, sft_accuracy=config.sft_accuracy, batch=64, lr=1e-3)
+    recipe = dict(architecture, digits=config.digits, sft_accuracy=config.sft_accuracy, batch=64,
+                  lr=lr)
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
     folder = Path(config.cache_dir).expanduser() / f"tiny-addition-{key}"
     if (folder / "config.json").is_file():
@@ -256,7 +265,8 @@ def build_tiny_model(config: Config) -> Path:
     tokenizer = character_tokenizer()
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                                         eos_token_id=tokenizer.eos_token_id, **TINY_ARCHITECTURE))
+                                         eos_token_id=tokenizer.eos_token_id, **architecture))
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"])
     task, rng = make_task(config), np.random.default_rng(0)
     policy, probe = Policy.wrap(model, tokenizer), task.draw(rng, 256)
@@ -267,8 +277,10 @@ def build_tiny_model(config: Config) -> Path:
                   tokenizer(e["answer"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id])
                  for e in examples]
         width = max(len(p) + len(a) for p, a in pairs)  # right padding: causal attention never looks at it
-        ids = torch.tensor([p + a + [tokenizer.pad_token_id] * (width - len(p) - len(a)) for p, a in pairs])
-        labels = torch.tensor([[-100] * len(p) + a + [-100] * (width - len(p) - len(a)) for p, a in pairs])
+        ids = torch.tensor([p + a + [tokenizer.pad_token_id] * (width - len(p) - len(a))
+                            for p, a in pairs], device=device)
+        labels = torch.tensor([[-100] * len(p) + a + [-100] * (width - len(p) - len(a))
+                               for p, a in pairs], device=device)
         logits = model(input_ids=ids[:, :-1]).logits
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten())
         optimizer.zero_grad()
@@ -322,6 +334,8 @@ class Policy:
     """Tokens that end an answer (the tokenizer's eos and the generation config's)."""
     banned: torch.Tensor
     """Tokens never sampled: padding, start and unknown tokens that are not end tokens."""
+    bf16: bool = False
+    """Run the model under bf16 autocast (see Config.precision)."""
 
     @classmethod
     def wrap(cls, model, tokenizer):
@@ -338,15 +352,17 @@ class Policy:
         return next(self.model.parameters()).device
 
     def autocast(self):
-        """bf16 autocast on CUDA (parameters and optimizer stay fp32); plain fp32 on CPU."""
-        cuda = self.device.type == "cuda"
-        return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+        """bf16 autocast if asked for (parameters and optimizer stay fp32), else plain fp32."""
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
 
-def load_policy(folder: Path, device: torch.device) -> Policy:
+def load_policy(folder: Path, device: torch.device, precision: str = "auto") -> Policy:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device)
-    return Policy.wrap(model, tokenizer)
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return dataclasses.replace(Policy.wrap(model, tokenizer), bf16=bf16)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -699,7 +715,33 @@ def join(batches: list) -> dict:
                             for b in batches]) for key in batches[0]}
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak: the CUDA allocator's, and on Linux the kernel's high-water mark of the
+    resident set."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with contextlib.suppress(OSError):  # not Linux, or no clear_refs: then the peak since the start
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory(device: torch.device) -> dict:
+    """Peak resident set of this process since reset_peak_memory (MiB; where the kernel cannot
+    reset it, since the start) and, on CUDA, the peak of allocated tensors (MiB)."""
+    peak = {"memory/peak_gpu_allocated_mib": torch.cuda.max_memory_allocated(device) / 2 ** 20} \
+        if device.type == "cuda" else {}
+    status = Path("/proc/self/status")
+    lines = status.read_text().splitlines() if status.is_file() else []
+    high_water = [int(line.split()[1]) for line in lines if line.startswith("VmHWM:")]  # KiB
+    if high_water:
+        peak["memory/peak_rss_mib"] = high_water[0] / 1024
+    elif importlib.util.find_spec("resource"):  # macOS (bytes); Windows has neither
+        import resource
+        peak["memory/peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    return peak
+
+
 def training_step(policy, reference, optimizer, task, config, preset, prompt_rng, generator) -> dict:
+    reset_peak_memory(policy.device)
     started, sampled, kept, batches, generated = time.perf_counter(), [], [], [], 0.0
     for _ in range(1 + config.max_refill_rounds):  # dropped groups are replaced by fresh ones (dynamic sampling)
         missing = config.prompts_per_step - sum(map(len, kept))
@@ -729,7 +771,8 @@ def training_step(policy, reference, optimizer, task, config, preset, prompt_rng
             "response_length": trained_tokens / max(advantages.size, 1), **stats, "reward_errors": task.reward.errors,
             "time/generation_s": generation_s, "time/training_s": training_s,
             "perf/generated_tokens_per_s": generated / generation_s,
-            "perf/trained_tokens_per_s": trained_tokens / max(training_s, 1e-9)}
+            "perf/trained_tokens_per_s": trained_tokens / max(training_s, 1e-9),
+            **peak_memory(policy.device)}
 
 
 def pick_device(config: Config) -> torch.device:
@@ -753,7 +796,7 @@ def train(config: Config, reward=None) -> Path:
     task = make_task(config)
     task = task._replace(reward=GuardedReward(reward or task.reward))
     folder = model_folder(config)
-    policy = load_policy(folder, pick_device(config))
+    policy = load_policy(folder, pick_device(config), config.precision)
     if config.gradient_checkpointing:  # renamed activation checkpointing in transformers 5.x
         getattr(policy.model, "activation_checkpointing_enable", policy.model.gradient_checkpointing_enable)()
     reference = load_policy(folder, policy.device).model.requires_grad_(False) if preset.kl_coef else None
@@ -811,6 +854,8 @@ def restore(run_dir: Path, config: Config, policy, optimizer, prompt_rng, genera
     if not checkpoint_path.is_file():
         raise ValueError(f"resume: no checkpoint in run_dir={str(run_dir)!r}")
     saved = json.loads((run_dir / "config.json").read_text())
+    for key in set(dataclasses.asdict(config)) - set(saved):  # added since the run began: default
+        saved[key] = getattr(Config, key)
     changed = [f"{key}={value!r} (the run has {saved.get(key)!r})" for key, value in dataclasses.asdict(config).items()
                if key not in ("resume", "steps", "learning_rate") and saved.get(key) != value]
     if changed:

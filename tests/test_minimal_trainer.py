@@ -25,7 +25,8 @@ trainer = importlib.util.module_from_spec(_spec)
 sys.modules["ngrpo_train"] = trainer
 _spec.loader.exec_module(trainer)
 
-TIMING_KEYS = ("time/", "perf/")  # wall-clock measurements: the only fields that may differ between runs
+# Wall-clock and memory measurements: the only fields that may differ between runs.
+TIMING_KEYS = ("time/", "perf/", "memory/")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -207,6 +208,20 @@ def test_loss_of_a_small_batch_equals_the_hand_computed_value(tiny_folder):
         assert stats["clipfrac_low"] == pytest.approx(2 / 5, abs=1e-6)
 
 
+def test_bf16_autocast_runs_on_the_cpu_and_stays_within_bf16_rounding_of_fp32(tiny_folder):
+    fp32 = trainer.load_policy(tiny_folder, torch.device("cpu"), "fp32")
+    bf16 = trainer.load_policy(tiny_folder, torch.device("cpu"), "bf16")
+    assert trainer.load_policy(tiny_folder, torch.device("cpu")).bf16 is False  # auto: fp32 on a CPU
+    batch = fixed_batch(fp32, ["1+2=", "11+22="], ["3", "45"])
+    mask = batch["completion_mask"].bool()
+    difference = (sequence_log_probs(bf16, batch) - sequence_log_probs(fp32, batch)).abs()
+    # bf16 keeps 8 significant bits: a relative error of 2^-8 per rounding, not 0 and not more than a few
+    assert 0 < difference.max() < 0.05 * mask.sum(1).max()
+    completion, _, logp = trainer.sample(bf16, batch["prompt_ids"], batch["prompt_mask"], 2, 4, 1.0, 1.0,
+                                         torch.Generator().manual_seed(0))
+    assert logp.dtype == torch.float32 and torch.isfinite(logp).all() and len(completion) == 4
+
+
 @pytest.mark.parametrize("method, rewards", [("grpo", [1.0, 0.0]), ("ngrpo", [0.0, 0.0])])
 def test_one_update_moves_log_probabilities_the_way_the_advantages_say(tiny_folder, method, rewards):
     policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
@@ -313,6 +328,24 @@ def test_a_reward_function_that_raises_scores_zero_and_is_counted(tiny_folder, t
     assert calls["n"] == 48
 
 
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's clear_refs")
+def test_each_step_logs_its_own_peak_memory(tiny_folder, tmp_path):
+    task_reward = trainer.make_task(tiny_config(tiny_folder, tmp_path)).reward
+    calls, held = {"n": 0}, []
+
+    def allocates_in_step_two(completion, example):  # 16 calls evaluating, then 8 per step
+        calls["n"] += 1
+        if calls["n"] == 16 + 8 + 1:
+            held.append(np.ones(2 ** 25))  # 256 MiB, written, so resident
+        elif calls["n"] == 16 + 8 + 2:
+            held.clear()
+        return task_reward(completion, example)
+    run = trainer.train(tiny_config(tiny_folder, tmp_path, method="grpo", steps=3, eval_every=10),
+                        reward=allocates_in_step_two)
+    peaks = [r["memory/peak_rss_mib"] for r in trainer.read_metrics(run)[1:]]
+    assert peaks[1] - peaks[0] > 200 and peaks[1] - peaks[2] > 200  # the peak is each step's own
+
+
 def test_non_finite_values_stop_the_run_naming_the_step_and_keep_the_last_good_checkpoint(tiny_folder, tmp_path):
     # One update per step at an absurd learning rate: step 1 is finite, its update overflows the next rollout.
     config = tiny_config(tiny_folder, tmp_path, steps=20, minibatches=1, checkpoint_every=1, eval_every=100,
@@ -332,6 +365,7 @@ def test_bad_inputs_name_the_field_and_value(tiny_folder, tmp_path):
         (dict(method="ppo2"), r"method must be one of .*got 'ppo2'"),
         (dict(eval_samples=6), r"eval_samples must be a power of two.*got 6"),
         (dict(clip_high=-0.1), r"clip_high must be >= 0, got -0.1"),
+        (dict(precision="fp16"), r"precision must be one of auto, bf16, fp32, got 'fp16'"),
         (dict(model=str(tmp_path / "nowhere")), r"model='.*nowhere' is not a Hugging Face model folder"),
     ]
     for changes, message in cases:
