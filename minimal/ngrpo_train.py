@@ -538,7 +538,7 @@ def sample(policy: Policy, prompt_ids, prompt_mask, group_size, max_new_tokens, 
         tokens.append(token)
         log_probs.append(token_log_probs.gather(1, token[:, None]).squeeze(1))
         finished |= torch.isin(token, end_ids)
-        if finished.all():
+        if finished.all() or len(tokens) == max_new_tokens:  # no forward pass for unused logits
             break
         attention = torch.cat([attention, attention.new_ones(len(token), 1)], dim=1)
         position = position + 1
@@ -558,7 +558,9 @@ def rollout(policy: Policy, task: Task, examples: list, group_size, temperature,
                                                            max_new_tokens, temperature, top_p, generator)
     prompt_ids, prompt_mask = prompt_ids.repeat_interleave(group_size, 0), prompt_mask.repeat_interleave(group_size, 0)
     lengths = completion_mask.sum(1).long().tolist()
-    texts = [policy.tokenizer.decode(ids[:n], skip_special_tokens=True) for ids, n in zip(completion_ids, lengths)]
+    # One copy to the host for the whole batch, not one per answer.
+    texts = [policy.tokenizer.decode(ids[:n], skip_special_tokens=True)
+             for ids, n in zip(completion_ids.tolist(), lengths)]
     rewards = np.array([task.reward(text, example) for text, example in zip(texts, repeated)])
     batch = dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
                  completion_mask=completion_mask, old_logp=old_logp.float())
@@ -866,7 +868,7 @@ def restore(run_dir: Path, config: Config, policy, optimizer, prompt_rng, genera
     for group in optimizer.param_groups:  # after a non-finite stop one resumes with a lower learning rate
         group["lr"] = config.learning_rate
     prompt_rng.bit_generator.state = state["prompt_rng"]
-    generator.set_state(state["generator"])
+    generator.set_state(state["generator"].cpu())  # an RNG state must be a CPU tensor, also CUDA's
     reward.errors = state["reward_errors"]
     lines = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= state["step"]]
     metrics_path.write_text("".join(line + "\n" for line in lines))

@@ -183,6 +183,21 @@ def test_log_probabilities_recorded_while_sampling_equal_a_full_forward_pass(tin
     assert len(set(map(tuple, completion.tolist()))) > 3 or group_size == 1  # the answers of a group differ
 
 
+def test_sampling_runs_one_forward_pass_per_sampled_token_and_none_after_the_last(tiny_folder):
+    policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
+    # With the end token banned no answer finishes early: every row takes all 5 tokens.
+    policy.banned = torch.tensor(sorted({*policy.banned.tolist(), *policy.end_ids}))
+    calls = []
+    policy.model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(
+        kwargs["input_ids"].shape), with_kwargs=True)
+    prompt_ids, prompt_mask = trainer.encode_prompts(policy.tokenizer, ["1+2=", "11+22="], "cpu")
+    completion, mask, _ = trainer.sample(policy, prompt_ids, prompt_mask, 3, 5, 1.0, 1.0,
+                                         torch.Generator().manual_seed(0))
+    assert completion.shape == (6, 5) and mask.sum() == 30
+    # The prompts once (2 rows, 6 positions), then one row per answer for tokens 2 to 5.
+    assert calls == [(2, 6)] + [(6, 1)] * 4
+
+
 def test_loss_of_a_small_batch_equals_the_hand_computed_value(tiny_folder):
     policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
     batch = fixed_batch(policy, ["1+2=", "1+2="], ["3", "45"])  # answer lengths 2 and 3 tokens (with eos)
