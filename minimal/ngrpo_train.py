@@ -19,6 +19,7 @@ import argparse
 import ast
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import inspect
@@ -489,7 +490,7 @@ def encode_prompts(tokenizer, prompts: list, device) -> tuple:
     if tokenizer.chat_template:
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
                                                  tokenize=False) for p in prompts]
-    encoded = [tokenizer(p, add_special_tokens=not tokenizer.chat_template).input_ids for p in prompts]
+    encoded = tokenizer(prompts, add_special_tokens=not tokenizer.chat_template).input_ids
     width, pad = max(map(len, encoded)), tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)
     mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
@@ -509,12 +510,18 @@ def answer_mask(completion, end_ids):
     return ((is_end.cumsum(1) - is_end) == 0).float()
 
 
+@functools.cache
+def cache_argument(model_class) -> str:
+    """The KV cache's keyword: renamed from past_key_values to cache in transformers 5."""
+    parameters = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
 @torch.no_grad()
 def sample(policy: Policy, prompt_ids, prompt_mask, group_size, max_new_tokens, temperature, top_p, generator):
     """`group_size` answers to each prompt, answer j of prompt i in row i * group_size + j."""
     model, end_ids = policy.model, torch.tensor(policy.end_ids, device=prompt_ids.device)
-    # The KV-cache argument was renamed from past_key_values to cache in transformers 5.
-    cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    cache_key = cache_argument(type(model))
     position = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift the positions of the prompt
     output = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position, use_cache=True,
                    logits_to_keep=1)
@@ -558,9 +565,8 @@ def rollout(policy: Policy, task: Task, examples: list, group_size, temperature,
                                                            max_new_tokens, temperature, top_p, generator)
     prompt_ids, prompt_mask = prompt_ids.repeat_interleave(group_size, 0), prompt_mask.repeat_interleave(group_size, 0)
     lengths = completion_mask.sum(1).long().tolist()
-    # One copy to the host for the whole batch, not one per answer.
-    texts = [policy.tokenizer.decode(ids[:n], skip_special_tokens=True)
-             for ids, n in zip(completion_ids.tolist(), lengths)]
+    answers = [ids[:n] for ids, n in zip(completion_ids.tolist(), lengths)]
+    texts = policy.tokenizer.batch_decode(answers, skip_special_tokens=True)
     rewards = np.array([task.reward(text, example) for text, example in zip(texts, repeated)])
     batch = dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
                  completion_mask=completion_mask, old_logp=old_logp.float())
@@ -614,13 +620,42 @@ def token_weights(mask, mode: str, normaliser: float):
 
 
 def completion_log_probs(policy: Policy, model, batch: dict, rows, temperature: float) -> tuple:
-    """Log-probability and entropy of every answer token of `rows`, in one forward pass over prompt + answer."""
-    completion = batch["completion_ids"][rows]
-    ids = torch.cat([batch["prompt_ids"][rows], completion], 1)
-    attention = torch.cat([batch["prompt_mask"][rows], batch["completion_mask"][rows].long()], 1)
+    """Log-probability and entropy of every answer token of `rows`.
+
+    As while sampling, each distinct prompt among the rows is read once and its keys and values
+    are copied to its answers (the G answers of a group share one prompt); the answers then read
+    that cache. Gradients flow through the copies into the prompt's pass. Gradient checkpointing
+    keeps no cache, so there prompt and answer go through the model together, once per answer.
+    """
+    completion, prompt_mask = batch["completion_ids"][rows], batch["prompt_mask"][rows]
+    prompt_ids, width = batch["prompt_ids"][rows], completion.shape[1]
+    position = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+    checkpointing = model.training and torch.is_grad_enabled() and any(
+        getattr(module, "gradient_checkpointing", False) for module in model.modules())
     with policy.autocast():
-        logits = model(input_ids=ids, attention_mask=attention, position_ids=(attention.cumsum(-1) - 1).clamp(min=0),
-                       logits_to_keep=completion.shape[1] + 1).logits[:, :-1]
+        if checkpointing:
+            ids = torch.cat([prompt_ids, completion], 1)
+            attention = torch.cat([prompt_mask, torch.ones_like(completion)], 1)
+            logits = model(input_ids=ids, attention_mask=attention,
+                           position_ids=(attention.cumsum(-1) - 1).clamp(min=0),
+                           logits_to_keep=width + 1).logits[:, :-1]
+        else:
+            distinct, to_distinct = torch.unique(torch.cat([prompt_ids, prompt_mask], 1), dim=0,
+                                                 return_inverse=True)
+            first = to_distinct.new_empty(len(distinct)).scatter_(
+                0, to_distinct, torch.arange(len(to_distinct), device=to_distinct.device))
+            cache_key = cache_argument(type(model))
+            output = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],
+                           position_ids=position[first], use_cache=True, logits_to_keep=1)
+            logits = output.logits[to_distinct]  # predicts each answer's first token
+            if width > 1:
+                output[cache_key].reorder_cache(to_distinct)
+                attention = torch.cat([prompt_mask, torch.ones_like(completion)], 1)
+                steps = torch.arange(1, width, device=position.device)
+                rest = model(input_ids=completion[:, :-1], attention_mask=attention[:, :-1],
+                             position_ids=position[:, -1:] + steps, use_cache=True,
+                             **{cache_key: output[cache_key]}).logits
+                logits = torch.cat([logits, rest], 1)
     log_probs = policy_log_probs(logits, policy.banned, temperature)
     return log_probs.gather(-1, completion[..., None]).squeeze(-1), -(log_probs.exp() * log_probs).sum(-1)
 
@@ -783,9 +818,10 @@ def pick_device(config: Config) -> torch.device:
 
 
 def make_optimizer(model, config: Config) -> torch.optim.AdamW:
-    # foreach updates all tensors at once: the same numbers as the per-tensor loop, fewer calls on a CPU.
-    return torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
-                             foreach=True)
+    # The fused kernel updates each tensor in one pass (a third of foreach's time on a CPU, which
+    # loops over per-tensor ops); the same arithmetic, rounded differently in the last bit.
+    return torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
+                             weight_decay=config.weight_decay, fused=True)
 
 
 def train(config: Config, reward=None) -> Path:

@@ -198,6 +198,30 @@ def test_sampling_runs_one_forward_pass_per_sampled_token_and_none_after_the_las
     assert calls == [(2, 6)] + [(6, 1)] * 4
 
 
+def test_a_prompt_shared_by_answers_is_read_once_and_scores_like_one_pass_per_answer(tiny_folder):
+    policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
+    prompts = ["1+2=", "1+2=", "11+22=", "1+2=", "11+22="]  # two groups, interleaved, left-padded
+    batch = fixed_batch(policy, prompts, ["3", "45", "33", "", "3"])
+    calls = []
+    policy.model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(
+        kwargs["input_ids"].shape), with_kwargs=True)
+    logp, entropy = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(5), 1.0)
+    assert calls == [(2, 6), (5, 2)]  # the 2 distinct prompts, then every answer but its last token
+    mask = batch["completion_mask"]
+    for row in range(5):  # the second implementation: prompt and answer in one pass, row by row
+        prompt = batch["prompt_ids"][row][batch["prompt_mask"][row].bool()]
+        answer = batch["completion_ids"][row]
+        with torch.no_grad():
+            logits = policy.model(input_ids=torch.cat([prompt, answer])[None]).logits[0]
+        predicting = logits[len(prompt) - 1:-1].index_fill(-1, policy.banned, -1e9)
+        expected = torch.log_softmax(predicting, -1)
+        chosen = expected.gather(-1, answer[:, None])[:, 0]
+        spread = -(expected.exp() * expected).sum(-1)
+        torch.testing.assert_close(logp[row] * mask[row], chosen * mask[row], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(entropy[row] * mask[row], spread * mask[row], rtol=1e-5,
+                                   atol=1e-5)
+
+
 def test_loss_of_a_small_batch_equals_the_hand_computed_value(tiny_folder):
     policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
     batch = fixed_batch(policy, ["1+2=", "1+2="], ["3", "45"])  # answer lengths 2 and 3 tokens (with eos)
