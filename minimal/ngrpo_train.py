@@ -565,8 +565,9 @@ def rollout(policy: Policy, task: Task, examples: list, group_size, temperature,
                                                            max_new_tokens, temperature, top_p, generator)
     prompt_ids, prompt_mask = prompt_ids.repeat_interleave(group_size, 0), prompt_mask.repeat_interleave(group_size, 0)
     lengths = completion_mask.sum(1).long().tolist()
-    answers = [ids[:n] for ids, n in zip(completion_ids.tolist(), lengths)]
-    texts = policy.tokenizer.batch_decode(answers, skip_special_tokens=True)
+    # One copy to the host for the whole batch, not one per answer.
+    texts = [policy.tokenizer.decode(ids[:n], skip_special_tokens=True)
+             for ids, n in zip(completion_ids.tolist(), lengths)]
     rewards = np.array([task.reward(text, example) for text, example in zip(texts, repeated)])
     batch = dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
                  completion_mask=completion_mask, old_logp=old_logp.float())
@@ -699,8 +700,9 @@ def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Pre
                 raise NonFiniteError("non-finite loss")
             loss.backward()
             sums["loss"] = sums.get("loss", 0.0) + loss.item() / len(minibatches)
-            for name, value in diagnostics.items():
-                total = (diagnostic_weights[local] * value.detach()).sum().item()
+            stacked = torch.stack([value.detach() for value in diagnostics.values()])
+            totals = (diagnostic_weights[local] * stacked).sum((1, 2)).tolist()  # one sync, not six
+            for name, total in zip(diagnostics, totals):
                 sums[name] = sums.get(name, 0.0) + total / len(minibatches)
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.model.parameters(), config.max_grad_norm)
         if not torch.isfinite(grad_norm):
