@@ -3,7 +3,7 @@ group size G and seeds S, for sampled and expected mode, with the fitted exponen
 
 Each factor is scaled by 1, 4, 16 and 64 from the defaults of `ngrpo-sim dynamics` (P 256, K 16,
 G 8, S 16, B 64 prompts per step, 4 minibatches, NGRPO) while the others stay there. The step
-time is the median over steps 2 to --steps of one `simulate` step (rollout, update and the
+time is the median CPU time over steps 2 to --steps of one `simulate` step (rollout, update and the
 per-step metrics over all P prompts), read from its progress callback. The exponent is the slope
 of log(time) on log(factor), fitted by least squares over x4 to x64, where fixed costs no longer
 hide the growth (1: linear). Peak memory is what the run allocates (tracemalloc sees numpy's
@@ -37,13 +37,15 @@ POLICIES = ("tabular", "shared")
 
 
 class StepClock:
-    """Stands in for simulate's progress bar: notes the time at the end of every step."""
+    """Stands in for simulate's progress bar: notes the process's CPU time at the end of every
+    step. The simulator runs in one thread, so CPU time is its run time without the time that
+    other jobs on the machine took."""
 
     def __init__(self):
-        self.stamps = [time.perf_counter()]
+        self.stamps = [time.process_time()]
 
     def update(self, steps: int) -> None:
-        self.stamps.append(time.perf_counter())
+        self.stamps.append(time.process_time())
 
 
 def step_seconds(config: DynamicsConfig) -> float:
