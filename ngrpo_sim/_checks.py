@@ -11,12 +11,16 @@ import math
 import numpy as np
 
 
-def finite_array(name: str, values) -> np.ndarray:
-    """``values`` as a float64 array, refusing NaN and infinities."""
+def _numeric(name: str, values) -> np.ndarray:
     try:
-        array = np.asarray(values, dtype=np.float64)
+        return np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{name} must be numeric, got {values!r}") from error
+
+
+def finite_array(name: str, values) -> np.ndarray:
+    """``values`` as a float64 array, refusing NaN and infinities."""
+    array = _numeric(name, values)
     if not np.all(np.isfinite(array)):
         bad = array[~np.isfinite(array)].ravel()[0]
         raise ValueError(f"{name} must be finite, got a value of {bad}")
@@ -24,9 +28,15 @@ def finite_array(name: str, values) -> np.ndarray:
 
 
 def group_rewards(name: str, rewards, *, min_group_size: int, floor: float | None = None,
-                  ceiling: float | None = None) -> np.ndarray:
-    """Rewards shaped ``(..., G)`` with ``G >= min_group_size`` and every value inside ``[floor, ceiling]``."""
-    array = finite_array(name, rewards)
+                  ceiling: float | None = None, allow_unknown: bool = False) -> np.ndarray:
+    """Rewards shaped ``(..., G)`` with ``G >= min_group_size`` and every value inside ``[floor,
+    ceiling]``.
+
+    With ``allow_unknown`` a NaN marks an unknown reward and passes; infinities are still refused
+    and the bounds apply to the known rewards.
+    """
+    array = _numeric(name, rewards)
+    finite_array(name, np.where(np.isnan(array), 0.0, array) if allow_unknown else array)
     if array.ndim == 0:
         raise ValueError(f"{name} must have a group axis (shape (..., G)), got the scalar {array.item()}")
     group_size = array.shape[-1]
@@ -35,10 +45,11 @@ def group_rewards(name: str, rewards, *, min_group_size: int, floor: float | Non
             f"{name} has group size G={group_size} (last axis of shape {array.shape}); "
             f"this estimator needs G >= {min_group_size}"
         )
-    if ceiling is not None and array.size and array.max() > ceiling:
-        raise ValueError(f"{name} holds {array.max()}, above r_max={ceiling}")
-    if floor is not None and array.size and array.min() < floor:
-        raise ValueError(f"{name} holds {array.min()}, below the lowest reward {floor}")
+    known = array[~np.isnan(array)]
+    if ceiling is not None and known.size and known.max() > ceiling:
+        raise ValueError(f"{name} holds {known.max()}, above r_max={ceiling}")
+    if floor is not None and known.size and known.min() < floor:
+        raise ValueError(f"{name} holds {known.min()}, below the lowest reward {floor}")
     return array
 
 

@@ -16,8 +16,9 @@ import numpy as np
 
 from ngrpo_sim import _checks
 from ngrpo_sim.advantages import (AdvantageEstimator, CriticAdvantage, DrGRPOAdvantage, GRPOAdvantage,
-                                  NGRPOAdvantage, NSRAdvantage, PSRAdvantage, RLOOAdvantage,
-                                  WeightedReinforceAdvantage)
+                                  LENSAdvantage, MaxRLAdvantage, NGRPOAdvantage, NSRAdvantage,
+                                  PSRAdvantage, QAEAdvantage, RLOOAdvantage, RLZVPAdvantage,
+                                  ShiftedBaselineAdvantage, WeightedReinforceAdvantage)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Group filters
@@ -31,8 +32,17 @@ class GroupFilter:
 
     name: ClassVar[str] = ""
 
-    def keep(self, rewards) -> np.ndarray:
-        """Boolean array shaped like ``rewards`` without its last (group) axis: True where the group stays."""
+    def keep(self, rewards, *, mask_unknown: bool = False) -> np.ndarray:
+        """Boolean array shaped like ``rewards`` without its last (group) axis: True where the group
+        stays.
+
+        ``mask_unknown=True`` reads NaN as an unknown reward (see ``AdvantageEstimator.__call__``):
+        a filter judges a group on its known answers only, so "all correct" means every known answer
+        earns r_max and "homogeneous" that the known answers agree. A group without any known answer
+        is dropped by every filter that drops groups (it has nothing to teach, and the trainer
+        refills it); ``KeepAllGroups`` keeps it, and its advantages are 0. Without the option a NaN
+        is a reward like any other: never equal, so kept.
+        """
         raise NotImplementedError
 
 
@@ -42,7 +52,7 @@ class KeepAllGroups(GroupFilter):
 
     name: ClassVar[str] = "none"
 
-    def keep(self, rewards):
+    def keep(self, rewards, *, mask_unknown=False):
         return np.ones(np.shape(rewards)[:-1], dtype=bool)
 
 
@@ -56,8 +66,12 @@ class DropHomogeneousGroups(GroupFilter):
 
     name: ClassVar[str] = "drop_homogeneous"
 
-    def keep(self, rewards):
+    def keep(self, rewards, *, mask_unknown=False):
         rewards = np.asarray(rewards)
+        if mask_unknown:
+            unknown = np.isnan(rewards)
+            first = np.take_along_axis(rewards, np.argmax(~unknown, axis=-1)[..., None], axis=-1)
+            return ~np.all((rewards == first) | unknown, axis=-1)
         return ~np.all(rewards == rewards[..., :1], axis=-1)
 
 
@@ -76,8 +90,10 @@ class DropAllCorrectGroups(GroupFilter):
     def __post_init__(self):
         _checks.number("r_max", self.r_max)
 
-    def keep(self, rewards):
-        return ~np.all(np.asarray(rewards) == self.r_max, axis=-1)
+    def keep(self, rewards, *, mask_unknown=False):
+        rewards = np.asarray(rewards)
+        unknown = np.isnan(rewards) if mask_unknown else np.zeros(rewards.shape, dtype=bool)
+        return ~np.all((rewards == self.r_max) | unknown, axis=-1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -175,10 +191,17 @@ class Method:
         _checks.number("kl_coef", self.kl_coef, low=0.0)
         _checks.number("entropy_coef", self.entropy_coef)
 
-    def advantages(self, rewards, values=None) -> np.ndarray:
-        """Advantages of every answer, with the answers of dropped groups set to 0."""
-        advantages = self.advantage(rewards, values)
-        return np.where(self.group_filter.keep(rewards)[..., None], advantages, 0.0)
+    def advantages(self, rewards, values=None, *, mask_unknown: bool = False,
+                   **policy_inputs) -> np.ndarray:
+        """Advantages of every answer (of every token, for a per-token estimator), with the answers
+        of dropped groups set to 0. ``values`` and ``policy_inputs`` go to the estimator (see
+        ``AdvantageEstimator``). ``mask_unknown=True``: NaN marks an unknown reward, which gets 0
+        and stays out of its group's statistics and filter (``AdvantageEstimator.__call__``,
+        ``GroupFilter.keep``); without it a NaN raises."""
+        advantages = self.advantage(rewards, values, mask_unknown=mask_unknown, **policy_inputs)
+        keep = self.group_filter.keep(rewards, mask_unknown=mask_unknown)
+        keep = keep.reshape(keep.shape + (1,) * (advantages.ndim - keep.ndim))
+        return np.where(keep, advantages, 0.0)
 
     def replace(self, **changes) -> "Method":
         """A copy with some fields changed (and validated again)."""
@@ -221,6 +244,26 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            summary="ablation: GRPO + advantage calibration, symmetric clip 0.2"),
     Method("ngrpo_no_filter", NGRPOAdvantage(), 0.16, 0.24, KeepAllGroups(), entropy_coef=_RELEASE_ENTROPY,
            summary="ablation: calibration + asymmetric clip, all-correct groups kept"),
+    # NGRPO's rivals (sources and open choices: the estimators' docstrings), each on its paper's
+    # recipe: MaxRL's verl scripts (clip 0.2, no KL, no entropy bonus), QAE on the DAPO recipe it
+    # was released with, RL-ZVP with DAPO's clip-higher, LENS on its paper's GRPO (no KL,
+    # sequence-mean loss). AsymRE's off-policy REINFORCE has no ratio; clip 0.2 here matches it on
+    # each rollout's first update. shifted_baseline is the NGRPO recipe with NGRPO's baseline and no
+    # std.
+    Method("maxrl", MaxRLAdvantage(), 0.2, 0.2, KeepAllGroups(),
+           summary="MaxRL: (r - mean) / mean, 0 for an all-wrong group; pushes hard prompts most"),
+    Method("qae", QAEAdvantage(), 0.2, 0.28, DropHomogeneousGroups(),
+           summary="QAE: GRPO with the group's 0.4-quantile as baseline, on the DAPO recipe"),
+    Method("rl_zvp", RLZVPAdvantage(), 0.2, 0.28, KeepAllGroups(),
+           summary="RL-ZVP: GRPO on mixed groups, +/- alpha * token entropy on zero-variance ones"),
+    Method("lens", LENSAdvantage(), 0.2, 0.2, KeepAllGroups(),
+           loss_aggregation="seq-mean-token-mean",
+           summary="LENS: wrong answers penalised by the policy's confidence in them"),
+    Method("asymre", ShiftedBaselineAdvantage(shift=-0.1), 0.2, 0.2, KeepAllGroups(),
+           summary="AsymRE: r - (mean - 0.1), no std"),
+    Method("shifted_baseline", ShiftedBaselineAdvantage(fraction=1 / 9), 0.16, 0.24,
+           DropAllCorrectGroups(), entropy_coef=_RELEASE_ENTROPY,
+           summary="NGRPO's baseline (k + 1) / 9 at G = 8 without its std, on the NGRPO recipe"),
 )}
 
 

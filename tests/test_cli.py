@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from ngrpo_sim.cli import build_parser, main
+from ngrpo_sim.landscape import DEFAULT_METHODS
 
 
 def test_every_option_has_help():
@@ -36,7 +37,7 @@ def test_landscape_prints_the_papers_numbers_and_writes_files(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0
     rows = (tmp_path / "advantages.csv").read_text().splitlines()
     assert rows[0] == "method,group_size,k,advantage_right,advantage_wrong"
-    assert len(rows) == 1 + 6 * 9
+    assert len(rows) == 1 + len(DEFAULT_METHODS) * 9
 
 
 def test_landscape_options_reach_the_estimator(tmp_path, capsys):
@@ -97,14 +98,57 @@ def test_dynamics_bad_input(argv, message, tmp_path, capsys):
 def test_report_runs_end_to_end_at_a_small_scale(tmp_path, monkeypatch, capsys):
     import dataclasses
 
-    from ngrpo_sim import report
+    from ngrpo_sim import report, token_report
 
     monkeypatch.setattr(report, "HEADLINE", dataclasses.replace(report.HEADLINE, steps=3, seeds=2))
     monkeypatch.setattr(report, "SWEEP_STEPS", 2)
     monkeypatch.setattr(report, "SWEEP_SEEDS", 2)
+    monkeypatch.setattr(token_report, "TOKEN_HEADLINE",
+                        dataclasses.replace(token_report.TOKEN_HEADLINE, steps=2, seeds=2))
     main(["report", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert out.count("| tabular,") == 4 and out.count("| shared,") == 5
     assert (tmp_path / "report.md").read_text().startswith("# ngrpo-sim report")
     assert (tmp_path / "landscape" / "landscape.png").exists() and (tmp_path / "headline" / "dynamics.png").exists()
+    assert (tmp_path / "page.html").read_text().startswith("<!DOCTYPE html>")
+    assert "Interactive page (opens in any browser, no network)" in out
     assert len(list((tmp_path / "sweep").iterdir())) == 8
+    assert "## Token level" in out and out.count("| 4. length of wrong answers") == 4
+    tokens = tmp_path / "tokens"
+    assert (tokens / "tokens.png").exists() and len(list(tokens.iterdir())) == 6
+
+
+def test_tokens_writes_a_run_folder_with_both_modes(tmp_path, capsys):
+    main(["tokens", "--methods", "grpo,ngrpo", "--mode", "sampled,expected", "--steps", "3",
+          "--seeds", "2", "--num-prompts", "16", "--batch-prompts", "8", "--vocab-size", "3",
+          "--max-length", "3", "--loss-aggregation", "seq-mean-token-mean", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "ngrpo [seq-mean-token-mean] (expected)" in out and "length_wrong" in out
+    for name in ("config.json", "metrics.csv", "pass_at_k.csv", "summary.csv", "dynamics.png",
+                 "pass_at_k.png", "tokens.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert "unsampled_mass_gain" in rows[0] and len(rows) == 1 + 2 * (4 * 2 + 4 * 1)
+    assert '"loss_aggregation": "seq-mean-token-mean"' in (tmp_path / "config.json").read_text()
+
+
+def test_tokens_options_come_from_the_config_docstrings():
+    parser = build_parser()
+    tokens = next(a for a in parser._actions if a.dest == "command").choices["tokens"]
+    helps = {tuple(a.option_strings): a.help for a in tokens._actions}
+    assert helps[("--max-length",)].startswith("L, most tokens per answer")
+    assert "clipping acts" in helps[("--epochs",)]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["tokens", "--vocab-size", "1"], "vocab_size must be >= 2, got 1"),
+    (["tokens", "--max-length", "1"], "max_length must be >= 2 with an end token"),
+    (["tokens", "--loss-aggregation", "sum"], "loss_aggregation must be one of"),
+    (["tokens", "--methods", "lens", "--mode", "expected"], "method 'lens' reads the policy's"),
+])
+def test_tokens_bad_input(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + ["--steps", "1", "--seeds", "1", "--num-prompts", "8", "--batch-prompts", "4",
+                     "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -47,16 +47,18 @@ def test_bf16_autocast_is_exercised_and_agrees_with_fp32(dry_run):
 
 
 def test_the_work_counted_per_step_is_what_the_trainer_does(dry_run):
-    """GRPO (no filter, KL to a reference): P prompts of width Wp read once while sampling, then
-    R = P G rows; Wc - 1 decode passes for answers Wc tokens wide; the reference and the four
-    updates read every row's Wp + Wc positions once each."""
+    """GRPO (no filter, KL to a reference), P prompts of width Wp, R = P G answer rows, answers Wc
+    tokens wide: sampling reads each prompt once (P Wp positions) and makes Wc - 1 decode passes
+    over the R rows; the reference and each of the 4 updates (one group each) read the group's
+    prompt once and its answers but their last token from a copy of its cache, 2 passes each."""
     result = json.loads((dry_run[1] / "gpu_check.json").read_text())
     sizes, prompts, rows, prompt_width = result["sizes"], 4, 16, len("1+2=")
     assert (sizes["prompts"], sizes["prompts"] * sizes["group_size"]) == (prompts, rows)
     for record in result["runs"]["grpo"]["records"]:
         trained = record["work/tokens_grad"]
-        answer_width = trained // rows - prompt_width
-        assert trained == rows * (prompt_width + answer_width) and 1 <= answer_width <= 4
-        assert record["work/tokens_no_grad"] == (prompts * prompt_width + rows * (answer_width - 1)
-                                                 + trained)
-        assert record["work/forward_calls"] == 1 + (answer_width - 1) + 4 + 4
+        answer_width, rest = divmod(trained - prompts * prompt_width, rows)
+        answer_width += 1
+        assert rest == 0 and record["response_length"] <= answer_width <= sizes["max_new_tokens"]
+        assert record["work/tokens_no_grad"] == 2 * trained  # sampling reads what an update reads
+        passes_per_update = 2 if answer_width > 1 else 1
+        assert record["work/forward_calls"] == answer_width + 2 * 4 * passes_per_update

@@ -1,9 +1,13 @@
 """Presets, group filters and loss aggregation."""
 
+import math
+
 import numpy as np
 import pytest
 
 from ngrpo_sim import (LOSS_AGGREGATIONS, METHODS, DropAllCorrectGroups, DropHomogeneousGroups, GRPOAdvantage,
+                       LENSAdvantage, MaxRLAdvantage, QAEAdvantage, RLZVPAdvantage,
+                       ShiftedBaselineAdvantage,
                        KeepAllGroups, Method, NGRPOAdvantage, aggregate_loss, get_method, token_weights)
 from ngrpo_sim.methods import parse_methods
 
@@ -38,6 +42,25 @@ def test_group_filters_on_hand_built_groups():
     np.testing.assert_array_equal(DropHomogeneousGroups().keep(groups), [False, False, True, False])
     np.testing.assert_array_equal(DropAllCorrectGroups().keep(groups), [False, True, True, True])
     np.testing.assert_array_equal(DropAllCorrectGroups(r_max=0.5).keep(groups), [True, True, True, False])
+
+
+def test_group_filters_judge_the_known_answers_only():
+    nan = np.nan
+    groups = np.array([[1.0, nan, 1.0], [0.0, nan, 0.0], [1.0, 0.0, nan], [nan, nan, nan]])
+    np.testing.assert_array_equal(DropAllCorrectGroups().keep(groups, mask_unknown=True),
+                                  [False, True, True, False])
+    np.testing.assert_array_equal(DropHomogeneousGroups().keep(groups, mask_unknown=True),
+                                  [False, False, True, False])
+    np.testing.assert_array_equal(KeepAllGroups().keep(groups, mask_unknown=True), [True] * 4)
+    # Without the option NaN is an ordinary value that equals nothing: the groups with one stay.
+    np.testing.assert_array_equal(DropAllCorrectGroups().keep(groups), [True, True, True, True])
+    ngrpo = get_method("ngrpo").advantages(groups, mask_unknown=True)
+    np.testing.assert_array_equal(ngrpo[[0, 3]], 0.0)
+    # Two known zeros and the virtual 1: mean 1/3, std (Bessel) sqrt(1/3).
+    wrong = -(1 / 3) / (math.sqrt(1 / 3) + 1e-6)
+    np.testing.assert_allclose(ngrpo[1], [wrong, 0.0, wrong], rtol=1e-12)
+    with pytest.raises(ValueError, match="rewards must be finite"):
+        get_method("ngrpo").advantages(groups)
 
 
 def test_method_advantages_zero_dropped_groups():
@@ -133,3 +156,33 @@ def test_leading_axes_are_separate_minibatches(mode):
     loss, mask = rng.normal(size=(3, 5, 6)), (rng.random((3, 5, 6)) < 0.5).astype(float)
     stacked = aggregate_loss(loss, mask, mode)
     np.testing.assert_allclose(stacked, [aggregate_loss(loss[i], mask[i], mode) for i in range(3)], rtol=1e-14)
+
+
+def test_the_rivals_presets_follow_their_papers():
+    maxrl, qae, rl_zvp, lens = (get_method(n) for n in ("maxrl", "qae", "rl_zvp", "lens"))
+    assert maxrl.advantage == MaxRLAdvantage(eps=0.0)
+    assert (maxrl.clip_low, maxrl.clip_high, maxrl.kl_coef, maxrl.entropy_coef) == (0.2, 0.2, 0, 0)
+    assert isinstance(maxrl.group_filter, KeepAllGroups)
+    assert qae.advantage == QAEAdvantage(quantile=0.4, interpolation="linear")
+    assert (qae.clip_low, qae.clip_high) == (0.2, 0.28)
+    assert isinstance(qae.group_filter, DropHomogeneousGroups)
+    assert isinstance(rl_zvp.advantage, RLZVPAdvantage)
+    assert rl_zvp.advantage.policy_inputs == ("entropy",)
+    assert isinstance(rl_zvp.group_filter, KeepAllGroups)
+    assert lens.advantage == LENSAdvantage(negative_weight=0.25)
+    assert lens.advantage.policy_inputs == ("log_prob",)
+    assert lens.loss_aggregation == "seq-mean-token-mean" and lens.kl_coef == 0.0
+    assert get_method("asymre").advantage == ShiftedBaselineAdvantage(fraction=0.0, shift=-0.1)
+    shifted = get_method("shifted_baseline")
+    assert shifted.advantage == ShiftedBaselineAdvantage(fraction=1 / 9)
+    assert (shifted.clip_low, shifted.clip_high) == (0.16, 0.24)
+    assert shifted.group_filter == DropAllCorrectGroups()
+
+
+def test_policy_inputs_pass_through_a_method():
+    rewards = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    log_prob = np.log([[0.5, 0.25, 0.25], [0.25, 0.5, 0.125]])
+    np.testing.assert_array_equal(get_method("lens").advantages(rewards, log_prob=log_prob),
+                                  get_method("lens").advantage(rewards, log_prob=log_prob))
+    with pytest.raises(ValueError, match="the lens estimator needs log_prob="):
+        get_method("lens").advantages(rewards)

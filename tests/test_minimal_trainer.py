@@ -51,7 +51,8 @@ def test_presets_equal_the_registry(name):
 
 
 def test_every_registry_method_with_a_group_advantage_is_in_the_trainer():
-    group_methods = {"ngrpo", "grpo", "dapo", "psr_nsr", "dr_grpo", "rloo"}
+    group_methods = {"ngrpo", "grpo", "dapo", "psr_nsr", "dr_grpo", "rloo", "maxrl", "qae",
+                     "asymre", "shifted_baseline"}
     assert group_methods <= set(trainer.METHODS) <= set(METHODS)
 
 
@@ -250,14 +251,15 @@ def test_loss_of_a_small_batch_equals_the_hand_computed_value(tiny_folder):
 def test_bf16_autocast_runs_on_the_cpu_and_stays_within_bf16_rounding_of_fp32(tiny_folder):
     fp32 = trainer.load_policy(tiny_folder, torch.device("cpu"), "fp32")
     bf16 = trainer.load_policy(tiny_folder, torch.device("cpu"), "bf16")
-    assert trainer.load_policy(tiny_folder, torch.device("cpu")).bf16 is False  # auto: fp32 on a CPU
+    auto = trainer.load_policy(tiny_folder, torch.device("cpu"))
+    assert auto.bf16 is False  # auto: fp32 on a CPU
     batch = fixed_batch(fp32, ["1+2=", "11+22="], ["3", "45"])
     mask = batch["completion_mask"].bool()
     difference = (sequence_log_probs(bf16, batch) - sequence_log_probs(fp32, batch)).abs()
-    # bf16 keeps 8 significant bits: a relative error of 2^-8 per rounding, not 0 and not more than a few
+    # bf16 keeps 8 significant bits: a relative error of 2^-8 per rounding, so neither 0 nor large
     assert 0 < difference.max() < 0.05 * mask.sum(1).max()
-    completion, _, logp = trainer.sample(bf16, batch["prompt_ids"], batch["prompt_mask"], 2, 4, 1.0, 1.0,
-                                         torch.Generator().manual_seed(0))
+    completion, _, logp = trainer.sample(bf16, batch["prompt_ids"], batch["prompt_mask"], 2, 4, 1.0,
+                                         1.0, torch.Generator().manual_seed(0))
     assert logp.dtype == torch.float32 and torch.isfinite(logp).all() and len(completion) == 4
 
 
@@ -345,26 +347,128 @@ def test_a_killed_and_resumed_run_logs_the_same_lines(tiny_folder, tmp_path):
     interrupted = tiny_config(tiny_folder, tmp_path / "resumed", checkpoint_every=1)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(interrupted, reward=dies_in_step_three)
-    trainer.train(tiny_config(tiny_folder, tmp_path / "resumed", checkpoint_every=1, resume=True))
+    calls["n"] = -10 ** 9  # the same reward function (a resume refuses another), no longer dying
+    trainer.train(tiny_config(tiny_folder, tmp_path / "resumed", checkpoint_every=1, resume=True),
+                  reward=dies_in_step_three)
     assert without_timings(straight / "metrics.jsonl") == without_timings(tmp_path / "resumed" / "metrics.jsonl")
     assert [r["step"] for r in without_timings(straight / "metrics.jsonl")] == [0, 1, 2, 3, 4]
 
 
-def test_a_reward_function_that_raises_scores_zero_and_is_counted(tiny_folder, tmp_path):
+BAD_REWARDS = {"raised": RuntimeError("verifier crashed"), "none": None, "not_a_number": "1",
+               "non_finite": math.nan, "out_of_range": 1.5}
+
+
+def test_unknown_rewards_are_counted_by_kind_and_get_no_gradient(tiny_folder, tmp_path, monkeypatch,
+                                                                  capsys):
+    """Answer j of every group in training gets a fixed reward: 1, 0, then the five kinds of unknown
+    reward, then 0.5; the batch that reaches the update must hold NGRPO's advantages over the known
+    answers only."""
+    pattern = [1.0, 0.0, *BAD_REWARDS.values(), 0.5]
     calls = {"n": 0}
 
-    def flaky(completion, example):
+    def patterned(completion, example):
         calls["n"] += 1
-        if calls["n"] % 3 == 0:
-            raise RuntimeError("verifier crashed")
-        return 1.0
-    # grpo keeps every group, so the calls are: 1-16 evaluating before training (8 prompts x 2 answers),
-    # 17-24 in step 1, 25-32 in step 2, then the final evaluation; every third call raises.
-    run = trainer.train(tiny_config(tiny_folder, tmp_path, method="grpo", steps=2, eval_every=10), reward=flaky)
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["reward_errors"] for r in records[1:]] == [24 // 3, 32 // 3]
-    assert records[1]["reward"] == 5 / 8  # calls 18, 21 and 24 raised
-    assert calls["n"] == 48
+        if not 16 < calls["n"] <= 32:  # the evaluations before and after: 8 prompts x 2 answers
+            return 0.0
+        value = pattern[(calls["n"] - 17) % len(pattern)]
+        if isinstance(value, Exception):
+            raise value
+        return value
+    seen, real_update = [], trainer.update_policy
+
+    def recorded_update(policy, reference, optimizer, batch, *args):
+        seen.append({key: value.clone() for key, value in batch.items()})
+        return real_update(policy, reference, optimizer, batch, *args)
+    monkeypatch.setattr(trainer, "update_policy", recorded_update)
+    config = tiny_config(tiny_folder, tmp_path, method="ngrpo_no_filter", steps=1,
+                         prompts_per_step=2, group_size=len(pattern), minibatches=1, eval_every=10,
+                         eval_prompts=8)
+    run = trainer.train(config, reward=patterned)
+    record = trainer.read_metrics(run)[1]
+    counts = {kind: record[f"unknown_rewards/{kind}"] for kind in trainer.UNKNOWN_KINDS}
+    assert counts == dict.fromkeys(trainer.UNKNOWN_KINDS, 2)  # each kind once per group, 2 groups
+    assert record["reward"] == pytest.approx(0.5) and record["accuracy"] == pytest.approx(1 / 3)
+    known = [1.0, 0.0, 0.5]  # a graded 0.5 is known, but only r_max counts as right
+    values = known + [1.0]  # NGRPO's virtual r_max sample
+    mean, std = np.mean(values), np.std(values, ddof=1)
+    expected = [(r - mean) / (std + 1e-6) for r in known]
+    expected = np.array(expected[:2] + [0.0] * 5 + expected[2:])
+    batch = seen[0]
+    np.testing.assert_allclose(batch["advantages"].numpy(), np.tile(expected, 2), rtol=1e-6)
+    unknown_rows = torch.from_numpy(np.tile([False, False, *[True] * 5, False], 2))
+    assert torch.all(batch["completion_mask"][unknown_rows] == 0)  # out of the loss entirely
+    assert torch.all(batch["completion_mask"][~unknown_rows].sum(1) > 0)
+    printed = capsys.readouterr().out
+    for kind in trainer.UNKNOWN_KINDS:  # one warning per kind, and the run's last line counts them
+        assert printed.count(f"counted as unknown_rewards/{kind}") == 1
+    assert "unknown rewards: 10 (raised 2, none 2, not_a_number 2, non_finite 2, out_of_range 2)" \
+        in printed
+
+
+@pytest.mark.parametrize("unknown_share", [0.0, 0.3, 1.0])
+def test_advantages_with_unknown_rewards_equal_ngrpo_sim(unknown_share):
+    rng = np.random.default_rng(int(unknown_share * 10))
+    for name in trainer.METHODS:
+        preset, method = trainer.METHODS[name], get_method(name)
+        for graded in (False, True):
+            rewards = random_rewards(rng, 12, 6, graded)
+            rewards[rng.random(rewards.shape) < unknown_share] = np.nan
+            rewards[3, 1:] = np.nan  # one known answer
+            rewards[4, :] = np.nan  # none
+            keep = trainer.keep_groups(rewards, preset.drop_groups)
+            mine = np.where(keep[:, None], trainer.group_advantages(rewards, preset.advantage), 0.0)
+            theirs = method.advantages(rewards, mask_unknown=True)
+            np.testing.assert_allclose(mine, theirs, rtol=1e-12, atol=1e-12)
+            kept_there = method.group_filter.keep(rewards, mask_unknown=True)
+            np.testing.assert_array_equal(keep, kept_there)
+
+
+def test_without_unknown_rewards_the_advantages_keep_their_last_bit():
+    rewards = np.random.default_rng(3).integers(0, 2, (64, 8)).astype(float)
+    # The formulas before unknown rewards existed.
+    for kind in ("calibrated", "z_score", "rloo", "dr_grpo", "maxrl", "asymre", "shifted_baseline",
+                 "quantile"):
+        shift = rewards[..., :1]
+        reference = np.concatenate([rewards, np.ones((64, 1))], -1) if kind == "calibrated" \
+            else rewards
+        deviation = (rewards - shift) - (reference - shift).mean(-1, keepdims=True)
+        std = (reference - shift).std(-1, ddof=1, keepdims=True)
+        if kind == "quantile":
+            deviation = rewards - np.quantile(rewards, trainer.QAE_QUANTILE, axis=-1, keepdims=True)
+
+        def divided(denominator):
+            return np.divide(deviation, denominator, out=np.zeros_like(deviation),
+                             where=deviation != 0)
+        fraction, offset = trainer.SHIFTED_BASELINES.get(kind, (0.0, 0.0))
+        shifted = (1 - fraction) * deviation + fraction * (rewards - 1.0) - offset
+        before = {"dr_grpo": deviation, "rloo": deviation * 8 / 7,
+                  "maxrl": divided(rewards.mean(-1, keepdims=True)), "asymre": shifted,
+                  "shifted_baseline": shifted}.get(kind, divided(std + 1e-6))
+        assert np.array_equal(trainer.group_advantages(rewards, kind), before), kind
+
+
+@pytest.mark.parametrize("bad", ["none", "raised", "out_of_range"])
+def test_rewards_that_are_all_unknown_stop_the_run_naming_function_value_and_example(
+        tiny_folder, tmp_path, bad):
+    def broken(completion, example):
+        if bad == "raised":
+            raise KeyError("answer")
+        return {"none": None, "out_of_range": 5.0}[bad]  # a 0-10 scale is refused at once
+    with pytest.raises(trainer.RewardError,
+                       match=r"every reward of the evaluation was unknown \(16 answers\): the "
+                             r"reward function .*broken .*for the completion .* of "
+                             r"\{'prompt': '\d+\+\d+=', 'answer': '\d+'\}"):
+        trainer.train(tiny_config(tiny_folder, tmp_path, overwrite=True), reward=broken)
+    calls = {"n": 0}
+
+    def broken_after_evaluating(completion, example):  # the first evaluation reads 16 answers
+        calls["n"] += 1
+        return 0.0 if calls["n"] <= 16 else None
+    with pytest.raises(trainer.RewardError,
+                       match=r"^step 1: every reward was unknown \(72 answers in 9 rollouts: the "
+                             r"filter dropped and refilled the groups\): .*returned None"):
+        trainer.train(tiny_config(tiny_folder, tmp_path, overwrite=True),
+                      reward=broken_after_evaluating)
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's clear_refs")
@@ -412,7 +516,8 @@ def test_bad_inputs_name_the_field_and_value(tiny_folder, tmp_path):
             trainer.train(tiny_config(tiny_folder, tmp_path, **changes))
     dataset = tmp_path / "rows.jsonl"
     dataset.write_text(json.dumps({"prompt": "1+1=", "answer": "2"}) + "\n" + json.dumps({"prompt": "2+2="}) + "\n")
-    with pytest.raises(ValueError, match=r"rows.jsonl row 2 has no 'answer' field"):
+    with pytest.raises(ValueError, match=r"rows.jsonl line 2 has no 'answer' field \(its fields "
+                                         r"are prompt\)"):
         trainer.train(tiny_config(tiny_folder, tmp_path, task=str(dataset)))
 
 

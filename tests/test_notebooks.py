@@ -28,6 +28,7 @@ PROBES = {
     "03_entropy_dynamics": ("metric_picker.value = 'share_all_wrong'", "share_all_wrong at the last step"),
     "04_clipping": ("clip_high_slider.value = 0.3", "upper bound 1.3"),
     "05_small_llm_run": ("metric_picker.value = 'clipfrac_low'", "clipfrac_low at the last step"),
+    "06_token_level": ("metric_picker.value = 'truncation'", "truncation at the last step"),
 }
 
 

@@ -1,12 +1,13 @@
 """NGRPO on a flat batch: one reward per answer, a group id per answer, groups of any size.
 
-``ngrpo_sim``'s estimators and group filters take rewards shaped ``(..., G)``: every group in one call has the same
-size G. Engines hand over something else: a flat batch of answers, each with the id of the prompt it answers
-(verl's ``uid``, TRL's position in its batch), and groups that can differ in size (verl keeps the groups whose
-rollouts partly failed; TRL leaves out the answers that no reward function could score). The two functions here
-sort the answers into groups, stack all groups of one size into a ``(k, G)`` array, call the ``ngrpo_sim``
-definition once per size and put each result back in its answer's place. The math stays in ``ngrpo_sim``; this
-module only moves numbers around, in numpy, without either engine.
+``ngrpo_sim``'s estimators take rewards shaped ``(..., G)``: every group in one call has the same
+size G. verl hands over something else: a flat batch of answers, each with the id of the prompt it
+answers (its ``uid``), and groups that can differ in size (verl keeps the groups whose rollouts
+partly failed). ``group_advantages`` sorts the answers into groups, stacks all groups of one size
+into a ``(k, G)`` array, calls the ``ngrpo_sim`` definition once per size and puts each result back
+in its answer's place. The math stays in ``ngrpo_sim``; this module only moves numbers around, in
+numpy, without either engine. (TRL's groups are always whole, so its plugin reshapes its batch to
+``(groups, G)`` and marks the answers no reward function could score as unknown instead.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import numpy as np
 
 from ngrpo_sim import _checks
 from ngrpo_sim.advantages import AdvantageEstimator
-from ngrpo_sim.methods import GroupFilter
 
 
 def _answers_by_group_size(group_ids: np.ndarray) -> Iterator[np.ndarray]:
@@ -59,11 +59,3 @@ def group_advantages(rewards, group_ids, estimator: AdvantageEstimator) -> np.nd
             advantages[answers] = estimator(rewards[answers])
     return advantages
 
-
-def answers_kept(rewards, group_ids, group_filter: GroupFilter) -> np.ndarray:
-    """True for every answer whose group ``group_filter`` keeps in the update, False for the dropped groups."""
-    rewards, group_ids = _flat_batch(rewards, group_ids)
-    kept = np.ones(rewards.shape, dtype=bool)
-    for answers in _answers_by_group_size(group_ids):
-        kept[answers] = group_filter.keep(rewards[answers])[:, None]
-    return kept
