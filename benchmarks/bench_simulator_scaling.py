@@ -1,15 +1,22 @@
-"""The simulator's cost as the work grows: step time and peak memory against prompts P, answers K,
-group size G and seeds S, for sampled and expected mode, with the fitted exponent of each.
+"""The simulators' cost as the work grows: step time and peak memory against prompts P, answers K,
+group size G and seeds S of the bandit simulator and answer length L of the token simulator, for
+sampled and expected mode, with the fitted exponent of each.
 
-Each factor is scaled by 1, 4, 16 and 64 from the defaults of `ngrpo-sim dynamics` (P 256, K 16,
-G 8, S 16, B 64 prompts per step, 4 minibatches, NGRPO) while the others stay there. The step
-time is the median CPU time over steps 2 to --steps of one `simulate` step (rollout, update and the
-per-step metrics over all P prompts), read from its progress callback. The exponent is the slope
-of log(time) on log(factor), fitted by least squares over x4 to x64, where fixed costs no longer
-hide the growth (1: linear). Peak memory is what the run allocates (tracemalloc sees numpy's
-arrays) in 3 steps, plus the per-step records of a 200-step run (the default); fitted as a + b x,
-it gives the largest value of each factor that fits in --memory-gib (24) with the others at their
-defaults, and one such prediction (P at 1 GiB) is checked by a measurement.
+Bandit (`ngrpo-sim dynamics`): each of P, K, G and S is scaled by 1, 4, 16 and 64 from the
+defaults (P 256, K 16, G 8, S 16, B 64 prompts per step, 4 minibatches, NGRPO) while the others
+stay there. Token simulator (`ngrpo-sim tokens`): L runs from 2 to 6 at its defaults (P 128,
+V = 4 content tokens and the end token, G 8, S 16). A policy there chooses a token at each of the
+N = 1 + V + ... + V^(L-1) prefixes of a prompt, so its work grows with the P N (V + 1) logits, not
+with L: for L the exponent is fitted against that number of logits.
+
+The step time is the median CPU time over steps 2 to --steps of one `simulate` step (rollout,
+update and the per-step metrics over all prompts), read from its progress callback. The exponent
+is the slope of log(time) on log(work), fitted by least squares over all sizes but the smallest,
+where fixed costs no longer hide the growth (1: linear). Peak memory is what the run allocates
+(tracemalloc sees numpy's arrays) in 3 steps, plus the per-step records of a run of the default
+length; fitted as a + b x, it gives the largest value of each factor that fits in --memory-gib
+(24) with the others at their defaults, and one such prediction (P at 1 GiB) is checked by a
+measurement.
 
     .venv/bin/python benchmarks/bench_simulator_scaling.py [--steps 6] [--out runs/benchmarks/...]
 """
@@ -26,19 +33,39 @@ from pathlib import Path
 
 import numpy as np
 
-from ngrpo_sim.dynamics import DynamicsConfig, simulate
+from ngrpo_sim.dynamics import DynamicsConfig
 from ngrpo_sim.plotting import pyplot
+from ngrpo_sim.sequences import SequenceConfig, prefix_count
+from ngrpo_sim.training_loop import simulate
 
-FACTORS = {"P": "num_prompts", "K": "num_answers", "G": "group_size", "S": "seeds"}
-MULTIPLIERS = (1, 4, 16, 64)
-RECORDED_STEPS = DynamicsConfig().steps
 MODES = ("sampled", "expected")
 POLICIES = ("tabular", "shared")
 
 
+@dataclasses.dataclass(frozen=True)
+class Factor:
+    name: str
+    config: type
+    field: str
+    sizes: tuple
+
+    def work(self, config) -> float:
+        """What the time is fitted against: the factor itself, or for L the logits per prompt."""
+        if self.field == "max_length":
+            return prefix_count(config.vocab_size, config.max_length) * (config.vocab_size + 1)
+        return getattr(config, self.field)
+
+
+FACTORS = [Factor(name, DynamicsConfig, field, tuple(getattr(DynamicsConfig, field) * m
+                                                    for m in (1, 4, 16, 64)))
+           for name, field in (("P", "num_prompts"), ("K", "num_answers"), ("G", "group_size"),
+                               ("S", "seeds"))]
+FACTORS.append(Factor("L", SequenceConfig, "max_length", (2, 3, 4, 5, 6)))
+
+
 class StepClock:
     """Stands in for simulate's progress bar: notes the process's CPU time at the end of every
-    step. The simulator runs in one thread, so CPU time is its run time without the time that
+    step. The simulators run in one thread, so CPU time is their run time without the time that
     other jobs on the machine took."""
 
     def __init__(self):
@@ -48,28 +75,29 @@ class StepClock:
         self.stamps.append(time.process_time())
 
 
-def step_seconds(config: DynamicsConfig) -> float:
+def step_seconds(config) -> float:
     """Median time of one step after the first (which also pays for building the task)."""
     clock = StepClock()
     simulate("ngrpo", config, progress=clock)
     return statistics.median(np.diff(clock.stamps)[1:])
 
 
-def peak_bytes(config: DynamicsConfig) -> float:
-    """Peak of 3 steps plus the records that RECORDED_STEPS - 3 more steps would add."""
-    steps = 3
+def peak_bytes(config) -> float:
+    """Peak of 3 steps plus the records that the default number of steps would add."""
+    steps, recorded = 3, type(config)().steps
     tracemalloc.start()
     trajectory = simulate("ngrpo", dataclasses.replace(config, steps=steps), progress=False)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    records = sum(values.nbytes for values in trajectory.metrics.values()) + \
-        trajectory.pass_at_k.nbytes
-    return peak + records / (steps + 1) * (RECORDED_STEPS - steps)
+    records = sum(values.nbytes for values in trajectory.metrics.values())
+    if trajectory.pass_at_k is not None:
+        records += trajectory.pass_at_k.nbytes
+    return peak + records / (steps + 1) * (recorded - steps)
 
 
-def exponent(sizes, values) -> float:
-    """Slope of log(value) on log(size), least squares over all but the smallest size."""
-    return float(np.polyfit(np.log(sizes[1:]), np.log(values[1:]), 1)[0])
+def exponent(work, values) -> float:
+    """Slope of log(value) on log(work), least squares over all but the smallest size."""
+    return float(np.polyfit(np.log(work[1:]), np.log(values[1:]), 1)[0])
 
 
 def largest_within(sizes, values, budget: float) -> float:
@@ -83,17 +111,16 @@ def measure(steps: int, memory: bool) -> list[dict]:
     rows = []
     for policy in POLICIES:
         for mode in MODES:
-            base = DynamicsConfig(policy=policy, mode=mode, steps=steps)
-            for factor, field in FACTORS.items():
-                for multiplier in MULTIPLIERS:
-                    size = getattr(base, field) * multiplier
-                    config = dataclasses.replace(base, **{field: size})
-                    row = {"policy": policy, "mode": mode, "factor": factor, "size": size,
-                           "multiplier": multiplier, "step_ms": 1e3 * step_seconds(config)}
+            for factor in FACTORS:
+                base = factor.config(policy=policy, mode=mode, steps=steps)
+                for size in factor.sizes:
+                    config = dataclasses.replace(base, **{factor.field: size})
+                    row = {"policy": policy, "mode": mode, "factor": factor.name, "size": size,
+                           "work": factor.work(config), "step_ms": 1e3 * step_seconds(config)}
                     if memory:
                         row["peak_mib"] = peak_bytes(config) / 2 ** 20
                     rows.append(row)
-                    print(f"{policy:8s} {mode:9s} {factor}={size:<6d} {row['step_ms']:9.1f} ms"
+                    print(f"{policy:8s} {mode:9s} {factor.name}={size:<6d} {row['step_ms']:9.1f} ms"
                           + (f" {row['peak_mib']:9.1f} MiB" if memory else ""), flush=True)
     return rows
 
@@ -123,31 +150,36 @@ def tables(rows: list[dict], memory_gib: float, checks: list[dict]) -> str:
     columns = [(policy, mode) for policy in POLICIES for mode in MODES]
     header = ["| factor | " + " | ".join(f"{p} {m}" for p, m in columns) + " |",
               "|---" * (1 + len(columns)) + "|"]
-    last = f"x{MULTIPLIERS[-1]}"
-    lines = [f"Step time in ms at x1 -> {last} of each factor (exponent fitted over x4 to {last}):",
-             "", *header]
+    lines = ["Step time in ms, smallest -> largest size (exponent against the work: the factor, "
+             "for L the logits per prompt):", "", *header]
     for factor in FACTORS:
         cells = []
         for policy, mode in columns:
-            chosen = select(rows, policy, mode, factor)
-            sizes, times = [r["size"] for r in chosen], [r["step_ms"] for r in chosen]
-            cells.append(f"{times[0]:.1f} -> {times[-1]:.0f} ({exponent(sizes, times):.2f})")
-        sizes = [r["size"] for r in select(rows, *columns[0], factor)]
-        lines.append(f"| {factor} {sizes[0]}-{sizes[-1]} | " + " | ".join(cells) + " |")
+            chosen = select(rows, policy, mode, factor.name)
+            work, times = [r["work"] for r in chosen], [r["step_ms"] for r in chosen]
+            cells.append(f"{times[0]:.1f} -> {times[-1]:.0f} ({exponent(work, times):.2f})")
+        lines.append(f"| {factor.name} {factor.sizes[0]}-{factor.sizes[-1]} | "
+                     + " | ".join(cells) + " |")
     if "peak_mib" not in rows[0]:
         return "\n".join(lines)
-    lines += ["", f"Peak memory of a {RECORDED_STEPS}-step run in MiB at x1 -> {last} (exponent); "
-                  f"the largest value that fits {memory_gib:g} GiB, the others at their defaults:",
-              "", *header]
+    lines += ["", f"Peak memory of a run of the default length in MiB, smallest -> largest size "
+                  f"(exponent); the largest value that fits {memory_gib:g} GiB, the others at "
+                  f"their defaults:", "", *header]
     for factor in FACTORS:
         cells = []
         for policy, mode in columns:
-            chosen = select(rows, policy, mode, factor)
+            chosen = select(rows, policy, mode, factor.name)
             sizes, peaks = [r["size"] for r in chosen], [r["peak_mib"] for r in chosen]
-            largest = largest_within(sizes, peaks, memory_gib * 2 ** 10)
-            cells.append(f"{peaks[0]:.1f} -> {peaks[-1]:.0f} ({exponent(sizes, peaks):.2f}); "
-                         f"{factor} <= {largest:,.0f}")
-        lines.append(f"| {factor} | " + " | ".join(cells) + " |")
+            work = [r["work"] for r in chosen]
+            if factor.field == "max_length":  # memory grows with V^L: the largest L is a search
+                fits = [size for size, peak in zip(sizes, peaks) if peak <= memory_gib * 2 ** 10]
+                bound = f"{factor.name} <= {max(fits)} measured" if fits else "none measured fits"
+            else:
+                largest = largest_within(sizes, peaks, memory_gib * 2 ** 10)
+                bound = f"{factor.name} <= {largest:,.0f}"
+            cells.append(f"{peaks[0]:.1f} -> {peaks[-1]:.0f} ({exponent(work, peaks):.2f}); "
+                         f"{bound}")
+        lines.append(f"| {factor.name} | " + " | ".join(cells) + " |")
     if checks:
         lines += ["", "The linear memory model checked at the P predicted to need "
                       f"{checks[0]['predicted_mib']:.0f} MiB: " + "; ".join(
@@ -158,19 +190,22 @@ def tables(rows: list[dict], memory_gib: float, checks: list[dict]) -> str:
 
 def plot(rows: list[dict], path: Path) -> None:
     plt = pyplot()
-    figure, axes = plt.subplots(1, len(POLICIES) * len(MODES), figsize=(16, 3.8), sharey=True,
+    columns = [(policy, mode) for policy in POLICIES for mode in MODES]
+    figure, axes = plt.subplots(1, len(columns), figsize=(16, 3.9), sharey=True,
                                 constrained_layout=True)
-    figure.suptitle("ngrpo-sim dynamics, NGRPO: one step's time as one factor grows from its "
-                    "default (P 256, K 16, G 8, S 16)")
-    for ax, (policy, mode) in zip(axes, [(p, m) for p in POLICIES for m in MODES]):
+    figure.suptitle("NGRPO in the simulators: one step's CPU time as one factor grows from its "
+                    "default (bandit P 256, K 16, G 8, S 16; token simulator L 2-6)")
+    for ax, (policy, mode) in zip(axes, columns):
         for factor in FACTORS:
-            chosen = select(rows, policy, mode, factor)
-            ax.loglog([r["multiplier"] for r in chosen], [r["step_ms"] for r in chosen], marker="o",
-                      label=factor)
-        ax.loglog(MULTIPLIERS, [min(r["step_ms"] for r in rows if (r["policy"], r["mode"]) == (
-            policy, mode)) * m for m in MULTIPLIERS], ":", color="grey", label="linear")
-        ax.set(title=f"{policy} policy, {mode}", xlabel="factor x its default",
-               ylabel="ms per step")
+            chosen = select(rows, policy, mode, factor.name)
+            work = np.array([r["work"] for r in chosen], dtype=float)
+            label = f"{factor.name} (logits per prompt)" if factor.field == "max_length" else \
+                factor.name
+            ax.loglog(work / work[0], [r["step_ms"] for r in chosen], marker="o", label=label)
+        start = min(r["step_ms"] for r in rows if (r["policy"], r["mode"]) == (policy, mode))
+        ax.loglog([1, 1024], [start, start * 1024], ":", color="grey", label="linear")
+        ax.set(title=f"{policy} policy, {mode}", xlabel="work / its smallest value",
+               ylabel="ms per step (CPU)")
         ax.legend(fontsize=8)
     figure.savefig(path, dpi=110)
     plt.close(figure)
