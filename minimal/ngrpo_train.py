@@ -123,7 +123,10 @@ class Config:
     sft_accuracy: float = 0.12
     """The tiny model's pre-training stops at this sampled accuracy (T = 1): most groups must still fail."""
     device: str = "auto"
-    """auto (CUDA with bf16 autocast where present, else CPU in fp32), cpu or cuda."""
+    """auto (CUDA where present, else CPU), cpu or cuda."""
+    precision: str = "auto"
+    """auto (bf16 autocast on CUDA, fp32 on CPU), bf16 (autocast on any device) or fp32;
+    parameters, optimizer state and the loss's log-probabilities stay fp32 either way."""
     threads: int = 0
     """CPU threads for torch (0: torch's default)."""
     gradient_checkpointing: bool = False
@@ -138,6 +141,7 @@ class Config:
 
 
 EVAL_TEMPERATURE, EVAL_TOP_P = 0.6, 0.95  # the paper's evaluation protocol
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 class UsageError(ValueError):
@@ -244,6 +248,8 @@ def check_config(config: Config) -> None:
                f"must list steps between 1 and steps={config.steps}, comma-separated (e.g. 1,100)")
     if config.device not in ("auto", "cpu", "cuda") or (config.device == "cuda" and not torch.cuda.is_available()):
         refuse("device", "must be auto, cpu or cuda (with CUDA present)")
+    if config.precision not in PRECISIONS:
+        refuse("precision", f"must be one of {', '.join(PRECISIONS)}")
     if config.resume and config.overwrite:
         raise UsageError("resume and overwrite were both given; --resume continues the run in "
                          "run_dir, --overwrite replaces it: choose one")
@@ -298,13 +304,16 @@ def character_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
 
 
-def build_tiny_model(config: Config) -> Path:
-    """Pre-train (SFT) a tiny Qwen2 on the task until its sampled accuracy reaches `sft_accuracy`, save it, cache it.
+def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr: float = 1e-3,
+                     device: torch.device = torch.device("cpu")) -> Path:
+    """Pre-train (SFT) a small Qwen2 (`architecture`: Qwen2Config fields) on the task at learning
+    rate `lr` until its sampled accuracy reaches `sft_accuracy`, save it, cache it.
 
     Stopping on accuracy rather than a step count matters: accuracy climbs fast once it starts, and RL needs a
     policy that still fails most prompts.
     """
-    recipe = dict(TINY_ARCHITECTURE, digits=config.digits, sft_accuracy=config.sft_accuracy, batch=64, lr=1e-3)
+    recipe = dict(architecture, digits=config.digits, sft_accuracy=config.sft_accuracy, batch=64,
+                  lr=lr)
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
     folder = Path(config.cache_dir).expanduser() / f"tiny-addition-{key}"
     if (folder / "config.json").is_file():
@@ -313,7 +322,8 @@ def build_tiny_model(config: Config) -> Path:
     tokenizer = character_tokenizer()
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                                         eos_token_id=tokenizer.eos_token_id, **TINY_ARCHITECTURE))
+                                         eos_token_id=tokenizer.eos_token_id, **architecture))
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"])
     task, rng = make_task(config), np.random.default_rng(0)
     policy, probe = Policy.wrap(model, tokenizer), task.draw(rng, 256)
@@ -324,8 +334,10 @@ def build_tiny_model(config: Config) -> Path:
                   tokenizer(e["answer"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id])
                  for e in examples]
         width = max(len(p) + len(a) for p, a in pairs)  # right padding: causal attention never looks at it
-        ids = torch.tensor([p + a + [tokenizer.pad_token_id] * (width - len(p) - len(a)) for p, a in pairs])
-        labels = torch.tensor([[-100] * len(p) + a + [-100] * (width - len(p) - len(a)) for p, a in pairs])
+        ids = torch.tensor([p + a + [tokenizer.pad_token_id] * (width - len(p) - len(a))
+                            for p, a in pairs], device=device)
+        labels = torch.tensor([[-100] * len(p) + a + [-100] * (width - len(p) - len(a))
+                               for p, a in pairs], device=device)
         logits = model(input_ids=ids[:, :-1]).logits
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten())
         optimizer.zero_grad()
@@ -379,6 +391,8 @@ class Policy:
     """Tokens that end an answer (the tokenizer's eos and the generation config's)."""
     banned: torch.Tensor
     """Tokens never sampled: padding, start and unknown tokens that are not end tokens."""
+    bf16: bool = False
+    """Run the model under bf16 autocast (see Config.precision)."""
 
     @classmethod
     def wrap(cls, model, tokenizer):
@@ -395,15 +409,17 @@ class Policy:
         return next(self.model.parameters()).device
 
     def autocast(self):
-        """bf16 autocast on CUDA (parameters and optimizer stay fp32); plain fp32 on CPU."""
-        cuda = self.device.type == "cuda"
-        return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+        """bf16 autocast if asked for (parameters and optimizer stay fp32), else plain fp32."""
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
 
-def load_policy(folder: Path, device: torch.device) -> Policy:
+def load_policy(folder: Path, device: torch.device, precision: str = "auto") -> Policy:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device)
-    return Policy.wrap(disable_dropout(model), tokenizer)
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return dataclasses.replace(Policy.wrap(disable_dropout(model), tokenizer), bf16=bf16)
 
 
 def disable_dropout(model):
@@ -829,7 +845,7 @@ def prompt_token_ids(tokenizer, prompts: list) -> list:
     if tokenizer.chat_template:
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
                                                  tokenize=False) for p in prompts]
-    return [tokenizer(p, add_special_tokens=not tokenizer.chat_template).input_ids for p in prompts]
+    return tokenizer(prompts, add_special_tokens=not tokenizer.chat_template).input_ids
 
 
 def encode_prompts(tokenizer, prompts: list, device) -> tuple:
@@ -853,12 +869,18 @@ def answer_mask(completion, end_ids):
     return ((is_end.cumsum(1) - is_end) == 0).float()
 
 
+@functools.cache
+def cache_argument(model_class) -> str:
+    """The KV cache's keyword: renamed from past_key_values to cache in transformers 5."""
+    parameters = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
 @torch.no_grad()
 def sample(policy: Policy, prompt_ids, prompt_mask, group_size, max_new_tokens, temperature, top_p, generator):
     """`group_size` answers to each prompt, answer j of prompt i in row i * group_size + j."""
     model, end_ids = policy.model, torch.tensor(policy.end_ids, device=prompt_ids.device)
-    # The KV-cache argument was renamed from past_key_values to cache in transformers 5.
-    cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    cache_key = cache_argument(type(model))
     position = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift the positions of the prompt
     output = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position, use_cache=True,
                    logits_to_keep=1)
@@ -882,7 +904,7 @@ def sample(policy: Policy, prompt_ids, prompt_mask, group_size, max_new_tokens, 
         tokens.append(token)
         log_probs.append(token_log_probs.gather(1, token[:, None]).squeeze(1))
         finished |= torch.isin(token, end_ids)
-        if finished.all():
+        if finished.all() or len(tokens) == max_new_tokens:  # no forward pass for unused logits
             break
         attention = torch.cat([attention, attention.new_ones(len(token), 1)], dim=1)
         position = position + 1
@@ -903,7 +925,9 @@ def rollout(policy: Policy, task: Task, examples: list, group_size, temperature,
                                                            max_new_tokens, temperature, top_p, generator)
     prompt_ids, prompt_mask = prompt_ids.repeat_interleave(group_size, 0), prompt_mask.repeat_interleave(group_size, 0)
     lengths = completion_mask.sum(1).long().tolist()
-    texts = [policy.tokenizer.decode(ids[:n], skip_special_tokens=True) for ids, n in zip(completion_ids, lengths)]
+    # One copy to the host for the whole batch, not one per answer.
+    texts = [policy.tokenizer.decode(ids[:n], skip_special_tokens=True)
+             for ids, n in zip(completion_ids.tolist(), lengths)]
     rewards = np.array([task.reward(text, example) for text, example in zip(texts, repeated)])
     batch = dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
                  completion_mask=completion_mask, old_logp=old_logp.float())
@@ -993,13 +1017,42 @@ def token_weights(mask, mode: str, normaliser: float):
 
 
 def completion_log_probs(policy: Policy, model, batch: dict, rows, temperature: float) -> tuple:
-    """Log-probability and entropy of every answer token of `rows`, in one forward pass over prompt + answer."""
-    completion = batch["completion_ids"][rows]
-    ids = torch.cat([batch["prompt_ids"][rows], completion], 1)
-    attention = torch.cat([batch["prompt_mask"][rows], batch["completion_mask"][rows].long()], 1)
+    """Log-probability and entropy of every answer token of `rows`.
+
+    As while sampling, each distinct prompt among the rows is read once and its keys and values
+    are copied to its answers (the G answers of a group share one prompt); the answers then read
+    that cache. Gradients flow through the copies into the prompt's pass. Gradient checkpointing
+    keeps no cache, so there prompt and answer go through the model together, once per answer.
+    """
+    completion, prompt_mask = batch["completion_ids"][rows], batch["prompt_mask"][rows]
+    prompt_ids, width = batch["prompt_ids"][rows], completion.shape[1]
+    position = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+    checkpointing = model.training and torch.is_grad_enabled() and any(
+        getattr(module, "gradient_checkpointing", False) for module in model.modules())
     with policy.autocast():
-        logits = model(input_ids=ids, attention_mask=attention, position_ids=(attention.cumsum(-1) - 1).clamp(min=0),
-                       logits_to_keep=completion.shape[1] + 1).logits[:, :-1]
+        if checkpointing:
+            ids = torch.cat([prompt_ids, completion], 1)
+            attention = torch.cat([prompt_mask, torch.ones_like(completion)], 1)
+            logits = model(input_ids=ids, attention_mask=attention,
+                           position_ids=(attention.cumsum(-1) - 1).clamp(min=0),
+                           logits_to_keep=width + 1).logits[:, :-1]
+        else:
+            distinct, to_distinct = torch.unique(torch.cat([prompt_ids, prompt_mask], 1), dim=0,
+                                                 return_inverse=True)
+            first = to_distinct.new_empty(len(distinct)).scatter_(
+                0, to_distinct, torch.arange(len(to_distinct), device=to_distinct.device))
+            cache_key = cache_argument(type(model))
+            output = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],
+                           position_ids=position[first], use_cache=True, logits_to_keep=1)
+            logits = output.logits[to_distinct]  # predicts each answer's first token
+            if width > 1:
+                output[cache_key].reorder_cache(to_distinct)
+                attention = torch.cat([prompt_mask, torch.ones_like(completion)], 1)
+                steps = torch.arange(1, width, device=position.device)
+                rest = model(input_ids=completion[:, :-1], attention_mask=attention[:, :-1],
+                             position_ids=position[:, -1:] + steps, use_cache=True,
+                             **{cache_key: output[cache_key]}).logits
+                logits = torch.cat([logits, rest], 1)
     log_probs = policy_log_probs(logits, policy.banned, temperature)
     return log_probs.gather(-1, completion[..., None]).squeeze(-1), -(log_probs.exp() * log_probs).sum(-1)
 
@@ -1050,8 +1103,9 @@ def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Pre
                 raise NonFiniteError("non-finite loss")
             loss.backward()
             sums["loss"] = sums.get("loss", 0.0) + loss.item() / len(minibatches)
-            for name, value in diagnostics.items():
-                total = (diagnostic_weights[local] * value.detach()).sum().item()
+            stacked = torch.stack([value.detach() for value in diagnostics.values()])
+            totals = (diagnostic_weights[local] * stacked).sum((1, 2)).tolist()  # one sync, not six
+            for name, total in zip(diagnostics, totals):
                 sums[name] = sums.get(name, 0.0) + total / len(minibatches)
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.model.parameters(), config.max_grad_norm)
         if not torch.isfinite(grad_norm):
@@ -1138,6 +1192,31 @@ def join(batches: list) -> dict:
                             for b in batches]) for key in batches[0]}
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak: the CUDA allocator's, and on Linux the kernel's high-water mark of the
+    resident set."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with contextlib.suppress(OSError):  # not Linux, or no clear_refs: then the peak since the start
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory(device: torch.device) -> dict:
+    """Peak resident set of this process since reset_peak_memory (MiB; where the kernel cannot
+    reset it, since the start) and, on CUDA, the peak of allocated tensors (MiB)."""
+    peak = {"memory/peak_gpu_allocated_mib": torch.cuda.max_memory_allocated(device) / 2 ** 20} \
+        if device.type == "cuda" else {}
+    status = Path("/proc/self/status")
+    lines = status.read_text().splitlines() if status.is_file() else []
+    high_water = [int(line.split()[1]) for line in lines if line.startswith("VmHWM:")]  # KiB
+    if high_water:
+        peak["memory/peak_rss_mib"] = high_water[0] / 1024
+    elif importlib.util.find_spec("resource"):  # macOS (bytes); Windows has neither
+        import resource
+        peak["memory/peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    return peak
+
+
 def describe_groups(tokenizer, rewards, batch: dict, keep) -> list:
     """The step inspector's view of one rollout: each group's prompt, its answers' tokens as text
     and rewards."""
@@ -1192,6 +1271,7 @@ def training_step(policy, reference, optimizer, task, config, preset, prompt_rng
     """One rollout (with refills) and its update; the step's metrics. An `inspection` dict is filled
     with what the step inspector shows; `samples` receives the first answer to each of the first
     `config.samples` prompts. Unknown rewards (NaN) leave the loss."""
+    reset_peak_memory(policy.device)
     started, sampled, kept, batches, generated, cut = time.perf_counter(), [], [], [], 0.0, 0
     counts_before = dict(getattr(task.reward, "counts", {}))
     if hasattr(task.reward, "first"):
@@ -1252,7 +1332,8 @@ def training_step(policy, reference, optimizer, task, config, preset, prompt_rng
             **stats, **unknown,
             "time/generation_s": generation_s, "time/training_s": training_s,
             "perf/generated_tokens_per_s": generated / generation_s,
-            "perf/trained_tokens_per_s": trained_tokens / max(training_s, 1e-9)}
+            "perf/trained_tokens_per_s": trained_tokens / max(training_s, 1e-9),
+            **peak_memory(policy.device)}
 
 
 def pick_device(config: Config) -> torch.device:
@@ -1261,9 +1342,10 @@ def pick_device(config: Config) -> torch.device:
 
 
 def make_optimizer(model, config: Config) -> torch.optim.AdamW:
-    # foreach updates all tensors at once: the same numbers as the per-tensor loop, fewer calls on a CPU.
-    return torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
-                             foreach=True)
+    # The fused kernel updates each tensor in one pass (a third of foreach's time on a CPU, which
+    # loops over per-tensor ops); the same arithmetic, rounded differently in the last bit.
+    return torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
+                             weight_decay=config.weight_decay, fused=True)
 
 
 def task_default_length(config: Config) -> int:
@@ -1418,7 +1500,7 @@ def train(config: Config, reward=None) -> Path:
     claim_run_dir(run_dir, config, {**dataclasses.asdict(config), "answer_checker": checker})
     step = done = saved_step = 0
     try:
-        policy = load_policy(folder, pick_device(config))
+        policy = load_policy(folder, pick_device(config), config.precision)
         announce(config, task, policy, checker)
         warn_about_one_group_updates(config, preset)
         if config.gradient_checkpointing:  # renamed activation checkpointing in transformers 5.x
@@ -1552,7 +1634,7 @@ def restore(run_dir: Path, config: Config, policy, optimizer, prompt_rng, genera
         for group in optimizer.param_groups:  # after a non-finite stop one resumes at a lower rate
             group["lr"] = config.learning_rate
         prompt_rng.bit_generator.state = state["prompt_rng"]
-        generator.set_state(state["generator"])
+        generator.set_state(state["generator"].cpu())  # an RNG state is a CPU tensor, also CUDA's
         older = {"raised": state.get("reward_errors", 0)}  # a checkpoint of an older trainer
         reward.counts.update(state.get("unknown_rewards", older))
     for path in (run_dir / "metrics.jsonl", run_dir / "samples.jsonl"):

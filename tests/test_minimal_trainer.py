@@ -25,7 +25,8 @@ trainer = importlib.util.module_from_spec(_spec)
 sys.modules["ngrpo_train"] = trainer
 _spec.loader.exec_module(trainer)
 
-TIMING_KEYS = ("time/", "perf/")  # wall-clock measurements: the only fields that may differ between runs
+# Wall-clock and memory measurements: the only fields that may differ between runs.
+TIMING_KEYS = ("time/", "perf/", "memory/")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -183,6 +184,45 @@ def test_log_probabilities_recorded_while_sampling_equal_a_full_forward_pass(tin
     assert len(set(map(tuple, completion.tolist()))) > 3 or group_size == 1  # the answers of a group differ
 
 
+def test_sampling_runs_one_forward_pass_per_sampled_token_and_none_after_the_last(tiny_folder):
+    policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
+    # With the end token banned no answer finishes early: every row takes all 5 tokens.
+    policy.banned = torch.tensor(sorted({*policy.banned.tolist(), *policy.end_ids}))
+    calls = []
+    policy.model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(
+        kwargs["input_ids"].shape), with_kwargs=True)
+    prompt_ids, prompt_mask = trainer.encode_prompts(policy.tokenizer, ["1+2=", "11+22="], "cpu")
+    completion, mask, _ = trainer.sample(policy, prompt_ids, prompt_mask, 3, 5, 1.0, 1.0,
+                                         torch.Generator().manual_seed(0))
+    assert completion.shape == (6, 5) and mask.sum() == 30
+    # The prompts once (2 rows, 6 positions), then one row per answer for tokens 2 to 5.
+    assert calls == [(2, 6)] + [(6, 1)] * 4
+
+
+def test_a_prompt_shared_by_answers_is_read_once_and_scores_like_one_pass_per_answer(tiny_folder):
+    policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
+    prompts = ["1+2=", "1+2=", "11+22=", "1+2=", "11+22="]  # two groups, interleaved, left-padded
+    batch = fixed_batch(policy, prompts, ["3", "45", "33", "", "3"])
+    calls = []
+    policy.model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(
+        kwargs["input_ids"].shape), with_kwargs=True)
+    logp, entropy = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(5), 1.0)
+    assert calls == [(2, 6), (5, 2)]  # the 2 distinct prompts, then every answer but its last token
+    mask = batch["completion_mask"]
+    for row in range(5):  # the second implementation: prompt and answer in one pass, row by row
+        prompt = batch["prompt_ids"][row][batch["prompt_mask"][row].bool()]
+        answer = batch["completion_ids"][row]
+        with torch.no_grad():
+            logits = policy.model(input_ids=torch.cat([prompt, answer])[None]).logits[0]
+        predicting = logits[len(prompt) - 1:-1].index_fill(-1, policy.banned, -1e9)
+        expected = torch.log_softmax(predicting, -1)
+        chosen = expected.gather(-1, answer[:, None])[:, 0]
+        spread = -(expected.exp() * expected).sum(-1)
+        torch.testing.assert_close(logp[row] * mask[row], chosen * mask[row], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(entropy[row] * mask[row], spread * mask[row], rtol=1e-5,
+                                   atol=1e-5)
+
+
 def test_loss_of_a_small_batch_equals_the_hand_computed_value(tiny_folder):
     policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
     batch = fixed_batch(policy, ["1+2=", "1+2="], ["3", "45"])  # answer lengths 2 and 3 tokens (with eos)
@@ -206,6 +246,21 @@ def test_loss_of_a_small_batch_equals_the_hand_computed_value(tiny_folder):
         assert stats["loss"] == pytest.approx(expected, abs=1e-5)
         assert stats["clipfrac_high"] == pytest.approx(1 / 5, abs=1e-6)
         assert stats["clipfrac_low"] == pytest.approx(2 / 5, abs=1e-6)
+
+
+def test_bf16_autocast_runs_on_the_cpu_and_stays_within_bf16_rounding_of_fp32(tiny_folder):
+    fp32 = trainer.load_policy(tiny_folder, torch.device("cpu"), "fp32")
+    bf16 = trainer.load_policy(tiny_folder, torch.device("cpu"), "bf16")
+    auto = trainer.load_policy(tiny_folder, torch.device("cpu"))
+    assert auto.bf16 is False  # auto: fp32 on a CPU
+    batch = fixed_batch(fp32, ["1+2=", "11+22="], ["3", "45"])
+    mask = batch["completion_mask"].bool()
+    difference = (sequence_log_probs(bf16, batch) - sequence_log_probs(fp32, batch)).abs()
+    # bf16 keeps 8 significant bits: a relative error of 2^-8 per rounding, so neither 0 nor large
+    assert 0 < difference.max() < 0.05 * mask.sum(1).max()
+    completion, _, logp = trainer.sample(bf16, batch["prompt_ids"], batch["prompt_mask"], 2, 4, 1.0,
+                                         1.0, torch.Generator().manual_seed(0))
+    assert logp.dtype == torch.float32 and torch.isfinite(logp).all() and len(completion) == 4
 
 
 @pytest.mark.parametrize("method, rewards", [("grpo", [1.0, 0.0]), ("ngrpo", [0.0, 0.0])])
@@ -416,6 +471,24 @@ def test_rewards_that_are_all_unknown_stop_the_run_naming_function_value_and_exa
                       reward=broken_after_evaluating)
 
 
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's clear_refs")
+def test_each_step_logs_its_own_peak_memory(tiny_folder, tmp_path):
+    task_reward = trainer.make_task(tiny_config(tiny_folder, tmp_path)).reward
+    calls, held = {"n": 0}, []
+
+    def allocates_in_step_two(completion, example):  # 16 calls evaluating, then 8 per step
+        calls["n"] += 1
+        if calls["n"] == 16 + 8 + 1:
+            held.append(np.ones(2 ** 25))  # 256 MiB, written, so resident
+        elif calls["n"] == 16 + 8 + 2:
+            held.clear()
+        return task_reward(completion, example)
+    run = trainer.train(tiny_config(tiny_folder, tmp_path, method="grpo", steps=3, eval_every=10),
+                        reward=allocates_in_step_two)
+    peaks = [r["memory/peak_rss_mib"] for r in trainer.read_metrics(run)[1:]]
+    assert peaks[1] - peaks[0] > 200 and peaks[1] - peaks[2] > 200  # the peak is each step's own
+
+
 def test_non_finite_values_stop_the_run_naming_the_step_and_keep_the_last_good_checkpoint(tiny_folder, tmp_path):
     # One update per step at an absurd learning rate: step 1 is finite, its update overflows the next rollout.
     config = tiny_config(tiny_folder, tmp_path, steps=20, minibatches=1, checkpoint_every=1, eval_every=100,
@@ -435,6 +508,7 @@ def test_bad_inputs_name_the_field_and_value(tiny_folder, tmp_path):
         (dict(method="ppo2"), r"method must be one of .*got 'ppo2'"),
         (dict(eval_samples=6), r"eval_samples must be a power of two.*got 6"),
         (dict(clip_high=-0.1), r"clip_high must be >= 0, got -0.1"),
+        (dict(precision="fp16"), r"precision must be one of auto, bf16, fp32, got 'fp16'"),
         (dict(model=str(tmp_path / "nowhere")), r"model='.*nowhere' is not a Hugging Face model folder"),
     ]
     for changes, message in cases:

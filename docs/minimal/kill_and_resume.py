@@ -39,11 +39,12 @@ def command(run_dir: Path, resume: bool) -> list:
 
 
 def lines(path: Path) -> list:
-    """The records of a run's JSONL file without their wall-clock fields."""
+    """The records of a run's JSONL file without their wall-clock and memory fields."""
     if not path.is_file():
         return []
     return [{key: value for key, value in json.loads(line).items()
-             if not key.startswith(("time/", "perf/"))} for line in path.read_text().splitlines()]
+             if not key.startswith(("time/", "perf/", "memory/"))}
+            for line in path.read_text().splitlines()]
 
 
 def last_step(run_dir: Path) -> int:
