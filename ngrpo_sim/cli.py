@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ngrpo_sim import landscape
+from ngrpo_sim import _checks, landscape
 from ngrpo_sim._config_cli import add_config_arguments, config_from_args
-from ngrpo_sim.dynamics import MODES, DynamicsConfig
+from ngrpo_sim.dynamics import MODES, DynamicsConfig, check_memory
 from ngrpo_sim.methods import METHODS, parse_methods
 
 
@@ -48,8 +48,12 @@ def _add_landscape(subparsers) -> None:
 def _run_landscape(args) -> None:
     methods = [m.with_advantage_options(r_max=args.r_max, virtual_samples=args.virtual_samples, ddof=args.ddof)
                for m in parse_methods(args.methods)]
+    for method in methods:
+        landscape.check_method(method)
+    _checks.fits_in_memory(f"the landscape for groups of {args.group_size}", landscape.memory_bytes(args.group_size),
+                           "use a smaller --group-size")
+    out = _checks.output_folder("--out", args.out or Path("runs") / f"landscape-G{args.group_size}")
     print(landscape.format_tables(methods, args.group_size))
-    out = args.out or Path("runs") / f"landscape-G{args.group_size}"
     written = landscape.write_csv(methods, args.group_size, out)
     if not args.no_figures:
         written += landscape.write_figures(methods, args.group_size, out)
@@ -85,9 +89,13 @@ def _run_dynamics(args) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be sampled, expected or both comma-separated, got {args.mode!r}")
     config = config_from_args(DynamicsConfig, args, mode="sampled")
-    trajectories = run_methods(methods, [with_mode(config, mode) for mode in modes])
+    configs = [with_mode(config, mode) for mode in modes]
+    for each in configs:
+        check_memory(each)
+    out = _checks.output_folder("--out", args.out)
+    trajectories = run_methods(methods, configs)
     print(format_summary(trajectories))
-    written = write_run(args.out, trajectories)
+    written = write_run(out, trajectories)
     print("\nwrote " + ", ".join(str(path) for path in written))
 
 
@@ -108,7 +116,7 @@ def _add_report(subparsers) -> None:
 def _run_report(args) -> None:
     from ngrpo_sim.report import run_report
 
-    print(run_report(args.out))
+    print(run_report(_checks.output_folder("--out", args.out)))
 
 
 def build_parser() -> argparse.ArgumentParser:

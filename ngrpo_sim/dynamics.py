@@ -35,7 +35,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ngrpo_sim import _checks
-from ngrpo_sim.bandit import POLICIES, BanditTask, difficulty_masks, make_task, sample_answers
+from ngrpo_sim.bandit import BanditTask, check_task_options, difficulty_masks, make_task, sample_answers
 from ngrpo_sim.landscape import binomial_pmf, canonical_groups, expected_gain
 from ngrpo_sim.methods import Method, get_method, token_weights
 from ngrpo_sim.metrics import log_softmax, pass_at_k_auc, pass_at_k_exact, powers_of_two_up_to
@@ -107,9 +107,8 @@ class DynamicsConfig:
     """Seeds the task (prompts, starting logits, features) and the sampling."""
 
     def __post_init__(self):
-        _checks.choice("policy", self.policy, POLICIES)
-        _checks.integer("num_prompts", self.num_prompts, low=1)
-        _checks.integer("num_answers", self.num_answers, low=2)
+        check_task_options(self.num_prompts, self.num_answers, self.right_answers, self.profile, self.policy,
+                           self.feature_dim, self.feature_signal, self.rewards)
         _checks.integer("group_size", self.group_size, low=2)
         _checks.integer("batch_prompts", self.batch_prompts, low=1)
         if self.batch_prompts > self.num_prompts:
@@ -119,7 +118,6 @@ class DynamicsConfig:
         _checks.integer("epochs", self.epochs, low=1)
         if self.max_candidates is not None:
             _checks.integer("max_candidates", self.max_candidates, low=self.batch_prompts, high=self.num_prompts)
-        _checks.number("feature_signal", self.feature_signal, low=0.0)
         _checks.choice("optimizer", self.optimizer, OPTIMIZERS)
         _checks.number("lr", self.lr, low=0.0, low_open=True)
         _checks.number("value_lr", self.value_lr, low=0.0, high=1.0)
@@ -140,6 +138,31 @@ class DynamicsConfig:
         if not self.refill:
             return self.batch_prompts
         return self.max_candidates or min(self.num_prompts, 4 * self.batch_prompts)
+
+    def memory_bytes(self) -> float:
+        """An upper estimate of the peak memory (bytes) that ``simulate`` needs for one method under this config.
+
+        Each term is an array family of the run; its factor is an upper envelope of the peaks that tracemalloc
+        measured over both policies, modes and optimisers (tests/test_dynamics.py checks that the estimate is
+        never below the measured peak and at most 2.5 times above it):
+
+        * S x P x K float64 arrays: every prompt's logits, probabilities and policy metrics (tabular: also the
+          parameters and their gradient, Adam: its two moments; expected mode: the exact update of every prompt);
+        * sampled: S x B x G x K comparisons drawing the answers, S x B x K arrays of the batch, and for the shared
+          policy the batch's S x B x K x D features;
+        * the shared policy's fixed P x K x D features;
+        * the record: (steps + 1) x S values of every metric and of pass@k.
+        """
+        seeds, prompts, answers, batch = self.seeds, self.num_prompts, self.num_answers, self.batch_prompts
+        tabular, sampled = self.policy == "tabular", self.mode == "sampled"
+        per_prompt = 7.0 + 1.5 * tabular + 2.0 * (tabular and self.optimizer == "adam") + 7.0 * (not sampled)
+        total = 8.0 * per_prompt * seeds * prompts * answers
+        if sampled:
+            total += 7.0 * seeds * batch * self.group_size * answers + 8.0 * 10.0 * seeds * batch * answers
+            total += 8.0 * 1.0 * seeds * batch * answers * self.feature_dim * (not tabular)
+        total += 8.0 * 2.2 * prompts * answers * self.feature_dim * (not tabular)
+        total += 8.0 * 1.2 * (self.steps + 1) * seeds * (len(METRICS) + len(powers_of_two_up_to(PASS_AT_K_MAX)))
+        return total + 2 ** 18
 
     def build_task(self) -> BanditTask:
         return make_task(self.num_prompts, self.num_answers, self.right_answers, self.profile, self.policy,
@@ -417,15 +440,26 @@ def policy_metrics(task: BanditTask, logits: np.ndarray, initial_success: np.nda
     return metrics, pass_at_k
 
 
+def check_memory(config: DynamicsConfig) -> None:
+    """Refuse, before any work, a run that would need more memory than the machine has available now."""
+    _checks.fits_in_memory(
+        f"a run of {config.seeds} seeds x {config.num_prompts} prompts x {config.num_answers} answers (batch "
+        f"{config.batch_prompts} x group {config.group_size}, {config.steps} step{'s' if config.steps > 1 else ''})",
+        config.memory_bytes(),
+        "use fewer seeds, prompts, answers or steps")
+
+
 def simulate(method: Method | str, config: DynamicsConfig = DynamicsConfig(), progress: bool | tqdm = True
              ) -> Trajectory:
     """Train ``method`` on the config's bandit task for every seed at once and record every metric per step.
 
-    ``progress`` is True for a bar of this run's steps, False for none, or an existing bar to advance.
+    ``progress`` is True for a bar of this run's steps, False for none, or an existing bar to advance. Raises
+    ValueError for an unknown method or a run that needs more memory than is available (``check_memory``).
     """
     method = get_method(method) if isinstance(method, str) else method
     if not isinstance(method, Method):
         raise ValueError(f"method must be a Method or a preset name, got {method!r}")
+    check_memory(config)
     task = config.build_task()
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
     state = TrainState(task.initial_params(config.seeds), Optimizer(config.optimizer, config.lr),

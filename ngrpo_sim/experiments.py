@@ -16,7 +16,7 @@ import numpy as np
 from scipy.stats import t as student_t
 from tqdm.auto import tqdm
 
-from ngrpo_sim.dynamics import METRICS, DynamicsConfig, Trajectory, simulate
+from ngrpo_sim.dynamics import METRICS, DynamicsConfig, Trajectory, check_memory, simulate
 from ngrpo_sim.methods import Method
 from ngrpo_sim.plotting import method_colour, save, subplots
 
@@ -38,7 +38,10 @@ def linestyle(trajectory: Trajectory) -> str:
 
 def run_methods(methods: list[Method], configs: list[DynamicsConfig], description: str = "simulating"
                 ) -> list[Trajectory]:
-    """Every method under every config, with one progress bar over all their steps."""
+    """Every method under every config, with one progress bar over all their steps; a run that would not fit in
+    memory is refused before the first one starts."""
+    for config in configs:
+        check_memory(config)
     total = sum(config.steps for config in configs) * len(methods)
     with tqdm(total=total, desc=description, unit="step") as bar:
         return [simulate(method, config, progress=bar) for config in configs for method in methods]

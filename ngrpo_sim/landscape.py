@@ -46,13 +46,31 @@ DEFAULT_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "dr_grpo", "rloo")
 """The count-based presets the landscape shows unless told otherwise."""
 
 
-def _require_count_based(method: Method) -> None:
+def check_method(method: Method) -> None:
+    """Refuse a method the landscape cannot describe, with a sentence saying why: one whose advantage is not
+    count-based (PPO), or one whose estimator refuses the reward 1 of a right answer (r_max below 1)."""
     if not method.advantage.count_based:
         raise ValueError(
             f"method {method.name!r} is not count-based: its advantage ({method.advantage.name}) depends on a "
             f"learned value V, not on the group's count of right answers, so it has no advantage landscape or "
             f"gain c(p); for any V that does not depend on the sampled group its expected gain is 1"
         )
+    ceiling = method.advantage.reward_bounds()[1]
+    if ceiling is not None and ceiling < 1.0:
+        raise ValueError(f"r_max must be at least 1, got {ceiling}: the landscape's groups hold binary rewards "
+                         f"(1 right, 0 wrong) and r_max is the best reward, the virtual answer's")
+
+
+def memory_bytes(group_size: int, grid_points: int = 201) -> float:
+    """An upper estimate of the peak memory (bytes) of the landscape's tables, CSV files and figures for groups of
+    G, so that a command can refuse a size beyond the machine before it starts.
+
+    The (G + 1) x G canonical groups and an estimator's temporaries on them take about five such arrays at once,
+    the binomial probabilities on the grid of p a few (grid_points x (G + 1)) arrays, matplotlib's figures tens of
+    MiB. Measured with tracemalloc; tests/test_landscape.py checks that the estimate bounds the peak.
+    """
+    group_size = _checks.integer("group_size", group_size, low=2)
+    return 8.0 * (6 * (group_size + 1) * group_size + 8 * grid_points * (group_size + 1)) + 48 * 2 ** 20
 
 
 def canonical_groups(group_size: int) -> np.ndarray:
@@ -68,7 +86,7 @@ def count_advantages(method: Method, group_size: int) -> tuple[np.ndarray, np.nd
     group filter (a dropped group gives 0). ``right[0]`` and ``wrong[G]`` describe answers that cannot exist and
     are NaN.
     """
-    _require_count_based(method)
+    check_method(method)
     groups = canonical_groups(group_size)
     advantages = method.advantages(groups)
     counts = np.arange(group_size + 1)
@@ -84,13 +102,24 @@ def _success_rates(success_rate) -> np.ndarray:
     return p
 
 
+DIRECT_PMF_TRIALS = 512
+"""Up to this many trials comb(n, k) stays below 5e152, so in every term of comb(n, k) p^k (1 - p)^(n - k) above
+1e-155 the powers are normal floats and the product is exact to rounding; smaller terms are 0 to that precision."""
+
+
 def binomial_pmf(trials: int, success_rate: np.ndarray) -> np.ndarray:
     """P(k successes in ``trials``) for k = 0..trials, shaped ``success_rate.shape + (trials + 1,)``.
 
-    Plain numpy: scipy.stats.binom is exact too but an order of magnitude slower in the simulator's inner loop.
+    Plain numpy up to ``DIRECT_PMF_TRIALS``: scipy.stats.binom is exact too but an order of magnitude slower in the
+    simulator's inner loop. Beyond it the binomial coefficient overflows a float (from 1030 trials) or meets powers
+    of p that have lost precision, so scipy.stats.binom takes over.
     """
     counts = np.arange(trials + 1)
     p = np.asarray(success_rate, dtype=np.float64)[..., None]
+    if trials > DIRECT_PMF_TRIALS:
+        from scipy.stats import binom  # imported here: it takes a noticeable part of a second
+
+        return binom.pmf(counts, trials, p)
     return comb(trials, counts) * p ** counts * (1.0 - p) ** (trials - counts)
 
 
@@ -101,7 +130,7 @@ def zero_gradient_probability(method: Method, group_size: int, success_rate) -> 
     k = 0 or G, so p^G + (1 - p)^G; NGRPO: only k = G). Broadcasts over ``success_rate``.
     """
     p = _success_rates(success_rate)
-    _require_count_based(method)
+    check_method(method)
     silent = np.all(method.advantages(canonical_groups(group_size)) == 0.0, axis=-1)
     return binomial_pmf(group_size, p) @ silent
 
