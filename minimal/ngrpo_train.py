@@ -111,6 +111,9 @@ class Config:
     """CPU threads for torch (0: torch's default)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
+    inspect_steps: str = ""
+    """Steps to record for the step inspector (`ngrpo-sim inspect RUN_DIR`), e.g. 1,200,400: each
+    group's prompt, answer tokens, rewards and advantages, every token's ratio and clip state."""
     compare: str = ""
     """Comma-separated methods (e.g. ngrpo,grpo): train each for `seeds` seeds, write a table and a figure."""
     seeds: int = 3
@@ -141,6 +144,7 @@ def parse_config(argv=None) -> Config:
 # ----------------------------------------------------------------------------------------------------------------
 class Preset(NamedTuple):
     advantage: str          # z_score | calibrated (virtual r_max sample) | dr_grpo | rloo | w_reinforce
+    #                         | maxrl | quantile | asymre | shifted_baseline (see group_advantages)
     clip_low: float
     clip_high: float
     drop_groups: str        # none | all_right | homogeneous (all right or all wrong)
@@ -159,11 +163,18 @@ METHODS = {
     "grpo_asym_clip": Preset("z_score", 0.16, 0.24, "none", "token-mean", 0.0, 0.001),
     "grpo_calibrated": Preset("calibrated", 0.2, 0.2, "none", "token-mean", 0.0, 0.001),
     "ngrpo_no_filter": Preset("calibrated", 0.16, 0.24, "none", "token-mean", 0.0, 0.001),
+    # NGRPO's rivals that need only the rewards (RL-ZVP and LENS also read the policy)
+    "maxrl": Preset("maxrl", 0.2, 0.2, "none", "token-mean", 0.0, 0.0),
+    "qae": Preset("quantile", 0.2, 0.28, "homogeneous", "token-mean", 0.0, 0.0),
+    "asymre": Preset("asymre", 0.2, 0.2, "none", "token-mean", 0.0, 0.0),
+    "shifted_baseline": Preset("shifted_baseline", 0.16, 0.24, "all_right", "token-mean", 0.0,
+                               0.001),
 }
 LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 METHOD_COLOURS = {"grpo": "#1f77b4", "dapo": "#2ca02c", "psr_nsr": "#9467bd", "ngrpo": "#d62728", "dr_grpo": "#17becf",
                   "rloo": "#bcbd22", "grpo_asym_clip": "#6baed6", "grpo_calibrated": "#fc9272",
-                  "ngrpo_no_filter": "#ff7f0e"}  # the project's colours (ngrpo_sim/plotting.py)
+                  "ngrpo_no_filter": "#ff7f0e", "maxrl": "#393b79", "qae": "#637939",
+                  "asymre": "#e7ba52", "shifted_baseline": "#6b6ecf"}  # ngrpo_sim.plotting's
 R_MAX = 1.0
 
 
@@ -204,6 +215,10 @@ def check_config(config: Config) -> None:
     for field in ("top_p", "sft_accuracy"):
         if not 0 < getattr(config, field) <= 1:
             refuse(field, "must lie in (0, 1]")
+    inspected = config.inspect_steps.replace(",", " ").split()
+    if not all(part.isdigit() and 1 <= int(part) <= config.steps for part in inspected):
+        refuse("inspect_steps",
+               f"must list steps between 1 and steps={config.steps}, comma-separated (e.g. 1,100)")
     if config.device not in ("auto", "cpu", "cuda") or (config.device == "cuda" and not torch.cuda.is_available()):
         refuse("device", "must be auto, cpu or cuda (with CUDA present)")
 
@@ -554,17 +569,31 @@ def rollout(policy: Policy, task: Task, examples: list, group_size, temperature,
 # ----------------------------------------------------------------------------------------------------------------
 # Advantages, group filter and the clipped token-level loss (numerically the same as ngrpo_sim's)
 # ----------------------------------------------------------------------------------------------------------------
+QAE_QUANTILE = 0.4  # QAE's baseline: the group's 0.4-quantile, interpolated linearly (torch's)
+SHIFTED_BASELINES = {"asymre": (0.0, -0.1), "shifted_baseline": (1 / 9, 0.0)}  # (fraction, shift)
+
+
 def group_advantages(rewards, kind: str, r_max=R_MAX, eps=1e-6, positive_weight=0.1) -> np.ndarray:
     """One advantage per answer from rewards shaped (groups, G)."""
     rewards = np.asarray(rewards, dtype=np.float64)
     if kind == "w_reinforce":  # +lambda for a right answer, -1 for a wrong one, linear in between
         return rewards / r_max * positive_weight - (1 - rewards / r_max)
+    if kind == "quantile":  # (r - the group's 0.4-quantile) / std
+        deviation = rewards - np.quantile(rewards, QAE_QUANTILE, axis=-1, keepdims=True)
+        std = (rewards - rewards[..., :1]).std(-1, ddof=1, keepdims=True)
+        return np.divide(deviation, std + eps, out=np.zeros_like(deviation), where=deviation != 0)
     virtual = np.full(rewards.shape[:-1] + (1,), r_max)
     reference = np.concatenate([rewards, virtual], -1) if kind == "calibrated" else rewards
     shift = reference[..., :1]  # centring around a member makes a homogeneous group exactly 0, not 1e-17
     deviation = (rewards - shift) - (reference - shift).mean(-1, keepdims=True)
     if kind == "dr_grpo":
         return deviation
+    if kind == "maxrl":  # (r - mean) / mean; 0 for a group with mean 0
+        mean = rewards.mean(-1, keepdims=True)
+        return np.divide(deviation, mean, out=np.zeros_like(deviation), where=deviation != 0)
+    if kind in SHIFTED_BASELINES:  # r - V, V = mean + fraction (r_max - mean) + shift
+        fraction, offset = SHIFTED_BASELINES[kind]
+        return (1 - fraction) * deviation + fraction * (rewards - r_max) - offset
     if kind == "rloo":  # r - mean of the others
         return deviation * rewards.shape[-1] / (rewards.shape[-1] - 1)
     std = (reference - shift).std(-1, ddof=1, keepdims=True)
@@ -609,9 +638,13 @@ def completion_log_probs(policy: Policy, model, batch: dict, rows, temperature: 
     return log_probs.gather(-1, completion[..., None]).squeeze(-1), -(log_probs.exp() * log_probs).sum(-1)
 
 
-def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Preset, config: Config) -> dict:
+def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Preset, config: Config,
+                  record: list | None = None) -> dict:
     """`minibatches` AdamW steps on the clipped loss. The ratio's denominator is the log-probability recorded while
-    sampling, so the first minibatch starts at ratio 1 (to float rounding) without a second forward pass."""
+    sampling, so the first minibatch starts at ratio 1 (to float rounding) without a second forward pass.
+
+    A `record` list receives (minibatch, rows, ratio, clipped low, clipped high) of every forward
+    pass, for the step inspector."""
     group_size, groups = config.group_size, len(batch["advantages"]) // config.group_size
     minibatches = [(g[:, None] * group_size + torch.arange(group_size)).flatten()
                    for g in torch.arange(groups).tensor_split(config.minibatches) if len(g)]
@@ -622,7 +655,7 @@ def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Pre
                                            for parts in chunks for rows in parts])
     sums = {}
     policy.model.train()  # gradient checkpointing acts in training mode only (dropout too, where a model has any)
-    for minibatch, parts in zip(minibatches, chunks):
+    for number, (minibatch, parts) in enumerate(zip(minibatches, chunks)):
         mask = batch["completion_mask"][minibatch]
         weights = token_weights(mask, preset.loss_aggregation, config.max_new_tokens)
         diagnostic_weights = mask / mask.sum().clamp(min=1)  # token means for the logs, whatever the aggregation
@@ -636,6 +669,9 @@ def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Pre
             ratio = log_ratio.exp()
             token_loss, low, high = clipped_token_loss(ratio, batch["advantages"][rows, None], preset.clip_low,
                                                        preset.clip_high)
+            if record is not None:
+                record.append((number, rows.tolist(), ratio.detach().float().cpu(), low.cpu(),
+                               high.cpu()))
             diagnostics = dict(pg_loss=token_loss, entropy=entropy, approx_kl=(ratio - 1) - log_ratio,
                                clipfrac_low=low.float(), clipfrac_high=high.float())
             if reference is not None:  # k3 estimator of KL(policy || initial policy)
@@ -701,7 +737,53 @@ def join(batches: list) -> dict:
                             for b in batches]) for key in batches[0]}
 
 
-def training_step(policy, reference, optimizer, task, config, preset, prompt_rng, generator) -> dict:
+def describe_groups(tokenizer, rewards, batch: dict, keep) -> list:
+    """The step inspector's view of one rollout: each group's prompt, its answers' tokens as text
+    and rewards."""
+    group_size, lengths = rewards.shape[1], batch["completion_mask"].sum(1).long().tolist()
+    width = batch["completion_ids"].shape[1]
+    # One call for the whole rollout, each token decoded alone.
+    tokens = tokenizer.batch_decode(batch["completion_ids"].reshape(-1, 1))
+    groups = []
+    for group, group_rewards in enumerate(rewards):
+        first = group * group_size
+        prompt = batch["prompt_ids"][first][batch["prompt_mask"][first].bool()]
+        answers = [{"tokens": tokens[row * width:row * width + lengths[row]],
+                    "reward": float(reward) if math.isfinite(reward) else None, "advantage": None,
+                    "minibatch": None, "ratio": None, "clip": None}
+                   for row, reward in zip(range(first, first + group_size), group_rewards)]
+        groups.append({"prompt": tokenizer.decode(prompt, skip_special_tokens=True),
+                       "trained": bool(keep[group]), "answers": answers})
+    return groups
+
+
+def record_updates(inspection: dict, advantages, updates: list) -> None:
+    """Add to the trained answers their advantage and each token's ratio and clip state in its
+    minibatch update."""
+    answers = [answer for group in inspection["groups"] if group["trained"]
+               for answer in group["answers"]]
+    for answer, advantage in zip(answers, advantages.ravel().tolist()):
+        answer["advantage"] = advantage
+    for minibatch, rows, ratios, lows, highs in updates:
+        for row, ratio, low, high in zip(rows, ratios.tolist(), lows.tolist(), highs.tolist()):
+            length = len(answers[row]["tokens"])
+            answers[row].update(minibatch=minibatch,
+                                ratio=[round(value, 6) for value in ratio[:length]],
+                                clip=["low" if down else "high" if up else None
+                                      for down, up in zip(low[:length], high[:length])])
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """A run killed while writing leaves the previous file or none, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_name(path.name + ".tmp").write_text(text)
+    os.replace(path.with_name(path.name + ".tmp"), path)
+
+
+def training_step(policy, reference, optimizer, task, config, preset, prompt_rng, generator,
+                  inspection: dict | None = None) -> dict:
+    """One rollout (with refills) and its update. An `inspection` dict is filled with what the step
+    inspector shows."""
     started, sampled, kept, batches, generated = time.perf_counter(), [], [], [], 0.0
     for _ in range(1 + config.max_refill_rounds):  # dropped groups are replaced by fresh ones (dynamic sampling)
         missing = config.prompts_per_step - sum(map(len, kept))
@@ -711,6 +793,8 @@ def training_step(policy, reference, optimizer, task, config, preset, prompt_rng
                                  config.top_p, config.max_new_tokens, generator)
         generated += float(batch["completion_mask"].sum())
         keep = keep_groups(rewards, preset.drop_groups)
+        if inspection is not None:
+            inspection["groups"] += describe_groups(policy.tokenizer, rewards, batch, keep)
         rows = torch.from_numpy(np.repeat(keep, config.group_size)).to(policy.device)
         sampled.append(rewards)
         kept.append(rewards[keep])
@@ -719,7 +803,13 @@ def training_step(policy, reference, optimizer, task, config, preset, prompt_rng
     advantages = group_advantages(rewards, preset.advantage)
     batch["advantages"] = torch.tensor(advantages.ravel(), dtype=torch.float32, device=policy.device)
     generation_s = time.perf_counter() - started
-    stats = update_policy(policy, reference, optimizer, batch, preset, config) if len(rewards) else {}
+    updates = [] if inspection is not None else None
+    stats = (update_policy(policy, reference, optimizer, batch, preset, config, updates)
+             if len(rewards) else {})
+    if inspection is not None:
+        record_updates(inspection, advantages, updates)
+        inspection.update(advantage=preset.advantage, r_max=R_MAX, clip_low=preset.clip_low,
+                          clip_high=preset.clip_high, minibatches=config.minibatches)
     training_s = time.perf_counter() - started - generation_s
     trained_tokens = float(batch["completion_mask"].sum())
     learned_all_wrong = np.all(rewards < R_MAX, axis=1) & np.any(advantages != 0, axis=1)
@@ -772,10 +862,13 @@ def train(config: Config, reward=None) -> Path:
     progress = tqdm(range(start + 1, config.steps + 1), initial=start, total=config.steps,
                     desc=f"{config.method} seed {config.seed}")
     saved_step = start
+    inspected = {int(part) for part in config.inspect_steps.replace(",", " ").split()}
     for step in progress:
+        inspection = ({"step": step, "method": config.method, "groups": []} if step in inspected
+                      else None)
         try:
             record = {"step": step, **training_step(policy, reference, optimizer, task, config, preset, prompt_rng,
-                                                    generator)}
+                                                    generator, inspection)}
             if step % config.eval_every == 0 or step == config.steps:
                 record.update(evaluate(policy, task, config, step))
         except NonFiniteError as error:
@@ -785,6 +878,8 @@ def train(config: Config, reward=None) -> Path:
                                  f"{kept}") from None
         with metrics_path.open("a") as log:
             log.write(json.dumps(record) + "\n")
+        if inspection is not None:  # the file name and keys that ngrpo_sim/trainer_runs.py reads
+            write_atomically(run_dir / "inspect" / f"step-{step:06d}.json", json.dumps(inspection))
         progress.set_postfix({key.split("/")[-1]: f"{record[key]:.3f}" for key in
                               ("reward", "entropy", "all_wrong_share", "eval/pass@1") if key in record})
         if step % config.checkpoint_every == 0 or step == config.steps:

@@ -2,7 +2,8 @@
 
 The one home of the method definitions used across the project:
 
-* ``ngrpo_sim.advantages``: advantage estimators (GRPO, NGRPO, Dr.GRPO, RLOO, PSR, NSR, W-REINFORCE, critic);
+* ``ngrpo_sim.advantages``: advantage estimators (GRPO, NGRPO, Dr.GRPO, RLOO, PSR, NSR, W-REINFORCE,
+  critic, and NGRPO's rivals MaxRL, QAE, RL-ZVP, LENS and the shifted baselines of AsymRE);
 * ``ngrpo_sim.methods``: method presets (advantage + clip range + group filter + loss aggregation) and the
   registry ``METHODS``;
 * ``ngrpo_sim.surrogate``: the clipped surrogate with asymmetric clipping;
@@ -10,8 +11,10 @@ The one home of the method definitions used across the project:
 * ``ngrpo_sim.landscape``: exact advantage landscapes and the gain c(p).
 """
 
-from ngrpo_sim.advantages import (CriticAdvantage, DrGRPOAdvantage, GRPOAdvantage, NGRPOAdvantage, NSRAdvantage,
-                                  PSRAdvantage, RLOOAdvantage, WeightedReinforceAdvantage)
+from ngrpo_sim.advantages import (CriticAdvantage, DrGRPOAdvantage, GRPOAdvantage, LENSAdvantage,
+                                  MaxRLAdvantage, NGRPOAdvantage, NSRAdvantage, PSRAdvantage,
+                                  QAEAdvantage, RLOOAdvantage, RLZVPAdvantage,
+                                  ShiftedBaselineAdvantage, WeightedReinforceAdvantage)
 from ngrpo_sim.methods import (LOSS_AGGREGATIONS, METHODS, DropAllCorrectGroups, DropHomogeneousGroups,
                                KeepAllGroups, Method, aggregate_loss, get_method, token_weights)
 from ngrpo_sim.metrics import pass_at_k_auc, pass_at_k_exact, pass_at_k_unbiased, softmax_entropy
@@ -21,7 +24,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CriticAdvantage", "DrGRPOAdvantage", "GRPOAdvantage", "NGRPOAdvantage", "NSRAdvantage", "PSRAdvantage",
-    "RLOOAdvantage", "WeightedReinforceAdvantage", "LOSS_AGGREGATIONS", "METHODS", "DropAllCorrectGroups",
+    "RLOOAdvantage", "WeightedReinforceAdvantage", "LENSAdvantage", "MaxRLAdvantage",
+    "QAEAdvantage", "RLZVPAdvantage", "ShiftedBaselineAdvantage",
+    "LOSS_AGGREGATIONS", "METHODS", "DropAllCorrectGroups",
     "DropHomogeneousGroups", "KeepAllGroups", "Method", "aggregate_loss", "get_method", "token_weights",
     "pass_at_k_auc", "pass_at_k_exact", "pass_at_k_unbiased", "softmax_entropy", "clip_fractions",
     "clipped_surrogate",

@@ -10,6 +10,7 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import itertools
 import textwrap
 import typing
 
@@ -54,3 +55,47 @@ def config_from_args(cls, args: argparse.Namespace, **overrides):
     values = {item.name: getattr(args, item.name) for item in dataclasses.fields(cls) if hasattr(args, item.name)}
     values.update(overrides)
     return cls(**values)
+
+
+def _grid_value(annotation):
+    """A converter of one command-line word to the field's type; ``none`` for an optional field."""
+    kind = _scalar_type(annotation)
+    optional = type(None) in typing.get_args(annotation)
+
+    def convert(text: str):
+        if optional and text.lower() == "none":
+            return None
+        if kind is bool:
+            if text.lower() not in ("true", "false"):
+                raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+            return text.lower() == "true"
+        try:
+            return kind(text)
+        except ValueError:
+            expected = f"a {kind.__name__}" + (" or none" if optional else "")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {expected}") from None
+
+    return convert
+
+
+def add_config_grid_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()
+                              ) -> None:
+    """One ``--field-name`` option per field of ``cls``, taking one or more values: a grid."""
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        if item.name in skip:
+            continue
+        parser.add_argument(
+            "--" + item.name.replace("_", "-"), nargs="+", type=_grid_value(hints[item.name]),
+            default=[item.default], dest=item.name, metavar="VALUE",
+            help=f"{docs.get(item.name, '')} (one or more values; default: {item.default})")
+
+
+def config_grid_from_args(cls, args: argparse.Namespace, **overrides) -> list:
+    """An instance of ``cls`` for every combination of the values given to its grid options, the
+    last field varying fastest (each validated by the class itself)."""
+    names = [item.name for item in dataclasses.fields(cls)
+             if hasattr(args, item.name) and item.name not in overrides]
+    return [cls(**dict(zip(names, values)), **overrides)
+            for values in itertools.product(*(getattr(args, name) for name in names))]

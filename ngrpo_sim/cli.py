@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from ngrpo_sim import _checks, landscape
-from ngrpo_sim._config_cli import add_config_arguments, config_from_args
-from ngrpo_sim.dynamics import MODES, DynamicsConfig, check_memory
+from ngrpo_sim._config_cli import (add_config_arguments, add_config_grid_arguments,
+                                   config_from_args, config_grid_from_args)
+from ngrpo_sim.dynamics import MODES, DynamicsConfig
 from ngrpo_sim.methods import METHODS, parse_methods
 
 
@@ -82,6 +83,7 @@ def _add_dynamics(subparsers) -> None:
 
 def _run_dynamics(args) -> None:
     from ngrpo_sim.experiments import format_summary, run_methods, with_mode, write_run
+    from ngrpo_sim.sweep import check_fits_in_memory
 
     methods = parse_methods(args.methods)
     modes = [part.strip() for part in args.mode.split(",") if part.strip()]
@@ -90,8 +92,7 @@ def _run_dynamics(args) -> None:
             raise ValueError(f"mode must be sampled, expected or both comma-separated, got {args.mode!r}")
     config = config_from_args(DynamicsConfig, args, mode="sampled")
     configs = [with_mode(config, mode) for mode in modes]
-    for each in configs:
-        check_memory(each)
+    check_fits_in_memory(configs, len(configs) * len(methods))
     out = _checks.output_folder("--out", args.out)
     trajectories = run_methods(methods, configs)
     print(format_summary(trajectories))
@@ -110,13 +111,126 @@ def _add_report(subparsers) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("runs") / "report",
                         help="folder for the report and its run folders (default: runs/report)")
+    _add_where_to_run(parser)
     parser.set_defaults(run=_run_report)
 
 
 def _run_report(args) -> None:
     from ngrpo_sim.report import run_report
 
-    print(run_report(_checks.output_folder("--out", args.out)))
+    print(run_report(_checks.output_folder("--out", args.out), workers=args.workers,
+                     ray_address=args.ray))
+
+
+def _add_where_to_run(parser) -> None:
+    parser.add_argument("--workers", type=int, default=1,
+                        help="local processes that run the simulations (default: 1, this one)")
+    parser.add_argument("--ray", metavar="ADDRESS", default=None,
+                        help="run each simulation as a task on a Ray cluster instead: 'local' "
+                             "starts one on this machine, 'auto' joins this machine's cluster, "
+                             "'ray://HOST:10001' a remote one (needs pip install "
+                             "'ngrpo-sim[ray]' and ngrpo-sim on every node)")
+
+
+def _add_sweep(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="dynamics over a grid of settings, run here, in local processes or on Ray",
+        description="Simulate every method under every combination of the values given to the "
+                    "options below (each option takes one or more values: --policy tabular "
+                    "shared --lr 0.01 0.05 --seed 0 1). Each (method, setting) pair is one task, "
+                    "run in this process, in --workers local processes or on a Ray cluster "
+                    "(--ray), with the same results wherever it runs. Writes one run folder per "
+                    "setting and summary.csv to --out, and keeps every finished task in "
+                    "--out/tasks: the same command, run again, resumes a stopped sweep.",
+    )
+    parser.add_argument("--methods", default="grpo,ngrpo",
+                        help="comma-separated presets. Known: " + _method_list_help())
+    add_config_grid_arguments(parser, DynamicsConfig)
+    parser.add_argument("--out", type=Path, default=Path("runs") / "sweep",
+                        help="folder of the sweep; one that holds another sweep is refused "
+                             "(default: runs/sweep)")
+    _add_where_to_run(parser)
+    parser.set_defaults(run=_run_sweep)
+
+
+def _run_sweep(args) -> None:
+    from ngrpo_sim.experiments import (claim_sweep_folder, format_summary, setting_name,
+                                       varying_fields, with_mode, write_sweep)
+    from ngrpo_sim.sweep import check_fits_in_memory, check_where_to_run, run_sweep
+
+    methods = parse_methods(args.methods)
+    configs = list(dict.fromkeys(with_mode(config, config.mode)
+                                 for config in config_grid_from_args(DynamicsConfig, args)))
+    check_where_to_run(args.workers, args.ray)
+    check_fits_in_memory(configs, len(configs) * len(methods), args.workers, args.ray)
+    store = claim_sweep_folder(_checks.output_folder("--out", args.out), methods, configs)
+    trajectories = run_sweep(methods, configs, workers=args.workers, ray_address=args.ray,
+                             store=store)
+    fields = varying_fields(configs)
+    for index, config in enumerate(configs):
+        print(f"\n{setting_name(index, config, fields)}")
+        print(format_summary(trajectories[index * len(methods):(index + 1) * len(methods)]))
+    written = write_sweep(args.out, configs, trajectories)
+    print(f"\nwrote {len(written) - 1} run folders and {written[-1]}")
+
+
+def _add_page(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "page",
+        help="write the interactive page (one HTML file that opens in any browser, no network)",
+        description="Writes one self-contained HTML page: each method's advantages for a group "
+                    "of G with k right answers, the probability that a group gives no gradient "
+                    "and the gain c(p), with sliders for G, k, r_max, virtual samples and the std "
+                    "convention, and the headline training curves of a report. Every number is "
+                    "computed when the page is written; the page needs no network and nothing "
+                    "installed.",
+    )
+    parser.add_argument("--report", type=Path, default=None,
+                        help="folder of an `ngrpo-sim report` whose headline curves the page shows "
+                             "(default: runs/report if it holds one, else the page shows none)")
+    parser.add_argument("--out", type=Path, default=Path("runs") / "page" / "index.html",
+                        help="the HTML file to write (default: runs/page/index.html)")
+    parser.set_defaults(run=_run_page)
+
+
+def _run_page(args) -> None:
+    from ngrpo_sim.page import write_page
+
+    report = args.report
+    if report is None and (Path("runs") / "report" / "headline" / "metrics.csv").is_file():
+        report = Path("runs") / "report"
+    if report is not None and not (report / "headline").is_dir():
+        raise ValueError(f"report={str(report)!r} holds no headline folder; give the folder that "
+                         "`ngrpo-sim report --out` wrote")
+    _checks.output_folder("--out", args.out.parent)
+    path = write_page(args.out, None if report is None else report / "headline")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in any browser")
+
+
+def _add_inspect(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "inspect",
+        help="write the step inspector page of a run of minimal/ngrpo_train.py --inspect-steps",
+        description="Writes an HTML page that shows the steps a trainer run recorded with "
+                    "--inspect-steps: each group's prompt, rewards and statistics with NGRPO's "
+                    "virtual answer, the all-wrong groups GRPO would have skipped, and each "
+                    "answer's tokens coloured by advantage with clipped tokens marked.",
+    )
+    parser.add_argument("run_dir", type=Path,
+                        help="a run folder of minimal/ngrpo_train.py trained with --inspect-steps")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the HTML file to write (default: RUN_DIR/inspector.html)")
+    parser.set_defaults(run=_run_inspect)
+
+
+def _run_inspect(args) -> None:
+    from ngrpo_sim.inspector import write_inspector
+
+    if args.out is not None:
+        _checks.output_folder("--out", args.out.parent)
+    path = write_inspector(args.run_dir, args.out)
+    print(f"wrote {path}; open it in any browser")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_landscape(subparsers)
     _add_dynamics(subparsers)
     _add_report(subparsers)
+    _add_sweep(subparsers)
+    _add_page(subparsers)
+    _add_inspect(subparsers)
     return parser
 
 

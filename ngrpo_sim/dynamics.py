@@ -440,13 +440,17 @@ def policy_metrics(task: BanditTask, logits: np.ndarray, initial_success: np.nda
     return metrics, pass_at_k
 
 
-def check_memory(config: DynamicsConfig) -> None:
-    """Refuse, before any work, a run that would need more memory than the machine has available now."""
+def check_memory(config: DynamicsConfig, at_once: int = 1) -> None:
+    """Refuse, before any work, a run that would need more memory than the machine has available
+    now; ``at_once`` runs of it side by side (a sweep's local processes) need that much more."""
+    at_once = _checks.integer("at_once", at_once, low=1)
+    steps = f"{config.steps} step" + ("s" if config.steps > 1 else "")
     _checks.fits_in_memory(
-        f"a run of {config.seeds} seeds x {config.num_prompts} prompts x {config.num_answers} answers (batch "
-        f"{config.batch_prompts} x group {config.group_size}, {config.steps} step{'s' if config.steps > 1 else ''})",
-        config.memory_bytes(),
-        "use fewer seeds, prompts, answers or steps")
+        f"a run of {config.seeds} seeds x {config.num_prompts} prompts x {config.num_answers} "
+        f"answers (batch {config.batch_prompts} x group {config.group_size}, {steps})"
+        + (f", {at_once} at once," if at_once > 1 else ""),
+        at_once * config.memory_bytes(), "use fewer seeds, prompts, answers or steps"
+        + (" or fewer workers" if at_once > 1 else ""))
 
 
 def simulate(method: Method | str, config: DynamicsConfig = DynamicsConfig(), progress: bool | tqdm = True

@@ -2,23 +2,29 @@
 
 A run folder holds ``config.json``, ``metrics.csv`` (one row per method, mode, step and seed), ``pass_at_k.csv``
 (pass@k against k after training), ``summary.csv`` (final values, mean and 95% interval over seeds) and the
-figures ``dynamics.png`` and ``pass_at_k.png``.
+figures ``dynamics.png`` and ``pass_at_k.png``. A sweep folder (``ngrpo-sim sweep``) holds
+``sweep.json`` (what was asked for), ``tasks/`` (each finished run, for resuming), a run folder per
+setting and ``summary.csv`` (final values per setting, method and metric).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import t as student_t
-from tqdm.auto import tqdm
 
-from ngrpo_sim.dynamics import METRICS, DynamicsConfig, Trajectory, check_memory, simulate
+from ngrpo_sim import __version__
+from ngrpo_sim._files import write_atomically
+from ngrpo_sim.dynamics import METRICS, DynamicsConfig, Trajectory
 from ngrpo_sim.methods import Method
 from ngrpo_sim.plotting import method_colour, save, subplots
+from ngrpo_sim.sweep import run_sweep
 
 SUMMARY_METRICS = ("accuracy", "accuracy_hard", "pass_auc", "entropy", "entropy_hard", "abandoned", "newly_solved",
                    "regressed", "max_drawdown")
@@ -38,13 +44,9 @@ def linestyle(trajectory: Trajectory) -> str:
 
 def run_methods(methods: list[Method], configs: list[DynamicsConfig], description: str = "simulating"
                 ) -> list[Trajectory]:
-    """Every method under every config, with one progress bar over all their steps; a run that would not fit in
-    memory is refused before the first one starts."""
-    for config in configs:
-        check_memory(config)
-    total = sum(config.steps for config in configs) * len(methods)
-    with tqdm(total=total, desc=description, unit="step") as bar:
-        return [simulate(method, config, progress=bar) for config in configs for method in methods]
+    """Every method under every config in this process, with one progress bar over all their steps
+    (``ngrpo_sim.sweep.run_sweep`` runs them in other processes or on Ray)."""
+    return run_sweep(methods, configs, description=description)
 
 
 def max_drawdown(accuracy: np.ndarray) -> np.ndarray:
@@ -132,16 +134,51 @@ def write_run(folder: Path, trajectories: list[Trajectory]) -> list[Path]:
         plot_dynamics(trajectories, folder / "dynamics.png"), plot_pass_at_k(trajectories, folder / "pass_at_k.png")]
 
 
-def plot_band(ax, trajectory: Trajectory, name: str) -> None:
-    """One metric against training steps: the mean over seeds with its 95% interval as a shaded band. Steps where
-    the metric is undefined (rollout metrics before the first step, an empty difficulty bucket) are left out."""
-    values = trajectory.metrics[name]
+def read_run(folder: Path) -> list[Trajectory]:
+    """The trajectories of a run folder written by ``write_run``, from ``config.json`` and
+    ``metrics.csv`` (values as written, to 6 significant digits; pass@k and per-prompt success are
+    not restored)."""
+    folder = Path(folder)
+    for name in ("config.json", "metrics.csv"):
+        if not (folder / name).is_file():
+            raise ValueError(f"folder={str(folder)!r} holds no {name}; give a run folder of "
+                             "`ngrpo-sim dynamics` or the headline folder of `ngrpo-sim report`")
+    configs = json.loads((folder / "config.json").read_text())["runs"]
+    rows: dict[tuple[str, str], list[dict]] = {}
+    with (folder / "metrics.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            rows.setdefault((row["method"], row["mode"]), []).append(row)
+    trajectories = []
+    for (method, mode), run_rows in rows.items():
+        config = DynamicsConfig(**configs[method + (" (expected)" if mode == "expected" else "")])
+        shape = tuple(1 + max(int(row[column]) for row in run_rows) for column in ("step", "seed"))
+        metrics = {name: np.full(shape, np.nan) for name in METRICS}
+        for row in run_rows:
+            for name in METRICS:
+                metrics[name][int(row["step"]), int(row["seed"])] = float(row[name])
+        trajectories.append(Trajectory(method, config, metrics))
+    return trajectories
+
+
+def mean_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean, half-width of the 95% t-interval) over seeds of a (steps + 1, S) metric.
+    Steps where the metric is undefined (rollout metrics before the first step, an empty difficulty
+    bucket) are left out; the half-width is NaN for a single seed."""
     steps = np.flatnonzero(np.isfinite(values).all(axis=1))
     values = values[steps]
-    mean, colour = values.mean(axis=1), method_colour(trajectory.method)
-    ax.plot(steps, mean, color=colour, linestyle=linestyle(trajectory), label=label(trajectory), linewidth=1.6)
+    half = np.full(len(steps), np.nan)
     if values.shape[1] > 1:
         half = student_t.ppf(0.975, values.shape[1] - 1) * values.std(axis=1, ddof=1) / np.sqrt(values.shape[1])
+    return steps, values.mean(axis=1), half
+
+
+def plot_band(ax, trajectory: Trajectory, name: str) -> None:
+    """One metric against training steps: the mean over seeds, its 95% interval a shaded band."""
+    steps, mean, half = mean_band(trajectory.metrics[name])
+    colour = method_colour(trajectory.method)
+    ax.plot(steps, mean, color=colour, linestyle=linestyle(trajectory), label=label(trajectory),
+            linewidth=1.6)
+    if trajectory.metrics[name].shape[1] > 1:
         ax.fill_between(steps, mean - half, mean + half, color=colour, alpha=0.2, linewidth=0)
 
 
@@ -182,3 +219,59 @@ def plot_pass_at_k(trajectories: list[Trajectory], path: Path) -> Path:
 def with_mode(config: DynamicsConfig, mode: str) -> DynamicsConfig:
     """The same config in another mode; an expected run needs one seed only (it is deterministic)."""
     return dataclasses.replace(config, mode=mode, seeds=1 if mode == "expected" else config.seeds)
+
+
+def claim_sweep_folder(folder: Path, methods: list[Method], configs: list[DynamicsConfig]) -> Path:
+    """Make ``folder`` the home of this sweep, or find it there already (to resume it): writes
+    ``sweep.json`` with the request. Refuses, with ``ValueError``, a folder that holds another."""
+    folder = Path(folder)
+    request = json.dumps({"ngrpo_sim": __version__, "methods": [method.name for method in methods],
+                          "configs": [dataclasses.asdict(config) for config in configs]}, indent=2)
+    record = folder / "sweep.json"
+    if record.is_file() and record.read_text() != request + "\n":
+        raise ValueError(f"out={str(folder)!r} holds another sweep (its sweep.json differs): give "
+                         "another --out, or repeat that sweep's options to resume it")
+    if not record.is_file() and folder.is_dir() and any(folder.iterdir()):
+        raise ValueError(f"out={str(folder)!r} holds files but no sweep: give a new or empty "
+                         "folder for the sweep")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomically(record, request + "\n")
+    return folder / "tasks"
+
+
+def varying_fields(configs: list[DynamicsConfig]) -> list[str]:
+    """The config fields that take more than one value in the sweep, in field order."""
+    return [item.name for item in dataclasses.fields(DynamicsConfig)
+            if len({getattr(config, item.name) for config in configs}) > 1]
+
+
+def setting_name(index: int, config: DynamicsConfig, fields: list[str]) -> str:
+    """A folder name for one setting of a sweep: its number and the values that vary."""
+    parts = [f"{index:03d}"] + [f"{name}={getattr(config, name)}" for name in fields]
+    return re.sub(r"[^\w.=-]", "_", "-".join(parts))
+
+
+def write_sweep(folder: Path, configs: list[DynamicsConfig], trajectories: list[Trajectory]
+                ) -> list[Path]:
+    """A run folder per config (``trajectories`` in ``run_sweep``'s order) and ``summary.csv``: one
+    row per setting, method and metric, with the values of the fields that vary."""
+    folder = Path(folder)
+    fields = varying_fields(configs)
+    per_config = len(trajectories) // len(configs)
+    rows, written = [], []
+    for index, config in enumerate(configs):
+        name = setting_name(index, config, fields)
+        group = trajectories[index * per_config:(index + 1) * per_config]
+        written.append(write_run(folder / name, group)[0].parent)
+        for trajectory in group:
+            for metric in SUMMARY_METRICS:
+                mean, half = interval(final_values(trajectory, metric))
+                rows.append([name, *(getattr(config, field) for field in fields), trajectory.method,
+                             config.mode, metric, f"{mean:.6g}", f"{half:.6g}", config.seeds])
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["setting", *fields, "method", "mode", "metric", "mean", "ci95_half_width",
+                     "seeds"])
+    writer.writerows(rows)
+    write_atomically(folder / "summary.csv", table.getvalue())
+    return written + [folder / "summary.csv"]

@@ -27,7 +27,14 @@ so clipping is inactive), and ignores KL and entropy terms.
 
 Not covered: PPO, whose advantage r - V depends on a learned critic rather than on the group (for any V that does
 not depend on the sampled group the same argument gives c = 1: a baseline changes variance, not the mean);
-graded (non-binary) rewards; the second and later minibatch updates, where ratios leave 1 and clipping acts.
+RL-ZVP and LENS, whose advantages depend on the policy's probabilities (RL-ZVP scales zero-variance
+groups by the policy's entropy, LENS ranks wrong answers by the probability of each), so the same
+counts give different advantages on different policies and A_i is not f(r, k); graded (non-binary)
+rewards; the second and later minibatch updates, where ratios leave 1 and clipping acts.
+
+Of NGRPO's rivals the count-based ones are MaxRL, QAE and the shifted baselines (AsymRE, and NGRPO's
+baseline without its std). Closed forms, each tested: MaxRL c(p) = [1 - (1 - p)^(G - 1)] / p; a
+shifted baseline c(p) = 1 - (1 - fraction) / G at every p.
 """
 
 from __future__ import annotations
@@ -42,23 +49,33 @@ from ngrpo_sim import _checks
 from ngrpo_sim.methods import Method
 from ngrpo_sim.plotting import plot_method_curves, save, subplots
 
-DEFAULT_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "dr_grpo", "rloo")
-"""The count-based presets the landscape shows unless told otherwise."""
+DEFAULT_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "dr_grpo", "rloo", "maxrl", "qae", "asymre",
+                   "shifted_baseline")
+"""The count-based presets the landscape shows unless told otherwise: baselines, then rivals."""
 
 
 def check_method(method: Method) -> None:
-    """Refuse a method the landscape cannot describe, with a sentence saying why: one whose advantage is not
-    count-based (PPO), or one whose estimator refuses the reward 1 of a right answer (r_max below 1)."""
-    if not method.advantage.count_based:
-        raise ValueError(
-            f"method {method.name!r} is not count-based: its advantage ({method.advantage.name}) depends on a "
-            f"learned value V, not on the group's count of right answers, so it has no advantage landscape or "
-            f"gain c(p); for any V that does not depend on the sampled group its expected gain is 1"
-        )
-    ceiling = method.advantage.reward_bounds()[1]
-    if ceiling is not None and ceiling < 1.0:
-        raise ValueError(f"r_max must be at least 1, got {ceiling}: the landscape's groups hold binary rewards "
-                         f"(1 right, 0 wrong) and r_max is the best reward, the virtual answer's")
+    """Refuse a method the landscape cannot describe, with a sentence saying why: one whose
+    advantage is not count-based (PPO, or a method that reads the policy), or one whose estimator
+    refuses the reward 1 of a right answer (r_max below 1)."""
+    estimator = method.advantage
+    if estimator.count_based:
+        ceiling = estimator.reward_bounds()[1]
+        if ceiling is not None and ceiling < 1.0:
+            raise ValueError(f"r_max must be at least 1, got {ceiling}: the landscape's groups hold "
+                             f"binary rewards (1 right, 0 wrong) and r_max is the best reward, the "
+                             f"virtual answer's")
+        return
+    if estimator.uses_values:
+        reason = ("a learned value V, not on the group's count of right answers, so it has no "
+                  "advantage landscape or gain c(p); for any V that does not depend on the sampled "
+                  "group its expected gain is 1")
+    else:
+        inputs = ", ".join(estimator.policy_inputs)
+        reason = (f"the policy ({inputs} of the sampled answers) as well as on the group's count "
+                  f"of right answers, so it has no advantage landscape or gain c(p)")
+    raise ValueError(f"method {method.name!r} is not count-based: its advantage ({estimator.name}) "
+                     f"depends on {reason}")
 
 
 def memory_bytes(group_size: int, grid_points: int = 201) -> float:
@@ -123,6 +140,13 @@ def binomial_pmf(trials: int, success_rate: np.ndarray) -> np.ndarray:
     return comb(trials, counts) * p ** counts * (1.0 - p) ** (trials - counts)
 
 
+def silent_counts(method: Method, group_size: int) -> np.ndarray:
+    """(G + 1,) bool indexed by k: whether a group with k right answers gives every answer
+    advantage 0 (GRPO: k = 0 and k = G; NGRPO: k = G only, the all-right group it drops)."""
+    check_method(method)
+    return np.all(method.advantages(canonical_groups(group_size)) == 0.0, axis=-1)
+
+
 def zero_gradient_probability(method: Method, group_size: int, success_rate) -> np.ndarray:
     """Probability that a group of G answers sampled at success rate p gives every answer advantage 0.
 
@@ -130,9 +154,7 @@ def zero_gradient_probability(method: Method, group_size: int, success_rate) -> 
     k = 0 or G, so p^G + (1 - p)^G; NGRPO: only k = G). Broadcasts over ``success_rate``.
     """
     p = _success_rates(success_rate)
-    check_method(method)
-    silent = np.all(method.advantages(canonical_groups(group_size)) == 0.0, axis=-1)
-    return binomial_pmf(group_size, p) @ silent
+    return binomial_pmf(group_size, p) @ silent_counts(method, group_size)
 
 
 def expected_gain(method: Method, group_size: int, success_rate) -> np.ndarray:
@@ -232,8 +254,9 @@ def plot_zero_gradient(ax, methods: list[Method], group_size: int, grid_points: 
     never_silent = [name for name, curve in curves.items() if not curve.any()]
     plot_method_curves(ax, grid, {name: curve for name, curve in curves.items() if name not in never_silent})
     if never_silent:  # a log axis cannot show them
-        ax.text(0.5, 0.02, "never silent: " + ", ".join(never_silent), transform=ax.transAxes, ha="center",
-                fontsize=8)
+        # At the top, between the curves' two ends: the legend takes a lower corner.
+        ax.text(0.5, 0.97, "never silent: " + ", ".join(never_silent), transform=ax.transAxes,
+                ha="center", va="top", fontsize=8)
     ax.set_yscale("log")
     ax.set_ylim(1e-6, 1.5)
     ax.set_xlabel("success rate p of the prompt")

@@ -16,8 +16,9 @@ import numpy as np
 
 from ngrpo_sim import _checks
 from ngrpo_sim.advantages import (AdvantageEstimator, CriticAdvantage, DrGRPOAdvantage, GRPOAdvantage,
-                                  NGRPOAdvantage, NSRAdvantage, PSRAdvantage, RLOOAdvantage,
-                                  WeightedReinforceAdvantage)
+                                  LENSAdvantage, MaxRLAdvantage, NGRPOAdvantage, NSRAdvantage,
+                                  PSRAdvantage, QAEAdvantage, RLOOAdvantage, RLZVPAdvantage,
+                                  ShiftedBaselineAdvantage, WeightedReinforceAdvantage)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Group filters
@@ -175,10 +176,14 @@ class Method:
         _checks.number("kl_coef", self.kl_coef, low=0.0)
         _checks.number("entropy_coef", self.entropy_coef)
 
-    def advantages(self, rewards, values=None) -> np.ndarray:
-        """Advantages of every answer, with the answers of dropped groups set to 0."""
-        advantages = self.advantage(rewards, values)
-        return np.where(self.group_filter.keep(rewards)[..., None], advantages, 0.0)
+    def advantages(self, rewards, values=None, **policy_inputs) -> np.ndarray:
+        """Advantages of every answer (of every token, for a per-token estimator), with the answers
+        of dropped groups set to 0. ``values`` and ``policy_inputs`` go to the estimator (see
+        ``AdvantageEstimator``)."""
+        advantages = self.advantage(rewards, values, **policy_inputs)
+        keep = self.group_filter.keep(rewards)
+        keep = keep.reshape(keep.shape + (1,) * (advantages.ndim - keep.ndim))
+        return np.where(keep, advantages, 0.0)
 
     def replace(self, **changes) -> "Method":
         """A copy with some fields changed (and validated again)."""
@@ -221,6 +226,26 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            summary="ablation: GRPO + advantage calibration, symmetric clip 0.2"),
     Method("ngrpo_no_filter", NGRPOAdvantage(), 0.16, 0.24, KeepAllGroups(), entropy_coef=_RELEASE_ENTROPY,
            summary="ablation: calibration + asymmetric clip, all-correct groups kept"),
+    # NGRPO's rivals (sources and open choices: the estimators' docstrings), each on its paper's
+    # recipe: MaxRL's verl scripts (clip 0.2, no KL, no entropy bonus), QAE on the DAPO recipe it
+    # was released with, RL-ZVP with DAPO's clip-higher, LENS on its paper's GRPO (no KL,
+    # sequence-mean loss). AsymRE's off-policy REINFORCE has no ratio; clip 0.2 here matches it on
+    # each rollout's first update. shifted_baseline is the NGRPO recipe with NGRPO's baseline and no
+    # std.
+    Method("maxrl", MaxRLAdvantage(), 0.2, 0.2, KeepAllGroups(),
+           summary="MaxRL: (r - mean) / mean, 0 for an all-wrong group; pushes hard prompts most"),
+    Method("qae", QAEAdvantage(), 0.2, 0.28, DropHomogeneousGroups(),
+           summary="QAE: GRPO with the group's 0.4-quantile as baseline, on the DAPO recipe"),
+    Method("rl_zvp", RLZVPAdvantage(), 0.2, 0.28, KeepAllGroups(),
+           summary="RL-ZVP: GRPO on mixed groups, +/- alpha * token entropy on zero-variance ones"),
+    Method("lens", LENSAdvantage(), 0.2, 0.2, KeepAllGroups(),
+           loss_aggregation="seq-mean-token-mean",
+           summary="LENS: wrong answers penalised by the policy's confidence in them"),
+    Method("asymre", ShiftedBaselineAdvantage(shift=-0.1), 0.2, 0.2, KeepAllGroups(),
+           summary="AsymRE: r - (mean - 0.1), no std"),
+    Method("shifted_baseline", ShiftedBaselineAdvantage(fraction=1 / 9), 0.16, 0.24,
+           DropAllCorrectGroups(), entropy_coef=_RELEASE_ENTROPY,
+           summary="NGRPO's baseline (k + 1) / 9 at G = 8 without its std, on the NGRPO recipe"),
 )}
 
 

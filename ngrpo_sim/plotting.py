@@ -23,6 +23,12 @@ METHOD_COLOURS = {
     "grpo_asym_clip": "#6baed6",
     "grpo_calibrated": "#fc9272",
     "ngrpo_no_filter": "#ff7f0e",
+    "maxrl": "#393b79",
+    "qae": "#637939",
+    "rl_zvp": "#8c6d31",
+    "lens": "#7b4173",
+    "asymre": "#e7ba52",
+    "shifted_baseline": "#6b6ecf",
 }
 """The colour of each method in every figure of the project (the notebooks and the trainer's plots included)."""
 

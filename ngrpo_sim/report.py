@@ -18,9 +18,11 @@ import numpy as np
 
 from ngrpo_sim import landscape
 from ngrpo_sim.dynamics import DynamicsConfig, Trajectory
-from ngrpo_sim.experiments import (difference_interval, final_values, format_summary, interval, run_methods,
+from ngrpo_sim.experiments import (difference_interval, final_values, format_summary, interval,
                                    with_mode, write_run)
 from ngrpo_sim.methods import get_method
+from ngrpo_sim.page import PAGE_FILE, write_page
+from ngrpo_sim.sweep import check_where_to_run, run_sweep
 
 HEADLINE_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "ppo")
 HEADLINE = DynamicsConfig(policy="shared", optimizer="adam", lr=0.05, minibatches=4, steps=200, seeds=16)
@@ -96,8 +98,12 @@ def claims_table(groups: list[list[Trajectory]]) -> str:
     return "\n".join(lines)
 
 
-def run_report(out: Path, group_size: int = 8) -> str:
-    """Run everything, write ``out``, and return the markdown report (also written to ``out/report.md``)."""
+def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: str | None = None
+               ) -> str:
+    """Run everything, write ``out``, and return the markdown report (also written to
+    ``out/report.md``). The simulations run as ``sweep.run_sweep`` runs them: here, in ``workers``
+    local processes, or on the Ray cluster at ``ray_address``, with the same results."""
+    check_where_to_run(workers, ray_address)
     started = time.perf_counter()
     out = Path(out)
     methods = [get_method(name) for name in landscape.DEFAULT_METHODS]
@@ -105,9 +111,15 @@ def run_report(out: Path, group_size: int = 8) -> str:
     landscape.write_figures(methods, group_size, out / "landscape")
 
     headline_methods = [get_method(name) for name in HEADLINE_METHODS]
-    headline = run_methods(headline_methods, [HEADLINE, with_mode(HEADLINE, "expected")], "headline")
+    headline_configs = [HEADLINE, with_mode(HEADLINE, "expected")]
+    runs = run_sweep(headline_methods, headline_configs + sweep_configs(), workers=workers,
+                     ray_address=ray_address, description="headline and sweep")
+    split = len(headline_configs) * len(headline_methods)
+    headline, sweep = runs[:split], runs[split:]
     write_run(out / "headline", headline)
-    sweep = run_methods(headline_methods, sweep_configs(), "sweep")
+    page_started = time.perf_counter()
+    page_path = write_page(out / PAGE_FILE, out / "headline")
+    page_seconds = time.perf_counter() - page_started
     groups = [sweep[i:i + len(headline_methods)] for i in range(0, len(sweep), len(headline_methods))]
     for number, trajectories in enumerate(groups):
         config = trajectories[0].config
@@ -127,6 +139,9 @@ def run_report(out: Path, group_size: int = 8) -> str:
         f"({SWEEP_STEPS} steps, {SWEEP_SEEDS} seeds per setting; differences with 95% Welch intervals):", "",
         claims_table([headline_sampled] + groups), "",
         f"Figures: {out / 'landscape'}, {out / 'headline'}, {out / 'sweep'}. Total time {elapsed:.0f} s.",
+        "",
+        f"Interactive page (opens in any browser, no network): {page_path}, "
+        f"{page_path.stat().st_size / 1e6:.1f} MB, written in {page_seconds:.1f} s.",
     ]
     report = "\n".join(lines)
     (out / "report.md").write_text(report + "\n")

@@ -15,7 +15,6 @@ import dataclasses
 import functools
 import html
 import io
-import json
 import os
 import re
 import subprocess
@@ -36,6 +35,8 @@ from ngrpo_sim.methods import Method, get_method, token_weights
 from ngrpo_sim.metrics import log_softmax, softmax_entropy
 from ngrpo_sim.plotting import method_colour, pyplot
 from ngrpo_sim.surrogate import clipped_surrogate
+# The notebooks read the trainer's run folders through these; only trainer_runs knows the format.
+from ngrpo_sim.trainer_runs import TRAINER, read_comparison, read_run  # noqa: F401
 
 # ---------------------------------------------------------------------------------------------------------------
 # Fast mode: the test suite runs every notebook with NGRPO_FAST=1
@@ -442,11 +443,6 @@ def plot_clip_fraction_sweep(ax, sweep: dict[str, dict[str, np.ndarray]]) -> Non
 # Notebook 5: the run folders of minimal/ngrpo_train.py
 # ---------------------------------------------------------------------------------------------------------------
 
-TRAINER = Path("minimal") / "ngrpo_train.py"
-RUN_FOLDER_NAME = re.compile(r"(?P<method>.+)-seed(?P<seed>\d+)$")
-"""``--compare`` writes one folder per method and seed, named METHOD-seedSEED."""
-
-
 def repository_root(start=None) -> Path:
     """The ngrpo checkout around ``start`` (default: the working directory): the nearest folder, ``start`` itself
     or one above it, that holds ``minimal/ngrpo_train.py``. Notebooks run from ``notebooks/`` and write under
@@ -488,38 +484,6 @@ def run_trainer(arguments: list[str], trainer=None, cwd=None) -> str:
         raise RuntimeError(f"{trainer.name} {' '.join(map(str, arguments))} failed with exit code "
                            f"{process.returncode}:\n{output[-3000:]}")
     return output
-
-
-def read_run(run_dir) -> list[dict]:
-    """The records of one trainer run, one per logged step (``metrics.jsonl``; step 0 is the evaluation before
-    training, later lines hold the step's rollout and update statistics, and the evaluation on eval steps)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise ValueError(f"run_dir={str(run_dir)!r} holds no metrics.jsonl; is it a folder written by {TRAINER}?")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def read_comparison(folder, seeds: int | None = None) -> dict[str, list[list[dict]]]:
-    """The runs of a ``--compare`` folder: {method: [records of seed 1, seed 2, ...]}, methods in name order.
-
-    ``seeds`` keeps seeds 1..seeds only, the runs that ``--compare --seeds N`` trained and tabulated; a folder can
-    hold more from an earlier, larger comparison. None keeps every seed found.
-    """
-    if seeds is not None:
-        seeds = _checks.integer("seeds", seeds, low=1)
-    folder = Path(folder)
-    found = []
-    for run in sorted(folder.iterdir()) if folder.is_dir() else []:
-        match = RUN_FOLDER_NAME.match(run.name)
-        if match and (run / "metrics.jsonl").is_file() and (seeds is None or int(match["seed"]) <= seeds):
-            found.append((match["method"], int(match["seed"]), run))
-    if not found:
-        raise ValueError(f"folder={str(folder)!r} holds no METHOD-seedSEED run folders with metrics.jsonl"
-                         + (f" for seeds 1..{seeds}" if seeds else ""))
-    runs: dict[str, list[list[dict]]] = {}
-    for method, _, run in sorted(found, key=lambda item: (item[0], item[1])):
-        runs.setdefault(method, []).append(read_run(run))
-    return runs
 
 
 def run_curve(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:

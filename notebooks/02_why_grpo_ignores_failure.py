@@ -100,6 +100,44 @@ for p in success_rates:
 # the other way round. The intuition "NGRPO learns more from hard prompts" holds for the *number* of informative
 # groups, not for the size of the average step.
 #
+# ## The rivals: who pushes hardest on hard prompts?
+#
+# NGRPO is not the only method published to learn from hard prompts and failed groups. Four rivals
+# have a gain c(p) too, because their advantages also depend only on the rewards of the group: MaxRL
+# divides by the group's pass rate, QAE replaces the mean by the group's 0.4-quantile, AsymRE lowers
+# the mean by 0.1, and `shifted_baseline` is NGRPO's own baseline (k + 1) / 9 without its std.
+#
+# **Predict:** which of them pushes hardest at p = 0.01? Does moving the baseline (AsymRE, NGRPO's
+# baseline) change the expected step at all?
+
+# %%
+RIVALS = ["grpo", "ngrpo", "maxrl", "qae", "asymre", "shifted_baseline"]
+figure, (ax,) = subplots(width=5.6, height=4.0)
+landscape.plot_gain(ax, [get_method(name) for name in RIVALS], group_size=8)
+teaching.figure_legend(figure, ncols=3)
+plt.show()
+print(f"{'p':>6}" + "".join(f"{name:>17}" for name in RIVALS))
+for p in success_rates:
+    gains = [landscape.expected_gain(get_method(name), 8, p) for name in RIVALS]
+    print(f"{p:>6}" + "".join(f"{gain:>17.3f}" for gain in gains))
+
+# %% [markdown]
+# What each does to hard prompts:
+#
+# * **MaxRL** pushes hardest: c(p) = [1 − (1 − p)^7] / p, 6.79 at p = 0.01, almost three times
+#   GRPO's, because dividing by the pass rate gives a hard prompt's rare right answer +7 (the
+#   maximum-likelihood weighting); all-wrong groups still teach it nothing.
+# * **QAE** puts the baseline at 0 on a hard group, so the rare right answer gets +1/std and the
+#   failures are never pushed down: c = 2.78 at p = 0.01, 8/7 of GRPO's.
+# * **AsymRE** and **NGRPO's baseline without its std** have a flat gain, 1 − (1 − λ)/G (0.875 and
+#   0.889): on policy, moving the baseline changes which answers carry the step, not its expected
+#   size. So NGRPO's smaller push on hard prompts comes from its std, not from its baseline.
+# * **RL-ZVP** and **LENS** have no c(p): they read the policy (token entropy; the probability of
+#   each sampled answer). In this one-token bandit RL-ZVP gives an all-wrong group exactly 0 (its
+#   penalty is the gap to the answer's most uncertain token, and a one-token answer has none), so it
+#   adds nothing on hard prompts; LENS re-ranks an all-wrong group's answers, pushing down the ones
+#   the policy was most sure of and up the others.
+#
 # ## One sampled group
 #
 # The expectation hides what a single step does. The button draws a group of G answers from a prompt solved with

@@ -8,6 +8,7 @@ import pytest
 from ngrpo_sim import _checks, landscape
 from ngrpo_sim.cli import build_parser, main
 from ngrpo_sim.dynamics import DynamicsConfig
+from ngrpo_sim.landscape import DEFAULT_METHODS
 
 
 def test_every_option_has_help():
@@ -38,7 +39,7 @@ def test_landscape_prints_the_papers_numbers_and_writes_files(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0
     rows = (tmp_path / "advantages.csv").read_text().splitlines()
     assert rows[0] == "method,group_size,k,advantage_right,advantage_wrong"
-    assert len(rows) == 1 + 6 * 9
+    assert len(rows) == 1 + len(DEFAULT_METHODS) * 9
 
 
 def test_landscape_options_reach_the_estimator(tmp_path, capsys):
@@ -113,6 +114,8 @@ def test_report_runs_end_to_end_at_a_small_scale(tmp_path, monkeypatch, capsys):
     assert out.count("| tabular,") == 4 and out.count("| shared,") == 5
     assert (tmp_path / "report.md").read_text().startswith("# ngrpo-sim report")
     assert (tmp_path / "landscape" / "landscape.png").exists() and (tmp_path / "headline" / "dynamics.png").exists()
+    assert (tmp_path / "page.html").read_text().startswith("<!DOCTYPE html>")
+    assert "Interactive page (opens in any browser, no network)" in out
     assert len(list((tmp_path / "sweep").iterdir())) == 8
 
 
@@ -164,7 +167,7 @@ def test_the_issue_commands_exit_with_one_line_on_this_machine():
 
 
 @pytest.mark.parametrize("command", [["landscape", "--no-figures"], ["dynamics", "--steps", "1", "--seeds", "1"],
-                                     ["report"]])
+                                     ["report"], ["sweep", "--steps", "1", "--seeds", "1"]])
 def test_an_unwritable_output_folder_is_named_with_its_reason(command, tmp_path, capsys):
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file where the run folder should go")
@@ -173,6 +176,25 @@ def test_an_unwritable_output_folder_is_named_with_its_reason(command, tmp_path,
     err = refusal(command + ["--out", str(blocker)], capsys)
     assert f"--out {str(blocker)!r} is a file, not a folder" in err
     assert blocker.read_text() == "a file where the run folder should go"
+
+
+def test_a_page_whose_folder_cannot_be_written_is_named(tmp_path, capsys):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file where the page's folder should go")
+    err = refusal(["page", "--out", str(blocker / "index.html")], capsys)
+    assert f"--out {str(blocker)!r} is a file, not a folder" in err
+
+
+def test_a_sweep_beyond_the_memory_is_refused_before_its_folder_is_made(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(_checks, "available_memory", lambda: 8 * GIB)
+    out = tmp_path / "sweep"
+    err = refusal(["sweep", "--seeds", "100000", "--steps", "1", "--out", str(out)], capsys)
+    assert "100000 seeds x 256 prompts x 16 answers" in err and "8.0 GiB available" in err
+    # Two local processes run two runs side by side: twice the memory of one.
+    err = refusal(["sweep", "--seeds", "30000", "--steps", "1", "--workers", "2", "--out", str(out)], capsys)
+    needed = 2 * DynamicsConfig(seeds=30000, steps=1).memory_bytes()
+    assert f", 2 at once, needs about {needed / GIB:.1f} GiB" in err and "or fewer workers" in err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("argv, message", [

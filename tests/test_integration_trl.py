@@ -22,7 +22,7 @@ from datasets import Dataset  # noqa: E402
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
-from ngrpo_sim import NGRPOAdvantage  # noqa: E402
+from ngrpo_sim import DropHomogeneousGroups, NGRPOAdvantage, get_method  # noqa: E402
 from ngrpo_sim.integrations.trl import NGRPOConfig, NGRPOTrainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,3 +167,148 @@ def test_the_documented_trl_config_names_only_real_options():
              if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "NGRPOConfig"]
     fields = {field.name for field in dataclasses.fields(NGRPOConfig)}
     assert calls and {keyword.arg for keyword in calls[0].keywords} <= fields
+
+
+def completion_entropies(model_dir, prompt, completion_ids):
+    """The model's next-token entropy (nats) at each completion token, by a plain forward pass."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids + completion_ids])).logits[0].double()
+    log_probs = torch.log_softmax(logits[len(prompt_ids) - 1:-1], dim=-1)
+    return -(log_probs.exp() * log_probs).sum(dim=-1).numpy()
+
+
+@pytest.fixture(scope="module")
+def one_and_two_processes(tiny_model_dir, tmp_path_factory):
+    """tests/trl_distributed_run.py in one process and, alongside, in two under torchrun (gloo)."""
+    import os
+    import subprocess
+    import sys
+
+    script = str(ROOT / "tests" / "trl_distributed_run.py")
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    launches = {1: [sys.executable, script], 2: torchrun + ["2", script]}
+    outputs, runs = {}, {}
+    for processes, command in launches.items():
+        outputs[processes] = tmp_path_factory.mktemp(f"trl-{processes}-process")
+        runs[processes] = subprocess.Popen(
+            command + [str(tiny_model_dir), str(outputs[processes])], env=environment,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for processes, run in runs.items():
+        log, _ = run.communicate(timeout=600)
+        assert run.returncode == 0, f"{processes} process(es) failed:\n{log[-4000:]}"
+    return outputs
+
+
+@pytest.mark.parametrize("layout", ["split", "uneven"])
+def test_two_processes_train_exactly_as_one(tiny_model_dir, one_and_two_processes, layout):
+    import json
+
+    import torch
+
+    def load(processes, rank):
+        folder = one_and_two_processes[processes] / layout
+        return (json.loads((folder / f"rank{rank}.json").read_text()),
+                torch.load(folder / f"rank{rank}-weights.pt"))
+
+    (single, single_weights), *ranks = [load(1, 0), load(2, 0), load(2, 1)]
+    ranks, rank_weights = [record for record, _ in ranks], [weights for _, weights in ranks]
+    assert [record["world_size"] for record in [single] + ranks] == [1, 2, 2]
+    group_size = single["group_size"]
+
+    for step, batch in enumerate(single["generation_batches"]):
+        shares = [record["generation_batches"][step] for record in ranks]
+        gathered = {key: sum((share[key] for share in shares), []) for key in
+                    ("prompts", "rewards", "completion_ids", "kept_tokens", "advantages")}
+        assert gathered["prompts"] == batch["prompts"]
+        assert gathered["completion_ids"] == batch["completion_ids"]
+        if layout == "split":  # every group has answers on both processes
+            assert shares[0]["prompts"] == shares[1]["prompts"]
+        else:  # the second process holds the all-right group and keeps fewer tokens
+            assert set(shares[0]["prompts"]) == {"nil", "mix"}
+            assert set(shares[1]["prompts"]) == {"mix", "all"}
+            assert sum(shares[1]["kept_tokens"]) < sum(shares[0]["kept_tokens"])
+
+        # Advantages: ngrpo_sim's NGRPO, group by group, on the rewards of both processes.
+        rewards = np.array(gathered["rewards"])
+        assert rewards.tolist() == batch["rewards"]
+        expected = NGRPOAdvantage()(rewards.reshape(-1, group_size)).ravel()
+        np.testing.assert_allclose(gathered["advantages"], expected, atol=1e-6)
+        np.testing.assert_allclose(batch["advantages"], expected, atol=1e-6)
+
+        # Kept tokens: the all-right groups' are gone; both processes divide by the same count.
+        prompts, kept = np.array(gathered["prompts"]), np.array(gathered["kept_tokens"])
+        assert np.all(kept[prompts == "all"] == 0) and np.all(kept[prompts != "all"] > 0)
+        assert shares[0]["num_items_in_batch"] == shares[1]["num_items_in_batch"] == kept.sum()
+        assert batch["num_items_in_batch"] == kept.sum()
+
+    # The first step is on-policy (ratio 1): its loss is -(sum over answers of advantage x kept
+    # tokens + entropy_coef x the entropies of all kept tokens) / the kept tokens of the step,
+    # with the entropies from a plain forward pass of the starting model.
+    first = single["generation_batches"][0]
+    entropy = sum(completion_entropies(tiny_model_dir, prompt, ids)[:tokens].sum()
+                  for prompt, ids, tokens in
+                  zip(first["prompts"], first["completion_ids"], first["kept_tokens"]))
+    policy = sum(a * tokens for a, tokens in zip(first["advantages"], first["kept_tokens"]))
+    first_loss = -(policy + 0.5 * entropy) / sum(first["kept_tokens"])
+    for record in [single] + ranks:
+        assert record["losses"][0] == pytest.approx(first_loss, rel=1e-6)
+
+    # Losses and updated weights: two processes give what one gives, to float32 rounding.
+    for record in ranks:
+        np.testing.assert_allclose(record["losses"], single["losses"], rtol=1e-6, atol=1e-7)
+    for name, value in single_weights.items():
+        torch.testing.assert_close(rank_weights[0][name], rank_weights[1][name], rtol=0, atol=0)
+        torch.testing.assert_close(rank_weights[0][name], value, rtol=0, atol=1e-6)
+
+
+# -- NGRPO's rivals whose advantage needs only the rewards ---------------------------------------
+
+@pytest.mark.parametrize("method, by_hand, dropped", [
+    # MaxRL: (r - mean) / mean; "one" has mean 1/8, so 7 for its right answer and -1 for the others.
+    ("maxrl", {"always": [0.0] * 8, "never": [0.0] * 8, "one": [7.0] + [-1.0] * 7}, 0.0),
+    # QAE: a hard group's baseline is 0; the right answer gets 1 / std, std = sqrt(1/8) (Bessel).
+    ("qae", {"one": [1 / (math.sqrt(1 / 8) + 1e-6)] + [0.0] * 7}, 2 / 3),
+])
+def test_a_rival_trains_with_its_advantage_and_filter(tiny_model_dir, tmp_path, method, by_hand,
+                                                      dropped):
+    trainer = train_two_steps(tiny_model_dir, tmp_path, method=method)
+    estimator = get_method(method).advantage
+    for log in sorted((tmp_path / "completions").glob("completions_*.parquet")):
+        for prompt, group in pd.read_parquet(log).groupby("prompt"):
+            logged = group["advantage"].to_numpy()
+            expected = estimator(group["fixed_rewards"].to_numpy())
+            np.testing.assert_allclose(logged, expected, atol=1e-12)
+            if prompt in by_hand:
+                np.testing.assert_allclose(sorted(logged), sorted(by_hand[prompt]), rtol=1e-9)
+    steps = [entry for entry in trainer.state.log_history if "ngrpo/dropped_groups_frac" in entry]
+    shares = [step["ngrpo/dropped_groups_frac"] for step in steps]
+    assert shares and shares == [pytest.approx(dropped)] * len(shares)
+
+
+def test_for_method_takes_the_presets_recipe(tmp_path):
+    common = dict(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none")
+    qae = NGRPOConfig.for_method("qae", **common)
+    assert (qae.epsilon, qae.epsilon_high, qae.beta, qae.entropy_coef) == (0.2, 0.28, 0.0, 0.0)
+    assert qae.loss_type == "dapo" and qae.ngrpo_estimator() == get_method("qae").advantage
+    assert isinstance(qae.ngrpo_group_filter(), DropHomogeneousGroups)
+    shifted = NGRPOConfig.for_method("shifted_baseline", r_max=2.0, **common)
+    assert shifted.ngrpo_estimator().r_max == 2.0 and shifted.ngrpo_group_filter().r_max == 2.0
+    assert NGRPOConfig.for_method("maxrl", epsilon=0.1, **common).epsilon == 0.1
+    assert NGRPOConfig.for_method("dr_grpo", **common).loss_type == "dr_grpo"
+
+
+@pytest.mark.parametrize("method, named", [
+    ("lens", "reads the policy"), ("rl_zvp", "reads the policy"), ("ppo", "or a critic"),
+    ("bogus", "unknown method 'bogus'")])
+def test_config_refuses_methods_the_trainer_cannot_feed(tmp_path, method, named):
+    with pytest.raises(ValueError, match=named):
+        NGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none",
+                    method=method)

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from ngrpo_sim import METHODS, get_method
+from ngrpo_sim import METHODS, QAEAdvantage, ShiftedBaselineAdvantage, get_method
 from ngrpo_sim.landscape import (DEFAULT_METHODS, binomial_pmf, count_advantages, expected_gain,
-                                 expected_logit_update, format_tables, memory_bytes, write_csv, write_figures,
+                                 expected_logit_update, format_tables, memory_bytes, write_csv,
+                                 write_figures,
                                  zero_gradient_probability)
 
 COUNT_BASED = [name for name, m in METHODS.items() if m.advantage.count_based]
@@ -33,11 +34,16 @@ def enumerated_expectation(method, logits, rewards, group_size, values=None):
     return total
 
 
-@pytest.mark.parametrize("name", COUNT_BASED)
+# The registry's count-based presets, and QAE with the paper's two-regime gate (inverted_cdf).
+QAE_GATE = get_method("qae").replace(name="qae_paper_gate",
+                                     advantage=QAEAdvantage(interpolation="inverted_cdf"))
+
+
+@pytest.mark.parametrize("method", [get_method(name) for name in COUNT_BASED] + [QAE_GATE],
+                         ids=lambda method: method.name)
 @pytest.mark.parametrize("group_size", [2, 3, 5])
-def test_gain_identity_against_exhaustive_enumeration(name, group_size):
+def test_gain_identity_against_exhaustive_enumeration(method, group_size):
     rng = np.random.default_rng(group_size)
-    method = get_method(name)
     for rewards in (np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 1.0])):
         logits = rng.normal(scale=1.5, size=3)
         exact = enumerated_expectation(method, logits, rewards, group_size)
@@ -163,3 +169,90 @@ def test_the_memory_estimate_bounds_the_measured_peak(group_size, tmp_path):
         tracemalloc.stop()
     # Five (G + 1) x G float64 arrays are alive at once inside an estimator (measured), the estimate counts six.
     assert peak <= memory_bytes(group_size) <= 2.5 * peak
+
+
+# -- NGRPO's rivals --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("group_size", [2, 4, 8, 16])
+def test_maxrl_gain_is_the_truncated_likelihood_weight(group_size):
+    # The claim of the issue, [1 - (1 - p)^(G - 1)] / p, by enumeration over the G - 1 siblings'
+    # count, written out with the plain formula A = r / mean - 1 (the estimator is not called).
+    p = np.linspace(0.005, 1.0, 40)
+    by_count = np.zeros_like(p)
+    for others in range(group_size):
+        chance = (math.comb(group_size - 1, others) * p ** others
+                  * (1 - p) ** (group_size - 1 - others))
+        right = group_size / (others + 1) - 1
+        wrong = -1.0 if others > 0 else 0.0
+        by_count += chance * (right - wrong)
+    claim = (1 - (1 - p) ** (group_size - 1)) / p
+    np.testing.assert_allclose(by_count, claim, rtol=1e-12)
+    np.testing.assert_allclose(expected_gain(get_method("maxrl"), group_size, p), claim, rtol=1e-12)
+    hardest = expected_gain(get_method("maxrl"), group_size, 0.0)
+    assert hardest == pytest.approx(group_size - 1, rel=1e-12)
+
+
+def test_maxrl_pushes_hard_prompts_almost_three_times_harder_than_grpo():
+    maxrl, grpo, ngrpo = (expected_gain(get_method(name), 8, 0.01)
+                          for name in ("maxrl", "grpo", "ngrpo"))
+    assert maxrl == pytest.approx((1 - 0.99 ** 7) / 0.01, rel=1e-12)
+    assert 2.7 < maxrl / grpo < 2.9 and ngrpo < grpo
+
+
+@pytest.mark.parametrize("group_size", [2, 8, 32])
+@pytest.mark.parametrize("fraction, shift", [(0.0, -0.1), (1 / 9, 0.0), (0.5, 0.3)])
+def test_a_shifted_baselines_gain_is_flat(group_size, fraction, shift):
+    estimator = ShiftedBaselineAdvantage(fraction=fraction, shift=shift)
+    method = get_method("asymre").replace(advantage=estimator)
+    np.testing.assert_allclose(expected_gain(method, group_size, np.linspace(0, 1, 9)),
+                               1 - (1 - fraction) / group_size, rtol=1e-12)
+
+
+@pytest.mark.parametrize("group_size", [3, 8, 16])
+def test_qae_gain_on_the_hardest_prompts(group_size):
+    # p -> 0: only groups whose own answer is the one right answer count; its baseline is 0 (a hard
+    # group), so it gets 1 / std with std = sqrt(1/G) (Bessel), and an all-wrong group gives 0.
+    assert expected_gain(get_method("qae"), group_size, 0.0) == pytest.approx(
+        1 / (math.sqrt(1 / group_size) + 1e-6), rel=1e-12)
+
+
+@pytest.mark.parametrize("group_size", [2, 4, 8, 16])
+def test_zero_gradient_probability_of_the_rivals(group_size):
+    p = np.linspace(0, 1, 11)
+    homogeneous = p ** group_size + (1 - p) ** group_size
+    for name in ("maxrl", "qae"):
+        np.testing.assert_allclose(zero_gradient_probability(get_method(name), group_size, p),
+                                   homogeneous, rtol=1e-12, atol=1e-300)
+    assert np.all(zero_gradient_probability(get_method("asymre"), group_size, p) == 0)
+    silent = zero_gradient_probability(get_method("shifted_baseline"), group_size, p)
+    np.testing.assert_allclose(silent, p ** group_size, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("name, needs", [("lens", "log_prob"), ("rl_zvp", "entropy")])
+def test_methods_that_read_the_policy_have_no_landscape(name, needs):
+    refusal = f"'{name}' is not count-based: .* depends on the policy \\({needs}"
+    with pytest.raises(ValueError, match=refusal):
+        expected_gain(get_method(name), 8, 0.5)
+    with pytest.raises(ValueError, match=f"'{name}' is not count-based"):
+        count_advantages(get_method(name), 8)
+
+
+@pytest.mark.parametrize("rewards", [np.array([1.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0, 0.0])])
+@pytest.mark.parametrize("group_size", [2, 3])
+def test_rl_zvps_expected_update_in_the_one_token_bandit(rewards, group_size):
+    # All-right groups add alpha H (1/G) sum_i (e_{a_i} - pi); over them E = p^G alpha H (pi r / p
+    # - pi), so the gain is GRPO's plus alpha H p^(G - 1). All-wrong groups add nothing (one-token
+    # answers).
+    rl_zvp = get_method("rl_zvp")
+    probs = softmax(np.random.default_rng(group_size).normal(size=len(rewards)))
+    entropy = -np.sum(probs * np.log(probs))
+    exact = np.zeros_like(probs)
+    for answers in itertools.product(range(len(probs)), repeat=group_size):
+        answers = np.array(answers)
+        advantages = rl_zvp.advantages(rewards[answers], entropy=np.full(group_size, entropy))
+        step = (advantages[:, None] * (np.eye(len(probs))[answers] - probs)).mean(axis=0)
+        exact += np.prod(probs[answers]) * step
+    p = probs @ rewards
+    gain = expected_gain(get_method("grpo"), group_size, p) + 0.1 * entropy * p ** (group_size - 1)
+    np.testing.assert_allclose(exact, gain * probs * (rewards - p), rtol=0, atol=1e-14)

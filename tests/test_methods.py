@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from ngrpo_sim import (LOSS_AGGREGATIONS, METHODS, DropAllCorrectGroups, DropHomogeneousGroups, GRPOAdvantage,
+                       LENSAdvantage, MaxRLAdvantage, QAEAdvantage, RLZVPAdvantage,
+                       ShiftedBaselineAdvantage,
                        KeepAllGroups, Method, NGRPOAdvantage, aggregate_loss, get_method, token_weights)
 from ngrpo_sim.methods import parse_methods
 
@@ -133,3 +135,33 @@ def test_leading_axes_are_separate_minibatches(mode):
     loss, mask = rng.normal(size=(3, 5, 6)), (rng.random((3, 5, 6)) < 0.5).astype(float)
     stacked = aggregate_loss(loss, mask, mode)
     np.testing.assert_allclose(stacked, [aggregate_loss(loss[i], mask[i], mode) for i in range(3)], rtol=1e-14)
+
+
+def test_the_rivals_presets_follow_their_papers():
+    maxrl, qae, rl_zvp, lens = (get_method(n) for n in ("maxrl", "qae", "rl_zvp", "lens"))
+    assert maxrl.advantage == MaxRLAdvantage(eps=0.0)
+    assert (maxrl.clip_low, maxrl.clip_high, maxrl.kl_coef, maxrl.entropy_coef) == (0.2, 0.2, 0, 0)
+    assert isinstance(maxrl.group_filter, KeepAllGroups)
+    assert qae.advantage == QAEAdvantage(quantile=0.4, interpolation="linear")
+    assert (qae.clip_low, qae.clip_high) == (0.2, 0.28)
+    assert isinstance(qae.group_filter, DropHomogeneousGroups)
+    assert isinstance(rl_zvp.advantage, RLZVPAdvantage)
+    assert rl_zvp.advantage.policy_inputs == ("entropy",)
+    assert isinstance(rl_zvp.group_filter, KeepAllGroups)
+    assert lens.advantage == LENSAdvantage(negative_weight=0.25)
+    assert lens.advantage.policy_inputs == ("log_prob",)
+    assert lens.loss_aggregation == "seq-mean-token-mean" and lens.kl_coef == 0.0
+    assert get_method("asymre").advantage == ShiftedBaselineAdvantage(fraction=0.0, shift=-0.1)
+    shifted = get_method("shifted_baseline")
+    assert shifted.advantage == ShiftedBaselineAdvantage(fraction=1 / 9)
+    assert (shifted.clip_low, shifted.clip_high) == (0.16, 0.24)
+    assert shifted.group_filter == DropAllCorrectGroups()
+
+
+def test_policy_inputs_pass_through_a_method():
+    rewards = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    log_prob = np.log([[0.5, 0.25, 0.25], [0.25, 0.5, 0.125]])
+    np.testing.assert_array_equal(get_method("lens").advantages(rewards, log_prob=log_prob),
+                                  get_method("lens").advantage(rewards, log_prob=log_prob))
+    with pytest.raises(ValueError, match="the lens estimator needs log_prob="):
+        get_method("lens").advantages(rewards)

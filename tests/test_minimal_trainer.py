@@ -50,7 +50,8 @@ def test_presets_equal_the_registry(name):
 
 
 def test_every_registry_method_with_a_group_advantage_is_in_the_trainer():
-    group_methods = {"ngrpo", "grpo", "dapo", "psr_nsr", "dr_grpo", "rloo"}
+    group_methods = {"ngrpo", "grpo", "dapo", "psr_nsr", "dr_grpo", "rloo", "maxrl", "qae",
+                     "asymre", "shifted_baseline"}
     assert group_methods <= set(trainer.METHODS) <= set(METHODS)
 
 

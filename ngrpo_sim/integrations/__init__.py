@@ -8,6 +8,9 @@
 * ``ngrpo_sim.integrations.groups``: what both share and what needs neither engine: NGRPO on a flat batch of
   answers tagged with their group, where groups may differ in size.
 
+Both also train NGRPO's rivals whose advantage needs only the rewards (MaxRL, QAE, AsymRE, the
+shifted baseline), each with its ``ngrpo_sim`` definition.
+
 Importing this package imports neither engine; each engine module imports its engine when it is imported itself.
 The method's math is not repeated here: every module calls the definitions in ``ngrpo_sim`` (the ``ngrpo`` preset
 of ``ngrpo_sim.methods``), so the engines train exactly the method that the rest of the project analyses.

@@ -13,6 +13,13 @@ What changes against GRPO, and where
   dilute the token mean. TRL has no refill, so the trainer removes their tokens from the loss instead, the way TRL's
   own ``mask_truncated_completions`` removes truncated answers, and logs the share of groups it dropped as
   ``ngrpo/dropped_groups_frac``. All-wrong groups stay: they are where NGRPO's signal comes from.
+* The entropy bonus. ``GRPOTrainer`` takes the mean entropy over the tokens of each
+  process's micro-batch, and gradients are then averaged over processes and micro-batches: a
+  process left with only dropped groups, or with fewer tokens than the others, scales the bonus
+  down, and the run depends on how the batch was split. ``NGRPOTrainer`` divides the entropy sum
+  by the count that divides the token-mean policy loss (the kept tokens of the step on all
+  processes, the normaliser of ``loss_type="dapo"``) whatever the ``loss_type``, as verl does for
+  ``loss_agg_mode="token-mean"``. One process and two then give the same loss and update.
 * The clip range. ``NGRPOConfig`` defaults to the preset's asymmetric clip, ``epsilon=0.16`` (low) and
   ``epsilon_high=0.24``, and to its entropy coefficient, 0.001. TRL's defaults already match the rest of the
   recipe: no KL (``beta=0``), token-mean loss (``loss_type="dapo"``: every response token of the generation batch
@@ -21,6 +28,16 @@ What changes against GRPO, and where
 Advantages are computed once per generation batch and buffered, so TRL's ``num_iterations`` (several policy updates
 on one batch, where the clip range starts to act), ``steps_per_generation`` and every ``loss_type`` use them as they
 use GRPO's. Tested with TRL 1.16.
+
+NGRPO's rivals
+--------------
+The same trainer trains any ``ngrpo_sim`` preset whose advantage needs only the rewards:
+``method="maxrl"``, ``"qae"``, ``"asymre"`` or ``"shifted_baseline"`` (and ``"ngrpo"``, the
+default). ``NGRPOConfig.for_method(name, ...)`` also takes the preset's clip range, KL and entropy
+coefficients and loss aggregation (as TRL's ``loss_type``). The preset's group filter applies the
+way NGRPO's does: a dropped group's tokens leave the loss. RL-ZVP and LENS read the policy's token
+entropy and answer probabilities, which this trainer does not hand to the advantage; they are
+refused.
 """
 
 from __future__ import annotations
@@ -37,11 +54,23 @@ from ngrpo_sim.methods import DropAllCorrectGroups, KeepAllGroups, get_method
 
 _NGRPO = get_method("ngrpo")
 
+TRL_LOSS_TYPES = {"token-mean": "dapo", "seq-mean-token-mean": "grpo",
+                  "seq-mean-token-sum-norm": "dr_grpo"}
+"""TRL's ``loss_type`` for each of ``ngrpo_sim``'s loss aggregations."""
+
 
 @dataclass
 class NGRPOConfig(GRPOConfig):
-    """``GRPOConfig`` with NGRPO's defaults and its three options: ``r_max``, ``virtual_samples`` and
-    ``drop_all_correct_groups``."""
+    """``GRPOConfig`` with NGRPO's defaults and its options: ``method``, ``r_max``,
+    ``virtual_samples`` and ``drop_all_correct_groups``."""
+
+    method: str = field(
+        default="ngrpo",
+        metadata={"help": "The ngrpo_sim preset whose advantage and group filter train: ngrpo, "
+                          "or a rival whose advantage needs only the rewards (maxrl, qae, asymre, "
+                          "shifted_baseline). NGRPOConfig.for_method sets its clip range, KL, "
+                          "entropy and loss type too."},
+    )
 
     epsilon: float = field(
         default=_NGRPO.clip_low,
@@ -83,14 +112,38 @@ class NGRPOConfig(GRPOConfig):
                              f"the summed reward), got {self.multi_objective_aggregation!r}")
         if not isinstance(self.drop_all_correct_groups, bool):
             raise ValueError(f"drop_all_correct_groups must be True or False, got {self.drop_all_correct_groups!r}")
+        estimator = get_method(self.method).advantage
+        if estimator.policy_inputs or estimator.uses_values:
+            raise ValueError(f"method={self.method!r} reads the policy or a critic, which "
+                             f"NGRPOTrainer does not hand to the advantage; choose a preset whose "
+                             f"advantage needs only the rewards, such as ngrpo, maxrl, qae, asymre "
+                             f"or shifted_baseline")
         self.ngrpo_estimator()  # refuses a bad r_max or virtual_samples now, not at the first generation batch
 
+    @classmethod
+    def for_method(cls, method: str, **options) -> "NGRPOConfig":
+        """A config for the ``ngrpo_sim`` preset ``method`` with its clip range, KL and entropy
+        coefficients and loss aggregation; ``options`` (any ``GRPOConfig`` field) override them."""
+        preset = get_method(method)
+        recipe = dict(method=method, epsilon=preset.clip_low, epsilon_high=preset.clip_high,
+                      beta=preset.kl_coef, entropy_coef=preset.entropy_coef,
+                      loss_type=TRL_LOSS_TYPES[preset.loss_aggregation])
+        return cls(**{**recipe, **options})
+
     def ngrpo_estimator(self):
-        """The ``ngrpo`` preset's advantage estimator with this config's r_max and virtual samples."""
-        return dataclasses.replace(_NGRPO.advantage, r_max=self.r_max, virtual_samples=self.virtual_samples)
+        """The preset's advantage estimator, with this config's r_max and virtual samples where it
+        has them."""
+        estimator = get_method(self.method).advantage
+        options = {"r_max": self.r_max, "virtual_samples": self.virtual_samples}
+        return dataclasses.replace(estimator, **{name: value for name, value in options.items()
+                                                 if name in estimator.calibration_options})
 
     def ngrpo_group_filter(self):
-        """``DropAllCorrectGroups`` at this r_max, or ``KeepAllGroups`` when the filter is off."""
+        """The preset's group filter; an all-correct filter at this r_max, or ``KeepAllGroups`` when
+        it is switched off with ``drop_all_correct_groups=False``."""
+        group_filter = get_method(self.method).group_filter
+        if not isinstance(group_filter, DropAllCorrectGroups):
+            return group_filter
         return DropAllCorrectGroups(r_max=self.r_max) if self.drop_all_correct_groups else KeepAllGroups()
 
 
@@ -107,6 +160,8 @@ class NGRPOTrainer(GRPOTrainer):
         self.ngrpo_estimator = args.ngrpo_estimator()
         self.ngrpo_group_filter = args.ngrpo_group_filter()
         self._gathered_rewards_per_func: torch.Tensor | None = None
+        self._loss_entropies: torch.Tensor | None = None
+        self._loss_entropy_mask: torch.Tensor | None = None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         # TRL gathers the rewards of every process here: the groups NGRPO needs, whichever process holds an answer.
@@ -129,8 +184,9 @@ class NGRPOTrainer(GRPOTrainer):
         try:
             advantages[scorable] = group_advantages(rewards[scorable], group_ids[scorable], self.ngrpo_estimator)
         except ValueError as error:
-            raise ValueError(f"NGRPO cannot use this batch's rewards (NGRPOConfig.r_max={self.ngrpo_estimator.r_max} "
-                             f"bounds the weighted sum of the reward functions): {error}") from error
+            raise ValueError(f"{self.args.method} cannot use this batch's rewards (NGRPOConfig."
+                             f"r_max={self.args.r_max} bounds the weighted sum of the reward "
+                             f"functions): {error}") from error
         group_kept = np.ones(len(rewards) // group_size, dtype=bool)
         group_kept[group_ids[scorable]] = answers_kept(rewards[scorable], group_ids[scorable],
                                                        self.ngrpo_group_filter)
@@ -158,3 +214,40 @@ class NGRPOTrainer(GRPOTrainer):
         logged.extend(advantages[len(advantages) - replaced:].tolist())
         self._metrics[mode]["ngrpo/dropped_groups_frac"].append(float(1.0 - group_kept.mean()))
         return output
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        logps, entropies, aux_loss = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        self._loss_entropies = entropies  # None when generation asks for log-probabilities only
+        return logps, entropies, aux_loss
+
+    def get_high_entropy_mask(self, entropies, mask, threshold):
+        self._loss_entropy_mask = super().get_high_entropy_mask(entropies, mask, threshold)
+        return self._loss_entropy_mask
+
+    def _compute_loss(self, model, inputs):
+        # The coefficient GRPOTrainer applies in this call (its adaptive control may change
+        # entropy_coef inside the call).
+        coefficient = self.entropy_coef
+        if self.use_adaptive_entropy and self._last_world_entropy > self.args.entropy_target:
+            coefficient = 0.0
+        self._loss_entropies, self._loss_entropy_mask = None, None
+        loss = super()._compute_loss(model, inputs)
+        if not self._entropy_bonus_enabled or coefficient == 0.0:
+            return loss
+
+        mask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        if self._loss_entropy_mask is not None:
+            mask = mask * self._loss_entropy_mask
+        entropy_sum = (self._loss_entropies * mask).sum()
+        training = self.model.training
+        accumulation = self.current_gradient_accumulation_steps if training else 1.0
+        # GRPOTrainer subtracted coefficient x this micro-batch's mean entropy / accumulation.
+        # NGRPO's bonus divides the entropy sum as the token-mean policy loss divides its sum.
+        trl_bonus = entropy_sum / mask.sum().clamp(min=1.0) / accumulation
+        step_tokens = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+        if training:
+            step_tokens = step_tokens * accumulation / self.args.steps_per_generation
+        self._loss_entropies, self._loss_entropy_mask = None, None
+        return loss + coefficient * (trl_bonus - entropy_sum / step_tokens)

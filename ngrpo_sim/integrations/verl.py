@@ -34,6 +34,19 @@ every answer is right, so ``filter_groups.metric=ngrpo_filter_key`` makes verl's
 exactly the groups of two or more answers that ``ngrpo_sim``'s ``DropAllCorrectGroups`` drops (verl never drops a
 group of one). verl reads the metric at sampling time, so it
 needs a rule-based reward (or a reward model in its own resource pool), as verl's filter always does.
+
+NGRPO's rivals
+--------------
+The plugin also registers, under their ``ngrpo_sim`` preset names, the rivals whose advantage needs
+only the rewards: ``maxrl``, ``qae``, ``asymre`` and ``shifted_baseline``
+(``algorithm.adv_estimator=maxrl``, ...). Each calls its ``ngrpo_sim`` estimator the way ``ngrpo``
+does. Their options in the ``algorithm`` section (``RIVAL_CONFIG_KEYS``): QAE's quantile level as
+``quantile_k`` (the QAE release's name), AsymRE's baseline shift as ``baseline_shift``
+(Trinity-RFT's name), the shifted baseline's r_max as ``max_reward``. Group filters: QAE's preset
+drops homogeneous groups, which is verl's own ``filter_groups`` on ``acc``; ``shifted_baseline``
+drops all-correct ones, which ``ngrpo_filter_key`` does as above. RL-ZVP and LENS read the policy's
+token entropy and answer probabilities, which verl does not pass to an advantage estimator; they are
+not registered.
 """
 
 from __future__ import annotations
@@ -46,7 +59,7 @@ import torch
 from verl.trainer.ppo.core_algos import register_adv_est
 from verl.utils.reward_score import default_compute_score
 
-from ngrpo_sim.advantages import NGRPOAdvantage
+from ngrpo_sim.advantages import AdvantageEstimator
 from ngrpo_sim.integrations.groups import group_advantages
 from ngrpo_sim.methods import DropAllCorrectGroups, get_method
 
@@ -59,28 +72,61 @@ FILTER_KEY = "ngrpo_filter_key"
 CONFIG_KEYS = {"r_max": "max_reward", "virtual_samples": "add_max_reward_num"}
 """Where verl's ``algorithm`` section holds each NGRPO option (the release's names)."""
 
+RIVAL_CONFIG_KEYS = {"maxrl": {}, "qae": {"quantile": "quantile_k"},
+                     "asymre": {"shift": "baseline_shift"},
+                     "shifted_baseline": {"r_max": "max_reward"}}
+"""The rivals registered as verl estimators, by preset name, and where the ``algorithm`` section
+holds each of their options."""
+
 # Reward workers may be forked from one parent: the operating system's randomness gives each of them its own stream,
 # where forked copies of one seeded generator would hand two wrong answers of a group the same key.
 _fresh_randomness = random.SystemRandom()
 
 
-def estimator_from_config(config) -> NGRPOAdvantage:
-    """The ``ngrpo`` preset's estimator, with r_max and the number of virtual samples read from ``config``.
+def estimator_from_config(config, method: str = ESTIMATOR_NAME) -> AdvantageEstimator:
+    """The ``method`` preset's estimator with its options read from ``config`` (for ``ngrpo``, the
+    default: r_max and the number of virtual samples).
 
     ``config`` is verl's ``algorithm`` section (an omegaconf ``DictConfig`` or verl's ``AlgoConfig``), or ``None``;
     a missing key keeps the release's default, which is the preset's.
     """
-    preset = get_method("ngrpo").advantage
+    preset = get_method(method).advantage
     if config is None:
         return preset
     options = {}
-    for field, key in CONFIG_KEYS.items():
+    keys = CONFIG_KEYS if method == ESTIMATOR_NAME else RIVAL_CONFIG_KEYS[method]
+    for field, key in keys.items():
         options[field] = config.get(key, getattr(preset, field))
         try:
             dataclasses.replace(preset, **{field: options[field]})  # ngrpo_sim checks this one option
         except ValueError as error:
-            raise ValueError(f"algorithm.{key}={options[field]!r} is not a valid NGRPO {field}: {error}") from error
+            raise ValueError(f"algorithm.{key}={options[field]!r} is not a valid {method.upper()} "
+                             f"{field}: {error}") from error
     return dataclasses.replace(preset, **options)
+
+
+def _outcome_advantages(method: str, token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
+                        index, config) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``method`` preset's advantages of a verl batch, spread over each answer's response
+    tokens: ``(advantages, returns)``."""
+    if index is None:
+        raise ValueError(f"the {method} estimator needs index (the uid of each answer's prompt) to "
+                         f"form groups; got None")
+    if token_level_rewards.shape != response_mask.shape:
+        raise ValueError(f"token_level_rewards has shape {tuple(token_level_rewards.shape)} but "
+                         f"response_mask has shape {tuple(response_mask.shape)}")
+    estimator = estimator_from_config(config, method)
+    outcome_rewards = token_level_rewards.detach().sum(dim=-1).to("cpu", torch.float64).numpy()
+    try:
+        advantages = group_advantages(outcome_rewards, index, estimator)
+    except ValueError as error:
+        bound = (f" (r_max={estimator.r_max}, set by algorithm.{CONFIG_KEYS['r_max']})"
+                 if "r_max" in estimator.calibration_options else "")
+        raise ValueError(f"the {method} estimator cannot use this batch{bound}: {error}") from error
+    advantages = torch.as_tensor(advantages, dtype=token_level_rewards.dtype,
+                                 device=token_level_rewards.device)
+    advantages = advantages.unsqueeze(-1) * response_mask
+    return advantages, advantages
 
 
 @register_adv_est(ESTIMATOR_NAME)
@@ -92,21 +138,24 @@ def compute_ngrpo_outcome_advantage(token_level_rewards: torch.Tensor, response_
     ``other_batch_fields`` takes what verl passes to every registered estimator that NGRPO does not use
     (``reward_baselines`` when the batch has them).
     """
-    if index is None:
-        raise ValueError("the ngrpo estimator needs index (the uid of each answer's prompt) to form groups; got None")
-    if token_level_rewards.shape != response_mask.shape:
-        raise ValueError(f"token_level_rewards has shape {tuple(token_level_rewards.shape)} but response_mask has "
-                         f"shape {tuple(response_mask.shape)}")
-    estimator = estimator_from_config(config)
-    outcome_rewards = token_level_rewards.detach().sum(dim=-1).to("cpu", torch.float64).numpy()
-    try:
-        advantages = group_advantages(outcome_rewards, index, estimator)
-    except ValueError as error:
-        raise ValueError(f"the ngrpo estimator cannot use this batch (r_max={estimator.r_max}, set by "
-                         f"algorithm.{CONFIG_KEYS['r_max']}): {error}") from error
-    advantages = torch.as_tensor(advantages, dtype=token_level_rewards.dtype, device=token_level_rewards.device)
-    advantages = advantages.unsqueeze(-1) * response_mask
-    return advantages, advantages
+    return _outcome_advantages(ESTIMATOR_NAME, token_level_rewards, response_mask, index, config)
+
+
+def _register_rival(method: str):
+    """Register the ``method`` preset's advantage with verl under the preset's name."""
+    def compute_outcome_advantage(token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
+                                  index: np.ndarray | None = None, config=None,
+                                  **other_batch_fields) -> tuple[torch.Tensor, torch.Tensor]:
+        return _outcome_advantages(method, token_level_rewards, response_mask, index, config)
+
+    compute_outcome_advantage.__name__ = f"compute_{method}_outcome_advantage"
+    compute_outcome_advantage.__doc__ = (f"The {method} preset's advantages for a verl batch, as "
+                                         f"``compute_ngrpo_outcome_advantage`` computes NGRPO's.")
+    return register_adv_est(method)(compute_outcome_advantage)
+
+
+RIVAL_ESTIMATORS = {method: _register_rival(method) for method in RIVAL_CONFIG_KEYS}
+"""verl's estimator function of each registered rival, by preset name."""
 
 
 def all_correct_filter_key(score: float, r_max: float = 1.0) -> float:

@@ -1,0 +1,189 @@
+"""Sweeps of simulated training: every method under every config, here, in processes or on Ray.
+
+A sweep is the grid methods x configs, a ``DynamicsConfig`` holding the hyper-parameters, the policy
+and the seeds of one setting. Each (method, config) pair is one task, ``dynamics.simulate``: tasks
+share no state and a task's randomness comes from its config alone, so it gives the same
+``Trajectory`` in whichever process runs it (bit for bit on machines with the same numpy build;
+tested against this process). Where the tasks run:
+
+* ``workers=1`` (default): in this process, one task after the other, a progress bar over all steps;
+* ``workers=N``: in N local processes (``concurrent.futures``, spawn start method);
+* ``ray_address=ADDRESS``: as Ray tasks of one CPU each (``pip install ngrpo-sim[ray]``; Ray is
+  imported only then). ``"local"`` starts a Ray instance on this machine for the sweep, ``"auto"``
+  joins the cluster this machine belongs to, ``"ray://head-node:10001"`` connects to a remote head
+  node through Ray Client; every node needs ngrpo-sim installed. A process already connected to Ray
+  (``ray.init`` called before) uses its connection.
+
+``store`` names a folder where each finished task is written, atomically, to a file of its own: a
+sweep stopped half-way and started again with the same store runs only the tasks it lacks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ngrpo_sim import __version__, _checks
+from ngrpo_sim._files import write_atomically
+from ngrpo_sim.dynamics import DynamicsConfig, Trajectory, check_memory, simulate
+from ngrpo_sim.methods import Method, get_method
+
+Task = tuple[Method, DynamicsConfig]
+
+
+def sweep_tasks(methods: list[Method | str], configs: list[DynamicsConfig]) -> list[Task]:
+    """The tasks in the sweep's result order: every method under the first config, then the next."""
+    methods = [get_method(m) if isinstance(m, str) else m for m in methods]
+    for config in configs:
+        if not isinstance(config, DynamicsConfig):
+            raise ValueError(f"configs must hold DynamicsConfig objects, got {config!r}")
+    return [(method, config) for config in configs for method in methods]
+
+
+def run_task(method: Method, config: DynamicsConfig) -> Trajectory:
+    """One task, without a progress bar of its own (the sweep's bar counts finished tasks)."""
+    return simulate(method, config, progress=False)
+
+
+def _task_text(task: Task) -> str:
+    return repr((__version__, *task))
+
+
+def task_file(store: Path, task: Task) -> Path:
+    """Where ``store`` keeps a task: named by a hash of the method, the config and the version."""
+    return Path(store) / f"{hashlib.sha256(_task_text(task).encode()).hexdigest()[:20]}.npz"
+
+
+def save_task(store: Path, task: Task, trajectory: Trajectory) -> Path:
+    """Write a finished task to ``store``, whole or not at all."""
+    metrics = {f"metric_{name}": values for name, values in trajectory.metrics.items()}
+    arrays = io.BytesIO()
+    np.savez(arrays, task=_task_text(task), ks=trajectory.ks, pass_at_k=trajectory.pass_at_k,
+             initial_success=trajectory.initial_success, final_success=trajectory.final_success,
+             **metrics)
+    return write_atomically(task_file(store, task), arrays.getvalue())
+
+
+def load_task(store: Path, task: Task) -> Trajectory | None:
+    """The stored result of ``task``, or None when ``store`` does not hold it."""
+    path = task_file(store, task)
+    if not path.is_file():
+        return None
+    with np.load(path) as saved:
+        if str(saved["task"]) != _task_text(task):
+            return None
+        metrics = {name.removeprefix("metric_"): saved[name] for name in saved.files
+                   if name.startswith("metric_")}
+        method, config = task
+        return Trajectory(method.name, config, metrics=metrics, pass_at_k=saved["pass_at_k"],
+                          ks=saved["ks"], initial_success=saved["initial_success"],
+                          final_success=saved["final_success"])
+
+
+def _here(tasks: list[Task], pending: list[int], bar: tqdm) -> Iterator[tuple[int, Trajectory]]:
+    for index in pending:
+        yield index, simulate(*tasks[index], progress=bar)
+
+
+def _in_processes(tasks: list[Task], pending: list[int], bar: tqdm, workers: int
+                  ) -> Iterator[tuple[int, Trajectory]]:
+    # spawn: a forked child would inherit this process's threads (tqdm's, BLAS's) in any state.
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
+        futures = {pool.submit(run_task, *tasks[index]): index for index in pending}
+        for future in as_completed(futures):
+            index = futures[future]
+            bar.update(tasks[index][1].steps)
+            yield index, future.result()
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _on_ray(tasks: list[Task], pending: list[int], bar: tqdm, address: str
+            ) -> Iterator[tuple[int, Trajectory]]:
+    try:
+        import ray
+    except ImportError as error:
+        raise ValueError(f"ray_address={address!r} needs Ray, which is not installed here: "
+                         "pip install 'ngrpo-sim[ray]'") from error
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address)
+    running = {}
+    try:
+        remote = ray.remote(num_cpus=1)(run_task)
+        running = {remote.remote(*tasks[index]): index for index in pending}
+        while running:
+            (done,), _ = ray.wait(list(running), num_returns=1)
+            index = running.pop(done)
+            bar.update(tasks[index][1].steps)
+            yield index, ray.get(done)
+    finally:
+        for reference in running:
+            ray.cancel(reference)
+        if started:
+            ray.shutdown()
+
+
+def check_where_to_run(workers: int, ray_address: str | None) -> None:
+    """Refuse, with ``ValueError``, a bad ``workers`` or ``ray_address``, or both at once."""
+    _checks.integer("workers", workers, low=1)
+    if ray_address is None:
+        return
+    if not isinstance(ray_address, str) or not ray_address.strip():
+        raise ValueError(f"ray_address must be a Ray address such as 'local', 'auto' or "
+                         f"'ray://head-node:10001', got {ray_address!r}")
+    if workers != 1:
+        raise ValueError(f"workers={workers} and ray_address={ray_address!r}: Ray runs one task "
+                         "per CPU of its cluster; give one of the two")
+
+
+def check_fits_in_memory(configs: list[DynamicsConfig], tasks: int, workers: int = 1,
+                         ray_address: str | None = None) -> None:
+    """Refuse, with ``ValueError``, a sweep of ``tasks`` runs of which one would not fit in memory,
+    counting ``workers`` local processes side by side (a Ray task runs in its node's memory)."""
+    at_once = 1 if ray_address is not None else min(workers, tasks)
+    for config in configs:
+        check_memory(config, at_once)
+
+
+def run_sweep(methods: list[Method | str], configs: list[DynamicsConfig], *, workers: int = 1,
+              ray_address: str | None = None, store: Path | None = None,
+              description: str = "sweep") -> list[Trajectory]:
+    """Every method under every config: ``[simulate(m, c) for c in configs for m in methods]``.
+
+    The tasks run in ``workers`` local processes (1: this process) or on the Ray cluster at
+    ``ray_address``; ``store`` is a folder that keeps finished tasks for a later call (see the
+    module doc). Raises ``ValueError`` for a bad argument, or when Ray is asked for and missing.
+    """
+    check_where_to_run(workers, ray_address)
+    tasks = sweep_tasks(methods, configs)
+    check_fits_in_memory(configs, len(tasks), workers, ray_address)  # refused before the bar, not begun
+    results = {}
+    if store is not None:
+        Path(store).mkdir(parents=True, exist_ok=True)
+        results = {index: trajectory for index, task in enumerate(tasks)
+                   if (trajectory := load_task(store, task)) is not None}
+    pending = [index for index in range(len(tasks)) if index not in results]
+    total = sum(config.steps for _, config in tasks)
+    done = sum(tasks[index][1].steps for index in results)
+    with tqdm(total=total, initial=done, desc=description, unit="step") as bar:
+        if ray_address is not None:
+            finished = _on_ray(tasks, pending, bar, ray_address)
+        elif workers > 1:
+            finished = _in_processes(tasks, pending, bar, workers)
+        else:
+            finished = _here(tasks, pending, bar)
+        for index, trajectory in finished:
+            results[index] = trajectory
+            if store is not None:
+                save_task(store, tasks[index], trajectory)
+    return [results[index] for index in range(len(tasks))]

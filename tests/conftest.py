@@ -1,0 +1,24 @@
+"""Fixtures shared by several test modules."""
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A Ray cluster of its own on this machine (2 CPUs, no dashboard), started once per session.
+
+    ``address="local"`` starts a new one even where another Ray instance runs on the machine. Ray
+    gives its raylet a fixed 30 s to register; on a machine whose cores are all busy that can pass
+    (measured: 32 s at a load of 10 on 2 cores), so a start that times out is tried once more.
+    """
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]'")
+    for attempt in (1, 2):
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as error:  # Ray raises a bare Exception for this timeout
+            ray.shutdown()
+            if attempt == 2 or "timed out during startup" not in str(error):
+                raise
+    yield ray
+    ray.shutdown()

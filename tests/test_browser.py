@@ -1,0 +1,141 @@
+"""The two pages in a real browser: Debian's chromium, headless, driven by Playwright (pointed at
+the system browser; Playwright's own browser download is never used). Each page opens from disk
+with no console error and no request leaving the machine; moving the page's sliders shows the
+advantages that closed forms give for the new setting; the inspector shows the tokens a tiny
+trainer run recorded.
+
+`make test` installs chromium (apt-get) and Playwright (the dev extra). Where either cannot be had,
+these tests skip and say why.
+"""
+
+import math
+from pathlib import Path
+
+import pytest
+
+from ngrpo_sim import trainer_runs
+from ngrpo_sim.browser import chromium
+from ngrpo_sim.inspector import write_inspector
+from ngrpo_sim.page import write_page
+
+pytest.importorskip("playwright.sync_api",
+                    reason="Playwright is not installed: pip install -e '.[dev]'")
+
+LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        with chromium() as browser:
+            yield browser
+    except ValueError as error:  # no browser here: say which and how to get it
+        pytest.skip(str(error))
+
+
+class OpenPage:
+    """A page opened from disk that records console errors and refuses every request off the
+    machine (and records it)."""
+
+    def __init__(self, browser, path: Path):
+        self.context = browser.new_context(viewport={"width": 1450, "height": 1100})
+        self.errors, self.remote = [], []
+        self.context.route("**/*", self._route)
+        self.page = self.context.new_page()
+        self.page.on("console", lambda message: message.type == "error" and self.errors.append(
+            message.text))
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.goto(path.resolve().as_uri())
+
+    def _route(self, route):
+        if route.request.url.startswith(LOCAL_SCHEMES):
+            route.continue_()
+        else:
+            self.remote.append(route.request.url)
+            route.abort()
+
+    def close(self):
+        self.context.close()
+
+
+def closed_form(group_size, right, virtual_rewards, ddof):
+    """(right answer, wrong answer) z-scores against the group plus the virtual rewards."""
+    values = [1.0] * right + [0.0] * (group_size - right) + list(virtual_rewards)
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - ddof))
+    return (1 - mean) / (std + 1e-6), -mean / (std + 1e-6), mean, std
+
+
+def shown(page, method):
+    cells = page.locator(f'td[data-method="{method}"][data-value]')
+    return {cell.get_attribute("data-role"): float(cell.get_attribute("data-value"))
+            for cell in cells.all()}
+
+
+def press(page, widget, key, times):
+    handle = page.locator(f".{widget} .noUi-handle")
+    handle.focus()
+    for _ in range(times):
+        handle.press(key)
+
+
+def test_the_page_opens_offline_and_its_sliders_show_the_closed_forms(browser, tmp_path):
+    from test_page import small_headline  # noqa: PLC0415 (a helper of the page's own tests)
+
+    small_headline(tmp_path / "headline")
+    opened = OpenPage(browser, write_page(tmp_path / "page.html", tmp_path / "headline"))
+    page = opened.page
+    try:
+        page.locator('td[data-method="ngrpo"][data-role="wrong"]').wait_for()
+        # Opens on an all-wrong group of 8: GRPO gives 0, NGRPO -(1/9) / (1/3) = -1/3.
+        assert shown(page, "grpo")["wrong"] == 0.0
+        assert shown(page, "ngrpo")["wrong"] == pytest.approx(closed_form(8, 0, [1.0], 1)[1],
+                                                              abs=1e-12)
+        press(page, "ngrpo-group-size", "ArrowRight", 1)   # G = 9
+        press(page, "ngrpo-right", "ArrowRight", 2)        # k = 2
+        page.locator(".ngrpo-r-max button", has_text="2").click()
+        page.locator(".ngrpo-virtual button", has_text="3").click()
+        page.locator(".ngrpo-ddof button", has_text="population").click()
+        page.wait_for_function("() => true")
+        ngrpo_right, ngrpo_wrong, mean_virtual, std_virtual = closed_form(9, 2, [2.0] * 3, 0)
+        grpo_right, grpo_wrong, mean, std = closed_form(9, 2, [], 0)
+        assert shown(page, "ngrpo") == pytest.approx({"right": ngrpo_right, "wrong": ngrpo_wrong},
+                                                     abs=1e-12)
+        for method in ("grpo", "dapo"):  # GRPO's advantage ignores r_max and the virtual answers
+            assert shown(page, method) == pytest.approx({"right": grpo_right, "wrong": grpo_wrong},
+                                                        abs=1e-12)
+        assert shown(page, "dr_grpo") == pytest.approx({"right": 7 / 9, "wrong": -2 / 9}, abs=1e-12)
+        assert shown(page, "rloo") == pytest.approx({"right": 7 / 8, "wrong": -2 / 8}, abs=1e-12)
+        assert shown(page, "psr_nsr") == pytest.approx({"right": 0.1, "wrong": -1.0}, abs=1e-12)
+        statistics = {element.get_attribute("data-stat"): float(element.get_attribute("data-value"))
+                      for element in page.locator("b[data-stat]").all()}
+        assert statistics == pytest.approx({"mean": mean, "std": std, "mean_virtual": mean_virtual,
+                                            "std_virtual": std_virtual}, abs=1e-12)
+        assert page.locator(".chip.virtual").count() == 3
+        assert page.get_by_text("Training dynamics: the report's headline run").count() == 1
+        assert opened.errors == [] and opened.remote == []
+    finally:
+        opened.close()
+
+
+def test_the_inspector_shows_the_tokens_of_a_tiny_trainer_run(browser, tmp_path):
+    pytest.importorskip("torch")
+    from test_inspector import tiny_run_config, trainer  # noqa: PLC0415
+
+    run = trainer.train(tiny_run_config(tmp_path / "run", steps=2, inspect_steps="2"))
+    opened = OpenPage(browser, write_inspector(run))
+    page = opened.page
+    try:
+        recorded = trainer_runs.read_inspection(run, 2)
+        rows = page.locator('section[data-step="2"] tr[data-answer]')
+        answers = [answer for group in recorded.groups for answer in group.answers]
+        assert rows.count() == len(answers)
+        for index, answer in enumerate(answers):
+            tokens = rows.nth(index).locator(".token")
+            assert [text.rstrip("▲▼") for text in tokens.all_inner_texts()] == answer.tokens
+            clipped = rows.nth(index).locator(".token.clipped-low, .token.clipped-high").count()
+            assert clipped == sum(state is not None for state in answer.clip or ())
+        assert page.locator('section[data-step="2"] .group').count() == len(recorded.groups)
+        assert opened.errors == [] and opened.remote == []
+    finally:
+        opened.close()

@@ -1,0 +1,173 @@
+"""The interactive page's numbers (ngrpo_sim.page) against closed forms written out here: the
+z-score of a group with k right answers and optional virtual r_max answers, the binomial
+probability of a silent group, and the gain c(p) summed with exact binomial coefficients. The
+browser half is in test_browser.py."""
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+from ngrpo_sim import landscape, page
+from ngrpo_sim.cli import main
+from ngrpo_sim.experiments import read_run, run_methods, with_mode, write_run
+from ngrpo_sim.dynamics import DynamicsConfig
+from ngrpo_sim.methods import get_method
+
+EPS = 1e-6  # the estimators' std guard
+
+
+def z_scores(group_size, right, virtual=(), ddof=1):
+    """(advantage of a right answer, of a wrong one) against the group plus the virtual rewards."""
+    values = [1.0] * right + [0.0] * (group_size - right) + list(virtual)
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - ddof))
+    right_value = math.nan if right == 0 else (0.0 if mean == 1.0 else (1 - mean) / (std + EPS))
+    wrong_value = math.nan if right == group_size else (0.0 if mean == 0.0 else -mean / (std + EPS))
+    return right_value, wrong_value, mean, std
+
+
+def closed_form(method, group_size, right, r_max, virtual_samples, ddof):
+    if method == "ngrpo":  # its filter drops the all-right group (every reward 1), whatever r_max
+        return (0.0, math.nan) if right == group_size else z_scores(
+            group_size, right, [r_max] * virtual_samples, ddof)[:2]
+    if method in ("grpo", "dapo"):  # DAPO drops the homogeneous groups: their z-scores are 0 anyway
+        return z_scores(group_size, right, (), ddof)[:2]
+    share = right / group_size
+    scale = {"dr_grpo": 1.0, "rloo": group_size / (group_size - 1)}.get(method)
+    if scale is not None:
+        return ((math.nan if right == 0 else scale * (1 - share)),
+                (math.nan if right == group_size else -scale * share))
+    if method == "psr_nsr":
+        return (math.nan if right == 0 else 0.1), (math.nan if right == group_size else -1.0)
+    # NGRPO's rivals: their closed forms are tested in test_advantages.py and test_landscape.py;
+    # here the page must show what the landscape computes for them.
+    method = get_method(method).with_advantage_options(r_max=r_max, virtual_samples=virtual_samples,
+                                                       ddof=ddof)
+    return tuple(values[right] for values in landscape.count_advantages(method, group_size))
+
+
+SETTINGS = [dict(group_size=8, r_max=1.0, virtual_samples=1, ddof=1),
+            dict(group_size=9, r_max=2.0, virtual_samples=3, ddof=0),
+            dict(group_size=2, r_max=3.0, virtual_samples=4, ddof=1),
+            dict(group_size=16, r_max=1.5, virtual_samples=2, ddof=0)]
+
+
+@pytest.fixture(scope="module")
+def grid():
+    return page.precompute()
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_advantages_and_group_statistics_equal_the_closed_forms(grid, setting):
+    group_size = setting["group_size"]
+    for name in grid.methods:
+        right, wrong = (grid.lookup(quantity, name, **setting) for quantity in ("right", "wrong"))
+        expected = np.array([closed_form(name, group_size, k, setting["r_max"],
+                                         setting["virtual_samples"], setting["ddof"])
+                             for k in range(group_size + 1)])
+        np.testing.assert_allclose(right, expected[:, 0], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(wrong, expected[:, 1], rtol=1e-12, atol=1e-12)
+        statistics = [z_scores(group_size, k, (), setting["ddof"])[2:]
+                      for k in range(group_size + 1)]
+        virtual = [z_scores(group_size, k, [setting["r_max"]] * setting["virtual_samples"],
+                            setting["ddof"])[2:] for k in range(group_size + 1)]
+        for quantity, column in (("mean", 0), ("std", 1)):
+            np.testing.assert_allclose(grid.lookup(quantity, name, **setting),
+                                       [row[column] for row in statistics], atol=1e-12)
+            np.testing.assert_allclose(grid.lookup(quantity + "_virtual", name, **setting),
+                                       [row[column] for row in virtual], atol=1e-12)
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_silent_groups_and_zero_gradient_curves_equal_the_binomial_sums(grid, setting):
+    group_size, p = setting["group_size"], grid.success_rates
+    for name in grid.methods:
+        silent = grid.lookup("silent", name, **setting).astype(bool)
+        # A group is silent when every answer in it, right or wrong, gets advantage 0.
+        advantages = [closed_form(name, group_size, k, setting["r_max"], setting["virtual_samples"],
+                                  setting["ddof"]) for k in range(group_size + 1)]
+        expected_silent = [all(math.isnan(value) or value == 0.0 for value in pair)
+                           for pair in advantages]
+        if name in ("grpo", "ngrpo"):  # the case the page is about, spelled out
+            assert expected_silent[0] is (name == "grpo") and expected_silent[group_size]
+        assert silent.tolist() == expected_silent
+        probability = sum(math.comb(group_size, k) * p ** k * (1 - p) ** (group_size - k)
+                          for k in range(group_size + 1) if expected_silent[k])
+        expected = np.where(np.asarray(probability) > 0, probability, np.nan) * np.ones_like(p)
+        np.testing.assert_allclose(grid.lookup("zero_gradient", name, **setting), expected,
+                                   rtol=1e-12)
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_the_gain_is_the_exact_binomial_sum(grid, setting):
+    group_size, p = setting["group_size"], grid.success_rates
+    for name in grid.methods:
+        advantages = [closed_form(name, group_size, k, setting["r_max"], setting["virtual_samples"],
+                                  setting["ddof"]) for k in range(group_size + 1)]
+        gain = sum(math.comb(group_size - 1, j) * p ** j * (1 - p) ** (group_size - 1 - j)
+                   * (advantages[j + 1][0] - advantages[j][1]) for j in range(group_size))
+        np.testing.assert_allclose(grid.lookup("gain", name, **setting), gain, rtol=1e-10,
+                                   atol=1e-12)
+
+
+def test_each_distinct_array_is_stored_once(grid):
+    arrays = [grid.pool[start:end].tobytes()
+              for start, end in zip(grid.offsets[:-1], grid.offsets[1:])]
+    assert len(set(arrays)) == len(arrays)
+    # GRPO ignores r_max and the virtual samples: every such setting shares one array.
+    shared = {int(grid.index["right"]["grpo"][page.setting_index(8, r_max, virtual, 1)])
+              for r_max in page.R_MAX_VALUES for virtual in page.VIRTUAL_SAMPLES}
+    assert len(shared) == 1
+
+
+def test_settings_off_the_grid_name_the_command_that_computes_them():
+    with pytest.raises(ValueError,
+                       match=r"group_size=32 is not on the page's grid .*ngrpo-sim landscape"):
+        page.setting_index(32, 1.0, 1, 1)
+    with pytest.raises(ValueError, match=r"r_max=1.25 is not on the page's grid"):
+        page.setting_index(8, 1.25, 1, 1)
+
+
+def small_headline(folder):
+    config = DynamicsConfig(steps=4, seeds=2, num_prompts=16, batch_prompts=4, minibatches=2)
+    trajectories = run_methods([get_method("grpo"), get_method("ngrpo")],
+                               [config, with_mode(config, "expected")], "test")
+    write_run(folder, trajectories)
+    return trajectories
+
+
+def test_a_run_folder_reads_back_as_written(tmp_path):
+    written = small_headline(tmp_path)
+    read = read_run(tmp_path)
+    assert [(t.method, t.config) for t in read] == [(t.method, t.config) for t in written]
+    for before, after in zip(written, read):
+        for name, values in before.metrics.items():  # written to 6 significant digits
+            np.testing.assert_allclose(after.metrics[name], values, rtol=1e-5, atol=1e-12)
+    with pytest.raises(ValueError, match="holds no config.json"):
+        read_run(tmp_path / "nothing")
+
+
+def test_page_command_writes_one_self_contained_file(tmp_path, capsys):
+    small_headline(tmp_path / "report" / "headline")
+    out = tmp_path / "site" / "index.html"
+    assert main(["page", "--report", str(tmp_path / "report"), "--out", str(out)]) == 0
+    assert "MB); open it in any browser" in capsys.readouterr().out
+    text = out.read_text()
+    # One file, nothing written beside it.
+    assert [path.name for path in out.parent.iterdir()] == ["index.html"]
+    assert "<script" in text and not re.search(r"<script[^>]*\ssrc=|<link[^>]*\shref=", text)
+    assert "Training dynamics: the report's headline run" in text
+    for argv, message in ((["--report", str(tmp_path)], "holds no headline folder"),
+                          (["--out", str(tmp_path / "page.txt")], "path must end in .html")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["page", *argv])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_without_a_report_the_page_says_how_to_get_the_curves(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no runs/report here
+    assert main(["page"]) == 0
+    text = (tmp_path / "runs" / "page" / "index.html").read_text()
+    assert "No report was found" in text and "Training dynamics: the report's headline run" not in text
