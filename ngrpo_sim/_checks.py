@@ -81,8 +81,8 @@ def choice(name: str, value, options) -> str:
 def output_folder(name: str, folder) -> Path:
     """``folder`` as a Path, created if missing, after proving that a file can be written in it.
 
-    Commands call this before any work, so that a folder they cannot write to costs a one-line error instead of a
-    traceback at the end of a run.
+    Commands call this before any work, so that a folder they cannot write to costs a one-line
+    error instead of a traceback at the end of a run.
     """
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
@@ -92,8 +92,8 @@ def output_folder(name: str, folder) -> Path:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as error:
-        raise ValueError(f"{name} {str(folder)!r} cannot be written: {error.strerror or error}; choose a folder you "
-                         f"can write to") from None
+        raise ValueError(f"{name} {str(folder)!r} cannot be written: {error.strerror or error}; "
+                         f"choose a folder you can write to") from None
     return folder
 
 
@@ -109,8 +109,9 @@ def _gib(size: float) -> str:
 
 
 def fits_in_memory(what: str, needed: float, advice: str) -> None:
-    """Refuse work whose estimated peak memory ``needed`` (bytes) exceeds what the machine has available now."""
+    """Refuse work whose estimated peak memory ``needed`` (bytes) exceeds what the machine has
+    available now."""
     available = available_memory()
     if needed > available:
-        raise ValueError(f"{what} needs about {_gib(needed)} of memory, more than the {_gib(available)} available "
-                         f"now; {advice}")
+        raise ValueError(f"{what} needs about {_gib(needed)} of memory, more than the "
+                         f"{_gib(available)} available now; {advice}")

@@ -48,9 +48,11 @@ REWARD_KINDS = ("binary", "graded")
 
 
 def parse_profile(profile) -> str | np.ndarray:
-    """A profile's name, or its explicit success rates as a 1-d array; refuses anything else with a sentence.
+    """A profile's name, or its explicit success rates as a 1-d array; refuses anything else with a
+    sentence.
 
-    Runs before any work (``DynamicsConfig`` calls it), so a bad ``--profile`` is reported before a run starts.
+    Runs before any work (``DynamicsConfig`` calls it), so a bad ``--profile`` is reported before a
+    run starts.
     """
     if isinstance(profile, str) and profile in PROFILES:
         return profile
@@ -58,12 +60,13 @@ def parse_profile(profile) -> str | np.ndarray:
         try:
             profile = [float(part) for part in profile.split(",")]
         except ValueError:
-            raise ValueError(f"profile must be one of {', '.join(PROFILES)} or comma-separated success rates, "
-                             f"got {profile!r}") from None
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)} or comma-separated "
+                             f"success rates, got {profile!r}") from None
     rates = _checks.finite_array("profile", profile).ravel()
     if rates.size == 0 or np.any((rates < 0) | (rates > 1)):
         bad = rates[(rates < 0) | (rates > 1)]
-        raise ValueError(f"profile success rates must lie in [0, 1], got {bad[0] if bad.size else 'nothing'}")
+        raise ValueError("profile success rates must lie in [0, 1], got "
+                         f"{bad[0] if bad.size else 'nothing'}")
     return rates
 
 
@@ -162,8 +165,8 @@ def make_task(num_prompts: int = 256, num_answers: int = 16, right_answers: int 
     with A = sum of exp(right logits) and W = sum of exp(wrong logits), shifting the right logits by
     log(p W / ((1 - p) A)) gives success p.
     """
-    check_task_options(num_prompts, num_answers, right_answers, profile, policy, feature_dim, feature_signal,
-                       rewards)
+    check_task_options(num_prompts, num_answers, right_answers, profile, policy, feature_dim,
+                       feature_signal, rewards)
     logit_spread = _checks.number("logit_spread", logit_spread, low=0.0)
     rng = np.random.default_rng(seed)
     target = starting_success(profile, num_prompts, rng)

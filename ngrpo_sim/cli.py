@@ -51,8 +51,8 @@ def _run_landscape(args) -> None:
                for m in parse_methods(args.methods)]
     for method in methods:
         landscape.check_method(method)
-    _checks.fits_in_memory(f"the landscape for groups of {args.group_size}", landscape.memory_bytes(args.group_size),
-                           "use a smaller --group-size")
+    _checks.fits_in_memory(f"the landscape for groups of {args.group_size}",
+                           landscape.memory_bytes(args.group_size), "use a smaller --group-size")
     out = _checks.output_folder("--out", args.out or Path("runs") / f"landscape-G{args.group_size}")
     print(landscape.format_tables(methods, args.group_size))
     written = landscape.write_csv(methods, args.group_size, out)

@@ -35,7 +35,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ngrpo_sim import _checks
-from ngrpo_sim.bandit import BanditTask, check_task_options, difficulty_masks, make_task, sample_answers
+from ngrpo_sim.bandit import (BanditTask, check_task_options, difficulty_masks, make_task,
+                              sample_answers)
 from ngrpo_sim.landscape import binomial_pmf, canonical_groups, expected_gain
 from ngrpo_sim.methods import Method, get_method, token_weights
 from ngrpo_sim.metrics import log_softmax, pass_at_k_auc, pass_at_k_exact, powers_of_two_up_to
@@ -107,8 +108,8 @@ class DynamicsConfig:
     """Seeds the task (prompts, starting logits, features) and the sampling."""
 
     def __post_init__(self):
-        check_task_options(self.num_prompts, self.num_answers, self.right_answers, self.profile, self.policy,
-                           self.feature_dim, self.feature_signal, self.rewards)
+        check_task_options(self.num_prompts, self.num_answers, self.right_answers, self.profile,
+                           self.policy, self.feature_dim, self.feature_signal, self.rewards)
         _checks.integer("group_size", self.group_size, low=2)
         _checks.integer("batch_prompts", self.batch_prompts, low=1)
         if self.batch_prompts > self.num_prompts:
@@ -140,28 +141,34 @@ class DynamicsConfig:
         return self.max_candidates or min(self.num_prompts, 4 * self.batch_prompts)
 
     def memory_bytes(self) -> float:
-        """An upper estimate of the peak memory (bytes) that ``simulate`` needs for one method under this config.
+        """An upper estimate of the peak memory (bytes) that ``simulate`` needs for one method under
+        this config, so that a run beyond the machine is refused before it starts.
 
-        Each term is an array family of the run; its factor is an upper envelope of the peaks that tracemalloc
-        measured over both policies, modes and optimisers (tests/test_dynamics.py checks that the estimate is
-        never below the measured peak and at most 2.5 times above it):
+        Each term is an array family of the run; its factor is an upper envelope of the peaks that
+        tracemalloc measured over both policies, modes and optimisers (tests/test_dynamics.py checks
+        that the estimate is never below the measured peak and at most 2.5 times above it):
 
-        * S x P x K float64 arrays: every prompt's logits, probabilities and policy metrics (tabular: also the
-          parameters and their gradient, Adam: its two moments; expected mode: the exact update of every prompt);
-        * sampled: S x B x G x K comparisons drawing the answers, S x B x K arrays of the batch, and for the shared
-          policy the batch's S x B x K x D features;
+        * S x P x K float64 arrays: every prompt's logits, probabilities and policy metrics
+          (tabular: also the parameters and their gradient, Adam: its two moments; expected mode:
+          the exact update of every prompt);
+        * sampled: S x B x G x K comparisons drawing the answers, S x B x K arrays of the batch, and
+          for the shared policy the batch's S x B x K x D features;
         * the shared policy's fixed P x K x D features;
         * the record: (steps + 1) x S values of every metric and of pass@k.
         """
-        seeds, prompts, answers, batch = self.seeds, self.num_prompts, self.num_answers, self.batch_prompts
+        seeds, prompts, answers = self.seeds, self.num_prompts, self.num_answers
+        batch, features = self.batch_prompts, self.feature_dim
         tabular, sampled = self.policy == "tabular", self.mode == "sampled"
-        per_prompt = 7.0 + 1.5 * tabular + 2.0 * (tabular and self.optimizer == "adam") + 7.0 * (not sampled)
+        adam = self.optimizer == "adam"
+        per_prompt = 7.0 + 1.5 * tabular + 2.0 * (tabular and adam) + 7.0 * (not sampled)
         total = 8.0 * per_prompt * seeds * prompts * answers
         if sampled:
-            total += 7.0 * seeds * batch * self.group_size * answers + 8.0 * 10.0 * seeds * batch * answers
-            total += 8.0 * 1.0 * seeds * batch * answers * self.feature_dim * (not tabular)
-        total += 8.0 * 2.2 * prompts * answers * self.feature_dim * (not tabular)
-        total += 8.0 * 1.2 * (self.steps + 1) * seeds * (len(METRICS) + len(powers_of_two_up_to(PASS_AT_K_MAX)))
+            total += 7.0 * seeds * batch * self.group_size * answers
+            total += 8.0 * 10.0 * seeds * batch * answers
+            total += 8.0 * 1.0 * seeds * batch * answers * features * (not tabular)
+        total += 8.0 * 2.2 * prompts * answers * features * (not tabular)
+        recorded = len(METRICS) + len(powers_of_two_up_to(PASS_AT_K_MAX))
+        total += 8.0 * 1.2 * (self.steps + 1) * seeds * recorded
         return total + 2 ** 18
 
     def build_task(self) -> BanditTask:
@@ -457,8 +464,9 @@ def simulate(method: Method | str, config: DynamicsConfig = DynamicsConfig(), pr
              ) -> Trajectory:
     """Train ``method`` on the config's bandit task for every seed at once and record every metric per step.
 
-    ``progress`` is True for a bar of this run's steps, False for none, or an existing bar to advance. Raises
-    ValueError for an unknown method or a run that needs more memory than is available (``check_memory``).
+    ``progress`` is True for a bar of this run's steps, False for none, or an existing bar to
+    advance. Raises ValueError for an unknown method or a run that needs more memory than is
+    available (``check_memory``).
     """
     method = get_method(method) if isinstance(method, str) else method
     if not isinstance(method, Method):

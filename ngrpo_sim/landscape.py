@@ -62,9 +62,9 @@ def check_method(method: Method) -> None:
     if estimator.count_based:
         ceiling = estimator.reward_bounds()[1]
         if ceiling is not None and ceiling < 1.0:
-            raise ValueError(f"r_max must be at least 1, got {ceiling}: the landscape's groups hold "
-                             f"binary rewards (1 right, 0 wrong) and r_max is the best reward, the "
-                             f"virtual answer's")
+            raise ValueError(f"r_max must be at least 1, got {ceiling}: the landscape's groups "
+                             f"hold binary rewards (1 right, 0 wrong) and r_max is the best "
+                             f"reward, the virtual answer's")
         return
     if estimator.uses_values:
         reason = ("a learned value V, not on the group's count of right answers, so it has no "
@@ -79,15 +79,17 @@ def check_method(method: Method) -> None:
 
 
 def memory_bytes(group_size: int, grid_points: int = 201) -> float:
-    """An upper estimate of the peak memory (bytes) of the landscape's tables, CSV files and figures for groups of
-    G, so that a command can refuse a size beyond the machine before it starts.
+    """An upper estimate of the peak memory (bytes) of the landscape's tables, CSV files and figures
+    for groups of G, so that a command can refuse a size beyond the machine before it starts.
 
-    The (G + 1) x G canonical groups and an estimator's temporaries on them take about five such arrays at once,
-    the binomial probabilities on the grid of p a few (grid_points x (G + 1)) arrays, matplotlib's figures tens of
-    MiB. Measured with tracemalloc; tests/test_landscape.py checks that the estimate bounds the peak.
+    The (G + 1) x G canonical groups and an estimator's temporaries on them take about five such
+    arrays at once, the binomial probabilities on the grid of p a few (grid_points x (G + 1))
+    arrays, matplotlib's figures tens of MiB. Measured with tracemalloc; tests/test_landscape.py
+    checks that the estimate bounds the peak.
     """
     group_size = _checks.integer("group_size", group_size, low=2)
-    return 8.0 * (6 * (group_size + 1) * group_size + 8 * grid_points * (group_size + 1)) + 48 * 2 ** 20
+    cells = (group_size + 1) * group_size
+    return 8.0 * (6 * cells + 8 * grid_points * (group_size + 1)) + 48 * 2 ** 20
 
 
 def canonical_groups(group_size: int) -> np.ndarray:
@@ -120,16 +122,18 @@ def _success_rates(success_rate) -> np.ndarray:
 
 
 DIRECT_PMF_TRIALS = 512
-"""Up to this many trials comb(n, k) stays below 5e152, so in every term of comb(n, k) p^k (1 - p)^(n - k) above
-1e-155 the powers are normal floats and the product is exact to rounding; smaller terms are 0 to that precision."""
+"""Up to this many trials comb(n, k) stays below 5e152, so in every term of
+comb(n, k) p^k (1 - p)^(n - k) above 1e-155 the powers are normal floats and the product is exact
+to rounding; smaller terms are 0 to that precision."""
 
 
 def binomial_pmf(trials: int, success_rate: np.ndarray) -> np.ndarray:
     """P(k successes in ``trials``) for k = 0..trials, shaped ``success_rate.shape + (trials + 1,)``.
 
-    Plain numpy up to ``DIRECT_PMF_TRIALS``: scipy.stats.binom is exact too but an order of magnitude slower in the
-    simulator's inner loop. Beyond it the binomial coefficient overflows a float (from 1030 trials) or meets powers
-    of p that have lost precision, so scipy.stats.binom takes over.
+    Plain numpy up to ``DIRECT_PMF_TRIALS``: scipy.stats.binom is exact too but an order of
+    magnitude slower in the simulator's inner loop. Beyond it the binomial coefficient overflows a
+    float (from 1030 trials) or meets powers of p that have lost precision, so scipy.stats.binom
+    takes over.
     """
     counts = np.arange(trials + 1)
     p = np.asarray(success_rate, dtype=np.float64)[..., None]

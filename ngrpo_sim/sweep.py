@@ -166,7 +166,7 @@ def run_sweep(methods: list[Method | str], configs: list[DynamicsConfig], *, wor
     """
     check_where_to_run(workers, ray_address)
     tasks = sweep_tasks(methods, configs)
-    check_fits_in_memory(configs, len(tasks), workers, ray_address)  # refused before the bar, not begun
+    check_fits_in_memory(configs, len(tasks), workers, ray_address)  # before the bar, not begun
     results = {}
     if store is not None:
         Path(store).mkdir(parents=True, exist_ok=True)

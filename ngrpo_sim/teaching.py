@@ -4,8 +4,8 @@ The notebooks' widgets call these functions, and these functions call the tested
 method is defined here. What is here is the glue a notebook would otherwise repeat: choosing sizes for the fast
 mode the test suite uses, retuning presets from sliders, one sampled group and the step each method takes on it,
 the ratio-advantage plane of the clipped surrogate, sweeps of clip fractions, reading the run folders that
-``minimal/ngrpo_train.py`` writes, views that widgets redraw in place, one legend per figure, and running a
-notebook headless (the tests and the README figures do).
+``minimal/ngrpo_train.py`` writes, views that widgets redraw in place, one legend per figure,
+and running a notebook headless (the tests and the README figures do).
 """
 
 from __future__ import annotations
@@ -60,18 +60,22 @@ def sized(full, fast):
     return fast if fast_mode() else full
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Every notebook: views that widgets redraw in place, one legend per figure
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 class LiveView:
-    """A figure and a text that a widget's callback replaces in place; ``widget`` is what a notebook displays.
+    """A figure and a text that a widget's callback replaces in place; ``widget`` is what a notebook
+    displays.
 
-    Both live in widgets' state (an Image and an HTML widget), not in an Output widget: a figure that a callback
-    showed through an Output widget now and then landed in JupyterLab's log console instead of the notebook (seen
-    with notebooks/check_in_jupyterlab.py, JupyterLab 4.6 and ipywidgets 8.1), while a widget's state always
-    reaches its view. The kernel can read what is shown (``shown_text``), so a test can compare two settings.
+    Both live in widgets' state (an Image and an HTML widget), and the figure is drawn on a figure
+    that pyplot does not hold (``subplots``). Figures that callbacks drew with pyplot landed in
+    JupyterLab's log console now and then, instead of the notebook (seen with
+    notebooks/check_in_jupyterlab.py, JupyterLab 4.6, ipykernel 7, ipywidgets 8.1): ipykernel runs
+    the inline backend's post-execute hook around every widget message, and that hook shows every
+    figure pyplot holds at that moment, outside any view. A widget's state always reaches its view,
+    and the kernel can read what is shown (``shown_text``), so a test can compare two settings.
     """
 
     def __init__(self):
@@ -81,20 +85,29 @@ class LiveView:
         self.text = widgets.HTML()
         self.widget = widgets.VBox([self.image, self.text])
 
+    @staticmethod
+    def subplots(ncols: int = 1, nrows: int = 1, width: float = 4.8, height: float = 3.6):
+        """``plotting.subplots`` on a figure that pyplot does not hold, so that only ``show``
+        shows it; returns (figure, flat list of axes)."""
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+        return figure, list(figure.subplots(nrows, ncols, squeeze=False).ravel())
+
     def show(self, figure=None, text: str | None = None) -> None:
-        """Replace the figure (as the inline backend draws it: 100 dpi, cropped to its content; then closed)
+        """Replace the figure (as the inline backend draws it: 100 dpi, cropped to its content)
         and the text (preformatted, as ``print`` would show it)."""
         if figure is not None:
             buffer = io.BytesIO()
             figure.savefig(buffer, format="png", bbox_inches="tight")
-            pyplot().close(figure)
+            pyplot().close(figure)  # if pyplot holds it after all
             self.image.value = buffer.getvalue()
         if text is not None:
             self.text.value = f"<pre>{html.escape(text)}</pre>"
 
     def refuse(self, reason: str) -> None:
-        """Show why these settings draw nothing, in place of the figure and the text: a figure left from other
-        settings would pass for theirs."""
+        """Show why these settings draw nothing, in place of the figure and the text: a figure left
+        from other settings would pass for theirs."""
         self.image.value = b""
         self.text.value = f"<b>{html.escape(reason)}</b>"
 
@@ -105,9 +118,10 @@ class LiveView:
 
 
 def figure_legend(figure, ncols: int | None = None):
-    """One legend for the whole figure, below its panels, instead of each panel's own: it covers no curve or bar (a
-    legend inside the panel covered the crossing of GRPO's and NGRPO's gains that notebook 2 discusses). A label
-    that several panels share appears once. Needs a figure with constrained layout (``plotting.subplots``)."""
+    """One legend for the whole figure, below its panels, instead of each panel's own: it covers no
+    curve or bar (a legend inside the panel covered the crossing of GRPO's and NGRPO's gains that
+    notebook 2 discusses). A label that several panels share appears once. Needs a figure with
+    constrained layout (``plotting.subplots``)."""
     entries = {}
     for ax in figure.axes:
         for handle, text in zip(*ax.get_legend_handles_labels()):
@@ -377,10 +391,10 @@ CLIP_PUSH_LABEL = r"push on $\log\pi$ per token: $A\rho$"
 """The colour scale of ``plot_clip_plane``."""
 
 
-def plot_clip_plane(ax, clip_low: float, clip_high: float, ratio_range=(0.6, 1.4), advantage_limit: float = 2.0,
-                    points: int = 201, colorbar: bool = True):
-    """The ratio-advantage plane: the gradient -A rho where it flows, grey where clipping removes it. Returns the
-    image, so that panels drawn with ``colorbar=False`` can share one colour bar."""
+def plot_clip_plane(ax, clip_low: float, clip_high: float, ratio_range=(0.6, 1.4),
+                    advantage_limit: float = 2.0, points: int = 201, colorbar: bool = True):
+    """The ratio-advantage plane: the gradient -A rho where it flows, grey where clipping removes
+    it. Returns the image, so that panels drawn with ``colorbar=False`` can share one colour bar."""
     low, high = _checks.finite_array("ratio_range", ratio_range)
     if not 0 < low < 1 < high:
         raise ValueError(f"ratio_range must bracket 1 with a positive lower end, got {tuple(ratio_range)}")
@@ -405,20 +419,22 @@ def plot_clip_plane(ax, clip_low: float, clip_high: float, ratio_range=(0.6, 1.4
     return image
 
 
-def clip_fraction_sweep(method_names, config: DynamicsConfig, minibatch_counts, progress: bool = True
-                        ) -> dict[str, dict[str, np.ndarray]]:
-    """For each method and number of minibatch updates per rollout, the share of answers clipped at each bound,
-    averaged over the run's steps and seeds: {method: {"minibatches", "clipfrac_low", "clipfrac_high"}}.
-    ``progress`` shows one bar over every run's steps."""
+def clip_fraction_sweep(method_names, config: DynamicsConfig, minibatch_counts,
+                        progress: bool = True) -> dict[str, dict[str, np.ndarray]]:
+    """For each method and number of minibatch updates per rollout, the share of answers clipped at
+    each bound, averaged over the run's steps and seeds:
+    {method: {"minibatches", "clipfrac_low", "clipfrac_high"}}. ``progress`` shows one bar over
+    every run's steps."""
     counts = [_checks.integer("minibatch_counts", count, low=1) for count in minibatch_counts]
     if not counts:
         raise ValueError("minibatch_counts must hold at least one count, got none")
     names = [method_names] if isinstance(method_names, str) else list(method_names)
     sweep = {}
-    with tqdm(total=len(names) * len(counts) * config.steps, desc="clip-fraction sweep", unit="step",
-              disable=not progress) as bar:
+    total = len(names) * len(counts) * config.steps
+    with tqdm(total=total, desc="clip-fraction sweep", unit="step", disable=not progress) as bar:
         for name in names:
-            runs = [simulate(name, dataclasses.replace(config, minibatches=count), progress=bar) for count in counts]
+            runs = [simulate(name, dataclasses.replace(config, minibatches=count), progress=bar)
+                    for count in counts]
             sweep[name] = {"minibatches": np.array(counts)} | {
                 bound: np.array([np.nanmean(run.metrics[bound]) for run in runs])
                 for bound in ("clipfrac_low", "clipfrac_high")}
@@ -460,19 +476,20 @@ def find_trainer(start=None) -> Path:
 
 
 def run_trainer(arguments: list[str], trainer=None, cwd=None) -> str:
-    """Run the single-file trainer with these command-line arguments in a fresh Python, in the folder ``cwd``
-    (default: the current one), and return everything it printed.
+    """Run the single-file trainer with these command-line arguments in a fresh Python, in the
+    folder ``cwd`` (default: the current one), and return everything it printed.
 
-    What it prints is passed on while it runs, its progress bars included (at most one update a second), so a
-    notebook cell shows how far training is instead of minutes of silence. A separate process keeps the notebook's
-    kernel free of torch and shows the trainer as its users run it. Raises RuntimeError with the end of the output
-    when the trainer fails.
+    What it prints is passed on while it runs, its progress bars included (at most one update a
+    second), so a notebook cell shows how far training is instead of minutes of silence. A separate
+    process keeps the notebook's kernel free of torch and shows the trainer as its users run it.
+    Raises RuntimeError with the end of the output when the trainer fails.
     """
     trainer = find_trainer() if trainer is None else Path(trainer)
     command = [sys.executable, str(trainer), *map(str, arguments)]
     decoder, printed = codecs.getincrementaldecoder("utf-8")(errors="replace"), []
-    with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          cwd=cwd, env={**os.environ, "TQDM_MININTERVAL": "1"}) as process:
+    with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, cwd=cwd,
+                          env={**os.environ, "TQDM_MININTERVAL": "1"}) as process:
         for chunk in iter(lambda: process.stdout.read1(65536), b""):
             text = decoder.decode(chunk)
             printed.append(text)

@@ -118,11 +118,12 @@ method_picker = widgets.SelectMultiple(options=list(landscape.DEFAULT_METHODS) +
                                                                                   "ngrpo_no_filter"],
                                        value=("grpo", "ngrpo", "psr_nsr"), description="methods", rows=8)
 # The sliders redraw when released, not at every value they pass while dragged.
-group_size_slider = widgets.IntSlider(value=8, min=2, max=32, description="G", continuous_update=False)
+group_size_slider = widgets.IntSlider(value=8, min=2, max=32, description="G",
+                                      continuous_update=False)
 r_max_slider = widgets.FloatSlider(value=1.0, min=1.0, max=3.0, step=0.25, description="r_max",
                                    continuous_update=False)
-virtual_slider = widgets.IntSlider(value=1, min=1, max=8, description="virtual samples", continuous_update=False,
-                                   style={"description_width": "initial"})
+virtual_slider = widgets.IntSlider(value=1, min=1, max=8, description="virtual samples",
+                                   continuous_update=False, style={"description_width": "initial"})
 std_picker = widgets.Dropdown(options=[("Bessel (n - 1), the release", 1), ("population (n), the paper's formula", 0)],
                               value=1, description="std")
 landscape_view = teaching.LiveView()
@@ -134,7 +135,7 @@ def show_landscape(change=None):
         return
     methods = teaching.retuned_methods(method_picker.value, r_max=r_max_slider.value,
                                        virtual_samples=virtual_slider.value, ddof=std_picker.value)
-    figure, (ax,) = subplots(width=6.4, height=4.2)
+    figure, (ax,) = landscape_view.subplots(width=6.4, height=4.2)
     landscape.plot_advantages(ax, methods, group_size_slider.value)
     teaching.figure_legend(figure)
     # The first two tables of the landscape: advantages by k (the others are notebook 2's subject).

@@ -117,12 +117,13 @@ metric_view = teaching.LiveView()
 
 
 def show_metric(change=None):
-    figure, (ax,) = subplots(width=6.0, height=3.8)
+    figure, (ax,) = metric_view.subplots(width=6.0, height=3.8)
     teaching.plot_metric(ax, trajectories, metric_picker.value)
     teaching.figure_legend(figure, ncols=3)
     lines = [f"{metric_picker.value} at the last step (mean over seeds):"]
     lines += [f"  {trajectory.method:>8} {trajectory.config.mode:>8}: "
-              f"{np.mean(trajectory.metrics[metric_picker.value][-1]):.4f}" for trajectory in trajectories]
+              f"{np.mean(trajectory.metrics[metric_picker.value][-1]):.4f}"
+              for trajectory in trajectories]
     metric_view.show(figure, "\n".join(lines))
 
 
@@ -159,21 +160,25 @@ plt.show()
 # instead of four. The defaults below are the tabular policy with SGD, where the README finds the largest
 # differences between methods.
 #
-# A learning rate only means something for its optimiser and policy (SGD's 32 would blow Adam up), so choosing
-# either sets it to the README's value for the pair. The runs stay within a tenth to ten times that value: beyond,
-# the first-order prediction errs by more than 100% and the curves show the step size, not the method.
+# A learning rate only means something for its optimiser and policy (SGD's 32 would blow Adam up),
+# so choosing either sets it to the README's value for the pair. The runs stay within a tenth to ten
+# times that value: beyond, the first-order prediction errs by more than 100% and the curves show
+# the step size, not the method.
 
 # %%
 LR_RANGE = (0.1, 10.0)
-"""The learning rates "run" accepts, as multiples of the README's value for the chosen policy and optimiser."""
+"""The learning rates "run" accepts, as multiples of the README's value for the policy and
+optimiser."""
 policy_picker = widgets.Dropdown(options=["tabular", "shared"], value="tabular", description="policy")
-optimizer_picker = widgets.Dropdown(options=[("SGD", "sgd"), ("Adam", "adam")], value="sgd", description="optimizer")
+optimizer_picker = widgets.Dropdown(options=[("SGD", "sgd"), ("Adam", "adam")], value="sgd",
+                                    description="optimizer")
 lr_box = widgets.FloatText(value=LEARNING_RATES["tabular", "sgd"], description="learning rate",
                            style={"description_width": "initial"})
 minibatch_picker = widgets.Dropdown(options=[1, 2, 4, 8], value=4, description="minibatches")
 method_picker = widgets.SelectMultiple(options=["grpo", "ngrpo", "dapo", "psr_nsr", "ppo"], value=("grpo", "ngrpo"),
                                        description="methods")
-run_button = widgets.Button(description="run", button_style="primary", layout=widgets.Layout(width="auto"))
+run_button = widgets.Button(description="run", button_style="primary",
+                            layout=widgets.Layout(width="auto"))
 own_progress = widgets.Output()
 own_view = teaching.LiveView()
 
@@ -186,10 +191,11 @@ def run_own(*_):
     preset = LEARNING_RATES[policy_picker.value, optimizer_picker.value]
     low, high = LR_RANGE[0] * preset, LR_RANGE[1] * preset
     if not low <= lr_box.value <= high:
-        own_view.refuse(f"learning rate {lr_box.value:g} is {lr_box.value / preset:.3g} times the README's "
-                        f"{preset:g} for the {policy_picker.value} policy with {optimizer_picker.label}. Runs here "
-                        f"take {low:g} to {high:g}: beyond, the first-order entropy prediction errs by more than "
-                        f"100% and the curves show the step size, not the method.")
+        own_view.refuse(f"learning rate {lr_box.value:g} is {lr_box.value / preset:.3g} times "
+                        f"the README's {preset:g} for the {policy_picker.value} policy with "
+                        f"{optimizer_picker.label}. Runs here take {low:g} to {high:g}: beyond, "
+                        f"the first-order entropy prediction errs by more than 100% and the "
+                        f"curves show the step size, not the method.")
         return
     if not method_picker.value:
         own_view.refuse("Pick at least one method (hold Ctrl or Shift to pick several).")
@@ -200,25 +206,26 @@ def run_own(*_):
     try:
         with own_progress:
             clear_output(wait=True)
-            runs = run_methods([get_method(name) for name in method_picker.value], [own, with_mode(own, "expected")])
+            runs = run_methods([get_method(name) for name in method_picker.value],
+                               [own, with_mode(own, "expected")])
             clear_output()
     finally:
         run_button.disabled, run_button.description = False, "run"
-    figure, axes = subplots(ncols=2, nrows=2, width=4.25, height=3.0)
+    figure, axes = own_view.subplots(ncols=2, nrows=2, width=4.25, height=3.0)
     teaching.plot_metric(axes[0], runs, "accuracy", "mean success rate")
     teaching.plot_metric(axes[1], runs, "entropy", "mean entropy (nats)")
     teaching.plot_metric(axes[2], runs, "accuracy_hard", "success on prompts starting < 5%")
     teaching.plot_entropy_prediction(axes[3], runs)
     teaching.figure_legend(figure, ncols=3)
-    own_view.show(figure, format_summary(runs, metrics=("accuracy", "accuracy_hard", "entropy", "abandoned",
-                                                        "regressed")))
+    own_view.show(figure, format_summary(runs, metrics=("accuracy", "accuracy_hard", "entropy",
+                                                        "abandoned", "regressed")))
 
 
 for picker in (policy_picker, optimizer_picker):
     picker.observe(reset_learning_rate, "value")
 run_button.on_click(run_own)
-display(widgets.HBox([widgets.VBox([policy_picker, optimizer_picker, lr_box, minibatch_picker]), method_picker,
-                      run_button]), own_progress, own_view.widget)
+settings = widgets.VBox([policy_picker, optimizer_picker, lr_box, minibatch_picker])
+display(widgets.HBox([settings, method_picker, run_button]), own_progress, own_view.widget)
 run_own()
 
 # %% [markdown]

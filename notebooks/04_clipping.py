@@ -88,18 +88,20 @@ plt.show()
 # %%
 clip_low_slider = widgets.FloatSlider(value=0.16, min=0.0, max=0.4, step=0.01, description="ε_low",
                                       continuous_update=False)
-clip_high_slider = widgets.FloatSlider(value=0.24, min=0.0, max=0.4, step=0.01, description="ε_high",
-                                       continuous_update=False)
+clip_high_slider = widgets.FloatSlider(value=0.24, min=0.0, max=0.4, step=0.01,
+                                       description="ε_high", continuous_update=False)
 plane_view = teaching.LiveView()
 
 
 def show_plane(change=None):
-    figure, (ax,) = subplots(width=5.2, height=3.8)
+    figure, (ax,) = plane_view.subplots(width=5.2, height=3.8)
     teaching.plot_clip_plane(ax, clip_low_slider.value, clip_high_slider.value)
     ratio, advantage = np.meshgrid(np.linspace(0.6, 1.4, 401), np.linspace(-2, 2, 401))
-    grey = teaching.vanishing_gradient(ratio, advantage, clip_low_slider.value, clip_high_slider.value).mean()
+    grey = teaching.vanishing_gradient(ratio, advantage, clip_low_slider.value,
+                                       clip_high_slider.value).mean()
     plane_view.show(figure, f"lower bound {1 - clip_low_slider.value:.2f}, upper bound "
-                            f"{1 + clip_high_slider.value:.2f}: {grey:.1%} of the window gives no gradient")
+                            f"{1 + clip_high_slider.value:.2f}: {grey:.1%} of the window gives no "
+                            f"gradient")
 
 
 for slider in (clip_low_slider, clip_high_slider):

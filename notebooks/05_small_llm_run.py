@@ -22,11 +22,12 @@
 #
 # **For whom.** You have met the simulator and want to see the same quantities on a transformer. The runs come from
 # `minimal/ngrpo_train.py`, the project's single-file trainer for Hugging Face causal LMs. Its CPU default is a
-# 0.5M-parameter Qwen2 with a character tokenizer, pre-trained on 3-digit addition only until 12% of its answers
-# sampled at temperature 1 are right (so that many groups are all wrong, the case NGRPO is about), then trained
-# with RL: groups of 8 answers per prompt sampled at temperature 1, a reward of 1 for the right sum, 4 minibatch
-# updates per rollout. The held-out evaluation samples at temperature 0.6, which makes the same model look better:
-# it starts at a pass@1 of about 0.22 there (the table's "pass@1 before").
+# 0.5M-parameter Qwen2 with a character tokenizer, pre-trained on 3-digit addition only until 12% of
+# its answers sampled at temperature 1 are right (so that many groups are all wrong, the case NGRPO
+# is about), then trained with RL: groups of 8 answers per prompt sampled at temperature 1, a reward
+# of 1 for the right sum, 4 minibatch updates per rollout. The held-out evaluation samples at
+# temperature 0.6, which makes the same model look better: there it starts at a pass@1 of about 0.22
+# (the table's "pass@1 before").
 #
 # **Time.** The full comparison (2 methods × 3 seeds × 400 steps) takes about 6 minutes on a 2-core CPU the first
 # time and is reused afterwards; in fast mode (`NGRPO_FAST=1`) the notebook trains 1 seed for 8 steps in well
@@ -51,8 +52,8 @@ plt = pyplot()
 #
 # `--compare ngrpo,grpo` trains each method for seeds 1, 2, ... into `METHOD-seedSEED` folders and writes a table
 # of the final held-out numbers. Each folder holds `config.json`, `metrics.jsonl` (one JSON line per step) and
-# `curves.png`; finished runs are reused, so running this cell again is free. The trainer's progress bars show
-# below while it trains.
+# `curves.png`; finished runs are reused, so running this cell again is free. The trainer's progress
+# bars show below while it trains.
 
 # %%
 seeds = teaching.sized(3, 1)
@@ -128,12 +129,13 @@ metric_view = teaching.LiveView()
 
 
 def show_metric(change=None):
-    figure, (ax,) = subplots(width=6.0, height=3.8)
+    figure, (ax,) = metric_view.subplots(width=6.0, height=3.8)
     teaching.plot_run_metric(ax, runs, metric_picker.value, window=smoothing)
     teaching.figure_legend(figure)
     lines = [f"{metric_picker.value} at the last step (mean over seeds):"]
-    lines += [f"  {method:>6}: {np.mean([teaching.run_curve(r, metric_picker.value)[1][-1] for r in seeds]):.4f}"
-              for method, seeds in runs.items()]
+    for method, records in runs.items():
+        last = np.mean([teaching.run_curve(run, metric_picker.value)[1][-1] for run in records])
+        lines.append(f"  {method:>6}: {last:.4f}")
     metric_view.show(figure, "\n".join(lines))
 
 

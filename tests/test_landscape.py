@@ -124,7 +124,8 @@ def test_bad_input_is_named():
 
 
 def test_the_binomial_stays_exact_beyond_the_float_range_of_its_coefficient():
-    # comb(2000, k) overflows a float from k = 420 on; the exact probabilities come from integers and fractions.
+    # comb(2000, k) overflows a float from k = 420 on; the exact probabilities come from integers
+    # and fractions.
     from fractions import Fraction
 
     trials = 2000
@@ -133,7 +134,8 @@ def test_the_binomial_stays_exact_beyond_the_float_range_of_its_coefficient():
         pmf = binomial_pmf(trials, np.array(float(p)))
         assert np.all(np.isfinite(pmf))
         big = np.array([float(value) for value in exact]) > 1e-300
-        np.testing.assert_allclose(pmf[big], [float(value) for value, keep in zip(exact, big) if keep], rtol=1e-9)
+        expected = [float(value) for value, keep in zip(exact, big) if keep]
+        np.testing.assert_allclose(pmf[big], expected, rtol=1e-9)
         assert np.all(pmf[~big] < 1e-290)
 
 
@@ -141,12 +143,14 @@ def test_a_large_group_has_a_finite_landscape():
     grid = np.linspace(0.0, 1.0, 11)
     grpo = get_method("grpo")
     silent = zero_gradient_probability(grpo, 1100, grid)
-    # Only all-wrong and all-right groups are silent under GRPO: (1 - p)^G + p^G, about 0 inside (0, 1).
+    # Only all-wrong and all-right groups are silent under GRPO: (1 - p)^G + p^G, about 0 inside
+    # (0, 1).
     np.testing.assert_allclose(silent, (1 - grid) ** 1100 + grid ** 1100, atol=1e-15)
 
 
 def test_r_max_below_a_right_answer_is_refused_in_the_landscape_terms():
-    with pytest.raises(ValueError, match="r_max must be at least 1, got 0.5: the landscape's groups hold binary"):
+    refusal = "r_max must be at least 1, got 0.5: the landscape's groups hold binary"
+    with pytest.raises(ValueError, match=refusal):
         count_advantages(get_method("ngrpo").with_advantage_options(r_max=0.5), 8)
     with pytest.raises(ValueError, match=r"r_max must be > 0.0, got 0.0"):
         get_method("ngrpo").with_advantage_options(r_max=0.0)
@@ -167,7 +171,8 @@ def test_the_memory_estimate_bounds_the_measured_peak(group_size, tmp_path):
         peak = tracemalloc.get_traced_memory()[1] - before
     finally:
         tracemalloc.stop()
-    # Five (G + 1) x G float64 arrays are alive at once inside an estimator (measured), the estimate counts six.
+    # Five (G + 1) x G float64 arrays are alive at once inside an estimator (measured), the
+    # estimate counts six.
     assert peak <= memory_bytes(group_size) <= 2.5 * peak
 
 

@@ -394,21 +394,25 @@ def test_run_trainer_returns_the_output_or_raises_with_the_error(tmp_path):
     script.write_text("import sys\nprint('args', sys.argv[1:])\nif '--fail' in sys.argv: "
                       "sys.exit('error: bad flag')\n")
     assert teaching.run_trainer(["--steps", 2], trainer=script).strip() == "args ['--steps', '2']"
-    with pytest.raises(RuntimeError, match="trainer.py --fail failed with exit code 1:\n(.|\n)*error: bad flag"):
+    with pytest.raises(RuntimeError,
+                       match="trainer.py --fail failed with exit code 1:\n(.|\n)*error: bad flag"):
         teaching.run_trainer(["--fail"], trainer=script)
 
 
 def test_run_trainer_passes_progress_on_while_the_trainer_runs(tmp_path, capsys):
-    # The script waits for a file that this test writes once it has seen the first progress line: the line must
-    # reach the caller while the trainer still runs, not when it ends (then the script gives up after 30 s).
+    # The script waits for a file that this test writes once it has seen the first progress line:
+    # the line must reach the caller while the trainer still runs, not when it ends (then the script
+    # gives up after 30 s).
     gate = tmp_path / "gate"
     script = tmp_path / "trainer.py"
     script.write_text(
         "import os, sys, time\n"
         "sys.stderr.write('step 1/2\\r'); sys.stderr.flush()\n"
         "deadline = time.monotonic() + 30\n"
-        f"while not os.path.exists({str(gate)!r}) and time.monotonic() < deadline: time.sleep(0.01)\n"
-        f"if not os.path.exists({str(gate)!r}): sys.exit('nobody saw the progress line while it ran')\n"
+        f"while not os.path.exists({str(gate)!r}) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        f"if not os.path.exists({str(gate)!r}):\n"
+        "    sys.exit('nobody saw the progress line while it ran')\n"
         "print('done in', os.getcwd())\n")
     seen_while_running = []
 
@@ -449,7 +453,8 @@ def test_a_live_view_shows_its_figure_and_text_in_widget_state():
 
 
 def test_one_legend_below_the_panels_covers_none_of_them():
-    # Notebook 2's gain figure: inside the axes, matplotlib's "best" place was the GRPO/NGRPO crossing.
+    # Notebook 2's gain figure: inside the axes, matplotlib's "best" place was the GRPO/NGRPO
+    # crossing.
     from ngrpo_sim import landscape
 
     figure, axes = subplots(ncols=2, width=4.25, height=3.4)
