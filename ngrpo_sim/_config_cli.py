@@ -16,15 +16,16 @@ import typing
 
 
 def field_docs(cls) -> dict[str, str]:
-    """name -> the docstring written under the field in ``cls``'s source."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
+    """name -> the docstring written under the field in the source of ``cls`` or of the dataclass it
+    extends (the class that declares a field last wins)."""
     docs = {}
-    for statement, following in zip(body, body[1:]):
-        if (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for statement, following in zip(body, body[1:]):
+            if (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
                 and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
                 and isinstance(following.value.value, str)):
-            docs[statement.target.id] = " ".join(following.value.value.split())
+                docs[statement.target.id] = " ".join(following.value.value.split())
     return docs
 
 

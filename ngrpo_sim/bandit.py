@@ -25,7 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from ngrpo_sim import _checks
+from ngrpo_sim.landscape import expected_gain
+from ngrpo_sim.methods import Method, token_weights
 from ngrpo_sim.metrics import log_softmax
+from ngrpo_sim.surrogate import clipped_surrogate
+from ngrpo_sim.training_loop import (POLICIES, REWARD_KINDS, ROLLOUT_METRICS, Coefficients,
+                                     approx_kl, predicted_entropy_change, regulariser_logit_grads,
+                                     starting_params, success_metrics)
 
 PROFILES: dict[str, tuple[tuple[float, float, float], ...]] = {
     # (share of prompts, Beta a, Beta b) components of the starting success rate.
@@ -43,8 +49,12 @@ DIFFICULTY_BUCKETS = {"hard": (0.0, 0.05), "mid": (0.05, 0.5), "easy": (0.5, 1.0
 SUCCESS_FLOOR = 1e-6
 """A softmax cannot reach a success rate of exactly 0 or 1; profile values are kept inside [1e-6, 1 - 1e-6]."""
 
-POLICIES = ("tabular", "shared")
-REWARD_KINDS = ("binary", "graded")
+POLICY_METRICS = ("accuracy", "accuracy_hard", "accuracy_mid", "accuracy_easy", "entropy",
+                  "entropy_hard", "entropy_mid", "entropy_easy", "pass_auc", "abandoned",
+                  "newly_solved", "regressed", "entropy_change", "entropy_change_predicted")
+"""What the bandit records of its policy at every step: ``training_loop.SUCCESS_METRICS``, the mean
+entropy of the prompts' answer distributions (overall and per difficulty bucket), its change over
+the step and the change's first-order prediction."""
 
 
 def parse_profile(profile) -> str | np.ndarray:
@@ -107,9 +117,7 @@ class BanditTask:
 
     def initial_params(self, num_seeds: int) -> np.ndarray:
         """Trainable parameters of every seed: logits (S, P, K) for tabular, theta (S, D) for shared."""
-        if self.features is None:
-            return np.broadcast_to(self.offsets, (num_seeds,) + self.offsets.shape).copy()
-        return np.zeros((num_seeds, self.features.shape[-1]))
+        return starting_params(self.offsets, self.features, num_seeds)
 
     def logits(self, params: np.ndarray, prompts: np.ndarray | None = None) -> np.ndarray:
         """Logits of every seed: (S, P, K), or (S, C, K) for ``prompts`` of shape (S, C)."""
@@ -141,6 +149,139 @@ class BanditTask:
         right = self.right if prompts is None else self.right[prompts]
         return np.sum(np.exp(log_softmax(logits)) * right, axis=-1)
 
+    # -- what the shared training loop (ngrpo_sim.training_loop) asks of a task ----------------
+
+    metric_names = POLICY_METRICS + ROLLOUT_METRICS
+
+    def sample(self, params: np.ndarray, prompts: np.ndarray, group_size: int,
+               rng: np.random.Generator) -> np.ndarray:
+        """G answers per (seed, prompt) of ``prompts`` (S, C): (S, C, G) answer indices."""
+        return sample_answers(self.logits(params, prompts), group_size, rng)
+
+    def score(self, prompts: np.ndarray, answers: np.ndarray) -> np.ndarray:
+        """Rewards (S, C, G) of sampled answers."""
+        return self.rewards[prompts[..., None], answers]
+
+    def update_batch(self, params: np.ndarray, prompts: np.ndarray, answers: np.ndarray,
+                     reference: np.ndarray) -> "BanditUpdate":
+        """The rollout's groups ready for minibatch updates, with their log-probabilities under
+        ``params``."""
+        return BanditUpdate(self, prompts, answers, reference, params)
+
+    def expected_direction(self, logits: np.ndarray, method: Method, group_size: int,
+                           values: np.ndarray, reference: np.ndarray, coefficients: Coefficients,
+                           keep_probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per prompt, the expected ascent c(p) pi (r - p) of one group's policy-gradient estimate
+        (the gain identity of ``ngrpo_sim.landscape``; for PPO's r - V, c = 1) and the gradient
+        of the KL and entropy terms, both with respect to the logits (S, P, K). Every answer is
+        one token, so all loss aggregations agree."""
+        probs = np.exp(log_softmax(logits))
+        success = np.sum(probs * self.right, axis=-1)
+        # PPO's r - V: a baseline that does not depend on the sampled group leaves the expected
+        # gradient at c = 1.
+        gain = 1.0 if method.advantage.uses_values else expected_gain(method, group_size, success)
+        ascent = np.asarray(gain)[..., None] * probs * (self.right - success[..., None])
+        return ascent, regulariser_logit_grads(logits, reference, coefficients)
+
+    def expected_approx_kl(self, logits: np.ndarray, new_logits: np.ndarray) -> np.ndarray:
+        """KL(pi_old || pi_new) averaged over prompts: what ``approx_kl`` estimates from the sampled
+        answers."""
+        log_pi = log_softmax(logits)
+        return np.sum(np.exp(log_pi) * (log_pi - log_softmax(new_logits)), axis=-1).mean(1)
+
+    def measure(self, logits: np.ndarray) -> np.ndarray:
+        """What the metrics read of a policy: its logits (S, P, K)."""
+        return logits
+
+    def policy_metrics(self, logits: np.ndarray, initial_success: np.ndarray, ks: np.ndarray
+                       ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Metrics of the policy on all prompts (means over prompts, one value per seed) and pass@k
+        (S, len(ks))."""
+        log_pi = log_softmax(logits)
+        pi = np.exp(log_pi)
+        success = np.sum(pi * self.right, axis=-1)
+        entropy = -np.sum(pi * log_pi, axis=-1)
+        buckets = difficulty_masks(initial_success)
+        metrics, pass_at_k = success_metrics(success, initial_success, ks, buckets)
+        metrics["entropy"] = entropy.mean(1)
+        for bucket, members in buckets.items():
+            metrics[f"entropy_{bucket}"] = (entropy[:, members].mean(1) if members.any()
+                                            else np.full(success.shape[0], np.nan))
+        return metrics, pass_at_k
+
+    def entropy_prediction(self, logits: np.ndarray, new_logits: np.ndarray
+                           ) -> dict[str, np.ndarray]:
+        """The first-order prediction -Cov(log pi, dz) of the step's entropy change, averaged over
+        prompts."""
+        change = predicted_entropy_change(logits, new_logits - logits)
+        return {"entropy_change_predicted": change.mean(1)}
+
+
+class BanditUpdate:
+    """One rollout's used groups (B slots per seed; the loop marks the valid ones) and their
+    log-probabilities under the rollout policy, for the minibatch updates of
+    ``training_loop.apply_rollout``."""
+
+    def __init__(self, task: BanditTask, prompts: np.ndarray, answers: np.ndarray,
+                 reference: np.ndarray, params: np.ndarray):
+        self.task, self.prompts, self.answers = task, prompts, answers
+        self.old_log_pi = log_softmax(task.logits(params, prompts))
+        self.old_logp = np.take_along_axis(self.old_log_pi, answers, axis=-1)
+        num_seeds, batch = prompts.shape
+        self.num_answers = task.rewards.shape[1]
+        # Flat (seed, slot, answer) index of every sampled answer, to scatter-add per-answer
+        # gradients with bincount.
+        slots = np.arange(num_seeds * batch).reshape(num_seeds, batch, 1)
+        self.chosen = (slots * self.num_answers + answers).ravel()
+        self.reference_logits = np.take_along_axis(reference, prompts[..., None], axis=1)
+
+    def policy_inputs(self, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The rollout policy's quantities an estimator declares (``advantages.POLICY_INPUTS``),
+        each (S, B, G): ``log_prob`` of each sampled answer, and ``entropy`` of its prompt's answer
+        distribution (an answer is one token)."""
+        log_pi = self.old_log_pi
+        entropy = -np.sum(np.exp(log_pi) * log_pi, axis=-1, keepdims=True)
+        inputs = {"log_prob": self.old_logp,
+                  "entropy": np.broadcast_to(entropy, self.answers.shape)}
+        return {name: inputs[name] for name in names}
+
+    def gradient(self, params: np.ndarray, advantages: np.ndarray, in_part: np.ndarray,
+                 method: Method, coefficients: Coefficients
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The parameter gradient of the clipped loss of the groups ``in_part`` (S, B), plus per
+        seed the answers clipped at the low and at the high bound and the answers trained on.
+        Each answer is one token, so the three loss aggregations coincide: each answer of a
+        minibatch weighs 1 / (answers in the minibatch). KL to the starting policy and the
+        entropy bonus are computed exactly from the full distributions of the prompts in the
+        minibatch (a language model can only estimate them from samples)."""
+        num_seeds, batch = self.prompts.shape
+        logits = self.task.logits(params, self.prompts)
+        log_pi = log_softmax(logits)
+        logp = np.take_along_axis(log_pi, self.answers, axis=-1)
+        surrogate = clipped_surrogate(np.exp(logp - self.old_logp), advantages, method.clip_low,
+                                      method.clip_high)
+        mask = np.broadcast_to(in_part[..., None], self.answers.shape).astype(np.float64)
+        weights = token_weights(mask, "token-mean")  # over each seed's whole minibatch
+        grad_logp = surrogate.grad_logp * weights
+        size = num_seeds * batch * self.num_answers
+        logit_grads = np.bincount(self.chosen, grad_logp.ravel(), minlength=size)
+        logit_grads = (logit_grads.reshape(num_seeds, batch, self.num_answers)
+                       - grad_logp.sum(-1)[..., None] * np.exp(log_pi))
+        if coefficients.kl or coefficients.entropy:
+            group_weights = in_part / np.maximum(in_part.sum(axis=1, keepdims=True), 1)
+            logit_grads += group_weights[..., None] * regulariser_logit_grads(
+                logits, self.reference_logits, coefficients)
+        return (self.task.backprop(logit_grads, self.prompts),
+                np.sum(surrogate.clipped_low * mask, axis=(1, 2)),
+                np.sum(surrogate.clipped_high * mask, axis=(1, 2)), mask.sum(axis=(1, 2)))
+
+    def statistics(self, params: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
+        """After the updates: verl's approx_kl between the rollout policy and ``params`` over the
+        answers of the ``valid`` groups (S, B)."""
+        log_ratio = np.take_along_axis(log_softmax(self.task.logits(params, self.prompts)),
+                                       self.answers, axis=-1) - self.old_logp
+        return {"approx_kl": approx_kl(log_ratio, valid[..., None])}
+
 
 def check_task_options(num_prompts: int, num_answers: int, right_answers: int, profile, policy: str,
                        feature_dim: int, feature_signal: float, rewards: str) -> None:
@@ -169,27 +310,47 @@ def make_task(num_prompts: int = 256, num_answers: int = 16, right_answers: int 
                        feature_signal, rewards)
     logit_spread = _checks.number("logit_spread", logit_spread, low=0.0)
     rng = np.random.default_rng(seed)
-    target = starting_success(profile, num_prompts, rng)
-    right = np.zeros((num_prompts, num_answers), dtype=bool)
-    right[:, :right_answers] = True
-    right = rng.permuted(right, axis=1)
-    logits = rng.normal(scale=logit_spread, size=(num_prompts, num_answers))
+    target, right, logits, reward_table = draw_prompts(rng, profile, num_prompts, num_answers,
+                                                       right_answers, (num_prompts, num_answers),
+                                                       logit_spread, rewards)
     wrong_mass = np.sum(np.exp(logits) * ~right, axis=1)
     right_logit = np.log(target * wrong_mass / ((1 - target) * right_answers))
     logits = np.where(right, right_logit[:, None], logits)
-    reward_table = right.astype(np.float64)
-    if rewards == "graded":
-        reward_table = np.where(right, 1.0, rng.uniform(0.0, 0.9, size=right.shape))
     features = None
     if policy == "shared":
         # Random features make prompts interfere; the signal along one direction lets what is learned on one
         # prompt transfer to the others, as "being right" is a shared concept to a network.
-        direction = rng.normal(size=feature_dim)
-        direction /= np.linalg.norm(direction)
+        direction, noise = draw_features(rng, (num_prompts, num_answers), feature_dim)
         centred_right = right - right_answers / num_answers
-        features = (rng.normal(scale=1.0 / np.sqrt(feature_dim), size=(num_prompts, num_answers, feature_dim))
-                    + feature_signal * centred_right[..., None] * direction)
+        features = noise + feature_signal * centred_right[..., None] * direction
     return BanditTask(rewards=reward_table, offsets=logits, features=features)
+
+
+def draw_prompts(rng: np.random.Generator, profile, num_prompts: int, num_answers: int,
+                 right_answers: int, logits_shape: tuple, logit_spread: float,
+                 rewards: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The random draws that start every task, in this order: the target success rates (P,), which
+    ``right_answers`` of the ``num_answers`` (or final tokens) are right (P, K), logits from N(0,
+    logit_spread^2) shaped ``logits_shape``, and the reward table (P, K) (graded: wrong ones earn
+    U(0, 0.9))."""
+    target = starting_success(profile, num_prompts, rng)
+    right = np.zeros((num_prompts, num_answers), dtype=bool)
+    right[:, :right_answers] = True
+    right = rng.permuted(right, axis=1)
+    logits = rng.normal(scale=logit_spread, size=logits_shape)
+    reward_table = right.astype(np.float64)
+    if rewards == "graded":
+        reward_table = np.where(right, 1.0, rng.uniform(0.0, 0.9, size=right.shape))
+    return target, right, logits, reward_table
+
+
+def draw_features(rng: np.random.Generator, shape: tuple, feature_dim: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The shared policy's random draws: a unit direction (D,) and features N(0, 1/D) shaped ``shape
+    + (D,)``."""
+    direction = rng.normal(size=feature_dim)
+    direction /= np.linalg.norm(direction)
+    return direction, rng.normal(scale=1.0 / np.sqrt(feature_dim), size=shape + (feature_dim,))
 
 
 def difficulty_masks(initial_success: np.ndarray) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ from ngrpo_sim._config_cli import (add_config_arguments, add_config_grid_argumen
                                    config_from_args, config_grid_from_args)
 from ngrpo_sim.dynamics import MODES, DynamicsConfig
 from ngrpo_sim.methods import METHODS, parse_methods
+from ngrpo_sim.sequences import SequenceConfig
 
 
 def _method_list_help() -> str:
@@ -70,33 +71,77 @@ def _add_dynamics(subparsers) -> None:
                     "pass_at_k.csv, summary.csv, dynamics.png, pass_at_k.png) and prints final values with 95%% "
                     "intervals over seeds.",
     )
-    parser.add_argument("--methods", default="grpo,ngrpo,dapo,psr_nsr,ppo",
-                        help="comma-separated presets. Known: " + _method_list_help())
-    parser.add_argument("--mode", default="sampled",
-                        help="sampled (real rollouts), expected (the deterministic expected update) or "
-                             "sampled,expected for both side by side (default: sampled)")
-    add_config_arguments(parser, DynamicsConfig, skip=("mode",))
-    parser.add_argument("--out", type=Path, default=Path("runs") / "dynamics",
-                        help="run folder for CSV and PNG files (default: runs/dynamics)")
+    _add_training_options(parser, DynamicsConfig, "dynamics",
+                          "sampled (real rollouts), expected (the deterministic expected update) "
+                          "or sampled,expected for both side by side (default: sampled)")
     parser.set_defaults(run=_run_dynamics)
 
 
-def _run_dynamics(args) -> None:
-    from ngrpo_sim.experiments import format_summary, run_methods, with_mode, write_run
+def _add_training_options(parser, config_class, command: str, mode_help: str) -> None:
+    """The options of a command that trains methods: which, in which modes, the config's fields
+    (CleanRL style, from their docstrings) and the run folder."""
+    parser.add_argument("--methods", default="grpo,ngrpo,dapo,psr_nsr,ppo",
+                        help="comma-separated presets. Known: " + _method_list_help())
+    parser.add_argument("--mode", default="sampled", help=mode_help)
+    add_config_arguments(parser, config_class, skip=("mode",))
+    parser.add_argument("--out", type=Path, default=Path("runs") / command,
+                        help=f"run folder for CSV and PNG files (default: runs/{command})")
+
+
+def _train(args, config_class) -> list:
+    """Every method of ``--methods`` in every mode of ``--mode`` under the command's config."""
+    from ngrpo_sim.experiments import run_methods, with_mode
     from ngrpo_sim.sweep import check_fits_in_memory
 
     methods = parse_methods(args.methods)
     modes = [part.strip() for part in args.mode.split(",") if part.strip()]
     for mode in modes:
         if mode not in MODES:
-            raise ValueError(f"mode must be sampled, expected or both comma-separated, got {args.mode!r}")
-    config = config_from_args(DynamicsConfig, args, mode="sampled")
+            raise ValueError(f"mode must be sampled, expected or both comma-separated, got "
+                             f"{args.mode!r}")
+    config = config_from_args(config_class, args, mode="sampled")
     configs = [with_mode(config, mode) for mode in modes]
+    # Refused before the first progress bar: a run beyond the memory, a folder it cannot write.
     check_fits_in_memory(configs, len(configs) * len(methods))
-    out = _checks.output_folder("--out", args.out)
-    trajectories = run_methods(methods, configs)
+    _checks.output_folder("--out", args.out)
+    return run_methods(methods, configs)
+
+
+def _run_dynamics(args) -> None:
+    from ngrpo_sim.experiments import format_summary, write_run
+
+    trajectories = _train(args, DynamicsConfig)
     print(format_summary(trajectories))
-    written = write_run(out, trajectories)
+    written = write_run(args.out, trajectories)
+    print("\nwrote " + ", ".join(str(path) for path in written))
+
+
+def _add_tokens(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "tokens",
+        help="train methods on answers made of tokens: lengths, loss aggregation, token entropy",
+        description="Simulate RL training of each method on a task whose answers are token "
+                    "sequences (at most L tokens from V content tokens and an end token; right "
+                    "when the final token is the prompt's key), with a tabular or shared "
+                    "autoregressive softmax policy, vectorised over seeds. Writes a run folder "
+                    "(config.json, metrics.csv, pass_at_k.csv, summary.csv, dynamics.png, "
+                    "pass_at_k.png, tokens.png) and prints final values with 95%% intervals over "
+                    "seeds.",
+    )
+    _add_training_options(parser, SequenceConfig, "tokens",
+                          "sampled (real rollouts), expected (the exact expected update, by passes "
+                          "over every prefix) or sampled,expected (default: sampled)")
+    parser.set_defaults(run=_run_tokens)
+
+
+def _run_tokens(args) -> None:
+    from ngrpo_sim.experiments import format_summary, plot_dynamics, write_run
+    from ngrpo_sim.token_report import SUMMARY, TOKEN_PANELS
+
+    trajectories = _train(args, SequenceConfig)
+    print(format_summary(trajectories, metrics=SUMMARY))
+    written = write_run(args.out, trajectories, SUMMARY)
+    written.append(plot_dynamics(trajectories, args.out / "tokens.png", TOKEN_PANELS))
     print("\nwrote " + ", ".join(str(path) for path in written))
 
 
@@ -242,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="command", required=True)
     _add_landscape(subparsers)
     _add_dynamics(subparsers)
+    _add_tokens(subparsers)
     _add_report(subparsers)
     _add_sweep(subparsers)
     _add_page(subparsers)

@@ -1,4 +1,4 @@
-"""Running several methods on one bandit task, summarising over seeds, and writing a run folder.
+"""Running several methods on one task, summarising over seeds, and writing a run folder.
 
 A run folder holds ``config.json``, ``metrics.csv`` (one row per method, mode, step and seed), ``pass_at_k.csv``
 (pass@k against k after training), ``summary.csv`` (final values, mean and 95% interval over seeds) and the
@@ -25,6 +25,7 @@ from ngrpo_sim.dynamics import METRICS, DynamicsConfig, Trajectory
 from ngrpo_sim.methods import Method
 from ngrpo_sim.plotting import method_colour, save, subplots
 from ngrpo_sim.sweep import run_sweep
+from ngrpo_sim.training_loop import LoopConfig
 
 SUMMARY_METRICS = ("accuracy", "accuracy_hard", "pass_auc", "entropy", "entropy_hard", "abandoned", "newly_solved",
                    "regressed", "max_drawdown")
@@ -32,17 +33,27 @@ SUMMARY_METRICS = ("accuracy", "accuracy_hard", "pass_auc", "entropy", "entropy_
 during training (0 for a run that never loses accuracy), our measure of instability."""
 
 
+AGGREGATION_LINESTYLES = {"seq-mean-token-mean": ":", "seq-mean-token-sum-norm": "-."}
+"""How a token-level run whose config imposes a loss aggregation is drawn (token-mean: solid)."""
+
+
 def label(trajectory: Trajectory) -> str:
-    """The method's name, marked when the run is the expected (deterministic) counterpart."""
-    return trajectory.method + (" (expected)" if trajectory.config.mode == "expected" else "")
+    """The method's name, with the loss aggregation a token-level config imposes, marked when the
+    run is the expected (deterministic) counterpart."""
+    aggregation = getattr(trajectory.config, "loss_aggregation", None)
+    return (trajectory.method + (f" [{aggregation}]" if aggregation else "")
+            + (" (expected)" if trajectory.config.mode == "expected" else ""))
 
 
 def linestyle(trajectory: Trajectory) -> str:
-    """Sampled runs solid, their expected (deterministic) counterparts dashed, in every figure."""
-    return "--" if trajectory.config.mode == "expected" else "-"
+    """Sampled runs solid, their expected (deterministic) counterparts dashed, in every figure; a
+    token-level run with an imposed loss aggregation in its ``AGGREGATION_LINESTYLES``."""
+    if trajectory.config.mode == "expected":
+        return "--"
+    return AGGREGATION_LINESTYLES.get(getattr(trajectory.config, "loss_aggregation", None), "-")
 
 
-def run_methods(methods: list[Method], configs: list[DynamicsConfig], description: str = "simulating"
+def run_methods(methods: list[Method], configs: list[LoopConfig], description: str = "simulating"
                 ) -> list[Trajectory]:
     """Every method under every config in this process, with one progress bar over all their steps
     (``ngrpo_sim.sweep.run_sweep`` runs them in other processes or on Ray)."""
@@ -98,17 +109,21 @@ def format_summary(trajectories: list[Trajectory], metrics=SUMMARY_METRICS) -> s
     return "\n".join(lines)
 
 
-def write_run(folder: Path, trajectories: list[Trajectory]) -> list[Path]:
-    """Write the run folder described in the module docstring; returns the files written."""
+def write_run(folder: Path, trajectories: list[Trajectory],
+              summary_metrics=SUMMARY_METRICS) -> list[Path]:
+    """Write the run folder described in the module docstring; returns the files written.
+    ``metrics.csv`` holds every metric the runs recorded (the token simulator records more than the
+    bandit)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     configs = {label(t): dataclasses.asdict(t.config) for t in trajectories}
     (folder / "config.json").write_text(json.dumps({"runs": configs}, indent=2) + "\n")
+    names = list(trajectories[0].metrics)
     with (folder / "metrics.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "mode", "step", "seed", *METRICS])
+        writer.writerow(["method", "mode", "step", "seed", *names])
         for trajectory in trajectories:
-            table = np.stack([trajectory.metrics[name] for name in METRICS], axis=-1)
+            table = np.stack([trajectory.metrics[name] for name in names], axis=-1)
             for step in range(table.shape[0]):
                 for seed in range(table.shape[1]):
                     writer.writerow([trajectory.method, trajectory.config.mode, step, seed,
@@ -126,7 +141,7 @@ def write_run(folder: Path, trajectories: list[Trajectory]) -> list[Path]:
         writer = csv.writer(handle)
         writer.writerow(["method", "mode", "metric", "mean", "ci95_half_width", "seeds"])
         for trajectory in trajectories:
-            for name in SUMMARY_METRICS:
+            for name in summary_metrics:
                 mean, half = interval(final_values(trajectory, name))
                 writer.writerow([trajectory.method, trajectory.config.mode, name, f"{mean:.6g}", f"{half:.6g}",
                                  trajectory.config.seeds])
@@ -186,10 +201,11 @@ DYNAMICS_PANELS = (("accuracy", "mean success rate (pass@1)"), ("pass_auc", "pas
                    ("entropy", "mean policy entropy (nats)"), ("accuracy_hard", "success on prompts starting < 5%"))
 
 
-def plot_dynamics(trajectories: list[Trajectory], path: Path) -> Path:
-    """Metrics against training steps, mean and 95% band over seeds; expected-mode runs dashed."""
-    figure, axes = subplots(ncols=len(DYNAMICS_PANELS), width=4.2, height=3.3)
-    for ax, (name, title) in zip(axes, DYNAMICS_PANELS):
+def plot_dynamics(trajectories: list[Trajectory], path: Path, panels=DYNAMICS_PANELS) -> Path:
+    """Metrics against training steps, mean and 95% band over seeds; expected-mode runs dashed.
+    ``panels`` holds (metric, axis label) pairs, one panel each."""
+    figure, axes = subplots(ncols=len(panels), width=4.2, height=3.3)
+    for ax, (name, title) in zip(axes, panels):
         for trajectory in trajectories:
             plot_band(ax, trajectory, name)
         ax.set_xlabel("training step")
@@ -216,7 +232,7 @@ def plot_pass_at_k(trajectories: list[Trajectory], path: Path) -> Path:
     return save(figure, path)
 
 
-def with_mode(config: DynamicsConfig, mode: str) -> DynamicsConfig:
+def with_mode(config: LoopConfig, mode: str) -> LoopConfig:
     """The same config in another mode; an expected run needs one seed only (it is deterministic)."""
     return dataclasses.replace(config, mode=mode, seeds=1 if mode == "expected" else config.seeds)
 

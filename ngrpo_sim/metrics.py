@@ -75,8 +75,32 @@ def powers_of_two_up_to(max_k: int) -> np.ndarray:
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """log softmax over the last axis, stable for large logits (numpy only: the simulator calls it in its inner
     loop, where scipy's general version is several times slower)."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    shifted = logits - _last_axis_max(logits)[..., None]
+    return shifted - np.log(_last_axis_sum(np.exp(shifted)))[..., None]
+
+
+def _last_axis_sum(values: np.ndarray) -> np.ndarray:
+    """The sum over the last axis. Below 8 columns numpy adds them one by one from the first, so
+    adding the columns in that order gives the same numbers, several times faster for a short
+    contiguous axis; from 8 columns on numpy sums pairwise and is left to do so."""
+    if values.shape[-1] >= 8:
+        return values.sum(axis=-1)
+    total = values[..., 0].copy()
+    for column in range(1, values.shape[-1]):
+        total += values[..., column]
+    return total
+
+
+def _last_axis_max(values: np.ndarray) -> np.ndarray:
+    """The maximum over the last axis. For the simulators' few choices an elementwise maximum over
+    the columns is several times faster than numpy's reduction over a short contiguous axis, and
+    the same numbers (a maximum is exact)."""
+    if values.shape[-1] > 64:
+        return values.max(axis=-1)
+    top = values[..., 0].copy()
+    for column in range(1, values.shape[-1]):
+        np.maximum(top, values[..., column], out=top)
+    return top
 
 
 def softmax_entropy(logits) -> np.ndarray:

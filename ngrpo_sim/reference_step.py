@@ -1,4 +1,4 @@
-"""One sampled training step written as plain loops: the oracle of ``dynamics.apply_rollout``.
+"""One sampled step of the bandit as plain loops: the oracle of ``training_loop.apply_rollout``.
 
 Slow on purpose and independent of the vectorised code where it can be: it walks seed by seed, group by group,
 answer by answer, applies the clip by its two cases instead of calling ``surrogate.clipped_surrogate``, computes
@@ -16,8 +16,9 @@ import math
 import numpy as np
 
 from ngrpo_sim.bandit import BanditTask
-from ngrpo_sim.dynamics import Coefficients, DynamicsConfig, Rollout, TrainState
+from ngrpo_sim.dynamics import DynamicsConfig
 from ngrpo_sim.methods import Method
+from ngrpo_sim.training_loop import Coefficients, Rollout, TrainState
 
 
 def _softmax(logits: list[float]) -> list[float]:
@@ -33,6 +34,16 @@ def _prompt_logits(task: BanditTask, params: np.ndarray, seed: int, prompt: int)
         return [float(params[seed, prompt, a]) for a in range(num_answers)]
     return [float(task.offsets[prompt, a]) + sum(float(task.features[prompt, a, d]) * float(params[seed, d])
                                                  for d in range(params.shape[1])) for a in range(num_answers)]
+
+
+def _count_update(optimizer, params: np.ndarray) -> None:
+    """The optimiser's step counter is shared by all seeds: advance it once per update, before the
+    seed loop."""
+    if optimizer.kind == "adam":
+        if optimizer.first_moment is None:
+            optimizer.first_moment = np.zeros_like(params)
+            optimizer.second_moment = np.zeros_like(params)
+        optimizer.steps += 1
 
 
 def _adam_or_sgd(optimizer, params: np.ndarray, grads: np.ndarray, seed: int) -> None:
@@ -53,46 +64,56 @@ def _adam_or_sgd(optimizer, params: np.ndarray, grads: np.ndarray, seed: int) ->
         view[i] -= optimizer.lr * corrected_first / (math.sqrt(corrected_second) + optimizer.eps)
 
 
+def walk_groups(method: Method, config, state: TrainState, rollout: Rollout, seed: int,
+                statistics: dict[str, np.ndarray], reward_of) -> list[tuple]:
+    """Walk one seed's drawn groups in order, stop once B groups were kept, and fill that seed's
+    group shares in ``statistics``; returns (prompt, answers, rewards, advantages) of the used
+    groups. ``reward_of(prompt, answer)`` scores one answer (an answer index, or a token
+    sequence)."""
+    groups = []
+    examined = all_wrong = all_right = zero_answers = 0
+    for c in range(rollout.prompts.shape[1]):
+        if len(groups) >= config.batch_prompts:
+            break
+        prompt = int(rollout.prompts[seed, c])
+        answers = [answer.tolist() for answer in rollout.answers[seed, c]]
+        rewards = [reward_of(prompt, answer) for answer in answers]
+        examined += 1
+        all_wrong += all(r != 1.0 for r in rewards)
+        all_right += all(r == 1.0 for r in rewards)
+        if not method.group_filter.keep(np.array(rewards)):
+            zero_answers += len(answers)
+            continue
+        values = (np.full(len(rewards), state.values[seed, prompt]) if method.advantage.uses_values
+                  else None)
+        advantages = [float(a) for a in method.advantage(np.array(rewards), values)]
+        zero_answers += sum(a == 0.0 for a in advantages)
+        groups.append((prompt, answers, rewards, advantages))
+    statistics["share_all_wrong"][seed] = all_wrong / examined
+    statistics["share_all_right"][seed] = all_right / examined
+    statistics["share_mixed"][seed] = (examined - all_wrong - all_right) / examined
+    statistics["share_zero_advantage"][seed] = zero_answers / (examined * config.group_size)
+    statistics["kept_groups"][seed] = len(groups)
+    return groups
+
+
 def reference_apply_rollout(task: BanditTask, method: Method, config: DynamicsConfig, state: TrainState,
                             rollout: Rollout, reference: np.ndarray) -> tuple[TrainState, dict[str, np.ndarray]]:
     """Same contract as ``dynamics.apply_rollout``, but returns a new state instead of updating ``state``."""
     state = copy.deepcopy(state)
     optimizer = state.optimizer
-    num_seeds, num_candidates = rollout.prompts.shape
+    num_seeds = rollout.prompts.shape[0]
     num_answers = task.rewards.shape[1]
-    batch, parts = config.batch_prompts, config.minibatches
+    parts = config.minibatches
     coefficients = Coefficients.of(method, config)
     statistics = {name: np.zeros(num_seeds) for name in (
         "share_all_wrong", "share_all_right", "share_mixed", "share_zero_advantage", "kept_groups",
         "clipfrac_low", "clipfrac_high", "approx_kl")}
 
-    # The optimiser's step counter is shared by all seeds: advance it once per update, before the seed loop.
     updates = []
     for seed in range(num_seeds):
-        # Walk the drawn groups in order; stop counting once B groups were kept.
-        groups = []  # (prompt, answers, rewards, advantages) of the used groups
-        examined = all_wrong = all_right = zero_answers = 0
-        for c in range(num_candidates):
-            if len(groups) >= batch:
-                break
-            prompt = int(rollout.prompts[seed, c])
-            answers = [int(a) for a in rollout.answers[seed, c]]
-            rewards = [float(task.rewards[prompt, a]) for a in answers]
-            examined += 1
-            all_wrong += all(r != 1.0 for r in rewards)
-            all_right += all(r == 1.0 for r in rewards)
-            if not method.group_filter.keep(np.array(rewards)):
-                zero_answers += len(answers)
-                continue
-            values = np.full(len(rewards), state.values[seed, prompt]) if method.advantage.uses_values else None
-            advantages = [float(a) for a in method.advantage(np.array(rewards), values)]
-            zero_answers += sum(a == 0.0 for a in advantages)
-            groups.append((prompt, answers, rewards, advantages))
-        statistics["share_all_wrong"][seed] = all_wrong / examined
-        statistics["share_all_right"][seed] = all_right / examined
-        statistics["share_mixed"][seed] = (examined - all_wrong - all_right) / examined
-        statistics["share_zero_advantage"][seed] = zero_answers / (examined * config.group_size)
-        statistics["kept_groups"][seed] = len(groups)
+        groups = walk_groups(method, config, state, rollout, seed, statistics,
+                             lambda prompt, answer: float(task.rewards[prompt, answer]))
         old_logp = [[math.log(_softmax(_prompt_logits(task, state.params, seed, p))[a]) for a in answers]
                     for p, answers, _, _ in groups]
         updates.append((groups, old_logp))
@@ -100,11 +121,7 @@ def reference_apply_rollout(task: BanditTask, method: Method, config: DynamicsCo
     clipped_low, clipped_high, tokens = np.zeros(num_seeds), np.zeros(num_seeds), np.zeros(num_seeds)
     for _ in range(config.epochs):
         for part in range(parts):
-            if optimizer.kind == "adam":
-                if optimizer.first_moment is None:
-                    optimizer.first_moment = np.zeros_like(state.params)
-                    optimizer.second_moment = np.zeros_like(state.params)
-                optimizer.steps += 1
+            _count_update(optimizer, state.params)
             for seed, (groups, old_logp) in enumerate(updates):
                 members = [g for g in range(len(groups)) if g * parts // max(len(groups), 1) == part]
                 part_tokens = sum(len(groups[g][1]) for g in members)

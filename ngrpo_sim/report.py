@@ -6,6 +6,8 @@ trains GRPO, NGRPO, DAPO, PSR-NSR and PPO on the "base" profile (half the prompt
 shared policy, Adam and 4 minibatch updates per rollout, sampled and in expectation. A sweep then repeats the
 sampled run in all eight combinations of {tabular, shared} x {Adam, SGD} x {1, 4 minibatches}, because the
 answer to each claim can depend on the setting. Every verdict comes with its numbers and a 95% interval over seeds.
+A last section (``ngrpo_sim.token_report``) retests the claims on answers made of tokens, where
+length, loss aggregation and token entropy exist.
 """
 
 from __future__ import annotations
@@ -125,6 +127,9 @@ def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: st
         config = trajectories[0].config
         write_run(out / "sweep" / f"{number}-{config.policy}-{config.optimizer}-mb{config.minibatches}",
                   trajectories)
+    from ngrpo_sim.token_report import token_section  # it reads this module's verdicts
+
+    token_lines = token_section(out / "tokens", workers=workers, ray_address=ray_address)
     elapsed = time.perf_counter() - started
 
     headline_sampled = [t for t in headline if t.config.mode == "sampled"]
@@ -142,6 +147,7 @@ def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: st
         "",
         f"Interactive page (opens in any browser, no network): {page_path}, "
         f"{page_path.stat().st_size / 1e6:.1f} MB, written in {page_seconds:.1f} s.",
+        "", *token_lines,
     ]
     report = "\n".join(lines)
     (out / "report.md").write_text(report + "\n")

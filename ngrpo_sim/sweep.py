@@ -1,6 +1,7 @@
 """Sweeps of simulated training: every method under every config, here, in processes or on Ray.
 
-A sweep is the grid methods x configs, a ``DynamicsConfig`` holding the hyper-parameters, the policy
+A sweep is the grid methods x configs, a config (``DynamicsConfig`` for one-token answers,
+``SequenceConfig`` for answers made of tokens) holding the hyper-parameters, the policy
 and the seeds of one setting. Each (method, config) pair is one task, ``dynamics.simulate``: tasks
 share no state and a task's randomness comes from its config alone, so it gives the same
 ``Trajectory`` in whichever process runs it (bit for bit on machines with the same numpy build;
@@ -32,22 +33,27 @@ from tqdm.auto import tqdm
 
 from ngrpo_sim import __version__, _checks
 from ngrpo_sim._files import write_atomically
-from ngrpo_sim.dynamics import DynamicsConfig, Trajectory, check_memory, simulate
+from ngrpo_sim.dynamics import Trajectory, simulate
 from ngrpo_sim.methods import Method, get_method
+from ngrpo_sim.training_loop import LoopConfig, check_memory, check_trainable
 
-Task = tuple[Method, DynamicsConfig]
+Task = tuple[Method, LoopConfig]
 
 
-def sweep_tasks(methods: list[Method | str], configs: list[DynamicsConfig]) -> list[Task]:
+def sweep_tasks(methods: list[Method | str], configs: list[LoopConfig]) -> list[Task]:
     """The tasks in the sweep's result order: every method under the first config, then the next."""
     methods = [get_method(m) if isinstance(m, str) else m for m in methods]
     for config in configs:
-        if not isinstance(config, DynamicsConfig):
-            raise ValueError(f"configs must hold DynamicsConfig objects, got {config!r}")
-    return [(method, config) for config in configs for method in methods]
+        if not isinstance(config, LoopConfig):
+            raise ValueError(f"configs must hold DynamicsConfig or SequenceConfig objects, got "
+                             f"{config!r}")
+    tasks = [(method, config) for config in configs for method in methods]
+    for method, config in tasks:  # refused before a sweep's first task, not in the middle
+        check_trainable(method, config)
+    return tasks
 
 
-def run_task(method: Method, config: DynamicsConfig) -> Trajectory:
+def run_task(method: Method, config: LoopConfig) -> Trajectory:
     """One task, without a progress bar of its own (the sweep's bar counts finished tasks)."""
     return simulate(method, config, progress=False)
 
@@ -146,7 +152,7 @@ def check_where_to_run(workers: int, ray_address: str | None) -> None:
                          "per CPU of its cluster; give one of the two")
 
 
-def check_fits_in_memory(configs: list[DynamicsConfig], tasks: int, workers: int = 1,
+def check_fits_in_memory(configs: list[LoopConfig], tasks: int, workers: int = 1,
                          ray_address: str | None = None) -> None:
     """Refuse, with ``ValueError``, a sweep of ``tasks`` runs of which one would not fit in memory,
     counting ``workers`` local processes side by side (a Ray task runs in its node's memory)."""
@@ -155,7 +161,7 @@ def check_fits_in_memory(configs: list[DynamicsConfig], tasks: int, workers: int
         check_memory(config, at_once)
 
 
-def run_sweep(methods: list[Method | str], configs: list[DynamicsConfig], *, workers: int = 1,
+def run_sweep(methods: list[Method | str], configs: list[LoopConfig], *, workers: int = 1,
               ray_address: str | None = None, store: Path | None = None,
               description: str = "sweep") -> list[Trajectory]:
     """Every method under every config: ``[simulate(m, c) for c in configs for m in methods]``.

@@ -31,10 +31,13 @@ from ngrpo_sim import _checks
 from ngrpo_sim.bandit import make_task, sample_answers
 from ngrpo_sim.dynamics import DynamicsConfig, Trajectory, predicted_entropy_change, simulate
 from ngrpo_sim.experiments import label, linestyle, plot_band
-from ngrpo_sim.methods import Method, get_method, token_weights
+from ngrpo_sim.methods import LOSS_AGGREGATIONS, Method, get_method, token_weights
 from ngrpo_sim.metrics import log_softmax, softmax_entropy
 from ngrpo_sim.plotting import method_colour, pyplot
+from ngrpo_sim.sequence_gain import expected_group_update
+from ngrpo_sim.sequences import SequenceTask, make_sequence_task
 from ngrpo_sim.surrogate import clipped_surrogate
+from ngrpo_sim.training_loop import Coefficients
 # The notebooks read the trainer's run folders through these; only trainer_runs knows the format.
 from ngrpo_sim.trainer_runs import TRAINER, read_comparison, read_run  # noqa: F401
 
@@ -566,6 +569,157 @@ def plot_final_pass_at_k(ax, runs: dict[str, list[list[dict]]]) -> None:
     ax.set_xlabel("k (samples per held-out prompt)")
     ax.set_ylabel("pass@k after training")
     ax.legend(fontsize=7)
+
+
+# ------------------------------------------------------------------------------------------------
+# Notebook 6: answers made of tokens
+# ------------------------------------------------------------------------------------------------
+
+TOKEN_NAMES = "abcdefgh"
+"""How the notebook writes content tokens (the end token is written "<end>")."""
+
+
+def token_text(task: SequenceTask, tokens) -> str:
+    """An answer's tokens as text, "b a <end>"; -1 (padding after the end) is left out."""
+    return " ".join("<end>" if token == task.vocab_size else TOKEN_NAMES[token]
+                    for token in tokens if token >= 0)
+
+
+def answer_table(task: SequenceTask, logits: np.ndarray) -> list[tuple[str, float, float, int]]:
+    """Every answer of one prompt under its prefix logits (N, C), most likely first:
+    (text, probability, reward, length in tokens). For tasks small enough to list (V^L answers)."""
+    logits = _checks.finite_array("logits", logits)
+    if logits.shape != task.offsets.shape[1:]:
+        raise ValueError(f"logits must be one prompt's prefix logits of shape "
+                         f"{task.offsets.shape[1:]}, got {logits.shape}")
+    if task.vocab_size ** task.max_length > 4096:
+        raise ValueError(f"a task with V^L = {task.vocab_size ** task.max_length} answers is too "
+                         "large to list; lower vocab_size or max_length")
+    probs = np.exp(log_softmax(logits))
+    rows = []
+
+    def walk(content: list[int], probability: float) -> None:
+        padded = content + [0] * (task.max_length - len(content))
+        node = task.prefixes(np.array(padded))[len(content)]
+        for token in range(task.num_choices):
+            chosen = probability * probs[node, token]
+            if task.terminal[node, token]:
+                answer = content + [token]
+                reward = task.outcome_rewards[0, node, token]
+                rows.append((token_text(task, answer), chosen, reward, len(answer)))
+            else:
+                walk(content + [token], chosen)
+
+    walk([], 1.0)
+    return sorted(rows, key=lambda row: -row[1])
+
+
+def one_prompt_task(success_rate: float, end_probability: float = 0.35, *, vocab_size: int = 3,
+                    max_length: int = 4, policy: str = "tabular", seed: int = 0) -> SequenceTask:
+    """A token task with one prompt, solved with probability ``success_rate`` (one key)."""
+    success_rate = _checks.number("success_rate", success_rate, low=0.0, high=1.0, low_open=True,
+                                  high_open=True)
+    return make_sequence_task(1, vocab_size, max_length, profile=str(success_rate), policy=policy,
+                              feature_dim=8, end_probability=end_probability, seed=seed)
+
+
+def aggregation_effects(method_name: str, task: SequenceTask, step: float = 0.5
+                        ) -> dict[str, dict[str, float]]:
+    """What one expected step does to a one-prompt ``task`` under each loss aggregation.
+
+    The step moves the prefix logits along the exact expected update of one group
+    (``sequence_gain.expected_group_update``), scaled to the same length ``step`` for every
+    aggregation so that only directions are compared. Returns, per aggregation, the changes of the
+    success rate, of the mean length of right answers and of wrong answers (tokens).
+    """
+    method = get_method(method_name)
+    step = _checks.number("step", step, low=0.0, low_open=True)
+    logits = task.offsets[None]
+    before = task.answer_statistics(logits)
+    def mean_lengths(statistics):
+        wrong = (statistics.length - statistics.right_length) / (1 - statistics.success)
+        return (statistics.right_length / statistics.success).item(), wrong.item()
+
+    effects = {}
+    for aggregation in LOSS_AGGREGATIONS:
+        update = expected_group_update(task, logits, method, 8, aggregation,
+                                       np.zeros((1, 1)) if method.advantage.uses_values else None)
+        norm = np.linalg.norm(update)
+        after = task.answer_statistics(logits + step * update / norm) if norm else before
+        (right_after, wrong_after), (right_before, wrong_before) = (mean_lengths(after),
+                                                                    mean_lengths(before))
+        effects[aggregation] = {"success": (after.success - before.success).item(),
+                                "length of right answers": right_after - right_before,
+                                "length of wrong answers": wrong_after - wrong_before}
+    return effects
+
+
+def plot_aggregation_effects(ax, effects: dict[str, dict[str, float]]) -> None:
+    """The changes of ``aggregation_effects``: bars per quantity, one per aggregation."""
+    quantities = list(next(iter(effects.values())))
+    width = 0.8 / len(effects)
+    # Greys and hatches, not colours: in this project a colour stands for a method.
+    for i, (aggregation, changes) in enumerate(effects.items()):
+        offset = (i - (len(effects) - 1) / 2) * width
+        ax.bar(np.arange(len(quantities)) + offset, [changes[q] for q in quantities], width,
+               label=aggregation, color=("0.85", "0.6", "0.35")[i % 3],
+               hatch=("", "//", "..")[i % 3], edgecolor="black")
+    ax.axhline(0.0, color="0.6", linewidth=0.8)
+    ax.set_xticks(np.arange(len(quantities)), [q.replace(" of ", " of\n") for q in quantities],
+                  fontsize=8)
+    ax.set_ylabel("change after one expected step")
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def all_wrong_step(method_name: str, policy: str, learning_rate: float = 1.0,
+                   group_size: int = 4) -> dict[str, np.ndarray]:
+    """One SGD step of ``method`` on one all-wrong group, without KL or entropy terms.
+
+    The task has one prompt (V = 3, L = 3, success 20%); every answer of the group is "w <end>"
+    with w a wrong token. Returns the next-token probabilities before and after the step at the
+    empty prefix (which the group visited: it chose w there) and at the prefix "u" of another wrong
+    token u (which no answer visited), and the advantages the method gave.
+    """
+    method = get_method(method_name)
+    task = one_prompt_task(0.2, vocab_size=3, max_length=3, policy=policy)
+    wrong = [token for token in range(task.vocab_size) if task.rewards[0, token] != 1.0]
+    tokens = np.full((1, 1, group_size, task.max_length), -1)
+    tokens[..., 0], tokens[..., 1] = wrong[0], task.vocab_size
+    prompts = np.zeros((1, 1), dtype=np.int64)
+    advantages = method.advantages(task.score(prompts, tokens))
+    params = task.initial_params(1)
+    update = task.update_batch(params, prompts, tokens, task.logits(params))
+    grads = update.gradient(params, advantages, np.ones((1, 1), dtype=bool), method,
+                            Coefficients(0.0, 0.0))[0]
+    after = task.logits(params - learning_rate * grads)[0, 0]
+    before = task.logits(params)[0, 0]
+    unvisited = task.prefixes(np.array([wrong[1]] + [0] * (task.max_length - 1)))[1]
+    return {"method": method.name, "advantages": advantages[0, 0], "sampled": wrong[0],
+            "unvisited": wrong[1], "root_before": np.exp(log_softmax(before[0])),
+            "root_after": np.exp(log_softmax(after[0])),
+            "unvisited_before": np.exp(log_softmax(before[unvisited])),
+            "unvisited_after": np.exp(log_softmax(after[unvisited])), "task": task}
+
+
+def plot_all_wrong_step(axes, result: dict) -> None:
+    """Probabilities before (grey) and after (the method's colour) at the two prefixes of
+    ``all_wrong_step``; the sampled token is hatched."""
+    task = result["task"]
+    names = [TOKEN_NAMES[token] for token in range(task.vocab_size)] + ["<end>"]
+    sampled, unvisited = TOKEN_NAMES[result["sampled"]], TOKEN_NAMES[result["unvisited"]]
+    prefixes = (("root", f"empty prefix (the group chose {sampled} here)"),
+                ("unvisited", f"prefix \"{unvisited}\" (no answer went there)"))
+    for ax, (key, title) in zip(axes, prefixes):
+        positions = np.arange(len(names))
+        ax.bar(positions - 0.2, result[f"{key}_before"], 0.4, color="0.7", label="before")
+        bars = ax.bar(positions + 0.2, result[f"{key}_after"], 0.4,
+                      color=method_colour(result["method"]), label="after one step")
+        if key == "root":
+            bars[result["sampled"]].set_hatch("//")
+        ax.set_xticks(positions, names)
+        ax.set_ylabel("next-token probability")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -34,6 +34,9 @@ CASES = {
     "04_clipping": ("clip_high_slider", "{'method': 'update', 'state': {'value': 0.3}}", "upper bound 1.3"),
     "05_small_llm_run": ("metric_picker", "{'method': 'update', 'state': {'index': "
                          "list(metric_picker.options).index('clipfrac_low')}}", "clipfrac_low at the last step"),
+    "06_token_level": ("metric_picker", "{'method': 'update', 'state': {'index': "
+                       "list(metric_picker.options).index('truncation')}}",
+                       "truncation at the last step"),
 }
 
 

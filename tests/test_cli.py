@@ -105,11 +105,13 @@ def test_dynamics_bad_input(argv, message, tmp_path, capsys):
 def test_report_runs_end_to_end_at_a_small_scale(tmp_path, monkeypatch, capsys):
     import dataclasses
 
-    from ngrpo_sim import report
+    from ngrpo_sim import report, token_report
 
     monkeypatch.setattr(report, "HEADLINE", dataclasses.replace(report.HEADLINE, steps=3, seeds=2))
     monkeypatch.setattr(report, "SWEEP_STEPS", 2)
     monkeypatch.setattr(report, "SWEEP_SEEDS", 2)
+    monkeypatch.setattr(token_report, "TOKEN_HEADLINE",
+                        dataclasses.replace(token_report.TOKEN_HEADLINE, steps=2, seeds=2))
     main(["report", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert out.count("| tabular,") == 4 and out.count("| shared,") == 5
@@ -118,6 +120,45 @@ def test_report_runs_end_to_end_at_a_small_scale(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "page.html").read_text().startswith("<!DOCTYPE html>")
     assert "Interactive page (opens in any browser, no network)" in out
     assert len(list((tmp_path / "sweep").iterdir())) == 8
+    assert "## Token level" in out and out.count("| 4. length of wrong answers") == 4
+    tokens = tmp_path / "tokens"
+    assert (tokens / "tokens.png").exists() and len(list(tokens.iterdir())) == 6
+
+
+def test_tokens_writes_a_run_folder_with_both_modes(tmp_path, capsys):
+    main(["tokens", "--methods", "grpo,ngrpo", "--mode", "sampled,expected", "--steps", "3",
+          "--seeds", "2", "--num-prompts", "16", "--batch-prompts", "8", "--vocab-size", "3",
+          "--max-length", "3", "--loss-aggregation", "seq-mean-token-mean", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "ngrpo [seq-mean-token-mean] (expected)" in out and "length_wrong" in out
+    for name in ("config.json", "metrics.csv", "pass_at_k.csv", "summary.csv", "dynamics.png",
+                 "pass_at_k.png", "tokens.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert "unsampled_mass_gain" in rows[0] and len(rows) == 1 + 2 * (4 * 2 + 4 * 1)
+    assert '"loss_aggregation": "seq-mean-token-mean"' in (tmp_path / "config.json").read_text()
+
+
+def test_tokens_options_come_from_the_config_docstrings():
+    parser = build_parser()
+    tokens = next(a for a in parser._actions if a.dest == "command").choices["tokens"]
+    helps = {tuple(a.option_strings): a.help for a in tokens._actions}
+    assert helps[("--max-length",)].startswith("L, most tokens per answer")
+    assert "clipping acts" in helps[("--epochs",)]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["tokens", "--vocab-size", "1"], "vocab_size must be >= 2, got 1"),
+    (["tokens", "--max-length", "1"], "max_length must be >= 2 with an end token"),
+    (["tokens", "--loss-aggregation", "sum"], "loss_aggregation must be one of"),
+    (["tokens", "--methods", "lens", "--mode", "expected"], "method 'lens' reads the policy's"),
+])
+def test_tokens_bad_input(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + ["--steps", "1", "--seeds", "1", "--num-prompts", "8", "--batch-prompts", "4",
+                     "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------------
@@ -175,7 +216,8 @@ def test_the_issue_commands_exit_with_one_line_on_this_machine():
 
 @pytest.mark.parametrize("command", [["landscape", "--no-figures"],
                                      ["dynamics", "--steps", "1", "--seeds", "1"], ["report"],
-                                     ["sweep", "--steps", "1", "--seeds", "1"]])
+                                     ["sweep", "--steps", "1", "--seeds", "1"],
+                                     ["tokens", "--steps", "1", "--seeds", "1"]])
 def test_an_unwritable_output_folder_is_named_with_its_reason(command, tmp_path, capsys):
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file where the run folder should go")
@@ -218,3 +260,13 @@ def test_dynamics_checks_every_argument_before_the_progress_bar(argv, message, t
     err = refusal(["dynamics", "--methods", "grpo", "--steps", "2", "--seeds", "1", "--out",
                    str(out), *argv], capsys)
     assert message in err and not out.exists()
+
+
+@pytest.mark.parametrize("command", [["dynamics"], ["tokens", "--num-prompts", "8",
+                                                    "--batch-prompts", "4"]])
+def test_a_method_its_mode_cannot_train_is_refused_before_the_progress_bar(command, tmp_path,
+                                                                          capsys):
+    err = refusal([*command, "--methods", "grpo,lens", "--mode", "sampled,expected", "--steps",
+                   "1", "--seeds", "1", "--out", str(tmp_path / "run")], capsys)
+    assert ("mode='expected' needs an advantage that depends on the rewards only; method 'lens'"
+            in err)

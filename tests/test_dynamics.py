@@ -30,26 +30,33 @@ def fresh_state(task, config):
 ])
 def test_vectorised_step_equals_the_loop_oracle(policy, optimizer, method, options):
     config = DynamicsConfig(**{**SMALL, **options, "policy": policy, "optimizer": optimizer, "lr": 4.0})
-    method = get_method(method)
+    assert_steps_equal_the_oracle(reference_apply_rollout, get_method(method), config, fresh_state)
+
+
+def assert_steps_equal_the_oracle(oracle, method, config, make_state, statistics_rtol=1e-12):
+    """Two sampled steps of ``apply_rollout`` against ``oracle`` on the same rollouts: parameters,
+    values and every statistic to 1e-12, and the clip's branches exercised when there are several
+    epochs."""
     task = config.build_task()
     rng = np.random.default_rng(5)
-    state = fresh_state(task, config)
+    state = make_state(task, config)
     state.values = rng.random(state.values.shape)
     reference = task.logits(state.params).copy()
     for _ in range(2):  # two steps, so Adam's moments and the values are not at their starting point
         rollout = draw_rollout(task, method, state.params, config, rng)
-        expected_state, expected_stats = reference_apply_rollout(task, method, config, state, rollout, reference)
+        expected_state, expected_stats = oracle(task, method, config, state, rollout, reference)
         stats = apply_rollout(task, method, config, state, rollout, reference)
         np.testing.assert_allclose(state.params, expected_state.params, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(state.values, expected_state.values, rtol=1e-12, atol=1e-12)
         for name, value in expected_stats.items():
-            np.testing.assert_allclose(stats[name], value, rtol=1e-12, atol=1e-14, err_msg=name)
-    if options.get("epochs", 1) > 1:  # the clipped branches were exercised, not only the unclipped ones
+            np.testing.assert_allclose(stats[name], value, rtol=statistics_rtol, atol=1e-14,
+                                       err_msg=name)
+    if config.epochs > 1:  # the clipped branches were exercised, not only the unclipped ones
         assert stats["clipfrac_low"].sum() + stats["clipfrac_high"].sum() > 0
 
 
 def one_step_logits(method, config):
-    """Tabular logits (S, P, K) after one step from the task's starting logits."""
+    """Tabular logits after one step from the task's starting logits, of every seed (S, ...)."""
     method, task = get_method(method), config.build_task()
     state = fresh_state(task, config)
     reference = task.logits(state.params).copy()

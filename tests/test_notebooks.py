@@ -60,6 +60,8 @@ PROBES = {
                      "upper bound 1.3")],
     "05_small_llm_run": [("metric_picker.value = 'clipfrac_low'\nprint(metric_view.shown_text)",
                           "clipfrac_low at the last step")],
+    "06_token_level": [("metric_picker.value = 'truncation'\nprint(metric_view.shown_text)",
+                        "truncation at the last step")],
 }
 
 

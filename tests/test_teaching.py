@@ -473,3 +473,75 @@ def test_one_legend_below_the_panels_covers_none_of_them():
     with pytest.raises(ValueError, match="holds no labelled curve"):
         teaching.figure_legend(empty)
     pyplot().close(empty)
+
+
+# ------------------------------------------------------------------------------------------------
+# Notebook 6: answers made of tokens
+# ------------------------------------------------------------------------------------------------
+
+
+def test_the_answer_table_lists_every_answer_once():
+    task = teaching.one_prompt_task(0.3)
+    rows = teaching.answer_table(task, task.offsets[0])
+    statistics = task.answer_statistics(task.offsets[None])
+    # V = 3, L = 4: one empty answer, 3 + 9 + 27 answers closed by the end token, 81 truncated.
+    assert len(rows) == 1 + 3 + 9 + 27 + 81 and len({text for text, *_ in rows}) == len(rows)
+    assert sum(p for _, p, _, _ in rows) == pytest.approx(1.0, abs=1e-14)
+    assert sum(p for _, p, reward, _ in rows if reward == 1) == pytest.approx(0.3, rel=1e-12)
+    assert sum(p * length for _, p, _, length in rows) == pytest.approx(statistics.length.item(),
+                                                                          rel=1e-12)
+    assert [p for _, p, _, _ in rows] == sorted((p for _, p, _, _ in rows), reverse=True)
+    assert all(text.endswith("<end>") or length == 4 for text, _, _, length in rows)
+
+
+def test_the_answer_table_names_bad_input():
+    task = teaching.one_prompt_task(0.3)
+    with pytest.raises(ValueError, match="logits must be one prompt's prefix logits of shape"):
+        teaching.answer_table(task, task.offsets)
+    big = teaching.one_prompt_task(0.3, vocab_size=4, max_length=7)
+    with pytest.raises(ValueError, match="answers is too large to list"):
+        teaching.answer_table(big, big.offsets[0])
+
+
+def test_aggregations_agree_when_every_answer_has_the_same_length():
+    from ngrpo_sim.sequences import make_sequence_task
+    task = make_sequence_task(1, 3, 3, end_token=False, profile="0.2")
+    effects = teaching.aggregation_effects("ngrpo", task)
+    for name in ("seq-mean-token-mean", "seq-mean-token-sum-norm"):
+        for quantity, change in effects[name].items():
+            if quantity != "length of right answers" and quantity != "length of wrong answers":
+                assert change == pytest.approx(effects["token-mean"][quantity], rel=1e-9)
+    # Without an end token every answer has L = 3 tokens: no step changes a length.
+    assert all(abs(change["length of wrong answers"]) < 1e-12 for change in effects.values())
+
+
+def test_seq_mean_token_mean_lengthens_wrong_answers_most_under_psr_nsr():
+    task = teaching.one_prompt_task(0.2)
+    effects = teaching.aggregation_effects("psr_nsr", task)
+    wrong = {name: change["length of wrong answers"] for name, change in effects.items()}
+    assert wrong["seq-mean-token-mean"] > wrong["token-mean"] > 0
+    assert wrong["seq-mean-token-mean"] > wrong["seq-mean-token-sum-norm"] > 0
+
+
+def test_an_all_wrong_group_moves_only_ngrpo_and_reaches_unvisited_prefixes_only_when_shared():
+    still = teaching.all_wrong_step("grpo", "tabular")
+    np.testing.assert_array_equal(still["advantages"], 0.0)
+    np.testing.assert_allclose(still["root_after"], still["root_before"], rtol=1e-15)
+    for policy in ("tabular", "shared"):
+        moved = teaching.all_wrong_step("ngrpo", policy)
+        # G = 4 answers of reward 0 and a virtual 1: mean 1/5, Bessel std sqrt(1/5).
+        np.testing.assert_allclose(moved["advantages"], -(1 / 5) / (math.sqrt(1 / 5) + 1e-6),
+                                   rtol=1e-12)
+        sampled = moved["sampled"]
+        change = moved["root_after"] - moved["root_before"]
+        assert change[sampled] < 0
+        unvisited = moved["unvisited_after"] - moved["unvisited_before"]
+        if policy == "tabular":  # every other token gains, and no unvisited prefix moves
+            assert np.all(np.delete(change, sampled) > 0)
+            np.testing.assert_array_equal(unvisited, 0.0)
+        else:  # the end token, sampled after "a", loses probability after "b" too
+            assert unvisited[-1] < -1e-3
+    figure, axes = subplots(ncols=2)
+    teaching.plot_all_wrong_step(axes, moved)
+    assert axes[0].get_title().startswith("empty prefix")
+    pyplot().close(figure)
