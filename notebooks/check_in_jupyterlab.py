@@ -3,12 +3,10 @@ would, and report what the student meets: each cell's run time and its longest w
 output, how much JupyterLab shrinks each figure at a laptop's notebook width, widget labels cut off,
 errors, and what went to JupyterLab's log console instead of the notebook.
 
-A manual check (it takes minutes and needs a browser), not part of `make test`; the test suite
-checks headless what can be checked without one (tests/test_notebooks.py). It needs Debian's
-Chromium and Playwright's Python package (`pip install -e ".[browser]"`; Playwright drives
-/usr/bin/chromium and downloads no browser of its own):
+A manual check (it takes minutes), not part of `make test`; the test suite checks headless what
+can be checked without a browser (tests/test_notebooks.py). It drives the system's Chromium through
+Playwright as the browser tests do (``ngrpo_sim.browser``; `make test` installs both):
 
-    apt-get install -y chromium
     .venv/bin/python notebooks/check_in_jupyterlab.py                 # every notebook
     .venv/bin/python notebooks/check_in_jupyterlab.py 02 03 --fast    # some, with NGRPO_FAST=1
 
@@ -30,15 +28,12 @@ import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from playwright.sync_api import sync_playwright
+
+from ngrpo_sim.browser import chromium
 
 NOTEBOOKS = Path(__file__).resolve().parent
 ROOT = NOTEBOOKS.parent
 PORT, TOKEN = 8898, "lab-check"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"]
 NOTEBOOK_WIDTH = 1000
 """Width of the notebook panel in CSS pixels: a laptop's browser window with JupyterLab's side bars
 shut (the window is this plus the two activity bars)."""
@@ -251,15 +246,11 @@ def main() -> None:
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for_server()
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch_persistent_context(
-                    str(scratch / "chromium"), executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
-                    headless=True, viewport={"width": NOTEBOOK_WIDTH + 2 * 33, "height": 1000})
-                page = browser.new_page()
+            with chromium() as browser:
+                page = browser.new_page(viewport={"width": NOTEBOOK_WIDTH + 2 * 33, "height": 1000})
                 for name in names:
                     print(json.dumps(check(page, name, args.timeout), indent=1), flush=True)
                     shut_down_kernels()
-                browser.close()
         finally:
             server.terminate()
             try:
