@@ -29,9 +29,10 @@
 # temperature 0.6, which makes the same model look better: there it starts at a pass@1 of about 0.22
 # (the table's "pass@1 before").
 #
-# **Time.** The full comparison (2 methods × 3 seeds × 400 steps) takes about 6 minutes on a 2-core CPU the first
-# time and is reused afterwards; in fast mode (`NGRPO_FAST=1`) the notebook trains 1 seed for 8 steps in well
-# under a minute, enough to see the plumbing, not the learning.
+# **Time.** The full comparison (2 methods × 3 seeds × 400 steps) takes about 6 minutes on an idle
+# 2-core CPU the first time (much longer on a busy one: the trainer's progress bars show how far it
+# is) and is reused afterwards; in fast mode (`NGRPO_FAST=1`) the notebook trains 1 seed for 8 steps
+# in well under a minute, enough to see the plumbing, not the learning.
 
 # %%
 # %matplotlib inline
@@ -102,8 +103,9 @@ plt.show()
 # * **Reward** is the training accuracy of each step's rollouts: noisy, because each step samples 16 new prompts.
 # * **Entropy** of the sampled tokens falls as the model sharpens. Compare it with notebook 3: is NGRPO's higher
 #   or lower than GRPO's, and at equal reward?
-# * **All-wrong groups** start near half of all groups. GRPO learns nothing from them; NGRPO gives each answer
-#   −1/3. The next plot shows the share of all-wrong groups each method actually learned from.
+# * **All-wrong groups** start at about a third of all groups (0.35 to 0.38 over the first 20 steps
+#   of each run). GRPO learns nothing from them; NGRPO gives each answer −1/3. The next plot shows
+#   the share of all-wrong groups each method actually learned from.
 # * **Held-out pass@1** is measured on 512 prompts never trained on, at temperature 0.6, with 16 samples each.
 
 # %%
