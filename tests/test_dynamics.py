@@ -258,7 +258,7 @@ def test_the_config_refuses_a_task_it_cannot_build_when_it_is_made(options, mess
     dict(policy="shared", batch_prompts=96, group_size=16),
     dict(policy="tabular", mode="expected", num_prompts=512),
     dict(policy="shared", mode="expected", seeds=32),
-    dict(policy="tabular", refill=False, steps=300, seeds=4, num_prompts=64, batch_prompts=16),
+    dict(policy="tabular", refill=False, steps=150, seeds=4, num_prompts=64, batch_prompts=16),
 ])
 @pytest.mark.parametrize("method", ["ngrpo", "psr_nsr"])
 def test_the_memory_estimate_bounds_the_measured_peak(options, method):
