@@ -349,7 +349,9 @@ def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr:
             if accuracy >= config.sft_accuracy:
                 break
     save_to_cache(model, tokenizer, folder)
-    print(f"pre-trained the tiny model for {sft_step} steps (sampled accuracy {accuracy:.3f}) -> {folder}")
+    # The cache as the user wrote it (~/.cache/ngrpo by default), not expanded into their paths.
+    print(f"pre-trained the tiny model for {sft_step} steps (sampled accuracy {accuracy:.3f}) -> "
+          f"{Path(config.cache_dir) / folder.name}")
     return folder
 
 

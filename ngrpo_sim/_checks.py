@@ -7,6 +7,8 @@ instead of deep inside numpy with a NaN or a shape error.
 from __future__ import annotations
 
 import math
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -85,3 +87,42 @@ def choice(name: str, value, options) -> str:
     if value not in options:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")
     return value
+
+
+def output_folder(name: str, folder) -> Path:
+    """``folder`` as a Path, created if missing, after proving that a file can be written in it.
+
+    Commands call this before any work, so that a folder they cannot write to costs a one-line
+    error instead of a traceback at the end of a run.
+    """
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{name} {str(folder)!r} is a file, not a folder; choose a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise ValueError(f"{name} {str(folder)!r} cannot be written: {error.strerror or error}; "
+                         f"choose a folder you can write to") from None
+    return folder
+
+
+def available_memory() -> int:
+    """Bytes the system can give a new allocation without swapping (psutil's ``available``)."""
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2 ** 30:.1f} GiB" if size >= 2 ** 30 else f"{size / 2 ** 20:.0f} MiB"
+
+
+def fits_in_memory(what: str, needed: float, advice: str) -> None:
+    """Refuse work whose estimated peak memory ``needed`` (bytes) exceeds what the machine has
+    available now."""
+    available = available_memory()
+    if needed > available:
+        raise ValueError(f"{what} needs about {_gib(needed)} of memory, more than the "
+                         f"{_gib(available)} available now; {advice}")

@@ -277,7 +277,7 @@ class NGRPOAdvantage(AdvantageEstimator):
     """Added to the std, as in GRPO."""
 
     def __post_init__(self):
-        _checks.number("r_max", self.r_max)
+        _checks.number("r_max", self.r_max, low=0.0, low_open=True)
         _checks.integer("virtual_samples", self.virtual_samples, low=1)
         _checks.integer("ddof", self.ddof, low=0, high=1)
         _checks.number("eps", self.eps, low=0.0)

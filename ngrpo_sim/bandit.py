@@ -58,9 +58,33 @@ entropy of the prompts' answer distributions (overall and per difficulty bucket)
 the step and the change's first-order prediction."""
 
 
+def parse_profile(profile) -> str | np.ndarray:
+    """A profile's name, or its explicit success rates as a 1-d array; refuses anything else with a
+    sentence.
+
+    Runs before any work (``DynamicsConfig`` calls it), so a bad ``--profile`` is reported before a
+    run starts.
+    """
+    if isinstance(profile, str) and profile in PROFILES:
+        return profile
+    if isinstance(profile, str):
+        try:
+            profile = [float(part) for part in profile.split(",")]
+        except ValueError:
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)} or comma-separated "
+                             f"success rates, got {profile!r}") from None
+    rates = _checks.finite_array("profile", profile).ravel()
+    if rates.size == 0 or np.any((rates < 0) | (rates > 1)):
+        bad = rates[(rates < 0) | (rates > 1)]
+        raise ValueError("profile success rates must lie in [0, 1], got "
+                         f"{bad[0] if bad.size else 'nothing'}")
+    return rates
+
+
 def starting_success(profile, num_prompts: int, rng: np.random.Generator) -> np.ndarray:
     """Starting success rate of each prompt: drawn from a named profile, or explicit rates cycled over prompts."""
-    if isinstance(profile, str) and profile in PROFILES:
+    profile = parse_profile(profile)
+    if isinstance(profile, str):
         components = PROFILES[profile]
         shares = np.array([share for share, _, _ in components])
         which = rng.choice(len(components), size=num_prompts, p=shares / shares.sum())
@@ -68,17 +92,7 @@ def starting_success(profile, num_prompts: int, rng: np.random.Generator) -> np.
         b = np.array([c[2] for c in components])[which]
         rates = rng.beta(a, b)
     else:
-        if isinstance(profile, str):
-            try:
-                profile = [float(part) for part in profile.split(",")]
-            except ValueError:
-                raise ValueError(f"profile must be one of {', '.join(PROFILES)} or comma-separated success rates, "
-                                 f"got {profile!r}") from None
-        rates = _checks.finite_array("profile", profile).ravel()
-        if rates.size == 0 or np.any((rates < 0) | (rates > 1)):
-            bad = rates[(rates < 0) | (rates > 1)]
-            raise ValueError(f"profile success rates must lie in [0, 1], got {bad[0] if bad.size else 'nothing'}")
-        rates = np.resize(rates, num_prompts)
+        rates = np.resize(profile, num_prompts)
     return np.clip(rates, SUCCESS_FLOOR, 1.0 - SUCCESS_FLOOR)
 
 
@@ -283,6 +297,19 @@ class BanditUpdate:
         return {"approx_kl": approx_kl(log_ratio, valid[..., None])}
 
 
+def check_task_options(num_prompts: int, num_answers: int, right_answers: int, profile, policy: str,
+                       feature_dim: int, feature_signal: float, rewards: str) -> None:
+    """Refuse options ``make_task`` cannot build a task from, naming the option and the value."""
+    _checks.integer("num_prompts", num_prompts, low=1)
+    num_answers = _checks.integer("num_answers", num_answers, low=2)
+    _checks.integer("right_answers", right_answers, low=1, high=num_answers - 1)
+    parse_profile(profile)
+    _checks.choice("policy", policy, POLICIES)
+    _checks.choice("rewards", rewards, REWARD_KINDS)
+    _checks.integer("feature_dim", feature_dim, low=1)
+    _checks.number("feature_signal", feature_signal, low=0.0)
+
+
 def make_task(num_prompts: int = 256, num_answers: int = 16, right_answers: int = 1, profile="base",
               policy: str = "tabular", feature_dim: int = 16, feature_signal: float = 0.5, rewards: str = "binary",
               logit_spread: float = 1.0, seed: int = 0) -> BanditTask:
@@ -293,13 +320,8 @@ def make_task(num_prompts: int = 256, num_answers: int = 16, right_answers: int 
     with A = sum of exp(right logits) and W = sum of exp(wrong logits), shifting the right logits by
     log(p W / ((1 - p) A)) gives success p.
     """
-    num_prompts = _checks.integer("num_prompts", num_prompts, low=1)
-    num_answers = _checks.integer("num_answers", num_answers, low=2)
-    right_answers = _checks.integer("right_answers", right_answers, low=1, high=num_answers - 1)
-    _checks.choice("policy", policy, POLICIES)
-    _checks.choice("rewards", rewards, REWARD_KINDS)
-    feature_dim = _checks.integer("feature_dim", feature_dim, low=1)
-    feature_signal = _checks.number("feature_signal", feature_signal, low=0.0)
+    check_task_options(num_prompts, num_answers, right_answers, profile, policy, feature_dim,
+                       feature_signal, rewards)
     logit_spread = _checks.number("logit_spread", logit_spread, low=0.0)
     rng = np.random.default_rng(seed)
     target, right, logits, reward_table = draw_prompts(rng, profile, num_prompts, num_answers,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ngrpo_sim import landscape
+from ngrpo_sim import _checks, landscape
 from ngrpo_sim._config_cli import (add_config_arguments, add_config_grid_arguments,
                                    config_from_args, config_grid_from_args)
 from ngrpo_sim.dynamics import MODES, DynamicsConfig
@@ -50,8 +50,12 @@ def _add_landscape(subparsers) -> None:
 def _run_landscape(args) -> None:
     methods = [m.with_advantage_options(r_max=args.r_max, virtual_samples=args.virtual_samples, ddof=args.ddof)
                for m in parse_methods(args.methods)]
+    for method in methods:
+        landscape.check_method(method)
+    _checks.fits_in_memory(f"the landscape for groups of {args.group_size}",
+                           landscape.memory_bytes(args.group_size), "use a smaller --group-size")
+    out = _checks.output_folder("--out", args.out or Path("runs") / f"landscape-G{args.group_size}")
     print(landscape.format_tables(methods, args.group_size))
-    out = args.out or Path("runs") / f"landscape-G{args.group_size}"
     written = landscape.write_csv(methods, args.group_size, out)
     if not args.no_figures:
         written += landscape.write_figures(methods, args.group_size, out)
@@ -87,6 +91,7 @@ def _add_training_options(parser, config_class, command: str, mode_help: str) ->
 def _train(args, config_class) -> list:
     """Every method of ``--methods`` in every mode of ``--mode`` under the command's config."""
     from ngrpo_sim.experiments import run_methods, with_mode
+    from ngrpo_sim.sweep import check_fits_in_memory
 
     methods = parse_methods(args.methods)
     modes = [part.strip() for part in args.mode.split(",") if part.strip()]
@@ -95,7 +100,11 @@ def _train(args, config_class) -> list:
             raise ValueError(f"mode must be sampled, expected or both comma-separated, got "
                              f"{args.mode!r}")
     config = config_from_args(config_class, args, mode="sampled")
-    return run_methods(methods, [with_mode(config, mode) for mode in modes])
+    configs = [with_mode(config, mode) for mode in modes]
+    # Refused before the first progress bar: a run beyond the memory, a folder it cannot write.
+    check_fits_in_memory(configs, len(configs) * len(methods))
+    _checks.output_folder("--out", args.out)
+    return run_methods(methods, configs)
 
 
 def _run_dynamics(args) -> None:
@@ -154,7 +163,8 @@ def _add_report(subparsers) -> None:
 def _run_report(args) -> None:
     from ngrpo_sim.report import run_report
 
-    print(run_report(args.out, workers=args.workers, ray_address=args.ray))
+    print(run_report(_checks.output_folder("--out", args.out), workers=args.workers,
+                     ray_address=args.ray))
 
 
 def _add_where_to_run(parser) -> None:
@@ -192,14 +202,15 @@ def _add_sweep(subparsers) -> None:
 def _run_sweep(args) -> None:
     from ngrpo_sim.experiments import (claim_sweep_folder, format_summary, setting_name,
                                        varying_fields, with_mode, write_sweep)
-    from ngrpo_sim.sweep import check_where_to_run, run_sweep, sweep_tasks
+    from ngrpo_sim.sweep import check_fits_in_memory, check_where_to_run, run_sweep, sweep_tasks
 
     methods = parse_methods(args.methods)
     configs = list(dict.fromkeys(with_mode(config, config.mode)
                                  for config in config_grid_from_args(DynamicsConfig, args)))
     check_where_to_run(args.workers, args.ray)
     sweep_tasks(methods, configs)  # refuses a method a setting cannot train, before the folder
-    store = claim_sweep_folder(args.out, methods, configs)
+    check_fits_in_memory(configs, len(configs) * len(methods), args.workers, args.ray)
+    store = claim_sweep_folder(_checks.output_folder("--out", args.out), methods, configs)
     trajectories = run_sweep(methods, configs, workers=args.workers, ray_address=args.ray,
                              store=store)
     fields = varying_fields(configs)
@@ -238,6 +249,7 @@ def _run_page(args) -> None:
     if report is not None and not (report / "headline").is_dir():
         raise ValueError(f"report={str(report)!r} holds no headline folder; give the folder that "
                          "`ngrpo-sim report --out` wrote")
+    _checks.output_folder("--out", args.out.parent)
     path = write_page(args.out, None if report is None else report / "headline")
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in any browser")
 
@@ -261,6 +273,8 @@ def _add_inspect(subparsers) -> None:
 def _run_inspect(args) -> None:
     from ngrpo_sim.inspector import write_inspector
 
+    if args.out is not None:
+        _checks.output_folder("--out", args.out.parent)
     path = write_inspector(args.run_dir, args.out)
     print(f"wrote {path}; open it in any browser")
 

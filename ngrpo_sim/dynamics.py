@@ -28,8 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ngrpo_sim import _checks
-from ngrpo_sim.bandit import POLICY_METRICS, BanditTask, make_task
+from ngrpo_sim.bandit import POLICY_METRICS, BanditTask, check_task_options, make_task
+from ngrpo_sim.metrics import powers_of_two_up_to
 from ngrpo_sim.training_loop import (ABANDONED_BELOW, MODES, PASS_AT_K_MAX, REGRESSED_SHARE,
                                      ROLLOUT_METRICS, SOLVED_FROM, Coefficients, LoopConfig,
                                      Rollout, TrainState, Trajectory, apply_rollout, draw_rollout,
@@ -60,7 +60,40 @@ class DynamicsConfig(LoopConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _checks.integer("num_answers", self.num_answers, low=2)
+        # Everything make_task would refuse, refused now: before a command's first progress bar.
+        check_task_options(self.num_prompts, self.num_answers, self.right_answers, self.profile,
+                           self.policy, self.feature_dim, self.feature_signal, self.rewards)
+
+    def memory_bytes(self) -> float:
+        """An upper estimate of the peak memory (bytes) that ``simulate`` needs for one method under
+        this config, so that a run beyond the machine is refused before it starts.
+
+        Each term is an array family of the run; its factor is an upper envelope of the peaks that
+        tracemalloc measured over both policies, modes and optimisers (tests/test_dynamics.py checks
+        that the estimate is never below the measured peak and at most 2.5 times above it):
+
+        * S x P x K float64 arrays: every prompt's logits, probabilities and policy metrics
+          (tabular: also the parameters and their gradient, Adam: its two moments; expected mode:
+          the exact update of every prompt);
+        * sampled: S x B x G x K comparisons drawing the answers, S x B x K arrays of the batch, and
+          for the shared policy the batch's S x B x K x D features;
+        * the shared policy's fixed P x K x D features;
+        * the record: (steps + 1) x S values of every metric and of pass@k.
+        """
+        seeds, prompts, answers = self.seeds, self.num_prompts, self.num_answers
+        batch, features = self.batch_prompts, self.feature_dim
+        tabular, sampled = self.policy == "tabular", self.mode == "sampled"
+        adam = self.optimizer == "adam"
+        per_prompt = 7.0 + 1.5 * tabular + 2.0 * (tabular and adam) + 7.0 * (not sampled)
+        total = 8.0 * per_prompt * seeds * prompts * answers
+        if sampled:
+            total += 7.0 * seeds * batch * self.group_size * answers
+            total += 8.0 * 10.0 * seeds * batch * answers
+            total += 8.0 * 1.0 * seeds * batch * answers * features * (not tabular)
+        total += 8.0 * 2.2 * prompts * answers * features * (not tabular)
+        recorded = len(METRICS) + len(powers_of_two_up_to(PASS_AT_K_MAX))
+        total += 8.0 * 1.2 * (self.steps + 1) * seeds * recorded
+        return total + 2 ** 18
 
     def build_task(self) -> BanditTask:
         return make_task(self.num_prompts, self.num_answers, self.right_answers, self.profile, self.policy,

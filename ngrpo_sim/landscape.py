@@ -60,12 +60,19 @@ DEFAULT_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "dr_grpo", "rloo", "maxrl
 """The count-based presets the landscape shows unless told otherwise: baselines, then rivals."""
 
 
-def _require_count_based(method: Method, given: tuple[str, ...] = ()) -> None:
-    """Refuse a method whose advantage is not f(r, k), given the policy inputs ``given`` (the same
-    for every answer of a group)."""
+def check_method(method: Method, given: tuple[str, ...] = ()) -> None:
+    """Refuse a method the landscape cannot describe, with a sentence saying why: one whose
+    advantage is not a function of the group's count of right answers given the policy inputs
+    ``given`` (the same for every answer of a group), such as PPO's, or one whose estimator refuses
+    the reward 1 of a right answer (r_max below 1)."""
     estimator = method.advantage
     if estimator.count_based or (estimator.policy_inputs
                                  and set(estimator.policy_inputs) <= set(given)):
+        ceiling = estimator.reward_bounds()[1]
+        if ceiling is not None and ceiling < 1.0:
+            raise ValueError(f"r_max must be at least 1, got {ceiling}: the landscape's groups "
+                             f"hold binary rewards (1 right, 0 wrong) and r_max is the best "
+                             f"reward, the virtual answer's")
         return
     if estimator.uses_values:
         reason = ("a learned value V, not on the group's count of right answers, so it has no "
@@ -77,6 +84,20 @@ def _require_count_based(method: Method, given: tuple[str, ...] = ()) -> None:
                   f"of right answers, so it has no advantage landscape or gain c(p)")
     raise ValueError(f"method {method.name!r} is not count-based: its advantage ({estimator.name}) "
                      f"depends on {reason}")
+
+
+def memory_bytes(group_size: int, grid_points: int = 201) -> float:
+    """An upper estimate of the peak memory (bytes) of the landscape's tables, CSV files and figures
+    for groups of G, so that a command can refuse a size beyond the machine before it starts.
+
+    The (G + 1) x G canonical groups and an estimator's temporaries on them take about five such
+    arrays at once, the binomial probabilities on the grid of p a few (grid_points x (G + 1))
+    arrays, matplotlib's figures tens of MiB. Measured with tracemalloc; tests/test_landscape.py
+    checks that the estimate bounds the peak.
+    """
+    group_size = _checks.integer("group_size", group_size, low=2)
+    cells = (group_size + 1) * group_size
+    return 8.0 * (6 * cells + 8 * grid_points * (group_size + 1)) + 48 * 2 ** 20
 
 
 def canonical_groups(group_size: int) -> np.ndarray:
@@ -93,7 +114,7 @@ def count_group_advantages(method: Method, group_size: int, **group_inputs) -> n
     group; the leading axes of the result are theirs. Raises ``ValueError`` for a method whose
     advantage is not a function of the counts given these inputs.
     """
-    _require_count_based(method, tuple(group_inputs))
+    check_method(method, tuple(group_inputs))
     groups = canonical_groups(group_size)
     if not group_inputs:
         return method.advantages(groups)
@@ -125,20 +146,33 @@ def _success_rates(success_rate) -> np.ndarray:
     return p
 
 
+DIRECT_PMF_TRIALS = 512
+"""Up to this many trials comb(n, k) stays below 5e152, so in every term of
+comb(n, k) p^k (1 - p)^(n - k) above 1e-155 the powers are normal floats and the product is exact
+to rounding; smaller terms are 0 to that precision."""
+
+
 def binomial_pmf(trials: int, success_rate: np.ndarray) -> np.ndarray:
     """P(k successes in ``trials``) for k = 0..trials, shaped ``success_rate.shape + (trials + 1,)``.
 
-    Plain numpy: scipy.stats.binom is exact too but an order of magnitude slower in the simulator's inner loop.
+    Plain numpy up to ``DIRECT_PMF_TRIALS``: scipy.stats.binom is exact too but an order of
+    magnitude slower in the simulator's inner loop. Beyond it the binomial coefficient overflows a
+    float (from 1030 trials) or meets powers of p that have lost precision, so scipy.stats.binom
+    takes over.
     """
     counts = np.arange(trials + 1)
     p = np.asarray(success_rate, dtype=np.float64)[..., None]
+    if trials > DIRECT_PMF_TRIALS:
+        from scipy.stats import binom  # imported here: it takes a noticeable part of a second
+
+        return binom.pmf(counts, trials, p)
     return comb(trials, counts) * p ** counts * (1.0 - p) ** (trials - counts)
 
 
 def silent_counts(method: Method, group_size: int) -> np.ndarray:
     """(G + 1,) bool indexed by k: whether a group with k right answers gives every answer
     advantage 0 (GRPO: k = 0 and k = G; NGRPO: k = G only, the all-right group it drops)."""
-    _require_count_based(method)
+    check_method(method)
     return np.all(method.advantages(canonical_groups(group_size)) == 0.0, axis=-1)
 
 

@@ -35,7 +35,7 @@ from ngrpo_sim import __version__, _checks
 from ngrpo_sim._files import write_atomically
 from ngrpo_sim.dynamics import Trajectory, simulate
 from ngrpo_sim.methods import Method, get_method
-from ngrpo_sim.training_loop import LoopConfig
+from ngrpo_sim.training_loop import LoopConfig, check_memory
 
 Task = tuple[Method, LoopConfig]
 
@@ -155,6 +155,15 @@ def check_where_to_run(workers: int, ray_address: str | None) -> None:
                          "per CPU of its cluster; give one of the two")
 
 
+def check_fits_in_memory(configs: list[LoopConfig], tasks: int, workers: int = 1,
+                         ray_address: str | None = None) -> None:
+    """Refuse, with ``ValueError``, a sweep of ``tasks`` runs of which one would not fit in memory,
+    counting ``workers`` local processes side by side (a Ray task runs in its node's memory)."""
+    at_once = 1 if ray_address is not None else min(workers, tasks)
+    for config in configs:
+        check_memory(config, at_once)
+
+
 def run_sweep(methods: list[Method | str], configs: list[LoopConfig], *, workers: int = 1,
               ray_address: str | None = None, store: Path | None = None,
               description: str = "sweep") -> list[Trajectory]:
@@ -176,6 +185,8 @@ def run_tasks(tasks: list[Task], *, workers: int = 1, ray_address: str | None = 
     pool of processes)."""
     check_where_to_run(workers, ray_address)
     tasks = _checked(list(tasks))
+    configs = list(dict.fromkeys(config for _, config in tasks))
+    check_fits_in_memory(configs, len(tasks), workers, ray_address)  # before the bar, not begun
     results = {}
     if store is not None:
         Path(store).mkdir(parents=True, exist_ok=True)

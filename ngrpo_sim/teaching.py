@@ -4,13 +4,17 @@ The notebooks' widgets call these functions, and these functions call the tested
 method is defined here. What is here is the glue a notebook would otherwise repeat: choosing sizes for the fast
 mode the test suite uses, retuning presets from sliders, one sampled group and the step each method takes on it,
 the ratio-advantage plane of the clipped surrogate, sweeps of clip fractions, reading the run folders that
-``minimal/ngrpo_train.py`` writes, and running a notebook headless (the tests and the README figures do).
+``minimal/ngrpo_train.py`` writes, views that widgets redraw in place, one legend per figure,
+and running a notebook headless (the tests and the README figures do).
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import functools
+import html
+import io
 import os
 import re
 import subprocess
@@ -21,6 +25,7 @@ from pathlib import Path
 from queue import Empty
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ngrpo_sim import _checks
 from ngrpo_sim.bandit import make_task, sample_answers
@@ -28,7 +33,7 @@ from ngrpo_sim.dynamics import DynamicsConfig, Trajectory, predicted_entropy_cha
 from ngrpo_sim.experiments import label, linestyle, plot_band
 from ngrpo_sim.methods import LOSS_AGGREGATIONS, Method, get_method, token_weights
 from ngrpo_sim.metrics import log_softmax, softmax_entropy
-from ngrpo_sim.plotting import method_colour
+from ngrpo_sim.plotting import method_colour, pyplot
 from ngrpo_sim.sequence_gain import expected_group_update
 from ngrpo_sim.sequences import SequenceTask, make_sequence_task
 from ngrpo_sim.surrogate import clipped_surrogate
@@ -56,6 +61,80 @@ def fast_mode() -> bool:
 def sized(full, fast):
     """``fast`` in fast mode, ``full`` otherwise: one line per size in a notebook, both values in view."""
     return fast if fast_mode() else full
+
+
+# --------------------------------------------------------------------------------------------------
+# Every notebook: views that widgets redraw in place, one legend per figure
+# --------------------------------------------------------------------------------------------------
+
+
+class LiveView:
+    """A figure and a text that a widget's callback replaces in place; ``widget`` is what a notebook
+    displays.
+
+    Both live in widgets' state (an Image and an HTML widget), and the figure is drawn on a figure
+    that pyplot does not hold (``subplots``). Figures that callbacks drew with pyplot landed in
+    JupyterLab's log console now and then, instead of the notebook (seen with
+    notebooks/check_in_jupyterlab.py, JupyterLab 4.6, ipykernel 7, ipywidgets 8.1): ipykernel runs
+    the inline backend's post-execute hook around every widget message, and that hook shows every
+    figure pyplot holds at that moment, outside any view. A widget's state always reaches its view,
+    and the kernel can read what is shown (``shown_text``), so a test can compare two settings.
+    """
+
+    def __init__(self):
+        import ipywidgets as widgets
+
+        self.image = widgets.Image(format="png")
+        self.text = widgets.HTML()
+        self.widget = widgets.VBox([self.image, self.text])
+
+    @staticmethod
+    def subplots(ncols: int = 1, nrows: int = 1, width: float = 4.8, height: float = 3.6):
+        """``plotting.subplots`` on a figure that pyplot does not hold, so that only ``show``
+        shows it; returns (figure, flat list of axes)."""
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+        return figure, list(figure.subplots(nrows, ncols, squeeze=False).ravel())
+
+    def show(self, figure=None, text: str | None = None) -> None:
+        """Replace the figure (as the inline backend draws it: 100 dpi, cropped to its content)
+        and the text (preformatted, as ``print`` would show it)."""
+        if figure is not None:
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", bbox_inches="tight")
+            pyplot().close(figure)  # if pyplot holds it after all
+            self.image.value = buffer.getvalue()
+        if text is not None:
+            self.text.value = f"<pre>{html.escape(text)}</pre>"
+
+    def refuse(self, reason: str) -> None:
+        """Show why these settings draw nothing, in place of the figure and the text: a figure left
+        from other settings would pass for theirs."""
+        self.image.value = b""
+        self.text.value = f"<b>{html.escape(reason)}</b>"
+
+    @property
+    def shown_text(self) -> str:
+        """The text as shown, without its markup."""
+        return html.unescape(self.text.value.removeprefix("<pre>").removesuffix("</pre>"))
+
+
+def figure_legend(figure, ncols: int | None = None):
+    """One legend for the whole figure, below its panels, instead of each panel's own: it covers no
+    curve or bar (a legend inside the panel covered the crossing of GRPO's and NGRPO's gains that
+    notebook 2 discusses). A label that several panels share appears once. Needs a figure with
+    constrained layout (``plotting.subplots``)."""
+    entries = {}
+    for ax in figure.axes:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(text, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if not entries:
+        raise ValueError("the figure holds no labelled curve, band or bar to put in a legend")
+    return figure.legend(list(entries.values()), list(entries), loc="outside lower center",
+                         ncols=ncols or min(len(entries), 4), fontsize=8)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -311,9 +390,14 @@ def vanishing_gradient(ratio, advantages, clip_low: float, clip_high: float) -> 
     return surrogate.clipped_low | surrogate.clipped_high
 
 
-def plot_clip_plane(ax, clip_low: float, clip_high: float, ratio_range=(0.6, 1.4), advantage_limit: float = 2.0,
-                    points: int = 201) -> None:
-    """The ratio-advantage plane: the gradient -A rho where it flows, grey where clipping removes it."""
+CLIP_PUSH_LABEL = r"push on $\log\pi$ per token: $A\rho$"
+"""The colour scale of ``plot_clip_plane``."""
+
+
+def plot_clip_plane(ax, clip_low: float, clip_high: float, ratio_range=(0.6, 1.4),
+                    advantage_limit: float = 2.0, points: int = 201, colorbar: bool = True):
+    """The ratio-advantage plane: the gradient -A rho where it flows, grey where clipping removes
+    it. Returns the image, so that panels drawn with ``colorbar=False`` can share one colour bar."""
     low, high = _checks.finite_array("ratio_range", ratio_range)
     if not 0 < low < 1 < high:
         raise ValueError(f"ratio_range must bracket 1 with a positive lower end, got {tuple(ratio_range)}")
@@ -327,27 +411,36 @@ def plot_clip_plane(ax, clip_low: float, clip_high: float, ratio_range=(0.6, 1.4
     ax.imshow(np.ones_like(ratio), extent=extent, origin="lower", aspect="auto", cmap="Greys", vmin=0, vmax=4)
     image = ax.imshow(ascent, extent=extent, origin="lower", aspect="auto", cmap="RdBu",
                       vmin=-advantage_limit * high, vmax=advantage_limit * high)
-    ax.figure.colorbar(image, ax=ax, label=r"push on $\log\pi$ per token: $A\rho$")
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, label=CLIP_PUSH_LABEL)
     for bound in (1 - clip_low, 1 + clip_high):
         ax.axvline(bound, color="black", linewidth=0.8, linestyle="--")
     ax.axhline(0.0, color="0.4", linewidth=0.6)
     ax.set_xlabel(r"ratio $\rho = \pi_\theta / \pi_{old}$")
     ax.set_ylabel("advantage A")
     ax.set_title(f"clip {clip_low:g} / {clip_high:g} (grey: no gradient)", fontsize=9)
+    return image
 
 
-def clip_fraction_sweep(method_names, config: DynamicsConfig, minibatch_counts) -> dict[str, dict[str, np.ndarray]]:
-    """For each method and number of minibatch updates per rollout, the share of answers clipped at each bound,
-    averaged over the run's steps and seeds: {method: {"minibatches", "clipfrac_low", "clipfrac_high"}}."""
+def clip_fraction_sweep(method_names, config: DynamicsConfig, minibatch_counts,
+                        progress: bool = True) -> dict[str, dict[str, np.ndarray]]:
+    """For each method and number of minibatch updates per rollout, the share of answers clipped at
+    each bound, averaged over the run's steps and seeds:
+    {method: {"minibatches", "clipfrac_low", "clipfrac_high"}}. ``progress`` shows one bar over
+    every run's steps."""
     counts = [_checks.integer("minibatch_counts", count, low=1) for count in minibatch_counts]
     if not counts:
         raise ValueError("minibatch_counts must hold at least one count, got none")
+    names = [method_names] if isinstance(method_names, str) else list(method_names)
     sweep = {}
-    for name in ([method_names] if isinstance(method_names, str) else method_names):
-        runs = [simulate(name, dataclasses.replace(config, minibatches=count), progress=False) for count in counts]
-        sweep[name] = {"minibatches": np.array(counts)} | {
-            bound: np.array([np.nanmean(run.metrics[bound]) for run in runs])
-            for bound in ("clipfrac_low", "clipfrac_high")}
+    total = len(names) * len(counts) * config.steps
+    with tqdm(total=total, desc="clip-fraction sweep", unit="step", disable=not progress) as bar:
+        for name in names:
+            runs = [simulate(name, dataclasses.replace(config, minibatches=count), progress=bar)
+                    for count in counts]
+            sweep[name] = {"minibatches": np.array(counts)} | {
+                bound: np.array([np.nanmean(run.metrics[bound]) for run in runs])
+                for bound in ("clipfrac_low", "clipfrac_high")}
     return sweep
 
 
@@ -385,18 +478,32 @@ def find_trainer(start=None) -> Path:
     return repository_root(start) / TRAINER
 
 
-def run_trainer(arguments: list[str], trainer=None) -> str:
-    """Run the single-file trainer with these command-line arguments in a fresh Python; returns what it printed.
+def run_trainer(arguments: list[str], trainer=None, cwd=None) -> str:
+    """Run the single-file trainer with these command-line arguments in a fresh Python, in the
+    folder ``cwd`` (default: the current one), and return everything it printed.
 
-    A separate process keeps the notebook's kernel free of torch and shows the trainer as its users run it.
+    What it prints is passed on while it runs, its progress bars included (at most one update a
+    second), so a notebook cell shows how far training is instead of minutes of silence. A separate
+    process keeps the notebook's kernel free of torch and shows the trainer as its users run it.
+    Raises RuntimeError with the end of the output when the trainer fails.
     """
     trainer = find_trainer() if trainer is None else Path(trainer)
-    finished = subprocess.run([sys.executable, str(trainer), *map(str, arguments)], stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True)
-    if finished.returncode:
-        raise RuntimeError(f"{trainer} {' '.join(map(str, arguments))} failed with exit code {finished.returncode}:\n"
-                           f"{finished.stderr[-3000:]}")
-    return finished.stdout
+    command = [sys.executable, str(trainer), *map(str, arguments)]
+    decoder, printed = codecs.getincrementaldecoder("utf-8")(errors="replace"), []
+    with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, cwd=cwd,
+                          env={**os.environ, "TQDM_MININTERVAL": "1"}) as process:
+        for chunk in iter(lambda: process.stdout.read1(65536), b""):
+            text = decoder.decode(chunk)
+            printed.append(text)
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    printed.append(decoder.decode(b"", final=True))
+    output = "".join(printed)
+    if process.returncode:
+        raise RuntimeError(f"{trainer.name} {' '.join(map(str, arguments))} failed with exit code "
+                           f"{process.returncode}:\n{output[-3000:]}")
+    return output
 
 
 def run_curve(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:

@@ -146,8 +146,11 @@ class LoopConfig:
     expected update of a count-based one at each value, so the expected mode can train it."""
 
     def __post_init__(self):
+        from ngrpo_sim.bandit import parse_profile  # here: bandit imports this module
+
         _checks.choice("policy", self.policy, POLICIES)
         _checks.integer("num_prompts", self.num_prompts, low=1)
+        parse_profile(self.profile)
         _checks.choice("rewards", self.rewards, REWARD_KINDS)
         _checks.integer("feature_dim", self.feature_dim, low=1)
         _checks.integer("group_size", self.group_size, low=2)
@@ -202,6 +205,30 @@ class LoopConfig:
     def build_task(self):
         """The task this config describes (see the module docstring for what a task provides)."""
         raise NotImplementedError
+
+    def memory_bytes(self) -> float | None:
+        """An upper estimate of the peak memory (bytes) of one run, so that ``check_memory`` can
+        refuse a run beyond the machine before it starts; None where the config bounds its sizes
+        itself (the token task refuses more than its ``MAX_LOGITS`` numbers)."""
+        return None
+
+
+def check_memory(config: LoopConfig, at_once: int = 1) -> None:
+    """Refuse, before any work, a run that would need more memory than the machine has available
+    now; ``at_once`` runs of it side by side (a sweep's local processes) need that much more."""
+    at_once = _checks.integer("at_once", at_once, low=1)
+    needed = config.memory_bytes()
+    if needed is None:
+        return
+    steps = f"{config.steps} step" + ("s" if config.steps > 1 else "")
+    answers = getattr(config, "num_answers", None)
+    _checks.fits_in_memory(
+        f"a run of {config.seeds} seeds x {config.num_prompts} prompts"
+        + (f" x {answers} answers" if answers else "")
+        + f" (batch {config.batch_prompts} x group {config.group_size}, {steps})"
+        + (f", {at_once} at once," if at_once > 1 else ""),
+        at_once * needed, "use fewer seeds, prompts, answers or steps"
+        + (" or fewer workers" if at_once > 1 else ""))
 
 
 @dataclass
@@ -544,12 +571,14 @@ def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = T
     """Train ``method`` on the config's task for every seed at once; record every metric per step.
 
     ``progress`` is True for a bar of this run's steps, False for none, or an existing bar to
-    advance.
+    advance. Raises ValueError for an unknown method or a run that needs more memory than is
+    available (``check_memory``).
     """
     method = get_method(method) if isinstance(method, str) else method
     if not isinstance(method, Method):
         raise ValueError(f"method must be a Method or a preset name, got {method!r}")
     config.check_method(method)
+    check_memory(config)
     task = config.build_task()
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
     state = TrainState(task.initial_params(config.seeds), Optimizer(config.optimizer, config.lr),

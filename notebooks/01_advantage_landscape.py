@@ -85,6 +85,7 @@ for name in ("grpo", "ngrpo"):
 # %% tags=["readme-figure"]
 figure, (ax,) = subplots(width=6.4, height=4.2)
 landscape.plot_advantages(ax, [get_method(name) for name in landscape.DEFAULT_METHODS], group_size=8)
+teaching.figure_legend(figure)
 plt.show()
 
 # %% [markdown]
@@ -116,28 +117,37 @@ plt.show()
 method_picker = widgets.SelectMultiple(options=list(landscape.DEFAULT_METHODS) + ["grpo_calibrated",
                                                                                   "ngrpo_no_filter"],
                                        value=("grpo", "ngrpo", "psr_nsr"), description="methods", rows=8)
-group_size_slider = widgets.IntSlider(value=8, min=2, max=32, description="G")
-r_max_slider = widgets.FloatSlider(value=1.0, min=1.0, max=3.0, step=0.25, description="r_max")
+# The sliders redraw when released, not at every value they pass while dragged.
+group_size_slider = widgets.IntSlider(value=8, min=2, max=32, description="G",
+                                      continuous_update=False)
+r_max_slider = widgets.FloatSlider(value=1.0, min=1.0, max=3.0, step=0.25, description="r_max",
+                                   continuous_update=False)
 virtual_slider = widgets.IntSlider(value=1, min=1, max=8, description="virtual samples",
-                                   style={"description_width": "initial"})
+                                   continuous_update=False, style={"description_width": "initial"})
 std_picker = widgets.Dropdown(options=[("Bessel (n - 1), the release", 1), ("population (n), the paper's formula", 0)],
                               value=1, description="std")
+landscape_view = teaching.LiveView()
 
 
-def show_landscape(names, group_size, r_max, virtual_samples, ddof):
-    methods = teaching.retuned_methods(names, r_max=r_max, virtual_samples=virtual_samples, ddof=ddof)
-    figure, (ax,) = subplots(width=6.4, height=4.2)
-    landscape.plot_advantages(ax, methods, group_size)
-    plt.show()
+def show_landscape(change=None):
+    if not method_picker.value:
+        landscape_view.refuse("Pick at least one method (hold Ctrl or Shift to pick several).")
+        return
+    methods = teaching.retuned_methods(method_picker.value, r_max=r_max_slider.value,
+                                       virtual_samples=virtual_slider.value, ddof=std_picker.value)
+    figure, (ax,) = landscape_view.subplots(width=6.4, height=4.2)
+    landscape.plot_advantages(ax, methods, group_size_slider.value)
+    teaching.figure_legend(figure)
     # The first two tables of the landscape: advantages by k (the others are notebook 2's subject).
-    print("\n\n".join(landscape.format_tables(methods, group_size).split("\n\n")[:2]))
+    tables = landscape.format_tables(methods, group_size_slider.value).split("\n\n")[:2]
+    landscape_view.show(figure, "\n\n".join(tables))
 
 
-landscape_view = widgets.interactive_output(show_landscape, dict(
-    names=method_picker, group_size=group_size_slider, r_max=r_max_slider, virtual_samples=virtual_slider,
-    ddof=std_picker))
+for control in (method_picker, group_size_slider, r_max_slider, virtual_slider, std_picker):
+    control.observe(show_landscape, "value")
 display(widgets.HBox([method_picker, widgets.VBox([group_size_slider, r_max_slider, virtual_slider, std_picker])]),
-        landscape_view)
+        landscape_view.widget)
+show_landscape()
 
 # %% [markdown]
 # ## Exercises

@@ -30,7 +30,7 @@
 # %matplotlib inline
 import ipywidgets as widgets
 import numpy as np
-from IPython.display import clear_output, display
+from IPython.display import display
 
 from ngrpo_sim import get_method, landscape, teaching
 from ngrpo_sim.bandit import sample_answers
@@ -65,6 +65,7 @@ for p in success_rates:
 methods = [get_method(name) for name in METHODS]
 figure, (ax,) = subplots(width=5.6, height=4.0)
 landscape.plot_zero_gradient(ax, methods, group_size=8)
+teaching.figure_legend(figure)
 plt.show()
 
 # %% [markdown]
@@ -86,6 +87,7 @@ plt.show()
 # %%
 figure, (ax,) = subplots(width=5.6, height=4.0)
 landscape.plot_gain(ax, methods, group_size=8)
+teaching.figure_legend(figure)
 plt.show()
 print(f"{'p':>6}" + "".join(f"{name:>10}" for name in METHODS))
 for p in success_rates:
@@ -112,6 +114,7 @@ for p in success_rates:
 RIVALS = ["grpo", "ngrpo", "maxrl", "qae", "asymre", "shifted_baseline"]
 figure, (ax,) = subplots(width=5.6, height=4.0)
 landscape.plot_gain(ax, [get_method(name) for name in RIVALS], group_size=8)
+teaching.figure_legend(figure, ncols=3)
 plt.show()
 print(f"{'p':>6}" + "".join(f"{name:>17}" for name in RIVALS))
 for p in success_rates:
@@ -147,8 +150,9 @@ for p in success_rates:
 
 # %% tags=["readme-figure"]
 sample = teaching.sample_one_group(["grpo", "ngrpo", "psr_nsr"], 0.05, rng=np.random.default_rng(0))
-figure, axes = subplots(ncols=2, width=5.4, height=3.6)
+figure, axes = subplots(ncols=2, width=4.25, height=3.6)
 teaching.plot_sampled_group(axes, sample)
+teaching.figure_legend(figure)
 plt.show()
 print(teaching.format_sampled_group(sample))
 
@@ -157,36 +161,56 @@ print(teaching.format_sampled_group(sample))
 # in proportion to what it already has (the dots): most of it to the popular wrong answers, little to the right
 # one. Now sample your own.
 #
-# **Try:** set p to about 0.02 and sample until you get an all-wrong group (most are). Where does NGRPO's
-# probability go? Does the right answer always gain?
+# **Try:** type 0.02 into the box next to the p slider and sample until you get an all-wrong group
+# (most are). Where does NGRPO's probability go? Does the right answer always gain?
+#
+# A setting always shows the same group until you ask for a new one: the draw's random numbers
+# depend only on the draw (the button counts them) and on G, so moving p or the learning rate
+# changes the prompt or the step, not the luck of the draw.
 
 # %%
-success_slider = widgets.FloatLogSlider(value=0.05, base=10, min=-3, max=-0.01, step=0.01, description="p",
-                                        readout_format=".3f")
-group_slider = widgets.IntSlider(value=8, min=2, max=16, description="G")
-step_slider = widgets.FloatLogSlider(value=1.0, base=10, min=-2, max=1, step=0.1, description="learning rate",
+# Sliders act when released, not at every value they pass while dragged.
+success_slider = widgets.FloatLogSlider(value=0.05, base=10, min=-3, max=-0.01, step=0.01,
+                                        description="p", readout_format=".3f",
+                                        continuous_update=False)
+success_box = widgets.BoundedFloatText(value=0.05, min=0.001, max=0.977, step=0.001,
+                                       description="p =", layout=widgets.Layout(width="9em"),
+                                       style={"description_width": "2em"})
+# Drag for a rough p, type for an exact one.
+widgets.link((success_slider, "value"), (success_box, "value"))
+group_slider = widgets.IntSlider(value=8, min=2, max=16, description="G", continuous_update=False)
+step_slider = widgets.FloatLogSlider(value=1.0, base=10, min=-2, max=1, step=0.1,
+                                     description="learning rate", continuous_update=False,
                                      style={"description_width": "initial"})
-sample_button = widgets.Button(description="sample a new group", button_style="primary")
-group_view = widgets.Output()
-rng = np.random.default_rng(1)
+sample_button = widgets.Button(description="sample a new group", button_style="primary",
+                               layout=widgets.Layout(width="auto"))
+group_view = teaching.LiveView()
+draw = 1
 
 
-def show_new_group(*_):
-    with group_view:
-        clear_output(wait=True)
-        sample = teaching.sample_one_group(["grpo", "ngrpo", "psr_nsr"], success_slider.value,
-                                           group_size=group_slider.value, learning_rate=step_slider.value, rng=rng)
-        print(teaching.format_sampled_group(sample))
-        figure, axes = subplots(ncols=2, width=5.4, height=3.6)
-        teaching.plot_sampled_group(axes, sample)
-        plt.show()
+def show_group(change=None):
+    rng = np.random.default_rng([draw, group_slider.value])
+    sample = teaching.sample_one_group(["grpo", "ngrpo", "psr_nsr"], success_slider.value,
+                                       group_size=group_slider.value,
+                                       learning_rate=step_slider.value, rng=rng)
+    figure, axes = group_view.subplots(ncols=2, width=4.25, height=3.6)
+    teaching.plot_sampled_group(axes, sample)
+    teaching.figure_legend(figure)
+    group_view.show(figure, f"draw {draw}: " + teaching.format_sampled_group(sample))
 
 
-sample_button.on_click(show_new_group)
+def sample_new_group(button):
+    global draw
+    draw += 1
+    show_group()
+
+
+sample_button.on_click(sample_new_group)
 for control in (success_slider, group_slider, step_slider):
-    control.observe(show_new_group, "value")
-display(widgets.HBox([widgets.VBox([success_slider, group_slider, step_slider]), sample_button]), group_view)
-show_new_group()
+    control.observe(show_group, "value")
+controls = widgets.VBox([widgets.HBox([success_slider, success_box]), group_slider, step_slider])
+display(widgets.HBox([controls, sample_button]), group_view.widget)
+show_group()
 
 # %% [markdown]
 # What to notice:

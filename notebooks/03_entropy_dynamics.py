@@ -69,11 +69,12 @@ print(format_summary(trajectories, metrics=("accuracy", "accuracy_hard", "entrop
 # sampling noise, no clipping.
 
 # %%
-figure, axes = subplots(ncols=2, nrows=2, width=4.6, height=3.3)
+figure, axes = subplots(ncols=2, nrows=2, width=4.25, height=3.0)
 for ax, (name, title) in zip(axes, [("accuracy", "mean success rate (pass@1)"), ("entropy", "mean entropy (nats)"),
                                     ("pass_auc", "pass@k AUC (k = 1..256)"),
                                     ("accuracy_hard", "success on prompts starting < 5%")]):
     teaching.plot_metric(ax, trajectories, name, title)
+teaching.figure_legend(figure, ncols=3)
 plt.show()
 
 # %% [markdown]
@@ -86,6 +87,7 @@ figure, (ax,) = subplots(width=5.6, height=4.0)
 teaching.plot_metric_pair(ax, trajectories, "accuracy", "entropy", "mean success rate (pass@1)",
                           "mean entropy (nats)")
 ax.set_title("Entropy at equal accuracy")
+teaching.figure_legend(figure, ncols=3)
 plt.show()
 start, end = sampled[0].metrics["accuracy"][0].mean(), min(t.metrics["accuracy"][-1].mean() for t in sampled)
 levels = np.linspace(start, end, 5)[1:]
@@ -111,23 +113,22 @@ for trajectory in sampled:
 
 # %%
 metric_picker = widgets.Dropdown(options=METRICS, value="entropy_hard", description="metric")
-metric_view = widgets.Output()
+metric_view = teaching.LiveView()
 
 
 def show_metric(change=None):
-    with metric_view:
-        clear_output(wait=True)
-        figure, (ax,) = subplots(width=6.0, height=3.8)
-        teaching.plot_metric(ax, trajectories, metric_picker.value)
-        plt.show()
-        print(f"{metric_picker.value} at the last step (mean over seeds):")
-        for trajectory in trajectories:
-            print(f"  {trajectory.method:>8} {trajectory.config.mode:>8}: "
-                  f"{np.mean(trajectory.metrics[metric_picker.value][-1]):.4f}")
+    figure, (ax,) = metric_view.subplots(width=6.0, height=3.8)
+    teaching.plot_metric(ax, trajectories, metric_picker.value)
+    teaching.figure_legend(figure, ncols=3)
+    lines = [f"{metric_picker.value} at the last step (mean over seeds):"]
+    lines += [f"  {trajectory.method:>8} {trajectory.config.mode:>8}: "
+              f"{np.mean(trajectory.metrics[metric_picker.value][-1]):.4f}"
+              for trajectory in trajectories]
+    metric_view.show(figure, "\n".join(lines))
 
 
 metric_picker.observe(show_metric, "value")
-display(metric_picker, metric_view)
+display(metric_picker, metric_view.widget)
 show_metric()
 
 # %% [markdown]
@@ -144,6 +145,7 @@ show_metric()
 # %%
 figure, (ax,) = subplots(width=5.6, height=4.2)
 teaching.plot_entropy_prediction(ax, trajectories)
+teaching.figure_legend(figure, ncols=2)
 plt.show()
 
 # %% [markdown]
@@ -157,36 +159,73 @@ plt.show()
 # Then try the tabular policy (free logits per prompt, no interference), SGD instead of Adam, and one minibatch
 # instead of four. The defaults below are the tabular policy with SGD, where the README finds the largest
 # differences between methods.
+#
+# A learning rate only means something for its optimiser and policy (SGD's 32 would blow Adam up),
+# so choosing either sets it to the README's value for the pair. The runs stay within a tenth to ten
+# times that value: beyond, the first-order prediction errs by more than 100% and the curves show
+# the step size, not the method.
 
 # %%
+LR_RANGE = (0.1, 10.0)
+"""The learning rates "run" accepts, as multiples of the README's value for the policy and
+optimiser."""
 policy_picker = widgets.Dropdown(options=["tabular", "shared"], value="tabular", description="policy")
-optimizer_picker = widgets.Dropdown(options=[("SGD", "sgd"), ("Adam", "adam")], value="sgd", description="optimizer")
+optimizer_picker = widgets.Dropdown(options=[("SGD", "sgd"), ("Adam", "adam")], value="sgd",
+                                    description="optimizer")
 lr_box = widgets.FloatText(value=LEARNING_RATES["tabular", "sgd"], description="learning rate",
                            style={"description_width": "initial"})
 minibatch_picker = widgets.Dropdown(options=[1, 2, 4, 8], value=4, description="minibatches")
 method_picker = widgets.SelectMultiple(options=["grpo", "ngrpo", "dapo", "psr_nsr", "ppo"], value=("grpo", "ngrpo"),
                                        description="methods")
-run_button = widgets.Button(description="run", button_style="primary")
-own_view = widgets.Output()
+run_button = widgets.Button(description="run", button_style="primary",
+                            layout=widgets.Layout(width="auto"))
+own_progress = widgets.Output()
+own_view = teaching.LiveView()
+
+
+def reset_learning_rate(change=None):
+    lr_box.value = LEARNING_RATES[policy_picker.value, optimizer_picker.value]
 
 
 def run_own(*_):
-    with own_view:
-        clear_output(wait=True)
-        own = dataclasses.replace(config, policy=policy_picker.value, optimizer=optimizer_picker.value,
-                                  lr=lr_box.value, minibatches=minibatch_picker.value)
-        runs = run_methods([get_method(name) for name in method_picker.value], [own, with_mode(own, "expected")])
-        figure, axes = subplots(ncols=3, width=4.2, height=3.4)
-        teaching.plot_metric(axes[0], runs, "accuracy", "mean success rate")
-        teaching.plot_metric(axes[1], runs, "entropy", "mean entropy (nats)")
-        teaching.plot_entropy_prediction(axes[2], runs)
-        plt.show()
-        print(format_summary(runs, metrics=("accuracy", "accuracy_hard", "entropy", "abandoned", "regressed")))
+    preset = LEARNING_RATES[policy_picker.value, optimizer_picker.value]
+    low, high = LR_RANGE[0] * preset, LR_RANGE[1] * preset
+    if not low <= lr_box.value <= high:
+        own_view.refuse(f"learning rate {lr_box.value:g} is {lr_box.value / preset:.3g} times "
+                        f"the README's {preset:g} for the {policy_picker.value} policy with "
+                        f"{optimizer_picker.label}. Runs here take {low:g} to {high:g}: beyond, "
+                        f"the first-order entropy prediction errs by more than 100% and the "
+                        f"curves show the step size, not the method.")
+        return
+    if not method_picker.value:
+        own_view.refuse("Pick at least one method (hold Ctrl or Shift to pick several).")
+        return
+    own = dataclasses.replace(config, policy=policy_picker.value, optimizer=optimizer_picker.value,
+                              lr=lr_box.value, minibatches=minibatch_picker.value)
+    run_button.disabled, run_button.description = True, "running..."
+    try:
+        with own_progress:
+            clear_output(wait=True)
+            runs = run_methods([get_method(name) for name in method_picker.value],
+                               [own, with_mode(own, "expected")])
+            clear_output()
+    finally:
+        run_button.disabled, run_button.description = False, "run"
+    figure, axes = own_view.subplots(ncols=2, nrows=2, width=4.25, height=3.0)
+    teaching.plot_metric(axes[0], runs, "accuracy", "mean success rate")
+    teaching.plot_metric(axes[1], runs, "entropy", "mean entropy (nats)")
+    teaching.plot_metric(axes[2], runs, "accuracy_hard", "success on prompts starting < 5%")
+    teaching.plot_entropy_prediction(axes[3], runs)
+    teaching.figure_legend(figure, ncols=3)
+    own_view.show(figure, format_summary(runs, metrics=("accuracy", "accuracy_hard", "entropy",
+                                                        "abandoned", "regressed")))
 
 
+for picker in (policy_picker, optimizer_picker):
+    picker.observe(reset_learning_rate, "value")
 run_button.on_click(run_own)
-display(widgets.HBox([widgets.VBox([policy_picker, optimizer_picker, lr_box, minibatch_picker]), method_picker,
-                      run_button]), own_view)
+settings = widgets.VBox([policy_picker, optimizer_picker, lr_box, minibatch_picker])
+display(widgets.HBox([settings, method_picker, run_button]), own_progress, own_view.widget)
 run_own()
 
 # %% [markdown]

@@ -29,7 +29,7 @@ import dataclasses
 
 import ipywidgets as widgets
 import numpy as np
-from IPython.display import clear_output, display
+from IPython.display import display
 
 from ngrpo_sim import clipped_surrogate, get_method, teaching
 from ngrpo_sim.dynamics import DynamicsConfig, simulate
@@ -73,10 +73,12 @@ for advantage in (+1.0, -1.0):
 # rise a little further than GRPO's 1.2, less than DAPO's 1.28.
 
 # %% tags=["readme-figure"]
-figure, axes = subplots(ncols=3, width=4.2, height=3.4)
+figure, axes = subplots(ncols=3, width=2.75, height=3.0)
 for ax, method in zip(axes, PRESETS):
-    teaching.plot_clip_plane(ax, method.clip_low, method.clip_high)
-    ax.set_title(f"{method.name}: clip {method.clip_low} / {method.clip_high} (grey: no gradient)", fontsize=9)
+    image = teaching.plot_clip_plane(ax, method.clip_low, method.clip_high, colorbar=False)
+    ax.set_title(f"{method.name}: clip {method.clip_low} / {method.clip_high}", fontsize=9)
+figure.colorbar(image, ax=axes, label=teaching.CLIP_PUSH_LABEL)
+figure.suptitle("grey: clipping removes the gradient", fontsize=9)
 plt.show()
 
 # %% [markdown]
@@ -84,26 +86,27 @@ plt.show()
 # (ρ from 0.6 to 1.4, |A| ≤ 2).
 
 # %%
-clip_low_slider = widgets.FloatSlider(value=0.16, min=0.0, max=0.4, step=0.01, description="ε_low")
-clip_high_slider = widgets.FloatSlider(value=0.24, min=0.0, max=0.4, step=0.01, description="ε_high")
-plane_view = widgets.Output()
+clip_low_slider = widgets.FloatSlider(value=0.16, min=0.0, max=0.4, step=0.01, description="ε_low",
+                                      continuous_update=False)
+clip_high_slider = widgets.FloatSlider(value=0.24, min=0.0, max=0.4, step=0.01,
+                                       description="ε_high", continuous_update=False)
+plane_view = teaching.LiveView()
 
 
 def show_plane(change=None):
-    with plane_view:
-        clear_output(wait=True)
-        figure, (ax,) = subplots(width=5.2, height=3.8)
-        teaching.plot_clip_plane(ax, clip_low_slider.value, clip_high_slider.value)
-        plt.show()
-        ratio, advantage = np.meshgrid(np.linspace(0.6, 1.4, 401), np.linspace(-2, 2, 401))
-        grey = teaching.vanishing_gradient(ratio, advantage, clip_low_slider.value, clip_high_slider.value).mean()
-        print(f"lower bound {1 - clip_low_slider.value:.2f}, upper bound {1 + clip_high_slider.value:.2f}: "
-              f"{grey:.1%} of the window gives no gradient")
+    figure, (ax,) = plane_view.subplots(width=5.2, height=3.8)
+    teaching.plot_clip_plane(ax, clip_low_slider.value, clip_high_slider.value)
+    ratio, advantage = np.meshgrid(np.linspace(0.6, 1.4, 401), np.linspace(-2, 2, 401))
+    grey = teaching.vanishing_gradient(ratio, advantage, clip_low_slider.value,
+                                       clip_high_slider.value).mean()
+    plane_view.show(figure, f"lower bound {1 - clip_low_slider.value:.2f}, upper bound "
+                            f"{1 + clip_high_slider.value:.2f}: {grey:.1%} of the window gives no "
+                            f"gradient")
 
 
 for slider in (clip_low_slider, clip_high_slider):
     slider.observe(show_plane, "value")
-display(widgets.HBox([clip_low_slider, clip_high_slider]), plane_view)
+display(widgets.HBox([clip_low_slider, clip_high_slider]), plane_view.widget)
 show_plane()
 
 # %% [markdown]
@@ -128,6 +131,7 @@ minibatch_counts = teaching.sized([1, 2, 4, 8, 16], [1, 4, 16])
 sweep = teaching.clip_fraction_sweep([m.name for m in PRESETS], sweep_config, minibatch_counts)
 figure, (ax,) = subplots(width=5.6, height=4.0)
 teaching.plot_clip_fraction_sweep(ax, sweep)
+teaching.figure_legend(figure, ncols=3)
 plt.show()
 print(f"{'method':>6}{'μ':>4}{'clipped low (A < 0)':>21}{'clipped high (A > 0)':>22}")
 for name, row in sweep.items():

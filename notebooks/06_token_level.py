@@ -32,7 +32,7 @@ import dataclasses
 
 import ipywidgets as widgets
 import numpy as np
-from IPython.display import clear_output, display
+from IPython.display import display
 
 from ngrpo_sim import get_method, teaching
 from ngrpo_sim.experiments import format_summary, run_methods
@@ -86,10 +86,11 @@ print(f"\nsuccess {statistics.success.item():.3f}, mean length {statistics.lengt
 # The bars show what one expected step of the same length does under each aggregation.
 
 # %% tags=["readme-figure"]
-figure, axes = subplots(ncols=3, width=4.4, height=3.4)
+figure, axes = subplots(ncols=3, width=2.8, height=3.4)
 for ax, name in zip(axes, ("grpo", "ngrpo", "psr_nsr")):
     teaching.plot_aggregation_effects(ax, teaching.aggregation_effects(name, task))
     ax.set_title(f"{name}: one expected step", fontsize=9)
+teaching.figure_legend(figure, ncols=3)
 plt.show()
 
 # %% [markdown]
@@ -99,28 +100,26 @@ plt.show()
 method_picker = widgets.Dropdown(options=["grpo", "ngrpo", "psr_nsr", "ppo"], value="ngrpo",
                                  description="method")
 end_slider = widgets.FloatSlider(value=0.35, min=0.1, max=0.6, step=0.05,
-                                 description="end probability",
+                                 description="end probability", continuous_update=False,
                                  style={"description_width": "initial"})
-aggregation_view = widgets.Output()
+aggregation_view = teaching.LiveView()
 
 
 def show_aggregations(change=None):
-    with aggregation_view:
-        clear_output(wait=True)
-        prompt = teaching.one_prompt_task(0.2, end_probability=end_slider.value)
-        effects = teaching.aggregation_effects(method_picker.value, prompt)
-        figure, (ax,) = subplots(width=6.4, height=3.6)
-        teaching.plot_aggregation_effects(ax, effects)
-        ax.set_title(f"{method_picker.value}: one expected step of each aggregation")
-        plt.show()
-        wrong = {name: change["length of wrong answers"] for name, change in effects.items()}
-        print(f"{method_picker.value}: length of wrong answers changes by "
-              + ", ".join(f"{value:+.4f} ({name})" for name, value in wrong.items()))
+    prompt = teaching.one_prompt_task(0.2, end_probability=end_slider.value)
+    effects = teaching.aggregation_effects(method_picker.value, prompt)
+    figure, (ax,) = aggregation_view.subplots(width=6.4, height=3.6)
+    teaching.plot_aggregation_effects(ax, effects)
+    ax.set_title(f"{method_picker.value}: one expected step of each aggregation")
+    teaching.figure_legend(figure, ncols=3)
+    wrong = {name: change["length of wrong answers"] for name, change in effects.items()}
+    aggregation_view.show(figure, f"{method_picker.value}: length of wrong answers changes by "
+                          + ", ".join(f"{value:+.4f} ({name})" for name, value in wrong.items()))
 
 
 method_picker.observe(show_aggregations, "value")
 end_slider.observe(show_aggregations, "value")
-display(widgets.HBox([method_picker, end_slider]), aggregation_view)
+display(widgets.HBox([method_picker, end_slider]), aggregation_view.widget)
 show_aggregations()
 
 # %% [markdown]
@@ -138,24 +137,22 @@ show_aggregations()
 # %%
 policy_picker = widgets.Dropdown(options=["tabular", "shared"], value="tabular",
                                  description="policy")
-leak_view = widgets.Output()
+leak_view = teaching.LiveView()
 
 
 def show_leak(change=None):
-    with leak_view:
-        clear_output(wait=True)
-        figure, axes = subplots(ncols=2, nrows=2, width=4.4, height=3.0)
-        for row, name in enumerate(("grpo", "ngrpo")):
-            result = teaching.all_wrong_step(name, policy_picker.value)
-            teaching.plot_all_wrong_step(axes[2 * row:2 * row + 2], result)
-            axes[2 * row].set_ylabel(f"{name}: next-token probability", fontsize=8)
-        plt.show()
-        print(f"{policy_picker.value} policy, ngrpo advantages of the group: "
-              + ", ".join(f"{a:+.3f}" for a in result["advantages"]))
+    figure, axes = leak_view.subplots(ncols=2, nrows=2, width=4.25, height=3.0)
+    for row, name in enumerate(("grpo", "ngrpo")):
+        result = teaching.all_wrong_step(name, policy_picker.value)
+        teaching.plot_all_wrong_step(axes[2 * row:2 * row + 2], result)
+        axes[2 * row].set_ylabel(f"{name}: next-token probability", fontsize=8)
+    teaching.figure_legend(figure)
+    leak_view.show(figure, f"{policy_picker.value} policy, ngrpo advantages of the group: "
+                   + ", ".join(f"{a:+.3f}" for a in result["advantages"]))
 
 
 policy_picker.observe(show_leak, "value")
-display(policy_picker, leak_view)
+display(policy_picker, leak_view.widget)
 show_leak()
 
 # %% [markdown]
@@ -187,24 +184,23 @@ print(format_summary(runs, metrics=("accuracy", "entropy", "length_wrong", "trun
 # %%
 metric_picker = widgets.Dropdown(options=METRICS, value="unsampled_mass_gain",
                                  description="metric")
-metric_view = widgets.Output()
+metric_view = teaching.LiveView()
 
 
 def show_metric(change=None):
-    with metric_view:
-        clear_output(wait=True)
-        figure, (ax,) = subplots(width=6.4, height=3.8)
-        teaching.plot_metric(ax, runs, metric_picker.value)
-        plt.show()
-        print(f"{metric_picker.value} at the last step (mean over seeds):")
-        for trajectory in runs:
-            aggregation = trajectory.config.loss_aggregation or "token-mean"
-            print(f"  {trajectory.method:>6} {aggregation:>20}: "
-                  f"{np.mean(trajectory.metrics[metric_picker.value][-1]):.4f}")
+    figure, (ax,) = metric_view.subplots(width=6.4, height=3.8)
+    teaching.plot_metric(ax, runs, metric_picker.value)
+    teaching.figure_legend(figure, ncols=2)
+    lines = [f"{metric_picker.value} at the last step (mean over seeds):"]
+    for trajectory in runs:
+        aggregation = trajectory.config.loss_aggregation or "token-mean"
+        lines.append(f"  {trajectory.method:>6} {aggregation:>20}: "
+                     f"{np.mean(trajectory.metrics[metric_picker.value][-1]):.4f}")
+    metric_view.show(figure, "\n".join(lines))
 
 
 metric_picker.observe(show_metric, "value")
-display(metric_picker, metric_view)
+display(metric_picker, metric_view.widget)
 show_metric()
 
 # %% [markdown]

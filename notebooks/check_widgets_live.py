@@ -53,6 +53,13 @@ def kernel_message(msg_type: str, content: dict) -> str:
                        "channel": "shell", "buffers": []})
 
 
+async def text_message(socket) -> str:
+    """The next message that is JSON text; binary frames carry an Image widget's PNG."""
+    while isinstance(message := await socket.read_message(), bytes):
+        pass
+    return message
+
+
 async def move_widget(name: str, widget: str, frontend_message: str, expected: str) -> None:
     kernel = rest("POST", "/api/kernels", {"name": "python3"})
     socket = await websocket_connect(f"ws://127.0.0.1:{PORT}/api/kernels/{kernel['id']}/channels?token={TOKEN}")
@@ -61,21 +68,27 @@ async def move_widget(name: str, widget: str, frontend_message: str, expected: s
     cells.append(f"import json\nprint('WIDGET', {widget}.model_id, json.dumps({frontend_message}))")
     started = time.time()
     for source in cells:
-        await socket.write_message(kernel_message("execute_request", {
-            "code": source, "silent": False, "store_history": True, "user_expressions": {}, "allow_stdin": False}))
+        request = kernel_message("execute_request", {
+            "code": source, "silent": False, "store_history": True, "user_expressions": {},
+            "allow_stdin": False})
+        await socket.write_message(request)
+        request_id = json.loads(request)["header"]["msg_id"]
+        # Until the kernel is idle after this cell: every output of the cell has arrived by then
+        # (its execute_reply, on another channel, can come first).
         while True:
-            reply = json.loads(await socket.read_message())
+            reply = json.loads(await text_message(socket))
             kind = reply["header"]["msg_type"]
             if kind == "error":
                 raise RuntimeError(f"{name}: {reply['content']['ename']}: {reply['content']['evalue']}")
             if kind == "stream" and reply["content"]["text"].startswith("WIDGET "):
                 comm_id, data = reply["content"]["text"].split(" ", 2)[1:]
-            if kind == "execute_reply":
+            if (kind == "status" and reply["content"]["execution_state"] == "idle"
+                    and reply["parent_header"].get("msg_id") == request_id):
                 break
     sent = time.time()
     await socket.write_message(kernel_message("comm_msg", {"comm_id": comm_id, "data": json.loads(data)}))
     while time.time() - sent < 120:  # everything that arrives now answers the message
-        if expected in await asyncio.wait_for(socket.read_message(), 120):
+        if expected in await asyncio.wait_for(text_message(socket), 120):
             print(f"{name}: {widget} <- {data.strip()}: its output shows {expected!r} {time.time() - sent:.2f} s "
                   f"later (the notebook ran in {sent - started:.1f} s)")
             break

@@ -5,7 +5,9 @@ import sys
 
 import pytest
 
+from ngrpo_sim import _checks, landscape
 from ngrpo_sim.cli import build_parser, main
+from ngrpo_sim.dynamics import DynamicsConfig
 from ngrpo_sim.landscape import DEFAULT_METHODS
 
 
@@ -52,13 +54,18 @@ def test_landscape_options_reach_the_estimator(tmp_path, capsys):
     (["landscape", "--methods", "grpo,bogus"], "unknown method 'bogus'"),
     (["landscape", "--group-size", "1"], "group_size must be >= 2, got 1"),
     (["landscape", "--methods", "ppo"], "'ppo' is not count-based"),
-    (["landscape", "--r-max", "0.5"], "above r_max=0.5"),
+    # In the user's terms: the user gave r_max, not rewards.
+    (["landscape", "--r-max", "0"], "r_max must be > 0.0, got 0.0"),
+    (["landscape", "--r-max", "0.5"],
+     "r_max must be at least 1, got 0.5: the landscape's groups hold binary rewards"),
 ])
 def test_bad_input_exits_with_a_clear_message(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv + ["--no-figures", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert message in err and "rewards holds" not in err
+    assert out == "", "nothing is printed before the arguments are checked"
 
 
 def test_dynamics_writes_a_run_folder_with_both_modes(tmp_path, capsys):
@@ -198,3 +205,113 @@ def test_every_rival_runs_in_both_simulators(command, sizes, tmp_path, capsys):
     assert [row.split()[0] for row in table[1:]] == NEW_PRESETS.split(",")
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert len(rows) == 1 + 6 * 4 * 2
+
+
+# --------------------------------------------------------------------------------------------------
+# Refusals before any work: sizes beyond the machine, folders that cannot be written, arguments
+# checked before the first progress bar
+# --------------------------------------------------------------------------------------------------
+
+GIB = 2 ** 30
+
+
+def refusal(argv, capsys) -> str:
+    """The one line a refused command prints; nothing else may reach stdout or stderr (no table,
+    no bar)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1, f"not one line: {out!r} {err!r}"
+    return err
+
+
+def test_a_landscape_beyond_the_memory_is_refused_up_front(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(_checks, "available_memory", lambda: 8 * GIB)
+    out = tmp_path / "landscape"
+    err = refusal(["landscape", "--group-size", "100000", "--out", str(out)], capsys)
+    needed = landscape.memory_bytes(100000)
+    # The (G + 1) G float64 canonical groups alone take 74.5 GiB: the estimate says at least that,
+    # and names the limit.
+    assert needed >= 8 * 100001 * 100000
+    assert (f"needs about {needed / GIB:.1f} GiB of memory, more than the 8.0 GiB available now"
+            in err)
+    assert "--group-size" in err and not out.exists()
+
+
+def test_dynamics_beyond_the_memory_is_refused_before_the_first_step(tmp_path, monkeypatch,
+                                                                     capsys):
+    monkeypatch.setattr(_checks, "available_memory", lambda: 8 * GIB)
+    out = tmp_path / "run"
+    err = refusal(["dynamics", "--seeds", "100000", "--steps", "1", "--out", str(out)], capsys)
+    needed = DynamicsConfig(seeds=100000, steps=1).memory_bytes()
+    # Tabular logits and Adam's two moments: three (S, P, K) float64 arrays at least.
+    assert needed >= 3 * 8 * 100000 * 256 * 16
+    assert "100000 seeds x 256 prompts x 16 answers" in err and f"{needed / GIB:.1f} GiB" in err
+    assert "8.0 GiB available" in err and not out.exists()
+
+
+def test_the_issue_commands_exit_with_one_line_on_this_machine():
+    # The real limit: 100000 x 100001 groups of float64 need 74.5 GiB before any temporary.
+    finished = subprocess.run([sys.executable, "-m", "ngrpo_sim", "landscape", "--group-size",
+                               "100000", "--no-figures"], capture_output=True, text=True,
+                              timeout=120)
+    assert finished.returncode == 2 and finished.stdout == ""
+    assert finished.stderr.count("\n") == 1 and "of memory, more than the" in finished.stderr
+
+
+@pytest.mark.parametrize("command", [["landscape", "--no-figures"],
+                                     ["dynamics", "--steps", "1", "--seeds", "1"], ["report"],
+                                     ["sweep", "--steps", "1", "--seeds", "1"],
+                                     ["tokens", "--steps", "1", "--seeds", "1"]])
+def test_an_unwritable_output_folder_is_named_with_its_reason(command, tmp_path, capsys):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file where the run folder should go")
+    err = refusal(command + ["--out", str(blocker / "run")], capsys)
+    assert f"--out {str(blocker / 'run')!r} cannot be written: Not a directory" in err
+    err = refusal(command + ["--out", str(blocker)], capsys)
+    assert f"--out {str(blocker)!r} is a file, not a folder" in err
+    assert blocker.read_text() == "a file where the run folder should go"
+
+
+def test_a_page_whose_folder_cannot_be_written_is_named(tmp_path, capsys):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file where the page's folder should go")
+    err = refusal(["page", "--out", str(blocker / "index.html")], capsys)
+    assert f"--out {str(blocker)!r} is a file, not a folder" in err
+
+
+def test_a_sweep_beyond_the_memory_is_refused_before_its_folder_is_made(tmp_path, monkeypatch,
+                                                                        capsys):
+    monkeypatch.setattr(_checks, "available_memory", lambda: 8 * GIB)
+    out = tmp_path / "sweep"
+    err = refusal(["sweep", "--seeds", "100000", "--steps", "1", "--out", str(out)], capsys)
+    assert "100000 seeds x 256 prompts x 16 answers" in err and "8.0 GiB available" in err
+    # Two local processes run two runs side by side: twice the memory of one.
+    err = refusal(["sweep", "--seeds", "30000", "--steps", "1", "--workers", "2", "--out",
+                   str(out)], capsys)
+    needed = 2 * DynamicsConfig(seeds=30000, steps=1).memory_bytes()
+    assert f", 2 at once, needs about {needed / GIB:.1f} GiB" in err
+    assert "or fewer workers" in err and not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--profile", "bogus"], "profile must be one of base, hard, mid, uniform or comma-separated"),
+    (["--rewards", "partial"], "rewards must be one of 'binary', 'graded'; got 'partial'"),
+    (["--right-answers", "16"], "right_answers must be <= 15, got 16"),
+    (["--feature-dim", "0"], "feature_dim must be >= 1, got 0"),
+])
+def test_dynamics_checks_every_argument_before_the_progress_bar(argv, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    err = refusal(["dynamics", "--methods", "grpo", "--steps", "2", "--seeds", "1", "--out",
+                   str(out), *argv], capsys)
+    assert message in err and not out.exists()
+
+
+@pytest.mark.parametrize("command", [["dynamics"], ["tokens", "--num-prompts", "8",
+                                                    "--batch-prompts", "4"]])
+def test_a_method_its_mode_cannot_train_is_refused_before_the_progress_bar(command, tmp_path,
+                                                                          capsys):
+    err = refusal([*command, "--methods", "grpo,lens", "--mode", "sampled,expected", "--steps",
+                   "1", "--seeds", "1", "--out", str(tmp_path / "run")], capsys)
+    assert "mode='expected' cannot train method 'lens': it reads the policy's" in err

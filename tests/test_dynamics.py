@@ -1,5 +1,6 @@
 """The bandit training loop: loop oracle, exact expectation, entropy prediction, clipping, metrics by hand."""
 
+import dataclasses
 import itertools
 import math
 
@@ -245,6 +246,60 @@ def test_entropy_prediction_formula_by_hand():
 def test_bad_input_is_named(options, message):
     with pytest.raises(ValueError, match=message):
         simulate("ngrpo", DynamicsConfig(**{"steps": 1, "seeds": 1, **options}), progress=False)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(profile="bogus"), "profile must be one of base, hard, mid, uniform"),
+    (dict(profile="0.2,-1"), r"profile success rates must lie in \[0, 1\], got -1.0"),
+    (dict(rewards="partial"), "rewards must be one of 'binary', 'graded'; got 'partial'"),
+    (dict(right_answers=16), "right_answers must be <= 15, got 16"),
+    (dict(feature_dim=0), "feature_dim must be >= 1, got 0"),
+])
+def test_the_config_refuses_a_task_it_cannot_build_when_it_is_made(options, message):
+    # At construction, so that a command line or a notebook hears of it before any work starts.
+    with pytest.raises(ValueError, match=message):
+        DynamicsConfig(**options)
+
+
+@pytest.mark.parametrize("options", [
+    dict(policy="tabular", optimizer="adam"),
+    dict(policy="tabular", optimizer="sgd", seeds=24, num_answers=32),
+    dict(policy="shared", optimizer="adam", feature_dim=48),
+    dict(policy="shared", batch_prompts=96, group_size=16),
+    dict(policy="tabular", mode="expected", num_prompts=512),
+    dict(policy="shared", mode="expected", seeds=32),
+    dict(policy="tabular", refill=False, steps=150, seeds=4, num_prompts=64, batch_prompts=16),
+])
+@pytest.mark.parametrize("method", ["ngrpo", "psr_nsr"])
+def test_the_memory_estimate_bounds_the_measured_peak(options, method):
+    # tracemalloc sees every numpy allocation: the estimate must not fall short of the peak it
+    # measures, and should not exceed it by much, or a command would refuse runs that fit.
+    import tracemalloc
+
+    config = DynamicsConfig(**{"num_prompts": 192, "batch_prompts": 48, "seeds": 12, "steps": 2,
+                               **options})
+    # A first run puts caches and imports out of the measured peak.
+    simulate(method, dataclasses.replace(config, steps=1), progress=False)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        simulate(method, config, progress=False)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert peak <= config.memory_bytes() <= 2.5 * peak
+
+
+def test_a_run_beyond_the_memory_is_refused_before_it_starts(monkeypatch):
+    from ngrpo_sim import _checks
+
+    monkeypatch.setattr(_checks, "available_memory", lambda: 2 ** 30)
+    # 4096 x 256 x 16 tabular logits and Adam's two moments: 3 GiB at least.
+    config = DynamicsConfig(seeds=4096)
+    with pytest.raises(ValueError, match=r"4096 seeds x 256 prompts x 16 answers .* needs about "
+                                         r"\d+\.\d GiB of memory, more than the 1.0 GiB available "
+                                         r"now; use fewer seeds"):
+        simulate("grpo", config, progress=False)
 
 
 def test_unknown_method_is_named():

@@ -8,7 +8,9 @@ import pytest
 from scipy.special import softmax
 
 from ngrpo_sim import METHODS, QAEAdvantage, ShiftedBaselineAdvantage, get_method
-from ngrpo_sim.landscape import (count_advantages, expected_gain, expected_logit_update,
+from ngrpo_sim.landscape import (DEFAULT_METHODS, binomial_pmf, count_advantages, expected_gain,
+                                 expected_logit_update, format_tables, memory_bytes, write_csv,
+                                 write_figures,
                                  zero_gradient_probability)
 
 COUNT_BASED = [name for name, m in METHODS.items() if m.advantage.count_based]
@@ -119,6 +121,70 @@ def test_bad_input_is_named():
         count_advantages(get_method("grpo"), 1)
     with pytest.raises(ValueError, match="rewards must be binary"):
         expected_logit_update(get_method("grpo"), 8, np.zeros(3), np.array([0.5, 0, 1]))
+
+
+def test_the_binomial_stays_exact_beyond_the_float_range_of_its_coefficient():
+    # comb(1100, k) overflows a float for k from 388 to 712; the exact probabilities come from
+    # integers and fractions.
+    from fractions import Fraction
+
+    trials = 1100
+    with pytest.raises(OverflowError):
+        float(math.comb(trials, 550))
+    for p in (Fraction(1, 2), Fraction(3, 100)):
+        exact = [math.comb(trials, k) * p ** k * (1 - p) ** (trials - k) for k in range(trials + 1)]
+        pmf = binomial_pmf(trials, np.array(float(p)))
+        assert np.all(np.isfinite(pmf))
+        big = np.array([float(value) for value in exact]) > 1e-300
+        expected = [float(value) for value, keep in zip(exact, big) if keep]
+        np.testing.assert_allclose(pmf[big], expected, rtol=1e-9)
+        assert np.all(pmf[~big] < 1e-290)
+
+
+def test_a_large_group_has_a_finite_landscape():
+    grid = np.linspace(0.0, 1.0, 11)
+    grpo = get_method("grpo")
+    silent = zero_gradient_probability(grpo, 1100, grid)
+    # Only all-wrong and all-right groups are silent under GRPO: (1 - p)^G + p^G, about 0 inside
+    # (0, 1).
+    np.testing.assert_allclose(silent, (1 - grid) ** 1100 + grid ** 1100, atol=1e-15)
+
+
+def test_r_max_below_a_right_answer_is_refused_in_the_landscape_terms():
+    refusal = "r_max must be at least 1, got 0.5: the landscape's groups hold binary"
+    with pytest.raises(ValueError, match=refusal):
+        count_advantages(get_method("ngrpo").with_advantage_options(r_max=0.5), 8)
+    with pytest.raises(ValueError, match=r"r_max must be > 0.0, got 0.0"):
+        get_method("ngrpo").with_advantage_options(r_max=0.0)
+
+
+def traced_peak(work) -> int:
+    """Bytes that ``work()`` allocated at its peak, as tracemalloc sees numpy and Python."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        work()
+        return tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_the_memory_estimate_bounds_the_measured_peak(tmp_path):
+    methods = [get_method(name) for name in DEFAULT_METHODS]
+    # The figures of a small group: matplotlib's share, which the estimate's constant covers (the
+    # first drawing loads fonts and caches, kept out of the peak).
+    write_figures(methods[:3], 8, tmp_path / "warm")
+    figures = traced_peak(lambda: write_figures(methods[:3], 8, tmp_path))
+    assert figures <= memory_bytes(8)
+    # Tables and CSV of a large group: five (G + 1) x G float64 arrays are alive at once inside an
+    # estimator (measured), the estimate counts six.
+    group_size = 1500
+    tables = traced_peak(lambda: (format_tables(methods, group_size),
+                                  write_csv(methods, group_size, tmp_path)))
+    assert tables <= memory_bytes(group_size) <= 2.5 * tables
+
 
 # -- NGRPO's rivals --------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 statistics module, finite differences of a hand-written loss, exhaustive enumeration of groups, and hand-made
 run folders."""
 
+import io
 import itertools
 import json
 import math
@@ -393,8 +394,85 @@ def test_run_trainer_returns_the_output_or_raises_with_the_error(tmp_path):
     script.write_text("import sys\nprint('args', sys.argv[1:])\nif '--fail' in sys.argv: "
                       "sys.exit('error: bad flag')\n")
     assert teaching.run_trainer(["--steps", 2], trainer=script).strip() == "args ['--steps', '2']"
-    with pytest.raises(RuntimeError, match="failed with exit code 1:\nerror: bad flag"):
+    with pytest.raises(RuntimeError,
+                       match="trainer.py --fail failed with exit code 1:\n(.|\n)*error: bad flag"):
         teaching.run_trainer(["--fail"], trainer=script)
+
+
+def test_run_trainer_passes_progress_on_while_the_trainer_runs(tmp_path, capsys):
+    # The script waits for a file that this test writes once it has seen the first progress line:
+    # the line must reach the caller while the trainer still runs, not when it ends (then the script
+    # gives up after 30 s).
+    gate = tmp_path / "gate"
+    script = tmp_path / "trainer.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "sys.stderr.write('step 1/2\\r'); sys.stderr.flush()\n"
+        "deadline = time.monotonic() + 30\n"
+        f"while not os.path.exists({str(gate)!r}) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        f"if not os.path.exists({str(gate)!r}):\n"
+        "    sys.exit('nobody saw the progress line while it ran')\n"
+        "print('done in', os.getcwd())\n")
+    seen_while_running = []
+
+    class Watch:
+        def write(self, text):
+            seen_while_running.append(text)
+            if "step 1/2" in text:
+                gate.write_text("go")
+            return len(text)
+
+        def flush(self):
+            pass
+
+    import sys
+
+    real = sys.stdout
+    sys.stdout = Watch()
+    try:
+        output = teaching.run_trainer([], trainer=script, cwd=tmp_path)
+    finally:
+        sys.stdout = real
+    assert output == f"step 1/2\rdone in {tmp_path}\n" and "".join(seen_while_running) == output
+
+
+def test_a_live_view_shows_its_figure_and_text_in_widget_state():
+    pytest.importorskip("ipywidgets")
+    from PIL import Image
+
+    view = teaching.LiveView()
+    figure, (ax,) = subplots(width=3.0, height=2.0)
+    ax.plot([0, 1], [0, 1])
+    view.show(figure, "a < b & c")
+    assert Image.open(io.BytesIO(view.image.value)).format == "PNG"
+    assert view.text.value == "<pre>a &lt; b &amp; c</pre>" and view.shown_text == "a < b & c"
+    assert not pyplot().fignum_exists(figure.number), "the view closes the figure it shows"
+    view.refuse("pick a method")
+    assert view.image.value == b"" and "pick a method" in view.text.value
+
+
+def test_one_legend_below_the_panels_covers_none_of_them():
+    # Notebook 2's gain figure: inside the axes, matplotlib's "best" place was the GRPO/NGRPO
+    # crossing.
+    from ngrpo_sim import landscape
+
+    figure, axes = subplots(ncols=2, width=4.25, height=3.4)
+    methods = [get_method(name) for name in ("grpo", "ngrpo", "psr_nsr")]
+    landscape.plot_gain(axes[0], methods, 8)
+    landscape.plot_zero_gradient(axes[1], methods, 8)
+    legend = teaching.figure_legend(figure)
+    figure.canvas.draw()
+    box = legend.get_window_extent()
+    assert [text.get_text() for text in legend.get_texts()] == ["grpo", "ngrpo", "psr_nsr"]
+    assert all(ax.get_legend() is None for ax in axes)
+    for ax in axes:
+        assert not box.overlaps(ax.get_window_extent()), "the legend covers a panel"
+    pyplot().close(figure)
+    empty, _ = subplots()
+    with pytest.raises(ValueError, match="holds no labelled curve"):
+        teaching.figure_legend(empty)
+    pyplot().close(empty)
 
 
 # ------------------------------------------------------------------------------------------------
