@@ -251,7 +251,7 @@ def test_bad_input_is_named(options, message):
 @pytest.mark.parametrize("options, message", [
     (dict(profile="bogus"), "profile must be one of base, hard, mid, uniform"),
     (dict(profile="0.2,-1"), r"profile success rates must lie in \[0, 1\], got -1.0"),
-    (dict(rewards="partial"), "rewards must be one of 'binary', 'graded'; got 'partial'"),
+    (dict(rewards="partial"), "rewards must be one of 'binary', 'graded', 'noise'; got 'partial'"),
     (dict(right_answers=16), "right_answers must be <= 15, got 16"),
     (dict(feature_dim=0), "feature_dim must be >= 1, got 0"),
 ])
