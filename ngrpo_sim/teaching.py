@@ -1,37 +1,36 @@
-"""Thin helpers behind the teaching notebooks (``notebooks/``).
+"""Widget glue for the teaching notebooks (``notebooks/``): no method and no training step is
+defined here.
 
-The notebooks' widgets call these functions, and these functions call the tested parts of ``ngrpo_sim``: no
-method is defined here. What is here is the glue a notebook would otherwise repeat: choosing sizes for the fast
-mode the test suite uses, retuning presets from sliders, one sampled group and the step each method takes on it,
-the ratio-advantage plane of the clipped surrogate, sweeps of clip fractions, reading the run folders that
-``minimal/ngrpo_train.py`` writes, views that widgets redraw in place, one legend per figure,
-and running a notebook headless (the tests and the README figures do).
+The notebooks' widgets call these functions, and these call the tested parts of ``ngrpo_sim``
+(a group's step is the training loop's own gradient, ``bandit.BanditUpdate.gradient``). What is
+here is what a notebook would otherwise repeat: sizes for the fast mode the test suite uses, one
+sampled group and the step each method takes on it, the ratio-advantage plane of the clipped
+surrogate, sweeps of clip fractions, reading the run folders that ``minimal/ngrpo_train.py``
+writes, views that widgets redraw in place and one legend per figure. Running a notebook headless
+is ``ngrpo_sim.notebook_runner``'s.
 """
 
 from __future__ import annotations
 
 import codecs
 import dataclasses
-import functools
 import html
 import io
 import os
 import re
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from queue import Empty
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ngrpo_sim import _checks
-from ngrpo_sim.bandit import make_task, sample_answers
+from ngrpo_sim.bandit import BanditTask, make_task, sample_answers
 from ngrpo_sim.dynamics import DynamicsConfig, Trajectory, predicted_entropy_change, simulate
 from ngrpo_sim.experiments import label, linestyle, plot_band
-from ngrpo_sim.methods import LOSS_AGGREGATIONS, Method, get_method, token_weights
+from ngrpo_sim.methods import LOSS_AGGREGATIONS, Method, get_method
 from ngrpo_sim.metrics import log_softmax, softmax_entropy
 from ngrpo_sim.plotting import method_colour, pyplot
 from ngrpo_sim.sequence_gain import expected_group_update
@@ -177,12 +176,16 @@ def one_prompt(success_rate: float, num_answers: int = 16) -> tuple[np.ndarray, 
 
 
 def group_logit_step(method: Method, logits, answers, group_rewards, learning_rate: float = 1.0) -> np.ndarray:
-    """The change of the logits when one SGD step on ``method``'s loss trains on one sampled group.
+    """The change of the logits (K,) when one SGD step on ``method``'s loss trains on one sampled
+    group of ``answers`` (G,) of a prompt with ``logits`` (K,).
 
-    The step is the first update after the rollout: every ratio is 1, so clipping is inactive (notebook 4 shows
-    when it acts). Each answer is one token, so the three loss aggregations weigh every answer 1/G. Only the
-    policy-gradient term is taken: the KL term is zero while the policy equals the reference, and the presets'
-    entropy bonus (0.001) is left out so that what is shown is the advantage's doing.
+    The step is the training loop's (``bandit.BanditUpdate.gradient``) on a one-prompt tabular task,
+    the first update after the rollout: every ratio is 1, so clipping is inactive (notebook 4 shows
+    when it acts). Each answer is one token, so the three loss aggregations weigh every answer 1/G.
+    Only the policy-gradient term is taken: the KL term is zero while the policy equals the
+    reference, and the presets' entropy bonus (0.001) is left out so that what is shown is the
+    advantage's doing. Raises ``ValueError`` for logits that are not one prompt's, answers outside
+    [0, K) and rewards whose shape is not the answers'.
     """
     logits = _checks.finite_array("logits", logits)
     if logits.ndim != 1 or logits.size < 2:
@@ -195,13 +198,13 @@ def group_logit_step(method: Method, logits, answers, group_rewards, learning_ra
     advantages = method.advantages(group_rewards)
     if advantages.shape != answers.shape:
         raise ValueError(f"group_rewards has shape {np.shape(group_rewards)} but answers has shape {answers.shape}")
-    surrogate = clipped_surrogate(np.ones(answers.size), advantages, method.clip_low, method.clip_high)
-    weights = token_weights(np.ones((answers.size, 1)), method.loss_aggregation)[:, 0]
-    probs = np.exp(log_softmax(logits))
-    # d log pi(a) / d z = e_a - pi: each answer's loss gradient flows to every logit through the softmax.
-    loss_grad = np.bincount(answers, weights * surrogate.grad_logp, minlength=logits.size) - np.sum(
-        weights * surrogate.grad_logp) * probs
-    return -learning_rate * loss_grad
+    # The gradient reads the sampled answers' advantages, never the task's reward table.
+    task = BanditTask(rewards=np.zeros((1, logits.size)), offsets=logits[None], features=None)
+    params, prompt = logits[None, None], np.zeros((1, 1), dtype=np.int64)
+    update = task.update_batch(params, prompt, answers[None, None], params)
+    grads = update.gradient(params, advantages[None, None], np.ones((1, 1), dtype=bool), method,
+                            Coefficients(0.0, 0.0))[0]
+    return -learning_rate * grads[0, 0]
 
 
 @dataclass(frozen=True)
@@ -720,93 +723,3 @@ def plot_all_wrong_step(axes, result: dict) -> None:
         ax.set_ylabel("next-token probability")
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Running a notebook headless, as the tests and notebooks/make_readme_figures.py do
-# ---------------------------------------------------------------------------------------------------------------
-
-WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
-POLL_SLICE_S = 1.0
-"""Longest wait on a kernel socket before looking again (see ``_polling_kernel_manager``)."""
-
-
-@functools.cache
-def _polling_kernel_manager():
-    """A kernel manager whose clients never sleep through a message that has arrived.
-
-    With pyzmq's asyncio sockets (27.x here) a wait for a kernel message now and then misses the socket's
-    wake-up, and the message is only noticed when the wait times out: in about one run in three of notebook 2 on
-    a 2-core machine, one cell stalled for exactly nbclient's whole cell timeout, then went on. Waiting in slices
-    of ``POLL_SLICE_S``, each of which begins with a fresh check of the socket, bounds that stall to the slice.
-    Built on first use, so that importing this module needs no Jupyter packages.
-    """
-    from jupyter_client import AsyncKernelManager
-    from jupyter_client.asynchronous import AsyncKernelClient
-    from jupyter_client.channels import AsyncZMQSocketChannel
-    from traitlets import Type
-
-    class PollingChannel(AsyncZMQSocketChannel):
-        async def get_msg(self, timeout=None):
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                remaining = POLL_SLICE_S if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    return await super().get_msg(timeout=min(POLL_SLICE_S, remaining))
-                except Empty:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise
-
-    class PollingClient(AsyncKernelClient):
-        shell_channel_class = Type(PollingChannel)
-        iopub_channel_class = Type(PollingChannel)
-
-    class PollingKernelManager(AsyncKernelManager):
-        client_factory = Type(PollingClient)
-
-    return PollingKernelManager
-
-
-def widget_outputs(notebook) -> list[dict]:
-    """What went to the notebook's Output widgets (the interactive displays), as recorded in its widget state."""
-    state = notebook.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
-    return [output for model in state.values() if model["model_name"] == "OutputModel"
-            for output in model["state"].get("outputs", [])]
-
-
-def output_text(output: dict) -> str:
-    """The text of a notebook output: a stream's text, an error's traceback, or a display's plain text."""
-    if output["output_type"] == "stream":
-        return output["text"]
-    if output["output_type"] == "error":
-        return "\n".join(output["traceback"])
-    return output.get("data", {}).get("text/plain", "")
-
-
-def execute_notebook(source, *, fast: bool, timeout: int = 600, extra_cells=()):
-    """Run a notebook headless in a fresh ``python3`` kernel started in its folder, as Jupyter would, and return
-    it with its outputs and its widgets' state.
-
-    ``source`` is the notebook's jupytext ``.py``; ``fast`` sets ``NGRPO_FAST`` for the kernel; ``extra_cells``
-    is code run after the last cell (a reader's action, such as moving a slider). ``timeout`` bounds each cell.
-    An error in a cell raises nbclient's ``CellExecutionError``. An error inside a widget's callback raises
-    ``RuntimeError``: the Output widget shows such a traceback instead of raising it, so it is looked for.
-    """
-    import jupytext
-    import nbclient
-    import nbformat
-
-    source = Path(source)
-    if not source.is_file():
-        raise ValueError(f"source={str(source)!r} is not a file; give a notebook's jupytext .py")
-    timeout = _checks.integer("timeout", timeout, low=1)
-    notebook = jupytext.read(source)
-    notebook.cells.extend(nbformat.v4.new_code_cell(code) for code in extra_cells)
-    client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3", store_widget_state=True,
-                                     kernel_manager_class=_polling_kernel_manager(),
-                                     resources={"metadata": {"path": str(source.parent)}})
-    client.execute(env={**os.environ, FAST_MODE_VARIABLE: "1" if fast else "0"})
-    errors = [output_text(output) for output in widget_outputs(notebook) if output["output_type"] == "error"]
-    if errors:
-        raise RuntimeError(f"a widget callback of {source.name} failed:\n" + "\n\n".join(errors))
-    return notebook
