@@ -72,16 +72,24 @@ def final_values(trajectory: Trajectory, name: str) -> np.ndarray:
     return trajectory.final(name)
 
 
+def _half_width(values: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """Half-width of the 95% Student-t interval of the mean of ``values`` (at least two) along
+    ``axis``: t_{0.975, n-1} s / sqrt(n), with s the std with Bessel's correction."""
+    count = values.size if axis is None else values.shape[axis]
+    return student_t.ppf(0.975, count - 1) * values.std(axis=axis, ddof=1) / np.sqrt(count)
+
+
 def interval(values: np.ndarray) -> tuple[float, float]:
-    """(mean, half-width of the 95% t-interval of the mean); the half-width is NaN for a single seed."""
+    """(mean, half-width of the 95% t-interval of the mean) of the finite ``values`` (any shape),
+    over seeds: the project's one 95% interval. The half-width is NaN for a single value, both are
+    NaN for none."""
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return float("nan"), float("nan")
     if values.size == 1:
         return float(values[0]), float("nan")
-    half = student_t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
-    return float(values.mean()), float(half)
+    return float(values.mean()), float(_half_width(values))
 
 
 def difference_interval(first: np.ndarray, second: np.ndarray) -> tuple[float, float]:
@@ -188,7 +196,7 @@ def mean_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     values = values[steps]
     half = np.full(len(steps), np.nan)
     if values.shape[1] > 1:
-        half = student_t.ppf(0.975, values.shape[1] - 1) * values.std(axis=1, ddof=1) / np.sqrt(values.shape[1])
+        half = _half_width(values, axis=1)
     return steps, values.mean(axis=1), half
 
 
