@@ -26,7 +26,7 @@ count-based: the same rewards give different advantages under different policies
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -231,6 +231,7 @@ class GRPOAdvantage(AdvantageEstimator):
 
     name: ClassVar[str] = "grpo"
     calibration_options: ClassVar[tuple[str, ...]] = ("ddof",)
+    _: KW_ONLY  # calibration options and tolerances by name only
     ddof: int = 1
     """Degrees of freedom removed from the std: 1 is Bessel's correction (``torch.std``'s default, used by verl
     and the NGRPO release); 0 is the population std of the GRPO paper's formula."""
@@ -266,6 +267,7 @@ class NGRPOAdvantage(AdvantageEstimator):
 
     name: ClassVar[str] = "ngrpo"
     calibration_options: ClassVar[tuple[str, ...]] = ("r_max", "virtual_samples", "ddof")
+    _: KW_ONLY  # calibration options and tolerances by name only
     r_max: float = 1.0
     """The best reward the verifier can give; the virtual sample's reward. Rewards above it are refused."""
     virtual_samples: int = 1
@@ -342,6 +344,7 @@ class _OutcomeWeights(AdvantageEstimator):
     """
 
     min_group_size: ClassVar[int] = 1
+    _: KW_ONLY  # calibration options and tolerances by name only
     r_max: float = 1.0
     """The reward of a fully right answer; rewards must lie in [0, r_max]."""
 
@@ -461,6 +464,7 @@ class MaxRLAdvantage(AdvantageEstimator):
     """
 
     name: ClassVar[str] = "maxrl"
+    _: KW_ONLY  # calibration options and tolerances by name only
     eps: float = 0.0
     """Added to the mean in the denominator (the authors' code: 1e-6)."""
 
@@ -517,6 +521,7 @@ class QAEAdvantage(AdvantageEstimator):
     interpolation: str = "linear"
     """One of ``QUANTILE_INTERPOLATIONS``: ``linear`` (the authors' code) or ``inverted_cdf`` (the
     paper's gate)."""
+    _: KW_ONLY  # calibration options and tolerances by name only
     ddof: int = 1
     """Degrees of freedom removed from the std, as in GRPO."""
     eps: float = 1e-6
@@ -575,6 +580,7 @@ class ShiftedBaselineAdvantage(AdvantageEstimator):
     """lambda in [0, 1]: the share of the way from the group mean to r_max at which V sits."""
     shift: float = 0.0
     """delta V: a constant added to the baseline (Arnal et al.; negative favours right answers)."""
+    _: KW_ONLY  # calibration options and tolerances by name only
     r_max: float = 1.0
     """The best reward the verifier can give."""
 
@@ -632,6 +638,7 @@ class RLZVPAdvantage(AdvantageEstimator):
     calibration_options: ClassVar[tuple[str, ...]] = ("ddof",)
     scale: float = 0.1
     """alpha > 0: advantage per nat of entropy on zero-variance groups."""
+    _: KW_ONLY  # calibration options and tolerances by name only
     ddof: int = 1
     """Degrees of freedom removed from the std of mixed groups, as in GRPO."""
     eps: float = 1e-6
@@ -696,6 +703,7 @@ class LENSAdvantage(AdvantageEstimator):
     calibration_options: ClassVar[tuple[str, ...]] = ("ddof",)
     negative_weight: float = 0.25
     """alpha >= 0: weight of the all-wrong groups' de-meaned calibrated rewards (paper: 0.25)."""
+    _: KW_ONLY  # calibration options and tolerances by name only
     ddof: int = 1
     """Degrees of freedom removed from the std of groups with a right answer, as in GRPO."""
     eps: float = 1e-6

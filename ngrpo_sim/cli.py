@@ -34,22 +34,43 @@ def _add_landscape(subparsers) -> None:
     parser.add_argument("--methods", default=",".join(landscape.DEFAULT_METHODS),
                         help="comma-separated presets to compare (PPO has no landscape: its advantage depends on "
                              "a learned critic). Known: " + _method_list_help())
-    parser.add_argument("--r-max", type=float, default=1.0,
-                        help="reward of NGRPO's virtual sample (the best reward the verifier gives)")
-    parser.add_argument("--virtual-samples", type=int, default=1,
-                        help="how many virtual r_max samples NGRPO adds to each group's statistics")
-    parser.add_argument("--ddof", type=int, default=1, choices=(0, 1),
-                        help="std convention of GRPO and NGRPO: 1 = Bessel's correction (release), "
-                             "0 = population std")
+    _add_method_knobs(parser)
     parser.add_argument("--out", type=Path, default=None,
                         help="run folder for CSV and PNG files (default: runs/landscape-G<group size>)")
     parser.add_argument("--no-figures", action="store_true", help="print the tables and write CSV only")
     parser.set_defaults(run=_run_landscape)
 
 
+def _add_method_knobs(parser) -> None:
+    """The method flags every command that runs methods shares: ``Method.retuned``'s knobs, each
+    left as the preset has it unless given."""
+    knobs = parser.add_argument_group(
+        "method knobs", "retune every method of --methods (Method.retuned); a knob a method does "
+                        "not have leaves it as it is; unset, each method keeps its preset's value")
+    knobs.add_argument("--r-max", type=float, default=None,
+                       help="the best reward the verifier gives: NGRPO's virtual answer and the "
+                            "all-correct filter (presets: 1)")
+    knobs.add_argument("--virtual-samples", type=int, default=None,
+                       help="how many virtual r_max answers NGRPO adds to each group's statistics "
+                            "(presets: 1)")
+    knobs.add_argument("--ddof", type=int, default=None, choices=(0, 1),
+                       help="std convention of the z-score estimators (GRPO, NGRPO, ...): 1 = "
+                            "Bessel's correction (release), 0 = population std (presets: 1)")
+    knobs.add_argument("--clip-low", type=float, default=None,
+                       help="the PPO ratio's lower bound is 1 - clip_low (NGRPO 0.16, most 0.2)")
+    knobs.add_argument("--clip-high", type=float, default=None,
+                       help="the PPO ratio's upper bound is 1 + clip_high (NGRPO 0.24, DAPO 0.28)")
+
+
+def _methods_from_args(args) -> list:
+    """The presets of ``--methods`` retuned by the method knobs."""
+    return [method.retuned(r_max=args.r_max, virtual_samples=args.virtual_samples, ddof=args.ddof,
+                           clip_low=args.clip_low, clip_high=args.clip_high)
+            for method in parse_methods(args.methods)]
+
+
 def _run_landscape(args) -> None:
-    methods = [m.with_advantage_options(r_max=args.r_max, virtual_samples=args.virtual_samples, ddof=args.ddof)
-               for m in parse_methods(args.methods)]
+    methods = _methods_from_args(args)
     for method in methods:
         landscape.check_method(method)
     _checks.fits_in_memory(f"the landscape for groups of {args.group_size}",
@@ -82,6 +103,7 @@ def _add_training_options(parser, config_class, command: str, mode_help: str) ->
     (CleanRL style, from their docstrings) and the run folder."""
     parser.add_argument("--methods", default="grpo,ngrpo,dapo,psr_nsr,ppo",
                         help="comma-separated presets. Known: " + _method_list_help())
+    _add_method_knobs(parser)
     parser.add_argument("--mode", default="sampled", help=mode_help)
     add_config_arguments(parser, config_class, skip=("mode",))
     parser.add_argument("--out", type=Path, default=Path("runs") / command,
@@ -93,7 +115,7 @@ def _train(args, config_class) -> list:
     from ngrpo_sim.experiments import run_methods, with_mode
     from ngrpo_sim.sweep import check_fits_in_memory
 
-    methods = parse_methods(args.methods)
+    methods = _methods_from_args(args)
     modes = [part.strip() for part in args.mode.split(",") if part.strip()]
     for mode in modes:
         if mode not in MODES:
@@ -191,6 +213,7 @@ def _add_sweep(subparsers) -> None:
     )
     parser.add_argument("--methods", default="grpo,ngrpo",
                         help="comma-separated presets. Known: " + _method_list_help())
+    _add_method_knobs(parser)
     add_config_grid_arguments(parser, DynamicsConfig)
     parser.add_argument("--out", type=Path, default=Path("runs") / "sweep",
                         help="folder of the sweep; one that holds another sweep is refused "
@@ -204,7 +227,7 @@ def _run_sweep(args) -> None:
                                        varying_fields, with_mode, write_sweep)
     from ngrpo_sim.sweep import check_fits_in_memory, check_where_to_run, run_sweep, sweep_tasks
 
-    methods = parse_methods(args.methods)
+    methods = _methods_from_args(args)
     configs = list(dict.fromkeys(with_mode(config, config.mode)
                                  for config in config_grid_from_args(DynamicsConfig, args)))
     check_where_to_run(args.workers, args.ray)

@@ -22,7 +22,7 @@ from scipy.stats import t as student_t
 from ngrpo_sim import __version__
 from ngrpo_sim._files import write_atomically
 from ngrpo_sim.dynamics import METRICS, DynamicsConfig, Trajectory
-from ngrpo_sim.methods import Method
+from ngrpo_sim.methods import METHODS, Method
 from ngrpo_sim.plotting import method_colour, save, subplots
 from ngrpo_sim.sweep import run_sweep
 from ngrpo_sim.training_loop import LoopConfig
@@ -254,7 +254,9 @@ def claim_sweep_folder(folder: Path, methods: list[Method], configs: list[Dynami
     """Make ``folder`` the home of this sweep, or find it there already (to resume it): writes
     ``sweep.json`` with the request. Refuses, with ``ValueError``, a folder that holds another."""
     folder = Path(folder)
-    request = json.dumps({"ngrpo_sim": __version__, "methods": [method.name for method in methods],
+    # A preset by its name (as sweeps have always recorded it), a retuned one whole.
+    names = [method.name if METHODS.get(method.name) == method else repr(method) for method in methods]
+    request = json.dumps({"ngrpo_sim": __version__, "methods": names,
                           "configs": [dataclasses.asdict(config) for config in configs]}, indent=2)
     record = folder / "sweep.json"
     if record.is_file() and record.read_text() != request + "\n":

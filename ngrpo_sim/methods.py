@@ -207,15 +207,38 @@ class Method:
         """A copy with some fields changed (and validated again)."""
         return dataclasses.replace(self, **changes)
 
-    def with_advantage_options(self, **options) -> "Method":
-        """A copy whose advantage estimator takes those ``options`` that are among its calibration options.
+    def retuned(self, *, r_max: float | None = None, virtual_samples: int | None = None,
+                ddof: int | None = None, clip_low: float | None = None,
+                clip_high: float | None = None) -> "Method":
+        """A copy with the method knobs that are given (None leaves a knob as the preset has it);
+        the one retuning of the project, behind every command's ``--r-max``, ``--virtual-samples``,
+        ``--ddof``, ``--clip-low``, ``--clip-high`` and the notebooks' sliders.
 
-        ``r_max``, ``virtual_samples`` and ``ddof`` retune NGRPO-style and GRPO-style estimators and leave the
-        others as they are (PSR's r_max, the scale of graded rewards, too), so one call can retune a whole list of
-        methods.
+        ``r_max`` (the best reward, NGRPO's virtual answer), ``virtual_samples`` and ``ddof`` (the
+        std convention) retune the estimators that list them in ``calibration_options`` and leave
+        the others as they are, so one call can retune a whole list of methods; PSR-NSR's r_max,
+        the scale of graded rewards, is left alone, so a correct answer (reward 1) stays correct.
+        ``r_max`` moves the all-correct filter (``DropAllCorrectGroups``) with it: a group is
+        all-correct when every answer earns the best reward. ``clip_low`` and ``clip_high`` are the
+        PPO ratio's bounds 1 - clip_low and 1 + clip_high. Raises ``ValueError`` naming a knob out
+        of range (r_max <= 0, virtual_samples < 1, ddof not 0 or 1, a bad clip bound).
         """
-        changes = {key: value for key, value in options.items() if key in self.advantage.calibration_options}
-        return self.replace(advantage=dataclasses.replace(self.advantage, **changes)) if changes else self
+        if r_max is not None:
+            r_max = _checks.number("r_max", r_max, low=0.0, low_open=True)
+        if virtual_samples is not None:
+            virtual_samples = _checks.integer("virtual_samples", virtual_samples, low=1)
+        if ddof is not None:
+            ddof = _checks.integer("ddof", ddof, low=0, high=1)
+        options = dict(r_max=r_max, virtual_samples=virtual_samples, ddof=ddof)
+        calibration = {key: value for key, value in options.items()
+                       if value is not None and key in self.advantage.calibration_options}
+        changes = {key: value for key, value in dict(clip_low=clip_low, clip_high=clip_high).items()
+                   if value is not None}
+        if calibration:
+            changes["advantage"] = dataclasses.replace(self.advantage, **calibration)
+        if r_max is not None and isinstance(self.group_filter, DropAllCorrectGroups):
+            changes["group_filter"] = DropAllCorrectGroups(r_max=r_max)
+        return self.replace(**changes) if changes else self
 
 
 _RELEASE_ENTROPY = 0.001  # verl's inherited default in the NGRPO release; its baselines run in the same fork.

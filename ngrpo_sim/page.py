@@ -106,11 +106,11 @@ def precompute(methods=landscape.DEFAULT_METHODS) -> LandscapeGrid:
         groups = landscape.canonical_groups(group_size)
         statistics = {}
         for suffix, name in (("", "grpo"), ("_virtual", "ngrpo")):
-            estimator = get_method(name).with_advantage_options(**options).advantage
+            estimator = get_method(name).retuned(**options).advantage
             statistics["mean" + suffix], statistics["std" + suffix] = estimator.group_statistics(
                 groups)
         for name in methods:
-            method = get_method(name).with_advantage_options(**options)
+            method = get_method(name).retuned(**options)
             right, wrong = landscape.count_advantages(method, group_size)
             zero_gradient = landscape.zero_gradient_probability(method, group_size, success_rates)
             values = dict(right=right, wrong=wrong,

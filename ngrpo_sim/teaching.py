@@ -137,29 +137,6 @@ def figure_legend(figure, ncols: int | None = None):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Notebook 1: presets retuned from the sliders
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def retuned_methods(names, *, r_max: float = 1.0, virtual_samples: int = 1, ddof: int = 1) -> list[Method]:
-    """The presets ``names`` with the advantage options of the landscape's sliders.
-
-    ``ddof`` (the std convention) retunes every z-score estimator (GRPO's and NGRPO's). ``r_max`` and
-    ``virtual_samples`` retune only the calibrated estimators, where r_max is the reward of the virtual sample;
-    PSR-NSR's own r_max (the scale of graded rewards) is left alone, so a right answer (reward 1) stays right.
-    r_max below 1 would put a real right answer above the best possible reward, which the estimator refuses.
-    """
-    names = [names] if isinstance(names, str) else list(names)
-    if not names:
-        raise ValueError("names must hold at least one method, got none")
-    r_max = _checks.number("r_max", r_max, low=1.0)
-    virtual_samples = _checks.integer("virtual_samples", virtual_samples, low=1)
-    ddof = _checks.integer("ddof", ddof, low=0, high=1)
-    return [get_method(name).with_advantage_options(r_max=r_max, virtual_samples=virtual_samples, ddof=ddof)
-            for name in names]
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Notebook 2: one sampled group, and the step each method takes on it
 # ---------------------------------------------------------------------------------------------------------------
 

@@ -100,7 +100,7 @@ plt.show()
 #
 # ## Explore
 #
-# The sliders retune the estimators through `teaching.retuned_methods`:
+# The sliders retune the presets through `Method.retuned`:
 #
 # * **G**, the group size;
 # * **r_max**, the reward of NGRPO's virtual answer (it should equal the best reward the verifier can give; right
@@ -133,8 +133,8 @@ def show_landscape(change=None):
     if not method_picker.value:
         landscape_view.refuse("Pick at least one method (hold Ctrl or Shift to pick several).")
         return
-    methods = teaching.retuned_methods(method_picker.value, r_max=r_max_slider.value,
-                                       virtual_samples=virtual_slider.value, ddof=std_picker.value)
+    methods = [get_method(name).retuned(r_max=r_max_slider.value, virtual_samples=virtual_slider.value,
+                                        ddof=std_picker.value) for name in method_picker.value]
     figure, (ax,) = landscape_view.subplots(width=6.4, height=4.2)
     landscape.plot_advantages(ax, methods, group_size_slider.value)
     teaching.figure_legend(figure)
@@ -162,6 +162,6 @@ show_landscape()
 # 4. **A group one larger.** Compare NGRPO's tables for G = 8 with GRPO's for G = 9. Show that NGRPO on a group
 #    of G answers with k right gives exactly GRPO's advantages on a group of G + 1 with k + 1 right. What does
 #    that say about what the virtual answer *is*, and why can an all-correct group never become informative?
-# 5. **Your own method.** `get_method("grpo").replace(...)` and `Method.with_advantage_options(...)` build
+# 5. **Your own method.** `get_method("grpo").replace(...)` and `Method.retuned(...)` build
 #    variants. Build NGRPO with r_max = 1 and 2 virtual samples and plot it next to the preset with
 #    `landscape.plot_advantages`.

@@ -315,3 +315,39 @@ def test_a_method_its_mode_cannot_train_is_refused_before_the_progress_bar(comma
     err = refusal([*command, "--methods", "grpo,lens", "--mode", "sampled,expected", "--steps",
                    "1", "--seeds", "1", "--out", str(tmp_path / "run")], capsys)
     assert "mode='expected' cannot train method 'lens': it reads the policy's" in err
+
+
+KNOBS = ("--r-max", "--virtual-samples", "--ddof", "--clip-low", "--clip-high")
+
+
+@pytest.mark.parametrize("command", ["landscape", "dynamics", "tokens", "sweep"])
+def test_every_command_that_runs_methods_has_the_method_knobs(command):
+    subparsers = next(action for action in build_parser()._actions if action.dest == "command")
+    options = {option for action in subparsers.choices[command]._actions
+               for option in action.option_strings}
+    assert set(KNOBS) <= options
+
+
+@pytest.mark.parametrize("command", ["dynamics", "tokens", "sweep"])
+def test_the_method_knobs_reach_the_trained_methods(command, tmp_path, monkeypatch):
+    from ngrpo_sim import experiments, sweep
+    from ngrpo_sim.advantages import NGRPOAdvantage
+    from ngrpo_sim.methods import DropAllCorrectGroups
+
+    trained = []
+
+    def capture(methods, *args, **kwargs):
+        trained.extend(methods)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(experiments, "run_methods", capture)
+    monkeypatch.setattr(sweep, "run_sweep", capture)
+    with pytest.raises(SystemExit):
+        main([command, "--methods", "grpo,ngrpo", "--r-max", "2", "--virtual-samples", "3",
+              "--ddof", "0", "--clip-low", "0.1", "--clip-high", "0.5", "--steps", "2",
+              "--seeds", "2", "--num-prompts", "8", "--out", str(tmp_path / "run")])
+    grpo, ngrpo = trained
+    assert (grpo.clip_low, grpo.clip_high, grpo.advantage.ddof) == (0.1, 0.5, 0)
+    assert ngrpo.advantage == NGRPOAdvantage(r_max=2.0, virtual_samples=3, ddof=0)
+    assert ngrpo.group_filter == DropAllCorrectGroups(r_max=2.0)
+    assert (ngrpo.clip_low, ngrpo.clip_high) == (0.1, 0.5)

@@ -43,8 +43,7 @@ def closed_form(method, group_size, right, r_max, virtual_samples, ddof):
         return (math.nan if right == 0 else 0.1), (math.nan if right == group_size else -1.0)
     # NGRPO's rivals: their closed forms are tested in test_advantages.py and test_landscape.py;
     # here the page must show what the landscape computes for them.
-    method = get_method(method).with_advantage_options(r_max=r_max, virtual_samples=virtual_samples,
-                                                       ddof=ddof)
+    method = get_method(method).retuned(r_max=r_max, virtual_samples=virtual_samples, ddof=ddof)
     return tuple(values[right] for values in landscape.count_advantages(method, group_size))
 
 

@@ -41,55 +41,11 @@ def test_a_bad_fast_mode_value_is_named(monkeypatch):
         teaching.fast_mode()
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Notebook 1: retuned presets
-# ---------------------------------------------------------------------------------------------------------------
-
-
 def z_scores(group, reference, ddof):
     """(r - mean) / std of the reference sample, with the statistics module's std."""
     spread = statistics.stdev(reference) if ddof else statistics.pstdev(reference)
     centre = statistics.fmean(reference)
     return [(r - centre) / (spread + 1e-6) for r in group]
-
-
-@pytest.mark.parametrize("virtual_samples", [1, 2, 3])
-@pytest.mark.parametrize("ddof", [0, 1])
-@pytest.mark.parametrize("r_max", [1.0, 1.5])
-def test_retuned_ngrpo_matches_the_closed_form(r_max, virtual_samples, ddof):
-    ngrpo, grpo = teaching.retuned_methods(["ngrpo", "grpo"], r_max=r_max, virtual_samples=virtual_samples,
-                                           ddof=ddof)
-    group = [1.0] + [0.0] * 7
-    expected = z_scores(group, group + [r_max] * virtual_samples, ddof)
-    np.testing.assert_allclose(ngrpo.advantages(np.array(group)), expected, rtol=1e-12)
-    np.testing.assert_allclose(grpo.advantages(np.array(group)), z_scores(group, group, ddof), rtol=1e-12)
-
-
-def test_the_paper_numbers_come_out_of_the_default_presets():
-    grpo, ngrpo = teaching.retuned_methods(["grpo", "ngrpo"])
-    group = np.array([1.0] + [0.0] * 7)
-    assert np.round(grpo.advantages(group)[[0, 1]], 2).tolist() == [2.47, -0.35]
-    assert np.round(ngrpo.advantages(group)[[0, 1]], 2).tolist() == [1.76, -0.50]
-
-
-def test_r_max_leaves_psr_nsr_and_the_filter_alone():
-    psr_nsr, ngrpo = teaching.retuned_methods(["psr_nsr", "ngrpo"], r_max=2.0)
-    assert psr_nsr.advantages(np.array([1.0, 0.0])).tolist() == [0.1, -1.0]
-    # An all-correct group is still recognised (rewards equal 1) and dropped, even with r_max above 1.
-    assert np.all(ngrpo.advantages(np.ones(8)) == 0.0)
-    assert teaching.retuned_methods("ngrpo_no_filter", r_max=2.0)[0].advantages(np.ones(8))[0] < 0
-
-
-@pytest.mark.parametrize("options, message", [
-    (dict(names=[]), "names must hold at least one method"),
-    (dict(names=["nope"]), "unknown method 'nope'"),
-    (dict(names=["ngrpo"], r_max=0.5), "r_max must be >= 1.0, got 0.5"),
-    (dict(names=["ngrpo"], virtual_samples=0), "virtual_samples must be >= 1, got 0"),
-    (dict(names=["grpo"], ddof=2), "ddof must be <= 1, got 2"),
-])
-def test_retuned_methods_names_bad_input(options, message):
-    with pytest.raises(ValueError, match=message):
-        teaching.retuned_methods(**options)
 
 
 # ---------------------------------------------------------------------------------------------------------------
