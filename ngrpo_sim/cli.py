@@ -113,7 +113,7 @@ def _add_training_options(parser, config_class, command: str, mode_help: str) ->
 def _train(args, config_class) -> list:
     """Every method of ``--methods`` in every mode of ``--mode`` under the command's config."""
     from ngrpo_sim.experiments import run_methods, with_mode
-    from ngrpo_sim.sweep import check_fits_in_memory
+    from ngrpo_sim.sweep import check_fits_in_memory, sweep_tasks
 
     methods = _methods_from_args(args)
     modes = [part.strip() for part in args.mode.split(",") if part.strip()]
@@ -123,7 +123,9 @@ def _train(args, config_class) -> list:
                              f"{args.mode!r}")
     config = config_from_args(config_class, args, mode="sampled")
     configs = [with_mode(config, mode) for mode in modes]
-    # Refused before the first progress bar: a run beyond the memory, a folder it cannot write.
+    # Refused before the first progress bar: a method a mode cannot train, a run beyond the
+    # memory, a folder it cannot write.
+    sweep_tasks(methods, configs)
     check_fits_in_memory(configs, len(configs) * len(methods))
     _checks.output_folder("--out", args.out)
     return run_methods(methods, configs)

@@ -297,7 +297,7 @@ def test_a_sweep_beyond_the_memory_is_refused_before_its_folder_is_made(tmp_path
 
 @pytest.mark.parametrize("argv, message", [
     (["--profile", "bogus"], "profile must be one of base, hard, mid, uniform or comma-separated"),
-    (["--rewards", "partial"], "rewards must be one of 'binary', 'graded'; got 'partial'"),
+    (["--rewards", "partial"], "rewards must be one of 'binary', 'graded', 'noise'; got 'partial'"),
     (["--right-answers", "16"], "right_answers must be <= 15, got 16"),
     (["--feature-dim", "0"], "feature_dim must be >= 1, got 0"),
 ])
