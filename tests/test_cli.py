@@ -345,7 +345,7 @@ def test_the_method_knobs_reach_the_trained_methods(command, tmp_path, monkeypat
     with pytest.raises(SystemExit):
         main([command, "--methods", "grpo,ngrpo", "--r-max", "2", "--virtual-samples", "3",
               "--ddof", "0", "--clip-low", "0.1", "--clip-high", "0.5", "--steps", "2",
-              "--seeds", "2", "--num-prompts", "8", "--out", str(tmp_path / "run")])
+              "--seeds", "2", "--num-prompts", "64", "--out", str(tmp_path / "run")])
     grpo, ngrpo = trained
     assert (grpo.clip_low, grpo.clip_high, grpo.advantage.ddof) == (0.1, 0.5, 0)
     assert ngrpo.advantage == NGRPOAdvantage(r_max=2.0, virtual_samples=3, ddof=0)
