@@ -18,7 +18,7 @@ import numpy as np
 from ngrpo_sim.bandit import BanditTask
 from ngrpo_sim.dynamics import DynamicsConfig
 from ngrpo_sim.methods import Method
-from ngrpo_sim.training_loop import Coefficients, Rollout, TrainState
+from ngrpo_sim.training_loop import ROLLOUT_METRICS, Coefficients, Rollout, TrainState
 
 
 def _softmax(logits: list[float]) -> list[float]:
@@ -110,10 +110,7 @@ def reference_apply_rollout(task: BanditTask, method: Method, config: DynamicsCo
     num_answers = task.rewards.shape[1]
     parts = config.minibatches
     coefficients = Coefficients.of(method, config)
-    statistics = {name: np.zeros(num_seeds) for name in (
-        "sampled_answers", "share_all_wrong", "share_all_right", "share_mixed",
-        "share_zero_advantage", "kept_groups",
-        "clipfrac_low", "clipfrac_high", "approx_kl")}
+    statistics = {name: np.zeros(num_seeds) for name in ROLLOUT_METRICS}
 
     updates = []
     for seed in range(num_seeds):

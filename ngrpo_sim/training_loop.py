@@ -370,10 +370,18 @@ def draw_rollout(task, method: Method, params: np.ndarray, config: LoopConfig,
 
 def apply_rollout(task, method: Method, config: LoopConfig, state: TrainState, rollout: Rollout,
                   reference: np.ndarray) -> dict[str, np.ndarray]:
-    """Steps 2-3 of a sampled training step for a rollout; updates ``state``, returns statistics.
+    """Steps 2-3 of a sampled training step for a rollout; updates ``state``, returns the
+    statistics ``ROLLOUT_METRICS`` (the task may add its own), each (S,).
 
     ``reference`` holds the starting logits (``task.logits`` of the starting parameters) for the KL
-    term.
+    term. Dense on purpose (it is the simulators' hot loop): the used groups are compacted into B
+    slots per seed with a stable argsort, and the tasks' ``gradient`` scatters per-answer
+    gradients into a flat (seed, slot, answer) index with one bincount. Its readable twins walk
+    seed by seed, group by group, answer by answer: ``ngrpo_sim.reference_step`` (the bandit) and
+    ``ngrpo_sim.reference_sequence_step`` (answers made of tokens); the tests
+    ``test_vectorised_step_equals_the_loop_oracle`` (tests/test_dynamics.py) and
+    ``test_vectorised_token_step_equals_the_loop_oracle`` (tests/test_sequences.py) check that they
+    agree to 1e-12.
     """
     num_seeds = rollout.prompts.shape[0]
     batch, parts = config.batch_prompts, config.minibatches
