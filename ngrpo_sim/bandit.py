@@ -112,8 +112,8 @@ class BanditTask:
         return self.rewards.shape[0]
 
     @property
-    def right(self) -> np.ndarray:
-        """(P, K) True for right answers."""
+    def correct(self) -> np.ndarray:
+        """(P, K) True for correct answers."""
         return self.rewards == 1.0
 
     def initial_params(self, num_seeds: int) -> np.ndarray:
@@ -147,7 +147,7 @@ class BanditTask:
 
     def success(self, logits: np.ndarray, prompts: np.ndarray | None = None) -> np.ndarray:
         """Success rate (probability of a right answer) per seed and prompt."""
-        right = self.right if prompts is None else self.right[prompts]
+        right = self.correct if prompts is None else self.correct[prompts]
         return np.sum(np.exp(log_softmax(logits)) * right, axis=-1)
 
     # -- what the shared training loop (ngrpo_sim.training_loop) asks of a task ----------------
@@ -189,12 +189,12 @@ class BanditTask:
         terms, both with respect to the logits (S, P, K). Every answer is one token, so all loss
         aggregations agree."""
         probs = np.exp(log_softmax(logits))
-        success = np.sum(probs * self.right, axis=-1)
+        success = np.sum(probs * self.correct, axis=-1)
         # PPO's r - V: a baseline that does not depend on the sampled group leaves the expected
         # gradient at c = 1.
         gain = 1.0 if method.advantage.uses_values else expected_gain(method, group_size, success,
                                                                       **group_inputs)
-        ascent = np.asarray(gain)[..., None] * probs * (self.right - success[..., None])
+        ascent = np.asarray(gain)[..., None] * probs * (self.correct - success[..., None])
         return ascent, regulariser_logit_grads(logits, reference, coefficients)
 
     def expected_approx_kl(self, logits: np.ndarray, new_logits: np.ndarray) -> np.ndarray:
@@ -213,7 +213,7 @@ class BanditTask:
         (S, len(ks))."""
         log_pi = log_softmax(logits)
         pi = np.exp(log_pi)
-        success = np.sum(pi * self.right, axis=-1)
+        success = np.sum(pi * self.correct, axis=-1)
         entropy = -np.sum(pi * log_pi, axis=-1)
         buckets = difficulty_masks(initial_success)
         metrics, pass_at_k = success_metrics(success, initial_success, ks, buckets)
@@ -297,12 +297,12 @@ class BanditUpdate:
         return {"approx_kl": approx_kl(log_ratio, valid[..., None])}
 
 
-def check_task_options(num_prompts: int, num_answers: int, right_answers: int, profile, policy: str,
+def check_task_options(num_prompts: int, num_answers: int, correct_answers: int, profile, policy: str,
                        feature_dim: int, feature_signal: float, rewards: str) -> None:
     """Refuse options ``make_task`` cannot build a task from, naming the option and the value."""
     _checks.integer("num_prompts", num_prompts, low=1)
     num_answers = _checks.integer("num_answers", num_answers, low=2)
-    _checks.integer("right_answers", right_answers, low=1, high=num_answers - 1)
+    _checks.integer("correct_answers", correct_answers, low=1, high=num_answers - 1)
     parse_profile(profile)
     _checks.choice("policy", policy, POLICIES)
     _checks.choice("rewards", rewards, REWARD_KINDS)
@@ -310,7 +310,7 @@ def check_task_options(num_prompts: int, num_answers: int, right_answers: int, p
     _checks.number("feature_signal", feature_signal, low=0.0)
 
 
-def make_task(num_prompts: int = 256, num_answers: int = 16, right_answers: int = 1, profile="base",
+def make_task(num_prompts: int = 256, num_answers: int = 16, correct_answers: int = 1, profile="base",
               policy: str = "tabular", feature_dim: int = 16, feature_signal: float = 0.5, rewards: str = "binary",
               logit_spread: float = 1.0, seed: int = 0) -> BanditTask:
     """Build a task whose prompts start at the profile's success rates, exactly.
@@ -320,36 +320,36 @@ def make_task(num_prompts: int = 256, num_answers: int = 16, right_answers: int 
     with A = sum of exp(right logits) and W = sum of exp(wrong logits), shifting the right logits by
     log(p W / ((1 - p) A)) gives success p.
     """
-    check_task_options(num_prompts, num_answers, right_answers, profile, policy, feature_dim,
+    check_task_options(num_prompts, num_answers, correct_answers, profile, policy, feature_dim,
                        feature_signal, rewards)
     logit_spread = _checks.number("logit_spread", logit_spread, low=0.0)
     rng = np.random.default_rng(seed)
     target, right, logits, reward_table = draw_prompts(rng, profile, num_prompts, num_answers,
-                                                       right_answers, (num_prompts, num_answers),
+                                                       correct_answers, (num_prompts, num_answers),
                                                        logit_spread, rewards)
     wrong_mass = np.sum(np.exp(logits) * ~right, axis=1)
-    right_logit = np.log(target * wrong_mass / ((1 - target) * right_answers))
+    right_logit = np.log(target * wrong_mass / ((1 - target) * correct_answers))
     logits = np.where(right, right_logit[:, None], logits)
     features = None
     if policy == "shared":
         # Random features make prompts interfere; the signal along one direction lets what is learned on one
         # prompt transfer to the others, as "being right" is a shared concept to a network.
         direction, noise = draw_features(rng, (num_prompts, num_answers), feature_dim)
-        centred_right = right - right_answers / num_answers
+        centred_right = right - correct_answers / num_answers
         features = noise + feature_signal * centred_right[..., None] * direction
     return BanditTask(rewards=reward_table, offsets=logits, features=features)
 
 
 def draw_prompts(rng: np.random.Generator, profile, num_prompts: int, num_answers: int,
-                 right_answers: int, logits_shape: tuple, logit_spread: float,
+                 correct_answers: int, logits_shape: tuple, logit_spread: float,
                  rewards: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The random draws that start every task, in this order: the target success rates (P,), which
-    ``right_answers`` of the ``num_answers`` (or final tokens) are right (P, K), logits from N(0,
+    ``correct_answers`` of the ``num_answers`` (or final tokens) are right (P, K), logits from N(0,
     logit_spread^2) shaped ``logits_shape``, and the reward table (P, K) (graded: wrong ones earn
     U(0, 0.9))."""
     target = starting_success(profile, num_prompts, rng)
     right = np.zeros((num_prompts, num_answers), dtype=bool)
-    right[:, :right_answers] = True
+    right[:, :correct_answers] = True
     right = rng.permuted(right, axis=1)
     logits = rng.normal(scale=logit_spread, size=logits_shape)
     reward_table = right.astype(np.float64)

@@ -134,9 +134,9 @@ def _train(args, config_class) -> list:
 def _run_dynamics(args) -> None:
     from ngrpo_sim.experiments import format_summary, write_run
 
-    trajectories = _train(args, DynamicsConfig)
-    print(format_summary(trajectories))
-    written = write_run(args.out, trajectories)
+    run_records = _train(args, DynamicsConfig)
+    print(format_summary(run_records))
+    written = write_run(args.out, run_records)
     print("\nwrote " + ", ".join(str(path) for path in written))
 
 
@@ -162,10 +162,10 @@ def _run_tokens(args) -> None:
     from ngrpo_sim.experiments import format_summary, plot_dynamics, write_run
     from ngrpo_sim.token_report import SUMMARY, TOKEN_PANELS
 
-    trajectories = _train(args, SequenceConfig)
-    print(format_summary(trajectories, metrics=SUMMARY))
-    written = write_run(args.out, trajectories, SUMMARY)
-    written.append(plot_dynamics(trajectories, args.out / "tokens.png", TOKEN_PANELS))
+    run_records = _train(args, SequenceConfig)
+    print(format_summary(run_records, metrics=SUMMARY))
+    written = write_run(args.out, run_records, SUMMARY)
+    written.append(plot_dynamics(run_records, args.out / "tokens.png", TOKEN_PANELS))
     print("\nwrote " + ", ".join(str(path) for path in written))
 
 
@@ -207,7 +207,7 @@ def _add_sweep(subparsers) -> None:
         help="dynamics over a grid of settings, run here, in local processes or on Ray",
         description="Simulate every method under every combination of the values given to the "
                     "options below (each option takes one or more values: --policy tabular "
-                    "shared --lr 0.01 0.05 --seed 0 1). Each (method, setting) pair is one task, "
+                    "shared --learning-rate 0.01 0.05 --seed 0 1). Each (method, setting) pair is one task, "
                     "run in this process, in --workers local processes or on a Ray cluster "
                     "(--ray), with the same results wherever it runs. Writes one run folder per "
                     "setting and summary.csv to --out, and keeps every finished task in "
@@ -236,13 +236,13 @@ def _run_sweep(args) -> None:
     sweep_tasks(methods, configs)  # refuses a method a setting cannot train, before the folder
     check_fits_in_memory(configs, len(configs) * len(methods), args.workers, args.ray)
     store = claim_sweep_folder(_checks.output_folder("--out", args.out), methods, configs)
-    trajectories = run_sweep(methods, configs, workers=args.workers, ray_address=args.ray,
+    run_records = run_sweep(methods, configs, workers=args.workers, ray_address=args.ray,
                              store=store)
     fields = varying_fields(configs)
     for index, config in enumerate(configs):
         print(f"\n{setting_name(index, config, fields)}")
-        print(format_summary(trajectories[index * len(methods):(index + 1) * len(methods)]))
-    written = write_sweep(args.out, configs, trajectories)
+        print(format_summary(run_records[index * len(methods):(index + 1) * len(methods)]))
+    written = write_sweep(args.out, configs, run_records)
     print(f"\nwrote {len(written) - 1} run folders and {written[-1]}")
 
 

@@ -289,21 +289,21 @@ def _dynamics_section(headline_folder: Path | None):
         return _div("<h2>Training dynamics</h2><p>No report was found, so this page shows no "
                     "training curves. Run <code>ngrpo-sim report</code>: it writes this page "
                     "again with the headline run's curves.</p>")
-    trajectories = read_run(headline_folder)
-    config = next(t.config for t in trajectories if t.config.mode == "sampled")
+    run_records = read_run(headline_folder)
+    config = next(t.config for t in run_records if t.config.mode == "sampled")
     plots = []
     for name, title in DYNAMICS_PANELS:
         plot = figure(width=460 if not plots else 330, height=300, tools=TOOLS,
                       x_axis_label="training step",
                       y_axis_label=title)
-        for trajectory in trajectories:
-            steps, mean, half = mean_band(trajectory.metrics[name])
-            colour, legend = method_colour(trajectory.method), label(trajectory)
+        for run_record in run_records:
+            steps, mean, half = mean_band(run_record.metrics[name])
+            colour, legend = method_colour(run_record.method), label(run_record)
             if np.isfinite(half).all():
                 plot.varea(steps, mean - half, mean + half, fill_color=colour, fill_alpha=0.2,
                            legend_label=legend)
             plot.line(steps, mean, color=colour, line_width=2, legend_label=legend,
-                      line_dash="dashed" if trajectory.config.mode == "expected" else "solid")
+                      line_dash="dashed" if run_record.config.mode == "expected" else "solid")
         plot.legend.click_policy = "hide"
         plot.legend.label_text_font_size = "7pt"
         if plots:
@@ -313,7 +313,7 @@ def _dynamics_section(headline_folder: Path | None):
         plots.append(plot)
     intro = (
         f"<h2>Training dynamics: the report's headline run</h2><p>{config.policy} policy, "
-        f"{config.optimizer} (lr {config.lr}), {config.minibatches} minibatch updates per rollout, "
+        f"{config.optimizer} (lr {config.learning_rate}), {config.minibatches} minibatch updates per rollout, "
         f"P = {config.num_prompts} prompts ({config.profile} profile), K = {config.num_answers} "
         f"answers, G = {config.group_size}, {config.seeds} seeds: the mean over seeds with its 95% "
         "interval (bands), sampled runs solid and their expected (noise-free) counterparts dashed. "

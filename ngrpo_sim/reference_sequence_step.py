@@ -172,7 +172,7 @@ def reference_apply_sequence_rollout(task: SequenceTask, method: Method, config:
             if method.advantage.uses_values:
                 mean_reward = sum(rewards) / len(rewards)
                 value = state.values[seed, prompt]
-                state.values[seed, prompt] += config.value_lr * (mean_reward - value)
+                state.values[seed, prompt] += config.value_learning_rate * (mean_reward - value)
         statistics["approx_kl"][seed] = k3 / max(tokens, 1)
         statistics["unsampled_mass"][seed] = unsampled / max(tokens, 1)
         statistics["unsampled_mass_gain"][seed] = gain / max(tokens, 1)

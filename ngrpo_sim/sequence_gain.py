@@ -155,8 +155,8 @@ def length_decomposition(task, logits, method: Method, group_size: int,
     """The three terms of the seq-mean-token-mean update (module docstring, 2.), exactly.
 
     Returns ``gain`` (..., P): alpha h_R - beta h_W; ``success_gradient`` (..., P, N, C): grad p
-    with respect to the logits; ``right_length_term``: alpha p grad h_R; ``wrong_length_term``:
-    beta (1 - p) grad h_W; and ``mean_inverse_length_right`` h_R and ``..._wrong`` h_W.
+    with respect to the logits; ``correct_length_term``: alpha p grad h_R; ``wrong_length_term``:
+    beta (1 - p) grad h_W; and ``mean_inverse_length_correct`` h_R and ``..._wrong`` h_W.
     gain * success_gradient + both terms equals
     ``expected_group_update(..., "seq-mean-token-mean")``.
     """
@@ -180,6 +180,6 @@ def length_decomposition(task, logits, method: Method, group_size: int,
     right_term = grad_inverse_right - per_prompt(inverse_right) * grad_success
     wrong_term = grad_inverse_wrong + per_prompt(inverse_wrong) * grad_success
     return {"gain": alpha * inverse_right - beta * inverse_wrong, "success_gradient": grad_success,
-            "right_length_term": per_prompt(alpha) * right_term,
+            "correct_length_term": per_prompt(alpha) * right_term,
             "wrong_length_term": per_prompt(beta) * wrong_term,
-            "mean_inverse_length_right": inverse_right, "mean_inverse_length_wrong": inverse_wrong}
+            "mean_inverse_length_correct": inverse_right, "mean_inverse_length_wrong": inverse_wrong}

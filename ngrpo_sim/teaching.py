@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ngrpo_sim import _checks
 from ngrpo_sim.bandit import BanditTask, make_task, sample_answers
-from ngrpo_sim.dynamics import DynamicsConfig, Trajectory, predicted_entropy_change, simulate
+from ngrpo_sim.dynamics import DynamicsConfig, RunRecord, predicted_entropy_change, simulate
 from ngrpo_sim.experiments import label, linestyle, plot_band
 from ngrpo_sim.methods import LOSS_AGGREGATIONS, Method, get_method
 from ngrpo_sim.metrics import log_softmax, softmax_entropy
@@ -298,59 +298,59 @@ def plot_sampled_group(axes, sample: SampledGroup) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Notebook 3: trajectories against steps, and the first-order entropy prediction
+# Notebook 3: run records against steps, and the first-order entropy prediction
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def plot_metric(ax, trajectories: list[Trajectory], name: str, ylabel: str | None = None) -> None:
+def plot_metric(ax, run_records: list[RunRecord], name: str, ylabel: str | None = None) -> None:
     """One metric against training steps: mean over seeds with its 95% band; expected-mode runs dashed."""
-    for trajectory in trajectories:
-        if name not in trajectory.metrics:
-            raise ValueError(f"name must be a recorded metric ({', '.join(trajectory.metrics)}), got {name!r}")
-        plot_band(ax, trajectory, name)
+    for run_record in run_records:
+        if name not in run_record.metrics:
+            raise ValueError(f"name must be a recorded metric ({', '.join(run_record.metrics)}), got {name!r}")
+        plot_band(ax, run_record, name)
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel or name)
     ax.legend(fontsize=7)
 
 
-def plot_metric_pair(ax, trajectories: list[Trajectory], x_name: str, y_name: str, xlabel: str | None = None,
+def plot_metric_pair(ax, run_records: list[RunRecord], x_name: str, y_name: str, xlabel: str | None = None,
                      ylabel: str | None = None) -> None:
     """One metric against another along training (seed means), so runs are compared at equal ``x`` rather than at
     equal steps: a method that learns faster also loses entropy sooner. Rows where a metric is undefined (the
     rollout metrics before the first step) stay NaN and are not drawn."""
-    for trajectory in trajectories:
-        missing = [name for name in (x_name, y_name) if name not in trajectory.metrics]
+    for run_record in run_records:
+        missing = [name for name in (x_name, y_name) if name not in run_record.metrics]
         if missing:
-            raise ValueError(f"x_name and y_name must be recorded metrics ({', '.join(trajectory.metrics)}), got "
+            raise ValueError(f"x_name and y_name must be recorded metrics ({', '.join(run_record.metrics)}), got "
                              f"{missing[0]!r}")
-        ax.plot(np.mean(trajectory.metrics[x_name], axis=1), np.mean(trajectory.metrics[y_name], axis=1),
-                color=method_colour(trajectory.method), label=label(trajectory), linewidth=1.6,
-                linestyle=linestyle(trajectory))
+        ax.plot(np.mean(run_record.metrics[x_name], axis=1), np.mean(run_record.metrics[y_name], axis=1),
+                color=method_colour(run_record.method), label=label(run_record), linewidth=1.6,
+                linestyle=linestyle(run_record))
     ax.set_xlabel(xlabel or x_name)
     ax.set_ylabel(ylabel or y_name)
     ax.legend(fontsize=7)
 
 
-def entropy_prediction_error(trajectory: Trajectory) -> float:
+def entropy_prediction_error(run_record: RunRecord) -> float:
     """sum |predicted - measured| / sum |measured| over all steps and seeds: the first-order prediction's
     relative error (0 when -Cov(log pi, dz) predicts every step's entropy change exactly)."""
-    measured = trajectory.metrics["entropy_change"][1:]
-    predicted = trajectory.metrics["entropy_change_predicted"][1:]
+    measured = run_record.metrics["entropy_change"][1:]
+    predicted = run_record.metrics["entropy_change_predicted"][1:]
     scale = np.sum(np.abs(measured))
     if scale == 0:
-        raise ValueError(f"the run of {trajectory.method!r} never changed its entropy; there is nothing to predict")
+        raise ValueError(f"the run of {run_record.method!r} never changed its entropy; there is nothing to predict")
     return float(np.sum(np.abs(predicted - measured)) / scale)
 
 
-def plot_entropy_prediction(ax, trajectories: list[Trajectory]) -> None:
+def plot_entropy_prediction(ax, run_records: list[RunRecord]) -> None:
     """Measured entropy change of every step and seed against the first-order prediction; the diagonal is exact."""
     low, high = np.inf, -np.inf
-    for trajectory in trajectories:
-        measured = trajectory.metrics["entropy_change"][1:].ravel()
-        predicted = trajectory.metrics["entropy_change_predicted"][1:].ravel()
-        ax.scatter(predicted, measured, s=6, alpha=0.5, color=method_colour(trajectory.method),
-                   marker="x" if trajectory.config.mode == "expected" else "o",
-                   label=f"{label(trajectory)} (error {entropy_prediction_error(trajectory):.1%})")
+    for run_record in run_records:
+        measured = run_record.metrics["entropy_change"][1:].ravel()
+        predicted = run_record.metrics["entropy_change_predicted"][1:].ravel()
+        ax.scatter(predicted, measured, s=6, alpha=0.5, color=method_colour(run_record.method),
+                   marker="x" if run_record.config.mode == "expected" else "o",
+                   label=f"{label(run_record)} (error {entropy_prediction_error(run_record):.1%})")
         low, high = min(low, predicted.min(), measured.min()), max(high, predicted.max(), measured.max())
     ax.plot([low, high], [low, high], color="0.4", linewidth=0.8, linestyle=":")
     ax.set_xlabel(r"predicted: $-\mathrm{Cov}(\log\pi, \Delta z)$ per step (nats)")
@@ -617,8 +617,8 @@ def aggregation_effects(method_name: str, task: SequenceTask, step: float = 0.5
     logits = task.offsets[None]
     before = task.answer_statistics(logits)
     def mean_lengths(statistics):
-        wrong = (statistics.length - statistics.right_length) / (1 - statistics.success)
-        return (statistics.right_length / statistics.success).item(), wrong.item()
+        wrong = (statistics.length - statistics.correct_length) / (1 - statistics.success)
+        return (statistics.correct_length / statistics.success).item(), wrong.item()
 
     effects = {}
     for aggregation in LOSS_AGGREGATIONS:

@@ -63,11 +63,11 @@ for name in ("grpo", "ngrpo"):
 # wrong? What does NGRPO do?
 
 # %%
-all_wrong, all_right = np.zeros(8), np.ones(8)
+all_wrong, all_correct = np.zeros(8), np.ones(8)
 for name in ("grpo", "ngrpo"):
     method = get_method(name)
     print(f"{name:>6}: all wrong {method.advantages(all_wrong)[0]:+.3f}, "
-          f"all right {method.advantages(all_right)[0]:+.3f}")
+          f"all right {method.advantages(all_correct)[0]:+.3f}")
 
 # %% [markdown]
 # Under GRPO an all-wrong group has no spread, so every advantage is 0: the model learns nothing from the prompts

@@ -174,8 +174,8 @@ show_leak()
 # tokens that no answer of the group chose (`unsampled_mass_gain`).
 
 # %%
-config = SequenceConfig(policy="tabular", lr=0.05, num_prompts=teaching.sized(64, 16),
-                        batch_prompts=teaching.sized(16, 8), steps=teaching.sized(80, 12),
+config = SequenceConfig(policy="tabular", learning_rate=0.05, num_prompts=teaching.sized(64, 16),
+                        prompts_per_step=teaching.sized(16, 8), steps=teaching.sized(80, 12),
                         seeds=teaching.sized(6, 2))
 runs = run_methods([get_method(name) for name in ("grpo", "ngrpo")],
                    [config, dataclasses.replace(config, loss_aggregation="seq-mean-token-mean")])
@@ -192,10 +192,10 @@ def show_metric(change=None):
     teaching.plot_metric(ax, runs, metric_picker.value)
     teaching.figure_legend(figure, ncols=2)
     lines = [f"{metric_picker.value} at the last step (mean over seeds):"]
-    for trajectory in runs:
-        aggregation = trajectory.config.loss_aggregation or "token-mean"
-        lines.append(f"  {trajectory.method:>6} {aggregation:>20}: "
-                     f"{np.mean(trajectory.metrics[metric_picker.value][-1]):.4f}")
+    for run_record in runs:
+        aggregation = run_record.config.loss_aggregation or "token-mean"
+        lines.append(f"  {run_record.method:>6} {aggregation:>20}: "
+                     f"{np.mean(run_record.metrics[metric_picker.value][-1]):.4f}")
     metric_view.show(figure, "\n".join(lines))
 
 
@@ -219,7 +219,7 @@ show_metric()
 # 2. **No lengths, no bias.** Build a task without an end token
 #    (`teaching.one_prompt_task` calls `make_sequence_task`; pass `end_token=False` to it) and check
 #    that the three aggregations agree.
-# 3. **The leak and the learning rate.** Rerun the training cell with `lr=0.2`. Does NGRPO's
+# 3. **The leak and the learning rate.** Rerun the training cell with `learning_rate=0.2`. Does NGRPO's
 #    `unsampled_mass_gain` grow in proportion?
 # 4. **Shared parameters.** Switch the training cell to `policy="shared"` (lr 0.01). Does the leak
 #    survive when pushes on sampled right tokens generalise to every prompt?

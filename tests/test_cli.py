@@ -70,7 +70,7 @@ def test_bad_input_exits_with_a_clear_message(argv, message, tmp_path, capsys):
 
 def test_dynamics_writes_a_run_folder_with_both_modes(tmp_path, capsys):
     main(["dynamics", "--methods", "grpo,ngrpo", "--mode", "sampled,expected", "--steps", "3", "--seeds", "2",
-          "--num-prompts", "32", "--batch-prompts", "8", "--out", str(tmp_path)])
+          "--num-prompts", "32", "--prompts-per-step", "8", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "ngrpo (expected)" in out and "accuracy" in out
     for name in ("config.json", "metrics.csv", "pass_at_k.csv", "summary.csv", "dynamics.png", "pass_at_k.png"):
@@ -90,7 +90,7 @@ def test_dynamics_options_come_from_the_config_docstrings():
 
 @pytest.mark.parametrize("argv, message", [
     (["dynamics", "--methods", "grpo", "--group-size", "1"], "group_size must be >= 2, got 1"),
-    (["dynamics", "--methods", "grpo", "--lr", "-1"], "lr must be > 0.0, got -1.0"),
+    (["dynamics", "--methods", "grpo", "--learning-rate", "-1"], "learning_rate must be > 0.0, got -1.0"),
     (["dynamics", "--methods", "grpo", "--mode", "exact"], "mode must be sampled, expected or both"),
     (["dynamics", "--methods", "grpo", "--num-answers", "1"], "num_answers must be >= 2, got 1"),
     (["dynamics", "--methods", "grpo", "--profile", "0.5,2"], r"profile success rates must lie in [0, 1], got 2.0"),
@@ -130,7 +130,7 @@ def test_report_runs_end_to_end_at_a_small_scale(tmp_path, small_report, capsys)
 
 def test_tokens_writes_a_run_folder_with_both_modes(tmp_path, capsys):
     main(["tokens", "--methods", "grpo,ngrpo", "--mode", "sampled,expected", "--steps", "3",
-          "--seeds", "2", "--num-prompts", "16", "--batch-prompts", "8", "--vocab-size", "3",
+          "--seeds", "2", "--num-prompts", "16", "--prompts-per-step", "8", "--vocab-size", "3",
           "--max-length", "3", "--loss-aggregation", "seq-mean-token-mean", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "ngrpo [seq-mean-token-mean] (expected)" in out and "length_wrong" in out
@@ -158,7 +158,7 @@ def test_tokens_options_come_from_the_config_docstrings():
 ])
 def test_tokens_bad_input(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(argv + ["--steps", "1", "--seeds", "1", "--num-prompts", "8", "--batch-prompts", "4",
+        main(argv + ["--steps", "1", "--seeds", "1", "--num-prompts", "8", "--prompts-per-step", "4",
                      "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
@@ -184,7 +184,7 @@ def test_a_method_a_mode_cannot_train_is_refused_before_any_run(argv, refused, t
     monkeypatch.setattr(sweep, "run_task", no_run)
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
-        main(argv + ["--steps", "2", "--seeds", "1", "--num-prompts", "16", "--batch-prompts", "8",
+        main(argv + ["--steps", "2", "--seeds", "1", "--num-prompts", "16", "--prompts-per-step", "8",
                      "--out", str(out)])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
@@ -200,7 +200,7 @@ NEW_PRESETS = "maxrl,qae,rl_zvp,lens,asymre,shifted_baseline"
     ("dynamics", ["--num-answers", "4"]), ("tokens", ["--vocab-size", "3", "--max-length", "3"])])
 def test_every_rival_runs_in_both_simulators(command, sizes, tmp_path, capsys):
     main([command, "--methods", NEW_PRESETS, "--steps", "3", "--seeds", "2", "--num-prompts", "16",
-          "--batch-prompts", "8", *sizes, "--out", str(tmp_path)])
+          "--prompts-per-step", "8", *sizes, "--out", str(tmp_path)])
     table = capsys.readouterr().out.split("\nwrote")[0].splitlines()
     assert [row.split()[0] for row in table[1:]] == NEW_PRESETS.split(",")
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
@@ -298,7 +298,7 @@ def test_a_sweep_beyond_the_memory_is_refused_before_its_folder_is_made(tmp_path
 @pytest.mark.parametrize("argv, message", [
     (["--profile", "bogus"], "profile must be one of base, hard, mid, uniform or comma-separated"),
     (["--rewards", "partial"], "rewards must be one of 'binary', 'graded', 'noise'; got 'partial'"),
-    (["--right-answers", "16"], "right_answers must be <= 15, got 16"),
+    (["--correct-answers", "16"], "correct_answers must be <= 15, got 16"),
     (["--feature-dim", "0"], "feature_dim must be >= 1, got 0"),
 ])
 def test_dynamics_checks_every_argument_before_the_progress_bar(argv, message, tmp_path, capsys):
@@ -309,7 +309,7 @@ def test_dynamics_checks_every_argument_before_the_progress_bar(argv, message, t
 
 
 @pytest.mark.parametrize("command", [["dynamics"], ["tokens", "--num-prompts", "8",
-                                                    "--batch-prompts", "4"]])
+                                                    "--prompts-per-step", "4"]])
 def test_a_method_its_mode_cannot_train_is_refused_before_the_progress_bar(command, tmp_path,
                                                                           capsys):
     err = refusal([*command, "--methods", "grpo,lens", "--mode", "sampled,expected", "--steps",

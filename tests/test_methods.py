@@ -176,7 +176,7 @@ def test_aggregation_against_a_loop():
     rng = np.random.default_rng(0)
     loss, mask = rng.normal(size=(6, 9)), (rng.random((6, 9)) < 0.6).astype(float)
     mask[2] = 0.0  # an answer with no tokens
-    rows = [[l for l, m in zip(lr, mr) if m] for lr, mr in zip(loss, mask)]
+    rows = [[l for l, m in zip(learning_rate, mr) if m] for learning_rate, mr in zip(loss, mask)]
     tokens = [l for row in rows for l in row]
     assert aggregate_loss(loss, mask, "token-mean") == pytest.approx(sum(tokens) / len(tokens), rel=1e-12)
     assert aggregate_loss(loss, mask, "seq-mean-token-mean") == pytest.approx(
