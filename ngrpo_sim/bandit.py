@@ -1,9 +1,9 @@
 """A bandit stand-in for RL on language models: prompts, candidate answers, verifiable rewards, softmax policies.
 
-Each of P prompts has K candidate answers with a fixed reward each (binary: right 1, wrong 0; or graded in
+Each of P prompts has K candidate answers with a fixed reward each (binary: correct 1, wrong 0; or graded in
 [0, 1] with the right answers at 1). A policy gives every prompt a softmax distribution over its answers.
 Sampling G answers for a prompt is a "group"; the success rate p of a prompt is the probability of sampling a
-right answer, which is also its pass@1.
+correct answer, which is also its pass@1.
 
 Two policies:
 
@@ -11,7 +11,7 @@ Two policies:
   seen here is the method's, not the network's.
 * **shared** (log-linear): logits = b + Phi theta, with fixed features Phi (P, K, D) and one parameter vector
   theta (D) shared by all prompts, as the weights of a network are. An update on one prompt moves all the others.
-  The features are random (interference) plus ``feature_signal`` times a direction that right answers share
+  The features are random (interference) plus ``feature_signal`` times a direction that correct answers share
   (generalisation: raising the right answer of one prompt raises the right answers of the others). b is a fixed
   per-answer offset that sets the starting success rates; theta starts at 0.
 
@@ -101,7 +101,7 @@ class BanditTask:
     """P prompts with K answers each, and the policy's fixed parts."""
 
     rewards: np.ndarray
-    """(P, K) reward of each answer; an answer is *right* when its reward is 1."""
+    """(P, K) reward of each answer; an answer is *correct* when its reward is 1."""
     offsets: np.ndarray
     """(P, K) starting logits (tabular) or the fixed offsets b (shared)."""
     features: np.ndarray | None
@@ -146,7 +146,7 @@ class BanditTask:
         return np.einsum(pattern, logit_grads, features)
 
     def success(self, logits: np.ndarray, prompts: np.ndarray | None = None) -> np.ndarray:
-        """Success rate (probability of a right answer) per seed and prompt."""
+        """Success rate (probability of a correct answer) per seed and prompt."""
         right = self.correct if prompts is None else self.correct[prompts]
         return np.sum(np.exp(log_softmax(logits)) * right, axis=-1)
 
@@ -316,8 +316,8 @@ def make_task(num_prompts: int = 256, num_answers: int = 16, correct_answers: in
     """Build a task whose prompts start at the profile's success rates, exactly.
 
     Wrong answers get logits drawn from N(0, logit_spread^2) (graded rewards: wrong answers earn U(0, 0.9)); the
-    right answers share one logit, set in closed form so that each prompt starts at its target success rate p:
-    with A = sum of exp(right logits) and W = sum of exp(wrong logits), shifting the right logits by
+    correct answers share one logit, set in closed form so that each prompt starts at its target success rate p:
+    with A = sum of exp(correct logits) and W = sum of exp(wrong logits), shifting the right logits by
     log(p W / ((1 - p) A)) gives success p.
     """
     check_task_options(num_prompts, num_answers, correct_answers, profile, policy, feature_dim,
@@ -328,15 +328,15 @@ def make_task(num_prompts: int = 256, num_answers: int = 16, correct_answers: in
                                                        correct_answers, (num_prompts, num_answers),
                                                        logit_spread, rewards)
     wrong_mass = np.sum(np.exp(logits) * ~right, axis=1)
-    right_logit = np.log(target * wrong_mass / ((1 - target) * correct_answers))
-    logits = np.where(right, right_logit[:, None], logits)
+    correct_logit = np.log(target * wrong_mass / ((1 - target) * correct_answers))
+    logits = np.where(right, correct_logit[:, None], logits)
     features = None
     if policy == "shared":
         # Random features make prompts interfere; the signal along one direction lets what is learned on one
-        # prompt transfer to the others, as "being right" is a shared concept to a network.
+        # prompt transfer to the others, as "being correct" is a shared concept to a network.
         direction, noise = draw_features(rng, (num_prompts, num_answers), feature_dim)
-        centred_right = right - correct_answers / num_answers
-        features = noise + feature_signal * centred_right[..., None] * direction
+        centred_correct = right - correct_answers / num_answers
+        features = noise + feature_signal * centred_correct[..., None] * direction
     return BanditTask(rewards=reward_table, offsets=logits, features=features)
 
 
@@ -344,7 +344,7 @@ def draw_prompts(rng: np.random.Generator, profile, num_prompts: int, num_answer
                  correct_answers: int, logits_shape: tuple, logit_spread: float,
                  rewards: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The random draws that start every task, in this order: the target success rates (P,), which
-    ``correct_answers`` of the ``num_answers`` (or final tokens) are right (P, K), logits from N(0,
+    ``correct_answers`` of the ``num_answers`` (or final tokens) are correct (P, K), logits from N(0,
     logit_spread^2) shaped ``logits_shape``, and the reward table (P, K) (graded: wrong ones earn
     U(0, 0.9))."""
     target = starting_success(profile, num_prompts, rng)

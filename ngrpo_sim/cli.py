@@ -24,7 +24,7 @@ def _add_landscape(subparsers) -> None:
         "landscape",
         help="tables and figures of each method's advantages, silent groups and gain c(p)",
         description="Exact advantage landscape of group-based RL methods for binary rewards: the advantage of a "
-                    "right and of a wrong answer in a group of G with k right answers, the probability that a "
+                    "correct and of a wrong answer in a group of G with k correct answers, the probability that a "
                     "sampled group gives no gradient, and the gain c(p) of the expected update of a softmax "
                     "policy. Prints the tables and writes CSV and PNG files to --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -145,7 +145,7 @@ def _add_tokens(subparsers) -> None:
         "tokens",
         help="train methods on answers made of tokens: lengths, loss aggregation, token entropy",
         description="Simulate RL training of each method on a task whose answers are token "
-                    "sequences (at most L tokens from V content tokens and an end token; right "
+                    "sequences (at most L tokens from V content tokens and an end token; correct "
                     "when the final token is the prompt's key), with a tabular or shared "
                     "autoregressive softmax policy, vectorised over seeds. Writes a run folder "
                     "(config.json, metrics.csv, pass_at_k.csv, summary.csv, dynamics.png, "
@@ -251,7 +251,7 @@ def _add_page(subparsers) -> None:
         "page",
         help="write the interactive page (one HTML file that opens in any browser, no network)",
         description="Writes one self-contained HTML page: each method's advantages for a group "
-                    "of G with k right answers, the probability that a group gives no gradient "
+                    "of G with k correct answers, the probability that a group gives no gradient "
                     "and the gain c(p), with sliders for G, k, r_max, virtual samples and the std "
                     "convention, and the headline training curves of a report. Every number is "
                     "computed when the page is written; the page needs no network and nothing "

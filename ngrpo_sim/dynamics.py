@@ -53,7 +53,7 @@ class DynamicsConfig(LoopConfig):
     num_answers: int = 16
     """K, candidate answers per prompt. More answers means more ways to be wrong and more entropy to lose."""
     correct_answers: int = 1
-    """How many of the K answers of each prompt are right."""
+    """How many of the K answers of each prompt are correct."""
 
     expected_inputs: ClassVar[tuple[str, ...]] = ("entropy",)
     """An answer is one token: the entropy at it is the prompt's, the same for a whole group."""

@@ -58,7 +58,7 @@ class KeepAllGroups(GroupFilter):
 
 @dataclass(frozen=True)
 class DropHomogeneousGroups(GroupFilter):
-    """DAPO's dynamic sampling: drop every group whose rewards are all equal (all right or all wrong).
+    """DAPO's dynamic sampling: drop every group whose rewards are all equal (all correct or all wrong).
 
     Under GRPO's advantage such a group gives zero gradient anyway, so dropping it and refilling keeps the batch
     full of informative groups.
@@ -85,7 +85,7 @@ class DropAllCorrectGroups(GroupFilter):
 
     name: ClassVar[str] = "drop_all_correct"
     r_max: float = 1.0
-    """The reward of a right answer; a group is all-correct when every reward equals it."""
+    """The reward of a correct answer; a group is all-correct when every reward equals it."""
 
     def __post_init__(self):
         _checks.number("r_max", self.r_max)
@@ -168,7 +168,7 @@ class Method:
     pushed down. Smaller is stricter: NGRPO's 0.16 limits how hard one step can penalise failures."""
     clip_high: float = 0.2
     """eps_high: the ratio may rise to 1 + eps_high before an answer with positive advantage stops being pushed up.
-    Larger lets rare right answers gain probability faster (DAPO's clip-higher against entropy collapse)."""
+    Larger lets rare correct answers gain probability faster (DAPO's clip-higher against entropy collapse)."""
     group_filter: GroupFilter = field(default_factory=KeepAllGroups)
     """Which sampled groups enter the update."""
     loss_aggregation: str = "token-mean"

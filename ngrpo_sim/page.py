@@ -3,7 +3,7 @@
 ``ngrpo-sim page`` and ``ngrpo-sim report`` write it. The page embeds BokehJS (the JavaScript half
 of Bokeh) and its data, so it opens from disk with no network and nothing installed. Every number on
 it is computed here by ``ngrpo_sim`` when the page is written: for each point of a grid of settings
-(G, r_max, virtual samples, std convention) and each method, the advantage of a right and of a wrong
+(G, r_max, virtual samples, std convention) and each method, the advantage of a correct and of a wrong
 answer for every k (``landscape.count_advantages``), the group's mean and std with and without
 NGRPO's virtual answers (the estimators' ``group_statistics``), and, on a grid of the success
 rate p, the probability that a group gives no gradient and the gain c(p)
@@ -37,11 +37,11 @@ DDOFS = (1, 0)
 """The std conventions, Bessel's (the release's) first."""
 SUCCESS_GRID_POINTS = 101
 DEFAULT_SETTING = dict(group_size=8, r_max=1.0, virtual_samples=1, ddof=1)
-DEFAULT_RIGHT = 0
+DEFAULT_CORRECT = 0
 """The page opens on an all-wrong group of 8 with the release's settings: the case of NGRPO."""
 QUANTITIES = ("right", "wrong", "silent", "mean", "std", "mean_virtual", "std_virtual",
               "zero_gradient", "gain")
-"""Per method and setting: by k, the advantage of a right and of a wrong answer, whether the group
+"""Per method and setting: by k, the advantage of a correct and of a wrong answer, whether the group
 is silent, and the group's mean and std without and with NGRPO's virtual answers (the same for every
 method); by p, the zero-gradient probability (0 stored as NaN, for the log axis) and c(p)."""
 PAGE_FILE = "page.html"
@@ -204,7 +204,7 @@ def _controls():
         group_size=Slider(start=GROUP_SIZES[0], end=GROUP_SIZES[-1], step=1,
                           value=DEFAULT_SETTING["group_size"], title="G, answers per prompt",
                           css_classes=["ngrpo-group-size"], width=300),
-        right=Slider(start=0, end=DEFAULT_SETTING["group_size"], step=1, value=DEFAULT_RIGHT,
+        right=Slider(start=0, end=DEFAULT_SETTING["group_size"], step=1, value=DEFAULT_CORRECT,
                      title="k, right answers in the group", css_classes=["ngrpo-right"],
                      width=300),
         r_max=RadioButtonGroup(labels=[f"{value:g}" for value in R_MAX_VALUES],
@@ -254,7 +254,7 @@ def _landscape_section(grid: LandscapeGrid):
                 p=grid.success_rates, y=grid.lookup(kind, name, **DEFAULT_SETTING)))
             plot.line("p", "y", source=sources[kind][name], color=colour, line_width=2,
                       legend_label=name)
-    marker = Span(location=DEFAULT_RIGHT, dimension="height", line_color="#555555",
+    marker = Span(location=DEFAULT_CORRECT, dimension="height", line_color="#555555",
                   line_dash="dotted", line_width=2)
     advantage_plot.add_layout(marker)
     for plot in (advantage_plot, zero_plot, gain_plot):

@@ -11,7 +11,7 @@ length-normalised probability, as in an LLM, and MaxRL, which pushes hardest on 
 others' token runs would add a fifth of ``make demo``; ``ngrpo-sim tokens`` runs them).
 
 Two budgets, because methods that drop groups and refill the batch (DAPO and QAE drop every group
-whose answers all earn the same; NGRPO and its baseline drop the all-right ones) sample more
+whose answers all earn the same; NGRPO and its baseline drop the all-correct ones) sample more
 answers per policy update:
 
 * **equal steps**: after the same number of policy updates, what a training curve shows;

@@ -5,7 +5,7 @@ Each of P prompts is answered by a sequence of at most L tokens. Every token is 
 tokens or, with ``end_token``, the end token, which closes the answer (and counts as one of its
 tokens, as an LLM's EOS does). An answer that reaches L tokens without the end token is *truncated*;
 without an end token every answer has exactly L tokens. A verifier scores the final content token:
-an answer is right (reward 1) when that token is one of the prompt's *keys* and the answer is
+an answer is correct (reward 1) when that token is one of the prompt's *keys* and the answer is
 neither truncated nor empty. Graded rewards give a wrong answer the partial credit of its final
 token (in [0, 0.9]); a truncated or empty answer earns 0.
 
@@ -24,14 +24,14 @@ Two policies, as in ``ngrpo_sim.bandit``:
   xi per prompt, prefix and token; a part u_token that every occurrence of the same token shares
   (``token_sharing`` s), so that pushing a token down at one position pushes it down at every
   position of every prompt, as a network's weights do; and ``feature_signal`` times a direction
-  shared by the choices that make answers right (emitting a key, stopping after one). This is where
+  shared by the choices that make answers correct (emitting a key, stopping after one). This is where
   the penalty of an all-wrong group can leak into tokens that nobody sampled.
 
 The starting policy follows a difficulty profile of ``bandit.starting_success`` exactly. Content
 logits are drawn from N(0, logit_spread^2); each prompt gets an end probability h
 (``end_probability`` times U(0.5, 1.5)) after every content token, and 2% (of its non-key mass) at
 the empty prefix, so answer lengths vary between prompts. Then every key gets one logit delta per
-prompt, and the odds of stopping right after a key are multiplied by e^delta; delta is solved by
+prompt, and the odds of stopping correct after a key are multiplied by e^delta; delta is solved by
 bisection so that the prompt's exact success rate equals its target. With L = 1 and no end token the
 task is ``bandit.make_task``'s: the same random draws, the same rewards, starting logits equal to
 rounding.
@@ -88,7 +88,7 @@ SEQUENCE_POLICY_METRICS = ("accuracy", "accuracy_hard", "accuracy_mid", "accurac
   per-prefix entropies under the same weights (what the prediction predicts; the rest of
   ``entropy_change`` comes from answers visiting other prefixes);
 * ``length``: mean answer length in tokens (the end token included); ``length_correct``,
-  ``length_wrong``: the mean length of right and of wrong answers, one answer per prompt;
+  ``length_wrong``: the mean length of correct and of wrong answers, one answer per prompt;
   ``truncation``: the share of truncated answers;
 * ``end_probability``: the probability of the end token, averaged over the tokens of sampled answers
   (NaN without an end token).
@@ -143,11 +143,11 @@ class AnswerStatistics:
     reach: np.ndarray
     """(S, P, N) probability that an answer passes through each prefix."""
     success: np.ndarray
-    """Probability of a right answer."""
+    """Probability of a correct answer."""
     length: np.ndarray
     """Expected answer length in tokens."""
     correct_length: np.ndarray
-    """E[length * 1(right)]."""
+    """E[length * 1(correct)]."""
     truncation: np.ndarray
     """Probability of a truncated answer."""
     entropy: np.ndarray
@@ -256,8 +256,8 @@ class SequenceTask:
         return rewards
 
     @functools.cached_property
-    def outcome_right(self) -> np.ndarray:
-        """(P, N, C) True where choosing the token ends a right answer."""
+    def outcome_correct(self) -> np.ndarray:
+        """(P, N, C) True where choosing the token ends a correct answer."""
         return self.outcome_rewards == 1.0
 
     # -- the policy ------------------------------------------------------------------------------
@@ -343,7 +343,7 @@ class SequenceTask:
         probs = np.exp(log_probs)
         reach = self.reach(probs)
         ending = reach[..., None] * probs * self.terminal_weight
-        right = ending * self.outcome_right
+        right = ending * self.outcome_correct
         prefix_entropy = -np.sum(probs * log_probs, axis=-1)
         if self.end_token:
             end_mass = np.sum(reach * probs[..., -1], axis=-1)
@@ -358,9 +358,9 @@ class SequenceTask:
             entropy=np.sum(reach * prefix_entropy, axis=-1), end_mass=end_mass)
 
     def success(self, logits: np.ndarray) -> np.ndarray:
-        """Success rate (probability of a right answer) per prompt, for logits (..., P, N, C)."""
+        """Success rate (probability of a correct answer) per prompt, for logits (..., P, N, C)."""
         probs = np.exp(log_softmax(logits))
-        return np.sum(self.reach(probs)[..., None] * probs * self.outcome_right, axis=(-2, -1))
+        return np.sum(self.reach(probs)[..., None] * probs * self.outcome_correct, axis=(-2, -1))
 
     # -- answers as token arrays -----------------------------------------------------------------
 
@@ -446,7 +446,7 @@ class SequenceTask:
         alpha, beta = outcome_advantages(method, group_size, statistics.success, values)
         mean_length = _weighted_ratio(keep_probability * statistics.length, keep_probability)
         weights = self.answer_weights(self.aggregation(method), np.nan_to_num(mean_length, nan=1.0))
-        per_answer = np.where(self.outcome_right, alpha[..., None, None], beta[..., None, None])
+        per_answer = np.where(self.outcome_correct, alpha[..., None, None], beta[..., None, None])
         outcome = weights * per_answer
         ascent = self.gradient_of_expectation(logits, outcome)
         visits = statistics.reach * self.completion_values(statistics.probs, weights)[0]
@@ -707,11 +707,11 @@ def _cached_sequence_task(num_prompts, vocab_size, max_length, end_token, correc
     offsets = starting_logits(delta)
     if policy == "shared":
         token_features = rng.normal(scale=1.0 / np.sqrt(feature_dim), size=(choices, feature_dim))
-        makes_right = np.zeros((num_prompts, num_nodes, choices))
-        makes_right[..., :vocab_size] = keys[:, None, :]
+        makes_correct = np.zeros((num_prompts, num_nodes, choices))
+        makes_correct[..., :vocab_size] = keys[:, None, :]
         if end_token:
-            makes_right[..., -1] = key_last
-        centred = makes_right - makes_right.mean(axis=-1, keepdims=True)
+            makes_correct[..., -1] = key_last
+        centred = makes_correct - makes_correct.mean(axis=-1, keepdims=True)
         features = (np.sqrt(1.0 - token_sharing) * noise
                     + np.sqrt(token_sharing) * token_features
                     + feature_signal * centred[..., None] * direction)
@@ -756,7 +756,7 @@ class SequenceConfig(LoopConfig):
     end_token: bool = True
     """Whether answers can stop before L tokens; without the end token every answer has L tokens."""
     correct_answers: int = 1
-    """How many of the V tokens are keys: an answer is right when its final content token is a
+    """How many of the V tokens are keys: an answer is correct when its final content token is a
     key."""
     end_probability: float = 0.35
     """Mean starting probability of the end token after a content token (drawn per prompt between

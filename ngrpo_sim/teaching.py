@@ -142,7 +142,7 @@ def figure_legend(figure, ncols: int | None = None):
 
 
 def one_prompt(success_rate: float, num_answers: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, rewards) of one bandit prompt with K answers, one of them right, solved with probability p.
+    """(logits, rewards) of one bandit prompt with K answers, one of them correct, solved with probability p.
 
     The wrong answers' logits are the simulator's N(0, 1) draws for its first prompt, the same for every p, so
     moving p changes only how much the policy likes the right answer.
@@ -248,15 +248,15 @@ def format_sampled_group(sample: SampledGroup) -> str:
     width = max(9, *(len(n) + 1 for n in names))
     right = int(sample.group_rewards.sum())
     lines = [f"prompt solved with p = {sample.success_rate:.3f}; sampled group of G = {sample.answers.size}: "
-             f"{right} right, {sample.answers.size - right} wrong", "",
+             f"{right} correct, {sample.answers.size - right} wrong", "",
              "advantage of each sampled answer",
              f"{'answer':>7}{'reward':>7}" + "".join(f"{n:>{width}}" for n in names)]
     for i, (answer, reward) in enumerate(zip(sample.answers, sample.group_rewards)):
         lines.append(f"{answer:>7}{reward:>7.0f}" + "".join(f"{sample.steps[n].advantages[i]:>{width}.3f}"
                                                             for n in names))
-    right_answer = sample.rewards == 1.0
+    correct_answer = sample.rewards == 1.0
     lines += ["", "what one step does to the prompt", f"{'':<28}" + "".join(f"{n:>{width}}" for n in names)]
-    rows = (("change of P(right)", lambda s: s.probability_change[right_answer].sum()),
+    rows = (("change of P(right)", lambda s: s.probability_change[correct_answer].sum()),
             ("entropy change (exact)", lambda s: s.entropy_change),
             ("entropy change (1st order)", lambda s: s.entropy_change_predicted))
     for title, value in rows:
@@ -610,7 +610,7 @@ def aggregation_effects(method_name: str, task: SequenceTask, step: float = 0.5
     The step moves the prefix logits along the exact expected update of one group
     (``sequence_gain.expected_group_update``), scaled to the same length ``step`` for every
     aggregation so that only directions are compared. Returns, per aggregation, the changes of the
-    success rate, of the mean length of right answers and of wrong answers (tokens).
+    success rate, of the mean length of correct answers and of wrong answers (tokens).
     """
     method = get_method(method_name)
     step = _checks.number("step", step, low=0.0, low_open=True)
@@ -626,10 +626,10 @@ def aggregation_effects(method_name: str, task: SequenceTask, step: float = 0.5
                                        np.zeros((1, 1)) if method.advantage.uses_values else None)
         norm = np.linalg.norm(update)
         after = task.answer_statistics(logits + step * update / norm) if norm else before
-        (right_after, wrong_after), (right_before, wrong_before) = (mean_lengths(after),
+        (correct_after, wrong_after), (correct_before, wrong_before) = (mean_lengths(after),
                                                                     mean_lengths(before))
         effects[aggregation] = {"success": (after.success - before.success).item(),
-                                "length of right answers": right_after - right_before,
+                                "length of correct answers": correct_after - correct_before,
                                 "length of wrong answers": wrong_after - wrong_before}
     return effects
 

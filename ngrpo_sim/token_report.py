@@ -259,7 +259,7 @@ def token_section(out: Path, base: SequenceConfig | None = None, workers: int = 
     lines = [
         "## Token level", "",
         f"Answers of at most L = {config.max_length} tokens from V = {config.vocab_size} content "
-        "tokens and an end token; right when the final token before the end is the prompt's key. "
+        "tokens and an end token; correct when the final token before the end is the prompt's key. "
         f"P = {config.num_prompts} prompts ({config.profile} profile), B = {config.prompts_per_step}, "
         f"G = {config.group_size}, Adam, {config.minibatches} minibatches, {config.steps} steps, "
         f"{config.seeds} seeds; shared policy lr {TOKEN_LEARNING_RATES['shared']}, tabular lr "

@@ -17,7 +17,7 @@ With ``rewards="noise"`` the rollout's rewards are pure noise: each sampled answ
 probability ``NOISE_REWARD_RATE``, whatever it is (arm-independent random rewards, as in Park et
 al. 2025, arXiv 2509.26114, Section 5). Every estimator that reads only the rewards then has an
 expected first update of exactly 0, so what moves the policy is sampling noise and, on later
-minibatches, the clip. The verifier's right answers still define accuracy and pass@k.
+minibatches, the clip. The verifier's correct answers still define accuracy and pass@k.
 
 ``mode="expected"`` replaces steps 1-3 by their expectation at first order: the task gives the
 expected on-policy update of one prompt's group (the gain identity of ``ngrpo_sim.landscape``, or
@@ -97,14 +97,14 @@ class LoopConfig:
     """Starting success rates: a name in ``bandit.PROFILES`` or comma-separated rates cycled over
     prompts."""
     rewards: str = "binary"
-    """``binary`` (right 1, wrong 0), ``graded`` (wrong answers earn partial credit in [0, 0.9]) or
+    """``binary`` (correct 1, wrong 0), ``graded`` (wrong answers earn partial credit in [0, 0.9]) or
     ``noise`` (each sampled answer earns 1 with probability 1/2 whatever it is; accuracy still
     counts the right answers)."""
     feature_dim: int = 16
     """D, the size of the shared policy's parameter vector; smaller D means more interference
     between prompts."""
     feature_signal: float = 0.5
-    """Strength of the feature direction that all right answers share (shared policy): 0 leaves only
+    """Strength of the feature direction that all correct answers share (shared policy): 0 leaves only
     interference, larger values make learning transfer between prompts."""
     prompts_per_step: int = 64
     """B, prompts per rollout batch (groups kept per step when refilling)."""
@@ -451,7 +451,7 @@ def group_outcome_probabilities(method: Method, group_size: int, success: np.nda
                                 values: np.ndarray | None = None, **group_inputs
                                 ) -> tuple[np.ndarray, np.ndarray]:
     """For success rates (S, P), the probability that a group is kept and the expected share of its
-    answers with zero (filtered) advantage, exactly: from the canonical groups with k right answers
+    answers with zero (filtered) advantage, exactly: from the canonical groups with k correct answers
     (given each prompt's ``group_inputs`` (S, P), the policy inputs an estimator such as RL-ZVP
     reads, the same for every answer of a group), or for PPO's r - V from the chance that an
     answer's reward equals V."""

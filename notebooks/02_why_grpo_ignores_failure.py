@@ -20,7 +20,7 @@
 # does to the *expected* update, and what a single sampled group does to a prompt's probabilities and entropy.
 #
 # **For whom.** You have seen notebook 1 (or know GRPO's z-score advantage) and want to know what the advantages
-# do to a policy. We use the simplest policy there is: one prompt, K = 16 candidate answers, one of them right,
+# do to a policy. We use the simplest policy there is: one prompt, K = 16 candidate answers, one of them correct,
 # and a softmax over their logits. Its success rate p is the probability of sampling the right answer.
 #
 # About 15 minutes. Every number comes from `ngrpo_sim` (`landscape` for exact quantities, `teaching` for one
@@ -42,7 +42,7 @@ METHODS = ["grpo", "ngrpo", "dapo", "psr_nsr", "dr_grpo", "rloo"]
 # %% [markdown]
 # ## Silent groups
 #
-# A group of G = 8 answers gives GRPO no gradient when all 8 are wrong or all 8 are right.
+# A group of G = 8 answers gives GRPO no gradient when all 8 are wrong or all 8 are correct.
 #
 # **Predict before you run.** A prompt is solved 1% of the time. Of 100 sampled groups of 8, how many give GRPO
 # any gradient at all? And NGRPO?
@@ -74,7 +74,7 @@ plt.show()
 # So NGRPO learns from groups that GRPO ignores. Does it therefore move *further* on hard prompts, on average?
 #
 # For this softmax policy (and for any advantage that depends only on an answer's reward and its group's count of
-# right answers) the expected change of the logits after one step on a sampled group is exactly
+# correct answers) the expected change of the logits after one step on a sampled group is exactly
 #
 # $$\mathbb{E}[\Delta z] = c(p)\;\pi \odot (r - p),$$
 #
@@ -96,7 +96,7 @@ for p in success_rates:
 # %% [markdown]
 # Smaller: c = 2.08 for NGRPO against 2.44 for GRPO at p = 0.01. The penalty of the all-wrong groups adds to the
 # expected update (each pushes the failed answers down, and on average that is a push up for the right answer),
-# but the rare right answer's reward shrinks from +2.47 to +1.76, and that takes away more. On easy prompts it is
+# but the rare correct answer's reward shrinks from +2.47 to +1.76, and that takes away more. On easy prompts it is
 # the other way round. The intuition "NGRPO learns more from hard prompts" holds for the *number* of informative
 # groups, not for the size of the average step.
 #
@@ -125,9 +125,9 @@ for p in success_rates:
 # What each does to hard prompts:
 #
 # * **MaxRL** pushes hardest: c(p) = [1 − (1 − p)^7] / p, 6.79 at p = 0.01, almost three times
-#   GRPO's, because dividing by the pass rate gives a hard prompt's rare right answer +7 (the
+#   GRPO's, because dividing by the pass rate gives a hard prompt's rare correct answer +7 (the
 #   maximum-likelihood weighting); all-wrong groups still teach it nothing.
-# * **QAE** puts the baseline at 0 on a hard group, so the rare right answer gets +1/std and the
+# * **QAE** puts the baseline at 0 on a hard group, so the rare correct answer gets +1/std and the
 #   failures are never pushed down: c = 2.78 at p = 0.01, 8/7 of GRPO's.
 # * **AsymRE** and **NGRPO's baseline without its std** have a flat gain, 1 − (1 − λ)/G (0.875 and
 #   0.889): on policy, moving the baseline changes which answers carry the step, not its expected
@@ -216,7 +216,7 @@ show_group()
 # What to notice:
 #
 # * In an all-wrong group NGRPO lowers the sampled answers and hands their probability to *all other* answers in
-#   proportion to their current probability. A right answer of probability 0.02 gets 2% of it; the bulk flows to
+#   proportion to their current probability. A correct answer of probability 0.02 gets 2% of it; the bulk flows to
 #   the other wrong answers the policy already likes. If the sampled wrong answers are rare ones, the right answer
 #   can even *lose* probability: its logit rises, but the popular wrong answers' logits rise too. A sampled wrong
 #   answer can rise as well, when it was sampled less often than its probability predicts (the dots show the
@@ -238,7 +238,7 @@ show_group()
 # %%
 group_count = teaching.sized(4000, 400)
 logits, rewards = teaching.one_prompt(0.05)
-right_answer = int(np.flatnonzero(rewards == 1.0)[0])
+correct_answer = int(np.flatnonzero(rewards == 1.0)[0])
 groups = sample_answers(logits[None, None].repeat(group_count, axis=1), 8, np.random.default_rng(1))[0]
 print(f"{group_count} groups of 8 at p = 0.05; change of the right answer's logit per step (learning rate 1)")
 print(f"{'method':>10}{'mean':>10}{'c(p)π(r-p)':>12}{'std':>10}{'steps = 0':>11}")
@@ -251,7 +251,7 @@ for name in ("grpo", "ngrpo", "psr_nsr"):
 
 # %% [markdown]
 # The sampled means agree with c(p) π ⊙ (r − p) up to Monte Carlo error (which shrinks as 1/√groups). GRPO's
-# steps are zero most of the time and large when a right answer shows up; NGRPO's are never zero here, with many
+# steps are zero most of the time and large when a correct answer shows up; NGRPO's are never zero here, with many
 # small pushes in between. Same direction on average, different noise: notebook 3 asks what that noise does over
 # a whole training run.
 #
@@ -261,7 +261,7 @@ for name in ("grpo", "ngrpo", "psr_nsr"):
 #    GRPO's smallest? How does it change with G (move the group size in the first table's code)?
 # 2. **Where the gains cross.** Find the p at which NGRPO's gain equals GRPO's for G = 8 (use
 #    `landscape.expected_gain` on a fine grid). Which side of it do most prompts of a hard benchmark sit on?
-# 3. **The lost right answer.** Sample all-wrong groups at p = 0.02 until the right answer loses probability under
+# 3. **The lost correct answer.** Sample all-wrong groups at p = 0.02 until the right answer loses probability under
 #    NGRPO. Show from Δz = (A/G) Σ_i (e_{a_i} − π), with A ≈ −1/3 for every answer, that the right answer r gains
 #    at first order exactly when π_r + (mean probability of the sampled answers) > Σ_a π_a². Which groups break
 #    it?

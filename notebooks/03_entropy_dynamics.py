@@ -22,7 +22,7 @@
 # by comparing sampled runs with their exact expectation.
 #
 # **For whom.** You have seen notebooks 1 and 2, or know that GRPO-style methods give per-answer advantages. The
-# simulator is a bandit stand-in for an LLM: P prompts with K = 16 one-token answers each (one right), a shared
+# simulator is a bandit stand-in for an LLM: P prompts with K = 16 one-token answers each (one correct), a shared
 # log-linear policy (one parameter vector for all prompts, so updates generalise and interfere, as in a network),
 # and a "base model" in which half the prompts are almost never solved. It trains every method exactly as the
 # release does (groups of 8, group filters with refill, clipped loss, 4 minibatch updates per rollout, Adam), for
@@ -103,12 +103,12 @@ for run_record in sampled:
 # NGRPO is never *higher* than GRPO at equal accuracy. So the simulator does not reproduce "NGRPO keeps entropy
 # higher". It does not refute the paper either: a bandit with one-token answers is not a 7B model writing 3000
 # tokens. What it shows is the mechanism (notebook 2): NGRPO's penalties spread probability over the answers the
-# policy already likes, not over the rare right answer.
+# policy already likes, not over the rare correct answer.
 #
 # ## Explore any metric
 #
 # Every run records each of these per step and seed: accuracy and entropy by difficulty, pass@k AUC, abandoned,
-# newly solved and regressed prompts, group shares (all wrong, all right, mixed), clip fractions by sign,
+# newly solved and regressed prompts, group shares (all wrong, all correct, mixed), clip fractions by sign,
 # approx_kl and the first-order entropy prediction.
 
 # %%

@@ -143,7 +143,7 @@ for name, row in sweep.items():
 # other: its bound is the tightest (0.84), and most of its advantages are negative (every all-wrong group gives 8
 # of them). Its clip is the brake on its own penalties, which is why the paper pairs calibration with asymmetric
 # clipping. DAPO clips more often than GRPO although its lower bound is the same; part of that is bookkeeping:
-# GRPO's all-wrong and all-right groups have zero advantage, can never be clipped, and still count among the
+# GRPO's all-wrong and all-correct groups have zero advantage, can never be clipped, and still count among the
 # answers, while DAPO drops them.
 #
 # ## Epochs on the tabular policy

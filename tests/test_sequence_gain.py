@@ -136,7 +136,7 @@ def test_length_normalisation_adds_the_length_terms(method):
         answers = enumerate_answers(2, 3, True, rewards, logits[prompt])
         h_right = sum(a.probability.real * right(a) / a.length for a in answers) / p
         h_wrong = sum(a.probability.real * (1 - right(a)) / a.length for a in answers) / (1 - p)
-        for side, value in (("right", h_right), ("wrong", h_wrong)):
+        for side, value in (("correct", h_right), ("wrong", h_wrong)):
             measured = decomposition[f"mean_inverse_length_{side}"][prompt]
             assert measured == pytest.approx(value, rel=1e-12)
 
