@@ -256,7 +256,7 @@ def format_sampled_group(sample: SampledGroup) -> str:
                                                             for n in names))
     correct_answer = sample.rewards == 1.0
     lines += ["", "what one step does to the prompt", f"{'':<28}" + "".join(f"{n:>{width}}" for n in names)]
-    rows = (("change of P(right)", lambda s: s.probability_change[correct_answer].sum()),
+    rows = (("change of P(correct)", lambda s: s.probability_change[correct_answer].sum()),
             ("entropy change (exact)", lambda s: s.entropy_change),
             ("entropy change (1st order)", lambda s: s.entropy_change_predicted))
     for title, value in rows:
