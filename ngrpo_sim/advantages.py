@@ -13,7 +13,8 @@ The estimators fall into two families:
 * fixed-weight ones (PSR, NSR, W-REINFORCE) and the critic baseline of PPO look at one answer at a time.
 
 For binary rewards all of them except the critic baseline are *count-based*: an answer's advantage depends only
-on its own reward and on how many answers of its group are correct. ``ngrpo_sim.landscape`` relies on that.
+on its own reward and on how many answers of its group are correct. ``ngrpo_sim.landscape`` relies
+on that.
 
 Two estimators also read the policy: RL-ZVP shapes the advantages of zero-variance groups by the
 policy's token entropy, LENS penalises a wrong answer by the policy's confidence in it. Such an
@@ -224,9 +225,10 @@ class AdvantageEstimator:
 class GRPOAdvantage(AdvantageEstimator):
     """GRPO (Shao et al. 2024): A_i = (r_i - mean(R)) / (std(R) + eps).
 
-    The group mean is the baseline and the group std rescales, so every group with both outcomes pushes with
-    about the same force whatever its difficulty. A group whose answers are all correct or all wrong has zero
-    deviation everywhere: it contributes no gradient at all. That blind spot is what NGRPO repairs.
+    The group mean is the baseline and the group std rescales, so every group with both outcomes
+    pushes with about the same force whatever its difficulty. A group whose answers are all correct
+    or all wrong has zero deviation everywhere: it contributes no gradient at all. That blind spot
+    is what NGRPO repairs.
     """
 
     name: ClassVar[str] = "grpo"
@@ -258,8 +260,8 @@ class NGRPOAdvantage(AdvantageEstimator):
     ``virtual_samples`` copies of the best possible reward ``r_max`` join the group's statistics (never the
     batch: they have no tokens and get no advantage). The baseline rises towards r_max, so
 
-    * an all-wrong group is no longer silent: each answer gets -(mean') / std' < 0 (G = 8: -1/3), which pushes
-      probability away from the failed answers and towards everything not yet tried;
+    * an all-wrong group is no longer silent: each answer gets -(mean') / std' < 0 (G = 8: -1/3),
+      which pushes probability away from the failed answers and towards everything not yet tried;
     * in a hard group the one correct answer is rewarded less than under GRPO (G = 8, k = 1: +1.76 instead of
       +2.47) and each wrong answer is penalised more (-0.50 instead of -0.35);
     * an all-correct group still gets exactly 0: the virtual sample is equal to its answers.
@@ -442,7 +444,7 @@ class MaxRLAdvantage(AdvantageEstimator):
 
     Dividing by the group's pass rate instead of its std turns the group's update (1/G) sum_i A_i
     grad log pi(a_i) into the paper's conditional estimator minus its control variate, sum_i (r_i /
-    K - 1 / G) grad log pi(a_i) with K correct answers: the mean score of the right answers minus the
+    K - 1 / G) grad log pi(a_i) with K correct answers: the mean score of the correct answers minus the
     mean score of all. Its expectation is w(p) grad p, the gradient of a truncated
     maximum-likelihood objective -sum_{k <= T} (1 - p)^k / k with w(p) = [1 - (1 - p)^T] / p (the
     paper's weight function). The paper's estimator keeps the control variate in all-wrong groups

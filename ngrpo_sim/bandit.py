@@ -1,9 +1,9 @@
 """A bandit stand-in for RL on language models: prompts, candidate answers, verifiable rewards, softmax policies.
 
-Each of P prompts has K candidate answers with a fixed reward each (binary: correct 1, wrong 0; or graded in
-[0, 1] with the right answers at 1). A policy gives every prompt a softmax distribution over its answers.
-Sampling G answers for a prompt is a "group"; the success rate p of a prompt is the probability of sampling a
-correct answer, which is also its pass@1.
+Each of P prompts has K candidate answers with a fixed reward each (binary: correct 1, wrong 0; or
+graded in [0, 1] with the correct answers at 1). A policy gives every prompt a softmax distribution
+over its answers. Sampling G answers for a prompt is a "group"; the success rate p of a prompt is
+the probability of sampling a correct answer, which is also its pass@1.
 
 Two policies:
 
@@ -11,9 +11,10 @@ Two policies:
   seen here is the method's, not the network's.
 * **shared** (log-linear): logits = b + Phi theta, with fixed features Phi (P, K, D) and one parameter vector
   theta (D) shared by all prompts, as the weights of a network are. An update on one prompt moves all the others.
-  The features are random (interference) plus ``feature_signal`` times a direction that correct answers share
-  (generalisation: raising the right answer of one prompt raises the right answers of the others). b is a fixed
-  per-answer offset that sets the starting success rates; theta starts at 0.
+  The features are random (interference) plus ``feature_signal`` times a direction that correct
+  answers share (generalisation: raising the correct answer of one prompt raises the correct answers of
+  the others). b is a fixed per-answer offset that sets the starting success rates; theta starts at
+  0.
 
 Starting success rates follow a *profile*: a named mixture (``"base"``: many prompts almost never solved, some mid,
 some easy, like a base model on a math benchmark) or explicit rates.
@@ -315,10 +316,10 @@ def make_task(num_prompts: int = 256, num_answers: int = 16, correct_answers: in
               logit_spread: float = 1.0, seed: int = 0) -> BanditTask:
     """Build a task whose prompts start at the profile's success rates, exactly.
 
-    Wrong answers get logits drawn from N(0, logit_spread^2) (graded rewards: wrong answers earn U(0, 0.9)); the
-    correct answers share one logit, set in closed form so that each prompt starts at its target success rate p:
-    with A = sum of exp(correct logits) and W = sum of exp(wrong logits), shifting the right logits by
-    log(p W / ((1 - p) A)) gives success p.
+    Wrong answers get logits drawn from N(0, logit_spread^2) (graded rewards: wrong answers earn
+    U(0, 0.9)); the correct answers share one logit, set in closed form so that each prompt starts
+    at its target success rate p: with A = sum of exp(correct logits) and W = sum of exp(wrong
+    logits), shifting the correct logits by log(p W / ((1 - p) A)) gives success p.
     """
     check_task_options(num_prompts, num_answers, correct_answers, profile, policy, feature_dim,
                        feature_signal, rewards)

@@ -16,10 +16,10 @@ minibatch updates per rollout?). A section of ``ngrpo-sim report``.
    policy with Adam at a step size of 0.2 (its clip fractions, below 1%, are an LLM run's), and
    the token task's tabular policy with SGD and 2 epochs. At the headline's step size (Adam, lr
    0.05) the bounds bind on fewer than 0.1% of answers.
-2. **NSR.** NSR (-1 on every wrong answer, nothing on correct ones), PSR (+1 on correct answers only)
-   and GRPO, all without KL and entropy bonus, train on binary rewards in three ways
-   (``NSR_CELLS``): one minibatch update per rollout (on policy: the ratio is 1, no bound can
-   act), 4 minibatch updates with the clip 0.2/0.2, and the same without a clip; in two settings
+2. **NSR.** NSR (-1 on every wrong answer, nothing on correct ones), PSR (+1 on correct answers
+   only) and GRPO, all without KL and entropy bonus, train on binary rewards in three ways
+   (``NSR_CELLS``): one minibatch update per rollout (on policy: the ratio is 1, no bound can act),
+   4 minibatch updates with the clip 0.2/0.2, and the same without a clip; in two settings
    (``NSR_SETTINGS``). NSR's entropy gain is its final entropy minus GRPO's (and PSR's).
 
 Every value is a mean with its 95% interval over seeds; differences have 95% Welch intervals.

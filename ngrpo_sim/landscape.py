@@ -2,7 +2,8 @@
 
 Three views, all exact (no sampling):
 
-1. ``count_advantages``: the advantage of a correct and of a wrong answer in a group with k correct answers.
+1. ``count_advantages``: the advantage of a correct and of a wrong answer in a group with k correct
+   answers.
 2. ``zero_gradient_probability``: the chance that a group sampled at success rate p moves nothing.
 3. ``expected_gain``: the scalar c(p) of the expected update of a tabular softmax policy.
 
@@ -13,11 +14,11 @@ only on the answer's reward and the group's count k of correct answers, A_i = f(
 
     E[g] = c(p) * pi * (r - p),    c(p) = E[f(1, 1 + B)] - E[f(0, B)],    B ~ Binomial(G - 1, p).
 
-Proof sketch: fix an answer a. By symmetry over the G positions, E[sum_i A_i 1{a_i = a}] = G pi_a E[f(r_a, k) |
-a_1 = a], and given a_1 = a the other G - 1 answers hold B ~ Bin(G - 1, p) correct ones, so this is G pi_a alpha
-for a correct answer and G pi_a beta for a wrong one, with alpha = E f(1, 1 + B), beta = E f(0, B). The mean of
-(1/G) sum_i A_i is p alpha + (1 - p) beta. Hence E[g]_a = pi_a (alpha r_a + beta (1 - r_a) - p alpha - (1 - p)
-beta) = (alpha - beta) pi_a (r_a - p).
+Proof sketch: fix an answer a. By symmetry over the G positions, E[sum_i A_i 1{a_i = a}] = G pi_a
+E[f(r_a, k) | a_1 = a], and given a_1 = a the other G - 1 answers hold B ~ Bin(G - 1, p) correct
+ones, so this is G pi_a alpha for a correct answer and G pi_a beta for a wrong one, with alpha = E
+f(1, 1 + B), beta = E f(0, B). The mean of (1/G) sum_i A_i is p alpha + (1 - p) beta. Hence E[g]_a =
+pi_a (alpha r_a + beta (1 - r_a) - p alpha - (1 - p) beta) = (alpha - beta) pi_a (r_a - p).
 
 So, for binary rewards, every count-based method moves the expected logits in the *same direction*
 pi * (r - p), the exact policy gradient of the success rate; methods differ only in the step size c(p) they
@@ -75,7 +76,7 @@ def check_method(method: Method, given: tuple[str, ...] = ()) -> None:
                              f"reward, the virtual answer's")
         return
     if estimator.uses_values:
-        reason = ("a learned value V, not on the group's count of right answers, so it has no "
+        reason = ("a learned value V, not on the group's count of correct answers, so it has no "
                   "advantage landscape or gain c(p); for any V that does not depend on the sampled "
                   "group its expected gain is 1")
     else:
@@ -128,9 +129,10 @@ def count_advantages(method: Method, group_size: int, **group_inputs
                      ) -> tuple[np.ndarray, np.ndarray]:
     """(correct, wrong): arrays of length G + 1 indexed by k, the number of correct answers in the group.
 
-    ``correct[k]`` is the advantage of each correct answer, ``wrong[k]`` of each wrong answer, after the method's
-    group filter (a dropped group gives 0). ``correct[0]`` and ``wrong[G]`` describe answers that cannot exist and
-    are NaN. With ``group_inputs`` (see ``count_group_advantages``) both are shaped (..., G + 1).
+    ``correct[k]`` is the advantage of each correct answer, ``wrong[k]`` of each wrong answer, after
+    the method's group filter (a dropped group gives 0). ``correct[0]`` and ``wrong[G]`` describe
+    answers that cannot exist and are NaN. With ``group_inputs`` (see ``count_group_advantages``)
+    both are shaped (..., G + 1).
     """
     advantages = count_group_advantages(method, group_size, **group_inputs)
     counts = np.arange(group_size + 1)
@@ -225,10 +227,12 @@ def format_tables(methods: list[Method], group_size: int) -> str:
     width = max(9, *(len(n) + 1 for n in names))
     header = "".join(f"{n:>{width}}" for n in names)
     advantages = {m.name: count_advantages(m, group_size) for m in methods}
-    lines = [f"Advantage of each RIGHT answer in a group of G={group_size} with k right", f"{'k':>4}" + header]
+    lines = [f"Advantage of each CORRECT answer in a group of G={group_size} with k correct",
+             f"{'k':>4}" + header]
     for k in range(1, group_size + 1):
         lines.append(f"{k:>4}" + "".join(f"{advantages[n][0][k]:>{width}.4f}" for n in names))
-    lines += ["", f"Advantage of each WRONG answer in a group of G={group_size} with k right", f"{'k':>4}" + header]
+    lines += ["", f"Advantage of each WRONG answer in a group of G={group_size} with k correct",
+              f"{'k':>4}" + header]
     for k in range(group_size):
         lines.append(f"{k:>4}" + "".join(f"{advantages[n][1][k]:>{width}.4f}" for n in names))
     for title, quantity in (("Probability that a sampled group gives no gradient", zero_gradient_probability),
@@ -247,7 +251,7 @@ def write_csv(methods: list[Method], group_size: int, folder: Path, grid_points:
     advantage_path, curve_path = folder / "advantages.csv", folder / "curves.csv"
     with advantage_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "group_size", "k", "advantage_right", "advantage_wrong"])
+        writer.writerow(["method", "group_size", "k", "advantage_correct", "advantage_wrong"])
         for m in methods:
             right, wrong = count_advantages(m, group_size)
             for k in range(group_size + 1):

@@ -58,7 +58,8 @@ class KeepAllGroups(GroupFilter):
 
 @dataclass(frozen=True)
 class DropHomogeneousGroups(GroupFilter):
-    """DAPO's dynamic sampling: drop every group whose rewards are all equal (all correct or all wrong).
+    """DAPO's dynamic sampling: drop every group whose rewards are all equal (all correct or all
+    wrong).
 
     Under GRPO's advantage such a group gives zero gradient anyway, so dropping it and refilling keeps the batch
     full of informative groups.
@@ -167,8 +168,9 @@ class Method:
     """eps_low: the ratio pi/pi_old may fall to 1 - eps_low before an answer with negative advantage stops being
     pushed down. Smaller is stricter: NGRPO's 0.16 limits how hard one step can penalise failures."""
     clip_high: float = 0.2
-    """eps_high: the ratio may rise to 1 + eps_high before an answer with positive advantage stops being pushed up.
-    Larger lets rare correct answers gain probability faster (DAPO's clip-higher against entropy collapse)."""
+    """eps_high: the ratio may rise to 1 + eps_high before an answer with positive advantage stops
+    being pushed up. Larger lets rare correct answers gain probability faster (DAPO's clip-higher
+    against entropy collapse)."""
     group_filter: GroupFilter = field(default_factory=KeepAllGroups)
     """Which sampled groups enter the update."""
     loss_aggregation: str = "token-mean"

@@ -25,11 +25,12 @@ POLL_SLICE_S = 1.0
 def _polling_kernel_manager():
     """A kernel manager whose clients never sleep through a message that has arrived.
 
-    With pyzmq's asyncio sockets (27.x here) a wait for a kernel message now and then misses the socket's
-    wake-up, and the message is only noticed when the wait times out: in about one run in three of notebook 2 on
-    a 2-core machine, one cell stalled for exactly nbclient's whole cell timeout, then went on. Waiting in slices
-    of ``POLL_SLICE_S``, each of which begins with a fresh check of the socket, bounds that stall to the slice.
-    Built on first use, so that importing this module needs no Jupyter packages.
+    With pyzmq's asyncio sockets (27.x here) a wait for a kernel message now and then misses the
+    socket's wake-up, and the message is only noticed when the wait times out: in about one run in
+    three of notebook 2 on a 2-core machine, one cell stalled for exactly nbclient's whole cell
+    timeout, then went on. Waiting in slices of ``POLL_SLICE_S``, each of which begins with a fresh
+    check of the socket, bounds that stall to the slice. Built on first use, so that importing this
+    module needs no Jupyter packages.
     """
     from jupyter_client import AsyncKernelManager
     from jupyter_client.asynchronous import AsyncKernelClient
@@ -77,10 +78,11 @@ def execute_notebook(source, *, fast: bool, timeout: int = 600, extra_cells=()):
     """Run a notebook headless in a fresh ``python3`` kernel started in its folder, as Jupyter would, and return
     it with its outputs and its widgets' state.
 
-    ``source`` is the notebook's jupytext ``.py``; ``fast`` sets ``NGRPO_FAST`` for the kernel; ``extra_cells``
-    is code run after the last cell (a reader's action, such as moving a slider). ``timeout`` bounds each cell.
-    An error in a cell raises nbclient's ``CellExecutionError``. An error inside a widget's callback raises
-    ``RuntimeError``: the Output widget shows such a traceback instead of raising it, so it is looked for.
+    ``source`` is the notebook's jupytext ``.py``; ``fast`` sets ``NGRPO_FAST`` for the kernel;
+    ``extra_cells`` is code run after the last cell (a reader's action, such as moving a slider).
+    ``timeout`` bounds each cell. An error in a cell raises nbclient's ``CellExecutionError``. An
+    error inside a widget's callback raises ``RuntimeError``: the Output widget shows such a
+    traceback instead of raising it, so it is looked for.
     """
     import jupytext
     import nbclient

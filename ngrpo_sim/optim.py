@@ -16,9 +16,10 @@ class Optimizer:
     """Minimises: ``step(params, grads)`` returns ``params - update``.
 
     SGD moves each parameter in proportion to its gradient, so rare prompts (small gradients) move slowly. Adam
-    divides by a running RMS of each parameter's gradient, so every parameter moves at roughly ``learning_rate`` per step
-    whatever the scale of its gradient: it erases the size differences between methods (the gain c(p)) and keeps
-    only their signs and consistency. Which one a simulation uses can change its conclusions.
+    divides by a running RMS of each parameter's gradient, so every parameter moves at roughly
+    ``learning_rate`` per step whatever the scale of its gradient: it erases the size differences
+    between methods (the gain c(p)) and keeps only their signs and consistency. Which one a
+    simulation uses can change its conclusions.
     """
 
     kind: str = "adam"

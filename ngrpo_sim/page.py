@@ -3,10 +3,10 @@
 ``ngrpo-sim page`` and ``ngrpo-sim report`` write it. The page embeds BokehJS (the JavaScript half
 of Bokeh) and its data, so it opens from disk with no network and nothing installed. Every number on
 it is computed here by ``ngrpo_sim`` when the page is written: for each point of a grid of settings
-(G, r_max, virtual samples, std convention) and each method, the advantage of a correct and of a wrong
-answer for every k (``landscape.count_advantages``), the group's mean and std with and without
-NGRPO's virtual answers (the estimators' ``group_statistics``), and, on a grid of the success
-rate p, the probability that a group gives no gradient and the gain c(p)
+(G, r_max, virtual samples, std convention) and each method, the advantage of a correct and of a
+wrong answer for every k (``landscape.count_advantages``), the group's mean and std with and without
+NGRPO's virtual answers (the estimators' ``group_statistics``), and, on a grid of the success rate
+p, the probability that a group gives no gradient and the gain c(p)
 (``landscape.zero_gradient_probability``, ``landscape.expected_gain``). The page's JavaScript only
 looks these numbers up for the widgets' values and formats them; it holds no method math. Settings
 off the grid are named on the page, with the command that computes them.
@@ -328,7 +328,7 @@ by its z-score inside its group, so a group whose answers are <em>all wrong</em>
 teaches nothing: every advantage is 0. NGRPO (Nan et al. 2025, arXiv 2509.18851) adds a
 <em>virtual</em> answer with the best reward r_max to each group's mean and std, never to the batch:
 an all-wrong group of 8 now gives each answer −1/3. The page opens on that group; move the sliders.
-With k = 1 the one right answer of a hard group gets less under NGRPO (+1.76) than under GRPO
+With k = 1 the one correct answer of a hard group gets less under NGRPO (+1.76) than under GRPO
 (+2.47), and each wrong answer more blame (−0.50 instead of −0.35).</p>"""
 
 NOT_PRECOMPUTED = """<h2>What this page holds, and what it does not</h2>

@@ -24,8 +24,8 @@ Two policies, as in ``ngrpo_sim.bandit``:
   xi per prompt, prefix and token; a part u_token that every occurrence of the same token shares
   (``token_sharing`` s), so that pushing a token down at one position pushes it down at every
   position of every prompt, as a network's weights do; and ``feature_signal`` times a direction
-  shared by the choices that make answers correct (emitting a key, stopping after one). This is where
-  the penalty of an all-wrong group can leak into tokens that nobody sampled.
+  shared by the choices that make answers correct (emitting a key, stopping after one). This is
+  where the penalty of an all-wrong group can leak into tokens that nobody sampled.
 
 The starting policy follows a difficulty profile of ``bandit.starting_success`` exactly. Content
 logits are drawn from N(0, logit_spread^2); each prompt gets an end probability h
@@ -111,7 +111,7 @@ def _check_sizes(vocab_size, max_length, end_token, correct_answers) -> tuple[in
     max_length = _checks.integer("max_length", max_length, low=1)
     _checks.integer("correct_answers", correct_answers, low=1, high=vocab_size - 1)
     if end_token and max_length < 2:
-        raise ValueError(f"max_length must be >= 2 with an end token (a right answer is a key and "
+        raise ValueError(f"max_length must be >= 2 with an end token (a correct answer is a key and "
                          f"the end token), got {max_length}; or set end_token=False")
     return vocab_size, max_length
 

@@ -142,10 +142,11 @@ def figure_legend(figure, ncols: int | None = None):
 
 
 def one_prompt(success_rate: float, num_answers: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, rewards) of one bandit prompt with K answers, one of them correct, solved with probability p.
+    """(logits, rewards) of one bandit prompt with K answers, one of them correct, solved with
+    probability p.
 
     The wrong answers' logits are the simulator's N(0, 1) draws for its first prompt, the same for every p, so
-    moving p changes only how much the policy likes the right answer.
+    moving p changes only how much the policy likes the correct answer.
     """
     success_rate = _checks.number("success_rate", success_rate, low=0.0, high=1.0, low_open=True, high_open=True)
     task = make_task(num_prompts=1, num_answers=num_answers, profile=[success_rate])

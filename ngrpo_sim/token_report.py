@@ -204,7 +204,7 @@ def summary_table(run_records: list[RunRecord]) -> str:
     return "\n".join(lines)
 
 
-TOKEN_PANELS = (("length_correct", "mean length of right answers (tokens)"),
+TOKEN_PANELS = (("length_correct", "mean length of correct answers (tokens)"),
                 ("length_wrong", "mean length of wrong answers (tokens)"),
                 ("truncation", "share of truncated answers"),
                 ("end_probability", "probability of the end token"),

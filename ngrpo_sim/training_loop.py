@@ -97,15 +97,15 @@ class LoopConfig:
     """Starting success rates: a name in ``bandit.PROFILES`` or comma-separated rates cycled over
     prompts."""
     rewards: str = "binary"
-    """``binary`` (correct 1, wrong 0), ``graded`` (wrong answers earn partial credit in [0, 0.9]) or
-    ``noise`` (each sampled answer earns 1 with probability 1/2 whatever it is; accuracy still
-    counts the right answers)."""
+    """``binary`` (correct 1, wrong 0), ``graded`` (wrong answers earn partial credit in [0, 0.9])
+    or ``noise`` (each sampled answer earns 1 with probability 1/2 whatever it is; accuracy still
+    counts the correct answers)."""
     feature_dim: int = 16
     """D, the size of the shared policy's parameter vector; smaller D means more interference
     between prompts."""
     feature_signal: float = 0.5
-    """Strength of the feature direction that all correct answers share (shared policy): 0 leaves only
-    interference, larger values make learning transfer between prompts."""
+    """Strength of the feature direction that all correct answers share (shared policy): 0 leaves
+    only interference, larger values make learning transfer between prompts."""
     prompts_per_step: int = 64
     """B, prompts per rollout batch (groups kept per step when refilling)."""
     group_size: int = 8
@@ -451,9 +451,9 @@ def group_outcome_probabilities(method: Method, group_size: int, success: np.nda
                                 values: np.ndarray | None = None, **group_inputs
                                 ) -> tuple[np.ndarray, np.ndarray]:
     """For success rates (S, P), the probability that a group is kept and the expected share of its
-    answers with zero (filtered) advantage, exactly: from the canonical groups with k correct answers
-    (given each prompt's ``group_inputs`` (S, P), the policy inputs an estimator such as RL-ZVP
-    reads, the same for every answer of a group), or for PPO's r - V from the chance that an
+    answers with zero (filtered) advantage, exactly: from the canonical groups with k correct
+    answers (given each prompt's ``group_inputs`` (S, P), the policy inputs an estimator such as
+    RL-ZVP reads, the same for every answer of a group), or for PPO's r - V from the chance that an
     answer's reward equals V."""
     if method.advantage.uses_values:
         zero_share = success * (values == 1.0) + (1 - success) * (values == 0.0)

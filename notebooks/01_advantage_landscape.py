@@ -40,13 +40,14 @@ plt = pyplot()
 # %% [markdown]
 # ## One prompt, eight answers, one of them correct
 #
-# A verifier scores each of G = 8 sampled answers: 1 if correct, 0 if wrong. GRPO scores an answer by its z-score
-# inside its group, `A_i = (r_i - mean) / (std + 1e-6)`, with the standard deviation that `torch.std` computes
-# (Bessel's correction, dividing by G - 1).
+# A verifier scores each of G = 8 sampled answers: 1 if correct, 0 if wrong. GRPO scores an answer
+# by its z-score inside its group, `A_i = (r_i - mean) / (std + 1e-6)`, with the standard deviation
+# that `torch.std` computes (Bessel's correction, dividing by G - 1).
 #
-# **Predict before you run.** The group below has one correct answer. Which advantage does GRPO give it, and which
-# does each wrong answer get? NGRPO adds one virtual answer with reward 1 to the mean and the std (never to the
-# batch: it has no tokens). Will the right answer get more or less than under GRPO? And the wrong ones?
+# **Predict before you run.** The group below has one correct answer. Which advantage does GRPO give
+# it, and which does each wrong answer get? NGRPO adds one virtual answer with reward 1 to the mean
+# and the std (never to the batch: it has no tokens). Will the correct answer get more or less than
+# under GRPO? And the wrong ones?
 
 # %%
 one_correct = np.array([1.0, 0, 0, 0, 0, 0, 0, 0])
@@ -55,9 +56,9 @@ for name in ("grpo", "ngrpo"):
     print(f"{name:>6}: right answer {advantages[0]:+.2f}, each wrong answer {advantages[1]:+.2f}")
 
 # %% [markdown]
-# These are the paper's numbers: **+2.47 → +1.76** for the right answer and **−0.35 → −0.50** for each wrong one.
-# The virtual correct answer raises the group's mean, so the real correct answer stands out less, and every wrong
-# answer is further below the mean.
+# These are the paper's numbers: **+2.47 → +1.76** for the correct answer and **−0.35 → −0.50** for
+# each wrong one. The virtual correct answer raises the group's mean, so the real correct answer
+# stands out less, and every wrong answer is further below the mean.
 #
 # Now the cases that made NGRPO necessary. **Predict:** what does GRPO do with a group in which every answer is
 # wrong? What does NGRPO do?
@@ -77,10 +78,11 @@ for name in ("grpo", "ngrpo"):
 #
 # ## The whole landscape at once
 #
-# A group of G answers can hold k = 0, 1, ..., G correct ones. For a binary reward, each of these methods gives every
-# correct answer of the group the same advantage, and every wrong answer the same advantage, so two curves against k
-# describe a method completely. Solid lines are correct answers, dashed lines wrong answers; a dotted line marks a
-# method that coincides with an earlier one (DAPO uses GRPO's advantage; it differs in what it drops and clips).
+# A group of G answers can hold k = 0, 1, ..., G correct ones. For a binary reward, each of these
+# methods gives every correct answer of the group the same advantage, and every wrong answer the
+# same advantage, so two curves against k describe a method completely. Solid lines are correct
+# answers, dashed lines wrong answers; a dotted line marks a method that coincides with an earlier
+# one (DAPO uses GRPO's advantage; it differs in what it drops and clips).
 
 # %% tags=["readme-figure"]
 figure, (ax,) = subplots(width=6.4, height=4.2)

@@ -20,8 +20,9 @@
 # does to the *expected* update, and what a single sampled group does to a prompt's probabilities and entropy.
 #
 # **For whom.** You have seen notebook 1 (or know GRPO's z-score advantage) and want to know what the advantages
-# do to a policy. We use the simplest policy there is: one prompt, K = 16 candidate answers, one of them correct,
-# and a softmax over their logits. Its success rate p is the probability of sampling the right answer.
+# do to a policy. We use the simplest policy there is: one prompt, K = 16 candidate answers, one of
+# them correct, and a softmax over their logits. Its success rate p is the probability of sampling
+# the correct answer.
 #
 # About 15 minutes. Every number comes from `ngrpo_sim` (`landscape` for exact quantities, `teaching` for one
 # sampled group).
@@ -95,10 +96,10 @@ for p in success_rates:
 
 # %% [markdown]
 # Smaller: c = 2.08 for NGRPO against 2.44 for GRPO at p = 0.01. The penalty of the all-wrong groups adds to the
-# expected update (each pushes the failed answers down, and on average that is a push up for the right answer),
-# but the rare correct answer's reward shrinks from +2.47 to +1.76, and that takes away more. On easy prompts it is
-# the other way round. The intuition "NGRPO learns more from hard prompts" holds for the *number* of informative
-# groups, not for the size of the average step.
+# expected update (each pushes the failed answers down, and on average that is a push up for the
+# right answer), but the rare correct answer's reward shrinks from +2.47 to +1.76, and that takes
+# away more. On easy prompts it is the other way round. The intuition "NGRPO learns more from hard
+# prompts" holds for the *number* of informative groups, not for the size of the average step.
 #
 # ## The rivals: who pushes hardest on hard prompts?
 #
@@ -142,7 +143,7 @@ for p in success_rates:
 #
 # The expectation hides what a single step does. The button draws a group of G answers from a prompt solved with
 # probability p and shows, for each method, the advantage of each sampled answer and what one SGD step on the
-# method's loss does to every candidate answer's probability (the right answer shaded) and to the prompt's
+# method's loss does to every candidate answer's probability (the correct answer shaded) and to the prompt's
 # entropy: exactly, and as the first-order prediction −Cov(log π, Δz) that notebook 3 uses over whole runs.
 #
 # Here is one group, drawn from a prompt solved 5% of the time. **Predict first:** most such groups are all wrong.
@@ -158,11 +159,11 @@ print(teaching.format_sampled_group(sample))
 
 # %% [markdown]
 # GRPO does nothing. NGRPO and PSR-NSR lower the failed answers and the freed probability goes to every other answer
-# in proportion to what it already has (the dots): most of it to the popular wrong answers, little to the right
+# in proportion to what it already has (the dots): most of it to the popular wrong answers, little to the correct
 # one. Now sample your own.
 #
 # **Try:** type 0.02 into the box next to the p slider and sample until you get an all-wrong group
-# (most are). Where does NGRPO's probability go? Does the right answer always gain?
+# (most are). Where does NGRPO's probability go? Does the correct answer always gain?
 #
 # A setting always shows the same group until you ask for a new one: the draw's random numbers
 # depend only on the draw (the button counts them) and on G, so moving p or the learning rate
@@ -215,14 +216,15 @@ show_group()
 # %% [markdown]
 # What to notice:
 #
-# * In an all-wrong group NGRPO lowers the sampled answers and hands their probability to *all other* answers in
-#   proportion to their current probability. A correct answer of probability 0.02 gets 2% of it; the bulk flows to
-#   the other wrong answers the policy already likes. If the sampled wrong answers are rare ones, the right answer
-#   can even *lose* probability: its logit rises, but the popular wrong answers' logits rise too. A sampled wrong
-#   answer can rise as well, when it was sampled less often than its probability predicts (the dots show the
-#   probabilities before the step).
+# * In an all-wrong group NGRPO lowers the sampled answers and hands their probability to *all
+#   other* answers in proportion to their current probability. A correct answer of probability 0.02
+#   gets 2% of it; the bulk flows to the other wrong answers the policy already likes. If the
+#   sampled wrong answers are rare ones, the correct answer can even *lose* probability: its logit
+#   rises, but the popular wrong answers' logits rise too. A sampled wrong answer can rise as well,
+#   when it was sampled less often than its probability predicts (the dots show the probabilities
+#   before the step).
 # * Whether a step raises or lowers the entropy depends on *which* answers it moves, which is what
-#   −Cov(log π, Δz) measures: raising a rare answer (the right answer of a hard prompt) spreads probability and
+#   −Cov(log π, Δz) measures: raising a rare answer (the correct answer of a hard prompt) spreads probability and
 #   raises the entropy, raising a likely one concentrates it. On this prompt at p = 0.05 about nine in ten mixed
 #   groups raise the entropy under NGRPO, while an all-wrong group raises it only about half the time: pushing
 #   down popular wrong answers spreads the probability, pushing down rare ones concentrates it. At p = 0.3 every
@@ -240,7 +242,7 @@ group_count = teaching.sized(4000, 400)
 logits, rewards = teaching.one_prompt(0.05)
 correct_answer = int(np.flatnonzero(rewards == 1.0)[0])
 groups = sample_answers(logits[None, None].repeat(group_count, axis=1), 8, np.random.default_rng(1))[0]
-print(f"{group_count} groups of 8 at p = 0.05; change of the right answer's logit per step (learning rate 1)")
+print(f"{group_count} groups of 8 at p = 0.05; change of the correct answer's logit per step (learning rate 1)")
 print(f"{'method':>10}{'mean':>10}{'c(p)π(r-p)':>12}{'std':>10}{'steps = 0':>11}")
 for name in ("grpo", "ngrpo", "psr_nsr"):
     method = get_method(name)
@@ -261,8 +263,8 @@ for name in ("grpo", "ngrpo", "psr_nsr"):
 #    GRPO's smallest? How does it change with G (move the group size in the first table's code)?
 # 2. **Where the gains cross.** Find the p at which NGRPO's gain equals GRPO's for G = 8 (use
 #    `landscape.expected_gain` on a fine grid). Which side of it do most prompts of a hard benchmark sit on?
-# 3. **The lost correct answer.** Sample all-wrong groups at p = 0.02 until the right answer loses probability under
-#    NGRPO. Show from Δz = (A/G) Σ_i (e_{a_i} − π), with A ≈ −1/3 for every answer, that the right answer r gains
+# 3. **The lost correct answer.** Sample all-wrong groups at p = 0.02 until the correct answer loses probability under
+#    NGRPO. Show from Δz = (A/G) Σ_i (e_{a_i} − π), with A ≈ −1/3 for every answer, that the correct answer r gains
 #    at first order exactly when π_r + (mean probability of the sampled answers) > Σ_a π_a². Which groups break
 #    it?
 # 4. **Noise.** In the last table, compare the standard deviations at p = 0.01 and p = 0.5. Which method has the

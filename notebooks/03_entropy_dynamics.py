@@ -22,11 +22,12 @@
 # by comparing sampled runs with their exact expectation.
 #
 # **For whom.** You have seen notebooks 1 and 2, or know that GRPO-style methods give per-answer advantages. The
-# simulator is a bandit stand-in for an LLM: P prompts with K = 16 one-token answers each (one correct), a shared
-# log-linear policy (one parameter vector for all prompts, so updates generalise and interfere, as in a network),
-# and a "base model" in which half the prompts are almost never solved. It trains every method exactly as the
-# release does (groups of 8, group filters with refill, clipped loss, 4 minibatch updates per rollout, Adam), for
-# many seeds at once. About 20 minutes.
+# simulator is a bandit stand-in for an LLM: P prompts with K = 16 one-token answers each (one
+# correct), a shared log-linear policy (one parameter vector for all prompts, so updates generalise
+# and interfere, as in a network), and a "base model" in which half the prompts are almost never
+# solved. It trains every method exactly as the release does (groups of 8, group filters with
+# refill, clipped loss, 4 minibatch updates per rollout, Adam), for many seeds at once. About 20
+# minutes.
 
 # %%
 # %matplotlib inline
@@ -107,9 +108,9 @@ for run_record in sampled:
 #
 # ## Explore any metric
 #
-# Every run records each of these per step and seed: accuracy and entropy by difficulty, pass@k AUC, abandoned,
-# newly solved and regressed prompts, group shares (all wrong, all correct, mixed), clip fractions by sign,
-# approx_kl and the first-order entropy prediction.
+# Every run records each of these per step and seed: accuracy and entropy by difficulty, pass@k AUC,
+# abandoned, newly solved and regressed prompts, group shares (all wrong, all correct, mixed), clip
+# fractions by sign, approx_kl and the first-order entropy prediction.
 
 # %%
 metric_picker = widgets.Dropdown(options=METRICS, value="entropy_hard", description="metric")
@@ -150,7 +151,7 @@ plt.show()
 
 # %% [markdown]
 # The dots lie on the diagonal: at this learning rate the per-step entropy change is first order, so the
-# covariance tells you *why* entropy falls. Every step that raises the right answer on a prompt where the policy
+# covariance tells you *why* entropy falls. Every step that raises the correct answer on a prompt where the policy
 # already likes it lowers the entropy; steps on hard prompts raise it.
 #
 # ## Run your own

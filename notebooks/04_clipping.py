@@ -143,8 +143,8 @@ for name, row in sweep.items():
 # other: its bound is the tightest (0.84), and most of its advantages are negative (every all-wrong group gives 8
 # of them). Its clip is the brake on its own penalties, which is why the paper pairs calibration with asymmetric
 # clipping. DAPO clips more often than GRPO although its lower bound is the same; part of that is bookkeeping:
-# GRPO's all-wrong and all-correct groups have zero advantage, can never be clipped, and still count among the
-# answers, while DAPO drops them.
+# GRPO's all-wrong and all-correct groups have zero advantage, can never be clipped, and still count
+# among the answers, while DAPO drops them.
 #
 # ## Epochs on the tabular policy
 #
@@ -172,6 +172,7 @@ for epochs in (1, 2, 4):
 #    positive ones. Which method of notebook 1 would you pair it with, and what would you expect for entropy?
 # 3. **The ablation.** The paper's ablation adds asymmetric clipping to GRPO (`grpo_asym_clip`) and calibration
 #    without it (`grpo_calibrated`). Add both to the sweep. Which of NGRPO's two changes makes its low bound bind?
-# 4. **Learning rate.** Repeat the sweep with `learning_rate=0.15`. How do the clip fractions scale with the step size?
+# 4. **Learning rate.** Repeat the sweep with `learning_rate=0.15`. How do the clip fractions scale
+#    with the step size?
 # 5. **No clip.** Run NGRPO with `get_method("ngrpo").replace(clip_low=0.99, clip_high=100.0)` (almost no clip)
 #    and μ = 16 through `simulate`. Do accuracy, `regressed` or `max_drawdown` change?

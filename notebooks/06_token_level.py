@@ -169,9 +169,9 @@ show_leak()
 #
 # The simulator trains every method on many prompts, exactly as the release does (groups of 8, group
 # filters with refill, clipped token-level loss, 4 minibatch updates per rollout), and records per
-# step the token entropy (as verl and TRL log it), the lengths of correct and wrong answers, the share
-# of truncated answers, the probability of the end token and the probability the step moved into
-# tokens that no answer of the group chose (`unsampled_mass_gain`).
+# step the token entropy (as verl and TRL log it), the lengths of correct and wrong answers, the
+# share of truncated answers, the probability of the end token and the probability the step moved
+# into tokens that no answer of the group chose (`unsampled_mass_gain`).
 
 # %%
 config = SequenceConfig(policy="tabular", learning_rate=0.05, num_prompts=teaching.sized(64, 16),
@@ -219,7 +219,7 @@ show_metric()
 # 2. **No lengths, no bias.** Build a task without an end token
 #    (`teaching.one_prompt_task` calls `make_sequence_task`; pass `end_token=False` to it) and check
 #    that the three aggregations agree.
-# 3. **The leak and the learning rate.** Rerun the training cell with `learning_rate=0.2`. Does NGRPO's
-#    `unsampled_mass_gain` grow in proportion?
+# 3. **The leak and the learning rate.** Rerun the training cell with `learning_rate=0.2`. Does
+#    NGRPO's `unsampled_mass_gain` grow in proportion?
 # 4. **Shared parameters.** Switch the training cell to `policy="shared"` (lr 0.01). Does the leak
 #    survive when pushes on sampled correct tokens generalise to every prompt?

@@ -38,7 +38,7 @@ def test_landscape_prints_the_papers_numbers_and_writes_files(tmp_path, capsys):
                  "landscape.png"):
         assert (tmp_path / name).stat().st_size > 0
     rows = (tmp_path / "advantages.csv").read_text().splitlines()
-    assert rows[0] == "method,group_size,k,advantage_right,advantage_wrong"
+    assert rows[0] == "method,group_size,k,advantage_correct,advantage_wrong"
     assert len(rows) == 1 + len(DEFAULT_METHODS) * 9
 
 

@@ -79,7 +79,8 @@ def test_retuned_changes_only_matching_estimators():
     assert get_method("grpo").retuned(virtual_samples=3, ddof=0).advantage == GRPOAdvantage(ddof=0)
     assert get_method("rloo").retuned(ddof=0) is get_method("rloo")
     assert get_method("ngrpo").retuned() is get_method("ngrpo")
-    # PSR-NSR's r_max is the scale of graded rewards, not a virtual answer: a correct answer (reward 1) stays correct.
+    # PSR-NSR's r_max is the scale of graded rewards, not a virtual answer: a correct answer (reward
+    # 1) stays correct.
     psr_nsr = get_method("psr_nsr").retuned(r_max=2.0, virtual_samples=3)
     assert psr_nsr is get_method("psr_nsr") and psr_nsr.advantage(np.array([1.0, 0.0])).tolist() == [0.1, -1.0]
 

@@ -34,7 +34,7 @@ JupyterLab shrinks a wider figure to fit, and its text with it."""
 # view keeps only its last state), or a check of its own.
 PROBES = {
     "01_advantage_landscape": [("group_size_slider.value = 5\nprint(landscape_view.shown_text)",
-                                "group of G=5 with k right"),
+                                "group of G=5 with k correct"),
                                ("method_picker.value = ()\nprint(landscape_view.shown_text)",
                                 "Pick at least one method")],
     "02_why_grpo_ignores_failure": [

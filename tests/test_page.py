@@ -93,7 +93,8 @@ def test_silent_groups_and_zero_gradient_curves_equal_the_binomial_sums(grid, se
                            for pair in advantages]
         if name in ("grpo", "ngrpo"):  # the case the page is about, spelled out
             assert expected_silent[0] is (name == "grpo")
-            # NGRPO's all-correct group is dropped at r_max 1; above, its answers fall short of r_max
+            # NGRPO's all-correct group is dropped at r_max 1; above, its answers fall short of
+            # r_max
             assert expected_silent[group_size] is (name == "grpo" or setting["r_max"] == 1.0)
         assert silent.tolist() == expected_silent
         probability = sum(math.comb(group_size, k) * p ** k * (1 - p) ** (group_size - k)

@@ -28,12 +28,13 @@ NGRPO drops all-correct groups (they have zero advantage and would only dilute t
 all-wrong ones (they are where calibration creates a signal), refilling the batch with new rollouts. verl's own
 filter (``algorithm.filter_groups``, DAPO's dynamic sampling with refill) drops a group when a chosen per-answer
 metric has zero spread over the group, which drops all-wrong groups too. It is not pluggable, but the metric is
-ours to choose: ``compute_score`` below adds ``FILTER_KEY`` to every answer's reward details. Correct answers report
-r_max; each wrong answer reports a fresh random number below r_max. A group's key then has zero spread exactly when
-every answer is correct, so ``filter_groups.metric=ngrpo_filter_key`` makes verl's filter, refill included, drop
-exactly the groups of two or more answers that ``ngrpo_sim``'s ``DropAllCorrectGroups`` drops (verl never drops a
-group of one). verl reads the metric at sampling time, so it
-needs a rule-based reward (or a reward model in its own resource pool), as verl's filter always does.
+ours to choose: ``compute_score`` below adds ``FILTER_KEY`` to every answer's reward details.
+Correct answers report r_max; each wrong answer reports a fresh random number below r_max. A group's
+key then has zero spread exactly when every answer is correct, so
+``filter_groups.metric=ngrpo_filter_key`` makes verl's filter, refill included, drop exactly the
+groups of two or more answers that ``ngrpo_sim``'s ``DropAllCorrectGroups`` drops (verl never drops
+a group of one). verl reads the metric at sampling time, so it needs a rule-based reward (or a
+reward model in its own resource pool), as verl's filter always does.
 
 NGRPO's rivals
 --------------
