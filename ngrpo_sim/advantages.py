@@ -262,8 +262,8 @@ class NGRPOAdvantage(AdvantageEstimator):
 
     * an all-wrong group is no longer silent: each answer gets -(mean') / std' < 0 (G = 8: -1/3),
       which pushes probability away from the failed answers and towards everything not yet tried;
-    * in a hard group the one correct answer is rewarded less than under GRPO (G = 8, k = 1: +1.76 instead of
-      +2.47) and each wrong answer is penalised more (-0.50 instead of -0.35);
+    * in a hard group the one correct answer is rewarded less than under GRPO (G = 8, k = 1: +1.76
+      instead of +2.47) and each wrong answer is penalised more (-0.50 instead of -0.35);
     * an all-correct group still gets exactly 0: the virtual sample is equal to its answers.
     """
 
@@ -308,8 +308,9 @@ class NGRPOAdvantage(AdvantageEstimator):
 class DrGRPOAdvantage(AdvantageEstimator):
     """Dr.GRPO (Liu et al. 2025): A_i = r_i - mean(R), GRPO without the std.
 
-    Dividing by the std up-weights groups that are almost all correct or almost all wrong; Dr.GRPO removes that
-    question-difficulty bias, so easy and hard groups push in proportion to their reward spread.
+    Dividing by the std up-weights groups that are almost all correct or almost all wrong; Dr.GRPO
+    removes that question-difficulty bias, so easy and hard groups push in proportion to their
+    reward spread.
     """
 
     name: ClassVar[str] = "dr_grpo"

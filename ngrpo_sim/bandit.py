@@ -12,9 +12,9 @@ Two policies:
 * **shared** (log-linear): logits = b + Phi theta, with fixed features Phi (P, K, D) and one parameter vector
   theta (D) shared by all prompts, as the weights of a network are. An update on one prompt moves all the others.
   The features are random (interference) plus ``feature_signal`` times a direction that correct
-  answers share (generalisation: raising the correct answer of one prompt raises the correct answers of
-  the others). b is a fixed per-answer offset that sets the starting success rates; theta starts at
-  0.
+  answers share (generalisation: raising the correct answer of one prompt raises the correct answers
+  of the others). b is a fixed per-answer offset that sets the starting success rates; theta starts
+  at 0.
 
 Starting success rates follow a *profile*: a named mixture (``"base"``: many prompts almost never solved, some mid,
 some easy, like a base model on a math benchmark) or explicit rates.
@@ -345,9 +345,9 @@ def draw_prompts(rng: np.random.Generator, profile, num_prompts: int, num_answer
                  correct_answers: int, logits_shape: tuple, logit_spread: float,
                  rewards: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The random draws that start every task, in this order: the target success rates (P,), which
-    ``correct_answers`` of the ``num_answers`` (or final tokens) are correct (P, K), logits from N(0,
-    logit_spread^2) shaped ``logits_shape``, and the reward table (P, K) (graded: wrong ones earn
-    U(0, 0.9))."""
+    ``correct_answers`` of the ``num_answers`` (or final tokens) are correct (P, K), logits from
+    N(0, logit_spread^2) shaped ``logits_shape``, and the reward table (P, K) (graded: wrong ones
+    earn U(0, 0.9))."""
     target = starting_success(profile, num_prompts, rng)
     right = np.zeros((num_prompts, num_answers), dtype=bool)
     right[:, :correct_answers] = True

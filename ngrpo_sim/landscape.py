@@ -7,10 +7,11 @@ Three views, all exact (no sampling):
 2. ``zero_gradient_probability``: the chance that a group sampled at success rate p moves nothing.
 3. ``expected_gain``: the scalar c(p) of the expected update of a tabular softmax policy.
 
-The gain identity. Take a softmax policy pi = softmax(z) over K answers with binary rewards r (1 correct, 0 wrong)
-and success rate p = sum_a pi_a r_a. Sample a group of G answers i.i.d. from pi and ascend the group's
-policy-gradient estimate g = (1/G) sum_i A_i grad_z log pi(a_i) = (1/G) sum_i A_i (e_{a_i} - pi). If A_i depends
-only on the answer's reward and the group's count k of correct answers, A_i = f(r_{a_i}, k), then
+The gain identity. Take a softmax policy pi = softmax(z) over K answers with binary rewards r (1
+correct, 0 wrong) and success rate p = sum_a pi_a r_a. Sample a group of G answers i.i.d. from pi
+and ascend the group's policy-gradient estimate g = (1/G) sum_i A_i grad_z log pi(a_i) = (1/G) sum_i
+A_i (e_{a_i} - pi). If A_i depends only on the answer's reward and the group's count k of correct
+answers, A_i = f(r_{a_i}, k), then
 
     E[g] = c(p) * pi * (r - p),    c(p) = E[f(1, 1 + B)] - E[f(0, B)],    B ~ Binomial(G - 1, p).
 

@@ -59,7 +59,8 @@ def _polling_kernel_manager():
 
 
 def widget_outputs(notebook) -> list[dict]:
-    """What went to the notebook's Output widgets (the interactive displays), as recorded in its widget state."""
+    """What went to the notebook's Output widgets (the interactive displays), as recorded in its
+    widget state."""
     state = notebook.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
     return [output for model in state.values() if model["model_name"] == "OutputModel"
             for output in model["state"].get("outputs", [])]

@@ -93,8 +93,9 @@ plt.show()
 # %% [markdown]
 # Things to notice:
 #
-# * GRPO (and DAPO) give the rare correct answer of a hard group a large advantage (+2.47 at k = 1), and the rare
-#   wrong answer of an easy group a large penalty: the std rescales every group to the same force.
+# * GRPO (and DAPO) give the rare correct answer of a hard group a large advantage (+2.47 at k = 1),
+#   and the rare wrong answer of an easy group a large penalty: the std rescales every group to the
+#   same force.
 # * NGRPO's curves sit *below* GRPO's everywhere: the virtual r_max answer moves the baseline up. At k = 0 it is
 #   the only method (with the always-negative PSR-NSR) that says anything.
 # * Dr.GRPO and RLOO do not divide by the std, so their advantages are small where the group is nearly unanimous.
@@ -161,9 +162,10 @@ show_landscape()
 #    +1.76 / −0.50, and which one its printed equation?
 # 3. **A wrong r_max.** Set r_max to 2 and show `ngrpo_no_filter` (NGRPO without its group filter). What happens
 #    to an all-*correct* group? Why must r_max equal the best reward the verifier can give?
-# 4. **A group one larger.** Compare NGRPO's tables for G = 8 with GRPO's for G = 9. Show that NGRPO on a group
-#    of G answers with k correct gives exactly GRPO's advantages on a group of G + 1 with k + 1 correct. What does
-#    that say about what the virtual answer *is*, and why can an all-correct group never become informative?
+# 4. **A group one larger.** Compare NGRPO's tables for G = 8 with GRPO's for G = 9. Show that NGRPO
+#    on a group of G answers with k correct gives exactly GRPO's advantages on a group of G + 1 with
+#    k + 1 correct. What does that say about what the virtual answer *is*, and why can an
+#    all-correct group never become informative?
 # 5. **Your own method.** `get_method("grpo").replace(...)` and `Method.retuned(...)` build
 #    variants. Build NGRPO with r_max = 1 and 2 virtual samples and plot it next to the preset with
 #    `landscape.plot_advantages`.

@@ -143,8 +143,9 @@ for p in success_rates:
 #
 # The expectation hides what a single step does. The button draws a group of G answers from a prompt solved with
 # probability p and shows, for each method, the advantage of each sampled answer and what one SGD step on the
-# method's loss does to every candidate answer's probability (the correct answer shaded) and to the prompt's
-# entropy: exactly, and as the first-order prediction −Cov(log π, Δz) that notebook 3 uses over whole runs.
+# method's loss does to every candidate answer's probability (the correct answer shaded) and to the
+# prompt's entropy: exactly, and as the first-order prediction −Cov(log π, Δz) that notebook 3 uses
+# over whole runs.
 #
 # Here is one group, drawn from a prompt solved 5% of the time. **Predict first:** most such groups are all wrong.
 # What will GRPO's step do, and where will NGRPO's −1/3 send the probability it takes from the failed answers?
@@ -158,9 +159,9 @@ plt.show()
 print(teaching.format_sampled_group(sample))
 
 # %% [markdown]
-# GRPO does nothing. NGRPO and PSR-NSR lower the failed answers and the freed probability goes to every other answer
-# in proportion to what it already has (the dots): most of it to the popular wrong answers, little to the correct
-# one. Now sample your own.
+# GRPO does nothing. NGRPO and PSR-NSR lower the failed answers and the freed probability goes to
+# every other answer in proportion to what it already has (the dots): most of it to the popular
+# wrong answers, little to the correct one. Now sample your own.
 #
 # **Try:** type 0.02 into the box next to the p slider and sample until you get an all-wrong group
 # (most are). Where does NGRPO's probability go? Does the correct answer always gain?
@@ -252,17 +253,18 @@ for name in ("grpo", "ngrpo", "psr_nsr"):
           f"{steps[:, right_answer].std():>10.4f}{np.mean(np.all(steps == 0, axis=1)):>11.1%}")
 
 # %% [markdown]
-# The sampled means agree with c(p) π ⊙ (r − p) up to Monte Carlo error (which shrinks as 1/√groups). GRPO's
-# steps are zero most of the time and large when a correct answer shows up; NGRPO's are never zero here, with many
-# small pushes in between. Same direction on average, different noise: notebook 3 asks what that noise does over
-# a whole training run.
+# The sampled means agree with c(p) π ⊙ (r − p) up to Monte Carlo error (which shrinks as
+# 1/√groups). GRPO's steps are zero most of the time and large when a correct answer shows up;
+# NGRPO's are never zero here, with many small pushes in between. Same direction on average,
+# different noise: notebook 3 asks what that noise does over a whole training run.
 #
 # ## Exercises
 #
 # 1. **The 92%.** Show that GRPO's zero-gradient probability is p^G + (1 − p)^G and NGRPO's is p^G. At which p is
 #    GRPO's smallest? How does it change with G (move the group size in the first table's code)?
 # 2. **Where the gains cross.** Find the p at which NGRPO's gain equals GRPO's for G = 8 (use
-#    `landscape.expected_gain` on a fine grid). Which side of it do most prompts of a hard benchmark sit on?
+#    `landscape.expected_gain` on a fine grid). Which side of it do most prompts of a hard benchmark
+#    sit on?
 # 3. **The lost correct answer.** Sample all-wrong groups at p = 0.02 until the correct answer loses probability under
 #    NGRPO. Show from Δz = (A/G) Σ_i (e_{a_i} − π), with A ≈ −1/3 for every answer, that the correct answer r gains
 #    at first order exactly when π_r + (mean probability of the sampled answers) > Σ_a π_a². Which groups break

@@ -151,8 +151,8 @@ plt.show()
 
 # %% [markdown]
 # The dots lie on the diagonal: at this learning rate the per-step entropy change is first order, so the
-# covariance tells you *why* entropy falls. Every step that raises the correct answer on a prompt where the policy
-# already likes it lowers the entropy; steps on hard prompts raise it.
+# covariance tells you *why* entropy falls. Every step that raises the correct answer on a prompt
+# where the policy already likes it lowers the entropy; steps on hard prompts raise it.
 #
 # ## Run your own
 #

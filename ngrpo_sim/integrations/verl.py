@@ -160,7 +160,8 @@ RIVAL_ESTIMATORS = {method: _register_rival(method) for method in RIVAL_CONFIG_K
 
 
 def all_correct_filter_key(score: float, r_max: float = 1.0) -> float:
-    """r_max for a correct answer, a fresh random number below r_max for any other: see "The group filter" above.
+    """r_max for a correct answer, a fresh random number below r_max for any other: see "The group
+    filter" above.
 
     An answer is correct when ``DropAllCorrectGroups`` would drop a group made of it alone, so a group of answers
     shares one key exactly when that filter drops the group.
