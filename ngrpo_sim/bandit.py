@@ -298,7 +298,8 @@ class BanditUpdate:
         return {"approx_kl": approx_kl(log_ratio, valid[..., None])}
 
 
-def check_task_options(num_prompts: int, num_answers: int, correct_answers: int, profile, policy: str,
+def check_task_options(num_prompts: int, num_answers: int, correct_answers: int, profile,
+                       policy: str,
                        feature_dim: int, feature_signal: float, rewards: str) -> None:
     """Refuse options ``make_task`` cannot build a task from, naming the option and the value."""
     _checks.integer("num_prompts", num_prompts, low=1)
@@ -311,7 +312,8 @@ def check_task_options(num_prompts: int, num_answers: int, correct_answers: int,
     _checks.number("feature_signal", feature_signal, low=0.0)
 
 
-def make_task(num_prompts: int = 256, num_answers: int = 16, correct_answers: int = 1, profile="base",
+def make_task(num_prompts: int = 256, num_answers: int = 16, correct_answers: int = 1,
+              profile="base",
               policy: str = "tabular", feature_dim: int = 16, feature_signal: float = 0.5, rewards: str = "binary",
               logit_spread: float = 1.0, seed: int = 0) -> BanditTask:
     """Build a task whose prompts start at the profile's success rates, exactly.

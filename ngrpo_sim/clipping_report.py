@@ -54,7 +54,8 @@ NOISE_SETTINGS = {
     "bandit, tabular, SGD, 2 epochs": dataclasses.replace(
         HEADLINE, policy="tabular", optimizer="sgd", learning_rate=LEARNING_RATES["tabular", "sgd"],
         epochs=2, steps=100, seeds=12, rewards="noise"),
-    "bandit, shared, Adam lr 0.2": dataclasses.replace(HEADLINE, learning_rate=0.2, steps=100, seeds=24,
+    "bandit, shared, Adam lr 0.2": dataclasses.replace(HEADLINE, learning_rate=0.2, steps=100,
+                                                       seeds=24,
                                                        rewards="noise"),
     "tokens, tabular, SGD, 2 epochs": dataclasses.replace(
         TOKEN_HEADLINE, policy="tabular", optimizer="sgd", learning_rate=20.0, epochs=2, steps=60, seeds=6,

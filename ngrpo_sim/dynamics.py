@@ -96,7 +96,8 @@ class DynamicsConfig(LoopConfig):
         return total + 2 ** 18
 
     def build_task(self) -> BanditTask:
-        return make_task(self.num_prompts, self.num_answers, self.correct_answers, self.profile, self.policy,
+        return make_task(self.num_prompts, self.num_answers, self.correct_answers, self.profile,
+                         self.policy,
                          self.feature_dim, self.feature_signal, self.rewards, seed=self.seed)
 
 

@@ -152,7 +152,8 @@ def write_run(folder: Path, run_records: list[RunRecord],
         for run_record in run_records:
             for name in summary_metrics:
                 mean, half = interval(final_values(run_record, name))
-                writer.writerow([run_record.method, run_record.config.mode, name, f"{mean:.6g}", f"{half:.6g}",
+                writer.writerow([run_record.method, run_record.config.mode, name, f"{mean:.6g}",
+                                 f"{half:.6g}",
                                  run_record.config.seeds])
     written = [folder / name
                for name in ("config.json", "metrics.csv", "pass_at_k.csv", "summary.csv")]
@@ -238,7 +239,8 @@ def plot_dynamics(run_records: list[RunRecord], path: Path, panels=DYNAMICS_PANE
         ax.set_ylabel(title)
     axes[0].legend(fontsize=7)
     config = run_records[0].config
-    figure.suptitle(f"{config.policy} policy, {config.optimizer} lr {config.learning_rate}, {config.minibatches} minibatches, "
+    figure.suptitle(f"{config.policy} policy, {config.optimizer} lr {config.learning_rate}, "
+                    f"{config.minibatches} minibatches, "
                     f"{config.seeds} seeds (bands: 95% interval of the mean)", fontsize=9)
     return save(figure, path)
 
@@ -249,7 +251,8 @@ def plot_pass_at_k(run_records: list[RunRecord], path: Path) -> Path:
     first = run_records[0]
     ax.plot(first.ks, first.pass_at_k[0].mean(axis=0), color="black", linestyle=":", label="start")
     for run_record in run_records:
-        ax.plot(run_record.ks, run_record.pass_at_k[-1].mean(axis=0), color=method_colour(run_record.method),
+        ax.plot(run_record.ks, run_record.pass_at_k[-1].mean(axis=0),
+                color=method_colour(run_record.method),
                 linestyle=linestyle(run_record), marker="o", markersize=3, label=label(run_record))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k (samples per prompt)")

@@ -41,7 +41,8 @@ def _polling_kernel_manager():
         async def get_msg(self, timeout=None):
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
-                remaining = POLL_SLICE_S if deadline is None else max(0.0, deadline - time.monotonic())
+                remaining = (POLL_SLICE_S if deadline is None
+                             else max(0.0, deadline - time.monotonic()))
                 try:
                     return await super().get_msg(timeout=min(POLL_SLICE_S, remaining))
                 except Empty:
@@ -95,7 +96,8 @@ def execute_notebook(source, *, fast: bool, timeout: int = 600, extra_cells=()):
     timeout = _checks.integer("timeout", timeout, low=1)
     notebook = jupytext.read(source)
     notebook.cells.extend(nbformat.v4.new_code_cell(code) for code in extra_cells)
-    client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3", store_widget_state=True,
+    client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                                     store_widget_state=True,
                                      kernel_manager_class=_polling_kernel_manager(),
                                      resources={"metadata": {"path": str(source.parent)}})
     client.execute(env={**os.environ, FAST_MODE_VARIABLE: "1" if fast else "0"})

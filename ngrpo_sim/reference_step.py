@@ -176,7 +176,8 @@ def reference_apply_rollout(task: BanditTask, method: Method, config: DynamicsCo
                 k3 += math.expm1(log_ratio) - log_ratio
             if method.advantage.uses_values:
                 mean_reward = sum(rewards) / len(rewards)
-                state.values[seed, prompt] += config.value_learning_rate * (mean_reward - state.values[seed, prompt])
+                error = mean_reward - state.values[seed, prompt]
+                state.values[seed, prompt] += config.value_learning_rate * error
         statistics["approx_kl"][seed] = k3 / max(len(groups) * config.group_size, 1)
     statistics["clipfrac_low"] = clipped_low / np.maximum(tokens, 1)
     statistics["clipfrac_high"] = clipped_high / np.maximum(tokens, 1)

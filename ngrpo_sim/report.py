@@ -29,7 +29,8 @@ from ngrpo_sim.page import PAGE_FILE, write_page
 from ngrpo_sim.sweep import check_where_to_run, run_tasks, sweep_tasks
 
 HEADLINE_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "ppo")
-HEADLINE = DynamicsConfig(policy="shared", optimizer="adam", learning_rate=0.05, minibatches=4, steps=200, seeds=16)
+HEADLINE = DynamicsConfig(policy="shared", optimizer="adam", learning_rate=0.05, minibatches=4,
+                          steps=200, seeds=16)
 LEARNING_RATES = {("tabular", "adam"): 0.05, ("shared", "adam"): 0.05, ("tabular", "sgd"): 32.0,
                   ("shared", "sgd"): 4.0}
 """Per policy and optimiser, a step size at which GRPO gains a comparable amount of accuracy in the sweep's
@@ -41,7 +42,8 @@ def sweep_configs(base: DynamicsConfig | None = None) -> list[DynamicsConfig]:
     """The eight settings of the sweep (based on the headline config unless told otherwise)."""
     base = base or HEADLINE
     return [dataclasses.replace(base, policy=policy, optimizer=optimizer, minibatches=minibatches,
-                                learning_rate=LEARNING_RATES[policy, optimizer], steps=SWEEP_STEPS, seeds=SWEEP_SEEDS)
+                                learning_rate=LEARNING_RATES[policy, optimizer],
+                                steps=SWEEP_STEPS, seeds=SWEEP_SEEDS)
             for policy in ("tabular", "shared") for optimizer in ("adam", "sgd") for minibatches in (1, 4)]
 
 

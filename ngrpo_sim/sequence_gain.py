@@ -179,7 +179,8 @@ def length_decomposition(task, logits, method: Method, group_size: int,
     # h_R = m_R / p, so grad h_R = (grad m_R - h_R grad p) / p; h_W likewise with 1 - p and -grad p.
     correct_term = grad_inverse_correct - per_prompt(inverse_correct) * grad_success
     wrong_term = grad_inverse_wrong + per_prompt(inverse_wrong) * grad_success
-    return {"gain": alpha * inverse_correct - beta * inverse_wrong, "success_gradient": grad_success,
+    return {"gain": alpha * inverse_correct - beta * inverse_wrong,
+            "success_gradient": grad_success,
             "correct_length_term": per_prompt(alpha) * correct_term,
             "wrong_length_term": per_prompt(beta) * wrong_term,
             "mean_inverse_length_correct": inverse_correct, "mean_inverse_length_wrong": inverse_wrong}

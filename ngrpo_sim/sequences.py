@@ -111,8 +111,8 @@ def _check_sizes(vocab_size, max_length, end_token, correct_answers) -> tuple[in
     max_length = _checks.integer("max_length", max_length, low=1)
     _checks.integer("correct_answers", correct_answers, low=1, high=vocab_size - 1)
     if end_token and max_length < 2:
-        raise ValueError(f"max_length must be >= 2 with an end token (a correct answer is a key and "
-                         f"the end token), got {max_length}; or set end_token=False")
+        raise ValueError(f"max_length must be >= 2 with an end token (a correct answer is a key "
+                         f"and the end token), got {max_length}; or set end_token=False")
     return vocab_size, max_length
 
 

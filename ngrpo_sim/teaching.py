@@ -307,14 +307,16 @@ def plot_metric(ax, run_records: list[RunRecord], name: str, ylabel: str | None 
     """One metric against training steps: mean over seeds with its 95% band; expected-mode runs dashed."""
     for run_record in run_records:
         if name not in run_record.metrics:
-            raise ValueError(f"name must be a recorded metric ({', '.join(run_record.metrics)}), got {name!r}")
+            raise ValueError(f"name must be a recorded metric ({', '.join(run_record.metrics)}), "
+                             f"got {name!r}")
         plot_band(ax, run_record, name)
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel or name)
     ax.legend(fontsize=7)
 
 
-def plot_metric_pair(ax, run_records: list[RunRecord], x_name: str, y_name: str, xlabel: str | None = None,
+def plot_metric_pair(ax, run_records: list[RunRecord], x_name: str, y_name: str,
+                     xlabel: str | None = None,
                      ylabel: str | None = None) -> None:
     """One metric against another along training (seed means), so runs are compared at equal ``x`` rather than at
     equal steps: a method that learns faster also loses entropy sooner. Rows where a metric is undefined (the
@@ -322,9 +324,11 @@ def plot_metric_pair(ax, run_records: list[RunRecord], x_name: str, y_name: str,
     for run_record in run_records:
         missing = [name for name in (x_name, y_name) if name not in run_record.metrics]
         if missing:
-            raise ValueError(f"x_name and y_name must be recorded metrics ({', '.join(run_record.metrics)}), got "
+            raise ValueError(f"x_name and y_name must be recorded metrics "
+                             f"({', '.join(run_record.metrics)}), got "
                              f"{missing[0]!r}")
-        ax.plot(np.mean(run_record.metrics[x_name], axis=1), np.mean(run_record.metrics[y_name], axis=1),
+        ax.plot(np.mean(run_record.metrics[x_name], axis=1),
+                np.mean(run_record.metrics[y_name], axis=1),
                 color=method_colour(run_record.method), label=label(run_record), linewidth=1.6,
                 linestyle=linestyle(run_record))
     ax.set_xlabel(xlabel or x_name)
@@ -339,7 +343,8 @@ def entropy_prediction_error(run_record: RunRecord) -> float:
     predicted = run_record.metrics["entropy_change_predicted"][1:]
     scale = np.sum(np.abs(measured))
     if scale == 0:
-        raise ValueError(f"the run of {run_record.method!r} never changed its entropy; there is nothing to predict")
+        raise ValueError(f"the run of {run_record.method!r} never changed its entropy; there is "
+                         f"nothing to predict")
     return float(np.sum(np.abs(predicted - measured)) / scale)
 
 

@@ -589,7 +589,8 @@ def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = T
     check_memory(config)
     task = config.build_task()
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
-    state = TrainState(task.initial_params(config.seeds), Optimizer(config.optimizer, config.learning_rate),
+    state = TrainState(task.initial_params(config.seeds),
+                       Optimizer(config.optimizer, config.learning_rate),
                        np.zeros((config.seeds, task.num_prompts)))
     reference = task.logits(state.params).copy()
     initial_success = task.success(reference[0])

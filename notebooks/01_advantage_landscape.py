@@ -136,7 +136,8 @@ def show_landscape(change=None):
     if not method_picker.value:
         landscape_view.refuse("Pick at least one method (hold Ctrl or Shift to pick several).")
         return
-    methods = [get_method(name).retuned(r_max=r_max_slider.value, virtual_samples=virtual_slider.value,
+    methods = [get_method(name).retuned(r_max=r_max_slider.value,
+                                        virtual_samples=virtual_slider.value,
                                         ddof=std_picker.value) for name in method_picker.value]
     figure, (ax,) = landscape_view.subplots(width=6.4, height=4.2)
     landscape.plot_advantages(ax, methods, group_size_slider.value)

@@ -243,7 +243,8 @@ group_count = teaching.sized(4000, 400)
 logits, rewards = teaching.one_prompt(0.05)
 correct_answer = int(np.flatnonzero(rewards == 1.0)[0])
 groups = sample_answers(logits[None, None].repeat(group_count, axis=1), 8, np.random.default_rng(1))[0]
-print(f"{group_count} groups of 8 at p = 0.05; change of the correct answer's logit per step (learning rate 1)")
+print(f"{group_count} groups of 8 at p = 0.05; change of the correct answer's logit per step "
+      f"(learning rate 1)")
 print(f"{'method':>10}{'mean':>10}{'c(p)π(r-p)':>12}{'std':>10}{'steps = 0':>11}")
 for name in ("grpo", "ngrpo", "psr_nsr"):
     method = get_method(name)

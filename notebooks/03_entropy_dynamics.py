@@ -56,7 +56,8 @@ plt = pyplot()
 # intervals do not.
 
 # %%
-config = dataclasses.replace(HEADLINE, num_prompts=teaching.sized(256, 64), prompts_per_step=teaching.sized(64, 16),
+config = dataclasses.replace(HEADLINE, num_prompts=teaching.sized(256, 64),
+                             prompts_per_step=teaching.sized(64, 16),
                              steps=teaching.sized(200, 25), seeds=teaching.sized(8, 2))
 methods = [get_method(name) for name in ("grpo", "ngrpo", "psr_nsr")]
 print(config)
@@ -173,7 +174,8 @@ optimiser."""
 policy_picker = widgets.Dropdown(options=["tabular", "shared"], value="tabular", description="policy")
 optimizer_picker = widgets.Dropdown(options=[("SGD", "sgd"), ("Adam", "adam")], value="sgd",
                                     description="optimizer")
-learning_rate_box = widgets.FloatText(value=LEARNING_RATES["tabular", "sgd"], description="learning rate",
+learning_rate_box = widgets.FloatText(value=LEARNING_RATES["tabular", "sgd"],
+                                      description="learning rate",
                            style={"description_width": "initial"})
 minibatch_picker = widgets.Dropdown(options=[1, 2, 4, 8], value=4, description="minibatches")
 method_picker = widgets.SelectMultiple(options=["grpo", "ngrpo", "dapo", "psr_nsr", "ppo"], value=("grpo", "ngrpo"),

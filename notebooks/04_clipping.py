@@ -125,7 +125,8 @@ show_plane()
 # clipped at each bound.
 
 # %%
-sweep_config = dataclasses.replace(HEADLINE, num_prompts=teaching.sized(256, 64), prompts_per_step=teaching.sized(64, 16),
+sweep_config = dataclasses.replace(HEADLINE, num_prompts=teaching.sized(256, 64),
+                                   prompts_per_step=teaching.sized(64, 16),
                                    steps=teaching.sized(60, 8), seeds=teaching.sized(4, 1))
 minibatch_counts = teaching.sized([1, 2, 4, 8, 16], [1, 4, 16])
 sweep = teaching.clip_fraction_sweep([m.name for m in PRESETS], sweep_config, minibatch_counts)
@@ -153,8 +154,10 @@ for name, row in sweep.items():
 # pass over the same rollout (`epochs=2`) does.
 
 # %%
-tabular = DynamicsConfig(policy="tabular", optimizer="sgd", learning_rate=32.0, num_prompts=teaching.sized(256, 64),
-                         prompts_per_step=teaching.sized(64, 16), steps=teaching.sized(60, 8), seeds=teaching.sized(4, 1))
+tabular = DynamicsConfig(policy="tabular", optimizer="sgd", learning_rate=32.0,
+                         num_prompts=teaching.sized(256, 64),
+                         prompts_per_step=teaching.sized(64, 16), steps=teaching.sized(60, 8),
+                         seeds=teaching.sized(4, 1))
 print(f"{'epochs':>6}{'method':>8}{'clipped low':>13}{'clipped high':>14}{'accuracy':>10}")
 for epochs in (1, 2, 4):
     for name in ("grpo", "ngrpo"):

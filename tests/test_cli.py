@@ -90,7 +90,8 @@ def test_dynamics_options_come_from_the_config_docstrings():
 
 @pytest.mark.parametrize("argv, message", [
     (["dynamics", "--methods", "grpo", "--group-size", "1"], "group_size must be >= 2, got 1"),
-    (["dynamics", "--methods", "grpo", "--learning-rate", "-1"], "learning_rate must be > 0.0, got -1.0"),
+    (["dynamics", "--methods", "grpo", "--learning-rate", "-1"],
+     "learning_rate must be > 0.0, got -1.0"),
     (["dynamics", "--methods", "grpo", "--mode", "exact"], "mode must be sampled, expected or both"),
     (["dynamics", "--methods", "grpo", "--num-answers", "1"], "num_answers must be >= 2, got 1"),
     (["dynamics", "--methods", "grpo", "--profile", "0.5,2"], r"profile success rates must lie in [0, 1], got 2.0"),
@@ -158,8 +159,8 @@ def test_tokens_options_come_from_the_config_docstrings():
 ])
 def test_tokens_bad_input(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(argv + ["--steps", "1", "--seeds", "1", "--num-prompts", "8", "--prompts-per-step", "4",
-                     "--out", str(tmp_path)])
+        main(argv + ["--steps", "1", "--seeds", "1", "--num-prompts", "8", "--prompts-per-step",
+                     "4", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -184,8 +185,8 @@ def test_a_method_a_mode_cannot_train_is_refused_before_any_run(argv, refused, t
     monkeypatch.setattr(sweep, "run_task", no_run)
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
-        main(argv + ["--steps", "2", "--seeds", "1", "--num-prompts", "16", "--prompts-per-step", "8",
-                     "--out", str(out)])
+        main(argv + ["--steps", "2", "--seeds", "1", "--num-prompts", "16", "--prompts-per-step",
+                     "8", "--out", str(out)])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1

@@ -16,11 +16,13 @@ from ngrpo_sim.optim import Optimizer
 from ngrpo_sim.reference_step import reference_apply_rollout
 from ngrpo_sim.sequences import SequenceConfig
 
-SMALL = dict(num_prompts=12, num_answers=5, prompts_per_step=4, group_size=4, minibatches=2, seeds=3, profile="mid")
+SMALL = dict(num_prompts=12, num_answers=5, prompts_per_step=4, group_size=4, minibatches=2,
+             seeds=3, profile="mid")
 
 
 def fresh_state(task, config):
-    return TrainState(task.initial_params(config.seeds), Optimizer(config.optimizer, config.learning_rate),
+    return TrainState(task.initial_params(config.seeds),
+                      Optimizer(config.optimizer, config.learning_rate),
                       np.zeros((config.seeds, task.num_prompts)))
 
 
@@ -32,7 +34,8 @@ def fresh_state(task, config):
     ("ngrpo", dict(rewards="noise", epochs=2)), ("dapo", dict(rewards="noise", profile="base")),
 ])
 def test_vectorised_step_equals_the_loop_oracle(policy, optimizer, method, options):
-    config = DynamicsConfig(**{**SMALL, **options, "policy": policy, "optimizer": optimizer, "learning_rate": 4.0})
+    config = DynamicsConfig(**{**SMALL, **options, "policy": policy, "optimizer": optimizer,
+                               "learning_rate": 4.0})
     assert_steps_equal_the_oracle(reference_apply_rollout, get_method(method), config, fresh_state)
 
 
@@ -74,7 +77,8 @@ def one_step_logits(method, config):
 @pytest.mark.parametrize("method", ["grpo", "rloo", "psr_nsr", "ppo", "ngrpo_no_filter", "rl_zvp"])
 def test_expected_mode_is_the_mean_of_sampled_steps(method):
     # Every prompt in every batch (B = P), SGD, tabular, no filter: the expected step is exact, not approximate.
-    common = dict(num_prompts=8, num_answers=4, prompts_per_step=8, group_size=4, minibatches=2, profile="uniform",
+    common = dict(num_prompts=8, num_answers=4, prompts_per_step=8, group_size=4, minibatches=2,
+                  profile="uniform",
                   optimizer="sgd", learning_rate=3.0, refill=False)
     sampled = one_step_logits(method, DynamicsConfig(**common, seeds=40_000))
     expected = one_step_logits(method, DynamicsConfig(**common, seeds=1, mode="expected"))[0]
@@ -85,7 +89,9 @@ def test_expected_mode_is_the_mean_of_sampled_steps(method):
 
 def test_entropy_prediction_holds_at_small_steps_and_shows_where_it_stops():
     def relative_error(learning_rate):
-        run_record = simulate("ngrpo", DynamicsConfig(num_prompts=64, prompts_per_step=32, optimizer="sgd", learning_rate=learning_rate,
+        run_record = simulate("ngrpo",
+                              DynamicsConfig(num_prompts=64, prompts_per_step=32, optimizer="sgd",
+                                             learning_rate=learning_rate,
                                                       steps=1, seeds=4, profile="uniform"), progress=False)
         measured = run_record.metrics["entropy_change"][1]
         predicted = run_record.metrics["entropy_change_predicted"][1]
@@ -108,7 +114,9 @@ def test_clipping_has_no_effect_with_one_update_per_rollout():
 
 
 def test_clipping_acts_with_several_updates():
-    run_record = simulate("ngrpo", DynamicsConfig(policy="shared", minibatches=4, steps=20, seeds=4, learning_rate=0.2),
+    run_record = simulate("ngrpo",
+                          DynamicsConfig(policy="shared", minibatches=4, steps=20, seeds=4,
+                                         learning_rate=0.2),
                           progress=False)
     assert np.nanmean(run_record.metrics["clipfrac_low"]) > 0
 
@@ -138,7 +146,8 @@ def hand_task():
 @pytest.mark.parametrize("method_name", ["grpo", "ngrpo"])
 def test_rollout_metrics_by_hand(method_name):
     task = hand_task()
-    config = DynamicsConfig(num_prompts=2, num_answers=2, prompts_per_step=2, group_size=2, minibatches=1, epochs=2,
+    config = DynamicsConfig(num_prompts=2, num_answers=2, prompts_per_step=2, group_size=2,
+                            minibatches=1, epochs=2,
                             optimizer="sgd", learning_rate=2.0, kl_coef=0.0, entropy_coef=0.0, seeds=1, refill=False)
     state = TrainState(task.initial_params(1), Optimizer("sgd", 2.0), np.zeros((1, 2)))
     # Prompt 0: one right and one wrong answer (mixed); prompt 1: two wrong answers.
@@ -352,7 +361,8 @@ def test_pure_noise_rewards_move_the_first_step_as_enumeration_says():
     task = config.build_task()
     for prompt in range(2):
         probs = np.exp(task.offsets[prompt]) / np.exp(task.offsets[prompt]).sum()
-        first, second = noise_first_step_moments(3, 3, probs, config.learning_rate, answers_per_minibatch=6)
+        first, second = noise_first_step_moments(3, 3, probs, config.learning_rate,
+                                                 answers_per_minibatch=6)
         assert np.all(first == pytest.approx(0.0, abs=1e-15)) and np.max(second) > 1e-3
         values = steps[:, prompt]
         sem = values.std(axis=0, ddof=1) / np.sqrt(len(values))

@@ -29,6 +29,7 @@ def test_mean_band_is_the_interval_of_every_step():
     steps, mean, half = mean_band(values)
     assert steps.tolist() == [1, 2, 3, 4, 5]
     for step, m, h in zip(steps, mean, half):
-        low, high = stats.t.interval(0.95, 4, loc=values[step].mean(), scale=stats.sem(values[step]))
+        low, high = stats.t.interval(0.95, 4, loc=values[step].mean(),
+                                     scale=stats.sem(values[step]))
         assert (m, h) == (pytest.approx((low + high) / 2), pytest.approx((high - low) / 2))
     assert np.isnan(mean_band(values[:, :1])[2]).all()

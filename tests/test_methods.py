@@ -101,7 +101,8 @@ def test_retuned_ngrpo_matches_the_closed_form(r_max, virtual_samples, ddof):
     group = [1.0] + [0.0] * 7
     expected = z_scores(group, group + [r_max] * virtual_samples, ddof)
     np.testing.assert_allclose(ngrpo.advantages(np.array(group)), expected, rtol=1e-12)
-    np.testing.assert_allclose(grpo.advantages(np.array(group)), z_scores(group, group, ddof), rtol=1e-12)
+    np.testing.assert_allclose(grpo.advantages(np.array(group)), z_scores(group, group, ddof),
+                               rtol=1e-12)
 
 
 def test_the_paper_numbers_come_out_of_the_default_presets():

@@ -187,10 +187,12 @@ def test_a_run_folder_written_before_the_renames_reads_with_the_new_names():
                             ("ngrpo", "sampled")]
     for run_record in read.values():
         config = run_record.config
-        assert (config.learning_rate, config.prompts_per_step, config.correct_answers) == (0.07, 4, 2)
+        assert (config.learning_rate, config.prompts_per_step, config.correct_answers) == (0.07, 4,
+                                                                                           2)
         for row in rows:
             if (row["method"], row["mode"]) == (run_record.method, config.mode):
                 step, seed = int(row["step"]), int(row["seed"])
-                for old, new in (("share_all_right", "share_all_correct"), ("accuracy", "accuracy")):
+                for old, new in (("share_all_right", "share_all_correct"),
+                                 ("accuracy", "accuracy")):
                     np.testing.assert_equal(run_record.metrics[new][step, seed], float(row[old]))
     assert np.isfinite(read["ngrpo", "sampled"].metrics["share_all_correct"][1:]).all()

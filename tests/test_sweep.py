@@ -109,13 +109,13 @@ def test_the_core_commands_never_import_ray():
 
 
 def sweep_arguments(out):
-    return ["sweep", "--methods", "grpo,ngrpo", "--policy", "tabular", "shared", "--learning-rate", "0.05",
-            "0.1", "--num-prompts", "32", "--prompts-per-step", "8", "--steps", "3", "--seeds", "2",
+    return ["sweep", "--methods", "grpo,ngrpo", "--policy", "tabular", "shared", "--learning-rate",
+            "0.05", "0.1", "--num-prompts", "32", "--prompts-per-step", "8", "--steps", "3", "--seeds", "2",
             "--out", str(out)]
 
 
-SETTINGS = ["000-policy=tabular-learning_rate=0.05", "001-policy=tabular-learning_rate=0.1", "002-policy=shared-learning_rate=0.05",
-            "003-policy=shared-learning_rate=0.1"]
+SETTINGS = ["000-policy=tabular-learning_rate=0.05", "001-policy=tabular-learning_rate=0.1",
+            "002-policy=shared-learning_rate=0.05", "003-policy=shared-learning_rate=0.1"]
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,8 @@ def test_the_sweep_command_writes_each_setting(finished_sweep):
     assert len(rows) == len(SETTINGS) * 2 * len(SUMMARY_METRICS)
     for row in rows:
         if row["metric"] == "accuracy":
-            config = dataclasses.replace(SMALL, policy=row["policy"], learning_rate=float(row["learning_rate"]), steps=3,
+            config = dataclasses.replace(SMALL, policy=row["policy"],
+                                         learning_rate=float(row["learning_rate"]), steps=3,
                                          seeds=2)
             final = simulate(row["method"], config, progress=False).metrics["accuracy"][-1]
             assert float(row["mean"]) == pytest.approx(final.mean(), rel=1e-5)

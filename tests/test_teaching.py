@@ -202,7 +202,8 @@ def test_entropy_prediction_error_by_hand():
 
 def test_run_record_plots_draw_and_name_an_unknown_metric():
     run_records = [hand_run_record("grpo", [np.nan, 1.0, -2.0], [np.nan, 1.1, -1.9]),
-                    hand_run_record("ngrpo", [np.nan, 0.5, -1.0], [np.nan, 0.4, -1.0], mode="expected")]
+                    hand_run_record("ngrpo", [np.nan, 0.5, -1.0], [np.nan, 0.4, -1.0],
+                                    mode="expected")]
     figure, (left, right) = subplots(ncols=2)
     teaching.plot_metric(left, run_records, "accuracy", "accuracy")
     teaching.plot_entropy_prediction(right, run_records)
