@@ -250,8 +250,8 @@ for name in ("grpo", "ngrpo", "psr_nsr"):
     method = get_method(name)
     steps = np.array([teaching.group_logit_step(method, logits, answers, rewards[answers]) for answers in groups])
     expected = landscape.expected_logit_update(method, 8, logits, rewards)
-    print(f"{name:>10}{steps[:, right_answer].mean():>10.4f}{expected[right_answer]:>12.4f}"
-          f"{steps[:, right_answer].std():>10.4f}{np.mean(np.all(steps == 0, axis=1)):>11.1%}")
+    print(f"{name:>10}{steps[:, correct_answer].mean():>10.4f}{expected[correct_answer]:>12.4f}"
+          f"{steps[:, correct_answer].std():>10.4f}{np.mean(np.all(steps == 0, axis=1)):>11.1%}")
 
 # %% [markdown]
 # The sampled means agree with c(p) π ⊙ (r − p) up to Monte Carlo error (which shrinks as

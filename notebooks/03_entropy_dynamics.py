@@ -194,8 +194,9 @@ def run_own(*_):
     preset = LEARNING_RATES[policy_picker.value, optimizer_picker.value]
     low, high = LR_RANGE[0] * preset, LR_RANGE[1] * preset
     if not low <= learning_rate_box.value <= high:
-        own_view.refuse(f"learning rate {lr_box.value:g} is {lr_box.value / preset:.3g} times "
-                        f"the README's {preset:g} for the {policy_picker.value} policy with "
+        own_view.refuse(f"learning rate {learning_rate_box.value:g} is "
+                        f"{learning_rate_box.value / preset:.3g} times the README's {preset:g} for "
+                        f"the {policy_picker.value} policy with "
                         f"{optimizer_picker.label}. Runs here take {low:g} to {high:g}: beyond, "
                         f"the first-order entropy prediction errs by more than 100% and the "
                         f"curves show the step size, not the method.")
