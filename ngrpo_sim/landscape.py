@@ -275,8 +275,8 @@ def plot_advantages(ax, methods: list[Method], group_size: int) -> None:
     plot_method_curves(ax, counts, {name: wrong for name, (_, wrong) in advantages.items()}, linestyle="--",
                        marker="s", label=False)
     ax.axhline(0.0, color="0.6", linewidth=0.8)
-    ax.set_xlabel(f"right answers k in a group of G={group_size}")
-    ax.set_ylabel("advantage (solid: right answer, dashed: wrong)")
+    ax.set_xlabel(f"correct answers k in a group of G={group_size}")
+    ax.set_ylabel("advantage (solid: correct answer, dashed: wrong)")
     ax.set_title("Advantage landscape")
     ax.legend(fontsize=8)
 

@@ -167,7 +167,7 @@ group.text = `<div>${answers.join("")}<span class="plus">+</span>${virtuals}</di
   + `std ${value(stats[1], "std")}. With NGRPO's ${v} virtual answer${v > 1 ? "s" : ""} `
   + `of reward ${r}: mean ${value(stats[2], "mean_virtual")}, `
   + `std ${value(stats[3], "std_virtual")}.</p>`;
-table.text = `<table class="advantages"><tr><th>method</th><th>each right answer</th>`
+table.text = `<table class="advantages"><tr><th>method</th><th>each correct answer</th>`
   + `<th>each wrong answer</th><th>does the group teach?</th></tr>${rows}</table>`;
 """
 
@@ -205,7 +205,7 @@ def _controls():
                           value=DEFAULT_SETTING["group_size"], title="G, answers per prompt",
                           css_classes=["ngrpo-group-size"], width=300),
         right=Slider(start=0, end=DEFAULT_SETTING["group_size"], step=1, value=DEFAULT_CORRECT,
-                     title="k, right answers in the group", css_classes=["ngrpo-right"],
+                     title="k, correct answers in the group", css_classes=["ngrpo-right"],
                      width=300),
         r_max=RadioButtonGroup(labels=[f"{value:g}" for value in R_MAX_VALUES],
                                active=R_MAX_VALUES.index(DEFAULT_SETTING["r_max"]),
@@ -226,8 +226,8 @@ def _landscape_section(grid: LandscapeGrid):
 
     controls = _controls()
     advantage_plot = figure(width=480, height=340, tools=TOOLS,
-                            title="Advantage against k (solid: right answer, dashed: wrong)",
-                            x_axis_label="right answers k in the group", y_axis_label="advantage")
+                            title="Advantage against k (solid: correct answer, dashed: wrong)",
+                            x_axis_label="correct answers k in the group", y_axis_label="advantage")
     zero_plot = figure(width=480, height=340, tools=TOOLS, y_axis_type="log", y_range=(1e-6, 1.5),
                        title="Probability that a sampled group gives no gradient",
                        x_axis_label="success rate p of the prompt",
@@ -323,7 +323,7 @@ def _dynamics_section(headline_folder: Path | None):
 
 
 INTRO = """<h1>GRPO, NGRPO and their peers: what a group of answers teaches</h1>
-<p>A prompt is answered G times; each answer is right (reward 1) or wrong (0). GRPO scores an answer
+<p>A prompt is answered G times; each answer is correct (reward 1) or wrong (0). GRPO scores an answer
 by its z-score inside its group, so a group whose answers are <em>all wrong</em> has no spread and
 teaches nothing: every advantage is 0. NGRPO (Nan et al. 2025, arXiv 2509.18851) adds a
 <em>virtual</em> answer with the best reward r_max to each group's mean and std, never to the batch:

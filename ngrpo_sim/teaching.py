@@ -277,14 +277,14 @@ def plot_sampled_group(axes, sample: SampledGroup) -> None:
         right.bar(np.arange(sample.rewards.size) + offset, sample.steps[name].probability_change, bar,
                   color=method_colour(name), label=name)
     left.set_xticks(np.arange(sample.answers.size),
-                    [f"{a}\n{'right' if r == 1 else 'wrong'}" for a, r in zip(sample.answers, sample.group_rewards)],
+                    [f"{a}\n{'correct' if r == 1 else 'wrong'}" for a, r in zip(sample.answers, sample.group_rewards)],
                     fontsize=7)
     left.set_xlabel("sampled answer (index, outcome)")
     left.set_ylabel("advantage")
     left.set_title("Advantages of the sampled group")
     for answer in np.flatnonzero(sample.rewards == 1.0):
         right.axvspan(answer - 0.5, answer + 0.5, color="gold", alpha=0.3, linewidth=0)
-    right.set_xlabel("candidate answer (right answer shaded)")
+    right.set_xlabel("candidate answer (correct answer shaded)")
     right.set_ylabel("change of probability after one step")
     right.set_title("Where the probability goes")
     # The starting probabilities explain the changes: an answer sampled less often than its probability predicts

@@ -53,7 +53,7 @@ plt = pyplot()
 one_correct = np.array([1.0, 0, 0, 0, 0, 0, 0, 0])
 for name in ("grpo", "ngrpo"):
     advantages = get_method(name).advantages(one_correct)
-    print(f"{name:>6}: right answer {advantages[0]:+.2f}, each wrong answer {advantages[1]:+.2f}")
+    print(f"{name:>6}: correct answer {advantages[0]:+.2f}, each wrong answer {advantages[1]:+.2f}")
 
 # %% [markdown]
 # These are the paper's numbers: **+2.47 → +1.76** for the correct answer and **−0.35 → −0.50** for

@@ -466,7 +466,7 @@ def test_aggregations_agree_when_every_answer_has_the_same_length():
     effects = teaching.aggregation_effects("ngrpo", task)
     for name in ("seq-mean-token-mean", "seq-mean-token-sum-norm"):
         for quantity, change in effects[name].items():
-            if quantity != "length of right answers" and quantity != "length of wrong answers":
+            if quantity != "length of correct answers" and quantity != "length of wrong answers":
                 assert change == pytest.approx(effects["token-mean"][quantity], rel=1e-9)
     # Without an end token every answer has L = 3 tokens: no step changes a length.
     assert all(abs(change["length of wrong answers"]) < 1e-12 for change in effects.values())
