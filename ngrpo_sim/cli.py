@@ -62,11 +62,15 @@ def _add_method_knobs(parser) -> None:
                        help="the PPO ratio's upper bound is 1 + clip_high (NGRPO 0.24, DAPO 0.28)")
 
 
+def _method_knobs(args) -> dict:
+    """The method knobs given on the command line, by their ``Method.retuned`` names."""
+    knobs = ("r_max", "virtual_samples", "ddof", "clip_low", "clip_high")
+    return {knob: getattr(args, knob) for knob in knobs if getattr(args, knob) is not None}
+
+
 def _methods_from_args(args) -> list:
     """The presets of ``--methods`` retuned by the method knobs."""
-    return [method.retuned(r_max=args.r_max, virtual_samples=args.virtual_samples, ddof=args.ddof,
-                           clip_low=args.clip_low, clip_high=args.clip_high)
-            for method in parse_methods(args.methods)]
+    return [method.retuned(**_method_knobs(args)) for method in parse_methods(args.methods)]
 
 
 def _run_landscape(args) -> None:
@@ -136,7 +140,7 @@ def _run_dynamics(args) -> None:
 
     run_records = _train(args, DynamicsConfig)
     print(format_summary(run_records))
-    written = write_run(args.out, run_records)
+    written = write_run(args.out, run_records, method_knobs=_method_knobs(args))
     print("\nwrote " + ", ".join(str(path) for path in written))
 
 
@@ -164,7 +168,7 @@ def _run_tokens(args) -> None:
 
     run_records = _train(args, SequenceConfig)
     print(format_summary(run_records, metrics=SUMMARY))
-    written = write_run(args.out, run_records, SUMMARY)
+    written = write_run(args.out, run_records, SUMMARY, method_knobs=_method_knobs(args))
     written.append(plot_dynamics(run_records, args.out / "tokens.png", TOKEN_PANELS))
     print("\nwrote " + ", ".join(str(path) for path in written))
 

@@ -118,15 +118,18 @@ def format_summary(run_records: list[RunRecord], metrics=SUMMARY_METRICS) -> str
 
 
 def write_run(folder: Path, run_records: list[RunRecord],
-              summary_metrics=SUMMARY_METRICS, figures: bool = True) -> list[Path]:
+              summary_metrics=SUMMARY_METRICS, figures: bool = True,
+              method_knobs: dict | None = None) -> list[Path]:
     """Write the run folder described in the module docstring; returns the files written.
     ``metrics.csv`` holds every metric the runs recorded (the token simulator records more than the
     bandit). Without ``figures`` the folder holds the data only (for runs that a figure of their
-    own draws)."""
+    own draws). ``method_knobs``, the knobs that retuned the presets (``Method.retuned``), go to
+    ``config.json`` beside the runs: the methods keep their presets' names."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     configs = {label(t): dataclasses.asdict(t.config) for t in run_records}
-    (folder / "config.json").write_text(json.dumps({"runs": configs}, indent=2) + "\n")
+    record = {"runs": configs} | ({"method_knobs": method_knobs} if method_knobs else {})
+    (folder / "config.json").write_text(json.dumps(record, indent=2) + "\n")
     names = list(run_records[0].metrics)
     with (folder / "metrics.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)

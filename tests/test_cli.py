@@ -352,3 +352,17 @@ def test_the_method_knobs_reach_the_trained_methods(command, tmp_path, monkeypat
     assert ngrpo.advantage == NGRPOAdvantage(r_max=2.0, virtual_samples=3, ddof=0)
     assert ngrpo.group_filter == DropAllCorrectGroups(r_max=2.0)
     assert (ngrpo.clip_low, ngrpo.clip_high) == (0.1, 0.5)
+
+
+@pytest.mark.parametrize("command", ["dynamics", "tokens"])
+def test_a_run_folder_records_the_method_knobs_that_retuned_its_methods(command, tmp_path,
+                                                                        capsys):
+    import json
+
+    small = ["--steps", "1", "--seeds", "1", "--num-prompts", "8", "--prompts-per-step", "4",
+             "--methods", "grpo"]
+    main([command, *small, "--clip-high", "0.3", "--ddof", "0", "--out", str(tmp_path / "knobs")])
+    main([command, *small, "--out", str(tmp_path / "presets")])
+    record = json.loads((tmp_path / "knobs" / "config.json").read_text())
+    assert record["method_knobs"] == {"ddof": 0, "clip_high": 0.3}
+    assert "method_knobs" not in json.loads((tmp_path / "presets" / "config.json").read_text())
