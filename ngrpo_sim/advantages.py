@@ -342,8 +342,8 @@ class RLOOAdvantage(AdvantageEstimator):
 class _OutcomeWeights(AdvantageEstimator):
     """Fixed weights for a correct and for a wrong answer, interpolated linearly for graded rewards.
 
-    With ``s = r / r_max`` the advantage is ``s * correct + (1 - s) * wrong``, so binary rewards get exactly the
-    two weights and W-REINFORCE stays lambda * PSR + NSR for graded rewards too.
+    With ``s = r / r_max`` the advantage is ``s * correct + (1 - s) * wrong``, so binary rewards get
+    exactly the two weights and W-REINFORCE stays lambda * PSR + NSR for graded rewards too.
     """
 
     min_group_size: ClassVar[int] = 1
@@ -396,7 +396,8 @@ class NSRAdvantage(_OutcomeWeights):
 
 @dataclass(frozen=True)
 class WeightedReinforceAdvantage(_OutcomeWeights):
-    """W-REINFORCE, the paper's PSR-NSR baseline: correct answers +lambda, wrong answers -1, no normalisation.
+    """W-REINFORCE, the paper's PSR-NSR baseline: correct answers +lambda, wrong answers -1, no
+    normalisation.
 
     Equals lambda * PSR + NSR. With lambda = 0.1 the negative signal dominates; the advantages do not adapt to
     the group, which the NGRPO paper blames for unstable training.
@@ -445,8 +446,8 @@ class MaxRLAdvantage(AdvantageEstimator):
 
     Dividing by the group's pass rate instead of its std turns the group's update (1/G) sum_i A_i
     grad log pi(a_i) into the paper's conditional estimator minus its control variate, sum_i (r_i /
-    K - 1 / G) grad log pi(a_i) with K correct answers: the mean score of the correct answers minus the
-    mean score of all. Its expectation is w(p) grad p, the gradient of a truncated
+    K - 1 / G) grad log pi(a_i) with K correct answers: the mean score of the correct answers minus
+    the mean score of all. Its expectation is w(p) grad p, the gradient of a truncated
     maximum-likelihood objective -sum_{k <= T} (1 - p)^k / k with w(p) = [1 - (1 - p)^T] / p (the
     paper's weight function). The paper's estimator keeps the control variate in all-wrong groups
     and gets T = G; Algorithm 1, used here and in the authors' verl code, drops both terms when K =
@@ -582,7 +583,8 @@ class ShiftedBaselineAdvantage(AdvantageEstimator):
     fraction: float = 0.0
     """lambda in [0, 1]: the share of the way from the group mean to r_max at which V sits."""
     shift: float = 0.0
-    """delta V: a constant added to the baseline (Arnal et al.; negative favours correct answers)."""
+    """delta V: a constant added to the baseline (Arnal et al.; negative favours correct
+    answers)."""
     _: KW_ONLY  # calibration options and tolerances by name only
     r_max: float = 1.0
     """The best reward the verifier can give."""
@@ -672,13 +674,13 @@ class LENSAdvantage(AdvantageEstimator):
     negative reward that grows with the policy's confidence in them, then GRPO's normalisation.
 
     From a maximum-likelihood fit of the reward model p(q, o) = pi(o | q) / D(q) (D the inverse
-    number of correct answers) the paper derives the calibrated reward r~ = r - (1 - r) pi / (D - pi):
-    a confident mistake is penalised most. Section 5.1 makes it practical; per group of G answers
+    number of correct answers) the paper derives the calibrated reward
+    r~ = r - (1 - r) pi / (D - pi): a confident mistake is penalised most. Section 5.1 makes it practical; per group of G answers
     with confidences c_i = exp(log_prob_i):
 
     * D = max(D_imp, 2 max_j c_j) with D_imp = [(1/G) sum_i r_i / c_i]^-1 (importance sampling, Eq.
-      14) in a group with a correct answer, D = 2 max_j c_j in an all-wrong group; so r~ stays in [-1,
-      1];
+      14) in a group with a correct answer, D = 2 max_j c_j in an all-wrong group; so r~ stays
+      in [-1, 1];
     * r~_i = r_i - (1 - r_i) (1/G) c_i / (D - c_i): the 1/G keeps every wrong answer of a mixed
       group below the group mean (GRPO's sign invariance);
     * a group with a correct answer gets GRPO's z-score of r~; an all-wrong group gets r~ minus its

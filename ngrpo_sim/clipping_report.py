@@ -58,8 +58,8 @@ NOISE_SETTINGS = {
                                                        seeds=24,
                                                        rewards="noise"),
     "tokens, tabular, SGD, 2 epochs": dataclasses.replace(
-        TOKEN_HEADLINE, policy="tabular", optimizer="sgd", learning_rate=20.0, epochs=2, steps=60, seeds=6,
-        rewards="noise"),
+        TOKEN_HEADLINE, policy="tabular", optimizer="sgd", learning_rate=20.0, epochs=2, steps=60,
+        seeds=6, rewards="noise"),
 }
 """Where the pure-noise runs train (sizes of each simulator's headline)."""
 NSR_METHODS = ("nsr", "psr", "grpo")

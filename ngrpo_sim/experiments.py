@@ -274,7 +274,8 @@ def claim_sweep_folder(folder: Path, methods: list[Method], configs: list[Dynami
     ``sweep.json`` with the request. Refuses, with ``ValueError``, a folder that holds another."""
     folder = Path(folder)
     # A preset by its name (as sweeps have always recorded it), a retuned one whole.
-    names = [method.name if METHODS.get(method.name) == method else repr(method) for method in methods]
+    names = [method.name if METHODS.get(method.name) == method else repr(method)
+             for method in methods]
     request = json.dumps({"ngrpo_sim": __version__, "methods": names,
                           "configs": [dataclasses.asdict(config) for config in configs]}, indent=2)
     record = folder / "sweep.json"

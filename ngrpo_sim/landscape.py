@@ -103,7 +103,8 @@ def memory_bytes(group_size: int, grid_points: int = 201) -> float:
 
 
 def canonical_groups(group_size: int) -> np.ndarray:
-    """Row k (k = 0..G) is a group with k correct answers (reward 1) followed by G - k wrong ones (reward 0)."""
+    """Row k (k = 0..G) is a group with k correct answers (reward 1) followed by G - k wrong ones
+    (reward 0)."""
     group_size = _checks.integer("group_size", group_size, low=2)
     return (np.arange(group_size)[None, :] < np.arange(group_size + 1)[:, None]).astype(np.float64)
 
@@ -128,7 +129,8 @@ def count_group_advantages(method: Method, group_size: int, **group_inputs) -> n
 
 def count_advantages(method: Method, group_size: int, **group_inputs
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """(correct, wrong): arrays of length G + 1 indexed by k, the number of correct answers in the group.
+    """(correct, wrong): arrays of length G + 1 indexed by k, the number of correct answers in the
+    group.
 
     ``correct[k]`` is the advantage of each correct answer, ``wrong[k]`` of each wrong answer, after
     the method's group filter (a dropped group gives 0). ``correct[0]`` and ``wrong[G]`` describe

@@ -261,7 +261,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            summary="Dr.GRPO: r - mean, no std, constant length normaliser"),
     Method("rloo", RLOOAdvantage(), 0.2, 0.2, KeepAllGroups(),
            summary="RLOO: r - mean of the other answers"),
-    Method("psr", PSRAdvantage(), 0.2, 0.2, KeepAllGroups(), summary="PSR: only correct answers, +1"),
+    Method("psr", PSRAdvantage(), 0.2, 0.2, KeepAllGroups(),
+           summary="PSR: only correct answers, +1"),
     Method("nsr", NSRAdvantage(), 0.2, 0.2, KeepAllGroups(), summary="NSR: only wrong answers, -1"),
     # The paper's ablations, on the NGRPO recipe (no KL) with one component at a time.
     Method("grpo_asym_clip", GRPOAdvantage(), 0.16, 0.24, KeepAllGroups(), entropy_coef=_RELEASE_ENTROPY,

@@ -68,7 +68,8 @@ def widget_outputs(notebook) -> list[dict]:
 
 
 def output_text(output: dict) -> str:
-    """The text of a notebook output: a stream's text, an error's traceback, or a display's plain text."""
+    """The text of a notebook output: a stream's text, an error's traceback, or a display's plain
+    text."""
     if output["output_type"] == "stream":
         return output["text"]
     if output["output_type"] == "error":
@@ -101,7 +102,8 @@ def execute_notebook(source, *, fast: bool, timeout: int = 600, extra_cells=()):
                                      kernel_manager_class=_polling_kernel_manager(),
                                      resources={"metadata": {"path": str(source.parent)}})
     client.execute(env={**os.environ, FAST_MODE_VARIABLE: "1" if fast else "0"})
-    errors = [output_text(output) for output in widget_outputs(notebook) if output["output_type"] == "error"]
+    errors = [output_text(output) for output in widget_outputs(notebook)
+              if output["output_type"] == "error"]
     if errors:
         raise RuntimeError(f"a widget callback of {source.name} failed:\n" + "\n\n".join(errors))
     return notebook

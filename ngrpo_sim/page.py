@@ -313,7 +313,8 @@ def _dynamics_section(headline_folder: Path | None):
         plots.append(plot)
     intro = (
         f"<h2>Training dynamics: the report's headline run</h2><p>{config.policy} policy, "
-        f"{config.optimizer} (lr {config.learning_rate}), {config.minibatches} minibatch updates per rollout, "
+        f"{config.optimizer} (lr {config.learning_rate}), {config.minibatches} minibatch updates "
+        f"per rollout, "
         f"P = {config.num_prompts} prompts ({config.profile} profile), K = {config.num_answers} "
         f"answers, G = {config.group_size}, {config.seeds} seeds: the mean over seeds with its 95% "
         "interval (bands), sampled runs solid and their expected (noise-free) counterparts dashed. "
@@ -323,9 +324,9 @@ def _dynamics_section(headline_folder: Path | None):
 
 
 INTRO = """<h1>GRPO, NGRPO and their peers: what a group of answers teaches</h1>
-<p>A prompt is answered G times; each answer is correct (reward 1) or wrong (0). GRPO scores an answer
-by its z-score inside its group, so a group whose answers are <em>all wrong</em> has no spread and
-teaches nothing: every advantage is 0. NGRPO (Nan et al. 2025, arXiv 2509.18851) adds a
+<p>A prompt is answered G times; each answer is correct (reward 1) or wrong (0). GRPO scores an
+answer by its z-score inside its group, so a group whose answers are <em>all wrong</em> has no
+spread and teaches nothing: every advantage is 0. NGRPO (Nan et al. 2025, arXiv 2509.18851) adds a
 <em>virtual</em> answer with the best reward r_max to each group's mean and std, never to the batch:
 an all-wrong group of 8 now gives each answer −1/3. The page opens on that group; move the sliders.
 With k = 1 the one correct answer of a hard group gets less under NGRPO (+1.76) than under GRPO

@@ -61,7 +61,8 @@ def _adam_or_sgd(optimizer, params: np.ndarray, grads: np.ndarray, seed: int) ->
         second[i] = optimizer.beta2 * second[i] + (1 - optimizer.beta2) * grad[i] ** 2
         corrected_first = first[i] / (1 - optimizer.beta1 ** t)
         corrected_second = second[i] / (1 - optimizer.beta2 ** t)
-        view[i] -= optimizer.learning_rate * corrected_first / (math.sqrt(corrected_second) + optimizer.eps)
+        view[i] -= (optimizer.learning_rate * corrected_first
+                    / (math.sqrt(corrected_second) + optimizer.eps))
 
 
 def walk_groups(method: Method, config, state: TrainState, rollout: Rollout, seed: int,

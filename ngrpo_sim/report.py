@@ -72,8 +72,8 @@ def entropy_at_matched_accuracy(run_record: RunRecord, accuracy: float) -> float
 
 
 def _setting(config: DynamicsConfig) -> str:
-    return f"{config.policy}, {config.optimizer} (lr {config.learning_rate}), {config.minibatches} minibatch" + (
-        "es" if config.minibatches > 1 else "")
+    return (f"{config.policy}, {config.optimizer} (lr {config.learning_rate}), "
+            f"{config.minibatches} minibatch" + ("es" if config.minibatches > 1 else ""))
 
 
 def claims_table(groups: list[list[RunRecord]]) -> str:
@@ -157,7 +157,8 @@ def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: st
     lines = [
         "# ngrpo-sim report", "",
         f"Headline: {_setting(HEADLINE)}, P = {HEADLINE.num_prompts} prompts ({HEADLINE.profile} profile), "
-        f"K = {HEADLINE.num_answers} answers, B = {HEADLINE.prompts_per_step}, G = {HEADLINE.group_size}, "
+        f"K = {HEADLINE.num_answers} answers, B = {HEADLINE.prompts_per_step}, "
+        f"G = {HEADLINE.group_size}, "
         f"{HEADLINE.steps} steps, {HEADLINE.seeds} seeds. Final values, mean ± 95% interval over seeds "
         "(expected-mode runs are deterministic: one run, no interval).", "",
         "```", format_summary(headline), "```", "",

@@ -183,4 +183,5 @@ def length_decomposition(task, logits, method: Method, group_size: int,
             "success_gradient": grad_success,
             "correct_length_term": per_prompt(alpha) * correct_term,
             "wrong_length_term": per_prompt(beta) * wrong_term,
-            "mean_inverse_length_correct": inverse_correct, "mean_inverse_length_wrong": inverse_wrong}
+            "mean_inverse_length_correct": inverse_correct,
+            "mean_inverse_length_wrong": inverse_wrong}

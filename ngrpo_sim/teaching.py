@@ -277,7 +277,8 @@ def plot_sampled_group(axes, sample: SampledGroup) -> None:
         right.bar(np.arange(sample.rewards.size) + offset, sample.steps[name].probability_change, bar,
                   color=method_colour(name), label=name)
     left.set_xticks(np.arange(sample.answers.size),
-                    [f"{a}\n{'correct' if r == 1 else 'wrong'}" for a, r in zip(sample.answers, sample.group_rewards)],
+                    [f"{a}\n{'correct' if r == 1 else 'wrong'}"
+                     for a, r in zip(sample.answers, sample.group_rewards)],
                     fontsize=7)
     left.set_xlabel("sampled answer (index, outcome)")
     left.set_ylabel("advantage")

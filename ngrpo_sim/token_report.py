@@ -45,8 +45,8 @@ TOKEN_LEARNING_RATES = {"shared": 0.01, "tabular": 0.05}
 """Adam's step size per policy: the shared policy's one parameter vector moves every prompt at once,
 so it needs a smaller step for GRPO to make comparable progress in the section's steps."""
 TOKEN_HEADLINE = SequenceConfig(policy="shared", optimizer="adam",
-                                learning_rate=TOKEN_LEARNING_RATES["shared"], num_prompts=64, prompts_per_step=16,
-                                minibatches=4, steps=80, seeds=8)
+                                learning_rate=TOKEN_LEARNING_RATES["shared"], num_prompts=64,
+                                prompts_per_step=16, minibatches=4, steps=80, seeds=8)
 POLICY_ORDER = ("shared", "tabular")
 SUMMARY = ("accuracy", "accuracy_hard", "entropy", "sequence_entropy", "length_correct",
            "length_wrong", "truncation", "end_probability", "regressed", "max_drawdown")
@@ -260,7 +260,8 @@ def token_section(out: Path, base: SequenceConfig | None = None, workers: int = 
         "## Token level", "",
         f"Answers of at most L = {config.max_length} tokens from V = {config.vocab_size} content "
         "tokens and an end token; correct when the final token before the end is the prompt's key. "
-        f"P = {config.num_prompts} prompts ({config.profile} profile), B = {config.prompts_per_step}, "
+        f"P = {config.num_prompts} prompts ({config.profile} profile), "
+        f"B = {config.prompts_per_step}, "
         f"G = {config.group_size}, Adam, {config.minibatches} minibatches, {config.steps} steps, "
         f"{config.seeds} seeds; shared policy lr {TOKEN_LEARNING_RATES['shared']}, tabular lr "
         f"{TOKEN_LEARNING_RATES['tabular']}. Final values, mean ± 95% "

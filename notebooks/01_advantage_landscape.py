@@ -106,8 +106,8 @@ plt.show()
 # The sliders retune the presets through `Method.retuned`:
 #
 # * **G**, the group size;
-# * **r_max**, the reward of NGRPO's virtual answer (it should equal the best reward the verifier can give; correct
-#   answers here score 1);
+# * **r_max**, the reward of NGRPO's virtual answer (it should equal the best reward the verifier
+#   can give; correct answers here score 1);
 # * **virtual samples**, how many r_max answers join the statistics (the release's `add_max_reward_num`; the
 #   paper found that more than one over-explores);
 # * **std**, Bessel's correction (dividing by n − 1, as `torch.std` and the release do) or the population std

@@ -96,8 +96,8 @@ levels = np.linspace(start, end, 5)[1:]
 print("entropy when the seed-mean accuracy first reaches ...")
 print(f"{'method':>10}" + "".join(f"{level:>9.3f}" for level in levels))
 for run_record in sampled:
-    print(f"{run_record.method:>10}" + "".join(f"{entropy_at_matched_accuracy(run_record, level):>9.3f}"
-                                               for level in levels))
+    print(f"{run_record.method:>10}"
+          + "".join(f"{entropy_at_matched_accuracy(run_record, level):>9.3f}" for level in levels))
 
 # %% [markdown]
 # At equal accuracy the three curves lie on top of each other (within about 0.01 nats in the full-size run): NGRPO's
@@ -205,7 +205,8 @@ def run_own(*_):
         own_view.refuse("Pick at least one method (hold Ctrl or Shift to pick several).")
         return
     own = dataclasses.replace(config, policy=policy_picker.value, optimizer=optimizer_picker.value,
-                              learning_rate=learning_rate_box.value, minibatches=minibatch_picker.value)
+                              learning_rate=learning_rate_box.value,
+                              minibatches=minibatch_picker.value)
     run_button.disabled, run_button.description = True, "running..."
     try:
         with own_progress:

@@ -9,8 +9,8 @@ import pytest
 from ngrpo_sim import (LOSS_AGGREGATIONS, METHODS, DropAllCorrectGroups, DropHomogeneousGroups, GRPOAdvantage,
                        LENSAdvantage, MaxRLAdvantage, QAEAdvantage, RLZVPAdvantage,
                        ShiftedBaselineAdvantage,
-                       KeepAllGroups, Method, NGRPOAdvantage, WeightedReinforceAdvantage, aggregate_loss,
-                       get_method, token_weights)
+                       KeepAllGroups, Method, NGRPOAdvantage, WeightedReinforceAdvantage,
+                       aggregate_loss, get_method, token_weights)
 from ngrpo_sim.methods import parse_methods
 
 REQUIRED = ["ppo", "grpo", "dapo", "psr_nsr", "ngrpo", "dr_grpo", "rloo",

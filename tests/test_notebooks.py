@@ -52,7 +52,8 @@ PROBES = {
         ("metric_picker.value = 'share_all_wrong'\nprint(metric_view.shown_text)",
          "share_all_wrong at the last step"),
         # SGD's learning rate of 32 must not stay when the optimiser becomes Adam.
-        ("optimizer_picker.value = 'adam'\nprint('learning rate with Adam:', learning_rate_box.value)",
+        ("optimizer_picker.value = 'adam'\n"
+         "print('learning rate with Adam:', learning_rate_box.value)",
          "learning rate with Adam: 0.05"),
         ("learning_rate_box.value = 32.0\nrun_button.click()\nprint(own_view.shown_text)",
          "learning rate 32 is 640 times the README's 0.05")],

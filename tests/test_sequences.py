@@ -97,7 +97,8 @@ def test_one_token_without_an_end_token_builds_the_bandit_task(policy, rewards):
 
 def equal_runs(method, mode, policy, optimizer, **options):
     common = dict(BANDIT_SIZES, policy=policy, optimizer=optimizer, mode=mode, **options,
-                  learning_rate=0.05 if optimizer == "adam" else 4.0, seeds=3 if mode == "sampled" else 1)
+                  learning_rate=0.05 if optimizer == "adam" else 4.0,
+                  seeds=3 if mode == "sampled" else 1)
     bandit = simulate(method, DynamicsConfig(num_answers=5, **common), progress=False)
     tokens = simulate(method, SequenceConfig(vocab_size=5, max_length=1, end_token=False,
                                              token_sharing=0.0, **common), progress=False)
@@ -162,8 +163,8 @@ def test_the_unsampled_mass_by_hand():
     task = SequenceTask(rewards=np.array([[1.0, 0.0]]), offsets=offsets, features=None,
                         max_length=2, end_token=True)
     config = SequenceConfig(num_prompts=1, vocab_size=2, max_length=2, prompts_per_step=1,
-                            group_size=2, minibatches=1, seeds=1, optimizer="sgd", learning_rate=1.0,
-                            kl_coef=0.0, entropy_coef=0.0, refill=False)
+                            group_size=2, minibatches=1, seeds=1, optimizer="sgd",
+                            learning_rate=1.0, kl_coef=0.0, entropy_coef=0.0, refill=False)
     from ngrpo_sim.training_loop import Rollout
     rollout = Rollout(prompts=np.array([[0]]), answers=np.array([[[[0, 2], [0, 1]]]]))
     state = fresh_state(task, config)
@@ -246,8 +247,8 @@ def test_policy_metrics_against_the_enumeration():
     right = total(lambda a: a.reward == 1.0)
     assert metrics["entropy"][0] == pytest.approx(token_entropy / lengths, rel=1e-12)
     assert metrics["length"][0] == pytest.approx(lengths / 3, rel=1e-12)
-    assert metrics["length_correct"][0] == pytest.approx(total(lambda a: a.length * (a.reward == 1.0))
-                                                       / right, rel=1e-12)
+    assert metrics["length_correct"][0] == pytest.approx(
+        total(lambda a: a.length * (a.reward == 1.0)) / right, rel=1e-12)
     assert metrics["length_wrong"][0] == pytest.approx(total(lambda a: a.length * (a.reward != 1.0))
                                                        / (3 - right), rel=1e-12)
     assert metrics["truncation"][0] == pytest.approx(total(lambda a: a.truncated) / 3, rel=1e-12)
@@ -264,8 +265,9 @@ def test_policy_metrics_against_the_enumeration():
 def test_entropy_prediction_holds_at_small_steps():
     def relative_error(learning_rate):
         run_record = simulate("ngrpo", SequenceConfig(num_prompts=32, prompts_per_step=16,
-                                                      optimizer="sgd", learning_rate=learning_rate, steps=1, seeds=2,
-                                                      profile="uniform"), progress=False)
+                                                      optimizer="sgd", learning_rate=learning_rate,
+                                                      steps=1, seeds=2, profile="uniform"),
+                              progress=False)
         positional = run_record.metrics["entropy_change_positional"][1]
         predicted = run_record.metrics["entropy_change_predicted"][1]
         return np.max(np.abs(predicted - positional) / np.abs(positional))

@@ -110,8 +110,8 @@ def test_the_core_commands_never_import_ray():
 
 def sweep_arguments(out):
     return ["sweep", "--methods", "grpo,ngrpo", "--policy", "tabular", "shared", "--learning-rate",
-            "0.05", "0.1", "--num-prompts", "32", "--prompts-per-step", "8", "--steps", "3", "--seeds", "2",
-            "--out", str(out)]
+            "0.05", "0.1", "--num-prompts", "32", "--prompts-per-step", "8", "--steps", "3",
+            "--seeds", "2", "--out", str(out)]
 
 
 SETTINGS = ["000-policy=tabular-learning_rate=0.05", "001-policy=tabular-learning_rate=0.1",

@@ -254,8 +254,9 @@ def test_clip_fractions_vanish_where_every_ratio_is_one():
     # One update per rollout: the ratio is 1 when the only update's gradient is taken.
     single = teaching.clip_fraction_sweep(["grpo", "ngrpo"], SMALL, [1])
     # Tabular SGD: a prompt's logits move only in its own minibatch, after its ratios were taken.
-    tabular_sgd = teaching.clip_fraction_sweep("ngrpo", DynamicsConfig(**{**SMALL.__dict__, "optimizer": "sgd",
-                                                                          "learning_rate": 30.0}), [1, 2, 4, 8])
+    tabular_sgd = teaching.clip_fraction_sweep(
+        "ngrpo", DynamicsConfig(**{**SMALL.__dict__, "optimizer": "sgd", "learning_rate": 30.0}),
+        [1, 2, 4, 8])
     for row in (*single.values(), tabular_sgd["ngrpo"]):
         assert np.all(row["clipfrac_low"] == 0) and np.all(row["clipfrac_high"] == 0)
     assert tabular_sgd["ngrpo"]["minibatches"].tolist() == [1, 2, 4, 8]

@@ -163,8 +163,8 @@ def all_correct_filter_key(score: float, r_max: float = 1.0) -> float:
     """r_max for a correct answer, a fresh random number below r_max for any other: see "The group
     filter" above.
 
-    An answer is correct when ``DropAllCorrectGroups`` would drop a group made of it alone, so a group of answers
-    shares one key exactly when that filter drops the group.
+    An answer is correct when ``DropAllCorrectGroups`` would drop a group made of it alone, so a
+    group of answers shares one key exactly when that filter drops the group.
     """
     answer_is_correct = not DropAllCorrectGroups(r_max=r_max).keep(np.array([score]))[()]
     return float(r_max) if answer_is_correct else r_max - 1.0 - _fresh_randomness.random()
