@@ -675,8 +675,8 @@ class LENSAdvantage(AdvantageEstimator):
 
     From a maximum-likelihood fit of the reward model p(q, o) = pi(o | q) / D(q) (D the inverse
     number of correct answers) the paper derives the calibrated reward
-    r~ = r - (1 - r) pi / (D - pi): a confident mistake is penalised most. Section 5.1 makes it practical; per group of G answers
-    with confidences c_i = exp(log_prob_i):
+    r~ = r - (1 - r) pi / (D - pi): a confident mistake is penalised most. Section 5.1 makes it
+    practical; per group of G answers with confidences c_i = exp(log_prob_i):
 
     * D = max(D_imp, 2 max_j c_j) with D_imp = [(1/G) sum_i r_i / c_i]^-1 (importance sampling, Eq.
       14) in a group with a correct answer, D = 2 max_j c_j in an all-wrong group; so r~ stays

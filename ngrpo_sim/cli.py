@@ -25,8 +25,9 @@ def _add_landscape(subparsers) -> None:
         help="tables and figures of each method's advantages, silent groups and gain c(p)",
         description="Exact advantage landscape of group-based RL methods for binary rewards: "
                     "the advantage of a correct and of a wrong answer in a group of G with k "
-                    "correct answers, the probability that a sampled group gives no gradient, and the gain c(p) of the expected update of a softmax "
-                    "policy. Prints the tables and writes CSV and PNG files to --out.",
+                    "correct answers, the probability that a sampled group gives no gradient, "
+                    "and the gain c(p) of the expected update of a softmax policy. Prints the "
+                    "tables and writes CSV and PNG files to --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--group-size", type=int, default=8,
@@ -212,8 +213,9 @@ def _add_sweep(subparsers) -> None:
         description="Simulate every method under every combination of the values given to the "
                     "options below (each option takes one or more values: --policy tabular "
                     "shared --learning-rate 0.01 0.05 --seed 0 1). Each (method, setting) "
-                    "pair is one task, run in this process, in --workers local processes or on a Ray cluster "
-                    "(--ray), with the same results wherever it runs. Writes one run folder per "
+                    "pair is one task, run in this process, in --workers local processes or on "
+                    "a Ray cluster (--ray), with the same results wherever it runs. Writes one "
+                    "run folder per "
                     "setting and summary.csv to --out, and keeps every finished task in "
                     "--out/tasks: the same command, run again, resumes a stopped sweep.",
     )

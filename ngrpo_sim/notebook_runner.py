@@ -78,8 +78,8 @@ def output_text(output: dict) -> str:
 
 
 def execute_notebook(source, *, fast: bool, timeout: int = 600, extra_cells=()):
-    """Run a notebook headless in a fresh ``python3`` kernel started in its folder, as Jupyter would, and return
-    it with its outputs and its widgets' state.
+    """Run a notebook headless in a fresh ``python3`` kernel started in its folder, as Jupyter
+    would, and return it with its outputs and its widgets' state.
 
     ``source`` is the notebook's jupytext ``.py``; ``fast`` sets ``NGRPO_FAST`` for the kernel;
     ``extra_cells`` is code run after the last cell (a reader's action, such as moving a slider).

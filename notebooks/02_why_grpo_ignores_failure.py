@@ -226,10 +226,11 @@ show_group()
 #   before the step).
 # * Whether a step raises or lowers the entropy depends on *which* answers it moves, which is what
 #   −Cov(log π, Δz) measures: raising a rare answer (the correct answer of a hard prompt) spreads
-#   probability and raises the entropy, raising a likely one concentrates it. On this prompt at p = 0.05 about nine in ten mixed
-#   groups raise the entropy under NGRPO, while an all-wrong group raises it only about half the time: pushing
-#   down popular wrong answers spreads the probability, pushing down rare ones concentrates it. At p = 0.3 every
-#   step lowers it. More learning from failure does not by itself mean more entropy.
+#   probability and raises the entropy, raising a likely one concentrates it. On this prompt at p =
+#   0.05 about nine in ten mixed groups raise the entropy under NGRPO, while an all-wrong group
+#   raises it only about half the time: pushing down popular wrong answers spreads the probability,
+#   pushing down rare ones concentrates it. At p = 0.3 every step lowers it. More learning from
+#   failure does not by itself mean more entropy.
 # * At a large learning rate the first-order entropy prediction drifts from the exact change; at a small one the two
 #   agree. Try it.
 #
@@ -268,8 +269,8 @@ for name in ("grpo", "ngrpo", "psr_nsr"):
 #    sit on?
 # 3. **The lost correct answer.** Sample all-wrong groups at p = 0.02 until the correct answer loses
 #    probability under NGRPO. Show from Δz = (A/G) Σ_i (e_{a_i} − π), with A ≈ −1/3 for every
-#    answer, that the correct answer r gains at first order exactly when π_r + (mean probability of the sampled answers) > Σ_a π_a². Which groups break
-#    it?
+#    answer, that the correct answer r gains at first order exactly when π_r + (mean probability
+#    of the sampled answers) > Σ_a π_a². Which groups break it?
 # 4. **Noise.** In the last table, compare the standard deviations at p = 0.01 and p = 0.5. Which method has the
 #    best signal-to-noise ratio (mean / std) on hard prompts? Does that match the gain plot?
 # 5. **A new method.** PSR-NSR's gain is flat in p. Derive its c(p) by hand for G = 8 and check it.

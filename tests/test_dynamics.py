@@ -148,8 +148,8 @@ def test_rollout_metrics_by_hand(method_name):
     task = hand_task()
     config = DynamicsConfig(num_prompts=2, num_answers=2, prompts_per_step=2, group_size=2,
                             minibatches=1, epochs=2,
-                            optimizer="sgd", learning_rate=2.0, kl_coef=0.0, entropy_coef=0.0, seeds=1,
-                            refill=False)
+                            optimizer="sgd", learning_rate=2.0, kl_coef=0.0, entropy_coef=0.0,
+                            seeds=1, refill=False)
     state = TrainState(task.initial_params(1), Optimizer("sgd", 2.0), np.zeros((1, 2)))
     # Prompt 0: one right and one wrong answer (mixed); prompt 1: two wrong answers.
     rollout = Rollout(prompts=np.array([[0, 1]]), answers=np.array([[[0, 1], [1, 1]]]))
@@ -358,7 +358,8 @@ def test_pure_noise_rewards_move_the_first_step_as_enumeration_says():
     # verifier's rewards would give a non-zero mean, another reward rate another second moment.
     config = DynamicsConfig(num_prompts=2, num_answers=3, prompts_per_step=2, group_size=3,
                             minibatches=1, profile="0.3", optimizer="sgd", learning_rate=1.0,
-                            refill=False, rewards="noise", kl_coef=0.0, entropy_coef=0.0, seeds=60_000)
+                            refill=False, rewards="noise", kl_coef=0.0, entropy_coef=0.0,
+                            seeds=60_000)
     steps = one_step_logits("grpo", config)  # (S, P, K)
     task = config.build_task()
     for prompt in range(2):
