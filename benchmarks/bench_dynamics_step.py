@@ -33,7 +33,8 @@ def median_seconds(function, repeats: int) -> float:
 def step_speedup(policy: str, repeats: int) -> dict:
     config = DynamicsConfig(policy=policy)  # the defaults: 16 seeds, 256 prompts, 16 answers, B 64, G 8, 4 minibatches
     method, task = get_method("ngrpo"), config.build_task()
-    state = TrainState(task.initial_params(config.seeds), Optimizer(config.optimizer, config.lr),
+    state = TrainState(task.initial_params(config.seeds),
+                       Optimizer(config.optimizer, config.learning_rate),
                        np.zeros((config.seeds, task.num_prompts)))
     reference = task.logits(state.params).copy()
     rollout = draw_rollout(task, method, state.params, config, np.random.default_rng(0))

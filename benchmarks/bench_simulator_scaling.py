@@ -86,12 +86,12 @@ def peak_bytes(config) -> float:
     """Peak of 3 steps plus the records that the default number of steps would add."""
     steps, recorded = 3, type(config)().steps
     tracemalloc.start()
-    trajectory = simulate("ngrpo", dataclasses.replace(config, steps=steps), progress=False)
+    run_record = simulate("ngrpo", dataclasses.replace(config, steps=steps), progress=False)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    records = sum(values.nbytes for values in trajectory.metrics.values())
-    if trajectory.pass_at_k is not None:
-        records += trajectory.pass_at_k.nbytes
+    records = sum(values.nbytes for values in run_record.metrics.values())
+    if run_record.pass_at_k is not None:
+        records += run_record.pass_at_k.nbytes
     return peak + records / (steps + 1) * (recorded - steps)
 
 

@@ -43,7 +43,8 @@ def step_speedup(policy: str, repeats: int) -> dict:
     # 4 minibatches.
     config = SequenceConfig(policy=policy)
     method, task = get_method("ngrpo"), config.build_task()
-    state = TrainState(task.initial_params(config.seeds), Optimizer(config.optimizer, config.lr),
+    state = TrainState(task.initial_params(config.seeds),
+                       Optimizer(config.optimizer, config.learning_rate),
                        np.zeros((config.seeds, task.num_prompts)))
     reference = task.logits(state.params).copy()
     rollout = draw_rollout(task, method, state.params, config, np.random.default_rng(0))

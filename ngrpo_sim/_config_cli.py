@@ -1,7 +1,7 @@
 """Command-line options generated from a config dataclass, with each field's docstring as its help (CleanRL style).
 
-A field's docstring is the string literal right under it in the class body; Python drops those at run time, so
-they are read back from the source with ``ast``.
+A field's docstring is the string literal right under it in the class body; Python drops those at
+run time, so they are read back from the source with ``ast``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ The estimators fall into two families:
 * fixed-weight ones (PSR, NSR, W-REINFORCE) and the critic baseline of PPO look at one answer at a time.
 
 For binary rewards all of them except the critic baseline are *count-based*: an answer's advantage depends only
-on its own reward and on how many answers of its group are right. ``ngrpo_sim.landscape`` relies on that.
+on its own reward and on how many answers of its group are correct. ``ngrpo_sim.landscape`` relies
+on that.
 
 Two estimators also read the policy: RL-ZVP shapes the advantages of zero-variance groups by the
 policy's token entropy, LENS penalises a wrong answer by the policy's confidence in it. Such an
@@ -26,7 +27,7 @@ count-based: the same rewards give different advantages under different policies
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -139,14 +140,14 @@ class AdvantageEstimator:
     """Smallest G the estimator is defined for (a group-relative baseline needs a sibling)."""
     count_based: ClassVar[bool] = True
     """Whether, for binary rewards, the advantage depends only on the answer's reward and its group's count of
-    right answers. The advantage landscape and the gain c(p) exist for these estimators only."""
+    correct answers. The advantage landscape and the gain c(p) exist for these estimators only."""
     uses_values: ClassVar[bool] = False
     """Whether the estimator needs a learned value V (PPO's critic)."""
     policy_inputs: ClassVar[tuple[str, ...]] = ()
     """The policy quantities the estimator needs, each a keyword of ``__call__`` (names and shapes:
     ``POLICY_INPUTS``). An estimator that reads the policy is not count-based."""
     binary_rewards: ClassVar[bool] = False
-    """Whether the estimator is defined for binary rewards (0 wrong, 1 right) only; others are
+    """Whether the estimator is defined for binary rewards (0 wrong, 1 correct) only; others are
     refused."""
     calibration_options: ClassVar[tuple[str, ...]] = ()
     """The fields that the landscape's options (r_max and virtual_samples of NGRPO's virtual answer, the std's
@@ -186,8 +187,8 @@ class AdvantageEstimator:
         if self.binary_rewards and not np.all((rewards == 0.0) | (rewards == 1.0)):
             bad = rewards[(rewards != 0.0) & (rewards != 1.0)].ravel()[0]
             raise ValueError(f"the {self.name} estimator takes binary rewards only (0 wrong, 1 "
-                             f"right), got {bad}; its paper defines it for a verifier that says "
-                             f"right or wrong: binarise the reward")
+                             f"correct), got {bad}; its paper defines it for a verifier that says "
+                             f"correct or wrong: binarise the reward")
         inputs = {}
         for name, value in (("log_prob", log_prob), ("entropy", entropy)):
             if name in self.policy_inputs:
@@ -224,13 +225,15 @@ class AdvantageEstimator:
 class GRPOAdvantage(AdvantageEstimator):
     """GRPO (Shao et al. 2024): A_i = (r_i - mean(R)) / (std(R) + eps).
 
-    The group mean is the baseline and the group std rescales, so every group with both outcomes pushes with
-    about the same force whatever its difficulty. A group whose answers are all right or all wrong has zero
-    deviation everywhere: it contributes no gradient at all. That blind spot is what NGRPO repairs.
+    The group mean is the baseline and the group std rescales, so every group with both outcomes
+    pushes with about the same force whatever its difficulty. A group whose answers are all correct
+    or all wrong has zero deviation everywhere: it contributes no gradient at all. That blind spot
+    is what NGRPO repairs.
     """
 
     name: ClassVar[str] = "grpo"
     calibration_options: ClassVar[tuple[str, ...]] = ("ddof",)
+    _: KW_ONLY  # calibration options and tolerances by name only
     ddof: int = 1
     """Degrees of freedom removed from the std: 1 is Bessel's correction (``torch.std``'s default, used by verl
     and the NGRPO release); 0 is the population std of the GRPO paper's formula."""
@@ -257,15 +260,16 @@ class NGRPOAdvantage(AdvantageEstimator):
     ``virtual_samples`` copies of the best possible reward ``r_max`` join the group's statistics (never the
     batch: they have no tokens and get no advantage). The baseline rises towards r_max, so
 
-    * an all-wrong group is no longer silent: each answer gets -(mean') / std' < 0 (G = 8: -1/3), which pushes
-      probability away from the failed answers and towards everything not yet tried;
-    * in a hard group the one right answer is rewarded less than under GRPO (G = 8, k = 1: +1.76 instead of
-      +2.47) and each wrong answer is penalised more (-0.50 instead of -0.35);
+    * an all-wrong group is no longer silent: each answer gets -(mean') / std' < 0 (G = 8: -1/3),
+      which pushes probability away from the failed answers and towards everything not yet tried;
+    * in a hard group the one correct answer is rewarded less than under GRPO (G = 8, k = 1: +1.76
+      instead of +2.47) and each wrong answer is penalised more (-0.50 instead of -0.35);
     * an all-correct group still gets exactly 0: the virtual sample is equal to its answers.
     """
 
     name: ClassVar[str] = "ngrpo"
     calibration_options: ClassVar[tuple[str, ...]] = ("r_max", "virtual_samples", "ddof")
+    _: KW_ONLY  # calibration options and tolerances by name only
     r_max: float = 1.0
     """The best reward the verifier can give; the virtual sample's reward. Rewards above it are refused."""
     virtual_samples: int = 1
@@ -304,8 +308,9 @@ class NGRPOAdvantage(AdvantageEstimator):
 class DrGRPOAdvantage(AdvantageEstimator):
     """Dr.GRPO (Liu et al. 2025): A_i = r_i - mean(R), GRPO without the std.
 
-    Dividing by the std up-weights groups that are almost all right or almost all wrong; Dr.GRPO removes that
-    question-difficulty bias, so easy and hard groups push in proportion to their reward spread.
+    Dividing by the std up-weights groups that are almost all correct or almost all wrong; Dr.GRPO
+    removes that question-difficulty bias, so easy and hard groups push in proportion to their
+    reward spread.
     """
 
     name: ClassVar[str] = "dr_grpo"
@@ -335,15 +340,16 @@ class RLOOAdvantage(AdvantageEstimator):
 
 @dataclass(frozen=True)
 class _OutcomeWeights(AdvantageEstimator):
-    """Fixed weights for a right and for a wrong answer, interpolated linearly for graded rewards.
+    """Fixed weights for a correct and for a wrong answer, interpolated linearly for graded rewards.
 
-    With ``s = r / r_max`` the advantage is ``s * right + (1 - s) * wrong``, so binary rewards get exactly the
-    two weights and W-REINFORCE stays lambda * PSR + NSR for graded rewards too.
+    With ``s = r / r_max`` the advantage is ``s * correct + (1 - s) * wrong``, so binary rewards get
+    exactly the two weights and W-REINFORCE stays lambda * PSR + NSR for graded rewards too.
     """
 
     min_group_size: ClassVar[int] = 1
+    _: KW_ONLY  # calibration options and tolerances by name only
     r_max: float = 1.0
-    """The reward of a fully right answer; rewards must lie in [0, r_max]."""
+    """The reward of a fully correct answer; rewards must lie in [0, r_max]."""
 
     def __post_init__(self):
         _checks.number("r_max", self.r_max, low=0.0, low_open=True)
@@ -352,18 +358,18 @@ class _OutcomeWeights(AdvantageEstimator):
         return 0.0, self.r_max
 
     def weights(self) -> tuple[float, float]:
-        """(advantage of a right answer, advantage of a wrong answer)."""
+        """(advantage of a correct answer, advantage of a wrong answer)."""
         raise NotImplementedError
 
     def _compute(self, rewards, values):
         right, wrong = self.weights()
-        share_right = rewards / self.r_max
-        return share_right * right + (1.0 - share_right) * wrong
+        share_correct = rewards / self.r_max
+        return share_correct * right + (1.0 - share_correct) * wrong
 
 
 @dataclass(frozen=True)
 class PSRAdvantage(_OutcomeWeights):
-    """Positive sample reinforcement (Zhu et al. 2025): right answers +1, wrong answers 0.
+    """Positive sample reinforcement (Zhu et al. 2025): correct answers +1, wrong answers 0.
 
     Plain imitation of the model's own successes: sharpens what already works and tends to collapse entropy.
     """
@@ -376,7 +382,7 @@ class PSRAdvantage(_OutcomeWeights):
 
 @dataclass(frozen=True)
 class NSRAdvantage(_OutcomeWeights):
-    """Negative sample reinforcement (Zhu et al. 2025): right answers 0, wrong answers -1.
+    """Negative sample reinforcement (Zhu et al. 2025): correct answers 0, wrong answers -1.
 
     Only pushes down what failed; the freed probability flows to all other answers in proportion to their
     current probability, which keeps entropy up.
@@ -390,7 +396,8 @@ class NSRAdvantage(_OutcomeWeights):
 
 @dataclass(frozen=True)
 class WeightedReinforceAdvantage(_OutcomeWeights):
-    """W-REINFORCE, the paper's PSR-NSR baseline: right answers +lambda, wrong answers -1, no normalisation.
+    """W-REINFORCE, the paper's PSR-NSR baseline: correct answers +lambda, wrong answers -1, no
+    normalisation.
 
     Equals lambda * PSR + NSR. With lambda = 0.1 the negative signal dominates; the advantages do not adapt to
     the group, which the NGRPO paper blames for unstable training.
@@ -398,7 +405,7 @@ class WeightedReinforceAdvantage(_OutcomeWeights):
 
     name: ClassVar[str] = "w_reinforce"
     positive_weight: float = 0.1
-    """lambda: the weight of a right answer relative to the -1 of a wrong one."""
+    """lambda: the weight of a correct answer relative to the -1 of a wrong one."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -439,15 +446,15 @@ class MaxRLAdvantage(AdvantageEstimator):
 
     Dividing by the group's pass rate instead of its std turns the group's update (1/G) sum_i A_i
     grad log pi(a_i) into the paper's conditional estimator minus its control variate, sum_i (r_i /
-    K - 1 / G) grad log pi(a_i) with K right answers: the mean score of the right answers minus the
-    mean score of all. Its expectation is w(p) grad p, the gradient of a truncated
+    K - 1 / G) grad log pi(a_i) with K correct answers: the mean score of the correct answers minus
+    the mean score of all. Its expectation is w(p) grad p, the gradient of a truncated
     maximum-likelihood objective -sum_{k <= T} (1 - p)^k / k with w(p) = [1 - (1 - p)^T] / p (the
     paper's weight function). The paper's estimator keeps the control variate in all-wrong groups
     and gets T = G; Algorithm 1, used here and in the authors' verl code, drops both terms when K =
     0, which gives T = G - 1: c(p) = [1 - (1 - p)^(G - 1)] / p in ``ngrpo_sim.landscape`` (tested
     against enumeration). At p -> 0 that is G - 1, 7 for G = 8 against GRPO's 2.47: of all the
-    methods here MaxRL pushes hardest on hard prompts, and a right answer in a group of G with one
-    right gets G - 1.
+    methods here MaxRL pushes hardest on hard prompts, and a correct answer in a group of G with one
+    correct gets G - 1.
 
     Choices the paper leaves open, made here:
 
@@ -461,6 +468,7 @@ class MaxRLAdvantage(AdvantageEstimator):
     """
 
     name: ClassVar[str] = "maxrl"
+    _: KW_ONLY  # calibration options and tolerances by name only
     eps: float = 0.0
     """Added to the mean in the denominator (the authors' code: 1e-6)."""
 
@@ -488,17 +496,17 @@ class QAEAdvantage(AdvantageEstimator):
     of its mean, A_i = (r_i - Q_K(R)) / (std(R) + eps).
 
     For binary rewards the paper's quantile is 0 or 1, a two-regime gate: on a hard group (share of
-    right answers <= 1 - K) the baseline is 0, so right answers get +1 / std and wrong answers
-    exactly 0; on an easy group the baseline is 1, so right answers get 0 and wrong answers -1 /
+    correct answers <= 1 - K) the baseline is 0, so correct answers get +1 / std and wrong answers
+    exactly 0; on an easy group the baseline is 1, so correct answers get 0 and wrong answers -1 /
     std. A hard prompt's failures are never pushed down: all-wrong groups stay silent, as under
-    GRPO, and a hard prompt's rare right answer gets +1 / std where GRPO gives (1 - k / G) / std
+    GRPO, and a hard prompt's rare correct answer gets +1 / std where GRPO gives (1 - k / G) / std
     (c(0) is G / (G - 1) times GRPO's).
 
     Choices the paper leaves open, made here:
 
     * ``interpolation``: the authors' code takes ``torch.quantile`` of the group's rewards, which
       interpolates linearly between order statistics; that is the default, ``"linear"``. For G = 8
-      and K = 0.4 it gives the baseline 0.8 when k = 5 answers are right, so both signs appear
+      and K = 0.4 it gives the baseline 0.8 when k = 5 answers are correct, so both signs appear
       there. ``"inverted_cdf"`` is the empirical quantile min{r : F(r) >= K}, which gives exactly
       the paper's gate (baseline 0 if k / G <= 1 - K, else 1).
     * The std: the released recipe changes only the baseline of verl's GRPO estimator, which keeps
@@ -517,6 +525,7 @@ class QAEAdvantage(AdvantageEstimator):
     interpolation: str = "linear"
     """One of ``QUANTILE_INTERPOLATIONS``: ``linear`` (the authors' code) or ``inverted_cdf`` (the
     paper's gate)."""
+    _: KW_ONLY  # calibration options and tolerances by name only
     ddof: int = 1
     """Degrees of freedom removed from the std, as in GRPO."""
     eps: float = 1e-6
@@ -550,7 +559,7 @@ class ShiftedBaselineAdvantage(AdvantageEstimator):
     """A = r - V with V = mean(R) + fraction * (r_max - mean(R)) + shift: the shifted baselines of
     Asymmetric REINFORCE (Arnal et al. 2025, arXiv 2506.20520), no std.
 
-    Arnal et al. study A = r - V with a tunable V: lowering V emphasises right answers, raising it
+    Arnal et al. study A = r - V with a tunable V: lowering V emphasises correct answers, raising it
     penalises wrong ones more. Their LLM runs set V to the group's mean reward plus a constant delta
     V (``shift``; delta V < 0, a baseline below the expected reward, is where their off-policy
     improvement guarantee holds). ``fraction`` moves V a fixed share of the way from the group mean
@@ -574,7 +583,9 @@ class ShiftedBaselineAdvantage(AdvantageEstimator):
     fraction: float = 0.0
     """lambda in [0, 1]: the share of the way from the group mean to r_max at which V sits."""
     shift: float = 0.0
-    """delta V: a constant added to the baseline (Arnal et al.; negative favours right answers)."""
+    """delta V: a constant added to the baseline (Arnal et al.; negative favours correct
+    answers)."""
+    _: KW_ONLY  # calibration options and tolerances by name only
     r_max: float = 1.0
     """The best reward the verifier can give."""
 
@@ -599,10 +610,10 @@ class RLZVPAdvantage(AdvantageEstimator):
     outcomes; on a zero-variance group an advantage signed by the outcome and shaped by the policy's
     token entropy H:
 
-        all right: A_{i,t} = alpha * H_{i,t}
+        all correct: A_{i,t} = alpha * H_{i,t}
         all wrong: A_{i,t} = -alpha * (max_t' H_{i,t'} - H_{i,t}),
 
-    H_{i,t} the entropy over the vocabulary at token t of answer i (detached). A right answer's
+    H_{i,t} the entropy over the vocabulary at token t of answer i (detached). A correct answer's
     uncertain tokens (its forks) are reinforced most; a wrong answer's confident tokens are
     penalised most and its most uncertain token not at all.
 
@@ -612,7 +623,7 @@ class RLZVPAdvantage(AdvantageEstimator):
     Shaped (..., G), each answer is one token.
 
     In the single-action bandit an answer is one token and H is the policy's entropy at the prompt,
-    the same for the G answers. An all-right group then gets +alpha H for every answer, and an
+    the same for the G answers. An all-correct group then gets +alpha H for every answer, and an
     all-wrong group gets exactly 0: a one-token answer's entropy is its own maximum. So in the
     bandit RL-ZVP never learns from all-wrong groups; it is GRPO plus a push on the prompts it
     solves in all G samples, scaled by how uncertain the policy still is: its expected update is
@@ -622,7 +633,7 @@ class RLZVPAdvantage(AdvantageEstimator):
     Choices made here: the maximum runs over the answer's own tokens (Eq. 5); the z-score is GRPO's
     with Bessel's std and eps = 1e-6; ``scale`` alpha = 0.1 (the paper's value could not be checked
     here; the zero-variance push scales with it). Binary rewards only: the sign of a zero-variance
-    group needs right and wrong.
+    group needs correct and wrong.
     """
 
     name: ClassVar[str] = "rl_zvp"
@@ -632,6 +643,7 @@ class RLZVPAdvantage(AdvantageEstimator):
     calibration_options: ClassVar[tuple[str, ...]] = ("ddof",)
     scale: float = 0.1
     """alpha > 0: advantage per nat of entropy on zero-variance groups."""
+    _: KW_ONLY  # calibration options and tolerances by name only
     ddof: int = 1
     """Degrees of freedom removed from the std of mixed groups, as in GRPO."""
     eps: float = 1e-6
@@ -662,17 +674,17 @@ class LENSAdvantage(AdvantageEstimator):
     negative reward that grows with the policy's confidence in them, then GRPO's normalisation.
 
     From a maximum-likelihood fit of the reward model p(q, o) = pi(o | q) / D(q) (D the inverse
-    number of right answers) the paper derives the calibrated reward r~ = r - (1 - r) pi / (D - pi):
-    a confident mistake is penalised most. Section 5.1 makes it practical; per group of G answers
-    with confidences c_i = exp(log_prob_i):
+    number of correct answers) the paper derives the calibrated reward
+    r~ = r - (1 - r) pi / (D - pi): a confident mistake is penalised most. Section 5.1 makes it
+    practical; per group of G answers with confidences c_i = exp(log_prob_i):
 
     * D = max(D_imp, 2 max_j c_j) with D_imp = [(1/G) sum_i r_i / c_i]^-1 (importance sampling, Eq.
-      14) in a group with a right answer, D = 2 max_j c_j in an all-wrong group; so r~ stays in [-1,
-      1];
+      14) in a group with a correct answer, D = 2 max_j c_j in an all-wrong group; so r~ stays
+      in [-1, 1];
     * r~_i = r_i - (1 - r_i) (1/G) c_i / (D - c_i): the 1/G keeps every wrong answer of a mixed
       group below the group mean (GRPO's sign invariance);
-    * a group with a right answer gets GRPO's z-score of r~; an all-wrong group gets r~ minus its
-      mean (no std), times ``negative_weight`` alpha = 0.25. An all-right group gets 0.
+    * a group with a correct answer gets GRPO's z-score of r~; an all-wrong group gets r~ minus its
+      mean (no std), times ``negative_weight`` alpha = 0.25. An all-correct group gets 0.
 
     In an all-wrong group the advantages sum to 0: the most confidently sampled mistakes are pushed
     down and the least confident ones up. A group whose G answers are the same answer (equal
@@ -685,7 +697,7 @@ class LENSAdvantage(AdvantageEstimator):
     Choices made here: D_imp uses the same confidences c_i (Eq. 14 writes the raw sequence
     probability; for a one-token answer the two coincide, and for long answers the raw one makes
     D_imp negligible beside 2 max c_j); the z-score is GRPO's with Bessel's std and eps = 1e-6.
-    Binary rewards only: the paper states its algorithm for right/wrong rewards and leaves graded
+    Binary rewards only: the paper states its algorithm for correct/wrong rewards and leaves graded
     ones to future work.
     """
 
@@ -696,8 +708,9 @@ class LENSAdvantage(AdvantageEstimator):
     calibration_options: ClassVar[tuple[str, ...]] = ("ddof",)
     negative_weight: float = 0.25
     """alpha >= 0: weight of the all-wrong groups' de-meaned calibrated rewards (paper: 0.25)."""
+    _: KW_ONLY  # calibration options and tolerances by name only
     ddof: int = 1
-    """Degrees of freedom removed from the std of groups with a right answer, as in GRPO."""
+    """Degrees of freedom removed from the std of groups with a correct answer, as in GRPO."""
     eps: float = 1e-6
     """Added to that std, as in GRPO."""
 
@@ -716,6 +729,6 @@ class LENSAdvantage(AdvantageEstimator):
             inverse_imp = np.mean(np.where(right, 1.0 / relative, 0.0), axis=-1, keepdims=True)
             scale = np.maximum(np.where(inverse_imp > 0, 1.0 / inverse_imp, 0.0), 2.0)  # D / max c
         calibrated = np.where(right, 1.0, -(relative / (scale - relative)) / group_size)
-        any_right = np.any(right, axis=-1, keepdims=True)
-        return np.where(any_right, _standardise(calibrated, calibrated, self.ddof, self.eps),
+        any_correct = np.any(right, axis=-1, keepdims=True)
+        return np.where(any_correct, _standardise(calibrated, calibrated, self.ddof, self.eps),
                         self.negative_weight * _centre(calibrated, calibrated))

@@ -1,9 +1,9 @@
 """A bandit stand-in for RL on language models: prompts, candidate answers, verifiable rewards, softmax policies.
 
-Each of P prompts has K candidate answers with a fixed reward each (binary: right 1, wrong 0; or graded in
-[0, 1] with the right answers at 1). A policy gives every prompt a softmax distribution over its answers.
-Sampling G answers for a prompt is a "group"; the success rate p of a prompt is the probability of sampling a
-right answer, which is also its pass@1.
+Each of P prompts has K candidate answers with a fixed reward each (binary: correct 1, wrong 0; or
+graded in [0, 1] with the correct answers at 1). A policy gives every prompt a softmax distribution
+over its answers. Sampling G answers for a prompt is a "group"; the success rate p of a prompt is
+the probability of sampling a correct answer, which is also its pass@1.
 
 Two policies:
 
@@ -11,9 +11,10 @@ Two policies:
   seen here is the method's, not the network's.
 * **shared** (log-linear): logits = b + Phi theta, with fixed features Phi (P, K, D) and one parameter vector
   theta (D) shared by all prompts, as the weights of a network are. An update on one prompt moves all the others.
-  The features are random (interference) plus ``feature_signal`` times a direction that right answers share
-  (generalisation: raising the right answer of one prompt raises the right answers of the others). b is a fixed
-  per-answer offset that sets the starting success rates; theta starts at 0.
+  The features are random (interference) plus ``feature_signal`` times a direction that correct
+  answers share (generalisation: raising the correct answer of one prompt raises the correct answers
+  of the others). b is a fixed per-answer offset that sets the starting success rates; theta starts
+  at 0.
 
 Starting success rates follow a *profile*: a named mixture (``"base"``: many prompts almost never solved, some mid,
 some easy, like a base model on a math benchmark) or explicit rates.
@@ -101,7 +102,7 @@ class BanditTask:
     """P prompts with K answers each, and the policy's fixed parts."""
 
     rewards: np.ndarray
-    """(P, K) reward of each answer; an answer is *right* when its reward is 1."""
+    """(P, K) reward of each answer; an answer is *correct* when its reward is 1."""
     offsets: np.ndarray
     """(P, K) starting logits (tabular) or the fixed offsets b (shared)."""
     features: np.ndarray | None
@@ -112,8 +113,8 @@ class BanditTask:
         return self.rewards.shape[0]
 
     @property
-    def right(self) -> np.ndarray:
-        """(P, K) True for right answers."""
+    def correct(self) -> np.ndarray:
+        """(P, K) True for correct answers."""
         return self.rewards == 1.0
 
     def initial_params(self, num_seeds: int) -> np.ndarray:
@@ -146,8 +147,8 @@ class BanditTask:
         return np.einsum(pattern, logit_grads, features)
 
     def success(self, logits: np.ndarray, prompts: np.ndarray | None = None) -> np.ndarray:
-        """Success rate (probability of a right answer) per seed and prompt."""
-        right = self.right if prompts is None else self.right[prompts]
+        """Success rate (probability of a correct answer) per seed and prompt."""
+        right = self.correct if prompts is None else self.correct[prompts]
         return np.sum(np.exp(log_softmax(logits)) * right, axis=-1)
 
     # -- what the shared training loop (ngrpo_sim.training_loop) asks of a task ----------------
@@ -189,12 +190,12 @@ class BanditTask:
         terms, both with respect to the logits (S, P, K). Every answer is one token, so all loss
         aggregations agree."""
         probs = np.exp(log_softmax(logits))
-        success = np.sum(probs * self.right, axis=-1)
+        success = np.sum(probs * self.correct, axis=-1)
         # PPO's r - V: a baseline that does not depend on the sampled group leaves the expected
         # gradient at c = 1.
         gain = 1.0 if method.advantage.uses_values else expected_gain(method, group_size, success,
                                                                       **group_inputs)
-        ascent = np.asarray(gain)[..., None] * probs * (self.right - success[..., None])
+        ascent = np.asarray(gain)[..., None] * probs * (self.correct - success[..., None])
         return ascent, regulariser_logit_grads(logits, reference, coefficients)
 
     def expected_approx_kl(self, logits: np.ndarray, new_logits: np.ndarray) -> np.ndarray:
@@ -213,7 +214,7 @@ class BanditTask:
         (S, len(ks))."""
         log_pi = log_softmax(logits)
         pi = np.exp(log_pi)
-        success = np.sum(pi * self.right, axis=-1)
+        success = np.sum(pi * self.correct, axis=-1)
         entropy = -np.sum(pi * log_pi, axis=-1)
         buckets = difficulty_masks(initial_success)
         metrics, pass_at_k = success_metrics(success, initial_success, ks, buckets)
@@ -297,12 +298,13 @@ class BanditUpdate:
         return {"approx_kl": approx_kl(log_ratio, valid[..., None])}
 
 
-def check_task_options(num_prompts: int, num_answers: int, right_answers: int, profile, policy: str,
+def check_task_options(num_prompts: int, num_answers: int, correct_answers: int, profile,
+                       policy: str,
                        feature_dim: int, feature_signal: float, rewards: str) -> None:
     """Refuse options ``make_task`` cannot build a task from, naming the option and the value."""
     _checks.integer("num_prompts", num_prompts, low=1)
     num_answers = _checks.integer("num_answers", num_answers, low=2)
-    _checks.integer("right_answers", right_answers, low=1, high=num_answers - 1)
+    _checks.integer("correct_answers", correct_answers, low=1, high=num_answers - 1)
     parse_profile(profile)
     _checks.choice("policy", policy, POLICIES)
     _checks.choice("rewards", rewards, REWARD_KINDS)
@@ -310,46 +312,47 @@ def check_task_options(num_prompts: int, num_answers: int, right_answers: int, p
     _checks.number("feature_signal", feature_signal, low=0.0)
 
 
-def make_task(num_prompts: int = 256, num_answers: int = 16, right_answers: int = 1, profile="base",
+def make_task(num_prompts: int = 256, num_answers: int = 16, correct_answers: int = 1,
+              profile="base",
               policy: str = "tabular", feature_dim: int = 16, feature_signal: float = 0.5, rewards: str = "binary",
               logit_spread: float = 1.0, seed: int = 0) -> BanditTask:
     """Build a task whose prompts start at the profile's success rates, exactly.
 
-    Wrong answers get logits drawn from N(0, logit_spread^2) (graded rewards: wrong answers earn U(0, 0.9)); the
-    right answers share one logit, set in closed form so that each prompt starts at its target success rate p:
-    with A = sum of exp(right logits) and W = sum of exp(wrong logits), shifting the right logits by
-    log(p W / ((1 - p) A)) gives success p.
+    Wrong answers get logits drawn from N(0, logit_spread^2) (graded rewards: wrong answers earn
+    U(0, 0.9)); the correct answers share one logit, set in closed form so that each prompt starts
+    at its target success rate p: with A = sum of exp(correct logits) and W = sum of exp(wrong
+    logits), shifting the correct logits by log(p W / ((1 - p) A)) gives success p.
     """
-    check_task_options(num_prompts, num_answers, right_answers, profile, policy, feature_dim,
+    check_task_options(num_prompts, num_answers, correct_answers, profile, policy, feature_dim,
                        feature_signal, rewards)
     logit_spread = _checks.number("logit_spread", logit_spread, low=0.0)
     rng = np.random.default_rng(seed)
     target, right, logits, reward_table = draw_prompts(rng, profile, num_prompts, num_answers,
-                                                       right_answers, (num_prompts, num_answers),
+                                                       correct_answers, (num_prompts, num_answers),
                                                        logit_spread, rewards)
     wrong_mass = np.sum(np.exp(logits) * ~right, axis=1)
-    right_logit = np.log(target * wrong_mass / ((1 - target) * right_answers))
-    logits = np.where(right, right_logit[:, None], logits)
+    correct_logit = np.log(target * wrong_mass / ((1 - target) * correct_answers))
+    logits = np.where(right, correct_logit[:, None], logits)
     features = None
     if policy == "shared":
         # Random features make prompts interfere; the signal along one direction lets what is learned on one
-        # prompt transfer to the others, as "being right" is a shared concept to a network.
+        # prompt transfer to the others, as "being correct" is a shared concept to a network.
         direction, noise = draw_features(rng, (num_prompts, num_answers), feature_dim)
-        centred_right = right - right_answers / num_answers
-        features = noise + feature_signal * centred_right[..., None] * direction
+        centred_correct = right - correct_answers / num_answers
+        features = noise + feature_signal * centred_correct[..., None] * direction
     return BanditTask(rewards=reward_table, offsets=logits, features=features)
 
 
 def draw_prompts(rng: np.random.Generator, profile, num_prompts: int, num_answers: int,
-                 right_answers: int, logits_shape: tuple, logit_spread: float,
+                 correct_answers: int, logits_shape: tuple, logit_spread: float,
                  rewards: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The random draws that start every task, in this order: the target success rates (P,), which
-    ``right_answers`` of the ``num_answers`` (or final tokens) are right (P, K), logits from N(0,
-    logit_spread^2) shaped ``logits_shape``, and the reward table (P, K) (graded: wrong ones earn
-    U(0, 0.9))."""
+    ``correct_answers`` of the ``num_answers`` (or final tokens) are correct (P, K), logits from
+    N(0, logit_spread^2) shaped ``logits_shape``, and the reward table (P, K) (graded: wrong ones
+    earn U(0, 0.9))."""
     target = starting_success(profile, num_prompts, rng)
     right = np.zeros((num_prompts, num_answers), dtype=bool)
-    right[:, :right_answers] = True
+    right[:, :correct_answers] = True
     right = rng.permuted(right, axis=1)
     logits = rng.normal(scale=logit_spread, size=logits_shape)
     reward_table = right.astype(np.float64)

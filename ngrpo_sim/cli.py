@@ -23,10 +23,11 @@ def _add_landscape(subparsers) -> None:
     parser = subparsers.add_parser(
         "landscape",
         help="tables and figures of each method's advantages, silent groups and gain c(p)",
-        description="Exact advantage landscape of group-based RL methods for binary rewards: the advantage of a "
-                    "right and of a wrong answer in a group of G with k right answers, the probability that a "
-                    "sampled group gives no gradient, and the gain c(p) of the expected update of a softmax "
-                    "policy. Prints the tables and writes CSV and PNG files to --out.",
+        description="Exact advantage landscape of group-based RL methods for binary rewards: "
+                    "the advantage of a correct and of a wrong answer in a group of G with k "
+                    "correct answers, the probability that a sampled group gives no gradient, "
+                    "and the gain c(p) of the expected update of a softmax policy. Prints the "
+                    "tables and writes CSV and PNG files to --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--group-size", type=int, default=8,
@@ -34,22 +35,47 @@ def _add_landscape(subparsers) -> None:
     parser.add_argument("--methods", default=",".join(landscape.DEFAULT_METHODS),
                         help="comma-separated presets to compare (PPO has no landscape: its advantage depends on "
                              "a learned critic). Known: " + _method_list_help())
-    parser.add_argument("--r-max", type=float, default=1.0,
-                        help="reward of NGRPO's virtual sample (the best reward the verifier gives)")
-    parser.add_argument("--virtual-samples", type=int, default=1,
-                        help="how many virtual r_max samples NGRPO adds to each group's statistics")
-    parser.add_argument("--ddof", type=int, default=1, choices=(0, 1),
-                        help="std convention of GRPO and NGRPO: 1 = Bessel's correction (release), "
-                             "0 = population std")
+    _add_method_knobs(parser)
     parser.add_argument("--out", type=Path, default=None,
                         help="run folder for CSV and PNG files (default: runs/landscape-G<group size>)")
     parser.add_argument("--no-figures", action="store_true", help="print the tables and write CSV only")
     parser.set_defaults(run=_run_landscape)
 
 
+def _add_method_knobs(parser) -> None:
+    """The method flags every command that runs methods shares: ``Method.retuned``'s knobs, each
+    left as the preset has it unless given."""
+    knobs = parser.add_argument_group(
+        "method knobs", "retune every method of --methods (Method.retuned); a knob a method does "
+                        "not have leaves it as it is; unset, each method keeps its preset's value")
+    knobs.add_argument("--r-max", type=float, default=None,
+                       help="the best reward the verifier gives: NGRPO's virtual answer and the "
+                            "all-correct filter (presets: 1)")
+    knobs.add_argument("--virtual-samples", type=int, default=None,
+                       help="how many virtual r_max answers NGRPO adds to each group's statistics "
+                            "(presets: 1)")
+    knobs.add_argument("--ddof", type=int, default=None, choices=(0, 1),
+                       help="std convention of the z-score estimators (GRPO, NGRPO, ...): 1 = "
+                            "Bessel's correction (release), 0 = population std (presets: 1)")
+    knobs.add_argument("--clip-low", type=float, default=None,
+                       help="the PPO ratio's lower bound is 1 - clip_low (NGRPO 0.16, most 0.2)")
+    knobs.add_argument("--clip-high", type=float, default=None,
+                       help="the PPO ratio's upper bound is 1 + clip_high (NGRPO 0.24, DAPO 0.28)")
+
+
+def _method_knobs(args) -> dict:
+    """The method knobs given on the command line, by their ``Method.retuned`` names."""
+    knobs = ("r_max", "virtual_samples", "ddof", "clip_low", "clip_high")
+    return {knob: getattr(args, knob) for knob in knobs if getattr(args, knob) is not None}
+
+
+def _methods_from_args(args) -> list:
+    """The presets of ``--methods`` retuned by the method knobs."""
+    return [method.retuned(**_method_knobs(args)) for method in parse_methods(args.methods)]
+
+
 def _run_landscape(args) -> None:
-    methods = [m.with_advantage_options(r_max=args.r_max, virtual_samples=args.virtual_samples, ddof=args.ddof)
-               for m in parse_methods(args.methods)]
+    methods = _methods_from_args(args)
     for method in methods:
         landscape.check_method(method)
     _checks.fits_in_memory(f"the landscape for groups of {args.group_size}",
@@ -82,6 +108,7 @@ def _add_training_options(parser, config_class, command: str, mode_help: str) ->
     (CleanRL style, from their docstrings) and the run folder."""
     parser.add_argument("--methods", default="grpo,ngrpo,dapo,psr_nsr,ppo",
                         help="comma-separated presets. Known: " + _method_list_help())
+    _add_method_knobs(parser)
     parser.add_argument("--mode", default="sampled", help=mode_help)
     add_config_arguments(parser, config_class, skip=("mode",))
     parser.add_argument("--out", type=Path, default=Path("runs") / command,
@@ -93,7 +120,7 @@ def _train(args, config_class) -> list:
     from ngrpo_sim.experiments import run_methods, with_mode
     from ngrpo_sim.sweep import check_fits_in_memory, sweep_tasks
 
-    methods = parse_methods(args.methods)
+    methods = _methods_from_args(args)
     modes = [part.strip() for part in args.mode.split(",") if part.strip()]
     for mode in modes:
         if mode not in MODES:
@@ -112,9 +139,9 @@ def _train(args, config_class) -> list:
 def _run_dynamics(args) -> None:
     from ngrpo_sim.experiments import format_summary, write_run
 
-    trajectories = _train(args, DynamicsConfig)
-    print(format_summary(trajectories))
-    written = write_run(args.out, trajectories)
+    run_records = _train(args, DynamicsConfig)
+    print(format_summary(run_records))
+    written = write_run(args.out, run_records, method_knobs=_method_knobs(args))
     print("\nwrote " + ", ".join(str(path) for path in written))
 
 
@@ -123,7 +150,7 @@ def _add_tokens(subparsers) -> None:
         "tokens",
         help="train methods on answers made of tokens: lengths, loss aggregation, token entropy",
         description="Simulate RL training of each method on a task whose answers are token "
-                    "sequences (at most L tokens from V content tokens and an end token; right "
+                    "sequences (at most L tokens from V content tokens and an end token; correct "
                     "when the final token is the prompt's key), with a tabular or shared "
                     "autoregressive softmax policy, vectorised over seeds. Writes a run folder "
                     "(config.json, metrics.csv, pass_at_k.csv, summary.csv, dynamics.png, "
@@ -140,10 +167,10 @@ def _run_tokens(args) -> None:
     from ngrpo_sim.experiments import format_summary, plot_dynamics, write_run
     from ngrpo_sim.token_report import SUMMARY, TOKEN_PANELS
 
-    trajectories = _train(args, SequenceConfig)
-    print(format_summary(trajectories, metrics=SUMMARY))
-    written = write_run(args.out, trajectories, SUMMARY)
-    written.append(plot_dynamics(trajectories, args.out / "tokens.png", TOKEN_PANELS))
+    run_records = _train(args, SequenceConfig)
+    print(format_summary(run_records, metrics=SUMMARY))
+    written = write_run(args.out, run_records, SUMMARY, method_knobs=_method_knobs(args))
+    written.append(plot_dynamics(run_records, args.out / "tokens.png", TOKEN_PANELS))
     print("\nwrote " + ", ".join(str(path) for path in written))
 
 
@@ -185,14 +212,16 @@ def _add_sweep(subparsers) -> None:
         help="dynamics over a grid of settings, run here, in local processes or on Ray",
         description="Simulate every method under every combination of the values given to the "
                     "options below (each option takes one or more values: --policy tabular "
-                    "shared --lr 0.01 0.05 --seed 0 1). Each (method, setting) pair is one task, "
-                    "run in this process, in --workers local processes or on a Ray cluster "
-                    "(--ray), with the same results wherever it runs. Writes one run folder per "
+                    "shared --learning-rate 0.01 0.05 --seed 0 1). Each (method, setting) "
+                    "pair is one task, run in this process, in --workers local processes or on "
+                    "a Ray cluster (--ray), with the same results wherever it runs. Writes one "
+                    "run folder per "
                     "setting and summary.csv to --out, and keeps every finished task in "
                     "--out/tasks: the same command, run again, resumes a stopped sweep.",
     )
     parser.add_argument("--methods", default="grpo,ngrpo",
                         help="comma-separated presets. Known: " + _method_list_help())
+    _add_method_knobs(parser)
     add_config_grid_arguments(parser, DynamicsConfig)
     parser.add_argument("--out", type=Path, default=Path("runs") / "sweep",
                         help="folder of the sweep; one that holds another sweep is refused "
@@ -206,20 +235,20 @@ def _run_sweep(args) -> None:
                                        varying_fields, with_mode, write_sweep)
     from ngrpo_sim.sweep import check_fits_in_memory, check_where_to_run, run_sweep, sweep_tasks
 
-    methods = parse_methods(args.methods)
+    methods = _methods_from_args(args)
     configs = list(dict.fromkeys(with_mode(config, config.mode)
                                  for config in config_grid_from_args(DynamicsConfig, args)))
     check_where_to_run(args.workers, args.ray)
     sweep_tasks(methods, configs)  # refuses a method a setting cannot train, before the folder
     check_fits_in_memory(configs, len(configs) * len(methods), args.workers, args.ray)
     store = claim_sweep_folder(_checks.output_folder("--out", args.out), methods, configs)
-    trajectories = run_sweep(methods, configs, workers=args.workers, ray_address=args.ray,
+    run_records = run_sweep(methods, configs, workers=args.workers, ray_address=args.ray,
                              store=store)
     fields = varying_fields(configs)
     for index, config in enumerate(configs):
         print(f"\n{setting_name(index, config, fields)}")
-        print(format_summary(trajectories[index * len(methods):(index + 1) * len(methods)]))
-    written = write_sweep(args.out, configs, trajectories)
+        print(format_summary(run_records[index * len(methods):(index + 1) * len(methods)]))
+    written = write_sweep(args.out, configs, run_records)
     print(f"\nwrote {len(written) - 1} run folders and {written[-1]}")
 
 
@@ -228,7 +257,7 @@ def _add_page(subparsers) -> None:
         "page",
         help="write the interactive page (one HTML file that opens in any browser, no network)",
         description="Writes one self-contained HTML page: each method's advantages for a group "
-                    "of G with k right answers, the probability that a group gives no gradient "
+                    "of G with k correct answers, the probability that a group gives no gradient "
                     "and the gain c(p), with sliders for G, k, r_max, virtual samples and the std "
                     "convention, and the headline training curves of a report. Every number is "
                     "computed when the page is written; the page needs no network and nothing "

@@ -16,10 +16,10 @@ minibatch updates per rollout?). A section of ``ngrpo-sim report``.
    policy with Adam at a step size of 0.2 (its clip fractions, below 1%, are an LLM run's), and
    the token task's tabular policy with SGD and 2 epochs. At the headline's step size (Adam, lr
    0.05) the bounds bind on fewer than 0.1% of answers.
-2. **NSR.** NSR (-1 on every wrong answer, nothing on right ones), PSR (+1 on right answers only)
-   and GRPO, all without KL and entropy bonus, train on binary rewards in three ways
-   (``NSR_CELLS``): one minibatch update per rollout (on policy: the ratio is 1, no bound can
-   act), 4 minibatch updates with the clip 0.2/0.2, and the same without a clip; in two settings
+2. **NSR.** NSR (-1 on every wrong answer, nothing on correct ones), PSR (+1 on correct answers
+   only) and GRPO, all without KL and entropy bonus, train on binary rewards in three ways
+   (``NSR_CELLS``): one minibatch update per rollout (on policy: the ratio is 1, no bound can act),
+   4 minibatch updates with the clip 0.2/0.2, and the same without a clip; in two settings
    (``NSR_SETTINGS``). NSR's entropy gain is its final entropy minus GRPO's (and PSR's).
 
 Every value is a mean with its 95% interval over seeds; differences have 95% Welch intervals.
@@ -38,7 +38,7 @@ from ngrpo_sim.plotting import METHOD_COLOURS, save, subplots
 from ngrpo_sim.report import HEADLINE, LEARNING_RATES, _verdict, entropy_at_matched_accuracy
 from ngrpo_sim.sweep import Task, sweep_tasks
 from ngrpo_sim.token_report import TOKEN_HEADLINE
-from ngrpo_sim.training_loop import LoopConfig, Trajectory
+from ngrpo_sim.training_loop import LoopConfig, RunRecord
 
 UNCLIPPED_LOW, UNCLIPPED_HIGH = 1.0 - 1e-9, 1e9
 """Clip bounds that no ratio reaches: a ratio would have to fall below 1e-9 or rise above 1e9."""
@@ -52,20 +52,21 @@ CLIP_COLOURS = {"unclipped": "#000000", "0.2/0.2": METHOD_COLOURS["grpo"],
 """One colour per clip variant: the bounds of a preset in that preset's colour."""
 NOISE_SETTINGS = {
     "bandit, tabular, SGD, 2 epochs": dataclasses.replace(
-        HEADLINE, policy="tabular", optimizer="sgd", lr=LEARNING_RATES["tabular", "sgd"],
+        HEADLINE, policy="tabular", optimizer="sgd", learning_rate=LEARNING_RATES["tabular", "sgd"],
         epochs=2, steps=100, seeds=12, rewards="noise"),
-    "bandit, shared, Adam lr 0.2": dataclasses.replace(HEADLINE, lr=0.2, steps=100, seeds=24,
+    "bandit, shared, Adam lr 0.2": dataclasses.replace(HEADLINE, learning_rate=0.2, steps=100,
+                                                       seeds=24,
                                                        rewards="noise"),
     "tokens, tabular, SGD, 2 epochs": dataclasses.replace(
-        TOKEN_HEADLINE, policy="tabular", optimizer="sgd", lr=20.0, epochs=2, steps=60, seeds=6,
-        rewards="noise"),
+        TOKEN_HEADLINE, policy="tabular", optimizer="sgd", learning_rate=20.0, epochs=2, steps=60,
+        seeds=6, rewards="noise"),
 }
 """Where the pure-noise runs train (sizes of each simulator's headline)."""
 NSR_METHODS = ("nsr", "psr", "grpo")
 NSR_SETTINGS = {
     "bandit, shared, Adam (headline)": dataclasses.replace(HEADLINE, steps=100, seeds=12),
     "bandit, tabular, SGD": dataclasses.replace(
-        HEADLINE, policy="tabular", optimizer="sgd", lr=LEARNING_RATES["tabular", "sgd"],
+        HEADLINE, policy="tabular", optimizer="sgd", learning_rate=LEARNING_RATES["tabular", "sgd"],
         steps=100, seeds=12),
 }
 """Where NSR, PSR and GRPO train (binary rewards; KL and entropy bonus set to 0)."""
@@ -110,9 +111,9 @@ def nsr_tasks() -> list[Task]:
             for task in sweep_tasks(nsr_methods(clipped), [nsr_config(setting, minibatches)])]
 
 
-def entropy_change(trajectory: Trajectory) -> np.ndarray:
+def entropy_change(run_record: RunRecord) -> np.ndarray:
     """(S,): final entropy minus the starting one."""
-    entropy = trajectory.metrics["entropy"]
+    entropy = run_record.metrics["entropy"]
     return entropy[-1] - entropy[0]
 
 
@@ -121,17 +122,17 @@ def _difference(first: np.ndarray, second: np.ndarray, above: str, below: str) -
     return f"{mean:+.3f} ± {half:.3f}: {_verdict(mean, half, above, below)}"
 
 
-def _shares(trajectory: Trajectory) -> str:
+def _shares(run_record: RunRecord) -> str:
     """The mean shares of answers (tokens) clipped at the low and at the high bound."""
-    return " / ".join(f"{np.nanmean(trajectory.metrics[name]):.4f}"
+    return " / ".join(f"{np.nanmean(run_record.metrics[name]):.4f}"
                       for name in ("clipfrac_low", "clipfrac_high"))
 
 
-def _split(runs: list[Trajectory], size: int) -> list[list[Trajectory]]:
+def _split(runs: list[RunRecord], size: int) -> list[list[RunRecord]]:
     return [runs[start:start + size] for start in range(0, len(runs), size)]
 
 
-def noise_table(groups: dict[str, list[Trajectory]]) -> str:
+def noise_table(groups: dict[str, list[RunRecord]]) -> str:
     """One row per setting and clip variant: entropy change, its difference from the unclipped
     run's, and the clipped shares."""
     lines = ["| setting | clip (low/high) | entropy change (final − start) | minus unclipped | "
@@ -155,7 +156,7 @@ def _effect(change: np.ndarray, unclipped: np.ndarray) -> str:
     return f"{word} it ({mean:+.3f} ± {half:.3f})"
 
 
-def noise_verdicts(groups: dict[str, list[Trajectory]]) -> list[str]:
+def noise_verdicts(groups: dict[str, list[RunRecord]]) -> list[str]:
     """Per setting: what each bound alone and each pair of standard bounds does to entropy against
     no clip, what DAPO's and NGRPO's bounds do against GRPO's, and how far entropy falls without a
     clip."""
@@ -177,7 +178,7 @@ def noise_verdicts(groups: dict[str, list[Trajectory]]) -> list[str]:
     return lines
 
 
-def nsr_table(groups: dict[tuple[str, str], list[Trajectory]]) -> str:
+def nsr_table(groups: dict[tuple[str, str], list[RunRecord]]) -> str:
     """One row per setting and cell: NSR's entropy, its gain over GRPO and PSR, entropy at equal
     accuracy, and NSR's clipped shares."""
     lines = ["| setting | updates per rollout | NSR entropy (final) | NSR − GRPO | NSR − PSR | "
@@ -198,14 +199,14 @@ def nsr_table(groups: dict[tuple[str, str], list[Trajectory]]) -> str:
     return "\n".join(lines)
 
 
-def nsr_gain(runs: list[Trajectory]) -> tuple[float, float]:
+def nsr_gain(runs: list[RunRecord]) -> tuple[float, float]:
     """NSR's final entropy minus GRPO's: (mean, 95% Welch half-width)."""
     nsr, grpo = (next(t for t in runs if t.method == name).final("entropy")
                  for name in ("nsr", "grpo"))
     return difference_interval(nsr, grpo)
 
 
-def nsr_verdicts(groups: dict[tuple[str, str], list[Trajectory]]) -> list[str]:
+def nsr_verdicts(groups: dict[tuple[str, str], list[RunRecord]]) -> list[str]:
     """Per setting: in which cells NSR keeps more entropy than GRPO, and whether that is only the
     clipped cell with several minibatches."""
     lines = []
@@ -222,8 +223,8 @@ def nsr_verdicts(groups: dict[tuple[str, str], list[Trajectory]]) -> list[str]:
     return lines
 
 
-def plot_clipping(noise: dict[str, list[Trajectory]],
-                  nsr: dict[tuple[str, str], list[Trajectory]], path: Path) -> Path:
+def plot_clipping(noise: dict[str, list[RunRecord]],
+                  nsr: dict[tuple[str, str], list[RunRecord]], path: Path) -> Path:
     """Entropy change against steps under pure noise (a panel per setting, a line per clip
     variant), and NSR's final entropy minus GRPO's in every cell (bars with 95% intervals)."""
     figure, axes = subplots(ncols=2, nrows=(len(noise) + 2) // 2, width=5.0, height=3.6)
@@ -255,7 +256,7 @@ def plot_clipping(noise: dict[str, list[Trajectory]],
     return save(figure, path)
 
 
-def clipping_section(out: Path, noise_runs: list[Trajectory], nsr_runs: list[Trajectory]
+def clipping_section(out: Path, noise_runs: list[RunRecord], nsr_runs: list[RunRecord]
                      ) -> list[str]:
     """Write the section's run folders and figure under ``out`` from the runs of ``noise_tasks``
     and ``nsr_tasks`` (in their order) and return its report lines."""

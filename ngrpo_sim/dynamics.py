@@ -32,14 +32,14 @@ from ngrpo_sim.bandit import POLICY_METRICS, BanditTask, check_task_options, mak
 from ngrpo_sim.metrics import powers_of_two_up_to
 from ngrpo_sim.training_loop import (ABANDONED_BELOW, MODES, PASS_AT_K_MAX, REGRESSED_SHARE,
                                      ROLLOUT_METRICS, SOLVED_FROM, Coefficients, LoopConfig,
-                                     Rollout, TrainState, Trajectory, apply_rollout, draw_rollout,
+                                     Rollout, TrainState, RunRecord, apply_rollout, draw_rollout,
                                      expected_step, group_outcome_probabilities,
                                      predicted_entropy_change, regulariser_logit_grads, simulate)
 
 # The shared loop's names stay importable from here, where they have always been.
 __all__ = ["ABANDONED_BELOW", "METRICS", "MODES", "PASS_AT_K_MAX", "POLICY_METRICS",
            "REGRESSED_SHARE", "ROLLOUT_METRICS", "SOLVED_FROM", "Coefficients", "DynamicsConfig",
-           "Rollout", "TrainState", "Trajectory", "apply_rollout", "draw_rollout", "expected_step",
+           "Rollout", "TrainState", "RunRecord", "apply_rollout", "draw_rollout", "expected_step",
            "group_outcome_probabilities", "policy_metrics", "predicted_entropy_change",
            "regulariser_logit_grads", "simulate"]
 
@@ -52,8 +52,8 @@ class DynamicsConfig(LoopConfig):
 
     num_answers: int = 16
     """K, candidate answers per prompt. More answers means more ways to be wrong and more entropy to lose."""
-    right_answers: int = 1
-    """How many of the K answers of each prompt are right."""
+    correct_answers: int = 1
+    """How many of the K answers of each prompt are correct."""
 
     expected_inputs: ClassVar[tuple[str, ...]] = ("entropy",)
     """An answer is one token: the entropy at it is the prompt's, the same for a whole group."""
@@ -61,7 +61,7 @@ class DynamicsConfig(LoopConfig):
     def __post_init__(self):
         super().__post_init__()
         # Everything make_task would refuse, refused now: before a command's first progress bar.
-        check_task_options(self.num_prompts, self.num_answers, self.right_answers, self.profile,
+        check_task_options(self.num_prompts, self.num_answers, self.correct_answers, self.profile,
                            self.policy, self.feature_dim, self.feature_signal, self.rewards)
 
     def memory_bytes(self) -> float:
@@ -81,7 +81,7 @@ class DynamicsConfig(LoopConfig):
         * the record: (steps + 1) x S values of every metric and of pass@k.
         """
         seeds, prompts, answers = self.seeds, self.num_prompts, self.num_answers
-        batch, features = self.batch_prompts, self.feature_dim
+        batch, features = self.prompts_per_step, self.feature_dim
         tabular, sampled = self.policy == "tabular", self.mode == "sampled"
         adam = self.optimizer == "adam"
         per_prompt = 7.0 + 1.5 * tabular + 2.0 * (tabular and adam) + 7.0 * (not sampled)
@@ -96,7 +96,8 @@ class DynamicsConfig(LoopConfig):
         return total + 2 ** 18
 
     def build_task(self) -> BanditTask:
-        return make_task(self.num_prompts, self.num_answers, self.right_answers, self.profile, self.policy,
+        return make_task(self.num_prompts, self.num_answers, self.correct_answers, self.profile,
+                         self.policy,
                          self.feature_dim, self.feature_signal, self.rewards, seed=self.seed)
 
 

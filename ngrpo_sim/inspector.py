@@ -111,7 +111,7 @@ def _statistics(group: InspectedGroup, step: InspectedStep) -> tuple[str, np.nda
     if not np.isfinite(rewards).all():
         return "some rewards are unknown; the statistics leave those answers out", expected
     grpo = get_method("grpo").advantage
-    ngrpo = get_method("ngrpo").with_advantage_options(r_max=step.r_max).advantage
+    ngrpo = get_method("ngrpo").retuned(r_max=step.r_max).advantage
     mean, std = grpo.group_statistics(rewards)
     mean_virtual, std_virtual = ngrpo.group_statistics(rewards)
     text = (f"GRPO's mean {mean:.4f}, std {std:.4f}; with NGRPO's virtual answer of reward "

@@ -1,23 +1,25 @@
-"""The advantage landscape: what each method does with a group of G answers of which k are right.
+"""The advantage landscape: what each method does with a group of G answers of which k are correct.
 
 Three views, all exact (no sampling):
 
-1. ``count_advantages``: the advantage of a right and of a wrong answer in a group with k right answers.
+1. ``count_advantages``: the advantage of a correct and of a wrong answer in a group with k correct
+   answers.
 2. ``zero_gradient_probability``: the chance that a group sampled at success rate p moves nothing.
 3. ``expected_gain``: the scalar c(p) of the expected update of a tabular softmax policy.
 
-The gain identity. Take a softmax policy pi = softmax(z) over K answers with binary rewards r (1 right, 0 wrong)
-and success rate p = sum_a pi_a r_a. Sample a group of G answers i.i.d. from pi and ascend the group's
-policy-gradient estimate g = (1/G) sum_i A_i grad_z log pi(a_i) = (1/G) sum_i A_i (e_{a_i} - pi). If A_i depends
-only on the answer's reward and the group's count k of right answers, A_i = f(r_{a_i}, k), then
+The gain identity. Take a softmax policy pi = softmax(z) over K answers with binary rewards r (1
+correct, 0 wrong) and success rate p = sum_a pi_a r_a. Sample a group of G answers i.i.d. from pi
+and ascend the group's policy-gradient estimate g = (1/G) sum_i A_i grad_z log pi(a_i) = (1/G) sum_i
+A_i (e_{a_i} - pi). If A_i depends only on the answer's reward and the group's count k of correct
+answers, A_i = f(r_{a_i}, k), then
 
     E[g] = c(p) * pi * (r - p),    c(p) = E[f(1, 1 + B)] - E[f(0, B)],    B ~ Binomial(G - 1, p).
 
-Proof sketch: fix an answer a. By symmetry over the G positions, E[sum_i A_i 1{a_i = a}] = G pi_a E[f(r_a, k) |
-a_1 = a], and given a_1 = a the other G - 1 answers hold B ~ Bin(G - 1, p) right ones, so this is G pi_a alpha
-for a right answer and G pi_a beta for a wrong one, with alpha = E f(1, 1 + B), beta = E f(0, B). The mean of
-(1/G) sum_i A_i is p alpha + (1 - p) beta. Hence E[g]_a = pi_a (alpha r_a + beta (1 - r_a) - p alpha - (1 - p)
-beta) = (alpha - beta) pi_a (r_a - p).
+Proof sketch: fix an answer a. By symmetry over the G positions, E[sum_i A_i 1{a_i = a}] = G pi_a
+E[f(r_a, k) | a_1 = a], and given a_1 = a the other G - 1 answers hold B ~ Bin(G - 1, p) correct
+ones, so this is G pi_a alpha for a correct answer and G pi_a beta for a wrong one, with alpha = E
+f(1, 1 + B), beta = E f(0, B). The mean of (1/G) sum_i A_i is p alpha + (1 - p) beta. Hence E[g]_a =
+pi_a (alpha r_a + beta (1 - r_a) - p alpha - (1 - p) beta) = (alpha - beta) pi_a (r_a - p).
 
 So, for binary rewards, every count-based method moves the expected logits in the *same direction*
 pi * (r - p), the exact policy gradient of the success rate; methods differ only in the step size c(p) they
@@ -62,26 +64,26 @@ DEFAULT_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "dr_grpo", "rloo", "maxrl
 
 def check_method(method: Method, given: tuple[str, ...] = ()) -> None:
     """Refuse a method the landscape cannot describe, with a sentence saying why: one whose
-    advantage is not a function of the group's count of right answers given the policy inputs
+    advantage is not a function of the group's count of correct answers given the policy inputs
     ``given`` (the same for every answer of a group), such as PPO's, or one whose estimator refuses
-    the reward 1 of a right answer (r_max below 1)."""
+    the reward 1 of a correct answer (r_max below 1)."""
     estimator = method.advantage
     if estimator.count_based or (estimator.policy_inputs
                                  and set(estimator.policy_inputs) <= set(given)):
         ceiling = estimator.reward_bounds()[1]
         if ceiling is not None and ceiling < 1.0:
             raise ValueError(f"r_max must be at least 1, got {ceiling}: the landscape's groups "
-                             f"hold binary rewards (1 right, 0 wrong) and r_max is the best "
+                             f"hold binary rewards (1 correct, 0 wrong) and r_max is the best "
                              f"reward, the virtual answer's")
         return
     if estimator.uses_values:
-        reason = ("a learned value V, not on the group's count of right answers, so it has no "
+        reason = ("a learned value V, not on the group's count of correct answers, so it has no "
                   "advantage landscape or gain c(p); for any V that does not depend on the sampled "
                   "group its expected gain is 1")
     else:
         inputs = ", ".join(estimator.policy_inputs)
         reason = (f"the policy ({inputs} of the sampled answers) as well as on the group's count "
-                  f"of right answers, so it has no advantage landscape or gain c(p)")
+                  f"of correct answers, so it has no advantage landscape or gain c(p)")
     raise ValueError(f"method {method.name!r} is not count-based: its advantage ({estimator.name}) "
                      f"depends on {reason}")
 
@@ -101,7 +103,8 @@ def memory_bytes(group_size: int, grid_points: int = 201) -> float:
 
 
 def canonical_groups(group_size: int) -> np.ndarray:
-    """Row k (k = 0..G) is a group with k right answers (reward 1) followed by G - k wrong ones (reward 0)."""
+    """Row k (k = 0..G) is a group with k correct answers (reward 1) followed by G - k wrong ones
+    (reward 0)."""
     group_size = _checks.integer("group_size", group_size, low=2)
     return (np.arange(group_size)[None, :] < np.arange(group_size + 1)[:, None]).astype(np.float64)
 
@@ -126,11 +129,13 @@ def count_group_advantages(method: Method, group_size: int, **group_inputs) -> n
 
 def count_advantages(method: Method, group_size: int, **group_inputs
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """(right, wrong): arrays of length G + 1 indexed by k, the number of right answers in the group.
+    """(correct, wrong): arrays of length G + 1 indexed by k, the number of correct answers in the
+    group.
 
-    ``right[k]`` is the advantage of each right answer, ``wrong[k]`` of each wrong answer, after the method's
-    group filter (a dropped group gives 0). ``right[0]`` and ``wrong[G]`` describe answers that cannot exist and
-    are NaN. With ``group_inputs`` (see ``count_group_advantages``) both are shaped (..., G + 1).
+    ``correct[k]`` is the advantage of each correct answer, ``wrong[k]`` of each wrong answer, after
+    the method's group filter (a dropped group gives 0). ``correct[0]`` and ``wrong[G]`` describe
+    answers that cannot exist and are NaN. With ``group_inputs`` (see ``count_group_advantages``)
+    both are shaped (..., G + 1).
     """
     advantages = count_group_advantages(method, group_size, **group_inputs)
     counts = np.arange(group_size + 1)
@@ -170,8 +175,8 @@ def binomial_pmf(trials: int, success_rate: np.ndarray) -> np.ndarray:
 
 
 def silent_counts(method: Method, group_size: int) -> np.ndarray:
-    """(G + 1,) bool indexed by k: whether a group with k right answers gives every answer
-    advantage 0 (GRPO: k = 0 and k = G; NGRPO: k = G only, the all-right group it drops)."""
+    """(G + 1,) bool indexed by k: whether a group with k correct answers gives every answer
+    advantage 0 (GRPO: k = 0 and k = G; NGRPO: k = G only, the all-correct group it drops)."""
     check_method(method)
     return np.all(method.advantages(canonical_groups(group_size)) == 0.0, axis=-1)
 
@@ -225,10 +230,12 @@ def format_tables(methods: list[Method], group_size: int) -> str:
     width = max(9, *(len(n) + 1 for n in names))
     header = "".join(f"{n:>{width}}" for n in names)
     advantages = {m.name: count_advantages(m, group_size) for m in methods}
-    lines = [f"Advantage of each RIGHT answer in a group of G={group_size} with k right", f"{'k':>4}" + header]
+    lines = [f"Advantage of each CORRECT answer in a group of G={group_size} with k correct",
+             f"{'k':>4}" + header]
     for k in range(1, group_size + 1):
         lines.append(f"{k:>4}" + "".join(f"{advantages[n][0][k]:>{width}.4f}" for n in names))
-    lines += ["", f"Advantage of each WRONG answer in a group of G={group_size} with k right", f"{'k':>4}" + header]
+    lines += ["", f"Advantage of each WRONG answer in a group of G={group_size} with k correct",
+              f"{'k':>4}" + header]
     for k in range(group_size):
         lines.append(f"{k:>4}" + "".join(f"{advantages[n][1][k]:>{width}.4f}" for n in names))
     for title, quantity in (("Probability that a sampled group gives no gradient", zero_gradient_probability),
@@ -247,7 +254,7 @@ def write_csv(methods: list[Method], group_size: int, folder: Path, grid_points:
     advantage_path, curve_path = folder / "advantages.csv", folder / "curves.csv"
     with advantage_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "group_size", "k", "advantage_right", "advantage_wrong"])
+        writer.writerow(["method", "group_size", "k", "advantage_correct", "advantage_wrong"])
         for m in methods:
             right, wrong = count_advantages(m, group_size)
             for k in range(group_size + 1):
@@ -263,15 +270,15 @@ def write_csv(methods: list[Method], group_size: int, folder: Path, grid_points:
 
 
 def plot_advantages(ax, methods: list[Method], group_size: int) -> None:
-    """Advantage against k: solid for right answers, dashed for wrong answers."""
+    """Advantage against k: solid for correct answers, dashed for wrong answers."""
     counts = np.arange(group_size + 1)
     advantages = {m.name: count_advantages(m, group_size) for m in methods}
     plot_method_curves(ax, counts, {name: right for name, (right, _) in advantages.items()}, marker="o")
     plot_method_curves(ax, counts, {name: wrong for name, (_, wrong) in advantages.items()}, linestyle="--",
                        marker="s", label=False)
     ax.axhline(0.0, color="0.6", linewidth=0.8)
-    ax.set_xlabel(f"right answers k in a group of G={group_size}")
-    ax.set_ylabel("advantage (solid: right answer, dashed: wrong)")
+    ax.set_xlabel(f"correct answers k in a group of G={group_size}")
+    ax.set_ylabel("advantage (solid: correct answer, dashed: wrong)")
     ax.set_title("Advantage landscape")
     ax.legend(fontsize=8)
 

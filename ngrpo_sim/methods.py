@@ -58,7 +58,8 @@ class KeepAllGroups(GroupFilter):
 
 @dataclass(frozen=True)
 class DropHomogeneousGroups(GroupFilter):
-    """DAPO's dynamic sampling: drop every group whose rewards are all equal (all right or all wrong).
+    """DAPO's dynamic sampling: drop every group whose rewards are all equal (all correct or all
+    wrong).
 
     Under GRPO's advantage such a group gives zero gradient anyway, so dropping it and refilling keeps the batch
     full of informative groups.
@@ -85,7 +86,7 @@ class DropAllCorrectGroups(GroupFilter):
 
     name: ClassVar[str] = "drop_all_correct"
     r_max: float = 1.0
-    """The reward of a right answer; a group is all-correct when every reward equals it."""
+    """The reward of a correct answer; a group is all-correct when every reward equals it."""
 
     def __post_init__(self):
         _checks.number("r_max", self.r_max)
@@ -167,8 +168,9 @@ class Method:
     """eps_low: the ratio pi/pi_old may fall to 1 - eps_low before an answer with negative advantage stops being
     pushed down. Smaller is stricter: NGRPO's 0.16 limits how hard one step can penalise failures."""
     clip_high: float = 0.2
-    """eps_high: the ratio may rise to 1 + eps_high before an answer with positive advantage stops being pushed up.
-    Larger lets rare right answers gain probability faster (DAPO's clip-higher against entropy collapse)."""
+    """eps_high: the ratio may rise to 1 + eps_high before an answer with positive advantage stops
+    being pushed up. Larger lets rare correct answers gain probability faster (DAPO's clip-higher
+    against entropy collapse)."""
     group_filter: GroupFilter = field(default_factory=KeepAllGroups)
     """Which sampled groups enter the update."""
     loss_aggregation: str = "token-mean"
@@ -207,15 +209,38 @@ class Method:
         """A copy with some fields changed (and validated again)."""
         return dataclasses.replace(self, **changes)
 
-    def with_advantage_options(self, **options) -> "Method":
-        """A copy whose advantage estimator takes those ``options`` that are among its calibration options.
+    def retuned(self, *, r_max: float | None = None, virtual_samples: int | None = None,
+                ddof: int | None = None, clip_low: float | None = None,
+                clip_high: float | None = None) -> "Method":
+        """A copy with the method knobs that are given (None leaves a knob as the preset has it);
+        the one retuning of the project, behind every command's ``--r-max``, ``--virtual-samples``,
+        ``--ddof``, ``--clip-low``, ``--clip-high`` and the notebooks' sliders.
 
-        ``r_max``, ``virtual_samples`` and ``ddof`` retune NGRPO-style and GRPO-style estimators and leave the
-        others as they are (PSR's r_max, the scale of graded rewards, too), so one call can retune a whole list of
-        methods.
+        ``r_max`` (the best reward, NGRPO's virtual answer), ``virtual_samples`` and ``ddof`` (the
+        std convention) retune the estimators that list them in ``calibration_options`` and leave
+        the others as they are, so one call can retune a whole list of methods; PSR-NSR's r_max,
+        the scale of graded rewards, is left alone, so a correct answer (reward 1) stays correct.
+        ``r_max`` moves the all-correct filter (``DropAllCorrectGroups``) with it: a group is
+        all-correct when every answer earns the best reward. ``clip_low`` and ``clip_high`` are the
+        PPO ratio's bounds 1 - clip_low and 1 + clip_high. Raises ``ValueError`` naming a knob out
+        of range (r_max <= 0, virtual_samples < 1, ddof not 0 or 1, a bad clip bound).
         """
-        changes = {key: value for key, value in options.items() if key in self.advantage.calibration_options}
-        return self.replace(advantage=dataclasses.replace(self.advantage, **changes)) if changes else self
+        if r_max is not None:
+            r_max = _checks.number("r_max", r_max, low=0.0, low_open=True)
+        if virtual_samples is not None:
+            virtual_samples = _checks.integer("virtual_samples", virtual_samples, low=1)
+        if ddof is not None:
+            ddof = _checks.integer("ddof", ddof, low=0, high=1)
+        options = dict(r_max=r_max, virtual_samples=virtual_samples, ddof=ddof)
+        calibration = {key: value for key, value in options.items()
+                       if value is not None and key in self.advantage.calibration_options}
+        changes = {key: value for key, value in dict(clip_low=clip_low, clip_high=clip_high).items()
+                   if value is not None}
+        if calibration:
+            changes["advantage"] = dataclasses.replace(self.advantage, **calibration)
+        if r_max is not None and isinstance(self.group_filter, DropAllCorrectGroups):
+            changes["group_filter"] = DropAllCorrectGroups(r_max=r_max)
+        return self.replace(**changes) if changes else self
 
 
 _RELEASE_ENTROPY = 0.001  # verl's inherited default in the NGRPO release; its baselines run in the same fork.
@@ -228,14 +253,16 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("dapo", GRPOAdvantage(), 0.2, 0.28, DropHomogeneousGroups(), entropy_coef=_RELEASE_ENTROPY,
            summary="DAPO: GRPO advantage, clip-higher 0.2/0.28, homogeneous groups dropped"),
     Method("psr_nsr", WeightedReinforceAdvantage(positive_weight=0.1), 0.2, 0.2, KeepAllGroups(),
-           entropy_coef=_RELEASE_ENTROPY, summary="PSR-NSR (W-REINFORCE): +0.1 right, -1 wrong, no normalisation"),
+           entropy_coef=_RELEASE_ENTROPY,
+           summary="PSR-NSR (W-REINFORCE): +0.1 correct, -1 wrong, no normalisation"),
     Method("ngrpo", NGRPOAdvantage(), 0.16, 0.24, DropAllCorrectGroups(), entropy_coef=_RELEASE_ENTROPY,
            summary="NGRPO: virtual r_max sample in the statistics, clip 0.16/0.24, all-correct groups dropped"),
     Method("dr_grpo", DrGRPOAdvantage(), 0.2, 0.2, KeepAllGroups(), loss_aggregation="seq-mean-token-sum-norm",
            summary="Dr.GRPO: r - mean, no std, constant length normaliser"),
     Method("rloo", RLOOAdvantage(), 0.2, 0.2, KeepAllGroups(),
            summary="RLOO: r - mean of the other answers"),
-    Method("psr", PSRAdvantage(), 0.2, 0.2, KeepAllGroups(), summary="PSR: only right answers, +1"),
+    Method("psr", PSRAdvantage(), 0.2, 0.2, KeepAllGroups(),
+           summary="PSR: only correct answers, +1"),
     Method("nsr", NSRAdvantage(), 0.2, 0.2, KeepAllGroups(), summary="NSR: only wrong answers, -1"),
     # The paper's ablations, on the NGRPO recipe (no KL) with one component at a time.
     Method("grpo_asym_clip", GRPOAdvantage(), 0.16, 0.24, KeepAllGroups(), entropy_coef=_RELEASE_ENTROPY,

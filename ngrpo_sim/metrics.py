@@ -8,7 +8,7 @@ from ngrpo_sim import _checks
 
 
 def pass_at_k_exact(success_rate, k) -> np.ndarray:
-    """Probability that at least one of k independent samples is right: 1 - (1 - p)^k.
+    """Probability that at least one of k independent samples is correct: 1 - (1 - p)^k.
 
     Broadcasts over ``success_rate`` and ``k``.
     """
@@ -22,7 +22,7 @@ def pass_at_k_exact(success_rate, k) -> np.ndarray:
 
 
 def pass_at_k_unbiased(num_samples, num_correct, k) -> np.ndarray:
-    """Chen et al.'s (2021) unbiased estimate of pass@k from n samples of which c are right.
+    """Chen et al.'s (2021) unbiased estimate of pass@k from n samples of which c are correct.
 
     1 - C(n - c, k) / C(n, k), written as 1 - prod_{j<k} (1 - c / (n - j)) and summed in log space so that it is
     exact to rounding for n = 256 and beyond (the binomials themselves overflow float64 at n ~ 1030). Broadcasts
@@ -38,7 +38,7 @@ def pass_at_k_unbiased(num_samples, num_correct, k) -> np.ndarray:
         raise ValueError(f"num_correct must be <= num_samples, got {c[c > n].ravel()[0]} > {n[c > n].ravel()[0]}")
     if np.any(k > n):
         raise ValueError(f"k must be <= num_samples, got k={k[k > n].ravel()[0]} with n={n[k > n].ravel()[0]}")
-    certain = (n - c) < k  # every draw of k contains a right answer
+    certain = (n - c) < k  # every draw of k contains a correct answer
     j = np.arange(int(k.max()))
     active = j < k[..., None]
     denominators = np.where(active, n[..., None] - j, 1.0)

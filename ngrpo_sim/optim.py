@@ -16,13 +16,14 @@ class Optimizer:
     """Minimises: ``step(params, grads)`` returns ``params - update``.
 
     SGD moves each parameter in proportion to its gradient, so rare prompts (small gradients) move slowly. Adam
-    divides by a running RMS of each parameter's gradient, so every parameter moves at roughly ``lr`` per step
-    whatever the scale of its gradient: it erases the size differences between methods (the gain c(p)) and keeps
-    only their signs and consistency. Which one a simulation uses can change its conclusions.
+    divides by a running RMS of each parameter's gradient, so every parameter moves at roughly
+    ``learning_rate`` per step whatever the scale of its gradient: it erases the size differences
+    between methods (the gain c(p)) and keeps only their signs and consistency. Which one a
+    simulation uses can change its conclusions.
     """
 
     kind: str = "adam"
-    lr: float = 0.05
+    learning_rate: float = 0.05
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
@@ -36,11 +37,11 @@ class Optimizer:
 
     def __post_init__(self):
         _checks.choice("optimizer", self.kind, OPTIMIZERS)
-        _checks.number("lr", self.lr, low=0.0, low_open=True)
+        _checks.number("learning_rate", self.learning_rate, low=0.0, low_open=True)
 
     def step(self, params: np.ndarray, grads: np.ndarray) -> np.ndarray:
         if self.kind == "sgd":
-            return params - self.lr * grads
+            return params - self.learning_rate * grads
         if self.first_moment is None:
             self.first_moment, self.second_moment = np.zeros_like(params), np.zeros_like(params)
         self.steps += 1
@@ -57,5 +58,5 @@ class Optimizer:
         np.sqrt(scratch, out=scratch)
         scratch += self.eps
         np.divide(self.first_moment, scratch, out=scratch)
-        scratch *= self.lr / (1 - self.beta1 ** self.steps)
+        scratch *= self.learning_rate / (1 - self.beta1 ** self.steps)
         return params - scratch

@@ -3,10 +3,10 @@
 ``ngrpo-sim page`` and ``ngrpo-sim report`` write it. The page embeds BokehJS (the JavaScript half
 of Bokeh) and its data, so it opens from disk with no network and nothing installed. Every number on
 it is computed here by ``ngrpo_sim`` when the page is written: for each point of a grid of settings
-(G, r_max, virtual samples, std convention) and each method, the advantage of a right and of a wrong
-answer for every k (``landscape.count_advantages``), the group's mean and std with and without
-NGRPO's virtual answers (the estimators' ``group_statistics``), and, on a grid of the success
-rate p, the probability that a group gives no gradient and the gain c(p)
+(G, r_max, virtual samples, std convention) and each method, the advantage of a correct and of a
+wrong answer for every k (``landscape.count_advantages``), the group's mean and std with and without
+NGRPO's virtual answers (the estimators' ``group_statistics``), and, on a grid of the success rate
+p, the probability that a group gives no gradient and the gain c(p)
 (``landscape.zero_gradient_probability``, ``landscape.expected_gain``). The page's JavaScript only
 looks these numbers up for the widgets' values and formats them; it holds no method math. Settings
 off the grid are named on the page, with the command that computes them.
@@ -37,11 +37,11 @@ DDOFS = (1, 0)
 """The std conventions, Bessel's (the release's) first."""
 SUCCESS_GRID_POINTS = 101
 DEFAULT_SETTING = dict(group_size=8, r_max=1.0, virtual_samples=1, ddof=1)
-DEFAULT_RIGHT = 0
+DEFAULT_CORRECT = 0
 """The page opens on an all-wrong group of 8 with the release's settings: the case of NGRPO."""
 QUANTITIES = ("right", "wrong", "silent", "mean", "std", "mean_virtual", "std_virtual",
               "zero_gradient", "gain")
-"""Per method and setting: by k, the advantage of a right and of a wrong answer, whether the group
+"""Per method and setting: by k, the advantage of a correct and of a wrong answer, whether the group
 is silent, and the group's mean and std without and with NGRPO's virtual answers (the same for every
 method); by p, the zero-gradient probability (0 stored as NaN, for the log axis) and c(p)."""
 PAGE_FILE = "page.html"
@@ -106,11 +106,11 @@ def precompute(methods=landscape.DEFAULT_METHODS) -> LandscapeGrid:
         groups = landscape.canonical_groups(group_size)
         statistics = {}
         for suffix, name in (("", "grpo"), ("_virtual", "ngrpo")):
-            estimator = get_method(name).with_advantage_options(**options).advantage
+            estimator = get_method(name).retuned(**options).advantage
             statistics["mean" + suffix], statistics["std" + suffix] = estimator.group_statistics(
                 groups)
         for name in methods:
-            method = get_method(name).with_advantage_options(**options)
+            method = get_method(name).retuned(**options)
             right, wrong = landscape.count_advantages(method, group_size)
             zero_gradient = landscape.zero_gradient_probability(method, group_size, success_rates)
             values = dict(right=right, wrong=wrong,
@@ -167,7 +167,7 @@ group.text = `<div>${answers.join("")}<span class="plus">+</span>${virtuals}</di
   + `std ${value(stats[1], "std")}. With NGRPO's ${v} virtual answer${v > 1 ? "s" : ""} `
   + `of reward ${r}: mean ${value(stats[2], "mean_virtual")}, `
   + `std ${value(stats[3], "std_virtual")}.</p>`;
-table.text = `<table class="advantages"><tr><th>method</th><th>each right answer</th>`
+table.text = `<table class="advantages"><tr><th>method</th><th>each correct answer</th>`
   + `<th>each wrong answer</th><th>does the group teach?</th></tr>${rows}</table>`;
 """
 
@@ -204,8 +204,8 @@ def _controls():
         group_size=Slider(start=GROUP_SIZES[0], end=GROUP_SIZES[-1], step=1,
                           value=DEFAULT_SETTING["group_size"], title="G, answers per prompt",
                           css_classes=["ngrpo-group-size"], width=300),
-        right=Slider(start=0, end=DEFAULT_SETTING["group_size"], step=1, value=DEFAULT_RIGHT,
-                     title="k, right answers in the group", css_classes=["ngrpo-right"],
+        right=Slider(start=0, end=DEFAULT_SETTING["group_size"], step=1, value=DEFAULT_CORRECT,
+                     title="k, correct answers in the group", css_classes=["ngrpo-right"],
                      width=300),
         r_max=RadioButtonGroup(labels=[f"{value:g}" for value in R_MAX_VALUES],
                                active=R_MAX_VALUES.index(DEFAULT_SETTING["r_max"]),
@@ -226,8 +226,8 @@ def _landscape_section(grid: LandscapeGrid):
 
     controls = _controls()
     advantage_plot = figure(width=480, height=340, tools=TOOLS,
-                            title="Advantage against k (solid: right answer, dashed: wrong)",
-                            x_axis_label="right answers k in the group", y_axis_label="advantage")
+                            title="Advantage against k (solid: correct answer, dashed: wrong)",
+                            x_axis_label="correct answers k in the group", y_axis_label="advantage")
     zero_plot = figure(width=480, height=340, tools=TOOLS, y_axis_type="log", y_range=(1e-6, 1.5),
                        title="Probability that a sampled group gives no gradient",
                        x_axis_label="success rate p of the prompt",
@@ -254,7 +254,7 @@ def _landscape_section(grid: LandscapeGrid):
                 p=grid.success_rates, y=grid.lookup(kind, name, **DEFAULT_SETTING)))
             plot.line("p", "y", source=sources[kind][name], color=colour, line_width=2,
                       legend_label=name)
-    marker = Span(location=DEFAULT_RIGHT, dimension="height", line_color="#555555",
+    marker = Span(location=DEFAULT_CORRECT, dimension="height", line_color="#555555",
                   line_dash="dotted", line_width=2)
     advantage_plot.add_layout(marker)
     for plot in (advantage_plot, zero_plot, gain_plot):
@@ -289,21 +289,21 @@ def _dynamics_section(headline_folder: Path | None):
         return _div("<h2>Training dynamics</h2><p>No report was found, so this page shows no "
                     "training curves. Run <code>ngrpo-sim report</code>: it writes this page "
                     "again with the headline run's curves.</p>")
-    trajectories = read_run(headline_folder)
-    config = next(t.config for t in trajectories if t.config.mode == "sampled")
+    run_records = read_run(headline_folder)
+    config = next(t.config for t in run_records if t.config.mode == "sampled")
     plots = []
     for name, title in DYNAMICS_PANELS:
         plot = figure(width=460 if not plots else 330, height=300, tools=TOOLS,
                       x_axis_label="training step",
                       y_axis_label=title)
-        for trajectory in trajectories:
-            steps, mean, half = mean_band(trajectory.metrics[name])
-            colour, legend = method_colour(trajectory.method), label(trajectory)
+        for run_record in run_records:
+            steps, mean, half = mean_band(run_record.metrics[name])
+            colour, legend = method_colour(run_record.method), label(run_record)
             if np.isfinite(half).all():
                 plot.varea(steps, mean - half, mean + half, fill_color=colour, fill_alpha=0.2,
                            legend_label=legend)
             plot.line(steps, mean, color=colour, line_width=2, legend_label=legend,
-                      line_dash="dashed" if trajectory.config.mode == "expected" else "solid")
+                      line_dash="dashed" if run_record.config.mode == "expected" else "solid")
         plot.legend.click_policy = "hide"
         plot.legend.label_text_font_size = "7pt"
         if plots:
@@ -313,7 +313,8 @@ def _dynamics_section(headline_folder: Path | None):
         plots.append(plot)
     intro = (
         f"<h2>Training dynamics: the report's headline run</h2><p>{config.policy} policy, "
-        f"{config.optimizer} (lr {config.lr}), {config.minibatches} minibatch updates per rollout, "
+        f"{config.optimizer} (lr {config.learning_rate}), {config.minibatches} minibatch updates "
+        f"per rollout, "
         f"P = {config.num_prompts} prompts ({config.profile} profile), K = {config.num_answers} "
         f"answers, G = {config.group_size}, {config.seeds} seeds: the mean over seeds with its 95% "
         "interval (bands), sampled runs solid and their expected (noise-free) counterparts dashed. "
@@ -323,12 +324,12 @@ def _dynamics_section(headline_folder: Path | None):
 
 
 INTRO = """<h1>GRPO, NGRPO and their peers: what a group of answers teaches</h1>
-<p>A prompt is answered G times; each answer is right (reward 1) or wrong (0). GRPO scores an answer
-by its z-score inside its group, so a group whose answers are <em>all wrong</em> has no spread and
-teaches nothing: every advantage is 0. NGRPO (Nan et al. 2025, arXiv 2509.18851) adds a
+<p>A prompt is answered G times; each answer is correct (reward 1) or wrong (0). GRPO scores an
+answer by its z-score inside its group, so a group whose answers are <em>all wrong</em> has no
+spread and teaches nothing: every advantage is 0. NGRPO (Nan et al. 2025, arXiv 2509.18851) adds a
 <em>virtual</em> answer with the best reward r_max to each group's mean and std, never to the batch:
 an all-wrong group of 8 now gives each answer −1/3. The page opens on that group; move the sliders.
-With k = 1 the one right answer of a hard group gets less under NGRPO (+1.76) than under GRPO
+With k = 1 the one correct answer of a hard group gets less under NGRPO (+1.76) than under GRPO
 (+2.47), and each wrong answer more blame (−0.50 instead of −0.35).</p>"""
 
 NOT_PRECOMPUTED = """<h2>What this page holds, and what it does not</h2>

@@ -21,7 +21,7 @@ import numpy as np
 
 from ngrpo_sim.methods import Method
 from ngrpo_sim.reference_step import _adam_or_sgd, _count_update, _softmax, walk_groups
-from ngrpo_sim.sequences import SequenceTask
+from ngrpo_sim.sequences import TOKEN_ROLLOUT_METRICS, SequenceTask
 from ngrpo_sim.training_loop import Coefficients, LoopConfig, Rollout, TrainState
 
 
@@ -88,10 +88,7 @@ def reference_apply_sequence_rollout(task: SequenceTask, method: Method, config:
     num_seeds, choices = rollout.prompts.shape[0], task.num_choices
     aggregation = task.loss_aggregation or method.loss_aggregation
     coefficients = Coefficients.of(method, config)
-    statistics = {name: np.zeros(num_seeds) for name in (
-        "sampled_answers", "share_all_wrong", "share_all_right", "share_mixed",
-        "share_zero_advantage", "kept_groups",
-        "clipfrac_low", "clipfrac_high", "approx_kl", "unsampled_mass", "unsampled_mass_gain")}
+    statistics = {name: np.zeros(num_seeds) for name in TOKEN_ROLLOUT_METRICS}
 
     updates = []
     for seed in range(num_seeds):
@@ -175,7 +172,7 @@ def reference_apply_sequence_rollout(task: SequenceTask, method: Method, config:
             if method.advantage.uses_values:
                 mean_reward = sum(rewards) / len(rewards)
                 value = state.values[seed, prompt]
-                state.values[seed, prompt] += config.value_lr * (mean_reward - value)
+                state.values[seed, prompt] += config.value_learning_rate * (mean_reward - value)
         statistics["approx_kl"][seed] = k3 / max(tokens, 1)
         statistics["unsampled_mass"][seed] = unsampled / max(tokens, 1)
         statistics["unsampled_mass_gain"][seed] = gain / max(tokens, 1)

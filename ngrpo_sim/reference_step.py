@@ -18,7 +18,7 @@ import numpy as np
 from ngrpo_sim.bandit import BanditTask
 from ngrpo_sim.dynamics import DynamicsConfig
 from ngrpo_sim.methods import Method
-from ngrpo_sim.training_loop import Coefficients, Rollout, TrainState
+from ngrpo_sim.training_loop import ROLLOUT_METRICS, Coefficients, Rollout, TrainState
 
 
 def _softmax(logits: list[float]) -> list[float]:
@@ -52,7 +52,7 @@ def _adam_or_sgd(optimizer, params: np.ndarray, grads: np.ndarray, seed: int) ->
     grad = grads.reshape(-1)
     if optimizer.kind == "sgd":
         for i in range(view.size):
-            view[i] -= optimizer.lr * grad[i]
+            view[i] -= optimizer.learning_rate * grad[i]
         return
     first, second = optimizer.first_moment[seed].reshape(-1), optimizer.second_moment[seed].reshape(-1)
     t = optimizer.steps
@@ -61,7 +61,8 @@ def _adam_or_sgd(optimizer, params: np.ndarray, grads: np.ndarray, seed: int) ->
         second[i] = optimizer.beta2 * second[i] + (1 - optimizer.beta2) * grad[i] ** 2
         corrected_first = first[i] / (1 - optimizer.beta1 ** t)
         corrected_second = second[i] / (1 - optimizer.beta2 ** t)
-        view[i] -= optimizer.lr * corrected_first / (math.sqrt(corrected_second) + optimizer.eps)
+        view[i] -= (optimizer.learning_rate * corrected_first
+                    / (math.sqrt(corrected_second) + optimizer.eps))
 
 
 def walk_groups(method: Method, config, state: TrainState, rollout: Rollout, seed: int,
@@ -71,9 +72,9 @@ def walk_groups(method: Method, config, state: TrainState, rollout: Rollout, see
     groups. ``reward_of(prompt, answer)`` scores one answer (an answer index, or a token
     sequence); pure-noise rewards (``rewards="noise"``) are the rollout's own draws."""
     groups = []
-    examined = all_wrong = all_right = zero_answers = 0
+    examined = all_wrong = all_correct = zero_answers = 0
     for c in range(rollout.prompts.shape[1]):
-        if len(groups) >= config.batch_prompts:
+        if len(groups) >= config.prompts_per_step:
             break
         prompt = int(rollout.prompts[seed, c])
         answers = [answer.tolist() for answer in rollout.answers[seed, c]]
@@ -83,7 +84,7 @@ def walk_groups(method: Method, config, state: TrainState, rollout: Rollout, see
             rewards = [reward_of(prompt, answer) for answer in answers]
         examined += 1
         all_wrong += all(r != 1.0 for r in rewards)
-        all_right += all(r == 1.0 for r in rewards)
+        all_correct += all(r == 1.0 for r in rewards)
         if not method.group_filter.keep(np.array(rewards)):
             zero_answers += len(answers)
             continue
@@ -94,8 +95,8 @@ def walk_groups(method: Method, config, state: TrainState, rollout: Rollout, see
         groups.append((prompt, answers, rewards, advantages))
     statistics["sampled_answers"][seed] = examined * config.group_size
     statistics["share_all_wrong"][seed] = all_wrong / examined
-    statistics["share_all_right"][seed] = all_right / examined
-    statistics["share_mixed"][seed] = (examined - all_wrong - all_right) / examined
+    statistics["share_all_correct"][seed] = all_correct / examined
+    statistics["share_mixed"][seed] = (examined - all_wrong - all_correct) / examined
     statistics["share_zero_advantage"][seed] = zero_answers / (examined * config.group_size)
     statistics["kept_groups"][seed] = len(groups)
     return groups
@@ -110,10 +111,7 @@ def reference_apply_rollout(task: BanditTask, method: Method, config: DynamicsCo
     num_answers = task.rewards.shape[1]
     parts = config.minibatches
     coefficients = Coefficients.of(method, config)
-    statistics = {name: np.zeros(num_seeds) for name in (
-        "sampled_answers", "share_all_wrong", "share_all_right", "share_mixed",
-        "share_zero_advantage", "kept_groups",
-        "clipfrac_low", "clipfrac_high", "approx_kl")}
+    statistics = {name: np.zeros(num_seeds) for name in ROLLOUT_METRICS}
 
     updates = []
     for seed in range(num_seeds):
@@ -179,7 +177,8 @@ def reference_apply_rollout(task: BanditTask, method: Method, config: DynamicsCo
                 k3 += math.expm1(log_ratio) - log_ratio
             if method.advantage.uses_values:
                 mean_reward = sum(rewards) / len(rewards)
-                state.values[seed, prompt] += config.value_lr * (mean_reward - state.values[seed, prompt])
+                error = mean_reward - state.values[seed, prompt]
+                state.values[seed, prompt] += config.value_learning_rate * error
         statistics["approx_kl"][seed] = k3 / max(len(groups) * config.group_size, 1)
     statistics["clipfrac_low"] = clipped_low / np.maximum(tokens, 1)
     statistics["clipfrac_high"] = clipped_high / np.maximum(tokens, 1)

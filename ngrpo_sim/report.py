@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ngrpo_sim import landscape
-from ngrpo_sim.dynamics import DynamicsConfig, Trajectory
+from ngrpo_sim.dynamics import DynamicsConfig, RunRecord
 from ngrpo_sim.experiments import (difference_interval, final_values, format_summary, interval,
                                    with_mode, write_run)
 from ngrpo_sim.methods import get_method
@@ -29,7 +29,8 @@ from ngrpo_sim.page import PAGE_FILE, write_page
 from ngrpo_sim.sweep import check_where_to_run, run_tasks, sweep_tasks
 
 HEADLINE_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "ppo")
-HEADLINE = DynamicsConfig(policy="shared", optimizer="adam", lr=0.05, minibatches=4, steps=200, seeds=16)
+HEADLINE = DynamicsConfig(policy="shared", optimizer="adam", learning_rate=0.05, minibatches=4,
+                          steps=200, seeds=16)
 LEARNING_RATES = {("tabular", "adam"): 0.05, ("shared", "adam"): 0.05, ("tabular", "sgd"): 32.0,
                   ("shared", "sgd"): 4.0}
 """Per policy and optimiser, a step size at which GRPO gains a comparable amount of accuracy in the sweep's
@@ -41,7 +42,8 @@ def sweep_configs(base: DynamicsConfig | None = None) -> list[DynamicsConfig]:
     """The eight settings of the sweep (based on the headline config unless told otherwise)."""
     base = base or HEADLINE
     return [dataclasses.replace(base, policy=policy, optimizer=optimizer, minibatches=minibatches,
-                                lr=LEARNING_RATES[policy, optimizer], steps=SWEEP_STEPS, seeds=SWEEP_SEEDS)
+                                learning_rate=LEARNING_RATES[policy, optimizer],
+                                steps=SWEEP_STEPS, seeds=SWEEP_SEEDS)
             for policy in ("tabular", "shared") for optimizer in ("adam", "sgd") for minibatches in (1, 4)]
 
 
@@ -55,10 +57,10 @@ def _verdict(mean: float, half: float, above: str, below: str) -> str:
     return "no clear difference"
 
 
-def entropy_at_matched_accuracy(trajectory: Trajectory, accuracy: float) -> float:
+def entropy_at_matched_accuracy(run_record: RunRecord, accuracy: float) -> float:
     """Seed-mean entropy at the first moment the seed-mean accuracy reaches ``accuracy`` (linear interpolation)."""
-    curve = np.nanmean(trajectory.metrics["accuracy"], axis=1)
-    entropy = np.nanmean(trajectory.metrics["entropy"], axis=1)
+    curve = np.nanmean(run_record.metrics["accuracy"], axis=1)
+    entropy = np.nanmean(run_record.metrics["entropy"], axis=1)
     reached = np.nonzero(curve >= accuracy)[0]
     if reached.size == 0:
         return float("nan")
@@ -70,21 +72,21 @@ def entropy_at_matched_accuracy(trajectory: Trajectory, accuracy: float) -> floa
 
 
 def _setting(config: DynamicsConfig) -> str:
-    return f"{config.policy}, {config.optimizer} (lr {config.lr}), {config.minibatches} minibatch" + (
-        "es" if config.minibatches > 1 else "")
+    return (f"{config.policy}, {config.optimizer} (lr {config.learning_rate}), "
+            f"{config.minibatches} minibatch" + ("es" if config.minibatches > 1 else ""))
 
 
-def claims_table(groups: list[list[Trajectory]]) -> str:
+def claims_table(groups: list[list[RunRecord]]) -> str:
     """One markdown table row per setting: each claim's measured difference, interval and verdict."""
     lines = ["| setting | entropy: NGRPO − GRPO (final) | entropy at equal accuracy (NGRPO / GRPO) | "
              "hard-prompt success: NGRPO − GRPO | abandoned: NGRPO / GRPO | regressed prompts: PSR-NSR / GRPO / "
              "NGRPO | worst accuracy drop: PSR-NSR / others |", "|---|---|---|---|---|---|---|"]
-    for trajectories in groups:
-        by_name = {t.method: t for t in trajectories}
+    for run_records in groups:
+        by_name = {t.method: t for t in run_records}
         grpo, ngrpo, psr_nsr = by_name["grpo"], by_name["ngrpo"], by_name["psr_nsr"]
 
-        def mean(trajectory, name):
-            return interval(final_values(trajectory, name))[0]
+        def mean(run_record, name):
+            return interval(final_values(run_record, name))[0]
 
         d_entropy = difference_interval(final_values(ngrpo, "entropy"), final_values(grpo, "entropy"))
         matched = 0.999 * min(mean(t, "accuracy") for t in (grpo, ngrpo))
@@ -137,10 +139,10 @@ def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: st
     page_path = write_page(out / PAGE_FILE, out / "headline")
     page_seconds = time.perf_counter() - page_started
     groups = [sweep[i:i + len(headline_methods)] for i in range(0, len(sweep), len(headline_methods))]
-    for number, trajectories in enumerate(groups):
-        config = trajectories[0].config
+    for number, run_records in enumerate(groups):
+        config = run_records[0].config
         write_run(out / "sweep" / f"{number}-{config.policy}-{config.optimizer}-mb{config.minibatches}",
-                  trajectories)
+                  run_records)
     token_runs = token_report.token_runs(results["tokens"])
     token_lines = token_report.token_section(out / "tokens", runs=token_runs)
     headline_sampled = [t for t in headline if t.config.mode == "sampled"]
@@ -155,7 +157,8 @@ def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: st
     lines = [
         "# ngrpo-sim report", "",
         f"Headline: {_setting(HEADLINE)}, P = {HEADLINE.num_prompts} prompts ({HEADLINE.profile} profile), "
-        f"K = {HEADLINE.num_answers} answers, B = {HEADLINE.batch_prompts}, G = {HEADLINE.group_size}, "
+        f"K = {HEADLINE.num_answers} answers, B = {HEADLINE.prompts_per_step}, "
+        f"G = {HEADLINE.group_size}, "
         f"{HEADLINE.steps} steps, {HEADLINE.seeds} seeds. Final values, mean ± 95% interval over seeds "
         "(expected-mode runs are deterministic: one run, no interval).", "",
         "```", format_summary(headline), "```", "",

@@ -11,7 +11,7 @@ length-normalised probability, as in an LLM, and MaxRL, which pushes hardest on 
 others' token runs would add a fifth of ``make demo``; ``ngrpo-sim tokens`` runs them).
 
 Two budgets, because methods that drop groups and refill the batch (DAPO and QAE drop every group
-whose answers all earn the same; NGRPO and its baseline drop the all-right ones) sample more
+whose answers all earn the same; NGRPO and its baseline drop the all-correct ones) sample more
 answers per policy update:
 
 * **equal steps**: after the same number of policy updates, what a training curve shows;
@@ -38,7 +38,7 @@ from ngrpo_sim.methods import get_method
 from ngrpo_sim.plotting import method_colour, save, subplots
 from ngrpo_sim.sequences import SequenceConfig
 from ngrpo_sim.sweep import Task, sweep_tasks
-from ngrpo_sim.training_loop import PASS_AT_K_MAX, Trajectory
+from ngrpo_sim.training_loop import PASS_AT_K_MAX, RunRecord
 
 RIVALS = ("maxrl", "qae", "rl_zvp", "lens", "asymre", "shifted_baseline")
 """The rivals' presets, trained in the bandit's headline setting."""
@@ -56,28 +56,28 @@ def rival_tasks(bandit: DynamicsConfig, tokens: SequenceConfig) -> list[Task]:
             + sweep_tasks([get_method(name) for name in TOKEN_RIVALS], [tokens]))
 
 
-def cumulative_answers(trajectory: Trajectory) -> np.ndarray:
+def cumulative_answers(run_record: RunRecord) -> np.ndarray:
     """(steps + 1, S): the answers each seed sampled before each row (0 before training)."""
-    sampled = trajectory.metrics["sampled_answers"][1:]
+    sampled = run_record.metrics["sampled_answers"][1:]
     return np.concatenate([np.zeros((1, sampled.shape[1])), np.cumsum(sampled, axis=0)])
 
 
-def answer_budget(trajectories: list[Trajectory]) -> float:
+def answer_budget(run_records: list[RunRecord]) -> float:
     """The fewest answers any seed of any of the runs sampled in its whole run."""
-    return float(min(cumulative_answers(t)[-1].min() for t in trajectories))
+    return float(min(cumulative_answers(t)[-1].min() for t in run_records))
 
 
-def at_answers(trajectory: Trajectory, name: str, budget: float) -> np.ndarray:
+def at_answers(run_record: RunRecord, name: str, budget: float) -> np.ndarray:
     """(S,): a policy metric of each seed once it had sampled ``budget`` answers, interpolated
     linearly between the steps around it."""
-    answers, values = cumulative_answers(trajectory), trajectory.metrics[name]
+    answers, values = cumulative_answers(run_record), run_record.metrics[name]
     return np.array([np.interp(budget, answers[:, seed], values[:, seed])
                      for seed in range(values.shape[1])])
 
 
-def final_pass_at(trajectory: Trajectory, k: int = PASS_AT_K_MAX) -> np.ndarray:
+def final_pass_at(run_record: RunRecord, k: int = PASS_AT_K_MAX) -> np.ndarray:
     """(S,): exact pass@k after training, averaged over prompts."""
-    return trajectory.pass_at_k[-1, :, list(trajectory.ks).index(k)]
+    return run_record.pass_at_k[-1, :, list(run_record.ks).index(k)]
 
 
 def leaders(values: dict[str, np.ndarray]) -> tuple[str, list[str]]:
@@ -92,12 +92,12 @@ def leaders(values: dict[str, np.ndarray]) -> tuple[str, list[str]]:
     return best, tied
 
 
-def questions(trajectories: list[Trajectory], budget: float
+def questions(run_records: list[RunRecord], budget: float
               ) -> list[tuple[str, int, dict[str, np.ndarray]]]:
     """(question, decimals to print, {method: one value per seed}) for every compared quantity,
     higher better."""
     def per_method(values):
-        return {t.method: values(t) for t in trajectories}
+        return {t.method: values(t) for t in run_records}
 
     return [
         ("hard prompts solved, equal steps", 1, per_method(lambda t: t.final("solved_hard"))),
@@ -116,22 +116,22 @@ def _cell(values: np.ndarray, digits: int) -> str:
     return f"{mean:.{digits}f} ± {half:.{digits}f}" if np.isfinite(half) else f"{mean:.{digits}f}"
 
 
-def comparison_table(trajectories: list[Trajectory], budget: float) -> str:
+def comparison_table(run_records: list[RunRecord], budget: float) -> str:
     """One row per method: answers sampled per step and every quantity of ``questions``."""
-    asked = questions(trajectories, budget)
+    asked = questions(run_records, budget)
     lines = ["| method | answers sampled per step | " + " | ".join(q for q, _, _ in asked) + " |",
              "|---" * (2 + len(asked)) + "|"]
-    for trajectory in trajectories:
-        per_step = np.nanmean(trajectory.metrics["sampled_answers"])
-        cells = [_cell(values[trajectory.method], digits) for _, digits, values in asked]
-        lines.append(f"| {trajectory.method} | {per_step:.0f} | " + " | ".join(cells) + " |")
+    for run_record in run_records:
+        per_step = np.nanmean(run_record.metrics["sampled_answers"])
+        cells = [_cell(values[run_record.method], digits) for _, digits, values in asked]
+        lines.append(f"| {run_record.method} | {per_step:.0f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def verdicts(trajectories: list[Trajectory], budget: float) -> list[str]:
+def verdicts(run_records: list[RunRecord], budget: float) -> list[str]:
     """One line per question: the leader, and who cannot be told apart from it."""
     lines = []
-    for question, digits, values in questions(trajectories, budget):
+    for question, digits, values in questions(run_records, budget):
         best, tied = leaders(values)
         line = f"- Highest {question}: **{best}** ({_cell(values[best], digits)})"
         if tied:
@@ -151,21 +151,21 @@ ENTROPY_LABELS = {"one-token answers (bandit)": "mean entropy (nats)",
 """Each simulator's entropy, as its runs record it."""
 
 
-def plot_rivals(groups: dict[str, list[Trajectory]], path: Path) -> Path:
+def plot_rivals(groups: dict[str, list[RunRecord]], path: Path) -> Path:
     """Per simulator (a row each, titled by the keys of ``ENTROPY_LABELS``): hard prompts solved
     against steps and against sampled answers (seed means), and entropy against steps."""
     figure, axes = subplots(ncols=3, nrows=len(groups), width=4.6, height=3.4)
-    for row, (title, trajectories) in enumerate(groups.items()):
+    for row, (title, run_records) in enumerate(groups.items()):
         by_steps, by_answers, entropy = axes[3 * row:3 * row + 3]
-        for trajectory in trajectories:
-            colour = method_colour(trajectory.method)
+        for run_record in run_records:
+            colour = method_colour(run_record.method)
             for ax, name in ((by_steps, "solved_hard"), (entropy, "entropy")):
-                steps, mean, _ = mean_band(trajectory.metrics[name])
-                ax.plot(steps, mean, color=colour, label=trajectory.method, linewidth=1.4)
-            answers = cumulative_answers(trajectory).mean(axis=1) / 1000
-            by_answers.plot(answers, np.nanmean(trajectory.metrics["solved_hard"], axis=1),
+                steps, mean, _ = mean_band(run_record.metrics[name])
+                ax.plot(steps, mean, color=colour, label=run_record.method, linewidth=1.4)
+            answers = cumulative_answers(run_record).mean(axis=1) / 1000
+            by_answers.plot(answers, np.nanmean(run_record.metrics["solved_hard"], axis=1),
                             color=colour, linewidth=1.4)
-        by_answers.axvline(answer_budget(trajectories) / 1000, color="0.5", linestyle=":",
+        by_answers.axvline(answer_budget(run_records) / 1000, color="0.5", linestyle=":",
                            linewidth=1.0)
         labels = (("training step", "hard prompts solved (success ≥ 0.5)"),
                   ("answers sampled (thousands; dotted: equal budget)",
@@ -180,29 +180,29 @@ def plot_rivals(groups: dict[str, list[Trajectory]], path: Path) -> Path:
     return save(figure, path)
 
 
-def hard_prompt_count(trajectory: Trajectory) -> int:
+def hard_prompt_count(run_record: RunRecord) -> int:
     """How many prompts of the run's task start below 5% success."""
-    return int(difficulty_masks(trajectory.initial_success)["hard"].sum())
+    return int(difficulty_masks(run_record.initial_success)["hard"].sum())
 
 
-def rivals_section(out: Path, bandit: list[Trajectory], tokens: list[Trajectory]) -> list[str]:
+def rivals_section(out: Path, bandit: list[RunRecord], tokens: list[RunRecord]) -> list[str]:
     """Write the section's run folders and figure under ``out`` and return its report lines;
     ``bandit`` and ``tokens`` hold every compared method's run in each simulator."""
     out = Path(out)
     groups = dict(zip(ENTROPY_LABELS, (bandit, tokens)))
-    for folder, trajectories in zip(("bandit", "tokens"), groups.values()):
-        write_run(out / folder, trajectories, SUMMARY)
+    for folder, run_records in zip(("bandit", "tokens"), groups.values()):
+        write_run(out / folder, run_records, SUMMARY)
     figure = plot_rivals(groups, out / "rivals.png")
     lines = ["## NGRPO against its rivals", ""]
-    for title, trajectories in groups.items():
-        config, budget = trajectories[0].config, answer_budget(trajectories)
-        fewest = min(trajectories, key=lambda t: cumulative_answers(t)[-1].min()).method
+    for title, run_records in groups.items():
+        config, budget = run_records[0].config, answer_budget(run_records)
+        fewest = min(run_records, key=lambda t: cumulative_answers(t)[-1].min()).method
         lines += [
             f"{title[0].upper() + title[1:]}: {config.policy} policy, {config.optimizer} (lr "
-            f"{config.lr}), {config.minibatches} minibatches, {config.steps} steps, "
-            f"{config.seeds} seeds; {hard_prompt_count(trajectories[0])} of "
+            f"{config.learning_rate}), {config.minibatches} minibatches, {config.steps} steps, "
+            f"{config.seeds} seeds; {hard_prompt_count(run_records[0])} of "
             f"{config.num_prompts} prompts start below 5% success. Equal sampled answers: "
             f"{budget:,.0f} per seed, what {fewest} sampled in its run. Mean ± 95% interval "
-            "over seeds:", "", comparison_table(trajectories, budget), "",
-            *verdicts(trajectories, budget), ""]
+            "over seeds:", "", comparison_table(run_records, budget), "",
+            *verdicts(run_records, budget), ""]
     return lines + [f"Figure: {figure}; run folders in {out}."]

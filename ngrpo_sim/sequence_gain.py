@@ -25,19 +25,19 @@ and since sum_o pi(o) grad log pi(o) = 0 and sum_o pi(o) r(o) grad log pi(o) = g
    and noise, never in direction.
 2. **Length-normalised** (seq-mean-token-mean, the original GRPO's): with
    m_R = E[r / |o|] = p h_R and m_W = E[(1 - r) / |o|] = (1 - p) h_W, where h_R and h_W are the
-   mean inverse lengths of right and of wrong answers,
+   mean inverse lengths of correct and of wrong answers,
 
        E[g] = alpha grad m_R + beta grad m_W
             = (alpha h_R - beta h_W) grad p  +  alpha p grad h_R  +  beta (1 - p) grad h_W.
 
    The first term is along grad p. The other two are the *length bias* (Liu et al. 2025,
    Dr. GRPO, arXiv 2503.20783, section 3.1): with alpha > 0 the update raises h_R, shortening
-   right answers, and with beta < 0 it lowers h_W, lengthening wrong answers (a long wrong answer
+   correct answers, and with beta < 0 it lowers h_W, lengthening wrong answers (a long wrong answer
    spreads its penalty over more tokens). Both vanish when every answer has the same length.
 
 **Token-mean** couples the answers of a minibatch: w_it = 1 / (tokens in the minibatch). Within
 one group ``expected_group_update`` computes its expectation exactly from the joint law of the
-other G - 1 answers' count of right answers and total length; over a large minibatch the token
+other G - 1 answers' count of correct answers and total length; over a large minibatch the token
 count concentrates at its mean, w -> 1 / (n E|o|), and token-mean behaves as a constant weight:
 no length bias in expectation, as DAPO and Dr. GRPO argue.
 
@@ -57,8 +57,8 @@ from ngrpo_sim.methods import LOSS_AGGREGATIONS, Method
 def outcome_advantages(method: Method, group_size: int, success: np.ndarray,
                        values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(alpha, beta), each shaped like ``success``: the expected advantage of an answer given that
-    it is right, E f(1, 1 + B), and given that it is wrong, E f(0, B), with B ~ Bin(G - 1, p)
-    right answers among the others.
+    it is correct, E f(1, 1 + B), and given that it is wrong, E f(0, B), with B ~ Bin(G - 1, p)
+    correct answers among the others.
 
     For PPO's r - V (``values`` the per-prompt V): 1 - V and -V. alpha - beta is the gain c(p) of
     ``landscape.expected_gain``.
@@ -74,8 +74,8 @@ def outcome_advantages(method: Method, group_size: int, success: np.ndarray,
 
 
 def _others_count_and_length(answer_law: np.ndarray, others: int) -> np.ndarray:
-    """Joint law of (right answers, total length) of ``others`` independent answers, from the law
-    (..., 2, L) of one answer's (right, length in 1..L): (..., others + 1, others L + 1), indexed
+    """Joint law of (correct answers, total length) of ``others`` independent answers, from the law
+    (..., 2, L) of one answer's (correct, length in 1..L): (..., others + 1, others L + 1), indexed
     [count, total length]."""
     max_length = answer_law.shape[-1]
     joint = np.zeros(answer_law.shape[:-2] + (others + 1, others * max_length + 1))
@@ -100,8 +100,8 @@ def _token_mean_outcome_values(task, probs, reach, method, group_size, values) -
     answer_law = np.zeros(ending.shape[:-2] + (2, max_length))
     for length in range(1, max_length + 1):
         at_length = ending * (lengths == length)
-        answer_law[..., 1, length - 1] = np.sum(at_length * task.outcome_right, axis=(-2, -1))
-        answer_law[..., 0, length - 1] = np.sum(at_length * ~task.outcome_right, axis=(-2, -1))
+        answer_law[..., 1, length - 1] = np.sum(at_length * task.outcome_correct, axis=(-2, -1))
+        answer_law[..., 0, length - 1] = np.sum(at_length * ~task.outcome_correct, axis=(-2, -1))
     joint = _others_count_and_length(answer_law, group_size - 1)
     totals = np.arange(joint.shape[-1])
     # value[r, l] = E[f(r, r + K') / (l + T')] over the joint law of the others' (K', T').
@@ -118,8 +118,8 @@ def _token_mean_outcome_values(task, probs, reach, method, group_size, values) -
         value[..., 1, :] = np.einsum("...kt,k,lt->...l", joint, right[counts + 1], inverse)
         value[..., 0, :] = np.einsum("...kt,k,lt->...l", joint, wrong[counts], inverse)
     index = np.clip(lengths - 1, 0, max_length - 1)
-    right_value, wrong_value = value[..., 1, :][..., index], value[..., 0, :][..., index]
-    return group_size * np.where(task.outcome_right, right_value, wrong_value)
+    correct_value, wrong_value = value[..., 1, :][..., index], value[..., 0, :][..., index]
+    return group_size * np.where(task.outcome_correct, correct_value, wrong_value)
 
 
 def expected_group_update(task, logits, method: Method, group_size: int, aggregation: str,
@@ -145,7 +145,7 @@ def expected_group_update(task, logits, method: Method, group_size: int, aggrega
         alpha, beta = outcome_advantages(method, group_size, statistics.success, values)
         length_normalised = aggregation == "seq-mean-token-mean"
         weight = 1.0 / task.answer_length if length_normalised else 1.0 / task.max_length
-        outcome = weight * np.where(task.outcome_right, alpha[..., None, None],
+        outcome = weight * np.where(task.outcome_correct, alpha[..., None, None],
                                     beta[..., None, None])
     return task.gradient_of_expectation(logits, outcome)
 
@@ -155,8 +155,8 @@ def length_decomposition(task, logits, method: Method, group_size: int,
     """The three terms of the seq-mean-token-mean update (module docstring, 2.), exactly.
 
     Returns ``gain`` (..., P): alpha h_R - beta h_W; ``success_gradient`` (..., P, N, C): grad p
-    with respect to the logits; ``right_length_term``: alpha p grad h_R; ``wrong_length_term``:
-    beta (1 - p) grad h_W; and ``mean_inverse_length_right`` h_R and ``..._wrong`` h_W.
+    with respect to the logits; ``correct_length_term``: alpha p grad h_R; ``wrong_length_term``:
+    beta (1 - p) grad h_W; and ``mean_inverse_length_correct`` h_R and ``..._wrong`` h_W.
     gain * success_gradient + both terms equals
     ``expected_group_update(..., "seq-mean-token-mean")``.
     """
@@ -165,21 +165,23 @@ def length_decomposition(task, logits, method: Method, group_size: int,
     success = statistics.success
     alpha, beta = outcome_advantages(method, group_size, success, values)
     inverse = 1.0 / task.answer_length
-    right = task.outcome_right
+    right = task.outcome_correct
     ending = statistics.reach[..., None] * statistics.probs * task.terminal
-    inverse_right = np.sum(ending * right * inverse, axis=(-2, -1)) / success
+    inverse_correct = np.sum(ending * right * inverse, axis=(-2, -1)) / success
     inverse_wrong = np.sum(ending * ~right * inverse, axis=(-2, -1)) / (1.0 - success)
     grad_success = task.gradient_of_expectation(logits, right * 1.0)
-    grad_inverse_right = task.gradient_of_expectation(logits, right * inverse)
+    grad_inverse_correct = task.gradient_of_expectation(logits, right * inverse)
     grad_inverse_wrong = task.gradient_of_expectation(logits, ~right * inverse)
 
     def per_prompt(x):
         return x[..., None, None]
 
     # h_R = m_R / p, so grad h_R = (grad m_R - h_R grad p) / p; h_W likewise with 1 - p and -grad p.
-    right_term = grad_inverse_right - per_prompt(inverse_right) * grad_success
+    correct_term = grad_inverse_correct - per_prompt(inverse_correct) * grad_success
     wrong_term = grad_inverse_wrong + per_prompt(inverse_wrong) * grad_success
-    return {"gain": alpha * inverse_right - beta * inverse_wrong, "success_gradient": grad_success,
-            "right_length_term": per_prompt(alpha) * right_term,
+    return {"gain": alpha * inverse_correct - beta * inverse_wrong,
+            "success_gradient": grad_success,
+            "correct_length_term": per_prompt(alpha) * correct_term,
             "wrong_length_term": per_prompt(beta) * wrong_term,
-            "mean_inverse_length_right": inverse_right, "mean_inverse_length_wrong": inverse_wrong}
+            "mean_inverse_length_correct": inverse_correct,
+            "mean_inverse_length_wrong": inverse_wrong}

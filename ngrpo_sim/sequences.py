@@ -5,7 +5,7 @@ Each of P prompts is answered by a sequence of at most L tokens. Every token is 
 tokens or, with ``end_token``, the end token, which closes the answer (and counts as one of its
 tokens, as an LLM's EOS does). An answer that reaches L tokens without the end token is *truncated*;
 without an end token every answer has exactly L tokens. A verifier scores the final content token:
-an answer is right (reward 1) when that token is one of the prompt's *keys* and the answer is
+an answer is correct (reward 1) when that token is one of the prompt's *keys* and the answer is
 neither truncated nor empty. Graded rewards give a wrong answer the partial credit of its final
 token (in [0, 0.9]); a truncated or empty answer earns 0.
 
@@ -24,14 +24,14 @@ Two policies, as in ``ngrpo_sim.bandit``:
   xi per prompt, prefix and token; a part u_token that every occurrence of the same token shares
   (``token_sharing`` s), so that pushing a token down at one position pushes it down at every
   position of every prompt, as a network's weights do; and ``feature_signal`` times a direction
-  shared by the choices that make answers right (emitting a key, stopping after one). This is where
-  the penalty of an all-wrong group can leak into tokens that nobody sampled.
+  shared by the choices that make answers correct (emitting a key, stopping after one). This is
+  where the penalty of an all-wrong group can leak into tokens that nobody sampled.
 
 The starting policy follows a difficulty profile of ``bandit.starting_success`` exactly. Content
 logits are drawn from N(0, logit_spread^2); each prompt gets an end probability h
 (``end_probability`` times U(0.5, 1.5)) after every content token, and 2% (of its non-key mass) at
 the empty prefix, so answer lengths vary between prompts. Then every key gets one logit delta per
-prompt, and the odds of stopping right after a key are multiplied by e^delta; delta is solved by
+prompt, and the odds of stopping correct after a key are multiplied by e^delta; delta is solved by
 bisection so that the prompt's exact success rate equals its target. With L = 1 and no end token the
 task is ``bandit.make_task``'s: the same random draws, the same rewards, starting logits equal to
 rounding.
@@ -70,7 +70,7 @@ SEQUENCE_POLICY_METRICS = ("accuracy", "accuracy_hard", "accuracy_mid", "accurac
                            "entropy_hard", "entropy_mid", "entropy_easy", "pass_auc", "abandoned",
                            "newly_solved", "regressed", "entropy_change",
                            "entropy_change_predicted", "entropy_change_positional",
-                           "sequence_entropy", "length", "length_right", "length_wrong",
+                           "sequence_entropy", "length", "length_correct", "length_wrong",
                            "truncation", "end_probability", "solved_hard")
 """What the token simulator records of its policy at every step, all exact (no sampling):
 
@@ -87,8 +87,8 @@ SEQUENCE_POLICY_METRICS = ("accuracy", "accuracy_hard", "accuracy_mid", "accurac
   ``entropy`` by the old policy's visits; ``entropy_change_positional``: the measured change of the
   per-prefix entropies under the same weights (what the prediction predicts; the rest of
   ``entropy_change`` comes from answers visiting other prefixes);
-* ``length``: mean answer length in tokens (the end token included); ``length_right``,
-  ``length_wrong``: the mean length of right and of wrong answers, one answer per prompt;
+* ``length``: mean answer length in tokens (the end token included); ``length_correct``,
+  ``length_wrong``: the mean length of correct and of wrong answers, one answer per prompt;
   ``truncation``: the share of truncated answers;
 * ``end_probability``: the probability of the end token, averaged over the tokens of sampled answers
   (NaN without an end token).
@@ -106,13 +106,13 @@ def prefix_count(vocab_size: int, max_length: int) -> int:
     return sum(vocab_size ** depth for depth in range(max_length))
 
 
-def _check_sizes(vocab_size, max_length, end_token, right_answers) -> tuple[int, int]:
+def _check_sizes(vocab_size, max_length, end_token, correct_answers) -> tuple[int, int]:
     vocab_size = _checks.integer("vocab_size", vocab_size, low=2)
     max_length = _checks.integer("max_length", max_length, low=1)
-    _checks.integer("right_answers", right_answers, low=1, high=vocab_size - 1)
+    _checks.integer("correct_answers", correct_answers, low=1, high=vocab_size - 1)
     if end_token and max_length < 2:
-        raise ValueError(f"max_length must be >= 2 with an end token (a right answer is a key and "
-                         f"the end token), got {max_length}; or set end_token=False")
+        raise ValueError(f"max_length must be >= 2 with an end token (a correct answer is a key "
+                         f"and the end token), got {max_length}; or set end_token=False")
     return vocab_size, max_length
 
 
@@ -143,11 +143,11 @@ class AnswerStatistics:
     reach: np.ndarray
     """(S, P, N) probability that an answer passes through each prefix."""
     success: np.ndarray
-    """Probability of a right answer."""
+    """Probability of a correct answer."""
     length: np.ndarray
     """Expected answer length in tokens."""
-    right_length: np.ndarray
-    """E[length * 1(right)]."""
+    correct_length: np.ndarray
+    """E[length * 1(correct)]."""
     truncation: np.ndarray
     """Probability of a truncated answer."""
     entropy: np.ndarray
@@ -256,8 +256,8 @@ class SequenceTask:
         return rewards
 
     @functools.cached_property
-    def outcome_right(self) -> np.ndarray:
-        """(P, N, C) True where choosing the token ends a right answer."""
+    def outcome_correct(self) -> np.ndarray:
+        """(P, N, C) True where choosing the token ends a correct answer."""
         return self.outcome_rewards == 1.0
 
     # -- the policy ------------------------------------------------------------------------------
@@ -343,7 +343,7 @@ class SequenceTask:
         probs = np.exp(log_probs)
         reach = self.reach(probs)
         ending = reach[..., None] * probs * self.terminal_weight
-        right = ending * self.outcome_right
+        right = ending * self.outcome_correct
         prefix_entropy = -np.sum(probs * log_probs, axis=-1)
         if self.end_token:
             end_mass = np.sum(reach * probs[..., -1], axis=-1)
@@ -353,14 +353,14 @@ class SequenceTask:
             logits=logits, log_probs=log_probs, probs=probs, prefix_entropy=prefix_entropy,
             reach=reach, success=right.sum(axis=(-2, -1)),
             length=np.einsum("...nc,nc->...", ending, self.answer_length),
-            right_length=np.einsum("...nc,nc->...", right, self.answer_length),
+            correct_length=np.einsum("...nc,nc->...", right, self.answer_length),
             truncation=np.einsum("...nc,nc->...", ending, self.truncated.astype(np.float64)),
             entropy=np.sum(reach * prefix_entropy, axis=-1), end_mass=end_mass)
 
     def success(self, logits: np.ndarray) -> np.ndarray:
-        """Success rate (probability of a right answer) per prompt, for logits (..., P, N, C)."""
+        """Success rate (probability of a correct answer) per prompt, for logits (..., P, N, C)."""
         probs = np.exp(log_softmax(logits))
-        return np.sum(self.reach(probs)[..., None] * probs * self.outcome_right, axis=(-2, -1))
+        return np.sum(self.reach(probs)[..., None] * probs * self.outcome_correct, axis=(-2, -1))
 
     # -- answers as token arrays -----------------------------------------------------------------
 
@@ -446,7 +446,7 @@ class SequenceTask:
         alpha, beta = outcome_advantages(method, group_size, statistics.success, values)
         mean_length = _weighted_ratio(keep_probability * statistics.length, keep_probability)
         weights = self.answer_weights(self.aggregation(method), np.nan_to_num(mean_length, nan=1.0))
-        per_answer = np.where(self.outcome_right, alpha[..., None, None], beta[..., None, None])
+        per_answer = np.where(self.outcome_correct, alpha[..., None, None], beta[..., None, None])
         outcome = weights * per_answer
         ascent = self.gradient_of_expectation(logits, outcome)
         visits = statistics.reach * self.completion_values(statistics.probs, weights)[0]
@@ -473,10 +473,10 @@ class SequenceTask:
         for bucket, members in buckets.items():
             metrics[f"entropy_{bucket}"] = _weighted_ratio(statistics.entropy, statistics.length,
                                                            members)
-        wrong_length = statistics.length - statistics.right_length
+        wrong_length = statistics.length - statistics.correct_length
         metrics.update(
             sequence_entropy=statistics.entropy.mean(1), length=statistics.length.mean(1),
-            length_right=_weighted_ratio(statistics.right_length, statistics.success),
+            length_correct=_weighted_ratio(statistics.correct_length, statistics.success),
             length_wrong=_weighted_ratio(wrong_length, 1 - statistics.success),
             truncation=statistics.truncation.mean(1),
             end_probability=_weighted_ratio(statistics.end_mass, statistics.length))
@@ -638,7 +638,7 @@ class SequenceUpdate:
 
 
 def make_sequence_task(num_prompts: int = 128, vocab_size: int = 4, max_length: int = 4,
-                       end_token: bool = True, right_answers: int = 1, profile="base",
+                       end_token: bool = True, correct_answers: int = 1, profile="base",
                        policy: str = "tabular", feature_dim: int = 16, feature_signal: float = 0.5,
                        token_sharing: float = 0.5, rewards: str = "binary",
                        end_probability: float = 0.35, logit_spread: float = 1.0,
@@ -655,17 +655,17 @@ def make_sequence_task(num_prompts: int = 128, vocab_size: int = 4, max_length: 
     """
     if not isinstance(profile, str):
         profile = tuple(_checks.finite_array("profile", profile).ravel())
-    return _cached_sequence_task(num_prompts, vocab_size, max_length, end_token, right_answers,
+    return _cached_sequence_task(num_prompts, vocab_size, max_length, end_token, correct_answers,
                                  profile, policy, feature_dim, feature_signal, token_sharing,
                                  rewards, end_probability, logit_spread, loss_aggregation, seed)
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_sequence_task(num_prompts, vocab_size, max_length, end_token, right_answers, profile,
+def _cached_sequence_task(num_prompts, vocab_size, max_length, end_token, correct_answers, profile,
                           policy, feature_dim, feature_signal, token_sharing, rewards,
                           end_probability, logit_spread, loss_aggregation, seed) -> SequenceTask:
     num_prompts = _checks.integer("num_prompts", num_prompts, low=1)
-    vocab_size, max_length = _check_sizes(vocab_size, max_length, end_token, right_answers)
+    vocab_size, max_length = _check_sizes(vocab_size, max_length, end_token, correct_answers)
     _checks.choice("policy", policy, POLICIES)
     _checks.choice("rewards", rewards, REWARD_KINDS)
     feature_dim = _checks.integer("feature_dim", feature_dim, low=1)
@@ -679,7 +679,7 @@ def _cached_sequence_task(num_prompts, vocab_size, max_length, end_token, right_
     num_nodes, choices = prefix_count(vocab_size, max_length), vocab_size + int(end_token)
     rng = np.random.default_rng(seed)
     target, keys, content, reward_table = draw_prompts(rng, profile, num_prompts, vocab_size,
-                                                       right_answers, (num_prompts, num_nodes,
+                                                       correct_answers, (num_prompts, num_nodes,
             vocab_size), logit_spread, rewards)
     features = None
     if policy == "shared":
@@ -707,11 +707,11 @@ def _cached_sequence_task(num_prompts, vocab_size, max_length, end_token, right_
     offsets = starting_logits(delta)
     if policy == "shared":
         token_features = rng.normal(scale=1.0 / np.sqrt(feature_dim), size=(choices, feature_dim))
-        makes_right = np.zeros((num_prompts, num_nodes, choices))
-        makes_right[..., :vocab_size] = keys[:, None, :]
+        makes_correct = np.zeros((num_prompts, num_nodes, choices))
+        makes_correct[..., :vocab_size] = keys[:, None, :]
         if end_token:
-            makes_right[..., -1] = key_last
-        centred = makes_right - makes_right.mean(axis=-1, keepdims=True)
+            makes_correct[..., -1] = key_last
+        centred = makes_correct - makes_correct.mean(axis=-1, keepdims=True)
         features = (np.sqrt(1.0 - token_sharing) * noise
                     + np.sqrt(token_sharing) * token_features
                     + feature_signal * centred[..., None] * direction)
@@ -755,8 +755,8 @@ class SequenceConfig(LoopConfig):
     """L, most tokens per answer (the end token included)."""
     end_token: bool = True
     """Whether answers can stop before L tokens; without the end token every answer has L tokens."""
-    right_answers: int = 1
-    """How many of the V tokens are keys: an answer is right when its final content token is a
+    correct_answers: int = 1
+    """How many of the V tokens are keys: an answer is correct when its final content token is a
     key."""
     end_probability: float = 0.35
     """Mean starting probability of the end token after a content token (drawn per prompt between
@@ -772,7 +772,7 @@ class SequenceConfig(LoopConfig):
     def __post_init__(self):
         super().__post_init__()
         vocab_size, max_length = _check_sizes(self.vocab_size, self.max_length, self.end_token,
-                                              self.right_answers)
+                                              self.correct_answers)
         _checks.number("end_probability", self.end_probability, low=0.0, high=2 / 3, low_open=True)
         _checks.number("token_sharing", self.token_sharing, low=0.0, high=1.0)
         if self.loss_aggregation is not None:
@@ -789,7 +789,7 @@ class SequenceConfig(LoopConfig):
 
     def build_task(self) -> SequenceTask:
         return make_sequence_task(self.num_prompts, self.vocab_size, self.max_length,
-                                  self.end_token, self.right_answers, self.profile, self.policy,
+                                  self.end_token, self.correct_answers, self.profile, self.policy,
                                   self.feature_dim, self.feature_signal, self.token_sharing,
                                   self.rewards, self.end_probability,
                                   loss_aggregation=self.loss_aggregation, seed=self.seed)

@@ -4,7 +4,7 @@ A sweep is the grid methods x configs, a config (``DynamicsConfig`` for one-toke
 ``SequenceConfig`` for answers made of tokens) holding the hyper-parameters, the policy
 and the seeds of one setting. Each (method, config) pair is one task, ``dynamics.simulate``: tasks
 share no state and a task's randomness comes from its config alone, so it gives the same
-``Trajectory`` in whichever process runs it (bit for bit on machines with the same numpy build;
+``RunRecord`` in whichever process runs it (bit for bit on machines with the same numpy build;
 tested against this process). Where the tasks run:
 
 * ``workers=1`` (default): in this process, one task after the other, a progress bar over all steps;
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ngrpo_sim import __version__, _checks
 from ngrpo_sim._files import write_atomically
-from ngrpo_sim.dynamics import Trajectory, simulate
+from ngrpo_sim.dynamics import RunRecord, simulate
 from ngrpo_sim.methods import Method, get_method
 from ngrpo_sim.training_loop import LoopConfig, check_memory
 
@@ -56,7 +56,7 @@ def _checked(tasks: list[Task]) -> list[Task]:
     return tasks
 
 
-def run_task(method: Method, config: LoopConfig) -> Trajectory:
+def run_task(method: Method, config: LoopConfig) -> RunRecord:
     """One task, without a progress bar of its own (the sweep's bar counts finished tasks)."""
     return simulate(method, config, progress=False)
 
@@ -70,17 +70,17 @@ def task_file(store: Path, task: Task) -> Path:
     return Path(store) / f"{hashlib.sha256(_task_text(task).encode()).hexdigest()[:20]}.npz"
 
 
-def save_task(store: Path, task: Task, trajectory: Trajectory) -> Path:
+def save_task(store: Path, task: Task, run_record: RunRecord) -> Path:
     """Write a finished task to ``store``, whole or not at all."""
-    metrics = {f"metric_{name}": values for name, values in trajectory.metrics.items()}
+    metrics = {f"metric_{name}": values for name, values in run_record.metrics.items()}
     arrays = io.BytesIO()
-    np.savez(arrays, task=_task_text(task), ks=trajectory.ks, pass_at_k=trajectory.pass_at_k,
-             initial_success=trajectory.initial_success, final_success=trajectory.final_success,
+    np.savez(arrays, task=_task_text(task), ks=run_record.ks, pass_at_k=run_record.pass_at_k,
+             initial_success=run_record.initial_success, final_success=run_record.final_success,
              **metrics)
     return write_atomically(task_file(store, task), arrays.getvalue())
 
 
-def load_task(store: Path, task: Task) -> Trajectory | None:
+def load_task(store: Path, task: Task) -> RunRecord | None:
     """The stored result of ``task``, or None when ``store`` does not hold it."""
     path = task_file(store, task)
     if not path.is_file():
@@ -91,18 +91,18 @@ def load_task(store: Path, task: Task) -> Trajectory | None:
         metrics = {name.removeprefix("metric_"): saved[name] for name in saved.files
                    if name.startswith("metric_")}
         method, config = task
-        return Trajectory(method.name, config, metrics=metrics, pass_at_k=saved["pass_at_k"],
+        return RunRecord(method.name, config, metrics=metrics, pass_at_k=saved["pass_at_k"],
                           ks=saved["ks"], initial_success=saved["initial_success"],
                           final_success=saved["final_success"])
 
 
-def _here(tasks: list[Task], pending: list[int], bar: tqdm) -> Iterator[tuple[int, Trajectory]]:
+def _here(tasks: list[Task], pending: list[int], bar: tqdm) -> Iterator[tuple[int, RunRecord]]:
     for index in pending:
         yield index, simulate(*tasks[index], progress=bar)
 
 
 def _in_processes(tasks: list[Task], pending: list[int], bar: tqdm, workers: int
-                  ) -> Iterator[tuple[int, Trajectory]]:
+                  ) -> Iterator[tuple[int, RunRecord]]:
     # spawn: a forked child would inherit this process's threads (tqdm's, BLAS's) in any state.
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
@@ -117,7 +117,7 @@ def _in_processes(tasks: list[Task], pending: list[int], bar: tqdm, workers: int
 
 
 def _on_ray(tasks: list[Task], pending: list[int], bar: tqdm, address: str
-            ) -> Iterator[tuple[int, Trajectory]]:
+            ) -> Iterator[tuple[int, RunRecord]]:
     try:
         import ray
     except ImportError as error:
@@ -166,7 +166,7 @@ def check_fits_in_memory(configs: list[LoopConfig], tasks: int, workers: int = 1
 
 def run_sweep(methods: list[Method | str], configs: list[LoopConfig], *, workers: int = 1,
               ray_address: str | None = None, store: Path | None = None,
-              description: str = "sweep") -> list[Trajectory]:
+              description: str = "sweep") -> list[RunRecord]:
     """Every method under every config: ``[simulate(m, c) for c in configs for m in methods]``.
 
     The tasks run in ``workers`` local processes (1: this process) or on the Ray cluster at
@@ -179,7 +179,7 @@ def run_sweep(methods: list[Method | str], configs: list[LoopConfig], *, workers
 
 
 def run_tasks(tasks: list[Task], *, workers: int = 1, ray_address: str | None = None,
-              store: Path | None = None, description: str = "sweep") -> list[Trajectory]:
+              store: Path | None = None, description: str = "sweep") -> list[RunRecord]:
     """``[simulate(method, config) for method, config in tasks]``, run as ``run_sweep`` runs its
     grid: for experiments that are not a grid (tasks from several ``sweep_tasks`` calls, run in one
     pool of processes)."""
@@ -190,8 +190,8 @@ def run_tasks(tasks: list[Task], *, workers: int = 1, ray_address: str | None = 
     results = {}
     if store is not None:
         Path(store).mkdir(parents=True, exist_ok=True)
-        results = {index: trajectory for index, task in enumerate(tasks)
-                   if (trajectory := load_task(store, task)) is not None}
+        results = {index: run_record for index, task in enumerate(tasks)
+                   if (run_record := load_task(store, task)) is not None}
     pending = [index for index in range(len(tasks)) if index not in results]
     total = sum(config.steps for _, config in tasks)
     done = sum(tasks[index][1].steps for index in results)
@@ -202,8 +202,8 @@ def run_tasks(tasks: list[Task], *, workers: int = 1, ray_address: str | None = 
             finished = _in_processes(tasks, pending, bar, workers)
         else:
             finished = _here(tasks, pending, bar)
-        for index, trajectory in finished:
-            results[index] = trajectory
+        for index, run_record in finished:
+            results[index] = run_record
             if store is not None:
-                save_task(store, tasks[index], trajectory)
+                save_task(store, tasks[index], run_record)
     return [results[index] for index in range(len(tasks))]

@@ -1,37 +1,36 @@
-"""Thin helpers behind the teaching notebooks (``notebooks/``).
+"""Widget glue for the teaching notebooks (``notebooks/``): no method and no training step is
+defined here.
 
-The notebooks' widgets call these functions, and these functions call the tested parts of ``ngrpo_sim``: no
-method is defined here. What is here is the glue a notebook would otherwise repeat: choosing sizes for the fast
-mode the test suite uses, retuning presets from sliders, one sampled group and the step each method takes on it,
-the ratio-advantage plane of the clipped surrogate, sweeps of clip fractions, reading the run folders that
-``minimal/ngrpo_train.py`` writes, views that widgets redraw in place, one legend per figure,
-and running a notebook headless (the tests and the README figures do).
+The notebooks' widgets call these functions, and these call the tested parts of ``ngrpo_sim``
+(a group's step is the training loop's own gradient, ``bandit.BanditUpdate.gradient``). What is
+here is what a notebook would otherwise repeat: sizes for the fast mode the test suite uses, one
+sampled group and the step each method takes on it, the ratio-advantage plane of the clipped
+surrogate, sweeps of clip fractions, reading the run folders that ``minimal/ngrpo_train.py``
+writes, views that widgets redraw in place and one legend per figure. Running a notebook headless
+is ``ngrpo_sim.notebook_runner``'s.
 """
 
 from __future__ import annotations
 
 import codecs
 import dataclasses
-import functools
 import html
 import io
 import os
 import re
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from queue import Empty
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ngrpo_sim import _checks
-from ngrpo_sim.bandit import make_task, sample_answers
-from ngrpo_sim.dynamics import DynamicsConfig, Trajectory, predicted_entropy_change, simulate
+from ngrpo_sim.bandit import BanditTask, make_task, sample_answers
+from ngrpo_sim.dynamics import DynamicsConfig, RunRecord, predicted_entropy_change, simulate
 from ngrpo_sim.experiments import label, linestyle, plot_band
-from ngrpo_sim.methods import LOSS_AGGREGATIONS, Method, get_method, token_weights
+from ngrpo_sim.methods import LOSS_AGGREGATIONS, Method, get_method
 from ngrpo_sim.metrics import log_softmax, softmax_entropy
 from ngrpo_sim.plotting import method_colour, pyplot
 from ngrpo_sim.sequence_gain import expected_group_update
@@ -138,38 +137,16 @@ def figure_legend(figure, ncols: int | None = None):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Notebook 1: presets retuned from the sliders
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def retuned_methods(names, *, r_max: float = 1.0, virtual_samples: int = 1, ddof: int = 1) -> list[Method]:
-    """The presets ``names`` with the advantage options of the landscape's sliders.
-
-    ``ddof`` (the std convention) retunes every z-score estimator (GRPO's and NGRPO's). ``r_max`` and
-    ``virtual_samples`` retune only the calibrated estimators, where r_max is the reward of the virtual sample;
-    PSR-NSR's own r_max (the scale of graded rewards) is left alone, so a right answer (reward 1) stays right.
-    r_max below 1 would put a real right answer above the best possible reward, which the estimator refuses.
-    """
-    names = [names] if isinstance(names, str) else list(names)
-    if not names:
-        raise ValueError("names must hold at least one method, got none")
-    r_max = _checks.number("r_max", r_max, low=1.0)
-    virtual_samples = _checks.integer("virtual_samples", virtual_samples, low=1)
-    ddof = _checks.integer("ddof", ddof, low=0, high=1)
-    return [get_method(name).with_advantage_options(r_max=r_max, virtual_samples=virtual_samples, ddof=ddof)
-            for name in names]
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Notebook 2: one sampled group, and the step each method takes on it
 # ---------------------------------------------------------------------------------------------------------------
 
 
 def one_prompt(success_rate: float, num_answers: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, rewards) of one bandit prompt with K answers, one of them right, solved with probability p.
+    """(logits, rewards) of one bandit prompt with K answers, one of them correct, solved with
+    probability p.
 
     The wrong answers' logits are the simulator's N(0, 1) draws for its first prompt, the same for every p, so
-    moving p changes only how much the policy likes the right answer.
+    moving p changes only how much the policy likes the correct answer.
     """
     success_rate = _checks.number("success_rate", success_rate, low=0.0, high=1.0, low_open=True, high_open=True)
     task = make_task(num_prompts=1, num_answers=num_answers, profile=[success_rate])
@@ -177,12 +154,16 @@ def one_prompt(success_rate: float, num_answers: int = 16) -> tuple[np.ndarray, 
 
 
 def group_logit_step(method: Method, logits, answers, group_rewards, learning_rate: float = 1.0) -> np.ndarray:
-    """The change of the logits when one SGD step on ``method``'s loss trains on one sampled group.
+    """The change of the logits (K,) when one SGD step on ``method``'s loss trains on one sampled
+    group of ``answers`` (G,) of a prompt with ``logits`` (K,).
 
-    The step is the first update after the rollout: every ratio is 1, so clipping is inactive (notebook 4 shows
-    when it acts). Each answer is one token, so the three loss aggregations weigh every answer 1/G. Only the
-    policy-gradient term is taken: the KL term is zero while the policy equals the reference, and the presets'
-    entropy bonus (0.001) is left out so that what is shown is the advantage's doing.
+    The step is the training loop's (``bandit.BanditUpdate.gradient``) on a one-prompt tabular task,
+    the first update after the rollout: every ratio is 1, so clipping is inactive (notebook 4 shows
+    when it acts). Each answer is one token, so the three loss aggregations weigh every answer 1/G.
+    Only the policy-gradient term is taken: the KL term is zero while the policy equals the
+    reference, and the presets' entropy bonus (0.001) is left out so that what is shown is the
+    advantage's doing. Raises ``ValueError`` for logits that are not one prompt's, answers outside
+    [0, K) and rewards whose shape is not the answers'.
     """
     logits = _checks.finite_array("logits", logits)
     if logits.ndim != 1 or logits.size < 2:
@@ -195,13 +176,13 @@ def group_logit_step(method: Method, logits, answers, group_rewards, learning_ra
     advantages = method.advantages(group_rewards)
     if advantages.shape != answers.shape:
         raise ValueError(f"group_rewards has shape {np.shape(group_rewards)} but answers has shape {answers.shape}")
-    surrogate = clipped_surrogate(np.ones(answers.size), advantages, method.clip_low, method.clip_high)
-    weights = token_weights(np.ones((answers.size, 1)), method.loss_aggregation)[:, 0]
-    probs = np.exp(log_softmax(logits))
-    # d log pi(a) / d z = e_a - pi: each answer's loss gradient flows to every logit through the softmax.
-    loss_grad = np.bincount(answers, weights * surrogate.grad_logp, minlength=logits.size) - np.sum(
-        weights * surrogate.grad_logp) * probs
-    return -learning_rate * loss_grad
+    # The gradient reads the sampled answers' advantages, never the task's reward table.
+    task = BanditTask(rewards=np.zeros((1, logits.size)), offsets=logits[None], features=None)
+    params, prompt = logits[None, None], np.zeros((1, 1), dtype=np.int64)
+    update = task.update_batch(params, prompt, answers[None, None], params)
+    grads = update.gradient(params, advantages[None, None], np.ones((1, 1), dtype=bool), method,
+                            Coefficients(0.0, 0.0))[0]
+    return -learning_rate * grads[0, 0]
 
 
 @dataclass(frozen=True)
@@ -268,15 +249,15 @@ def format_sampled_group(sample: SampledGroup) -> str:
     width = max(9, *(len(n) + 1 for n in names))
     right = int(sample.group_rewards.sum())
     lines = [f"prompt solved with p = {sample.success_rate:.3f}; sampled group of G = {sample.answers.size}: "
-             f"{right} right, {sample.answers.size - right} wrong", "",
+             f"{right} correct, {sample.answers.size - right} wrong", "",
              "advantage of each sampled answer",
              f"{'answer':>7}{'reward':>7}" + "".join(f"{n:>{width}}" for n in names)]
     for i, (answer, reward) in enumerate(zip(sample.answers, sample.group_rewards)):
         lines.append(f"{answer:>7}{reward:>7.0f}" + "".join(f"{sample.steps[n].advantages[i]:>{width}.3f}"
                                                             for n in names))
-    right_answer = sample.rewards == 1.0
+    correct_answer = sample.rewards == 1.0
     lines += ["", "what one step does to the prompt", f"{'':<28}" + "".join(f"{n:>{width}}" for n in names)]
-    rows = (("change of P(right)", lambda s: s.probability_change[right_answer].sum()),
+    rows = (("change of P(correct)", lambda s: s.probability_change[correct_answer].sum()),
             ("entropy change (exact)", lambda s: s.entropy_change),
             ("entropy change (1st order)", lambda s: s.entropy_change_predicted))
     for title, value in rows:
@@ -296,14 +277,15 @@ def plot_sampled_group(axes, sample: SampledGroup) -> None:
         right.bar(np.arange(sample.rewards.size) + offset, sample.steps[name].probability_change, bar,
                   color=method_colour(name), label=name)
     left.set_xticks(np.arange(sample.answers.size),
-                    [f"{a}\n{'right' if r == 1 else 'wrong'}" for a, r in zip(sample.answers, sample.group_rewards)],
+                    [f"{a}\n{'correct' if r == 1 else 'wrong'}"
+                     for a, r in zip(sample.answers, sample.group_rewards)],
                     fontsize=7)
     left.set_xlabel("sampled answer (index, outcome)")
     left.set_ylabel("advantage")
     left.set_title("Advantages of the sampled group")
     for answer in np.flatnonzero(sample.rewards == 1.0):
         right.axvspan(answer - 0.5, answer + 0.5, color="gold", alpha=0.3, linewidth=0)
-    right.set_xlabel("candidate answer (right answer shaded)")
+    right.set_xlabel("candidate answer (correct answer shaded)")
     right.set_ylabel("change of probability after one step")
     right.set_title("Where the probability goes")
     # The starting probabilities explain the changes: an answer sampled less often than its probability predicts
@@ -318,59 +300,64 @@ def plot_sampled_group(axes, sample: SampledGroup) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Notebook 3: trajectories against steps, and the first-order entropy prediction
+# Notebook 3: run records against steps, and the first-order entropy prediction
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def plot_metric(ax, trajectories: list[Trajectory], name: str, ylabel: str | None = None) -> None:
+def plot_metric(ax, run_records: list[RunRecord], name: str, ylabel: str | None = None) -> None:
     """One metric against training steps: mean over seeds with its 95% band; expected-mode runs dashed."""
-    for trajectory in trajectories:
-        if name not in trajectory.metrics:
-            raise ValueError(f"name must be a recorded metric ({', '.join(trajectory.metrics)}), got {name!r}")
-        plot_band(ax, trajectory, name)
+    for run_record in run_records:
+        if name not in run_record.metrics:
+            raise ValueError(f"name must be a recorded metric ({', '.join(run_record.metrics)}), "
+                             f"got {name!r}")
+        plot_band(ax, run_record, name)
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel or name)
     ax.legend(fontsize=7)
 
 
-def plot_metric_pair(ax, trajectories: list[Trajectory], x_name: str, y_name: str, xlabel: str | None = None,
+def plot_metric_pair(ax, run_records: list[RunRecord], x_name: str, y_name: str,
+                     xlabel: str | None = None,
                      ylabel: str | None = None) -> None:
     """One metric against another along training (seed means), so runs are compared at equal ``x`` rather than at
     equal steps: a method that learns faster also loses entropy sooner. Rows where a metric is undefined (the
     rollout metrics before the first step) stay NaN and are not drawn."""
-    for trajectory in trajectories:
-        missing = [name for name in (x_name, y_name) if name not in trajectory.metrics]
+    for run_record in run_records:
+        missing = [name for name in (x_name, y_name) if name not in run_record.metrics]
         if missing:
-            raise ValueError(f"x_name and y_name must be recorded metrics ({', '.join(trajectory.metrics)}), got "
+            raise ValueError(f"x_name and y_name must be recorded metrics "
+                             f"({', '.join(run_record.metrics)}), got "
                              f"{missing[0]!r}")
-        ax.plot(np.mean(trajectory.metrics[x_name], axis=1), np.mean(trajectory.metrics[y_name], axis=1),
-                color=method_colour(trajectory.method), label=label(trajectory), linewidth=1.6,
-                linestyle=linestyle(trajectory))
+        ax.plot(np.mean(run_record.metrics[x_name], axis=1),
+                np.mean(run_record.metrics[y_name], axis=1),
+                color=method_colour(run_record.method), label=label(run_record), linewidth=1.6,
+                linestyle=linestyle(run_record))
     ax.set_xlabel(xlabel or x_name)
     ax.set_ylabel(ylabel or y_name)
     ax.legend(fontsize=7)
 
 
-def entropy_prediction_error(trajectory: Trajectory) -> float:
+def entropy_prediction_error(run_record: RunRecord) -> float:
     """sum |predicted - measured| / sum |measured| over all steps and seeds: the first-order prediction's
     relative error (0 when -Cov(log pi, dz) predicts every step's entropy change exactly)."""
-    measured = trajectory.metrics["entropy_change"][1:]
-    predicted = trajectory.metrics["entropy_change_predicted"][1:]
+    measured = run_record.metrics["entropy_change"][1:]
+    predicted = run_record.metrics["entropy_change_predicted"][1:]
     scale = np.sum(np.abs(measured))
     if scale == 0:
-        raise ValueError(f"the run of {trajectory.method!r} never changed its entropy; there is nothing to predict")
+        raise ValueError(f"the run of {run_record.method!r} never changed its entropy; there is "
+                         f"nothing to predict")
     return float(np.sum(np.abs(predicted - measured)) / scale)
 
 
-def plot_entropy_prediction(ax, trajectories: list[Trajectory]) -> None:
+def plot_entropy_prediction(ax, run_records: list[RunRecord]) -> None:
     """Measured entropy change of every step and seed against the first-order prediction; the diagonal is exact."""
     low, high = np.inf, -np.inf
-    for trajectory in trajectories:
-        measured = trajectory.metrics["entropy_change"][1:].ravel()
-        predicted = trajectory.metrics["entropy_change_predicted"][1:].ravel()
-        ax.scatter(predicted, measured, s=6, alpha=0.5, color=method_colour(trajectory.method),
-                   marker="x" if trajectory.config.mode == "expected" else "o",
-                   label=f"{label(trajectory)} (error {entropy_prediction_error(trajectory):.1%})")
+    for run_record in run_records:
+        measured = run_record.metrics["entropy_change"][1:].ravel()
+        predicted = run_record.metrics["entropy_change_predicted"][1:].ravel()
+        ax.scatter(predicted, measured, s=6, alpha=0.5, color=method_colour(run_record.method),
+                   marker="x" if run_record.config.mode == "expected" else "o",
+                   label=f"{label(run_record)} (error {entropy_prediction_error(run_record):.1%})")
         low, high = min(low, predicted.min(), measured.min()), max(high, predicted.max(), measured.max())
     ax.plot([low, high], [low, high], color="0.4", linewidth=0.8, linestyle=":")
     ax.set_xlabel(r"predicted: $-\mathrm{Cov}(\log\pi, \Delta z)$ per step (nats)")
@@ -630,15 +617,15 @@ def aggregation_effects(method_name: str, task: SequenceTask, step: float = 0.5
     The step moves the prefix logits along the exact expected update of one group
     (``sequence_gain.expected_group_update``), scaled to the same length ``step`` for every
     aggregation so that only directions are compared. Returns, per aggregation, the changes of the
-    success rate, of the mean length of right answers and of wrong answers (tokens).
+    success rate, of the mean length of correct answers and of wrong answers (tokens).
     """
     method = get_method(method_name)
     step = _checks.number("step", step, low=0.0, low_open=True)
     logits = task.offsets[None]
     before = task.answer_statistics(logits)
     def mean_lengths(statistics):
-        wrong = (statistics.length - statistics.right_length) / (1 - statistics.success)
-        return (statistics.right_length / statistics.success).item(), wrong.item()
+        wrong = (statistics.length - statistics.correct_length) / (1 - statistics.success)
+        return (statistics.correct_length / statistics.success).item(), wrong.item()
 
     effects = {}
     for aggregation in LOSS_AGGREGATIONS:
@@ -646,10 +633,10 @@ def aggregation_effects(method_name: str, task: SequenceTask, step: float = 0.5
                                        np.zeros((1, 1)) if method.advantage.uses_values else None)
         norm = np.linalg.norm(update)
         after = task.answer_statistics(logits + step * update / norm) if norm else before
-        (right_after, wrong_after), (right_before, wrong_before) = (mean_lengths(after),
+        (correct_after, wrong_after), (correct_before, wrong_before) = (mean_lengths(after),
                                                                     mean_lengths(before))
         effects[aggregation] = {"success": (after.success - before.success).item(),
-                                "length of right answers": right_after - right_before,
+                                "length of correct answers": correct_after - correct_before,
                                 "length of wrong answers": wrong_after - wrong_before}
     return effects
 
@@ -720,93 +707,3 @@ def plot_all_wrong_step(axes, result: dict) -> None:
         ax.set_ylabel("next-token probability")
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Running a notebook headless, as the tests and notebooks/make_readme_figures.py do
-# ---------------------------------------------------------------------------------------------------------------
-
-WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
-POLL_SLICE_S = 1.0
-"""Longest wait on a kernel socket before looking again (see ``_polling_kernel_manager``)."""
-
-
-@functools.cache
-def _polling_kernel_manager():
-    """A kernel manager whose clients never sleep through a message that has arrived.
-
-    With pyzmq's asyncio sockets (27.x here) a wait for a kernel message now and then misses the socket's
-    wake-up, and the message is only noticed when the wait times out: in about one run in three of notebook 2 on
-    a 2-core machine, one cell stalled for exactly nbclient's whole cell timeout, then went on. Waiting in slices
-    of ``POLL_SLICE_S``, each of which begins with a fresh check of the socket, bounds that stall to the slice.
-    Built on first use, so that importing this module needs no Jupyter packages.
-    """
-    from jupyter_client import AsyncKernelManager
-    from jupyter_client.asynchronous import AsyncKernelClient
-    from jupyter_client.channels import AsyncZMQSocketChannel
-    from traitlets import Type
-
-    class PollingChannel(AsyncZMQSocketChannel):
-        async def get_msg(self, timeout=None):
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                remaining = POLL_SLICE_S if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    return await super().get_msg(timeout=min(POLL_SLICE_S, remaining))
-                except Empty:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise
-
-    class PollingClient(AsyncKernelClient):
-        shell_channel_class = Type(PollingChannel)
-        iopub_channel_class = Type(PollingChannel)
-
-    class PollingKernelManager(AsyncKernelManager):
-        client_factory = Type(PollingClient)
-
-    return PollingKernelManager
-
-
-def widget_outputs(notebook) -> list[dict]:
-    """What went to the notebook's Output widgets (the interactive displays), as recorded in its widget state."""
-    state = notebook.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
-    return [output for model in state.values() if model["model_name"] == "OutputModel"
-            for output in model["state"].get("outputs", [])]
-
-
-def output_text(output: dict) -> str:
-    """The text of a notebook output: a stream's text, an error's traceback, or a display's plain text."""
-    if output["output_type"] == "stream":
-        return output["text"]
-    if output["output_type"] == "error":
-        return "\n".join(output["traceback"])
-    return output.get("data", {}).get("text/plain", "")
-
-
-def execute_notebook(source, *, fast: bool, timeout: int = 600, extra_cells=()):
-    """Run a notebook headless in a fresh ``python3`` kernel started in its folder, as Jupyter would, and return
-    it with its outputs and its widgets' state.
-
-    ``source`` is the notebook's jupytext ``.py``; ``fast`` sets ``NGRPO_FAST`` for the kernel; ``extra_cells``
-    is code run after the last cell (a reader's action, such as moving a slider). ``timeout`` bounds each cell.
-    An error in a cell raises nbclient's ``CellExecutionError``. An error inside a widget's callback raises
-    ``RuntimeError``: the Output widget shows such a traceback instead of raising it, so it is looked for.
-    """
-    import jupytext
-    import nbclient
-    import nbformat
-
-    source = Path(source)
-    if not source.is_file():
-        raise ValueError(f"source={str(source)!r} is not a file; give a notebook's jupytext .py")
-    timeout = _checks.integer("timeout", timeout, low=1)
-    notebook = jupytext.read(source)
-    notebook.cells.extend(nbformat.v4.new_code_cell(code) for code in extra_cells)
-    client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3", store_widget_state=True,
-                                     kernel_manager_class=_polling_kernel_manager(),
-                                     resources={"metadata": {"path": str(source.parent)}})
-    client.execute(env={**os.environ, FAST_MODE_VARIABLE: "1" if fast else "0"})
-    errors = [output_text(output) for output in widget_outputs(notebook) if output["output_type"] == "error"]
-    if errors:
-        raise RuntimeError(f"a widget callback of {source.name} failed:\n" + "\n\n".join(errors))
-    return notebook

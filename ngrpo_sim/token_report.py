@@ -32,7 +32,7 @@ from ngrpo_sim.plotting import save, subplots
 from ngrpo_sim.report import _verdict, entropy_at_matched_accuracy
 from ngrpo_sim.sequences import SequenceConfig
 from ngrpo_sim.sweep import Task, run_tasks, sweep_tasks
-from ngrpo_sim.training_loop import Trajectory
+from ngrpo_sim.training_loop import RunRecord
 
 TOKEN_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "ppo")
 LENGTH_METHODS = ("grpo", "ngrpo")
@@ -45,10 +45,10 @@ TOKEN_LEARNING_RATES = {"shared": 0.01, "tabular": 0.05}
 """Adam's step size per policy: the shared policy's one parameter vector moves every prompt at once,
 so it needs a smaller step for GRPO to make comparable progress in the section's steps."""
 TOKEN_HEADLINE = SequenceConfig(policy="shared", optimizer="adam",
-                                lr=TOKEN_LEARNING_RATES["shared"], num_prompts=64, batch_prompts=16,
-                                minibatches=4, steps=80, seeds=8)
+                                learning_rate=TOKEN_LEARNING_RATES["shared"], num_prompts=64,
+                                prompts_per_step=16, minibatches=4, steps=80, seeds=8)
 POLICY_ORDER = ("shared", "tabular")
-SUMMARY = ("accuracy", "accuracy_hard", "entropy", "sequence_entropy", "length_right",
+SUMMARY = ("accuracy", "accuracy_hard", "entropy", "sequence_entropy", "length_correct",
            "length_wrong", "truncation", "end_probability", "regressed", "max_drawdown")
 
 
@@ -57,13 +57,13 @@ class TokenRuns:
     """Every run of the section: per policy, the presets, and GRPO and NGRPO under each imposed
     aggregation."""
 
-    presets: dict[str, list[Trajectory]]
-    aggregations: dict[tuple[str, str], list[Trajectory]]
+    presets: dict[str, list[RunRecord]]
+    aggregations: dict[tuple[str, str], list[RunRecord]]
 
-    def preset(self, policy: str, method: str) -> Trajectory:
+    def preset(self, policy: str, method: str) -> RunRecord:
         return next(t for t in self.presets[policy] if t.method == method)
 
-    def aggregated(self, policy: str, aggregation: str, method: str) -> Trajectory | None:
+    def aggregated(self, policy: str, aggregation: str, method: str) -> RunRecord | None:
         """The run of ``method`` under ``aggregation``; None where it was not run."""
         if aggregation == "token-mean":  # the presets of these methods train with token-mean
             return self.preset(policy, method)
@@ -73,7 +73,7 @@ class TokenRuns:
 
 def token_config(policy: str, base: SequenceConfig) -> SequenceConfig:
     """``base`` on ``policy`` with that policy's learning rate."""
-    return dataclasses.replace(base, policy=policy, lr=TOKEN_LEARNING_RATES[policy])
+    return dataclasses.replace(base, policy=policy, learning_rate=TOKEN_LEARNING_RATES[policy])
 
 
 def token_tasks(base: SequenceConfig) -> list[Task]:
@@ -86,12 +86,12 @@ def token_tasks(base: SequenceConfig) -> list[Task]:
     return presets + sweep_tasks([get_method(name) for name in LENGTH_METHODS], configs)
 
 
-def token_runs(trajectories: list[Trajectory]) -> TokenRuns:
+def token_runs(run_records: list[RunRecord]) -> TokenRuns:
     """The runs of ``token_tasks``, in its order, by policy and aggregation."""
     count, length_count = len(TOKEN_METHODS), len(LENGTH_METHODS)
-    presets = {policy: trajectories[i * count:(i + 1) * count]
+    presets = {policy: run_records[i * count:(i + 1) * count]
                for i, policy in enumerate(POLICY_ORDER)}
-    rest = trajectories[len(POLICY_ORDER) * count:]
+    rest = run_records[len(POLICY_ORDER) * count:]
     aggregations = {key: rest[i * length_count:(i + 1) * length_count]
                     for i, key in enumerate(AGGREGATION_RUNS)}
     return TokenRuns(presets, aggregations)
@@ -105,9 +105,9 @@ def run_token_experiments(base: SequenceConfig, workers: int = 1, ray_address: s
                                 description="tokens"))
 
 
-def mean_over_steps(trajectory: Trajectory, name: str) -> np.ndarray:
+def mean_over_steps(run_record: RunRecord, name: str) -> np.ndarray:
     """A rollout metric averaged over the training steps, one value per seed."""
-    return np.nanmean(trajectory.metrics[name][1:], axis=0)
+    return np.nanmean(run_record.metrics[name][1:], axis=0)
 
 
 def _difference(first: np.ndarray, second: np.ndarray, above: str, below: str,
@@ -116,8 +116,8 @@ def _difference(first: np.ndarray, second: np.ndarray, above: str, below: str,
     return f"{mean:+.{digits}f} ± {half:.{digits}f}: {_verdict(mean, half, above, below)}"
 
 
-def _mean(trajectory: Trajectory, name: str) -> float:
-    return interval(final_values(trajectory, name))[0]
+def _mean(run_record: RunRecord, name: str) -> float:
+    return interval(final_values(run_record, name))[0]
 
 
 def claims_rows(runs: TokenRuns) -> list[tuple[str, dict[str, str]]]:
@@ -192,19 +192,19 @@ def claims_table(runs: TokenRuns) -> str:
     return "\n".join(lines)
 
 
-def summary_table(trajectories: list[Trajectory]) -> str:
+def summary_table(run_records: list[RunRecord]) -> str:
     """Final values, mean ± 95% interval over seeds, as a markdown table."""
     lines = ["| method | " + " | ".join(SUMMARY) + " |", "|---" * (1 + len(SUMMARY)) + "|"]
-    for trajectory in trajectories:
+    for run_record in run_records:
         cells = []
         for name in SUMMARY:
-            mean, half = interval(final_values(trajectory, name))
+            mean, half = interval(final_values(run_record, name))
             cells.append(f"{mean:.3f} ± {half:.3f}" if np.isfinite(half) else f"{mean:.3f}")
-        lines.append(f"| {trajectory.method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {run_record.method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-TOKEN_PANELS = (("length_right", "mean length of right answers (tokens)"),
+TOKEN_PANELS = (("length_correct", "mean length of correct answers (tokens)"),
                 ("length_wrong", "mean length of wrong answers (tokens)"),
                 ("truncation", "share of truncated answers"),
                 ("end_probability", "probability of the end token"),
@@ -217,16 +217,16 @@ def plot_tokens(runs: TokenRuns, path: Path) -> Path:
     the length of wrong answers under each aggregation (shared, GRPO and NGRPO), and the
     unsampled-token mass gained (tabular)."""
     figure, axes = subplots(ncols=2, nrows=2, width=5.0, height=3.5)
-    for trajectory in runs.presets["shared"]:
-        plot_band(axes[0], trajectory, "entropy")
-        plot_band(axes[1], trajectory, "accuracy_hard")
+    for run_record in runs.presets["shared"]:
+        plot_band(axes[0], run_record, "entropy")
+        plot_band(axes[1], run_record, "accuracy_hard")
     for method in LENGTH_METHODS:
         for aggregation in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"):
             plot_band(axes[2], runs.aggregated("shared", aggregation, method), "length_wrong")
     for method in LENGTH_METHODS:
-        trajectory = runs.preset("tabular", method)
-        gained = np.nancumsum(trajectory.metrics["unsampled_mass_gain"], axis=0)
-        plot_band(axes[3], dataclasses.replace(trajectory, metrics={"gained": gained}), "gained")
+        run_record = runs.preset("tabular", method)
+        gained = np.nancumsum(run_record.metrics["unsampled_mass_gain"], axis=0)
+        plot_band(axes[3], dataclasses.replace(run_record, metrics={"gained": gained}), "gained")
     titles = (("mean token entropy (nats per token)", "Token entropy (shared policy)"),
               ("success on prompts starting < 5%", "Hard prompts (shared policy)"),
               ("mean length of wrong answers (tokens)",
@@ -250,17 +250,18 @@ def token_section(out: Path, base: SequenceConfig | None = None, workers: int = 
     """Run the section's experiments (unless given their ``runs``), write their run folders and
     figure under ``out``, return the report lines."""
     runs = runs or run_token_experiments(base or TOKEN_HEADLINE, workers, ray_address)
-    for policy, trajectories in runs.presets.items():
-        write_run(out / f"{policy}-presets", trajectories, SUMMARY)
-    for (policy, aggregation), trajectories in runs.aggregations.items():
-        write_run(out / f"{policy}-{aggregation}", trajectories, SUMMARY)
+    for policy, run_records in runs.presets.items():
+        write_run(out / f"{policy}-presets", run_records, SUMMARY)
+    for (policy, aggregation), run_records in runs.aggregations.items():
+        write_run(out / f"{policy}-{aggregation}", run_records, SUMMARY)
     figure = plot_tokens(runs, out / "tokens.png")
     config = runs.presets["shared"][0].config
     lines = [
         "## Token level", "",
         f"Answers of at most L = {config.max_length} tokens from V = {config.vocab_size} content "
-        "tokens and an end token; right when the final token before the end is the prompt's key. "
-        f"P = {config.num_prompts} prompts ({config.profile} profile), B = {config.batch_prompts}, "
+        "tokens and an end token; correct when the final token before the end is the prompt's key. "
+        f"P = {config.num_prompts} prompts ({config.profile} profile), "
+        f"B = {config.prompts_per_step}, "
         f"G = {config.group_size}, Adam, {config.minibatches} minibatches, {config.steps} steps, "
         f"{config.seeds} seeds; shared policy lr {TOKEN_LEARNING_RATES['shared']}, tabular lr "
         f"{TOKEN_LEARNING_RATES['tabular']}. Final values, mean ± 95% "

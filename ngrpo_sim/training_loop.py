@@ -17,7 +17,7 @@ With ``rewards="noise"`` the rollout's rewards are pure noise: each sampled answ
 probability ``NOISE_REWARD_RATE``, whatever it is (arm-independent random rewards, as in Park et
 al. 2025, arXiv 2509.26114, Section 5). Every estimator that reads only the rewards then has an
 expected first update of exactly 0, so what moves the policy is sampling noise and, on later
-minibatches, the clip. The verifier's right answers still define accuracy and pass@k.
+minibatches, the clip. The verifier's correct answers still define accuracy and pass@k.
 
 ``mode="expected"`` replaces steps 1-3 by their expectation at first order: the task gives the
 expected on-policy update of one prompt's group (the gain identity of ``ngrpo_sim.landscape``, or
@@ -97,16 +97,16 @@ class LoopConfig:
     """Starting success rates: a name in ``bandit.PROFILES`` or comma-separated rates cycled over
     prompts."""
     rewards: str = "binary"
-    """``binary`` (right 1, wrong 0), ``graded`` (wrong answers earn partial credit in [0, 0.9]) or
-    ``noise`` (each sampled answer earns 1 with probability 1/2 whatever it is; accuracy still
-    counts the right answers)."""
+    """``binary`` (correct 1, wrong 0), ``graded`` (wrong answers earn partial credit in [0, 0.9])
+    or ``noise`` (each sampled answer earns 1 with probability 1/2 whatever it is; accuracy still
+    counts the correct answers)."""
     feature_dim: int = 16
     """D, the size of the shared policy's parameter vector; smaller D means more interference
     between prompts."""
     feature_signal: float = 0.5
-    """Strength of the feature direction that all right answers share (shared policy): 0 leaves only
-    interference, larger values make learning transfer between prompts."""
-    batch_prompts: int = 64
+    """Strength of the feature direction that all correct answers share (shared policy): 0 leaves
+    only interference, larger values make learning transfer between prompts."""
+    prompts_per_step: int = 64
     """B, prompts per rollout batch (groups kept per step when refilling)."""
     group_size: int = 8
     """G, answers sampled per prompt."""
@@ -122,9 +122,9 @@ class LoopConfig:
     """Most prompts a refilling rollout looks at (default: min(P, 4 B))."""
     optimizer: str = "adam"
     """``adam`` or ``sgd``."""
-    lr: float = 0.05
+    learning_rate: float = 0.05
     """Learning rate of the policy."""
-    value_lr: float = 0.1
+    value_learning_rate: float = 0.1
     """Step size of PPO's per-prompt value V towards the mean reward of its group."""
     kl_coef: float | None = None
     """KL-to-start coefficient; None takes the method preset's."""
@@ -154,19 +154,19 @@ class LoopConfig:
         _checks.choice("rewards", self.rewards, REWARD_KINDS)
         _checks.integer("feature_dim", self.feature_dim, low=1)
         _checks.integer("group_size", self.group_size, low=2)
-        _checks.integer("batch_prompts", self.batch_prompts, low=1)
-        if self.batch_prompts > self.num_prompts:
-            raise ValueError(f"batch_prompts={self.batch_prompts} exceeds num_prompts="
+        _checks.integer("prompts_per_step", self.prompts_per_step, low=1)
+        if self.prompts_per_step > self.num_prompts:
+            raise ValueError(f"prompts_per_step={self.prompts_per_step} exceeds num_prompts="
                              f"{self.num_prompts}; prompts are drawn without replacement")
-        _checks.integer("minibatches", self.minibatches, low=1, high=self.batch_prompts)
+        _checks.integer("minibatches", self.minibatches, low=1, high=self.prompts_per_step)
         _checks.integer("epochs", self.epochs, low=1)
         if self.max_candidates is not None:
-            _checks.integer("max_candidates", self.max_candidates, low=self.batch_prompts,
+            _checks.integer("max_candidates", self.max_candidates, low=self.prompts_per_step,
                             high=self.num_prompts)
         _checks.number("feature_signal", self.feature_signal, low=0.0)
         _checks.choice("optimizer", self.optimizer, OPTIMIZERS)
-        _checks.number("lr", self.lr, low=0.0, low_open=True)
-        _checks.number("value_lr", self.value_lr, low=0.0, high=1.0)
+        _checks.number("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        _checks.number("value_learning_rate", self.value_learning_rate, low=0.0, high=1.0)
         if self.kl_coef is not None:
             _checks.number("kl_coef", self.kl_coef, low=0.0)
         if self.entropy_coef is not None:
@@ -199,8 +199,8 @@ class LoopConfig:
     def candidates(self) -> int:
         """Prompts drawn per rollout."""
         if not self.refill:
-            return self.batch_prompts
-        return self.max_candidates or min(self.num_prompts, 4 * self.batch_prompts)
+            return self.prompts_per_step
+        return self.max_candidates or min(self.num_prompts, 4 * self.prompts_per_step)
 
     def build_task(self):
         """The task this config describes (see the module docstring for what a task provides)."""
@@ -225,7 +225,7 @@ def check_memory(config: LoopConfig, at_once: int = 1) -> None:
     _checks.fits_in_memory(
         f"a run of {config.seeds} seeds x {config.num_prompts} prompts"
         + (f" x {answers} answers" if answers else "")
-        + f" (batch {config.batch_prompts} x group {config.group_size}, {steps})"
+        + f" (batch {config.prompts_per_step} x group {config.group_size}, {steps})"
         + (f", {at_once} at once," if at_once > 1 else ""),
         at_once * needed, "use fewer seeds, prompts, answers or steps"
         + (" or fewer workers" if at_once > 1 else ""))
@@ -352,7 +352,7 @@ def draw_rollout(task, method: Method, params: np.ndarray, config: LoopConfig,
     Without refill one round is drawn. With refill, rounds continue until every seed holds B
     groups that pass the method's filter, or ``config.candidates`` prompts have been drawn.
     """
-    num_seeds, batch = params.shape[0], config.batch_prompts
+    num_seeds, batch = params.shape[0], config.prompts_per_step
     order = rng.permuted(np.tile(np.arange(task.num_prompts), (num_seeds, 1)), axis=1)
     kept = np.zeros(num_seeds, dtype=int)
     prompts, answers, rewards = [], [], []
@@ -370,13 +370,21 @@ def draw_rollout(task, method: Method, params: np.ndarray, config: LoopConfig,
 
 def apply_rollout(task, method: Method, config: LoopConfig, state: TrainState, rollout: Rollout,
                   reference: np.ndarray) -> dict[str, np.ndarray]:
-    """Steps 2-3 of a sampled training step for a rollout; updates ``state``, returns statistics.
+    """Steps 2-3 of a sampled training step for a rollout; updates ``state``, returns the
+    statistics ``ROLLOUT_METRICS`` (the task may add its own), each (S,).
 
     ``reference`` holds the starting logits (``task.logits`` of the starting parameters) for the KL
-    term.
+    term. Dense on purpose (it is the simulators' hot loop): the used groups are compacted into B
+    slots per seed with a stable argsort, and the tasks' ``gradient`` scatters per-answer
+    gradients into a flat (seed, slot, answer) index with one bincount. Its readable twins walk
+    seed by seed, group by group, answer by answer: ``ngrpo_sim.reference_step`` (the bandit) and
+    ``ngrpo_sim.reference_sequence_step`` (answers made of tokens); the tests
+    ``test_vectorised_step_equals_the_loop_oracle`` (tests/test_dynamics.py) and
+    ``test_vectorised_token_step_equals_the_loop_oracle`` (tests/test_sequences.py) check that they
+    agree to 1e-12.
     """
     num_seeds = rollout.prompts.shape[0]
-    batch, parts = config.batch_prompts, config.minibatches
+    batch, parts = config.prompts_per_step, config.minibatches
     coefficients = Coefficients.of(method, config)
     all_rewards = rollout.scored(task)
     keep = method.group_filter.keep(all_rewards)
@@ -388,7 +396,7 @@ def apply_rollout(task, method: Method, config: LoopConfig, state: TrainState, r
     statistics = {
         "sampled_answers": (num_examined * config.group_size).astype(np.float64),
         "share_all_wrong": np.sum(examined & ~right.any(-1), axis=1) / num_examined,
-        "share_all_right": np.sum(examined & right.all(-1), axis=1) / num_examined,
+        "share_all_correct": np.sum(examined & right.all(-1), axis=1) / num_examined,
         "share_mixed": np.sum(examined & right.any(-1) & ~right.all(-1), axis=1) / num_examined,
     }
 
@@ -430,7 +438,7 @@ def apply_rollout(task, method: Method, config: LoopConfig, state: TrainState, r
 
     if method.advantage.uses_values:
         seeds = np.arange(num_seeds)[:, None]
-        step = config.value_lr * (rewards.mean(axis=-1) - values[..., 0])
+        step = config.value_learning_rate * (rewards.mean(axis=-1) - values[..., 0])
         state.values[seeds, prompts] += np.where(valid, step, 0.0)
 
     statistics["clipfrac_low"] = clipped_low / np.maximum(tokens, 1)
@@ -443,9 +451,9 @@ def group_outcome_probabilities(method: Method, group_size: int, success: np.nda
                                 values: np.ndarray | None = None, **group_inputs
                                 ) -> tuple[np.ndarray, np.ndarray]:
     """For success rates (S, P), the probability that a group is kept and the expected share of its
-    answers with zero (filtered) advantage, exactly: from the canonical groups with k right answers
-    (given each prompt's ``group_inputs`` (S, P), the policy inputs an estimator such as RL-ZVP
-    reads, the same for every answer of a group), or for PPO's r - V from the chance that an
+    answers with zero (filtered) advantage, exactly: from the canonical groups with k correct
+    answers (given each prompt's ``group_inputs`` (S, P), the policy inputs an estimator such as
+    RL-ZVP reads, the same for every answer of a group), or for PPO's r - V from the chance that an
     answer's reward equals V."""
     if method.advantage.uses_values:
         zero_share = success * (values == 1.0) + (1 - success) * (values == 0.0)
@@ -462,8 +470,8 @@ def _expected_examined(config: LoopConfig, keep_probability: np.ndarray) -> np.n
     """Expected number of groups a rollout examines: B, or with refill enough to keep B, at most the
     candidates."""
     if not config.refill:
-        return np.full_like(keep_probability, float(config.batch_prompts))
-    wanted = config.batch_prompts / np.maximum(keep_probability, 1e-300)
+        return np.full_like(keep_probability, float(config.prompts_per_step))
+    wanted = config.prompts_per_step / np.maximum(keep_probability, 1e-300)
     return np.minimum(float(config.candidates), wanted)
 
 
@@ -498,22 +506,22 @@ def expected_step(task, method: Method, config: LoopConfig, state: TrainState, r
     for _ in range(config.epochs * config.minibatches):
         state.params = state.optimizer.step(state.params, param_grads)
     if method.advantage.uses_values:
-        step = config.value_lr * (config.batch_prompts / num_prompts)
+        step = config.value_learning_rate * (config.prompts_per_step / num_prompts)
         state.values += step * (success - state.values)
-    all_wrong, all_right = (1 - success) ** group_size, success ** group_size
-    kept = np.minimum(config.batch_prompts, examined * mean_keep)
+    all_wrong, all_correct = (1 - success) ** group_size, success ** group_size
+    kept = np.minimum(config.prompts_per_step, examined * mean_keep)
     zeros = np.zeros(logits.shape[0])
     return {
         "sampled_answers": examined * group_size,
-        "share_all_wrong": all_wrong.mean(1), "share_all_right": all_right.mean(1),
-        "share_mixed": (1 - all_wrong - all_right).mean(1),
+        "share_all_wrong": all_wrong.mean(1), "share_all_correct": all_correct.mean(1),
+        "share_mixed": (1 - all_wrong - all_correct).mean(1),
         "share_zero_advantage": zero_share.mean(1), "kept_groups": kept,
         "clipfrac_low": zeros, "clipfrac_high": zeros,
         "approx_kl": task.expected_approx_kl(logits, task.logits(state.params)),
     }
 
 
-ROLLOUT_METRICS = ("share_all_wrong", "share_all_right", "share_mixed", "share_zero_advantage",
+ROLLOUT_METRICS = ("share_all_wrong", "share_all_correct", "share_mixed", "share_zero_advantage",
                    "kept_groups", "clipfrac_low", "clipfrac_high", "approx_kl", "sampled_answers")
 """What every rollout records: group shares among the examined groups, the groups kept, the clip
 fractions by sign (among all tokens of the updates), verl's ``approx_kl`` between the rollout
@@ -527,7 +535,7 @@ SUCCESS_METRICS = ("accuracy", "accuracy_hard", "accuracy_mid", "accuracy_easy",
 
 
 @dataclass
-class Trajectory:
+class RunRecord:
     """The record of one method's run: every metric per step (row 0 = before training) and seed."""
 
     method: str
@@ -567,7 +575,7 @@ def success_metrics(success: np.ndarray, initial_success: np.ndarray, ks: np.nda
     return metrics, pass_at_k
 
 
-def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = True) -> Trajectory:
+def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = True) -> RunRecord:
     """Train ``method`` on the config's task for every seed at once; record every metric per step.
 
     ``progress`` is True for a bar of this run's steps, False for none, or an existing bar to
@@ -581,12 +589,13 @@ def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = T
     check_memory(config)
     task = config.build_task()
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
-    state = TrainState(task.initial_params(config.seeds), Optimizer(config.optimizer, config.lr),
+    state = TrainState(task.initial_params(config.seeds),
+                       Optimizer(config.optimizer, config.learning_rate),
                        np.zeros((config.seeds, task.num_prompts)))
     reference = task.logits(state.params).copy()
     initial_success = task.success(reference[0])
-    trajectory = Trajectory(method.name, config, initial_success=initial_success)
-    ks = trajectory.ks
+    run_record = RunRecord(method.name, config, initial_success=initial_success)
+    ks = run_record.ks
     records = {name: np.full((config.steps + 1, config.seeds), np.nan)
                for name in task.metric_names}
     pass_records = np.empty((config.steps + 1, config.seeds, len(ks)))
@@ -617,6 +626,6 @@ def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = T
             bar.update(1)
     if progress is True:
         bar.close()
-    trajectory.metrics, trajectory.pass_at_k = records, pass_records
-    trajectory.final_success = task.success(logits)
-    return trajectory
+    run_record.metrics, run_record.pass_at_k = records, pass_records
+    run_record.final_success = task.success(logits)
+    return run_record

@@ -38,36 +38,37 @@ from ngrpo_sim.plotting import pyplot, subplots
 plt = pyplot()
 
 # %% [markdown]
-# ## One prompt, eight answers, one of them right
+# ## One prompt, eight answers, one of them correct
 #
-# A verifier scores each of G = 8 sampled answers: 1 if right, 0 if wrong. GRPO scores an answer by its z-score
-# inside its group, `A_i = (r_i - mean) / (std + 1e-6)`, with the standard deviation that `torch.std` computes
-# (Bessel's correction, dividing by G - 1).
+# A verifier scores each of G = 8 sampled answers: 1 if correct, 0 if wrong. GRPO scores an answer
+# by its z-score inside its group, `A_i = (r_i - mean) / (std + 1e-6)`, with the standard deviation
+# that `torch.std` computes (Bessel's correction, dividing by G - 1).
 #
-# **Predict before you run.** The group below has one right answer. Which advantage does GRPO give it, and which
-# does each wrong answer get? NGRPO adds one virtual answer with reward 1 to the mean and the std (never to the
-# batch: it has no tokens). Will the right answer get more or less than under GRPO? And the wrong ones?
+# **Predict before you run.** The group below has one correct answer. Which advantage does GRPO give
+# it, and which does each wrong answer get? NGRPO adds one virtual answer with reward 1 to the mean
+# and the std (never to the batch: it has no tokens). Will the correct answer get more or less than
+# under GRPO? And the wrong ones?
 
 # %%
-one_right = np.array([1.0, 0, 0, 0, 0, 0, 0, 0])
+one_correct = np.array([1.0, 0, 0, 0, 0, 0, 0, 0])
 for name in ("grpo", "ngrpo"):
-    advantages = get_method(name).advantages(one_right)
-    print(f"{name:>6}: right answer {advantages[0]:+.2f}, each wrong answer {advantages[1]:+.2f}")
+    advantages = get_method(name).advantages(one_correct)
+    print(f"{name:>6}: correct answer {advantages[0]:+.2f}, each wrong answer {advantages[1]:+.2f}")
 
 # %% [markdown]
-# These are the paper's numbers: **+2.47 → +1.76** for the right answer and **−0.35 → −0.50** for each wrong one.
-# The virtual right answer raises the group's mean, so the real right answer stands out less, and every wrong
-# answer is further below the mean.
+# These are the paper's numbers: **+2.47 → +1.76** for the correct answer and **−0.35 → −0.50** for
+# each wrong one. The virtual correct answer raises the group's mean, so the real correct answer
+# stands out less, and every wrong answer is further below the mean.
 #
 # Now the cases that made NGRPO necessary. **Predict:** what does GRPO do with a group in which every answer is
 # wrong? What does NGRPO do?
 
 # %%
-all_wrong, all_right = np.zeros(8), np.ones(8)
+all_wrong, all_correct = np.zeros(8), np.ones(8)
 for name in ("grpo", "ngrpo"):
     method = get_method(name)
     print(f"{name:>6}: all wrong {method.advantages(all_wrong)[0]:+.3f}, "
-          f"all right {method.advantages(all_right)[0]:+.3f}")
+          f"all correct {method.advantages(all_correct)[0]:+.3f}")
 
 # %% [markdown]
 # Under GRPO an all-wrong group has no spread, so every advantage is 0: the model learns nothing from the prompts
@@ -77,10 +78,11 @@ for name in ("grpo", "ngrpo"):
 #
 # ## The whole landscape at once
 #
-# A group of G answers can hold k = 0, 1, ..., G right ones. For a binary reward, each of these methods gives every
-# right answer of the group the same advantage, and every wrong answer the same advantage, so two curves against k
-# describe a method completely. Solid lines are right answers, dashed lines wrong answers; a dotted line marks a
-# method that coincides with an earlier one (DAPO uses GRPO's advantage; it differs in what it drops and clips).
+# A group of G answers can hold k = 0, 1, ..., G correct ones. For a binary reward, each of these
+# methods gives every correct answer of the group the same advantage, and every wrong answer the
+# same advantage, so two curves against k describe a method completely. Solid lines are correct
+# answers, dashed lines wrong answers; a dotted line marks a method that coincides with an earlier
+# one (DAPO uses GRPO's advantage; it differs in what it drops and clips).
 
 # %% tags=["readme-figure"]
 figure, (ax,) = subplots(width=6.4, height=4.2)
@@ -91,20 +93,21 @@ plt.show()
 # %% [markdown]
 # Things to notice:
 #
-# * GRPO (and DAPO) give the rare right answer of a hard group a large advantage (+2.47 at k = 1), and the rare
-#   wrong answer of an easy group a large penalty: the std rescales every group to the same force.
+# * GRPO (and DAPO) give the rare correct answer of a hard group a large advantage (+2.47 at k = 1),
+#   and the rare wrong answer of an easy group a large penalty: the std rescales every group to the
+#   same force.
 # * NGRPO's curves sit *below* GRPO's everywhere: the virtual r_max answer moves the baseline up. At k = 0 it is
 #   the only method (with the always-negative PSR-NSR) that says anything.
 # * Dr.GRPO and RLOO do not divide by the std, so their advantages are small where the group is nearly unanimous.
-# * PSR-NSR's weights do not depend on the group at all: +0.1 for right, −1 for wrong.
+# * PSR-NSR's weights do not depend on the group at all: +0.1 for correct, −1 for wrong.
 #
 # ## Explore
 #
-# The sliders retune the estimators through `teaching.retuned_methods`:
+# The sliders retune the presets through `Method.retuned`:
 #
 # * **G**, the group size;
-# * **r_max**, the reward of NGRPO's virtual answer (it should equal the best reward the verifier can give; right
-#   answers here score 1);
+# * **r_max**, the reward of NGRPO's virtual answer (it should equal the best reward the verifier
+#   can give; correct answers here score 1);
 # * **virtual samples**, how many r_max answers join the statistics (the release's `add_max_reward_num`; the
 #   paper found that more than one over-explores);
 # * **std**, Bessel's correction (dividing by n − 1, as `torch.std` and the release do) or the population std
@@ -133,8 +136,9 @@ def show_landscape(change=None):
     if not method_picker.value:
         landscape_view.refuse("Pick at least one method (hold Ctrl or Shift to pick several).")
         return
-    methods = teaching.retuned_methods(method_picker.value, r_max=r_max_slider.value,
-                                       virtual_samples=virtual_slider.value, ddof=std_picker.value)
+    methods = [get_method(name).retuned(r_max=r_max_slider.value,
+                                        virtual_samples=virtual_slider.value,
+                                        ddof=std_picker.value) for name in method_picker.value]
     figure, (ax,) = landscape_view.subplots(width=6.4, height=4.2)
     landscape.plot_advantages(ax, methods, group_size_slider.value)
     teaching.figure_legend(figure)
@@ -159,9 +163,10 @@ show_landscape()
 #    +1.76 / −0.50, and which one its printed equation?
 # 3. **A wrong r_max.** Set r_max to 2 and show `ngrpo_no_filter` (NGRPO without its group filter). What happens
 #    to an all-*correct* group? Why must r_max equal the best reward the verifier can give?
-# 4. **A group one larger.** Compare NGRPO's tables for G = 8 with GRPO's for G = 9. Show that NGRPO on a group
-#    of G answers with k right gives exactly GRPO's advantages on a group of G + 1 with k + 1 right. What does
-#    that say about what the virtual answer *is*, and why can an all-correct group never become informative?
-# 5. **Your own method.** `get_method("grpo").replace(...)` and `Method.with_advantage_options(...)` build
+# 4. **A group one larger.** Compare NGRPO's tables for G = 8 with GRPO's for G = 9. Show that NGRPO
+#    on a group of G answers with k correct gives exactly GRPO's advantages on a group of G + 1 with
+#    k + 1 correct. What does that say about what the virtual answer *is*, and why can an
+#    all-correct group never become informative?
+# 5. **Your own method.** `get_method("grpo").replace(...)` and `Method.retuned(...)` build
 #    variants. Build NGRPO with r_max = 1 and 2 virtual samples and plot it next to the preset with
 #    `landscape.plot_advantages`.

@@ -22,11 +22,12 @@
 # by comparing sampled runs with their exact expectation.
 #
 # **For whom.** You have seen notebooks 1 and 2, or know that GRPO-style methods give per-answer advantages. The
-# simulator is a bandit stand-in for an LLM: P prompts with K = 16 one-token answers each (one right), a shared
-# log-linear policy (one parameter vector for all prompts, so updates generalise and interfere, as in a network),
-# and a "base model" in which half the prompts are almost never solved. It trains every method exactly as the
-# release does (groups of 8, group filters with refill, clipped loss, 4 minibatch updates per rollout, Adam), for
-# many seeds at once. About 20 minutes.
+# simulator is a bandit stand-in for an LLM: P prompts with K = 16 one-token answers each (one
+# correct), a shared log-linear policy (one parameter vector for all prompts, so updates generalise
+# and interfere, as in a network), and a "base model" in which half the prompts are almost never
+# solved. It trains every method exactly as the release does (groups of 8, group filters with
+# refill, clipped loss, 4 minibatch updates per rollout, Adam), for many seeds at once. About 20
+# minutes.
 
 # %%
 # %matplotlib inline
@@ -55,13 +56,14 @@ plt = pyplot()
 # intervals do not.
 
 # %%
-config = dataclasses.replace(HEADLINE, num_prompts=teaching.sized(256, 64), batch_prompts=teaching.sized(64, 16),
+config = dataclasses.replace(HEADLINE, num_prompts=teaching.sized(256, 64),
+                             prompts_per_step=teaching.sized(64, 16),
                              steps=teaching.sized(200, 25), seeds=teaching.sized(8, 2))
 methods = [get_method(name) for name in ("grpo", "ngrpo", "psr_nsr")]
 print(config)
-trajectories = run_methods(methods, [config, with_mode(config, "expected")])
-sampled = [t for t in trajectories if t.config.mode == "sampled"]
-print(format_summary(trajectories, metrics=("accuracy", "accuracy_hard", "entropy", "pass_auc")))
+run_records = run_methods(methods, [config, with_mode(config, "expected")])
+sampled = [t for t in run_records if t.config.mode == "sampled"]
+print(format_summary(run_records, metrics=("accuracy", "accuracy_hard", "entropy", "pass_auc")))
 
 # %% [markdown]
 # Solid lines are sampled runs (mean over seeds, with the 95% interval of the mean as a band); dashed lines are the
@@ -73,7 +75,7 @@ figure, axes = subplots(ncols=2, nrows=2, width=4.25, height=3.0)
 for ax, (name, title) in zip(axes, [("accuracy", "mean success rate (pass@1)"), ("entropy", "mean entropy (nats)"),
                                     ("pass_auc", "pass@k AUC (k = 1..256)"),
                                     ("accuracy_hard", "success on prompts starting < 5%")]):
-    teaching.plot_metric(ax, trajectories, name, title)
+    teaching.plot_metric(ax, run_records, name, title)
 teaching.figure_legend(figure, ncols=3)
 plt.show()
 
@@ -84,7 +86,7 @@ plt.show()
 
 # %% tags=["readme-figure"]
 figure, (ax,) = subplots(width=5.6, height=4.0)
-teaching.plot_metric_pair(ax, trajectories, "accuracy", "entropy", "mean success rate (pass@1)",
+teaching.plot_metric_pair(ax, run_records, "accuracy", "entropy", "mean success rate (pass@1)",
                           "mean entropy (nats)")
 ax.set_title("Entropy at equal accuracy")
 teaching.figure_legend(figure, ncols=3)
@@ -93,9 +95,9 @@ start, end = sampled[0].metrics["accuracy"][0].mean(), min(t.metrics["accuracy"]
 levels = np.linspace(start, end, 5)[1:]
 print("entropy when the seed-mean accuracy first reaches ...")
 print(f"{'method':>10}" + "".join(f"{level:>9.3f}" for level in levels))
-for trajectory in sampled:
-    print(f"{trajectory.method:>10}" + "".join(f"{entropy_at_matched_accuracy(trajectory, level):>9.3f}"
-                                               for level in levels))
+for run_record in sampled:
+    print(f"{run_record.method:>10}"
+          + "".join(f"{entropy_at_matched_accuracy(run_record, level):>9.3f}" for level in levels))
 
 # %% [markdown]
 # At equal accuracy the three curves lie on top of each other (within about 0.01 nats in the full-size run): NGRPO's
@@ -103,13 +105,13 @@ for trajectory in sampled:
 # NGRPO is never *higher* than GRPO at equal accuracy. So the simulator does not reproduce "NGRPO keeps entropy
 # higher". It does not refute the paper either: a bandit with one-token answers is not a 7B model writing 3000
 # tokens. What it shows is the mechanism (notebook 2): NGRPO's penalties spread probability over the answers the
-# policy already likes, not over the rare right answer.
+# policy already likes, not over the rare correct answer.
 #
 # ## Explore any metric
 #
-# Every run records each of these per step and seed: accuracy and entropy by difficulty, pass@k AUC, abandoned,
-# newly solved and regressed prompts, group shares (all wrong, all right, mixed), clip fractions by sign,
-# approx_kl and the first-order entropy prediction.
+# Every run records each of these per step and seed: accuracy and entropy by difficulty, pass@k AUC,
+# abandoned, newly solved and regressed prompts, group shares (all wrong, all correct, mixed), clip
+# fractions by sign, approx_kl and the first-order entropy prediction.
 
 # %%
 metric_picker = widgets.Dropdown(options=METRICS, value="entropy_hard", description="metric")
@@ -118,12 +120,12 @@ metric_view = teaching.LiveView()
 
 def show_metric(change=None):
     figure, (ax,) = metric_view.subplots(width=6.0, height=3.8)
-    teaching.plot_metric(ax, trajectories, metric_picker.value)
+    teaching.plot_metric(ax, run_records, metric_picker.value)
     teaching.figure_legend(figure, ncols=3)
     lines = [f"{metric_picker.value} at the last step (mean over seeds):"]
-    lines += [f"  {trajectory.method:>8} {trajectory.config.mode:>8}: "
-              f"{np.mean(trajectory.metrics[metric_picker.value][-1]):.4f}"
-              for trajectory in trajectories]
+    lines += [f"  {run_record.method:>8} {run_record.config.mode:>8}: "
+              f"{np.mean(run_record.metrics[metric_picker.value][-1]):.4f}"
+              for run_record in run_records]
     metric_view.show(figure, "\n".join(lines))
 
 
@@ -144,14 +146,14 @@ show_metric()
 
 # %%
 figure, (ax,) = subplots(width=5.6, height=4.2)
-teaching.plot_entropy_prediction(ax, trajectories)
+teaching.plot_entropy_prediction(ax, run_records)
 teaching.figure_legend(figure, ncols=2)
 plt.show()
 
 # %% [markdown]
 # The dots lie on the diagonal: at this learning rate the per-step entropy change is first order, so the
-# covariance tells you *why* entropy falls. Every step that raises the right answer on a prompt where the policy
-# already likes it lowers the entropy; steps on hard prompts raise it.
+# covariance tells you *why* entropy falls. Every step that raises the correct answer on a prompt
+# where the policy already likes it lowers the entropy; steps on hard prompts raise it.
 #
 # ## Run your own
 #
@@ -172,7 +174,8 @@ optimiser."""
 policy_picker = widgets.Dropdown(options=["tabular", "shared"], value="tabular", description="policy")
 optimizer_picker = widgets.Dropdown(options=[("SGD", "sgd"), ("Adam", "adam")], value="sgd",
                                     description="optimizer")
-lr_box = widgets.FloatText(value=LEARNING_RATES["tabular", "sgd"], description="learning rate",
+learning_rate_box = widgets.FloatText(value=LEARNING_RATES["tabular", "sgd"],
+                                      description="learning rate",
                            style={"description_width": "initial"})
 minibatch_picker = widgets.Dropdown(options=[1, 2, 4, 8], value=4, description="minibatches")
 method_picker = widgets.SelectMultiple(options=["grpo", "ngrpo", "dapo", "psr_nsr", "ppo"], value=("grpo", "ngrpo"),
@@ -184,15 +187,16 @@ own_view = teaching.LiveView()
 
 
 def reset_learning_rate(change=None):
-    lr_box.value = LEARNING_RATES[policy_picker.value, optimizer_picker.value]
+    learning_rate_box.value = LEARNING_RATES[policy_picker.value, optimizer_picker.value]
 
 
 def run_own(*_):
     preset = LEARNING_RATES[policy_picker.value, optimizer_picker.value]
     low, high = LR_RANGE[0] * preset, LR_RANGE[1] * preset
-    if not low <= lr_box.value <= high:
-        own_view.refuse(f"learning rate {lr_box.value:g} is {lr_box.value / preset:.3g} times "
-                        f"the README's {preset:g} for the {policy_picker.value} policy with "
+    if not low <= learning_rate_box.value <= high:
+        own_view.refuse(f"learning rate {learning_rate_box.value:g} is "
+                        f"{learning_rate_box.value / preset:.3g} times the README's {preset:g} for "
+                        f"the {policy_picker.value} policy with "
                         f"{optimizer_picker.label}. Runs here take {low:g} to {high:g}: beyond, "
                         f"the first-order entropy prediction errs by more than 100% and the "
                         f"curves show the step size, not the method.")
@@ -201,7 +205,8 @@ def run_own(*_):
         own_view.refuse("Pick at least one method (hold Ctrl or Shift to pick several).")
         return
     own = dataclasses.replace(config, policy=policy_picker.value, optimizer=optimizer_picker.value,
-                              lr=lr_box.value, minibatches=minibatch_picker.value)
+                              learning_rate=learning_rate_box.value,
+                              minibatches=minibatch_picker.value)
     run_button.disabled, run_button.description = True, "running..."
     try:
         with own_progress:
@@ -224,7 +229,7 @@ def run_own(*_):
 for picker in (policy_picker, optimizer_picker):
     picker.observe(reset_learning_rate, "value")
 run_button.on_click(run_own)
-settings = widgets.VBox([policy_picker, optimizer_picker, lr_box, minibatch_picker])
+settings = widgets.VBox([policy_picker, optimizer_picker, learning_rate_box, minibatch_picker])
 display(widgets.HBox([settings, method_picker, run_button]), own_progress, own_view.widget)
 run_own()
 

@@ -125,7 +125,8 @@ show_plane()
 # clipped at each bound.
 
 # %%
-sweep_config = dataclasses.replace(HEADLINE, num_prompts=teaching.sized(256, 64), batch_prompts=teaching.sized(64, 16),
+sweep_config = dataclasses.replace(HEADLINE, num_prompts=teaching.sized(256, 64),
+                                   prompts_per_step=teaching.sized(64, 16),
                                    steps=teaching.sized(60, 8), seeds=teaching.sized(4, 1))
 minibatch_counts = teaching.sized([1, 2, 4, 8, 16], [1, 4, 16])
 sweep = teaching.clip_fraction_sweep([m.name for m in PRESETS], sweep_config, minibatch_counts)
@@ -143,8 +144,8 @@ for name, row in sweep.items():
 # other: its bound is the tightest (0.84), and most of its advantages are negative (every all-wrong group gives 8
 # of them). Its clip is the brake on its own penalties, which is why the paper pairs calibration with asymmetric
 # clipping. DAPO clips more often than GRPO although its lower bound is the same; part of that is bookkeeping:
-# GRPO's all-wrong and all-right groups have zero advantage, can never be clipped, and still count among the
-# answers, while DAPO drops them.
+# GRPO's all-wrong and all-correct groups have zero advantage, can never be clipped, and still count
+# among the answers, while DAPO drops them.
 #
 # ## Epochs on the tabular policy
 #
@@ -153,8 +154,10 @@ for name, row in sweep.items():
 # pass over the same rollout (`epochs=2`) does.
 
 # %%
-tabular = DynamicsConfig(policy="tabular", optimizer="sgd", lr=32.0, num_prompts=teaching.sized(256, 64),
-                         batch_prompts=teaching.sized(64, 16), steps=teaching.sized(60, 8), seeds=teaching.sized(4, 1))
+tabular = DynamicsConfig(policy="tabular", optimizer="sgd", learning_rate=32.0,
+                         num_prompts=teaching.sized(256, 64),
+                         prompts_per_step=teaching.sized(64, 16), steps=teaching.sized(60, 8),
+                         seeds=teaching.sized(4, 1))
 print(f"{'epochs':>6}{'method':>8}{'clipped low':>13}{'clipped high':>14}{'accuracy':>10}")
 for epochs in (1, 2, 4):
     for name in ("grpo", "ngrpo"):
@@ -172,6 +175,7 @@ for epochs in (1, 2, 4):
 #    positive ones. Which method of notebook 1 would you pair it with, and what would you expect for entropy?
 # 3. **The ablation.** The paper's ablation adds asymmetric clipping to GRPO (`grpo_asym_clip`) and calibration
 #    without it (`grpo_calibrated`). Add both to the sweep. Which of NGRPO's two changes makes its low bound bind?
-# 4. **Learning rate.** Repeat the sweep with `lr=0.15`. How do the clip fractions scale with the step size?
+# 4. **Learning rate.** Repeat the sweep with `learning_rate=0.15`. How do the clip fractions scale
+#    with the step size?
 # 5. **No clip.** Run NGRPO with `get_method("ngrpo").replace(clip_low=0.99, clip_high=100.0)` (almost no clip)
 #    and μ = 16 through `simulate`. Do accuracy, `regressed` or `max_drawdown` change?

@@ -45,7 +45,7 @@ plt = pyplot()
 # ## The task
 #
 # Each prompt is answered with at most L tokens from V content tokens (written a, b, c, ...) and an
-# end token. The answer is right when its last token before the end is the prompt's *key*; an
+# end token. The answer is correct when its last token before the end is the prompt's *key*; an
 # answer that runs to L tokens without ending is *truncated* (and wrong). The policy chooses the
 # next token at every prefix: with V = 3 and L = 4 that is 1 + 3 + 9 + 27 = 40 prefixes, each with
 # its own softmax. Here is one prompt, solved 20% of the time, with all of its answers listed.
@@ -75,7 +75,7 @@ print(f"\nsuccess {statistics.success.item():.3f}, mean length {statistics.lengt
 #
 # `ngrpo_sim.sequence_gain` proves that with a constant weight per answer (the last one) the
 # expected update is c(p) ∇p, the gradient of the success rate, as for one-token answers. With
-# seq-mean-token-mean it is c'(p) ∇p plus two *length terms*: it shortens right answers and
+# seq-mean-token-mean it is c'(p) ∇p plus two *length terms*: it shortens correct answers and
 # lengthens wrong ones (a long wrong answer spreads its penalty over more tokens). Token-mean
 # behaves like a constant weight once the minibatch is large.
 #
@@ -169,13 +169,13 @@ show_leak()
 #
 # The simulator trains every method on many prompts, exactly as the release does (groups of 8, group
 # filters with refill, clipped token-level loss, 4 minibatch updates per rollout), and records per
-# step the token entropy (as verl and TRL log it), the lengths of right and wrong answers, the share
-# of truncated answers, the probability of the end token and the probability the step moved into
-# tokens that no answer of the group chose (`unsampled_mass_gain`).
+# step the token entropy (as verl and TRL log it), the lengths of correct and wrong answers, the
+# share of truncated answers, the probability of the end token and the probability the step moved
+# into tokens that no answer of the group chose (`unsampled_mass_gain`).
 
 # %%
-config = SequenceConfig(policy="tabular", lr=0.05, num_prompts=teaching.sized(64, 16),
-                        batch_prompts=teaching.sized(16, 8), steps=teaching.sized(80, 12),
+config = SequenceConfig(policy="tabular", learning_rate=0.05, num_prompts=teaching.sized(64, 16),
+                        prompts_per_step=teaching.sized(16, 8), steps=teaching.sized(80, 12),
                         seeds=teaching.sized(6, 2))
 runs = run_methods([get_method(name) for name in ("grpo", "ngrpo")],
                    [config, dataclasses.replace(config, loss_aggregation="seq-mean-token-mean")])
@@ -192,10 +192,10 @@ def show_metric(change=None):
     teaching.plot_metric(ax, runs, metric_picker.value)
     teaching.figure_legend(figure, ncols=2)
     lines = [f"{metric_picker.value} at the last step (mean over seeds):"]
-    for trajectory in runs:
-        aggregation = trajectory.config.loss_aggregation or "token-mean"
-        lines.append(f"  {trajectory.method:>6} {aggregation:>20}: "
-                     f"{np.mean(trajectory.metrics[metric_picker.value][-1]):.4f}")
+    for run_record in runs:
+        aggregation = run_record.config.loss_aggregation or "token-mean"
+        lines.append(f"  {run_record.method:>6} {aggregation:>20}: "
+                     f"{np.mean(run_record.metrics[metric_picker.value][-1]):.4f}")
     metric_view.show(figure, "\n".join(lines))
 
 
@@ -219,7 +219,7 @@ show_metric()
 # 2. **No lengths, no bias.** Build a task without an end token
 #    (`teaching.one_prompt_task` calls `make_sequence_task`; pass `end_token=False` to it) and check
 #    that the three aggregations agree.
-# 3. **The leak and the learning rate.** Rerun the training cell with `lr=0.2`. Does NGRPO's
-#    `unsampled_mass_gain` grow in proportion?
+# 3. **The leak and the learning rate.** Rerun the training cell with `learning_rate=0.2`. Does
+#    NGRPO's `unsampled_mass_gain` grow in proportion?
 # 4. **Shared parameters.** Switch the training cell to `policy="shared"` (lr 0.01). Does the leak
-#    survive when pushes on sampled right tokens generalise to every prompt?
+#    survive when pushes on sampled correct tokens generalise to every prompt?

@@ -26,7 +26,7 @@ PORT, TOKEN = 8899, "widget-check"
 # the index of an option), text that must then appear in the widget's output)
 CASES = {
     "01_advantage_landscape": ("group_size_slider", "{'method': 'update', 'state': {'value': 5}}",
-                               "group of G=5 with k right"),
+                               "group of G=5 with k correct"),
     "02_why_grpo_ignores_failure": ("sample_button", "{'method': 'custom', 'content': {'event': 'click'}}",
                                     "prompt solved with p ="),
     "03_entropy_dynamics": ("metric_picker", "{'method': 'update', 'state': {'index': "

@@ -38,7 +38,7 @@ def test_landscape_prints_the_papers_numbers_and_writes_files(tmp_path, capsys):
                  "landscape.png"):
         assert (tmp_path / name).stat().st_size > 0
     rows = (tmp_path / "advantages.csv").read_text().splitlines()
-    assert rows[0] == "method,group_size,k,advantage_right,advantage_wrong"
+    assert rows[0] == "method,group_size,k,advantage_correct,advantage_wrong"
     assert len(rows) == 1 + len(DEFAULT_METHODS) * 9
 
 
@@ -70,7 +70,7 @@ def test_bad_input_exits_with_a_clear_message(argv, message, tmp_path, capsys):
 
 def test_dynamics_writes_a_run_folder_with_both_modes(tmp_path, capsys):
     main(["dynamics", "--methods", "grpo,ngrpo", "--mode", "sampled,expected", "--steps", "3", "--seeds", "2",
-          "--num-prompts", "32", "--batch-prompts", "8", "--out", str(tmp_path)])
+          "--num-prompts", "32", "--prompts-per-step", "8", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "ngrpo (expected)" in out and "accuracy" in out
     for name in ("config.json", "metrics.csv", "pass_at_k.csv", "summary.csv", "dynamics.png", "pass_at_k.png"):
@@ -90,7 +90,8 @@ def test_dynamics_options_come_from_the_config_docstrings():
 
 @pytest.mark.parametrize("argv, message", [
     (["dynamics", "--methods", "grpo", "--group-size", "1"], "group_size must be >= 2, got 1"),
-    (["dynamics", "--methods", "grpo", "--lr", "-1"], "lr must be > 0.0, got -1.0"),
+    (["dynamics", "--methods", "grpo", "--learning-rate", "-1"],
+     "learning_rate must be > 0.0, got -1.0"),
     (["dynamics", "--methods", "grpo", "--mode", "exact"], "mode must be sampled, expected or both"),
     (["dynamics", "--methods", "grpo", "--num-answers", "1"], "num_answers must be >= 2, got 1"),
     (["dynamics", "--methods", "grpo", "--profile", "0.5,2"], r"profile success rates must lie in [0, 1], got 2.0"),
@@ -130,7 +131,7 @@ def test_report_runs_end_to_end_at_a_small_scale(tmp_path, small_report, capsys)
 
 def test_tokens_writes_a_run_folder_with_both_modes(tmp_path, capsys):
     main(["tokens", "--methods", "grpo,ngrpo", "--mode", "sampled,expected", "--steps", "3",
-          "--seeds", "2", "--num-prompts", "16", "--batch-prompts", "8", "--vocab-size", "3",
+          "--seeds", "2", "--num-prompts", "16", "--prompts-per-step", "8", "--vocab-size", "3",
           "--max-length", "3", "--loss-aggregation", "seq-mean-token-mean", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "ngrpo [seq-mean-token-mean] (expected)" in out and "length_wrong" in out
@@ -158,8 +159,8 @@ def test_tokens_options_come_from_the_config_docstrings():
 ])
 def test_tokens_bad_input(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(argv + ["--steps", "1", "--seeds", "1", "--num-prompts", "8", "--batch-prompts", "4",
-                     "--out", str(tmp_path)])
+        main(argv + ["--steps", "1", "--seeds", "1", "--num-prompts", "8", "--prompts-per-step",
+                     "4", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -184,8 +185,8 @@ def test_a_method_a_mode_cannot_train_is_refused_before_any_run(argv, refused, t
     monkeypatch.setattr(sweep, "run_task", no_run)
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
-        main(argv + ["--steps", "2", "--seeds", "1", "--num-prompts", "16", "--batch-prompts", "8",
-                     "--out", str(out)])
+        main(argv + ["--steps", "2", "--seeds", "1", "--num-prompts", "16", "--prompts-per-step",
+                     "8", "--out", str(out)])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1
@@ -200,7 +201,7 @@ NEW_PRESETS = "maxrl,qae,rl_zvp,lens,asymre,shifted_baseline"
     ("dynamics", ["--num-answers", "4"]), ("tokens", ["--vocab-size", "3", "--max-length", "3"])])
 def test_every_rival_runs_in_both_simulators(command, sizes, tmp_path, capsys):
     main([command, "--methods", NEW_PRESETS, "--steps", "3", "--seeds", "2", "--num-prompts", "16",
-          "--batch-prompts", "8", *sizes, "--out", str(tmp_path)])
+          "--prompts-per-step", "8", *sizes, "--out", str(tmp_path)])
     table = capsys.readouterr().out.split("\nwrote")[0].splitlines()
     assert [row.split()[0] for row in table[1:]] == NEW_PRESETS.split(",")
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
@@ -298,7 +299,7 @@ def test_a_sweep_beyond_the_memory_is_refused_before_its_folder_is_made(tmp_path
 @pytest.mark.parametrize("argv, message", [
     (["--profile", "bogus"], "profile must be one of base, hard, mid, uniform or comma-separated"),
     (["--rewards", "partial"], "rewards must be one of 'binary', 'graded', 'noise'; got 'partial'"),
-    (["--right-answers", "16"], "right_answers must be <= 15, got 16"),
+    (["--correct-answers", "16"], "correct_answers must be <= 15, got 16"),
     (["--feature-dim", "0"], "feature_dim must be >= 1, got 0"),
 ])
 def test_dynamics_checks_every_argument_before_the_progress_bar(argv, message, tmp_path, capsys):
@@ -309,9 +310,59 @@ def test_dynamics_checks_every_argument_before_the_progress_bar(argv, message, t
 
 
 @pytest.mark.parametrize("command", [["dynamics"], ["tokens", "--num-prompts", "8",
-                                                    "--batch-prompts", "4"]])
+                                                    "--prompts-per-step", "4"]])
 def test_a_method_its_mode_cannot_train_is_refused_before_the_progress_bar(command, tmp_path,
                                                                           capsys):
     err = refusal([*command, "--methods", "grpo,lens", "--mode", "sampled,expected", "--steps",
                    "1", "--seeds", "1", "--out", str(tmp_path / "run")], capsys)
     assert "mode='expected' cannot train method 'lens': it reads the policy's" in err
+
+
+KNOBS = ("--r-max", "--virtual-samples", "--ddof", "--clip-low", "--clip-high")
+
+
+@pytest.mark.parametrize("command", ["landscape", "dynamics", "tokens", "sweep"])
+def test_every_command_that_runs_methods_has_the_method_knobs(command):
+    subparsers = next(action for action in build_parser()._actions if action.dest == "command")
+    options = {option for action in subparsers.choices[command]._actions
+               for option in action.option_strings}
+    assert set(KNOBS) <= options
+
+
+@pytest.mark.parametrize("command", ["dynamics", "tokens", "sweep"])
+def test_the_method_knobs_reach_the_trained_methods(command, tmp_path, monkeypatch):
+    from ngrpo_sim import experiments, sweep
+    from ngrpo_sim.advantages import NGRPOAdvantage
+    from ngrpo_sim.methods import DropAllCorrectGroups
+
+    trained = []
+
+    def capture(methods, *args, **kwargs):
+        trained.extend(methods)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(experiments, "run_methods", capture)
+    monkeypatch.setattr(sweep, "run_sweep", capture)
+    with pytest.raises(SystemExit):
+        main([command, "--methods", "grpo,ngrpo", "--r-max", "2", "--virtual-samples", "3",
+              "--ddof", "0", "--clip-low", "0.1", "--clip-high", "0.5", "--steps", "2",
+              "--seeds", "2", "--num-prompts", "64", "--out", str(tmp_path / "run")])
+    grpo, ngrpo = trained
+    assert (grpo.clip_low, grpo.clip_high, grpo.advantage.ddof) == (0.1, 0.5, 0)
+    assert ngrpo.advantage == NGRPOAdvantage(r_max=2.0, virtual_samples=3, ddof=0)
+    assert ngrpo.group_filter == DropAllCorrectGroups(r_max=2.0)
+    assert (ngrpo.clip_low, ngrpo.clip_high) == (0.1, 0.5)
+
+
+@pytest.mark.parametrize("command", ["dynamics", "tokens"])
+def test_a_run_folder_records_the_method_knobs_that_retuned_its_methods(command, tmp_path,
+                                                                        capsys):
+    import json
+
+    small = ["--steps", "1", "--seeds", "1", "--num-prompts", "8", "--prompts-per-step", "4",
+             "--methods", "grpo"]
+    main([command, *small, "--clip-high", "0.3", "--ddof", "0", "--out", str(tmp_path / "knobs")])
+    main([command, *small, "--out", str(tmp_path / "presets")])
+    record = json.loads((tmp_path / "knobs" / "config.json").read_text())
+    assert record["method_knobs"] == {"ddof": 0, "clip_high": 0.3}
+    assert "method_knobs" not in json.loads((tmp_path / "presets" / "config.json").read_text())

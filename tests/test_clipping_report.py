@@ -7,7 +7,7 @@ from ngrpo_sim import clipping_report
 from ngrpo_sim.clipping_report import (CLIP_VARIANTS, NSR_CELLS, NSR_METHODS, UNCLIPPED_HIGH,
                                        UNCLIPPED_LOW, clip_variant, noise_table, noise_verdicts,
                                        nsr_config, nsr_methods, nsr_verdicts)
-from ngrpo_sim.dynamics import DynamicsConfig, Trajectory
+from ngrpo_sim.dynamics import DynamicsConfig, RunRecord
 
 
 def made_up_run(method, entropy_start, entropy_end, accuracy_end=0.5):
@@ -17,7 +17,7 @@ def made_up_run(method, entropy_start, entropy_end, accuracy_end=0.5):
     metrics = {"entropy": entropy, "accuracy": accuracy,
                "clipfrac_low": np.array([[np.nan] * 3, [0.1] * 3, [0.3] * 3]),
                "clipfrac_high": np.zeros((3, 3))}
-    return Trajectory(method, DynamicsConfig(steps=2, seeds=3), metrics)
+    return RunRecord(method, DynamicsConfig(steps=2, seeds=3), metrics)
 
 
 def welch(first, second):
@@ -40,7 +40,7 @@ def test_the_clip_variants_differ_only_in_their_bounds():
 
 
 def test_tabular_sgd_trains_two_epochs_where_several_minibatches_must_clip():
-    tabular_sgd = DynamicsConfig(policy="tabular", optimizer="sgd", lr=32.0)
+    tabular_sgd = DynamicsConfig(policy="tabular", optimizer="sgd", learning_rate=32.0)
     assert (nsr_config(tabular_sgd, 4).epochs, nsr_config(tabular_sgd, 1).epochs) == (2, 1)
     assert nsr_config(DynamicsConfig(policy="shared"), 4).epochs == 1
     assert nsr_config(tabular_sgd, 4).kl_coef == 0 and nsr_config(tabular_sgd, 4).entropy_coef == 0

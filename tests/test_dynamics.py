@@ -16,11 +16,13 @@ from ngrpo_sim.optim import Optimizer
 from ngrpo_sim.reference_step import reference_apply_rollout
 from ngrpo_sim.sequences import SequenceConfig
 
-SMALL = dict(num_prompts=12, num_answers=5, batch_prompts=4, group_size=4, minibatches=2, seeds=3, profile="mid")
+SMALL = dict(num_prompts=12, num_answers=5, prompts_per_step=4, group_size=4, minibatches=2,
+             seeds=3, profile="mid")
 
 
 def fresh_state(task, config):
-    return TrainState(task.initial_params(config.seeds), Optimizer(config.optimizer, config.lr),
+    return TrainState(task.initial_params(config.seeds),
+                      Optimizer(config.optimizer, config.learning_rate),
                       np.zeros((config.seeds, task.num_prompts)))
 
 
@@ -32,7 +34,8 @@ def fresh_state(task, config):
     ("ngrpo", dict(rewards="noise", epochs=2)), ("dapo", dict(rewards="noise", profile="base")),
 ])
 def test_vectorised_step_equals_the_loop_oracle(policy, optimizer, method, options):
-    config = DynamicsConfig(**{**SMALL, **options, "policy": policy, "optimizer": optimizer, "lr": 4.0})
+    config = DynamicsConfig(**{**SMALL, **options, "policy": policy, "optimizer": optimizer,
+                               "learning_rate": 4.0})
     assert_steps_equal_the_oracle(reference_apply_rollout, get_method(method), config, fresh_state)
 
 
@@ -74,8 +77,9 @@ def one_step_logits(method, config):
 @pytest.mark.parametrize("method", ["grpo", "rloo", "psr_nsr", "ppo", "ngrpo_no_filter", "rl_zvp"])
 def test_expected_mode_is_the_mean_of_sampled_steps(method):
     # Every prompt in every batch (B = P), SGD, tabular, no filter: the expected step is exact, not approximate.
-    common = dict(num_prompts=8, num_answers=4, batch_prompts=8, group_size=4, minibatches=2, profile="uniform",
-                  optimizer="sgd", lr=3.0, refill=False)
+    common = dict(num_prompts=8, num_answers=4, prompts_per_step=8, group_size=4, minibatches=2,
+                  profile="uniform",
+                  optimizer="sgd", learning_rate=3.0, refill=False)
     sampled = one_step_logits(method, DynamicsConfig(**common, seeds=40_000))
     expected = one_step_logits(method, DynamicsConfig(**common, seeds=1, mode="expected"))[0]
     mean, sem = sampled.mean(axis=0), sampled.std(axis=0, ddof=1) / np.sqrt(sampled.shape[0])
@@ -84,11 +88,13 @@ def test_expected_mode_is_the_mean_of_sampled_steps(method):
 
 
 def test_entropy_prediction_holds_at_small_steps_and_shows_where_it_stops():
-    def relative_error(lr):
-        trajectory = simulate("ngrpo", DynamicsConfig(num_prompts=64, batch_prompts=32, optimizer="sgd", lr=lr,
+    def relative_error(learning_rate):
+        run_record = simulate("ngrpo",
+                              DynamicsConfig(num_prompts=64, prompts_per_step=32, optimizer="sgd",
+                                             learning_rate=learning_rate,
                                                       steps=1, seeds=4, profile="uniform"), progress=False)
-        measured = trajectory.metrics["entropy_change"][1]
-        predicted = trajectory.metrics["entropy_change_predicted"][1]
+        measured = run_record.metrics["entropy_change"][1]
+        predicted = run_record.metrics["entropy_change_predicted"][1]
         return np.max(np.abs(predicted - measured) / np.abs(measured))
 
     small, tenfold, large = relative_error(0.01), relative_error(0.1), relative_error(20.0)
@@ -108,9 +114,11 @@ def test_clipping_has_no_effect_with_one_update_per_rollout():
 
 
 def test_clipping_acts_with_several_updates():
-    trajectory = simulate("ngrpo", DynamicsConfig(policy="shared", minibatches=4, steps=20, seeds=4, lr=0.2),
+    run_record = simulate("ngrpo",
+                          DynamicsConfig(policy="shared", minibatches=4, steps=20, seeds=4,
+                                         learning_rate=0.2),
                           progress=False)
-    assert np.nanmean(trajectory.metrics["clipfrac_low"]) > 0
+    assert np.nanmean(run_record.metrics["clipfrac_low"]) > 0
 
 
 def test_same_seed_gives_bit_identical_runs():
@@ -138,8 +146,10 @@ def hand_task():
 @pytest.mark.parametrize("method_name", ["grpo", "ngrpo"])
 def test_rollout_metrics_by_hand(method_name):
     task = hand_task()
-    config = DynamicsConfig(num_prompts=2, num_answers=2, batch_prompts=2, group_size=2, minibatches=1, epochs=2,
-                            optimizer="sgd", lr=2.0, kl_coef=0.0, entropy_coef=0.0, seeds=1, refill=False)
+    config = DynamicsConfig(num_prompts=2, num_answers=2, prompts_per_step=2, group_size=2,
+                            minibatches=1, epochs=2,
+                            optimizer="sgd", learning_rate=2.0, kl_coef=0.0, entropy_coef=0.0,
+                            seeds=1, refill=False)
     state = TrainState(task.initial_params(1), Optimizer("sgd", 2.0), np.zeros((1, 2)))
     # Prompt 0: one right and one wrong answer (mixed); prompt 1: two wrong answers.
     rollout = Rollout(prompts=np.array([[0, 1]]), answers=np.array([[[0, 1], [1, 1]]]))
@@ -152,7 +162,7 @@ def test_rollout_metrics_by_hand(method_name):
         wrong_all = -(1 / 3) / (math.sqrt(1 / 3) + 1e-6)  # two wrong answers plus a virtual 1
     else:
         b, wrong_all = -a, 0.0
-    assert stats["share_all_wrong"][0] == 0.5 and stats["share_all_right"][0] == 0.0
+    assert stats["share_all_wrong"][0] == 0.5 and stats["share_all_correct"][0] == 0.0
     assert stats["sampled_answers"][0] == 4  # two groups of two
     assert stats["share_mixed"][0] == 0.5 and stats["kept_groups"][0] == 2
     assert stats["share_zero_advantage"][0] == (0.5 if method_name == "grpo" else 0.0)
@@ -237,9 +247,9 @@ def test_entropy_prediction_formula_by_hand():
     (dict(group_size=1), "group_size must be >= 2, got 1"),
     (dict(profile="0.2,1.5"), r"profile success rates must lie in \[0, 1\], got 1.5"),
     (dict(profile="bogus"), "profile must be one of base, hard, mid, uniform or comma-separated"),
-    (dict(lr=0.0), "lr must be > 0.0, got 0.0"),
-    (dict(lr=-1e-3), "lr must be > 0.0, got -0.001"),
-    (dict(batch_prompts=300), "batch_prompts=300 exceeds num_prompts=256"),
+    (dict(learning_rate=0.0), "learning_rate must be > 0.0, got 0.0"),
+    (dict(learning_rate=-1e-3), "learning_rate must be > 0.0, got -0.001"),
+    (dict(prompts_per_step=300), "prompts_per_step=300 exceeds num_prompts=256"),
     (dict(mode="expected", rewards="graded"), "mode='expected' needs binary rewards"),
     (dict(optimizer="rmsprop"), "optimizer must be one of 'sgd', 'adam'; got 'rmsprop'"),
 ])
@@ -252,7 +262,7 @@ def test_bad_input_is_named(options, message):
     (dict(profile="bogus"), "profile must be one of base, hard, mid, uniform"),
     (dict(profile="0.2,-1"), r"profile success rates must lie in \[0, 1\], got -1.0"),
     (dict(rewards="partial"), "rewards must be one of 'binary', 'graded', 'noise'; got 'partial'"),
-    (dict(right_answers=16), "right_answers must be <= 15, got 16"),
+    (dict(correct_answers=16), "correct_answers must be <= 15, got 16"),
     (dict(feature_dim=0), "feature_dim must be >= 1, got 0"),
 ])
 def test_the_config_refuses_a_task_it_cannot_build_when_it_is_made(options, message):
@@ -265,10 +275,10 @@ def test_the_config_refuses_a_task_it_cannot_build_when_it_is_made(options, mess
     dict(policy="tabular", optimizer="adam"),
     dict(policy="tabular", optimizer="sgd", seeds=24, num_answers=32),
     dict(policy="shared", optimizer="adam", feature_dim=48),
-    dict(policy="shared", batch_prompts=96, group_size=16),
+    dict(policy="shared", prompts_per_step=96, group_size=16),
     dict(policy="tabular", mode="expected", num_prompts=512),
     dict(policy="shared", mode="expected", seeds=32),
-    dict(policy="tabular", refill=False, steps=150, seeds=4, num_prompts=64, batch_prompts=16),
+    dict(policy="tabular", refill=False, steps=150, seeds=4, num_prompts=64, prompts_per_step=16),
 ])
 @pytest.mark.parametrize("method", ["ngrpo", "psr_nsr"])
 def test_the_memory_estimate_bounds_the_measured_peak(options, method):
@@ -276,7 +286,7 @@ def test_the_memory_estimate_bounds_the_measured_peak(options, method):
     # measures, and should not exceed it by much, or a command would refuse runs that fit.
     import tracemalloc
 
-    config = DynamicsConfig(**{"num_prompts": 192, "batch_prompts": 48, "seeds": 12, "steps": 2,
+    config = DynamicsConfig(**{"num_prompts": 192, "prompts_per_step": 48, "seeds": 12, "steps": 2,
                                **options})
     # A first run puts caches and imports out of the measured peak.
     simulate(method, dataclasses.replace(config, steps=1), progress=False)
@@ -310,8 +320,9 @@ def test_unknown_method_is_named():
 def test_rl_zvps_expected_step_is_not_grpos():
     # The test above could pass with GRPO's gain if the entropy term were too small to see: here it
     # is more than 6 standard errors wide, so the 5-error match below tells the two apart.
-    common = dict(num_prompts=8, num_answers=4, batch_prompts=8, group_size=4, minibatches=2,
-                  profile="0.7", optimizer="sgd", lr=3.0, refill=False, seeds=1, mode="expected")
+    common = dict(num_prompts=8, num_answers=4, prompts_per_step=8, group_size=4, minibatches=2,
+                  profile="0.7", optimizer="sgd", learning_rate=3.0, refill=False, seeds=1,
+                  mode="expected")
     rl_zvp = one_step_logits("rl_zvp", DynamicsConfig(**common))[0]
     grpo = one_step_logits("grpo", DynamicsConfig(**common, kl_coef=0.0, entropy_coef=0.0))[0]
     sampled = one_step_logits("rl_zvp", DynamicsConfig(**{**common, "seeds": 40_000,
@@ -323,7 +334,7 @@ def test_rl_zvps_expected_step_is_not_grpos():
 
 # -- pure-noise rewards --------------------------------------------------------------------------
 
-def noise_first_step_moments(num_answers, group_size, probs, lr, answers_per_minibatch):
+def noise_first_step_moments(num_answers, group_size, probs, learning_rate, answers_per_minibatch):
     """E[dz] and E[dz^2] of one prompt's logits after one SGD step of GRPO (token-mean, ratio 1)
     on a group with pure-noise rewards, by enumerating every group of answers and every reward
     pattern (each 2^-G)."""
@@ -334,7 +345,7 @@ def noise_first_step_moments(num_answers, group_size, probs, lr, answers_per_min
         weight = np.prod(probs[list(answers)])
         for rewards in itertools.product((0.0, 1.0), repeat=group_size):
             advantages = grpo.advantages(np.array(rewards))
-            step = lr * sum(a * (eye[i] - probs) for a, i in zip(advantages, answers))
+            step = learning_rate * sum(a * (eye[i] - probs) for a, i in zip(advantages, answers))
             step /= answers_per_minibatch
             first += weight * 2.0 ** -group_size * step
             second += weight * 2.0 ** -group_size * step ** 2
@@ -345,14 +356,16 @@ def test_pure_noise_rewards_move_the_first_step_as_enumeration_says():
     # Tabular SGD, every prompt in one minibatch: each prompt's first step depends on its own group
     # only. Under pure noise its mean is exactly 0 and its second moment is the enumerated one; the
     # verifier's rewards would give a non-zero mean, another reward rate another second moment.
-    config = DynamicsConfig(num_prompts=2, num_answers=3, batch_prompts=2, group_size=3,
-                            minibatches=1, profile="0.3", optimizer="sgd", lr=1.0, refill=False,
-                            rewards="noise", kl_coef=0.0, entropy_coef=0.0, seeds=60_000)
+    config = DynamicsConfig(num_prompts=2, num_answers=3, prompts_per_step=2, group_size=3,
+                            minibatches=1, profile="0.3", optimizer="sgd", learning_rate=1.0,
+                            refill=False, rewards="noise", kl_coef=0.0, entropy_coef=0.0,
+                            seeds=60_000)
     steps = one_step_logits("grpo", config)  # (S, P, K)
     task = config.build_task()
     for prompt in range(2):
         probs = np.exp(task.offsets[prompt]) / np.exp(task.offsets[prompt]).sum()
-        first, second = noise_first_step_moments(3, 3, probs, config.lr, answers_per_minibatch=6)
+        first, second = noise_first_step_moments(3, 3, probs, config.learning_rate,
+                                                 answers_per_minibatch=6)
         assert np.all(first == pytest.approx(0.0, abs=1e-15)) and np.max(second) > 1e-3
         values = steps[:, prompt]
         sem = values.std(axis=0, ddof=1) / np.sqrt(len(values))
@@ -365,7 +378,7 @@ def test_pure_noise_rewards_move_the_first_step_as_enumeration_says():
 @pytest.mark.parametrize("config_class, options", [
     (DynamicsConfig, dict(num_answers=4)), (SequenceConfig, dict(vocab_size=3, max_length=3))])
 def test_pure_noise_rewards_are_fair_coins_whatever_the_answer(config_class, options):
-    config = config_class(num_prompts=64, batch_prompts=64, group_size=4, refill=False, seeds=50,
+    config = config_class(num_prompts=64, prompts_per_step=64, group_size=4, refill=False, seeds=50,
                           rewards="noise", profile="base", **options)
     task = config.build_task()
     rng = np.random.default_rng(3)

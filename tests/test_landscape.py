@@ -153,9 +153,9 @@ def test_a_large_group_has_a_finite_landscape():
 def test_r_max_below_a_right_answer_is_refused_in_the_landscape_terms():
     refusal = "r_max must be at least 1, got 0.5: the landscape's groups hold binary"
     with pytest.raises(ValueError, match=refusal):
-        count_advantages(get_method("ngrpo").with_advantage_options(r_max=0.5), 8)
+        count_advantages(get_method("ngrpo").retuned(r_max=0.5), 8)
     with pytest.raises(ValueError, match=r"r_max must be > 0.0, got 0.0"):
-        get_method("ngrpo").with_advantage_options(r_max=0.0)
+        get_method("ngrpo").retuned(r_max=0.0)
 
 
 def traced_peak(work) -> int:

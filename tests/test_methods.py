@@ -1,6 +1,7 @@
 """Presets, group filters and loss aggregation."""
 
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ import pytest
 from ngrpo_sim import (LOSS_AGGREGATIONS, METHODS, DropAllCorrectGroups, DropHomogeneousGroups, GRPOAdvantage,
                        LENSAdvantage, MaxRLAdvantage, QAEAdvantage, RLZVPAdvantage,
                        ShiftedBaselineAdvantage,
-                       KeepAllGroups, Method, NGRPOAdvantage, aggregate_loss, get_method, token_weights)
+                       KeepAllGroups, Method, NGRPOAdvantage, WeightedReinforceAdvantage,
+                       aggregate_loss, get_method, token_weights)
 from ngrpo_sim.methods import parse_methods
 
 REQUIRED = ["ppo", "grpo", "dapo", "psr_nsr", "ngrpo", "dr_grpo", "rloo",
@@ -71,14 +73,91 @@ def test_method_advantages_zero_dropped_groups():
     assert np.all(ngrpo[0] == 0) and np.all(ngrpo[1] < 0)
 
 
-def test_with_advantage_options_retunes_only_matching_estimators():
-    ngrpo = get_method("ngrpo").with_advantage_options(virtual_samples=3, ddof=0)
+def test_retuned_changes_only_matching_estimators():
+    ngrpo = get_method("ngrpo").retuned(virtual_samples=3, ddof=0)
     assert ngrpo.advantage.virtual_samples == 3 and ngrpo.advantage.ddof == 0
-    assert get_method("grpo").with_advantage_options(virtual_samples=3, ddof=0).advantage == GRPOAdvantage(ddof=0)
-    assert get_method("rloo").with_advantage_options(ddof=0) is get_method("rloo")
-    # PSR-NSR's r_max is the scale of graded rewards, not a virtual answer: a right answer (reward 1) stays right.
-    psr_nsr = get_method("psr_nsr").with_advantage_options(r_max=2.0, virtual_samples=3)
+    assert get_method("grpo").retuned(virtual_samples=3, ddof=0).advantage == GRPOAdvantage(ddof=0)
+    assert get_method("rloo").retuned(ddof=0) is get_method("rloo")
+    assert get_method("ngrpo").retuned() is get_method("ngrpo")
+    # PSR-NSR's r_max is the scale of graded rewards, not a virtual answer: a correct answer (reward
+    # 1) stays correct.
+    psr_nsr = get_method("psr_nsr").retuned(r_max=2.0, virtual_samples=3)
     assert psr_nsr is get_method("psr_nsr") and psr_nsr.advantage(np.array([1.0, 0.0])).tolist() == [0.1, -1.0]
+
+
+def z_scores(group, reference, ddof):
+    """(r - mean) / std of the reference sample, with the statistics module's std."""
+    spread = statistics.stdev(reference) if ddof else statistics.pstdev(reference)
+    centre = statistics.fmean(reference)
+    return [(r - centre) / (spread + 1e-6) for r in group]
+
+
+@pytest.mark.parametrize("virtual_samples", [1, 2, 3])
+@pytest.mark.parametrize("ddof", [0, 1])
+@pytest.mark.parametrize("r_max", [1.0, 1.5])
+def test_retuned_ngrpo_matches_the_closed_form(r_max, virtual_samples, ddof):
+    ngrpo, grpo = (get_method(name).retuned(r_max=r_max, virtual_samples=virtual_samples, ddof=ddof)
+                   for name in ("ngrpo", "grpo"))
+    group = [1.0] + [0.0] * 7
+    expected = z_scores(group, group + [r_max] * virtual_samples, ddof)
+    np.testing.assert_allclose(ngrpo.advantages(np.array(group)), expected, rtol=1e-12)
+    np.testing.assert_allclose(grpo.advantages(np.array(group)), z_scores(group, group, ddof),
+                               rtol=1e-12)
+
+
+def test_the_paper_numbers_come_out_of_the_default_presets():
+    grpo, ngrpo = get_method("grpo").retuned(), get_method("ngrpo").retuned()
+    group = np.array([1.0] + [0.0] * 7)
+    assert np.round(grpo.advantages(group)[[0, 1]], 2).tolist() == [2.47, -0.35]
+    assert np.round(ngrpo.advantages(group)[[0, 1]], 2).tolist() == [1.76, -0.50]
+
+
+def test_a_retuned_r_max_moves_the_all_correct_filter_with_it():
+    ngrpo = get_method("ngrpo").retuned(r_max=2.0)
+    assert ngrpo.group_filter == DropAllCorrectGroups(r_max=2.0)
+    # A group of reward-1 answers is no longer all-correct: it is kept, and the virtual r_max = 2
+    # answer above it pushes it down as it does without the filter.
+    ones = np.ones(8)
+    expected = z_scores(list(ones), list(ones) + [2.0], 1)
+    np.testing.assert_allclose(ngrpo.advantages(ones), expected, rtol=1e-12)
+    np.testing.assert_array_equal(ngrpo.advantages(ones),
+                                  get_method("ngrpo_no_filter").retuned(r_max=2.0).advantages(ones))
+    assert np.all(ngrpo.advantages(np.full(8, 2.0)) == 0.0)  # all at the new best reward: dropped
+    assert get_method("shifted_baseline").retuned(r_max=2.0).group_filter.r_max == 2.0
+    assert get_method("psr_nsr").retuned(r_max=2.0).group_filter == KeepAllGroups()
+
+
+def test_retuned_sets_the_clip_bounds():
+    dapo = get_method("dapo").retuned(clip_low=0.1, clip_high=0.3)
+    assert (dapo.clip_low, dapo.clip_high) == (0.1, 0.3)
+    assert dapo.replace(clip_low=0.2, clip_high=0.28) == get_method("dapo")
+    assert get_method("ngrpo").retuned(clip_high=0.3).clip_low == 0.16
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(r_max=0.0), "r_max must be > 0.0, got 0.0"),
+    (dict(virtual_samples=0), "virtual_samples must be >= 1, got 0"),
+    (dict(ddof=2), "ddof must be <= 1, got 2"),
+    (dict(clip_low=1.0), "clip_low must be < 1.0, got 1.0"),
+    (dict(clip_high=-0.1), "clip_high must be >= 0.0, got -0.1"),
+])
+@pytest.mark.parametrize("name", ["grpo", "ngrpo", "rloo"])
+def test_retuned_names_bad_input_whatever_the_method(name, options, message):
+    with pytest.raises(ValueError, match=message):
+        get_method(name).retuned(**options)
+
+
+def test_calibration_options_are_keyword_only():
+    # The natural parameter comes first: W-REINFORCE's lambda, not the reward scale r_max.
+    weighted = WeightedReinforceAdvantage(0.3)
+    assert (weighted.positive_weight, weighted.r_max) == (0.3, 1.0)
+    assert weighted(np.array([1.0, 0.0])).tolist() == [0.3, -1.0]
+    assert ShiftedBaselineAdvantage(0.5).fraction == 0.5
+    for estimator in (GRPOAdvantage, NGRPOAdvantage, MaxRLAdvantage):
+        with pytest.raises(TypeError, match="positional argument"):
+            estimator(2.0)
+    with pytest.raises(TypeError, match="positional argument"):
+        ShiftedBaselineAdvantage(0.5, 0.0, 2.0)  # r_max by name only
 
 
 # -- loss aggregation --------------------------------------------------------------------------------------------------
@@ -99,7 +178,7 @@ def test_aggregation_against_a_loop():
     rng = np.random.default_rng(0)
     loss, mask = rng.normal(size=(6, 9)), (rng.random((6, 9)) < 0.6).astype(float)
     mask[2] = 0.0  # an answer with no tokens
-    rows = [[l for l, m in zip(lr, mr) if m] for lr, mr in zip(loss, mask)]
+    rows = [[l for l, m in zip(learning_rate, mr) if m] for learning_rate, mr in zip(loss, mask)]
     tokens = [l for row in rows for l in row]
     assert aggregate_loss(loss, mask, "token-mean") == pytest.approx(sum(tokens) / len(tokens), rel=1e-12)
     assert aggregate_loss(loss, mask, "seq-mean-token-mean") == pytest.approx(

@@ -16,8 +16,8 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipywidgets")
 
-from ngrpo_sim.teaching import (WIDGET_STATE, execute_notebook, output_text,  # noqa: E402
-                                widget_outputs)
+from ngrpo_sim.notebook_runner import (WIDGET_STATE, execute_notebook, output_text,  # noqa: E402
+                                      widget_outputs)
 
 NOTEBOOK_FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(path.stem for path in NOTEBOOK_FOLDER.glob("[0-9][0-9]_*.py"))
@@ -34,7 +34,7 @@ JupyterLab shrinks a wider figure to fit, and its text with it."""
 # view keeps only its last state), or a check of its own.
 PROBES = {
     "01_advantage_landscape": [("group_size_slider.value = 5\nprint(landscape_view.shown_text)",
-                                "group of G=5 with k right"),
+                                "group of G=5 with k correct"),
                                ("method_picker.value = ()\nprint(landscape_view.shown_text)",
                                 "Pick at least one method")],
     "02_why_grpo_ignores_failure": [
@@ -52,9 +52,10 @@ PROBES = {
         ("metric_picker.value = 'share_all_wrong'\nprint(metric_view.shown_text)",
          "share_all_wrong at the last step"),
         # SGD's learning rate of 32 must not stay when the optimiser becomes Adam.
-        ("optimizer_picker.value = 'adam'\nprint('learning rate with Adam:', lr_box.value)",
+        ("optimizer_picker.value = 'adam'\n"
+         "print('learning rate with Adam:', learning_rate_box.value)",
          "learning rate with Adam: 0.05"),
-        ("lr_box.value = 32.0\nrun_button.click()\nprint(own_view.shown_text)",
+        ("learning_rate_box.value = 32.0\nrun_button.click()\nprint(own_view.shown_text)",
          "learning rate 32 is 640 times the README's 0.05")],
     "04_clipping": [("clip_high_slider.value = 0.3\nprint(plane_view.shown_text)",
                      "upper bound 1.3")],

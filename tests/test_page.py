@@ -3,8 +3,10 @@ z-score of a group with k right answers and optional virtual r_max answers, the 
 probability of a silent group, and the gain c(p) summed with exact binomial coefficients. The
 browser half is in test_browser.py."""
 
+import csv
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,8 +31,8 @@ def z_scores(group_size, right, virtual=(), ddof=1):
 
 
 def closed_form(method, group_size, right, r_max, virtual_samples, ddof):
-    if method == "ngrpo":  # its filter drops the all-right group (every reward 1), whatever r_max
-        return (0.0, math.nan) if right == group_size else z_scores(
+    if method == "ngrpo":  # its filter drops a group whose every reward is r_max: all 1s at r_max 1
+        return (0.0, math.nan) if right == group_size and r_max == 1.0 else z_scores(
             group_size, right, [r_max] * virtual_samples, ddof)[:2]
     if method in ("grpo", "dapo"):  # DAPO drops the homogeneous groups: their z-scores are 0 anyway
         return z_scores(group_size, right, (), ddof)[:2]
@@ -43,8 +45,7 @@ def closed_form(method, group_size, right, r_max, virtual_samples, ddof):
         return (math.nan if right == 0 else 0.1), (math.nan if right == group_size else -1.0)
     # NGRPO's rivals: their closed forms are tested in test_advantages.py and test_landscape.py;
     # here the page must show what the landscape computes for them.
-    method = get_method(method).with_advantage_options(r_max=r_max, virtual_samples=virtual_samples,
-                                                       ddof=ddof)
+    method = get_method(method).retuned(r_max=r_max, virtual_samples=virtual_samples, ddof=ddof)
     return tuple(values[right] for values in landscape.count_advantages(method, group_size))
 
 
@@ -91,7 +92,10 @@ def test_silent_groups_and_zero_gradient_curves_equal_the_binomial_sums(grid, se
         expected_silent = [all(math.isnan(value) or value == 0.0 for value in pair)
                            for pair in advantages]
         if name in ("grpo", "ngrpo"):  # the case the page is about, spelled out
-            assert expected_silent[0] is (name == "grpo") and expected_silent[group_size]
+            assert expected_silent[0] is (name == "grpo")
+            # NGRPO's all-correct group is dropped at r_max 1; above, its answers fall short of
+            # r_max
+            assert expected_silent[group_size] is (name == "grpo" or setting["r_max"] == 1.0)
         assert silent.tolist() == expected_silent
         probability = sum(math.comb(group_size, k) * p ** k * (1 - p) ** (group_size - k)
                           for k in range(group_size + 1) if expected_silent[k])
@@ -131,11 +135,11 @@ def test_settings_off_the_grid_name_the_command_that_computes_them():
 
 
 def small_headline(folder):
-    config = DynamicsConfig(steps=4, seeds=2, num_prompts=16, batch_prompts=4, minibatches=2)
-    trajectories = run_methods([get_method("grpo"), get_method("ngrpo")],
+    config = DynamicsConfig(steps=4, seeds=2, num_prompts=16, prompts_per_step=4, minibatches=2)
+    run_records = run_methods([get_method("grpo"), get_method("ngrpo")],
                                [config, with_mode(config, "expected")], "test")
-    write_run(folder, trajectories)
-    return trajectories
+    write_run(folder, run_records)
+    return run_records
 
 
 def test_a_run_folder_reads_back_as_written(tmp_path):
@@ -171,3 +175,24 @@ def test_without_a_report_the_page_says_how_to_get_the_curves(tmp_path, monkeypa
     assert main(["page"]) == 0
     text = (tmp_path / "runs" / "page" / "index.html").read_text()
     assert "No report was found" in text and "Training dynamics: the report's headline run" not in text
+
+
+def test_a_run_folder_written_before_the_renames_reads_with_the_new_names():
+    # Written by `ngrpo-sim dynamics --lr 0.07 --batch-prompts 4 --right-answers 2` before issue 16.
+    folder = Path(__file__).parent / "data" / "run_folder_before_issue16"
+    with (folder / "metrics.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    read = {(t.method, t.config.mode): t for t in read_run(folder)}
+    assert sorted(read) == [("grpo", "expected"), ("grpo", "sampled"), ("ngrpo", "expected"),
+                            ("ngrpo", "sampled")]
+    for run_record in read.values():
+        config = run_record.config
+        assert (config.learning_rate, config.prompts_per_step, config.correct_answers) == (0.07, 4,
+                                                                                           2)
+        for row in rows:
+            if (row["method"], row["mode"]) == (run_record.method, config.mode):
+                step, seed = int(row["step"]), int(row["seed"])
+                for old, new in (("share_all_right", "share_all_correct"),
+                                 ("accuracy", "accuracy")):
+                    np.testing.assert_equal(run_record.metrics[new][step, seed], float(row[old]))
+    assert np.isfinite(read["ngrpo", "sampled"].metrics["share_all_correct"][1:]).all()

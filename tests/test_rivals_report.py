@@ -3,7 +3,7 @@
 import numpy as np
 from scipy import stats
 
-from ngrpo_sim.dynamics import DynamicsConfig, Trajectory
+from ngrpo_sim.dynamics import DynamicsConfig, RunRecord
 from ngrpo_sim.rivals_report import (answer_budget, at_answers, comparison_table,
                                      cumulative_answers, leaders, verdicts)
 from ngrpo_sim.training_loop import PASS_AT_K_MAX
@@ -19,7 +19,7 @@ def made_up_run(method, per_step, solved, entropy_end=1.0, pass_end=0.9):
     ks = np.array([1, PASS_AT_K_MAX])
     pass_at_k = np.zeros((4, 2, 2))
     pass_at_k[-1, :, -1] = [pass_end, pass_end + 0.02]
-    return Trajectory(method, DynamicsConfig(steps=3, seeds=2), metrics, pass_at_k, ks,
+    return RunRecord(method, DynamicsConfig(steps=3, seeds=2), metrics, pass_at_k, ks,
                       initial_success=np.array([0.01, 0.5]))
 
 

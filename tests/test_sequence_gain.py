@@ -129,14 +129,14 @@ def test_length_normalisation_adds_the_length_terms(method):
         np.testing.assert_allclose(exact[prompt], alpha * m_right + beta * m_wrong,
                                    rtol=1e-11, atol=1e-14)
         parts = (decomposition["gain"][prompt] * decomposition["success_gradient"][prompt]
-                 + decomposition["right_length_term"][prompt]
+                 + decomposition["correct_length_term"][prompt]
                  + decomposition["wrong_length_term"][prompt])
         np.testing.assert_allclose(parts, exact[prompt], rtol=1e-11, atol=1e-14)
         # The mean inverse lengths of right and of wrong answers, by enumeration.
         answers = enumerate_answers(2, 3, True, rewards, logits[prompt])
         h_right = sum(a.probability.real * right(a) / a.length for a in answers) / p
         h_wrong = sum(a.probability.real * (1 - right(a)) / a.length for a in answers) / (1 - p)
-        for side, value in (("right", h_right), ("wrong", h_wrong)):
+        for side, value in (("correct", h_right), ("wrong", h_wrong)):
             measured = decomposition[f"mean_inverse_length_{side}"][prompt]
             assert measured == pytest.approx(value, rel=1e-12)
 
@@ -154,7 +154,7 @@ def test_every_length_has_the_same_weight_when_every_answer_has_the_same_length(
     # seq-mean-token-mean is seq-mean-token-sum-norm.
     task, logits = task_and_logits(2, 3, False, seed=3)
     decomposition = length_decomposition(task, logits, get_method("grpo"), 4)
-    np.testing.assert_allclose(decomposition["right_length_term"], 0.0, atol=1e-15)
+    np.testing.assert_allclose(decomposition["correct_length_term"], 0.0, atol=1e-15)
     np.testing.assert_allclose(decomposition["wrong_length_term"], 0.0, atol=1e-15)
     normalised, summed = (expected_group_update(task, logits, get_method("grpo"), 4, aggregation)
                           for aggregation in ("seq-mean-token-mean", "seq-mean-token-sum-norm"))

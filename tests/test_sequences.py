@@ -41,7 +41,7 @@ def test_answer_statistics_equal_an_enumeration_of_every_answer(vocab, max_lengt
         right = np.array([a.reward == 1.0 for a in answers])
         lengths = np.array([a.length for a in answers])
         expected = {"success": probability @ right, "length": probability @ lengths,
-                    "right_length": probability @ (right * lengths),
+                    "correct_length": probability @ (right * lengths),
                     "truncation": probability @ np.array([a.truncated for a in answers]),
                     "entropy": -probability @ np.log(probability)}
         for name, value in expected.items():
@@ -81,7 +81,7 @@ def test_the_starting_policy_hits_the_profile_and_lengths_vary():
 # L = 1 without an end token is the bandit
 # -------------------------------------------------------------------------------------------------
 
-BANDIT_SIZES = dict(num_prompts=24, batch_prompts=8, group_size=4, profile="base", steps=6)
+BANDIT_SIZES = dict(num_prompts=24, prompts_per_step=8, group_size=4, profile="base", steps=6)
 
 
 @pytest.mark.parametrize("policy", ["tabular", "shared"])
@@ -97,7 +97,8 @@ def test_one_token_without_an_end_token_builds_the_bandit_task(policy, rewards):
 
 def equal_runs(method, mode, policy, optimizer, **options):
     common = dict(BANDIT_SIZES, policy=policy, optimizer=optimizer, mode=mode, **options,
-                  lr=0.05 if optimizer == "adam" else 4.0, seeds=3 if mode == "sampled" else 1)
+                  learning_rate=0.05 if optimizer == "adam" else 4.0,
+                  seeds=3 if mode == "sampled" else 1)
     bandit = simulate(method, DynamicsConfig(num_answers=5, **common), progress=False)
     tokens = simulate(method, SequenceConfig(vocab_size=5, max_length=1, end_token=False,
                                              token_sharing=0.0, **common), progress=False)
@@ -125,12 +126,12 @@ def test_one_token_without_an_end_token_trains_as_the_bandit(mode, policy, optim
 # One sampled step against its plain-loop oracle
 # -------------------------------------------------------------------------------------------------
 
-SMALL = dict(num_prompts=10, vocab_size=2, max_length=3, batch_prompts=4, group_size=4,
+SMALL = dict(num_prompts=10, vocab_size=2, max_length=3, prompts_per_step=4, group_size=4,
              minibatches=2, seeds=3, profile="mid", feature_dim=3)
 
 
 def fresh_state(task, config, adam_eps=1e-8):
-    optimizer = Optimizer(config.optimizer, config.lr, eps=adam_eps)
+    optimizer = Optimizer(config.optimizer, config.learning_rate, eps=adam_eps)
     return TrainState(task.initial_params(config.seeds), optimizer,
                       np.zeros((config.seeds, task.num_prompts)))
 
@@ -144,7 +145,7 @@ def fresh_state(task, config, adam_eps=1e-8):
     ("grpo", dict(loss_aggregation="seq-mean-token-mean", epochs=2)),
 ])
 def test_vectorised_token_step_equals_the_loop_oracle(policy, optimizer, method, options):
-    options = {**SMALL, **options, "policy": policy, "optimizer": optimizer, "lr": 2.0}
+    options = {**SMALL, **options, "policy": policy, "optimizer": optimizer, "learning_rate": 2.0}
     config = SequenceConfig(**options)
     # Advantages that sum to 0 over a group whose answers share a prefix give that prefix a
     # gradient of exactly 0, which the two implementations round to different numbers of order
@@ -161,9 +162,9 @@ def test_the_unsampled_mass_by_hand():
     offsets = np.array([[[0.2, -0.1, 0.3], [0.5, 0.0, -0.4], [0.0, 0.1, 0.2]]])
     task = SequenceTask(rewards=np.array([[1.0, 0.0]]), offsets=offsets, features=None,
                         max_length=2, end_token=True)
-    config = SequenceConfig(num_prompts=1, vocab_size=2, max_length=2, batch_prompts=1,
-                            group_size=2, minibatches=1, seeds=1, optimizer="sgd", lr=1.0,
-                            kl_coef=0.0, entropy_coef=0.0, refill=False)
+    config = SequenceConfig(num_prompts=1, vocab_size=2, max_length=2, prompts_per_step=1,
+                            group_size=2, minibatches=1, seeds=1, optimizer="sgd",
+                            learning_rate=1.0, kl_coef=0.0, entropy_coef=0.0, refill=False)
     from ngrpo_sim.training_loop import Rollout
     rollout = Rollout(prompts=np.array([[0]]), answers=np.array([[[[0, 2], [0, 1]]]]))
     state = fresh_state(task, config)
@@ -188,8 +189,8 @@ def test_the_unsampled_mass_by_hand():
 # -------------------------------------------------------------------------------------------------
 
 
-MEAN_STEP = dict(num_prompts=4, vocab_size=2, max_length=3, batch_prompts=4, group_size=4,
-                 minibatches=2, profile="0.3,0.6", optimizer="sgd", lr=3.0, refill=False)
+MEAN_STEP = dict(num_prompts=4, vocab_size=2, max_length=3, prompts_per_step=4, group_size=4,
+                 minibatches=2, profile="0.3,0.6", optimizer="sgd", learning_rate=3.0, refill=False)
 
 
 def sampled_mean_and_expected(method, aggregation, seeds=12_000):
@@ -246,8 +247,8 @@ def test_policy_metrics_against_the_enumeration():
     right = total(lambda a: a.reward == 1.0)
     assert metrics["entropy"][0] == pytest.approx(token_entropy / lengths, rel=1e-12)
     assert metrics["length"][0] == pytest.approx(lengths / 3, rel=1e-12)
-    assert metrics["length_right"][0] == pytest.approx(total(lambda a: a.length * (a.reward == 1.0))
-                                                       / right, rel=1e-12)
+    assert metrics["length_correct"][0] == pytest.approx(
+        total(lambda a: a.length * (a.reward == 1.0)) / right, rel=1e-12)
     assert metrics["length_wrong"][0] == pytest.approx(total(lambda a: a.length * (a.reward != 1.0))
                                                        / (3 - right), rel=1e-12)
     assert metrics["truncation"][0] == pytest.approx(total(lambda a: a.truncated) / 3, rel=1e-12)
@@ -262,12 +263,13 @@ def test_policy_metrics_against_the_enumeration():
 
 
 def test_entropy_prediction_holds_at_small_steps():
-    def relative_error(lr):
-        trajectory = simulate("ngrpo", SequenceConfig(num_prompts=32, batch_prompts=16,
-                                                      optimizer="sgd", lr=lr, steps=1, seeds=2,
-                                                      profile="uniform"), progress=False)
-        positional = trajectory.metrics["entropy_change_positional"][1]
-        predicted = trajectory.metrics["entropy_change_predicted"][1]
+    def relative_error(learning_rate):
+        run_record = simulate("ngrpo", SequenceConfig(num_prompts=32, prompts_per_step=16,
+                                                      optimizer="sgd", learning_rate=learning_rate,
+                                                      steps=1, seeds=2, profile="uniform"),
+                              progress=False)
+        positional = run_record.metrics["entropy_change_positional"][1]
+        predicted = run_record.metrics["entropy_change_predicted"][1]
         return np.max(np.abs(predicted - positional) / np.abs(positional))
 
     small, tenfold = relative_error(0.05), relative_error(0.5)
@@ -279,7 +281,7 @@ def test_entropy_prediction_holds_at_small_steps():
 @pytest.mark.parametrize("options, message", [
     (dict(vocab_size=1), "vocab_size must be >= 2, got 1"),
     (dict(max_length=1), "max_length must be >= 2 with an end token"),
-    (dict(right_answers=4), "right_answers must be <= 3, got 4"),
+    (dict(correct_answers=4), "correct_answers must be <= 3, got 4"),
     (dict(end_probability=0.9), "end_probability must be <= 0.666"),
     (dict(token_sharing=1.5), "token_sharing must be <= 1.0, got 1.5"),
     (dict(loss_aggregation="sum"), "loss_aggregation must be one of"),
@@ -314,10 +316,10 @@ def test_the_policy_inputs_of_lens_and_rl_zvp_by_hand():
 @pytest.mark.parametrize("config_class, options", [
     (SequenceConfig, dict(vocab_size=3, max_length=3)), (DynamicsConfig, dict(num_answers=5))])
 def test_estimators_that_read_the_policy_train_in_both_simulators(method, config_class, options):
-    config = config_class(num_prompts=16, batch_prompts=8, steps=3, seeds=2, **options)
-    trajectory = simulate(method, config, progress=False)
-    assert np.all(np.isfinite(trajectory.metrics["accuracy"]))
-    assert np.nanmax(np.abs(trajectory.metrics["approx_kl"])) > 0  # the policy moved
+    config = config_class(num_prompts=16, prompts_per_step=8, steps=3, seeds=2, **options)
+    run_record = simulate(method, config, progress=False)
+    assert np.all(np.isfinite(run_record.metrics["accuracy"]))
+    assert np.nanmax(np.abs(run_record.metrics["approx_kl"])) > 0  # the policy moved
     expected = dataclasses.replace(config, mode="expected", seeds=1)
     if method == "rl_zvp" and config_class is DynamicsConfig:  # one token: the prompt's entropy
         assert np.all(np.isfinite(simulate(method, expected, progress=False).final("accuracy")))

@@ -20,7 +20,7 @@ from ngrpo_sim.cli import main
 from ngrpo_sim.dynamics import DynamicsConfig, simulate
 from ngrpo_sim.experiments import SUMMARY_METRICS
 
-SMALL = DynamicsConfig(num_prompts=32, batch_prompts=8, steps=4, seeds=3)
+SMALL = DynamicsConfig(num_prompts=32, prompts_per_step=8, steps=4, seeds=3)
 METHODS = ["grpo", "ngrpo", "ppo"]
 CONFIGS = [SMALL, dataclasses.replace(SMALL, policy="shared", minibatches=2, seed=1),
            dataclasses.replace(SMALL, mode="expected", seeds=1)]
@@ -109,13 +109,13 @@ def test_the_core_commands_never_import_ray():
 
 
 def sweep_arguments(out):
-    return ["sweep", "--methods", "grpo,ngrpo", "--policy", "tabular", "shared", "--lr", "0.05",
-            "0.1", "--num-prompts", "32", "--batch-prompts", "8", "--steps", "3", "--seeds", "2",
-            "--out", str(out)]
+    return ["sweep", "--methods", "grpo,ngrpo", "--policy", "tabular", "shared", "--learning-rate",
+            "0.05", "0.1", "--num-prompts", "32", "--prompts-per-step", "8", "--steps", "3",
+            "--seeds", "2", "--out", str(out)]
 
 
-SETTINGS = ["000-policy=tabular-lr=0.05", "001-policy=tabular-lr=0.1", "002-policy=shared-lr=0.05",
-            "003-policy=shared-lr=0.1"]
+SETTINGS = ["000-policy=tabular-learning_rate=0.05", "001-policy=tabular-learning_rate=0.1",
+            "002-policy=shared-learning_rate=0.05", "003-policy=shared-learning_rate=0.1"]
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,8 @@ def test_the_sweep_command_writes_each_setting(finished_sweep):
     assert len(rows) == len(SETTINGS) * 2 * len(SUMMARY_METRICS)
     for row in rows:
         if row["metric"] == "accuracy":
-            config = dataclasses.replace(SMALL, policy=row["policy"], lr=float(row["lr"]), steps=3,
+            config = dataclasses.replace(SMALL, policy=row["policy"],
+                                         learning_rate=float(row["learning_rate"]), steps=3,
                                          seeds=2)
             final = simulate(row["method"], config, progress=False).metrics["accuracy"][-1]
             assert float(row["mean"]) == pytest.approx(final.mean(), rel=1e-5)
@@ -157,8 +158,8 @@ def test_the_sweep_command_run_again_resumes_without_running_a_task(finished_swe
 
 
 @pytest.mark.parametrize("change, message", [
-    (["--lr", "0.2"], "holds another sweep"),
-    (["--lr", "fast"], "argument --lr: 'fast' is not a float"),
+    (["--learning-rate", "0.2"], "holds another sweep"),
+    (["--learning-rate", "fast"], "argument --learning-rate: 'fast' is not a float"),
     (["--refill", "maybe"], "argument --refill: 'maybe' is not true or false"),
     (["--max-candidates", "many"], "'many' is not a int or none"),
     (["--group-size", "2", "1"], "group_size must be >= 2, got 1"),
@@ -188,7 +189,7 @@ def test_the_report_on_ray_equals_the_report_here(ray_cluster, tmp_path, monkeyp
     from ngrpo_sim import experiments, report
 
     for figures in ("plot_dynamics", "plot_pass_at_k"):  # only the numbers are compared
-        monkeypatch.setattr(experiments, figures, lambda trajectories, path: path)
+        monkeypatch.setattr(experiments, figures, lambda run_records, path: path)
     monkeypatch.setattr(report.landscape, "write_figures", lambda *_: [])
 
     def page(path, headline):  # the real page is drawn from headline/, compared below

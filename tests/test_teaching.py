@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ngrpo_sim import teaching
-from ngrpo_sim.dynamics import DynamicsConfig, Trajectory
+from ngrpo_sim.dynamics import DynamicsConfig, RunRecord
 from ngrpo_sim.landscape import expected_logit_update
 from ngrpo_sim.methods import get_method
 from ngrpo_sim.plotting import pyplot, subplots
@@ -41,55 +41,11 @@ def test_a_bad_fast_mode_value_is_named(monkeypatch):
         teaching.fast_mode()
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Notebook 1: retuned presets
-# ---------------------------------------------------------------------------------------------------------------
-
-
 def z_scores(group, reference, ddof):
     """(r - mean) / std of the reference sample, with the statistics module's std."""
     spread = statistics.stdev(reference) if ddof else statistics.pstdev(reference)
     centre = statistics.fmean(reference)
     return [(r - centre) / (spread + 1e-6) for r in group]
-
-
-@pytest.mark.parametrize("virtual_samples", [1, 2, 3])
-@pytest.mark.parametrize("ddof", [0, 1])
-@pytest.mark.parametrize("r_max", [1.0, 1.5])
-def test_retuned_ngrpo_matches_the_closed_form(r_max, virtual_samples, ddof):
-    ngrpo, grpo = teaching.retuned_methods(["ngrpo", "grpo"], r_max=r_max, virtual_samples=virtual_samples,
-                                           ddof=ddof)
-    group = [1.0] + [0.0] * 7
-    expected = z_scores(group, group + [r_max] * virtual_samples, ddof)
-    np.testing.assert_allclose(ngrpo.advantages(np.array(group)), expected, rtol=1e-12)
-    np.testing.assert_allclose(grpo.advantages(np.array(group)), z_scores(group, group, ddof), rtol=1e-12)
-
-
-def test_the_paper_numbers_come_out_of_the_default_presets():
-    grpo, ngrpo = teaching.retuned_methods(["grpo", "ngrpo"])
-    group = np.array([1.0] + [0.0] * 7)
-    assert np.round(grpo.advantages(group)[[0, 1]], 2).tolist() == [2.47, -0.35]
-    assert np.round(ngrpo.advantages(group)[[0, 1]], 2).tolist() == [1.76, -0.50]
-
-
-def test_r_max_leaves_psr_nsr_and_the_filter_alone():
-    psr_nsr, ngrpo = teaching.retuned_methods(["psr_nsr", "ngrpo"], r_max=2.0)
-    assert psr_nsr.advantages(np.array([1.0, 0.0])).tolist() == [0.1, -1.0]
-    # An all-correct group is still recognised (rewards equal 1) and dropped, even with r_max above 1.
-    assert np.all(ngrpo.advantages(np.ones(8)) == 0.0)
-    assert teaching.retuned_methods("ngrpo_no_filter", r_max=2.0)[0].advantages(np.ones(8))[0] < 0
-
-
-@pytest.mark.parametrize("options, message", [
-    (dict(names=[]), "names must hold at least one method"),
-    (dict(names=["nope"]), "unknown method 'nope'"),
-    (dict(names=["ngrpo"], r_max=0.5), "r_max must be >= 1.0, got 0.5"),
-    (dict(names=["ngrpo"], virtual_samples=0), "virtual_samples must be >= 1, got 0"),
-    (dict(names=["grpo"], ddof=2), "ddof must be <= 1, got 2"),
-])
-def test_retuned_methods_names_bad_input(options, message):
-    with pytest.raises(ValueError, match=message):
-        teaching.retuned_methods(**options)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -225,40 +181,41 @@ def test_group_helpers_name_bad_input(call, message):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Notebook 3: trajectories
+# Notebook 3: run records
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def hand_trajectory(method, measured, predicted, mode="sampled"):
+def hand_run_record(method, measured, predicted, mode="sampled"):
     config = DynamicsConfig(steps=len(measured) - 1, seeds=1, mode=mode)
     metrics = {"entropy_change": np.array(measured, float)[:, None],
                "entropy_change_predicted": np.array(predicted, float)[:, None],
                "accuracy": np.linspace(0.1, 0.2, len(measured))[:, None]}
-    return Trajectory(method, config, metrics=metrics)
+    return RunRecord(method, config, metrics=metrics)
 
 
 def test_entropy_prediction_error_by_hand():
-    trajectory = hand_trajectory("grpo", [np.nan, 1.0, -2.0, 0.5], [np.nan, 1.5, -2.0, 0.0])
-    assert math.isclose(teaching.entropy_prediction_error(trajectory), (0.5 + 0.0 + 0.5) / 3.5)
+    run_record = hand_run_record("grpo", [np.nan, 1.0, -2.0, 0.5], [np.nan, 1.5, -2.0, 0.0])
+    assert math.isclose(teaching.entropy_prediction_error(run_record), (0.5 + 0.0 + 0.5) / 3.5)
     with pytest.raises(ValueError, match="never changed its entropy"):
-        teaching.entropy_prediction_error(hand_trajectory("grpo", [np.nan, 0.0], [np.nan, 0.1]))
+        teaching.entropy_prediction_error(hand_run_record("grpo", [np.nan, 0.0], [np.nan, 0.1]))
 
 
-def test_trajectory_plots_draw_and_name_an_unknown_metric():
-    trajectories = [hand_trajectory("grpo", [np.nan, 1.0, -2.0], [np.nan, 1.1, -1.9]),
-                    hand_trajectory("ngrpo", [np.nan, 0.5, -1.0], [np.nan, 0.4, -1.0], mode="expected")]
+def test_run_record_plots_draw_and_name_an_unknown_metric():
+    run_records = [hand_run_record("grpo", [np.nan, 1.0, -2.0], [np.nan, 1.1, -1.9]),
+                    hand_run_record("ngrpo", [np.nan, 0.5, -1.0], [np.nan, 0.4, -1.0],
+                                    mode="expected")]
     figure, (left, right) = subplots(ncols=2)
-    teaching.plot_metric(left, trajectories, "accuracy", "accuracy")
-    teaching.plot_entropy_prediction(right, trajectories)
+    teaching.plot_metric(left, run_records, "accuracy", "accuracy")
+    teaching.plot_entropy_prediction(right, run_records)
     assert [line.get_linestyle() for line in left.get_lines()] == ["-", "--"]
     with pytest.raises(ValueError, match="name must be a recorded metric .* got 'nope'"):
-        teaching.plot_metric(left, trajectories, "nope")
+        teaching.plot_metric(left, run_records, "nope")
     figure.clear()
     ax = figure.add_subplot()
-    teaching.plot_metric_pair(ax, trajectories, "accuracy", "entropy_change")
+    teaching.plot_metric_pair(ax, run_records, "accuracy", "entropy_change")
     np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), [np.nan, 0.5, -1.0])
     with pytest.raises(ValueError, match="x_name and y_name must be recorded metrics .* got 'nope'"):
-        teaching.plot_metric_pair(ax, trajectories, "accuracy", "nope")
+        teaching.plot_metric_pair(ax, run_records, "accuracy", "nope")
     pyplot().close(figure)
 
 
@@ -290,22 +247,23 @@ def test_the_clip_plane_draws_and_names_bad_ranges():
     pyplot().close(figure)
 
 
-SMALL = DynamicsConfig(num_prompts=32, batch_prompts=8, steps=6, seeds=2)
+SMALL = DynamicsConfig(num_prompts=32, prompts_per_step=8, steps=6, seeds=2)
 
 
 def test_clip_fractions_vanish_where_every_ratio_is_one():
     # One update per rollout: the ratio is 1 when the only update's gradient is taken.
     single = teaching.clip_fraction_sweep(["grpo", "ngrpo"], SMALL, [1])
     # Tabular SGD: a prompt's logits move only in its own minibatch, after its ratios were taken.
-    tabular_sgd = teaching.clip_fraction_sweep("ngrpo", DynamicsConfig(**{**SMALL.__dict__, "optimizer": "sgd",
-                                                                          "lr": 30.0}), [1, 2, 4, 8])
+    tabular_sgd = teaching.clip_fraction_sweep(
+        "ngrpo", DynamicsConfig(**{**SMALL.__dict__, "optimizer": "sgd", "learning_rate": 30.0}),
+        [1, 2, 4, 8])
     for row in (*single.values(), tabular_sgd["ngrpo"]):
         assert np.all(row["clipfrac_low"] == 0) and np.all(row["clipfrac_high"] == 0)
     assert tabular_sgd["ngrpo"]["minibatches"].tolist() == [1, 2, 4, 8]
 
 
 def test_clip_fractions_appear_with_several_updates_of_a_shared_policy():
-    config = DynamicsConfig(**{**SMALL.__dict__, "policy": "shared", "lr": 0.3})
+    config = DynamicsConfig(**{**SMALL.__dict__, "policy": "shared", "learning_rate": 0.3})
     sweep = teaching.clip_fraction_sweep("ngrpo", config, [8])
     assert sweep["ngrpo"]["clipfrac_low"][0] + sweep["ngrpo"]["clipfrac_high"][0] > 0
     figure, (ax,) = subplots()
@@ -509,7 +467,7 @@ def test_aggregations_agree_when_every_answer_has_the_same_length():
     effects = teaching.aggregation_effects("ngrpo", task)
     for name in ("seq-mean-token-mean", "seq-mean-token-sum-norm"):
         for quantity, change in effects[name].items():
-            if quantity != "length of right answers" and quantity != "length of wrong answers":
+            if quantity != "length of correct answers" and quantity != "length of wrong answers":
                 assert change == pytest.approx(effects["token-mean"][quantity], rel=1e-9)
     # Without an end token every answer has L = 3 tokens: no step changes a length.
     assert all(abs(change["length of wrong answers"]) < 1e-12 for change in effects.values())

@@ -28,12 +28,13 @@ NGRPO drops all-correct groups (they have zero advantage and would only dilute t
 all-wrong ones (they are where calibration creates a signal), refilling the batch with new rollouts. verl's own
 filter (``algorithm.filter_groups``, DAPO's dynamic sampling with refill) drops a group when a chosen per-answer
 metric has zero spread over the group, which drops all-wrong groups too. It is not pluggable, but the metric is
-ours to choose: ``compute_score`` below adds ``FILTER_KEY`` to every answer's reward details. Right answers report
-r_max; each wrong answer reports a fresh random number below r_max. A group's key then has zero spread exactly when
-every answer is right, so ``filter_groups.metric=ngrpo_filter_key`` makes verl's filter, refill included, drop
-exactly the groups of two or more answers that ``ngrpo_sim``'s ``DropAllCorrectGroups`` drops (verl never drops a
-group of one). verl reads the metric at sampling time, so it
-needs a rule-based reward (or a reward model in its own resource pool), as verl's filter always does.
+ours to choose: ``compute_score`` below adds ``FILTER_KEY`` to every answer's reward details.
+Correct answers report r_max; each wrong answer reports a fresh random number below r_max. A group's
+key then has zero spread exactly when every answer is correct, so
+``filter_groups.metric=ngrpo_filter_key`` makes verl's filter, refill included, drop exactly the
+groups of two or more answers that ``ngrpo_sim``'s ``DropAllCorrectGroups`` drops (verl never drops
+a group of one). verl reads the metric at sampling time, so it needs a rule-based reward (or a
+reward model in its own resource pool), as verl's filter always does.
 
 NGRPO's rivals
 --------------
@@ -159,13 +160,14 @@ RIVAL_ESTIMATORS = {method: _register_rival(method) for method in RIVAL_CONFIG_K
 
 
 def all_correct_filter_key(score: float, r_max: float = 1.0) -> float:
-    """r_max for a right answer, a fresh random number below r_max for any other: see "The group filter" above.
+    """r_max for a correct answer, a fresh random number below r_max for any other: see "The group
+    filter" above.
 
-    An answer is right when ``DropAllCorrectGroups`` would drop a group made of it alone, so a group of answers
-    shares one key exactly when that filter drops the group.
+    An answer is correct when ``DropAllCorrectGroups`` would drop a group made of it alone, so a
+    group of answers shares one key exactly when that filter drops the group.
     """
-    answer_is_right = not DropAllCorrectGroups(r_max=r_max).keep(np.array([score]))[()]
-    return float(r_max) if answer_is_right else r_max - 1.0 - _fresh_randomness.random()
+    answer_is_correct = not DropAllCorrectGroups(r_max=r_max).keep(np.array([score]))[()]
+    return float(r_max) if answer_is_correct else r_max - 1.0 - _fresh_randomness.random()
 
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, max_reward: float = 1.0,
