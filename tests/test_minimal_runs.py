@@ -1,5 +1,5 @@
 """minimal/ngrpo_train.py as a user meets it: run folders that are never lost, resume from any
-instant, reuse in --compare, Ctrl-C, task limits said at start-up, and input errors that name the
+instant, reuse in minimal/compare.py, Ctrl-C, task limits said at start-up, and input errors that name the
 file, the line and the fix."""
 
 import importlib.util
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_minimal_trainer import (ROOT, tiny_config, tiny_folder, torch, trainer,  # noqa: F401
-                                  without_timings)
+from test_minimal_trainer import (ROOT, compare, tiny_config, tiny_folder, torch,  # noqa: F401
+                                  trainer, without_timings)
 
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "samples.jsonl")
 
@@ -125,21 +125,23 @@ def test_resume_compares_resolved_paths_and_lets_machine_settings_differ(tiny_fo
 
 
 def test_compare_reuses_a_run_only_with_the_same_settings(tiny_folder, tmp_path):
-    config = tiny_config(tiny_folder, tmp_path / "compare", compare="ngrpo,grpo", seeds=1,
-                         steps=2)
-    base = trainer.compare(config)
+    config = tiny_config(tiny_folder, tmp_path / "compare", steps=2)
+
+    def comparison(config):
+        return compare.Comparison(methods=["ngrpo", "grpo"], seeds=1, config=config)
+    base = compare.compare(comparison(config))
     run = base / "ngrpo-seed1"
     stamp = (run / "checkpoint.pt").stat().st_mtime_ns
-    trainer.compare(config)  # the same settings: reused, not trained again
+    compare.compare(comparison(config))  # the same settings: reused, not trained again
     assert (run / "checkpoint.pt").stat().st_mtime_ns == stamp
     with pytest.raises(trainer.UsageError,
                        match=rf"^compare: {run} was trained with other settings: digits=3 "
                              r"\(the run has 2\), learning_rate=0.02 \(the run has 0.001\); give "
                              r"another --run-dir, or --overwrite"):
-        trainer.compare(replace(config, learning_rate=0.02, digits=3))
-    trainer.compare(replace(config, steps=3))  # more steps: the runs resume to the new length
+        compare.compare(comparison(replace(config, learning_rate=0.02, digits=3)))
+    compare.compare(comparison(replace(config, steps=3)))  # more steps: the runs resume
     assert [r["step"] for r in trainer.read_metrics(run)] == [0, 1, 2, 3]
-    trainer.compare(replace(config, learning_rate=0.02, overwrite=True))
+    compare.compare(comparison(replace(config, learning_rate=0.02, overwrite=True)))
     assert json.loads((run / "config.json").read_text())["learning_rate"] == 0.02
     assert [r["step"] for r in trainer.read_metrics(run)] == [0, 1, 2]
 
@@ -226,7 +228,7 @@ def readme_commands():
             and line.lstrip().startswith((".venv/bin/python", "python"))]
 
 
-def test_each_readme_command_leaves_room_for_a_right_answer():
+def test_each_readme_command_leaves_room_for_a_correct_answer():
     from transformers import AutoTokenizer
     checked = []
     for argv in readme_commands():
