@@ -275,7 +275,7 @@ def test_bf16_autocast_runs_on_the_cpu_and_stays_within_bf16_rounding_of_fp32(ti
 def test_one_update_moves_log_probabilities_the_way_the_advantages_say(tiny_folder, method, rewards):
     policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
     batch = fixed_batch(policy, ["3+4=", "3+4="], ["7", "8"])
-    advantages = trainer.group_advantages(np.array([rewards]), trainer.METHODS[method].advantage).ravel()
+    advantages = trainer.group_advantages(np.array([rewards]), trainer.METHODS[method]).ravel()
     batch["advantages"] = torch.tensor(advantages, dtype=torch.float32)
     before = sequence_log_probs(policy, batch)
     optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.05)
