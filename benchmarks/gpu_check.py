@@ -198,17 +198,18 @@ def device_agreement(folder: Path, sizes: Sizes, options, device: torch.device) 
                 ("device_bf16", device, "bf16"))
     for name, where, precision in variants:
         policy = trainer.load_policy(folder, where, precision)
-        inputs = {key: value.to(where) for key, value in batch.items()}
-        inputs["advantages"] = torch.tensor(advantages, dtype=torch.float32, device=where)
+        inputs = trainer.Batch(**{name: value.to(where) for name, value in vars(batch).items()
+                                  if value is not None})
+        inputs.advantages = torch.tensor(advantages, dtype=torch.float32, device=where)
         rows = torch.arange(len(advantages), device=where)
         with torch.no_grad():
             log_probs, _ = trainer.completion_log_probs(policy, policy.model, inputs, rows, 1.0)
         optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.0)  # keeps the weights
         stats = trainer.update_policy(policy, None, optimizer, inputs, method, config)
-        scored[name] = dict(advantages=inputs["advantages"].cpu(), log_probs=log_probs.cpu(),
+        scored[name] = dict(advantages=inputs.advantages.cpu(), log_probs=log_probs.cpu(),
                             loss=stats["loss"], grad_norm=stats["grad_norm"])
-    mask, reference = batch["completion_mask"].cpu().bool(), scored["cpu_fp32"]
-    ratio = (reference["log_probs"] - batch["old_logp"].cpu()).exp()
+    mask, reference = batch.completion_mask.cpu().bool(), scored["cpu_fp32"]
+    ratio = (reference["log_probs"] - batch.old_logp.cpu()).exp()
     loss_scale = float((mask / mask.sum() * ratio * reference["advantages"][:, None].abs()).sum())
     result = {"answers": len(advantages), "answer_tokens": int(mask.sum()),
               "mean_reward": float(rewards.mean()), "loss_scale": loss_scale,

@@ -875,6 +875,30 @@ class NonFiniteError(RuntimeError):
     pass
 
 
+@dataclass
+class Batch:
+    """Sampled answers with their prompts, one row per answer: answer j to prompt i is row
+    i * G + j. T is the longest answer's length in tokens, P the longest prompt's."""
+    prompt_ids: torch.Tensor
+    """(answers, P) token ids of each answer's prompt, padded on the left."""
+    prompt_mask: torch.Tensor
+    """(answers, P) 1 for a prompt token, 0 for left padding."""
+    completion_ids: torch.Tensor
+    """(answers, T) the sampled tokens; after an answer's end token, filler."""
+    completion_mask: torch.Tensor
+    """(answers, T) float, 1 for each token of the answer up to and including its end token; 0
+    everywhere for an answer whose reward is unknown (it leaves the loss)."""
+    old_logp: torch.Tensor
+    """(answers, T) fp32 log-probability of each token under the policy that sampled it."""
+    advantages: torch.Tensor | None = None
+    """(answers,) fp32 advantage of each answer, once the group statistics gave it."""
+
+    def select(self, rows) -> "Batch":
+        """The answers `rows` (indices or a boolean mask over answers)."""
+        return Batch(**{name: None if value is None else value[rows]
+                        for name, value in vars(self).items()})
+
+
 def prompt_token_ids(tokenizer, prompts: list) -> list:
     """The token ids the model reads for each prompt: in the chat template where the tokenizer has
     one."""
@@ -965,8 +989,8 @@ def rollout(policy: Policy, task: Task, examples: list, group_size, temperature,
     texts = [policy.tokenizer.decode(ids[:n], skip_special_tokens=True)
              for ids, n in zip(completion_ids.tolist(), lengths)]
     rewards = np.array([task.reward(text, example) for text, example in zip(texts, repeated)])
-    batch = dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
-                 completion_mask=completion_mask, old_logp=old_logp.float())
+    batch = Batch(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
+                  completion_mask=completion_mask, old_logp=old_logp.float())
     return rewards.reshape(len(examples), group_size), batch, texts
 
 
@@ -1054,7 +1078,7 @@ def token_weights(mask, mode: str, normaliser: float):
     return mask / normaliser / answers
 
 
-def completion_log_probs(policy: Policy, model, batch: dict, rows, temperature: float) -> tuple:
+def completion_log_probs(policy: Policy, model, batch: Batch, rows, temperature: float) -> tuple:
     """Log-probability and entropy of every answer token of `rows`.
 
     As while sampling, each distinct prompt among the rows is read once and its keys and values
@@ -1062,8 +1086,8 @@ def completion_log_probs(policy: Policy, model, batch: dict, rows, temperature: 
     that cache. Gradients flow through the copies into the prompt's pass. Gradient checkpointing
     keeps no cache, so there prompt and answer go through the model together, once per answer.
     """
-    completion, prompt_mask = batch["completion_ids"][rows], batch["prompt_mask"][rows]
-    prompt_ids, width = batch["prompt_ids"][rows], completion.shape[1]
+    completion, prompt_mask = batch.completion_ids[rows], batch.prompt_mask[rows]
+    prompt_ids, width = batch.prompt_ids[rows], completion.shape[1]
     position = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
     checkpointing = model.training and torch.is_grad_enabled() and any(
         getattr(module, "gradient_checkpointing", False) for module in model.modules())
@@ -1095,25 +1119,26 @@ def completion_log_probs(policy: Policy, model, batch: dict, rows, temperature: 
     return log_probs.gather(-1, completion[..., None]).squeeze(-1), -(log_probs.exp() * log_probs).sum(-1)
 
 
-def update_policy(policy: Policy, reference, optimizer, batch: dict, method: Method, config: Config,
+def update_policy(policy: Policy, reference, optimizer, batch: Batch, method: Method, config: Config,
                   record: list | None = None) -> dict:
     """`minibatches` AdamW steps on the clipped loss. The ratio's denominator is the log-probability recorded while
     sampling, so the first minibatch starts at ratio 1 (to float rounding) without a second forward pass.
 
     A `record` list receives (minibatch, rows, ratio, clipped low, clipped high) of every forward
     pass, for the step inspector."""
-    group_size, groups = config.group_size, len(batch["advantages"]) // config.group_size
+    group_size, groups = config.group_size, len(batch.advantages) // config.group_size
     minibatches = [(g[:, None] * group_size + torch.arange(group_size)).flatten()
                    for g in torch.arange(groups).tensor_split(config.minibatches) if len(g)]
     chunks = [[m] if not config.micro_batch_size else m.split(config.micro_batch_size) for m in minibatches]
     if reference is not None:  # the frozen initial policy's log-probabilities, for the KL penalty
         with torch.no_grad():
-            batch["ref_logp"] = torch.cat([completion_log_probs(policy, reference, batch, rows, config.temperature)[0]
-                                           for parts in chunks for rows in parts])
+            reference_logp = torch.cat([
+                completion_log_probs(policy, reference, batch, rows, config.temperature)[0]
+                for parts in chunks for rows in parts])
     sums = {}
     policy.model.train()  # gradient checkpointing needs training mode; load_policy disabled dropout
     for number, (minibatch, parts) in enumerate(zip(minibatches, chunks)):
-        mask = batch["completion_mask"][minibatch]
+        mask = batch.completion_mask[minibatch]
         weights = token_weights(mask, method.loss_aggregation, config.max_new_tokens)
         diagnostic_weights = mask / mask.sum().clamp(min=1)  # token means for the logs, whatever the aggregation
         optimizer.zero_grad()
@@ -1122,17 +1147,17 @@ def update_policy(policy: Policy, reference, optimizer, batch: dict, method: Met
             local = slice(offset, offset + len(rows))
             offset += len(rows)
             logp, entropy = completion_log_probs(policy, policy.model, batch, rows, config.temperature)
-            log_ratio = logp - batch["old_logp"][rows]
+            log_ratio = logp - batch.old_logp[rows]
             ratio = log_ratio.exp()
-            token_loss, low, high = clipped_token_loss(ratio, batch["advantages"][rows, None], method.clip_low,
-                                                       method.clip_high)
+            token_loss, low, high = clipped_token_loss(ratio, batch.advantages[rows, None],
+                                                       method.clip_low, method.clip_high)
             if record is not None:
                 record.append((number, rows.tolist(), ratio.detach().float().cpu(), low.cpu(),
                                high.cpu()))
             diagnostics = dict(pg_loss=token_loss, entropy=entropy, approx_kl=(ratio - 1) - log_ratio,
                                clipfrac_low=low.float(), clipfrac_high=high.float())
             if reference is not None:  # k3 estimator of KL(policy || initial policy)
-                reference_log_ratio = batch["ref_logp"][rows] - logp
+                reference_log_ratio = reference_logp[rows] - logp
                 diagnostics["kl_ref"] = reference_log_ratio.exp() - reference_log_ratio - 1
                 token_loss = token_loss + method.kl_coef * diagnostics["kl_ref"]
             token_loss = token_loss - method.entropy_coef * entropy
@@ -1199,9 +1224,9 @@ def evaluate(policy: Policy, task: Task, config: Config, step: int,
             "eval/truncated_share": cut / answers, "eval/unknown_rewards": unknown}
 
 
-def cut_off(batch: dict, end_ids: list) -> torch.Tensor:
+def cut_off(batch: Batch, end_ids: list) -> torch.Tensor:
     """True for each answer that reached max_new_tokens without an end token."""
-    completion = batch["completion_ids"]
+    completion = batch.completion_ids
     return ~torch.isin(completion, torch.tensor(end_ids, device=completion.device)).any(1)
 
 
@@ -1221,13 +1246,19 @@ def describe_first_unknown(reward) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # Training loop: rollout with refill, advantages, update, logs, checkpoints
 # ----------------------------------------------------------------------------------------------------------------
-def join(batches: list) -> dict:
-    """Concatenate rollout batches, padding prompts on the left and answers on the right."""
+def join(batches: list) -> Batch:
+    """Concatenate rollout batches (before their advantages), padding prompts on the left and
+    answers on the right."""
     def pad(tensor, width, left):
         filler = tensor.new_zeros(len(tensor), width - tensor.shape[1])
         return torch.cat([filler, tensor] if left else [tensor, filler], 1)
-    return {key: torch.cat([pad(b[key], max(b[key].shape[1] for b in batches), key.startswith("prompt"))
-                            for b in batches]) for key in batches[0]}
+
+    def joined(name):
+        tensors = [getattr(batch, name) for batch in batches]
+        width = max(tensor.shape[1] for tensor in tensors)
+        return torch.cat([pad(tensor, width, name.startswith("prompt")) for tensor in tensors])
+    return Batch(**{name: joined(name) for name in ("prompt_ids", "prompt_mask", "completion_ids",
+                                                    "completion_mask", "old_logp")})
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -1255,17 +1286,17 @@ def peak_memory(device: torch.device) -> dict:
     return peak
 
 
-def describe_groups(tokenizer, rewards, batch: dict, keep) -> list:
+def describe_groups(tokenizer, rewards, batch: Batch, keep) -> list:
     """The step inspector's view of one rollout: each group's prompt, its answers' tokens as text
     and rewards."""
-    group_size, lengths = rewards.shape[1], batch["completion_mask"].sum(1).long().tolist()
-    width = batch["completion_ids"].shape[1]
+    group_size, lengths = rewards.shape[1], batch.completion_mask.sum(1).long().tolist()
+    width = batch.completion_ids.shape[1]
     # One call for the whole rollout, each token decoded alone.
-    tokens = tokenizer.batch_decode(batch["completion_ids"].reshape(-1, 1))
+    tokens = tokenizer.batch_decode(batch.completion_ids.reshape(-1, 1))
     groups = []
     for group, group_rewards in enumerate(rewards):
         first = group * group_size
-        prompt = batch["prompt_ids"][first][batch["prompt_mask"][first].bool()]
+        prompt = batch.prompt_ids[first][batch.prompt_mask[first].bool()]
         answers = [{"tokens": tokens[row * width:row * width + lengths[row]],
                     "reward": float(reward) if math.isfinite(reward) else None, "advantage": None,
                     "minibatch": None, "ratio": None, "clip": None}
@@ -1325,19 +1356,19 @@ def training_step(policy, reference, optimizer, task, config, method, prompt_rng
         if samples is not None and not sampled:
             samples += [sample_record(e, texts[j * config.group_size], rewards[j, 0])
                         for j, e in enumerate(examples[:config.samples])]
-        generated += float(batch["completion_mask"].sum())
+        generated += float(batch.completion_mask.sum())
         cut += int(cut_off(batch, policy.end_ids).sum())
         keep = keep_groups(rewards, method)
         if inspection is not None:
             inspection["groups"] += describe_groups(policy.tokenizer, rewards, batch, keep)
         # An answer whose reward is unknown teaches nothing: its tokens leave the loss (entropy and
         # KL included).
-        known = torch.from_numpy(~np.isnan(rewards).ravel()).to(batch["completion_mask"])
-        batch["completion_mask"] = batch["completion_mask"] * known[:, None]
+        known = torch.from_numpy(~np.isnan(rewards).ravel()).to(batch.completion_mask)
+        batch.completion_mask = batch.completion_mask * known[:, None]
         rows = torch.from_numpy(np.repeat(keep, config.group_size)).to(policy.device)
         sampled.append(rewards)
         kept.append(rewards[keep])
-        batches.append({key: value[rows] for key, value in batch.items()})
+        batches.append(batch.select(rows))
     sampled, rewards, batch = np.concatenate(sampled), np.concatenate(kept), join(batches)
     if np.isnan(sampled).all():
         rounds = f" in {len(batches)} rollouts: the filter dropped and refilled the groups" \
@@ -1345,7 +1376,7 @@ def training_step(policy, reference, optimizer, task, config, method, prompt_rng
         raise RewardError(f"every reward was unknown ({sampled.size} answers{rounds}): "
                           f"{describe_first_unknown(task.reward)}")
     advantages = group_advantages(rewards, method)
-    batch["advantages"] = torch.tensor(advantages.ravel(), dtype=torch.float32, device=policy.device)
+    batch.advantages = torch.tensor(advantages.ravel(), dtype=torch.float32, device=policy.device)
     generation_s = time.perf_counter() - started
     updates = [] if inspection is not None else None
     stats = (update_policy(policy, reference, optimizer, batch, method, config, updates)
@@ -1357,7 +1388,7 @@ def training_step(policy, reference, optimizer, task, config, method, prompt_rng
                           clip_low=method.clip_low, clip_high=method.clip_high,
                           minibatches=config.minibatches)
     training_s = time.perf_counter() - started - generation_s
-    trained_tokens = float(batch["completion_mask"].sum())
+    trained_tokens = float(batch.completion_mask.sum())
     known, correct = ~np.isnan(sampled), sampled == method.r_max
     learned_all_wrong = every_known(rewards, rewards < method.r_max) & np.any(advantages != 0, axis=1)
     unknown = {f"unknown_rewards/{kind}": count - counts_before.get(kind, 0)

@@ -196,20 +196,21 @@ def test_dropout_is_off_so_the_first_minibatch_has_ratio_one(tmp_path, architect
                                                      policy.device)
     completion, mask, sampled_logp = trainer.sample(policy, prompt_ids, prompt_mask, 4, 5, 1.0, 1.0,
                                                     torch.Generator().manual_seed(0))
-    batch = dict(prompt_ids=prompt_ids.repeat_interleave(4, 0),
-                 prompt_mask=prompt_mask.repeat_interleave(4, 0), completion_ids=completion,
-                 completion_mask=mask, advantages=torch.linspace(-1, 1, 8))
+    batch = trainer.Batch(prompt_ids=prompt_ids.repeat_interleave(4, 0),
+                          prompt_mask=prompt_mask.repeat_interleave(4, 0), completion_ids=completion,
+                          completion_mask=mask, old_logp=sampled_logp,
+                          advantages=torch.linspace(-1, 1, 8))
     with torch.no_grad():  # scored in eval mode: what the sampler saw, up to the cache's rounding
         logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(8), 1.0)
-    batch["old_logp"] = logp
-    torch.testing.assert_close(batch["old_logp"] * mask, sampled_logp * mask, rtol=1e-5, atol=1e-5)
+    batch.old_logp = logp
+    torch.testing.assert_close(batch.old_logp * mask, sampled_logp * mask, rtol=1e-5, atol=1e-5)
     config = trainer.Config(group_size=4, minibatches=1, prompts_per_step=2, max_new_tokens=5)
     for checkpointing in (False, True):
         if checkpointing:  # checkpointing needs training mode; it must still see no dropout
             getattr(policy.model, "activation_checkpointing_enable",
                     policy.model.gradient_checkpointing_enable)()
         optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.0)
-        stats = trainer.update_policy(policy, None, optimizer, dict(batch),
+        stats = trainer.update_policy(policy, None, optimizer, replace(batch),
                                       trainer.METHODS["ngrpo"], config)
         assert stats["approx_kl"] == 0.0 and stats["clipfrac_low"] == stats["clipfrac_high"] == 0.0
 

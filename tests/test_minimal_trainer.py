@@ -148,19 +148,20 @@ def fixed_batch(policy, prompts, answers):
     encoded = [tokenizer(a, add_special_tokens=False).input_ids + [tokenizer.eos_token_id] for a in answers]
     width = max(map(len, encoded))
     completion = torch.tensor([e + [tokenizer.eos_token_id] * (width - len(e)) for e in encoded])
-    batch = dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion,
-                 completion_mask=trainer.answer_mask(completion, policy.end_ids))
+    batch = trainer.Batch(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion,
+                          completion_mask=trainer.answer_mask(completion, policy.end_ids),
+                          old_logp=torch.zeros(completion.shape))
     with torch.no_grad():  # as if the policy had sampled these answers
         rows = torch.arange(len(answers))
-        batch["old_logp"] = trainer.completion_log_probs(policy, policy.model, batch, rows, 1.0)[0]
+        batch.old_logp = trainer.completion_log_probs(policy, policy.model, batch, rows, 1.0)[0]
     return batch
 
 
 def sequence_log_probs(policy, batch):
     with torch.no_grad():
-        logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(len(batch["completion_ids"])),
+        logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(len(batch.completion_ids)),
                                                1.0)
-    return (logp * batch["completion_mask"]).sum(1)
+    return (logp * batch.completion_mask).sum(1)
 
 
 def test_answer_mask_stops_at_the_first_end_token_even_when_pad_is_eos():
@@ -184,8 +185,9 @@ def test_log_probabilities_recorded_while_sampling_equal_a_full_forward_pass(tin
     completion, mask, sampled_logp = trainer.sample(policy, prompt_ids, prompt_mask, group_size, 6, 1.0, 1.0,
                                                     torch.Generator().manual_seed(0))
     # The prompt is read once per group while sampling, once per answer here.
-    batch = dict(prompt_ids=prompt_ids.repeat_interleave(group_size, 0), completion_ids=completion,
-                 prompt_mask=prompt_mask.repeat_interleave(group_size, 0), completion_mask=mask)
+    batch = trainer.Batch(prompt_ids=prompt_ids.repeat_interleave(group_size, 0), completion_ids=completion,
+                          prompt_mask=prompt_mask.repeat_interleave(group_size, 0), completion_mask=mask,
+                          old_logp=sampled_logp)
     with torch.no_grad():
         full_logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(3 * group_size), 1.0)
     torch.testing.assert_close(sampled_logp * mask, full_logp * mask, rtol=1e-5, atol=1e-5)
@@ -216,10 +218,10 @@ def test_a_prompt_shared_by_answers_is_read_once_and_scores_like_one_pass_per_an
         kwargs["input_ids"].shape), with_kwargs=True)
     logp, entropy = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(5), 1.0)
     assert calls == [(2, 6), (5, 2)]  # the 2 distinct prompts, then every answer but its last token
-    mask = batch["completion_mask"]
+    mask = batch.completion_mask
     for row in range(5):  # the second implementation: prompt and answer in one pass, row by row
-        prompt = batch["prompt_ids"][row][batch["prompt_mask"][row].bool()]
-        answer = batch["completion_ids"][row]
+        prompt = batch.prompt_ids[row][batch.prompt_mask[row].bool()]
+        answer = batch.completion_ids[row]
         with torch.no_grad():
             logits = policy.model(input_ids=torch.cat([prompt, answer])[None]).logits[0]
         predicting = logits[len(prompt) - 1:-1].index_fill(-1, policy.banned, -1e9)
@@ -237,8 +239,8 @@ def test_loss_of_a_small_batch_equals_the_hand_computed_value(tiny_folder):
     with torch.no_grad():
         logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(2), 1.0)
     ratios = torch.tensor([[1.3, 0.9, 1.0], [0.7, 1.1, 0.8]])
-    batch["old_logp"] = logp - ratios.log()  # so that pi / pi_old takes these values
-    batch["advantages"] = torch.tensor([1.0, -0.5])
+    batch.old_logp = logp - ratios.log()  # so that pi / pi_old takes these values
+    batch.advantages = torch.tensor([1.0, -0.5])
     # Tokens: answer 1 (A = +1): rho 1.3 is clipped at 1.24 -> -1.24; rho 0.9 -> -0.9.
     # Answer 2 (A = -0.5): rho 0.7 and 0.8 are below 0.84, so both take the clipped branch 0.5 * 0.84 = 0.42;
     # rho 1.1 -> 0.55. Clipped: one token at the high bound, two at the low bound, of five.
@@ -250,7 +252,7 @@ def test_loss_of_a_small_batch_equals_the_hand_computed_value(tiny_folder):
                            ("seq-mean-token-sum-norm", sum_norm)]:
         method = trainer.METHODS["ngrpo"]._replace(entropy_coef=0.0, loss_aggregation=mode)
         optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.0)
-        stats = trainer.update_policy(policy, None, optimizer, dict(batch), method, config)
+        stats = trainer.update_policy(policy, None, optimizer, replace(batch), method, config)
         assert stats["loss"] == pytest.approx(expected, abs=1e-5)
         assert stats["clipfrac_high"] == pytest.approx(1 / 5, abs=1e-6)
         assert stats["clipfrac_low"] == pytest.approx(2 / 5, abs=1e-6)
@@ -262,11 +264,11 @@ def test_bf16_autocast_runs_on_the_cpu_and_stays_within_bf16_rounding_of_fp32(ti
     auto = trainer.load_policy(tiny_folder, torch.device("cpu"))
     assert auto.bf16 is False  # auto: fp32 on a CPU
     batch = fixed_batch(fp32, ["1+2=", "11+22="], ["3", "45"])
-    mask = batch["completion_mask"].bool()
+    mask = batch.completion_mask.bool()
     difference = (sequence_log_probs(bf16, batch) - sequence_log_probs(fp32, batch)).abs()
     # bf16 keeps 8 significant bits: a relative error of 2^-8 per rounding, so neither 0 nor large
     assert 0 < difference.max() < 0.05 * mask.sum(1).max()
-    completion, _, logp = trainer.sample(bf16, batch["prompt_ids"], batch["prompt_mask"], 2, 4, 1.0,
+    completion, _, logp = trainer.sample(bf16, batch.prompt_ids, batch.prompt_mask, 2, 4, 1.0,
                                          1.0, torch.Generator().manual_seed(0))
     assert logp.dtype == torch.float32 and torch.isfinite(logp).all() and len(completion) == 4
 
@@ -276,11 +278,11 @@ def test_one_update_moves_log_probabilities_the_way_the_advantages_say(tiny_fold
     policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
     batch = fixed_batch(policy, ["3+4=", "3+4="], ["7", "8"])
     advantages = trainer.group_advantages(np.array([rewards]), trainer.METHODS[method]).ravel()
-    batch["advantages"] = torch.tensor(advantages, dtype=torch.float32)
+    batch.advantages = torch.tensor(advantages, dtype=torch.float32)
     before = sequence_log_probs(policy, batch)
     optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.05)
     config = trainer.Config(group_size=2, minibatches=1, prompts_per_step=1, max_new_tokens=4)
-    trainer.update_policy(policy, None, optimizer, dict(batch), trainer.METHODS[method]._replace(entropy_coef=0.0),
+    trainer.update_policy(policy, None, optimizer, replace(batch), trainer.METHODS[method]._replace(entropy_coef=0.0),
                           config)
     change = (sequence_log_probs(policy, batch) - before).numpy()
     assert np.all(np.sign(change) == np.sign(advantages))  # right answer up, wrong answers down
@@ -288,7 +290,7 @@ def test_one_update_moves_log_probabilities_the_way_the_advantages_say(tiny_fold
 
 def gradient_after_update(policy, batch, method, config):
     optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.0)  # keeps the gradient, leaves the weights
-    stats = trainer.update_policy(policy, None, optimizer, dict(batch), method, config)
+    stats = trainer.update_policy(policy, None, optimizer, replace(batch), method, config)
     return torch.cat([p.grad.flatten() for p in policy.model.parameters()]), stats
 
 
@@ -298,8 +300,8 @@ def test_micro_batches_and_gradient_checkpointing_leave_the_gradient_unchanged(t
     batch = fixed_batch(policy, ["1+2="] * 2 + ["11+22="] * 2, ["3", "45", "33", "3"])
     with torch.no_grad():
         logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(4), 1.0)
-    batch["old_logp"] = logp - 0.1 * torch.randn(logp.shape, generator=torch.Generator().manual_seed(0))
-    batch["advantages"] = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    batch.old_logp = logp - 0.1 * torch.randn(logp.shape, generator=torch.Generator().manual_seed(0))
+    batch.advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])
     method = trainer.METHODS["ngrpo"]._replace(loss_aggregation=mode)
     config = trainer.Config(group_size=2, minibatches=1, prompts_per_step=2, max_new_tokens=4)
     whole, whole_stats = gradient_after_update(policy, batch, method, config)
@@ -318,17 +320,17 @@ def test_the_kl_penalty_is_the_k3_estimate_against_the_frozen_reference(tiny_fol
         for parameter in reference.model.parameters():
             parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1)))
     batch = fixed_batch(policy, ["1+2=", "1+2="], ["3", "45"])
-    batch["advantages"] = torch.tensor([0.0, 0.0])
+    batch.advantages = torch.tensor([0.0, 0.0])
     with torch.no_grad():
         logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(2), 1.0)
         ref_logp, _ = trainer.completion_log_probs(reference, reference.model, batch, torch.arange(2), 1.0)
-    mask = batch["completion_mask"]
+    mask = batch.completion_mask
     log_ratio = (ref_logp - logp).double()
     expected = float(((log_ratio.exp() - log_ratio - 1) * mask).sum() / mask.sum())
     method = trainer.METHODS["grpo"]._replace(entropy_coef=0.0, kl_coef=0.5)
     config = trainer.Config(group_size=2, minibatches=1, prompts_per_step=1, max_new_tokens=4)
     stats = trainer.update_policy(policy, reference.model, torch.optim.SGD(policy.model.parameters(), lr=0.0),
-                                  dict(batch), method, config)
+                                  replace(batch), method, config)
     assert expected > 1e-4 and stats["kl_ref"] == pytest.approx(expected, rel=1e-4)
     assert stats["loss"] == pytest.approx(0.5 * expected, rel=1e-4)  # zero advantages: the loss is the penalty
 
@@ -385,7 +387,7 @@ def test_unknown_rewards_are_counted_by_kind_and_get_no_gradient(tiny_folder, tm
     seen, real_update = [], trainer.update_policy
 
     def recorded_update(policy, reference, optimizer, batch, *args):
-        seen.append({key: value.clone() for key, value in batch.items()})
+        seen.append(replace(batch, **{name: value.clone() for name, value in vars(batch).items()}))
         return real_update(policy, reference, optimizer, batch, *args)
     monkeypatch.setattr(trainer, "update_policy", recorded_update)
     config = tiny_config(tiny_folder, tmp_path, method="ngrpo_no_filter", steps=1,
@@ -402,10 +404,10 @@ def test_unknown_rewards_are_counted_by_kind_and_get_no_gradient(tiny_folder, tm
     expected = [(r - mean) / (std + 1e-6) for r in known]
     expected = np.array(expected[:2] + [0.0] * 5 + expected[2:])
     batch = seen[0]
-    np.testing.assert_allclose(batch["advantages"].numpy(), np.tile(expected, 2), rtol=1e-6)
+    np.testing.assert_allclose(batch.advantages.numpy(), np.tile(expected, 2), rtol=1e-6)
     unknown_rows = torch.from_numpy(np.tile([False, False, *[True] * 5, False], 2))
-    assert torch.all(batch["completion_mask"][unknown_rows] == 0)  # out of the loss entirely
-    assert torch.all(batch["completion_mask"][~unknown_rows].sum(1) > 0)
+    assert torch.all(batch.completion_mask[unknown_rows] == 0)  # out of the loss entirely
+    assert torch.all(batch.completion_mask[~unknown_rows].sum(1) > 0)
     printed = capsys.readouterr().out
     for kind in trainer.UNKNOWN_KINDS:  # one warning per kind, and the run's last line counts them
         assert printed.count(f"counted as unknown_rewards/{kind}") == 1

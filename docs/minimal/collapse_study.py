@@ -35,12 +35,13 @@ def replay_pilot(pad_shares: list) -> None:
         return policy
 
     def pilot_rollout(policy, task, examples, group_size, temperature, *args):
-        rewards, batch = original_rollout(policy, task, examples, group_size, temperature, *args)
-        is_pad = (batch["completion_ids"] == policy.tokenizer.pad_token_id).float()
+        rewards, batch, texts = original_rollout(policy, task, examples, group_size, temperature,
+                                                 *args)
+        is_pad = (batch.completion_ids == policy.tokenizer.pad_token_id).float()
         if temperature == 1.0:  # training rollouts; the evaluation samples at 0.6
-            pad_shares.append(float((is_pad * batch["completion_mask"]).sum() / batch["completion_mask"].sum()))
-        batch["completion_mask"] = batch["completion_mask"] * (1 - is_pad)
-        return rewards, batch
+            pad_shares.append(float((is_pad * batch.completion_mask).sum() / batch.completion_mask.sum()))
+        batch.completion_mask = batch.completion_mask * (1 - is_pad)
+        return rewards, batch, texts
     trainer.Policy.wrap = staticmethod(pilot_wrap)
     trainer.rollout = pilot_rollout
 

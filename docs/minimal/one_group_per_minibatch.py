@@ -43,11 +43,11 @@ def mixing(update_policy):
     """`update_policy` on the batch's rows reordered answer-major: the trainer cuts consecutive rows
     into minibatches, so each minibatch then holds the same number of answers of every group."""
     def mixed_update(policy, reference, optimizer, batch, method, config, *record):
-        rows = len(batch["advantages"])
+        rows = len(batch.advantages)
         groups = rows // config.group_size
         order = torch.arange(rows).reshape(groups, config.group_size).T.reshape(-1)
-        return update_policy(policy, reference, optimizer, {k: v[order] for k, v in batch.items()},
-                             method, config, *record)
+        return update_policy(policy, reference, optimizer, batch.select(order), method, config,
+                             *record)
     return mixed_update
 
 
