@@ -539,6 +539,16 @@ def test_the_command_line_reports_bad_input_in_one_line_with_exit_code_2(capsys)
         "error: group_size must be >= 2 (a group-relative advantage needs siblings), got 1"]
 
 
+def test_help_lists_every_flag_with_its_docstring(capsys):
+    with pytest.raises(SystemExit) as stop:
+        trainer.main(["--help"])
+    assert stop.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for name in vars(trainer.Config()):
+        assert "--" + name.replace("_", "-") in shown
+    assert "the hashed 10% of the task" in shown  # a % in a docstring is shown as written
+
+
 def test_the_command_line_is_built_from_the_config_fields():
     config = trainer.parse_config(["--learning-rate", "1e-4", "--clip-high", "0.3", "--resume"])
     assert (config.learning_rate, config.clip_high, config.resume, config.clip_low) == (1e-4, 0.3, True, None)
