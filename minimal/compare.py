@@ -164,7 +164,8 @@ def main(argv=None) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        arguments = [argument for argument in argv if argument not in ("--overwrite", "--no-overwrite")]
+        arguments = [argument for argument in argv
+                     if argument not in ("--overwrite", "--no-overwrite")]
         command = ["python", os.path.relpath(__file__), *arguments]
         print("interrupted; run the same command again to continue (finished runs are reused, "
               f"the stopped one resumes): {shlex.join(command)}", file=sys.stderr)

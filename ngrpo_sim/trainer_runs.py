@@ -238,8 +238,9 @@ def read_inspection(run_dir, step: int) -> InspectedStep:
     """The record of one inspected step, ``inspect/step-NNNNNN.json``.
 
     The file holds ``step``, ``method``, ``advantage``, ``r_max``, ``virtual_samples``, ``ddof``,
-    ``clip_low``, ``clip_high``, ``minibatches`` and ``groups``: every group sampled in the step, refills included, in the
-    order sampled, each with ``prompt``, ``trained`` and ``answers``; an answer holds ``tokens``,
+    ``clip_low``, ``clip_high``, ``minibatches`` and ``groups``: every group sampled in the step,
+    refills included, in the order sampled, each with ``prompt``, ``trained`` and ``answers``; an
+    answer holds ``tokens``,
     ``reward`` (null if unknown), ``advantage``, ``minibatch``, ``ratio`` and ``clip`` (the last
     four null for a dropped group).
     """
@@ -286,14 +287,15 @@ def read_inspections(run_dir) -> list[InspectedStep]:
 
 
 def repository_root(start=None) -> Path:
-    """The ngrpo checkout around ``start`` (default: the working directory): the nearest folder, ``start`` itself
-    or one above it, that holds ``minimal/ngrpo_train.py``. Notebooks run from ``notebooks/`` and write under
-    its ``runs/`` (ignored by git)."""
+    """The ngrpo checkout around ``start`` (default: the working directory): the nearest folder,
+    ``start`` itself or one above it, that holds ``minimal/ngrpo_train.py``. Notebooks run from
+    ``notebooks/`` and write under its ``runs/`` (ignored by git)."""
     start = Path.cwd() if start is None else Path(start)
     for folder in (start.resolve(), *start.resolve().parents):
         if (folder / TRAINER).is_file():
             return folder
-    raise ValueError(f"start={str(start)!r} is not inside the ngrpo repository: no {TRAINER} there or above")
+    raise ValueError(f"start={str(start)!r} is not inside the ngrpo repository: no {TRAINER} "
+                     "there or above")
 
 
 def find_trainer(start=None) -> Path:
@@ -341,8 +343,9 @@ def run_curve(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
 
 def final_pass_at_k(records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """(k, pass@k) of the run's last evaluation."""
-    last = next((record for record in reversed(records) if any(key.startswith("eval/pass@") for key in record)),
-                None)
+    evaluations = [record for record in records
+                   if any(key.startswith("eval/pass@") for key in record)]
+    last = evaluations[-1] if evaluations else None
     if last is None:
         raise ValueError("the run holds no evaluation (no eval/pass@k keys)")
     ks = sorted(int(key.split("@")[1]) for key in last if re.fullmatch(r"eval/pass@\d+", key))
