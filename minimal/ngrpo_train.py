@@ -481,8 +481,8 @@ def keep_groups(rewards, method: Method) -> np.ndarray:
 def clipped_token_loss(ratio, advantages, clip_low: float, clip_high: float) -> tuple:
     """max(-A rho, -A clip(rho, 1 - eps_low, 1 + eps_high)) per token (DAPO's clip-higher, Yu et
     al. 2025, eq. 8), and where each bound removed the gradient."""
-    clipped = ratio.clamp(1 - clip_low, 1 + clip_high)
-    loss = torch.maximum(-advantages * ratio, -advantages * clipped)
+    unclipped = -advantages * ratio  # first: autograd's order of summing ratio's two gradients
+    loss = torch.maximum(unclipped, -advantages * ratio.clamp(1 - clip_low, 1 + clip_high))
     low = (advantages < 0) & (ratio < 1 - clip_low)
     high = (advantages > 0) & (ratio > 1 + clip_high)
     return loss, low, high
@@ -537,8 +537,9 @@ def completion_log_probs(policy: Policy, model, batch: Batch, rows, temperature:
                              **{cache_key: output[cache_key]}).logits
                 logits = torch.cat([logits, rest], 1)
     log_probs = policy_log_probs(logits, policy.banned, temperature)
-    entropy = -(log_probs.exp() * log_probs).sum(-1)
-    return log_probs.gather(-1, completion[..., None]).squeeze(-1), entropy
+    # Gather before the entropy: autograd sums the two gradients into log_probs in that order.
+    token_log_probs = log_probs.gather(-1, completion[..., None]).squeeze(-1)
+    return token_log_probs, -(log_probs.exp() * log_probs).sum(-1)
 
 
 # --------------------------------------------------------------------------------------------------
