@@ -437,3 +437,19 @@ def test_the_step_inspector_agrees_with_the_advantages_of_a_step_with_unknown_re
     known["advantage"] += 0.5
     path.write_text(json.dumps(step))
     assert 'data-mismatch="1"' in render(run)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--methods", "ngrpo,nope"], "error: method must be one of ngrpo, grpo, dapo, "),
+    (["--seeds", "0"], "error: seeds must be >= 1, got 0"),
+    (["--methods", " , "], "error: methods must name at least one method, got ''; e.g. "
+                           "--methods ngrpo,grpo"),
+])
+def test_compare_refuses_bad_input_in_one_line_before_any_training(argv, message, capsys,
+                                                                    tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        compare.main([*argv, "--run-dir", str(tmp_path / "compare")])
+    assert stop.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(message)
+    assert not (tmp_path / "compare").exists()
