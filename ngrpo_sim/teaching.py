@@ -3,9 +3,10 @@
 The notebooks' widgets call these functions, and these functions call the tested parts of ``ngrpo_sim``: no
 method is defined here. What is here is the glue a notebook would otherwise repeat: choosing sizes for the fast
 mode the test suite uses, retuning presets from sliders, one sampled group and the step each method takes on it,
-the ratio-advantage plane of the clipped surrogate, sweeps of clip fractions, plotting the run folders that
-``minimal/ngrpo_train.py`` writes (``trainer_runs`` reads them), views that widgets redraw in place,
-one legend per figure, and running a notebook headless (the tests and the README figures do).
+the ratio-advantage plane of the clipped surrogate, sweeps of clip fractions, plotting the run
+folders that ``minimal/ngrpo_train.py`` writes (``trainer_runs`` reads them), views that widgets
+redraw in place, one legend per figure, and running a notebook headless (the tests and the README
+figures do).
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@
 # `minimal/ngrpo_train.py`, the project's single-file trainer for Hugging Face causal LMs. Its CPU default is a
 # 0.5M-parameter Qwen2 with a character tokenizer, pre-trained on 3-digit addition only until 12% of
 # its answers sampled at temperature 1 are correct (so that many groups are all wrong, the case
-# NGRPO is about), then trained with RL: groups of 8 answers per prompt sampled at temperature 1, a reward
-# of 1 for the correct sum, 4 minibatch updates per rollout. The held-out evaluation samples at
+# NGRPO is about), then trained with RL: groups of 8 answers per prompt sampled at temperature 1,
+# a reward of 1 for the correct sum, 4 minibatch updates per rollout. The held-out evaluation samples at
 # temperature 0.6, which makes the same model look better: there it starts at a pass@1 of about 0.22
 # (the table's "pass@1 before").
 #

@@ -1,6 +1,6 @@
 """minimal/ngrpo_train.py as a user meets it: run folders that are never lost, resume from any
-instant, reuse in minimal/compare.py, Ctrl-C, task limits said at start-up, and input errors that name the
-file, the line and the fix."""
+instant, reuse in minimal/compare.py, Ctrl-C, task limits said at start-up, and input errors that
+name the file, the line and the fix."""
 
 import importlib.util
 import json
@@ -197,8 +197,8 @@ def test_dropout_is_off_so_the_first_minibatch_has_ratio_one(tmp_path, architect
     completion, mask, sampled_logp = trainer.sample(policy, prompt_ids, prompt_mask, 4, 5, 1.0, 1.0,
                                                     torch.Generator().manual_seed(0))
     batch = trainer.Batch(prompt_ids=prompt_ids.repeat_interleave(4, 0),
-                          prompt_mask=prompt_mask.repeat_interleave(4, 0), completion_ids=completion,
-                          completion_mask=mask, old_logp=sampled_logp,
+                          prompt_mask=prompt_mask.repeat_interleave(4, 0),
+                          completion_ids=completion, completion_mask=mask, old_logp=sampled_logp,
                           advantages=torch.linspace(-1, 1, 8))
     with torch.no_grad():  # scored in eval mode: what the sampler saw, up to the cache's rounding
         logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(8), 1.0)

@@ -159,8 +159,8 @@ def fixed_batch(policy, prompts, answers):
 
 def sequence_log_probs(policy, batch):
     with torch.no_grad():
-        logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(len(batch.completion_ids)),
-                                               1.0)
+        rows = torch.arange(len(batch.completion_ids))
+        logp, _ = trainer.completion_log_probs(policy, policy.model, batch, rows, 1.0)
     return (logp * batch.completion_mask).sum(1)
 
 
@@ -185,9 +185,9 @@ def test_log_probabilities_recorded_while_sampling_equal_a_full_forward_pass(tin
     completion, mask, sampled_logp = trainer.sample(policy, prompt_ids, prompt_mask, group_size, 6, 1.0, 1.0,
                                                     torch.Generator().manual_seed(0))
     # The prompt is read once per group while sampling, once per answer here.
-    batch = trainer.Batch(prompt_ids=prompt_ids.repeat_interleave(group_size, 0), completion_ids=completion,
-                          prompt_mask=prompt_mask.repeat_interleave(group_size, 0), completion_mask=mask,
-                          old_logp=sampled_logp)
+    batch = trainer.Batch(prompt_ids=prompt_ids.repeat_interleave(group_size, 0),
+                          prompt_mask=prompt_mask.repeat_interleave(group_size, 0),
+                          completion_ids=completion, completion_mask=mask, old_logp=sampled_logp)
     with torch.no_grad():
         full_logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(3 * group_size), 1.0)
     torch.testing.assert_close(sampled_logp * mask, full_logp * mask, rtol=1e-5, atol=1e-5)
@@ -282,8 +282,8 @@ def test_one_update_moves_log_probabilities_the_way_the_advantages_say(tiny_fold
     before = sequence_log_probs(policy, batch)
     optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.05)
     config = trainer.Config(group_size=2, minibatches=1, prompts_per_step=1, max_new_tokens=4)
-    trainer.update_policy(policy, None, optimizer, replace(batch), trainer.METHODS[method]._replace(entropy_coef=0.0),
-                          config)
+    trainer.update_policy(policy, None, optimizer, replace(batch),
+                          trainer.METHODS[method]._replace(entropy_coef=0.0), config)
     change = (sequence_log_probs(policy, batch) - before).numpy()
     assert np.all(np.sign(change) == np.sign(advantages))  # right answer up, wrong answers down
 
@@ -300,13 +300,15 @@ def test_micro_batches_and_gradient_checkpointing_leave_the_gradient_unchanged(t
     batch = fixed_batch(policy, ["1+2="] * 2 + ["11+22="] * 2, ["3", "45", "33", "3"])
     with torch.no_grad():
         logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(4), 1.0)
-    batch.old_logp = logp - 0.1 * torch.randn(logp.shape, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(logp.shape, generator=torch.Generator().manual_seed(0))
+    batch.old_logp = logp - 0.1 * noise
     batch.advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])
     method = trainer.METHODS["ngrpo"]._replace(loss_aggregation=mode)
     config = trainer.Config(group_size=2, minibatches=1, prompts_per_step=2, max_new_tokens=4)
     whole, whole_stats = gradient_after_update(policy, batch, method, config)
     for micro in (1, 3):
-        split, split_stats = gradient_after_update(policy, batch, method, replace(config, micro_batch_size=micro))
+        split, split_stats = gradient_after_update(policy, batch, method,
+                                                   replace(config, micro_batch_size=micro))
         torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-7)
         assert split_stats["loss"] == pytest.approx(whole_stats["loss"], abs=1e-6)
     getattr(policy.model, "activation_checkpointing_enable", policy.model.gradient_checkpointing_enable)()
@@ -397,7 +399,8 @@ def test_unknown_rewards_are_counted_by_kind_and_get_no_gradient(tiny_folder, tm
     record = trainer.read_metrics(run)[1]
     counts = {kind: record[f"unknown_rewards/{kind}"] for kind in trainer.UNKNOWN_KINDS}
     assert counts == dict.fromkeys(trainer.UNKNOWN_KINDS, 2)  # each kind once per group, 2 groups
-    assert record["reward"] == pytest.approx(0.5) and record["sampled_accuracy"] == pytest.approx(1 / 3)
+    assert record["reward"] == pytest.approx(0.5)
+    assert record["sampled_accuracy"] == pytest.approx(1 / 3)
     known = [1.0, 0.0, 0.5]  # a graded 0.5 is known, but only r_max counts as correct
     values = known + [1.0]  # NGRPO's virtual r_max sample
     mean, std = np.mean(values), np.std(values, ddof=1)
@@ -449,7 +452,8 @@ def test_without_unknown_rewards_the_advantages_keep_their_last_bit():
         def divided(denominator):
             return np.divide(deviation, denominator, out=np.zeros_like(deviation),
                              where=deviation != 0)
-        fraction, offset = {"asymre": (0.0, -0.1), "shifted_baseline": (1 / 9, 0.0)}.get(name, (0, 0))
+        fraction, offset = {"asymre": (0.0, -0.1),
+                            "shifted_baseline": (1 / 9, 0.0)}.get(name, (0, 0))
         shifted = (1 - fraction) * deviation + fraction * (rewards - 1.0) - offset
         before = {"dr_grpo": deviation, "rloo": deviation * 8 / 7,
                   "maxrl": divided(rewards.mean(-1, keepdims=True)), "asymre": shifted,

@@ -39,7 +39,8 @@ def replay_pilot(pad_shares: list) -> None:
                                                  *args)
         is_pad = (batch.completion_ids == policy.tokenizer.pad_token_id).float()
         if temperature == 1.0:  # training rollouts; the evaluation samples at 0.6
-            pad_shares.append(float((is_pad * batch.completion_mask).sum() / batch.completion_mask.sum()))
+            answer_tokens = batch.completion_mask.sum()
+            pad_shares.append(float((is_pad * batch.completion_mask).sum() / answer_tokens))
         batch.completion_mask = batch.completion_mask * (1 - is_pad)
         return rewards, batch, texts
     trainer.Policy.wrap = staticmethod(pilot_wrap)
