@@ -18,7 +18,8 @@ import numpy as np
 
 import ngrpo_train as trainer
 from ngrpo_sim.experiments import interval
-from ngrpo_sim.trainer_runs import RUN_FOLDER, read_config, read_run
+from ngrpo_sim.trainer_runs import (CONFIG_FILE, METRICS_FILE, MODEL_FOLDER, RUN_FOLDER,
+                                    read_config, read_run)
 
 DEFAULT_FOLDER = "runs/minimal/compare"
 
@@ -65,7 +66,7 @@ def train_or_reuse(wanted: trainer.Config, overwrite: bool) -> None:
     same settings, an unfinished one is resumed; a run with other settings is refused (give
     another run_dir), or trained anew with --overwrite."""
     run = Path(wanted.run_dir)
-    if overwrite or not (run / "config.json").is_file():
+    if overwrite or not (run / CONFIG_FILE).is_file():
         trainer.train(wanted)
         return
     saved = read_config(run)
@@ -77,7 +78,7 @@ def train_or_reuse(wanted: trainer.Config, overwrite: bool) -> None:
         raise trainer.UsageError(f"compare: {run} was trained with other settings: "
                                  f"{', '.join(changed)}; give another --run-dir, or --overwrite "
                                  "to train the comparison anew")
-    finished = (run / "model").is_dir() and (run / "metrics.jsonl").is_file() and \
+    finished = (run / MODEL_FOLDER).is_dir() and (run / METRICS_FILE).is_file() and \
         read_run(run)[-1]["step"] == wanted.steps
     if not finished:
         trainer.train(dataclasses.replace(wanted, resume=True))

@@ -45,6 +45,8 @@ TRAINER = Path("minimal") / "ngrpo_train.py"
 COMPARE = Path("minimal") / "compare.py"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+MODEL_FOLDER = "model"
+"""The trained model, written (with its tokenizer) when a run finishes."""
 INSPECT_FOLDER = "inspect"
 INSPECT_FILE = re.compile(r"step-(?P<step>\d+)\.json$")
 """One file per inspected step, ``step-`` and the step number padded to six digits."""
