@@ -41,7 +41,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = trainer.Config(threads=args.threads, device="cpu")
-    preset = trainer.resolve_preset(config)
+    method = trainer.resolve_method(config)
     policy = trainer.load_policy(trainer.model_folder(config), torch.device("cpu"))
     optimizer = trainer.make_optimizer(policy.model, config)
     task = trainer.make_task(config)
@@ -68,7 +68,7 @@ def main(argv=None) -> None:
                     inspection = {"step": 1, "method": "ngrpo", "groups": []} if (
                         kind == "inspected") else None
                     started = time.perf_counter()
-                    trainer.training_step(policy, None, optimizer, task, config, preset,
+                    trainer.training_step(policy, None, optimizer, task, config, method,
                                           prompt_rng, generator, inspection)
                     if inspection is not None:
                         timed(trainer.write_atomically)(Path(folder) / "step.json",

@@ -5,7 +5,7 @@ One RL step = a rollout of B prompts x G = 8 answers (temperature 1, at most 8 n
 no KL, no reference model, AdamW and the same number of torch threads on both sides. TRL does the
 same work with per_device_train_batch_size = B G / 4 and steps_per_generation = 4 (one generation
 feeds four optimizer steps), so one of its RL steps is four of its trainer steps. Our side runs
-the preset ngrpo_no_filter: no group is dropped and refilled (TRL has no dynamic sampling).
+the method ngrpo_no_filter: no group is dropped and refilled (TRL has no dynamic sampling).
 
 Sides (--sides, alternated in every round so that load from other jobs hits all alike):
   ours           the trainer, eager
@@ -65,11 +65,11 @@ def run_ours(config, folder, examples, steps, compile_model=False, on_model=None
     task = trainer.make_task(config)
     task = task._replace(draw=lambda rng, n: [queue.pop(0) for _ in range(n)],
                          reward=trainer.GuardedReward(task.reward))
-    preset = trainer.resolve_preset(config)
+    method = trainer.resolve_method(config)
     generator, times = torch.Generator().manual_seed(0), []
     for _ in range(steps):
         started = clock()
-        trainer.training_step(policy, None, optimizer, task, config, preset,
+        trainer.training_step(policy, None, optimizer, task, config, method,
                               np.random.default_rng(0), generator)
         times.append(clock() - started)
     return times

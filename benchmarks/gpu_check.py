@@ -110,7 +110,7 @@ def parse_options(argv=None) -> argparse.Namespace:
     parser.add_argument("--budget-s", type=float, default=420.0,
                         help="seconds for the whole check; training stops early to keep it")
     parser.add_argument("--methods", default="ngrpo,grpo",
-                        help="presets of the trainer, with commas")
+                        help="methods of the trainer, with commas")
     parser.add_argument("--learning-rate", type=float, default=3e-5,
                         help="AdamW learning rate of the RL runs (default 3e-5)")
     parser.add_argument("--peak-tflops", type=float,
@@ -187,28 +187,29 @@ def device_agreement(folder: Path, sizes: Sizes, options, device: torch.device) 
     on the CPU (fp32): the same inputs, so only the arithmetic differs."""
     config = method_config(sizes, options, folder, "ngrpo", prompts_per_step=sizes.compare_prompts,
                            minibatches=1)
-    preset, task = trainer.resolve_preset(config), trainer.make_task(config)
+    method, task = trainer.resolve_method(config), trainer.make_task(config)
     sampler = trainer.load_policy(folder, device, "bf16")
     examples = task.draw(np.random.default_rng(7), sizes.compare_prompts)
     rewards, batch, _ = trainer.rollout(sampler, task, examples, sizes.group_size, 1.0, 1.0,
                                         sizes.max_new_tokens, torch.Generator(device).manual_seed(7))
-    advantages = trainer.group_advantages(rewards, preset.advantage).ravel()
+    advantages = trainer.group_advantages(rewards, method).ravel()
     scored = {}
     variants = (("cpu_fp32", torch.device("cpu"), "fp32"), ("device_fp32", device, "fp32"),
                 ("device_bf16", device, "bf16"))
     for name, where, precision in variants:
         policy = trainer.load_policy(folder, where, precision)
-        inputs = {key: value.to(where) for key, value in batch.items()}
-        inputs["advantages"] = torch.tensor(advantages, dtype=torch.float32, device=where)
+        inputs = trainer.Batch(**{name: value.to(where) for name, value in vars(batch).items()
+                                  if value is not None})
+        inputs.advantages = torch.tensor(advantages, dtype=torch.float32, device=where)
         rows = torch.arange(len(advantages), device=where)
         with torch.no_grad():
             log_probs, _ = trainer.completion_log_probs(policy, policy.model, inputs, rows, 1.0)
         optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.0)  # keeps the weights
-        stats = trainer.update_policy(policy, None, optimizer, inputs, preset, config)
-        scored[name] = dict(advantages=inputs["advantages"].cpu(), log_probs=log_probs.cpu(),
+        stats = trainer.update_policy(policy, None, optimizer, inputs, method, config)
+        scored[name] = dict(advantages=inputs.advantages.cpu(), log_probs=log_probs.cpu(),
                             loss=stats["loss"], grad_norm=stats["grad_norm"])
-    mask, reference = batch["completion_mask"].cpu().bool(), scored["cpu_fp32"]
-    ratio = (reference["log_probs"] - batch["old_logp"].cpu()).exp()
+    mask, reference = batch.completion_mask.cpu().bool(), scored["cpu_fp32"]
+    ratio = (reference["log_probs"] - batch.old_logp.cpu()).exp()
     loss_scale = float((mask / mask.sum() * ratio * reference["advantages"][:, None].abs()).sum())
     result = {"answers": len(advantages), "answer_tokens": int(mask.sum()),
               "mean_reward": float(rewards.mean()), "loss_scale": loss_scale,
@@ -295,10 +296,10 @@ def train_method(method: str, folder: Path, sizes: Sizes, options, device: torch
     6 N per position trained (forward and backward), N the parameters (Kaplan et al. 2020,
     arXiv 2001.08361, eq. 2.1; attention over these short contexts adds under 1%)."""
     config = method_config(sizes, options, folder, method)
-    preset = trainer.resolve_preset(config)
+    restated = trainer.resolve_method(config)
     policy = trainer.load_policy(folder, device, config.precision)
     reference = trainer.load_policy(folder, device).model.requires_grad_(False) \
-        if preset.kl_coef else None
+        if restated.kl_coef else None
     optimizer = trainer.make_optimizer(policy.model, config)
     task = trainer.make_task(config)
     task = task._replace(reward=trainer.GuardedReward(task.reward))
@@ -313,7 +314,7 @@ def train_method(method: str, folder: Path, sizes: Sizes, options, device: torch
     for step in progress:
         counter.reset()
         started = time.perf_counter()
-        record = trainer.training_step(policy, reference, optimizer, task, config, preset,
+        record = trainer.training_step(policy, reference, optimizer, task, config, restated,
                                        prompt_rng, generator)
         synchronize(device)
         step_s = time.perf_counter() - started
@@ -350,9 +351,9 @@ def summarise(run: dict, info: dict) -> dict:
                "pass@1_after": run["after"]["eval/pass@1"],
                "pass_auc_before": run["before"].get("eval/pass_auc"),
                "pass_auc_after": run["after"].get("eval/pass_auc"),
-               "all_wrong_share_first_10": float(np.mean([r["all_wrong_share"]
+               "share_all_wrong_first_10": float(np.mean([r["share_all_wrong"]
                                                            for r in records[:10]])),
-               "all_wrong_share_last_10": float(np.mean([r["all_wrong_share"]
+               "share_all_wrong_last_10": float(np.mean([r["share_all_wrong"]
                                                           for r in records[-10:]]))}
     for key in ("memory/peak_rss_mib", "memory/peak_gpu_allocated_mib"):
         if key in records[0]:
@@ -385,7 +386,7 @@ def plot(result: dict, path: Path) -> bool:
     for method, run in runs.items():
         colour = trainer.METHOD_COLOURS.get(method, "#000000")
         steps = [record["step"] for record in run["records"]]
-        axes[0].plot(*trainer.curve(run["records"], "accuracy"), color=colour, label=method)
+        axes[0].plot(*trainer.curve(run["records"], "sampled_accuracy"), color=colour, label=method)
         axes[1].plot(steps, [r["time/step_s"] * 1e3 for r in run["records"]], color=colour,
                      label=method)
         ks = sorted(int(key.split("@")[1]) for key in run["after"] if key.startswith("eval/pass@"))

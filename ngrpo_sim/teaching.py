@@ -5,23 +5,18 @@ The notebooks' widgets call these functions, and these call the tested parts of 
 (a group's step is the training loop's own gradient, ``bandit.BanditUpdate.gradient``). What is
 here is what a notebook would otherwise repeat: sizes for the fast mode the test suite uses, one
 sampled group and the step each method takes on it, the ratio-advantage plane of the clipped
-surrogate, sweeps of clip fractions, reading the run folders that ``minimal/ngrpo_train.py``
-writes, views that widgets redraw in place and one legend per figure. Running a notebook headless
-is ``ngrpo_sim.notebook_runner``'s.
+surrogate, sweeps of clip fractions, plotting the run folders that ``minimal/ngrpo_train.py``
+writes (``trainer_runs`` reads them), views that widgets redraw in place and one legend per
+figure. Running a notebook headless is ``ngrpo_sim.notebook_runner``'s.
 """
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import html
 import io
 import os
-import re
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -38,7 +33,9 @@ from ngrpo_sim.sequences import SequenceTask, make_sequence_task
 from ngrpo_sim.surrogate import clipped_surrogate
 from ngrpo_sim.training_loop import Coefficients
 # The notebooks read the trainer's run folders through these; only trainer_runs knows the format.
-from ngrpo_sim.trainer_runs import TRAINER, read_comparison, read_run  # noqa: F401
+from ngrpo_sim.trainer_runs import (COMPARE, TRAINER, final_pass_at_k,  # noqa: F401
+                                    find_trainer, read_comparison, read_run, repository_root,
+                                    run_curve, run_trainer)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Fast mode: the test suite runs every notebook with NGRPO_FAST=1
@@ -449,60 +446,6 @@ def plot_clip_fraction_sweep(ax, sweep: dict[str, dict[str, np.ndarray]]) -> Non
 # Notebook 5: the run folders of minimal/ngrpo_train.py
 # ---------------------------------------------------------------------------------------------------------------
 
-def repository_root(start=None) -> Path:
-    """The ngrpo checkout around ``start`` (default: the working directory): the nearest folder, ``start`` itself
-    or one above it, that holds ``minimal/ngrpo_train.py``. Notebooks run from ``notebooks/`` and write under
-    its ``runs/`` (ignored by git)."""
-    start = Path.cwd() if start is None else Path(start)
-    for folder in (start.resolve(), *start.resolve().parents):
-        if (folder / TRAINER).is_file():
-            return folder
-    raise ValueError(f"start={str(start)!r} is not inside the ngrpo repository: no {TRAINER} there or above")
-
-
-def find_trainer(start=None) -> Path:
-    """``minimal/ngrpo_train.py`` of the checkout around ``start``."""
-    return repository_root(start) / TRAINER
-
-
-def run_trainer(arguments: list[str], trainer=None, cwd=None) -> str:
-    """Run the single-file trainer with these command-line arguments in a fresh Python, in the
-    folder ``cwd`` (default: the current one), and return everything it printed.
-
-    What it prints is passed on while it runs, its progress bars included (at most one update a
-    second), so a notebook cell shows how far training is instead of minutes of silence. A separate
-    process keeps the notebook's kernel free of torch and shows the trainer as its users run it.
-    Raises RuntimeError with the end of the output when the trainer fails.
-    """
-    trainer = find_trainer() if trainer is None else Path(trainer)
-    command = [sys.executable, str(trainer), *map(str, arguments)]
-    decoder, printed = codecs.getincrementaldecoder("utf-8")(errors="replace"), []
-    with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, cwd=cwd,
-                          env={**os.environ, "TQDM_MININTERVAL": "1"}) as process:
-        for chunk in iter(lambda: process.stdout.read1(65536), b""):
-            text = decoder.decode(chunk)
-            printed.append(text)
-            sys.stdout.write(text)
-            sys.stdout.flush()
-    printed.append(decoder.decode(b"", final=True))
-    output = "".join(printed)
-    if process.returncode:
-        raise RuntimeError(f"{trainer.name} {' '.join(map(str, arguments))} failed with exit code "
-                           f"{process.returncode}:\n{output[-3000:]}")
-    return output
-
-
-def run_curve(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, values) of every record that logged ``key``."""
-    points = [(record["step"], record[key]) for record in records if key in record]
-    if not points:
-        known = sorted({name for record in records for name in record})
-        raise ValueError(f"key={key!r} was never logged; the run logged {', '.join(known)}")
-    steps, values = zip(*points)
-    return np.array(steps), np.array(values, dtype=np.float64)
-
-
 def plot_run_metric(ax, runs: dict[str, list[list[dict]]], key: str, ylabel: str | None = None,
                     window: int = 1) -> None:
     """``key`` against steps for each method: thin lines per seed, the mean over seeds bold.
@@ -530,16 +473,6 @@ def plot_run_metric(ax, runs: dict[str, list[list[dict]]], key: str, ylabel: str
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel or key + (f" (running mean of {window})" if window > 1 else ""))
     ax.legend(fontsize=7)
-
-
-def final_pass_at_k(records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """(k, pass@k) of the run's last evaluation."""
-    last = next((record for record in reversed(records) if any(key.startswith("eval/pass@") for key in record)),
-                None)
-    if last is None:
-        raise ValueError("the run holds no evaluation (no eval/pass@k keys)")
-    ks = sorted(int(key.split("@")[1]) for key in last if re.fullmatch(r"eval/pass@\d+", key))
-    return np.array(ks), np.array([last[f"eval/pass@{k}"] for k in ks])
 
 
 def plot_final_pass_at_k(ax, runs: dict[str, list[list[dict]]]) -> None:

@@ -1,32 +1,39 @@
-"""The run folders of ``minimal/ngrpo_train.py``, read in one place.
+"""The run folders of ``minimal/ngrpo_train.py``, read in one place: this module is the contract.
 
 The trainer is one self-contained file, so it writes its folders without this module; everything
-in ``ngrpo_sim`` that reads them (the notebooks through ``teaching``, the step inspector,
-``ngrpo-sim inspect``) goes through the names and readers here, and ``tests/test_inspector.py``
-trains a tiny run to keep writer and reader in step.
+else that reads them (the notebooks through ``teaching``, the step inspector, ``ngrpo-sim
+inspect``, ``minimal/compare.py``) goes through the names and readers here, and
+``tests/test_inspector.py`` and ``tests/test_trainer_runs.py`` train tiny runs to keep writer and
+reader in step.
 
 A run folder (``runs/minimal/METHOD-seedSEED`` unless ``--run-dir`` says otherwise) holds
 
 * ``config.json``: the run's ``Config`` as a JSON object;
 * ``metrics.jsonl``: one JSON object per line, ``{"step": 0, "eval/pass@1": ...}`` before
   training, then one line per step with its rollout and update statistics (``reward``,
-  ``entropy``, ``clipfrac_low``, ...) and, on evaluation steps, ``eval/pass@k`` and
-  ``eval/pass_auc``;
+  ``sampled_accuracy``, ``share_all_wrong``, ``share_all_correct``,
+  ``share_all_wrong_learned``, ``entropy``, ``clipfrac_low``, ...) and, on evaluation steps,
+  ``eval/pass@k`` and ``eval/pass_auc``; runs trained before the project's one vocabulary wrote
+  some keys under older names, which ``read_run`` maps to these (``RENAMED_KEYS``);
 * ``samples.jsonl``: a few sampled answers with their prompt, reward (null where unknown) and
   reference answer, at each evaluation and on request every few steps;
 * ``checkpoint.pt``, ``model/`` and ``curves.png``;
 * ``inspect/step-NNNNNN.json`` for every step chosen with ``--inspect-steps``
   (``read_inspection``).
 
-``--compare`` writes one run folder per method and seed, named ``METHOD-seedSEED``, beside
-``table.md``, ``results.json`` and ``comparison.png``.
+``minimal/compare.py`` writes one run folder per method and seed, named ``METHOD-seedSEED``
+(``RUN_FOLDER``), beside ``table.md``, ``results.json`` and ``comparison.png``.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,13 +42,24 @@ import numpy as np
 from ngrpo_sim import _checks
 
 TRAINER = Path("minimal") / "ngrpo_train.py"
+COMPARE = Path("minimal") / "compare.py"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+MODEL_FOLDER = "model"
+"""The trained model, written (with its tokenizer) when a run finishes."""
 INSPECT_FOLDER = "inspect"
 INSPECT_FILE = re.compile(r"step-(?P<step>\d+)\.json$")
 """One file per inspected step, ``step-`` and the step number padded to six digits."""
+RUN_FOLDER = "{method}-seed{seed}"
+"""``minimal/compare.py`` writes one folder per method and seed, named METHOD-seedSEED."""
 RUN_FOLDER_NAME = re.compile(r"(?P<method>.+)-seed(?P<seed>\d+)$")
-"""``--compare`` writes one folder per method and seed, named METHOD-seedSEED."""
+RENAMED_KEYS = {"accuracy": "sampled_accuracy", "all_wrong_share": "share_all_wrong",
+                "all_right_share": "share_all_correct",
+                "all_wrong_learned_share": "share_all_wrong_learned"}
+"""metrics.jsonl keys of runs trained before the project's one vocabulary, and their names now."""
+RENAMED_ADVANTAGES = {"z_score": "grpo", "calibrated": "ngrpo", "quantile": "qae",
+                      "asymre": "shifted_baseline"}
+"""Advantage kinds of older inspected steps, and ngrpo_sim's estimator names for them."""
 CLIP_STATES = (None, "low", "high")
 """A token's clip state in its update: unclipped, or the bound that removed its gradient
 (1 - clip_low for A < 0, 1 + clip_high for A > 0)."""
@@ -81,7 +99,8 @@ def read_run(run_dir) -> list[dict]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            records.append({RENAMED_KEYS.get(key, key): value
+                            for key, value in json.loads(line).items()})
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} line {number} is not JSON ({error}); a run killed while "
                              "writing it can be continued with --resume") from None
@@ -89,10 +108,10 @@ def read_run(run_dir) -> list[dict]:
 
 
 def read_comparison(folder, seeds: int | None = None) -> dict[str, list[list[dict]]]:
-    """The runs of a ``--compare`` folder: {method: [records of seed 1, seed 2, ...]}, methods in
-    name order.
+    """The runs of a ``minimal/compare.py`` folder: {method: [records of seed 1, seed 2, ...]},
+    methods in name order.
 
-    ``seeds`` keeps seeds 1..seeds only, the runs that ``--compare --seeds N`` trained and
+    ``seeds`` keeps seeds 1..seeds only, the runs that ``compare.py --seeds N`` trained and
     tabulated; a folder can hold more from an earlier, larger comparison. None keeps every seed.
     """
     if seeds is not None:
@@ -170,9 +189,13 @@ class InspectedStep:
     step: int
     method: str
     advantage: str
-    """The trainer's advantage kind: z_score, calibrated (NGRPO's virtual r_max sample), dr_grpo,
-    rloo or w_reinforce."""
+    """ngrpo_sim's name of the advantage estimator (``AdvantageEstimator.name``): grpo, ngrpo
+    (NGRPO's virtual r_max answers), dr_grpo, rloo, w_reinforce, maxrl, qae or shifted_baseline."""
     r_max: float
+    virtual_samples: int
+    """Virtual r_max answers in NGRPO's group statistics (1 in steps of older runs)."""
+    ddof: int
+    """The group std's delta degrees of freedom (1 in steps of older runs)."""
     clip_low: float
     clip_high: float
     minibatches: int
@@ -216,9 +239,10 @@ def inspected_steps(run_dir) -> list[int]:
 def read_inspection(run_dir, step: int) -> InspectedStep:
     """The record of one inspected step, ``inspect/step-NNNNNN.json``.
 
-    The file holds ``step``, ``method``, ``advantage``, ``r_max``, ``clip_low``, ``clip_high``,
-    ``minibatches`` and ``groups``: every group sampled in the step, refills included, in the
-    order sampled, each with ``prompt``, ``trained`` and ``answers``; an answer holds ``tokens``,
+    The file holds ``step``, ``method``, ``advantage``, ``r_max``, ``virtual_samples``, ``ddof``,
+    ``clip_low``, ``clip_high``, ``minibatches`` and ``groups``: every group sampled in the step,
+    refills included, in the order sampled, each with ``prompt``, ``trained`` and ``answers``; an
+    answer holds ``tokens``,
     ``reward`` (null if unknown), ``advantage``, ``minibatch``, ``ratio`` and ``clip`` (the last
     four null for a dropped group).
     """
@@ -238,6 +262,8 @@ def read_inspection(run_dir, step: int) -> InspectedStep:
                                      trained=bool(_field(group, "trained", path, where))))
     fields = {key: _field(record, key, path, "the step") for key in
               ("step", "method", "advantage", "r_max", "clip_low", "clip_high", "minibatches")}
+    fields["advantage"] = RENAMED_ADVANTAGES.get(fields["advantage"], fields["advantage"])
+    fields.update(virtual_samples=record.get("virtual_samples", 1), ddof=record.get("ddof", 1))
     if fields["step"] != step:
         raise ValueError(f"{path} records step {fields['step']}, not {step}; was it renamed?")
     if not math.isfinite(fields["r_max"]):
@@ -255,3 +281,74 @@ def read_inspections(run_dir) -> list[InspectedStep]:
         raise ValueError(f"run_dir={str(run_dir)!r} holds no inspected steps; train with "
                          "--inspect-steps (for example --inspect-steps 1,100) to record some")
     return [read_inspection(run_dir, step) for step in steps]
+
+
+# -------------------------------------------------------------------------------------------------
+# Finding and running the trainer, the curves of its logs
+# -------------------------------------------------------------------------------------------------
+
+
+def repository_root(start=None) -> Path:
+    """The ngrpo checkout around ``start`` (default: the working directory): the nearest folder,
+    ``start`` itself or one above it, that holds ``minimal/ngrpo_train.py``. Notebooks run from
+    ``notebooks/`` and write under its ``runs/`` (ignored by git)."""
+    start = Path.cwd() if start is None else Path(start)
+    for folder in (start.resolve(), *start.resolve().parents):
+        if (folder / TRAINER).is_file():
+            return folder
+    raise ValueError(f"start={str(start)!r} is not inside the ngrpo repository: no {TRAINER} "
+                     "there or above")
+
+
+def find_trainer(start=None) -> Path:
+    """``minimal/ngrpo_train.py`` of the checkout around ``start``."""
+    return repository_root(start) / TRAINER
+
+
+def run_trainer(arguments: list[str], trainer=None, cwd=None) -> str:
+    """Run the single-file trainer with these command-line arguments in a fresh Python, in the
+    folder ``cwd`` (default: the current one), and return everything it printed.
+
+    What it prints is passed on while it runs, its progress bars included (at most one update a
+    second), so a notebook cell shows how far training is instead of minutes of silence. A separate
+    process keeps the notebook's kernel free of torch and shows the trainer as its users run it.
+    Raises RuntimeError with the end of the output when the trainer fails.
+    """
+    trainer = find_trainer() if trainer is None else Path(trainer)
+    command = [sys.executable, str(trainer), *map(str, arguments)]
+    decoder, printed = codecs.getincrementaldecoder("utf-8")(errors="replace"), []
+    with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, cwd=cwd,
+                          env={**os.environ, "TQDM_MININTERVAL": "1"}) as process:
+        for chunk in iter(lambda: process.stdout.read1(65536), b""):
+            text = decoder.decode(chunk)
+            printed.append(text)
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    printed.append(decoder.decode(b"", final=True))
+    output = "".join(printed)
+    if process.returncode:
+        raise RuntimeError(f"{trainer.name} {' '.join(map(str, arguments))} failed with exit code "
+                           f"{process.returncode}:\n{output[-3000:]}")
+    return output
+
+
+def run_curve(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of every record that logged ``key``."""
+    points = [(record["step"], record[key]) for record in records if key in record]
+    if not points:
+        known = sorted({name for record in records for name in record})
+        raise ValueError(f"key={key!r} was never logged; the run logged {', '.join(known)}")
+    steps, values = zip(*points)
+    return np.array(steps), np.array(values, dtype=np.float64)
+
+
+def final_pass_at_k(records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(k, pass@k) of the run's last evaluation."""
+    evaluations = [record for record in records
+                   if any(key.startswith("eval/pass@") for key in record)]
+    last = evaluations[-1] if evaluations else None
+    if last is None:
+        raise ValueError("the run holds no evaluation (no eval/pass@k keys)")
+    ks = sorted(int(key.split("@")[1]) for key in last if re.fullmatch(r"eval/pass@\d+", key))
+    return np.array(ks), np.array([last[f"eval/pass@{k}"] for k in ks])

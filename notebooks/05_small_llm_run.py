@@ -23,9 +23,9 @@
 # **For whom.** You have met the simulator and want to see the same quantities on a transformer. The runs come from
 # `minimal/ngrpo_train.py`, the project's single-file trainer for Hugging Face causal LMs. Its CPU default is a
 # 0.5M-parameter Qwen2 with a character tokenizer, pre-trained on 3-digit addition only until 12% of
-# its answers sampled at temperature 1 are right (so that many groups are all wrong, the case NGRPO
-# is about), then trained with RL: groups of 8 answers per prompt sampled at temperature 1, a reward
-# of 1 for the right sum, 4 minibatch updates per rollout. The held-out evaluation samples at
+# its answers sampled at temperature 1 are correct (so that many groups are all wrong, the case
+# NGRPO is about), then trained with RL: groups of 8 answers per prompt sampled at temperature 1,
+# a reward of 1 for the correct sum, 4 minibatch updates per rollout. The held-out evaluation samples at
 # temperature 0.6, which makes the same model look better: there it starts at a pass@1 of about 0.22
 # (the table's "pass@1 before").
 #
@@ -51,10 +51,11 @@ plt = pyplot()
 # %% [markdown]
 # ## Train (or reuse) the comparison
 #
-# `--compare ngrpo,grpo` trains each method for seeds 1, 2, ... into `METHOD-seedSEED` folders and writes a table
-# of the final held-out numbers. Each folder holds `config.json`, `metrics.jsonl` (one JSON line per step) and
-# `curves.png`; finished runs are reused, so running this cell again is free. The trainer's progress
-# bars show below while it trains.
+# `minimal/compare.py --methods ngrpo,grpo` trains each method for seeds 1, 2, ... into
+# `METHOD-seedSEED` folders and writes a table of the final held-out numbers. Each folder holds
+# `config.json`, `metrics.jsonl` (one JSON line per step) and `curves.png`; finished runs are
+# reused, so running this cell again is free. The trainer's progress bars show below while it
+# trains.
 
 # %%
 seeds = teaching.sized(3, 1)
@@ -63,14 +64,15 @@ if teaching.fast_mode():
     # It is deleted when the kernel stops.
     scratch = tempfile.TemporaryDirectory(prefix="ngrpo_small_llm_")
     where, run_dir = Path(scratch.name), "compare"
-    arguments = ["--compare", "ngrpo,grpo", "--seeds", seeds, "--steps", 8, "--prompts-per-step", 8,
+    arguments = ["--methods", "ngrpo,grpo", "--seeds", seeds, "--steps", 8, "--prompts-per-step", 8,
                  "--minibatches", 2, "--eval-prompts", 64, "--eval-samples", 8, "--eval-every", 4, "--threads", 1]
 else:
     where, run_dir = teaching.repository_root(), "runs/minimal/compare"
-    arguments = ["--compare", "ngrpo,grpo", "--seeds", seeds]
-print("python minimal/ngrpo_train.py", *arguments, "--run-dir", run_dir,
+    arguments = ["--methods", "ngrpo,grpo", "--seeds", seeds]
+print("python minimal/compare.py", *arguments, "--run-dir", run_dir,
       "(in a temporary folder)" if teaching.fast_mode() else "(from the repository's root)")
-teaching.run_trainer([*arguments, "--run-dir", run_dir], cwd=where)
+compare_script = teaching.repository_root() / teaching.COMPARE
+teaching.run_trainer([*arguments, "--run-dir", run_dir], compare_script, cwd=where)
 run_folder = where / run_dir
 display(Markdown((run_folder / "table.md").read_text()))
 
@@ -88,7 +90,8 @@ print("logged at every step:", ", ".join(key for key in first_step if not key.st
 # %% tags=["readme-figure"]
 smoothing = teaching.sized(20, 1)  # running mean over this many steps: one step's rollout is only 16 prompts
 panels = [("reward", "mean reward of the rollouts", smoothing), ("entropy", "entropy (nats per token)", smoothing),
-          ("all_wrong_share", "share of all-wrong groups", smoothing), ("eval/pass@1", "held-out pass@1", 1)]
+          ("share_all_wrong", "share of all-wrong groups", smoothing),
+          ("eval/pass@1", "held-out pass@1", 1)]
 figure, axes = subplots(ncols=2, nrows=2, width=4.25, height=3.0)
 for ax, (key, title, window) in zip(axes, panels):
     teaching.plot_run_metric(ax, runs, key, title, window=window)
@@ -100,7 +103,8 @@ plt.show()
 # %% [markdown]
 # Reading the figure (for the full-size run):
 #
-# * **Reward** is the training accuracy of each step's rollouts: noisy, because each step samples 16 new prompts.
+# * **Reward** is the sampled accuracy of each step's rollouts: noisy, because each step samples 16
+#   new prompts.
 # * **Entropy** of the sampled tokens falls as the model sharpens. Compare it with notebook 3: is NGRPO's higher
 #   or lower than GRPO's, and at equal reward?
 # * **All-wrong groups** start at about a third of all groups (0.35 to 0.38 over the first 20 steps
@@ -110,8 +114,8 @@ plt.show()
 
 # %%
 figure, axes = subplots(ncols=2, width=4.25, height=3.4)
-teaching.plot_run_metric(axes[0], runs, "all_wrong_learned_share", "all-wrong groups learned from (share)",
-                         window=smoothing)
+teaching.plot_run_metric(axes[0], runs, "share_all_wrong_learned",
+                         "all-wrong groups learned from (share)", window=smoothing)
 teaching.plot_final_pass_at_k(axes[1], runs)
 teaching.figure_legend(figure)
 plt.show()
@@ -158,13 +162,14 @@ show_metric()
 #
 # 1. **Harder task.** Train with `--digits 4` (the tiny model is pre-trained again for 4 digits, once). More
 #    prompts start all wrong. Does NGRPO's advantage over GRPO grow?
-# 2. **The ablations.** Compare `--compare ngrpo,grpo_calibrated,grpo_asym_clip,grpo` (in a new `--run-dir`).
+# 2. **The ablations.** Compare `--methods ngrpo,grpo_calibrated,grpo_asym_clip,grpo` (in a new
+#    `--run-dir`).
 #    Which of NGRPO's changes accounts for the difference you see?
 # 3. **DAPO.** Add `dapo` and plot `refill_rounds`: how much extra sampling does dropping homogeneous groups cost
 #    when half the groups are all wrong?
 # 4. **Entropy at equal reward.** Plot entropy against reward for each run (use `teaching.run_curve` for both and
 #    smooth the reward over 20 steps). Is NGRPO above GRPO at equal reward, as the paper claims, or on top of it,
 #    as the simulator found?
-# 5. **A larger model.** `python minimal/ngrpo_train.py --model smollm2 --compare ngrpo,grpo --run-dir
+# 5. **A larger model.** `python minimal/compare.py --model smollm2 --methods ngrpo,grpo --run-dir
 #    runs/minimal/smollm2` trains SmolLM2-135M-Instruct (see the trainer's docstring; a GPU helps). Load its folder
 #    here by setting `run_folder`.

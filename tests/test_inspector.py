@@ -61,7 +61,8 @@ def test_recording_is_off_by_default(tmp_path):
 
 def test_rewards_match_the_recorded_tokens_and_advantages_match_ngrpo_sim(inspected_run):
     for step in trainer_runs.read_inspections(inspected_run):
-        assert (step.method, step.advantage, step.r_max) == ("ngrpo", "calibrated", 1.0)
+        assert (step.method, step.advantage, step.r_max) == ("ngrpo", "ngrpo", 1.0)
+        assert (step.virtual_samples, step.ddof) == (1, 1)
         assert (step.clip_low, step.clip_high, step.minibatches) == (0.16, 0.24, 2)
         for group in step.groups:
             first, second = map(int, re.fullmatch(r"(\d+)\+(\d+)=", group.prompt).groups())
@@ -73,7 +74,7 @@ def test_rewards_match_the_recorded_tokens_and_advantages_match_ngrpo_sim(inspec
             if group.trained:
                 expected = get_method("ngrpo").advantages(group.rewards)
                 np.testing.assert_allclose(group.advantages, expected, rtol=0, atol=1e-12)
-            else:  # NGRPO drops all-right groups only
+            else:  # NGRPO drops all-correct groups only
                 assert np.all(group.rewards == 1.0) and np.all(np.isnan(group.advantages))
 
 
@@ -101,7 +102,7 @@ def test_ratios_and_clip_states_agree_with_the_logged_step(inspected_run):
             assert record[f"clipfrac_{bound}"] == pytest.approx(np.mean(shares), abs=1e-6)
         sampled = np.array([group.rewards for group in step.groups])
         assert record["groups_trained"] == len(trained)
-        assert record["all_wrong_share"] == pytest.approx(np.mean(np.all(sampled == 0, axis=1)))
+        assert record["share_all_wrong"] == pytest.approx(np.mean(np.all(sampled == 0, axis=1)))
         assert record["reward"] == pytest.approx(sampled.mean())
 
 
@@ -171,4 +172,4 @@ def test_reader_errors_name_the_file_and_the_fix(inspected_run, tmp_path):
 def test_bad_inspect_steps_name_the_field(value, tmp_path):
     with pytest.raises(ValueError, match=rf"inspect_steps must list steps between 1 and steps=3.*"
                                          rf"got '{re.escape(value)}'"):
-        trainer.resolve_preset(tiny_run_config(tmp_path, inspect_steps=value))
+        trainer.resolve_method(tiny_run_config(tmp_path, inspect_steps=value))

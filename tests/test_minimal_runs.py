@@ -1,6 +1,6 @@
 """minimal/ngrpo_train.py as a user meets it: run folders that are never lost, resume from any
-instant, reuse in --compare, Ctrl-C, task limits said at start-up, and input errors that name the
-file, the line and the fix."""
+instant, reuse in minimal/compare.py, Ctrl-C, task limits said at start-up, and input errors that
+name the file, the line and the fix."""
 
 import importlib.util
 import json
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_minimal_trainer import (ROOT, tiny_config, tiny_folder, torch, trainer,  # noqa: F401
-                                  without_timings)
+from test_minimal_trainer import (ROOT, compare, tiny_config, tiny_folder, torch,  # noqa: F401
+                                  trainer, without_timings)
 
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "samples.jsonl")
 
@@ -125,21 +125,23 @@ def test_resume_compares_resolved_paths_and_lets_machine_settings_differ(tiny_fo
 
 
 def test_compare_reuses_a_run_only_with_the_same_settings(tiny_folder, tmp_path):
-    config = tiny_config(tiny_folder, tmp_path / "compare", compare="ngrpo,grpo", seeds=1,
-                         steps=2)
-    base = trainer.compare(config)
+    config = tiny_config(tiny_folder, tmp_path / "compare", steps=2)
+
+    def comparison(config):
+        return compare.Comparison(methods=["ngrpo", "grpo"], seeds=1, config=config)
+    base = compare.compare(comparison(config))
     run = base / "ngrpo-seed1"
     stamp = (run / "checkpoint.pt").stat().st_mtime_ns
-    trainer.compare(config)  # the same settings: reused, not trained again
+    compare.compare(comparison(config))  # the same settings: reused, not trained again
     assert (run / "checkpoint.pt").stat().st_mtime_ns == stamp
     with pytest.raises(trainer.UsageError,
                        match=rf"^compare: {run} was trained with other settings: digits=3 "
                              r"\(the run has 2\), learning_rate=0.02 \(the run has 0.001\); give "
                              r"another --run-dir, or --overwrite"):
-        trainer.compare(replace(config, learning_rate=0.02, digits=3))
-    trainer.compare(replace(config, steps=3))  # more steps: the runs resume to the new length
+        compare.compare(comparison(replace(config, learning_rate=0.02, digits=3)))
+    compare.compare(comparison(replace(config, steps=3)))  # more steps: the runs resume
     assert [r["step"] for r in trainer.read_metrics(run)] == [0, 1, 2, 3]
-    trainer.compare(replace(config, learning_rate=0.02, overwrite=True))
+    compare.compare(comparison(replace(config, learning_rate=0.02, overwrite=True)))
     assert json.loads((run / "config.json").read_text())["learning_rate"] == 0.02
     assert [r["step"] for r in trainer.read_metrics(run)] == [0, 1, 2]
 
@@ -194,20 +196,21 @@ def test_dropout_is_off_so_the_first_minibatch_has_ratio_one(tmp_path, architect
                                                      policy.device)
     completion, mask, sampled_logp = trainer.sample(policy, prompt_ids, prompt_mask, 4, 5, 1.0, 1.0,
                                                     torch.Generator().manual_seed(0))
-    batch = dict(prompt_ids=prompt_ids.repeat_interleave(4, 0),
-                 prompt_mask=prompt_mask.repeat_interleave(4, 0), completion_ids=completion,
-                 completion_mask=mask, advantages=torch.linspace(-1, 1, 8))
+    batch = trainer.Batch(prompt_ids=prompt_ids.repeat_interleave(4, 0),
+                          prompt_mask=prompt_mask.repeat_interleave(4, 0),
+                          completion_ids=completion, completion_mask=mask, old_logp=sampled_logp,
+                          advantages=torch.linspace(-1, 1, 8))
     with torch.no_grad():  # scored in eval mode: what the sampler saw, up to the cache's rounding
         logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(8), 1.0)
-    batch["old_logp"] = logp
-    torch.testing.assert_close(batch["old_logp"] * mask, sampled_logp * mask, rtol=1e-5, atol=1e-5)
+    batch.old_logp = logp
+    torch.testing.assert_close(batch.old_logp * mask, sampled_logp * mask, rtol=1e-5, atol=1e-5)
     config = trainer.Config(group_size=4, minibatches=1, prompts_per_step=2, max_new_tokens=5)
     for checkpointing in (False, True):
         if checkpointing:  # checkpointing needs training mode; it must still see no dropout
             getattr(policy.model, "activation_checkpointing_enable",
                     policy.model.gradient_checkpointing_enable)()
         optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.0)
-        stats = trainer.update_policy(policy, None, optimizer, dict(batch),
+        stats = trainer.update_policy(policy, None, optimizer, replace(batch),
                                       trainer.METHODS["ngrpo"], config)
         assert stats["approx_kl"] == 0.0 and stats["clipfrac_low"] == stats["clipfrac_high"] == 0.0
 
@@ -226,7 +229,7 @@ def readme_commands():
             and line.lstrip().startswith((".venv/bin/python", "python"))]
 
 
-def test_each_readme_command_leaves_room_for_a_right_answer():
+def test_each_readme_command_leaves_room_for_a_correct_answer():
     from transformers import AutoTokenizer
     checked = []
     for argv in readme_commands():
@@ -434,3 +437,19 @@ def test_the_step_inspector_agrees_with_the_advantages_of_a_step_with_unknown_re
     known["advantage"] += 0.5
     path.write_text(json.dumps(step))
     assert 'data-mismatch="1"' in render(run)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--methods", "ngrpo,nope"], "error: method must be one of ngrpo, grpo, dapo, "),
+    (["--seeds", "0"], "error: seeds must be >= 1, got 0"),
+    (["--methods", " , "], "error: methods must name at least one method, got ''; e.g. "
+                           "--methods ngrpo,grpo"),
+])
+def test_compare_refuses_bad_input_in_one_line_before_any_training(argv, message, capsys,
+                                                                    tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        compare.main([*argv, "--run-dir", str(tmp_path / "compare")])
+    assert stop.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(message)
+    assert not (tmp_path / "compare").exists()

@@ -24,6 +24,9 @@ _spec = importlib.util.spec_from_file_location("ngrpo_train", ROOT / "minimal" /
 trainer = importlib.util.module_from_spec(_spec)
 sys.modules["ngrpo_train"] = trainer
 _spec.loader.exec_module(trainer)
+_spec = importlib.util.spec_from_file_location("compare", ROOT / "minimal" / "compare.py")
+compare = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(compare)
 
 # Wall-clock and memory measurements: the only fields that may differ between runs.
 TIMING_KEYS = ("time/", "perf/", "memory/")
@@ -36,17 +39,22 @@ TIMING_KEYS = ("time/", "perf/", "memory/")
 def random_rewards(rng, groups, group_size, graded):
     rewards = rng.random((groups, group_size)) if graded else rng.integers(0, 2, (groups, group_size)).astype(float)
     rewards[0] = 0.0  # an all-wrong group
-    rewards[1] = 1.0  # an all-right group
+    rewards[1] = 1.0  # an all-correct group
     rewards[2] = rewards[2, 0]  # a homogeneous group of any value
     return rewards
 
 
 @pytest.mark.parametrize("name", list(trainer.METHODS))
-def test_presets_equal_the_registry(name):
-    preset, method = trainer.METHODS[name], get_method(name)
-    assert (preset.clip_low, preset.clip_high) == (method.clip_low, method.clip_high)
-    assert preset.loss_aggregation == method.loss_aggregation
-    assert (preset.kl_coef, preset.entropy_coef) == (method.kl_coef, method.entropy_coef)
+def test_methods_equal_the_registry(name):
+    restated, method = trainer.METHODS[name], get_method(name)
+    assert restated.advantage == method.advantage.name
+    assert restated.group_filter == method.group_filter.name
+    assert (restated.clip_low, restated.clip_high) == (method.clip_low, method.clip_high)
+    assert restated.loss_aggregation == method.loss_aggregation
+    assert (restated.kl_coef, restated.entropy_coef) == (method.kl_coef, method.entropy_coef)
+    for field in ("r_max", "virtual_samples", "ddof", "positive_weight", "fraction", "shift"):
+        if hasattr(method.advantage, field):  # the estimator's own parameters, by the same names
+            assert getattr(restated, field) == getattr(method.advantage, field), field
     assert trainer.METHOD_COLOURS[name] == METHOD_COLOURS[name]  # one colour per method in every figure
 
 
@@ -63,9 +71,9 @@ def test_advantages_and_group_filter_equal_ngrpo_sim(name, group_size, graded):
     rng = np.random.default_rng(group_size * 7 + graded)
     for _ in range(20):
         rewards = random_rewards(rng, 12, group_size, graded)
-        preset = trainer.METHODS[name]
-        keep = trainer.keep_groups(rewards, preset.drop_groups)
-        mine = np.where(keep[:, None], trainer.group_advantages(rewards, preset.advantage), 0.0)
+        method = trainer.METHODS[name]
+        keep = trainer.keep_groups(rewards, method)
+        mine = np.where(keep[:, None], trainer.group_advantages(rewards, method), 0.0)
         np.testing.assert_allclose(mine, get_method(name).advantages(rewards), rtol=1e-12, atol=1e-12)
         np.testing.assert_array_equal(keep, get_method(name).group_filter.keep(rewards))
 
@@ -140,19 +148,20 @@ def fixed_batch(policy, prompts, answers):
     encoded = [tokenizer(a, add_special_tokens=False).input_ids + [tokenizer.eos_token_id] for a in answers]
     width = max(map(len, encoded))
     completion = torch.tensor([e + [tokenizer.eos_token_id] * (width - len(e)) for e in encoded])
-    batch = dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion,
-                 completion_mask=trainer.answer_mask(completion, policy.end_ids))
+    batch = trainer.Batch(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion,
+                          completion_mask=trainer.answer_mask(completion, policy.end_ids),
+                          old_logp=torch.zeros(completion.shape))
     with torch.no_grad():  # as if the policy had sampled these answers
         rows = torch.arange(len(answers))
-        batch["old_logp"] = trainer.completion_log_probs(policy, policy.model, batch, rows, 1.0)[0]
+        batch.old_logp = trainer.completion_log_probs(policy, policy.model, batch, rows, 1.0)[0]
     return batch
 
 
 def sequence_log_probs(policy, batch):
     with torch.no_grad():
-        logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(len(batch["completion_ids"])),
-                                               1.0)
-    return (logp * batch["completion_mask"]).sum(1)
+        rows = torch.arange(len(batch.completion_ids))
+        logp, _ = trainer.completion_log_probs(policy, policy.model, batch, rows, 1.0)
+    return (logp * batch.completion_mask).sum(1)
 
 
 def test_answer_mask_stops_at_the_first_end_token_even_when_pad_is_eos():
@@ -176,8 +185,9 @@ def test_log_probabilities_recorded_while_sampling_equal_a_full_forward_pass(tin
     completion, mask, sampled_logp = trainer.sample(policy, prompt_ids, prompt_mask, group_size, 6, 1.0, 1.0,
                                                     torch.Generator().manual_seed(0))
     # The prompt is read once per group while sampling, once per answer here.
-    batch = dict(prompt_ids=prompt_ids.repeat_interleave(group_size, 0), completion_ids=completion,
-                 prompt_mask=prompt_mask.repeat_interleave(group_size, 0), completion_mask=mask)
+    batch = trainer.Batch(prompt_ids=prompt_ids.repeat_interleave(group_size, 0),
+                          prompt_mask=prompt_mask.repeat_interleave(group_size, 0),
+                          completion_ids=completion, completion_mask=mask, old_logp=sampled_logp)
     with torch.no_grad():
         full_logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(3 * group_size), 1.0)
     torch.testing.assert_close(sampled_logp * mask, full_logp * mask, rtol=1e-5, atol=1e-5)
@@ -208,10 +218,10 @@ def test_a_prompt_shared_by_answers_is_read_once_and_scores_like_one_pass_per_an
         kwargs["input_ids"].shape), with_kwargs=True)
     logp, entropy = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(5), 1.0)
     assert calls == [(2, 6), (5, 2)]  # the 2 distinct prompts, then every answer but its last token
-    mask = batch["completion_mask"]
+    mask = batch.completion_mask
     for row in range(5):  # the second implementation: prompt and answer in one pass, row by row
-        prompt = batch["prompt_ids"][row][batch["prompt_mask"][row].bool()]
-        answer = batch["completion_ids"][row]
+        prompt = batch.prompt_ids[row][batch.prompt_mask[row].bool()]
+        answer = batch.completion_ids[row]
         with torch.no_grad():
             logits = policy.model(input_ids=torch.cat([prompt, answer])[None]).logits[0]
         predicting = logits[len(prompt) - 1:-1].index_fill(-1, policy.banned, -1e9)
@@ -229,8 +239,8 @@ def test_loss_of_a_small_batch_equals_the_hand_computed_value(tiny_folder):
     with torch.no_grad():
         logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(2), 1.0)
     ratios = torch.tensor([[1.3, 0.9, 1.0], [0.7, 1.1, 0.8]])
-    batch["old_logp"] = logp - ratios.log()  # so that pi / pi_old takes these values
-    batch["advantages"] = torch.tensor([1.0, -0.5])
+    batch.old_logp = logp - ratios.log()  # so that pi / pi_old takes these values
+    batch.advantages = torch.tensor([1.0, -0.5])
     # Tokens: answer 1 (A = +1): rho 1.3 is clipped at 1.24 -> -1.24; rho 0.9 -> -0.9.
     # Answer 2 (A = -0.5): rho 0.7 and 0.8 are below 0.84, so both take the clipped branch 0.5 * 0.84 = 0.42;
     # rho 1.1 -> 0.55. Clipped: one token at the high bound, two at the low bound, of five.
@@ -240,9 +250,9 @@ def test_loss_of_a_small_batch_equals_the_hand_computed_value(tiny_folder):
     config = trainer.Config(group_size=2, minibatches=1, prompts_per_step=1, max_new_tokens=4, learning_rate=1e-12)
     for mode, expected in [("token-mean", token_mean), ("seq-mean-token-mean", seq_mean),
                            ("seq-mean-token-sum-norm", sum_norm)]:
-        preset = trainer.METHODS["ngrpo"]._replace(entropy_coef=0.0, loss_aggregation=mode)
+        method = trainer.METHODS["ngrpo"]._replace(entropy_coef=0.0, loss_aggregation=mode)
         optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.0)
-        stats = trainer.update_policy(policy, None, optimizer, dict(batch), preset, config)
+        stats = trainer.update_policy(policy, None, optimizer, replace(batch), method, config)
         assert stats["loss"] == pytest.approx(expected, abs=1e-5)
         assert stats["clipfrac_high"] == pytest.approx(1 / 5, abs=1e-6)
         assert stats["clipfrac_low"] == pytest.approx(2 / 5, abs=1e-6)
@@ -254,11 +264,11 @@ def test_bf16_autocast_runs_on_the_cpu_and_stays_within_bf16_rounding_of_fp32(ti
     auto = trainer.load_policy(tiny_folder, torch.device("cpu"))
     assert auto.bf16 is False  # auto: fp32 on a CPU
     batch = fixed_batch(fp32, ["1+2=", "11+22="], ["3", "45"])
-    mask = batch["completion_mask"].bool()
+    mask = batch.completion_mask.bool()
     difference = (sequence_log_probs(bf16, batch) - sequence_log_probs(fp32, batch)).abs()
     # bf16 keeps 8 significant bits: a relative error of 2^-8 per rounding, so neither 0 nor large
     assert 0 < difference.max() < 0.05 * mask.sum(1).max()
-    completion, _, logp = trainer.sample(bf16, batch["prompt_ids"], batch["prompt_mask"], 2, 4, 1.0,
+    completion, _, logp = trainer.sample(bf16, batch.prompt_ids, batch.prompt_mask, 2, 4, 1.0,
                                          1.0, torch.Generator().manual_seed(0))
     assert logp.dtype == torch.float32 and torch.isfinite(logp).all() and len(completion) == 4
 
@@ -267,20 +277,20 @@ def test_bf16_autocast_runs_on_the_cpu_and_stays_within_bf16_rounding_of_fp32(ti
 def test_one_update_moves_log_probabilities_the_way_the_advantages_say(tiny_folder, method, rewards):
     policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
     batch = fixed_batch(policy, ["3+4=", "3+4="], ["7", "8"])
-    advantages = trainer.group_advantages(np.array([rewards]), trainer.METHODS[method].advantage).ravel()
-    batch["advantages"] = torch.tensor(advantages, dtype=torch.float32)
+    advantages = trainer.group_advantages(np.array([rewards]), trainer.METHODS[method]).ravel()
+    batch.advantages = torch.tensor(advantages, dtype=torch.float32)
     before = sequence_log_probs(policy, batch)
     optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.05)
     config = trainer.Config(group_size=2, minibatches=1, prompts_per_step=1, max_new_tokens=4)
-    trainer.update_policy(policy, None, optimizer, dict(batch), trainer.METHODS[method]._replace(entropy_coef=0.0),
-                          config)
+    trainer.update_policy(policy, None, optimizer, replace(batch),
+                          trainer.METHODS[method]._replace(entropy_coef=0.0), config)
     change = (sequence_log_probs(policy, batch) - before).numpy()
     assert np.all(np.sign(change) == np.sign(advantages))  # right answer up, wrong answers down
 
 
-def gradient_after_update(policy, batch, preset, config):
+def gradient_after_update(policy, batch, method, config):
     optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.0)  # keeps the gradient, leaves the weights
-    stats = trainer.update_policy(policy, None, optimizer, dict(batch), preset, config)
+    stats = trainer.update_policy(policy, None, optimizer, replace(batch), method, config)
     return torch.cat([p.grad.flatten() for p in policy.model.parameters()]), stats
 
 
@@ -290,17 +300,19 @@ def test_micro_batches_and_gradient_checkpointing_leave_the_gradient_unchanged(t
     batch = fixed_batch(policy, ["1+2="] * 2 + ["11+22="] * 2, ["3", "45", "33", "3"])
     with torch.no_grad():
         logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(4), 1.0)
-    batch["old_logp"] = logp - 0.1 * torch.randn(logp.shape, generator=torch.Generator().manual_seed(0))
-    batch["advantages"] = torch.tensor([1.0, -1.0, 0.5, -0.5])
-    preset = trainer.METHODS["ngrpo"]._replace(loss_aggregation=mode)
+    noise = torch.randn(logp.shape, generator=torch.Generator().manual_seed(0))
+    batch.old_logp = logp - 0.1 * noise
+    batch.advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    method = trainer.METHODS["ngrpo"]._replace(loss_aggregation=mode)
     config = trainer.Config(group_size=2, minibatches=1, prompts_per_step=2, max_new_tokens=4)
-    whole, whole_stats = gradient_after_update(policy, batch, preset, config)
+    whole, whole_stats = gradient_after_update(policy, batch, method, config)
     for micro in (1, 3):
-        split, split_stats = gradient_after_update(policy, batch, preset, replace(config, micro_batch_size=micro))
+        split, split_stats = gradient_after_update(policy, batch, method,
+                                                   replace(config, micro_batch_size=micro))
         torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-7)
         assert split_stats["loss"] == pytest.approx(whole_stats["loss"], abs=1e-6)
     getattr(policy.model, "activation_checkpointing_enable", policy.model.gradient_checkpointing_enable)()
-    checkpointed, _ = gradient_after_update(policy, batch, preset, config)
+    checkpointed, _ = gradient_after_update(policy, batch, method, config)
     torch.testing.assert_close(checkpointed, whole, rtol=1e-4, atol=1e-7)
 
 
@@ -310,17 +322,17 @@ def test_the_kl_penalty_is_the_k3_estimate_against_the_frozen_reference(tiny_fol
         for parameter in reference.model.parameters():
             parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1)))
     batch = fixed_batch(policy, ["1+2=", "1+2="], ["3", "45"])
-    batch["advantages"] = torch.tensor([0.0, 0.0])
+    batch.advantages = torch.tensor([0.0, 0.0])
     with torch.no_grad():
         logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(2), 1.0)
         ref_logp, _ = trainer.completion_log_probs(reference, reference.model, batch, torch.arange(2), 1.0)
-    mask = batch["completion_mask"]
+    mask = batch.completion_mask
     log_ratio = (ref_logp - logp).double()
     expected = float(((log_ratio.exp() - log_ratio - 1) * mask).sum() / mask.sum())
-    preset = trainer.METHODS["grpo"]._replace(entropy_coef=0.0, kl_coef=0.5)
+    method = trainer.METHODS["grpo"]._replace(entropy_coef=0.0, kl_coef=0.5)
     config = trainer.Config(group_size=2, minibatches=1, prompts_per_step=1, max_new_tokens=4)
     stats = trainer.update_policy(policy, reference.model, torch.optim.SGD(policy.model.parameters(), lr=0.0),
-                                  dict(batch), preset, config)
+                                  replace(batch), method, config)
     assert expected > 1e-4 and stats["kl_ref"] == pytest.approx(expected, rel=1e-4)
     assert stats["loss"] == pytest.approx(0.5 * expected, rel=1e-4)  # zero advantages: the loss is the penalty
 
@@ -377,7 +389,7 @@ def test_unknown_rewards_are_counted_by_kind_and_get_no_gradient(tiny_folder, tm
     seen, real_update = [], trainer.update_policy
 
     def recorded_update(policy, reference, optimizer, batch, *args):
-        seen.append({key: value.clone() for key, value in batch.items()})
+        seen.append(replace(batch, **{name: value.clone() for name, value in vars(batch).items()}))
         return real_update(policy, reference, optimizer, batch, *args)
     monkeypatch.setattr(trainer, "update_policy", recorded_update)
     config = tiny_config(tiny_folder, tmp_path, method="ngrpo_no_filter", steps=1,
@@ -387,17 +399,18 @@ def test_unknown_rewards_are_counted_by_kind_and_get_no_gradient(tiny_folder, tm
     record = trainer.read_metrics(run)[1]
     counts = {kind: record[f"unknown_rewards/{kind}"] for kind in trainer.UNKNOWN_KINDS}
     assert counts == dict.fromkeys(trainer.UNKNOWN_KINDS, 2)  # each kind once per group, 2 groups
-    assert record["reward"] == pytest.approx(0.5) and record["accuracy"] == pytest.approx(1 / 3)
-    known = [1.0, 0.0, 0.5]  # a graded 0.5 is known, but only r_max counts as right
+    assert record["reward"] == pytest.approx(0.5)
+    assert record["sampled_accuracy"] == pytest.approx(1 / 3)
+    known = [1.0, 0.0, 0.5]  # a graded 0.5 is known, but only r_max counts as correct
     values = known + [1.0]  # NGRPO's virtual r_max sample
     mean, std = np.mean(values), np.std(values, ddof=1)
     expected = [(r - mean) / (std + 1e-6) for r in known]
     expected = np.array(expected[:2] + [0.0] * 5 + expected[2:])
     batch = seen[0]
-    np.testing.assert_allclose(batch["advantages"].numpy(), np.tile(expected, 2), rtol=1e-6)
+    np.testing.assert_allclose(batch.advantages.numpy(), np.tile(expected, 2), rtol=1e-6)
     unknown_rows = torch.from_numpy(np.tile([False, False, *[True] * 5, False], 2))
-    assert torch.all(batch["completion_mask"][unknown_rows] == 0)  # out of the loss entirely
-    assert torch.all(batch["completion_mask"][~unknown_rows].sum(1) > 0)
+    assert torch.all(batch.completion_mask[unknown_rows] == 0)  # out of the loss entirely
+    assert torch.all(batch.completion_mask[~unknown_rows].sum(1) > 0)
     printed = capsys.readouterr().out
     for kind in trainer.UNKNOWN_KINDS:  # one warning per kind, and the run's last line counts them
         assert printed.count(f"counted as unknown_rewards/{kind}") == 1
@@ -409,14 +422,14 @@ def test_unknown_rewards_are_counted_by_kind_and_get_no_gradient(tiny_folder, tm
 def test_advantages_with_unknown_rewards_equal_ngrpo_sim(unknown_share):
     rng = np.random.default_rng(int(unknown_share * 10))
     for name in trainer.METHODS:
-        preset, method = trainer.METHODS[name], get_method(name)
+        restated, method = trainer.METHODS[name], get_method(name)
         for graded in (False, True):
             rewards = random_rewards(rng, 12, 6, graded)
             rewards[rng.random(rewards.shape) < unknown_share] = np.nan
             rewards[3, 1:] = np.nan  # one known answer
             rewards[4, :] = np.nan  # none
-            keep = trainer.keep_groups(rewards, preset.drop_groups)
-            mine = np.where(keep[:, None], trainer.group_advantages(rewards, preset.advantage), 0.0)
+            keep = trainer.keep_groups(rewards, restated)
+            mine = np.where(keep[:, None], trainer.group_advantages(rewards, restated), 0.0)
             theirs = method.advantages(rewards, mask_unknown=True)
             np.testing.assert_allclose(mine, theirs, rtol=1e-12, atol=1e-12)
             kept_there = method.group_filter.keep(rewards, mask_unknown=True)
@@ -426,25 +439,26 @@ def test_advantages_with_unknown_rewards_equal_ngrpo_sim(unknown_share):
 def test_without_unknown_rewards_the_advantages_keep_their_last_bit():
     rewards = np.random.default_rng(3).integers(0, 2, (64, 8)).astype(float)
     # The formulas before unknown rewards existed.
-    for kind in ("calibrated", "z_score", "rloo", "dr_grpo", "maxrl", "asymre", "shifted_baseline",
-                 "quantile"):
+    for name in ("ngrpo", "grpo", "rloo", "dr_grpo", "maxrl", "asymre", "shifted_baseline", "qae"):
+        method = trainer.METHODS[name]
         shift = rewards[..., :1]
-        reference = np.concatenate([rewards, np.ones((64, 1))], -1) if kind == "calibrated" \
+        reference = np.concatenate([rewards, np.ones((64, 1))], -1) if name == "ngrpo" \
             else rewards
         deviation = (rewards - shift) - (reference - shift).mean(-1, keepdims=True)
         std = (reference - shift).std(-1, ddof=1, keepdims=True)
-        if kind == "quantile":
+        if name == "qae":
             deviation = rewards - np.quantile(rewards, trainer.QAE_QUANTILE, axis=-1, keepdims=True)
 
         def divided(denominator):
             return np.divide(deviation, denominator, out=np.zeros_like(deviation),
                              where=deviation != 0)
-        fraction, offset = trainer.SHIFTED_BASELINES.get(kind, (0.0, 0.0))
+        fraction, offset = {"asymre": (0.0, -0.1),
+                            "shifted_baseline": (1 / 9, 0.0)}.get(name, (0, 0))
         shifted = (1 - fraction) * deviation + fraction * (rewards - 1.0) - offset
         before = {"dr_grpo": deviation, "rloo": deviation * 8 / 7,
                   "maxrl": divided(rewards.mean(-1, keepdims=True)), "asymre": shifted,
-                  "shifted_baseline": shifted}.get(kind, divided(std + 1e-6))
-        assert np.array_equal(trainer.group_advantages(rewards, kind), before), kind
+                  "shifted_baseline": shifted}.get(name, divided(std + 1e-6))
+        assert np.array_equal(trainer.group_advantages(rewards, method), before), name
 
 
 @pytest.mark.parametrize("bad", ["none", "raised", "out_of_range"])
@@ -529,10 +543,20 @@ def test_the_command_line_reports_bad_input_in_one_line_with_exit_code_2(capsys)
         "error: group_size must be >= 2 (a group-relative advantage needs siblings), got 1"]
 
 
+def test_help_lists_every_flag_with_its_docstring(capsys):
+    with pytest.raises(SystemExit) as stop:
+        trainer.main(["--help"])
+    assert stop.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for name in vars(trainer.Config()):
+        assert "--" + name.replace("_", "-") in shown
+    assert "the hashed 10% of the task" in shown  # a % in a docstring is shown as written
+
+
 def test_the_command_line_is_built_from_the_config_fields():
     config = trainer.parse_config(["--learning-rate", "1e-4", "--clip-high", "0.3", "--resume"])
     assert (config.learning_rate, config.clip_high, config.resume, config.clip_low) == (1e-4, 0.3, True, None)
-    assert trainer.resolve_preset(config).clip_high == 0.3
+    assert trainer.resolve_method(config).clip_high == 0.3
 
 
 @pytest.mark.parametrize("verifier", ["math-verify", "fallback"])
@@ -599,25 +623,59 @@ def test_smollm2_from_its_pypi_package_trains_one_step(tmp_path):
     assert record["step"] == 1 and math.isfinite(record["loss"]) and record["groups_trained"] == 1
 
 
-def test_mean_interval_is_the_student_t_interval():
-    from scipy import stats
-    rng = np.random.default_rng(5)
-    for seeds in (2, 3, 5, 20, 21, 22, 40, 1000):
-        values = rng.normal(size=seeds)
-        expected = stats.t.ppf(0.975, seeds - 1) * values.std(ddof=1) / math.sqrt(seeds)
-        mean, half = trainer.mean_interval(values)
-        assert mean == pytest.approx(values.mean()) and half == pytest.approx(expected, rel=2e-5)
-
-
 def test_compare_tables_every_method_and_pairs_them_by_seed(tiny_folder, tmp_path):
-    config = tiny_config(tiny_folder, tmp_path / "compare", compare="ngrpo,grpo", seeds=2, steps=2)
-    base = trainer.compare(config)
+    from scipy import stats
+    comparison = compare.Comparison(methods=["ngrpo", "grpo"], seeds=2,
+                                    config=tiny_config(tiny_folder, tmp_path / "compare", steps=2))
+    base = compare.compare(comparison)
     results = json.loads((base / "results.json").read_text())
     for method in ("ngrpo", "grpo"):
         for seed in (1, 2):
             records = trainer.read_metrics(base / f"{method}-seed{seed}")
             assert results[method]["pass@1 after"][seed - 1] == records[-1]["eval/pass@1"]
     difference = np.subtract(results["ngrpo"]["pass@1 after"], results["grpo"]["pass@1 after"])
-    mean, half = difference.mean(), 12.7062 * difference.std(ddof=1) / math.sqrt(2)
-    assert f"- ngrpo - grpo, pass@1 after: {mean:+.3f} ± {half:.3f} (paired by seed)" in (base / "table.md").read_text()
+    mean = difference.mean()
+    half = stats.t.ppf(0.975, 1) * difference.std(ddof=1) / math.sqrt(2)
+    assert f"- ngrpo - grpo, pass@1 after: {mean:+.3f} ± {half:.3f} (paired by seed)" in \
+        (base / "table.md").read_text()
     assert (base / "comparison.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", list(trainer.METHODS))
+def test_retuned_r_max_virtual_samples_and_ddof_equal_ngrpo_sim(name):
+    """The trainer's method knobs against ngrpo_sim's estimator and filter with the same fields."""
+    rng = np.random.default_rng(11)
+    method = get_method(name)
+    for r_max, virtual_samples, ddof in [(2.0, 1, 1), (0.5, 3, 0), (1.0, 2, 0), (3.0, 4, 1)]:
+        rewards = rng.integers(0, 3, (16, 6)) / 2 * r_max  # 0, r_max / 2 and r_max
+        rewards[0], rewards[1] = r_max, 0.0
+        rewards[rng.random(rewards.shape) < 0.1] = np.nan
+        options = dict(r_max=r_max, virtual_samples=virtual_samples, ddof=ddof)
+        restated = trainer.METHODS[name]._replace(**options)
+        estimator = replace(method.advantage, **{key: value for key, value in options.items()
+                                                 if hasattr(method.advantage, key)})
+        group_filter = replace(method.group_filter, **({"r_max": r_max}
+                                                       if hasattr(method.group_filter, "r_max")
+                                                       else {}))
+        keep = trainer.keep_groups(rewards, restated)
+        np.testing.assert_array_equal(keep, group_filter.keep(rewards, mask_unknown=True))
+        mine = trainer.group_advantages(rewards, restated)
+        np.testing.assert_allclose(mine, estimator(rewards, mask_unknown=True), rtol=1e-12,
+                                   atol=1e-12)
+
+
+def test_r_max_moves_the_reward_check_the_accuracy_and_the_filter(tiny_folder, tmp_path):
+    rewards = iter([2.0, 0.0, 1.0, 3.0] * 1000)  # r_max, wrong, partial, out of [0, r_max]
+    config = tiny_config(tiny_folder, tmp_path / "run", steps=1, r_max=2.0, group_size=4,
+                         prompts_per_step=2, minibatches=1)
+    run = trainer.train(config, reward=lambda completion, example: next(rewards))
+    record = trainer.read_metrics(run)[1]
+    assert record["unknown_rewards/out_of_range"] == 2  # 3.0 is outside [0, 2]
+    assert record["sampled_accuracy"] == pytest.approx(1 / 3)  # one of three known rewards is 2.0
+    assert record["share_all_correct"] == 0.0 and record["groups_trained"] == 2
+    with pytest.raises(ValueError, match=r"^r_max must be a finite number > 0, got -1\.0$"):
+        trainer.resolve_method(replace(config, r_max=-1.0))
+    with pytest.raises(ValueError, match=r"^ddof must be 0 \(the population std\) or 1"):
+        trainer.resolve_method(replace(config, ddof=2))
+    with pytest.raises(ValueError, match=r"^virtual_samples must be >= 1, got 0$"):
+        trainer.resolve_method(replace(config, virtual_samples=0))

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from ngrpo_sim.trainer_runs import read_run
+
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("ngrpo_train", ROOT / "minimal" / "ngrpo_train.py")
 trainer = importlib.util.module_from_spec(_spec)
@@ -33,12 +35,14 @@ def replay_pilot(pad_shares: list) -> None:
         return policy
 
     def pilot_rollout(policy, task, examples, group_size, temperature, *args):
-        rewards, batch = original_rollout(policy, task, examples, group_size, temperature, *args)
-        is_pad = (batch["completion_ids"] == policy.tokenizer.pad_token_id).float()
+        rewards, batch, texts = original_rollout(policy, task, examples, group_size, temperature,
+                                                 *args)
+        is_pad = (batch.completion_ids == policy.tokenizer.pad_token_id).float()
         if temperature == 1.0:  # training rollouts; the evaluation samples at 0.6
-            pad_shares.append(float((is_pad * batch["completion_mask"]).sum() / batch["completion_mask"].sum()))
-        batch["completion_mask"] = batch["completion_mask"] * (1 - is_pad)
-        return rewards, batch
+            answer_tokens = batch.completion_mask.sum()
+            pad_shares.append(float((is_pad * batch.completion_mask).sum() / answer_tokens))
+        batch.completion_mask = batch.completion_mask * (1 - is_pad)
+        return rewards, batch, texts
     trainer.Policy.wrap = staticmethod(pilot_wrap)
     trainer.rollout = pilot_rollout
 
@@ -59,9 +63,9 @@ def plot() -> None:
     for run_dir in sorted(RUNS.glob("*-seed*")):
         method, variant, _ = run_dir.name.split("-")
         style = dict(color=trainer.METHOD_COLOURS[method], linestyle="-" if variant == "fixed" else "--")
-        records = trainer.read_metrics(run_dir)
+        records = read_run(run_dir)
         axes[0].plot(*trainer.curve(records, "eval/pass@1"), marker="o", label=run_dir.name, **style)
-        axes[1].plot(*trainer.curve(records, "all_wrong_share"), alpha=0.7, **style)
+        axes[1].plot(*trainer.curve(records, "share_all_wrong"), alpha=0.7, **style)
         shares = json.loads((run_dir / "pad_shares.json").read_text())
         if shares:
             axes[2].plot(shares, alpha=0.7, **style)

@@ -11,7 +11,7 @@ cut into minibatch updates:
   group", but no update sees a single group).
 
 It writes a table (mean and 95% t-interval over seeds, paired differences NGRPO - GRPO) to
-`<run-dir>/table.md`. Finished runs in `--run-dir` are reused (the trainer's --compare).
+`<run-dir>/table.md`. Finished runs in `--run-dir` are reused (minimal/compare.py).
 
     .venv/bin/python docs/minimal/one_group_per_minibatch.py --run-dir runs/minimal/one_group
 """
@@ -23,28 +23,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ngrpo_sim.experiments import interval
+from ngrpo_sim.trainer_runs import read_run
+
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = {"one group": dict(minibatches=4), "four groups": dict(minibatches=1),
             "mixed": dict(minibatches=4)}
 
 
-def load_trainer():
-    path = ROOT / "minimal" / "ngrpo_train.py"
-    spec = importlib.util.spec_from_file_location("ngrpo_train", path)
-    sys.modules["ngrpo_train"] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sys.modules["ngrpo_train"])
-    return sys.modules["ngrpo_train"]
+def load(name: str):
+    """minimal/NAME.py as the module NAME (compare.py imports ngrpo_train by that name)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "minimal" / f"{name}.py")
+    sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
 
 
 def mixing(update_policy):
     """`update_policy` on the batch's rows reordered answer-major: the trainer cuts consecutive rows
     into minibatches, so each minibatch then holds the same number of answers of every group."""
-    def mixed_update(policy, reference, optimizer, batch, preset, config, *record):
-        rows = len(batch["advantages"])
+    def mixed_update(policy, reference, optimizer, batch, method, config, *record):
+        rows = len(batch.advantages)
         groups = rows // config.group_size
         order = torch.arange(rows).reshape(groups, config.group_size).T.reshape(-1)
-        return update_policy(policy, reference, optimizer, {k: v[order] for k, v in batch.items()},
-                             preset, config, *record)
+        return update_policy(policy, reference, optimizer, batch.select(order), method, config,
+                             *record)
     return mixed_update
 
 
@@ -54,27 +57,26 @@ def main():
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     options = parser.parse_args()
-    trainer = load_trainer()
+    trainer, compare = load("ngrpo_train"), load("compare")
     base, lines = Path(options.run_dir), []
     real_update = trainer.update_policy
     for name, changes in SETTINGS.items():
-        config = trainer.Config(compare="ngrpo,grpo", seeds=options.seeds, prompts_per_step=4,
-                                threads=options.threads,
+        config = trainer.Config(prompts_per_step=4, threads=options.threads,
                                 run_dir=str(base / name.replace(" ", "-")), **changes)
         trainer.update_policy = mixing(real_update) if name == "mixed" else real_update
-        folder = trainer.compare(config)
-        runs = {method: [trainer.read_metrics(folder / f"{method}-seed{seed}")
+        folder = compare.compare(compare.Comparison(methods=["ngrpo", "grpo"], seeds=options.seeds,
+                                                    config=config))
+        runs = {method: [read_run(folder / f"{method}-seed{seed}")
                          for seed in range(1, options.seeds + 1)] for method in ("ngrpo", "grpo")}
         after = {method: np.array([records[-1]["eval/pass@1"] for records in seeds])
                  for method, seeds in runs.items()}
         cells = [f"{mean:.3f} ± {half:.3f}" for mean, half in
-                 (trainer.mean_interval(after[m]) for m in ("ngrpo", "grpo"))]
-        difference = "{:+.3f} ± {:.3f}".format(*trainer.mean_interval(after["ngrpo"] -
-                                                                      after["grpo"]))
-        wrong = np.mean([np.mean([r["all_wrong_share"] for r in records[1:101]])
+                 (interval(after[m]) for m in ("ngrpo", "grpo"))]
+        difference = "{:+.3f} ± {:.3f}".format(*interval(after["ngrpo"] - after["grpo"]))
+        wrong = np.mean([np.mean([r["share_all_wrong"] for r in records[1:101]])
                          for records in runs["ngrpo"]])
         lines.append(f"| {name} | {' | '.join(cells)} | {difference} | {wrong:.2f} |")
-    before = trainer.read_metrics(base / "one-group" / "ngrpo-seed1")[0]["eval/pass@1"]
+    before = read_run(base / "one-group" / "ngrpo-seed1")[0]["eval/pass@1"]
     table = [f"{options.seeds} seeds x 400 steps, 4 prompts x 8 answers per step, held-out pass@1 "
              f"(before training: {before:.3f}); mean ± 95% t-interval over seeds", "",
              "| minibatches | NGRPO pass@1 after | GRPO pass@1 after | NGRPO - GRPO (paired) | "

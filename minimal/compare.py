@@ -1,0 +1,177 @@
+"""Train several methods of minimal/ngrpo_train.py for several seeds; tabulate and plot the result.
+
+    python minimal/compare.py --methods ngrpo,grpo --seeds 5           # table with 95% intervals
+    python minimal/compare.py --methods ngrpo,grpo,dapo --steps 200 --run-dir runs/minimal/short
+
+Every other flag is the trainer's (`python minimal/ngrpo_train.py --help`) and applies to every run.
+Runs go to RUN_DIR/METHOD-seedSEED (default runs/minimal/compare), beside table.md, results.json
+and comparison.png. Experiment management, not the method: the trainer never imports this file.
+"""
+import dataclasses
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import ngrpo_train as trainer
+from ngrpo_sim.experiments import interval
+from ngrpo_sim.trainer_runs import (CONFIG_FILE, METRICS_FILE, MODEL_FOLDER, RUN_FOLDER,
+                                    read_config, read_run)
+
+DEFAULT_FOLDER = "runs/minimal/compare"
+
+
+@dataclasses.dataclass
+class Comparison:
+    """Which methods and how many seeds; every run trains with `config` otherwise."""
+    methods: list
+    """Method names, the first the one the others are paired against."""
+    seeds: int
+    """Seeds 1..seeds per method."""
+    config: trainer.Config
+    """The settings of every run (method, seed and run_dir are set per run)."""
+
+
+def parse_comparison(argv=None) -> Comparison:
+    """The trainer's command line plus --methods and --seeds."""
+    parser = trainer.command_line_parser()
+    parser.description = __doc__.split("\n\n")[0]
+    parser.add_argument("--methods", default="ngrpo,grpo",
+                        help="Comma-separated methods, e.g. ngrpo,grpo,dapo (default: ngrpo,grpo)")
+    parser.add_argument("--seeds", type=int, default=3, help="Seeds per method (default: 3)")
+    settings = vars(parser.parse_args(argv))
+    methods = [name.strip() for name in settings.pop("methods").split(",") if name.strip()]
+    seeds = settings.pop("seeds")
+    return Comparison(methods=methods, seeds=seeds, config=trainer.Config(**settings))
+
+
+def check_comparison(comparison: Comparison) -> trainer.Config:
+    """The runs' config with the task's defaults, after checking every method and the seeds."""
+    if not comparison.methods:
+        raise trainer.UsageError("methods must name at least one method, got ''; e.g. "
+                                 "--methods ngrpo,grpo")
+    if comparison.seeds < 1:
+        raise trainer.UsageError(f"seeds must be >= 1, got {comparison.seeds}")
+    config = trainer.with_task_defaults(comparison.config)
+    for name in comparison.methods:
+        trainer.check_config(dataclasses.replace(config, method=name))
+    return config
+
+
+def train_or_reuse(wanted: trainer.Config, overwrite: bool) -> None:
+    """Train one run of the comparison. A finished run is reused only if it was trained with the
+    same settings, an unfinished one is resumed; a run with other settings is refused (give
+    another run_dir), or trained anew with --overwrite."""
+    run = Path(wanted.run_dir)
+    if overwrite or not (run / CONFIG_FILE).is_file():
+        trainer.train(wanted)
+        return
+    saved = read_config(run)
+    settings = {**dataclasses.asdict(wanted), "answer_checker": trainer.answer_checker(wanted)}
+    changed = trainer.changed_settings(saved, settings, allowed=("steps",))
+    if saved.get("steps", wanted.steps) > wanted.steps:  # last evaluated after `steps`
+        changed.append(f"steps={wanted.steps} (the run has {saved['steps']})")
+    if changed:
+        raise trainer.UsageError(f"compare: {run} was trained with other settings: "
+                                 f"{', '.join(changed)}; give another --run-dir, or --overwrite "
+                                 "to train the comparison anew")
+    finished = (run / MODEL_FOLDER).is_dir() and (run / METRICS_FILE).is_file() and \
+        read_run(run)[-1]["step"] == wanted.steps
+    if not finished:
+        trainer.train(dataclasses.replace(wanted, resume=True))
+
+
+def compare(comparison: Comparison) -> Path:
+    """Train every method for seeds 1..seeds (train_or_reuse), then write a table of the final
+    held-out numbers with 95% t-intervals over seeds, the paired differences to the first method,
+    and a figure; returns the folder."""
+    config = check_comparison(comparison)
+    methods = comparison.methods
+    base = Path(config.run_dir or DEFAULT_FOLDER)
+    runs = {}
+    for name in methods:
+        for seed in range(1, comparison.seeds + 1):
+            run = base / RUN_FOLDER.format(method=name, seed=seed)
+            train_or_reuse(dataclasses.replace(config, method=name, seed=seed, run_dir=str(run)),
+                           config.overwrite)
+            runs.setdefault(name, []).append(read_run(run))
+    columns = {"pass@1 before": lambda r: r[0]["eval/pass@1"],
+               "pass@1 after": lambda r: r[-1]["eval/pass@1"],
+               f"pass@{config.eval_samples}": lambda r: r[-1][f"eval/pass@{config.eval_samples}"],
+               "pass@k AUC": lambda r: r[-1]["eval/pass_auc"],
+               "mean entropy": lambda r: np.mean([x["entropy"] for x in r if "entropy" in x]),
+               "all-wrong groups learned from":
+                   lambda r: np.mean([x["share_all_wrong_learned"] for x in r[1:]])}
+    values = {name: {column: [f(r) for r in runs[name]] for column, f in columns.items()}
+              for name in methods}
+    lines = [f"{comparison.seeds} seeds x {config.steps} steps, {config.eval_prompts} held-out "
+             f"prompts x {config.eval_samples} samples; mean ± 95% t-interval over seeds", "",
+             "| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name in methods:
+        cells = [f"{mean:.3f} ± {half:.3f}"
+                 for mean, half in (interval(values[name][column]) for column in columns)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    # Same seed = same initial model, evaluation draws and first prompts: pair the runs.
+    for name in methods[1:]:
+        for column in ("pass@1 after", "pass@k AUC"):
+            mean, half = interval(np.subtract(values[methods[0]][column], values[name][column]))
+            lines.append(f"- {methods[0]} - {name}, {column}: {mean:+.3f} ± {half:.3f} "
+                         "(paired by seed)")
+    trainer.write_atomically(base / "table.md", "\n".join(lines) + "\n")
+    trainer.write_atomically(base / "results.json", json.dumps(values, indent=1))
+    plot_comparison(base, runs)
+    print("\n".join(lines))
+    return base
+
+
+def plot_comparison(base: Path, runs: dict) -> None:
+    """comparison.png: held-out pass@1 and pass@k AUC, entropy and the share of all-wrong groups
+    against steps, the mean over seeds with its 95% t-interval shaded."""
+    plt = trainer.pyplot()
+    keys = ["eval/pass@1", "eval/pass_auc", "entropy", "share_all_wrong"]
+    figure, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6),
+                                constrained_layout=True)
+    for ax, key in zip(axes, keys):
+        for name, records in runs.items():
+            steps = trainer.curve(records[0], key)[0]
+            if not len(steps):
+                continue
+            stacked = np.array([trainer.curve(r, key)[1] for r in records])
+            mean, half = zip(*(interval(column) for column in stacked.T))
+            colour = trainer.METHOD_COLOURS.get(name, "#000000")
+            ax.plot(steps, mean, color=colour, label=name, marker="o" if "eval" in key else None)
+            ax.fill_between(steps, np.subtract(mean, half), np.add(mean, half), color=colour,
+                            alpha=0.2)
+        title = {"eval/pass_auc": "held-out pass@k AUC"}.get(key, trainer.PANELS.get(key))
+        ax.set(title=title if "eval" in key else title + " (20-step mean)", xlabel="step")
+    axes[0].legend()
+    figure.savefig(base / "comparison.png", dpi=110)
+    plt.close(figure)
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    comparison = parse_comparison(argv)
+    try:
+        compare(comparison)
+    except trainer.UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except (trainer.NonFiniteError, trainer.RewardError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        arguments = [argument for argument in argv
+                     if argument not in ("--overwrite", "--no-overwrite")]
+        command = ["python", os.path.relpath(__file__), *arguments]
+        print("interrupted; run the same command again to continue (finished runs are reused, "
+              f"the stopped one resumes): {shlex.join(command)}", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
