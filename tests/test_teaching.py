@@ -291,8 +291,8 @@ def fake_records(final_pass):
         return {"eval/pass@1": values[0], "eval/pass@2": values[1], "eval/pass@4": values[2], "eval/pass_auc": 50.0}
 
     return [{"step": 0, **evaluation([0.1, 0.2, 0.3])},
-            {"step": 1, "reward": 0.2, "entropy": 0.7, "all_wrong_share": 0.5},
-            {"step": 2, "reward": 0.4, "entropy": 0.6, "all_wrong_share": 0.25, **evaluation(final_pass)}]
+            {"step": 1, "reward": 0.2, "entropy": 0.7, "share_all_wrong": 0.5},
+            {"step": 2, "reward": 0.4, "entropy": 0.6, "share_all_wrong": 0.25, **evaluation(final_pass)}]
 
 
 def test_a_comparison_folder_is_read_by_method_and_seed(tmp_path):
@@ -334,7 +334,7 @@ def test_run_folder_errors_name_the_folder_and_key(tmp_path):
         teaching.read_comparison(tmp_path, seeds=0)
     with pytest.raises(ValueError, match="holds no metrics.jsonl"):
         teaching.read_run(tmp_path)
-    with pytest.raises(ValueError, match="key='kl' was never logged; the run logged all_wrong_share"):
+    with pytest.raises(ValueError, match="key='kl' was never logged; the run logged entropy, .*share_all_wrong"):
         teaching.run_curve(fake_records([0.1, 0.2, 0.3]), "kl")
     with pytest.raises(ValueError, match="holds no evaluation"):
         teaching.final_pass_at_k(fake_records([0.1, 0.2, 0.3])[1:2])
