@@ -17,7 +17,6 @@ import numpy as np
 
 from ngrpo_sim import get_method
 from ngrpo_sim.dynamics import DynamicsConfig, TrainState, apply_rollout, draw_rollout
-from ngrpo_sim.optim import Optimizer
 from ngrpo_sim.reference_step import reference_apply_rollout
 
 
@@ -33,9 +32,7 @@ def median_seconds(function, repeats: int) -> float:
 def step_speedup(policy: str, repeats: int) -> dict:
     config = DynamicsConfig(policy=policy)  # the defaults: 16 seeds, 256 prompts, 16 answers, B 64, G 8, 4 minibatches
     method, task = get_method("ngrpo"), config.build_task()
-    state = TrainState(task.initial_params(config.seeds),
-                       Optimizer(config.optimizer, config.learning_rate),
-                       np.zeros((config.seeds, task.num_prompts)))
+    state = TrainState.start(task, config)
     reference = task.logits(state.params).copy()
     rollout = draw_rollout(task, method, state.params, config, np.random.default_rng(0))
     vectorised = median_seconds(lambda: apply_rollout(task, method, config, copy.deepcopy(state), rollout,

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from ngrpo_sim import get_method
-from ngrpo_sim.optim import Optimizer
 from ngrpo_sim.reference_sequence_step import reference_apply_sequence_rollout
 from ngrpo_sim.sequences import SequenceConfig
 from ngrpo_sim.training_loop import TrainState, apply_rollout, draw_rollout
@@ -43,9 +42,7 @@ def step_speedup(policy: str, repeats: int) -> dict:
     # 4 minibatches.
     config = SequenceConfig(policy=policy)
     method, task = get_method("ngrpo"), config.build_task()
-    state = TrainState(task.initial_params(config.seeds),
-                       Optimizer(config.optimizer, config.learning_rate),
-                       np.zeros((config.seeds, task.num_prompts)))
+    state = TrainState.start(task, config)
     reference = task.logits(state.params).copy()
     rollout = draw_rollout(task, method, state.params, config, np.random.default_rng(0))
 

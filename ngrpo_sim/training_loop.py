@@ -269,6 +269,14 @@ class TrainState:
     values: np.ndarray
     """(S, P) PPO's value estimates (zeros and unused for other methods)."""
 
+    @classmethod
+    def start(cls, task, config: LoopConfig) -> "TrainState":
+        """The state before the first step: the task's initial parameters for each of the config's
+        seeds, a fresh optimiser, zero value estimates."""
+        return cls(task.initial_params(config.seeds),
+                   Optimizer(config.optimizer, config.learning_rate),
+                   np.zeros((config.seeds, task.num_prompts)))
+
 
 @dataclass
 class Coefficients:
@@ -589,9 +597,7 @@ def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = T
     check_memory(config)
     task = config.build_task()
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
-    state = TrainState(task.initial_params(config.seeds),
-                       Optimizer(config.optimizer, config.learning_rate),
-                       np.zeros((config.seeds, task.num_prompts)))
+    state = TrainState.start(task, config)
     reference = task.logits(state.params).copy()
     initial_success = task.success(reference[0])
     run_record = RunRecord(method.name, config, initial_success=initial_success)

@@ -21,9 +21,7 @@ SMALL = dict(num_prompts=12, num_answers=5, prompts_per_step=4, group_size=4, mi
 
 
 def fresh_state(task, config):
-    return TrainState(task.initial_params(config.seeds),
-                      Optimizer(config.optimizer, config.learning_rate),
-                      np.zeros((config.seeds, task.num_prompts)))
+    return TrainState.start(task, config)
 
 
 @pytest.mark.parametrize("policy", ["tabular", "shared"])
