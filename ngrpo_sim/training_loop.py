@@ -225,7 +225,7 @@ def check_memory(config: LoopConfig, at_once: int = 1) -> None:
     _checks.fits_in_memory(
         f"a run of {config.seeds} seeds x {config.num_prompts} prompts"
         + (f" x {answers} answers" if answers else "")
-        + f" (batch {config.prompts_per_step} x group {config.group_size}, {steps})"
+        + f" ({config.prompts_per_step} prompts per step x group {config.group_size}, {steps})"
         + (f", {at_once} at once," if at_once > 1 else ""),
         at_once * needed, "use fewer seeds, prompts, answers or steps"
         + (" or fewer workers" if at_once > 1 else ""))
