@@ -18,7 +18,8 @@ import numpy as np
 from ngrpo_sim import _checks
 from ngrpo_sim.advantages import (AdvantageEstimator, CriticAdvantage, DrGRPOAdvantage,
                                   GRPOAdvantage, LENSAdvantage, MaxRLAdvantage, NGRPOAdvantage,
-                                  NSRAdvantage, PSRAdvantage, QAEAdvantage, RLOOAdvantage, RLZVPAdvantage,
+                                  NSRAdvantage, PSRAdvantage, QAEAdvantage, RLOOAdvantage,
+                                  RLZVPAdvantage,
                                   ShiftedBaselineAdvantage, WeightedReinforceAdvantage)
 
 # --------------------------------------------------------------------------------------------------
