@@ -1,5 +1,4 @@
-"""Speed of the simulator: the vectorised training step against the plain-loop oracle, and the
-report's sweep.
+"""Speed of the simulator: the vectorised training step against the plain-loop oracle, and the report's sweep.
 
 Both steps run on identical inputs (same task, state and rollout) in this process; the ratio of
 their median times is the speed-up. Then the headline experiment and the sweep of
