@@ -191,7 +191,8 @@ def device_agreement(folder: Path, sizes: Sizes, options, device: torch.device) 
     sampler = trainer.load_policy(folder, device, "bf16")
     examples = task.draw(np.random.default_rng(7), sizes.compare_prompts)
     rewards, batch, _ = trainer.rollout(sampler, task, examples, sizes.group_size, 1.0, 1.0,
-                                        sizes.max_new_tokens, torch.Generator(device).manual_seed(7))
+                                        sizes.max_new_tokens,
+                                        torch.Generator(device).manual_seed(7))
     advantages = trainer.group_advantages(rewards, method).ravel()
     scored = {}
     variants = (("cpu_fp32", torch.device("cpu"), "fp32"), ("device_fp32", device, "fp32"),

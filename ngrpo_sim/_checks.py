@@ -1,7 +1,7 @@
 """Input checks shared by the library.
 
-Every check names the argument and the value it refused, so a bad call fails at the door with a sentence
-instead of deep inside numpy with a NaN or a shape error.
+Every check names the argument and the value it refused, so a bad call fails at the door with a
+sentence instead of deep inside numpy with a NaN or a shape error.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def group_rewards(name: str, rewards, *, min_group_size: int, floor: float | Non
     array = _numeric(name, rewards)
     finite_array(name, np.where(np.isnan(array), 0.0, array) if allow_unknown else array)
     if array.ndim == 0:
-        raise ValueError(f"{name} must have a group axis (shape (..., G)), got the scalar {array.item()}")
+        raise ValueError(f"{name} must have a group axis (shape (..., G)), got the scalar "
+                         f"{array.item()}")
     group_size = array.shape[-1]
     if group_size < min_group_size:
         raise ValueError(

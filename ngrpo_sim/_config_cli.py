@@ -1,4 +1,5 @@
-"""Command-line options generated from a config dataclass, with each field's docstring as its help (CleanRL style).
+"""Command-line options generated from a config dataclass, with each field's docstring as its help
+(CleanRL style).
 
 A field's docstring is the string literal right under it in the class body; Python drops those at
 run time, so they are read back from the source with ``ast``.
@@ -46,14 +47,17 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, 
         flag = "--" + item.name.replace("_", "-")
         help_text = f"{docs.get(item.name, '')} (default: {item.default})"
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=item.default, help=help_text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=item.default,
+                                help=help_text)
         else:
-            parser.add_argument(flag, type=kind, default=item.default, help=help_text, dest=item.name)
+            parser.add_argument(flag, type=kind, default=item.default, help=help_text,
+                                dest=item.name)
 
 
 def config_from_args(cls, args: argparse.Namespace, **overrides):
     """An instance of ``cls`` from the parsed options (validated by the class itself)."""
-    values = {item.name: getattr(args, item.name) for item in dataclasses.fields(cls) if hasattr(args, item.name)}
+    values = {item.name: getattr(args, item.name) for item in dataclasses.fields(cls)
+              if hasattr(args, item.name)}
     values.update(overrides)
     return cls(**values)
 

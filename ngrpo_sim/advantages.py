@@ -1,20 +1,21 @@
 """Advantage estimators: how each method turns a group of rewards into one number per answer.
 
-Every estimator is a small frozen dataclass whose fields are its hyperparameters. Calling it on rewards shaped
-``(..., G)`` (any leading axes for seeds and prompts; the last axis is the group of G answers sampled for one
-prompt) returns float64 advantages of the same shape. Rewards are outcome rewards: one number per answer, spread
-over all of its tokens by the loss.
+Every estimator is a small frozen dataclass whose fields are its hyperparameters. Calling it on
+rewards shaped ``(..., G)`` (any leading axes for seeds and prompts; the last axis is the group of G
+answers sampled for one prompt) returns float64 advantages of the same shape. Rewards are outcome
+rewards: one number per answer, spread over all of its tokens by the loss.
 
 The estimators fall into two families:
 
 * group-relative ones (GRPO, NGRPO, Dr.GRPO, RLOO, MaxRL, QAE, the shifted baselines of AsymRE)
   compare an answer with its siblings, so a group whose answers all earn the same reward gives every
   answer the same centred value (a shifted baseline can move it off 0);
-* fixed-weight ones (PSR, NSR, W-REINFORCE) and the critic baseline of PPO look at one answer at a time.
+* fixed-weight ones (PSR, NSR, W-REINFORCE) and the critic baseline of PPO look at one answer at a
+  time.
 
-For binary rewards all of them except the critic baseline are *count-based*: an answer's advantage depends only
-on its own reward and on how many answers of its group are correct. ``ngrpo_sim.landscape`` relies
-on that.
+For binary rewards all of them except the critic baseline are *count-based*: an answer's advantage
+depends only on its own reward and on how many answers of its group are correct.
+``ngrpo_sim.landscape`` relies on that.
 
 Two estimators also read the policy: RL-ZVP shapes the advantages of zero-variance groups by the
 policy's token entropy, LENS penalises a wrong answer by the policy's confidence in it. Such an
@@ -54,8 +55,8 @@ def _known_statistics(reference: np.ndarray, ddof: int) -> tuple[np.ndarray, ...
 def _centre(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """``values - mean(reference)`` over the last axis, shifted by a member of ``reference`` first.
 
-    The shift makes a group of identical rewards centre to exactly 0.0 (not 1e-17), so "no gradient from a
-    homogeneous group" holds bit for bit, for any reward value. NaN members of ``reference``
+    The shift makes a group of identical rewards centre to exactly 0.0 (not 1e-17), so "no gradient
+    from a homogeneous group" holds bit for bit, for any reward value. NaN members of ``reference``
     (unknown rewards) stay out of the mean; a NaN value stays NaN.
     """
     if np.isnan(reference).any():
@@ -139,8 +140,9 @@ class AdvantageEstimator:
     min_group_size: ClassVar[int] = 2
     """Smallest G the estimator is defined for (a group-relative baseline needs a sibling)."""
     count_based: ClassVar[bool] = True
-    """Whether, for binary rewards, the advantage depends only on the answer's reward and its group's count of
-    correct answers. The advantage landscape and the gain c(p) exist for these estimators only."""
+    """Whether, for binary rewards, the advantage depends only on the answer's reward and its
+    group's count of correct answers. The advantage landscape and the gain c(p) exist for these
+    estimators only."""
     uses_values: ClassVar[bool] = False
     """Whether the estimator needs a learned value V (PPO's critic)."""
     policy_inputs: ClassVar[tuple[str, ...]] = ()
@@ -150,9 +152,9 @@ class AdvantageEstimator:
     """Whether the estimator is defined for binary rewards (0 wrong, 1 correct) only; others are
     refused."""
     calibration_options: ClassVar[tuple[str, ...]] = ()
-    """The fields that the landscape's options (r_max and virtual_samples of NGRPO's virtual answer, the std's
-    ddof) retune. A field of the same name that means something else, such as PSR's reward scale r_max, is not
-    listed."""
+    """The fields that the landscape's options (r_max and virtual_samples of NGRPO's virtual answer,
+    the std's ddof) retune. A field of the same name that means something else, such as PSR's reward
+    scale r_max, is not listed."""
 
     def reward_bounds(self) -> tuple[float | None, float | None]:
         """The closed interval rewards must lie in; ``None`` for an open side."""
@@ -201,14 +203,15 @@ class AdvantageEstimator:
                                  f"{np.shape(value)}")
         if self.uses_values:
             if values is None:
-                raise ValueError(f"the {self.name} estimator needs values (the critic's V), got None")
+                raise ValueError(f"the {self.name} estimator needs values (the critic's V), "
+                                 "got None")
             values = _checks.finite_array("values", values)
             try:
                 values = np.broadcast_to(values, rewards.shape)
             except ValueError as error:
-                raise ValueError(f"values of shape {values.shape} do not broadcast to rewards of shape "
-                                 f"{rewards.shape}; give one value per answer, or shape (..., 1) per prompt"
-                                 ) from error
+                raise ValueError(f"values of shape {values.shape} do not broadcast to rewards of "
+                                 f"shape {rewards.shape}; give one value per answer, or shape "
+                                 "(..., 1) per prompt") from error
         elif values is not None:
             raise ValueError(f"the {self.name} estimator takes no values; got values={values!r}")
         if unknown.any():
@@ -235,8 +238,8 @@ class GRPOAdvantage(AdvantageEstimator):
     calibration_options: ClassVar[tuple[str, ...]] = ("ddof",)
     _: KW_ONLY  # calibration options and tolerances by name only
     ddof: int = 1
-    """Degrees of freedom removed from the std: 1 is Bessel's correction (``torch.std``'s default, used by verl
-    and the NGRPO release); 0 is the population std of the GRPO paper's formula."""
+    """Degrees of freedom removed from the std: 1 is Bessel's correction (``torch.std``'s default,
+    used by verl and the NGRPO release); 0 is the population std of the GRPO paper's formula."""
     eps: float = 1e-6
     """Added to the std so that a group with a tiny spread cannot blow the advantage up."""
 
@@ -257,8 +260,9 @@ class GRPOAdvantage(AdvantageEstimator):
 class NGRPOAdvantage(AdvantageEstimator):
     """NGRPO advantage calibration (Nan et al. 2025).
 
-    ``virtual_samples`` copies of the best possible reward ``r_max`` join the group's statistics (never the
-    batch: they have no tokens and get no advantage). The baseline rises towards r_max, so
+    ``virtual_samples`` copies of the best possible reward ``r_max`` join the group's statistics
+    (never the batch: they have no tokens and get no advantage). The baseline rises towards r_max,
+    so
 
     * an all-wrong group is no longer silent: each answer gets -(mean') / std' < 0 (G = 8: -1/3),
       which pushes probability away from the failed answers and towards everything not yet tried;
@@ -271,12 +275,14 @@ class NGRPOAdvantage(AdvantageEstimator):
     calibration_options: ClassVar[tuple[str, ...]] = ("r_max", "virtual_samples", "ddof")
     _: KW_ONLY  # calibration options and tolerances by name only
     r_max: float = 1.0
-    """The best reward the verifier can give; the virtual sample's reward. Rewards above it are refused."""
+    """The best reward the verifier can give; the virtual sample's reward. Rewards above it are
+    refused."""
     virtual_samples: int = 1
-    """How many virtual r_max samples join each group (the release's ``add_max_reward_num``). The paper
-    reports that more than one over-explores: the negative push grows with each copy."""
+    """How many virtual r_max samples join each group (the release's ``add_max_reward_num``). The
+    paper reports that more than one over-explores: the negative push grows with each copy."""
     ddof: int = 1
-    """Bessel's correction on the G + virtual_samples values, as in the release (and the paper's numbers)."""
+    """Bessel's correction on the G + virtual_samples values, as in the release (and the paper's
+    numbers)."""
     eps: float = 1e-6
     """Added to the std, as in GRPO."""
 
@@ -323,8 +329,8 @@ class DrGRPOAdvantage(AdvantageEstimator):
 class RLOOAdvantage(AdvantageEstimator):
     """RLOO (Ahmadian et al. 2024): A_i = r_i - mean of the other G - 1 rewards.
 
-    Leaving the answer out of its own baseline makes the estimate unbiased; it equals G / (G - 1) times
-    Dr.GRPO's advantage.
+    Leaving the answer out of its own baseline makes the estimate unbiased; it equals G / (G - 1)
+    times Dr.GRPO's advantage.
     """
 
     name: ClassVar[str] = "rloo"
@@ -371,7 +377,8 @@ class _OutcomeWeights(AdvantageEstimator):
 class PSRAdvantage(_OutcomeWeights):
     """Positive sample reinforcement (Zhu et al. 2025): correct answers +1, wrong answers 0.
 
-    Plain imitation of the model's own successes: sharpens what already works and tends to collapse entropy.
+    Plain imitation of the model's own successes: sharpens what already works and tends to collapse
+    entropy.
     """
 
     name: ClassVar[str] = "psr"
@@ -384,8 +391,8 @@ class PSRAdvantage(_OutcomeWeights):
 class NSRAdvantage(_OutcomeWeights):
     """Negative sample reinforcement (Zhu et al. 2025): correct answers 0, wrong answers -1.
 
-    Only pushes down what failed; the freed probability flows to all other answers in proportion to their
-    current probability, which keeps entropy up.
+    Only pushes down what failed; the freed probability flows to all other answers in proportion to
+    their current probability, which keeps entropy up.
     """
 
     name: ClassVar[str] = "nsr"
@@ -399,8 +406,8 @@ class WeightedReinforceAdvantage(_OutcomeWeights):
     """W-REINFORCE, the paper's PSR-NSR baseline: correct answers +lambda, wrong answers -1, no
     normalisation.
 
-    Equals lambda * PSR + NSR. With lambda = 0.1 the negative signal dominates; the advantages do not adapt to
-    the group, which the NGRPO paper blames for unstable training.
+    Equals lambda * PSR + NSR. With lambda = 0.1 the negative signal dominates; the advantages do
+    not adapt to the group, which the NGRPO paper blames for unstable training.
     """
 
     name: ClassVar[str] = "w_reinforce"
@@ -419,9 +426,9 @@ class WeightedReinforceAdvantage(_OutcomeWeights):
 class CriticAdvantage(AdvantageEstimator):
     """PPO's advantage with a learned critic, for outcome rewards: A_i = r_i - V.
 
-    With one reward at the end and gamma = lambda = 1, GAE reduces to the final reward minus the value
-    estimate. V must be given (per answer, or shape (..., 1) per prompt); the estimator does not learn it.
-    It is not count-based: the advantage depends on V, not on the group.
+    With one reward at the end and gamma = lambda = 1, GAE reduces to the final reward minus the
+    value estimate. V must be given (per answer, or shape (..., 1) per prompt); the estimator does
+    not learn it. It is not count-based: the advantage depends on V, not on the group.
     """
 
     name: ClassVar[str] = "critic"

@@ -1,4 +1,5 @@
-"""A bandit stand-in for RL on language models: prompts, candidate answers, verifiable rewards, softmax policies.
+"""A bandit stand-in for RL on language models: prompts, candidate answers, verifiable rewards,
+softmax policies.
 
 Each of P prompts has K candidate answers with a fixed reward each (binary: correct 1, wrong 0; or
 graded in [0, 1] with the correct answers at 1). A policy gives every prompt a softmax distribution
@@ -7,17 +8,17 @@ the probability of sampling a correct answer, which is also its pass@1.
 
 Two policies:
 
-* **tabular**: free logits per prompt and answer. An update on one prompt never moves another, so every effect
-  seen here is the method's, not the network's.
-* **shared** (log-linear): logits = b + Phi theta, with fixed features Phi (P, K, D) and one parameter vector
-  theta (D) shared by all prompts, as the weights of a network are. An update on one prompt moves all the others.
-  The features are random (interference) plus ``feature_signal`` times a direction that correct
-  answers share (generalisation: raising the correct answer of one prompt raises the correct answers
-  of the others). b is a fixed per-answer offset that sets the starting success rates; theta starts
-  at 0.
+* **tabular**: free logits per prompt and answer. An update on one prompt never moves another, so
+  every effect seen here is the method's, not the network's.
+* **shared** (log-linear): logits = b + Phi theta, with fixed features Phi (P, K, D) and one
+  parameter vector theta (D) shared by all prompts, as the weights of a network are. An update on
+  one prompt moves all the others. The features are random (interference) plus ``feature_signal``
+  times a direction that correct answers share (generalisation: raising the correct answer of one
+  prompt raises the correct answers of the others). b is a fixed per-answer offset that sets the
+  starting success rates; theta starts at 0.
 
-Starting success rates follow a *profile*: a named mixture (``"base"``: many prompts almost never solved, some mid,
-some easy, like a base model on a math benchmark) or explicit rates.
+Starting success rates follow a *profile*: a named mixture (``"base"``: many prompts almost never
+solved, some mid, some easy, like a base model on a math benchmark) or explicit rates.
 """
 
 from __future__ import annotations
@@ -41,14 +42,15 @@ PROFILES: dict[str, tuple[tuple[float, float, float], ...]] = {
     "mid": ((1.0, 2.0, 5.0),),
     "uniform": ((1.0, 1.0, 1.0),),
 }
-"""Named starting profiles. ``base``: half the prompts are hard (Beta(0.3, 30), mean 1%), 30% mid (mean 30%),
-20% easy (mean 77%)."""
+"""Named starting profiles. ``base``: half the prompts are hard (Beta(0.3, 30), mean 1%), 30% mid
+(mean 30%), 20% easy (mean 77%)."""
 
 DIFFICULTY_BUCKETS = {"hard": (0.0, 0.05), "mid": (0.05, 0.5), "easy": (0.5, 1.0 + 1e-12)}
 """Buckets of the *starting* success rate, for per-difficulty accuracy and entropy."""
 
 SUCCESS_FLOOR = 1e-6
-"""A softmax cannot reach a success rate of exactly 0 or 1; profile values are kept inside [1e-6, 1 - 1e-6]."""
+"""A softmax cannot reach a success rate of exactly 0 or 1; profile values are kept inside
+[1e-6, 1 - 1e-6]."""
 
 POLICY_METRICS = ("accuracy", "accuracy_hard", "accuracy_mid", "accuracy_easy", "entropy",
                   "entropy_hard", "entropy_mid", "entropy_easy", "pass_auc", "abandoned",
@@ -83,7 +85,8 @@ def parse_profile(profile) -> str | np.ndarray:
 
 
 def starting_success(profile, num_prompts: int, rng: np.random.Generator) -> np.ndarray:
-    """Starting success rate of each prompt: drawn from a named profile, or explicit rates cycled over prompts."""
+    """Starting success rate of each prompt: drawn from a named profile, or explicit rates cycled
+    over prompts."""
     profile = parse_profile(profile)
     if isinstance(profile, str):
         components = PROFILES[profile]
@@ -118,7 +121,8 @@ class BanditTask:
         return self.rewards == 1.0
 
     def initial_params(self, num_seeds: int) -> np.ndarray:
-        """Trainable parameters of every seed: logits (S, P, K) for tabular, theta (S, D) for shared."""
+        """Trainable parameters of every seed: logits (S, P, K) for tabular, theta (S, D) for
+        shared."""
         return starting_params(self.offsets, self.features, num_seeds)
 
     def logits(self, params: np.ndarray, prompts: np.ndarray | None = None) -> np.ndarray:
@@ -134,7 +138,8 @@ class BanditTask:
     def backprop(self, logit_grads: np.ndarray, prompts: np.ndarray | None = None) -> np.ndarray:
         """Gradient with respect to the parameters from gradients with respect to the logits.
 
-        ``logit_grads`` is (S, P, K), or (S, C, K) for ``prompts`` (S, C) of distinct prompts per seed.
+        ``logit_grads`` is (S, P, K), or (S, C, K) for ``prompts`` (S, C) of distinct prompts per
+        seed.
         """
         if self.features is None:
             if prompts is None:
@@ -314,8 +319,8 @@ def check_task_options(num_prompts: int, num_answers: int, correct_answers: int,
 
 def make_task(num_prompts: int = 256, num_answers: int = 16, correct_answers: int = 1,
               profile="base",
-              policy: str = "tabular", feature_dim: int = 16, feature_signal: float = 0.5, rewards: str = "binary",
-              logit_spread: float = 1.0, seed: int = 0) -> BanditTask:
+              policy: str = "tabular", feature_dim: int = 16, feature_signal: float = 0.5,
+              rewards: str = "binary", logit_spread: float = 1.0, seed: int = 0) -> BanditTask:
     """Build a task whose prompts start at the profile's success rates, exactly.
 
     Wrong answers get logits drawn from N(0, logit_spread^2) (graded rewards: wrong answers earn
@@ -335,8 +340,9 @@ def make_task(num_prompts: int = 256, num_answers: int = 16, correct_answers: in
     logits = np.where(right, correct_logit[:, None], logits)
     features = None
     if policy == "shared":
-        # Random features make prompts interfere; the signal along one direction lets what is learned on one
-        # prompt transfer to the others, as "being correct" is a shared concept to a network.
+        # Random features make prompts interfere; the signal along one direction lets what is
+        # learned on one prompt transfer to the others, as "being correct" is a shared concept to a
+        # network.
         direction, noise = draw_features(rng, (num_prompts, num_answers), feature_dim)
         centred_correct = right - correct_answers / num_answers
         features = noise + feature_signal * centred_correct[..., None] * direction
@@ -377,7 +383,8 @@ def difficulty_masks(initial_success: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def sample_answers(logits: np.ndarray, group_size: int, rng: np.random.Generator) -> np.ndarray:
-    """G answers per (seed, prompt) drawn from softmax(logits): (S, C, K) -> (S, C, G) answer indices."""
+    """G answers per (seed, prompt) drawn from softmax(logits): (S, C, K) -> (S, C, G) answer
+    indices."""
     cdf = np.cumsum(np.exp(log_softmax(logits)), axis=-1)
     uniforms = rng.random(logits.shape[:-1] + (group_size,))
     answers = np.sum(uniforms[..., None] >= cdf[..., None, :-1], axis=-1)

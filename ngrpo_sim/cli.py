@@ -15,7 +15,8 @@ from ngrpo_sim.sequences import SequenceConfig
 
 
 def _method_list_help() -> str:
-    """Every preset with its one-line summary, escaped for argparse's %-formatting of help strings."""
+    """Every preset with its one-line summary, escaped for argparse's %-formatting of help
+    strings."""
     return "; ".join(f"{name}: {m.summary}" for name, m in METHODS.items()).replace("%", "%%")
 
 
@@ -33,12 +34,15 @@ def _add_landscape(subparsers) -> None:
     parser.add_argument("--group-size", type=int, default=8,
                         help="G, answers sampled per prompt (the NGRPO release uses 8)")
     parser.add_argument("--methods", default=",".join(landscape.DEFAULT_METHODS),
-                        help="comma-separated presets to compare (PPO has no landscape: its advantage depends on "
-                             "a learned critic). Known: " + _method_list_help())
+                        help="comma-separated presets to compare (PPO has no landscape: its "
+                             "advantage depends on a learned critic). Known: "
+                             + _method_list_help())
     _add_method_knobs(parser)
     parser.add_argument("--out", type=Path, default=None,
-                        help="run folder for CSV and PNG files (default: runs/landscape-G<group size>)")
-    parser.add_argument("--no-figures", action="store_true", help="print the tables and write CSV only")
+                        help="run folder for CSV and PNG files "
+                             "(default: runs/landscape-G<group size>)")
+    parser.add_argument("--no-figures", action="store_true",
+                        help="print the tables and write CSV only")
     parser.set_defaults(run=_run_landscape)
 
 
@@ -92,10 +96,10 @@ def _add_dynamics(subparsers) -> None:
     parser = subparsers.add_parser(
         "dynamics",
         help="train methods on a bandit task; accuracy, entropy and pass@k over steps",
-        description="Simulate RL training of each method on a bandit stand-in for an LLM (P prompts, K answers, "
-                    "softmax policies), vectorised over seeds. Writes a run folder (config.json, metrics.csv, "
-                    "pass_at_k.csv, summary.csv, dynamics.png, pass_at_k.png) and prints final values with 95%% "
-                    "intervals over seeds.",
+        description="Simulate RL training of each method on a bandit stand-in for an LLM (P "
+                    "prompts, K answers, softmax policies), vectorised over seeds. Writes a run "
+                    "folder (config.json, metrics.csv, pass_at_k.csv, summary.csv, dynamics.png, "
+                    "pass_at_k.png) and prints final values with 95%% intervals over seeds.",
     )
     _add_training_options(parser, DynamicsConfig, "dynamics",
                           "sampled (real rollouts), expected (the deterministic expected update) "
@@ -177,11 +181,12 @@ def _run_tokens(args) -> None:
 def _add_report(subparsers) -> None:
     parser = subparsers.add_parser(
         "report",
-        help="the landscape plus the headline experiment that tests the paper's claims (about 1-2 minutes)",
-        description="Writes the advantage landscape, a headline dynamics experiment (GRPO, NGRPO, DAPO, PSR-NSR, "
-                    "PPO on a shared policy with Adam, sampled and expected) and a sweep over policy, optimiser "
-                    "and minibatch count, then prints a report of what the simulation says about each of the "
-                    "paper's claims.",
+        help="the landscape plus the headline experiment that tests the paper's claims "
+             "(about 1-2 minutes)",
+        description="Writes the advantage landscape, a headline dynamics experiment (GRPO, NGRPO, "
+                    "DAPO, PSR-NSR, PPO on a shared policy with Adam, sampled and expected) and a "
+                    "sweep over policy, optimiser and minibatch count, then prints a report of "
+                    "what the simulation says about each of the paper's claims.",
     )
     parser.add_argument("--out", type=Path, default=Path("runs") / "report",
                         help="folder for the report and its run folders (default: runs/report)")
@@ -313,8 +318,9 @@ def _run_inspect(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ngrpo-sim",
-        description="Explore GRPO, NGRPO and their peers on bandit-style softmax policies: exact advantage "
-                    "landscapes and training dynamics. Run `ngrpo-sim <command> --help` for a command's options.",
+        description="Explore GRPO, NGRPO and their peers on bandit-style softmax policies: exact "
+                    "advantage landscapes and training dynamics. Run `ngrpo-sim <command> --help` "
+                    "for a command's options.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="command", required=True)
     _add_landscape(subparsers)

@@ -51,7 +51,8 @@ class DynamicsConfig(LoopConfig):
     """Everything one simulated training run on the bandit needs, besides the method."""
 
     num_answers: int = 16
-    """K, candidate answers per prompt. More answers means more ways to be wrong and more entropy to lose."""
+    """K, candidate answers per prompt. More answers means more ways to be wrong and more entropy to
+    lose."""
     correct_answers: int = 1
     """How many of the K answers of each prompt are correct."""
 
@@ -102,5 +103,6 @@ class DynamicsConfig(LoopConfig):
 
 
 def policy_metrics(task: BanditTask, logits, initial_success, ks):
-    """Metrics of the policy on all prompts (means over prompts, one value per seed) and pass@k (S, len(ks))."""
+    """Metrics of the policy on all prompts (means over prompts, one value per seed) and pass@k
+    (S, len(ks))."""
     return task.policy_metrics(logits, initial_success, ks)

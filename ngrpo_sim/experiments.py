@@ -1,10 +1,11 @@
 """Running several methods on one task, summarising over seeds, and writing a run folder.
 
-A run folder holds ``config.json``, ``metrics.csv`` (one row per method, mode, step and seed), ``pass_at_k.csv``
-(pass@k against k after training), ``summary.csv`` (final values, mean and 95% interval over seeds) and the
-figures ``dynamics.png`` and ``pass_at_k.png``. A sweep folder (``ngrpo-sim sweep``) holds
-``sweep.json`` (what was asked for), ``tasks/`` (each finished run, for resuming), a run folder per
-setting and ``summary.csv`` (final values per setting, method and metric).
+A run folder holds ``config.json``, ``metrics.csv`` (one row per method, mode, step and seed),
+``pass_at_k.csv`` (pass@k against k after training), ``summary.csv`` (final values, mean and 95%
+interval over seeds) and the figures ``dynamics.png`` and ``pass_at_k.png``. A sweep folder
+(``ngrpo-sim sweep``) holds ``sweep.json`` (what was asked for), ``tasks/`` (each finished run, for
+resuming), a run folder per setting and ``summary.csv`` (final values per setting, method and
+metric).
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from ngrpo_sim.plotting import method_colour, save, subplots
 from ngrpo_sim.sweep import run_sweep
 from ngrpo_sim.training_loop import LoopConfig
 
-SUMMARY_METRICS = ("accuracy", "accuracy_hard", "pass_auc", "entropy", "entropy_hard", "abandoned", "newly_solved",
-                   "regressed", "max_drawdown")
-"""Final values reported per method. ``max_drawdown`` is the largest fall of accuracy from its running maximum
-during training (0 for a run that never loses accuracy), our measure of instability."""
+SUMMARY_METRICS = ("accuracy", "accuracy_hard", "pass_auc", "entropy", "entropy_hard", "abandoned",
+                   "newly_solved", "regressed", "max_drawdown")
+"""Final values reported per method. ``max_drawdown`` is the largest fall of accuracy from its
+running maximum during training (0 for a run that never loses accuracy), our measure of
+instability."""
 
 
 AGGREGATION_LINESTYLES = {"seq-mean-token-mean": ":", "seq-mean-token-sum-norm": "-."}
@@ -227,8 +229,10 @@ def plot_band(ax, run_record: RunRecord, name: str) -> None:
         ax.fill_between(steps, mean - half, mean + half, color=colour, alpha=0.2, linewidth=0)
 
 
-DYNAMICS_PANELS = (("accuracy", "mean success rate (pass@1)"), ("pass_auc", "pass@k AUC (k = 1..256, 0-100)"),
-                   ("entropy", "mean policy entropy (nats)"), ("accuracy_hard", "success on prompts starting < 5%"))
+DYNAMICS_PANELS = (("accuracy", "mean success rate (pass@1)"),
+                   ("pass_auc", "pass@k AUC (k = 1..256, 0-100)"),
+                   ("entropy", "mean policy entropy (nats)"),
+                   ("accuracy_hard", "success on prompts starting < 5%"))
 
 
 def plot_dynamics(run_records: list[RunRecord], path: Path, panels=DYNAMICS_PANELS) -> Path:
@@ -265,7 +269,8 @@ def plot_pass_at_k(run_records: list[RunRecord], path: Path) -> Path:
 
 
 def with_mode(config: LoopConfig, mode: str) -> LoopConfig:
-    """The same config in another mode; an expected run needs one seed only (it is deterministic)."""
+    """The same config in another mode; an expected run needs one seed only (it is
+    deterministic)."""
     return dataclasses.replace(config, mode=mode, seeds=1 if mode == "expected" else config.seeds)
 
 

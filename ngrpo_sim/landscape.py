@@ -22,17 +22,18 @@ f(1, 1 + B), beta = E f(0, B). The mean of (1/G) sum_i A_i is p alpha + (1 - p) 
 pi_a (alpha r_a + beta (1 - r_a) - p alpha - (1 - p) beta) = (alpha - beta) pi_a (r_a - p).
 
 So, for binary rewards, every count-based method moves the expected logits in the *same direction*
-pi * (r - p), the exact policy gradient of the success rate; methods differ only in the step size c(p) they
-apply at each difficulty (and in their noise). A dropped group counts as advantage 0 in f. The identity is per
-sampled group, before a filter's refill renormalises the batch, on the first update after a rollout (ratio 1,
-so clipping is inactive), and ignores KL and entropy terms.
+pi * (r - p), the exact policy gradient of the success rate; methods differ only in the step size
+c(p) they apply at each difficulty (and in their noise). A dropped group counts as advantage 0 in f.
+The identity is per sampled group, before a filter's refill renormalises the batch, on the first
+update after a rollout (ratio 1, so clipping is inactive), and ignores KL and entropy terms.
 
-Not covered: PPO, whose advantage r - V depends on a learned critic rather than on the group (for any V that does
-not depend on the sampled group the same argument gives c = 1: a baseline changes variance, not the mean);
-RL-ZVP and LENS, whose advantages depend on the policy's probabilities (RL-ZVP scales zero-variance
-groups by the policy's entropy, LENS ranks wrong answers by the probability of each), so the same
-counts give different advantages on different policies and A_i is not f(r, k); graded (non-binary)
-rewards; the second and later minibatch updates, where ratios leave 1 and clipping acts.
+Not covered: PPO, whose advantage r - V depends on a learned critic rather than on the group (for
+any V that does not depend on the sampled group the same argument gives c = 1: a baseline changes
+variance, not the mean); RL-ZVP and LENS, whose advantages depend on the policy's probabilities
+(RL-ZVP scales zero-variance groups by the policy's entropy, LENS ranks wrong answers by the
+probability of each), so the same counts give different advantages on different policies and A_i is
+not f(r, k); graded (non-binary) rewards; the second and later minibatch updates, where ratios leave
+1 and clipping acts.
 
 Of NGRPO's rivals the count-based ones are MaxRL, QAE and the shifted baselines (AsymRE, and NGRPO's
 baseline without its std). Closed forms, each tested: MaxRL c(p) = [1 - (1 - p)^(G - 1)] / p; a
@@ -158,7 +159,8 @@ to rounding; smaller terms are 0 to that precision."""
 
 
 def binomial_pmf(trials: int, success_rate: np.ndarray) -> np.ndarray:
-    """P(k successes in ``trials``) for k = 0..trials, shaped ``success_rate.shape + (trials + 1,)``.
+    """P(k successes in ``trials``) for k = 0..trials, shaped
+    ``success_rate.shape + (trials + 1,)``.
 
     Plain numpy up to ``DIRECT_PMF_TRIALS``: scipy.stats.binom is exact too but an order of
     magnitude slower in the simulator's inner loop. Beyond it the binomial coefficient overflows a
@@ -182,10 +184,12 @@ def silent_counts(method: Method, group_size: int) -> np.ndarray:
 
 
 def zero_gradient_probability(method: Method, group_size: int, success_rate) -> np.ndarray:
-    """Probability that a group of G answers sampled at success rate p gives every answer advantage 0.
+    """Probability that a group of G answers sampled at success rate p gives every answer advantage
+    0.
 
-    Sums the Binomial(G, p) probabilities of the counts k whose canonical group is silent under the method (GRPO:
-    k = 0 or G, so p^G + (1 - p)^G; NGRPO: only k = G). Broadcasts over ``success_rate``.
+    Sums the Binomial(G, p) probabilities of the counts k whose canonical group is silent under the
+    method (GRPO: k = 0 or G, so p^G + (1 - p)^G; NGRPO: only k = G). Broadcasts over
+    ``success_rate``.
     """
     p = _success_rates(success_rate)
     return binomial_pmf(group_size, p) @ silent_counts(method, group_size)
@@ -217,15 +221,16 @@ def expected_logit_update(method: Method, group_size: int, logits, rewards) -> n
     return gain * probs * (rewards - success)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Tables, CSV and figures for the command line and the notebooks
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 TABLE_SUCCESS_RATES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 
 
 def format_tables(methods: list[Method], group_size: int) -> str:
-    """The landscape as plain-text tables: advantages by k, zero-gradient probability and c(p) by p."""
+    """The landscape as plain-text tables: advantages by k, zero-gradient probability and c(p) by
+    p."""
     names = [m.name for m in methods]
     width = max(9, *(len(n) + 1 for n in names))
     header = "".join(f"{n:>{width}}" for n in names)
@@ -238,7 +243,8 @@ def format_tables(methods: list[Method], group_size: int) -> str:
               f"{'k':>4}" + header]
     for k in range(group_size):
         lines.append(f"{k:>4}" + "".join(f"{advantages[n][1][k]:>{width}.4f}" for n in names))
-    for title, quantity in (("Probability that a sampled group gives no gradient", zero_gradient_probability),
+    for title, quantity in (("Probability that a sampled group gives no gradient",
+                             zero_gradient_probability),
                             ("Gain c(p): E[update] = c(p) * pi * (r - p)", expected_gain)):
         lines += ["", f"{title} (G={group_size})", f"{'p':>6}" + header]
         values = {m.name: quantity(m, group_size, np.array(TABLE_SUCCESS_RATES)) for m in methods}
@@ -247,8 +253,10 @@ def format_tables(methods: list[Method], group_size: int) -> str:
     return "\n".join(lines)
 
 
-def write_csv(methods: list[Method], group_size: int, folder: Path, grid_points: int = 201) -> list[Path]:
-    """advantages.csv (by k) and curves.csv (zero-gradient probability and c(p) on a grid of p) in ``folder``."""
+def write_csv(methods: list[Method], group_size: int, folder: Path,
+              grid_points: int = 201) -> list[Path]:
+    """advantages.csv (by k) and curves.csv (zero-gradient probability and c(p) on a grid of p) in
+    ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     advantage_path, curve_path = folder / "advantages.csv", folder / "curves.csv"
@@ -262,9 +270,11 @@ def write_csv(methods: list[Method], group_size: int, folder: Path, grid_points:
     grid = np.linspace(0.0, 1.0, grid_points)
     with curve_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "group_size", "success_rate", "zero_gradient_probability", "gain"])
+        writer.writerow(["method", "group_size", "success_rate", "zero_gradient_probability",
+                         "gain"])
         for m in methods:
-            silent, gain = zero_gradient_probability(m, group_size, grid), expected_gain(m, group_size, grid)
+            silent, gain = (zero_gradient_probability(m, group_size, grid),
+                            expected_gain(m, group_size, grid))
             writer.writerows([m.name, group_size, p, s, c] for p, s, c in zip(grid, silent, gain))
     return [advantage_path, curve_path]
 
@@ -273,9 +283,10 @@ def plot_advantages(ax, methods: list[Method], group_size: int) -> None:
     """Advantage against k: solid for correct answers, dashed for wrong answers."""
     counts = np.arange(group_size + 1)
     advantages = {m.name: count_advantages(m, group_size) for m in methods}
-    plot_method_curves(ax, counts, {name: right for name, (right, _) in advantages.items()}, marker="o")
-    plot_method_curves(ax, counts, {name: wrong for name, (_, wrong) in advantages.items()}, linestyle="--",
-                       marker="s", label=False)
+    plot_method_curves(ax, counts, {name: right for name, (right, _) in advantages.items()},
+                       marker="o")
+    plot_method_curves(ax, counts, {name: wrong for name, (_, wrong) in advantages.items()},
+                       linestyle="--", marker="s", label=False)
     ax.axhline(0.0, color="0.6", linewidth=0.8)
     ax.set_xlabel(f"correct answers k in a group of G={group_size}")
     ax.set_ylabel("advantage (solid: correct answer, dashed: wrong)")
@@ -288,7 +299,8 @@ def plot_zero_gradient(ax, methods: list[Method], group_size: int, grid_points: 
     grid = np.linspace(0.0, 1.0, grid_points)
     curves = {m.name: zero_gradient_probability(m, group_size, grid) for m in methods}
     never_silent = [name for name, curve in curves.items() if not curve.any()]
-    plot_method_curves(ax, grid, {name: curve for name, curve in curves.items() if name not in never_silent})
+    plot_method_curves(ax, grid, {name: curve for name, curve in curves.items()
+                                  if name not in never_silent})
     if never_silent:  # a log axis cannot show them
         # At the top, between the curves' two ends: the legend takes a lower corner.
         ax.text(0.5, 0.97, "never silent: " + ", ".join(never_silent), transform=ax.transAxes,

@@ -1,9 +1,10 @@
-"""Method presets: advantage + clip range + group filter + loss aggregation + KL and entropy coefficients.
+"""Method presets: advantage + clip range + group filter + loss aggregation + KL and entropy
+coefficients.
 
-A *method* in this project is everything that distinguishes GRPO from NGRPO from DAPO in a training step, and
-nothing else (learning rate, batch sizes and the policy belong to the experiment). ``METHODS`` is the one registry
-every part of the project reads: the landscape, the bandit simulator, the checks of the single-file trainer and the
-engine integrations.
+A *method* in this project is everything that distinguishes GRPO from NGRPO from DAPO in a training
+step, and nothing else (learning rate, batch sizes and the policy belong to the experiment).
+``METHODS`` is the one registry every part of the project reads: the landscape, the bandit
+simulator, the checks of the single-file trainer and the engine integrations.
 """
 
 from __future__ import annotations
@@ -15,20 +16,21 @@ from typing import ClassVar
 import numpy as np
 
 from ngrpo_sim import _checks
-from ngrpo_sim.advantages import (AdvantageEstimator, CriticAdvantage, DrGRPOAdvantage, GRPOAdvantage,
-                                  LENSAdvantage, MaxRLAdvantage, NGRPOAdvantage, NSRAdvantage,
-                                  PSRAdvantage, QAEAdvantage, RLOOAdvantage, RLZVPAdvantage,
+from ngrpo_sim.advantages import (AdvantageEstimator, CriticAdvantage, DrGRPOAdvantage,
+                                  GRPOAdvantage, LENSAdvantage, MaxRLAdvantage, NGRPOAdvantage,
+                                  NSRAdvantage, PSRAdvantage, QAEAdvantage, RLOOAdvantage,
+                                  RLZVPAdvantage,
                                   ShiftedBaselineAdvantage, WeightedReinforceAdvantage)
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Group filters
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class GroupFilter:
-    """Decides which sampled groups enter the update. The trainer refills the batch with new groups (the release's
-    dynamic sampling) or trains on fewer; here we only say which groups stay."""
+    """Decides which sampled groups enter the update. The trainer refills the batch with new groups
+    (the release's dynamic sampling) or trains on fewer; here we only say which groups stay."""
 
     name: ClassVar[str] = ""
 
@@ -61,8 +63,8 @@ class DropHomogeneousGroups(GroupFilter):
     """DAPO's dynamic sampling: drop every group whose rewards are all equal (all correct or all
     wrong).
 
-    Under GRPO's advantage such a group gives zero gradient anyway, so dropping it and refilling keeps the batch
-    full of informative groups.
+    Under GRPO's advantage such a group gives zero gradient anyway, so dropping it and refilling
+    keeps the batch full of informative groups.
     """
 
     name: ClassVar[str] = "drop_homogeneous"
@@ -78,10 +80,11 @@ class DropHomogeneousGroups(GroupFilter):
 
 @dataclass(frozen=True)
 class DropAllCorrectGroups(GroupFilter):
-    """The NGRPO release's filter: drop groups in which every answer earns r_max, keep all-wrong groups.
+    """The NGRPO release's filter: drop groups in which every answer earns r_max, keep all-wrong
+    groups.
 
-    NGRPO gives an all-correct group zero advantage, so it would only dilute the batch; an all-wrong group is
-    exactly where calibration creates a learning signal, so it must stay.
+    NGRPO gives an all-correct group zero advantage, so it would only dilute the batch; an all-wrong
+    group is exactly where calibration creates a learning signal, so it must stay.
     """
 
     name: ClassVar[str] = "drop_all_correct"
@@ -97,30 +100,31 @@ class DropAllCorrectGroups(GroupFilter):
         return ~np.all((rewards == self.r_max) | unknown, axis=-1)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Loss aggregation
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 """How per-token losses of a minibatch become one number (verl's names):
 
-* ``token-mean``: every response token of the minibatch weighs the same (NGRPO, DAPO). Long answers count more.
-* ``seq-mean-token-mean``: average within each answer, then over answers (the original GRPO). Every answer
-  weighs the same, so a token of a short answer counts more than one of a long answer.
-* ``seq-mean-token-sum-norm``: token sums divided by a constant length, then averaged over answers (Dr.GRPO).
-  No length bias in either direction.
+* ``token-mean``: every response token of the minibatch weighs the same (NGRPO, DAPO). Long answers
+  count more.
+* ``seq-mean-token-mean``: average within each answer, then over answers (the original GRPO). Every
+  answer weighs the same, so a token of a short answer counts more than one of a long answer.
+* ``seq-mean-token-sum-norm``: token sums divided by a constant length, then averaged over answers
+  (Dr.GRPO). No length bias in either direction.
 """
 
 
 def token_weights(mask, mode: str, normaliser: float | None = None) -> np.ndarray:
     """The weight of each token in the aggregated loss: ``aggregate = sum(weights * token_loss)``.
 
-    ``mask`` is shaped ``(..., N, T)``: N answers of T token slots, 1 where a slot holds a response token; any
-    leading axes (seeds) are separate minibatches. Aggregation is linear, so these weights are also how the
-    gradient of each token's loss enters the update. An answer with no tokens still counts as an answer in the
-    sequence means (it contributes 0), and a minibatch with no tokens at all has all-zero weights (a loss of 0,
-    never a division by zero). ``normaliser`` is the constant length of ``seq-mean-token-sum-norm`` (default: T,
-    the padded response length).
+    ``mask`` is shaped ``(..., N, T)``: N answers of T token slots, 1 where a slot holds a response
+    token; any leading axes (seeds) are separate minibatches. Aggregation is linear, so these
+    weights are also how the gradient of each token's loss enters the update. An answer with no
+    tokens still counts as an answer in the sequence means (it contributes 0), and a minibatch with
+    no tokens at all has all-zero weights (a loss of 0, never a division by zero). ``normaliser`` is
+    the constant length of ``seq-mean-token-sum-norm`` (default: T, the padded response length).
     """
     _checks.choice("loss_aggregation", mode, LOSS_AGGREGATIONS)
     mask = _checks.finite_array("mask", mask)
@@ -146,14 +150,15 @@ def aggregate_loss(token_loss, mask, mode: str, normaliser: float | None = None)
     weights = token_weights(mask, mode, normaliser)
     token_loss = _checks.finite_array("token_loss", token_loss)
     if token_loss.shape != weights.shape:
-        raise ValueError(f"token_loss has shape {token_loss.shape} but mask has shape {weights.shape}")
+        raise ValueError(f"token_loss has shape {token_loss.shape} but mask has shape "
+                         f"{weights.shape}")
     total = np.sum(weights * token_loss, axis=(-2, -1))
     return float(total) if total.ndim == 0 else total
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Methods and the registry
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -165,8 +170,9 @@ class Method:
     advantage: AdvantageEstimator
     """Turns a group's rewards into one advantage per answer."""
     clip_low: float = 0.2
-    """eps_low: the ratio pi/pi_old may fall to 1 - eps_low before an answer with negative advantage stops being
-    pushed down. Smaller is stricter: NGRPO's 0.16 limits how hard one step can penalise failures."""
+    """eps_low: the ratio pi/pi_old may fall to 1 - eps_low before an answer with negative advantage
+    stops being pushed down. Smaller is stricter: NGRPO's 0.16 limits how hard one step can penalise
+    failures."""
     clip_high: float = 0.2
     """eps_high: the ratio may rise to 1 + eps_high before an answer with positive advantage stops
     being pushed up. Larger lets rare correct answers gain probability faster (DAPO's clip-higher
@@ -176,7 +182,8 @@ class Method:
     loss_aggregation: str = "token-mean"
     """How per-token losses become one number: one of ``LOSS_AGGREGATIONS``."""
     kl_coef: float = 0.0
-    """Weight of the KL penalty to the initial (reference) policy; 0 lets the policy drift freely."""
+    """Weight of the KL penalty to the initial (reference) policy; 0 lets the policy drift
+    freely."""
     entropy_coef: float = 0.0
     """Weight of the entropy bonus; positive values reward keeping the policy spread out."""
     summary: str = ""
@@ -243,21 +250,28 @@ class Method:
         return self.replace(**changes) if changes else self
 
 
-_RELEASE_ENTROPY = 0.001  # verl's inherited default in the NGRPO release; its baselines run in the same fork.
+# verl's inherited default in the NGRPO release; its baselines run in the same fork.
+_RELEASE_ENTROPY = 0.001
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("ppo", CriticAdvantage(), 0.2, 0.2, KeepAllGroups(), kl_coef=0.001, entropy_coef=_RELEASE_ENTROPY,
+    Method("ppo", CriticAdvantage(), 0.2, 0.2, KeepAllGroups(), kl_coef=0.001,
+           entropy_coef=_RELEASE_ENTROPY,
            summary="PPO: r - V with a learned critic; symmetric clip 0.2"),
-    Method("grpo", GRPOAdvantage(), 0.2, 0.2, KeepAllGroups(), kl_coef=0.001, entropy_coef=_RELEASE_ENTROPY,
+    Method("grpo", GRPOAdvantage(), 0.2, 0.2, KeepAllGroups(), kl_coef=0.001,
+           entropy_coef=_RELEASE_ENTROPY,
            summary="GRPO: group z-score; homogeneous groups give no gradient"),
-    Method("dapo", GRPOAdvantage(), 0.2, 0.28, DropHomogeneousGroups(), entropy_coef=_RELEASE_ENTROPY,
+    Method("dapo", GRPOAdvantage(), 0.2, 0.28, DropHomogeneousGroups(),
+           entropy_coef=_RELEASE_ENTROPY,
            summary="DAPO: GRPO advantage, clip-higher 0.2/0.28, homogeneous groups dropped"),
     Method("psr_nsr", WeightedReinforceAdvantage(positive_weight=0.1), 0.2, 0.2, KeepAllGroups(),
            entropy_coef=_RELEASE_ENTROPY,
            summary="PSR-NSR (W-REINFORCE): +0.1 correct, -1 wrong, no normalisation"),
-    Method("ngrpo", NGRPOAdvantage(), 0.16, 0.24, DropAllCorrectGroups(), entropy_coef=_RELEASE_ENTROPY,
-           summary="NGRPO: virtual r_max sample in the statistics, clip 0.16/0.24, all-correct groups dropped"),
-    Method("dr_grpo", DrGRPOAdvantage(), 0.2, 0.2, KeepAllGroups(), loss_aggregation="seq-mean-token-sum-norm",
+    Method("ngrpo", NGRPOAdvantage(), 0.16, 0.24, DropAllCorrectGroups(),
+           entropy_coef=_RELEASE_ENTROPY,
+           summary="NGRPO: virtual r_max sample in the statistics, clip 0.16/0.24, "
+                   "all-correct groups dropped"),
+    Method("dr_grpo", DrGRPOAdvantage(), 0.2, 0.2, KeepAllGroups(),
+           loss_aggregation="seq-mean-token-sum-norm",
            summary="Dr.GRPO: r - mean, no std, constant length normaliser"),
     Method("rloo", RLOOAdvantage(), 0.2, 0.2, KeepAllGroups(),
            summary="RLOO: r - mean of the other answers"),
@@ -265,11 +279,14 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            summary="PSR: only correct answers, +1"),
     Method("nsr", NSRAdvantage(), 0.2, 0.2, KeepAllGroups(), summary="NSR: only wrong answers, -1"),
     # The paper's ablations, on the NGRPO recipe (no KL) with one component at a time.
-    Method("grpo_asym_clip", GRPOAdvantage(), 0.16, 0.24, KeepAllGroups(), entropy_coef=_RELEASE_ENTROPY,
+    Method("grpo_asym_clip", GRPOAdvantage(), 0.16, 0.24, KeepAllGroups(),
+           entropy_coef=_RELEASE_ENTROPY,
            summary="ablation: GRPO advantage + asymmetric clip 0.16/0.24"),
-    Method("grpo_calibrated", NGRPOAdvantage(), 0.2, 0.2, KeepAllGroups(), entropy_coef=_RELEASE_ENTROPY,
+    Method("grpo_calibrated", NGRPOAdvantage(), 0.2, 0.2, KeepAllGroups(),
+           entropy_coef=_RELEASE_ENTROPY,
            summary="ablation: GRPO + advantage calibration, symmetric clip 0.2"),
-    Method("ngrpo_no_filter", NGRPOAdvantage(), 0.16, 0.24, KeepAllGroups(), entropy_coef=_RELEASE_ENTROPY,
+    Method("ngrpo_no_filter", NGRPOAdvantage(), 0.16, 0.24, KeepAllGroups(),
+           entropy_coef=_RELEASE_ENTROPY,
            summary="ablation: calibration + asymmetric clip, all-correct groups kept"),
     # NGRPO's rivals (sources and open choices: the estimators' docstrings), each on its paper's
     # recipe: MaxRL's verl scripts (clip 0.2, no KL, no entropy bonus), QAE on the DAPO recipe it

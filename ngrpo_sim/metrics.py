@@ -1,4 +1,5 @@
-"""Evaluation metrics: pass@k (exact and the unbiased estimator), the pass@k AUC, and softmax entropy."""
+"""Evaluation metrics: pass@k (exact and the unbiased estimator), the pass@k AUC, and softmax
+entropy."""
 
 from __future__ import annotations
 
@@ -24,20 +25,23 @@ def pass_at_k_exact(success_rate, k) -> np.ndarray:
 def pass_at_k_unbiased(num_samples, num_correct, k) -> np.ndarray:
     """Chen et al.'s (2021) unbiased estimate of pass@k from n samples of which c are correct.
 
-    1 - C(n - c, k) / C(n, k), written as 1 - prod_{j<k} (1 - c / (n - j)) and summed in log space so that it is
-    exact to rounding for n = 256 and beyond (the binomials themselves overflow float64 at n ~ 1030). Broadcasts
-    over its arguments.
+    1 - C(n - c, k) / C(n, k), written as 1 - prod_{j<k} (1 - c / (n - j)) and summed in log space
+    so that it is exact to rounding for n = 256 and beyond (the binomials themselves overflow
+    float64 at n ~ 1030). Broadcasts over its arguments.
     """
     n = _positive_integers("num_samples", num_samples)
     c = _checks.finite_array("num_correct", num_correct)
     if np.any((c < 0) | (c != np.round(c))):
-        raise ValueError(f"num_correct must hold integers >= 0, got {c[(c < 0) | (c != np.round(c))].ravel()[0]}")
+        raise ValueError("num_correct must hold integers >= 0, got "
+                         f"{c[(c < 0) | (c != np.round(c))].ravel()[0]}")
     k = _positive_integers("k", k)
     n, c, k = np.broadcast_arrays(n, c, k)
     if np.any(c > n):
-        raise ValueError(f"num_correct must be <= num_samples, got {c[c > n].ravel()[0]} > {n[c > n].ravel()[0]}")
+        raise ValueError(f"num_correct must be <= num_samples, got {c[c > n].ravel()[0]} > "
+                         f"{n[c > n].ravel()[0]}")
     if np.any(k > n):
-        raise ValueError(f"k must be <= num_samples, got k={k[k > n].ravel()[0]} with n={n[k > n].ravel()[0]}")
+        raise ValueError(f"k must be <= num_samples, got k={k[k > n].ravel()[0]} with "
+                         f"n={n[k > n].ravel()[0]}")
     certain = (n - c) < k  # every draw of k contains a correct answer
     j = np.arange(int(k.max()))
     active = j < k[..., None]
@@ -50,15 +54,17 @@ def pass_at_k_unbiased(num_samples, num_correct, k) -> np.ndarray:
 def pass_at_k_auc(pass_values) -> np.ndarray:
     """The authors' pass@k AUC on a 0-100 scale.
 
-    ``pass_values[..., i]`` is pass@k at k = 2^i for i = 0..m (k = 1, 2, 4, ..., 2^m; the paper uses m = 8, so
-    k = 256 and nine points). The curve is integrated with the trapezoid rule at unit spacing in i (a log2 axis
-    in k) and divided by m, so a model that always succeeds scores 100.
+    ``pass_values[..., i]`` is pass@k at k = 2^i for i = 0..m (k = 1, 2, 4, ..., 2^m; the paper uses
+    m = 8, so k = 256 and nine points). The curve is integrated with the trapezoid rule at unit
+    spacing in i (a log2 axis in k) and divided by m, so a model that always succeeds scores 100.
     """
     values = _checks.finite_array("pass_values", pass_values)
     if values.ndim == 0 or values.shape[-1] < 2:
-        raise ValueError(f"pass_values needs at least two points (k = 1, 2) on its last axis, got shape {values.shape}")
+        raise ValueError("pass_values needs at least two points (k = 1, 2) on its last axis, got "
+                         f"shape {values.shape}")
     if np.any((values < 0) | (values > 1)):
-        raise ValueError(f"pass_values must lie in [0, 1], got {values[(values < 0) | (values > 1)].ravel()[0]}")
+        raise ValueError("pass_values must lie in [0, 1], got "
+                         f"{values[(values < 0) | (values > 1)].ravel()[0]}")
     intervals = values.shape[-1] - 1
     area = 0.5 * (values[..., :-1] + values[..., 1:]).sum(axis=-1)
     return 100.0 * area / intervals
@@ -73,8 +79,8 @@ def powers_of_two_up_to(max_k: int) -> np.ndarray:
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """log softmax over the last axis, stable for large logits (numpy only: the simulator calls it in its inner
-    loop, where scipy's general version is several times slower)."""
+    """log softmax over the last axis, stable for large logits (numpy only: the simulator calls it
+    in its inner loop, where scipy's general version is several times slower)."""
     shifted = logits - _last_axis_max(logits)[..., None]
     return shifted - np.log(_last_axis_sum(np.exp(shifted)))[..., None]
 
@@ -115,5 +121,6 @@ def softmax_entropy(logits) -> np.ndarray:
 def _positive_integers(name: str, values) -> np.ndarray:
     array = _checks.finite_array(name, values)
     if np.any((array < 1) | (array != np.round(array))):
-        raise ValueError(f"{name} must hold integers >= 1, got {array[(array < 1) | (array != np.round(array))].ravel()[0]}")
+        raise ValueError(f"{name} must hold integers >= 1, got "
+                         f"{array[(array < 1) | (array != np.round(array))].ravel()[0]}")
     return array

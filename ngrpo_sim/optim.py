@@ -1,4 +1,5 @@
-"""SGD and Adam on arrays whose first axis is the seed: every seed is an independent run with its own state."""
+"""SGD and Adam on arrays whose first axis is the seed: every seed is an independent run with its
+own state."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ OPTIMIZERS = ("sgd", "adam")
 class Optimizer:
     """Minimises: ``step(params, grads)`` returns ``params - update``.
 
-    SGD moves each parameter in proportion to its gradient, so rare prompts (small gradients) move slowly. Adam
-    divides by a running RMS of each parameter's gradient, so every parameter moves at roughly
-    ``learning_rate`` per step whatever the scale of its gradient: it erases the size differences
-    between methods (the gain c(p)) and keeps only their signs and consistency. Which one a
-    simulation uses can change its conclusions.
+    SGD moves each parameter in proportion to its gradient, so rare prompts (small gradients) move
+    slowly. Adam divides by a running RMS of each parameter's gradient, so every parameter moves at
+    roughly ``learning_rate`` per step whatever the scale of its gradient: it erases the size
+    differences between methods (the gain c(p)) and keeps only their signs and consistency. Which
+    one a simulation uses can change its conclusions.
     """
 
     kind: str = "adam"
@@ -45,8 +46,8 @@ class Optimizer:
         if self.first_moment is None:
             self.first_moment, self.second_moment = np.zeros_like(params), np.zeros_like(params)
         self.steps += 1
-        # In place, with one scratch buffer: the tabular policy updates every logit of every seed several times
-        # per step, so temporaries dominate the simulator's time otherwise.
+        # In place, with one scratch buffer: the tabular policy updates every logit of every seed
+        # several times per step, so temporaries dominate the simulator's time otherwise.
         scratch = np.multiply(grads, 1 - self.beta1)
         self.first_moment *= self.beta1
         self.first_moment += scratch

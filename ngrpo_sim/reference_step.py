@@ -1,10 +1,11 @@
 """One sampled step of the bandit as plain loops: the oracle of ``training_loop.apply_rollout``.
 
-Slow on purpose and independent of the vectorised code where it can be: it walks seed by seed, group by group,
-answer by answer, applies the clip by its two cases instead of calling ``surrogate.clipped_surrogate``, computes
-softmaxes, the KL and entropy gradients, the chain rule to the shared parameters and Adam element by element. It
-shares with the vectorised step only the method definitions (advantage estimator and group filter), which have
-their own tests. The tests check that both give the same parameters and statistics to 1e-12;
+Slow on purpose and independent of the vectorised code where it can be: it walks seed by seed, group
+by group, answer by answer, applies the clip by its two cases instead of calling
+``surrogate.clipped_surrogate``, computes softmaxes, the KL and entropy gradients, the chain rule to
+the shared parameters and Adam element by element. It shares with the vectorised step only the
+method definitions (advantage estimator and group filter), which have their own tests. The tests
+check that both give the same parameters and statistics to 1e-12;
 ``benchmarks/bench_dynamics_step.py`` times both on the same inputs.
 """
 
@@ -32,8 +33,10 @@ def _prompt_logits(task: BanditTask, params: np.ndarray, seed: int, prompt: int)
     num_answers = task.rewards.shape[1]
     if task.features is None:
         return [float(params[seed, prompt, a]) for a in range(num_answers)]
-    return [float(task.offsets[prompt, a]) + sum(float(task.features[prompt, a, d]) * float(params[seed, d])
-                                                 for d in range(params.shape[1])) for a in range(num_answers)]
+    return [float(task.offsets[prompt, a])
+            + sum(float(task.features[prompt, a, d]) * float(params[seed, d])
+                  for d in range(params.shape[1]))
+            for a in range(num_answers)]
 
 
 def _count_update(optimizer, params: np.ndarray) -> None:
@@ -54,7 +57,8 @@ def _adam_or_sgd(optimizer, params: np.ndarray, grads: np.ndarray, seed: int) ->
         for i in range(view.size):
             view[i] -= optimizer.learning_rate * grad[i]
         return
-    first, second = optimizer.first_moment[seed].reshape(-1), optimizer.second_moment[seed].reshape(-1)
+    first, second = (optimizer.first_moment[seed].reshape(-1),
+                     optimizer.second_moment[seed].reshape(-1))
     t = optimizer.steps
     for i in range(view.size):
         first[i] = optimizer.beta1 * first[i] + (1 - optimizer.beta1) * grad[i]
@@ -102,9 +106,11 @@ def walk_groups(method: Method, config, state: TrainState, rollout: Rollout, see
     return groups
 
 
-def reference_apply_rollout(task: BanditTask, method: Method, config: DynamicsConfig, state: TrainState,
-                            rollout: Rollout, reference: np.ndarray) -> tuple[TrainState, dict[str, np.ndarray]]:
-    """Same contract as ``dynamics.apply_rollout``, but returns a new state instead of updating ``state``."""
+def reference_apply_rollout(task: BanditTask, method: Method, config: DynamicsConfig,
+                            state: TrainState, rollout: Rollout,
+                            reference: np.ndarray) -> tuple[TrainState, dict[str, np.ndarray]]:
+    """Same contract as ``dynamics.apply_rollout``, but returns a new state instead of updating
+    ``state``."""
     state = copy.deepcopy(state)
     optimizer = state.optimizer
     num_seeds = rollout.prompts.shape[0]
@@ -117,16 +123,19 @@ def reference_apply_rollout(task: BanditTask, method: Method, config: DynamicsCo
     for seed in range(num_seeds):
         groups = walk_groups(method, config, state, rollout, seed, statistics,
                              lambda prompt, answer: float(task.rewards[prompt, answer]))
-        old_logp = [[math.log(_softmax(_prompt_logits(task, state.params, seed, p))[a]) for a in answers]
+        old_logp = [[math.log(_softmax(_prompt_logits(task, state.params, seed, p))[a])
+                     for a in answers]
                     for p, answers, _, _ in groups]
         updates.append((groups, old_logp))
 
-    clipped_low, clipped_high, tokens = np.zeros(num_seeds), np.zeros(num_seeds), np.zeros(num_seeds)
+    clipped_low, clipped_high, tokens = (np.zeros(num_seeds), np.zeros(num_seeds),
+                                         np.zeros(num_seeds))
     for _ in range(config.epochs):
         for part in range(parts):
             _count_update(optimizer, state.params)
             for seed, (groups, old_logp) in enumerate(updates):
-                members = [g for g in range(len(groups)) if g * parts // max(len(groups), 1) == part]
+                members = [g for g in range(len(groups))
+                           if g * parts // max(len(groups), 1) == part]
                 part_tokens = sum(len(groups[g][1]) for g in members)
                 logit_grads = {}
                 for g in members:
@@ -143,7 +152,8 @@ def reference_apply_rollout(task: BanditTask, method: Method, config: DynamicsCo
                         if advantage < 0 and ratio < 1 - method.clip_low:
                             clipped_low[seed] += 1
                             continue
-                        # d(-A ratio)/d logit_b = -A ratio (1[b = answer] - pi_b), weighted by 1 / tokens.
+                        # d(-A ratio)/d logit_b = -A ratio (1[b = answer] - pi_b), weighted by
+                        # 1 / tokens.
                         for b in range(num_answers):
                             grad[b] += -advantage * ratio * ((b == answer) - probs[b]) / part_tokens
                     reference_probs = _softmax([float(z) for z in reference[seed, prompt]])
@@ -152,7 +162,8 @@ def reference_apply_rollout(task: BanditTask, method: Method, config: DynamicsCo
                     for b in range(num_answers):
                         log_ratio = math.log(probs[b] / reference_probs[b])
                         regulariser = (coefficients.kl * probs[b] * (log_ratio - kl)
-                                       + coefficients.entropy * probs[b] * (math.log(probs[b]) + entropy))
+                                       + coefficients.entropy * probs[b]
+                                       * (math.log(probs[b]) + entropy))
                         grad[b] += regulariser / len(members)
                     logit_grads[prompt] = grad
                 if task.features is None:

@@ -1,15 +1,16 @@
 """``ngrpo-sim report``: the landscape plus a headline experiment that tests the paper's claims.
 
-The paper claims that NGRPO (1) keeps entropy higher than GRPO, (2) learns hard prompts that GRPO abandons, and
-(3) trains stably where PSR-NSR's fixed negative weights do not. We do not assume any of them. The headline run
-trains GRPO, NGRPO, DAPO, PSR-NSR and PPO on the "base" profile (half the prompts almost never solved) with the
-shared policy, Adam and 4 minibatch updates per rollout, sampled and in expectation. A sweep then repeats the
-sampled run in all eight combinations of {tabular, shared} x {Adam, SGD} x {1, 4 minibatches}, because the
-answer to each claim can depend on the setting. Every verdict comes with its numbers and a 95% interval over seeds.
-A section (``ngrpo_sim.token_report``) retests the claims on answers made of tokens, where
-length, loss aggregation and token entropy exist; another (``ngrpo_sim.rivals_report``) compares
-NGRPO with the rivals published for the same problem, and a last one
-(``ngrpo_sim.clipping_report``) asks what the clip bounds alone do to entropy.
+The paper claims that NGRPO (1) keeps entropy higher than GRPO, (2) learns hard prompts that GRPO
+abandons, and (3) trains stably where PSR-NSR's fixed negative weights do not. We do not assume any
+of them. The headline run trains GRPO, NGRPO, DAPO, PSR-NSR and PPO on the "base" profile (half the
+prompts almost never solved) with the shared policy, Adam and 4 minibatch updates per rollout,
+sampled and in expectation. A sweep then repeats the sampled run in all eight combinations of
+{tabular, shared} x {Adam, SGD} x {1, 4 minibatches}, because the answer to each claim can depend on
+the setting. Every verdict comes with its numbers and a 95% interval over seeds. A section
+(``ngrpo_sim.token_report``) retests the claims on answers made of tokens, where length, loss
+aggregation and token entropy exist; another (``ngrpo_sim.rivals_report``) compares NGRPO with the
+rivals published for the same problem, and a last one (``ngrpo_sim.clipping_report``) asks what the
+clip bounds alone do to entropy.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ HEADLINE = DynamicsConfig(policy="shared", optimizer="adam", learning_rate=0.05,
                           steps=200, seeds=16)
 LEARNING_RATES = {("tabular", "adam"): 0.05, ("shared", "adam"): 0.05, ("tabular", "sgd"): 32.0,
                   ("shared", "sgd"): 4.0}
-"""Per policy and optimiser, a step size at which GRPO gains a comparable amount of accuracy in the sweep's
-steps (SGD steps scale with the gradient, which token-mean divides by the batch's answer count)."""
+"""Per policy and optimiser, a step size at which GRPO gains a comparable amount of accuracy in the
+sweep's steps (SGD steps scale with the gradient, which token-mean divides by the batch's answer
+count)."""
 SWEEP_STEPS, SWEEP_SEEDS = 150, 8
 
 
@@ -44,7 +46,8 @@ def sweep_configs(base: DynamicsConfig | None = None) -> list[DynamicsConfig]:
     return [dataclasses.replace(base, policy=policy, optimizer=optimizer, minibatches=minibatches,
                                 learning_rate=LEARNING_RATES[policy, optimizer],
                                 steps=SWEEP_STEPS, seeds=SWEEP_SEEDS)
-            for policy in ("tabular", "shared") for optimizer in ("adam", "sgd") for minibatches in (1, 4)]
+            for policy in ("tabular", "shared") for optimizer in ("adam", "sgd")
+            for minibatches in (1, 4)]
 
 
 def _verdict(mean: float, half: float, above: str, below: str) -> str:
@@ -58,7 +61,8 @@ def _verdict(mean: float, half: float, above: str, below: str) -> str:
 
 
 def entropy_at_matched_accuracy(run_record: RunRecord, accuracy: float) -> float:
-    """Seed-mean entropy at the first moment the seed-mean accuracy reaches ``accuracy`` (linear interpolation)."""
+    """Seed-mean entropy at the first moment the seed-mean accuracy reaches ``accuracy`` (linear
+    interpolation)."""
     curve = np.nanmean(run_record.metrics["accuracy"], axis=1)
     entropy = np.nanmean(run_record.metrics["entropy"], axis=1)
     reached = np.nonzero(curve >= accuracy)[0]
@@ -77,9 +81,12 @@ def _setting(config: DynamicsConfig) -> str:
 
 
 def claims_table(groups: list[list[RunRecord]]) -> str:
-    """One markdown table row per setting: each claim's measured difference, interval and verdict."""
-    lines = ["| setting | entropy: NGRPO − GRPO (final) | entropy at equal accuracy (NGRPO / GRPO) | "
-             "hard-prompt success: NGRPO − GRPO | abandoned: NGRPO / GRPO | regressed prompts: PSR-NSR / GRPO / "
+    """One markdown table row per setting: each claim's measured difference, interval and
+    verdict."""
+    lines = ["| setting | entropy: NGRPO − GRPO (final) "
+             "| entropy at equal accuracy (NGRPO / GRPO) | "
+             "hard-prompt success: NGRPO − GRPO | abandoned: NGRPO / GRPO "
+             "| regressed prompts: PSR-NSR / GRPO / "
              "NGRPO | worst accuracy drop: PSR-NSR / others |", "|---|---|---|---|---|---|---|"]
     for run_records in groups:
         by_name = {t.method: t for t in run_records}
@@ -88,18 +95,24 @@ def claims_table(groups: list[list[RunRecord]]) -> str:
         def mean(run_record, name):
             return interval(final_values(run_record, name))[0]
 
-        d_entropy = difference_interval(final_values(ngrpo, "entropy"), final_values(grpo, "entropy"))
+        d_entropy = difference_interval(final_values(ngrpo, "entropy"),
+                                        final_values(grpo, "entropy"))
         matched = 0.999 * min(mean(t, "accuracy") for t in (grpo, ngrpo))
-        d_hard = difference_interval(final_values(ngrpo, "accuracy_hard"), final_values(grpo, "accuracy_hard"))
+        d_hard = difference_interval(final_values(ngrpo, "accuracy_hard"),
+                                     final_values(grpo, "accuracy_hard"))
         others = max(mean(t, "max_drawdown") for name, t in by_name.items() if name != "psr_nsr")
         lines.append(
             f"| {_setting(grpo.config)} "
-            f"| {d_entropy[0]:+.3f} ± {d_entropy[1]:.3f}: {_verdict(*d_entropy, 'higher', 'lower')} "
-            f"| {entropy_at_matched_accuracy(ngrpo, matched):.3f} / {entropy_at_matched_accuracy(grpo, matched):.3f}"
+            f"| {d_entropy[0]:+.3f} ± {d_entropy[1]:.3f}: "
+            f"{_verdict(*d_entropy, 'higher', 'lower')} "
+            f"| {entropy_at_matched_accuracy(ngrpo, matched):.3f} / "
+            f"{entropy_at_matched_accuracy(grpo, matched):.3f}"
             f" at accuracy {matched:.3f} "
-            f"| {d_hard[0]:+.3f} ± {d_hard[1]:.3f}: {_verdict(*d_hard, 'NGRPO better', 'GRPO better')} "
+            f"| {d_hard[0]:+.3f} ± {d_hard[1]:.3f}: "
+            f"{_verdict(*d_hard, 'NGRPO better', 'GRPO better')} "
             f"| {mean(ngrpo, 'abandoned'):.1f} / {mean(grpo, 'abandoned'):.1f} "
-            f"| {mean(psr_nsr, 'regressed'):.1f} / {mean(grpo, 'regressed'):.1f} / {mean(ngrpo, 'regressed'):.1f} "
+            f"| {mean(psr_nsr, 'regressed'):.1f} / {mean(grpo, 'regressed'):.1f} / "
+            f"{mean(ngrpo, 'regressed'):.1f} "
             f"| {mean(psr_nsr, 'max_drawdown'):.3f} / {others:.3f} |")
     return "\n".join(lines)
 
@@ -138,10 +151,12 @@ def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: st
     page_started = time.perf_counter()
     page_path = write_page(out / PAGE_FILE, out / "headline")
     page_seconds = time.perf_counter() - page_started
-    groups = [sweep[i:i + len(headline_methods)] for i in range(0, len(sweep), len(headline_methods))]
+    groups = [sweep[i:i + len(headline_methods)]
+              for i in range(0, len(sweep), len(headline_methods))]
     for number, run_records in enumerate(groups):
         config = run_records[0].config
-        write_run(out / "sweep" / f"{number}-{config.policy}-{config.optimizer}-mb{config.minibatches}",
+        write_run(out / "sweep"
+                  / f"{number}-{config.policy}-{config.optimizer}-mb{config.minibatches}",
                   run_records)
     token_runs = token_report.token_runs(results["tokens"])
     token_lines = token_report.token_section(out / "tokens", runs=token_runs)
@@ -156,16 +171,20 @@ def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: st
 
     lines = [
         "# ngrpo-sim report", "",
-        f"Headline: {_setting(HEADLINE)}, P = {HEADLINE.num_prompts} prompts ({HEADLINE.profile} profile), "
+        f"Headline: {_setting(HEADLINE)}, P = {HEADLINE.num_prompts} prompts "
+        f"({HEADLINE.profile} profile), "
         f"K = {HEADLINE.num_answers} answers, B = {HEADLINE.prompts_per_step}, "
         f"G = {HEADLINE.group_size}, "
-        f"{HEADLINE.steps} steps, {HEADLINE.seeds} seeds. Final values, mean ± 95% interval over seeds "
+        f"{HEADLINE.steps} steps, {HEADLINE.seeds} seeds. Final values, mean ± 95% interval "
+        "over seeds "
         "(expected-mode runs are deterministic: one run, no interval).", "",
         "```", format_summary(headline), "```", "",
         "Claims, headline setting first, then the sweep "
-        f"({SWEEP_STEPS} steps, {SWEEP_SEEDS} seeds per setting; differences with 95% Welch intervals):", "",
+        f"({SWEEP_STEPS} steps, {SWEEP_SEEDS} seeds per setting; "
+        "differences with 95% Welch intervals):", "",
         claims_table([headline_sampled] + groups), "",
-        f"Figures: {out / 'landscape'}, {out / 'headline'}, {out / 'sweep'}. Total time {elapsed:.0f} s.",
+        f"Figures: {out / 'landscape'}, {out / 'headline'}, {out / 'sweep'}. "
+        f"Total time {elapsed:.0f} s.",
         "",
         f"Interactive page (opens in any browser, no network): {page_path}, "
         f"{page_path.stat().st_size / 1e6:.1f} MB, written in {page_seconds:.1f} s.",

@@ -6,14 +6,15 @@ For one token with probability ratio rho = pi_theta / pi_old and advantage A the
 
 The max picks the pessimistic branch, so the clip only ever removes incentive, never adds it:
 
-* A > 0 and rho > 1 + eps_high: the token already gained enough probability this round; its gradient is cut
-  (the *high* bound binds, only for positive advantages);
-* A < 0 and rho < 1 - eps_low: the token already lost enough probability; its gradient is cut (the *low* bound
-  binds, only for negative advantages);
+* A > 0 and rho > 1 + eps_high: the token already gained enough probability this round; its gradient
+  is cut (the *high* bound binds, only for positive advantages);
+* A < 0 and rho < 1 - eps_low: the token already lost enough probability; its gradient is cut (the
+  *low* bound binds, only for negative advantages);
 * anywhere else the gradient with respect to log pi_theta is -A * rho.
 
-At rho = 1 (the first minibatch update after a rollout) nothing is clipped. There is no dual clip here, so a
-negative-advantage token whose ratio has grown large keeps its full gradient, as in the NGRPO release.
+At rho = 1 (the first minibatch update after a rollout) nothing is clipped. There is no dual clip
+here, so a negative-advantage token whose ratio has grown large keeps its full gradient, as in the
+NGRPO release.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from ngrpo_sim import _checks
 
 @dataclass(frozen=True)
 class ClippedSurrogate:
-    """Per-token values of the clipped surrogate; all arrays share the broadcast shape of ratio and advantage."""
+    """Per-token values of the clipped surrogate; all arrays share the broadcast shape of ratio and
+    advantage."""
 
     loss: np.ndarray
     """max(-A rho, -A clip(rho))."""
@@ -50,13 +52,15 @@ def clipped_surrogate(ratio, advantages, clip_low: float, clip_high: float) -> C
     ratio, advantages = np.broadcast_arrays(ratio, advantages)
     clipped_low = (advantages < 0) & (ratio < 1.0 - clip_low)
     clipped_high = (advantages > 0) & (ratio > 1.0 + clip_high)
-    loss = np.maximum(-advantages * ratio, -advantages * np.clip(ratio, 1.0 - clip_low, 1.0 + clip_high))
+    loss = np.maximum(-advantages * ratio,
+                      -advantages * np.clip(ratio, 1.0 - clip_low, 1.0 + clip_high))
     grad_logp = np.where(clipped_low | clipped_high, 0.0, -advantages * ratio)
     return ClippedSurrogate(loss, grad_logp, clipped_low, clipped_high)
 
 
 def clip_fractions(surrogate: ClippedSurrogate, mask=None) -> tuple[float, float]:
-    """(share of tokens clipped at the low bound, share clipped at the high bound) among the masked tokens.
+    """(share of tokens clipped at the low bound, share clipped at the high bound) among the masked
+    tokens.
 
     Both shares use all tokens as denominator, so they add up to the usual ``clipfrac``.
     """
@@ -64,6 +68,8 @@ def clip_fractions(surrogate: ClippedSurrogate, mask=None) -> tuple[float, float
         mask = np.ones_like(surrogate.loss)
     mask = _checks.finite_array("mask", mask)
     if mask.shape != surrogate.loss.shape:
-        raise ValueError(f"mask has shape {mask.shape} but the tokens have shape {surrogate.loss.shape}")
+        raise ValueError(f"mask has shape {mask.shape} but the tokens have shape "
+                         f"{surrogate.loss.shape}")
     tokens = max(mask.sum(), 1.0)
-    return float((surrogate.clipped_low * mask).sum() / tokens), float((surrogate.clipped_high * mask).sum() / tokens)
+    return (float((surrogate.clipped_low * mask).sum() / tokens),
+            float((surrogate.clipped_high * mask).sum() / tokens))

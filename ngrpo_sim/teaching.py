@@ -37,25 +37,28 @@ from ngrpo_sim.trainer_runs import (COMPARE, TRAINER, final_pass_at_k,  # noqa: 
                                     find_trainer, read_comparison, read_run, repository_root,
                                     run_curve, run_trainer)
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Fast mode: the test suite runs every notebook with NGRPO_FAST=1
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 FAST_MODE_VARIABLE = "NGRPO_FAST"
 
 
 def fast_mode() -> bool:
-    """True when ``NGRPO_FAST=1``: the notebooks shrink steps, seeds and prompts so that each runs in seconds."""
+    """True when ``NGRPO_FAST=1``: the notebooks shrink steps, seeds and prompts so that each runs
+    in seconds."""
     value = os.environ.get(FAST_MODE_VARIABLE, "").strip()
     if value in ("", "0"):
         return False
     if value == "1":
         return True
-    raise ValueError(f"{FAST_MODE_VARIABLE} must be 1 (fast) or 0 or unset (full size), got {value!r}")
+    raise ValueError(f"{FAST_MODE_VARIABLE} must be 1 (fast) or 0 or unset (full size), got "
+                     f"{value!r}")
 
 
 def sized(full, fast):
-    """``fast`` in fast mode, ``full`` otherwise: one line per size in a notebook, both values in view."""
+    """``fast`` in fast mode, ``full`` otherwise: one line per size in a notebook, both values in
+    view."""
     return fast if fast_mode() else full
 
 
@@ -133,24 +136,26 @@ def figure_legend(figure, ncols: int | None = None):
                          ncols=ncols or min(len(entries), 4), fontsize=8)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Notebook 2: one sampled group, and the step each method takes on it
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def one_prompt(success_rate: float, num_answers: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """(logits, rewards) of one bandit prompt with K answers, one of them correct, solved with
     probability p.
 
-    The wrong answers' logits are the simulator's N(0, 1) draws for its first prompt, the same for every p, so
-    moving p changes only how much the policy likes the correct answer.
+    The wrong answers' logits are the simulator's N(0, 1) draws for its first prompt, the same for
+    every p, so moving p changes only how much the policy likes the correct answer.
     """
-    success_rate = _checks.number("success_rate", success_rate, low=0.0, high=1.0, low_open=True, high_open=True)
+    success_rate = _checks.number("success_rate", success_rate, low=0.0, high=1.0, low_open=True,
+                                  high_open=True)
     task = make_task(num_prompts=1, num_answers=num_answers, profile=[success_rate])
     return task.offsets[0], task.rewards[0]
 
 
-def group_logit_step(method: Method, logits, answers, group_rewards, learning_rate: float = 1.0) -> np.ndarray:
+def group_logit_step(method: Method, logits, answers, group_rewards,
+                     learning_rate: float = 1.0) -> np.ndarray:
     """The change of the logits (K,) when one SGD step on ``method``'s loss trains on one sampled
     group of ``answers`` (G,) of a prompt with ``logits`` (K,).
 
@@ -164,15 +169,18 @@ def group_logit_step(method: Method, logits, answers, group_rewards, learning_ra
     """
     logits = _checks.finite_array("logits", logits)
     if logits.ndim != 1 or logits.size < 2:
-        raise ValueError(f"logits must be one prompt's K >= 2 answer logits, got shape {logits.shape}")
+        raise ValueError("logits must be one prompt's K >= 2 answer logits, got shape "
+                         f"{logits.shape}")
     answers = np.asarray(answers)
-    if answers.ndim != 1 or not np.issubdtype(answers.dtype, np.integer) or np.any(answers < 0) or np.any(
-            answers >= logits.size):
-        raise ValueError(f"answers must be a 1-d array of answer indices in [0, {logits.size}), got {answers!r}")
+    if (answers.ndim != 1 or not np.issubdtype(answers.dtype, np.integer) or np.any(answers < 0)
+            or np.any(answers >= logits.size)):
+        raise ValueError(f"answers must be a 1-d array of answer indices in [0, {logits.size}), "
+                         f"got {answers!r}")
     learning_rate = _checks.number("learning_rate", learning_rate, low=0.0, low_open=True)
     advantages = method.advantages(group_rewards)
     if advantages.shape != answers.shape:
-        raise ValueError(f"group_rewards has shape {np.shape(group_rewards)} but answers has shape {answers.shape}")
+        raise ValueError(f"group_rewards has shape {np.shape(group_rewards)} but answers has shape "
+                         f"{answers.shape}")
     # The gradient reads the sampled answers' advantages, never the task's reward table.
     task = BanditTask(rewards=np.zeros((1, logits.size)), offsets=logits[None], features=None)
     params, prompt = logits[None, None], np.zeros((1, 1), dtype=np.int64)
@@ -219,9 +227,11 @@ class SampledGroup:
         return float(np.exp(log_softmax(self.logits)) @ (self.rewards == 1.0))
 
 
-def sample_one_group(method_names, success_rate: float, *, group_size: int = 8, num_answers: int = 16,
-                     learning_rate: float = 1.0, rng: np.random.Generator | None = None) -> SampledGroup:
-    """Sample G answers for a prompt solved with probability p and take each method's step on them."""
+def sample_one_group(method_names, success_rate: float, *, group_size: int = 8,
+                     num_answers: int = 16, learning_rate: float = 1.0,
+                     rng: np.random.Generator | None = None) -> SampledGroup:
+    """Sample G answers for a prompt solved with probability p and take each method's step on
+    them."""
     group_size = _checks.integer("group_size", group_size, low=2)
     logits, rewards = one_prompt(success_rate, num_answers)
     rng = np.random.default_rng() if rng is None else rng
@@ -241,29 +251,34 @@ def sample_one_group(method_names, success_rate: float, *, group_size: int = 8, 
 
 
 def format_sampled_group(sample: SampledGroup) -> str:
-    """The group, each answer's advantage under each method, and what each step did to the prompt."""
+    """The group, each answer's advantage under each method, and what each step did to the
+    prompt."""
     names = list(sample.steps)
     width = max(9, *(len(n) + 1 for n in names))
     right = int(sample.group_rewards.sum())
-    lines = [f"prompt solved with p = {sample.success_rate:.3f}; sampled group of G = {sample.answers.size}: "
+    lines = [f"prompt solved with p = {sample.success_rate:.3f}; "
+             f"sampled group of G = {sample.answers.size}: "
              f"{right} correct, {sample.answers.size - right} wrong", "",
              "advantage of each sampled answer",
              f"{'answer':>7}{'reward':>7}" + "".join(f"{n:>{width}}" for n in names)]
     for i, (answer, reward) in enumerate(zip(sample.answers, sample.group_rewards)):
-        lines.append(f"{answer:>7}{reward:>7.0f}" + "".join(f"{sample.steps[n].advantages[i]:>{width}.3f}"
-                                                            for n in names))
+        lines.append(f"{answer:>7}{reward:>7.0f}"
+                     + "".join(f"{sample.steps[n].advantages[i]:>{width}.3f}" for n in names))
     correct_answer = sample.rewards == 1.0
-    lines += ["", "what one step does to the prompt", f"{'':<28}" + "".join(f"{n:>{width}}" for n in names)]
+    lines += ["", "what one step does to the prompt",
+              f"{'':<28}" + "".join(f"{n:>{width}}" for n in names)]
     rows = (("change of P(correct)", lambda s: s.probability_change[correct_answer].sum()),
             ("entropy change (exact)", lambda s: s.entropy_change),
             ("entropy change (1st order)", lambda s: s.entropy_change_predicted))
     for title, value in rows:
-        lines.append(f"{title:<28}" + "".join(f"{value(sample.steps[n]):>{width}.4f}" for n in names))
+        lines.append(f"{title:<28}"
+                     + "".join(f"{value(sample.steps[n]):>{width}.4f}" for n in names))
     return "\n".join(lines)
 
 
 def plot_sampled_group(axes, sample: SampledGroup) -> None:
-    """Left: each sampled answer's advantage per method. Right: each candidate answer's probability change."""
+    """Left: each sampled answer's advantage per method. Right: each candidate answer's probability
+    change."""
     names = list(sample.steps)
     bar = 0.8 / len(names)
     left, right = axes
@@ -271,8 +286,8 @@ def plot_sampled_group(axes, sample: SampledGroup) -> None:
         offset = (i - (len(names) - 1) / 2) * bar
         left.bar(np.arange(sample.answers.size) + offset, sample.steps[name].advantages, bar,
                  color=method_colour(name), label=name)
-        right.bar(np.arange(sample.rewards.size) + offset, sample.steps[name].probability_change, bar,
-                  color=method_colour(name), label=name)
+        right.bar(np.arange(sample.rewards.size) + offset, sample.steps[name].probability_change,
+                  bar, color=method_colour(name), label=name)
     left.set_xticks(np.arange(sample.answers.size),
                     [f"{a}\n{'correct' if r == 1 else 'wrong'}"
                      for a, r in zip(sample.answers, sample.group_rewards)],
@@ -285,10 +300,11 @@ def plot_sampled_group(axes, sample: SampledGroup) -> None:
     right.set_xlabel("candidate answer (correct answer shaded)")
     right.set_ylabel("change of probability after one step")
     right.set_title("Where the probability goes")
-    # The starting probabilities explain the changes: an answer sampled less often than its probability predicts
-    # rises even with a negative advantage (the -pi term of d log pi / dz).
+    # The starting probabilities explain the changes: an answer sampled less often than its
+    # probability predicts rises even with a negative advantage (the -pi term of d log pi / dz).
     before = right.twinx()
-    before.plot(np.arange(sample.rewards.size), np.exp(log_softmax(sample.logits)), "k.", markersize=5)
+    before.plot(np.arange(sample.rewards.size), np.exp(log_softmax(sample.logits)), "k.",
+                markersize=5)
     before.set_ylim(bottom=0.0)
     before.set_ylabel("probability before the step (dots)")
     for ax in axes:
@@ -296,13 +312,14 @@ def plot_sampled_group(axes, sample: SampledGroup) -> None:
     left.legend(fontsize=7)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Notebook 3: run records against steps, and the first-order entropy prediction
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def plot_metric(ax, run_records: list[RunRecord], name: str, ylabel: str | None = None) -> None:
-    """One metric against training steps: mean over seeds with its 95% band; expected-mode runs dashed."""
+    """One metric against training steps: mean over seeds with its 95% band; expected-mode runs
+    dashed."""
     for run_record in run_records:
         if name not in run_record.metrics:
             raise ValueError(f"name must be a recorded metric ({', '.join(run_record.metrics)}), "
@@ -316,9 +333,9 @@ def plot_metric(ax, run_records: list[RunRecord], name: str, ylabel: str | None 
 def plot_metric_pair(ax, run_records: list[RunRecord], x_name: str, y_name: str,
                      xlabel: str | None = None,
                      ylabel: str | None = None) -> None:
-    """One metric against another along training (seed means), so runs are compared at equal ``x`` rather than at
-    equal steps: a method that learns faster also loses entropy sooner. Rows where a metric is undefined (the
-    rollout metrics before the first step) stay NaN and are not drawn."""
+    """One metric against another along training (seed means), so runs are compared at equal ``x``
+    rather than at equal steps: a method that learns faster also loses entropy sooner. Rows where a
+    metric is undefined (the rollout metrics before the first step) stay NaN and are not drawn."""
     for run_record in run_records:
         missing = [name for name in (x_name, y_name) if name not in run_record.metrics]
         if missing:
@@ -335,8 +352,9 @@ def plot_metric_pair(ax, run_records: list[RunRecord], x_name: str, y_name: str,
 
 
 def entropy_prediction_error(run_record: RunRecord) -> float:
-    """sum |predicted - measured| / sum |measured| over all steps and seeds: the first-order prediction's
-    relative error (0 when -Cov(log pi, dz) predicts every step's entropy change exactly)."""
+    """sum |predicted - measured| / sum |measured| over all steps and seeds: the first-order
+    prediction's relative error (0 when -Cov(log pi, dz) predicts every step's entropy change
+    exactly)."""
     measured = run_record.metrics["entropy_change"][1:]
     predicted = run_record.metrics["entropy_change_predicted"][1:]
     scale = np.sum(np.abs(measured))
@@ -347,7 +365,8 @@ def entropy_prediction_error(run_record: RunRecord) -> float:
 
 
 def plot_entropy_prediction(ax, run_records: list[RunRecord]) -> None:
-    """Measured entropy change of every step and seed against the first-order prediction; the diagonal is exact."""
+    """Measured entropy change of every step and seed against the first-order prediction; the
+    diagonal is exact."""
     low, high = np.inf, -np.inf
     for run_record in run_records:
         measured = run_record.metrics["entropy_change"][1:].ravel()
@@ -355,7 +374,8 @@ def plot_entropy_prediction(ax, run_records: list[RunRecord]) -> None:
         ax.scatter(predicted, measured, s=6, alpha=0.5, color=method_colour(run_record.method),
                    marker="x" if run_record.config.mode == "expected" else "o",
                    label=f"{label(run_record)} (error {entropy_prediction_error(run_record):.1%})")
-        low, high = min(low, predicted.min(), measured.min()), max(high, predicted.max(), measured.max())
+        low, high = (min(low, predicted.min(), measured.min()),
+                     max(high, predicted.max(), measured.max()))
     ax.plot([low, high], [low, high], color="0.4", linewidth=0.8, linestyle=":")
     ax.set_xlabel(r"predicted: $-\mathrm{Cov}(\log\pi, \Delta z)$ per step (nats)")
     ax.set_ylabel("measured entropy change per step (nats)")
@@ -363,9 +383,9 @@ def plot_entropy_prediction(ax, run_records: list[RunRecord]) -> None:
     ax.legend(fontsize=7)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Notebook 4: where clipping removes the gradient, and how often it does in training
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def vanishing_gradient(ratio, advantages, clip_low: float, clip_high: float) -> np.ndarray:
@@ -384,15 +404,18 @@ def plot_clip_plane(ax, clip_low: float, clip_high: float, ratio_range=(0.6, 1.4
     it. Returns the image, so that panels drawn with ``colorbar=False`` can share one colour bar."""
     low, high = _checks.finite_array("ratio_range", ratio_range)
     if not 0 < low < 1 < high:
-        raise ValueError(f"ratio_range must bracket 1 with a positive lower end, got {tuple(ratio_range)}")
+        raise ValueError("ratio_range must bracket 1 with a positive lower end, got "
+                         f"{tuple(ratio_range)}")
     advantage_limit = _checks.number("advantage_limit", advantage_limit, low=0.0, low_open=True)
     points = _checks.integer("points", points, low=3)
-    ratio, advantages = np.meshgrid(np.linspace(low, high, points), np.linspace(-advantage_limit, advantage_limit,
-                                                                                  points))
+    ratio, advantages = np.meshgrid(np.linspace(low, high, points),
+                                    np.linspace(-advantage_limit, advantage_limit, points))
     surrogate = clipped_surrogate(ratio, advantages, clip_low, clip_high)
-    ascent = np.ma.masked_where(surrogate.clipped_low | surrogate.clipped_high, -surrogate.grad_logp)
+    ascent = np.ma.masked_where(surrogate.clipped_low | surrogate.clipped_high,
+                                -surrogate.grad_logp)
     extent = (low, high, -advantage_limit, advantage_limit)
-    ax.imshow(np.ones_like(ratio), extent=extent, origin="lower", aspect="auto", cmap="Greys", vmin=0, vmax=4)
+    ax.imshow(np.ones_like(ratio), extent=extent, origin="lower", aspect="auto", cmap="Greys",
+              vmin=0, vmax=4)
     image = ax.imshow(ascent, extent=extent, origin="lower", aspect="auto", cmap="RdBu",
                       vmin=-advantage_limit * high, vmax=advantage_limit * high)
     if colorbar:
@@ -429,10 +452,12 @@ def clip_fraction_sweep(method_names, config: DynamicsConfig, minibatch_counts,
 
 
 def plot_clip_fraction_sweep(ax, sweep: dict[str, dict[str, np.ndarray]]) -> None:
-    """Clip fractions against minibatch updates per rollout: solid for the high bound, dashed for the low bound."""
+    """Clip fractions against minibatch updates per rollout: solid for the high bound, dashed for
+    the low bound."""
     for name, row in sweep.items():
         colour = method_colour(name)
-        ax.plot(row["minibatches"], row["clipfrac_high"], color=colour, marker="o", label=f"{name}: high (A > 0)")
+        ax.plot(row["minibatches"], row["clipfrac_high"], color=colour, marker="o",
+                label=f"{name}: high (A > 0)")
         ax.plot(row["minibatches"], row["clipfrac_low"], color=colour, marker="s", linestyle="--",
                 label=f"{name}: low (A < 0)")
     ax.set_xscale("log", base=2)
@@ -442,16 +467,16 @@ def plot_clip_fraction_sweep(ax, sweep: dict[str, dict[str, np.ndarray]]) -> Non
     ax.legend(fontsize=7)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Notebook 5: the run folders of minimal/ngrpo_train.py
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 def plot_run_metric(ax, runs: dict[str, list[list[dict]]], key: str, ylabel: str | None = None,
                     window: int = 1) -> None:
     """``key`` against steps for each method: thin lines per seed, the mean over seeds bold.
 
-    ``window`` > 1 draws running means over that many logged points: a step's rollout statistics come from a few
-    prompts and are noisy, and the trend is what the eye should follow.
+    ``window`` > 1 draws running means over that many logged points: a step's rollout statistics
+    come from a few prompts and are noisy, and the trend is what the eye should follow.
     """
     window = _checks.integer("window", window, low=1)
     for method, seeds in runs.items():
@@ -459,32 +484,36 @@ def plot_run_metric(ax, runs: dict[str, list[list[dict]]], key: str, ylabel: str
         for records in seeds:
             steps, values = run_curve(records, key)
             if len(values) >= window:
-                curves.append((steps[window - 1:], np.convolve(values, np.ones(window) / window, mode="valid")))
+                curves.append((steps[window - 1:],
+                               np.convolve(values, np.ones(window) / window, mode="valid")))
         if not curves:
-            raise ValueError(f"window={window} is longer than every {method} run's {len(steps)} points of {key!r}")
+            raise ValueError(f"window={window} is longer than every {method} run's {len(steps)} "
+                             f"points of {key!r}")
         colour = method_colour(method)
         for steps, values in curves:
             ax.plot(steps, values, color=colour, alpha=0.3, linewidth=0.8)
         shortest = min(len(steps) for steps, _ in curves)
         mean = np.mean([values[:shortest] for _, values in curves], axis=0)
         seeds_text = f"{len(curves)} seed" + ("s" if len(curves) > 1 else "")
-        ax.plot(curves[0][0][:shortest], mean, color=colour, linewidth=2, label=f"{method} ({seeds_text})",
-                marker="o" if shortest < 20 else None, markersize=3)
+        ax.plot(curves[0][0][:shortest], mean, color=colour, linewidth=2,
+                label=f"{method} ({seeds_text})", marker="o" if shortest < 20 else None,
+                markersize=3)
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel or key + (f" (running mean of {window})" if window > 1 else ""))
     ax.legend(fontsize=7)
 
 
 def plot_final_pass_at_k(ax, runs: dict[str, list[list[dict]]]) -> None:
-    """pass@k against k after training, mean over seeds, with the first run's starting curve dotted in black."""
+    """pass@k against k after training, mean over seeds, with the first run's starting curve dotted
+    in black."""
     first = next(iter(runs.values()))[0]
     start = [record for record in first if record["step"] == 0]
     if start:
         ax.plot(*final_pass_at_k(start), color="black", linestyle=":", label="start")
     for method, seeds in runs.items():
         curves = [final_pass_at_k(records) for records in seeds]
-        ax.plot(curves[0][0], np.mean([values for _, values in curves], axis=0), color=method_colour(method),
-                marker="o", markersize=3, label=method)
+        ax.plot(curves[0][0], np.mean([values for _, values in curves], axis=0),
+                color=method_colour(method), marker="o", markersize=3, label=method)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k (samples per held-out prompt)")
     ax.set_ylabel("pass@k after training")

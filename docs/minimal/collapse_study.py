@@ -1,8 +1,10 @@
-"""Why NGRPO at lr 1e-4 collapsed in a pilot: replay the pilot's two rollout shortcuts on top of the trainer.
+"""Why NGRPO at lr 1e-4 collapsed in a pilot: replay the pilot's two rollout shortcuts on top of the
+trainer.
 
-The pilot (a) let the model sample the padding token and (b) built the answer mask by comparing ids with the pad
-id, so a sampled pad token was left out of the loss (and dropped from the decoded text). The trainer does neither.
-This script trains with and without those shortcuts and records the share of sampled answer tokens that are pad:
+The pilot (a) let the model sample the padding token and (b) built the answer mask by comparing ids
+with the pad id, so a sampled pad token was left out of the loss (and dropped from the decoded
+text). The trainer does neither. This script trains with and without those shortcuts and records the
+share of sampled answer tokens that are pad:
 
     .venv/bin/python docs/minimal/collapse_study.py ngrpo pilot 1      # METHOD {pilot,fixed} SEED
     .venv/bin/python docs/minimal/collapse_study.py --plot             # docs/minimal/collapse.png from runs/collapse
@@ -25,8 +27,9 @@ RUNS = ROOT / "runs" / "collapse"
 
 
 def replay_pilot(pad_shares: list) -> None:
-    """Swap in the pilot's rollout: pad can be sampled, is dropped from the decoded text (skip_special_tokens)
-    and, through a mask built by comparing ids with the pad id, left out of the loss."""
+    """Swap in the pilot's rollout: pad can be sampled, is dropped from the decoded text
+    (skip_special_tokens) and, through a mask built by comparing ids with the pad id, left out of
+    the loss."""
     original_rollout, original_wrap = trainer.rollout, trainer.Policy.wrap
 
     def pilot_wrap(model, tokenizer):
@@ -52,7 +55,8 @@ def run(method: str, variant: str, seed: int) -> None:
     if variant == "pilot":
         replay_pilot(pad_shares)
     config = trainer.Config(method=method, seed=seed, learning_rate=1e-4, steps=450, eval_every=50,
-                            eval_samples=8, threads=1, run_dir=str(RUNS / f"{method}-{variant}-seed{seed}"))
+                            eval_samples=8, threads=1,
+                            run_dir=str(RUNS / f"{method}-{variant}-seed{seed}"))
     run_dir = trainer.train(config)
     (run_dir / "pad_shares.json").write_text(json.dumps(pad_shares))
 
@@ -62,9 +66,11 @@ def plot() -> None:
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
     for run_dir in sorted(RUNS.glob("*-seed*")):
         method, variant, _ = run_dir.name.split("-")
-        style = dict(color=trainer.METHOD_COLOURS[method], linestyle="-" if variant == "fixed" else "--")
+        style = dict(color=trainer.METHOD_COLOURS[method],
+                     linestyle="-" if variant == "fixed" else "--")
         records = read_run(run_dir)
-        axes[0].plot(*trainer.curve(records, "eval/pass@1"), marker="o", label=run_dir.name, **style)
+        axes[0].plot(*trainer.curve(records, "eval/pass@1"), marker="o", label=run_dir.name,
+                     **style)
         axes[1].plot(*trainer.curve(records, "share_all_wrong"), alpha=0.7, **style)
         shares = json.loads((run_dir / "pad_shares.json").read_text())
         if shares:

@@ -23,11 +23,12 @@ from ngrpo_sim.advantages import AdvantageEstimator
 def _answers_by_group_size(group_ids: np.ndarray) -> Iterator[np.ndarray]:
     """For each group size G in the batch, the positions of the answers of all groups of that size.
 
-    Each yielded array is shaped ``(k, G)``: row j lists, in batch order, the positions of the G answers of the
-    j-th group of that size.
+    Each yielded array is shaped ``(k, G)``: row j lists, in batch order, the positions of the G
+    answers of the j-th group of that size.
     """
     _, group_of_answer, group_sizes = np.unique(group_ids, return_inverse=True, return_counts=True)
-    # The answers of group 0 first, then those of group 1, ...; a stable sort keeps batch order inside a group.
+    # The answers of group 0 first, then those of group 1, ...; a stable sort keeps batch order
+    # inside a group.
     answers_in_group_order = np.argsort(group_of_answer, kind="stable")
     first_answer_of_group = np.cumsum(group_sizes) - group_sizes
     for size in np.unique(group_sizes):
@@ -41,16 +42,17 @@ def _flat_batch(rewards, group_ids) -> tuple[np.ndarray, np.ndarray]:
     if rewards.ndim != 1:
         raise ValueError(f"rewards must be flat (one reward per answer), got shape {rewards.shape}")
     if group_ids.shape != rewards.shape:
-        raise ValueError(f"group_ids has shape {group_ids.shape} but rewards has shape {rewards.shape}; "
-                         "give one group id per answer")
+        raise ValueError(f"group_ids has shape {group_ids.shape} but rewards has shape "
+                         f"{rewards.shape}; give one group id per answer")
     return rewards, group_ids
 
 
 def group_advantages(rewards, group_ids, estimator: AdvantageEstimator) -> np.ndarray:
-    """The advantage of every answer under ``estimator``, each computed against the answers of its own group.
+    """The advantage of every answer under ``estimator``, each computed against the answers of its
+    own group.
 
-    A group smaller than ``estimator.min_group_size`` gets advantage 0: the estimator is not defined for it, and
-    an answer without a defined advantage must not move the policy.
+    A group smaller than ``estimator.min_group_size`` gets advantage 0: the estimator is not defined
+    for it, and an answer without a defined advantage must not move the policy.
     """
     rewards, group_ids = _flat_batch(rewards, group_ids)
     advantages = np.zeros_like(rewards)

@@ -1,22 +1,25 @@
-"""NGRPO in TRL: ``NGRPOTrainer``, a ``GRPOTrainer`` that trains with NGRPO's advantages, and its ``NGRPOConfig``.
+"""NGRPO in TRL: ``NGRPOTrainer``, a ``GRPOTrainer`` that trains with NGRPO's advantages, and its
+``NGRPOConfig``.
 
 What changes against GRPO, and where
 -----------------------------------
-* The advantage. ``GRPOTrainer`` scores each generation batch (``_generate_and_score_completions``), with rewards
-  gathered from every process, and standardises them per group of ``num_generations`` answers. ``NGRPOTrainer``
-  keeps everything else that method does (generation, old and reference log-probabilities, TRL's logs) and replaces
-  the advantages with ``ngrpo_sim``'s NGRPO estimator on the same rewards: the weighted sum of the reward functions,
-  as in TRL's default ``multi_objective_aggregation="sum_then_normalize"``. An answer that no reward
-  function could score (every function returned None or NaN) has an *unknown* reward, with the
-  semantics of ``ngrpo_sim``'s ``mask_unknown=True``: it stays out of its group's mean and std (the
-  virtual sample still counts), gets advantage 0 and no gradient (its tokens leave the loss), and a
-  group without a known reward gives no gradient at all. A weighted sum within a few float32 ulps of
-  r_max counts as r_max; a real excess stops training. The new advantages are what TRL logs (the
+* The advantage. ``GRPOTrainer`` scores each generation batch (``_generate_and_score_completions``),
+  with rewards gathered from every process, and standardises them per group of ``num_generations``
+  answers. ``NGRPOTrainer`` keeps everything else that method does (generation, old and reference
+  log-probabilities, TRL's logs) and replaces the advantages with ``ngrpo_sim``'s NGRPO estimator on
+  the same rewards: the weighted sum of the reward functions, as in TRL's default
+  ``multi_objective_aggregation="sum_then_normalize"``. An answer that no reward function could
+  score (every function returned None or NaN) has an *unknown* reward, with the semantics of
+  ``ngrpo_sim``'s ``mask_unknown=True``: it stays out of its group's mean and std (the virtual
+  sample still counts), gets advantage 0 and no gradient (its tokens leave the loss), and a group
+  without a known reward gives no gradient at all. A weighted sum within a few float32 ulps of r_max
+  counts as r_max; a real excess stops training. The new advantages are what TRL logs (the
   ``advantage`` column of its completions table).
-* The group filter. All-correct groups have zero advantage under NGRPO; the release drops them so that they do not
-  dilute the token mean. TRL has no refill, so the trainer removes their tokens from the loss instead, the way TRL's
-  own ``mask_truncated_completions`` removes truncated answers, and logs the share of groups it dropped as
-  ``ngrpo/dropped_groups_frac``. All-wrong groups stay: they are where NGRPO's signal comes from.
+* The group filter. All-correct groups have zero advantage under NGRPO; the release drops them so
+  that they do not dilute the token mean. TRL has no refill, so the trainer removes their tokens
+  from the loss instead, the way TRL's own ``mask_truncated_completions`` removes truncated answers,
+  and logs the share of groups it dropped as ``ngrpo/dropped_groups_frac``. All-wrong groups stay:
+  they are where NGRPO's signal comes from.
 * The entropy bonus. ``GRPOTrainer`` takes the mean entropy over the tokens of each
   process's micro-batch, and gradients are then averaged over processes and micro-batches: a
   process left with only dropped groups, or with fewer tokens than the others, scales the bonus
@@ -24,18 +27,18 @@ What changes against GRPO, and where
   by the count that divides the token-mean policy loss (the kept tokens of the step on all
   processes, the normaliser of ``loss_type="dapo"``) whatever the ``loss_type``, as verl does for
   ``loss_agg_mode="token-mean"``. One process and two then give the same loss and update.
-* The clip range. ``NGRPOConfig`` defaults to the preset's asymmetric clip, ``epsilon=0.16`` (low) and
-  ``epsilon_high=0.24``, and to its entropy coefficient, 0.001. TRL's defaults already match the rest of the
-  recipe: no KL (``beta=0``), token-mean loss (``loss_type="dapo"``: every response token of the generation batch
-  weighs the same), 8 answers per prompt, learning rate 1e-6.
+* The clip range. ``NGRPOConfig`` defaults to the preset's asymmetric clip, ``epsilon=0.16`` (low)
+  and ``epsilon_high=0.24``, and to its entropy coefficient, 0.001. TRL's defaults already match the
+  rest of the recipe: no KL (``beta=0``), token-mean loss (``loss_type="dapo"``: every response
+  token of the generation batch weighs the same), 8 answers per prompt, learning rate 1e-6.
 * Dropout. TRL trains in training mode with dropout on unless ``disable_dropout=True``, so the
   network that scores an answer is not the one that sampled it and the ratio starts away from 1.
   ``NGRPOConfig`` defaults to ``disable_dropout=True``, and the trainer also zeroes the rates
   attention layers keep as plain numbers (Qwen2, Llama), which TRL's switch misses.
 
-Advantages are computed once per generation batch and buffered, so TRL's ``num_iterations`` (several policy updates
-on one batch, where the clip range starts to act), ``steps_per_generation`` and every ``loss_type`` use them as they
-use GRPO's. Tested with TRL 1.16.
+Advantages are computed once per generation batch and buffered, so TRL's ``num_iterations`` (several
+policy updates on one batch, where the clip range starts to act), ``steps_per_generation`` and every
+``loss_type`` use them as they use GRPO's. Tested with TRL 1.16.
 
 NGRPO's rivals
 --------------
@@ -81,13 +84,13 @@ class NGRPOConfig(GRPOConfig):
 
     epsilon: float = field(
         default=_NGRPO.clip_low,
-        metadata={"help": "eps_low: the probability ratio of an answer with negative advantage may fall to "
-                          "1 - epsilon before its gradient is cut. NGRPO: 0.16."},
+        metadata={"help": "eps_low: the probability ratio of an answer with negative advantage may "
+                          "fall to 1 - epsilon before its gradient is cut. NGRPO: 0.16."},
     )
     epsilon_high: float | None = field(
         default=_NGRPO.clip_high,
-        metadata={"help": "eps_high: the ratio of an answer with positive advantage may rise to 1 + epsilon_high "
-                          "before its gradient is cut. NGRPO: 0.24."},
+        metadata={"help": "eps_high: the ratio of an answer with positive advantage may rise to "
+                          "1 + epsilon_high before its gradient is cut. NGRPO: 0.24."},
     )
     disable_dropout: bool = field(
         default=True,
@@ -100,37 +103,40 @@ class NGRPOConfig(GRPOConfig):
     )
     r_max: float = field(
         default=_NGRPO.advantage.r_max,
-        metadata={"help": "The best reward a completion can earn (the weighted sum of the reward functions); the "
-                          "virtual sample's reward. Rewards above it are refused."},
+        metadata={"help": "The best reward a completion can earn (the weighted sum of the reward "
+                          "functions); the virtual sample's reward. Rewards above it are refused."},
     )
     virtual_samples: int = field(
         default=_NGRPO.advantage.virtual_samples,
-        metadata={"help": "How many virtual r_max samples join each group's mean and std. The paper reports that "
-                          "more than one over-explores."},
+        metadata={"help": "How many virtual r_max samples join each group's mean and std. The "
+                          "paper reports that more than one over-explores."},
     )
     drop_all_correct_groups: bool = field(
         default=True,
-        metadata={"help": "Remove the tokens of groups whose answers all earn r_max from the loss (NGRPO's filter; "
-                          "TRL has no refill). All-wrong groups always stay."},
+        metadata={"help": "Remove the tokens of groups whose answers all earn r_max from the loss "
+                          "(NGRPO's filter; TRL has no refill). All-wrong groups always stay."},
     )
 
     def __post_init__(self):
         super().__post_init__()
         if self.scale_rewards != "group":
-            raise ValueError(f"scale_rewards must be 'group' for NGRPO (the std of each group with its virtual "
-                             f"sample), got {self.scale_rewards!r}")
+            raise ValueError("scale_rewards must be 'group' for NGRPO (the std of each group with "
+                             f"its virtual sample), got {self.scale_rewards!r}")
         if self.multi_objective_aggregation != "sum_then_normalize":
-            raise ValueError(f"multi_objective_aggregation must be 'sum_then_normalize' for NGRPO (r_max bounds "
-                             f"the summed reward), got {self.multi_objective_aggregation!r}")
+            raise ValueError("multi_objective_aggregation must be 'sum_then_normalize' for NGRPO "
+                             "(r_max bounds the summed reward), got "
+                             f"{self.multi_objective_aggregation!r}")
         if not isinstance(self.drop_all_correct_groups, bool):
-            raise ValueError(f"drop_all_correct_groups must be True or False, got {self.drop_all_correct_groups!r}")
+            raise ValueError("drop_all_correct_groups must be True or False, got "
+                             f"{self.drop_all_correct_groups!r}")
         estimator = get_method(self.method).advantage
         if estimator.policy_inputs or estimator.uses_values:
             raise ValueError(f"method={self.method!r} reads the policy or a critic, which "
                              f"NGRPOTrainer does not hand to the advantage; choose a preset whose "
                              f"advantage needs only the rewards, such as ngrpo, maxrl, qae, asymre "
                              f"or shifted_baseline")
-        self.ngrpo_estimator()  # refuses a bad r_max or virtual_samples now, not at the first generation batch
+        # Refuses a bad r_max or virtual_samples now, not at the first generation batch.
+        self.ngrpo_estimator()
 
     @classmethod
     def for_method(cls, method: str, **options) -> "NGRPOConfig":
@@ -156,7 +162,8 @@ class NGRPOConfig(GRPOConfig):
         group_filter = get_method(self.method).group_filter
         if not isinstance(group_filter, DropAllCorrectGroups):
             return group_filter
-        return DropAllCorrectGroups(r_max=self.r_max) if self.drop_all_correct_groups else KeepAllGroups()
+        return (DropAllCorrectGroups(r_max=self.r_max) if self.drop_all_correct_groups
+                else KeepAllGroups())
 
 
 def summed_rewards(rewards_per_func: torch.Tensor, reward_weights: torch.Tensor,
@@ -199,14 +206,17 @@ def _disable_attention_dropout(model) -> None:
 
 
 class NGRPOTrainer(GRPOTrainer):
-    """``GRPOTrainer`` with NGRPO's advantages and group filter; takes the same arguments, with an ``NGRPOConfig``."""
+    """``GRPOTrainer`` with NGRPO's advantages and group filter; takes the same arguments, with an
+    ``NGRPOConfig``."""
 
-    def __init__(self, model, reward_funcs=None, args: NGRPOConfig | None = None, **trainer_options):
+    def __init__(self, model, reward_funcs=None, args: NGRPOConfig | None = None,
+                 **trainer_options):
         if args is None:
             model_name = model if isinstance(model, str) else model.config.name_or_path
             args = NGRPOConfig(f"{str(model_name).split('/')[-1]}-NGRPO")
         if not isinstance(args, NGRPOConfig):
-            raise ValueError(f"args must be an NGRPOConfig (NGRPO's defaults and options), got {type(args).__name__}")
+            raise ValueError("args must be an NGRPOConfig (NGRPO's defaults and options), got "
+                             f"{type(args).__name__}")
         super().__init__(model, reward_funcs, args, **trainer_options)
         if args.disable_dropout:
             for network in (self.model, self.ref_model):
@@ -219,7 +229,8 @@ class NGRPOTrainer(GRPOTrainer):
         self._loss_entropy_mask: torch.Tensor | None = None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        # TRL gathers the rewards of every process here: the groups NGRPO needs, whichever process holds an answer.
+        # TRL gathers the rewards of every process here: the groups NGRPO needs, whichever process
+        # holds an answer.
         self._gathered_rewards_per_func = super()._calculate_rewards(inputs, prompts, completions,
                                                                      completion_ids_list)
         return self._gathered_rewards_per_func
@@ -239,11 +250,14 @@ class NGRPOTrainer(GRPOTrainer):
                              f"r_max={self.args.r_max} bounds the weighted sum of the reward "
                              f"functions): {error}") from error
 
-        # This process's answers, sliced from the gathered batch the way GRPOTrainer slices its own advantages.
+        # This process's answers, sliced from the gathered batch the way GRPOTrainer slices its own
+        # advantages.
         local_size = len(output["advantages"])
-        local = slice(self.accelerator.process_index * local_size, (self.accelerator.process_index + 1) * local_size)
+        local = slice(self.accelerator.process_index * local_size,
+                      (self.accelerator.process_index + 1) * local_size)
         device = output["advantages"].device
-        output["advantages"] = torch.as_tensor(advantages[local], dtype=output["advantages"].dtype, device=device)
+        output["advantages"] = torch.as_tensor(advantages[local], dtype=output["advantages"].dtype,
+                                               device=device)
         completion_mask = output["completion_mask"]
         trained_here = torch.as_tensor(trained[local], dtype=completion_mask.dtype, device=device)
         output["completion_mask"] = completion_mask * trained_here.unsqueeze(1)
@@ -254,7 +268,8 @@ class NGRPOTrainer(GRPOTrainer):
             loss_mask = loss_mask * output["tool_mask"]
         output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
 
-        # GRPOTrainer has just appended this batch's GRPO advantages to its log; put NGRPO's in their place.
+        # GRPOTrainer has just appended this batch's GRPO advantages to its log; put NGRPO's in
+        # their place.
         logged = self._logs["advantages"]
         replaced = min(len(advantages), len(logged))
         for _ in range(replaced):

@@ -1,40 +1,45 @@
-"""NGRPO in verl: the ``ngrpo`` advantage estimator, and a filter key that makes verl drop only all-correct groups.
+"""NGRPO in verl: the ``ngrpo`` advantage estimator, and a filter key that makes verl drop only
+all-correct groups.
 
 How verl finds this module
 --------------------------
-``import verl`` (verl >= 0.9.0, in ``verl/__init__.py``) loads every entry point of the group ``verl.plugins``.
-ngrpo-sim declares ``ngrpo = "ngrpo_sim.integrations.verl"`` there, so installing ngrpo-sim next to verl is all it
-takes: every process that imports verl, the driver and each Ray worker alike, imports this module, which registers
-the estimator with verl's ``register_adv_est``; ``algorithm.adv_estimator=ngrpo`` then works without patching verl.
-``VERL_USE_EXTERNAL_PLUGINS=none`` switches the discovery off, and a comma-separated list of entry-point names
-keeps only those. verl logs a plugin's import error at debug level only: if verl answers "Unknown advantage
-estimator simply: ngrpo", run ``python -c "import ngrpo_sim.integrations.verl"`` to see what went wrong.
+``import verl`` (verl >= 0.9.0, in ``verl/__init__.py``) loads every entry point of the group
+``verl.plugins``. ngrpo-sim declares ``ngrpo = "ngrpo_sim.integrations.verl"`` there, so installing
+ngrpo-sim next to verl is all it takes: every process that imports verl, the driver and each Ray
+worker alike, imports this module, which registers the estimator with verl's ``register_adv_est``;
+``algorithm.adv_estimator=ngrpo`` then works without patching verl.
+``VERL_USE_EXTERNAL_PLUGINS=none`` switches the discovery off, and a comma-separated list of
+entry-point names keeps only those. verl logs a plugin's import error at debug level only: if verl
+answers "Unknown advantage estimator simply: ngrpo", run
+``python -c "import ngrpo_sim.integrations.verl"`` to see what went wrong.
 
 The estimator
 -------------
-verl's trainer calls a registered estimator with keyword arguments: ``token_level_rewards`` and ``response_mask``
-(both ``(answers, response tokens)``), ``index`` (the ``uid`` of each answer's prompt: answers with the same uid
-form a group) and ``config`` (the ``algorithm`` section). The outcome reward of an answer is the sum of its token
-rewards (verl puts it on the last token). Groups may differ in size; ``ngrpo_sim.integrations.groups`` hands each
-size to ``ngrpo_sim``'s NGRPO estimator in one call (a group of one answer gets 0: the estimator needs two). The
-advantage is spread over every response token, and the function returns it twice, as verl expects (advantages,
-returns). Two keys of the ``algorithm`` section, named as in
-the authors' release, tune it: ``max_reward`` (r_max, default 1.0) and ``add_max_reward_num`` (the number of
-virtual samples, default 1). verl's config schema does not know them, so a launch command adds them with a ``+``.
+verl's trainer calls a registered estimator with keyword arguments: ``token_level_rewards`` and
+``response_mask`` (both ``(answers, response tokens)``), ``index`` (the ``uid`` of each answer's
+prompt: answers with the same uid form a group) and ``config`` (the ``algorithm`` section). The
+outcome reward of an answer is the sum of its token rewards (verl puts it on the last token). Groups
+may differ in size; ``ngrpo_sim.integrations.groups`` hands each size to ``ngrpo_sim``'s NGRPO
+estimator in one call (a group of one answer gets 0: the estimator needs two). The advantage is
+spread over every response token, and the function returns it twice, as verl expects (advantages,
+returns). Two keys of the ``algorithm`` section, named as in the authors' release, tune it:
+``max_reward`` (r_max, default 1.0) and ``add_max_reward_num`` (the number of virtual samples,
+default 1). verl's config schema does not know them, so a launch command adds them with a ``+``.
 
 The group filter
 ----------------
-NGRPO drops all-correct groups (they have zero advantage and would only dilute the token mean) and keeps
-all-wrong ones (they are where calibration creates a signal), refilling the batch with new rollouts. verl's own
-filter (``algorithm.filter_groups``, DAPO's dynamic sampling with refill) drops a group when a chosen per-answer
-metric has zero spread over the group, which drops all-wrong groups too. It is not pluggable, but the metric is
-ours to choose: ``compute_score`` below adds ``FILTER_KEY`` to every answer's reward details.
-Correct answers report r_max; each wrong answer reports a fresh random number below r_max. A group's
-key then has zero spread exactly when every answer is correct, so
-``filter_groups.metric=ngrpo_filter_key`` makes verl's filter, refill included, drop exactly the
-groups of two or more answers that ``ngrpo_sim``'s ``DropAllCorrectGroups`` drops (verl never drops
-a group of one). verl reads the metric at sampling time, so it needs a rule-based reward (or a
-reward model in its own resource pool), as verl's filter always does.
+NGRPO drops all-correct groups (they have zero advantage and would only dilute the token mean) and
+keeps all-wrong ones (they are where calibration creates a signal), refilling the batch with new
+rollouts. verl's own filter (``algorithm.filter_groups``, DAPO's dynamic sampling with refill) drops
+a group when a chosen per-answer metric has zero spread over the group, which drops all-wrong groups
+too. It is not pluggable, but the metric is ours to choose: ``compute_score`` below adds
+``FILTER_KEY`` to every answer's reward details. Correct answers report r_max; each wrong answer
+reports a fresh random number below r_max. A group's key then has zero spread exactly when every
+answer is correct, so ``filter_groups.metric=ngrpo_filter_key`` makes verl's filter, refill
+included, drop exactly the groups of two or more answers that ``ngrpo_sim``'s
+``DropAllCorrectGroups`` drops (verl never drops a group of one). verl reads the metric at sampling
+time, so it needs a rule-based reward (or a reward model in its own resource pool), as verl's filter
+always does.
 
 NGRPO's rivals
 --------------
@@ -68,7 +73,8 @@ ESTIMATOR_NAME = "ngrpo"
 """The value of ``algorithm.adv_estimator`` that selects NGRPO."""
 
 FILTER_KEY = "ngrpo_filter_key"
-"""The per-answer reward detail to give verl's group filter: ``algorithm.filter_groups.metric=ngrpo_filter_key``."""
+"""The per-answer reward detail to give verl's group filter:
+``algorithm.filter_groups.metric=ngrpo_filter_key``."""
 
 CONFIG_KEYS = {"r_max": "max_reward", "virtual_samples": "add_max_reward_num"}
 """Where verl's ``algorithm`` section holds each NGRPO option (the release's names)."""
@@ -79,8 +85,9 @@ RIVAL_CONFIG_KEYS = {"maxrl": {}, "qae": {"quantile": "quantile_k"},
 """The rivals registered as verl estimators, by preset name, and where the ``algorithm`` section
 holds each of their options."""
 
-# Reward workers may be forked from one parent: the operating system's randomness gives each of them its own stream,
-# where forked copies of one seeded generator would hand two wrong answers of a group the same key.
+# Reward workers may be forked from one parent: the operating system's randomness gives each of them
+# its own stream, where forked copies of one seeded generator would hand two wrong answers of a
+# group the same key.
 _fresh_randomness = random.SystemRandom()
 
 
@@ -88,8 +95,8 @@ def estimator_from_config(config, method: str = ESTIMATOR_NAME) -> AdvantageEsti
     """The ``method`` preset's estimator with its options read from ``config`` (for ``ngrpo``, the
     default: r_max and the number of virtual samples).
 
-    ``config`` is verl's ``algorithm`` section (an omegaconf ``DictConfig`` or verl's ``AlgoConfig``), or ``None``;
-    a missing key keeps the release's default, which is the preset's.
+    ``config`` is verl's ``algorithm`` section (an omegaconf ``DictConfig`` or verl's
+    ``AlgoConfig``), or ``None``; a missing key keeps the release's default, which is the preset's.
     """
     preset = get_method(method).advantage
     if config is None:
@@ -99,7 +106,8 @@ def estimator_from_config(config, method: str = ESTIMATOR_NAME) -> AdvantageEsti
     for field, key in keys.items():
         options[field] = config.get(key, getattr(preset, field))
         try:
-            dataclasses.replace(preset, **{field: options[field]})  # ngrpo_sim checks this one option
+            # ngrpo_sim checks this one option
+            dataclasses.replace(preset, **{field: options[field]})
         except ValueError as error:
             raise ValueError(f"algorithm.{key}={options[field]!r} is not a valid {method.upper()} "
                              f"{field}: {error}") from error
@@ -134,10 +142,11 @@ def _outcome_advantages(method: str, token_level_rewards: torch.Tensor, response
 def compute_ngrpo_outcome_advantage(token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
                                     index: np.ndarray | None = None, config=None,
                                     **other_batch_fields) -> tuple[torch.Tensor, torch.Tensor]:
-    """NGRPO advantages for a verl batch, spread over each answer's response tokens: ``(advantages, returns)``.
+    """NGRPO advantages for a verl batch, spread over each answer's response tokens:
+    ``(advantages, returns)``.
 
-    ``other_batch_fields`` takes what verl passes to every registered estimator that NGRPO does not use
-    (``reward_baselines`` when the batch has them).
+    ``other_batch_fields`` takes what verl passes to every registered estimator that NGRPO does not
+    use (``reward_baselines`` when the batch has them).
     """
     return _outcome_advantages(ESTIMATOR_NAME, token_level_rewards, response_mask, index, config)
 
@@ -172,15 +181,21 @@ def all_correct_filter_key(score: float, r_max: float = 1.0) -> float:
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, max_reward: float = 1.0,
                   **scorer_options) -> dict:
-    """verl's default rule-based score of one answer, with ``FILTER_KEY`` added to its reward details.
+    """verl's default rule-based score of one answer, with ``FILTER_KEY`` added to its reward
+    details.
 
     Select it with ``reward.custom_reward_function.path=pkg://ngrpo_sim.integrations.verl`` and
-    ``reward.custom_reward_function.name=compute_score``. ``max_reward`` must equal ``algorithm.max_reward``; set
-    it with ``+reward.custom_reward_function.reward_kwargs.max_reward=...`` when that is not 1. A reward function of
-    your own gets the same filter by adding ``FILTER_KEY: all_correct_filter_key(score, r_max)`` to its result.
+    ``reward.custom_reward_function.name=compute_score``. ``max_reward`` must equal
+    ``algorithm.max_reward``; set it with
+    ``+reward.custom_reward_function.reward_kwargs.max_reward=...`` when that is not 1. A reward
+    function of your own gets the same filter by adding
+    ``FILTER_KEY: all_correct_filter_key(score, r_max)`` to its result.
     """
-    result = default_compute_score(data_source, solution_str, ground_truth, extra_info, **scorer_options)
-    # A plain number becomes {"score", "acc"}: the reward details verl itself records for a plain number.
-    details = dict(result) if isinstance(result, dict) else {"score": float(result), "acc": float(result)}
+    result = default_compute_score(data_source, solution_str, ground_truth, extra_info,
+                                   **scorer_options)
+    # A plain number becomes {"score", "acc"}: the reward details verl itself records for a plain
+    # number.
+    details = (dict(result) if isinstance(result, dict)
+               else {"score": float(result), "acc": float(result)})
     details[FILTER_KEY] = all_correct_filter_key(details["score"], max_reward)
     return details
