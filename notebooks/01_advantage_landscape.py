@@ -16,15 +16,16 @@
 # %% [markdown]
 # # 1. The advantage landscape
 #
-# **What you will learn.** How GRPO, NGRPO and their peers turn the rewards of a group of G sampled answers into
-# one advantage per answer, and what NGRPO's single change, a *virtual* answer with the best possible reward in
-# the group's statistics, does to those numbers.
+# **What you will learn.** How GRPO, NGRPO and their peers turn the rewards of a group of G sampled
+# answers into one advantage per answer, and what NGRPO's single change, a *virtual* answer with the
+# best possible reward in the group's statistics, does to those numbers.
 #
-# **For whom.** You know what a policy gradient is (an advantage times the gradient of a log-probability; see
-# OpenAI's Spinning Up, part 3, if not) and have heard of GRPO. No maths beyond a mean and a standard deviation.
+# **For whom.** You know what a policy gradient is (an advantage times the gradient of a
+# log-probability; see OpenAI's Spinning Up, part 3, if not) and have heard of GRPO. No maths beyond
+# a mean and a standard deviation.
 #
-# **How.** Every number below comes from `ngrpo_sim`, the project's one home of the method definitions. The
-# notebook only calls it and draws. About 10 minutes.
+# **How.** Every number below comes from `ngrpo_sim`, the project's one home of the method
+# definitions. The notebook only calls it and draws. About 10 minutes.
 
 # %%
 # %matplotlib inline
@@ -60,8 +61,8 @@ for name in ("grpo", "ngrpo"):
 # each wrong one. The virtual correct answer raises the group's mean, so the real correct answer
 # stands out less, and every wrong answer is further below the mean.
 #
-# Now the cases that made NGRPO necessary. **Predict:** what does GRPO do with a group in which every answer is
-# wrong? What does NGRPO do?
+# Now the cases that made NGRPO necessary. **Predict:** what does GRPO do with a group in which
+# every answer is wrong? What does NGRPO do?
 
 # %%
 all_wrong, all_correct = np.zeros(8), np.ones(8)
@@ -71,10 +72,10 @@ for name in ("grpo", "ngrpo"):
           f"all correct {method.advantages(all_correct)[0]:+.3f}")
 
 # %% [markdown]
-# Under GRPO an all-wrong group has no spread, so every advantage is 0: the model learns nothing from the prompts
-# it fails. NGRPO's virtual answer gives the group a spread, and each answer gets −1/3: a push away from what
-# failed. An all-correct group stays at 0 under both (the virtual answer equals every real one), and NGRPO drops
-# such groups from the batch.
+# Under GRPO an all-wrong group has no spread, so every advantage is 0: the model learns nothing
+# from the prompts it fails. NGRPO's virtual answer gives the group a spread, and each answer gets
+# −1/3: a push away from what failed. An all-correct group stays at 0 under both (the virtual answer
+# equals every real one), and NGRPO drops such groups from the batch.
 #
 # ## The whole landscape at once
 #
@@ -86,7 +87,8 @@ for name in ("grpo", "ngrpo"):
 
 # %% tags=["readme-figure"]
 figure, (ax,) = subplots(width=6.4, height=4.2)
-landscape.plot_advantages(ax, [get_method(name) for name in landscape.DEFAULT_METHODS], group_size=8)
+landscape.plot_advantages(ax, [get_method(name) for name in landscape.DEFAULT_METHODS],
+                          group_size=8)
 teaching.figure_legend(figure)
 plt.show()
 
@@ -113,13 +115,14 @@ plt.show()
 # * **std**, Bessel's correction (dividing by n − 1, as `torch.std` and the release do) or the population std
 #   (dividing by n, as the paper's printed formula reads).
 #
-# **Predict first:** with 4 virtual samples instead of 1, does an all-wrong group's penalty grow or shrink? Then
-# move the slider and read the k = 0 row of the wrong-answer table.
+# **Predict first:** with 4 virtual samples instead of 1, does an all-wrong group's penalty grow or
+# shrink? Then move the slider and read the k = 0 row of the wrong-answer table.
 
 # %%
-method_picker = widgets.SelectMultiple(options=list(landscape.DEFAULT_METHODS) + ["grpo_calibrated",
-                                                                                  "ngrpo_no_filter"],
-                                       value=("grpo", "ngrpo", "psr_nsr"), description="methods", rows=8)
+method_picker = widgets.SelectMultiple(options=list(landscape.DEFAULT_METHODS)
+                                       + ["grpo_calibrated", "ngrpo_no_filter"],
+                                       value=("grpo", "ngrpo", "psr_nsr"), description="methods",
+                                       rows=8)
 # The sliders redraw when released, not at every value they pass while dragged.
 group_size_slider = widgets.IntSlider(value=8, min=2, max=32, description="G",
                                       continuous_update=False)
@@ -127,7 +130,8 @@ r_max_slider = widgets.FloatSlider(value=1.0, min=1.0, max=3.0, step=0.25, descr
                                    continuous_update=False)
 virtual_slider = widgets.IntSlider(value=1, min=1, max=8, description="virtual samples",
                                    continuous_update=False, style={"description_width": "initial"})
-std_picker = widgets.Dropdown(options=[("Bessel (n - 1), the release", 1), ("population (n), the paper's formula", 0)],
+std_picker = widgets.Dropdown(options=[("Bessel (n - 1), the release", 1),
+                                       ("population (n), the paper's formula", 0)],
                               value=1, description="std")
 landscape_view = teaching.LiveView()
 
@@ -149,7 +153,8 @@ def show_landscape(change=None):
 
 for control in (method_picker, group_size_slider, r_max_slider, virtual_slider, std_picker):
     control.observe(show_landscape, "value")
-display(widgets.HBox([method_picker, widgets.VBox([group_size_slider, r_max_slider, virtual_slider, std_picker])]),
+display(widgets.HBox([method_picker,
+                      widgets.VBox([group_size_slider, r_max_slider, virtual_slider, std_picker])]),
         landscape_view.widget)
 show_landscape()
 

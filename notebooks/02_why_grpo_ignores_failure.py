@@ -16,16 +16,17 @@
 # %% [markdown]
 # # 2. Why GRPO ignores failure
 #
-# **What you will learn.** How often a sampled group teaches GRPO nothing, what NGRPO's penalty on all-wrong groups
-# does to the *expected* update, and what a single sampled group does to a prompt's probabilities and entropy.
+# **What you will learn.** How often a sampled group teaches GRPO nothing, what NGRPO's penalty on
+# all-wrong groups does to the *expected* update, and what a single sampled group does to a prompt's
+# probabilities and entropy.
 #
-# **For whom.** You have seen notebook 1 (or know GRPO's z-score advantage) and want to know what the advantages
-# do to a policy. We use the simplest policy there is: one prompt, K = 16 candidate answers, one of
-# them correct, and a softmax over their logits. Its success rate p is the probability of sampling
-# the correct answer.
+# **For whom.** You have seen notebook 1 (or know GRPO's z-score advantage) and want to know what
+# the advantages do to a policy. We use the simplest policy there is: one prompt, K = 16 candidate
+# answers, one of them correct, and a softmax over their logits. Its success rate p is the
+# probability of sampling the correct answer.
 #
-# About 15 minutes. Every number comes from `ngrpo_sim` (`landscape` for exact quantities, `teaching` for one
-# sampled group).
+# About 15 minutes. Every number comes from `ngrpo_sim` (`landscape` for exact quantities,
+# `teaching` for one sampled group).
 
 # %%
 # %matplotlib inline
@@ -45,22 +46,24 @@ METHODS = ["grpo", "ngrpo", "dapo", "psr_nsr", "dr_grpo", "rloo"]
 #
 # A group of G = 8 answers gives GRPO no gradient when all 8 are wrong or all 8 are correct.
 #
-# **Predict before you run.** A prompt is solved 1% of the time. Of 100 sampled groups of 8, how many give GRPO
-# any gradient at all? And NGRPO?
+# **Predict before you run.** A prompt is solved 1% of the time. Of 100 sampled groups of 8, how
+# many give GRPO any gradient at all? And NGRPO?
 
 # %%
 success_rates = np.array([0.01, 0.05, 0.1, 0.25, 0.5, 0.9, 0.99])
 print("P(a group of 8 gives no gradient)")
 print(f"{'p':>6}" + "".join(f"{name:>10}" for name in METHODS))
 for p in success_rates:
-    print(f"{p:>6}" + "".join(f"{landscape.zero_gradient_probability(get_method(name), 8, p):>10.3f}"
-                              for name in METHODS))
+    print(f"{p:>6}"
+          + "".join(f"{landscape.zero_gradient_probability(get_method(name), 8, p):>10.3f}"
+                    for name in METHODS))
 
 # %% [markdown]
-# At p = 0.01, 92% of GRPO's groups are all wrong and teach nothing: `(1 − p)^8`. DAPO drops exactly those groups
-# and refills the batch, which saves compute but does not make them teach. NGRPO's virtual answer makes every
-# group that is not all-correct informative. Dr.GRPO and RLOO are silent on all-wrong groups too; PSR-NSR's fixed
-# −1 never depends on the group, so it is never silent. The log scale below shows the whole range of p.
+# At p = 0.01, 92% of GRPO's groups are all wrong and teach nothing: `(1 − p)^8`. DAPO drops exactly
+# those groups and refills the batch, which saves compute but does not make them teach. NGRPO's
+# virtual answer makes every group that is not all-correct informative. Dr.GRPO and RLOO are silent
+# on all-wrong groups too; PSR-NSR's fixed −1 never depends on the group, so it is never silent. The
+# log scale below shows the whole range of p.
 
 # %%
 methods = [get_method(name) for name in METHODS]
@@ -72,16 +75,19 @@ plt.show()
 # %% [markdown]
 # ## The expected update, and its gain c(p)
 #
-# So NGRPO learns from groups that GRPO ignores. Does it therefore move *further* on hard prompts, on average?
+# So NGRPO learns from groups that GRPO ignores. Does it therefore move *further* on hard prompts,
+# on average?
 #
-# For this softmax policy (and for any advantage that depends only on an answer's reward and its group's count of
-# correct answers) the expected change of the logits after one step on a sampled group is exactly
+# For this softmax policy (and for any advantage that depends only on an answer's reward and its
+# group's count of correct answers) the expected change of the logits after one step on a sampled
+# group is exactly
 #
 # $$\mathbb{E}[\Delta z] = c(p)\;\pi \odot (r - p),$$
 #
-# the gradient of the success rate p itself, times a scalar **gain** c(p) that depends on the method and on p
-# (`ngrpo_sim/landscape.py` proves it; the tests check it against enumeration of every group). All methods push
-# the logits in the *same direction* on average; they differ only in how far, at each difficulty, and in noise.
+# the gradient of the success rate p itself, times a scalar **gain** c(p) that depends on the method
+# and on p (`ngrpo_sim/landscape.py` proves it; the tests check it against enumeration of every
+# group). All methods push the logits in the *same direction* on average; they differ only in how
+# far, at each difficulty, and in noise.
 #
 # **Predict:** at p = 0.01, is NGRPO's gain larger or smaller than GRPO's?
 
@@ -92,14 +98,15 @@ teaching.figure_legend(figure)
 plt.show()
 print(f"{'p':>6}" + "".join(f"{name:>10}" for name in METHODS))
 for p in success_rates:
-    print(f"{p:>6}" + "".join(f"{landscape.expected_gain(get_method(name), 8, p):>10.3f}" for name in METHODS))
+    print(f"{p:>6}" + "".join(f"{landscape.expected_gain(get_method(name), 8, p):>10.3f}"
+                              for name in METHODS))
 
 # %% [markdown]
-# Smaller: c = 2.08 for NGRPO against 2.44 for GRPO at p = 0.01. The penalty of the all-wrong groups adds to the
-# expected update (each pushes the failed answers down, and on average that is a push up for the
-# right answer), but the rare correct answer's reward shrinks from +2.47 to +1.76, and that takes
-# away more. On easy prompts it is the other way round. The intuition "NGRPO learns more from hard
-# prompts" holds for the *number* of informative groups, not for the size of the average step.
+# Smaller: c = 2.08 for NGRPO against 2.44 for GRPO at p = 0.01. The penalty of the all-wrong groups
+# adds to the expected update (each pushes the failed answers down, and on average that is a push up
+# for the right answer), but the rare correct answer's reward shrinks from +2.47 to +1.76, and that
+# takes away more. On easy prompts it is the other way round. The intuition "NGRPO learns more from
+# hard prompts" holds for the *number* of informative groups, not for the size of the average step.
 #
 # ## The rivals: who pushes hardest on hard prompts?
 #
@@ -141,14 +148,15 @@ for p in success_rates:
 #
 # ## One sampled group
 #
-# The expectation hides what a single step does. The button draws a group of G answers from a prompt solved with
-# probability p and shows, for each method, the advantage of each sampled answer and what one SGD step on the
-# method's loss does to every candidate answer's probability (the correct answer shaded) and to the
-# prompt's entropy: exactly, and as the first-order prediction −Cov(log π, Δz) that notebook 3 uses
-# over whole runs.
+# The expectation hides what a single step does. The button draws a group of G answers from a prompt
+# solved with probability p and shows, for each method, the advantage of each sampled answer and
+# what one SGD step on the method's loss does to every candidate answer's probability (the correct
+# answer shaded) and to the prompt's entropy: exactly, and as the first-order prediction −Cov(log π,
+# Δz) that notebook 3 uses over whole runs.
 #
-# Here is one group, drawn from a prompt solved 5% of the time. **Predict first:** most such groups are all wrong.
-# What will GRPO's step do, and where will NGRPO's −1/3 send the probability it takes from the failed answers?
+# Here is one group, drawn from a prompt solved 5% of the time. **Predict first:** most such groups
+# are all wrong. What will GRPO's step do, and where will NGRPO's −1/3 send the probability it takes
+# from the failed answers?
 
 # %% tags=["readme-figure"]
 sample = teaching.sample_one_group(["grpo", "ngrpo", "psr_nsr"], 0.05, rng=np.random.default_rng(0))
@@ -236,20 +244,22 @@ show_group()
 #
 # ## Many groups: the mean is c(p) π ⊙ (r − p)
 #
-# Average the step over many sampled groups and compare it with the expected update from the gain identity. The
-# spread of the steps around that mean is the noise each method adds.
+# Average the step over many sampled groups and compare it with the expected update from the gain
+# identity. The spread of the steps around that mean is the noise each method adds.
 
 # %%
 group_count = teaching.sized(4000, 400)
 logits, rewards = teaching.one_prompt(0.05)
 correct_answer = int(np.flatnonzero(rewards == 1.0)[0])
-groups = sample_answers(logits[None, None].repeat(group_count, axis=1), 8, np.random.default_rng(1))[0]
+groups = sample_answers(logits[None, None].repeat(group_count, axis=1), 8,
+                        np.random.default_rng(1))[0]
 print(f"{group_count} groups of 8 at p = 0.05; change of the correct answer's logit per step "
       f"(learning rate 1)")
 print(f"{'method':>10}{'mean':>10}{'c(p)π(r-p)':>12}{'std':>10}{'steps = 0':>11}")
 for name in ("grpo", "ngrpo", "psr_nsr"):
     method = get_method(name)
-    steps = np.array([teaching.group_logit_step(method, logits, answers, rewards[answers]) for answers in groups])
+    steps = np.array([teaching.group_logit_step(method, logits, answers, rewards[answers])
+                      for answers in groups])
     expected = landscape.expected_logit_update(method, 8, logits, rewards)
     print(f"{name:>10}{steps[:, correct_answer].mean():>10.4f}{expected[correct_answer]:>12.4f}"
           f"{steps[:, correct_answer].std():>10.4f}{np.mean(np.all(steps == 0, axis=1)):>11.1%}")

@@ -16,18 +16,19 @@
 # %% [markdown]
 # # 3. Entropy dynamics
 #
-# **What you will learn.** How to test a claim about training dynamics ("NGRPO keeps entropy higher than GRPO")
-# on a simulator instead of believing it; why entropy must be compared at equal accuracy, not at equal steps; how
-# well the first-order formula −Cov(log π, Δz) predicts each step's entropy change; and what sampling noise does,
-# by comparing sampled runs with their exact expectation.
+# **What you will learn.** How to test a claim about training dynamics ("NGRPO keeps entropy higher
+# than GRPO") on a simulator instead of believing it; why entropy must be compared at equal
+# accuracy, not at equal steps; how well the first-order formula −Cov(log π, Δz) predicts each
+# step's entropy change; and what sampling noise does, by comparing sampled runs with their exact
+# expectation.
 #
-# **For whom.** You have seen notebooks 1 and 2, or know that GRPO-style methods give per-answer advantages. The
-# simulator is a bandit stand-in for an LLM: P prompts with K = 16 one-token answers each (one
-# correct), a shared log-linear policy (one parameter vector for all prompts, so updates generalise
-# and interfere, as in a network), and a "base model" in which half the prompts are almost never
-# solved. It trains every method exactly as the release does (groups of 8, group filters with
-# refill, clipped loss, 4 minibatch updates per rollout, Adam), for many seeds at once. About 20
-# minutes.
+# **For whom.** You have seen notebooks 1 and 2, or know that GRPO-style methods give per-answer
+# advantages. The simulator is a bandit stand-in for an LLM: P prompts with K = 16 one-token answers
+# each (one correct), a shared log-linear policy (one parameter vector for all prompts, so updates
+# generalise and interfere, as in a network), and a "base model" in which half the prompts are
+# almost never solved. It trains every method exactly as the release does (groups of 8, group
+# filters with refill, clipped loss, 4 minibatch updates per rollout, Adam), for many seeds at once.
+# About 20 minutes.
 
 # %%
 # %matplotlib inline
@@ -48,12 +49,13 @@ plt = pyplot()
 # %% [markdown]
 # ## The experiment
 #
-# **Predict before you run.** The paper reports that NGRPO avoids the entropy collapse of GRPO. After training,
-# which of GRPO, NGRPO and PSR-NSR will have the highest entropy in the simulator? Which the highest accuracy?
+# **Predict before you run.** The paper reports that NGRPO avoids the entropy collapse of GRPO.
+# After training, which of GRPO, NGRPO and PSR-NSR will have the highest entropy in the simulator?
+# Which the highest accuracy?
 #
-# The configuration is the README's headline run, with 8 seeds instead of 16. In fast mode (`NGRPO_FAST=1`, what
-# the test suite uses) it shrinks to a few prompts, steps and seeds; the shapes of the curves survive, the
-# intervals do not.
+# The configuration is the README's headline run, with 8 seeds instead of 16. In fast mode
+# (`NGRPO_FAST=1`, what the test suite uses) it shrinks to a few prompts, steps and seeds; the
+# shapes of the curves survive, the intervals do not.
 
 # %%
 config = dataclasses.replace(HEADLINE, num_prompts=teaching.sized(256, 64),
@@ -66,13 +68,14 @@ sampled = [t for t in run_records if t.config.mode == "sampled"]
 print(format_summary(run_records, metrics=("accuracy", "accuracy_hard", "entropy", "pass_auc")))
 
 # %% [markdown]
-# Solid lines are sampled runs (mean over seeds, with the 95% interval of the mean as a band); dashed lines are the
-# *expected* runs, in which each step is replaced by its exact expectation c(p) π ⊙ (r − p) from notebook 2: no
-# sampling noise, no clipping.
+# Solid lines are sampled runs (mean over seeds, with the 95% interval of the mean as a band);
+# dashed lines are the *expected* runs, in which each step is replaced by its exact expectation c(p)
+# π ⊙ (r − p) from notebook 2: no sampling noise, no clipping.
 
 # %%
 figure, axes = subplots(ncols=2, nrows=2, width=4.25, height=3.0)
-for ax, (name, title) in zip(axes, [("accuracy", "mean success rate (pass@1)"), ("entropy", "mean entropy (nats)"),
+for ax, (name, title) in zip(axes, [("accuracy", "mean success rate (pass@1)"),
+                                    ("entropy", "mean entropy (nats)"),
                                     ("pass_auc", "pass@k AUC (k = 1..256)"),
                                     ("accuracy_hard", "success on prompts starting < 5%")]):
     teaching.plot_metric(ax, run_records, name, title)
@@ -80,9 +83,10 @@ teaching.figure_legend(figure, ncols=3)
 plt.show()
 
 # %% [markdown]
-# NGRPO ends with *lower* entropy than GRPO here, not higher, and with higher accuracy. Is that a contradiction of
-# the paper, or just a faster run? A method that learns faster sharpens its policy sooner. The fair comparison is
-# at equal accuracy: plot entropy against accuracy instead of against steps.
+# NGRPO ends with *lower* entropy than GRPO here, not higher, and with higher accuracy. Is that a
+# contradiction of the paper, or just a faster run? A method that learns faster sharpens its policy
+# sooner. The fair comparison is at equal accuracy: plot entropy against accuracy instead of against
+# steps.
 
 # %% tags=["readme-figure"]
 figure, (ax,) = subplots(width=5.6, height=4.0)
@@ -91,7 +95,8 @@ teaching.plot_metric_pair(ax, run_records, "accuracy", "entropy", "mean success 
 ax.set_title("Entropy at equal accuracy")
 teaching.figure_legend(figure, ncols=3)
 plt.show()
-start, end = sampled[0].metrics["accuracy"][0].mean(), min(t.metrics["accuracy"][-1].mean() for t in sampled)
+start, end = sampled[0].metrics["accuracy"][0].mean(), min(t.metrics["accuracy"][-1].mean()
+                                                           for t in sampled)
 levels = np.linspace(start, end, 5)[1:]
 print("entropy when the seed-mean accuracy first reaches ...")
 print(f"{'method':>10}" + "".join(f"{level:>9.3f}" for level in levels))
@@ -100,12 +105,13 @@ for run_record in sampled:
           + "".join(f"{entropy_at_matched_accuracy(run_record, level):>9.3f}" for level in levels))
 
 # %% [markdown]
-# At equal accuracy the three curves lie on top of each other (within about 0.01 nats in the full-size run): NGRPO's
-# lower final entropy is the price of its higher accuracy, not a different path. Over the README's nine settings
-# NGRPO is never *higher* than GRPO at equal accuracy. So the simulator does not reproduce "NGRPO keeps entropy
-# higher". It does not refute the paper either: a bandit with one-token answers is not a 7B model writing 3000
-# tokens. What it shows is the mechanism (notebook 2): NGRPO's penalties spread probability over the answers the
-# policy already likes, not over the rare correct answer.
+# At equal accuracy the three curves lie on top of each other (within about 0.01 nats in the
+# full-size run): NGRPO's lower final entropy is the price of its higher accuracy, not a different
+# path. Over the README's nine settings NGRPO is never *higher* than GRPO at equal accuracy. So the
+# simulator does not reproduce "NGRPO keeps entropy higher". It does not refute the paper either: a
+# bandit with one-token answers is not a 7B model writing 3000 tokens. What it shows is the
+# mechanism (notebook 2): NGRPO's penalties spread probability over the answers the policy already
+# likes, not over the rare correct answer.
 #
 # ## Explore any metric
 #
@@ -134,15 +140,17 @@ display(metric_picker, metric_view.widget)
 show_metric()
 
 # %% [markdown]
-# Things worth a look: `share_all_wrong` (how much of each batch GRPO cannot learn from, falling as prompts get
-# solved), `abandoned` and `regressed` (prompts left behind or made worse: NGRPO's price on the shared policy),
-# `entropy_hard` (entropy on the hard prompts, where exploration matters most) and `clipfrac_low` (notebook 4).
+# Things worth a look: `share_all_wrong` (how much of each batch GRPO cannot learn from, falling as
+# prompts get solved), `abandoned` and `regressed` (prompts left behind or made worse: NGRPO's price
+# on the shared policy), `entropy_hard` (entropy on the hard prompts, where exploration matters
+# most) and `clipfrac_low` (notebook 4).
 #
 # ## Does the first-order formula predict the entropy?
 #
-# For a softmax, a small change Δz of the logits changes the entropy by **−Cov_{a∼π}(log π(a), Δz(a))** (Cui et al.
-# 2025): raising answers that are already likely lowers the entropy, raising unlikely ones raises it. The
-# simulator records this prediction beside the measured change at every step. Each dot is one step of one seed.
+# For a softmax, a small change Δz of the logits changes the entropy by **−Cov_{a∼π}(log π(a),
+# Δz(a))** (Cui et al. 2025): raising answers that are already likely lowers the entropy, raising
+# unlikely ones raises it. The simulator records this prediction beside the measured change at every
+# step. Each dot is one step of one seed.
 
 # %%
 figure, (ax,) = subplots(width=5.6, height=4.2)
@@ -151,16 +159,16 @@ teaching.figure_legend(figure, ncols=2)
 plt.show()
 
 # %% [markdown]
-# The dots lie on the diagonal: at this learning rate the per-step entropy change is first order, so the
-# covariance tells you *why* entropy falls. Every step that raises the correct answer on a prompt
-# where the policy already likes it lowers the entropy; steps on hard prompts raise it.
+# The dots lie on the diagonal: at this learning rate the per-step entropy change is first order, so
+# the covariance tells you *why* entropy falls. Every step that raises the correct answer on a
+# prompt where the policy already likes it lowers the entropy; steps on hard prompts raise it.
 #
 # ## Run your own
 #
-# **Predict:** if you multiply the learning rate by 10, does the prediction error grow, and by about how much?
-# Then try the tabular policy (free logits per prompt, no interference), SGD instead of Adam, and one minibatch
-# instead of four. The defaults below are the tabular policy with SGD, where the README finds the largest
-# differences between methods.
+# **Predict:** if you multiply the learning rate by 10, does the prediction error grow, and by about
+# how much? Then try the tabular policy (free logits per prompt, no interference), SGD instead of
+# Adam, and one minibatch instead of four. The defaults below are the tabular policy with SGD, where
+# the README finds the largest differences between methods.
 #
 # A learning rate only means something for its optimiser and policy (SGD's 32 would blow Adam up),
 # so choosing either sets it to the README's value for the pair. The runs stay within a tenth to ten
@@ -171,15 +179,16 @@ plt.show()
 LR_RANGE = (0.1, 10.0)
 """The learning rates "run" accepts, as multiples of the README's value for the policy and
 optimiser."""
-policy_picker = widgets.Dropdown(options=["tabular", "shared"], value="tabular", description="policy")
+policy_picker = widgets.Dropdown(options=["tabular", "shared"], value="tabular",
+                                 description="policy")
 optimizer_picker = widgets.Dropdown(options=[("SGD", "sgd"), ("Adam", "adam")], value="sgd",
                                     description="optimizer")
 learning_rate_box = widgets.FloatText(value=LEARNING_RATES["tabular", "sgd"],
                                       description="learning rate",
                            style={"description_width": "initial"})
 minibatch_picker = widgets.Dropdown(options=[1, 2, 4, 8], value=4, description="minibatches")
-method_picker = widgets.SelectMultiple(options=["grpo", "ngrpo", "dapo", "psr_nsr", "ppo"], value=("grpo", "ngrpo"),
-                                       description="methods")
+method_picker = widgets.SelectMultiple(options=["grpo", "ngrpo", "dapo", "psr_nsr", "ppo"],
+                                       value=("grpo", "ngrpo"), description="methods")
 run_button = widgets.Button(description="run", button_style="primary",
                             layout=widgets.Layout(width="auto"))
 own_progress = widgets.Output()
@@ -236,10 +245,11 @@ run_own()
 # %% [markdown]
 # ## Sampled against expected
 #
-# Compare the solid and dashed lines of the first figure. The expected runs follow the mean gradient without
-# noise, and they sharpen faster: higher pass@1, lower entropy, lower pass@256. Sampling noise keeps some
-# diversity. Only for SGD on the tabular policy does one expected step equal the mean of sampled steps exactly
-# (the tests check this); Adam rescales each step by its own history, and the shared policy couples prompts.
+# Compare the solid and dashed lines of the first figure. The expected runs follow the mean gradient
+# without noise, and they sharpen faster: higher pass@1, lower entropy, lower pass@256. Sampling
+# noise keeps some diversity. Only for SGD on the tabular policy does one expected step equal the
+# mean of sampled steps exactly (the tests check this); Adam rescales each step by its own history,
+# and the shared policy couples prompts.
 #
 # ## Exercises
 #

@@ -16,12 +16,13 @@
 # %% [markdown]
 # # 4. Clipping
 #
-# **What you will learn.** Where PPO's clipped objective removes the gradient of a token, how the symmetric
-# (GRPO: 0.2 / 0.2), clip-higher (DAPO: 0.2 / 0.28) and NGRPO (0.16 / 0.24) ranges differ, why clipping does
-# nothing at all unless the policy takes several updates per rollout, and how often each bound binds in training.
+# **What you will learn.** Where PPO's clipped objective removes the gradient of a token, how the
+# symmetric (GRPO: 0.2 / 0.2), clip-higher (DAPO: 0.2 / 0.28) and NGRPO (0.16 / 0.24) ranges differ,
+# why clipping does nothing at all unless the policy takes several updates per rollout, and how
+# often each bound binds in training.
 #
-# **For whom.** You know the probability ratio ρ = π_θ / π_old of PPO, or are happy to meet it here. Notebooks 1-3
-# help but are not needed. About 15 minutes.
+# **For whom.** You know the probability ratio ρ = π_θ / π_old of PPO, or are happy to meet it here.
+# Notebooks 1-3 help but are not needed. About 15 minutes.
 
 # %%
 # %matplotlib inline
@@ -42,15 +43,16 @@ PRESETS = [get_method(name) for name in ("grpo", "dapo", "ngrpo")]
 # %% [markdown]
 # ## The rule
 #
-# For a token with advantage A and ratio ρ, the loss is `max(−A ρ, −A clip(ρ, 1 − ε_low, 1 + ε_high))`. The max
-# takes the pessimistic branch, so the clip can only *remove* incentive:
+# For a token with advantage A and ratio ρ, the loss is
+# `max(−A ρ, −A clip(ρ, 1 − ε_low, 1 + ε_high))`. The max takes the pessimistic branch, so the clip
+# can only *remove* incentive:
 #
 # * a token with A > 0 whose probability already rose past 1 + ε_high this round gets no more push up;
 # * a token with A < 0 whose probability already fell below 1 − ε_low gets no more push down;
 # * everywhere else the push on log π is A ρ.
 #
-# **Predict before you run.** A token with A = −1 at ρ = 1.3 (its probability *rose*, though it was bad): is its
-# gradient clipped? And a token with A = +1 at ρ = 0.7?
+# **Predict before you run.** A token with A = −1 at ρ = 1.3 (its probability *rose*, though it was
+# bad): is its gradient clipped? And a token with A = +1 at ρ = 0.7?
 
 # %%
 ratios = [0.7, 0.82, 0.9, 1.0, 1.1, 1.22, 1.3]
@@ -58,19 +60,23 @@ print("push on log pi (-d loss / d log pi); 0 where the clip removes it")
 for advantage in (+1.0, -1.0):
     print(f"\nA = {advantage:+.0f}{'ratio:':>12}" + "".join(f"{rho:>7}" for rho in ratios))
     for method in PRESETS:
-        surrogate = clipped_surrogate(np.array(ratios), advantage, method.clip_low, method.clip_high)
+        surrogate = clipped_surrogate(np.array(ratios), advantage, method.clip_low,
+                                      method.clip_high)
         bounds = f"{method.clip_low}/{method.clip_high}"
-        print(f"{method.name:>6} {bounds:<11}" + "".join(f"{0.0 - g:>7.2f}" for g in surrogate.grad_logp))
+        print(f"{method.name:>6} {bounds:<11}"
+              + "".join(f"{0.0 - g:>7.2f}" for g in surrogate.grad_logp))
 
 # %% [markdown]
-# Neither is clipped: the clip only stops a token from moving *further in the direction its advantage wants*. A bad
-# token whose probability rose keeps its full push down (there is no "dual clip" in the NGRPO release).
+# Neither is clipped: the clip only stops a token from moving *further in the direction its
+# advantage wants*. A bad token whose probability rose keeps its full push down (there is no "dual
+# clip" in the NGRPO release).
 #
 # ## The ratio-advantage plane
 #
-# Colour is the push on log π per token; grey is where clipping removes the gradient. NGRPO's tighter lower bound
-# (0.84 instead of 0.8) stops the push on failed answers sooner; its looser upper bound (1.24) lets rewarded answers
-# rise a little further than GRPO's 1.2, less than DAPO's 1.28.
+# Colour is the push on log π per token; grey is where clipping removes the gradient. NGRPO's
+# tighter lower bound (0.84 instead of 0.8) stops the push on failed answers sooner; its looser
+# upper bound (1.24) lets rewarded answers rise a little further than GRPO's 1.2, less than
+# DAPO's 1.28.
 
 # %% tags=["readme-figure"]
 figure, axes = subplots(ncols=3, width=2.75, height=3.0)
@@ -112,17 +118,17 @@ show_plane()
 # %% [markdown]
 # ## When does a ratio leave 1?
 #
-# The ratios are taken against the policy that sampled the rollout. On the first update after the rollout the
-# policy *is* that policy, so every ρ = 1 and nothing is clipped, whatever the bounds. Clipping can only act on
-# later updates of the same rollout: the release splits each rollout batch into μ = 4 minibatches, so updates 2-4
-# see ratios that the earlier updates moved.
+# The ratios are taken against the policy that sampled the rollout. On the first update after the
+# rollout the policy *is* that policy, so every ρ = 1 and nothing is clipped, whatever the bounds.
+# Clipping can only act on later updates of the same rollout: the release splits each rollout batch
+# into μ = 4 minibatches, so updates 2-4 see ratios that the earlier updates moved.
 #
-# **Predict:** with μ = 1 minibatch per rollout, what share of answers is clipped? And as μ grows, which bound of
-# which method binds most often?
+# **Predict:** with μ = 1 minibatch per rollout, what share of answers is clipped? And as μ grows,
+# which bound of which method binds most often?
 #
-# The sweep trains each method on the simulator's shared policy (one parameter vector for all prompts, so every
-# update moves every prompt) with Adam, as in notebook 3, for several μ, and records the share of sampled answers
-# clipped at each bound.
+# The sweep trains each method on the simulator's shared policy (one parameter vector for all
+# prompts, so every update moves every prompt) with Adam, as in notebook 3, for several μ, and
+# records the share of sampled answers clipped at each bound.
 
 # %%
 sweep_config = dataclasses.replace(HEADLINE, num_prompts=teaching.sized(256, 64),
@@ -140,18 +146,18 @@ for name, row in sweep.items():
         print(f"{name:>6}{count:>4}{low:>21.4f}{high:>22.4f}")
 
 # %% [markdown]
-# With μ = 1 nothing is clipped, for every method. As μ grows, NGRPO's *lower* bound binds more often than any
-# other: its bound is the tightest (0.84), and most of its advantages are negative (every all-wrong group gives 8
-# of them). Its clip is the brake on its own penalties, which is why the paper pairs calibration with asymmetric
-# clipping. DAPO clips more often than GRPO although its lower bound is the same; part of that is bookkeeping:
-# GRPO's all-wrong and all-correct groups have zero advantage, can never be clipped, and still count
-# among the answers, while DAPO drops them.
+# With μ = 1 nothing is clipped, for every method. As μ grows, NGRPO's *lower* bound binds more
+# often than any other: its bound is the tightest (0.84), and most of its advantages are negative
+# (every all-wrong group gives 8 of them). Its clip is the brake on its own penalties, which is why
+# the paper pairs calibration with asymmetric clipping. DAPO clips more often than GRPO although its
+# lower bound is the same; part of that is bookkeeping: GRPO's all-wrong and all-correct groups have
+# zero advantage, can never be clipped, and still count among the answers, while DAPO drops them.
 #
 # ## Epochs on the tabular policy
 #
-# With free logits per prompt (the tabular policy) and plain SGD, a prompt's logits move only when that prompt is
-# in the minibatch, and each prompt sits in exactly one minibatch per pass: minibatches alone never clip. A second
-# pass over the same rollout (`epochs=2`) does.
+# With free logits per prompt (the tabular policy) and plain SGD, a prompt's logits move only when
+# that prompt is in the minibatch, and each prompt sits in exactly one minibatch per pass:
+# minibatches alone never clip. A second pass over the same rollout (`epochs=2`) does.
 
 # %%
 tabular = DynamicsConfig(policy="tabular", optimizer="sgd", learning_rate=32.0,
@@ -163,7 +169,8 @@ for epochs in (1, 2, 4):
     for name in ("grpo", "ngrpo"):
         run = simulate(name, dataclasses.replace(tabular, epochs=epochs), progress=False)
         print(f"{epochs:>6}{name:>8}{np.nanmean(run.metrics['clipfrac_low']):>13.4f}"
-              f"{np.nanmean(run.metrics['clipfrac_high']):>14.4f}{run.final('accuracy').mean():>10.3f}")
+              f"{np.nanmean(run.metrics['clipfrac_high']):>14.4f}"
+              f"{run.final('accuracy').mean():>10.3f}")
 
 # %% [markdown]
 # ## Exercises

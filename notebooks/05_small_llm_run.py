@@ -16,18 +16,18 @@
 # %% [markdown]
 # # 5. The small-LLM run
 #
-# **What you will learn.** How to read a real RL run of NGRPO against GRPO on a language model: reward, entropy,
-# the share of all-wrong groups and held-out pass@k against training steps, and which of the simulator's
-# mechanisms (notebooks 2-4) you can see in them.
+# **What you will learn.** How to read a real RL run of NGRPO against GRPO on a language model:
+# reward, entropy, the share of all-wrong groups and held-out pass@k against training steps, and
+# which of the simulator's mechanisms (notebooks 2-4) you can see in them.
 #
-# **For whom.** You have met the simulator and want to see the same quantities on a transformer. The runs come from
-# `minimal/ngrpo_train.py`, the project's single-file trainer for Hugging Face causal LMs. Its CPU default is a
-# 0.5M-parameter Qwen2 with a character tokenizer, pre-trained on 3-digit addition only until 12% of
-# its answers sampled at temperature 1 are correct (so that many groups are all wrong, the case
-# NGRPO is about), then trained with RL: groups of 8 answers per prompt sampled at temperature 1,
-# a reward of 1 for the correct sum, 4 minibatch updates per rollout. The held-out evaluation samples at
-# temperature 0.6, which makes the same model look better: there it starts at a pass@1 of about 0.22
-# (the table's "pass@1 before").
+# **For whom.** You have met the simulator and want to see the same quantities on a transformer. The
+# runs come from `minimal/ngrpo_train.py`, the project's single-file trainer for Hugging Face causal
+# LMs. Its CPU default is a 0.5M-parameter Qwen2 with a character tokenizer, pre-trained on 3-digit
+# addition only until 12% of its answers sampled at temperature 1 are correct (so that many groups
+# are all wrong, the case NGRPO is about), then trained with RL: groups of 8 answers per prompt
+# sampled at temperature 1, a reward of 1 for the correct sum, 4 minibatch updates per rollout. The
+# held-out evaluation samples at temperature 0.6, which makes the same model look better: there it
+# starts at a pass@1 of about 0.22 (the table's "pass@1 before").
 #
 # **Time.** The full comparison (2 methods × 3 seeds × 400 steps) takes about 6 minutes on an idle
 # 2-core CPU the first time (much longer on a busy one: the trainer's progress bars show how far it
@@ -60,12 +60,13 @@ plt = pyplot()
 # %%
 seeds = teaching.sized(3, 1)
 if teaching.fast_mode():
-    # A fresh folder each time: fast mode checks that training works, so it must never reuse a finished run.
-    # It is deleted when the kernel stops.
+    # A fresh folder each time: fast mode checks that training works, so it must never reuse a
+    # finished run. It is deleted when the kernel stops.
     scratch = tempfile.TemporaryDirectory(prefix="ngrpo_small_llm_")
     where, run_dir = Path(scratch.name), "compare"
     arguments = ["--methods", "ngrpo,grpo", "--seeds", seeds, "--steps", 8, "--prompts-per-step", 8,
-                 "--minibatches", 2, "--eval-prompts", 64, "--eval-samples", 8, "--eval-every", 4, "--threads", 1]
+                 "--minibatches", 2, "--eval-prompts", 64, "--eval-samples", 8, "--eval-every", 4,
+                 "--threads", 1]
 else:
     where, run_dir = teaching.repository_root(), "runs/minimal/compare"
     arguments = ["--methods", "ngrpo,grpo", "--seeds", seeds]
@@ -77,26 +78,29 @@ run_folder = where / run_dir
 display(Markdown((run_folder / "table.md").read_text()))
 
 # %% [markdown]
-# **Predict before you plot.** From notebook 2: which method learns from more groups early on, when most prompts
-# fail? From notebook 3: which ends with the lower entropy, if NGRPO learns faster? Does the share of all-wrong
-# groups fall faster under NGRPO?
+# **Predict before you plot.** From notebook 2: which method learns from more groups early on, when
+# most prompts fail? From notebook 3: which ends with the lower entropy, if NGRPO learns faster?
+# Does the share of all-wrong groups fall faster under NGRPO?
 
 # %%
 runs = teaching.read_comparison(run_folder, seeds)
 first_step = runs["ngrpo"][0][1]
 print("methods and seeds:", {method: len(records) for method, records in runs.items()})
-print("logged at every step:", ", ".join(key for key in first_step if not key.startswith(("time/", "perf/"))))
+print("logged at every step:",
+      ", ".join(key for key in first_step if not key.startswith(("time/", "perf/"))))
 
 # %% tags=["readme-figure"]
-smoothing = teaching.sized(20, 1)  # running mean over this many steps: one step's rollout is only 16 prompts
-panels = [("reward", "mean reward of the rollouts", smoothing), ("entropy", "entropy (nats per token)", smoothing),
+# running mean over this many steps: one step's rollout is only 16 prompts
+smoothing = teaching.sized(20, 1)
+panels = [("reward", "mean reward of the rollouts", smoothing),
+          ("entropy", "entropy (nats per token)", smoothing),
           ("share_all_wrong", "share of all-wrong groups", smoothing),
           ("eval/pass@1", "held-out pass@1", 1)]
 figure, axes = subplots(ncols=2, nrows=2, width=4.25, height=3.0)
 for ax, (key, title, window) in zip(axes, panels):
     teaching.plot_run_metric(ax, runs, key, title, window=window)
-figure.suptitle(f"{run_folder.name}: thin lines are seeds, bold their mean; per-step quantities are running means "
-                f"over {smoothing} steps", fontsize=9)
+figure.suptitle(f"{run_folder.name}: thin lines are seeds, bold their mean; per-step quantities "
+                f"are running means over {smoothing} steps", fontsize=9)
 teaching.figure_legend(figure)
 plt.show()
 
@@ -123,13 +127,15 @@ plt.show()
 # %% [markdown]
 # ## Explore any logged quantity
 #
-# The trainer logs the update's diagnostics too: `clipfrac_low` and `clipfrac_high` (notebook 4: with 4
-# minibatches the ratios leave 1 and the bounds bind), `approx_kl` between the updated and the sampling policy,
-# `grad_norm`, `response_length`, `refill_rounds` (how often dropped groups had to be replaced).
+# The trainer logs the update's diagnostics too: `clipfrac_low` and `clipfrac_high` (notebook 4:
+# with 4 minibatches the ratios leave 1 and the bounds bind), `approx_kl` between the updated and
+# the sampling policy, `grad_norm`, `response_length`, `refill_rounds` (how often dropped groups had
+# to be replaced).
 
 # %%
 numeric_keys = sorted(key for key, value in first_step.items()
-                      if isinstance(value, (int, float)) and key != "step" and not key.startswith(("time/", "perf/")))
+                      if isinstance(value, (int, float)) and key != "step"
+                      and not key.startswith(("time/", "perf/")))
 metric_picker = widgets.Dropdown(options=numeric_keys, value="entropy", description="metric")
 metric_view = teaching.LiveView()
 
@@ -152,11 +158,12 @@ show_metric()
 # %% [markdown]
 # ## What carries over from the simulator, and what does not
 #
-# The bandit of notebooks 2-4 has one-token answers and a log-linear policy; here answers are several tokens long,
-# the reward arrives only at the end, and the policy is a transformer. Expect the *mechanisms* to carry over: GRPO
-# is blind to all-wrong groups, NGRPO's lower bound binds more often, learning faster means losing entropy sooner.
-# Do not expect the simulator's numbers to. And with 3 seeds the 95% intervals in the table are wide: read a
-# difference only when its interval excludes 0.
+# The bandit of notebooks 2-4 has one-token answers and a log-linear policy; here answers are
+# several tokens long, the reward arrives only at the end, and the policy is a transformer. Expect
+# the *mechanisms* to carry over: GRPO is blind to all-wrong groups, NGRPO's lower bound binds more
+# often, learning faster means losing entropy sooner. Do not expect the simulator's numbers to. And
+# with 3 seeds the 95% intervals in the table are wide: read a difference only when its interval
+# excludes 0.
 #
 # ## Exercises
 #

@@ -1,9 +1,11 @@
-"""Run every notebook at full size and save the figure of its cell tagged ``readme-figure`` for the README.
+"""Run every notebook at full size and save the figure of its cell tagged ``readme-figure`` for the
+README.
 
     .venv/bin/python notebooks/make_readme_figures.py          # writes docs/figures/notebooks/NN_name.png
 
-About a minute when notebook 5's comparison (runs/minimal/compare) already exists; it trains that comparison
-first otherwise (about 6 minutes on a 2-core CPU). Always at full size, whatever NGRPO_FAST says.
+About a minute when notebook 5's comparison (runs/minimal/compare) already exists; it trains that
+comparison first otherwise (about 6 minutes on a 2-core CPU). Always at full size, whatever
+NGRPO_FAST says.
 """
 
 import base64
@@ -20,11 +22,13 @@ TAG = "readme-figure"
 
 
 def tagged_figure(notebook) -> bytes:
-    """The PNG shown by the notebook's one cell tagged ``readme-figure`` (its first image if it shows several)."""
+    """The PNG shown by the notebook's one cell tagged ``readme-figure`` (its first image if it
+    shows several)."""
     tagged = [cell for cell in notebook.cells if TAG in cell.metadata.get("tags", ())]
     if len(tagged) != 1:
         raise ValueError(f"a notebook needs exactly one cell tagged {TAG!r}, found {len(tagged)}")
-    images = [output["data"]["image/png"] for output in tagged[0].outputs if "image/png" in output.get("data", {})]
+    images = [output["data"]["image/png"] for output in tagged[0].outputs
+              if "image/png" in output.get("data", {})]
     if not images:
         raise ValueError(f"the cell tagged {TAG!r} showed no figure")
     return base64.b64decode(images[0])
@@ -36,9 +40,10 @@ def main() -> None:
         notebook = execute_notebook(source, fast=False, timeout=3600)
         target = FIGURE_FOLDER / f"{source.stem}.png"
         # A 256-colour palette keeps line figures sharp at a third of the size.
-        Image.open(io.BytesIO(tagged_figure(notebook))).convert("RGB").quantize(colors=256).save(target,
-                                                                                               optimize=True)
-        print(f"{source.name} -> {target.relative_to(NOTEBOOK_FOLDER.parent)} ({target.stat().st_size // 1024} KiB)")
+        Image.open(io.BytesIO(tagged_figure(notebook))).convert("RGB").quantize(colors=256).save(
+            target, optimize=True)
+        print(f"{source.name} -> {target.relative_to(NOTEBOOK_FOLDER.parent)} "
+              f"({target.stat().st_size // 1024} KiB)")
 
 
 if __name__ == "__main__":

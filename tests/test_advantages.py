@@ -1,4 +1,5 @@
-"""Advantage estimators against closed forms, a plain-Python second implementation, and properties."""
+"""Advantage estimators against closed forms, a plain-Python second implementation, and
+properties."""
 
 import math
 import statistics
@@ -18,7 +19,7 @@ def binary_group(group_size, right):
     return np.array([1.0] * right + [0.0] * (group_size - right))
 
 
-# -- closed forms as functions of G and k (binary rewards) ----------------------------------------------------------
+# -- closed forms as functions of G and k (binary rewards) -----------------------------------------
 
 def zscore_closed_form(group_size, right, ddof, eps):
     """(right answer, wrong answer) z-scores in a binary sample of n values with m ones."""
@@ -73,8 +74,10 @@ def test_fixed_weight_estimators_on_binary_rewards():
     group = np.array([1.0, 0.0, 1.0, 0.0, 0.0])
     np.testing.assert_array_equal(PSRAdvantage()(group), [1, 0, 1, 0, 0])
     np.testing.assert_array_equal(NSRAdvantage()(group), [0, -1, 0, -1, -1])
-    np.testing.assert_allclose(WeightedReinforceAdvantage()(group), [0.1, -1, 0.1, -1, -1], rtol=1e-15)
-    np.testing.assert_allclose(WeightedReinforceAdvantage(positive_weight=0.5)(group), [0.5, -1, 0.5, -1, -1])
+    np.testing.assert_allclose(WeightedReinforceAdvantage()(group), [0.1, -1, 0.1, -1, -1],
+                               rtol=1e-15)
+    np.testing.assert_allclose(WeightedReinforceAdvantage(positive_weight=0.5)(group),
+                               [0.5, -1, 0.5, -1, -1])
 
 
 def test_the_papers_worked_numbers():
@@ -89,7 +92,7 @@ def test_the_papers_worked_numbers():
     np.testing.assert_allclose(NGRPOAdvantage(eps=0.0)(all_wrong), -1 / 3, rtol=1e-14)
 
 
-# -- a second, plain-Python implementation on graded rewards --------------------------------------------------------
+# -- a second, plain-Python implementation on graded rewards ---------------------------------------
 
 def loop_zscores(values, reference, ddof, eps):
     mean = statistics.fmean(reference)
@@ -111,7 +114,8 @@ def test_graded_rewards_against_a_loop_implementation(seed):
         group = list(rewards[index])
         np.testing.assert_allclose(grpo0[index], loop_zscores(group, group, 0, 1e-6), rtol=1e-12)
         np.testing.assert_allclose(grpo1[index], loop_zscores(group, group, 1, 1e-6), rtol=1e-12)
-        np.testing.assert_allclose(ngrpo[index], loop_zscores(group, group + [r_max] * virtual, 1, 1e-6),
+        np.testing.assert_allclose(ngrpo[index],
+                                   loop_zscores(group, group + [r_max] * virtual, 1, 1e-6),
                                    rtol=1e-12)
         mean = statistics.fmean(group)
         np.testing.assert_allclose(dr[index], [r - mean for r in group], rtol=1e-12)
@@ -200,17 +204,18 @@ def test_unknown_rewards_need_the_option_and_infinities_stay_errors():
 def test_critic_advantage_is_reward_minus_value():
     rewards = np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
     per_prompt = np.array([[0.25], [0.5]])
-    np.testing.assert_array_equal(CriticAdvantage()(rewards, per_prompt), [[0.75, -0.25, 0.75], [-0.5] * 3])
+    np.testing.assert_array_equal(CriticAdvantage()(rewards, per_prompt),
+                                  [[0.75, -0.25, 0.75], [-0.5] * 3])
     per_answer = np.array([[0.1, 0.2, 0.3], [0.0, 0.1, 0.2]])
     np.testing.assert_allclose(CriticAdvantage()(rewards, per_answer), rewards - per_answer)
     # PPO samples one answer per prompt: G = 1 is fine for the critic.
     np.testing.assert_array_equal(CriticAdvantage()(np.array([[1.0]]), np.array([[0.4]])), [[0.6]])
 
 
-# -- properties ------------------------------------------------------------------------------------------------------
+# -- properties ------------------------------------------------------------------------------------
 
-# Rewards on a 1/64 grid: either equal or at least 1/64 apart, so that a shift by up to 10 cannot erase a spread
-# that float64 could not have resolved in the first place.
+# Rewards on a 1/64 grid: either equal or at least 1/64 apart, so that a shift by up to 10 cannot
+# erase a spread that float64 could not have resolved in the first place.
 reward_groups = st.lists(st.integers(-320, 320).map(lambda n: n / 64), min_size=2, max_size=12)
 
 
@@ -232,7 +237,8 @@ def test_ngrpo_gives_exactly_zero_to_an_all_correct_group(group_size, r_max, vir
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(2, 64).flatmap(lambda g: st.tuples(st.just(g), st.integers(1, g - 1), st.randoms())))
+@given(st.integers(2, 64).flatmap(lambda g: st.tuples(st.just(g), st.integers(1, g - 1),
+                                                      st.randoms())))
 def test_ngrpo_is_below_grpo_for_every_answer_of_a_mixed_binary_group(case):
     group_size, right, rng = case
     group = binary_group(group_size, right)
@@ -241,7 +247,8 @@ def test_ngrpo_is_below_grpo_for_every_answer_of_a_mixed_binary_group(case):
 
 
 def test_ngrpo_below_grpo_does_not_extend_to_graded_rewards():
-    # One zero among 0.25s: adding r_max = 1 widens the spread, so the outlier is penalised less under NGRPO.
+    # One zero among 0.25s: adding r_max = 1 widens the spread, so the outlier is penalised less
+    # under NGRPO.
     group = np.array([0.25] * 8 + [0.0])
     assert NGRPOAdvantage()(group)[-1] > GRPOAdvantage()(group)[-1]
 
@@ -262,9 +269,10 @@ def test_leading_axes_are_independent_groups():
         np.testing.assert_array_equal(batched[index], NGRPOAdvantage()(rewards[index]))
 
 
-# -- bad input --------------------------------------------------------------------------------------------------------
+# -- bad input -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("estimator", [GRPOAdvantage(), NGRPOAdvantage(), DrGRPOAdvantage(), RLOOAdvantage()])
+@pytest.mark.parametrize("estimator",
+                         [GRPOAdvantage(), NGRPOAdvantage(), DrGRPOAdvantage(), RLOOAdvantage()])
 def test_group_size_one_is_refused(estimator):
     with pytest.raises(ValueError, match=r"group size G=1"):
         estimator(np.array([[1.0], [0.0]]))

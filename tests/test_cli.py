@@ -17,14 +17,16 @@ def test_every_option_has_help():
     for name, sub in subparsers.choices.items():
         for action in sub._actions:
             if action.dest != "help":
-                assert action.help and len(action.help) > 10, f"{name} {action.option_strings} lacks help"
+                assert action.help and len(action.help) > 10, (
+                    f"{name} {action.option_strings} lacks help")
 
 
 def test_help_runs_as_a_console_command():
-    top = subprocess.run([sys.executable, "-m", "ngrpo_sim", "--help"], capture_output=True, text=True, check=True)
+    top = subprocess.run([sys.executable, "-m", "ngrpo_sim", "--help"], capture_output=True,
+                         text=True, check=True)
     assert "landscape" in top.stdout
-    sub = subprocess.run([sys.executable, "-m", "ngrpo_sim", "landscape", "--help"], capture_output=True, text=True,
-                         check=True)
+    sub = subprocess.run([sys.executable, "-m", "ngrpo_sim", "landscape", "--help"],
+                         capture_output=True, text=True, check=True)
     for option in ("--group-size", "--methods", "--r-max", "--virtual-samples", "--ddof", "--out"):
         assert option in sub.stdout
 
@@ -43,8 +45,8 @@ def test_landscape_prints_the_papers_numbers_and_writes_files(tmp_path, capsys):
 
 
 def test_landscape_options_reach_the_estimator(tmp_path, capsys):
-    main(["landscape", "--group-size", "8", "--methods", "ngrpo", "--virtual-samples", "2", "--ddof", "0",
-          "--no-figures", "--out", str(tmp_path)])
+    main(["landscape", "--group-size", "8", "--methods", "ngrpo", "--virtual-samples", "2",
+          "--ddof", "0", "--no-figures", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     # Two virtual ones among ten values, population std: right answer (1 - 0.3) / sqrt(0.21).
     assert f"{0.7 / 0.21 ** 0.5:.4f}" in out
@@ -69,11 +71,12 @@ def test_bad_input_exits_with_a_clear_message(argv, message, tmp_path, capsys):
 
 
 def test_dynamics_writes_a_run_folder_with_both_modes(tmp_path, capsys):
-    main(["dynamics", "--methods", "grpo,ngrpo", "--mode", "sampled,expected", "--steps", "3", "--seeds", "2",
-          "--num-prompts", "32", "--prompts-per-step", "8", "--out", str(tmp_path)])
+    main(["dynamics", "--methods", "grpo,ngrpo", "--mode", "sampled,expected", "--steps", "3",
+          "--seeds", "2", "--num-prompts", "32", "--prompts-per-step", "8", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "ngrpo (expected)" in out and "accuracy" in out
-    for name in ("config.json", "metrics.csv", "pass_at_k.csv", "summary.csv", "dynamics.png", "pass_at_k.png"):
+    for name in ("config.json", "metrics.csv", "pass_at_k.csv", "summary.csv", "dynamics.png",
+                 "pass_at_k.png"):
         assert (tmp_path / name).stat().st_size > 0
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     # Two methods: sampled (2 seeds) and expected (1 run), 4 rows of steps each.
@@ -92,9 +95,11 @@ def test_dynamics_options_come_from_the_config_docstrings():
     (["dynamics", "--methods", "grpo", "--group-size", "1"], "group_size must be >= 2, got 1"),
     (["dynamics", "--methods", "grpo", "--learning-rate", "-1"],
      "learning_rate must be > 0.0, got -1.0"),
-    (["dynamics", "--methods", "grpo", "--mode", "exact"], "mode must be sampled, expected or both"),
+    (["dynamics", "--methods", "grpo", "--mode", "exact"],
+     "mode must be sampled, expected or both"),
     (["dynamics", "--methods", "grpo", "--num-answers", "1"], "num_answers must be >= 2, got 1"),
-    (["dynamics", "--methods", "grpo", "--profile", "0.5,2"], r"profile success rates must lie in [0, 1], got 2.0"),
+    (["dynamics", "--methods", "grpo", "--profile", "0.5,2"],
+     r"profile success rates must lie in [0, 1], got 2.0"),
 ])
 def test_dynamics_bad_input(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -108,7 +113,8 @@ def test_report_runs_end_to_end_at_a_small_scale(tmp_path, small_report, capsys)
     out = capsys.readouterr().out
     assert out.count("| tabular,") == 4 and out.count("| shared,") == 5
     assert (tmp_path / "report.md").read_text().startswith("# ngrpo-sim report")
-    assert (tmp_path / "landscape" / "landscape.png").exists() and (tmp_path / "headline" / "dynamics.png").exists()
+    assert ((tmp_path / "landscape" / "landscape.png").exists()
+            and (tmp_path / "headline" / "dynamics.png").exists())
     assert (tmp_path / "page.html").read_text().startswith("<!DOCTYPE html>")
     assert "Interactive page (opens in any browser, no network)" in out
     assert len(list((tmp_path / "sweep").iterdir())) == 8

@@ -1,4 +1,5 @@
-"""The bandit training loop: loop oracle, exact expectation, entropy prediction, clipping, metrics by hand."""
+"""The bandit training loop: loop oracle, exact expectation, entropy prediction, clipping, metrics
+by hand."""
 
 import dataclasses
 import itertools
@@ -9,8 +10,8 @@ import pytest
 
 from ngrpo_sim import get_method
 from ngrpo_sim.bandit import BanditTask
-from ngrpo_sim.dynamics import (DynamicsConfig, Rollout, TrainState, apply_rollout, draw_rollout, expected_step,
-                                policy_metrics, predicted_entropy_change, simulate)
+from ngrpo_sim.dynamics import (DynamicsConfig, Rollout, TrainState, apply_rollout, draw_rollout,
+                                expected_step, policy_metrics, predicted_entropy_change, simulate)
 from ngrpo_sim.metrics import powers_of_two_up_to
 from ngrpo_sim.optim import Optimizer
 from ngrpo_sim.reference_step import reference_apply_rollout
@@ -27,8 +28,8 @@ def fresh_state(task, config):
 @pytest.mark.parametrize("policy", ["tabular", "shared"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 @pytest.mark.parametrize("method, options", [
-    ("ngrpo", dict(epochs=2)), ("dapo", dict(refill=True, profile="base")), ("grpo", dict(refill=False)),
-    ("ppo", dict(epochs=2)), ("psr_nsr", dict(rewards="graded")),
+    ("ngrpo", dict(epochs=2)), ("dapo", dict(refill=True, profile="base")),
+    ("grpo", dict(refill=False)), ("ppo", dict(epochs=2)), ("psr_nsr", dict(rewards="graded")),
     ("ngrpo", dict(rewards="noise", epochs=2)), ("dapo", dict(rewards="noise", profile="base")),
 ])
 def test_vectorised_step_equals_the_loop_oracle(policy, optimizer, method, options):
@@ -46,7 +47,8 @@ def assert_steps_equal_the_oracle(oracle, method, config, make_state, statistics
     state = make_state(task, config)
     state.values = rng.random(state.values.shape)
     reference = task.logits(state.params).copy()
-    for _ in range(2):  # two steps, so Adam's moments and the values are not at their starting point
+    # two steps, so Adam's moments and the values are not at their starting point
+    for _ in range(2):
         rollout = draw_rollout(task, method, state.params, config, rng)
         expected_state, expected_stats = oracle(task, method, config, state, rollout, reference)
         stats = apply_rollout(task, method, config, state, rollout, reference)
@@ -66,7 +68,8 @@ def one_step_logits(method, config):
     reference = task.logits(state.params).copy()
     if config.mode == "sampled":
         rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
-        apply_rollout(task, method, config, state, draw_rollout(task, method, state.params, config, rng), reference)
+        apply_rollout(task, method, config, state,
+                      draw_rollout(task, method, state.params, config, rng), reference)
     else:
         expected_step(task, method, config, state, reference)
     return state.params - task.offsets
@@ -74,7 +77,8 @@ def one_step_logits(method, config):
 
 @pytest.mark.parametrize("method", ["grpo", "rloo", "psr_nsr", "ppo", "ngrpo_no_filter", "rl_zvp"])
 def test_expected_mode_is_the_mean_of_sampled_steps(method):
-    # Every prompt in every batch (B = P), SGD, tabular, no filter: the expected step is exact, not approximate.
+    # Every prompt in every batch (B = P), SGD, tabular, no filter: the expected step is exact, not
+    # approximate.
     common = dict(num_prompts=8, num_answers=4, prompts_per_step=8, group_size=4, minibatches=2,
                   profile="uniform",
                   optimizer="sgd", learning_rate=3.0, refill=False)
@@ -90,7 +94,8 @@ def test_entropy_prediction_holds_at_small_steps_and_shows_where_it_stops():
         run_record = simulate("ngrpo",
                               DynamicsConfig(num_prompts=64, prompts_per_step=32, optimizer="sgd",
                                              learning_rate=learning_rate,
-                                                      steps=1, seeds=4, profile="uniform"), progress=False)
+                                                      steps=1, seeds=4, profile="uniform"),
+                              progress=False)
         measured = run_record.metrics["entropy_change"][1]
         predicted = run_record.metrics["entropy_change_predicted"][1]
         return np.max(np.abs(predicted - measured) / np.abs(measured))
@@ -105,8 +110,10 @@ def test_entropy_prediction_holds_at_small_steps_and_shows_where_it_stops():
 def test_clipping_has_no_effect_with_one_update_per_rollout():
     config = DynamicsConfig(minibatches=1, epochs=1, steps=20, seeds=4)
     clipped = simulate("ngrpo", config, progress=False)
-    unclippable = simulate(get_method("ngrpo").replace(clip_low=0.0, clip_high=0.0), config, progress=False)
-    assert np.all(clipped.metrics["clipfrac_low"][1:] == 0) and np.all(clipped.metrics["clipfrac_high"][1:] == 0)
+    unclippable = simulate(get_method("ngrpo").replace(clip_low=0.0, clip_high=0.0), config,
+                           progress=False)
+    assert (np.all(clipped.metrics["clipfrac_low"][1:] == 0)
+            and np.all(clipped.metrics["clipfrac_high"][1:] == 0))
     for name in ("accuracy", "entropy", "approx_kl"):
         np.testing.assert_array_equal(clipped.metrics[name], unclippable.metrics[name])
 
@@ -121,24 +128,27 @@ def test_clipping_acts_with_several_updates():
 
 def test_same_seed_gives_bit_identical_runs():
     config = DynamicsConfig(policy="shared", steps=15, seeds=3)
-    first, second = simulate("dapo", config, progress=False), simulate("dapo", config, progress=False)
+    first, second = simulate("dapo", config, progress=False), simulate("dapo", config,
+                                                                       progress=False)
     for name in first.metrics:
         np.testing.assert_array_equal(first.metrics[name], second.metrics[name])
     np.testing.assert_array_equal(first.pass_at_k, second.pass_at_k)
-    other = simulate("dapo", DynamicsConfig(policy="shared", steps=15, seeds=3, seed=1), progress=False)
+    other = simulate("dapo", DynamicsConfig(policy="shared", steps=15, seeds=3, seed=1),
+                     progress=False)
     assert not np.array_equal(first.metrics["accuracy"], other.metrics["accuracy"])
 
 
-# -- every recorded metric on a case computed by hand -----------------------------------------------------------------
+# -- every recorded metric on a case computed by hand ----------------------------------------------
 
 def sigmoid(x):
     return 1 / (1 + math.exp(-x))
 
 
 def hand_task():
-    # Two prompts with two answers; answer 0 is right. Prompt 0 starts at sigmoid(-0.1) = 0.475, prompt 1 at 0.5.
-    return BanditTask(rewards=np.array([[1.0, 0.0], [1.0, 0.0]]), offsets=np.array([[-0.1, 0.0], [0.0, 0.0]]),
-                      features=None)
+    # Two prompts with two answers; answer 0 is right. Prompt 0 starts at sigmoid(-0.1) = 0.475,
+    # prompt 1 at 0.5.
+    return BanditTask(rewards=np.array([[1.0, 0.0], [1.0, 0.0]]),
+                      offsets=np.array([[-0.1, 0.0], [0.0, 0.0]]), features=None)
 
 
 @pytest.mark.parametrize("method_name", ["grpo", "ngrpo"])
@@ -151,7 +161,8 @@ def test_rollout_metrics_by_hand(method_name):
     state = TrainState(task.initial_params(1), Optimizer("sgd", 2.0), np.zeros((1, 2)))
     # Prompt 0: one right and one wrong answer (mixed); prompt 1: two wrong answers.
     rollout = Rollout(prompts=np.array([[0, 1]]), answers=np.array([[[0, 1], [1, 1]]]))
-    stats = apply_rollout(task, get_method(method_name), config, state, rollout, task.initial_params(1))
+    stats = apply_rollout(task, get_method(method_name), config, state, rollout,
+                          task.initial_params(1))
 
     a = 0.5 / (math.sqrt(0.5) + 1e-6)  # GRPO: (1 - 0.5) / (std + eps), std of {1, 0} = sqrt(1/2)
     if method_name == "ngrpo":  # rewards {1, 0} plus a virtual 1: mean 2/3, std sqrt(1/3)
@@ -174,8 +185,10 @@ def test_rollout_metrics_by_hand(method_name):
     logits1 = np.array([0.0 - 2.0 * grad1, 0.0 + 2.0 * grad1])
     new_pi0 = sigmoid(logits0[0] - logits0[1])
     ratio_right, ratio_wrong = new_pi0 / pi0, (1 - new_pi0) / (1 - pi0)
-    assert ratio_right > 1 + 0.28 and ratio_wrong < 1 - 0.2  # so epoch 2 clips both answers of prompt 0
-    # Epoch 2: prompt 0's answers are clipped (1 high, 1 low out of 8 tokens); prompt 1 moves again under NGRPO.
+    # so epoch 2 clips both answers of prompt 0
+    assert ratio_right > 1 + 0.28 and ratio_wrong < 1 - 0.2
+    # Epoch 2: prompt 0's answers are clipped (1 high, 1 low out of 8 tokens); prompt 1 moves again
+    # under NGRPO.
     if method_name == "ngrpo":
         new_pi1 = sigmoid(logits1[0] - logits1[1])
         ratio = (1 - new_pi1) / (1 - pi1)
@@ -209,8 +222,10 @@ def test_policy_metrics_by_hand():
         return -(p * math.log(p) + (1 - p) * math.log(1 - p))
     assert metrics["accuracy"][0] == pytest.approx((p0 + p1) / 2, rel=1e-14)
     assert metrics["entropy"][0] == pytest.approx((entropy(p0) + entropy(p1)) / 2, rel=1e-14)
-    assert metrics["accuracy_mid"][0] == pytest.approx(p0) and metrics["accuracy_easy"][0] == pytest.approx(p1)
-    assert np.isnan(metrics["accuracy_hard"][0]) and metrics["entropy_easy"][0] == pytest.approx(math.log(2))
+    assert (metrics["accuracy_mid"][0] == pytest.approx(p0)
+            and metrics["accuracy_easy"][0] == pytest.approx(p1))
+    assert (np.isnan(metrics["accuracy_hard"][0])
+            and metrics["entropy_easy"][0] == pytest.approx(math.log(2)))
     assert metrics["newly_solved"][0] == 1 and metrics["abandoned"][0] == 0
     assert metrics["solved_hard"][0] == 0  # no prompt started below 5%
     # Prompt 0 counted as hard (start 1%): solved at sigmoid(0.8) = 0.69, not at sigmoid(-0.1).
@@ -220,24 +235,30 @@ def test_policy_metrics_by_hand():
         assert hard["solved_hard"][0] == solved
     curve = [1 - ((1 - p0) ** k + (1 - p1) ** k) / 2 for k in (1, 2, 4, 8, 16, 32, 64, 128, 256)]
     np.testing.assert_allclose(pass_at_k[0], curve, rtol=1e-13)
-    assert metrics["pass_auc"][0] == pytest.approx(100 * sum((x + y) / 2 for x, y in zip(curve, curve[1:])) / 8)
+    assert metrics["pass_auc"][0] == pytest.approx(100 * sum((x + y) / 2
+                                                             for x, y in zip(curve, curve[1:])) / 8)
     # Abandoned: a prompt below 1e-3.
-    stuck, _ = policy_metrics(task, np.array([[[-8.0, 0.0], [0.0, 0.0]]]), initial, powers_of_two_up_to(256))
+    stuck, _ = policy_metrics(task, np.array([[[-8.0, 0.0], [0.0, 0.0]]]), initial,
+                              powers_of_two_up_to(256))
     assert stuck["abandoned"][0] == 1
-    # Regressed: below half its starting success (prompt 0 started at 0.475; sigmoid(-8.1) is far below).
+    # Regressed: below half its starting success (prompt 0 started at 0.475; sigmoid(-8.1) is far
+    # below).
     assert stuck["regressed"][0] == 1 and metrics["regressed"][0] == 0
-    # Prompt 1 started at 0.5: sigmoid(-1.2) = 0.23 is below half of it, sigmoid(-1.0) = 0.27 is not.
+    # Prompt 1 started at 0.5: sigmoid(-1.2) = 0.23 is below half of it, sigmoid(-1.0) = 0.27 is
+    # not.
     for offset, regressed in ((-1.2, 1), (-1.0, 0)):
-        moved, _ = policy_metrics(task, np.array([[[0.0, 0.0], [offset, 0.0]]]), initial, powers_of_two_up_to(256))
+        moved, _ = policy_metrics(task, np.array([[[0.0, 0.0], [offset, 0.0]]]), initial,
+                                  powers_of_two_up_to(256))
         assert moved["regressed"][0] == regressed
 
 
 def test_entropy_prediction_formula_by_hand():
-    # Two answers: dH/dz0 = -pi0 pi1 (z-difference derivative of the binary entropy) = -pi0 (1 - pi0) log(pi0/pi1).
+    # Two answers: dH/dz0 = -pi0 pi1 (z-difference derivative of the binary entropy) = -pi0 (1 -
+    # pi0) log(pi0/pi1).
     logits, change = np.array([0.3, -0.2]), np.array([1e-3, 0.0])
     p = sigmoid(0.5)
-    assert predicted_entropy_change(logits, change) == pytest.approx(-p * (1 - p) * math.log(p / (1 - p)) * 1e-3,
-                                                                      rel=1e-12)
+    assert predicted_entropy_change(logits, change) == pytest.approx(
+        -p * (1 - p) * math.log(p / (1 - p)) * 1e-3, rel=1e-12)
 
 
 @pytest.mark.parametrize("options, message", [

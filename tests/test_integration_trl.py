@@ -1,9 +1,10 @@
 """NGRPOTrainer trains a tiny local model with TRL and logs NGRPO's advantages.
 
-The model and tokenizer are built here (a one-layer Qwen2 over a character vocabulary, saved to a temporary folder),
-so nothing comes from a model hub. The reward functions fix each group's rewards: "always" is all right, "never" all
-wrong, "one" has exactly one right answer. The oracles are ngrpo_sim's NGRPO estimator on the rewards TRL logged,
-and the worked numbers computed by hand below.
+The model and tokenizer are built here (a one-layer Qwen2 over a character vocabulary, saved to a
+temporary folder), so nothing comes from a model hub. The reward functions fix each group's rewards:
+"always" is all right, "never" all wrong, "one" has exactly one right answer. The oracles are
+ngrpo_sim's NGRPO estimator on the rewards TRL logged, and the worked numbers computed by hand
+below.
 """
 
 import ast
@@ -15,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("trl", reason="TRL is not installed: pip install -e '.[trl]' (tested with trl 1.16)")
+pytest.importorskip("trl",
+                    reason="TRL is not installed: pip install -e '.[trl]' (tested with trl 1.16)")
 pd = pytest.importorskip("pandas", reason="pandas reads TRL's completions log; it comes with TRL")
 
 from datasets import Dataset  # noqa: E402
@@ -32,7 +34,8 @@ PROMPTS = ["always", "never", "one"]
 
 
 def ngrpo_by_hand(rewards, r_max=1.0):
-    """(r - mean) / (std + 1e-6) over the group plus one virtual r_max, std with Bessel's correction."""
+    """(r - mean) / (std + 1e-6) over the group plus one virtual r_max, std with Bessel's
+    correction."""
     values = list(rewards) + [r_max]
     mean = sum(values) / len(values)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
@@ -41,12 +44,14 @@ def ngrpo_by_hand(rewards, r_max=1.0):
 
 def test_the_hand_oracle_gives_the_papers_worked_numbers():
     one_right = ngrpo_by_hand([1.0] + [0.0] * 7)
-    assert one_right[0] == pytest.approx(1.76, abs=0.005) and one_right[1] == pytest.approx(-0.50, abs=0.005)
+    assert (one_right[0] == pytest.approx(1.76, abs=0.005)
+            and one_right[1] == pytest.approx(-0.50, abs=0.005))
     assert ngrpo_by_hand([0.0] * 8) == pytest.approx([-1 / 3] * 8, abs=1e-5)
 
 
 def fixed_rewards(prompts, completions, **_):
-    """1 for every answer to "always", 0 for "never", 1 for only the first answer to "one" in the batch."""
+    """1 for every answer to "always", 0 for "never", 1 for only the first answer to "one" in the
+    batch."""
     rewards, first_one_seen = [], False
     for prompt in prompts:
         if prompt == "one":
@@ -69,27 +74,30 @@ def tiny_model_dir(tmp_path_factory):
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>",
                                         unk_token="<unk>")
     tokenizer.save_pretrained(folder)
-    config = Qwen2Config(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+    config = Qwen2Config(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=64,
                          pad_token_id=0, eos_token_id=1, bos_token_id=1, tie_word_embeddings=True)
     Qwen2ForCausalLM(config).save_pretrained(folder)
     return folder
 
 
 def train_two_steps(model_dir, output_dir, **options):
-    args = NGRPOConfig(output_dir=str(output_dir), per_device_train_batch_size=GROUP_SIZE * len(PROMPTS),
-                       num_generations=GROUP_SIZE, max_completion_length=4, max_steps=2, logging_steps=1,
-                       log_completions=True, report_to="none", use_cpu=True, bf16=False, save_strategy="no",
-                       learning_rate=1e-2, seed=0, **options)
+    args = NGRPOConfig(output_dir=str(output_dir),
+                       per_device_train_batch_size=GROUP_SIZE * len(PROMPTS),
+                       num_generations=GROUP_SIZE, max_completion_length=4, max_steps=2,
+                       logging_steps=1, log_completions=True, report_to="none", use_cpu=True,
+                       bf16=False, save_strategy="no", learning_rate=1e-2, seed=0, **options)
     trainer = NGRPOTrainer(model=str(model_dir), reward_funcs=fixed_rewards, args=args,
                            train_dataset=Dataset.from_dict({"prompt": PROMPTS}))
     trainer.train()
     return trainer
 
 
-# Two steps: with num_iterations=2 both update on one generation batch (the second one off-policy, where the clip
-# acts); with the default num_iterations=1 each step generates its own batch.
-@pytest.mark.parametrize("options, generation_batches", [({"num_iterations": 2}, 1), ({"loss_type": "grpo"}, 2)],
+# Two steps: with num_iterations=2 both update on one generation batch (the second one off-policy,
+# where the clip acts); with the default num_iterations=1 each step generates its own batch.
+@pytest.mark.parametrize("options, generation_batches",
+                         [({"num_iterations": 2}, 1), ({"loss_type": "grpo"}, 2)],
                          ids=["num_iterations=2", "loss_type=grpo"])
 def test_logged_advantages_are_ngrpos(tiny_model_dir, tmp_path, options, generation_batches):
     trainer = train_two_steps(tiny_model_dir, tmp_path, **options)
@@ -99,7 +107,8 @@ def test_logged_advantages_are_ngrpos(tiny_model_dir, tmp_path, options, generat
     assert len(logs) == 2  # one table per logged step
     for log in logs:
         table = pd.read_parquet(log)
-        assert sorted(table["prompt"].value_counts().items()) == [(p, GROUP_SIZE) for p in sorted(PROMPTS)]
+        assert sorted(table["prompt"].value_counts().items()) == [(p, GROUP_SIZE)
+                                                                  for p in sorted(PROMPTS)]
         for prompt, group in table.groupby("prompt"):
             rewards = group["fixed_rewards"].to_numpy()
             logged = group["advantage"].to_numpy()
@@ -108,26 +117,33 @@ def test_logged_advantages_are_ngrpos(tiny_model_dir, tmp_path, options, generat
             if prompt == "one":
                 assert sorted(np.round(logged, 2)) == [-0.50] * 7 + [1.76]
 
-    # What the loss saw on the last generation batch: NGRPO's advantages, and no tokens of the dropped group.
+    # What the loss saw on the last generation batch: NGRPO's advantages, and no tokens of the
+    # dropped group.
     trained = trainer._buffered_inputs[0]
-    prompts = np.array(trainer.processing_class.batch_decode(trained["prompt_ids"], skip_special_tokens=True))
+    prompts = np.array(trainer.processing_class.batch_decode(trained["prompt_ids"],
+                                                             skip_special_tokens=True))
     tokens = trained["completion_mask"].sum(dim=1).numpy()
     assert np.all(tokens[prompts == "always"] == 0) and np.all(tokens[prompts != "always"] > 0)
     assert trained["num_items_in_batch"].item() == tokens.sum()
     np.testing.assert_allclose(trained["advantages"][prompts == "never"].numpy(), -1 / 3, atol=1e-6)
-    assert sorted(np.round(trained["advantages"][prompts == "one"].numpy(), 2)) == [-0.50] * 7 + [1.76]
+    assert (sorted(np.round(trained["advantages"][prompts == "one"].numpy(), 2))
+            == [-0.50] * 7 + [1.76])
 
     steps = [entry for entry in trainer.state.log_history if "loss" in entry]
-    assert len(steps) == 2 and all(math.isfinite(step["loss"]) and "clip_ratio/low_mean" in step for step in steps)
-    dropped = [step["ngrpo/dropped_groups_frac"] for step in steps if "ngrpo/dropped_groups_frac" in step]
-    assert dropped == [pytest.approx(1 / 3)] * generation_batches  # the "always" group, logged once per batch
+    assert len(steps) == 2 and all(math.isfinite(step["loss"]) and "clip_ratio/low_mean" in step
+                                   for step in steps)
+    dropped = [step["ngrpo/dropped_groups_frac"] for step in steps
+               if "ngrpo/dropped_groups_frac" in step]
+    # the "always" group, logged once per batch
+    assert dropped == [pytest.approx(1 / 3)] * generation_batches
 
 
 def test_a_reward_above_r_max_stops_training_with_the_reason(tiny_model_dir, tmp_path):
-    args = NGRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=GROUP_SIZE, num_generations=GROUP_SIZE,
-                       max_completion_length=2, max_steps=1, report_to="none", use_cpu=True, bf16=False,
-                       save_strategy="no")
-    trainer = NGRPOTrainer(model=str(tiny_model_dir), reward_funcs=lambda completions, **_: [2.0] * len(completions),
+    args = NGRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=GROUP_SIZE,
+                       num_generations=GROUP_SIZE, max_completion_length=2, max_steps=1,
+                       report_to="none", use_cpu=True, bf16=False, save_strategy="no")
+    trainer = NGRPOTrainer(model=str(tiny_model_dir),
+                           reward_funcs=lambda completions, **_: [2.0] * len(completions),
                            args=args, train_dataset=Dataset.from_dict({"prompt": ["never"]}))
     with pytest.raises(ValueError, match=r"r_max=1\.0"):
         trainer.train()
@@ -136,7 +152,8 @@ def test_a_reward_above_r_max_stops_training_with_the_reason(tiny_model_dir, tmp
 def test_config_defaults_follow_the_ngrpo_preset(tmp_path):
     args = NGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none")
     assert (args.epsilon, args.epsilon_high, args.entropy_coef) == (0.16, 0.24, 0.001)
-    assert (args.beta, args.loss_type, args.num_generations, args.learning_rate) == (0.0, "dapo", 8, 1e-6)
+    assert (args.beta, args.loss_type, args.num_generations,
+            args.learning_rate) == (0.0, "dapo", 8, 1e-6)
     assert args.ngrpo_estimator() == NGRPOAdvantage(r_max=1.0, virtual_samples=1, ddof=1, eps=1e-6)
 
 
@@ -149,7 +166,8 @@ def test_config_defaults_follow_the_ngrpo_preset(tmp_path):
 ])
 def test_config_refuses_what_ngrpo_cannot_use(tmp_path, option, value, named):
     with pytest.raises(ValueError, match=named):
-        NGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", **{option: value})
+        NGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none",
+                    **{option: value})
 
 
 def test_trainer_refuses_a_plain_grpo_config(tiny_model_dir, tmp_path):

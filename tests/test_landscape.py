@@ -1,4 +1,5 @@
-"""The advantage landscape and the gain identity E[g] = c(p) pi (r - p), against enumeration and Monte Carlo."""
+"""The advantage landscape and the gain identity E[g] = c(p) pi (r - p), against enumeration and
+Monte Carlo."""
 
 import itertools
 import math
@@ -47,13 +48,14 @@ def test_gain_identity_against_exhaustive_enumeration(method, group_size):
     for rewards in (np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 1.0])):
         logits = rng.normal(scale=1.5, size=3)
         exact = enumerated_expectation(method, logits, rewards, group_size)
-        np.testing.assert_allclose(expected_logit_update(method, group_size, logits, rewards), exact,
-                                   rtol=0, atol=1e-12)
+        np.testing.assert_allclose(expected_logit_update(method, group_size, logits, rewards),
+                                   exact, rtol=0, atol=1e-12)
 
 
 def test_a_fixed_critic_baseline_has_gain_one():
     # PPO is outside the landscape, but the docstring's claim about it is checked here the same way.
-    ppo, rewards, logits = get_method("ppo"), np.array([1.0, 0.0, 0.0, 1.0]), np.array([0.2, -0.4, 1.0, 0.1])
+    ppo, rewards, logits = (get_method("ppo"), np.array([1.0, 0.0, 0.0, 1.0]),
+                            np.array([0.2, -0.4, 1.0, 0.1]))
     probs = softmax(logits)
     exact = enumerated_expectation(ppo, logits, rewards, 3, values=np.full(3, 0.37))
     np.testing.assert_allclose(exact, probs * (rewards - probs @ rewards), atol=1e-12)
@@ -82,13 +84,13 @@ def test_zero_gradient_probability_closed_forms(group_size):
     p = np.linspace(0, 1, 11)
     homogeneous = p ** group_size + (1 - p) ** group_size
     for name in ("grpo", "dapo", "dr_grpo", "rloo"):
-        np.testing.assert_allclose(zero_gradient_probability(get_method(name), group_size, p), homogeneous,
-                                   rtol=1e-12, atol=1e-300)
-    np.testing.assert_allclose(zero_gradient_probability(get_method("ngrpo"), group_size, p), p ** group_size,
-                               rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(zero_gradient_probability(get_method(name), group_size, p),
+                                   homogeneous, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(zero_gradient_probability(get_method("ngrpo"), group_size, p),
+                               p ** group_size, rtol=1e-12, atol=1e-300)
     assert np.all(zero_gradient_probability(get_method("psr_nsr"), group_size, p) == 0)
-    np.testing.assert_allclose(zero_gradient_probability(get_method("psr"), group_size, p), (1 - p) ** group_size,
-                               rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(zero_gradient_probability(get_method("psr"), group_size, p),
+                               (1 - p) ** group_size, rtol=1e-12, atol=1e-300)
 
 
 @pytest.mark.parametrize("group_size", [2, 8, 32])
@@ -99,18 +101,21 @@ def test_gain_closed_forms(group_size):
     np.testing.assert_allclose(expected_gain(get_method("rloo"), g, p), 1.0, rtol=1e-12)
     np.testing.assert_allclose(expected_gain(get_method("psr_nsr"), g, p), 1.1, rtol=1e-12)
     # At p -> 0 only groups with the answer itself right can be mixed: c(0) = f(1, 1) - f(0, 0).
-    # GRPO: one right answer in G has std sqrt(1/G) (Bessel), deviation 1 - 1/G; an all-wrong group gives 0.
+    # GRPO: one right answer in G has std sqrt(1/G) (Bessel), deviation 1 - 1/G; an all-wrong group
+    # gives 0.
     grpo_right_1 = (1 - 1 / g) / (np.sqrt(1 / g) + 1e-6)
     assert expected_gain(get_method("grpo"), g, 0.0) == pytest.approx(grpo_right_1, rel=1e-12)
     ngrpo_right_1 = (1 - 2 / (g + 1)) / (np.sqrt(2 * (g - 1) / ((g + 1) * g)) + 1e-6)
     ngrpo_wrong_0 = -(1 / (g + 1)) / (np.sqrt(g / ((g + 1) * g)) + 1e-6)
-    assert expected_gain(get_method("ngrpo"), g, 0.0) == pytest.approx(ngrpo_right_1 - ngrpo_wrong_0, rel=1e-12)
+    assert expected_gain(get_method("ngrpo"), g, 0.0) == pytest.approx(ngrpo_right_1
+                                                                       - ngrpo_wrong_0, rel=1e-12)
 
 
 def test_count_advantages_table_for_g8():
     right, wrong = count_advantages(get_method("ngrpo"), 8)
     assert np.isnan(right[0]) and np.isnan(wrong[8])
-    assert round(right[1], 2) == 1.76 and round(wrong[1], 2) == -0.50 and wrong[0] == pytest.approx(-1 / 3, 1e-5)
+    assert (round(right[1], 2) == 1.76 and round(wrong[1], 2) == -0.50
+            and wrong[0] == pytest.approx(-1 / 3, 1e-5))
     assert right[8] == 0.0
 
 

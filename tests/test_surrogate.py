@@ -22,11 +22,13 @@ def test_gradient_matches_central_differences(low, high):
     numeric = (loss_at(logp + h, logp_old, advantages, low, high)
                - loss_at(logp - h, logp_old, advantages, low, high)) / (2 * h)
     analytic = clipped_surrogate(ratio, advantages, low, high).grad_logp
-    np.testing.assert_allclose(analytic[away_from_kinks], numeric[away_from_kinks], rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(analytic[away_from_kinks], numeric[away_from_kinks], rtol=1e-6,
+                               atol=1e-8)
 
 
 def test_asymmetric_bounds_by_hand():
-    # ratio 1.26: clipped for NGRPO's 1.24, not for DAPO's 1.28. ratio 0.82: clipped for 0.84, not for 0.80.
+    # ratio 1.26: clipped for NGRPO's 1.24, not for DAPO's 1.28. ratio 0.82: clipped for 0.84, not
+    # for 0.80.
     ngrpo = clipped_surrogate(np.array([1.26, 0.82]), np.array([2.0, -1.0]), 0.16, 0.24)
     dapo = clipped_surrogate(np.array([1.26, 0.82]), np.array([2.0, -1.0]), 0.2, 0.28)
     np.testing.assert_array_equal(ngrpo.clipped_high, [True, False])
@@ -38,7 +40,8 @@ def test_asymmetric_bounds_by_hand():
 
 
 def test_bounds_only_bind_in_their_direction_and_there_is_no_dual_clip():
-    # Positive advantage with a small ratio and negative advantage with a large ratio keep their gradients.
+    # Positive advantage with a small ratio and negative advantage with a large ratio keep their
+    # gradients.
     result = clipped_surrogate(np.array([0.5, 5.0]), np.array([1.0, -1.0]), 0.16, 0.24)
     assert not result.clipped_low.any() and not result.clipped_high.any()
     np.testing.assert_allclose(result.grad_logp, [-0.5, 5.0])

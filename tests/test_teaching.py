@@ -1,6 +1,6 @@
-"""The notebooks' helpers (ngrpo_sim.teaching) against independent numbers: closed forms computed with the
-statistics module, finite differences of a hand-written loss, exhaustive enumeration of groups, and hand-made
-run folders."""
+"""The notebooks' helpers (ngrpo_sim.teaching) against independent numbers: closed forms computed
+with the statistics module, finite differences of a hand-written loss, exhaustive enumeration of
+groups, and hand-made run folders."""
 
 import io
 import itertools
@@ -20,12 +20,13 @@ from ngrpo_sim.plotting import pyplot, subplots
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Fast mode
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value, fast", [(None, False), ("", False), ("0", False), ("1", True), (" 1 ", True)])
+@pytest.mark.parametrize("value, fast",
+                         [(None, False), ("", False), ("0", False), ("1", True), (" 1 ", True)])
 def test_fast_mode_reads_the_environment(monkeypatch, value, fast):
     if value is None:
         monkeypatch.delenv("NGRPO_FAST", raising=False)
@@ -48,9 +49,9 @@ def z_scores(group, reference, ddof):
     return [(r - centre) / (spread + 1e-6) for r in group]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Notebook 2: one group and one step
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def softmax_list(logits):
@@ -68,7 +69,8 @@ def test_one_prompt_has_one_right_answer_solved_at_the_requested_rate(success_ra
     logits, rewards = teaching.one_prompt(success_rate, num_answers=6)
     assert sorted(rewards.tolist()) == [0.0] * 5 + [1.0]
     probs = softmax_list(logits.tolist())
-    assert math.isclose(sum(p for p, r in zip(probs, rewards) if r == 1), success_rate, rel_tol=1e-10)
+    assert math.isclose(sum(p for p, r in zip(probs, rewards) if r == 1), success_rate,
+                        rel_tol=1e-10)
 
 
 def hand_loss(logits, old_logits, answers, advantages):
@@ -89,15 +91,16 @@ def test_the_logit_step_is_minus_the_gradient_of_the_loss(name, advantages_by_ha
     answers = [2, 1, 2, 0, 4, 3]
     group = [rewards[a] for a in answers]
     advantages = advantages_by_hand(group)
-    step = teaching.group_logit_step(get_method(name), np.array(logits), np.array(answers), np.array(group),
-                                     learning_rate=0.7)
+    step = teaching.group_logit_step(get_method(name), np.array(logits), np.array(answers),
+                                     np.array(group), learning_rate=0.7)
     h = 1e-6
     gradient = []
     for j in range(len(logits)):
         up, down = list(logits), list(logits)
         up[j] += h
         down[j] -= h
-        gradient.append((hand_loss(up, logits, answers, advantages) - hand_loss(down, logits, answers, advantages))
+        gradient.append((hand_loss(up, logits, answers, advantages)
+                         - hand_loss(down, logits, answers, advantages))
                         / (2 * h))
     np.testing.assert_allclose(step, -0.7 * np.array(gradient), rtol=1e-6, atol=1e-9)
 
@@ -111,8 +114,11 @@ def test_the_mean_step_over_all_groups_is_the_gain_identity(name):
     for answers in itertools.product(range(3), repeat=group_size):
         answers = np.array(answers)
         chance = math.prod(probs[a] for a in answers)
-        mean_step += chance * teaching.group_logit_step(method, logits, answers, rewards[answers], learning_rate)
-    np.testing.assert_allclose(mean_step, learning_rate * expected_logit_update(method, group_size, logits, rewards),
+        mean_step += chance * teaching.group_logit_step(method, logits, answers, rewards[answers],
+                                                        learning_rate)
+    np.testing.assert_allclose(mean_step,
+                               learning_rate * expected_logit_update(method, group_size, logits,
+                                                                     rewards),
                                atol=1e-12)
 
 
@@ -124,32 +130,38 @@ def test_an_all_wrong_group_moves_only_ngrpo_and_pushes_its_answers_down():
     ngrpo = teaching.group_logit_step(get_method("ngrpo"), logits, answers, rewards[answers])
     assert np.all(grpo == 0.0)
     probs = np.array(softmax_list(logits.tolist()))
-    # With the virtual 1 the group's mean is 1/9 and its std 1/3, so each answer gets -(1/9) / (1/3 + eps) (about
-    # -1/3) and weighs 1/8; the loss gradient is the sum over sampled answers of -advantage / 8 * (e_a - pi).
+    # With the virtual 1 the group's mean is 1/9 and its std 1/3, so each answer gets
+    # -(1/9) / (1/3 + eps) (about -1/3) and weighs 1/8; the loss gradient is the sum over sampled
+    # answers of -advantage / 8 * (e_a - pi).
     advantage = -(1 / 9) / (1 / 3 + 1e-6)
     by_hand = (advantage / 8) * (np.bincount(answers, minlength=8) - 8 * probs)
     np.testing.assert_allclose(ngrpo, by_hand, atol=1e-12)
-    # The step descends the summed log-probability of the failed answers (where that freed mass goes depends on
-    # which answers were sampled: it can even lower the right answer, the notebook's exercise).
+    # The step descends the summed log-probability of the failed answers (where that freed mass goes
+    # depends on which answers were sampled: it can even lower the right answer, the notebook's
+    # exercise).
     after = np.array(softmax_list((logits + ngrpo).tolist()))
     assert np.log(after[answers]).sum() < np.log(probs[answers]).sum()
 
 
 def test_sample_one_group_reports_consistent_changes():
-    sample = teaching.sample_one_group(["grpo", "ngrpo", "psr_nsr"], 0.3, group_size=8, num_answers=10,
-                                       learning_rate=0.5, rng=np.random.default_rng(4))
-    again = teaching.sample_one_group(["grpo"], 0.3, group_size=8, num_answers=10, learning_rate=0.5,
-                                      rng=np.random.default_rng(4))
+    sample = teaching.sample_one_group(["grpo", "ngrpo", "psr_nsr"], 0.3, group_size=8,
+                                       num_answers=10, learning_rate=0.5,
+                                       rng=np.random.default_rng(4))
+    again = teaching.sample_one_group(["grpo"], 0.3, group_size=8, num_answers=10,
+                                      learning_rate=0.5, rng=np.random.default_rng(4))
     assert sample.answers.tolist() == again.answers.tolist()
     assert math.isclose(sample.success_rate, 0.3, rel_tol=1e-10)
     assert sample.group_rewards.tolist() == [sample.rewards[a] for a in sample.answers]
     for name, step in sample.steps.items():
         after = (sample.logits + step.logit_change).tolist()
         np.testing.assert_allclose(step.probability_change,
-                                   np.array(softmax_list(after)) - softmax_list(sample.logits.tolist()), atol=1e-15)
-        assert math.isclose(step.entropy_change, entropy_by_hand(after) - entropy_by_hand(sample.logits.tolist()),
+                                   np.array(softmax_list(after))
+                                   - softmax_list(sample.logits.tolist()), atol=1e-15)
+        assert math.isclose(step.entropy_change,
+                            entropy_by_hand(after) - entropy_by_hand(sample.logits.tolist()),
                             abs_tol=1e-12)
-        np.testing.assert_array_equal(step.advantages, get_method(name).advantages(sample.group_rewards))
+        np.testing.assert_array_equal(step.advantages,
+                                      get_method(name).advantages(sample.group_rewards))
     text = teaching.format_sampled_group(sample)
     assert "G = 8" in text and "entropy change (exact)" in text and "psr_nsr" in text
 
@@ -159,7 +171,8 @@ def test_the_first_order_entropy_change_is_exact_in_the_small_step_limit():
     for learning_rate in (1e-2, 1e-3, 1e-4):
         step = teaching.sample_one_group("ngrpo", 0.2, learning_rate=learning_rate,
                                          rng=np.random.default_rng(11)).steps["ngrpo"]
-        errors.append(abs(step.entropy_change_predicted - step.entropy_change) / abs(step.entropy_change))
+        errors.append(abs(step.entropy_change_predicted
+                          - step.entropy_change) / abs(step.entropy_change))
     # The error of a first-order prediction shrinks in proportion to the step.
     assert errors[1] < errors[0] / 5 and errors[2] < errors[1] / 5 and errors[2] < 1e-3
 
@@ -167,8 +180,10 @@ def test_the_first_order_entropy_change_is_exact_in_the_small_step_limit():
 @pytest.mark.parametrize("call, message", [
     (lambda: teaching.one_prompt(1.0), "success_rate must be < 1.0, got 1.0"),
     (lambda: teaching.one_prompt(0.0), "success_rate must be > 0.0, got 0.0"),
-    (lambda: teaching.sample_one_group("grpo", 0.5, group_size=1), "group_size must be >= 2, got 1"),
-    (lambda: teaching.sample_one_group("grpo", 0.5, learning_rate=0.0), "learning_rate must be > 0.0, got 0.0"),
+    (lambda: teaching.sample_one_group("grpo", 0.5, group_size=1),
+     "group_size must be >= 2, got 1"),
+    (lambda: teaching.sample_one_group("grpo", 0.5, learning_rate=0.0),
+     "learning_rate must be > 0.0, got 0.0"),
     (lambda: teaching.sample_one_group("ppo", 0.5), "needs values"),
     (lambda: teaching.group_logit_step(get_method("grpo"), [0.0, 1.0], [0, 2], [1.0, 0.0]),
      r"answers must be .* in \[0, 2\)"),
@@ -180,9 +195,9 @@ def test_group_helpers_name_bad_input(call, message):
         call()
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Notebook 3: run records
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def hand_run_record(method, measured, predicted, mode="sampled"):
@@ -214,14 +229,15 @@ def test_run_record_plots_draw_and_name_an_unknown_metric():
     ax = figure.add_subplot()
     teaching.plot_metric_pair(ax, run_records, "accuracy", "entropy_change")
     np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), [np.nan, 0.5, -1.0])
-    with pytest.raises(ValueError, match="x_name and y_name must be recorded metrics .* got 'nope'"):
+    with pytest.raises(ValueError,
+                       match="x_name and y_name must be recorded metrics .* got 'nope'"):
         teaching.plot_metric_pair(ax, run_records, "accuracy", "nope")
     pyplot().close(figure)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Notebook 4: clipping
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("clip_low, clip_high", [(0.2, 0.2), (0.2, 0.28), (0.16, 0.24)])
@@ -230,7 +246,8 @@ def test_the_vanishing_region_has_the_area_of_two_rectangles(clip_low, clip_high
     points = 2000
     ratio = 0.5 + (np.arange(points) + 0.5) / points
     advantages = -1 + 2 * (np.arange(points) + 0.5) / points
-    share = teaching.vanishing_gradient(ratio[None, :], advantages[:, None], clip_low, clip_high).mean()
+    share = teaching.vanishing_gradient(ratio[None, :], advantages[:, None], clip_low,
+                                        clip_high).mean()
     # Positive half: ratio above 1 + eps_high; negative half: ratio below 1 - eps_low.
     expected = 0.5 * (1.5 - (1 + clip_high)) + 0.5 * ((1 - clip_low) - 0.5)
     assert abs(share - expected) < 2e-3
@@ -276,9 +293,9 @@ def test_clip_fractions_appear_with_several_updates_of_a_shared_policy():
         teaching.clip_fraction_sweep("ngrpo", config, [0])
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Notebook 5: the trainer's run folders
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def write_run(folder, records):
@@ -288,11 +305,13 @@ def write_run(folder, records):
 
 def fake_records(final_pass):
     def evaluation(values):
-        return {"eval/pass@1": values[0], "eval/pass@2": values[1], "eval/pass@4": values[2], "eval/pass_auc": 50.0}
+        return {"eval/pass@1": values[0], "eval/pass@2": values[1], "eval/pass@4": values[2],
+                "eval/pass_auc": 50.0}
 
     return [{"step": 0, **evaluation([0.1, 0.2, 0.3])},
             {"step": 1, "reward": 0.2, "entropy": 0.7, "share_all_wrong": 0.5},
-            {"step": 2, "reward": 0.4, "entropy": 0.6, "share_all_wrong": 0.25, **evaluation(final_pass)}]
+            {"step": 2, "reward": 0.4, "entropy": 0.6, "share_all_wrong": 0.25,
+             **evaluation(final_pass)}]
 
 
 def test_a_comparison_folder_is_read_by_method_and_seed(tmp_path):
@@ -303,8 +322,10 @@ def test_a_comparison_folder_is_read_by_method_and_seed(tmp_path):
     (tmp_path / "table.md").write_text("| method |\n")
     runs = teaching.read_comparison(tmp_path)
     assert list(runs) == ["grpo", "ngrpo"]
-    assert [records[-1]["eval/pass@1"] for records in runs["ngrpo"]] == [0.5, 0.3]  # seed 2 before seed 10
-    assert {method: len(seeds) for method, seeds in teaching.read_comparison(tmp_path, seeds=2).items()} == {
+    # seed 2 before seed 10
+    assert [records[-1]["eval/pass@1"] for records in runs["ngrpo"]] == [0.5, 0.3]
+    assert {method: len(seeds)
+            for method, seeds in teaching.read_comparison(tmp_path, seeds=2).items()} == {
         "grpo": 1, "ngrpo": 1}
     steps, rewards = teaching.run_curve(runs["grpo"][0], "reward")
     assert steps.tolist() == [1, 2] and rewards.tolist() == [0.2, 0.4]
@@ -320,7 +341,8 @@ def test_a_comparison_folder_is_read_by_method_and_seed(tmp_path):
     teaching.plot_run_metric(left, runs, "reward", window=2)
     grpo_mean = [line for line in left.get_lines() if line.get_label() == "grpo (1 seed)"][0]
     assert grpo_mean.get_xdata().tolist() == [2] and np.allclose(grpo_mean.get_ydata(), [0.3])
-    with pytest.raises(ValueError, match="window=3 is longer than every grpo run's 2 points of 'reward'"):
+    with pytest.raises(ValueError,
+                       match="window=3 is longer than every grpo run's 2 points of 'reward'"):
         teaching.plot_run_metric(left, runs, "reward", window=3)
     final_ngrpo = [line for line in right.get_lines() if line.get_label() == "ngrpo"][0]
     np.testing.assert_allclose(final_ngrpo.get_ydata(), [0.4, 0.5, 0.6])
@@ -334,7 +356,9 @@ def test_run_folder_errors_name_the_folder_and_key(tmp_path):
         teaching.read_comparison(tmp_path, seeds=0)
     with pytest.raises(ValueError, match="holds no metrics.jsonl"):
         teaching.read_run(tmp_path)
-    with pytest.raises(ValueError, match="key='kl' was never logged; the run logged entropy, .*share_all_wrong"):
+    with pytest.raises(ValueError,
+                       match="key='kl' was never logged; the run logged entropy, "
+                             ".*share_all_wrong"):
         teaching.run_curve(fake_records([0.1, 0.2, 0.3]), "kl")
     with pytest.raises(ValueError, match="holds no evaluation"):
         teaching.final_pass_at_k(fake_records([0.1, 0.2, 0.3])[1:2])
