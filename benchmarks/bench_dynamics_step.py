@@ -1,4 +1,5 @@
-"""Speed of the simulator: the vectorised training step against the plain-loop oracle, and the report's sweep.
+"""Speed of the simulator: the vectorised training step against the plain-loop oracle, and the
+report's sweep.
 
 Both steps run on identical inputs (same task, state and rollout) in this process; the ratio of
 their median times is the speed-up. Then the headline experiment and the sweep of
@@ -46,7 +47,7 @@ def step_speedup(policy: str, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed repetitions of the loop oracle")
     parser.add_argument("--skip-sweep", action="store_true", help="time only the training step")
