@@ -105,7 +105,9 @@ class Config:
     """eps_high of the clipped ratio (default: the method's)."""
     r_max: float = 1.0
     """The best reward: rewards must lie in [0, r_max], an answer earning r_max is correct, NGRPO's
-    virtual answer earns it and the all-correct filter drops groups whose known rewards all do."""
+    virtual answer earns it and the all-correct filter drops groups whose known rewards all do. The
+    built-in verifiers give 0 or 1, so it must stay 1 unless `train(config, reward)` is given a
+    reward function scaled to it."""
     virtual_samples: int = 1
     """Virtual r_max answers in NGRPO's group mean and std (ngrpo, grpo_calibrated, ...)."""
     ddof: int = 1
@@ -153,9 +155,9 @@ class Config:
     """auto (bf16 autocast on CUDA, fp32 on CPU), bf16 (autocast on any device) or fp32;
     parameters, optimizer state and the loss's log-probabilities stay fp32 either way."""
     threads: int = 0
-    """CPU threads for torch (0: torch's default, one per core). Where other jobs share the cores,
-    1 avoids stalls: on 2 shared cores the tiny model's step took 2-6 s with 2 threads at times,
-    0.09 s with 1."""
+    """CPU threads for torch. 0: one for the built-in tiny model, whose small matrices gain nothing
+    from more (on 2 cores shared with other jobs its step took 2-6 s with 2 threads at times, 0.09 s
+    with 1), torch's default (one per core) for any other model."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
     inspect_steps: str = ""
@@ -777,14 +779,18 @@ def train(config: Config, reward=None) -> Path:
     """One run; returns its folder. `reward(completion, example)` replaces the task's verifier."""
     config = with_task_defaults(config)
     method = resolve_method(config)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    if config.threads or config.model == "tiny":
+        torch.set_num_threads(config.threads or 1)
     run_dir = Path(config.run_dir or f"runs/minimal/{config.method}-seed{config.seed}")
     metrics_path, checkpoint_path = run_dir / "metrics.jsonl", run_dir / "checkpoint.pt"
     samples_path = run_dir / "samples.jsonl"
     task = make_task(config)
     checker = f"the reward function {getattr(reward, '__qualname__', reward)!s}" if reward else \
         answer_checker(config)
+    if reward is None and config.r_max != 1.0:
+        raise UsageError(f"r_max={config.r_max}: the task's verifier gives 0 or 1, so no answer "
+                         f"would earn r_max; use --r-max 1 (or pass a reward function scaled to "
+                         f"r_max to train())")
     task = task._replace(reward=GuardedReward(reward or task.reward, config.r_max))
     folder = model_folder(config)
     claim_run_dir(run_dir, config, {**dataclasses.asdict(config), "answer_checker": checker})

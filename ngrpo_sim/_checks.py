@@ -90,15 +90,20 @@ def choice(name: str, value, options) -> str:
     return value
 
 
-def output_folder(name: str, folder) -> Path:
+def output_folder(name: str, folder, *, fresh: bool = False) -> Path:
     """``folder`` as a Path, created if missing, after proving that a file can be written in it.
 
     Commands call this before any work, so that a folder they cannot write to costs a one-line
-    error instead of a traceback at the end of a run.
+    error instead of a traceback at the end of a run. With ``fresh``, a folder that already holds
+    files (an earlier run's) is refused, so that no run overwrites another.
     """
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{name} {str(folder)!r} is a file, not a folder; choose a folder")
+    if fresh and folder.is_dir() and any(not entry.name.startswith(".")
+                                         for entry in folder.iterdir()):
+        raise ValueError(f"{name} {str(folder)!r} already holds an earlier run; choose another "
+                         f"{name}, or pass --overwrite to replace its files")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):

@@ -43,6 +43,7 @@ def _add_landscape(subparsers) -> None:
                              "(default: runs/landscape-G<group size>)")
     parser.add_argument("--no-figures", action="store_true",
                         help="print the tables and write CSV only")
+    _add_overwrite(parser)
     parser.set_defaults(run=_run_landscape)
 
 
@@ -84,7 +85,8 @@ def _run_landscape(args) -> None:
         landscape.check_method(method)
     _checks.fits_in_memory(f"the landscape for groups of {args.group_size}",
                            landscape.memory_bytes(args.group_size), "use a smaller --group-size")
-    out = _checks.output_folder("--out", args.out or Path("runs") / f"landscape-G{args.group_size}")
+    out = _checks.output_folder("--out", args.out or Path("runs") / f"landscape-G{args.group_size}",
+                                fresh=not args.overwrite)
     print(landscape.format_tables(methods, args.group_size))
     written = landscape.write_csv(methods, args.group_size, out)
     if not args.no_figures:
@@ -99,7 +101,7 @@ def _add_dynamics(subparsers) -> None:
         description="Simulate RL training of each method on a bandit stand-in for an LLM (P "
                     "prompts, K answers, softmax policies), vectorised over seeds. Writes a run "
                     "folder (config.json, metrics.csv, pass_at_k.csv, summary.csv, dynamics.png, "
-                    "pass_at_k.png) and prints final values with 95%% intervals over seeds.",
+                    "pass_at_k.png) and prints final values with 95% intervals over seeds.",
     )
     _add_training_options(parser, DynamicsConfig, "dynamics",
                           "sampled (real rollouts), expected (the deterministic expected update) "
@@ -117,6 +119,13 @@ def _add_training_options(parser, config_class, command: str, mode_help: str) ->
     add_config_arguments(parser, config_class, skip=("mode",))
     parser.add_argument("--out", type=Path, default=Path("runs") / command,
                         help=f"run folder for CSV and PNG files (default: runs/{command})")
+    _add_overwrite(parser)
+
+
+def _add_overwrite(parser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the files of an earlier run in --out (without it, a folder "
+                             "that holds files is refused)")
 
 
 def _train(args, config_class) -> list:
@@ -136,7 +145,7 @@ def _train(args, config_class) -> list:
     # memory, a folder it cannot write.
     sweep_tasks(methods, configs)
     check_fits_in_memory(configs, len(configs) * len(methods))
-    _checks.output_folder("--out", args.out)
+    _checks.output_folder("--out", args.out, fresh=not args.overwrite)
     return run_methods(methods, configs)
 
 
@@ -158,7 +167,7 @@ def _add_tokens(subparsers) -> None:
                     "when the final token is the prompt's key), with a tabular or shared "
                     "autoregressive softmax policy, vectorised over seeds. Writes a run folder "
                     "(config.json, metrics.csv, pass_at_k.csv, summary.csv, dynamics.png, "
-                    "pass_at_k.png, tokens.png) and prints final values with 95%% intervals over "
+                    "pass_at_k.png, tokens.png) and prints final values with 95% intervals over "
                     "seeds.",
     )
     _add_training_options(parser, SequenceConfig, "tokens",
@@ -254,7 +263,8 @@ def _run_sweep(args) -> None:
         print(f"\n{setting_name(index, config, fields)}")
         print(format_summary(run_records[index * len(methods):(index + 1) * len(methods)]))
     written = write_sweep(args.out, configs, run_records)
-    print(f"\nwrote {len(written) - 1} run folders and {written[-1]}")
+    folders = len(written) - 1
+    print(f"\nwrote {folders} run folder{'s' if folders != 1 else ''} and {written[-1]}")
 
 
 def _add_page(subparsers) -> None:

@@ -183,7 +183,13 @@ class LoopConfig:
         """Refuse, with ``ValueError``, a method this config cannot train: in expected mode, an
         estimator that reads a policy input differing between the answers of a group on this
         config's task (LENS's log-probabilities everywhere; RL-ZVP's token entropies on answers
-        made of tokens), whose expected update has no closed form."""
+        made of tokens), whose expected update has no closed form; and, in any mode, an estimator
+        whose r_max lies below the task's best reward, 1."""
+        ceiling = method.advantage.reward_bounds()[1]
+        if ceiling is not None and ceiling < 1.0:
+            raise ValueError(f"r_max must be at least 1, got {ceiling}: the task's rewards reach 1 "
+                             f"(a correct answer) and r_max is the best reward (use --r-max 1 or "
+                             f"more)")
         if self.mode != "expected":
             return
         varying = [name for name in method.advantage.policy_inputs

@@ -372,3 +372,29 @@ def test_a_run_folder_records_the_method_knobs_that_retuned_its_methods(command,
     record = json.loads((tmp_path / "knobs" / "config.json").read_text())
     assert record["method_knobs"] == {"ddof": 0, "clip_high": 0.3}
     assert "method_knobs" not in json.loads((tmp_path / "presets" / "config.json").read_text())
+
+
+@pytest.mark.parametrize("command", ["dynamics", "tokens"])
+def test_an_r_max_below_the_tasks_best_reward_is_refused_before_any_run(command, tmp_path, capsys):
+    out = tmp_path / "run"
+    err = refusal([command, "--r-max", "0.5", "--steps", "1", "--seeds", "1", "--out", str(out)],
+                  capsys)
+    assert "r_max must be at least 1, got 0.5: the task's rewards reach 1" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [["landscape", "--group-size", "4", "--no-figures"],
+                                     ["dynamics", "--methods", "grpo", "--steps", "1", "--seeds",
+                                      "1"],
+                                     ["tokens", "--methods", "grpo", "--steps", "1", "--seeds", "1",
+                                      "--num-prompts", "8", "--prompts-per-step", "4"]])
+def test_a_second_run_into_the_same_folder_is_refused_unless_overwrite(command, tmp_path, capsys):
+    out = tmp_path / "run"
+    main(command + ["--out", str(out)])
+    capsys.readouterr()
+    first = {path.name: path.read_bytes() for path in out.iterdir()}
+    err = refusal(command + ["--out", str(out)], capsys)
+    assert f"--out {str(out)!r} already holds an earlier run" in err and "--overwrite" in err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == first
+    main(command + ["--out", str(out), "--overwrite"])
+    assert sorted(path.name for path in out.iterdir()) == sorted(first)

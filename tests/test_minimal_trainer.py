@@ -724,3 +724,7 @@ def test_r_max_moves_the_reward_check_the_accuracy_and_the_filter(tiny_folder, t
         trainer.resolve_method(replace(config, ddof=2))
     with pytest.raises(ValueError, match=r"^virtual_samples must be >= 1, got 0$"):
         trainer.resolve_method(replace(config, virtual_samples=0))
+    # The built-in verifier gives 0 or 1: with r_max = 2 no answer could ever be correct.
+    with pytest.raises(trainer.UsageError, match=r"^r_max=2.0: the task's verifier gives 0 or 1"):
+        trainer.train(replace(config, run_dir=str(tmp_path / "built-in")))
+    assert not (tmp_path / "built-in").exists()
