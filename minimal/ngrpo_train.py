@@ -1596,8 +1596,12 @@ def claim_run_dir(run_dir: Path, config: Config, settings: dict) -> None:
                          "--run-dir")
     for name in existing:
         shutil.rmtree(run_dir / name) if (run_dir / name).is_dir() else (run_dir / name).unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(saved_path, json.dumps(settings, indent=2))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(saved_path, json.dumps(settings, indent=2))
+    except OSError as error:
+        raise UsageError(f"run_dir={str(run_dir)!r} cannot be written: "
+                         f"{error.strerror or error}; choose a folder you can write to") from None
 
 
 def append_line(path: Path, record: dict) -> None:
@@ -1801,6 +1805,8 @@ def check_config(config: Config) -> None:
             refuse(field, "must be >= 1")
     if config.group_size < 2:
         refuse("group_size", "must be >= 2 (a group-relative advantage needs siblings)")
+    if config.digits > 18:  # the operands are drawn as 64-bit integers
+        refuse("digits", "must be <= 18")
     if config.prompts_per_step % config.minibatches:
         raise UsageError(f"prompts_per_step={config.prompts_per_step} does not divide into "
                          f"minibatches={config.minibatches}; choose a divisor of it")

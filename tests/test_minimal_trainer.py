@@ -570,12 +570,21 @@ def test_bad_inputs_name_the_field_and_value(tiny_folder, tmp_path):
         trainer.train(tiny_config(tiny_folder, tmp_path, task=str(dataset)))
 
 
-def test_the_command_line_reports_bad_input_in_one_line_with_exit_code_2(capsys):
+def test_the_command_line_reports_bad_input_in_one_line_with_exit_code_2(tiny_folder, capsys):
     with pytest.raises(SystemExit) as exit_info:
         trainer.main(["--group-size", "1"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: group_size must be >= 2 (a group-relative advantage needs siblings), got 1"]
+    for argv, line in ((["--digits", "50"], "error: digits must be <= 18, got 50"),
+                       (["--run-dir", "/proc/no-such-folder", "--steps", "1", "--model",
+                         str(tiny_folder)],
+                        "error: run_dir='/proc/no-such-folder' cannot be written: No such file "
+                        "or directory; choose a folder you can write to")):
+        with pytest.raises(SystemExit) as exit_info:
+            trainer.main(argv)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1:] == [line]
 
 
 def test_help_lists_every_flag_with_its_docstring(capsys):
