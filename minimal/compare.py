@@ -53,8 +53,21 @@ def check_comparison(comparison: Comparison) -> trainer.Config:
     if not comparison.methods:
         raise trainer.UsageError("methods must name at least one method, got ''; e.g. "
                                  "--methods ngrpo,grpo")
+    repeated = sorted({name for name in comparison.methods if comparison.methods.count(name) > 1})
+    if repeated:
+        raise trainer.UsageError(f"methods names {', '.join(repeated)} more than once, got "
+                                 f"{','.join(comparison.methods)}; name each method once")
     if comparison.seeds < 1:
         raise trainer.UsageError(f"seeds must be >= 1, got {comparison.seeds}")
+    defaults = trainer.Config()
+    for flag in ("method", "seed"):  # one run's flags: the comparison sets them per run
+        if getattr(comparison.config, flag) != getattr(defaults, flag):
+            raise trainer.UsageError(f"--{flag} {getattr(comparison.config, flag)} is the trainer's "
+                                     f"flag for one run; use --{flag}s")
+    base = Path(comparison.config.run_dir or DEFAULT_FOLDER)
+    if (base / CONFIG_FILE).is_file():
+        raise trainer.UsageError(f"run_dir={str(base)!r} holds one trainer run (config.json); give "
+                                 "the comparison a folder of its own")
     config = trainer.with_task_defaults(comparison.config)
     for name in comparison.methods:
         trainer.check_config(dataclasses.replace(config, method=name))

@@ -444,6 +444,10 @@ def test_the_step_inspector_agrees_with_the_advantages_of_a_step_with_unknown_re
     (["--seeds", "0"], "error: seeds must be >= 1, got 0"),
     (["--methods", " , "], "error: methods must name at least one method, got ''; e.g. "
                            "--methods ngrpo,grpo"),
+    (["--methods", "ngrpo,grpo,ngrpo"], "error: methods names ngrpo more than once, got "
+                                        "ngrpo,grpo,ngrpo; name each method once"),
+    (["--method", "dapo"], "error: --method dapo is the trainer's flag for one run; use --methods"),
+    (["--seed", "2"], "error: --seed 2 is the trainer's flag for one run; use --seeds"),
 ])
 def test_compare_refuses_bad_input_in_one_line_before_any_training(argv, message, capsys,
                                                                     tmp_path):
@@ -453,3 +457,14 @@ def test_compare_refuses_bad_input_in_one_line_before_any_training(argv, message
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(message)
     assert not (tmp_path / "compare").exists()
+
+
+def test_compare_refuses_a_single_runs_folder(capsys, tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(SystemExit) as stop:
+        compare.main(["--run-dir", str(tmp_path)])
+    assert stop.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"error: run_dir={str(tmp_path)!r} holds one trainer run (config.json); give "
+                    "the comparison a folder of its own")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["config.json"]
