@@ -62,8 +62,9 @@ def check_comparison(comparison: Comparison) -> trainer.Config:
     defaults = trainer.Config()
     for flag in ("method", "seed"):  # one run's flags: the comparison sets them per run
         if getattr(comparison.config, flag) != getattr(defaults, flag):
-            raise trainer.UsageError(f"--{flag} {getattr(comparison.config, flag)} is the trainer's "
-                                     f"flag for one run; use --{flag}s")
+            value = getattr(comparison.config, flag)
+            raise trainer.UsageError(f"--{flag} {value} is the trainer's flag for one run; use "
+                                     f"--{flag}s")
     base = Path(comparison.config.run_dir or DEFAULT_FOLDER)
     if (base / CONFIG_FILE).is_file():
         raise trainer.UsageError(f"run_dir={str(base)!r} holds one trainer run (config.json); give "
