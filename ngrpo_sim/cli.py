@@ -191,7 +191,7 @@ def _add_report(subparsers) -> None:
     parser = subparsers.add_parser(
         "report",
         help="the landscape plus the headline experiment that tests the paper's claims "
-             "(about 1-2 minutes)",
+             "(about 2 minutes on 2 idle cores)",
         description="Writes the advantage landscape, a headline dynamics experiment (GRPO, NGRPO, "
                     "DAPO, PSR-NSR, PPO on a shared policy with Adam, sampled and expected) and a "
                     "sweep over policy, optimiser and minibatch count, then prints a report of "

@@ -104,7 +104,7 @@ for p in success_rates:
 # %% [markdown]
 # Smaller: c = 2.08 for NGRPO against 2.44 for GRPO at p = 0.01. The penalty of the all-wrong groups
 # adds to the expected update (each pushes the failed answers down, and on average that is a push up
-# for the right answer), but the rare correct answer's reward shrinks from +2.47 to +1.76, and that
+# for the correct answer), but the rare correct answer's reward shrinks from +2.47 to +1.76, and that
 # takes away more. On easy prompts it is the other way round. The intuition "NGRPO learns more from
 # hard prompts" holds for the *number* of informative groups, not for the size of the average step.
 #
