@@ -98,9 +98,11 @@ plt.show()
 # * GRPO (and DAPO) give the rare correct answer of a hard group a large advantage (+2.47 at k = 1),
 #   and the rare wrong answer of an easy group a large penalty: the std rescales every group to the
 #   same force.
-# * NGRPO's curves sit *below* GRPO's everywhere: the virtual r_max answer moves the baseline up. At k = 0 it is
+# * NGRPO's curves sit *below* GRPO's everywhere: the virtual r_max answer moves the baseline up. At
+#   k = 0 it is
 #   the only method (with the always-negative PSR-NSR) that says anything.
-# * Dr.GRPO and RLOO do not divide by the std, so their advantages are small where the group is nearly unanimous.
+# * Dr.GRPO and RLOO do not divide by the std, so their advantages are small where the group is
+#   nearly unanimous.
 # * PSR-NSR's weights do not depend on the group at all: +0.1 for correct, −1 for wrong.
 #
 # ## Explore
@@ -110,9 +112,11 @@ plt.show()
 # * **G**, the group size;
 # * **r_max**, the reward of NGRPO's virtual answer (it should equal the best reward the verifier
 #   can give; correct answers here score 1);
-# * **virtual samples**, how many r_max answers join the statistics (the release's `add_max_reward_num`; the
+# * **virtual samples**, how many r_max answers join the statistics (the release's
+#   `add_max_reward_num`; the
 #   paper found that more than one over-explores);
-# * **std**, Bessel's correction (dividing by n − 1, as `torch.std` and the release do) or the population std
+# * **std**, Bessel's correction (dividing by n − 1, as `torch.std` and the release do) or the
+#   population std
 #   (dividing by n, as the paper's printed formula reads).
 #
 # **Predict first:** with 4 virtual samples instead of 1, does an all-wrong group's penalty grow or
@@ -161,12 +165,17 @@ show_landscape()
 # %% [markdown]
 # ## Exercises
 #
-# 1. **The all-wrong penalty.** With one virtual sample and Bessel's std, show by hand that every answer of an
-#    all-wrong group of G gets −1/√(G + 1) (G = 8: −1/3). Check it with the G slider. How does it change with
-#    the number of virtual samples, and why might a larger push "over-explore", as the paper reports?
-# 2. **Which std?** Switch the std to the population convention. Which convention reproduces the paper's
+# 1. **The all-wrong penalty.** With one virtual sample and Bessel's std, show by hand that every
+#    answer of an
+#    all-wrong group of G gets −1/√(G + 1) (G = 8: −1/3). Check it with the G slider. How does it
+#    change with
+#    the number of virtual samples, and why might a larger push "over-explore", as the paper
+#    reports?
+# 2. **Which std?** Switch the std to the population convention. Which convention reproduces the
+#    paper's
 #    +1.76 / −0.50, and which one its printed equation?
-# 3. **A wrong r_max.** Set r_max to 2 and show `ngrpo_no_filter` (NGRPO without its group filter). What happens
+# 3. **A wrong r_max.** Set r_max to 2 and show `ngrpo_no_filter` (NGRPO without its group filter).
+#    What happens
 #    to an all-*correct* group? Why must r_max equal the best reward the verifier can give?
 # 4. **A group one larger.** Compare NGRPO's tables for G = 8 with GRPO's for G = 9. Show that NGRPO
 #    on a group of G answers with k correct gives exactly GRPO's advantages on a group of G + 1 with

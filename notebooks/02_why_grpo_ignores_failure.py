@@ -104,9 +104,10 @@ for p in success_rates:
 # %% [markdown]
 # Smaller: c = 2.08 for NGRPO against 2.44 for GRPO at p = 0.01. The penalty of the all-wrong groups
 # adds to the expected update (each pushes the failed answers down, and on average that is a push up
-# for the correct answer), but the rare correct answer's reward shrinks from +2.47 to +1.76, and that
-# takes away more. On easy prompts it is the other way round. The intuition "NGRPO learns more from
-# hard prompts" holds for the *number* of informative groups, not for the size of the average step.
+# for the correct answer), but the rare correct answer's reward shrinks from +2.47 to +1.76, and
+# that takes away more. On easy prompts it is the other way round. The intuition "NGRPO learns more
+# from hard prompts" holds for the *number* of informative groups, not for the size of the average
+# step.
 #
 # ## The rivals: who pushes hardest on hard prompts?
 #
@@ -239,7 +240,8 @@ show_group()
 #   raises it only about half the time: pushing down popular wrong answers spreads the probability,
 #   pushing down rare ones concentrates it. At p = 0.3 every step lowers it. More learning from
 #   failure does not by itself mean more entropy.
-# * At a large learning rate the first-order entropy prediction drifts from the exact change; at a small one the two
+# * At a large learning rate the first-order entropy prediction drifts from the exact change; at a
+#   small one the two
 #   agree. Try it.
 #
 # ## Many groups: the mean is c(p) π ⊙ (r − p)
@@ -272,7 +274,8 @@ for name in ("grpo", "ngrpo", "psr_nsr"):
 #
 # ## Exercises
 #
-# 1. **The 92%.** Show that GRPO's zero-gradient probability is p^G + (1 − p)^G and NGRPO's is p^G. At which p is
+# 1. **The 92%.** Show that GRPO's zero-gradient probability is p^G + (1 − p)^G and NGRPO's is p^G.
+#    At which p is
 #    GRPO's smallest? How does it change with G (move the group size in the first table's code)?
 # 2. **Where the gains cross.** Find the p at which NGRPO's gain equals GRPO's for G = 8 (use
 #    `landscape.expected_gain` on a fine grid). Which side of it do most prompts of a hard benchmark
@@ -281,6 +284,7 @@ for name in ("grpo", "ngrpo", "psr_nsr"):
 #    probability under NGRPO. Show from Δz = (A/G) Σ_i (e_{a_i} − π), with A ≈ −1/3 for every
 #    answer, that the correct answer r gains at first order exactly when π_r + (mean probability
 #    of the sampled answers) > Σ_a π_a². Which groups break it?
-# 4. **Noise.** In the last table, compare the standard deviations at p = 0.01 and p = 0.5. Which method has the
+# 4. **Noise.** In the last table, compare the standard deviations at p = 0.01 and p = 0.5. Which
+#    method has the
 #    best signal-to-noise ratio (mean / std) on hard prompts? Does that match the gain plot?
 # 5. **A new method.** PSR-NSR's gain is flat in p. Derive its c(p) by hand for G = 8 and check it.

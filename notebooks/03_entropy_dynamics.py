@@ -253,13 +253,20 @@ run_own()
 #
 # ## Exercises
 #
-# 1. **Equal accuracy, other settings.** Repeat the entropy-against-accuracy comparison for the tabular policy with
-#    Adam and one minibatch (`dataclasses.replace(config, policy="tabular", minibatches=1)`). Is NGRPO ever higher?
-# 2. **Where the prediction fails.** With "Run your own", raise the learning rate until the prediction error passes
+# 1. **Equal accuracy, other settings.** Repeat the entropy-against-accuracy comparison for the
+#    tabular policy with
+#    Adam and one minibatch (`dataclasses.replace(config, policy="tabular", minibatches=1)`). Is
+#    NGRPO ever higher?
+# 2. **Where the prediction fails.** With "Run your own", raise the learning rate until the
+#    prediction error passes
 #    10%. How does the error scale with the learning rate? Why must it grow at least linearly?
-# 3. **An entropy bonus.** `DynamicsConfig(entropy_coef=...)` overrides the presets' 0.001. Which coefficient keeps
+# 3. **An entropy bonus.** `DynamicsConfig(entropy_coef=...)` overrides the presets' 0.001. Which
+#    coefficient keeps
 #    GRPO's entropy at its starting value, and what does it cost in accuracy?
-# 4. **Hard prompts.** Plot `accuracy_hard` and `abandoned` for GRPO and NGRPO on the tabular policy with Adam.
-#    The README reports that NGRPO abandons far fewer prompts there. Which mechanism of notebook 2 explains it?
-# 5. **A claim of your own.** Pick a claim from the README's "Training dynamics" section, predict the figure that
+# 4. **Hard prompts.** Plot `accuracy_hard` and `abandoned` for GRPO and NGRPO on the tabular policy
+#    with Adam.
+#    The README reports that NGRPO abandons far fewer prompts there. Which mechanism of notebook 2
+#    explains it?
+# 5. **A claim of your own.** Pick a claim from the README's "Training dynamics" section, predict
+#    the figure that
 #    would test it, then make it.

@@ -47,7 +47,8 @@ PRESETS = [get_method(name) for name in ("grpo", "dapo", "ngrpo")]
 # `max(−A ρ, −A clip(ρ, 1 − ε_low, 1 + ε_high))`. The max takes the pessimistic branch, so the clip
 # can only *remove* incentive:
 #
-# * a token with A > 0 whose probability already rose past 1 + ε_high this round gets no more push up;
+# * a token with A > 0 whose probability already rose past 1 + ε_high this round gets no more push
+#   up;
 # * a token with A < 0 whose probability already fell below 1 − ε_low gets no more push down;
 # * everywhere else the push on log π is A ρ.
 #
@@ -175,14 +176,21 @@ for epochs in (1, 2, 4):
 # %% [markdown]
 # ## Exercises
 #
-# 1. **The first update.** Prove that the gradient of the clipped loss at ρ = 1 equals the plain policy gradient
-#    for *any* ε_low, ε_high > 0. What does that imply for a trainer with one update per rollout, like many GRPO
+# 1. **The first update.** Prove that the gradient of the clipped loss at ρ = 1 equals the plain
+#    policy gradient
+#    for *any* ε_low, ε_high > 0. What does that imply for a trainer with one update per rollout,
+#    like many GRPO
 #    set-ups?
-# 2. **Asymmetric on purpose.** Use the sliders to build a range that clips negative advantages *less* than
-#    positive ones. Which method of notebook 1 would you pair it with, and what would you expect for entropy?
-# 3. **The ablation.** The paper's ablation adds asymmetric clipping to GRPO (`grpo_asym_clip`) and calibration
-#    without it (`grpo_calibrated`). Add both to the sweep. Which of NGRPO's two changes makes its low bound bind?
+# 2. **Asymmetric on purpose.** Use the sliders to build a range that clips negative advantages
+#    *less* than
+#    positive ones. Which method of notebook 1 would you pair it with, and what would you expect for
+#    entropy?
+# 3. **The ablation.** The paper's ablation adds asymmetric clipping to GRPO (`grpo_asym_clip`) and
+#    calibration
+#    without it (`grpo_calibrated`). Add both to the sweep. Which of NGRPO's two changes makes its
+#    low bound bind?
 # 4. **Learning rate.** Repeat the sweep with `learning_rate=0.15`. How do the clip fractions scale
 #    with the step size?
-# 5. **No clip.** Run NGRPO with `get_method("ngrpo").replace(clip_low=0.99, clip_high=100.0)` (almost no clip)
+# 5. **No clip.** Run NGRPO with `get_method("ngrpo").replace(clip_low=0.99, clip_high=100.0)`
+#    (almost no clip)
 #    and μ = 16 through `simulate`. Do accuracy, `regressed` or `max_drawdown` change?
