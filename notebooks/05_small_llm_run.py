@@ -109,12 +109,14 @@ plt.show()
 #
 # * **Reward** is the sampled accuracy of each step's rollouts: noisy, because each step samples 16
 #   new prompts.
-# * **Entropy** of the sampled tokens falls as the model sharpens. Compare it with notebook 3: is NGRPO's higher
+# * **Entropy** of the sampled tokens falls as the model sharpens. Compare it with notebook 3: is
+#   NGRPO's higher
 #   or lower than GRPO's, and at equal reward?
 # * **All-wrong groups** start at about a third of all groups (0.35 to 0.38 over the first 20 steps
 #   of each run). GRPO learns nothing from them; NGRPO gives each answer −1/3. The next plot shows
 #   the share of all-wrong groups each method actually learned from.
-# * **Held-out pass@1** is measured on 512 prompts never trained on, at temperature 0.6, with 16 samples each.
+# * **Held-out pass@1** is measured on 512 prompts never trained on, at temperature 0.6, with 16
+#   samples each.
 
 # %%
 figure, axes = subplots(ncols=2, width=4.25, height=3.4)
@@ -167,16 +169,21 @@ show_metric()
 #
 # ## Exercises
 #
-# 1. **Harder task.** Train with `--digits 4` (the tiny model is pre-trained again for 4 digits, once). More
+# 1. **Harder task.** Train with `--digits 4` (the tiny model is pre-trained again for 4 digits,
+#    once). More
 #    prompts start all wrong. Does NGRPO's advantage over GRPO grow?
 # 2. **The ablations.** Compare `--methods ngrpo,grpo_calibrated,grpo_asym_clip,grpo` (in a new
 #    `--run-dir`).
 #    Which of NGRPO's changes accounts for the difference you see?
-# 3. **DAPO.** Add `dapo` and plot `refill_rounds`: how much extra sampling does dropping homogeneous groups cost
+# 3. **DAPO.** Add `dapo` and plot `refill_rounds`: how much extra sampling does dropping
+#    homogeneous groups cost
 #    when half the groups are all wrong?
-# 4. **Entropy at equal reward.** Plot entropy against reward for each run (use `teaching.run_curve` for both and
-#    smooth the reward over 20 steps). Is NGRPO above GRPO at equal reward, as the paper claims, or on top of it,
+# 4. **Entropy at equal reward.** Plot entropy against reward for each run (use `teaching.run_curve`
+#    for both and
+#    smooth the reward over 20 steps). Is NGRPO above GRPO at equal reward, as the paper claims, or
+#    on top of it,
 #    as the simulator found?
 # 5. **A larger model.** `python minimal/compare.py --model smollm2 --methods ngrpo,grpo --run-dir
-#    runs/minimal/smollm2` trains SmolLM2-135M-Instruct (see the trainer's docstring; a GPU helps). Load its folder
+#    runs/minimal/smollm2` trains SmolLM2-135M-Instruct (see the trainer's docstring; a GPU helps).
+#    Load its folder
 #    here by setting `run_folder`.
