@@ -55,7 +55,7 @@ import numpy as np
 from scipy.special import comb, softmax
 
 from ngrpo_sim import _checks
-from ngrpo_sim.methods import Method
+from ngrpo_sim.methods import Method, check_scores_correct_answers
 from ngrpo_sim.plotting import plot_method_curves, save, subplots
 
 DEFAULT_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "dr_grpo", "rloo", "maxrl", "qae", "asymre",
@@ -71,11 +71,9 @@ def check_method(method: Method, given: tuple[str, ...] = ()) -> None:
     estimator = method.advantage
     if estimator.count_based or (estimator.policy_inputs
                                  and set(estimator.policy_inputs) <= set(given)):
-        ceiling = estimator.reward_bounds()[1]
-        if ceiling is not None and ceiling < 1.0:
-            raise ValueError(f"r_max must be at least 1, got {ceiling}: the landscape's groups "
-                             f"hold binary rewards (1 correct, 0 wrong) and r_max is the best "
-                             f"reward, the virtual answer's")
+        check_scores_correct_answers(method, "the landscape's groups hold binary rewards (1 "
+                                             "correct, 0 wrong) and r_max is the best reward, the "
+                                             "virtual answer's")
         return
     if estimator.uses_values:
         reason = ("a learned value V, not on the group's count of correct answers, so it has no "

@@ -311,6 +311,14 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 )}
 
 
+def check_scores_correct_answers(method: Method, because: str) -> None:
+    """Refuse, with ``ValueError``, a method whose estimator would refuse the reward 1 of a correct
+    answer (its r_max below 1); ``because`` says why the caller's rewards reach 1."""
+    ceiling = method.advantage.reward_bounds()[1]
+    if ceiling is not None and ceiling < 1.0:
+        raise ValueError(f"r_max must be at least 1, got {ceiling}: {because}")
+
+
 def get_method(name: str) -> Method:
     """The preset called ``name``; a clear error listing the known names otherwise."""
     if name not in METHODS:

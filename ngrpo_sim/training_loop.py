@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 
 from ngrpo_sim import _checks
 from ngrpo_sim.landscape import binomial_pmf, canonical_groups, count_group_advantages
-from ngrpo_sim.methods import Method, get_method
+from ngrpo_sim.methods import Method, check_scores_correct_answers, get_method
 from ngrpo_sim.metrics import log_softmax, pass_at_k_auc, pass_at_k_exact, powers_of_two_up_to
 from ngrpo_sim.optim import OPTIMIZERS, Optimizer
 
@@ -185,11 +185,8 @@ class LoopConfig:
         config's task (LENS's log-probabilities everywhere; RL-ZVP's token entropies on answers
         made of tokens), whose expected update has no closed form; and, in any mode, an estimator
         whose r_max lies below the task's best reward, 1."""
-        ceiling = method.advantage.reward_bounds()[1]
-        if ceiling is not None and ceiling < 1.0:
-            raise ValueError(f"r_max must be at least 1, got {ceiling}: the task's rewards reach 1 "
-                             f"(a correct answer) and r_max is the best reward (use --r-max 1 or "
-                             f"more)")
+        check_scores_correct_answers(method, "the task's rewards reach 1 (a correct answer) and "
+                                             "r_max is the best reward (use --r-max 1 or more)")
         if self.mode != "expected":
             return
         varying = [name for name in method.advantage.policy_inputs

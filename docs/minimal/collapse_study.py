@@ -4,10 +4,11 @@ trainer.
 The pilot (a) let the model sample the padding token and (b) built the answer mask by comparing ids
 with the pad id, so a sampled pad token was left out of the loss (and dropped from the decoded
 text). The trainer does neither. This script trains with and without those shortcuts and records the
-share of sampled answer tokens that are pad:
+share of sampled answer tokens that are pad (arguments METHOD {pilot,fixed} SEED; `--plot` draws
+docs/minimal/collapse.png from runs/collapse):
 
-    .venv/bin/python docs/minimal/collapse_study.py ngrpo pilot 1      # METHOD {pilot,fixed} SEED
-    .venv/bin/python docs/minimal/collapse_study.py --plot             # docs/minimal/collapse.png from runs/collapse
+    .venv/bin/python docs/minimal/collapse_study.py ngrpo pilot 1
+    .venv/bin/python docs/minimal/collapse_study.py --plot
 """
 import importlib.util
 import json
