@@ -1707,21 +1707,50 @@ def peak_memory(device: torch.device) -> dict:
     return peak
 
 
+CHARACTER_WINDOW = 4
+"""A UTF-8 character is at most 4 bytes and a token holds at least one: 4 tokens on each side of
+a token boundary hold every byte of a character cut there."""
+
+
+def split_characters(tokenizer, ids: list, texts: list) -> list:
+    """[first, stop, text] of each run of an answer's tokens that cut characters between them
+    (byte-level tokenizers such as SmolLM2's split "😀" over two tokens), `text` the run decoded
+    as one. `texts` are the tokens decoded alone: two tokens can share a character only when
+    both show U+FFFD alone, and they do when decoding the tokens around their boundary in two
+    halves differs from decoding them at once."""
+    def cut(boundary: int) -> bool:
+        left = ids[max(boundary - CHARACTER_WINDOW, 0):boundary]
+        right = ids[boundary:boundary + CHARACTER_WINDOW]
+        return tokenizer.decode(left) + tokenizer.decode(right) != tokenizer.decode(left + right)
+
+    runs = []
+    for boundary in range(1, len(texts)):
+        if "\ufffd" in texts[boundary - 1] and "\ufffd" in texts[boundary] and cut(boundary):
+            if runs and runs[-1][1] == boundary:
+                runs[-1][1] = boundary + 1
+            else:
+                runs.append([boundary - 1, boundary + 1])
+    return [[first, stop, tokenizer.decode(ids[first:stop])] for first, stop in runs]
+
+
 def describe_groups(tokenizer, rewards, batch: Batch, keep) -> list:
     """The step inspector's view of one rollout: each group's prompt, its answers' tokens as text
-    and rewards."""
+    (`split_characters` joins the tokens of a split character) and rewards."""
     group_size, lengths = rewards.shape[1], batch.completion_mask.sum(1).long().tolist()
-    width = batch.completion_ids.shape[1]
+    width, ids = batch.completion_ids.shape[1], batch.completion_ids.tolist()
     # One call for the whole rollout, each token decoded alone.
     tokens = tokenizer.batch_decode(batch.completion_ids.reshape(-1, 1))
     groups = []
     for group, group_rewards in enumerate(rewards):
         first = group * group_size
         prompt = batch.prompt_ids[first][batch.prompt_mask[first].bool()]
-        answers = [{"tokens": tokens[row * width:row * width + lengths[row]],
-                    "reward": float(reward) if math.isfinite(reward) else None, "advantage": None,
-                    "minibatch": None, "ratio": None, "clip": None}
-                   for row, reward in zip(range(first, first + group_size), group_rewards)]
+        answers = []
+        for row, reward in zip(range(first, first + group_size), group_rewards):
+            texts = tokens[row * width:row * width + lengths[row]]
+            answers.append({"tokens": texts,
+                            "spans": split_characters(tokenizer, ids[row][:lengths[row]], texts),
+                            "reward": float(reward) if math.isfinite(reward) else None,
+                            "advantage": None, "minibatch": None, "ratio": None, "clip": None})
         groups.append({"prompt": tokenizer.decode(prompt, skip_special_tokens=True),
                        "trained": bool(keep[group]), "answers": answers})
     return groups

@@ -18,7 +18,6 @@ float64 pool with offsets.
 from __future__ import annotations
 
 import datetime
-import html
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from ngrpo_sim import landscape
 from ngrpo_sim._files import write_atomically
+from ngrpo_sim._html import escape
 from ngrpo_sim.experiments import DYNAMICS_PANELS, label, mean_band, read_run
 from ngrpo_sim.methods import get_method
 from ngrpo_sim.plotting import method_colour
@@ -129,6 +129,8 @@ def precompute(methods=landscape.DEFAULT_METHODS) -> LandscapeGrid:
 # -------------------------------------------------------------------------------------------------
 
 # Looks up the precomputed arrays for the widgets' values and formats them: no method math here.
+# Text enters the Divs' HTML only as `names` (method names escaped by ngrpo_sim._html.escape) and
+# `colours` (hex colours); everything else is a number.
 UPDATE_JS = """
 const G = group_size.value;
 if (right.end !== G) { right.end = G; }
@@ -142,7 +144,7 @@ const take = (quantity, method) => {
 const counts = Array.from({length: G + 1}, (_, j) => j);
 const cell = (x, role, method) => {
   const text = Number.isNaN(x) ? "&mdash;" : x.toFixed(4);
-  return `<td data-method="${method}" data-role="${role}" data-value="${x}">${text}</td>`;
+  return `<td data-method="${names[method]}" data-role="${role}" data-value="${x}">${text}</td>`;
 };
 let rows = "";
 for (const method of methods) {
@@ -151,9 +153,9 @@ for (const method of methods) {
   zero_gradient_sources[method].data = {p: success_rates, y: take("zero_gradient", method)};
   gain_sources[method].data = {p: success_rates, y: take("gain", method)};
   const teaches = take("silent", method)[k] ? "no: all advantages 0" : "yes";
-  rows += `<tr><th style="color:${colours[method]}">${method}</th>`
+  rows += `<tr><th style="color:${colours[method]}">${names[method]}</th>`
     + cell(right_k[k], "right", method) + cell(wrong_k[k], "wrong", method)
-    + `<td data-method="${method}" data-role="teaches">${teaches}</td></tr>`;
+    + `<td data-method="${names[method]}" data-role="teaches">${teaches}</td></tr>`;
 }
 marker.location = k;
 const stats = ["mean", "std", "mean_virtual", "std_virtual"].map(q => take(q, methods[0])[k]);
@@ -265,6 +267,7 @@ def _landscape_section(grid: LandscapeGrid):
     callback = CustomJS(code=UPDATE_JS, args=dict(
         **controls, marker=marker, group=group, table=table, methods=list(grid.methods),
         colours={name: method_colour(name) for name in grid.methods},
+        names={name: escape(name) for name in grid.methods},
         group_sizes=list(GROUP_SIZES), r_max_labels=controls["r_max"].labels,
         virtual_labels=controls["virtual"].labels, ddof_labels=controls["ddof"].labels,
         success_rates=grid.success_rates, pool=grid.pool, offsets=grid.offsets, index=grid.index,
@@ -312,14 +315,15 @@ def _dynamics_section(headline_folder: Path | None):
             plot.add_layout(plot.legend[0], "right")
         plots.append(plot)
     intro = (
-        f"<h2>Training dynamics: the report's headline run</h2><p>{config.policy} policy, "
-        f"{config.optimizer} (lr {config.learning_rate}), {config.minibatches} minibatch updates "
-        f"per rollout, "
-        f"P = {config.num_prompts} prompts ({config.profile} profile), K = {config.num_answers} "
-        f"answers, G = {config.group_size}, {config.seeds} seeds: the mean over seeds with its 95% "
-        "interval (bands), sampled runs solid and their expected (noise-free) counterparts dashed. "
-        f"Read from <code>{html.escape(str(headline_folder))}</code>; click a legend entry to hide "
-        "a run.</p>")
+        f"<h2>Training dynamics: the report's headline run</h2><p>{escape(config.policy)} policy, "
+        f"{escape(config.optimizer)} (lr {escape(config.learning_rate)}), "
+        f"{escape(config.minibatches)} minibatch updates per rollout, "
+        f"P = {escape(config.num_prompts)} prompts ({escape(config.profile)} profile), "
+        f"K = {escape(config.num_answers)} answers, G = {escape(config.group_size)}, "
+        f"{escape(config.seeds)} seeds: the mean over seeds with its 95% interval (bands), sampled "
+        "runs solid and their expected (noise-free) counterparts dashed. "
+        f"Read from <code>{escape(headline_folder)}</code>; click a legend entry to hide a run."
+        "</p>")
     return column(_div(intro), row(*plots))
 
 

@@ -155,10 +155,27 @@ class InspectedAnswer:
     computed the loss."""
     clip: list[str | None] | None
     """Each token's clip state in that update: None, "low" or "high" (``CLIP_STATES``)."""
+    spans: tuple[tuple[int, int, str], ...] = ()
+    """(first, stop, text) of each run of tokens ``first..stop - 1`` that cut characters between
+    them (a byte-level tokenizer such as SmolLM2's split "😀" over two tokens): each of them shows
+    U+FFFD in ``tokens``, ``text`` is the run decoded as one. Empty in steps of older runs, which
+    recorded each token decoded alone only."""
+
+    def pieces(self) -> list[tuple[int, int, str]]:
+        """(first, stop, text) of every piece of the answer in order: each run of ``spans`` and
+        every other token alone; the texts joined are the answer's text."""
+        pieces, position = [], 0
+        for first, stop, text in (*self.spans, (len(self.tokens), len(self.tokens), "")):
+            pieces += [(index, index + 1, self.tokens[index]) for index in range(position, first)]
+            if stop > first:
+                pieces.append((first, stop, text))
+            position = stop
+        return pieces
 
     @property
     def text(self) -> str:
-        return "".join(self.tokens)
+        """The answer's text (end token included) as the verifier read it."""
+        return "".join(text for _, _, text in self.pieces())
 
 
 @dataclass(frozen=True)
@@ -213,8 +230,33 @@ def _field(record: dict, key: str, path: Path, where: str):
     return record[key]
 
 
+def _typed(value, kinds, path: Path, where: str, what: str):
+    """``value`` if it is one of ``kinds`` (a bool is no number here); a clear error if not."""
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        names = " or ".join("null" if kind is type(None) else kind.__name__ for kind in kinds)
+        raise ValueError(f"{path}: {where} has {what}={value!r}, not {names}; the file is damaged")
+    return value
+
+
+def _spans(record: dict, tokens: list, path: Path, where: str) -> tuple:
+    spans, position = [], 0
+    for span in _typed(record.get("spans", []), (list,), path, where, "spans"):
+        first, stop, text = span if isinstance(span, list) and len(span) == 3 else (None,) * 3
+        if not (isinstance(first, int) and isinstance(stop, int) and isinstance(text, str)
+                and position <= first < stop <= len(tokens)):
+            raise ValueError(f"{path}: {where} has the span {span!r}; spans are [first, stop, "
+                             f"text] in order, within its {len(tokens)} tokens: the file is "
+                             "damaged")
+        spans.append((first, stop, text))
+        position = stop
+    return tuple(spans)
+
+
 def _answer(record: dict, path: Path, where: str) -> InspectedAnswer:
-    tokens = _field(record, "tokens", path, where)
+    tokens = _typed(_field(record, "tokens", path, where), (list,), path, where, "tokens")
+    if not all(isinstance(token, str) for token in tokens):
+        raise ValueError(f"{path}: {where} has tokens that are not text: {tokens!r}; the file is "
+                         "damaged")
     ratio, clip = record.get("ratio"), record.get("clip")
     lengths = {len(tokens), len(ratio or tokens), len(tokens if clip is None else clip)}
     if ratio is not None and (clip is None or len(lengths) > 1):
@@ -222,10 +264,15 @@ def _answer(record: dict, path: Path, where: str) -> InspectedAnswer:
                          f"{None if clip is None else len(clip)} clip states; the file is damaged")
     if clip is not None and any(state not in CLIP_STATES for state in clip):
         raise ValueError(f"{path}: {where} holds a clip state outside {CLIP_STATES}: {clip!r}")
+    number = (int, float, type(None))
     return InspectedAnswer(
-        tokens=list(tokens), reward=_number(_field(record, "reward", path, where)),
-        advantage=_number(record.get("advantage")), minibatch=record.get("minibatch"),
-        ratio=None if ratio is None else np.array(ratio, dtype=np.float64), clip=clip)
+        tokens=tokens,
+        reward=_number(_typed(_field(record, "reward", path, where), number, path, where,
+                              "reward")),
+        advantage=_number(_typed(record.get("advantage"), number, path, where, "advantage")),
+        minibatch=_typed(record.get("minibatch"), (int, type(None)), path, where, "minibatch"),
+        ratio=None if ratio is None else np.array(ratio, dtype=np.float64), clip=clip,
+        spans=_spans(record, tokens, path, where))
 
 
 def inspected_steps(run_dir) -> list[int]:
@@ -242,9 +289,9 @@ def read_inspection(run_dir, step: int) -> InspectedStep:
     The file holds ``step``, ``method``, ``advantage``, ``r_max``, ``virtual_samples``, ``ddof``,
     ``clip_low``, ``clip_high``, ``minibatches`` and ``groups``: every group sampled in the step,
     refills included, in the order sampled, each with ``prompt``, ``trained`` and ``answers``; an
-    answer holds ``tokens``,
+    answer holds ``tokens``, ``spans`` (``InspectedAnswer.spans``; absent in older runs),
     ``reward`` (null if unknown), ``advantage``, ``minibatch``, ``ratio`` and ``clip`` (the last
-    four null for a dropped group).
+    four null for a dropped group). A field of the wrong type is an error naming the file.
     """
     path = Path(run_dir) / INSPECT_FOLDER / inspection_file_name(step)
     if not path.is_file():
@@ -258,12 +305,16 @@ def read_inspection(run_dir, step: int) -> InspectedStep:
         where = f"group {number}"
         answers = [_answer(answer, path, f"{where}, answer {index}")
                    for index, answer in enumerate(_field(group, "answers", path, where), 1)]
-        groups.append(InspectedGroup(prompt=_field(group, "prompt", path, where), answers=answers,
+        prompt = _typed(_field(group, "prompt", path, where), (str,), path, where, "prompt")
+        groups.append(InspectedGroup(prompt=prompt, answers=answers,
                                      trained=bool(_field(group, "trained", path, where))))
-    fields = {key: _field(record, key, path, "the step") for key in
-              ("step", "method", "advantage", "r_max", "clip_low", "clip_high", "minibatches")}
+    kinds = dict(step=(int,), method=(str,), advantage=(str,), r_max=(int, float),
+                 clip_low=(int, float), clip_high=(int, float), minibatches=(int,))
+    fields = {key: _typed(_field(record, key, path, "the step"), kind, path, "the step", key)
+              for key, kind in kinds.items()}
     fields["advantage"] = RENAMED_ADVANTAGES.get(fields["advantage"], fields["advantage"])
-    fields.update(virtual_samples=record.get("virtual_samples", 1), ddof=record.get("ddof", 1))
+    fields.update({key: _typed(record.get(key, 1), (int,), path, "the step", key)
+                   for key in ("virtual_samples", "ddof")})
     if fields["step"] != step:
         raise ValueError(f"{path} records step {fields['step']}, not {step}; was it renamed?")
     if not math.isfinite(fields["r_max"]):

@@ -4,6 +4,10 @@ with no console error and no request leaving the machine; moving the page's slid
 advantages that closed forms give for the new setting; the inspector shows the tokens a tiny
 trainer run recorded.
 
+Both pages are also opened on run folders whose every string (method names, prompts, answers,
+config values, the folder's own path) would run a script or close an element if written into the
+page as it is: no script runs and the strings are displayed as they are.
+
 `make test` installs chromium (apt-get) and Playwright (the dev extra). Where either cannot be had,
 these tests skip and say why.
 """
@@ -131,11 +135,46 @@ def test_the_inspector_shows_the_tokens_of_a_tiny_trainer_run(browser, tmp_path)
         answers = [answer for group in recorded.groups for answer in group.answers]
         assert rows.count() == len(answers)
         for index, answer in enumerate(answers):
-            tokens = rows.nth(index).locator(".token")
+            tokens = rows.nth(index).locator("td.tokens > i")
             assert [text.rstrip("▲▼") for text in tokens.all_inner_texts()] == answer.tokens
-            clipped = rows.nth(index).locator(".token.clipped-low, .token.clipped-high").count()
+            clipped = rows.nth(index).locator("i.clipped-low, i.clipped-high").count()
             assert clipped == sum(state is not None for state in answer.clip or ())
         assert page.locator('section[data-step="2"] .group').count() == len(recorded.groups)
+        assert opened.errors == [] and opened.remote == []
+    finally:
+        opened.close()
+
+
+def test_no_string_of_a_run_folder_runs_in_the_inspector(browser, tmp_path):
+    from test_inspector import HOSTILE, hostile_run  # noqa: PLC0415
+
+    run = hostile_run(tmp_path / HOSTILE)
+    opened = OpenPage(browser, write_inspector(run))
+    page = opened.page
+    try:
+        assert page.evaluate("() => window.pwned") is None
+        assert page.locator("script, img").count() == 0
+        assert page.locator(".prompt").inner_text() == HOSTILE
+        assert page.locator("h1").inner_text() == f"Step inspector: {HOSTILE} in {run}"
+        recorded = trainer_runs.read_inspection(run, 1).groups[0].answers[0]
+        shown = page.locator('tr[data-answer="1"] td.tokens > i').all_inner_texts()
+        assert [text.rstrip("▲▼") for text in shown] == recorded.tokens
+        assert opened.errors == [] and opened.remote == []
+    finally:
+        opened.close()
+
+
+def test_no_string_of_a_headline_folder_runs_in_the_page(browser, tmp_path):
+    from test_page import hostile_headline  # noqa: PLC0415
+
+    headline = hostile_headline(tmp_path)
+    opened = OpenPage(browser, write_page(tmp_path / "page.html", headline))
+    page = opened.page
+    try:
+        page.locator('td[data-method="ngrpo"][data-role="wrong"]').wait_for()
+        assert page.evaluate("() => window.pwned") is None
+        assert page.locator("img").count() == 0
+        assert str(headline) in page.locator("code").all_inner_texts()
         assert opened.errors == [] and opened.remote == []
     finally:
         opened.close()

@@ -4,14 +4,19 @@ probability of a silent group, and the gain c(p) summed with exact binomial coef
 browser half is in test_browser.py."""
 
 import csv
+import dataclasses
+import html
+import json
 import math
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ngrpo_sim import landscape, page
+from ngrpo_sim.page import write_page
 from ngrpo_sim.cli import main
 from ngrpo_sim.experiments import read_run, run_methods, with_mode, write_run
 from ngrpo_sim.dynamics import DynamicsConfig
@@ -134,12 +139,67 @@ def test_settings_off_the_grid_name_the_command_that_computes_them():
         page.setting_index(8, 1.25, 1, 1)
 
 
-def small_headline(folder):
+def small_headline(folder, names=None):
+    """A report's headline folder of GRPO and NGRPO runs; ``names`` renames the methods."""
     config = DynamicsConfig(steps=4, seeds=2, num_prompts=16, prompts_per_step=4, minibatches=2)
     run_records = run_methods([get_method("grpo"), get_method("ngrpo")],
                                [config, with_mode(config, "expected")], "test")
+    if names is not None:
+        run_records = [dataclasses.replace(record, method=names[record.method])
+                       for record in run_records]
     write_run(folder, run_records)
     return run_records
+
+
+HOSTILE = """<script>window.pwned=1</script>"'</div><img src=x onerror="window.pwned=2">&amp;"""
+"""A string that would run a script, close the element around it or break out of an attribute,
+were it written into HTML or a script tag as it is."""
+HOSTILE_NAMES = {"grpo": f"grpo {HOSTILE}", "ngrpo": f"ngrpo {HOSTILE}"}
+
+
+def hostile_headline(root: Path) -> Path:
+    """A headline folder whose path and method names hold HOSTILE (the config's strings are
+    checked against their allowed values when the folder is read)."""
+    folder = root / HOSTILE / "headline"
+    small_headline(folder, HOSTILE_NAMES)
+    return folder
+
+
+class Markup(HTMLParser):
+    """Tags and text of an HTML fragment, read by the standard library's parser."""
+
+    def __init__(self, text: str):
+        super().__init__(convert_charrefs=True)
+        self.tags, self.text = [], ""
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text += data
+
+
+def bokeh_models(page_text: str) -> list[dict]:
+    """Every model of the Bokeh document embedded in the page, as BokehJS reads it back (the JSON
+    in its script tag, with the character references Bokeh wrote there resolved)."""
+    scripts = re.findall(r'<script type="application/json"[^>]*>(.*?)</script>', page_text, re.S)
+    assert len(scripts) == 1
+    models = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            if value.get("type") == "object":
+                models.append(value)
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(json.loads(html.unescape(scripts[0])))
+    return models
 
 
 def test_a_run_folder_reads_back_as_written(tmp_path):
@@ -197,3 +257,22 @@ def test_a_run_folder_written_before_the_renames_reads_with_the_new_names():
                                  ("accuracy", "accuracy")):
                     np.testing.assert_equal(run_record.metrics[new][step, seed], float(row[old]))
     assert np.isfinite(read["ngrpo", "sampled"].metrics["share_all_correct"][1:]).all()
+
+
+def test_strings_of_the_headline_folder_are_shown_literally(tmp_path):
+    headline = hostile_headline(tmp_path)
+    text = write_page(tmp_path / "page.html", headline).read_text()
+    # Nothing of them is markup in the file: each script tag closes where Bokeh closes it.
+    assert "<script>window.pwned" not in text and "<img src=x" not in text
+    assert text.count("</script>") == len(re.findall(r"<script[\s>]", text))
+    models = bokeh_models(text)
+    divs = [Markup(model["attributes"]["text"]) for model in models
+            if model["name"] == "Div" and model["attributes"].get("text")]
+    for div in divs:  # what BokehJS writes into the page as HTML
+        assert {tag for tag, _ in div.tags} <= {"div", "h1", "h2", "p", "em", "code"}
+        assert not [name for _, attrs in div.tags for name in attrs if name.startswith("on")]
+    assert sum(f"Read from {headline};" in div.text for div in divs) == 1
+    # The method names are legend labels, which Bokeh draws as text on its canvas.
+    labels = {model["attributes"]["label"]["value"] for model in models
+              if model["name"] == "LegendItem"}
+    assert {HOSTILE_NAMES["grpo"], HOSTILE_NAMES["ngrpo"]} <= labels
