@@ -36,7 +36,9 @@ run.
 
     PYTHONPATH=$PWD .venv/bin/python docs/release/batch_assembly.py [--check-against FILE]
 
-writes ``docs/release/batch_assembly.json`` and ``docs/release/batch_assembly.md``.
+writes ``docs/release/batch_assembly.json`` and ``docs/release/batch_assembly.md`` (about 10
+minutes on two shared CPU cores with ``--check-against``, which it spends mostly in the release's
+partitioner).
 """
 from __future__ import annotations
 
