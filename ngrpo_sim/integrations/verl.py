@@ -41,6 +41,29 @@ included, drop exactly the groups of two or more answers that ``ngrpo_sim``'s
 time, so it needs a rule-based reward (or a reward model in its own resource pool), as verl's filter
 always does.
 
+Whole groups and a true token mean
+----------------------------------
+This plugin on verl 0.9.1 gives NGRPO as the paper describes it, not as the authors' release (a
+fork of an older verl) runs it. The release filters, then cuts the collected rows at
+``train_batch_size`` x n after reordering them over the GPUs, carries the rest to the next step
+and only then computes advantages, so most groups are split: their mean and std cover part of the
+group, a lone answer gets A = r (mean 0, std 1) and carried answers train a step late; and its
+loss weighs tokens per micro-batch, not by one token mean (``docs/method_reference.md``, "What the
+release computes"). In verl 0.9.1, ``verl.trainer.main_ppo`` runs the V1 trainer
+(``trainer.use_v1=True`` and ``trainer.v1.trainer_mode=sync``, both defaults). Its sampler
+(``verl/trainer/ppo/v1/replay_buffer.py``, ``ReplayBuffer.sample``) selects whole prompt groups,
+evicts filtered groups whole and discards surplus groups instead of carrying answers; the trainer
+balances that batch over the GPUs and computes advantages afterwards, by ``uid``, on whole groups
+(``trainer_base.py``, ``_step_once``). ``actor.loss_agg_mode=token-mean`` divides each
+micro-batch's token sum by the response tokens of the whole minibatch on all GPUs
+(``batch_num_tokens`` in ``core_algos.agg_loss``), whatever the micro-batching: a true token mean.
+So keep those two defaults and set ``token-mean``. With ``trainer.use_v1=False`` verl 0.9.1 has no
+group filter at all (only the V1 sampler reads ``algorithm.filter_groups``); the asynchronous
+trainer modes also hand over whole groups but may train on answers of older policies. No verl
+setting reproduces the release's split groups or its micro-batch weights. A group left with fewer
+answers by failed rollouts is standardised over the answers it has; a single answer gets 0 here,
+r under the release's fallback.
+
 NGRPO's rivals
 --------------
 The plugin also registers, under their ``ngrpo_sim`` preset names, the rivals whose advantage needs
