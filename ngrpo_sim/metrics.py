@@ -1,5 +1,5 @@
 """Evaluation metrics: pass@k (exact and the unbiased estimator), the pass@k AUC, softmax entropy,
-and the log-softmax that the simulators compute their policies with."""
+and the log-softmax and probability clip that the simulators compute their policies with."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ def pass_at_k_exact(success_rate, k) -> np.ndarray:
     """Probability that at least one of k independent samples is correct: 1 - (1 - p)^k.
 
     Broadcasts over ``success_rate`` and ``k``. Exact at the ends: 0.0 at p = 0 and 1.0 at p = 1.
+    Raises ValueError for a success rate outside [0, 1] (what the library computes is kept inside
+    by ``as_probability``).
     """
     p = _checks.finite_array("success_rate", success_rate)
     if np.any((p < 0) | (p > 1)):
@@ -77,6 +79,14 @@ def powers_of_two_up_to(max_k: int) -> np.ndarray:
     if max_k & (max_k - 1):
         raise ValueError(f"max_k must be a power of two, got {max_k}")
     return 2 ** np.arange(max_k.bit_length())
+
+
+def as_probability(values) -> np.ndarray:
+    """``values`` clipped into [0, 1]: for probabilities that the library computes as float sums of
+    probabilities (a success rate, the chance to keep a group), which can round an ulp past 1
+    (1.0000000000000002) when the policy is near-deterministic. A value already inside is returned
+    unchanged, bit for bit."""
+    return np.clip(values, 0.0, 1.0)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -63,7 +63,8 @@ from tqdm.auto import tqdm
 from ngrpo_sim import _checks
 from ngrpo_sim.landscape import binomial_pmf, canonical_groups, count_group_advantages
 from ngrpo_sim.methods import Method, check_scores_correct_answers, get_method
-from ngrpo_sim.metrics import log_softmax, pass_at_k_auc, pass_at_k_exact, powers_of_two_up_to
+from ngrpo_sim.metrics import (as_probability, log_softmax, pass_at_k_auc, pass_at_k_exact,
+                              powers_of_two_up_to)
 from ngrpo_sim.optim import OPTIMIZERS, Optimizer
 
 MODES = ("sampled", "expected")
@@ -474,7 +475,7 @@ def group_outcome_probabilities(method: Method, group_size: int, success: np.nda
     zero_share = np.mean(count_group_advantages(method, group_size, **group_inputs) == 0.0,
                          axis=-1)
     pmf = binomial_pmf(group_size, success)
-    return pmf @ kept, np.sum(pmf * zero_share, axis=-1)
+    return as_probability(pmf @ kept), as_probability(np.sum(pmf * zero_share, axis=-1))
 
 
 def _expected_examined(config: LoopConfig, keep_probability: np.ndarray) -> np.ndarray:
@@ -525,7 +526,7 @@ def expected_step(task, method: Method, config: LoopConfig, state: TrainState, r
     return {
         "sampled_answers": examined * group_size,
         "share_all_wrong": all_wrong.mean(1), "share_all_correct": all_correct.mean(1),
-        "share_mixed": (1 - all_wrong - all_correct).mean(1),
+        "share_mixed": as_probability(1 - all_wrong - all_correct).mean(1),
         "share_zero_advantage": zero_share.mean(1), "kept_groups": kept,
         "clipfrac_low": zeros, "clipfrac_high": zeros,
         "approx_kl": task.expected_approx_kl(logits, task.logits(state.params)),
