@@ -1,17 +1,19 @@
-"""The simulators at their numerical edges: policies that become nearly deterministic (issue 21,
-item 1)."""
+"""The simulators at their numerical edges: policies that become nearly deterministic, and runs
+whose learning rate is far too large (issue 21, items 1 and 2)."""
 
+import pickle
 from decimal import Decimal, localcontext
 
 import numpy as np
 import pytest
 
-from ngrpo_sim import get_method
+from ngrpo_sim import bandit, get_method, optim, sequences
 from ngrpo_sim.bandit import BanditTask
+from ngrpo_sim.cli import main
 from ngrpo_sim.dynamics import DynamicsConfig
 from ngrpo_sim.metrics import as_probability, log_softmax
 from ngrpo_sim.sequences import SequenceConfig, make_sequence_task
-from ngrpo_sim.training_loop import Coefficients, simulate
+from ngrpo_sim.training_loop import Coefficients, TrainingDiverged, simulate
 
 KS = 2 ** np.arange(9)
 
@@ -101,3 +103,84 @@ def test_a_run_into_a_near_deterministic_policy_trains_to_the_end(config):
     assert np.all((record.final_success >= 0.0) & (record.final_success <= 1.0))
     assert np.all(record.metrics["accuracy"] <= 1.0) and np.all(record.pass_at_k <= 1.0)
     assert np.isfinite(record.metrics["entropy"]).all()
+
+
+# -- 2. A run that diverges ------------------------------------------------------------------
+
+@pytest.mark.parametrize("config_class, module", [(DynamicsConfig, bandit),
+                                                  (SequenceConfig, sequences)])
+def test_a_learning_rate_of_100_trains_through_ratios_that_underflow_to_zero(config_class, module,
+                                                                            monkeypatch):
+    # It stopped with "ratio must be positive, got 0.0": one update pushes a sampled token's
+    # probability down by more than e^745, which is a valid ratio of 0 for the next minibatch.
+    smallest = []
+    surrogate = module.clipped_surrogate
+
+    def spy(ratio, *args):
+        smallest.append(np.min(ratio))
+        return surrogate(ratio, *args)
+
+    monkeypatch.setattr(module, "clipped_surrogate", spy)
+    config = config_class(policy="shared", learning_rate=100.0, num_prompts=32,
+                          prompts_per_step=16, seeds=2, steps=4)
+    record = simulate("grpo", config, progress=False)
+    assert min(smallest) == 0.0, "the run must meet a ratio of 0"
+    assert np.isfinite(record.metrics["accuracy"]).all()
+    assert np.isfinite(record.metrics["approx_kl"][1:]).all()
+
+
+DIVERGED = (r"^method 'grpo' diverged at step {step} with learning_rate={rate}: .+; lower "
+            r"--learning-rate \(learning_rate; the default is 0.05\)$")
+
+
+@pytest.mark.parametrize("config_class", [DynamicsConfig, SequenceConfig])
+@pytest.mark.parametrize("mode", ["sampled", "expected"])
+def test_a_diverging_run_stops_with_the_method_step_and_learning_rate(config_class, mode):
+    # Adam moves every parameter by about the learning rate at its first update, and 1e308 is
+    # next to the largest float: the parameters leave the float range at step 1.
+    config = config_class(learning_rate=1e308, num_prompts=32, prompts_per_step=16, seeds=2,
+                          steps=3, mode=mode)
+    with pytest.raises(TrainingDiverged, match=DIVERGED.format(step=1, rate=r"1e\+308")):
+        simulate("grpo", config, progress=False)
+
+
+@pytest.mark.parametrize("config_class", [DynamicsConfig, SequenceConfig])
+def test_divergence_at_a_later_step_names_that_step(config_class, monkeypatch):
+    # An update that blows up at the 10th optimiser step: with 4 minibatches per step, the second
+    # update of step 3. Nothing of it reaches the next minibatch.
+    updates = []
+    step = optim.Optimizer.step
+
+    def blowing_up(self, params, grads):
+        updates.append(1)
+        return step(self, params, grads) * (np.inf if len(updates) == 10 else 1.0)
+
+    monkeypatch.setattr(optim.Optimizer, "step", blowing_up)
+    config = config_class(policy="shared", num_prompts=32, prompts_per_step=16, seeds=2, steps=5)
+    with pytest.raises(TrainingDiverged, match=DIVERGED.format(step=3, rate="0.05")) as raised:
+        simulate("grpo", config, progress=False)
+    assert len(updates) == 10
+    assert "its parameters are no longer finite after an optimiser update" in str(raised.value)
+
+
+def test_the_divergence_error_survives_a_trip_between_processes():
+    error = TrainingDiverged("ngrpo", 100.0, "its parameters are no longer finite", 7)
+    copy = pickle.loads(pickle.dumps(error))
+    assert str(copy) == str(error) and isinstance(copy, ValueError)
+    assert "method 'ngrpo' diverged at step 7 with learning_rate=100:" in str(copy)
+
+
+@pytest.mark.parametrize("command", ["dynamics", "tokens"])
+def test_the_command_line_reports_divergence_in_one_line(command, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--methods", "grpo", "--learning-rate", "1e308", "--steps", "2",
+              "--seeds", "2", "--num-prompts", "32", "--prompts-per-step", "8",
+              "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    # Before the error only the progress bar (redrawn with \r), and no warning or traceback.
+    *bar, error = [line for line in err.splitlines() if line.strip()]
+    assert all(line.startswith("simulating:") for line in bar)
+    assert error.startswith(f"ngrpo-sim {command}: error: method 'grpo' diverged at step 1 with "
+                            "learning_rate=1e+308: ")
+    assert error.endswith("lower --learning-rate (learning_rate; the default is 0.05)")
