@@ -29,7 +29,7 @@ import numpy as np
 from ngrpo_sim import _checks
 from ngrpo_sim.landscape import expected_gain
 from ngrpo_sim.methods import Method, token_weights
-from ngrpo_sim.metrics import log_softmax
+from ngrpo_sim.metrics import as_probability, log_softmax
 from ngrpo_sim.surrogate import clipped_surrogate
 from ngrpo_sim.training_loop import (POLICIES, REWARD_KINDS, ROLLOUT_METRICS, Coefficients,
                                      approx_kl, predicted_entropy_change, regulariser_logit_grads,
@@ -154,7 +154,7 @@ class BanditTask:
     def success(self, logits: np.ndarray, prompts: np.ndarray | None = None) -> np.ndarray:
         """Success rate (probability of a correct answer) per seed and prompt."""
         right = self.correct if prompts is None else self.correct[prompts]
-        return np.sum(np.exp(log_softmax(logits)) * right, axis=-1)
+        return success_rate(np.exp(log_softmax(logits)), right)
 
     # -- what the shared training loop (ngrpo_sim.training_loop) asks of a task ----------------
 
@@ -195,7 +195,7 @@ class BanditTask:
         terms, both with respect to the logits (S, P, K). Every answer is one token, so all loss
         aggregations agree."""
         probs = np.exp(log_softmax(logits))
-        success = np.sum(probs * self.correct, axis=-1)
+        success = success_rate(probs, self.correct)
         # PPO's r - V: a baseline that does not depend on the sampled group leaves the expected
         # gradient at c = 1.
         gain = 1.0 if method.advantage.uses_values else expected_gain(method, group_size, success,
@@ -219,7 +219,7 @@ class BanditTask:
         (S, len(ks))."""
         log_pi = log_softmax(logits)
         pi = np.exp(log_pi)
-        success = np.sum(pi * self.correct, axis=-1)
+        success = success_rate(pi, self.correct)
         entropy = -np.sum(pi * log_pi, axis=-1)
         buckets = difficulty_masks(initial_success)
         metrics, pass_at_k = success_metrics(success, initial_success, ks, buckets)
@@ -301,6 +301,13 @@ class BanditUpdate:
         log_ratio = np.take_along_axis(log_softmax(self.task.logits(params, self.prompts)),
                                        self.answers, axis=-1) - self.old_logp
         return {"approx_kl": approx_kl(log_ratio, valid[..., None])}
+
+
+def success_rate(probs: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """The probability of a correct answer from the answers' probabilities (..., K) and which are
+    correct (broadcasting): their sum, kept inside [0, 1] (with several correct answers it can
+    round to 1 + 1 ulp)."""
+    return as_probability(np.sum(probs * correct, axis=-1))
 
 
 def check_task_options(num_prompts: int, num_answers: int, correct_answers: int, profile,

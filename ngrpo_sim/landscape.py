@@ -56,6 +56,7 @@ from scipy.special import comb, softmax
 
 from ngrpo_sim import _checks
 from ngrpo_sim.methods import Method, check_scores_correct_answers
+from ngrpo_sim.metrics import as_probability
 from ngrpo_sim.plotting import plot_method_curves, save, subplots
 
 DEFAULT_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "dr_grpo", "rloo", "maxrl", "qae", "asymre",
@@ -214,7 +215,7 @@ def expected_logit_update(method: Method, group_size: int, logits, rewards) -> n
         raise ValueError("rewards must be binary (0 or 1) for the gain identity")
     probs = softmax(logits, axis=-1)
     rewards = np.broadcast_to(rewards, probs.shape)
-    success = np.sum(probs * rewards, axis=-1, keepdims=True)
+    success = as_probability(np.sum(probs * rewards, axis=-1, keepdims=True))
     gain = expected_gain(method, group_size, success[..., 0])[..., None]
     return gain * probs * (rewards - success)
 

@@ -1,5 +1,5 @@
-"""Evaluation metrics: pass@k (exact and the unbiased estimator), the pass@k AUC, and softmax
-entropy."""
+"""Evaluation metrics: pass@k (exact and the unbiased estimator), the pass@k AUC, softmax entropy,
+and the log-softmax and probability clip that the simulators compute their policies with."""
 
 from __future__ import annotations
 
@@ -11,15 +11,18 @@ from ngrpo_sim import _checks
 def pass_at_k_exact(success_rate, k) -> np.ndarray:
     """Probability that at least one of k independent samples is correct: 1 - (1 - p)^k.
 
-    Broadcasts over ``success_rate`` and ``k``.
+    Broadcasts over ``success_rate`` and ``k``. Exact at the ends: 0.0 at p = 0 and 1.0 at p = 1.
+    Raises ValueError for a success rate outside [0, 1] (what the library computes is kept inside
+    by ``as_probability``).
     """
     p = _checks.finite_array("success_rate", success_rate)
     if np.any((p < 0) | (p > 1)):
         raise ValueError(f"success_rate must lie in [0, 1], got {p[(p < 0) | (p > 1)].ravel()[0]}")
     k = _positive_integers("k", k)
-    # -expm1(k log1p(-p)) keeps full relative precision for tiny p, where 1 - (1 - p)^k cancels.
+    # -expm1(k log1p(-p)) keeps full relative precision for tiny p, where 1 - (1 - p)^k cancels;
+    # 0.0 - x rather than -x, so that p = 0 gives 0.0, not -0.0.
     with np.errstate(divide="ignore"):
-        return -np.expm1(k * np.log1p(-p))
+        return 0.0 - np.expm1(k * np.log1p(-p))
 
 
 def pass_at_k_unbiased(num_samples, num_correct, k) -> np.ndarray:
@@ -48,7 +51,7 @@ def pass_at_k_unbiased(num_samples, num_correct, k) -> np.ndarray:
     denominators = np.where(active, n[..., None] - j, 1.0)
     fractions = np.where(active & ~certain[..., None], c[..., None] / denominators, 0.0)
     log_miss = np.sum(np.log1p(-fractions), axis=-1)
-    return np.where(certain, 1.0, -np.expm1(log_miss))
+    return np.where(certain, 1.0, 0.0 - np.expm1(log_miss))
 
 
 def pass_at_k_auc(pass_values) -> np.ndarray:
@@ -78,11 +81,31 @@ def powers_of_two_up_to(max_k: int) -> np.ndarray:
     return 2 ** np.arange(max_k.bit_length())
 
 
+def as_probability(values) -> np.ndarray:
+    """``values`` clipped into [0, 1]: for probabilities that the library computes as float sums of
+    probabilities (a success rate, the chance to keep a group), which can round an ulp past 1
+    (1.0000000000000002) when the policy is near-deterministic. A value already inside is returned
+    unchanged, bit for bit."""
+    return np.clip(values, 0.0, 1.0)
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """log softmax over the last axis, stable for large logits (numpy only: the simulator calls it
-    in its inner loop, where scipy's general version is several times slower)."""
+    """log softmax over the last axis, exact to rounding for saturated logits (numpy only: the
+    simulator calls it in its inner loop, where scipy's general version is several times slower).
+
+    With m the largest logit, log pi_i = (z_i - m) - log1p(R), where 1 + R is the sum of exp(z_j -
+    m): one maximal logit contributes exactly 1, R is the rest, summed without that 1. log(1 + R)
+    would round R away once it falls below 1e-16 (logits 37 apart), and with it the
+    log-probability of the likeliest answer and the entropy of a near-deterministic policy; log1p
+    keeps them. A logit further than the float range (1.8e308) below the largest gets
+    log-probability -inf.
+    """
     shifted = logits - _last_axis_max(logits)[..., None]
-    return shifted - np.log(_last_axis_sum(np.exp(shifted)))[..., None]
+    top = (shifted == 0.0).astype(np.float64)
+    others = np.exp(shifted)
+    others -= top
+    # Ties of the maximum beyond the first add 1 each, exactly.
+    return shifted - np.log1p(_last_axis_sum(others) + (_last_axis_sum(top) - 1.0))[..., None]
 
 
 def _last_axis_sum(values: np.ndarray) -> np.ndarray:
@@ -110,12 +133,21 @@ def _last_axis_max(values: np.ndarray) -> np.ndarray:
 
 
 def softmax_entropy(logits) -> np.ndarray:
-    """Entropy (nats) of softmax(logits) over the last axis."""
+    """Entropy (nats) of softmax(logits) over the last axis, shaped ``logits.shape[:-1]``.
+
+    Exact to rounding also for a near-deterministic policy (see ``log_softmax``), and 0.0 (not NaN)
+    for a deterministic one, even where a logit lies so far below the largest that its
+    log-probability is -inf (its term p log p is 0). Raises ValueError for NaN or infinite logits.
+    """
     logits = _checks.finite_array("logits", logits)
     if logits.ndim == 0:
         raise ValueError("logits need an axis of choices, got a scalar")
-    log_probs = log_softmax(logits)
-    return -np.sum(np.exp(log_probs) * log_probs, axis=-1)
+    with np.errstate(over="ignore", invalid="ignore"):  # the -inf log-probabilities above
+        log_probs = log_softmax(logits)
+        probs = np.exp(log_probs)
+        terms = np.where(probs > 0.0, probs * log_probs, 0.0)
+    # 0.0 - sum: a deterministic policy's entropy is 0.0, not -0.0.
+    return 0.0 - np.sum(terms, axis=-1)
 
 
 def _positive_integers(name: str, values) -> np.ndarray:

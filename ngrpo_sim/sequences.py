@@ -51,7 +51,7 @@ import numpy as np
 from ngrpo_sim import _checks
 from ngrpo_sim.bandit import difficulty_masks, draw_features, draw_prompts
 from ngrpo_sim.methods import LOSS_AGGREGATIONS, Method, token_weights
-from ngrpo_sim.metrics import log_softmax
+from ngrpo_sim.metrics import as_probability, log_softmax
 from ngrpo_sim.sequence_gain import outcome_advantages
 from ngrpo_sim.surrogate import clipped_surrogate
 from ngrpo_sim.training_loop import (POLICIES, REWARD_KINDS, ROLLOUT_METRICS, Coefficients,
@@ -351,16 +351,18 @@ class SequenceTask:
             end_mass = np.full(reach.shape[:-1], np.nan)
         return AnswerStatistics(
             logits=logits, log_probs=log_probs, probs=probs, prefix_entropy=prefix_entropy,
-            reach=reach, success=right.sum(axis=(-2, -1)),
+            reach=reach, success=as_probability(right.sum(axis=(-2, -1))),
             length=np.einsum("...nc,nc->...", ending, self.answer_length),
             correct_length=np.einsum("...nc,nc->...", right, self.answer_length),
-            truncation=np.einsum("...nc,nc->...", ending, self.truncated.astype(np.float64)),
+            truncation=as_probability(np.einsum("...nc,nc->...", ending,
+                                                self.truncated.astype(np.float64))),
             entropy=np.sum(reach * prefix_entropy, axis=-1), end_mass=end_mass)
 
     def success(self, logits: np.ndarray) -> np.ndarray:
         """Success rate (probability of a correct answer) per prompt, for logits (..., P, N, C)."""
         probs = np.exp(log_softmax(logits))
-        return np.sum(self.reach(probs)[..., None] * probs * self.outcome_correct, axis=(-2, -1))
+        return as_probability(np.sum(self.reach(probs)[..., None] * probs * self.outcome_correct,
+                                     axis=(-2, -1)))
 
     # -- answers as token arrays -----------------------------------------------------------------
 
@@ -535,7 +537,8 @@ class SequenceUpdate:
         chosen = np.bincount(self.node_of_token * choices + self.token,
                              minlength=self.keys.size * choices).reshape(-1, choices)
         self.unsampled = chosen == 0
-        self.old_unsampled_mass = np.sum(np.exp(old_log_pi) * self.unsampled, axis=-1)
+        self.old_unsampled_mass = as_probability(np.sum(np.exp(old_log_pi) * self.unsampled,
+                                                        axis=-1))
 
     def node_logits(self, params: np.ndarray, nodes) -> np.ndarray:
         """(nodes, C) logits at the ``nodes`` (an index or mask into ``keys``)."""
@@ -623,7 +626,7 @@ class SequenceUpdate:
         """After the updates: verl's approx_kl and the unsampled-token mass
         (``TOKEN_ROLLOUT_METRICS``) over the tokens of the ``valid`` groups (S, B)."""
         log_pi = log_softmax(self.node_logits(params, slice(None)))
-        unsampled_mass = np.sum(np.exp(log_pi) * self.unsampled, axis=-1)
+        unsampled_mass = as_probability(np.sum(np.exp(log_pi) * self.unsampled, axis=-1))
         gain = unsampled_mass - self.old_unsampled_mass
         here = valid[self.token_seed, self.token_slot]
         seed, node = self.token_seed[here], self.node_of_token[here]

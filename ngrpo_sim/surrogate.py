@@ -42,11 +42,20 @@ class ClippedSurrogate:
 
 
 def clipped_surrogate(ratio, advantages, clip_low: float, clip_high: float) -> ClippedSurrogate:
-    """Loss, gradient and clip masks of the clipped surrogate for each token."""
+    """Loss, gradient and clip masks of the clipped surrogate for each token.
+
+    A ratio of 0 is valid: exp(log pi_theta - log pi_old) underflows to 0 once the token has lost
+    more than a factor e^745 of its probability during the updates, as a very large learning rate
+    does; its loss and gradient are the limits at rho -> 0 (the low clip binds for A < 0; for
+    A > 0 the gradient -A rho is 0). Raises ValueError for a negative, NaN or infinite ratio: an
+    infinite one would need a sampled token whose old probability underflowed, and -A rho has no
+    value at A = 0.
+    """
     ratio = _checks.finite_array("ratio", ratio)
     advantages = _checks.finite_array("advantages", advantages)
-    if np.any(ratio <= 0):
-        raise ValueError(f"ratio must be positive, got {ratio[ratio <= 0].ravel()[0]}")
+    if np.any(ratio < 0):
+        raise ValueError(f"ratio must be >= 0 (a ratio of probabilities), got "
+                         f"{ratio[ratio < 0].ravel()[0]}")
     clip_low = _checks.number("clip_low", clip_low, low=0.0, high=1.0, high_open=True)
     clip_high = _checks.number("clip_high", clip_high, low=0.0)
     ratio, advantages = np.broadcast_arrays(ratio, advantages)

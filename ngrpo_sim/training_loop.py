@@ -63,7 +63,8 @@ from tqdm.auto import tqdm
 from ngrpo_sim import _checks
 from ngrpo_sim.landscape import binomial_pmf, canonical_groups, count_group_advantages
 from ngrpo_sim.methods import Method, check_scores_correct_answers, get_method
-from ngrpo_sim.metrics import log_softmax, pass_at_k_auc, pass_at_k_exact, powers_of_two_up_to
+from ngrpo_sim.metrics import (as_probability, log_softmax, pass_at_k_auc, pass_at_k_exact,
+                              powers_of_two_up_to)
 from ngrpo_sim.optim import OPTIMIZERS, Optimizer
 
 MODES = ("sampled", "expected")
@@ -81,6 +82,28 @@ REGRESSED_SHARE = 0.5
 """A prompt counts as regressed once its success rate falls below this share of its starting value:
 training made it worse, the signature of interference (shared policy) or of an unstable update."""
 PASS_AT_K_MAX = 256
+
+
+class TrainingDiverged(ValueError):
+    """A run whose numbers are no longer finite: its parameters after an optimiser update, its
+    logits, which may also lie further apart than a float holds (their log-probabilities
+    overflow), or the KL estimate of a step (``approx_kl``), whose log-ratios may add up past it.
+
+    Only a learning rate far too large gets there: a saturated policy (logits in the thousands,
+    ratios that underflow to 0) is still finite and trains on. ``args`` are (method name,
+    learning rate, what went wrong, the 1-based step or None inside a step); ``simulate`` adds
+    the step. A ValueError, so that ``ngrpo-sim`` prints it as one line with exit code 2.
+    """
+
+    def __init__(self, method: str, learning_rate: float, what: str, step: int | None = None):
+        super().__init__(method, learning_rate, what, step)
+
+    def __str__(self) -> str:
+        method, learning_rate, what, step = self.args
+        at = "" if step is None else f" at step {step}"
+        return (f"method {method!r} diverged{at} with learning_rate={learning_rate:g}: {what}; "
+                f"lower --learning-rate (learning_rate; the default is "
+                f"{LoopConfig.learning_rate:g})")
 
 
 @dataclass(frozen=True)
@@ -356,6 +379,33 @@ def _per_prompt(values: np.ndarray, like: np.ndarray) -> np.ndarray:
     return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
 
 
+def optimiser_step(state: TrainState, grads: np.ndarray, method: Method, config: LoopConfig
+                   ) -> None:
+    """One update of ``state.params`` by the optimiser; raises ``TrainingDiverged`` if it leaves a
+    parameter that is not finite, before the next minibatch computes anything from it."""
+    state.params = state.optimizer.step(state.params, grads)
+    if not np.all(np.isfinite(state.params)):
+        raise TrainingDiverged(method.name, config.learning_rate,
+                               "its parameters are no longer finite after an optimiser update")
+
+
+def check_step(logits: np.ndarray, approx_kl: np.ndarray, method: Method, config: LoopConfig
+               ) -> None:
+    """Raise ``TrainingDiverged`` after a step that left logits that are not finite or lie further
+    apart than a float holds (checked on the spread of all of them, an upper bound on that of each
+    softmax, in two reductions), or whose ``approx_kl`` is not finite."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = np.max(logits) - np.min(logits)
+    if not np.isfinite(spread):
+        raise TrainingDiverged(method.name, config.learning_rate,
+                               "its logits are no longer finite or lie further apart than a "
+                               "float holds (1.8e308)")
+    if not np.all(np.isfinite(approx_kl)):
+        raise TrainingDiverged(method.name, config.learning_rate,
+                               "the step moved the policy further than a float holds (approx_kl "
+                               "is no longer finite)")
+
+
 def draw_rollout(task, method: Method, params: np.ndarray, config: LoopConfig,
                  rng: np.random.Generator) -> Rollout:
     """Draw prompts without replacement and sample a group of answers for each, in rounds of B.
@@ -442,7 +492,7 @@ def apply_rollout(task, method: Method, config: LoopConfig, state: TrainState, r
         for part in range(parts):
             grads, part_low, part_high, part_tokens = update.gradient(
                 state.params, advantages, minibatch == part, method, coefficients)
-            state.params = state.optimizer.step(state.params, grads)
+            optimiser_step(state, grads, method, config)
             clipped_low += part_low
             clipped_high += part_high
             tokens += part_tokens
@@ -474,7 +524,7 @@ def group_outcome_probabilities(method: Method, group_size: int, success: np.nda
     zero_share = np.mean(count_group_advantages(method, group_size, **group_inputs) == 0.0,
                          axis=-1)
     pmf = binomial_pmf(group_size, success)
-    return pmf @ kept, np.sum(pmf * zero_share, axis=-1)
+    return as_probability(pmf @ kept), as_probability(np.sum(pmf * zero_share, axis=-1))
 
 
 def _expected_examined(config: LoopConfig, keep_probability: np.ndarray) -> np.ndarray:
@@ -515,7 +565,7 @@ def expected_step(task, method: Method, config: LoopConfig, state: TrainState, r
     regulariser = _per_prompt(weight[:, None] * keep_probability, regulariser) * regulariser
     param_grads = task.backprop(policy_grads + regulariser)
     for _ in range(config.epochs * config.minibatches):
-        state.params = state.optimizer.step(state.params, param_grads)
+        optimiser_step(state, param_grads, method, config)
     if method.advantage.uses_values:
         step = config.value_learning_rate * (config.prompts_per_step / num_prompts)
         state.values += step * (success - state.values)
@@ -525,7 +575,7 @@ def expected_step(task, method: Method, config: LoopConfig, state: TrainState, r
     return {
         "sampled_answers": examined * group_size,
         "share_all_wrong": all_wrong.mean(1), "share_all_correct": all_correct.mean(1),
-        "share_mixed": (1 - all_wrong - all_correct).mean(1),
+        "share_mixed": as_probability(1 - all_wrong - all_correct).mean(1),
         "share_zero_advantage": zero_share.mean(1), "kept_groups": kept,
         "clipfrac_low": zeros, "clipfrac_high": zeros,
         "approx_kl": task.expected_approx_kl(logits, task.logits(state.params)),
@@ -591,7 +641,8 @@ def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = T
 
     ``progress`` is True for a bar of this run's steps, False for none, or an existing bar to
     advance. Raises ValueError for an unknown method or a run that needs more memory than is
-    available (``check_memory``).
+    available (``check_memory``), and its subclass ``TrainingDiverged`` for a run whose parameters
+    or logits stop being finite (a learning rate far too large).
     """
     method = get_method(method) if isinstance(method, str) else method
     if not isinstance(method, Method):
@@ -617,12 +668,18 @@ def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = T
     if progress is True:
         bar = tqdm(total=config.steps, desc=method.name, leave=False)
     for step in range(1, config.steps + 1):
-        if config.mode == "sampled":
-            rollout = draw_rollout(task, method, state.params, config, rng)
-            row = apply_rollout(task, method, config, state, rollout, reference)
-        else:
-            row = expected_step(task, method, config, state, reference)
-        logits = task.logits(state.params)
+        try:
+            # What overflows in a diverging step is reported once, as TrainingDiverged.
+            with np.errstate(over="ignore", invalid="ignore"):
+                if config.mode == "sampled":
+                    rollout = draw_rollout(task, method, state.params, config, rng)
+                    row = apply_rollout(task, method, config, state, rollout, reference)
+                else:
+                    row = expected_step(task, method, config, state, reference)
+                logits = task.logits(state.params)
+            check_step(logits, row["approx_kl"], method, config)
+        except TrainingDiverged as error:
+            raise TrainingDiverged(*error.args[:3], step) from None
         new_measured = task.measure(logits)
         policy_row, pass_records[step] = task.policy_metrics(new_measured, initial_success, ks)
         row.update(policy_row)
