@@ -289,7 +289,8 @@ def test_a_report_whose_simulation_fails_keeps_the_others(tmp_path, small_report
            if line.startswith("ngrpo-sim report: ")]
     failed = [line for line in err if ": failed ppo (" in line]
     total = len(list((out / "tasks").iterdir())) + len(failed)
-    assert len(err) == 2 + len(failed) and err[0] == (f"ngrpo-sim report: kept {total - len(failed)} of {total} simulations in "
+    assert len(err) == 2 + len(failed)
+    assert err[0] == (f"ngrpo-sim report: kept {total - len(failed)} of {total} simulations in "
                       f"{out / 'tasks'}; the report needs every one, so it is not written")
     assert len(failed) == 11  # headline (sampled and expected), 8 sweep settings, tokens
     assert not (out / "report.md").exists()
