@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ngrpo_sim import _checks, landscape
+from ngrpo_sim._files import missing_folders, remove_if_empty
 from ngrpo_sim._config_cli import (add_config_arguments, add_config_grid_arguments,
                                    config_from_args, config_grid_from_args)
 from ngrpo_sim.dynamics import MODES, DynamicsConfig
@@ -86,13 +87,20 @@ def _run_landscape(args) -> None:
         landscape.check_method(method)
     _checks.fits_in_memory(f"the landscape for groups of {args.group_size}",
                            landscape.memory_bytes(args.group_size), "use a smaller --group-size")
-    out = _checks.output_folder("--out", args.out or Path("runs") / f"landscape-G{args.group_size}",
-                                fresh=not args.overwrite)
+    out = _output_folder(args, args.out or Path("runs") / f"landscape-G{args.group_size}",
+                         fresh=not args.overwrite)
     print(landscape.format_tables(methods, args.group_size))
     written = landscape.write_csv(methods, args.group_size, out)
     if not args.no_figures:
         written += landscape.write_figures(methods, args.group_size, out)
     print("\nwrote " + ", ".join(str(path) for path in written))
+
+
+def _output_folder(args, folder: Path, fresh: bool = False) -> Path:
+    """``_checks.output_folder`` for ``--out``, remembering the folders it makes: ``main`` removes
+    them again where the command stops before it writes into them."""
+    args.created = missing_folders(Path(folder).expanduser())
+    return _checks.output_folder("--out", folder, fresh=fresh)
 
 
 def _add_dynamics(subparsers) -> None:
@@ -365,7 +373,7 @@ def _run_page(args) -> None:
     if report is not None and not (report / "headline").is_dir():
         raise ValueError(f"report={str(report)!r} holds no headline folder; give the folder that "
                          "`ngrpo-sim report --out` wrote")
-    _checks.output_folder("--out", args.out.parent)
+    _output_folder(args, args.out.parent)
     path = write_page(args.out, None if report is None else report / "headline")
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in any browser")
 
@@ -390,7 +398,7 @@ def _run_inspect(args) -> None:
     from ngrpo_sim.inspector import write_inspector
 
     if args.out is not None:
-        _checks.output_folder("--out", args.out.parent)
+        _output_folder(args, args.out.parent)
     path = write_inspector(args.run_dir, args.out)
     print(f"wrote {path}; open it in any browser")
 
@@ -469,13 +477,15 @@ def _interrupted(args, argv: list[str]) -> str:
     """One line after Ctrl-C: what was kept and the command that continues."""
     claim = getattr(args, "claim", None)
     if claim is None:
-        return f"interrupted; nothing of it was kept, start it again with: {_continuing(argv)}"
+        made = getattr(args, "created", [])
+        removed = f", and {made[-1]} it had made is removed" if remove_if_empty(made) else ""
+        return (f"interrupted; nothing of it was kept{removed}; start it again with: "
+                f"{_continuing(argv)}")
     kept = claim.kept()
     if kept:
-        return (f"interrupted; kept {len(kept)} of {len(claim.tasks)} finished runs in "
+        return (f"interrupted; kept the {len(kept)} of {len(claim.tasks)} runs that finished, in "
                 f"{claim.store}; continue with: {_continuing(argv)}")
-    removed = f", and {claim.folder} it had made is removed" if claim.release() and \
-        claim.created else ""
+    removed = f", and {claim.folder} it had made is removed" if claim.release() else ""
     return (f"interrupted before any run finished, so nothing was kept{removed}; start again "
             f"with: {_continuing(argv)}")
 

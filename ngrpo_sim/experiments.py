@@ -25,7 +25,7 @@ import numpy as np
 from scipy.stats import t as student_t
 
 from ngrpo_sim import __version__, _checks
-from ngrpo_sim._files import write_atomically
+from ngrpo_sim._files import missing_folders, remove_if_empty, write_atomically
 from ngrpo_sim.dynamics import METRICS, DynamicsConfig, RunRecord
 from ngrpo_sim.methods import METHODS, Method
 from ngrpo_sim.plotting import method_colour, save, subplots
@@ -318,15 +318,13 @@ class Claim:
         return not self.fresh and self.result is not None and (self.folder / self.result).is_file()
 
     def release(self) -> bool:
-        """Undo a fresh claim that kept nothing: remove the request and the folders the claim made
-        where they are empty. Returns whether it did."""
+        """Undo a fresh claim that kept nothing: remove the request, and the folders the claim made
+        where they are empty. Returns whether the folder itself was removed."""
         if not self.fresh or self.kept():
             return False
         (self.folder / REQUEST_FILE).unlink(missing_ok=True)
-        for folder in [self.store, *reversed(self.created)]:
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        return True
+        remove_if_empty([self.store])
+        return remove_if_empty(self.created)
 
 
 def claim_folder(flag: str, folder: Path, command: str, settings: dict, tasks: list[Task], *,
@@ -356,7 +354,7 @@ def claim_folder(flag: str, folder: Path, command: str, settings: dict, tasks: l
                              "--overwrite to replace it")
     else:
         held = None
-    created = [parent for parent in [*reversed(folder.parents), folder] if not parent.exists()]
+    created = missing_folders(folder)
     _checks.output_folder(flag, folder)
     fresh = held != request or overwrite
     if fresh:

@@ -176,8 +176,8 @@ def test_ctrl_c_keeps_the_finished_runs_and_names_the_command_that_continues(tmp
     assert exit_code(argv) == 130
     captured = capsys.readouterr()
     [line] = [line for line in captured.err.splitlines() if line.strip() and "|" not in line]
-    assert line == (f"ngrpo-sim dynamics: interrupted; kept 2 of 3 finished runs in {out / 'tasks'}"
-                    f"; continue with: ngrpo-sim {' '.join(argv)}")
+    assert line == (f"ngrpo-sim dynamics: interrupted; kept the 2 of 3 runs that finished, in "
+                    f"{out / 'tasks'}; continue with: ngrpo-sim {' '.join(argv)}")
     assert "Traceback" not in captured.err and captured.out == ""
     restore()
     calls = count_runs(monkeypatch)
@@ -367,8 +367,8 @@ def test_ctrl_c_in_a_report_on_two_workers_continues_where_it_stopped(tmp_path, 
     [line] = [line for line in err.split("\n") if line.strip() and "simulations:" not in line]
     kept = sorted((out / "tasks").iterdir())
     total = sum(len(tasks) for tasks in report.report_plan().values())  # at small_report's scale
-    assert line == (f"ngrpo-sim report: interrupted; kept {len(kept)} of {total} finished runs in "
-                    f"{out / 'tasks'}; continue with: ngrpo-sim {' '.join(argv)}")
+    assert line == (f"ngrpo-sim report: interrupted; kept the {len(kept)} of {total} runs that "
+                    f"finished, in {out / 'tasks'}; continue with: ngrpo-sim {' '.join(argv)}")
     assert 3 <= len(kept) < total and not (out / "report.md").exists()
     _, alive = psutil.wait_procs(workers, timeout=30)
     assert alive == []  # no worker outlives the command
@@ -385,3 +385,21 @@ def test_ctrl_c_in_a_report_on_two_workers_continues_where_it_stopped(tmp_path, 
     for table in ("headline/metrics.csv", "sweep/0-tabular-adam-mb1/summary.csv",
                   "clipping/nsr-0/metrics.csv"):
         assert (out / table).read_text() == (tmp_path / "whole" / table).read_text()
+
+
+def test_ctrl_c_in_a_command_that_keeps_nothing_removes_the_folder_it_made(tmp_path, monkeypatch,
+                                                                          capsys):
+    from ngrpo_sim import landscape
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(landscape, "format_tables", interrupted)
+    out = tmp_path / "new" / "landscape"
+    argv = ["landscape", "--no-figures", "--out", str(out)]
+    assert exit_code(argv) == 130
+    captured = capsys.readouterr()
+    assert captured.err == (f"\nngrpo-sim landscape: interrupted; nothing of it was kept, and {out} "
+                            f"it had made is removed; start it again with: ngrpo-sim "
+                            f"{' '.join(argv)}\n")
+    assert not (tmp_path / "new").exists()
