@@ -58,9 +58,9 @@ def count_runs(monkeypatch) -> list:
     return calls
 
 
-@pytest.fixture
-def without_figures(monkeypatch):
-    """The report's figures and page as empty files: these tests read what is run and kept."""
+def stub_figures(setattr):
+    """The report's figures and page as empty files, each set with ``setattr(module, name, value)``:
+    these tests read what is run and kept."""
     from ngrpo_sim import clipping_report, experiments, rivals_report, token_report
 
     def empty(*args, **_):
@@ -72,8 +72,13 @@ def without_figures(monkeypatch):
     for module, name in ((experiments, "plot_dynamics"), (experiments, "plot_pass_at_k"),
                          (token_report, "plot_tokens"), (rivals_report, "plot_rivals"),
                          (clipping_report, "plot_clipping"), (report, "write_page")):
-        monkeypatch.setattr(module, name, empty)
-    monkeypatch.setattr(report.landscape, "write_figures", lambda *_: [])
+        setattr(module, name, empty)
+    setattr(report.landscape, "write_figures", lambda *_: [])
+
+
+@pytest.fixture
+def without_figures(monkeypatch):
+    stub_figures(monkeypatch.setattr)
 
 
 def exit_code(argv) -> int:
@@ -304,9 +309,9 @@ SCRIPT = '''
 """ngrpo-sim at the scale of the small_report fixture, without figures; SLOW=1 makes each step
 take 50 ms more (in the workers too: they import this file as their main module)."""
 import dataclasses, os, sys, time
-from pathlib import Path
-from ngrpo_sim import (clipping_report, experiments, report, rivals_report, token_report,
-                       training_loop)
+sys.path.insert(0, os.environ["TESTS"])
+from ngrpo_sim import clipping_report, report, token_report, training_loop
+from test_kept_work import stub_figures
 
 def small(config):
     return dataclasses.replace(config, steps=3, seeds=2)
@@ -316,18 +321,7 @@ token_report.TOKEN_HEADLINE = dataclasses.replace(token_report.TOKEN_HEADLINE, s
 for name in ("NOISE_SETTINGS", "NSR_SETTINGS"):
     setattr(clipping_report, name, {key: small(config)
                                     for key, config in getattr(clipping_report, name).items()})
-
-def empty(*args, **_):
-    path = next(arg for arg in args if isinstance(arg, Path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"")
-    return path
-
-for module, name in ((experiments, "plot_dynamics"), (experiments, "plot_pass_at_k"),
-                     (token_report, "plot_tokens"), (rivals_report, "plot_rivals"),
-                     (clipping_report, "plot_clipping"), (report, "write_page")):
-    setattr(module, name, empty)
-report.landscape.write_figures = lambda *_: []
+stub_figures(setattr)
 if os.environ.get("SLOW"):
     real = training_loop.apply_rollout
 
@@ -350,7 +344,7 @@ def test_ctrl_c_in_a_report_on_two_workers_continues_where_it_stopped(tmp_path, 
     script.write_text(SCRIPT)
     argv = ["report", "--workers", "2", "--out", str(out)]
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root), "SLOW": "1"}
+    env = {**os.environ, "PYTHONPATH": str(root), "TESTS": str(root / "tests"), "SLOW": "1"}
     # A terminal's Ctrl-C reaches every process of its group: the workers too.
     process = subprocess.Popen([sys.executable, str(script), *argv], env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
