@@ -221,7 +221,8 @@ def check_where_to_run(workers: int, ray_address: str | None,
     if workers > cores:
         raise ValueError(f"{_given(workers_name, workers)} is more than the {cores} CPU "
                          f"core{'s' if cores > 1 else ''} of this machine, where each worker "
-                         f"takes one; give {workers_name} {cores} or fewer (or a Ray cluster)")
+                         f"takes one; give {_given(workers_name, cores)} or fewer (or a Ray "
+                         "cluster)")
 
 
 def _given(name: str, value) -> str:
