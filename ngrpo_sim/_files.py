@@ -1,4 +1,4 @@
-"""Files written whole or not at all."""
+"""Files written whole or not at all; folders a command made and left empty removed again."""
 
 from __future__ import annotations
 
@@ -20,3 +20,19 @@ def write_atomically(path, data: str | bytes) -> Path:
         staging.unlink(missing_ok=True)
         raise
     return path
+
+
+def missing_folders(folder) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, outermost first: what making it
+    would create."""
+    folder = Path(folder)
+    return [path for path in [*reversed(folder.parents), folder] if not path.exists()]
+
+
+def remove_if_empty(folders: list[Path]) -> bool:
+    """Remove those of ``folders`` (outermost first, as ``missing_folders`` lists them) that are
+    empty, innermost first; returns whether the innermost, the one made for the command, went."""
+    for folder in reversed(folders):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    return bool(folders) and not folders[-1].exists()

@@ -3,9 +3,13 @@
 A run folder holds ``config.json``, ``metrics.csv`` (one row per method, mode, step and seed),
 ``pass_at_k.csv`` (pass@k against k after training), ``summary.csv`` (final values, mean and 95%
 interval over seeds) and the figures ``dynamics.png`` and ``pass_at_k.png``. A sweep folder
-(``ngrpo-sim sweep``) holds ``sweep.json`` (what was asked for), ``tasks/`` (each finished run, for
-resuming), a run folder per setting and ``summary.csv`` (final values per setting, method and
-metric).
+(``ngrpo-sim sweep``) holds a run folder per setting and ``summary.csv`` (final values per setting,
+method and metric).
+
+The folder of every command that simulates (dynamics, tokens, sweep, report) also holds
+``request.json``, what was asked of it, and ``tasks/``, each finished simulation, stored as soon as
+it finishes (``claim_folder``): the same command run again, after a stop or a failure, reuses them
+and runs only the rest; other settings are refused without --overwrite.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import t as student_t
 
-from ngrpo_sim import __version__
-from ngrpo_sim._files import write_atomically
+from ngrpo_sim import __version__, _checks
+from ngrpo_sim._files import missing_folders, remove_if_empty, write_atomically
 from ngrpo_sim.dynamics import METRICS, DynamicsConfig, RunRecord
 from ngrpo_sim.methods import METHODS, Method
 from ngrpo_sim.plotting import method_colour, save, subplots
-from ngrpo_sim.sweep import run_sweep
+from ngrpo_sim.sweep import Task, run_sweep, task_file
 from ngrpo_sim.training_loop import LoopConfig
 
 SUMMARY_METRICS = ("accuracy", "accuracy_hard", "pass_auc", "entropy", "entropy_hard", "abandoned",
@@ -42,9 +46,14 @@ AGGREGATION_LINESTYLES = {"seq-mean-token-mean": ":", "seq-mean-token-sum-norm":
 def label(run_record: RunRecord) -> str:
     """The method's name, with the loss aggregation a token-level config imposes, marked when the
     run is the expected (deterministic) counterpart."""
-    aggregation = getattr(run_record.config, "loss_aggregation", None)
-    return (run_record.method + (f" [{aggregation}]" if aggregation else "")
-            + (" (expected)" if run_record.config.mode == "expected" else ""))
+    return label_of_task(run_record.method, run_record.config)
+
+
+def label_of_task(method: Method | str, config: LoopConfig) -> str:
+    """``label`` of the run that a method (or its name) trains under ``config``."""
+    aggregation = getattr(config, "loss_aggregation", None)
+    return (getattr(method, "name", method) + (f" [{aggregation}]" if aggregation else "")
+            + (" (expected)" if config.mode == "expected" else ""))
 
 
 def linestyle(run_record: RunRecord) -> str:
@@ -128,44 +137,45 @@ def write_run(folder: Path, run_records: list[RunRecord],
     own draws). ``method_knobs``, the knobs that retuned the presets (``Method.retuned``), go to
     ``config.json`` beside the runs: the methods keep their presets' names."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     configs = {label(t): dataclasses.asdict(t.config) for t in run_records}
     record = {"runs": configs} | ({"method_knobs": method_knobs} if method_knobs else {})
-    (folder / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_atomically(folder / "config.json", json.dumps(record, indent=2) + "\n")
     names = list(run_records[0].metrics)
-    with (folder / "metrics.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", "mode", "step", "seed", *names])
-        for run_record in run_records:
-            table = np.stack([run_record.metrics[name] for name in names], axis=-1)
-            for step in range(table.shape[0]):
-                for seed in range(table.shape[1]):
-                    writer.writerow([run_record.method, run_record.config.mode, step, seed,
-                                     *(f"{v:.6g}" for v in table[step, seed])])
-    with (folder / "pass_at_k.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", "mode", "seed", "k", "pass_at_k_start", "pass_at_k_end"])
-        for run_record in run_records:
-            for seed in range(run_record.pass_at_k.shape[1]):
-                for i, k in enumerate(run_record.ks):
-                    writer.writerow([run_record.method, run_record.config.mode, seed, int(k),
-                                     f"{run_record.pass_at_k[0, seed, i]:.6g}",
-                                     f"{run_record.pass_at_k[-1, seed, i]:.6g}"])
-    with (folder / "summary.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", "mode", "metric", "mean", "ci95_half_width", "seeds"])
-        for run_record in run_records:
-            for name in summary_metrics:
-                mean, half = interval(final_values(run_record, name))
-                writer.writerow([run_record.method, run_record.config.mode, name, f"{mean:.6g}",
-                                 f"{half:.6g}",
-                                 run_record.config.seeds])
+    rows = []
+    for run_record in run_records:
+        table = np.stack([run_record.metrics[name] for name in names], axis=-1)
+        rows += [[run_record.method, run_record.config.mode, step, seed,
+                  *(f"{v:.6g}" for v in table[step, seed])]
+                 for step in range(table.shape[0]) for seed in range(table.shape[1])]
+    _write_csv(folder / "metrics.csv", ["method", "mode", "step", "seed", *names], rows)
+    rows = [[run_record.method, run_record.config.mode, seed, int(k),
+             f"{run_record.pass_at_k[0, seed, i]:.6g}", f"{run_record.pass_at_k[-1, seed, i]:.6g}"]
+            for run_record in run_records for seed in range(run_record.pass_at_k.shape[1])
+            for i, k in enumerate(run_record.ks)]
+    _write_csv(folder / "pass_at_k.csv",
+               ["method", "mode", "seed", "k", "pass_at_k_start", "pass_at_k_end"], rows)
+    rows = []
+    for run_record in run_records:
+        for name in summary_metrics:
+            mean, half = interval(final_values(run_record, name))
+            rows.append([run_record.method, run_record.config.mode, name, f"{mean:.6g}",
+                         f"{half:.6g}", run_record.config.seeds])
+    _write_csv(folder / "summary.csv",
+               ["method", "mode", "metric", "mean", "ci95_half_width", "seeds"], rows)
     written = [folder / name
                for name in ("config.json", "metrics.csv", "pass_at_k.csv", "summary.csv")]
     if not figures:
         return written
     return written + [plot_dynamics(run_records, folder / "dynamics.png"),
                       plot_pass_at_k(run_records, folder / "pass_at_k.png")]
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return write_atomically(path, table.getvalue())
 
 
 OLD_NAMES = {"share_all_right": "share_all_correct", "length_right": "length_correct",
@@ -274,25 +284,112 @@ def with_mode(config: LoopConfig, mode: str) -> LoopConfig:
     return dataclasses.replace(config, mode=mode, seeds=1 if mode == "expected" else config.seeds)
 
 
-def claim_sweep_folder(folder: Path, methods: list[Method], configs: list[DynamicsConfig]) -> Path:
-    """Make ``folder`` the home of this sweep, or find it there already (to resume it): writes
-    ``sweep.json`` with the request. Refuses, with ``ValueError``, a folder that holds another."""
-    folder = Path(folder)
-    # A preset by its name (as sweeps have always recorded it), a retuned one whole.
+REQUEST_FILE = "request.json"
+"""Where an output folder records what was asked of it (``claim_folder``)."""
+STORE_FOLDER = "tasks"
+"""Where an output folder keeps each finished simulation (``sweep.save_task``)."""
+
+
+@dataclasses.dataclass
+class Claim:
+    """An output folder a command has made its own: ``REQUEST_FILE`` holds the command and its
+    settings, ``STORE_FOLDER`` each of its ``tasks`` that finished."""
+
+    folder: Path
+    tasks: list[Task]
+    fresh: bool
+    """The request was written by this claim (a new folder, or --overwrite)."""
+    created: list[Path]
+    """The folders the claim made, outermost first."""
+    result: str | None = None
+    """The file the command writes last, when it has written everything else."""
+
+    @property
+    def store(self) -> Path:
+        return self.folder / STORE_FOLDER
+
+    def kept(self) -> list[int]:
+        """The indices of the tasks whose runs the store holds."""
+        return [index for index, task in enumerate(self.tasks)
+                if task_file(self.store, task).is_file()]
+
+    def finished(self) -> bool:
+        """Whether the folder holds the command's whole output for these settings already."""
+        return not self.fresh and self.result is not None and (self.folder / self.result).is_file()
+
+    def release(self) -> bool:
+        """Undo a fresh claim that kept nothing: remove the request, and the folders the claim made
+        where they are empty. Returns whether the folder itself was removed."""
+        if not self.fresh or self.kept():
+            return False
+        (self.folder / REQUEST_FILE).unlink(missing_ok=True)
+        remove_if_empty([self.store])
+        return remove_if_empty(self.created)
+
+
+def claim_folder(flag: str, folder: Path, command: str, settings: dict, tasks: list[Task], *,
+                 overwrite: bool = False, result: str | None = None) -> Claim:
+    """Make ``folder`` the home of one run of ``command`` with ``settings`` (JSON-able) and
+    ``tasks``, or find it there already, to reuse what it holds.
+
+    A folder that holds a run with other settings, or files of no run, is refused with a
+    ``ValueError`` naming ``flag``, unless ``overwrite``; then the stored tasks that these settings
+    do not ask for are removed and the rest is written anew. Everything is checked before the
+    first write: the folder is created (and proved writable, ``_checks.output_folder``) only after.
+    """
+    folder = Path(folder).expanduser()
+    request = json.dumps({"ngrpo_sim": __version__, "command": command, **settings},
+                         indent=2) + "\n"
+    record = folder / REQUEST_FILE
+    if folder.is_dir():
+        held = record.read_text() if record.is_file() else None
+        if held is None and not overwrite and any(not entry.name.startswith(".")
+                                                  for entry in folder.iterdir()):
+            raise ValueError(f"{flag} {str(folder)!r} holds files but no {REQUEST_FILE} of an "
+                             f"ngrpo-sim {command}; give a new or empty folder, or pass "
+                             "--overwrite to write among its files")
+        if held is not None and held != request and not overwrite:
+            raise ValueError(f"{flag} {str(folder)!r} holds {_other_request(held, request)}; give "
+                             f"another {flag}, repeat that run's options to continue it, or pass "
+                             "--overwrite to replace it")
+    else:
+        held = None
+    created = missing_folders(folder)
+    _checks.output_folder(flag, folder)
+    fresh = held != request or overwrite
+    if fresh:
+        wanted = {task_file(folder / STORE_FOLDER, task) for task in tasks}
+        for stored in (folder / STORE_FOLDER).glob("*.npz"):
+            if stored not in wanted:
+                stored.unlink()
+        if result is not None:
+            (folder / result).unlink(missing_ok=True)  # it belongs to the settings replaced
+        write_atomically(record, request)
+    return Claim(folder, list(tasks), fresh, created, result)
+
+
+def _other_request(held: str, request: str) -> str:
+    """What an output folder holds instead of ``request``: its command and the settings that
+    differ."""
+    try:
+        held, wanted = json.loads(held), json.loads(request)
+    except json.JSONDecodeError:
+        return f"a {REQUEST_FILE} that is not JSON"
+    if not isinstance(held, dict):
+        return f"a {REQUEST_FILE} that is not a request"
+    if held.get("command") != wanted["command"]:
+        return f"an ngrpo-sim {held.get('command')}, not a {wanted['command']}"
+    changed = [key for key in {**wanted, **held} if held.get(key) != wanted.get(key)]
+    return (f"an ngrpo-sim {wanted['command']} with other settings (its {REQUEST_FILE} differs in "
+            f"{', '.join(changed)})")
+
+
+def grid_settings(methods: list[Method], configs: list[LoopConfig]) -> dict:
+    """The settings of a grid of methods x configs, for ``claim_folder``: each preset by its name,
+    a retuned method whole."""
     names = [method.name if METHODS.get(method.name) == method else repr(method)
              for method in methods]
-    request = json.dumps({"ngrpo_sim": __version__, "methods": names,
-                          "configs": [dataclasses.asdict(config) for config in configs]}, indent=2)
-    record = folder / "sweep.json"
-    if record.is_file() and record.read_text() != request + "\n":
-        raise ValueError(f"out={str(folder)!r} holds another sweep (its sweep.json differs): give "
-                         "another --out, or repeat that sweep's options to resume it")
-    if not record.is_file() and folder.is_dir() and any(folder.iterdir()):
-        raise ValueError(f"out={str(folder)!r} holds files but no sweep: give a new or empty "
-                         "folder for the sweep")
-    folder.mkdir(parents=True, exist_ok=True)
-    write_atomically(record, request + "\n")
-    return folder / "tasks"
+    return {"methods": names, "configs": [dataclasses.asdict(config) for config in configs]}
 
 
 def varying_fields(configs: list[DynamicsConfig]) -> list[str]:
@@ -307,27 +404,29 @@ def setting_name(index: int, config: DynamicsConfig, fields: list[str]) -> str:
     return re.sub(r"[^\w.=-]", "_", "-".join(parts))
 
 
-def write_sweep(folder: Path, configs: list[DynamicsConfig], run_records: list[RunRecord]
+def write_sweep(folder: Path, configs: list[DynamicsConfig], run_records: list[RunRecord | None]
                 ) -> list[Path]:
-    """A run folder per config (``run_records`` in ``run_sweep``'s order) and ``summary.csv``: one
-    row per setting, method and metric, with the values of the fields that vary."""
+    """A run folder per config (``run_records`` in ``run_sweep``'s order, None for a run that did
+    not finish: a setting's folder holds its finished runs, and a setting without any has none) and
+    ``summary.csv``: one row per finished run of a setting and metric, with the values of the
+    fields that vary."""
     folder = Path(folder)
     fields = varying_fields(configs)
     per_config = len(run_records) // len(configs)
     rows, written = [], []
     for index, config in enumerate(configs):
         name = setting_name(index, config, fields)
-        group = run_records[index * per_config:(index + 1) * per_config]
+        group = [run_record for run_record in run_records[index * per_config:
+                                                          (index + 1) * per_config]
+                 if run_record is not None]
+        if not group:
+            continue
         written.append(write_run(folder / name, group)[0].parent)
         for run_record in group:
             for metric in SUMMARY_METRICS:
                 mean, half = interval(final_values(run_record, metric))
                 rows.append([name, *(getattr(config, field) for field in fields), run_record.method,
                              config.mode, metric, f"{mean:.6g}", f"{half:.6g}", config.seeds])
-    table = io.StringIO()
-    writer = csv.writer(table)
-    writer.writerow(["setting", *fields, "method", "mode", "metric", "mean", "ci95_half_width",
-                     "seeds"])
-    writer.writerows(rows)
-    write_atomically(folder / "summary.csv", table.getvalue())
+    _write_csv(folder / "summary.csv", ["setting", *fields, "method", "mode", "metric", "mean",
+                                        "ci95_half_width", "seeds"], rows)
     return written + [folder / "summary.csv"]

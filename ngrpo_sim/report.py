@@ -21,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ngrpo_sim import landscape
+from ngrpo_sim import _checks, landscape
+from ngrpo_sim._files import write_atomically
 from ngrpo_sim.dynamics import DynamicsConfig, RunRecord
 from ngrpo_sim.experiments import (difference_interval, final_values, format_summary, interval,
                                    with_mode, write_run)
 from ngrpo_sim.methods import get_method
 from ngrpo_sim.page import PAGE_FILE, write_page
-from ngrpo_sim.sweep import check_where_to_run, run_tasks, sweep_tasks
+from ngrpo_sim.sweep import Task, check_where_to_run, run_tasks, sweep_tasks
 
 HEADLINE_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "ppo")
 HEADLINE = DynamicsConfig(policy="shared", optimizer="adam", learning_rate=0.05, minibatches=4,
@@ -117,42 +118,52 @@ def claims_table(groups: list[list[RunRecord]]) -> str:
     return "\n".join(lines)
 
 
-def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: str | None = None
-               ) -> str:
-    """Run everything, write ``out``, and return the markdown report (also written to
-    ``out/report.md``). The simulations run as ``sweep.run_tasks`` runs them: here, in ``workers``
-    local processes, or on the Ray cluster at ``ray_address``, with the same results."""
-    check_where_to_run(workers, ray_address)
-    started = time.perf_counter()
-    out = Path(out)
-    methods = [get_method(name) for name in landscape.DEFAULT_METHODS]
-    landscape.write_csv(methods, group_size, out / "landscape")
-    landscape.write_figures(methods, group_size, out / "landscape")
-
+def report_plan() -> dict[str, list[Task]]:
+    """Every simulation of the report, by section, in the order ``run_report`` reads them."""
     # These sections read this module's verdicts and settings.
     from ngrpo_sim import clipping_report, rivals_report, token_report
 
-    headline_methods = [get_method(name) for name in HEADLINE_METHODS]
     headline_configs = [HEADLINE, with_mode(HEADLINE, "expected")]
     token_shared = token_report.token_config("shared", token_report.TOKEN_HEADLINE)
-    # Every simulation in one pool, so that the workers stay busy from the first to the last.
-    plan = {"headline and sweep": sweep_tasks(headline_methods, headline_configs + sweep_configs()),
+    return {"headline and sweep": sweep_tasks([get_method(name) for name in HEADLINE_METHODS],
+                                              headline_configs + sweep_configs()),
             "tokens": token_report.token_tasks(token_report.TOKEN_HEADLINE),
             "rivals": rivals_report.rival_tasks(HEADLINE, token_shared),
             "noise": clipping_report.noise_tasks(), "nsr": clipping_report.nsr_tasks()}
+
+
+def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: str | None = None,
+               store: Path | None = None) -> str:
+    """Run everything, write ``out``, and return the markdown report (also written to
+    ``out/report.md``, last). The simulations run as ``sweep.run_tasks`` runs them: here, in
+    ``workers`` local processes, or on the Ray cluster at ``ray_address``, with the same results;
+    ``store`` keeps each as it finishes, and serves those it holds already. Every argument and the
+    memory are checked before the first write; ``sweep.TasksFailed`` is raised, before anything but
+    the store is written, when some simulations fail."""
+    from ngrpo_sim import clipping_report, rivals_report, token_report
+
+    check_where_to_run(workers, ray_address)
+    _checks.integer("group_size", group_size, low=2)
+    started = time.perf_counter()
+    out = Path(out)
+    plan = report_plan()
+    # Every simulation in one pool, so that the workers stay busy from the first to the last.
     runs = run_tasks([task for tasks in plan.values() for task in tasks], workers=workers,
-                     ray_address=ray_address, description="simulations")
+                     ray_address=ray_address, store=store, description="simulations")
     results = {}
     for name, tasks in plan.items():
         results[name], runs = runs[:len(tasks)], runs[len(tasks):]
-    split = len(headline_configs) * len(headline_methods)
+    methods = [get_method(name) for name in landscape.DEFAULT_METHODS]
+    landscape.write_csv(methods, group_size, out / "landscape")
+    landscape.write_figures(methods, group_size, out / "landscape")
+    split = 2 * len(HEADLINE_METHODS)  # sampled and expected
     headline, sweep = results["headline and sweep"][:split], results["headline and sweep"][split:]
     write_run(out / "headline", headline)
     page_started = time.perf_counter()
     page_path = write_page(out / PAGE_FILE, out / "headline")
     page_seconds = time.perf_counter() - page_started
-    groups = [sweep[i:i + len(headline_methods)]
-              for i in range(0, len(sweep), len(headline_methods))]
+    groups = [sweep[i:i + len(HEADLINE_METHODS)]
+              for i in range(0, len(sweep), len(HEADLINE_METHODS))]
     for number, run_records in enumerate(groups):
         config = run_records[0].config
         write_run(out / "sweep"
@@ -191,6 +202,6 @@ def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: st
         "", *token_lines, "", *rival_lines, "", *clipping_lines,
     ]
     report = "\n".join(lines)
-    (out / "report.md").write_text(report + "\n")
+    write_atomically(out / "report.md", report + "\n")
     return report
 

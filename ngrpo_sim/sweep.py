@@ -15,8 +15,11 @@ tested against this process). Where the tasks run:
   node through Ray Client; every node needs ngrpo-sim installed. A process already connected to Ray
   (``ray.init`` called before) uses its connection.
 
-``store`` names a folder where each finished task is written, atomically, to a file of its own: a
-sweep stopped half-way and started again with the same store runs only the tasks it lacks.
+``store`` names a folder where each finished task is written, atomically, to a file of its own
+named by its full settings, as soon as it finishes: a sweep stopped half-way and started again with
+the same store runs only the tasks it lacks. A task that raises does not stop the others: the sweep
+runs every task it can and then raises ``TasksFailed``, which holds the finished runs and each
+failure.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import io
 import multiprocessing
+import os
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -96,28 +101,74 @@ def load_task(store: Path, task: Task) -> RunRecord | None:
                           final_success=saved["final_success"])
 
 
-def _here(tasks: list[Task], pending: list[int], bar: tqdm) -> Iterator[tuple[int, RunRecord]]:
+class TasksFailed(RuntimeError):
+    """Some tasks raised; every other task ran to its end.
+
+    ``finished`` maps a task's index to its ``RunRecord`` (with a store, each is kept there too),
+    ``errors`` maps each failed task's index to what it raised; ``tasks`` is the whole list.
+    """
+
+    def __init__(self, tasks: list[Task], finished: dict[int, RunRecord],
+                 errors: dict[int, Exception]):
+        first = min(errors)
+        method, config = tasks[first]
+        super().__init__(f"{len(errors)} of {len(tasks)} runs failed; the first, {method.name} "
+                         f"({config.mode}): {describe_error(errors[first])}")
+        self.tasks, self.finished, self.errors = tasks, finished, errors
+
+
+def describe_error(error: BaseException) -> str:
+    """One line: the exception's type and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    return type(error).__name__ + (f": {lines[0]}" if lines else "")
+
+
+Finished = Iterator[tuple[int, RunRecord | Exception]]
+"""What the ways of running yield: each task's index with its run, or what it raised."""
+
+
+def _here(tasks: list[Task], pending: list[int], bar: tqdm) -> Finished:
     for index in pending:
-        yield index, simulate(*tasks[index], progress=bar)
+        try:
+            run_record = simulate(*tasks[index], progress=bar)
+        except Exception as error:  # the task failed, not the sweep: the others still run
+            yield index, error
+        else:
+            yield index, run_record
 
 
-def _in_processes(tasks: list[Task], pending: list[int], bar: tqdm, workers: int
-                  ) -> Iterator[tuple[int, RunRecord]]:
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches every process of the terminal's group: the sweep's process answers it and
+    # stops the workers, which would otherwise each print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _in_processes(tasks: list[Task], pending: list[int], bar: tqdm, workers: int) -> Finished:
     # spawn: a forked child would inherit this process's threads (tqdm's, BLAS's) in any state.
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                               initializer=_ignore_interrupts)
+    finished = False
     try:
         futures = {pool.submit(run_task, *tasks[index]): index for index in pending}
         for future in as_completed(futures):
             index = futures[future]
             bar.update(tasks[index][1].steps)
-            yield index, future.result()
+            try:
+                yield index, future.result()
+            except Exception as error:  # raised in the worker, or the worker died
+                yield index, error
+        finished = True
     finally:
+        if not finished:  # stopped: a running task would otherwise hold the pool until its end
+            # ProcessPoolExecutor.terminate_workers arrives in Python 3.14; until then the
+            # processes are only reachable here.
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
         pool.shutdown(cancel_futures=True)
 
 
-def _on_ray(tasks: list[Task], pending: list[int], bar: tqdm, address: str
-            ) -> Iterator[tuple[int, RunRecord]]:
+def _on_ray(tasks: list[Task], pending: list[int], bar: tqdm, address: str) -> Finished:
     try:
         import ray
     except ImportError as error:
@@ -134,7 +185,11 @@ def _on_ray(tasks: list[Task], pending: list[int], bar: tqdm, address: str
             (done,), _ = ray.wait(list(running), num_returns=1)
             index = running.pop(done)
             bar.update(tasks[index][1].steps)
-            yield index, ray.get(done)
+            try:
+                result = ray.get(done)
+            except Exception as error:  # the task raised on its node (RayTaskError) or was lost
+                result = error
+            yield index, result
     finally:
         for reference in running:
             ray.cancel(reference)
@@ -142,17 +197,37 @@ def _on_ray(tasks: list[Task], pending: list[int], bar: tqdm, address: str
             ray.shutdown()
 
 
-def check_where_to_run(workers: int, ray_address: str | None) -> None:
-    """Refuse, with ``ValueError``, a bad ``workers`` or ``ray_address``, or both at once."""
-    _checks.integer("workers", workers, low=1)
-    if ray_address is None:
-        return
-    if not isinstance(ray_address, str) or not ray_address.strip():
-        raise ValueError(f"ray_address must be a Ray address such as 'local', 'auto' or "
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def check_where_to_run(workers: int, ray_address: str | None,
+                       names: tuple[str, str] = ("workers", "ray_address")) -> None:
+    """Refuse, with ``ValueError``, a bad ``workers`` or ``ray_address``, or both at once, and more
+    workers than the cores of this machine (they would only slow each other down and multiply the
+    memory). ``names`` are what the caller calls the two (the command line: its flags)."""
+    workers_name, ray_name = names
+    _checks.integer(workers_name, workers, low=1)
+    if ray_address is not None and (not isinstance(ray_address, str) or not ray_address.strip()):
+        raise ValueError(f"{ray_name} must be a Ray address such as 'local', 'auto' or "
                          f"'ray://head-node:10001', got {ray_address!r}")
-    if workers != 1:
-        raise ValueError(f"workers={workers} and ray_address={ray_address!r}: Ray runs one task "
-                         "per CPU of its cluster; give one of the two")
+    if ray_address is not None and workers != 1:
+        raise ValueError(f"{_given(workers_name, workers)} and {_given(ray_name, ray_address)}: "
+                         "Ray runs one task per CPU of its cluster; give one of the two")
+    cores = usable_cores()
+    if workers > cores:
+        raise ValueError(f"{_given(workers_name, workers)} is more than the {cores} CPU "
+                         f"core{'s' if cores > 1 else ''} of this machine, where each worker "
+                         f"takes one; give {_given(workers_name, cores)} or fewer (or a Ray "
+                         "cluster)")
+
+
+def _given(name: str, value) -> str:
+    """A value as the user gave it: ``--workers 2`` on the command line, ``workers=2`` in Python."""
+    return f"{name} {value}" if name.startswith("--") else f"{name}={value!r}"
 
 
 def check_fits_in_memory(configs: list[LoopConfig], tasks: int, workers: int = 1,
@@ -171,7 +246,8 @@ def run_sweep(methods: list[Method | str], configs: list[LoopConfig], *, workers
 
     The tasks run in ``workers`` local processes (1: this process) or on the Ray cluster at
     ``ray_address``; ``store`` is a folder that keeps finished tasks for a later call (see the
-    module doc). Raises ``ValueError`` for a bad argument, or when Ray is asked for and missing.
+    module doc). Raises ``ValueError`` for a bad argument, or when Ray is asked for and missing,
+    and ``TasksFailed`` after the last task when some tasks raised.
     """
     check_where_to_run(workers, ray_address)
     return run_tasks(sweep_tasks(methods, configs), workers=workers, ray_address=ray_address,
@@ -202,8 +278,14 @@ def run_tasks(tasks: list[Task], *, workers: int = 1, ray_address: str | None = 
             finished = _in_processes(tasks, pending, bar, workers)
         else:
             finished = _here(tasks, pending, bar)
-        for index, run_record in finished:
-            results[index] = run_record
+        errors = {}
+        for index, result in finished:
+            if isinstance(result, Exception):
+                errors[index] = result
+                continue
+            results[index] = result
             if store is not None:
-                save_task(store, tasks[index], run_record)
+                save_task(store, tasks[index], result)
+    if errors:
+        raise TasksFailed(tasks, results, errors) from errors[min(errors)]
     return [results[index] for index in range(len(tasks))]

@@ -96,7 +96,7 @@ def test_dynamics_options_come_from_the_config_docstrings():
     (["dynamics", "--methods", "grpo", "--learning-rate", "-1"],
      "learning_rate must be > 0.0, got -1.0"),
     (["dynamics", "--methods", "grpo", "--mode", "exact"],
-     "mode must be sampled, expected or both"),
+     "--mode must be sampled, expected or both"),
     (["dynamics", "--methods", "grpo", "--num-answers", "1"], "num_answers must be >= 2, got 1"),
     (["dynamics", "--methods", "grpo", "--profile", "0.5,2"],
      r"profile success rates must lie in [0, 1], got 2.0"),
@@ -383,12 +383,8 @@ def test_an_r_max_below_the_tasks_best_reward_is_refused_before_any_run(command,
     assert not out.exists()
 
 
-@pytest.mark.parametrize("command", [["landscape", "--group-size", "4", "--no-figures"],
-                                     ["dynamics", "--methods", "grpo", "--steps", "1", "--seeds",
-                                      "1"],
-                                     ["tokens", "--methods", "grpo", "--steps", "1", "--seeds", "1",
-                                      "--num-prompts", "8", "--prompts-per-step", "4"]])
-def test_a_second_run_into_the_same_folder_is_refused_unless_overwrite(command, tmp_path, capsys):
+def test_a_second_landscape_into_the_same_folder_is_refused_unless_overwrite(tmp_path, capsys):
+    command = ["landscape", "--group-size", "4", "--no-figures"]
     out = tmp_path / "run"
     main(command + ["--out", str(out)])
     capsys.readouterr()
@@ -398,3 +394,25 @@ def test_a_second_run_into_the_same_folder_is_refused_unless_overwrite(command, 
     assert {path.name: path.read_bytes() for path in out.iterdir()} == first
     main(command + ["--out", str(out), "--overwrite"])
     assert sorted(path.name for path in out.iterdir()) == sorted(first)
+
+
+@pytest.mark.parametrize("command", [["dynamics", "--methods", "grpo", "--steps", "1", "--seeds",
+                                      "1"],
+                                     ["tokens", "--methods", "grpo", "--steps", "1", "--seeds", "1",
+                                      "--num-prompts", "8", "--prompts-per-step", "4"]])
+def test_a_second_run_with_the_same_settings_reuses_the_first(command, tmp_path, monkeypatch,
+                                                              capsys):
+    from ngrpo_sim import sweep
+
+    out = tmp_path / "run"
+    main(command + ["--out", str(out)])
+    first = capsys.readouterr().out
+    files = {path: path.read_bytes() for path in out.rglob("*.*") if path.suffix != ".png"}
+
+    def must_not_run(*_, **__):
+        raise AssertionError("a finished run ran again")
+
+    monkeypatch.setattr(sweep, "simulate", must_not_run)
+    assert main(command + ["--out", str(out)]) == 0
+    assert capsys.readouterr().out == first
+    assert {path: path.read_bytes() for path in out.rglob("*.*") if path.suffix != ".png"} == files

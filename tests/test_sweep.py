@@ -158,21 +158,22 @@ def test_the_sweep_command_run_again_resumes_without_running_a_task(finished_swe
 
 
 @pytest.mark.parametrize("change, message", [
-    (["--learning-rate", "0.2"], "holds another sweep"),
+    (["--learning-rate", "0.2"], "holds an ngrpo-sim sweep with other settings (its request.json "
+                                 "differs in configs)"),
     (["--learning-rate", "fast"], "argument --learning-rate: 'fast' is not a float"),
     (["--refill", "maybe"], "argument --refill: 'maybe' is not true or false"),
     (["--max-candidates", "many"], "'many' is not a int or none"),
     (["--group-size", "2", "1"], "group_size must be >= 2, got 1"),
-    (["--workers", "2", "--ray", "auto"], "workers=2 and ray_address='auto'"),
+    (["--workers", "2", "--ray", "auto"], "--workers 2 and --ray auto: Ray runs one task"),
 ])
 def test_the_sweep_command_refuses_bad_input_in_one_line(finished_sweep, capsys, change, message):
     folder, _ = finished_sweep
-    before = (folder / "sweep.json").read_text()
+    before = (folder / "request.json").read_text()
     with pytest.raises(SystemExit) as exit_info:
         main(sweep_arguments(folder) + change)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
-    assert (folder / "sweep.json").read_text() == before
+    assert (folder / "request.json").read_text() == before
 
 
 def test_the_sweep_command_leaves_a_folder_of_other_files_alone(tmp_path, capsys):
@@ -180,7 +181,7 @@ def test_the_sweep_command_leaves_a_folder_of_other_files_alone(tmp_path, capsys
     with pytest.raises(SystemExit) as exit_info:
         main(sweep_arguments(tmp_path))
     assert exit_info.value.code == 2
-    assert "holds files but no sweep" in capsys.readouterr().err
+    assert "holds files but no request.json of an ngrpo-sim sweep" in capsys.readouterr().err
     assert [path.name for path in tmp_path.iterdir()] == ["summary.csv"]
 
 
