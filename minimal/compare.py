@@ -14,12 +14,12 @@ import shlex
 import sys
 from pathlib import Path
 
+import ngrpo_train as trainer
 import numpy as np
 
-import ngrpo_train as trainer
-from ngrpo_sim.experiments import interval
-from ngrpo_sim.trainer_runs import (CONFIG_FILE, METRICS_FILE, MODEL_FOLDER, RUN_FOLDER,
-                                    read_config, read_run)
+from ngrpo_sim.experiments.runs import interval
+from ngrpo_sim.experiments.trainer_runs import (CONFIG_FILE, METRICS_FILE, MODEL_FOLDER, RUN_FOLDER,
+                                                read_config, read_run)
 
 DEFAULT_FOLDER = "runs/minimal/compare"
 

@@ -207,8 +207,9 @@ def parse_config(argv=None) -> Config:
 # Methods: ngrpo_sim's methods (ngrpo_sim.METHODS) restated, so that this file stands alone
 # --------------------------------------------------------------------------------------------------
 class Method(NamedTuple):
-    """A method as ngrpo_sim.methods.Method defines it: advantage estimator, clip bounds, group
-    filter, loss aggregation and coefficients (tests/test_minimal_trainer.py keeps both equal)."""
+    """A method as ngrpo_sim.methods.presets.Method defines it: advantage estimator, clip bounds,
+    group filter, loss aggregation and coefficients (tests/test_minimal_trainer.py keeps both
+    equal)."""
     advantage: str
     """ngrpo_sim's AdvantageEstimator.name: grpo, ngrpo (a virtual r_max answer in the group's
     statistics), dr_grpo, rloo, w_reinforce, maxrl, qae or shifted_baseline (group_advantages)."""
@@ -260,7 +261,7 @@ METHOD_COLOURS = {"grpo": "#1f77b4", "dapo": "#2ca02c", "psr_nsr": "#9467bd", "n
                   "dr_grpo": "#17becf", "rloo": "#bcbd22", "grpo_asym_clip": "#6baed6",
                   "grpo_calibrated": "#fc9272", "ngrpo_no_filter": "#ff7f0e", "maxrl": "#393b79",
                   "qae": "#637939", "asymre": "#e7ba52",
-                  "shifted_baseline": "#6b6ecf"}  # ngrpo_sim.plotting's
+                  "shifted_baseline": "#6b6ecf"}  # ngrpo_sim.base.plotting's
 
 
 METHOD_FIELDS = ("clip_low", "clip_high", "kl_coef", "entropy_coef", "loss_aggregation", "r_max",
@@ -840,7 +841,7 @@ def train(config: Config, reward=None) -> Path:
                 raise RewardError(f"step {step}: {error}") from None
             append_line(metrics_path, record)
             done = step
-            if inspection is not None:  # the name and keys that ngrpo_sim/trainer_runs.py reads
+            if inspection is not None:  # named as ngrpo_sim/experiments/trainer_runs.py reads
                 write_atomically(run_dir / "inspect" / f"step-{step:06d}.json",
                                  json.dumps(inspection))
             for split, records in (("train", train_samples or []), ("eval", eval_samples)):

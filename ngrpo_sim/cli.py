@@ -7,13 +7,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from ngrpo_sim import _checks, landscape
-from ngrpo_sim._files import missing_folders, remove_if_empty
 from ngrpo_sim._config_cli import (add_config_arguments, add_config_grid_arguments,
                                    config_from_args, config_grid_from_args)
-from ngrpo_sim.dynamics import MODES, DynamicsConfig
-from ngrpo_sim.methods import METHODS, parse_methods
-from ngrpo_sim.sequences import SequenceConfig
+from ngrpo_sim.analysis import landscape
+from ngrpo_sim.base import checks
+from ngrpo_sim.base.files import missing_folders, remove_if_empty
+from ngrpo_sim.methods.presets import METHODS, parse_methods
+from ngrpo_sim.simulators.dynamics import MODES, DynamicsConfig
+from ngrpo_sim.simulators.sequences import SequenceConfig
 
 
 def _method_list_help() -> str:
@@ -85,7 +86,7 @@ def _run_landscape(args) -> None:
     methods = _methods_from_args(args)
     for method in methods:
         landscape.check_method(method)
-    _checks.fits_in_memory(f"the landscape for groups of {args.group_size}",
+    checks.fits_in_memory(f"the landscape for groups of {args.group_size}",
                            landscape.memory_bytes(args.group_size), "use a smaller --group-size")
     out = _output_folder(args, args.out or Path("runs") / f"landscape-G{args.group_size}",
                          fresh=not args.overwrite)
@@ -97,10 +98,10 @@ def _run_landscape(args) -> None:
 
 
 def _output_folder(args, folder: Path, fresh: bool = False) -> Path:
-    """``_checks.output_folder`` for ``--out``, remembering the folders it makes: ``main`` removes
+    """``checks.output_folder`` for ``--out``, remembering the folders it makes: ``main`` removes
     them again where the command stops before it writes into them."""
     args.created = missing_folders(Path(folder).expanduser())
-    return _checks.output_folder("--out", folder, fresh=fresh)
+    return checks.output_folder("--out", folder, fresh=fresh)
 
 
 def _add_dynamics(subparsers) -> None:
@@ -140,8 +141,8 @@ def _add_overwrite(parser) -> None:
 def _train(args, config_class) -> list:
     """Every method of ``--methods`` in every mode of ``--mode`` under the command's config, each
     run kept in ``--out`` as it finishes (``experiments.claim_folder``)."""
-    from ngrpo_sim.experiments import grid_settings, label_of_task, with_mode
-    from ngrpo_sim.sweep import check_fits_in_memory, run_sweep, sweep_tasks
+    from ngrpo_sim.experiments.runs import grid_settings, label_of_task, with_mode
+    from ngrpo_sim.experiments.sweep import check_fits_in_memory, run_sweep, sweep_tasks
 
     methods = _methods_from_args(args)
     modes = [part.strip() for part in args.mode.split(",") if part.strip()]
@@ -163,7 +164,7 @@ def _train(args, config_class) -> list:
 def _claim(args, settings: dict, tasks: list, names: list[str], result: str | None = None):
     """``--out`` claimed for this command (``experiments.claim_folder``); ``main`` reads the claim
     and the tasks' ``names`` to say what was kept when the command fails or is stopped."""
-    from ngrpo_sim.experiments import claim_folder
+    from ngrpo_sim.experiments.runs import claim_folder
 
     args.claim = claim_folder("--out", args.out, args.command, settings, tasks,
                               overwrite=args.overwrite, result=result)
@@ -173,7 +174,7 @@ def _claim(args, settings: dict, tasks: list, names: list[str], result: str | No
 
 def _finished_runs(train) -> tuple[list, Exception | None]:
     """The runs ``train()`` returns, or, when some failed, those that finished and the failure."""
-    from ngrpo_sim.sweep import TasksFailed
+    from ngrpo_sim.experiments.sweep import TasksFailed
 
     try:
         return train(), None
@@ -184,7 +185,7 @@ def _finished_runs(train) -> tuple[list, Exception | None]:
 def _train_and_write(args, config_class, summary=None, panels=None) -> None:
     """Train (``_train``) and write the run folder of the runs that finished, also when some
     failed (their failure is raised after), with ``panels`` in ``tokens.png``."""
-    from ngrpo_sim.experiments import SUMMARY_METRICS, format_summary, plot_dynamics, write_run
+    from ngrpo_sim.experiments.runs import SUMMARY_METRICS, format_summary, plot_dynamics, write_run
 
     run_records, failure = _finished_runs(lambda: _train(args, config_class))
     run_records = [run_record for run_record in run_records if run_record is not None]
@@ -222,7 +223,7 @@ def _add_tokens(subparsers) -> None:
 
 
 def _run_tokens(args) -> None:
-    from ngrpo_sim.token_report import SUMMARY, TOKEN_PANELS
+    from ngrpo_sim.reports.token_report import SUMMARY, TOKEN_PANELS
 
     _train_and_write(args, SequenceConfig, SUMMARY, TOKEN_PANELS)
 
@@ -248,8 +249,8 @@ def _add_report(subparsers) -> None:
 
 
 def _run_report(args) -> None:
-    from ngrpo_sim import report
-    from ngrpo_sim.sweep import check_fits_in_memory, task_file
+    from ngrpo_sim.experiments.sweep import check_fits_in_memory, task_file
+    from ngrpo_sim.reports import report
 
     _check_where_to_run(args)
     plan = report.report_plan()
@@ -272,7 +273,7 @@ def _run_report(args) -> None:
 
 
 def _check_where_to_run(args) -> None:
-    from ngrpo_sim.sweep import check_where_to_run
+    from ngrpo_sim.experiments.sweep import check_where_to_run
 
     check_where_to_run(args.workers, args.ray, ("--workers", "--ray"))
 
@@ -313,9 +314,9 @@ def _add_sweep(subparsers) -> None:
 
 
 def _run_sweep(args) -> None:
-    from ngrpo_sim.experiments import (format_summary, grid_settings, label_of_task, setting_name,
-                                       varying_fields, with_mode, write_sweep)
-    from ngrpo_sim.sweep import check_fits_in_memory, run_sweep, sweep_tasks
+    from ngrpo_sim.experiments.runs import (format_summary, grid_settings, label_of_task,
+                                            setting_name, varying_fields, with_mode, write_sweep)
+    from ngrpo_sim.experiments.sweep import check_fits_in_memory, run_sweep, sweep_tasks
 
     methods = _methods_from_args(args)
     configs = list(dict.fromkeys(with_mode(config, config.mode)
@@ -365,7 +366,7 @@ def _add_page(subparsers) -> None:
 
 
 def _run_page(args) -> None:
-    from ngrpo_sim.page import write_page
+    from ngrpo_sim.pages.page import write_page
 
     report = args.report
     if report is None and (Path("runs") / "report" / "headline" / "metrics.csv").is_file():
@@ -395,7 +396,7 @@ def _add_inspect(subparsers) -> None:
 
 
 def _run_inspect(args) -> None:
-    from ngrpo_sim.inspector import write_inspector
+    from ngrpo_sim.pages.inspector import write_inspector
 
     if args.out is not None:
         _output_folder(args, args.out.parent)
@@ -422,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ngrpo_sim.sweep import TasksFailed
+    from ngrpo_sim.experiments.sweep import TasksFailed
 
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
@@ -453,7 +454,7 @@ def _continuing(argv: list[str]) -> str:
 
 def _failed(args, argv: list[str], failure) -> str:
     """One line per run kept and per run failed, and one that says how to run the failed ones."""
-    from ngrpo_sim.sweep import describe_error
+    from ngrpo_sim.experiments.sweep import describe_error
 
     claim, names = args.claim, args.task_names
     prefix = f"ngrpo-sim {args.command}: "

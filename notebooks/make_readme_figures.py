@@ -1,7 +1,7 @@
 """Run every notebook at full size and save the figure of its cell tagged ``readme-figure`` for the
 README.
 
-    .venv/bin/python notebooks/make_readme_figures.py          # writes docs/figures/notebooks/NN_name.png
+    .venv/bin/python notebooks/make_readme_figures.py    # writes docs/figures/notebooks/NN_name.png
 
 About a minute when notebook 5's comparison (runs/minimal/compare) already exists; it trains that
 comparison first otherwise (about 6 minutes on a 2-core CPU). Always at full size, whatever
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ngrpo_sim.notebook_runner import execute_notebook
+from ngrpo_sim.teaching.notebook_runner import execute_notebook
 
 NOTEBOOK_FOLDER = Path(__file__).resolve().parent
 FIGURE_FOLDER = NOTEBOOK_FOLDER.parent / "docs" / "figures" / "notebooks"

@@ -16,7 +16,6 @@ from re import _constants as regex_codes
 from re import _parser as regex_parser
 
 import pytest
-
 from test_minimal_trainer import ROOT, trainer
 
 _spec = importlib.util.spec_from_file_location("answer_checker_page",

@@ -8,9 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
-from test_minimal_trainer import ROOT, compare, tiny_config, tiny_folder, trainer  # noqa: F401
 from test_minimal_runs import flags
+from test_minimal_trainer import ROOT, compare, tiny_config, tiny_folder, trainer  # noqa: F401
 
 
 def fail_in_step(monkeypatch, method: str, seed: int, step: int, error):

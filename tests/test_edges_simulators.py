@@ -7,13 +7,14 @@ from decimal import Decimal, localcontext
 import numpy as np
 import pytest
 
-from ngrpo_sim import bandit, get_method, optim, sequences
-from ngrpo_sim.bandit import BanditTask
+from ngrpo_sim import get_method
 from ngrpo_sim.cli import main
-from ngrpo_sim.dynamics import DynamicsConfig
-from ngrpo_sim.metrics import as_probability, log_softmax
-from ngrpo_sim.sequences import SequenceConfig, make_sequence_task
-from ngrpo_sim.training_loop import Coefficients, TrainingDiverged, simulate
+from ngrpo_sim.methods.metrics import as_probability, log_softmax
+from ngrpo_sim.simulators import bandit, optim, sequences
+from ngrpo_sim.simulators.bandit import BanditTask
+from ngrpo_sim.simulators.dynamics import DynamicsConfig
+from ngrpo_sim.simulators.sequences import SequenceConfig, make_sequence_task
+from ngrpo_sim.simulators.training_loop import Coefficients, TrainingDiverged, simulate
 
 KS = 2 ** np.arange(9)
 

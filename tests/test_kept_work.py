@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ngrpo_sim import report, sweep, training_loop
 from ngrpo_sim.cli import main
-from ngrpo_sim.dynamics import DynamicsConfig
-from ngrpo_sim.methods import KeepAllGroups, get_method
+from ngrpo_sim.experiments import sweep
+from ngrpo_sim.methods.presets import KeepAllGroups, get_method
+from ngrpo_sim.reports import report
+from ngrpo_sim.simulators import training_loop
+from ngrpo_sim.simulators.dynamics import DynamicsConfig
 
 SMALL = ["--steps", "3", "--seeds", "2", "--num-prompts", "16", "--prompts-per-step", "8"]
 TOKENS = ["--vocab-size", "3", "--max-length", "3"]
@@ -61,7 +63,8 @@ def count_runs(monkeypatch) -> list:
 def stub_figures(setattr):
     """The report's figures and page as empty files, each set with ``setattr(module, name, value)``:
     these tests read what is run and kept."""
-    from ngrpo_sim import clipping_report, experiments, rivals_report, token_report
+    from ngrpo_sim.experiments import runs
+    from ngrpo_sim.reports import clipping_report, rivals_report, token_report
 
     def empty(*args, **_):
         path = next(arg for arg in args if isinstance(arg, Path))
@@ -69,7 +72,7 @@ def stub_figures(setattr):
         path.write_bytes(b"")
         return path
 
-    for module, name in ((experiments, "plot_dynamics"), (experiments, "plot_pass_at_k"),
+    for module, name in ((runs, "plot_dynamics"), (runs, "plot_pass_at_k"),
                          (token_report, "plot_tokens"), (rivals_report, "plot_rivals"),
                          (clipping_report, "plot_clipping"), (report, "write_page")):
         setattr(module, name, empty)
@@ -310,7 +313,8 @@ SCRIPT = '''
 take 50 ms more (in the workers too: they import this file as their main module)."""
 import dataclasses, os, sys, time
 sys.path.insert(0, os.environ["TESTS"])
-from ngrpo_sim import clipping_report, report, token_report, training_loop
+from ngrpo_sim.reports import clipping_report, report, token_report
+from ngrpo_sim.simulators import training_loop
 from test_kept_work import stub_figures
 
 def small(config):
@@ -383,7 +387,7 @@ def test_ctrl_c_in_a_report_on_two_workers_continues_where_it_stopped(tmp_path, 
 
 def test_ctrl_c_in_a_command_that_keeps_nothing_removes_the_folder_it_made(tmp_path, monkeypatch,
                                                                           capsys):
-    from ngrpo_sim import landscape
+    from ngrpo_sim.analysis import landscape
 
     def interrupted(*_):
         raise KeyboardInterrupt
@@ -393,7 +397,7 @@ def test_ctrl_c_in_a_command_that_keeps_nothing_removes_the_folder_it_made(tmp_p
     argv = ["landscape", "--no-figures", "--out", str(out)]
     assert exit_code(argv) == 130
     captured = capsys.readouterr()
-    assert captured.err == (f"\nngrpo-sim landscape: interrupted; nothing of it was kept, and {out} "
-                            f"it had made is removed; start it again with: ngrpo-sim "
+    assert captured.err == (f"\nngrpo-sim landscape: interrupted; nothing of it was kept, and "
+                            f"{out} it had made is removed; start it again with: ngrpo-sim "
                             f"{' '.join(argv)}\n")
     assert not (tmp_path / "new").exists()

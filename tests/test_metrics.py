@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import binom
 
 from ngrpo_sim import pass_at_k_auc, pass_at_k_exact, pass_at_k_unbiased, softmax_entropy
-from ngrpo_sim.metrics import log_softmax, powers_of_two_up_to
+from ngrpo_sim.methods.metrics import log_softmax, powers_of_two_up_to
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 16, 64, 256])

@@ -15,10 +15,10 @@ import sys
 import numpy as np
 import pytest
 
-from ngrpo_sim import sweep
 from ngrpo_sim.cli import main
-from ngrpo_sim.dynamics import DynamicsConfig, simulate
-from ngrpo_sim.experiments import SUMMARY_METRICS
+from ngrpo_sim.experiments import sweep
+from ngrpo_sim.experiments.runs import SUMMARY_METRICS
+from ngrpo_sim.simulators.dynamics import DynamicsConfig, simulate
 
 SMALL = DynamicsConfig(num_prompts=32, prompts_per_step=8, steps=4, seeds=3)
 METHODS = ["grpo", "ngrpo", "ppo"]
@@ -103,7 +103,8 @@ def test_without_ray_the_error_says_how_to_install_it(monkeypatch):
 
 
 def test_the_core_commands_never_import_ray():
-    script = ("import sys\nimport ngrpo_sim.cli, ngrpo_sim.report, ngrpo_sim.sweep\n"
+    script = ("import sys\n"
+              "import ngrpo_sim.cli, ngrpo_sim.reports.report, ngrpo_sim.experiments.sweep\n"
               "assert 'ray' not in sys.modules, 'ray was imported'\n")
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
 
@@ -187,10 +188,11 @@ def test_the_sweep_command_leaves_a_folder_of_other_files_alone(tmp_path, capsys
 
 def test_the_report_on_ray_equals_the_report_here(ray_cluster, tmp_path, monkeypatch, small_report,
                                                   capsys):
-    from ngrpo_sim import experiments, report
+    from ngrpo_sim.experiments import runs
+    from ngrpo_sim.reports import report
 
     for figures in ("plot_dynamics", "plot_pass_at_k"):  # only the numbers are compared
-        monkeypatch.setattr(experiments, figures, lambda run_records, path: path)
+        monkeypatch.setattr(runs, figures, lambda run_records, path: path)
     monkeypatch.setattr(report.landscape, "write_figures", lambda *_: [])
 
     def page(path, headline):  # the real page is drawn from headline/, compared below

@@ -55,9 +55,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ngrpo_sim._files import write_atomically
-from ngrpo_sim.advantages import NGRPOAdvantage
+from ngrpo_sim.base.files import write_atomically
 from ngrpo_sim.integrations.groups import group_advantages
+from ngrpo_sim.methods.advantages import NGRPOAdvantage
 
 HERE = Path(__file__).resolve().parent
 RELEASE = {"repository": "github.com/nangongrui-ngr/NGRPO", "branch": "ngr",

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ngrpo_sim import _checks
-from ngrpo_sim.advantages import AdvantageEstimator
+from ngrpo_sim.base import checks
+from ngrpo_sim.methods.advantages import AdvantageEstimator
 
 
 def _answers_by_group_size(group_ids: np.ndarray) -> Iterator[np.ndarray]:
@@ -37,7 +37,7 @@ def _answers_by_group_size(group_ids: np.ndarray) -> Iterator[np.ndarray]:
 
 
 def _flat_batch(rewards, group_ids) -> tuple[np.ndarray, np.ndarray]:
-    rewards = _checks.finite_array("rewards", rewards)
+    rewards = checks.finite_array("rewards", rewards)
     group_ids = np.asarray(group_ids)
     if rewards.ndim != 1:
         raise ValueError(f"rewards must be flat (one reward per answer), got shape {rewards.shape}")

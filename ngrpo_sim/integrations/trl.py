@@ -73,7 +73,7 @@ import numpy as np
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from ngrpo_sim.methods import DropAllCorrectGroups, GroupFilter, KeepAllGroups, get_method
+from ngrpo_sim.methods.presets import DropAllCorrectGroups, GroupFilter, KeepAllGroups, get_method
 
 _NGRPO = get_method("ngrpo")
 

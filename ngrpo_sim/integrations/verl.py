@@ -88,9 +88,9 @@ import torch
 from verl.trainer.ppo.core_algos import register_adv_est
 from verl.utils.reward_score import default_compute_score
 
-from ngrpo_sim.advantages import AdvantageEstimator
 from ngrpo_sim.integrations.groups import group_advantages
-from ngrpo_sim.methods import DropAllCorrectGroups, get_method
+from ngrpo_sim.methods.advantages import AdvantageEstimator
+from ngrpo_sim.methods.presets import DropAllCorrectGroups, get_method
 
 ESTIMATOR_NAME = "ngrpo"
 """The value of ``algorithm.adv_estimator`` that selects NGRPO."""

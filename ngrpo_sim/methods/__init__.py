@@ -1,0 +1,7 @@
+"""The one definition of each method: advantage estimators (``advantages``), the presets that
+combine an estimator with a clip range, a group filter and a loss aggregation, and the registry
+``METHODS`` (``presets``), the clipped surrogate (``surrogate``), and pass@k and entropy
+(``metrics``).
+
+Imports only ``ngrpo_sim.base``. Everything else that names a method takes it from here.
+"""
