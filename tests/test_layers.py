@@ -8,7 +8,6 @@ and the public API in ``ngrpo_sim/__init__.py``) stand above every layer.
 import ast
 from pathlib import Path
 
-
 PACKAGE = Path(__file__).resolve().parents[1] / "ngrpo_sim"
 LAYERS = ("base", "methods", "analysis", "simulators", "experiments", "pages", "reports",
           "teaching", "integrations")
@@ -122,7 +121,7 @@ def test_an_engine_plugin_loads_no_simulator():
     import subprocess
     import sys
 
-    script = ("import sys, ngrpo_sim.integrations.groups; "
+    script = ("import sys, ngrpo_sim.methods.groups; "
               "print(sorted(m for m in sys.modules if m.startswith('ngrpo_sim.')))")
     loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             check=True).stdout

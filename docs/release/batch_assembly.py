@@ -56,8 +56,8 @@ from pathlib import Path
 import numpy as np
 
 from ngrpo_sim.base.files import write_atomically
-from ngrpo_sim.integrations.groups import group_advantages
 from ngrpo_sim.methods.advantages import NGRPOAdvantage
+from ngrpo_sim.simulators.release_assembly import release_advantages
 
 HERE = Path(__file__).resolve().parent
 RELEASE = {"repository": "github.com/nangongrui-ngr/NGRPO", "branch": "ngr",
@@ -73,7 +73,6 @@ MICRO_TOKENS = 36_000         # actor.ppo_max_token_len_per_gpu, with use_dynami
 MAX_PROMPT, MAX_RESPONSE = 1024, 3072  # [35-36]
 EPOCHS = 20                   # trainer.total_epochs [71]
 PROBLEMS = 7500               # MATH training set
-EPS = 1e-6                    # core_algos.py 159
 ROWS = PROMPTS_PER_BATCH * ANSWERS_PER_PROMPT                     # target_batch_size, line 1081
 ROWS_PER_GPU = ROWS // GPUS
 MINIBATCH_ROWS = MINIBATCH_PROMPTS * ANSWERS_PER_PROMPT // GPUS   # fsdp_workers.py 119-120
@@ -276,17 +275,6 @@ class Tally:
     micro_batches_per_update: list[int] = field(default_factory=list)
 
 
-def release_advantages(batch: Rows) -> np.ndarray:
-    """NGRPO as the release computes it on a cut batch: statistics over the rows of each uid that
-    are present (with the virtual r_max answer), and for a uid with one row mean 0 and std 1, so
-    that A = r / (1 + eps) (core_algos.py 190-200)."""
-    advantages = group_advantages(batch.reward, batch.uid, NGRPOAdvantage())
-    _, where, count = np.unique(batch.uid, return_inverse=True, return_counts=True)
-    alone = count[where] == 1
-    advantages[alone] = batch.reward[alone] / (1.0 + EPS)
-    return advantages
-
-
 def token_weights(batch: Rows, partition, tally: Tally):
     """Each micro-batch's weight per response token relative to a true token mean over its
     minibatch (all GPUs), for every minibatch of a full batch (dp_actor.py 250-335)."""
@@ -327,7 +315,10 @@ def train_step(batch: Rows, step: int, partition, tally: Tally):
     tally.rows_present += np.bincount(count, minlength=ANSWERS_PER_PROMPT + 1)
     tally.answer_tokens.append(batch.answer_tokens)
 
-    advantage = release_advantages(batch)
+    # NGRPO as the release computes it on a cut batch: statistics over the rows of each uid that
+    # are present (with the virtual r_max answer); a uid with one row gets mean 0 and std 1, A = r
+    # / (1 + eps) (core_algos.py 190-200).
+    advantage = release_advantages(batch.reward, batch.uid, NGRPOAdvantage())
     gap = np.abs(advantage - batch.whole_advantage)
     changed = gap > 1e-9
     tally.advantage_changed.append(int(changed.sum()))

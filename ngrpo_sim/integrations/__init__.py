@@ -4,12 +4,11 @@
   by verl's ``verl.plugins`` entry point, plus the reward-side key that makes verl's group filter
   drop only all-correct groups (``pip install ngrpo-sim[verl]``);
 * ``trl``: ``NGRPOTrainer``, a subclass of TRL's ``GRPOTrainer``, and its ``NGRPOConfig``
-  (``pip install ngrpo-sim[trl]``);
-* ``groups``: what needs neither engine: NGRPO on a flat batch of answers tagged with their group,
-  where groups may differ in size (verl's batches).
+  (``pip install ngrpo-sim[trl]``).
 
 Both also train NGRPO's rivals whose advantage needs only the rewards (MaxRL, QAE, AsymRE, the
-shifted baseline), each with its ``ngrpo_sim`` definition.
+shifted baseline), each with its ``ngrpo_sim`` definition; verl's batches, flat and with groups of
+varying size, go through ``ngrpo_sim.methods.groups``.
 
 Imports only ``base`` and ``methods``, so that an engine's process loads none of the simulators;
 importing this package imports neither engine (each engine module imports its engine itself).

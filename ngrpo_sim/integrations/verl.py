@@ -19,7 +19,7 @@ verl's trainer calls a registered estimator with keyword arguments: ``token_leve
 ``response_mask`` (both ``(answers, response tokens)``), ``index`` (the ``uid`` of each answer's
 prompt: answers with the same uid form a group) and ``config`` (the ``algorithm`` section). The
 outcome reward of an answer is the sum of its token rewards (verl puts it on the last token). Groups
-may differ in size; ``ngrpo_sim.integrations.groups`` hands each size to ``ngrpo_sim``'s NGRPO
+may differ in size; ``ngrpo_sim.methods.groups`` hands each size to ``ngrpo_sim``'s NGRPO
 estimator in one call (a group of one answer gets 0: the estimator needs two). The advantage is
 spread over every response token, and the function returns it twice, as verl expects (advantages,
 returns). Two keys of the ``algorithm`` section, named as in the authors' release, tune it:
@@ -88,8 +88,8 @@ import torch
 from verl.trainer.ppo.core_algos import register_adv_est
 from verl.utils.reward_score import default_compute_score
 
-from ngrpo_sim.integrations.groups import group_advantages
 from ngrpo_sim.methods.advantages import AdvantageEstimator
+from ngrpo_sim.methods.groups import group_advantages
 from ngrpo_sim.methods.presets import DropAllCorrectGroups, get_method
 
 ESTIMATOR_NAME = "ngrpo"

@@ -19,8 +19,6 @@ from ngrpo_sim.methods.advantages import (AdvantageEstimator, centre, known_mean
                                           standardise)
 
 
-
-
 @dataclass(frozen=True)
 class MaxRLAdvantage(AdvantageEstimator):
     """MaxRL (Tajwar et al. 2026, arXiv 2602.02710, Algorithm 1): A_i = (r_i - mean(R)) / mean(R),

@@ -19,7 +19,6 @@ import dataclasses
 import time
 from pathlib import Path
 
-
 from ngrpo_sim.analysis import landscape
 from ngrpo_sim.base import checks
 from ngrpo_sim.base.files import write_atomically

@@ -33,9 +33,9 @@ from ngrpo_sim.methods.presets import Method, token_weights
 from ngrpo_sim.methods.surrogate import clipped_surrogate
 from ngrpo_sim.simulators.profile import difficulty_masks, parse_profile, starting_success
 from ngrpo_sim.simulators.training_loop import (POLICIES, REWARD_KINDS, ROLLOUT_METRICS,
-                                                Coefficients, approx_kl, predicted_entropy_change,
-                                                regulariser_logit_grads, starting_params,
-                                                success_metrics)
+                                                Coefficients, answer_mask, approx_kl,
+                                                predicted_entropy_change, regulariser_logit_grads,
+                                                starting_params, success_metrics)
 
 POLICY_METRICS = ("accuracy", "accuracy_hard", "accuracy_mid", "accuracy_easy", "entropy",
                   "entropy_hard", "entropy_mid", "entropy_easy", "pass_auc", "abandoned",
@@ -84,14 +84,14 @@ class BanditTask:
     def backprop(self, logit_grads: np.ndarray, prompts: np.ndarray | None = None) -> np.ndarray:
         """Gradient with respect to the parameters from gradients with respect to the logits.
 
-        ``logit_grads`` is (S, P, K), or (S, C, K) for ``prompts`` (S, C) of distinct prompts per
-        seed.
+        ``logit_grads`` is (S, P, K), or (S, C, K) for ``prompts`` (S, C); a prompt that appears
+        more than once in a seed's row gets the sum of its gradients.
         """
         if self.features is None:
             if prompts is None:
                 return logit_grads
             grads = np.zeros((logit_grads.shape[0], self.num_prompts, logit_grads.shape[-1]))
-            grads[np.arange(logit_grads.shape[0])[:, None], prompts] = logit_grads
+            np.add.at(grads, (np.arange(logit_grads.shape[0])[:, None], prompts), logit_grads)
             return grads
         features = self.features if prompts is None else self.features[prompts]
         pattern = "spk,pkd->sd" if prompts is None else "sck,sckd->sd"
@@ -116,10 +116,11 @@ class BanditTask:
         return self.rewards[prompts[..., None], answers]
 
     def update_batch(self, params: np.ndarray, prompts: np.ndarray, answers: np.ndarray,
-                     reference: np.ndarray) -> "BanditUpdate":
+                     reference: np.ndarray, stale: np.ndarray | None = None,
+                     stale_params: np.ndarray | None = None) -> "BanditUpdate":
         """The rollout's groups ready for minibatch updates, with their log-probabilities under
-        ``params``."""
-        return BanditUpdate(self, prompts, answers, reference, params)
+        ``params`` (under ``stale_params`` for the groups marked ``stale`` (S, B))."""
+        return BanditUpdate(self, prompts, answers, reference, params, stale, stale_params)
 
     def group_inputs(self, logits: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         """The policy inputs ``names`` that every answer of a prompt's group shares, each (S, P):
@@ -186,12 +187,19 @@ class BanditTask:
 class BanditUpdate:
     """One rollout's used groups (B slots per seed; the loop marks the valid ones) and their
     log-probabilities under the rollout policy, for the minibatch updates of
-    ``training_loop.apply_rollout``."""
+    ``training_loop.apply_rollout``. The groups marked ``stale`` (S, B) were sampled by
+    ``stale_params`` instead (a release-assembled batch's carried rows), and their ratios are
+    taken against that policy."""
 
     def __init__(self, task: BanditTask, prompts: np.ndarray, answers: np.ndarray,
-                 reference: np.ndarray, params: np.ndarray):
+                 reference: np.ndarray, params: np.ndarray, stale: np.ndarray | None = None,
+                 stale_params: np.ndarray | None = None):
         self.task, self.prompts, self.answers = task, prompts, answers
         self.old_log_pi = log_softmax(task.logits(params, prompts))
+        if stale is not None:
+            self.old_log_pi = np.where(stale[..., None],
+                                       log_softmax(task.logits(stale_params, prompts)),
+                                       self.old_log_pi)
         self.old_logp = np.take_along_axis(self.old_log_pi, answers, axis=-1)
         num_seeds, batch = prompts.shape
         self.num_answers = task.rewards.shape[1]
@@ -214,19 +222,20 @@ class BanditUpdate:
     def gradient(self, params: np.ndarray, advantages: np.ndarray, in_part: np.ndarray,
                  method: Method, coefficients: Coefficients
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The parameter gradient of the clipped loss of the groups ``in_part`` (S, B), plus per
-        seed the answers clipped at the low and at the high bound and the answers trained on.
-        Each answer is one token, so the three loss aggregations coincide: each answer of a
-        minibatch weighs 1 / (answers in the minibatch). KL to the starting policy and the
-        entropy bonus are computed exactly from the full distributions of the prompts in the
-        minibatch (a language model can only estimate them from samples)."""
+        """The parameter gradient of the clipped loss of the groups ``in_part`` (S, B), or of the
+        answers ``in_part`` (S, B, G), plus per seed the answers clipped at the low and at the
+        high bound and the answers trained on. Each answer is one token, so the three loss
+        aggregations coincide: each answer of a minibatch weighs 1 / (answers in the minibatch).
+        KL to the starting policy and the entropy bonus are computed exactly from the full
+        distributions of the prompts in the minibatch (a language model can only estimate them
+        from samples), each prompt's weighed by its share of the minibatch's answers."""
         num_seeds, batch = self.prompts.shape
         logits = self.task.logits(params, self.prompts)
         log_pi = log_softmax(logits)
         logp = np.take_along_axis(log_pi, self.answers, axis=-1)
         surrogate = clipped_surrogate(np.exp(logp - self.old_logp), advantages, method.clip_low,
                                       method.clip_high)
-        mask = np.broadcast_to(in_part[..., None], self.answers.shape).astype(np.float64)
+        mask = answer_mask(in_part, self.answers.shape).astype(np.float64)
         weights = token_weights(mask, "token-mean")  # over each seed's whole minibatch
         grad_logp = surrogate.grad_logp * weights
         size = num_seeds * batch * self.num_answers
@@ -234,7 +243,9 @@ class BanditUpdate:
         logit_grads = (logit_grads.reshape(num_seeds, batch, self.num_answers)
                        - grad_logp.sum(-1)[..., None] * np.exp(log_pi))
         if coefficients.kl or coefficients.entropy:
-            group_weights = in_part / np.maximum(in_part.sum(axis=1, keepdims=True), 1)
+            answers_in_group = mask.sum(axis=-1)
+            group_weights = answers_in_group / np.maximum(
+                answers_in_group.sum(axis=1, keepdims=True), 1)
             logit_grads += group_weights[..., None] * regulariser_logit_grads(
                 logits, self.reference_logits, coefficients)
         return (self.task.backprop(logit_grads, self.prompts),
@@ -243,10 +254,10 @@ class BanditUpdate:
 
     def statistics(self, params: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
         """After the updates: verl's approx_kl between the rollout policy and ``params`` over the
-        answers of the ``valid`` groups (S, B)."""
+        answers of the ``valid`` groups (S, B), or the ``valid`` answers (S, B, G)."""
         log_ratio = np.take_along_axis(log_softmax(self.task.logits(params, self.prompts)),
                                        self.answers, axis=-1) - self.old_logp
-        return {"approx_kl": approx_kl(log_ratio, valid[..., None])}
+        return {"approx_kl": approx_kl(log_ratio, answer_mask(valid, self.answers.shape))}
 
 
 def success_rate(probs: np.ndarray, correct: np.ndarray) -> np.ndarray:

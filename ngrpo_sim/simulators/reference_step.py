@@ -39,6 +39,36 @@ def _prompt_logits(task: BanditTask, params: np.ndarray, seed: int, prompt: int)
             for a in range(num_answers)]
 
 
+def _regulariser_grad(probs: list[float], reference_probs: list[float],
+                      coefficients: Coefficients) -> list[float]:
+    """Gradient w.r.t. one prompt's logits of kl * KL(pi || pi_ref) - entropy * H(pi), logit by
+    logit."""
+    kl = sum(p * math.log(p / q) for p, q in zip(probs, reference_probs))
+    entropy = -sum(p * math.log(p) for p in probs)
+    return [coefficients.kl * p * (math.log(p / q) - kl)
+            + coefficients.entropy * p * (math.log(p) + entropy)
+            for p, q in zip(probs, reference_probs)]
+
+
+def _parameter_gradient(task: BanditTask, params: np.ndarray,
+                        logit_grads: dict[int, list[float]]) -> np.ndarray:
+    """One seed's parameter gradient from gradients w.r.t. the logits of the prompts
+    ``logit_grads`` names: the logits themselves (tabular) or the chain rule to theta (shared)."""
+    num_answers = task.rewards.shape[1]
+    if task.features is None:
+        param_grads = np.zeros(params.shape[1:])
+        for prompt, grad in logit_grads.items():
+            for b in range(num_answers):
+                param_grads[prompt, b] = grad[b]
+        return param_grads
+    param_grads = np.zeros(params.shape[1])
+    for prompt, grad in logit_grads.items():
+        for b in range(num_answers):
+            for d in range(param_grads.size):
+                param_grads[d] += grad[b] * task.features[prompt, b, d]
+    return param_grads
+
+
 def _count_update(optimizer, params: np.ndarray) -> None:
     """The optimiser's step counter is shared by all seeds: advance it once per update, before the
     seed loop."""
@@ -157,27 +187,12 @@ def reference_apply_rollout(task: BanditTask, method: Method, config: DynamicsCo
                         for b in range(num_answers):
                             grad[b] += -advantage * ratio * ((b == answer) - probs[b]) / part_tokens
                     reference_probs = _softmax([float(z) for z in reference[seed, prompt]])
-                    kl = sum(p * math.log(p / q) for p, q in zip(probs, reference_probs))
-                    entropy = -sum(p * math.log(p) for p in probs)
-                    for b in range(num_answers):
-                        log_ratio = math.log(probs[b] / reference_probs[b])
-                        regulariser = (coefficients.kl * probs[b] * (log_ratio - kl)
-                                       + coefficients.entropy * probs[b]
-                                       * (math.log(probs[b]) + entropy))
+                    for b, regulariser in enumerate(_regulariser_grad(probs, reference_probs,
+                                                                      coefficients)):
                         grad[b] += regulariser / len(members)
                     logit_grads[prompt] = grad
-                if task.features is None:
-                    param_grads = np.zeros(state.params.shape[1:])
-                    for prompt, grad in logit_grads.items():
-                        for b in range(num_answers):
-                            param_grads[prompt, b] = grad[b]
-                else:
-                    param_grads = np.zeros(state.params.shape[1])
-                    for prompt, grad in logit_grads.items():
-                        for b in range(num_answers):
-                            for d in range(param_grads.size):
-                                param_grads[d] += grad[b] * task.features[prompt, b, d]
-                _adam_or_sgd(optimizer, state.params, param_grads, seed)
+                _adam_or_sgd(optimizer, state.params,
+                             _parameter_gradient(task, state.params, logit_grads), seed)
 
     for seed, (groups, old_logp) in enumerate(updates):
         k3 = 0.0

@@ -56,7 +56,7 @@ from ngrpo_sim.methods.surrogate import clipped_surrogate
 from ngrpo_sim.simulators.bandit import draw_features, draw_prompts
 from ngrpo_sim.simulators.profile import difficulty_masks
 from ngrpo_sim.simulators.training_loop import (POLICIES, REWARD_KINDS, ROLLOUT_METRICS,
-                                                Coefficients, LoopConfig, approx_kl,
+                                                Coefficients, LoopConfig, answer_mask, approx_kl,
                                                 covariance_entropy_change,
                                                 regulariser_grads_from_log_probs,
                                                 regulariser_logit_grads, starting_params,
@@ -423,10 +423,11 @@ class SequenceTask:
         return self.loss_aggregation or method.loss_aggregation
 
     def update_batch(self, params: np.ndarray, prompts: np.ndarray, tokens: np.ndarray,
-                     reference: np.ndarray) -> "SequenceUpdate":
+                     reference: np.ndarray, stale: np.ndarray | None = None,
+                     stale_params: np.ndarray | None = None) -> "SequenceUpdate":
         """The rollout's answers ready for minibatch updates, with their token log-probabilities
-        under ``params``."""
-        return SequenceUpdate(self, prompts, tokens, reference, params)
+        under ``params`` (under ``stale_params`` for the groups marked ``stale`` (S, B))."""
+        return SequenceUpdate(self, prompts, tokens, reference, params, stale, stale_params)
 
     def answer_weights(self, aggregation: str, mean_length: np.ndarray) -> np.ndarray:
         """Per answer (S, 1, N, C), the weight its tokens get relative to an answer's 1/G share of a
@@ -508,11 +509,15 @@ class SequenceUpdate:
     share of the chain rule. The tokens, each with its node, carry the ratios, the clip and the
     loss weights, and meet their node's softmax through d log pi(token) / d logits =
     e_token - pi: per node, the sum of the tokens' weighted gradients at their tokens minus pi
-    times their sum.
+    times their sum. A node can hold the tokens of two groups of the same prompt (a
+    release-assembled batch's carried group and a new one); the tokens of the groups marked
+    ``stale`` (S, B) keep the log-probabilities of ``stale_params``, the policy that sampled them,
+    while the node's own statistics (entropy, unsampled mass) are the rollout policy's.
     """
 
     def __init__(self, task: SequenceTask, prompts: np.ndarray, tokens: np.ndarray,
-                 reference: np.ndarray, params: np.ndarray):
+                 reference: np.ndarray, params: np.ndarray, stale: np.ndarray | None = None,
+                 stale_params: np.ndarray | None = None):
         self.task, self.tokens = task, tokens
         num_seeds, batch, group_size, length = tokens.shape
         choices = task.num_choices
@@ -525,9 +530,6 @@ class SequenceUpdate:
         self.token_seed, self.token_slot, self.token_answer = seeds, slots, answers
         self.token_depth, self.token = depths, tokens[self.mask]
         self.node_seed = self.keys // (task.num_prompts * task.num_nodes)
-        # Prompts are distinct within a seed's batch, so every node belongs to one group.
-        self.node_slot = np.zeros(self.keys.size, dtype=np.int64)
-        self.node_slot[self.node_of_token] = slots
         rows = self.keys % (task.num_prompts * task.num_nodes)
         if task.features is not None:
             self.features = task.features.reshape(-1, choices, task.features.shape[-1])[rows]
@@ -535,6 +537,10 @@ class SequenceUpdate:
         self.reference_log_pi = log_softmax(reference.reshape(-1, choices)[self.keys])
         old_log_pi = log_softmax(self.node_logits(params, slice(None)))
         self.old_logp = old_log_pi[self.node_of_token, self.token]
+        if stale is not None:
+            stale_log_pi = log_softmax(self.node_logits(stale_params, slice(None)))
+            self.old_logp = np.where(stale[seeds, slots],
+                                     stale_log_pi[self.node_of_token, self.token], self.old_logp)
         self.old_entropy = -np.sum(np.exp(old_log_pi) * old_log_pi, axis=-1)
         # The tokens some answer of the group chose at each node; the others are "unsampled".
         chosen = np.bincount(self.node_of_token * choices + self.token,
@@ -563,13 +569,15 @@ class SequenceUpdate:
         return grads
 
     def token_weights(self, in_part: np.ndarray, aggregation: str) -> np.ndarray:
-        """(S, B, G, L) weight of each token of the minibatch ``in_part`` (S, B) in its loss."""
+        """(S, B, G, L) weight of each token of the minibatch ``in_part`` (groups (S, B) or
+        answers (S, B, G)) in its loss."""
         num_seeds, batch, group_size, length = self.tokens.shape
-        mask = (self.mask & in_part[..., None, None]).reshape(num_seeds, batch * group_size, length)
+        in_part = answer_mask(in_part, self.tokens.shape[:3])
+        mask = (self.mask & in_part[..., None]).reshape(num_seeds, batch * group_size, length)
         weights = token_weights(mask.astype(np.float64), aggregation, normaliser=float(length))
         if aggregation != "token-mean":
             # token_weights averages over all B G rows; the minibatch holds only its own answers.
-            answers_in_part = np.maximum(in_part.sum(axis=1) * group_size, 1)
+            answers_in_part = np.maximum(in_part.sum(axis=(1, 2)), 1)
             weights *= (batch * group_size / answers_in_part)[:, None, None]
         return weights.reshape(self.tokens.shape)
 
@@ -589,15 +597,16 @@ class SequenceUpdate:
                  method: Method, coefficients: Coefficients
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The parameter gradient of the clipped token-level loss of the groups ``in_part`` (S, B)
-        under the task's aggregation of ``method``, plus per seed the tokens clipped at the low and
-        at the high bound and the tokens trained on. Each token's loss is max(-A rho, -A clip(rho))
-        with its answer's advantage A (``advantages`` (S, B, G), or (S, B, G, L) per token); the KL
-        to the starting policy and the entropy bonus are the exact per-token terms at each token's
-        prefix, aggregated like the loss (verl's kl_loss and entropy_loss with the full next-token
-        distribution in place of an estimate)."""
+        (or answers, (S, B, G)) under the task's aggregation of ``method``, plus per seed the
+        tokens clipped at the low and at the high bound and the tokens trained on. Each token's
+        loss is max(-A rho, -A clip(rho)) with its answer's advantage A (``advantages`` (S, B, G),
+        or (S, B, G, L) per token); the KL to the starting policy and the entropy bonus are the
+        exact per-token terms at each token's prefix, aggregated like the loss (verl's kl_loss
+        and entropy_loss with the full next-token distribution in place of an estimate)."""
         choices = self.task.num_choices
-        nodes = in_part[self.node_seed, self.node_slot]
-        here = in_part[self.token_seed, self.token_slot]
+        in_part = answer_mask(in_part, self.tokens.shape[:3])
+        here = in_part[self.token_seed, self.token_slot, self.token_answer]
+        nodes = np.bincount(self.node_of_token[here], minlength=self.keys.size) > 0
         node = (np.cumsum(nodes) - 1)[self.node_of_token[here]]  # among the minibatch's nodes
         seed, slot, answer = self.token_seed[here], self.token_slot[here], self.token_answer[here]
         log_pi = log_softmax(self.node_logits(params, nodes))
@@ -627,17 +636,19 @@ class SequenceUpdate:
 
     def statistics(self, params: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
         """After the updates: verl's approx_kl and the unsampled-token mass
-        (``TOKEN_ROLLOUT_METRICS``) over the tokens of the ``valid`` groups (S, B)."""
+        (``TOKEN_ROLLOUT_METRICS``) over the tokens of the ``valid`` groups (S, B) or answers (S,
+        B, G)."""
+        valid = answer_mask(valid, self.tokens.shape[:3])
         log_pi = log_softmax(self.node_logits(params, slice(None)))
         unsampled_mass = as_probability(np.sum(np.exp(log_pi) * self.unsampled, axis=-1))
         gain = unsampled_mass - self.old_unsampled_mass
-        here = valid[self.token_seed, self.token_slot]
+        here = valid[self.token_seed, self.token_slot, self.token_answer]
         seed, node = self.token_seed[here], self.node_of_token[here]
         num_seeds = self.tokens.shape[0]
         count = np.maximum(np.bincount(seed, minlength=num_seeds), 1)
         log_ratio = np.zeros(self.tokens.shape)
         log_ratio[self.mask] = log_pi[self.node_of_token, self.token] - self.old_logp
-        return {"approx_kl": approx_kl(log_ratio, self.mask & valid[..., None, None]),
+        return {"approx_kl": approx_kl(log_ratio, self.mask & valid[..., None]),
                 "unsampled_mass": np.bincount(seed, unsampled_mass[node], minlength=num_seeds)
                 / count,
                 "unsampled_mass_gain": np.bincount(seed, gain[node], minlength=num_seeds) / count}

@@ -26,6 +26,14 @@ weighted as the sampled step weighs it on average (every prompt has the same cha
 group that survives the filter shares its minibatch with 1 + Bin(n, kappa) survivors, kappa the mean
 chance to survive), applied once per minibatch update without clipping.
 
+``batch_assembly="release"`` replaces steps 1-3's groups by rows, as the authors' release assembles
+its batches (``ngrpo_sim.simulators.release_assembly``): each generation batch of B groups has its
+rows shuffled and its all-correct groups dropped, generation batches are added until B G rows are
+collected, the first B G rows are trained (cut in order into the minibatches) and the rest come
+first in the next step, trained there against the log-probabilities of the policy that sampled
+them; advantages are computed over the rows of each group that are present, a group of one row
+getting A = r. Sampled mode only.
+
 What differs between the simulators is the task: how a policy samples answers, scores them, turns
 the clipped loss of a minibatch into a parameter gradient, gives the expected update, and
 measures itself. A task supplies these as methods (``bandit.BanditTask`` for one-token answers,
@@ -34,11 +42,14 @@ measures itself. A task supplies these as methods (``bandit.BanditTask`` for one
 * ``initial_params(S)``, ``logits(params)``, ``backprop(logit_grads)``, ``success(logits)``;
 * ``sample(params, prompts, G, rng)`` -> answers (S, C, G, ...) and ``score(prompts, answers)``
   -> the verifier's rewards (S, C, G);
-* ``update_batch(params, prompts, answers, reference)`` -> an object with ``policy_inputs(names)``
-  (what an estimator that reads the policy declares), ``gradient(params, advantages, in_part,
-  method, coefficients)`` -> (parameter gradient, tokens clipped low, clipped high, tokens; each
-  per seed) and ``statistics(params, valid)`` -> the rollout metrics measured after the updates
-  (``approx_kl`` and the task's own);
+* ``update_batch(params, prompts, answers, reference, stale=None, stale_params=None)`` -> an
+  object with ``policy_inputs(names)`` (what an estimator that reads the policy declares),
+  ``gradient(params, advantages, in_part, method, coefficients)`` -> (parameter gradient, tokens
+  clipped low, clipped high, tokens; each per seed) and ``statistics(params, valid)`` -> the
+  rollout metrics measured after the updates (``approx_kl`` and the task's own); ``in_part`` and
+  ``valid`` mark groups (S, B) or single answers (S, B, G), and the ratios of the groups marked
+  ``stale`` (S, B) are taken against ``stale_params`` (the carried rows of a release-assembled
+  batch);
 * ``expected_direction(logits, method, group_size, values, reference, coefficients,
   keep_probability)`` -> the expected ascent of one group and the regulariser gradient, both per
   prompt in logit space;
@@ -67,10 +78,13 @@ from ngrpo_sim.methods.metrics import (as_probability, log_softmax, pass_at_k_au
 from ngrpo_sim.methods.presets import Method, check_scores_correct_answers, get_method
 from ngrpo_sim.simulators.optim import OPTIMIZERS, Optimizer
 from ngrpo_sim.simulators.profile import parse_profile
+from ngrpo_sim.simulators.release_assembly import (ESTIMATORS, RELEASE_METRICS, CarriedRows,
+                                                   assemble, release_advantages)
 
 MODES = ("sampled", "expected")
 POLICIES = ("tabular", "shared")
 REWARD_KINDS = ("binary", "graded", "noise")
+BATCH_ASSEMBLIES = ("whole_groups", "release")
 NOISE_REWARD_RATE = 0.5
 """With ``rewards="noise"``, the chance that a sampled answer earns 1 (and 0 otherwise), whatever
 the answer: the largest reward variance, so the most noise per step."""
@@ -163,6 +177,12 @@ class LoopConfig:
     module doc)."""
     seed: int = 0
     """Seeds the task (prompts, starting logits, features) and the sampling."""
+    batch_assembly: str = "whole_groups"
+    """``whole_groups`` (the method as the paper defines it: a step trains B whole groups) or
+    ``release`` (as the authors' release assembles its batches from rows: groups split at the cut
+    of B G rows, the rest carried to the next step and trained there against the policy that
+    sampled them, a group of one row gets A = r; see ``ngrpo_sim.simulators.release_assembly``).
+    Sampled mode with refill; methods with GRPO's or NGRPO's advantage."""
 
     expected_inputs: ClassVar[tuple[str, ...]] = ()
     """The policy inputs (``advantages.POLICY_INPUTS``) that this config's task gives the same for
@@ -200,6 +220,12 @@ class LoopConfig:
         if self.mode == "expected" and self.rewards != "binary":
             raise ValueError(f"mode='expected' needs binary rewards (the gain identity), got "
                              f"rewards={self.rewards!r}")
+        checks.choice("batch_assembly", self.batch_assembly, BATCH_ASSEMBLIES)
+        if self.batch_assembly == "release" and (self.mode != "sampled" or not self.refill):
+            raise ValueError(f"batch_assembly='release' needs mode='sampled' and refill=True (it "
+                             f"assembles sampled rows until B G are collected), got mode="
+                             f"{self.mode!r}, refill={self.refill}; use "
+                             f"batch_assembly='whole_groups'")
 
     def check_method(self, method: Method) -> None:
         """Refuse, with ``ValueError``, a method this config cannot train: in expected mode, an
@@ -209,6 +235,12 @@ class LoopConfig:
         whose r_max lies below the task's best reward, 1."""
         check_scores_correct_answers(method, "the task's rewards reach 1 (a correct answer) and "
                                              "r_max is the best reward (use --r-max 1 or more)")
+        if self.batch_assembly == "release" and not isinstance(method.advantage, ESTIMATORS):
+            raise ValueError(f"batch_assembly='release' cannot train method {method.name!r}: the "
+                             f"release's fallback for a group of one row exists for GRPO's and "
+                             f"NGRPO's advantage only, and {method.name!r} uses the "
+                             f"{method.advantage.name} estimator (use "
+                             f"batch_assembly='whole_groups')")
         if self.mode != "expected":
             return
         varying = [name for name in method.advantage.policy_inputs
@@ -268,6 +300,9 @@ class Rollout:
     simulator)."""
     rewards: np.ndarray | None = None
     """(S, C, G) the rewards the answers earned; None: the task's verifier scores them."""
+    row_order: np.ndarray | None = None
+    """(S, C, G) with ``batch_assembly="release"``: each answer's place among the reordered rows of
+    its generation batch (the B groups drawn together), a uniformly random permutation."""
 
     def scored(self, task) -> np.ndarray:
         """The rewards of the answers: as drawn, or the task's verifier's."""
@@ -293,6 +328,8 @@ class TrainState:
     optimizer: Optimizer
     values: np.ndarray
     """(S, P) PPO's value estimates (zeros and unused for other methods)."""
+    carried: CarriedRows | None = None
+    """With ``batch_assembly="release"``: the rows the last step collected beyond its B G."""
 
     @classmethod
     def start(cls, task, config: LoopConfig) -> "TrainState":
@@ -373,6 +410,14 @@ def approx_kl(log_ratio: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return k3 / np.maximum(mask.sum(axis=axes), 1)
 
 
+def answer_mask(marked: np.ndarray, group_shape: tuple[int, ...]) -> np.ndarray:
+    """(S, B, G) True for the answers ``marked`` marks: whole groups (S, B) or single answers (S,
+    B, G), as a task's ``gradient`` and ``statistics`` receive them."""
+    if marked.ndim == len(group_shape):
+        return marked
+    return np.broadcast_to(marked[..., None], group_shape)
+
+
 def _per_prompt(values: np.ndarray, like: np.ndarray) -> np.ndarray:
     """``values`` shaped (S,) or (S, P) with trailing axes added to broadcast against ``like``."""
     return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
@@ -406,15 +451,22 @@ def check_step(logits: np.ndarray, approx_kl: np.ndarray, method: Method, config
 
 
 def draw_rollout(task, method: Method, params: np.ndarray, config: LoopConfig,
-                 rng: np.random.Generator) -> Rollout:
+                 rng: np.random.Generator, carried: CarriedRows | None = None,
+                 order_rng: np.random.Generator | None = None) -> Rollout:
     """Draw prompts without replacement and sample a group of answers for each, in rounds of B.
 
     Without refill one round is drawn. With refill, rounds continue until every seed holds B
-    groups that pass the method's filter, or ``config.candidates`` prompts have been drawn.
+    groups that pass the method's filter, or ``config.candidates`` prompts have been drawn. With
+    ``batch_assembly="release"`` a round is a generation batch and enough means B G rows with the
+    ``carried`` ones; ``order_rng`` (a generator of its own, so that the answers drawn from ``rng``
+    do not depend on the assembly) draws each generation batch's row order.
     """
     num_seeds, batch = params.shape[0], config.prompts_per_step
     order = rng.permuted(np.tile(np.arange(task.num_prompts), (num_seeds, 1)), axis=1)
     kept = np.zeros(num_seeds, dtype=int)
+    needed = np.full(num_seeds, batch)
+    if carried is not None:
+        needed = -(-(batch * config.group_size - carried.count) // config.group_size)
     prompts, answers, rewards = [], [], []
     for start in range(0, config.candidates, batch):
         round_prompts = order[:, start:min(start + batch, config.candidates)]
@@ -423,9 +475,14 @@ def draw_rollout(task, method: Method, params: np.ndarray, config: LoopConfig,
         answers.append(round_answers)
         rewards.append(rollout_rewards(task, config, round_prompts, round_answers, rng))
         kept += method.group_filter.keep(rewards[-1]).sum(axis=1)
-        if not config.refill or np.all(kept >= batch):
+        if not config.refill or np.all(kept >= needed):
             break
-    return Rollout(*(np.concatenate(parts, axis=1) for parts in (prompts, answers, rewards)))
+    rollout = Rollout(*(np.concatenate(parts, axis=1) for parts in (prompts, answers, rewards)))
+    if config.batch_assembly == "release":
+        rollout.row_order = np.concatenate([
+            order_rng.permuted(np.tile(np.arange(part.size // num_seeds), (num_seeds, 1)),
+                               axis=1).reshape(part.shape) for part in rewards], axis=1)
+    return rollout
 
 
 def apply_rollout(task, method: Method, config: LoopConfig, state: TrainState, rollout: Rollout,
@@ -442,49 +499,77 @@ def apply_rollout(task, method: Method, config: LoopConfig, state: TrainState, r
     ``test_vectorised_step_equals_the_loop_oracle`` (tests/test_dynamics.py) and
     ``test_vectorised_token_step_equals_the_loop_oracle`` (tests/test_sequences.py) check that they
     agree to 1e-12.
+
+    With ``batch_assembly="release"`` the slots hold the partial groups that
+    ``release_assembly.assemble`` cut from the rows (the carried ones in ``state.carried`` first),
+    minibatches and ``valid`` mark single answers, and the step also records ``RELEASE_METRICS``;
+    its oracle is ``release_step_oracle`` in tests/test_release_assembly.py.
     """
     num_seeds = rollout.prompts.shape[0]
     batch, parts = config.prompts_per_step, config.minibatches
     coefficients = Coefficients.of(method, config)
     all_rewards = rollout.scored(task)
     keep = method.group_filter.keep(all_rewards)
-    kept_before = np.cumsum(keep, axis=1) - keep
-    examined = kept_before < batch
-    used = keep & examined
+    values = None
+    if config.batch_assembly == "release":
+        assembled = assemble(rollout.prompts, rollout.answers, all_rewards, keep,
+                             rollout.row_order, state.carried, batch, parts, state.params.copy())
+        examined = assembled.examined
+        prompts, answers, rewards = assembled.prompts, assembled.answers, assembled.rewards
+        valid = trained = assembled.rows
+        carried, state.carried = state.carried, assembled.carried
+        stale, stale_params = ((None, None) if carried is None
+                               else (assembled.stale, carried.sampled_by))
+        update = task.update_batch(state.params, prompts, answers, reference, stale, stale_params)
+        seed_of, slot_of, _ = np.nonzero(trained)
+        advantages = np.zeros(rewards.shape)
+        advantages[trained] = release_advantages(rewards[trained],
+                                                 seed_of * rewards.shape[1] + slot_of,
+                                                 method.advantage)
+        minibatch = assembled.minibatch
+        statistics = dict(assembled.statistics)
+    else:
+        kept_before = np.cumsum(keep, axis=1) - keep
+        examined = kept_before < batch
+        used = keep & examined
+        # The used groups, compacted in drawn order into B slots per seed (unused slots are
+        # padding).
+        slots = np.argsort(~used, axis=1, kind="stable")[:, :batch]
+        valid = np.take_along_axis(used, slots, axis=1)
+        trained = np.broadcast_to(valid[..., None], valid.shape + (config.group_size,))
+        prompts = np.take_along_axis(rollout.prompts, slots, axis=1)
+        answers = rollout.answers[np.arange(num_seeds)[:, None], slots]
+        rewards = np.take_along_axis(all_rewards, slots[..., None], axis=1)
+        if method.advantage.uses_values:
+            values = np.take_along_axis(state.values, prompts, axis=1)[..., None]
+        update = task.update_batch(state.params, prompts, answers, reference)
+        # The one place where rewards become advantages; an estimator that reads the policy (LENS:
+        # the answers' log-probabilities, RL-ZVP: the entropy at their tokens) gets what it
+        # declares.
+        advantages = method.advantage(rewards, values,
+                                      **update.policy_inputs(method.advantage.policy_inputs))
+        num_used = valid.sum(axis=1, keepdims=True)
+        # Equal consecutive minibatches of the used groups.
+        minibatch = np.where(valid, np.arange(batch) * parts // np.maximum(num_used, 1), -1)
+        statistics = {"kept_groups": num_used[:, 0].astype(np.float64)}
     right = all_rewards == 1.0
     num_examined = examined.sum(axis=1)
-    statistics = {
+    statistics.update({
         "sampled_answers": (num_examined * config.group_size).astype(np.float64),
         "share_all_wrong": np.sum(examined & ~right.any(-1), axis=1) / num_examined,
         "share_all_correct": np.sum(examined & right.all(-1), axis=1) / num_examined,
         "share_mixed": np.sum(examined & right.any(-1) & ~right.all(-1), axis=1) / num_examined,
-    }
-
-    # The used groups, compacted in drawn order into B slots per seed (unused slots are padding).
-    slots = np.argsort(~used, axis=1, kind="stable")[:, :batch]
-    valid = np.take_along_axis(used, slots, axis=1)
-    prompts = np.take_along_axis(rollout.prompts, slots, axis=1)
-    answers = rollout.answers[np.arange(num_seeds)[:, None], slots]
-    rewards = np.take_along_axis(all_rewards, slots[..., None], axis=1)
-    values = None
-    if method.advantage.uses_values:
-        values = np.take_along_axis(state.values, prompts, axis=1)[..., None]
-    update = task.update_batch(state.params, prompts, answers, reference)
-    # The one place where rewards become advantages; an estimator that reads the policy (LENS:
-    # the answers' log-probabilities, RL-ZVP: the entropy at their tokens) gets what it declares.
-    advantages = method.advantage(rewards, values,
-                                  **update.policy_inputs(method.advantage.policy_inputs))
-    num_used = valid.sum(axis=1, keepdims=True)
-    # Equal consecutive minibatches of the used groups.
-    minibatch = np.where(valid, np.arange(batch) * parts // np.maximum(num_used, 1), -1)
+    })
     answer_nonzero = advantages != 0.0
     if answer_nonzero.ndim > rewards.ndim:  # per-token advantages: an answer with any is not zero
         answer_nonzero = answer_nonzero.any(axis=-1)
-    nonzero = np.sum(valid[..., None] & answer_nonzero, axis=(1, 2))
-    zero_answers = np.sum(examined, axis=1) * config.group_size - nonzero
-    statistics["share_zero_advantage"] = zero_answers / np.maximum(
-        num_examined * config.group_size, 1)
-    statistics["kept_groups"] = num_used[:, 0].astype(np.float64)
+    # The examined answers without a gradient: those of the groups the filter dropped, and the
+    # trained ones whose advantage is 0.
+    dropped = np.sum(examined & ~keep, axis=1) * config.group_size
+    answers_seen = dropped + trained.sum(axis=(1, 2))
+    statistics["share_zero_advantage"] = (answers_seen - np.sum(trained & answer_nonzero,
+                                                                axis=(1, 2))) / np.maximum(
+        answers_seen, 1)
 
     clipped_low = clipped_high = tokens = 0.0
     for _ in range(config.epochs):
@@ -650,13 +735,15 @@ def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = T
     check_memory(config)
     task = config.build_task()
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
+    release = config.batch_assembly == "release"
+    order_rng = np.random.default_rng(np.random.SeedSequence([config.seed, 2])) if release else None
     state = TrainState.start(task, config)
     reference = task.logits(state.params).copy()
     initial_success = task.success(reference[0])
     run_record = RunRecord(method.name, config, initial_success=initial_success)
     ks = run_record.ks
     records = {name: np.full((config.steps + 1, config.seeds), np.nan)
-               for name in task.metric_names}
+               for name in task.metric_names + (RELEASE_METRICS if release else ())}
     pass_records = np.empty((config.steps + 1, config.seeds, len(ks)))
     logits = reference
     measured = task.measure(logits)
@@ -671,7 +758,8 @@ def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = T
             # What overflows in a diverging step is reported once, as TrainingDiverged.
             with np.errstate(over="ignore", invalid="ignore"):
                 if config.mode == "sampled":
-                    rollout = draw_rollout(task, method, state.params, config, rng)
+                    rollout = draw_rollout(task, method, state.params, config, rng,
+                                           state.carried, order_rng)
                     row = apply_rollout(task, method, config, state, rollout, reference)
                 else:
                     row = expected_step(task, method, config, state, reference)
