@@ -434,7 +434,14 @@ def main(argv: list[str] | None = None) -> int:
         _release(args)
         parser.exit(2, f"ngrpo-sim {args.command}: error: {error}\n")
     except TasksFailed as failure:
-        parser.exit(1, _failed(args, argv, failure))
+        # A run refused on its settings (a ValueError, divergence included) fails again as it is:
+        # that is the user's input to change (exit 2), not a failure to retry (exit 1).
+        on_settings = all(isinstance(error, ValueError) for error in failure.errors.values())
+        if on_settings and not failure.finished and len(failure.errors) == 1:
+            _release(args)
+            error, = failure.errors.values()
+            parser.exit(2, f"ngrpo-sim {args.command}: error: {error}\n")
+        parser.exit(2 if on_settings else 1, _failed(args, argv, failure, on_settings))
     except KeyboardInterrupt:
         parser.exit(130, f"\nngrpo-sim {args.command}: {_interrupted(args, argv)}\n")
     return 0
@@ -452,8 +459,9 @@ def _continuing(argv: list[str]) -> str:
     return shlex.join(["ngrpo-sim", *(argument for argument in argv if argument != "--overwrite")])
 
 
-def _failed(args, argv: list[str], failure) -> str:
-    """One line per run kept and per run failed, and one that says how to run the failed ones."""
+def _failed(args, argv: list[str], failure, on_settings: bool) -> str:
+    """One line per run kept and per run failed, and one that says how to run the failed ones
+    (``on_settings``: every failure was a refusal of its settings, which the user must change)."""
     from ngrpo_sim.experiments.sweep import describe_error
 
     claim, names = args.claim, args.task_names
@@ -469,8 +477,13 @@ def _failed(args, argv: list[str], failure) -> str:
     lines += [f"failed {names[index]}: {describe_error(error)}"
               for index, error in sorted(failure.errors.items())]
     _release(args)
-    lines.append(f"{len(failure.errors)} of {len(failure.tasks)} runs failed; the same command "
-                 f"runs only the failed ones again: {_continuing(argv)}")
+    if on_settings:
+        lines.append(f"{len(failure.errors)} of {len(failure.tasks)} runs failed on their "
+                     f"settings; change what the lines above name, then this runs only those "
+                     f"again: {_continuing(argv)}")
+    else:
+        lines.append(f"{len(failure.errors)} of {len(failure.tasks)} runs failed; the same command "
+                     f"runs only the failed ones again: {_continuing(argv)}")
     return "".join(prefix + line + "\n" for line in lines)
 
 

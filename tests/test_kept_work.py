@@ -95,6 +95,25 @@ def methods_in(table: Path) -> set:
         return {row["method"] for row in csv.DictReader(handle)}
 
 
+def test_a_run_refused_on_its_settings_keeps_the_others_and_exits_2(tmp_path, monkeypatch,
+                                                                    capsys):
+    """A divergence (a ValueError: the settings' fault) would fail again as it is: the finished
+    runs are kept, the command exits 2 and says to change the settings first."""
+    out = tmp_path / "run"
+    argv = [*COMMANDS["dynamics"], "--methods", "grpo,ngrpo", "--out", str(out)]
+    fail_in_step(monkeypatch, "ngrpo", 2, error=lambda message: training_loop.TrainingDiverged(
+        "ngrpo", 0.05, "its parameters are no longer finite after an optimiser update"))
+    assert exit_code(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert any(line.endswith(": kept grpo") for line in err)
+    assert any(": failed ngrpo: TrainingDiverged: method 'ngrpo' diverged at step 2 with "
+               "learning_rate=0.05"
+               in line for line in err)
+    assert err[-1].endswith("1 of 2 runs failed on their settings; change what the lines above "
+                            f"name, then this runs only those again: ngrpo-sim {' '.join(argv)}")
+    assert len(list((out / "tasks").glob("*.npz"))) == 1
+
+
 @pytest.mark.parametrize("command", ["dynamics", "tokens", "sweep"])
 def test_a_method_that_fails_mid_run_leaves_the_others_written(command, tmp_path, monkeypatch,
                                                              capsys):
