@@ -292,9 +292,10 @@ def resume_through_train(folder: Path, sizes: Sizes, options, work: Path) -> dic
 def train_method(method: str, folder: Path, sizes: Sizes, options, device: torch.device,
                  deadline: float, parameters: int) -> dict:
     """The trainer's own steps, each timed on the host after a device synchronisation. Model FLOPs
-    per step: 2 N per token position read without a gradient (sampling, the KL reference) and
-    6 N per position trained (forward and backward), N the parameters (Kaplan et al. 2020,
-    arXiv 2001.08361, eq. 2.1; attention over these short contexts adds under 1%)."""
+    per step: 2 N per token position read without a gradient (sampling, the KL reference, the
+    bf16 recomputation of the old log-probabilities) and 6 N per position trained (forward and
+    backward), N the parameters (Kaplan et al. 2020, arXiv 2001.08361, eq. 2.1; attention over
+    these short contexts adds under 1%)."""
     config = method_config(sizes, options, folder, method)
     restated = trainer.resolve_method(config)
     policy = trainer.load_policy(folder, device, config.precision)

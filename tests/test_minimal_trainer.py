@@ -294,6 +294,51 @@ def test_bf16_autocast_runs_on_the_cpu_and_stays_within_bf16_rounding_of_fp32(ti
     assert logp.dtype == torch.float32 and torch.isfinite(logp).all() and len(completion) == 4
 
 
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_bf16_starts_the_first_minibatch_at_ratio_one(tmp_path, checkpointing):
+    """In bf16 autocast the sampler's one-token passes and the loss's pass over whole answers
+    round differently; a random model of SmolLM2-135M's widths (2 of its 30 layers) shows it on
+    the CPU. The update recomputes the old log-probabilities with the loss's own pass, so the first
+    minibatch's ratio is 1: the same arithmetic on the same rows, with or without gradients."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    tokenizer = trainer.character_tokenizer()
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, hidden_size=576, intermediate_size=1536,
+        num_hidden_layers=2, num_attention_heads=9, num_key_value_heads=3,
+        tie_word_embeddings=True)).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    policy = trainer.load_policy(tmp_path, torch.device("cpu"), "bf16")
+    if checkpointing:
+        getattr(policy.model, "activation_checkpointing_enable",
+                policy.model.gradient_checkpointing_enable)()
+    prompts = [p * 6 for p in ("1+2=", "11+22=", "123+456=", "7+80=")]
+    prompt_ids, prompt_mask = trainer.encode_prompts(policy.tokenizer, prompts, policy.device)
+    with policy.autocast():
+        completion, mask, sampled_logp = trainer.sample(policy, prompt_ids, prompt_mask, 4, 16,
+                                                        1.0, 1.0, torch.Generator().manual_seed(0))
+    batch = trainer.Batch(prompt_ids=prompt_ids.repeat_interleave(4, 0),
+                          prompt_mask=prompt_mask.repeat_interleave(4, 0),
+                          completion_ids=completion, completion_mask=mask, old_logp=sampled_logp,
+                          advantages=torch.linspace(-1, 1, 16))
+    config = trainer.Config(group_size=4, minibatches=1, prompts_per_step=4, max_new_tokens=16)
+    record, optimizer = [], torch.optim.SGD(policy.model.parameters(), lr=0.0)
+    trainer.update_policy(policy, None, optimizer, replace(batch), trainer.METHODS["grpo"], config,
+                          record)
+    first = torch.cat([ratio[mask[rows].bool()] for number, rows, ratio, _, _ in record
+                       if number == 0])
+    # Same arithmetic on the same rows: exactly 1 on the CPU; 1e-6 is 8 float32 ulps of 1.
+    assert len(first) > 50 and (first - 1).abs().max().item() <= 1e-6
+    # What the first ratio was with the sampler's log-probabilities as its denominator (2e-3
+    # measured here, 7e-3 with gradient checkpointing; 0.26 on SmolLM2-135M itself).
+    policy.model.train()
+    with torch.no_grad():
+        loss_pass = trainer.completion_log_probs(policy, policy.model, batch, torch.arange(16),
+                                                 1.0)[0]
+    assert ((loss_pass - sampled_logp).exp() - 1)[mask.bool()].abs().max().item() > 1e-4
+
+
 @pytest.mark.parametrize("method, rewards", [("grpo", [1.0, 0.0]), ("ngrpo", [0.0, 0.0])])
 def test_one_update_moves_log_probabilities_the_way_the_advantages_say(tiny_folder, method,
                                                                        rewards):
@@ -549,15 +594,15 @@ def test_non_finite_values_stop_the_run_naming_the_step_and_keep_the_last_good_c
 
 def test_bad_inputs_name_the_field_and_value(tiny_folder, tmp_path):
     cases = [
-        (dict(group_size=1), r"group_size .*got 1"),
+        (dict(group_size=1), r"^--group-size .*got 1$"),
         (dict(prompts_per_step=10, minibatches=4),
-         r"prompts_per_step=10 does not divide into minibatches=4"),
-        (dict(method="ppo2"), r"method must be one of .*got 'ppo2'"),
-        (dict(eval_samples=6), r"eval_samples must be a power of two.*got 6"),
-        (dict(clip_high=-0.1), r"clip_high must be >= 0, got -0.1"),
-        (dict(precision="fp16"), r"precision must be one of auto, bf16, fp32, got 'fp16'"),
+         r"^--prompts-per-step 10 does not divide into --minibatches 4"),
+        (dict(method="ppo2"), r"^--method must be one of .*got 'ppo2'$"),
+        (dict(eval_samples=6), r"^--eval-samples must be a power of two.*got 6$"),
+        (dict(clip_high=-0.1), r"^--clip-high must be >= 0, got -0.1$"),
+        (dict(precision="fp16"), r"^--precision must be one of auto, bf16, fp32, got 'fp16'$"),
         (dict(model=str(tmp_path / "nowhere")),
-         r"model='.*nowhere' is not a Hugging Face model folder"),
+         r"^--model .*nowhere is not a Hugging Face model folder"),
     ]
     for changes, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -575,11 +620,11 @@ def test_the_command_line_reports_bad_input_in_one_line_with_exit_code_2(tiny_fo
         trainer.main(["--group-size", "1"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "error: group_size must be >= 2 (a group-relative advantage needs siblings), got 1"]
-    for argv, line in ((["--digits", "50"], "error: digits must be <= 18, got 50"),
+        "error: --group-size must be >= 2 (a group-relative advantage needs siblings), got 1"]
+    for argv, line in ((["--digits", "50"], "error: --digits must be <= 18, got 50"),
                        (["--run-dir", "/proc/no-such-folder", "--steps", "1", "--model",
-                         str(tiny_folder)],
-                        "error: run_dir='/proc/no-such-folder' cannot be written: No such file "
+                         str(tiny_folder), "--max-new-tokens", "3"],
+                        "error: --run-dir /proc/no-such-folder cannot be written: No such file "
                         "or directory; choose a folder you can write to")):
         with pytest.raises(SystemExit) as exit_info:
             trainer.main(argv)
@@ -631,7 +676,7 @@ def test_a_reasoning_gym_task_is_split_by_hash_and_scored_all_or_nothing():
     # an untagged final answer is scored as is
     assert task.reward(example["answer"], example) == 1.0
     assert task.reward(f"<answer>{example['answer']}1</answer>", example) == 0.0
-    with pytest.raises(ValueError, match=r"task='reasoning-gym:no_such_task': .*not registered"):
+    with pytest.raises(ValueError, match=r"^--task reasoning-gym:no_such_task: .*not registered"):
         trainer.make_task(trainer.Config(task="reasoning-gym:no_such_task"))
 
 
@@ -727,13 +772,13 @@ def test_r_max_moves_the_reward_check_the_accuracy_and_the_filter(tiny_folder, t
     assert record["unknown_rewards/out_of_range"] == 2  # 3.0 is outside [0, 2]
     assert record["sampled_accuracy"] == pytest.approx(1 / 3)  # one of three known rewards is 2.0
     assert record["share_all_correct"] == 0.0 and record["groups_trained"] == 2
-    with pytest.raises(ValueError, match=r"^r_max must be a finite number > 0, got -1\.0$"):
+    with pytest.raises(ValueError, match=r"^--r-max must be a finite number > 0, got -1\.0$"):
         trainer.resolve_method(replace(config, r_max=-1.0))
-    with pytest.raises(ValueError, match=r"^ddof must be 0 \(the population std\) or 1"):
+    with pytest.raises(ValueError, match=r"^--ddof must be 0 \(the population std\) or 1"):
         trainer.resolve_method(replace(config, ddof=2))
-    with pytest.raises(ValueError, match=r"^virtual_samples must be >= 1, got 0$"):
+    with pytest.raises(ValueError, match=r"^--virtual-samples must be >= 1, got 0$"):
         trainer.resolve_method(replace(config, virtual_samples=0))
     # The built-in verifier gives 0 or 1: with r_max = 2 no answer could ever be correct.
-    with pytest.raises(trainer.UsageError, match=r"^r_max=2.0: the task's verifier gives 0 or 1"):
+    with pytest.raises(trainer.UsageError, match=r"^--r-max 2.0: the task's verifier gives 0 or 1"):
         trainer.train(replace(config, run_dir=str(tmp_path / "built-in")))
     assert not (tmp_path / "built-in").exists()
