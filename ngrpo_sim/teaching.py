@@ -609,8 +609,8 @@ def plot_aggregation_effects(ax, effects: dict[str, dict[str, float]]) -> None:
     ax.set_xticks(np.arange(len(quantities)),
                   [q.replace(" of ", " of\n").replace(" answers", "\nanswers") for q in quantities],
                   fontsize=8)
-    ax.set_ylabel(axis_label("change after one expected step (success: probability; lengths: "
-                             "tokens)"))
+    # The success rate changes by a probability, the lengths by tokens.
+    ax.set_ylabel(axis_label("change after one expected step (probability or tokens)"))
     ax.legend(fontsize=7)
 
 
