@@ -18,8 +18,8 @@ import time
 import numpy as np
 
 from ngrpo_sim import get_method
-from ngrpo_sim.dynamics import DynamicsConfig, TrainState, apply_rollout, draw_rollout
-from ngrpo_sim.reference_step import reference_apply_rollout
+from ngrpo_sim.simulators.dynamics import DynamicsConfig, TrainState, apply_rollout, draw_rollout
+from ngrpo_sim.simulators.reference_step import reference_apply_rollout
 
 
 def median_seconds(function, repeats: int) -> float:
@@ -58,8 +58,8 @@ def main() -> None:
               f"{result['vectorised_ms']:.1f} ms, loops {result['loop_ms']:.0f} ms, "
               f"speed-up {result['speedup']:.0f}x")
     if not args.skip_sweep:
-        from ngrpo_sim.experiments import run_methods, with_mode
-        from ngrpo_sim.report import HEADLINE, HEADLINE_METHODS, sweep_configs
+        from ngrpo_sim.experiments.runs import run_methods, with_mode
+        from ngrpo_sim.reports.report import HEADLINE, HEADLINE_METHODS, sweep_configs
 
         methods = [get_method(name) for name in HEADLINE_METHODS]
         start = time.perf_counter()

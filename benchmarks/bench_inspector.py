@@ -60,8 +60,8 @@ def synthetic_answer(rng, length: int, advantage, minibatch: int | None) -> dict
 
 def synthetic_run(folder: Path, steps: int, groups: int, group_size: int, length: int) -> int:
     """Write a run folder of ``steps`` inspected steps; returns the number of tokens in it."""
-    from ngrpo_sim import trainer_runs
-    from ngrpo_sim.methods import get_method
+    from ngrpo_sim.experiments import trainer_runs
+    from ngrpo_sim.methods.presets import get_method
 
     rng = np.random.default_rng(0)
     (folder / trainer_runs.INSPECT_FOLDER).mkdir(parents=True)
@@ -89,7 +89,8 @@ def synthetic_run(folder: Path, steps: int, groups: int, group_size: int, length
 
 
 def bench_render(args) -> None:
-    from ngrpo_sim import inspector, trainer_runs
+    from ngrpo_sim.experiments import trainer_runs
+    from ngrpo_sim.pages import inspector
 
     with tempfile.TemporaryDirectory() as folder:
         run = Path(folder) / "run"
@@ -111,7 +112,6 @@ def bench_render(args) -> None:
 
 def bench_record(args) -> None:
     import torch
-
     from harness import load_trainer
 
     trainer = load_trainer()

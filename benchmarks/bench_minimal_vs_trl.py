@@ -34,7 +34,6 @@ import time
 
 import numpy as np
 import torch
-
 from harness import ForwardCounter, load_trainer
 
 trainer = load_trainer()

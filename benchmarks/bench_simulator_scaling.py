@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ngrpo_sim.dynamics import DynamicsConfig
-from ngrpo_sim.plotting import pyplot
-from ngrpo_sim.sequences import SequenceConfig, prefix_count
-from ngrpo_sim.training_loop import simulate
+from ngrpo_sim.base.plotting import pyplot
+from ngrpo_sim.simulators.dynamics import DynamicsConfig
+from ngrpo_sim.simulators.sequences import SequenceConfig, prefix_count
+from ngrpo_sim.simulators.training_loop import simulate
 
 MODES = ("sampled", "expected")
 POLICIES = ("tabular", "shared")

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from ngrpo_sim import get_method
-from ngrpo_sim.reference_sequence_step import reference_apply_sequence_rollout
-from ngrpo_sim.sequences import SequenceConfig
-from ngrpo_sim.training_loop import TrainState, apply_rollout, draw_rollout
+from ngrpo_sim.simulators.reference_sequence_step import reference_apply_sequence_rollout
+from ngrpo_sim.simulators.sequences import SequenceConfig
+from ngrpo_sim.simulators.training_loop import TrainState, apply_rollout, draw_rollout
 
 
 def median_seconds(function, repeats: int) -> tuple[float, float]:
@@ -71,7 +71,7 @@ def main() -> None:
               f"{result['loop_ms']:.0f} ms, speed-up {result['speedup']:.0f}x "
               f"({result['speedup_cpu']:.0f}x in CPU time)")
     if not args.skip_section:
-        from ngrpo_sim.token_report import token_section
+        from ngrpo_sim.reports.token_report import token_section
 
         with tempfile.TemporaryDirectory() as folder:
             start, cpu = time.perf_counter(), time.process_time()

@@ -43,9 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from tqdm import tqdm
-
 from harness import ForwardCounter, load_trainer
+from tqdm import tqdm
 
 trainer = load_trainer()
 

@@ -8,7 +8,7 @@
 import argparse
 import sys
 
-from ngrpo_sim.browser import screenshot
+from ngrpo_sim.pages.browser import screenshot
 
 
 def main(argv=None) -> int:

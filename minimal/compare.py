@@ -14,12 +14,12 @@ import shlex
 import sys
 from pathlib import Path
 
+import ngrpo_train as trainer
 import numpy as np
 
-import ngrpo_train as trainer
-from ngrpo_sim.experiments import interval
-from ngrpo_sim.trainer_runs import (CONFIG_FILE, METRICS_FILE, MODEL_FOLDER, RUN_FOLDER,
-                                    read_config, read_run)
+from ngrpo_sim.experiments.runs import interval
+from ngrpo_sim.experiments.trainer_runs import (CONFIG_FILE, METRICS_FILE, MODEL_FOLDER, RUN_FOLDER,
+                                                read_config, read_run)
 
 DEFAULT_FOLDER = "runs/minimal/compare"
 
@@ -75,14 +75,13 @@ def check_comparison(comparison: Comparison) -> trainer.Config:
     return config
 
 
-def train_or_reuse(wanted: trainer.Config, overwrite: bool) -> None:
-    """Train one run of the comparison. A finished run is reused only if it was trained with the
-    same settings, an unfinished one is resumed; a run with other settings is refused (give
-    another run_dir), or trained anew with --overwrite."""
+def what_to_do(wanted: trainer.Config, overwrite: bool) -> str:
+    """What one run of the comparison needs: "train" (anew), "resume" (an unfinished run) or
+    "reuse" (a run finished with the same settings). A run with other settings is refused, with
+    UsageError (give another run_dir), unless `overwrite`: then it is trained anew."""
     run = Path(wanted.run_dir)
     if overwrite or not (run / CONFIG_FILE).is_file():
-        trainer.train(wanted)
-        return
+        return "train"
     saved = read_config(run)
     settings = {**dataclasses.asdict(wanted), "answer_checker": trainer.answer_checker(wanted)}
     changed = trainer.changed_settings(saved, settings, allowed=("steps",))
@@ -92,26 +91,78 @@ def train_or_reuse(wanted: trainer.Config, overwrite: bool) -> None:
         raise trainer.UsageError(f"compare: {run} was trained with other settings: "
                                  f"{', '.join(changed)}; give another --run-dir, or --overwrite "
                                  "to train the comparison anew")
-    finished = (run / MODEL_FOLDER).is_dir() and (run / METRICS_FILE).is_file() and \
-        read_run(run)[-1]["step"] == wanted.steps
-    if not finished:
-        trainer.train(dataclasses.replace(wanted, resume=True))
+    return "reuse" if finished(run, wanted.steps) else "resume"
+
+
+def finished(run: Path, steps: int) -> bool:
+    """Whether `run` holds a model and metrics up to `steps`."""
+    return (run / MODEL_FOLDER).is_dir() and (run / METRICS_FILE).is_file() and \
+        read_run(run)[-1]["step"] == steps
+
+
+class RunsFailed(RuntimeError):
+    """Some runs of the comparison raised; every other run was trained (or reused) and is kept in
+    its folder. `kept` lists their folders, `failed` maps a failed run's folder to its error,
+    `left_out` names the methods the table leaves out (all of them: no table was written)."""
+
+    def __init__(self, kept: list, failed: dict, left_out: list, tabled: bool):
+        super().__init__(f"{len(failed)} of {len(kept) + len(failed)} runs failed")
+        self.kept, self.failed, self.left_out, self.tabled = kept, failed, left_out, tabled
+
+
+class ComparisonInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a comparison: the runs finished before it, of `total`."""
+
+    def __init__(self, kept: list, total: int):
+        super().__init__(kept, total)
+        self.kept, self.total = kept, total
 
 
 def compare(comparison: Comparison) -> Path:
-    """Train every method for seeds 1..seeds (train_or_reuse), then write a table of the final
-    held-out numbers with 95% t-intervals over seeds, the paired differences to the first method,
-    and a figure; returns the folder."""
+    """Train every method for seeds 1..seeds (or reuse or resume a run: what_to_do), then write a
+    table of the final held-out numbers with 95% t-intervals over seeds, the paired differences to
+    the first method, and a figure; returns the folder.
+
+    Every run's folder is checked before the first is trained. A run that fails does not stop the
+    others: the table then holds the methods whose every seed finished, and RunsFailed is raised
+    after it; Ctrl-C raises ComparisonInterrupted, which names the runs kept."""
     config = check_comparison(comparison)
-    methods = comparison.methods
     base = Path(config.run_dir or DEFAULT_FOLDER)
-    runs = {}
-    for name in methods:
-        for seed in range(1, comparison.seeds + 1):
-            run = base / RUN_FOLDER.format(method=name, seed=seed)
-            train_or_reuse(dataclasses.replace(config, method=name, seed=seed, run_dir=str(run)),
-                           config.overwrite)
-            runs.setdefault(name, []).append(read_run(run))
+    wanted = {(name, seed): dataclasses.replace(
+                  config, method=name, seed=seed,
+                  run_dir=str(base / RUN_FOLDER.format(method=name, seed=seed)))
+              for name in comparison.methods for seed in range(1, comparison.seeds + 1)}
+    actions = {key: what_to_do(run, config.overwrite) for key, run in wanted.items()}
+    kept, failed = [], {}
+    try:
+        for key, run in wanted.items():
+            try:
+                if actions[key] != "reuse":
+                    trainer.train(dataclasses.replace(run, resume=actions[key] == "resume"))
+            except trainer.UsageError:
+                raise
+            except Exception as error:  # this run failed; the others still train
+                failed[key] = error
+            else:
+                kept.append(key)
+    except KeyboardInterrupt as stop:
+        raise ComparisonInterrupted([Path(wanted[key].run_dir) for key in kept],
+                                    len(wanted)) from stop
+    failed_methods = {name for name, _ in failed}
+    methods = [name for name in comparison.methods if name not in failed_methods]
+    if methods:
+        write_comparison(base, methods, comparison.seeds, config)
+    if failed:
+        raise RunsFailed([Path(wanted[key].run_dir) for key in kept],
+                         {Path(wanted[key].run_dir): error for key, error in failed.items()},
+                         sorted(failed_methods, key=comparison.methods.index), bool(methods))
+    return base
+
+
+def write_comparison(base: Path, methods: list, seeds: int, config: trainer.Config) -> None:
+    """table.md, results.json and comparison.png of the finished runs of `methods`."""
+    runs = {name: [read_run(base / RUN_FOLDER.format(method=name, seed=seed))
+                   for seed in range(1, seeds + 1)] for name in methods}
     columns = {"pass@1 before": lambda r: r[0]["eval/pass@1"],
                "pass@1 after": lambda r: r[-1]["eval/pass@1"],
                f"pass@{config.eval_samples}": lambda r: r[-1][f"eval/pass@{config.eval_samples}"],
@@ -121,7 +172,7 @@ def compare(comparison: Comparison) -> Path:
                    lambda r: np.mean([x["share_all_wrong_learned"] for x in r[1:]])}
     values = {name: {column: [f(r) for r in runs[name]] for column, f in columns.items()}
               for name in methods}
-    lines = [f"{comparison.seeds} seeds x {config.steps} steps, {config.eval_prompts} held-out "
+    lines = [f"{seeds} seeds x {config.steps} steps, {config.eval_prompts} held-out "
              f"prompts x {config.eval_samples} samples; mean ± 95% t-interval over seeds", "",
              "| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name in methods:
@@ -139,7 +190,6 @@ def compare(comparison: Comparison) -> Path:
     trainer.write_atomically(base / "results.json", json.dumps(values, indent=1))
     plot_comparison(base, runs)
     print("\n".join(lines))
-    return base
 
 
 def plot_comparison(base: Path, runs: dict) -> None:
@@ -170,20 +220,29 @@ def plot_comparison(base: Path, runs: dict) -> None:
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     comparison = parse_comparison(argv)
+    arguments = [argument for argument in argv if argument not in ("--overwrite", "--no-overwrite")]
+    command = shlex.join(["python", os.path.relpath(__file__), *arguments])
     try:
         compare(comparison)
     except trainer.UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except (trainer.NonFiniteError, trainer.RewardError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except RunsFailed as failure:
+        lines = [f"kept {run}" for run in failure.kept]
+        lines += [f"failed {run}: {type(error).__name__}: "
+                  + (str(error).strip().splitlines() or [""])[0]
+                  for run, error in failure.failed.items()]
+        table = f"table.md leaves out {', '.join(failure.left_out)}, with a failed run" \
+            if failure.tabled else "no method finished every seed, so no table.md"
+        lines.append(f"{failure}; {table}; the same command trains only the failed runs again: "
+                     f"{command}")
+        print("\n".join(f"compare: {line}" for line in lines), file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        arguments = [argument for argument in argv
-                     if argument not in ("--overwrite", "--no-overwrite")]
-        command = ["python", os.path.relpath(__file__), *arguments]
-        print("interrupted; run the same command again to continue (finished runs are reused, "
-              f"the stopped one resumes): {shlex.join(command)}", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        kept = f"{len(stop.kept)} of {stop.total} runs finished and are kept" \
+            if isinstance(stop, ComparisonInterrupted) else "nothing had started"
+        print(f"interrupted; {kept}, the stopped one resumes; continue with: {command}",
+              file=sys.stderr)
         sys.exit(130)
 
 

@@ -207,8 +207,9 @@ def parse_config(argv=None) -> Config:
 # Methods: ngrpo_sim's methods (ngrpo_sim.METHODS) restated, so that this file stands alone
 # --------------------------------------------------------------------------------------------------
 class Method(NamedTuple):
-    """A method as ngrpo_sim.methods.Method defines it: advantage estimator, clip bounds, group
-    filter, loss aggregation and coefficients (tests/test_minimal_trainer.py keeps both equal)."""
+    """A method as ngrpo_sim.methods.presets.Method defines it: advantage estimator, clip bounds,
+    group filter, loss aggregation and coefficients (tests/test_minimal_trainer.py keeps both
+    equal)."""
     advantage: str
     """ngrpo_sim's AdvantageEstimator.name: grpo, ngrpo (a virtual r_max answer in the group's
     statistics), dr_grpo, rloo, w_reinforce, maxrl, qae or shifted_baseline (group_advantages)."""
@@ -260,7 +261,7 @@ METHOD_COLOURS = {"grpo": "#1f77b4", "dapo": "#2ca02c", "psr_nsr": "#9467bd", "n
                   "dr_grpo": "#17becf", "rloo": "#bcbd22", "grpo_asym_clip": "#6baed6",
                   "grpo_calibrated": "#fc9272", "ngrpo_no_filter": "#ff7f0e", "maxrl": "#393b79",
                   "qae": "#637939", "asymre": "#e7ba52",
-                  "shifted_baseline": "#6b6ecf"}  # ngrpo_sim.plotting's
+                  "shifted_baseline": "#6b6ecf"}  # ngrpo_sim.base.plotting's
 
 
 METHOD_FIELDS = ("clip_low", "clip_high", "kl_coef", "entropy_coef", "loss_aggregation", "r_max",
@@ -840,7 +841,7 @@ def train(config: Config, reward=None) -> Path:
                 raise RewardError(f"step {step}: {error}") from None
             append_line(metrics_path, record)
             done = step
-            if inspection is not None:  # the name and keys that ngrpo_sim/trainer_runs.py reads
+            if inspection is not None:  # named as ngrpo_sim/experiments/trainer_runs.py reads
                 write_atomically(run_dir / "inspect" / f"step-{step:06d}.json",
                                  json.dumps(inspection))
             for split, records in (("train", train_samples or []), ("eval", eval_samples)):
@@ -1060,25 +1061,43 @@ def read_parquet(path: Path) -> list:
 
 # The answer checker of task files. Both paths, math-verify where installed and the plain one
 # otherwise, read the same final answer and normalise it the same way; they differ only in how they
-# decide that two answers are equal.
-BOX_OPENING = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# decide that two answers are equal. Their time is linear in the completion's length (tests/
+# test_answer_checker.py reads the regexes for it): every unbounded quantifier is possessive (*+,
+# ++) unless nothing unbounded follows it, so that no match attempt backtracks more than once over
+# the text; in a regex that searches, each excludes the characters of an element that every match
+# has before it, so that no two attempts read the same stretch; the loops read each character once.
+BOX_OPENING = re.compile(r"\\(?:boxed|fbox)\s*+\{")
 
 
-ANSWER_PHRASE = re.compile(r"\banswer\s*(?:is\s*:?|:)\s*|^\s*####\s*", re.IGNORECASE | re.MULTILINE)
+ANSWER_PHRASE = re.compile(r"\banswer\s*+(?:is\s*+:?|:)\s*+|^[^\S\n]*+####\s*+",
+                           re.IGNORECASE | re.MULTILINE)
 
 
-NUMBER = r"-?(?:\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?|\.\d+)"
+NUMBER = r"-?(?:\d++(?:,\d{3})*+(?:\.\d++)?(?:/\d++)?|\.\d++)"
 
 
-# A number at the very end, or followed by one word (a unit) and a full stop.
-ENDS_ON_NUMBER = re.compile(rf"({NUMBER})\s*(?:\\?%)?[\s$*]*"
-                            r"(?:[.!][\s$*]*|[A-Za-z']+[\s$*]*[.!][\s$*]*)?$")
+# What may follow the number a completion ends on: a percent sign, the $ and * of markdown, and one
+# word (a unit) before a full stop. It holds no digit, so it can only follow the last digit.
+AFTER_CLOSING_NUMBER = re.compile(
+    r"\d(?:\s*+\\?%)?+[\s$*]*+(?:[.!][\s$*]*+|[A-Za-z']++[\s$*]*+[.!][\s$*]*+)?+\Z")
 
 
-UNIT = re.compile(rf"({NUMBER})\s*(?:[A-Za-z]{{2,}}|[mgsLh])(?:\^\d)?(?:\s+[A-Za-z]+)?")
+DIGITS = re.compile(r"\d++")
 
 
-SINGLE_CHOICE = re.compile(r"\(?\s*([A-J])\s*\)?")
+UNIT = re.compile(rf"({NUMBER})\s*+(?:[A-Za-z]{{2,}}+|[mgsLh])(?:\^\d)?(?:\s++[A-Za-z]++)?")
+
+
+SINGLE_CHOICE = re.compile(r"\(?\s*+([A-J])\s*+\)?")
+
+
+# The longest answer read as a number or handed to math-verify, and its deepest nesting of brackets
+# for math-verify. int() refuses numbers of more than 4300 digits and takes time quadratic in them;
+# math-verify's parser takes seconds on long or deeply nested input (its timeout, 5 s per parse,
+# is what bounds it). A longer answer is compared as text by the plain checker: a number of
+# thousands of digits is a wrong answer unless it is the reference's very text.
+LONGEST_PARSED_ANSWER = 500
+DEEPEST_PARSED_ANSWER = 8
 
 
 def boxed_answer(text: str):
@@ -1116,13 +1135,47 @@ def final_answer(completion: str):
     phrases = list(ANSWER_PHRASE.finditer(completion))
     if phrases:
         sentence, *later = re.split(r"\.(?:\s|$)|\n", completion[phrases[-1].end():], maxsplit=1)
-        answer = re.split(r",\s+(?=[A-Za-z])", sentence)[0].strip().strip("*$ ").strip()
+        answer = re.split(r",\s++(?=[A-Za-z])", sentence, maxsplit=1)[0]
+        answer = answer.strip().strip("*$ ").strip()
         return answer if answer and not re.search(r"\d", "".join(later)) else None
-    ending = ENDS_ON_NUMBER.search(completion.strip())
+    ending = closing_number(completion.strip())
     if ending:
-        return ending.group(1)
+        return ending
     short = completion.strip().rstrip(".!").strip().strip("*$").strip()
     return short if short and len(short.split()) <= 3 else None
+
+
+def closing_number(text: str):
+    """The number that `text` (stripped) ends on, followed by at most a percent sign, the $ and * of
+    markdown and one word before a full stop (AFTER_CLOSING_NUMBER), else None. The number is the
+    longest text matching NUMBER that ends at the last digit; it is read backwards, each character
+    once (a regex searching for the number would read a run of digits once from each of them)."""
+    after = AFTER_CLOSING_NUMBER.search(text)
+    if after is None:
+        return None
+    backwards = text[after.start()::-1]
+
+    def integer(start):  # where -?\d+(,\d{3})* ending at `start` begins, counted backwards
+        end = DIGITS.match(backwards, start).end()
+        while (end - start == 3 and backwards.startswith(",", end)
+               and DIGITS.match(backwards, end + 1)):
+            start, end = end + 1, DIGITS.match(backwards, end + 1).end()
+        return end + backwards.startswith("-", end)
+
+    def decimal(start, bare_fraction):  # the same for the integer with (\.\d+)?, or \.\d+
+        end = DIGITS.match(backwards, start).end()
+        if not backwards.startswith(".", end):
+            return integer(start)
+        if DIGITS.match(backwards, end + 1):
+            return integer(end + 1)
+        return end + 1 + backwards.startswith("-", end + 1) if bare_fraction else end
+
+    end = DIGITS.match(backwards).end()
+    if backwards.startswith("/", end) and DIGITS.match(backwards, end + 1):
+        length = decimal(end + 1, bare_fraction=False)  # NUMBER allows no ratio of .5
+    else:
+        length = decimal(0, bare_fraction=True)
+    return text[after.start() + 1 - length:after.start() + 1]
 
 
 def normalise_answer(text: str) -> str:
@@ -1133,10 +1186,12 @@ def normalise_answer(text: str) -> str:
     text = text.replace("\u2212", "-").replace("{,}", ",")
     text = re.sub(r"(?<!\\)\\(?:left|right|displaystyle|[!,;: ]|q?quad)|~|\\\$|\$", " ", text)
     text = re.sub(r"\\[dt]frac", r"\\frac", text)
-    text = re.sub(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}", r"\1", text)
-    text = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|\u00b0", "", text)
-    text = re.sub(r"\s*\\?%$", "", text.strip().rstrip(".").strip())
-    assignment = re.fullmatch(r"[A-Za-z]\s*=\s*([^=]+)", text)
+    text = re.sub(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*+\{([^{}]*+)\}", r"\1", text)
+    text = re.sub(r"\^\s*+\{?+\s*+\\circ\s*+\}?|\u00b0", "", text)
+    text = text.strip().rstrip(".").strip()
+    if text.endswith("%"):  # and a backslash and spaces before it
+        text = text[:-1].removesuffix("\\").rstrip()
+    assignment = re.fullmatch(r"[A-Za-z]\s*+=([^=]++)", text)
     text = assignment.group(1).strip() if assignment else text
     with_unit = UNIT.fullmatch(text)
     text = with_unit.group(1) if with_unit else text
@@ -1146,16 +1201,31 @@ def normalise_answer(text: str) -> str:
 
 def exact_number(text: str):
     """A Fraction for an integer, decimal, a/b or \\frac{a}{b} (thousands separators in groups of
-    three), else None."""
+    three), else None; None too for a text longer than LONGEST_PARSED_ANSWER."""
     text = text.replace(" ", "")
-    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", text):
+    if len(text) > LONGEST_PARSED_ANSWER:
+        return None
+    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})++(?:\.\d++)?", text):
         text = text.replace(",", "")
-    ratio = (re.fullmatch(r"(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}", text)
-             or re.fullmatch(r"(-?)\\frac(\d)(\d)", text) or re.fullmatch(r"(-?)(\d+)/(\d+)", text))
+    ratio = (re.fullmatch(r"(-?)\\frac\{(-?\d++)\}\{(-?\d++)\}", text)
+             or re.fullmatch(r"(-?)\\frac(\d)(\d)", text)
+             or re.fullmatch(r"(-?)(\d++)/(\d++)", text))
     if ratio:
         sign, numerator, denominator = -1 if ratio.group(1) else 1, *map(int, ratio.group(2, 3))
         return sign * Fraction(numerator, denominator) if denominator else None
-    return Fraction(text) if re.fullmatch(r"-?(?:\d+(?:\.\d+)?|\.\d+)", text) else None
+    return Fraction(text) if re.fullmatch(r"-?(?:\d++(?:\.\d++)?|\.\d++)", text) else None
+
+
+BRACKET_STEPS = {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}
+
+
+def bracket_depth(text: str) -> int:
+    """The deepest nesting of (), [] and {} in `text`."""
+    depth = deepest = 0
+    for character in text:
+        depth += BRACKET_STEPS.get(character, 0)
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def split_bracketed(text: str):
@@ -1166,7 +1236,7 @@ def split_bracketed(text: str):
         return None
     items, depth, start = [], 0, 0
     for position, character in enumerate(match.group(2)):
-        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(character, 0)
+        depth += BRACKET_STEPS.get(character, 0)
         if character == "," and depth == 0:
             items.append(match.group(2)[start:position])
             start = position + 1
@@ -1189,7 +1259,7 @@ def plain_equal(answer: str, reference: str) -> bool:
     def compact(text):  # \frac12 and \sqrt2 as \frac{1}{2} and \sqrt{2}, without spaces
         def braced(match):
             return f"\\{match[1]}{{{match[2]}}}" + (f"{{{match[3]}}}" if match[3] else "")
-        return re.sub(r"\\(frac|sqrt)\s*(\w)(\w)?", braced, text).replace(" ", "")
+        return re.sub(r"\\(frac|sqrt)\s*+(\w)(\w)?", braced, text).replace(" ", "")
     return compact(answer) == compact(reference)
 
 
@@ -1198,13 +1268,16 @@ def math_verify_equal(answer: str, reference: str) -> bool:
     """math-verify's equivalence (symbolic, sets, intervals, matrices) on the normalised answers,
     with two guards against its rounding: two plain numbers are compared exactly (it rounds to 6
     decimals, so 0.3333333 = 1/3), and a plain number never equals an irrational reference
-    (3.1415927 is not pi)."""
+    (3.1415927 is not pi). An answer longer than LONGEST_PARSED_ANSWER or nested deeper than
+    DEEPEST_PARSED_ANSWER goes to plain_equal instead: math-verify's parser is slow on both."""
     from math_verify import parse, verify
-    answer, reference = normalise_answer(answer), normalise_answer(reference)
-    numbers = exact_number(answer), exact_number(reference)
+    guess, gold = normalise_answer(answer), normalise_answer(reference)
+    if len(guess) > LONGEST_PARSED_ANSWER or bracket_depth(guess) > DEEPEST_PARSED_ANSWER:
+        return plain_equal(answer, reference)
+    numbers = exact_number(guess), exact_number(gold)
     if None not in numbers:
         return numbers[0] == numbers[1]
-    gold, guess = parse(f"\\boxed{{{reference}}}"), parse(f"\\boxed{{{answer}}}")
+    gold, guess = parse(f"\\boxed{{{gold}}}"), parse(f"\\boxed{{{guess}}}")
     if numbers[0] is not None and gold and getattr(gold[0], "is_rational", None) is False:
         return False
     return bool(verify(gold, guess))
@@ -1250,10 +1323,20 @@ def reasoning_gym_task(name: str, eval_prompts: int) -> Task:
 
     # reasoning-gym gives partial credit; a verifiable reward is all or nothing.
     def reward(completion, example):
-        tagged = re.findall(r"<answer>(.*?)</answer>", completion, re.DOTALL)
-        guess = tagged[-1].strip() if tagged else completion.strip()
+        tagged = last_tagged_answer(completion)
+        guess = tagged.strip() if tagged is not None else completion.strip()
         return float(dataset.score_answer(answer=guess, entry=example) == 1.0)
     return examples_task(examples, reward, eval_prompts)
+
+
+def last_tagged_answer(completion: str):
+    """The text between the last <answer> and the first </answer> after it, pairing the tags from
+    the left as re.findall(r"<answer>(.*?)</answer>", completion, re.DOTALL) does, else None. Each
+    character is read once; that regex reads the rest of the text from every unclosed tag."""
+    tagged, opening = None, completion.find("<answer>")
+    while opening >= 0 and (closing := completion.find("</answer>", opening + 8)) >= 0:
+        tagged, opening = completion[opening + 8:closing], completion.find("<answer>", closing + 9)
+    return tagged
 
 
 UNKNOWN_KINDS = ("raised", "none", "not_a_number", "non_finite", "out_of_range")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
-from ngrpo_sim import _checks, landscape
 from ngrpo_sim._config_cli import (add_config_arguments, add_config_grid_arguments,
                                    config_from_args, config_grid_from_args)
-from ngrpo_sim.dynamics import MODES, DynamicsConfig
-from ngrpo_sim.methods import METHODS, parse_methods
-from ngrpo_sim.sequences import SequenceConfig
+from ngrpo_sim.analysis import landscape
+from ngrpo_sim.base import checks
+from ngrpo_sim.base.files import missing_folders, remove_if_empty
+from ngrpo_sim.methods.presets import METHODS, parse_methods
+from ngrpo_sim.simulators.dynamics import MODES, DynamicsConfig
+from ngrpo_sim.simulators.sequences import SequenceConfig
 
 
 def _method_list_help() -> str:
@@ -83,15 +86,22 @@ def _run_landscape(args) -> None:
     methods = _methods_from_args(args)
     for method in methods:
         landscape.check_method(method)
-    _checks.fits_in_memory(f"the landscape for groups of {args.group_size}",
+    checks.fits_in_memory(f"the landscape for groups of {args.group_size}",
                            landscape.memory_bytes(args.group_size), "use a smaller --group-size")
-    out = _checks.output_folder("--out", args.out or Path("runs") / f"landscape-G{args.group_size}",
-                                fresh=not args.overwrite)
+    out = _output_folder(args, args.out or Path("runs") / f"landscape-G{args.group_size}",
+                         fresh=not args.overwrite)
     print(landscape.format_tables(methods, args.group_size))
     written = landscape.write_csv(methods, args.group_size, out)
     if not args.no_figures:
         written += landscape.write_figures(methods, args.group_size, out)
     print("\nwrote " + ", ".join(str(path) for path in written))
+
+
+def _output_folder(args, folder: Path, fresh: bool = False) -> Path:
+    """``checks.output_folder`` for ``--out``, remembering the folders it makes: ``main`` removes
+    them again where the command stops before it writes into them."""
+    args.created = missing_folders(Path(folder).expanduser())
+    return checks.output_folder("--out", folder, fresh=fresh)
 
 
 def _add_dynamics(subparsers) -> None:
@@ -129,33 +139,69 @@ def _add_overwrite(parser) -> None:
 
 
 def _train(args, config_class) -> list:
-    """Every method of ``--methods`` in every mode of ``--mode`` under the command's config."""
-    from ngrpo_sim.experiments import run_methods, with_mode
-    from ngrpo_sim.sweep import check_fits_in_memory, sweep_tasks
+    """Every method of ``--methods`` in every mode of ``--mode`` under the command's config, each
+    run kept in ``--out`` as it finishes (``experiments.claim_folder``)."""
+    from ngrpo_sim.experiments.runs import grid_settings, label_of_task, with_mode
+    from ngrpo_sim.experiments.sweep import check_fits_in_memory, run_sweep, sweep_tasks
 
     methods = _methods_from_args(args)
     modes = [part.strip() for part in args.mode.split(",") if part.strip()]
     for mode in modes:
         if mode not in MODES:
-            raise ValueError(f"mode must be sampled, expected or both comma-separated, got "
+            raise ValueError(f"--mode must be sampled, expected or both comma-separated, got "
                              f"{args.mode!r}")
     config = config_from_args(config_class, args, mode="sampled")
     configs = [with_mode(config, mode) for mode in modes]
     # Refused before the first progress bar: a method a mode cannot train, a run beyond the
-    # memory, a folder it cannot write.
-    sweep_tasks(methods, configs)
+    # memory, a folder it cannot write or that holds other runs.
+    tasks = sweep_tasks(methods, configs)
     check_fits_in_memory(configs, len(configs) * len(methods))
-    _checks.output_folder("--out", args.out, fresh=not args.overwrite)
-    return run_methods(methods, configs)
+    claim = _claim(args, grid_settings(methods, configs), tasks,
+                   [label_of_task(*task) for task in tasks])
+    return run_sweep(methods, configs, store=claim.store, description="simulating")
+
+
+def _claim(args, settings: dict, tasks: list, names: list[str], result: str | None = None):
+    """``--out`` claimed for this command (``experiments.claim_folder``); ``main`` reads the claim
+    and the tasks' ``names`` to say what was kept when the command fails or is stopped."""
+    from ngrpo_sim.experiments.runs import claim_folder
+
+    args.claim = claim_folder("--out", args.out, args.command, settings, tasks,
+                              overwrite=args.overwrite, result=result)
+    args.task_names = names
+    return args.claim
+
+
+def _finished_runs(train) -> tuple[list, Exception | None]:
+    """The runs ``train()`` returns, or, when some failed, those that finished and the failure."""
+    from ngrpo_sim.experiments.sweep import TasksFailed
+
+    try:
+        return train(), None
+    except TasksFailed as failure:
+        return [failure.finished.get(index) for index in range(len(failure.tasks))], failure
+
+
+def _train_and_write(args, config_class, summary=None, panels=None) -> None:
+    """Train (``_train``) and write the run folder of the runs that finished, also when some
+    failed (their failure is raised after), with ``panels`` in ``tokens.png``."""
+    from ngrpo_sim.experiments.runs import SUMMARY_METRICS, format_summary, plot_dynamics, write_run
+
+    run_records, failure = _finished_runs(lambda: _train(args, config_class))
+    run_records = [run_record for run_record in run_records if run_record is not None]
+    summary = summary or SUMMARY_METRICS
+    if run_records:
+        print(format_summary(run_records, metrics=summary))
+        written = write_run(args.out, run_records, summary, method_knobs=_method_knobs(args))
+        if panels:
+            written.append(plot_dynamics(run_records, args.out / "tokens.png", panels))
+        print("\nwrote " + ", ".join(str(path) for path in written))
+    if failure is not None:
+        raise failure
 
 
 def _run_dynamics(args) -> None:
-    from ngrpo_sim.experiments import format_summary, write_run
-
-    run_records = _train(args, DynamicsConfig)
-    print(format_summary(run_records))
-    written = write_run(args.out, run_records, method_knobs=_method_knobs(args))
-    print("\nwrote " + ", ".join(str(path) for path in written))
+    _train_and_write(args, DynamicsConfig)
 
 
 def _add_tokens(subparsers) -> None:
@@ -177,14 +223,9 @@ def _add_tokens(subparsers) -> None:
 
 
 def _run_tokens(args) -> None:
-    from ngrpo_sim.experiments import format_summary, plot_dynamics, write_run
-    from ngrpo_sim.token_report import SUMMARY, TOKEN_PANELS
+    from ngrpo_sim.reports.token_report import SUMMARY, TOKEN_PANELS
 
-    run_records = _train(args, SequenceConfig)
-    print(format_summary(run_records, metrics=SUMMARY))
-    written = write_run(args.out, run_records, SUMMARY, method_knobs=_method_knobs(args))
-    written.append(plot_dynamics(run_records, args.out / "tokens.png", TOKEN_PANELS))
-    print("\nwrote " + ", ".join(str(path) for path in written))
+    _train_and_write(args, SequenceConfig, SUMMARY, TOKEN_PANELS)
 
 
 def _add_report(subparsers) -> None:
@@ -198,16 +239,43 @@ def _add_report(subparsers) -> None:
                     "what the simulation says about each of the paper's claims.",
     )
     parser.add_argument("--out", type=Path, default=Path("runs") / "report",
-                        help="folder for the report and its run folders (default: runs/report)")
+                        help="folder for the report and its run folders; it keeps every finished "
+                             "simulation, so the same command run again reuses them (and a "
+                             "finished report) instead of running them again (default: "
+                             "runs/report)")
     _add_where_to_run(parser)
+    _add_overwrite(parser)
     parser.set_defaults(run=_run_report)
 
 
 def _run_report(args) -> None:
-    from ngrpo_sim.report import run_report
+    from ngrpo_sim.experiments.sweep import check_fits_in_memory, task_file
+    from ngrpo_sim.reports import report
 
-    print(run_report(_checks.output_folder("--out", args.out), workers=args.workers,
-                     ray_address=args.ray))
+    _check_where_to_run(args)
+    plan = report.report_plan()
+    tasks = [task for section in plan.values() for task in section]
+    configs = list(dict.fromkeys(config for _, config in tasks))
+    check_fits_in_memory(configs, len(tasks), args.workers, args.ray)
+    # The settings are the simulations themselves, each by the name the store gives its file.
+    settings = {"simulations": [task_file(Path(), task).name for task in tasks]}
+    names = [f"{method.name} ({section}: {config.policy} policy, {config.optimizer}, "
+             f"{config.minibatches} minibatches, {config.mode})"
+             for section, section_tasks in plan.items() for method, config in section_tasks]
+    claim = _claim(args, settings, tasks, names, result="report.md")
+    if claim.finished():
+        print(f"{claim.folder} holds this report already, made with the same settings: nothing to "
+              "run (--overwrite writes it anew)\n")
+        print((claim.folder / "report.md").read_text(), end="")
+        return
+    print(report.run_report(claim.folder, workers=args.workers, ray_address=args.ray,
+                            store=claim.store))
+
+
+def _check_where_to_run(args) -> None:
+    from ngrpo_sim.experiments.sweep import check_where_to_run
+
+    check_where_to_run(args.workers, args.ray, ("--workers", "--ray"))
 
 
 def _add_where_to_run(parser) -> None:
@@ -241,30 +309,41 @@ def _add_sweep(subparsers) -> None:
                         help="folder of the sweep; one that holds another sweep is refused "
                              "(default: runs/sweep)")
     _add_where_to_run(parser)
+    _add_overwrite(parser)
     parser.set_defaults(run=_run_sweep)
 
 
 def _run_sweep(args) -> None:
-    from ngrpo_sim.experiments import (claim_sweep_folder, format_summary, setting_name,
-                                       varying_fields, with_mode, write_sweep)
-    from ngrpo_sim.sweep import check_fits_in_memory, check_where_to_run, run_sweep, sweep_tasks
+    from ngrpo_sim.experiments.runs import (format_summary, grid_settings, label_of_task,
+                                            setting_name, varying_fields, with_mode, write_sweep)
+    from ngrpo_sim.experiments.sweep import check_fits_in_memory, run_sweep, sweep_tasks
 
     methods = _methods_from_args(args)
     configs = list(dict.fromkeys(with_mode(config, config.mode)
                                  for config in config_grid_from_args(DynamicsConfig, args)))
-    check_where_to_run(args.workers, args.ray)
-    sweep_tasks(methods, configs)  # refuses a method a setting cannot train, before the folder
+    _check_where_to_run(args)
+    tasks = sweep_tasks(methods, configs)  # refuses a method a setting cannot train, before --out
     check_fits_in_memory(configs, len(configs) * len(methods), args.workers, args.ray)
-    store = claim_sweep_folder(_checks.output_folder("--out", args.out), methods, configs)
-    run_records = run_sweep(methods, configs, workers=args.workers, ray_address=args.ray,
-                             store=store)
     fields = varying_fields(configs)
+    names = [f"{label_of_task(method, config)} in "
+             f"{setting_name(index // len(methods), config, fields)}"
+             for index, (method, config) in enumerate(tasks)]
+    claim = _claim(args, grid_settings(methods, configs), tasks, names)
+    run_records, failure = _finished_runs(lambda: run_sweep(
+        methods, configs, workers=args.workers, ray_address=args.ray, store=claim.store))
     for index, config in enumerate(configs):
-        print(f"\n{setting_name(index, config, fields)}")
-        print(format_summary(run_records[index * len(methods):(index + 1) * len(methods)]))
-    written = write_sweep(args.out, configs, run_records)
-    folders = len(written) - 1
-    print(f"\nwrote {folders} run folder{'s' if folders != 1 else ''} and {written[-1]}")
+        group = [run_record for run_record in run_records[index * len(methods):
+                                                          (index + 1) * len(methods)]
+                 if run_record is not None]
+        if group:
+            print(f"\n{setting_name(index, config, fields)}")
+            print(format_summary(group))
+    if any(run_record is not None for run_record in run_records):
+        written = write_sweep(args.out, configs, run_records)
+        folders = len(written) - 1
+        print(f"\nwrote {folders} run folder{'s' if folders != 1 else ''} and {written[-1]}")
+    if failure is not None:
+        raise failure
 
 
 def _add_page(subparsers) -> None:
@@ -287,7 +366,7 @@ def _add_page(subparsers) -> None:
 
 
 def _run_page(args) -> None:
-    from ngrpo_sim.page import write_page
+    from ngrpo_sim.pages.page import write_page
 
     report = args.report
     if report is None and (Path("runs") / "report" / "headline" / "metrics.csv").is_file():
@@ -295,7 +374,7 @@ def _run_page(args) -> None:
     if report is not None and not (report / "headline").is_dir():
         raise ValueError(f"report={str(report)!r} holds no headline folder; give the folder that "
                          "`ngrpo-sim report --out` wrote")
-    _checks.output_folder("--out", args.out.parent)
+    _output_folder(args, args.out.parent)
     path = write_page(args.out, None if report is None else report / "headline")
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in any browser")
 
@@ -317,10 +396,10 @@ def _add_inspect(subparsers) -> None:
 
 
 def _run_inspect(args) -> None:
-    from ngrpo_sim.inspector import write_inspector
+    from ngrpo_sim.pages.inspector import write_inspector
 
     if args.out is not None:
-        _checks.output_folder("--out", args.out.parent)
+        _output_folder(args, args.out.parent)
     path = write_inspector(args.run_dir, args.out)
     print(f"wrote {path}; open it in any browser")
 
@@ -344,13 +423,72 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ngrpo_sim.experiments.sweep import TasksFailed
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.run(args)
     except ValueError as error:
+        _release(args)
         parser.exit(2, f"ngrpo-sim {args.command}: error: {error}\n")
+    except TasksFailed as failure:
+        parser.exit(1, _failed(args, argv, failure))
+    except KeyboardInterrupt:
+        parser.exit(130, f"\nngrpo-sim {args.command}: {_interrupted(args, argv)}\n")
     return 0
+
+
+def _release(args) -> bool:
+    """Undo the claim of ``--out`` where it kept nothing (``Claim.release``)."""
+    claim = getattr(args, "claim", None)
+    return claim is not None and claim.release()
+
+
+def _continuing(argv: list[str]) -> str:
+    """The command line that continues this one: the same, without --overwrite, which would
+    replace what this one kept."""
+    return shlex.join(["ngrpo-sim", *(argument for argument in argv if argument != "--overwrite")])
+
+
+def _failed(args, argv: list[str], failure) -> str:
+    """One line per run kept and per run failed, and one that says how to run the failed ones."""
+    from ngrpo_sim.experiments.sweep import describe_error
+
+    claim, names = args.claim, args.task_names
+    prefix = f"ngrpo-sim {args.command}: "
+    if args.command == "report":
+        lines = [f"kept {len(failure.finished)} of {len(failure.tasks)} simulations in "
+                 f"{claim.store}; the report needs every one, so it is not written"]
+    else:
+        lines = [f"kept {names[index]}" for index in sorted(failure.finished)]
+        if failure.finished:
+            lines.append(f"the {len(failure.finished)} finished runs are written to {claim.folder} "
+                         f"and kept in {claim.store}")
+    lines += [f"failed {names[index]}: {describe_error(error)}"
+              for index, error in sorted(failure.errors.items())]
+    _release(args)
+    lines.append(f"{len(failure.errors)} of {len(failure.tasks)} runs failed; the same command "
+                 f"runs only the failed ones again: {_continuing(argv)}")
+    return "".join(prefix + line + "\n" for line in lines)
+
+
+def _interrupted(args, argv: list[str]) -> str:
+    """One line after Ctrl-C: what was kept and the command that continues."""
+    claim = getattr(args, "claim", None)
+    if claim is None:
+        made = getattr(args, "created", [])
+        removed = f", and {made[-1]} it had made is removed" if remove_if_empty(made) else ""
+        return (f"interrupted; nothing of it was kept{removed}; start it again with: "
+                f"{_continuing(argv)}")
+    kept = claim.kept()
+    if kept:
+        return (f"interrupted; kept the {len(kept)} of {len(claim.tasks)} runs that finished, in "
+                f"{claim.store}; continue with: {_continuing(argv)}")
+    removed = f", and {claim.folder} it had made is removed" if claim.release() else ""
+    return (f"interrupted before any run finished, so nothing was kept{removed}; start again "
+            f"with: {_continuing(argv)}")
 
 
 if __name__ == "__main__":

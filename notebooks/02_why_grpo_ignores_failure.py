@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -34,9 +34,11 @@ import ipywidgets as widgets
 import numpy as np
 from IPython.display import display
 
-from ngrpo_sim import get_method, landscape, teaching
-from ngrpo_sim.bandit import sample_answers
-from ngrpo_sim.plotting import pyplot, subplots
+from ngrpo_sim import get_method
+from ngrpo_sim.analysis import landscape
+from ngrpo_sim.base.plotting import pyplot, subplots
+from ngrpo_sim.simulators.bandit import sample_answers
+from ngrpo_sim.teaching import teaching
 
 plt = pyplot()
 METHODS = ["grpo", "ngrpo", "dapo", "psr_nsr", "dr_grpo", "rloo"]
@@ -85,9 +87,9 @@ plt.show()
 # $$\mathbb{E}[\Delta z] = c(p)\;\pi \odot (r - p),$$
 #
 # the gradient of the success rate p itself, times a scalar **gain** c(p) that depends on the method
-# and on p (`ngrpo_sim/landscape.py` proves it; the tests check it against enumeration of every
-# group). All methods push the logits in the *same direction* on average; they differ only in how
-# far, at each difficulty, and in noise.
+# and on p (`ngrpo_sim/analysis/landscape.py` proves it; the tests check it against enumeration of
+# every group). All methods push the logits in the *same direction* on average; they differ only in
+# how far, at each difficulty, and in noise.
 #
 # **Predict:** at p = 0.01, is NGRPO's gain larger or smaller than GRPO's?
 

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -32,10 +32,11 @@ import ipywidgets as widgets
 import numpy as np
 from IPython.display import display
 
-from ngrpo_sim import clipped_surrogate, get_method, teaching
-from ngrpo_sim.dynamics import DynamicsConfig, simulate
-from ngrpo_sim.plotting import pyplot, subplots
-from ngrpo_sim.report import HEADLINE
+from ngrpo_sim import clipped_surrogate, get_method
+from ngrpo_sim.base.plotting import pyplot, subplots
+from ngrpo_sim.reports.claims import HEADLINE
+from ngrpo_sim.simulators.dynamics import DynamicsConfig, simulate
+from ngrpo_sim.teaching import teaching
 
 plt = pyplot()
 PRESETS = [get_method(name) for name in ("grpo", "dapo", "ngrpo")]

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -43,8 +43,8 @@ import ipywidgets as widgets
 import numpy as np
 from IPython.display import Markdown, display
 
-from ngrpo_sim import teaching
-from ngrpo_sim.plotting import pyplot, subplots
+from ngrpo_sim.base.plotting import pyplot, subplots
+from ngrpo_sim.teaching import teaching
 
 plt = pyplot()
 

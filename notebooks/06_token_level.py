@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -34,10 +34,11 @@ import ipywidgets as widgets
 import numpy as np
 from IPython.display import display
 
-from ngrpo_sim import get_method, teaching
-from ngrpo_sim.experiments import format_summary, run_methods
-from ngrpo_sim.plotting import pyplot, subplots
-from ngrpo_sim.sequences import METRICS, SequenceConfig
+from ngrpo_sim import get_method
+from ngrpo_sim.base.plotting import pyplot, subplots
+from ngrpo_sim.experiments.runs import format_summary, run_methods
+from ngrpo_sim.simulators.sequences import METRICS, SequenceConfig
+from ngrpo_sim.teaching import teaching
 
 plt = pyplot()
 
@@ -73,8 +74,8 @@ print(f"\nsuccess {statistics.success.item():.3f}, mean length {statistics.lengt
 #   every answer weighs the same whatever its length;
 # * **seq-mean-token-sum-norm** (Dr. GRPO): token sums divided by a constant L.
 #
-# `ngrpo_sim.sequence_gain` proves that with a constant weight per answer (the last one) the
-# expected update is c(p) ∇p, the gradient of the success rate, as for one-token answers. With
+# `ngrpo_sim.analysis.sequence_gain` proves that with a constant weight per answer (the last one)
+# the expected update is c(p) ∇p, the gradient of the success rate, as for one-token answers. With
 # seq-mean-token-mean it is c'(p) ∇p plus two *length terms*: it shortens correct answers and
 # lengthens wrong ones (a long wrong answer spreads its penalty over more tokens). Token-mean
 # behaves like a constant weight once the minibatch is large.

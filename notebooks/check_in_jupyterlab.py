@@ -5,7 +5,7 @@ errors, and what went to JupyterLab's log console instead of the notebook.
 
 A manual check (it takes minutes), not part of `make test`; the test suite checks headless what
 can be checked without a browser (tests/test_notebooks.py). It drives the system's Chromium through
-Playwright as the browser tests do (``ngrpo_sim.browser``; `make test` installs both):
+Playwright as the browser tests do (``ngrpo_sim.pages.browser``; `make test` installs both):
 
     .venv/bin/python notebooks/check_in_jupyterlab.py                 # every notebook
     .venv/bin/python notebooks/check_in_jupyterlab.py 02 03 --fast    # some, with NGRPO_FAST=1
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from ngrpo_sim.browser import chromium
+from ngrpo_sim.pages.browser import chromium
 
 NOTEBOOKS = Path(__file__).resolve().parent
 ROOT = NOTEBOOKS.parent

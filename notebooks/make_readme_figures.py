@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ngrpo_sim.notebook_runner import execute_notebook
+from ngrpo_sim.teaching.notebook_runner import execute_notebook
 
 NOTEBOOK_FOLDER = Path(__file__).resolve().parent
 FIGURE_FOLDER = NOTEBOOK_FOLDER.parent / "docs" / "figures" / "notebooks"

@@ -1,6 +1,6 @@
 """A plain enumeration of every answer of the token task, written from the rules in the module
-docstring of ``ngrpo_sim.sequences`` (depth-first search over tokens, probabilities as products of
-softmaxes), for the tests."""
+docstring of ``ngrpo_sim.simulators.sequences`` (depth-first search over tokens, probabilities as
+products of softmaxes), for the tests."""
 
 import dataclasses
 

@@ -30,7 +30,7 @@ def small_report(monkeypatch):
     seeds (the sizes of the prompts and batches stay)."""
     import dataclasses
 
-    from ngrpo_sim import clipping_report, report, token_report
+    from ngrpo_sim.reports import clipping_report, report, token_report
 
     def small(config):
         return dataclasses.replace(config, steps=3, seeds=2)

@@ -5,10 +5,11 @@ import sys
 
 import pytest
 
-from ngrpo_sim import _checks, landscape
+from ngrpo_sim.analysis import landscape
+from ngrpo_sim.analysis.landscape import DEFAULT_METHODS
+from ngrpo_sim.base import checks
 from ngrpo_sim.cli import build_parser, main
-from ngrpo_sim.dynamics import DynamicsConfig
-from ngrpo_sim.landscape import DEFAULT_METHODS
+from ngrpo_sim.simulators.dynamics import DynamicsConfig
 
 
 def test_every_option_has_help():
@@ -96,7 +97,7 @@ def test_dynamics_options_come_from_the_config_docstrings():
     (["dynamics", "--methods", "grpo", "--learning-rate", "-1"],
      "learning_rate must be > 0.0, got -1.0"),
     (["dynamics", "--methods", "grpo", "--mode", "exact"],
-     "mode must be sampled, expected or both"),
+     "--mode must be sampled, expected or both"),
     (["dynamics", "--methods", "grpo", "--num-answers", "1"], "num_answers must be >= 2, got 1"),
     (["dynamics", "--methods", "grpo", "--profile", "0.5,2"],
      r"profile success rates must lie in [0, 1], got 2.0"),
@@ -182,7 +183,7 @@ def test_tokens_bad_input(argv, message, tmp_path, capsys):
 ])
 def test_a_method_a_mode_cannot_train_is_refused_before_any_run(argv, refused, tmp_path,
                                                                  monkeypatch, capsys):
-    from ngrpo_sim import sweep
+    from ngrpo_sim.experiments import sweep
 
     def no_run(*_, **__):
         raise AssertionError("a run started")
@@ -234,7 +235,7 @@ def refusal(argv, capsys) -> str:
 
 
 def test_a_landscape_beyond_the_memory_is_refused_up_front(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(_checks, "available_memory", lambda: 8 * GIB)
+    monkeypatch.setattr(checks, "available_memory", lambda: 8 * GIB)
     out = tmp_path / "landscape"
     err = refusal(["landscape", "--group-size", "100000", "--out", str(out)], capsys)
     needed = landscape.memory_bytes(100000)
@@ -248,7 +249,7 @@ def test_a_landscape_beyond_the_memory_is_refused_up_front(tmp_path, monkeypatch
 
 def test_dynamics_beyond_the_memory_is_refused_before_the_first_step(tmp_path, monkeypatch,
                                                                      capsys):
-    monkeypatch.setattr(_checks, "available_memory", lambda: 8 * GIB)
+    monkeypatch.setattr(checks, "available_memory", lambda: 8 * GIB)
     out = tmp_path / "run"
     err = refusal(["dynamics", "--seeds", "100000", "--steps", "1", "--out", str(out)], capsys)
     needed = DynamicsConfig(seeds=100000, steps=1).memory_bytes()
@@ -290,7 +291,7 @@ def test_a_page_whose_folder_cannot_be_written_is_named(tmp_path, capsys):
 
 def test_a_sweep_beyond_the_memory_is_refused_before_its_folder_is_made(tmp_path, monkeypatch,
                                                                         capsys):
-    monkeypatch.setattr(_checks, "available_memory", lambda: 8 * GIB)
+    monkeypatch.setattr(checks, "available_memory", lambda: 8 * GIB)
     out = tmp_path / "sweep"
     err = refusal(["sweep", "--seeds", "100000", "--steps", "1", "--out", str(out)], capsys)
     assert "100000 seeds x 256 prompts x 16 answers" in err and "8.0 GiB available" in err
@@ -337,9 +338,9 @@ def test_every_command_that_runs_methods_has_the_method_knobs(command):
 
 @pytest.mark.parametrize("command", ["dynamics", "tokens", "sweep"])
 def test_the_method_knobs_reach_the_trained_methods(command, tmp_path, monkeypatch):
-    from ngrpo_sim import experiments, sweep
-    from ngrpo_sim.advantages import NGRPOAdvantage
-    from ngrpo_sim.methods import DropAllCorrectGroups
+    from ngrpo_sim.experiments import runs, sweep
+    from ngrpo_sim.methods.advantages import NGRPOAdvantage
+    from ngrpo_sim.methods.presets import DropAllCorrectGroups
 
     trained = []
 
@@ -347,7 +348,7 @@ def test_the_method_knobs_reach_the_trained_methods(command, tmp_path, monkeypat
         trained.extend(methods)
         raise SystemExit(0)
 
-    monkeypatch.setattr(experiments, "run_methods", capture)
+    monkeypatch.setattr(runs, "run_methods", capture)
     monkeypatch.setattr(sweep, "run_sweep", capture)
     with pytest.raises(SystemExit):
         main([command, "--methods", "grpo,ngrpo", "--r-max", "2", "--virtual-samples", "3",
@@ -383,12 +384,8 @@ def test_an_r_max_below_the_tasks_best_reward_is_refused_before_any_run(command,
     assert not out.exists()
 
 
-@pytest.mark.parametrize("command", [["landscape", "--group-size", "4", "--no-figures"],
-                                     ["dynamics", "--methods", "grpo", "--steps", "1", "--seeds",
-                                      "1"],
-                                     ["tokens", "--methods", "grpo", "--steps", "1", "--seeds", "1",
-                                      "--num-prompts", "8", "--prompts-per-step", "4"]])
-def test_a_second_run_into_the_same_folder_is_refused_unless_overwrite(command, tmp_path, capsys):
+def test_a_second_landscape_into_the_same_folder_is_refused_unless_overwrite(tmp_path, capsys):
+    command = ["landscape", "--group-size", "4", "--no-figures"]
     out = tmp_path / "run"
     main(command + ["--out", str(out)])
     capsys.readouterr()
@@ -398,3 +395,25 @@ def test_a_second_run_into_the_same_folder_is_refused_unless_overwrite(command, 
     assert {path.name: path.read_bytes() for path in out.iterdir()} == first
     main(command + ["--out", str(out), "--overwrite"])
     assert sorted(path.name for path in out.iterdir()) == sorted(first)
+
+
+@pytest.mark.parametrize("command", [["dynamics", "--methods", "grpo", "--steps", "1", "--seeds",
+                                      "1"],
+                                     ["tokens", "--methods", "grpo", "--steps", "1", "--seeds", "1",
+                                      "--num-prompts", "8", "--prompts-per-step", "4"]])
+def test_a_second_run_with_the_same_settings_reuses_the_first(command, tmp_path, monkeypatch,
+                                                              capsys):
+    from ngrpo_sim.experiments import sweep
+
+    out = tmp_path / "run"
+    main(command + ["--out", str(out)])
+    first = capsys.readouterr().out
+    files = {path: path.read_bytes() for path in out.rglob("*.*") if path.suffix != ".png"}
+
+    def must_not_run(*_, **__):
+        raise AssertionError("a finished run ran again")
+
+    monkeypatch.setattr(sweep, "simulate", must_not_run)
+    assert main(command + ["--out", str(out)]) == 0
+    assert capsys.readouterr().out == first
+    assert {path: path.read_bytes() for path in out.rglob("*.*") if path.suffix != ".png"} == files

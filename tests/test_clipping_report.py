@@ -3,11 +3,12 @@
 import numpy as np
 from scipy import stats
 
-from ngrpo_sim import clipping_report
-from ngrpo_sim.clipping_report import (CLIP_VARIANTS, NSR_CELLS, NSR_METHODS, UNCLIPPED_HIGH,
-                                       UNCLIPPED_LOW, clip_variant, noise_table, noise_verdicts,
-                                       nsr_config, nsr_methods, nsr_verdicts)
-from ngrpo_sim.dynamics import DynamicsConfig, RunRecord
+from ngrpo_sim.reports import clipping_report
+from ngrpo_sim.reports.clipping_report import (CLIP_VARIANTS, NSR_CELLS, NSR_METHODS,
+                                               UNCLIPPED_HIGH, UNCLIPPED_LOW, clip_variant,
+                                               noise_table, noise_verdicts, nsr_config, nsr_methods,
+                                               nsr_verdicts)
+from ngrpo_sim.simulators.dynamics import DynamicsConfig, RunRecord
 
 
 def made_up_run(method, entropy_start, entropy_end, accuracy_end=0.5):

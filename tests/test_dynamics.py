@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from ngrpo_sim import get_method
-from ngrpo_sim.bandit import BanditTask
-from ngrpo_sim.dynamics import (DynamicsConfig, Rollout, TrainState, apply_rollout, draw_rollout,
-                                expected_step, policy_metrics, predicted_entropy_change, simulate)
-from ngrpo_sim.metrics import powers_of_two_up_to
-from ngrpo_sim.optim import Optimizer
-from ngrpo_sim.reference_step import reference_apply_rollout
-from ngrpo_sim.sequences import SequenceConfig
+from ngrpo_sim.methods.metrics import powers_of_two_up_to
+from ngrpo_sim.simulators.bandit import BanditTask
+from ngrpo_sim.simulators.dynamics import (DynamicsConfig, Rollout, TrainState, apply_rollout,
+                                           draw_rollout, expected_step, policy_metrics,
+                                           predicted_entropy_change, simulate)
+from ngrpo_sim.simulators.optim import Optimizer
+from ngrpo_sim.simulators.reference_step import reference_apply_rollout
+from ngrpo_sim.simulators.sequences import SequenceConfig
 
 SMALL = dict(num_prompts=12, num_answers=5, prompts_per_step=4, group_size=4, minibatches=2,
              seeds=3, profile="mid")
@@ -320,9 +321,9 @@ def test_the_memory_estimate_bounds_the_measured_peak(options, method):
 
 
 def test_a_run_beyond_the_memory_is_refused_before_it_starts(monkeypatch):
-    from ngrpo_sim import _checks
+    from ngrpo_sim.base import checks
 
-    monkeypatch.setattr(_checks, "available_memory", lambda: 2 ** 30)
+    monkeypatch.setattr(checks, "available_memory", lambda: 2 ** 30)
     # 4096 x 256 x 16 tabular logits and Adam's two moments: 3 GiB at least.
     config = DynamicsConfig(seeds=4096)
     with pytest.raises(ValueError, match=r"4096 seeds x 256 prompts x 16 answers .* needs about "

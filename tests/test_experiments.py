@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ngrpo_sim.experiments import interval, mean_band
+from ngrpo_sim.experiments.runs import interval, mean_band
 
 
 @pytest.mark.parametrize("count", [2, 3, 8, 16])

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ngrpo_sim import clipping_report, experiments, landscape, plotting, report
-from ngrpo_sim import rivals_report, token_report
-from ngrpo_sim.methods import get_method
+from ngrpo_sim.analysis import landscape
+from ngrpo_sim.base import plotting
+from ngrpo_sim.experiments import runs
+from ngrpo_sim.methods.presets import get_method
+from ngrpo_sim.reports import clipping_report, report, rivals_report, token_report
 
 CODE_NAME = re.compile(r"\b[a-z]+_[a-z_]+\b")
 """A word with an underscore, such as unsampled_mass_gain: a name from the code, not a word (a
@@ -118,7 +120,7 @@ def test_every_figure_of_the_report_can_be_read(small_report, tmp_path, monkeypa
         seen[Path(path).name] = readability_problems(figure)
         return plotting.save(figure, path)
 
-    for module in (experiments, landscape, rivals_report, clipping_report, token_report):
+    for module in (runs, landscape, rivals_report, clipping_report, token_report):
         monkeypatch.setattr(module, "save", save_after_a_look)
     report.run_report(tmp_path)
     assert {"landscape.png", "advantages.png", "dynamics.png", "pass_at_k.png", "tokens.png",
@@ -151,7 +153,7 @@ def test_a_figure_of_many_methods_splits_them_into_families():
 
 
 def test_every_recorded_metric_has_a_label_in_words():
-    from ngrpo_sim import dynamics, sequences
+    from ngrpo_sim.simulators import dynamics, sequences
 
     for name in set(dynamics.METRICS) | set(sequences.METRICS) | {"max_drawdown"}:
         assert not CODE_NAME.search(plotting.metric_label(name)), name

@@ -1,5 +1,6 @@
 """The step inspector: what minimal/ngrpo_train.py records with --inspect-steps, read back through
-ngrpo_sim.trainer_runs (one reader of the trainer's run folders) and shown by ngrpo_sim.inspector.
+ngrpo_sim.experiments.trainer_runs (one reader of the trainer's run folders) and shown by
+ngrpo_sim.pages.inspector.
 
 The records are checked against numbers derived independently of the recording: each reward
 against the sum parsed from the prompt, each advantage against ngrpo_sim's estimator, the first
@@ -20,10 +21,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from ngrpo_sim import trainer_runs  # noqa: E402
 from ngrpo_sim.cli import main  # noqa: E402
-from ngrpo_sim.inspector import render, write_inspector  # noqa: E402
-from ngrpo_sim.methods import get_method  # noqa: E402
+from ngrpo_sim.experiments import trainer_runs  # noqa: E402
+from ngrpo_sim.methods.presets import get_method  # noqa: E402
+from ngrpo_sim.pages.inspector import render, write_inspector  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("ngrpo_train", ROOT / "minimal" / "ngrpo_train.py")

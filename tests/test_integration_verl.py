@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 try:
-    import verl  # first, so that a missing verl is what the skip reason names
     import torch
+    import verl  # first, so that a missing verl is what the skip reason names
     from hydra import compose, initialize_config_dir
     from verl import DataProto
     from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla, get_adv_estimator_fn
@@ -32,7 +32,7 @@ except ImportError as error:  # the message names the missing module
 from ngrpo_sim import (NGRPOAdvantage, QAEAdvantage, ShiftedBaselineAdvantage,  # noqa: E402
                        aggregate_loss, clipped_surrogate, get_method)
 from ngrpo_sim.integrations import verl as ngrpo_verl  # noqa: E402
-from ngrpo_sim.methods import DropAllCorrectGroups  # noqa: E402
+from ngrpo_sim.methods.presets import DropAllCorrectGroups  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,10 +9,10 @@ import pytest
 from scipy.special import softmax
 
 from ngrpo_sim import METHODS, QAEAdvantage, ShiftedBaselineAdvantage, get_method
-from ngrpo_sim.landscape import (DEFAULT_METHODS, binomial_pmf, count_advantages, expected_gain,
-                                 expected_logit_update, format_tables, memory_bytes, write_csv,
-                                 write_figures,
-                                 zero_gradient_probability)
+from ngrpo_sim.analysis.landscape import (DEFAULT_METHODS, binomial_pmf, count_advantages,
+                                          expected_gain, expected_logit_update, format_tables,
+                                          memory_bytes, write_csv, write_figures,
+                                          zero_gradient_probability)
 
 COUNT_BASED = [name for name, m in METHODS.items() if m.advantage.count_based]
 

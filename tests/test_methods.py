@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 
 from ngrpo_sim import (LOSS_AGGREGATIONS, METHODS, DropAllCorrectGroups, DropHomogeneousGroups,
-                       GRPOAdvantage, LENSAdvantage, MaxRLAdvantage, QAEAdvantage, RLZVPAdvantage,
-                       ShiftedBaselineAdvantage,
-                       KeepAllGroups, Method, NGRPOAdvantage, WeightedReinforceAdvantage,
-                       aggregate_loss, get_method, token_weights)
-from ngrpo_sim.methods import parse_methods
+                       GRPOAdvantage, KeepAllGroups, LENSAdvantage, MaxRLAdvantage, Method,
+                       NGRPOAdvantage, QAEAdvantage, RLZVPAdvantage, ShiftedBaselineAdvantage,
+                       WeightedReinforceAdvantage, aggregate_loss, get_method, token_weights)
+from ngrpo_sim.methods.presets import parse_methods
 
 REQUIRED = ["ppo", "grpo", "dapo", "psr_nsr", "ngrpo", "dr_grpo", "rloo",
             "grpo_asym_clip", "grpo_calibrated", "ngrpo_no_filter"]

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_minimal_trainer import (ROOT, compare, tiny_config, tiny_folder, torch,  # noqa: F401
                                   trainer, without_timings)
 
@@ -419,7 +418,7 @@ def test_the_command_line_keeps_the_traceback_of_a_real_bug(monkeypatch):
 
 def test_the_step_inspector_agrees_with_the_advantages_of_a_step_with_unknown_rewards(tiny_folder,
                                                                                        tmp_path):
-    from ngrpo_sim.inspector import render
+    from ngrpo_sim.pages.inspector import render
     calls = {"n": 0}
 
     def every_third_unknown(completion, example):

@@ -18,7 +18,7 @@ pytest.importorskip("tokenizers")
 
 from ngrpo_sim import (METHODS, clipped_surrogate, get_method, pass_at_k_auc,  # noqa: E402
                        pass_at_k_unbiased, token_weights)
-from ngrpo_sim.plotting import METHOD_COLOURS  # noqa: E402
+from ngrpo_sim.base.plotting import METHOD_COLOURS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("ngrpo_train", ROOT / "minimal" / "ngrpo_train.py")

@@ -17,8 +17,8 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipywidgets")
 
-from ngrpo_sim.notebook_runner import (WIDGET_STATE, execute_notebook, output_text,  # noqa: E402
-                                      widget_outputs)
+from ngrpo_sim.teaching.notebook_runner import (WIDGET_STATE, execute_notebook,  # noqa: E402
+                                                output_text, widget_outputs)
 
 NOTEBOOK_FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(path.stem for path in NOTEBOOK_FOLDER.glob("[0-9][0-9]_*.py"))

@@ -1,4 +1,4 @@
-"""The interactive page's numbers (ngrpo_sim.page) against closed forms written out here: the
+"""The interactive page's numbers (ngrpo_sim.pages.page) against closed forms written out here: the
 z-score of a group with k right answers and optional virtual r_max answers, the binomial
 probability of a silent group, and the gain c(p) summed with exact binomial coefficients. The
 browser half is in test_browser.py."""
@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ngrpo_sim import landscape, page
-from ngrpo_sim.page import write_page
+from ngrpo_sim.analysis import landscape
 from ngrpo_sim.cli import main
-from ngrpo_sim.experiments import read_run, run_methods, with_mode, write_run
-from ngrpo_sim.dynamics import DynamicsConfig
-from ngrpo_sim.methods import get_method
+from ngrpo_sim.experiments.runs import read_run, run_methods, with_mode, write_run
+from ngrpo_sim.methods.presets import get_method
+from ngrpo_sim.pages import page
+from ngrpo_sim.pages.page import write_page
+from ngrpo_sim.simulators.dynamics import DynamicsConfig
 
 EPS = 1e-6  # the estimators' std guard
 

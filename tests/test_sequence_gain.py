@@ -9,10 +9,11 @@ import pytest
 from answer_enumeration import enumerate_answers
 
 from ngrpo_sim import get_method
-from ngrpo_sim.landscape import expected_gain
-from ngrpo_sim.methods import LOSS_AGGREGATIONS, token_weights
-from ngrpo_sim.sequence_gain import expected_group_update, length_decomposition, outcome_advantages
-from ngrpo_sim.sequences import SequenceTask, make_sequence_task
+from ngrpo_sim.analysis.landscape import expected_gain
+from ngrpo_sim.analysis.sequence_gain import (expected_group_update, length_decomposition,
+                                              outcome_advantages)
+from ngrpo_sim.methods.presets import LOSS_AGGREGATIONS, token_weights
+from ngrpo_sim.simulators.sequences import SequenceTask, make_sequence_task
 
 METHODS = ["grpo", "ngrpo", "dapo", "psr_nsr", "rloo", "dr_grpo", "ppo"]
 

@@ -8,19 +8,19 @@ import math
 
 import numpy as np
 import pytest
-
 from answer_enumeration import enumerate_answers, node_of, softmax
 from test_dynamics import assert_steps_equal_the_oracle, one_step_logits
 
 from ngrpo_sim import get_method
-from ngrpo_sim.bandit import make_task
-from ngrpo_sim.dynamics import METRICS as BANDIT_METRICS
-from ngrpo_sim.dynamics import DynamicsConfig
-from ngrpo_sim.metrics import powers_of_two_up_to
-from ngrpo_sim.optim import Optimizer
-from ngrpo_sim.reference_sequence_step import reference_apply_sequence_rollout
-from ngrpo_sim.sequences import SequenceConfig, SequenceTask, make_sequence_task
-from ngrpo_sim.training_loop import TrainState, apply_rollout, simulate
+from ngrpo_sim.methods.metrics import powers_of_two_up_to
+from ngrpo_sim.simulators.bandit import make_task
+from ngrpo_sim.simulators.dynamics import METRICS as BANDIT_METRICS
+from ngrpo_sim.simulators.dynamics import DynamicsConfig
+from ngrpo_sim.simulators.optim import Optimizer
+from ngrpo_sim.simulators.reference_sequence_step import reference_apply_sequence_rollout
+from ngrpo_sim.simulators.sequences import SequenceConfig, SequenceTask, make_sequence_task
+from ngrpo_sim.simulators.training_loop import TrainState, apply_rollout, simulate
+
 
 def tiny_task(vocab=2, max_length=3, end_token=True, num_prompts=3, seed=0):
     return make_sequence_task(num_prompts, vocab, max_length, end_token, profile="0.2,0.5,0.05",
@@ -71,7 +71,7 @@ def test_sampled_answers_follow_the_policy_and_are_scored_by_the_rule():
 def test_the_starting_policy_hits_the_profile_and_lengths_vary():
     task = make_sequence_task(64, 4, 4, profile="base", seed=3)
     statistics = task.answer_statistics(task.offsets)
-    from ngrpo_sim.bandit import starting_success
+    from ngrpo_sim.simulators.profile import starting_success
     target = starting_success("base", 64, np.random.default_rng(3))
     np.testing.assert_allclose(statistics.success, target, rtol=1e-12)
     assert np.ptp(statistics.length) > 1.0 and 0 < statistics.truncation.mean() < 0.5
@@ -165,7 +165,7 @@ def test_the_unsampled_mass_by_hand():
     config = SequenceConfig(num_prompts=1, vocab_size=2, max_length=2, prompts_per_step=1,
                             group_size=2, minibatches=1, seeds=1, optimizer="sgd",
                             learning_rate=1.0, kl_coef=0.0, entropy_coef=0.0, refill=False)
-    from ngrpo_sim.training_loop import Rollout
+    from ngrpo_sim.simulators.training_loop import Rollout
     rollout = Rollout(prompts=np.array([[0]]), answers=np.array([[[[0, 2], [0, 1]]]]))
     state = fresh_state(task, config)
     stats = apply_rollout(task, get_method("ngrpo"), config, state, rollout,

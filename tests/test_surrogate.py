@@ -64,9 +64,25 @@ def test_clip_fractions_split_by_sign():
     assert clip_fractions(result, mask) == (1 / 4, 1 / 4)
 
 
+def test_a_ratio_that_underflowed_to_zero_is_valid():
+    # exp(log pi - log pi_old) is 0.0 once the token lost more than e^745 of its probability. The
+    # limits at rho -> 0 by hand: A > 0 keeps the unclipped branch -A rho = 0 with gradient 0;
+    # A < 0 is clipped at the low bound, loss -A (1 - eps_low), gradient 0; A = 0 gives 0.
+    ratio = np.exp(np.array([-800.0, -800.0, -800.0]))
+    assert np.all(ratio == 0.0)
+    result = clipped_surrogate(ratio, np.array([2.0, -3.0, 0.0]), 0.16, 0.24)
+    np.testing.assert_array_equal(result.loss, [0.0, 3.0 * 0.84, 0.0])
+    np.testing.assert_array_equal(result.grad_logp, [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(result.clipped_low, [False, True, False])
+    np.testing.assert_array_equal(result.clipped_high, [False, False, False])
+
+
 def test_bad_input_is_named():
-    with pytest.raises(ValueError, match="ratio must be positive"):
-        clipped_surrogate(np.array([0.0]), np.array([1.0]), 0.2, 0.2)
+    with pytest.raises(ValueError, match=r"ratio must be >= 0 \(a ratio of probabilities\), "
+                                         r"got -0.5"):
+        clipped_surrogate(np.array([1.0, -0.5]), np.array([1.0, 1.0]), 0.2, 0.2)
+    with pytest.raises(ValueError, match="ratio must be finite, got a value of inf"):
+        clipped_surrogate(np.array([np.inf]), np.array([0.0]), 0.2, 0.2)
     with pytest.raises(ValueError, match="clip_low must be < 1.0, got 1.0"):
         clipped_surrogate(np.array([1.0]), np.array([1.0]), 1.0, 0.2)
     with pytest.raises(ValueError, match="advantages must be finite"):

@@ -15,10 +15,10 @@ import sys
 import numpy as np
 import pytest
 
-from ngrpo_sim import sweep
 from ngrpo_sim.cli import main
-from ngrpo_sim.dynamics import DynamicsConfig, simulate
-from ngrpo_sim.experiments import SUMMARY_METRICS
+from ngrpo_sim.experiments import sweep
+from ngrpo_sim.experiments.runs import SUMMARY_METRICS
+from ngrpo_sim.simulators.dynamics import DynamicsConfig, simulate
 
 SMALL = DynamicsConfig(num_prompts=32, prompts_per_step=8, steps=4, seeds=3)
 METHODS = ["grpo", "ngrpo", "ppo"]
@@ -103,7 +103,8 @@ def test_without_ray_the_error_says_how_to_install_it(monkeypatch):
 
 
 def test_the_core_commands_never_import_ray():
-    script = ("import sys\nimport ngrpo_sim.cli, ngrpo_sim.report, ngrpo_sim.sweep\n"
+    script = ("import sys\n"
+              "import ngrpo_sim.cli, ngrpo_sim.reports.report, ngrpo_sim.experiments.sweep\n"
               "assert 'ray' not in sys.modules, 'ray was imported'\n")
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
 
@@ -158,21 +159,22 @@ def test_the_sweep_command_run_again_resumes_without_running_a_task(finished_swe
 
 
 @pytest.mark.parametrize("change, message", [
-    (["--learning-rate", "0.2"], "holds another sweep"),
+    (["--learning-rate", "0.2"], "holds an ngrpo-sim sweep with other settings (its request.json "
+                                 "differs in configs)"),
     (["--learning-rate", "fast"], "argument --learning-rate: 'fast' is not a float"),
     (["--refill", "maybe"], "argument --refill: 'maybe' is not true or false"),
     (["--max-candidates", "many"], "'many' is not a int or none"),
     (["--group-size", "2", "1"], "group_size must be >= 2, got 1"),
-    (["--workers", "2", "--ray", "auto"], "workers=2 and ray_address='auto'"),
+    (["--workers", "2", "--ray", "auto"], "--workers 2 and --ray auto: Ray runs one task"),
 ])
 def test_the_sweep_command_refuses_bad_input_in_one_line(finished_sweep, capsys, change, message):
     folder, _ = finished_sweep
-    before = (folder / "sweep.json").read_text()
+    before = (folder / "request.json").read_text()
     with pytest.raises(SystemExit) as exit_info:
         main(sweep_arguments(folder) + change)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
-    assert (folder / "sweep.json").read_text() == before
+    assert (folder / "request.json").read_text() == before
 
 
 def test_the_sweep_command_leaves_a_folder_of_other_files_alone(tmp_path, capsys):
@@ -180,16 +182,17 @@ def test_the_sweep_command_leaves_a_folder_of_other_files_alone(tmp_path, capsys
     with pytest.raises(SystemExit) as exit_info:
         main(sweep_arguments(tmp_path))
     assert exit_info.value.code == 2
-    assert "holds files but no sweep" in capsys.readouterr().err
+    assert "holds files but no request.json of an ngrpo-sim sweep" in capsys.readouterr().err
     assert [path.name for path in tmp_path.iterdir()] == ["summary.csv"]
 
 
 def test_the_report_on_ray_equals_the_report_here(ray_cluster, tmp_path, monkeypatch, small_report,
                                                   capsys):
-    from ngrpo_sim import experiments, report
+    from ngrpo_sim.experiments import runs
+    from ngrpo_sim.reports import report
 
     for figures in ("plot_dynamics", "plot_pass_at_k"):  # only the numbers are compared
-        monkeypatch.setattr(experiments, figures, lambda run_records, path: path)
+        monkeypatch.setattr(runs, figures, lambda run_records, path: path)
     monkeypatch.setattr(report.landscape, "write_figures", lambda *_: [])
 
     def page(path, headline):  # the real page is drawn from headline/, compared below

@@ -1,6 +1,6 @@
-"""The notebooks' helpers (ngrpo_sim.teaching) against independent numbers: closed forms computed
-with the statistics module, finite differences of a hand-written loss, exhaustive enumeration of
-groups, and hand-made run folders."""
+"""The notebooks' helpers (ngrpo_sim.teaching.teaching) against independent numbers: closed forms
+computed with the statistics module, finite differences of a hand-written loss, exhaustive
+enumeration of groups, and hand-made run folders."""
 
 import io
 import itertools
@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ngrpo_sim import teaching
-from ngrpo_sim.dynamics import DynamicsConfig, RunRecord
-from ngrpo_sim.landscape import expected_logit_update
-from ngrpo_sim.methods import get_method
-from ngrpo_sim.plotting import pyplot, subplots
+from ngrpo_sim.analysis.landscape import expected_logit_update
+from ngrpo_sim.base.plotting import pyplot, subplots
+from ngrpo_sim.methods.presets import get_method
+from ngrpo_sim.simulators.dynamics import DynamicsConfig, RunRecord
+from ngrpo_sim.teaching import teaching
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -437,7 +437,7 @@ def test_a_live_view_shows_its_figure_and_text_in_widget_state():
 def test_one_legend_below_the_panels_covers_none_of_them():
     # Notebook 2's gain figure: inside the axes, matplotlib's "best" place was the GRPO/NGRPO
     # crossing.
-    from ngrpo_sim import landscape
+    from ngrpo_sim.analysis import landscape
 
     figure, axes = subplots(ncols=2, width=4.25, height=3.4)
     methods = [get_method(name) for name in ("grpo", "ngrpo", "psr_nsr")]
@@ -460,7 +460,7 @@ def test_one_legend_below_the_panels_covers_none_of_them():
 def test_the_notebooks_figures_can_be_read():
     from test_figures import readability_problems  # noqa: PLC0415 (the figures' own checks)
 
-    from ngrpo_sim import landscape
+    from ngrpo_sim.analysis import landscape
 
     # Notebook 6's bars in three panels side by side: their tick labels overlapped.
     task = teaching.one_prompt_task(0.2)
@@ -526,7 +526,7 @@ def test_the_answer_table_names_bad_input():
 
 
 def test_aggregations_agree_when_every_answer_has_the_same_length():
-    from ngrpo_sim.sequences import make_sequence_task
+    from ngrpo_sim.simulators.sequences import make_sequence_task
     task = make_sequence_task(1, 3, 3, end_token=False, profile="0.2")
     effects = teaching.aggregation_effects("ngrpo", task)
     for name in ("seq-mean-token-mean", "seq-mean-token-sum-norm"):

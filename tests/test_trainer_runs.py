@@ -1,11 +1,12 @@
-"""ngrpo_sim/trainer_runs.py reads run folders that older trainers wrote: keys and advantage names
-from before the project's one vocabulary come back under today's names, nothing else changes."""
+"""ngrpo_sim/experiments/trainer_runs.py reads run folders that older trainers wrote: keys and
+advantage names from before the project's one vocabulary come back under today's names, nothing else
+changes."""
 
 import json
 
 import pytest
 
-from ngrpo_sim import trainer_runs
+from ngrpo_sim.experiments import trainer_runs
 
 OLD_STEP = {"step": 1, "reward": 0.25, "accuracy": 0.25, "all_wrong_share": 0.5,
             "all_right_share": 0.0, "all_wrong_learned_share": 0.5, "entropy": 0.7,

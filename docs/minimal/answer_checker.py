@@ -69,8 +69,19 @@ def page(corpus: list, verdicts: dict) -> str:
              "stated answer; else a closing number) and differ only in deciding equality. A false "
              "positive marks a wrong answer right, which RL would learn to exploit; the tests "
              "require none. A false negative costs a missed reward.")
+    trainer = load_trainer()
+    speed = ("Both paths take time linear in the completion's length: "
+             "`benchmarks/bench_answer_checker.py` times them on degenerate completions of up to "
+             "100,000 characters, and `tests/test_answer_checker.py` reads every regex of the "
+             "checker for backtracking. math-verify's own parser is slow on long and on deeply "
+             "nested input, so it parses only final answers of at most "
+             f"{trainer.LONGEST_PARSED_ANSWER} characters and {trainer.DEEPEST_PARSED_ANSWER} "
+             "levels of brackets; longer or deeper ones go to the plain checker, which also "
+             f"compares a number of more than {trainer.LONGEST_PARSED_ANSWER} characters as text: "
+             "a number of thousands of digits is a wrong answer, not an unknown reward.")
     lines = ["# The answer checker against a careful human grader", "",
              *textwrap.wrap(intro, width=100, break_on_hyphens=False), "",
+             *textwrap.wrap(speed, width=100, break_on_hyphens=False), "",
              "| path | agreement | false positives | false negatives |", "|---|---|---|---|"]
     for path, judged in verdicts.items():
         agree = sum(v == item["right"] for v, item in zip(judged, corpus))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ngrpo_sim.trainer_runs import read_run
+from ngrpo_sim.experiments.trainer_runs import read_run
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("ngrpo_train", ROOT / "minimal" / "ngrpo_train.py")

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ngrpo_sim.experiments import interval
-from ngrpo_sim.trainer_runs import read_run
+from ngrpo_sim.experiments.runs import interval
+from ngrpo_sim.experiments.trainer_runs import read_run
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = {"one group": dict(minibatches=4), "four groups": dict(minibatches=1),

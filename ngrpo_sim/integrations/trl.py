@@ -40,6 +40,19 @@ Advantages are computed once per generation batch and buffered, so TRL's ``num_i
 policy updates on one batch, where the clip range starts to act), ``steps_per_generation`` and every
 ``loss_type`` use them as they use GRPO's. Tested with TRL 1.16.
 
+Whole groups and the token mean
+-------------------------------
+This trainer gives NGRPO as the paper describes it, not as the authors' release runs it (the
+release splits most groups at its batch cut and weighs tokens per micro-batch:
+``docs/method_reference.md``, "What the release computes"). TRL's sampler puts the
+``num_generations`` answers of a prompt in the same generation batch, and the advantages are
+computed on the gathered rewards of that batch before it is shuffled and sliced into updates, so
+every group's mean and std cover all its answers; a dropped group leaves the loss and nothing is
+carried to a later batch. With ``loss_type="dapo"`` (the default) every kept response token of a
+generation batch has the same weight: TRL divides each update's token sum by a count taken over the
+whole generation batch (``num_items_in_batch``), never per micro-batch, so an update holding more
+tokens than the average takes a proportionally larger step.
+
 NGRPO's rivals
 --------------
 The same trainer trains any ``ngrpo_sim`` preset whose advantage needs only the rewards:
@@ -60,7 +73,7 @@ import numpy as np
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from ngrpo_sim.methods import DropAllCorrectGroups, GroupFilter, KeepAllGroups, get_method
+from ngrpo_sim.methods.presets import DropAllCorrectGroups, GroupFilter, KeepAllGroups, get_method
 
 _NGRPO = get_method("ngrpo")
 

@@ -19,7 +19,7 @@ verl's trainer calls a registered estimator with keyword arguments: ``token_leve
 ``response_mask`` (both ``(answers, response tokens)``), ``index`` (the ``uid`` of each answer's
 prompt: answers with the same uid form a group) and ``config`` (the ``algorithm`` section). The
 outcome reward of an answer is the sum of its token rewards (verl puts it on the last token). Groups
-may differ in size; ``ngrpo_sim.integrations.groups`` hands each size to ``ngrpo_sim``'s NGRPO
+may differ in size; ``ngrpo_sim.methods.groups`` hands each size to ``ngrpo_sim``'s NGRPO
 estimator in one call (a group of one answer gets 0: the estimator needs two). The advantage is
 spread over every response token, and the function returns it twice, as verl expects (advantages,
 returns). Two keys of the ``algorithm`` section, named as in the authors' release, tune it:
@@ -40,6 +40,29 @@ included, drop exactly the groups of two or more answers that ``ngrpo_sim``'s
 ``DropAllCorrectGroups`` drops (verl never drops a group of one). verl reads the metric at sampling
 time, so it needs a rule-based reward (or a reward model in its own resource pool), as verl's filter
 always does.
+
+Whole groups and a true token mean
+----------------------------------
+This plugin on verl 0.9.1 gives NGRPO as the paper describes it, not as the authors' release (a
+fork of an older verl) runs it. The release filters, then cuts the collected rows at
+``train_batch_size`` x n after reordering them over the GPUs, carries the rest to the next step
+and only then computes advantages, so most groups are split: their mean and std cover part of the
+group, a lone answer gets A = r (mean 0, std 1) and carried answers train a step late; and its
+loss weighs tokens per micro-batch, not by one token mean (``docs/method_reference.md``, "What the
+release computes"). In verl 0.9.1, ``verl.trainer.main_ppo`` runs the V1 trainer
+(``trainer.use_v1=True`` and ``trainer.v1.trainer_mode=sync``, both defaults). Its sampler
+(``verl/trainer/ppo/v1/replay_buffer.py``, ``ReplayBuffer.sample``) selects whole prompt groups,
+evicts filtered groups whole and discards surplus groups instead of carrying answers; the trainer
+balances that batch over the GPUs and computes advantages afterwards, by ``uid``, on whole groups
+(``trainer_base.py``, ``_step_once``). ``actor.loss_agg_mode=token-mean`` divides each
+micro-batch's token sum by the response tokens of the whole minibatch on all GPUs
+(``batch_num_tokens`` in ``core_algos.agg_loss``), whatever the micro-batching: a true token mean.
+So keep those two defaults and set ``token-mean``. With ``trainer.use_v1=False`` verl 0.9.1 has no
+group filter at all (only the V1 sampler reads ``algorithm.filter_groups``); the asynchronous
+trainer modes also hand over whole groups but may train on answers of older policies. No verl
+setting reproduces the release's split groups or its micro-batch weights. A group left with fewer
+answers by failed rollouts is standardised over the answers it has; a single answer gets 0 here,
+r under the release's fallback.
 
 NGRPO's rivals
 --------------
@@ -65,9 +88,9 @@ import torch
 from verl.trainer.ppo.core_algos import register_adv_est
 from verl.utils.reward_score import default_compute_score
 
-from ngrpo_sim.advantages import AdvantageEstimator
-from ngrpo_sim.integrations.groups import group_advantages
-from ngrpo_sim.methods import DropAllCorrectGroups, get_method
+from ngrpo_sim.methods.advantages import AdvantageEstimator
+from ngrpo_sim.methods.groups import group_advantages
+from ngrpo_sim.methods.presets import DropAllCorrectGroups, get_method
 
 ESTIMATOR_NAME = "ngrpo"
 """The value of ``algorithm.adv_estimator`` that selects NGRPO."""

@@ -1,0 +1,175 @@
+"""``ngrpo-sim report``: the landscape plus a headline experiment that tests the paper's claims.
+
+The paper claims that NGRPO (1) keeps entropy higher than GRPO, (2) learns hard prompts that GRPO
+abandons, and (3) trains stably where PSR-NSR's fixed negative weights do not. We do not assume any
+of them. The headline run trains GRPO, NGRPO, DAPO, PSR-NSR and PPO on the "base" profile (half the
+prompts almost never solved) with the shared policy, Adam and 4 minibatch updates per rollout,
+sampled and in expectation. A sweep then repeats the sampled run in all eight combinations of
+{tabular, shared} x {Adam, SGD} x {1, 4 minibatches}, because the answer to each claim can depend on
+the setting. Every verdict comes with its numbers and a 95% interval over seeds. A section
+(``ngrpo_sim.reports.token_report``) retests the claims on answers made of tokens, where length,
+loss aggregation and token entropy exist; another (``ngrpo_sim.reports.rivals_report``) compares
+NGRPO with the rivals published for the same problem, and a last one
+(``ngrpo_sim.reports.clipping_report``) asks what the clip bounds alone do to entropy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from ngrpo_sim.analysis import landscape
+from ngrpo_sim.base import checks
+from ngrpo_sim.base.files import write_atomically
+from ngrpo_sim.experiments.runs import (difference_interval, final_values, format_summary, interval,
+                                        with_mode, write_run)
+from ngrpo_sim.experiments.sweep import Task, check_where_to_run, run_tasks, sweep_tasks
+from ngrpo_sim.methods.presets import get_method
+from ngrpo_sim.pages.page import PAGE_FILE, write_page
+from ngrpo_sim.reports.claims import (HEADLINE, HEADLINE_METHODS, LEARNING_RATES,
+                                      entropy_at_matched_accuracy, verdict)
+from ngrpo_sim.simulators.dynamics import DynamicsConfig, RunRecord
+
+SWEEP_STEPS, SWEEP_SEEDS = 150, 8
+
+
+def sweep_configs(base: DynamicsConfig | None = None) -> list[DynamicsConfig]:
+    """The eight settings of the sweep (based on the headline config unless told otherwise)."""
+    base = base or HEADLINE
+    return [dataclasses.replace(base, policy=policy, optimizer=optimizer, minibatches=minibatches,
+                                learning_rate=LEARNING_RATES[policy, optimizer],
+                                steps=SWEEP_STEPS, seeds=SWEEP_SEEDS)
+            for policy in ("tabular", "shared") for optimizer in ("adam", "sgd")
+            for minibatches in (1, 4)]
+
+
+def _setting(config: DynamicsConfig) -> str:
+    return (f"{config.policy}, {config.optimizer} (lr {config.learning_rate}), "
+            f"{config.minibatches} minibatch" + ("es" if config.minibatches > 1 else ""))
+
+
+def claims_table(groups: list[list[RunRecord]]) -> str:
+    """One markdown table row per setting: each claim's measured difference, interval and
+    verdict."""
+    lines = ["| setting | entropy: NGRPO − GRPO (final) "
+             "| entropy at equal accuracy (NGRPO / GRPO) | "
+             "hard-prompt success: NGRPO − GRPO | abandoned: NGRPO / GRPO "
+             "| regressed prompts: PSR-NSR / GRPO / "
+             "NGRPO | worst accuracy drop: PSR-NSR / others |", "|---|---|---|---|---|---|---|"]
+    for run_records in groups:
+        by_name = {t.method: t for t in run_records}
+        grpo, ngrpo, psr_nsr = by_name["grpo"], by_name["ngrpo"], by_name["psr_nsr"]
+
+        def mean(run_record, name):
+            return interval(final_values(run_record, name))[0]
+
+        d_entropy = difference_interval(final_values(ngrpo, "entropy"),
+                                        final_values(grpo, "entropy"))
+        matched = 0.999 * min(mean(t, "accuracy") for t in (grpo, ngrpo))
+        d_hard = difference_interval(final_values(ngrpo, "accuracy_hard"),
+                                     final_values(grpo, "accuracy_hard"))
+        others = max(mean(t, "max_drawdown") for name, t in by_name.items() if name != "psr_nsr")
+        lines.append(
+            f"| {_setting(grpo.config)} "
+            f"| {d_entropy[0]:+.3f} ± {d_entropy[1]:.3f}: "
+            f"{verdict(*d_entropy, 'higher', 'lower')} "
+            f"| {entropy_at_matched_accuracy(ngrpo, matched):.3f} / "
+            f"{entropy_at_matched_accuracy(grpo, matched):.3f}"
+            f" at accuracy {matched:.3f} "
+            f"| {d_hard[0]:+.3f} ± {d_hard[1]:.3f}: "
+            f"{verdict(*d_hard, 'NGRPO better', 'GRPO better')} "
+            f"| {mean(ngrpo, 'abandoned'):.1f} / {mean(grpo, 'abandoned'):.1f} "
+            f"| {mean(psr_nsr, 'regressed'):.1f} / {mean(grpo, 'regressed'):.1f} / "
+            f"{mean(ngrpo, 'regressed'):.1f} "
+            f"| {mean(psr_nsr, 'max_drawdown'):.3f} / {others:.3f} |")
+    return "\n".join(lines)
+
+
+def report_plan() -> dict[str, list[Task]]:
+    """Every simulation of the report, by section, in the order ``run_report`` reads them."""
+    # These sections read this module's verdicts and settings.
+    from ngrpo_sim.reports import clipping_report, rivals_report, token_report
+
+    headline_configs = [HEADLINE, with_mode(HEADLINE, "expected")]
+    token_shared = token_report.token_config("shared", token_report.TOKEN_HEADLINE)
+    return {"headline and sweep": sweep_tasks([get_method(name) for name in HEADLINE_METHODS],
+                                              headline_configs + sweep_configs()),
+            "tokens": token_report.token_tasks(token_report.TOKEN_HEADLINE),
+            "rivals": rivals_report.rival_tasks(HEADLINE, token_shared),
+            "noise": clipping_report.noise_tasks(), "nsr": clipping_report.nsr_tasks()}
+
+
+def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: str | None = None,
+               store: Path | None = None) -> str:
+    """Run everything, write ``out``, and return the markdown report (also written to
+    ``out/report.md``, last). The simulations run as ``sweep.run_tasks`` runs them: here, in
+    ``workers`` local processes, or on the Ray cluster at ``ray_address``, with the same results;
+    ``store`` keeps each as it finishes, and serves those it holds already. Every argument and the
+    memory are checked before the first write; ``sweep.TasksFailed`` is raised, before anything but
+    the store is written, when some simulations fail."""
+    from ngrpo_sim.reports import clipping_report, rivals_report, token_report
+
+    check_where_to_run(workers, ray_address)
+    checks.integer("group_size", group_size, low=2)
+    started = time.perf_counter()
+    out = Path(out)
+    plan = report_plan()
+    # Every simulation in one pool, so that the workers stay busy from the first to the last.
+    runs = run_tasks([task for tasks in plan.values() for task in tasks], workers=workers,
+                     ray_address=ray_address, store=store, description="simulations")
+    results = {}
+    for name, tasks in plan.items():
+        results[name], runs = runs[:len(tasks)], runs[len(tasks):]
+    methods = [get_method(name) for name in landscape.DEFAULT_METHODS]
+    landscape.write_csv(methods, group_size, out / "landscape")
+    landscape.write_figures(methods, group_size, out / "landscape")
+    split = 2 * len(HEADLINE_METHODS)  # sampled and expected
+    headline, sweep = results["headline and sweep"][:split], results["headline and sweep"][split:]
+    write_run(out / "headline", headline)
+    page_started = time.perf_counter()
+    page_path = write_page(out / PAGE_FILE, out / "headline")
+    page_seconds = time.perf_counter() - page_started
+    groups = [sweep[i:i + len(HEADLINE_METHODS)]
+              for i in range(0, len(sweep), len(HEADLINE_METHODS))]
+    for number, run_records in enumerate(groups):
+        config = run_records[0].config
+        write_run(out / "sweep"
+                  / f"{number}-{config.policy}-{config.optimizer}-mb{config.minibatches}",
+                  run_records)
+    token_runs = token_report.token_runs(results["tokens"])
+    token_lines = token_report.token_section(out / "tokens", runs=token_runs)
+    headline_sampled = [t for t in headline if t.config.mode == "sampled"]
+    count = len(rivals_report.RIVALS)  # the bandit's rivals, then the token task's
+    rival_lines = rivals_report.rivals_section(
+        out / "rivals", headline_sampled + results["rivals"][:count],
+        token_runs.presets["shared"] + results["rivals"][count:])
+    clipping_lines = clipping_report.clipping_section(out / "clipping", results["noise"],
+                                                      results["nsr"])
+    elapsed = time.perf_counter() - started
+
+    lines = [
+        "# ngrpo-sim report", "",
+        f"Headline: {_setting(HEADLINE)}, P = {HEADLINE.num_prompts} prompts "
+        f"({HEADLINE.profile} profile), "
+        f"K = {HEADLINE.num_answers} answers, B = {HEADLINE.prompts_per_step}, "
+        f"G = {HEADLINE.group_size}, "
+        f"{HEADLINE.steps} steps, {HEADLINE.seeds} seeds. Final values, mean ± 95% interval "
+        "over seeds "
+        "(expected-mode runs are deterministic: one run, no interval).", "",
+        "```", format_summary(headline), "```", "",
+        "Claims, headline setting first, then the sweep "
+        f"({SWEEP_STEPS} steps, {SWEEP_SEEDS} seeds per setting; "
+        "differences with 95% Welch intervals):", "",
+        claims_table([headline_sampled] + groups), "",
+        f"Figures: {out / 'landscape'}, {out / 'headline'}, {out / 'sweep'}. "
+        f"Total time {elapsed:.0f} s.",
+        "",
+        f"Interactive page (opens in any browser, no network): {page_path}, "
+        f"{page_path.stat().st_size / 1e6:.1f} MB, written in {page_seconds:.1f} s.",
+        "", *token_lines, "", *rival_lines, "", *clipping_lines,
+    ]
+    report = "\n".join(lines)
+    write_atomically(out / "report.md", report + "\n")
+    return report
+
