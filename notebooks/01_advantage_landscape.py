@@ -35,7 +35,7 @@ from IPython.display import display
 
 from ngrpo_sim import get_method
 from ngrpo_sim.analysis import landscape
-from ngrpo_sim.base.plotting import pyplot, subplots
+from ngrpo_sim.base.plotting import pyplot
 from ngrpo_sim.teaching import teaching
 
 plt = pyplot()
@@ -85,13 +85,13 @@ for name in ("grpo", "ngrpo"):
 # methods gives every correct answer of the group the same advantage, and every wrong answer the
 # same advantage, so two curves against k describe a method completely. Solid lines are correct
 # answers, dashed lines wrong answers; a dotted line marks a method that coincides with an earlier
-# one (DAPO uses GRPO's advantage; it differs in what it drops and clips).
+# one, and the panel's title names it (DAPO uses GRPO's advantage; it differs in what it drops and
+# clips).
 
 # %% tags=["readme-figure"]
-figure, (ax,) = subplots(width=6.4, height=4.2)
-landscape.plot_advantages(ax, [get_method(name) for name in landscape.DEFAULT_METHODS],
-                          group_size=8)
-teaching.figure_legend(figure)
+# Ten methods in one panel could not be told apart: the baselines above, NGRPO's rivals below.
+landscape.landscape_figure([get_method(name) for name in landscape.DEFAULT_METHODS],
+                           group_size=8, panels=[landscape.plot_advantages], width=6.4, height=3.6)
 plt.show()
 
 # %% [markdown]

@@ -1,7 +1,8 @@
 """Run every notebook at full size and save the figure of its cell tagged ``readme-figure`` for the
 README.
 
-    .venv/bin/python notebooks/make_readme_figures.py    # writes docs/figures/notebooks/NN_name.png
+    .venv/bin/python notebooks/make_readme_figures.py          # writes docs/figures/notebooks/NN_name.png
+    .venv/bin/python notebooks/make_readme_figures.py 01 06    # only the notebooks numbered 01 and 06
 
 About a minute when notebook 5's comparison (runs/minimal/compare) already exists; it trains that
 comparison first otherwise (about 6 minutes on a 2-core CPU). Always at full size, whatever
@@ -10,6 +11,7 @@ NGRPO_FAST says.
 
 import base64
 import io
+import sys
 from pathlib import Path
 
 from PIL import Image
@@ -34,9 +36,18 @@ def tagged_figure(notebook) -> bytes:
     return base64.b64decode(images[0])
 
 
-def main() -> None:
+def main(numbers=()) -> None:
+    """Every notebook's figure, or only those of the notebooks whose numbers are given."""
+    sources = sorted(NOTEBOOK_FOLDER.glob("[0-9][0-9]_*.py"))
+    unknown = set(numbers) - {source.name[:2] for source in sources}
+    if unknown:
+        raise SystemExit(f"make_readme_figures: error: no notebook numbered "
+                         f"{', '.join(sorted(unknown))}; the notebooks are "
+                         f"{', '.join(source.name[:2] for source in sources)}")
     FIGURE_FOLDER.mkdir(parents=True, exist_ok=True)
-    for source in sorted(NOTEBOOK_FOLDER.glob("[0-9][0-9]_*.py")):
+    for source in sources:
+        if numbers and source.name[:2] not in numbers:
+            continue
         notebook = execute_notebook(source, fast=False, timeout=3600)
         target = FIGURE_FOLDER / f"{source.stem}.png"
         # A 256-colour palette keeps line figures sharp at a third of the size.
@@ -47,4 +58,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,8 +1,9 @@
 """The two pages in a real browser: Debian's chromium, headless, driven by Playwright (pointed at
 the system browser; Playwright's own browser download is never used). Each page opens from disk
 with no console error and no request leaving the machine; moving the page's sliders shows the
-advantages that closed forms give for the new setting; the inspector shows the tokens a tiny
-trainer run recorded.
+advantages that closed forms give for the new setting; the page fits a 1,024-px and a 1,440-px
+screen, nothing cut off at its right edge, and its legends name only the curves one can see; the
+inspector shows the tokens a tiny trainer run recorded.
 
 Both pages are also opened on run folders whose every string (method names, prompts, answers,
 config values, the folder's own path) would run a script or close an element if written into the
@@ -20,6 +21,7 @@ import pytest
 from ngrpo_sim.experiments import trainer_runs
 from ngrpo_sim.pages.browser import chromium
 from ngrpo_sim.pages.inspector import write_inspector
+from ngrpo_sim.pages import page as landscape_page
 from ngrpo_sim.pages.page import write_page
 
 pytest.importorskip("playwright.sync_api",
@@ -41,8 +43,8 @@ class OpenPage:
     """A page opened from disk that records console errors and refuses every request off the
     machine (and records it)."""
 
-    def __init__(self, browser, path: Path):
-        self.context = browser.new_context(viewport={"width": 1450, "height": 1100})
+    def __init__(self, browser, path: Path, width: int = 1450, height: int = 1100):
+        self.context = browser.new_context(viewport={"width": width, "height": height})
         self.errors, self.remote = [], []
         self.context.route("**/*", self._route)
         self.page = self.context.new_page()
@@ -60,6 +62,23 @@ class OpenPage:
 
     def close(self):
         self.context.close()
+
+
+@pytest.fixture(scope="module")
+def written_page(tmp_path_factory):
+    """The page of a small report's headline folder, written once for the tests that only look."""
+    from test_page import small_headline  # noqa: PLC0415 (a helper of the page's own tests)
+
+    folder = tmp_path_factory.mktemp("page")
+    small_headline(folder / "headline")
+    return write_page(folder / "page.html", folder / "headline")
+
+
+def drawn(page) -> None:
+    """Wait until the widgets' first update has run and BokehJS has drawn every view."""
+    page.locator('td[data-method="ngrpo"][data-role="wrong"]').wait_for()
+    page.wait_for_function("() => window.Bokeh !== undefined && Bokeh.documents.length > 0"
+                           " && Bokeh.documents[0].is_idle")
 
 
 def closed_form(group_size, right, virtual_rewards, ddof):
@@ -117,6 +136,128 @@ def test_the_page_opens_offline_and_its_sliders_show_the_closed_forms(browser, t
                                             "std_virtual": std_virtual}, abs=1e-12)
         assert page.locator(".chip.virtual").count() == 3
         assert page.get_by_text("Training dynamics: the report's headline run").count() == 1
+        assert opened.errors == [] and opened.remote == []
+    finally:
+        opened.close()
+
+
+# Every element the reader can see, in the document and in every shadow root (Bokeh draws each
+# model in one), whose box reaches past the left or right edge of the window once the boxes of its
+# clipping ancestors (overflow other than visible, across shadow hosts) have cut it.
+OFFENDERS = """(width) => {
+  const offenders = [];
+  const name = (element) => element.tagName.toLowerCase()
+    + [...element.classList].map((c) => `.${c}`).join("");
+  const parentOf = (node) => node.parentElement || node.getRootNode().host || null;
+  const visit = (root) => {
+    for (const element of root.querySelectorAll("*")) {
+      if (element.shadowRoot) { visit(element.shadowRoot); }
+      const style = getComputedStyle(element), box = element.getBoundingClientRect();
+      if (style.visibility === "hidden" || style.display === "none"
+          || box.width === 0 || box.height === 0) { continue; }
+      let left = box.left, right = box.right, path = name(element);
+      for (let node = parentOf(element); node !== null; node = parentOf(node)) {
+        path = `${name(node)} > ${path}`;
+        if (getComputedStyle(node).overflowX !== "visible") {
+          const clip = node.getBoundingClientRect();
+          left = Math.max(left, clip.left);
+          right = Math.min(right, clip.right);
+        }
+      }
+      if (right > left && (right > width + 0.5 || left < -0.5)) {
+        offenders.push(`${path} spans ${left.toFixed(0)} to ${right.toFixed(0)} px`);
+      }
+    }
+  };
+  visit(document);
+  return {scroll_width: document.documentElement.scrollWidth, offenders};
+}"""
+
+
+TOOLBARS = """() => {
+  let count = 0;
+  const visit = (root) => {
+    for (const element of root.querySelectorAll("*")) {
+      if (element.shadowRoot) { visit(element.shadowRoot); }
+      const box = element.getBoundingClientRect();
+      if (element.classList.contains("bk-Toolbar") && box.width > 0 && box.height > 0) {
+        count += 1;
+      }
+    }
+  };
+  visit(document);
+  return count;
+}"""
+"""How many toolbars the page draws."""
+
+
+@pytest.mark.parametrize("width, height", [(1024, 768), (1440, 900)])
+def test_the_page_fits_the_screen_without_a_horizontal_cut(browser, written_page, width,
+                                                           height):
+    opened = OpenPage(browser, written_page, width, height)
+    page = opened.page
+    try:
+        drawn(page)
+        fit = page.evaluate(OFFENDERS, width)
+        assert fit["scroll_width"] <= width, (
+            f"the page is {fit['scroll_width']} px wide in a {width}-px window")
+        assert fit["offenders"] == [], (
+            f"{len(fit['offenders'])} elements reach past the {width}-px window:\n"
+            + "\n".join(fit["offenders"][:20]))
+        # The three landscape plots share one toolbar, and so do the four training curves.
+        assert page.evaluate(TOOLBARS) == 2
+        assert opened.errors == [] and opened.remote == []
+    finally:
+        opened.close()
+
+
+LEGENDS = """(panel) => {
+  const legend = Bokeh.documents[0].get_model_by_name(`legend-${panel}`);
+  return {title: legend.title,
+          shown: legend.items.filter((item) => item.visible).map(
+            (item) => [item.label.value.replaceAll("\\n", " "),
+                       item.renderers.every((renderer) => renderer.visible)]),
+          hidden_drawn: legend.items.filter((item) => !item.visible).some(
+            (item) => item.renderers.some((renderer) => renderer.visible))};
+}"""
+
+
+def expected_legends(grid, setting) -> dict[str, tuple[str, list]]:
+    """Per panel, the legend's title and its entries: every curve drawn, named by the methods
+    that share it, from the grid's coincidences (test_page checks those against closed forms)."""
+    legends = {}
+    for panel in landscape_page.PANELS:
+        twins = {name: grid.twin(panel, name, **setting) for name in grid.methods}
+        missing = [name for name, twin in twins.items() if twin is None]
+        title = "no line (never silent): " + ", ".join(missing) if missing else ""
+        shown = [[" = ".join(other for other in grid.methods if twins[other] == name), True]
+                 for name in grid.methods if twins[name] == name]
+        legends[panel] = (title, shown)
+    return legends
+
+
+def test_each_legend_names_the_curves_one_can_see(browser, written_page):
+    grid = landscape_page.precompute()
+    opened = OpenPage(browser, written_page)
+    page = opened.page
+    try:
+        drawn(page)
+        setting = dict(landscape_page.DEFAULT_SETTING)
+        for step in ("opened", "r_max 2", "population std"):
+            if step == "r_max 2":
+                page.locator(".ngrpo-r-max button", has_text="2").click()
+                setting["r_max"] = 2.0
+            elif step == "population std":
+                page.locator(".ngrpo-ddof button", has_text="population").click()
+                setting["ddof"] = 0
+            for panel, (title, shown) in expected_legends(grid, setting).items():
+                legend = page.evaluate(LEGENDS, panel)
+                assert legend["title"].replace("\n", " ") == title, (step, panel)
+                assert legend["shown"] == shown, (step, panel)
+                assert not legend["hidden_drawn"], f"{step}: {panel} draws a curve it does not name"
+        # Opened on G = 8: DAPO's advantage is GRPO's; PSR-NSR and AsymRE are never silent.
+        assert expected_legends(grid, landscape_page.DEFAULT_SETTING)["advantage"][1][0] == [
+            "grpo = dapo", True]
         assert opened.errors == [] and opened.remote == []
     finally:
         opened.close()

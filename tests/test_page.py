@@ -87,39 +87,96 @@ def test_advantages_and_group_statistics_equal_the_closed_forms(grid, setting):
                                        [row[column] for row in virtual], atol=1e-12)
 
 
+def advantages_by_k(name, setting):
+    """[(advantage of a right answer, of a wrong one) for k = 0..G] from the closed forms."""
+    return [closed_form(name, setting["group_size"], k, setting["r_max"],
+                        setting["virtual_samples"], setting["ddof"])
+            for k in range(setting["group_size"] + 1)]
+
+
+def silent_by_k(advantages):
+    """A group is silent when every answer in it, right or wrong, gets advantage 0."""
+    return [all(math.isnan(value) or value == 0.0 for value in pair) for pair in advantages]
+
+
+def zero_gradient_curve(silent, p):
+    """P(a group of G drawn at success rate p is silent), 0 stored as NaN (as the page does)."""
+    group_size = len(silent) - 1
+    probability = sum(math.comb(group_size, k) * p ** k * (1 - p) ** (group_size - k)
+                      for k in range(group_size + 1) if silent[k])
+    return np.where(np.asarray(probability) > 0, probability, np.nan) * np.ones_like(p)
+
+
+def gain_curve(advantages, p):
+    """c(p) = E[A(right | 1 + B)] - E[A(wrong | B)], B ~ Binomial(G - 1, p), summed exactly."""
+    group_size = len(advantages) - 1
+    return sum(math.comb(group_size - 1, j) * p ** j * (1 - p) ** (group_size - 1 - j)
+               * (advantages[j + 1][0] - advantages[j][1]) for j in range(group_size))
+
+
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_silent_groups_and_zero_gradient_curves_equal_the_binomial_sums(grid, setting):
     group_size, p = setting["group_size"], grid.success_rates
     for name in grid.methods:
         silent = grid.lookup("silent", name, **setting).astype(bool)
-        # A group is silent when every answer in it, right or wrong, gets advantage 0.
-        advantages = [closed_form(name, group_size, k, setting["r_max"], setting["virtual_samples"],
-                                  setting["ddof"]) for k in range(group_size + 1)]
-        expected_silent = [all(math.isnan(value) or value == 0.0 for value in pair)
-                           for pair in advantages]
+        expected_silent = silent_by_k(advantages_by_k(name, setting))
         if name in ("grpo", "ngrpo"):  # the case the page is about, spelled out
             assert expected_silent[0] is (name == "grpo")
             # NGRPO's all-correct group is dropped at r_max 1; above, its answers fall short of
             # r_max
             assert expected_silent[group_size] is (name == "grpo" or setting["r_max"] == 1.0)
         assert silent.tolist() == expected_silent
-        probability = sum(math.comb(group_size, k) * p ** k * (1 - p) ** (group_size - k)
-                          for k in range(group_size + 1) if expected_silent[k])
-        expected = np.where(np.asarray(probability) > 0, probability, np.nan) * np.ones_like(p)
-        np.testing.assert_allclose(grid.lookup("zero_gradient", name, **setting), expected,
-                                   rtol=1e-12)
+        np.testing.assert_allclose(grid.lookup("zero_gradient", name, **setting),
+                                   zero_gradient_curve(expected_silent, p), rtol=1e-12)
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_the_gain_is_the_exact_binomial_sum(grid, setting):
-    group_size, p = setting["group_size"], grid.success_rates
     for name in grid.methods:
-        advantages = [closed_form(name, group_size, k, setting["r_max"], setting["virtual_samples"],
-                                  setting["ddof"]) for k in range(group_size + 1)]
-        gain = sum(math.comb(group_size - 1, j) * p ** j * (1 - p) ** (group_size - 1 - j)
-                   * (advantages[j + 1][0] - advantages[j][1]) for j in range(group_size))
-        np.testing.assert_allclose(grid.lookup("gain", name, **setting), gain, rtol=1e-10,
-                                   atol=1e-12)
+        np.testing.assert_allclose(grid.lookup("gain", name, **setting),
+                                   gain_curve(advantages_by_k(name, setting), grid.success_rates),
+                                   rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_a_legend_joins_the_methods_whose_curves_coincide(grid, setting):
+    # Each panel's curves from the closed forms above; a method shares the line of the first
+    # method whose every curve in the panel equals its own, and a zero-gradient probability that
+    # is 0 everywhere (no line on a log axis) is named as having none.
+    p = grid.success_rates
+    curves = {}
+    for name in grid.methods:
+        advantages = advantages_by_k(name, setting)
+        curves[name] = {"advantage": np.ravel(advantages),
+                        "zero_gradient": zero_gradient_curve(silent_by_k(advantages), p),
+                        "gain": gain_curve(advantages, p)}
+    assert sorted(page.PANELS) == sorted(curves["grpo"])
+    for panel in page.PANELS:
+        for name in grid.methods:
+            if np.isnan(curves[name][panel]).all():
+                expected = None
+            else:
+                expected = next(other for other in grid.methods if np.allclose(
+                    curves[other][panel], curves[name][panel], rtol=1e-9, equal_nan=True))
+            assert grid.twin(panel, name, **setting) == expected, (panel, name)
+
+
+def test_the_legends_of_the_opening_group_spelled_out(grid):
+    # G = 8, r_max 1, one virtual answer, Bessel: DAPO has GRPO's advantage; every method that
+    # ignores homogeneous groups is silent exactly when GRPO is, NGRPO's shifted baseline when
+    # NGRPO is; PSR-NSR and AsymRE always teach; AsymRE's gain is Dr. GRPO's (a shifted baseline
+    # changes no expected step), 7/8.
+    def shared(panel):
+        twins = {name: grid.twin(panel, name, **page.DEFAULT_SETTING) for name in grid.methods}
+        return {name: twin for name, twin in twins.items() if twin != name}
+
+    assert shared("advantage") == {"dapo": "grpo"}
+    assert shared("zero_gradient") == {"dapo": "grpo", "dr_grpo": "grpo", "rloo": "grpo",
+                                       "maxrl": "grpo", "qae": "grpo",
+                                       "shifted_baseline": "ngrpo", "psr_nsr": None,
+                                       "asymre": None}
+    assert shared("gain") == {"dapo": "grpo", "asymre": "dr_grpo"}
+    np.testing.assert_allclose(grid.lookup("gain", "asymre", **page.DEFAULT_SETTING), 7 / 8)
 
 
 def test_each_distinct_array_is_stored_once(grid):

@@ -457,6 +457,46 @@ def test_one_legend_below_the_panels_covers_none_of_them():
     pyplot().close(empty)
 
 
+def test_the_notebooks_figures_can_be_read():
+    from test_figures import readability_problems  # noqa: PLC0415 (the figures' own checks)
+
+    from ngrpo_sim.analysis import landscape
+
+    # Notebook 6's bars in three panels side by side: their tick labels overlapped.
+    task = teaching.one_prompt_task(0.2)
+    bars, axes = subplots(ncols=3, width=2.8, height=3.4)
+    for ax, name in zip(axes, ("grpo", "ngrpo", "psr_nsr")):
+        teaching.plot_aggregation_effects(ax, teaching.aggregation_effects(name, task))
+    teaching.figure_legend(bars, ncols=3)
+    # Notebook 1's ten methods: in one panel their colours could not be told apart.
+    advantages = landscape.landscape_figure(
+        [get_method(name) for name in landscape.DEFAULT_METHODS], 8,
+        panels=[landscape.plot_advantages], width=6.4, height=3.6)
+    # Notebook 3's explorer, whose axis showed the metric's name from the code.
+    run_records = [RunRecord(name, DynamicsConfig(steps=2, seeds=2),
+                             {"share_all_wrong": np.array([[np.nan] * 2, [0.5, 0.4], [0.3, 0.2]])})
+                   for name in ("grpo", "ngrpo")]
+    metric, (ax,) = subplots(width=6.4, height=3.8)
+    teaching.plot_metric(ax, run_records, "share_all_wrong")
+    teaching.figure_legend(metric)
+    for figure in (bars, advantages, metric):
+        assert readability_problems(figure) == []
+        pyplot().close(figure)
+    assert ax.get_ylabel() == "share of groups with every answer\nwrong"
+
+
+def test_a_method_that_gives_the_group_nothing_says_so_in_its_legend():
+    # p = 1e-6: the 8 answers drawn with this seed are all wrong, so GRPO's advantages are all 0
+    # and it draws no bar.
+    sample = teaching.sample_one_group(["grpo", "ngrpo"], 1e-6, rng=np.random.default_rng(0))
+    assert sample.group_rewards.tolist() == [0.0] * 8
+    figure, axes = subplots(ncols=2)
+    teaching.plot_sampled_group(axes, sample)
+    labels = [text.get_text() for text in teaching.figure_legend(figure).get_texts()]
+    pyplot().close(figure)
+    assert labels == ["grpo (all 0: no bars)", "ngrpo"]
+
+
 # ------------------------------------------------------------------------------------------------
 # Notebook 6: answers made of tokens
 # ------------------------------------------------------------------------------------------------

@@ -55,7 +55,8 @@ import numpy as np
 from scipy.special import comb, softmax
 
 from ngrpo_sim.base import checks
-from ngrpo_sim.base.plotting import plot_method_curves, save, subplots
+from ngrpo_sim.base.plotting import (axis_label, coincidence_note, coinciding, family_subplots,
+                                     figure_legend, method_families, plot_method_curves, save)
 from ngrpo_sim.methods.metrics import as_probability
 from ngrpo_sim.methods.presets import Method, check_scores_correct_answers
 
@@ -278,18 +279,25 @@ def write_csv(methods: list[Method], group_size: int, folder: Path,
     return [advantage_path, curve_path]
 
 
+def _title(ax, title: str, note: str) -> None:
+    """The panel's title, with the note of which curves coincide or are missing below it."""
+    ax.set_title(title + (f"\n{note}" if note else ""), fontsize=10 if not note else 9)
+
+
 def plot_advantages(ax, methods: list[Method], group_size: int) -> None:
-    """Advantage against k: solid for correct answers, dashed for wrong answers."""
+    """Advantage against k: solid for correct answers, dashed for wrong answers; a method whose
+    two curves equal an earlier method's is drawn dotted on top and named in the title."""
     counts = np.arange(group_size + 1)
     advantages = {m.name: count_advantages(m, group_size) for m in methods}
+    twins = coinciding({name: np.concatenate(pair) for name, pair in advantages.items()})
     plot_method_curves(ax, counts, {name: right for name, (right, _) in advantages.items()},
-                       marker="o")
+                       marker="o", twins=twins)
     plot_method_curves(ax, counts, {name: wrong for name, (_, wrong) in advantages.items()},
-                       linestyle="--", marker="s", label=False)
+                       linestyle="--", marker="s", label=False, twins=twins)
     ax.axhline(0.0, color="0.6", linewidth=0.8)
-    ax.set_xlabel(f"correct answers k in a group of G={group_size}")
-    ax.set_ylabel("advantage (solid: correct answer, dashed: wrong)")
-    ax.set_title("Advantage landscape")
+    ax.set_xlabel(f"correct answers k in a group of G = {group_size}")
+    ax.set_ylabel(axis_label("advantage (solid: correct answer, dashed: wrong)"))
+    _title(ax, "Advantage of each answer", coincidence_note(twins))
     ax.legend(fontsize=8)
 
 
@@ -298,44 +306,54 @@ def plot_zero_gradient(ax, methods: list[Method], group_size: int, grid_points: 
     grid = np.linspace(0.0, 1.0, grid_points)
     curves = {m.name: zero_gradient_probability(m, group_size, grid) for m in methods}
     never_silent = [name for name, curve in curves.items() if not curve.any()]
-    plot_method_curves(ax, grid, {name: curve for name, curve in curves.items()
-                                  if name not in never_silent})
-    if never_silent:  # a log axis cannot show them
-        # At the top, between the curves' two ends: the legend takes a lower corner.
-        ax.text(0.5, 0.97, "never silent: " + ", ".join(never_silent), transform=ax.transAxes,
-                ha="center", va="top", fontsize=8)
+    twins = plot_method_curves(ax, grid, {name: curve for name, curve in curves.items()
+                                          if name not in never_silent})
+    # A log axis cannot show them.
+    missing = [f"never silent (no line): {', '.join(never_silent)}"] if never_silent else []
     ax.set_yscale("log")
     ax.set_ylim(1e-6, 1.5)
     ax.set_xlabel("success rate p of the prompt")
-    ax.set_ylabel("P(group gives no gradient), log scale")
-    ax.set_title(f"Silent groups (G={group_size})")
+    ax.set_ylabel(axis_label("probability that a group gives no gradient"))
+    _title(ax, f"Silent groups (G = {group_size})", coincidence_note(twins, missing))
     ax.legend(fontsize=8)
 
 
 def plot_gain(ax, methods: list[Method], group_size: int, grid_points: int = 201) -> None:
     """The gain c(p) against the success rate p."""
     grid = np.linspace(0.0, 1.0, grid_points)
-    plot_method_curves(ax, grid, {m.name: expected_gain(m, group_size, grid) for m in methods})
+    twins = plot_method_curves(ax, grid, {m.name: expected_gain(m, group_size, grid)
+                                          for m in methods})
     ax.axhline(0.0, color="0.6", linewidth=0.8)
     ax.set_xlabel("success rate p of the prompt")
-    ax.set_ylabel("gain c(p)")
-    ax.set_title(r"Expected update $c(p)\,\pi\odot(r-p)$")
+    ax.set_ylabel(axis_label("gain c(p) (per unit learning rate)"))
+    _title(ax, r"Expected update $c(p)\,\pi\odot(r-p)$", coincidence_note(twins))
     ax.legend(fontsize=8)
 
 
 PANELS = {"advantages": plot_advantages, "zero_gradient": plot_zero_gradient, "gain": plot_gain}
 
 
+def landscape_figure(methods: list[Method], group_size: int, panels=None, width: float = 4.8,
+                     height: float = 3.6):
+    """The ``panels`` (drawing functions of ``PANELS``, all by default) side by side, a row per
+    family of methods (``plotting.method_families``: many methods are split into the baselines and
+    NGRPO's rivals), each row's legend on its right; returns the figure."""
+    panels = list(PANELS.values()) if panels is None else list(panels)
+    by_name = {m.name: m for m in methods}
+    figure, rows = family_subplots(method_families(by_name), ncols=len(panels), width=width,
+                                   height=height)
+    for names, axes, row in rows:
+        for ax, draw in zip(axes, panels):
+            draw(ax, [by_name[name] for name in names], group_size)
+        figure_legend(row, where="right")
+    return figure
+
+
 def write_figures(methods: list[Method], group_size: int, folder: Path) -> list[Path]:
-    """One PNG per panel plus ``landscape.png`` with the three side by side."""
+    """One PNG per panel plus ``landscape.png`` with the three side by side (a row per family of
+    methods)."""
     folder = Path(folder)
-    paths = []
-    for name, draw in PANELS.items():
-        figure, (ax,) = subplots()
-        draw(ax, methods, group_size)
-        paths.append(save(figure, folder / f"{name}.png"))
-    figure, axes = subplots(ncols=len(PANELS))
-    for ax, draw in zip(axes, PANELS.values()):
-        draw(ax, methods, group_size)
-    paths.append(save(figure, folder / "landscape.png"))
+    paths = [save(landscape_figure(methods, group_size, [draw]), folder / f"{name}.png")
+             for name, draw in PANELS.items()]
+    paths.append(save(landscape_figure(methods, group_size), folder / "landscape.png"))
     return paths

@@ -26,7 +26,8 @@ from scipy.stats import t as student_t
 
 from ngrpo_sim.base import checks
 from ngrpo_sim.base.files import missing_folders, remove_if_empty, write_atomically
-from ngrpo_sim.base.plotting import method_colour, save, subplots
+from ngrpo_sim.base.plotting import (axis_label, figure_legend, method_colour, metric_label,
+                                     save, subplots)
 from ngrpo_sim.experiments.sweep import VERSION, Task, run_sweep, task_file
 from ngrpo_sim.methods.presets import METHODS, Method
 from ngrpo_sim.simulators.dynamics import METRICS, DynamicsConfig, RunRecord
@@ -239,22 +240,24 @@ def plot_band(ax, run_record: RunRecord, name: str) -> None:
         ax.fill_between(steps, mean - half, mean + half, color=colour, alpha=0.2, linewidth=0)
 
 
-DYNAMICS_PANELS = (("accuracy", "mean success rate (pass@1)"),
-                   ("pass_auc", "pass@k AUC (k = 1..256, 0-100)"),
-                   ("entropy", "mean policy entropy (nats)"),
-                   ("accuracy_hard", "success on prompts starting < 5%"))
+DYNAMICS_PANELS = tuple((name, metric_label(name))
+                        for name in ("accuracy", "pass_auc", "entropy", "accuracy_hard"))
 
 
 def plot_dynamics(run_records: list[RunRecord], path: Path, panels=DYNAMICS_PANELS) -> Path:
     """Metrics against training steps, mean and 95% band over seeds; expected-mode runs dashed.
-    ``panels`` holds (metric, axis label) pairs, one panel each."""
+    ``panels`` holds (metric, axis label) pairs, one panel each; the legend is below them."""
     figure, axes = subplots(ncols=len(panels), width=4.2, height=3.3)
+    # Each method's runs in turn: the legend, filled column by column, then holds a method's
+    # sampled run above its expected counterpart.
+    methods = list(dict.fromkeys(run_record.method for run_record in run_records))
+    in_turn = sorted(run_records, key=lambda run_record: methods.index(run_record.method))
     for ax, (name, title) in zip(axes, panels):
-        for run_record in run_records:
+        for run_record in in_turn:
             plot_band(ax, run_record, name)
         ax.set_xlabel("training step")
-        ax.set_ylabel(title)
-    axes[0].legend(fontsize=7)
+        ax.set_ylabel(axis_label(title))
+    figure_legend(figure, ncols=min(len(methods), 6))
     config = run_records[0].config
     figure.suptitle(f"{config.policy} policy, {config.optimizer} lr {config.learning_rate}, "
                     f"{config.minibatches} minibatches, "
@@ -263,7 +266,8 @@ def plot_dynamics(run_records: list[RunRecord], path: Path, panels=DYNAMICS_PANE
 
 
 def plot_pass_at_k(run_records: list[RunRecord], path: Path) -> Path:
-    """pass@k against k after training (mean over seeds), with the starting policy in black."""
+    """pass@k against k after training (mean over seeds), with the starting policy in black; the
+    legend on the right."""
     figure, (ax,) = subplots(width=5.0, height=3.6)
     first = run_records[0]
     ax.plot(first.ks, first.pass_at_k[0].mean(axis=0), color="black", linestyle=":", label="start")
@@ -272,9 +276,9 @@ def plot_pass_at_k(run_records: list[RunRecord], path: Path) -> Path:
                 color=method_colour(run_record.method),
                 linestyle=linestyle(run_record), marker="o", markersize=3, label=label(run_record))
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("k (samples per prompt)")
-    ax.set_ylabel("pass@k after training")
-    ax.legend(fontsize=7)
+    ax.set_xlabel("k (answers sampled per prompt)")
+    ax.set_ylabel("pass@k after training (mean over prompts)")
+    figure_legend(figure, where="right")
     return save(figure, path)
 
 

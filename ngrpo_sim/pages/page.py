@@ -9,7 +9,12 @@ NGRPO's virtual answers (the estimators' ``group_statistics``), and, on a grid o
 p, the probability that a group gives no gradient and the gain c(p)
 (``landscape.zero_gradient_probability``, ``landscape.expected_gain``). The page's JavaScript only
 looks these numbers up for the widgets' values and formats them; it holds no method math. Settings
-off the grid are named on the page, with the command that computes them.
+off the grid are named on the page, with the command that computes them. Which methods' curves
+coincide at each setting (``plotting.coinciding``) is computed here too: a legend names each curve
+one can see once ("grpo = dapo") and hides the methods drawn under it.
+
+The page fits any screen from 1,024 px wide: its panels wrap, a row of widgets moves under
+another where it must, and each group of plots has one toolbar.
 
 Each distinct array is stored once (GRPO ignores r_max, so one array serves every r_max), in one
 float64 pool with offsets.
@@ -26,7 +31,7 @@ import numpy as np
 from ngrpo_sim.analysis import landscape
 from ngrpo_sim.base.escaping import escape
 from ngrpo_sim.base.files import write_atomically
-from ngrpo_sim.base.plotting import method_colour
+from ngrpo_sim.base.plotting import coinciding, method_colour
 from ngrpo_sim.experiments.runs import DYNAMICS_PANELS, label, mean_band, read_run
 from ngrpo_sim.methods.presets import get_method
 
@@ -44,6 +49,12 @@ QUANTITIES = ("right", "wrong", "silent", "mean", "std", "mean_virtual", "std_vi
 """Per method and setting: by k, the advantage of a correct and of a wrong answer, whether the group
 is silent, and the group's mean and std without and with NGRPO's virtual answers (the same for every
 method); by p, the zero-gradient probability (0 stored as NaN, for the log axis) and c(p)."""
+PANELS = {"advantage": ("right", "wrong"), "zero_gradient": ("zero_gradient",), "gain": ("gain",)}
+"""The page's three plots and the quantities each draws per method: methods coincide in a plot when
+all of these do."""
+NO_LINE = -1
+"""The twin of a method whose curve has nothing to draw (a zero-gradient probability of 0
+everywhere, which a log axis cannot show)."""
 PAGE_FILE = "page.html"
 """The page's name in a report folder."""
 
@@ -73,11 +84,21 @@ class LandscapeGrid:
     pool: np.ndarray
     offsets: np.ndarray
     index: dict[str, dict[str, np.ndarray]]
+    twins: dict[str, dict[str, np.ndarray]]
+    """``twins[panel][method][setting_index(...)]``: the position in ``methods`` of the first method
+    whose curves in that panel of ``PANELS`` equal this method's (its own position when none does),
+    or ``NO_LINE``."""
 
     def lookup(self, quantity: str, method: str, **setting) -> np.ndarray:
         """The array the page shows for one quantity, method and setting (as ``setting_index``)."""
         number = self.index[quantity][method][setting_index(**setting)]
         return self.pool[self.offsets[number]:self.offsets[number + 1]]
+
+    def twin(self, panel: str, method: str, **setting) -> str | None:
+        """The method whose curves in ``panel`` this method's equal (itself when none does), or
+        None where it has no line (as ``setting_index``)."""
+        position = self.twins[panel][method][setting_index(**setting)]
+        return None if position == NO_LINE else self.methods[position]
 
 
 def precompute(methods=landscape.DEFAULT_METHODS) -> LandscapeGrid:
@@ -101,6 +122,8 @@ def precompute(methods=landscape.DEFAULT_METHODS) -> LandscapeGrid:
                 for r_max in R_MAX_VALUES for virtual in VIRTUAL_SAMPLES for ddof in DDOFS]
     index = {quantity: {name: np.zeros(len(settings), dtype=np.int32) for name in methods}
              for quantity in QUANTITIES}
+    twins = {panel: {name: np.zeros(len(settings), dtype=np.int32) for name in methods}
+             for panel in PANELS}
     for number, (group_size, r_max, virtual, ddof) in enumerate(settings):
         options = dict(r_max=r_max, virtual_samples=virtual, ddof=ddof)
         groups = landscape.canonical_groups(group_size)
@@ -120,8 +143,14 @@ def precompute(methods=landscape.DEFAULT_METHODS) -> LandscapeGrid:
                           **statistics)
             for quantity in QUANTITIES:
                 index[quantity][name][number] = store(values[quantity])
+        for panel, quantities in PANELS.items():
+            curves = {name: np.concatenate([arrays[index[quantity][name][number]]
+                                            for quantity in quantities]) for name in methods}
+            for name, twin in coinciding(curves).items():
+                twins[panel][name][number] = (NO_LINE if np.isnan(curves[name]).all()
+                                              else methods.index(twin or name))
     offsets = np.cumsum([0] + [len(values) for values in arrays]).astype(np.int32)
-    return LandscapeGrid(methods, success_rates, np.concatenate(arrays), offsets, index)
+    return LandscapeGrid(methods, success_rates, np.concatenate(arrays), offsets, index, twins)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -157,6 +186,28 @@ for (const method of methods) {
     + cell(right_k[k], "right", method) + cell(wrong_k[k], "wrong", method)
     + `<td data-method="${names[method]}" data-role="teaches">${teaches}</td></tr>`;
 }
+// Each curve one can see is named once in its legend ("grpo = dapo"); the methods drawn under it
+// are hidden, with their legend entries. A curve the reader hid by a click stays hidden.
+for (const [panel, legend] of Object.entries(legends)) {
+  const missing = [];
+  methods.forEach((method, i) => {
+    const item = legend.items[i], twin = twins[panel][method][s], first = twin === i;
+    const hidden_by_reader = item.visible && !item.renderers[0].visible;
+    item.visible = first;
+    for (const renderer of item.renderers) { renderer.visible = first && !hidden_by_reader; }
+    if (twin === no_line) { missing.push(method); }
+    if (!first) { return; }
+    const lines = [method];
+    for (const [j, other] of methods.entries()) {
+      if (j === i || twins[panel][other][s] !== i) { continue; }
+      const line = lines[lines.length - 1];
+      if (line.length + other.length > 20) { lines.push(`= ${other}`); }
+      else { lines[lines.length - 1] = `${line} = ${other}`; }
+    }
+    item.label = {value: lines.join("\\n")};
+  });
+  legend.title = missing.length ? `no line (never silent):\\n${missing.join(", ")}` : "";
+}
 marker.location = k;
 const stats = ["mean", "std", "mean_virtual", "std_virtual"].map(q => take(q, methods[0])[k]);
 const chip = (text, kind) => `<span class="chip ${kind}">${text}</span>`;
@@ -189,6 +240,11 @@ code { background: #f3f3f3; padding: 0 0.2em; }
 """Bokeh draws each Div in a shadow root of its own, so every Div carries this style sheet."""
 
 TOOLS = "pan,wheel_zoom,reset,save,hover"
+PLOT_HEIGHT = 340
+"""Pixels; a plot's width follows the page's (``_plot_grid``)."""
+WRAP = ":host { flex-wrap: wrap; }"
+"""A row whose children move under each other where the page is too narrow for them side by
+side."""
 
 
 def _div(text: str = "", **options):
@@ -198,17 +254,55 @@ def _div(text: str = "", **options):
                stylesheets=[InlineStyleSheet(css=STYLE)], **options)
 
 
+def _wrapping_row(*children):
+    from bokeh.layouts import row
+    from bokeh.models import InlineStyleSheet
+
+    return row(*children, sizing_mode="stretch_width", stylesheets=[InlineStyleSheet(css=WRAP)])
+
+
+def _figure(**options):
+    from bokeh.plotting import figure
+
+    return figure(height=PLOT_HEIGHT, sizing_mode="stretch_width", tools=TOOLS, **options)
+
+
+def _plot_grid(plots, min_width: int):
+    """The plots with one toolbar above them (``gridplot``'s merged tools), as many to a row as fit
+    ``min_width`` pixels each, stretched to the page's width: on a narrow screen they wrap.
+
+    ``gridplot`` fixes every plot's row and column; two style rules hand the placing to the
+    browser's grid instead: the grid's columns fit the page (a rule in the grid plot's shadow root,
+    where its grid box lives) and each plot takes the next free cell (a rule in the plot's own
+    shadow root, which reaches its host). ``tests/test_browser.py`` checks the result at 1,024 and
+    1,440 px."""
+    from bokeh.layouts import gridplot
+    from bokeh.models import InlineStyleSheet
+
+    for plot in plots:
+        plot.stylesheets = [*plot.stylesheets, InlineStyleSheet(
+            css=":host { grid-row: auto !important; grid-column: auto !important; }")]
+    grid = gridplot(plots, ncols=len(plots), merge_tools=True, toolbar_location="above",
+                    sizing_mode="stretch_width")
+    grid.stylesheets = [InlineStyleSheet(css=(
+        ".bk-GridBox { grid-template-columns: "
+        f"repeat(auto-fill, minmax({min_width}px, 1fr)) !important; "
+        "grid-template-rows: none !important; }"))]
+    return grid
+
+
 def _controls():
     from bokeh.models import RadioButtonGroup, Slider
 
-    # The css classes name the widgets for readers of the page's markup (the browser tests).
+    # The css classes name the widgets for readers of the page's markup (the browser tests). A
+    # slider's handle reaches half its width beyond the track: the margins keep it on the page.
     return dict(
         group_size=Slider(start=GROUP_SIZES[0], end=GROUP_SIZES[-1], step=1,
                           value=DEFAULT_SETTING["group_size"], title="G, answers per prompt",
-                          css_classes=["ngrpo-group-size"], width=300),
+                          css_classes=["ngrpo-group-size"], width=300, margin=(5, 10, 5, 15)),
         right=Slider(start=0, end=DEFAULT_SETTING["group_size"], step=1, value=DEFAULT_CORRECT,
                      title="k, correct answers in the group", css_classes=["ngrpo-right"],
-                     width=300),
+                     width=300, margin=(5, 10, 5, 15)),
         r_max=RadioButtonGroup(labels=[f"{value:g}" for value in R_MAX_VALUES],
                                active=R_MAX_VALUES.index(DEFAULT_SETTING["r_max"]),
                                css_classes=["ngrpo-r-max"]),
@@ -222,21 +316,20 @@ def _controls():
 
 def _landscape_section(grid: LandscapeGrid):
     """The widgets, the group and its table, the three panels, and the callback updating them."""
-    from bokeh.layouts import column, row
+    from bokeh.layouts import column
     from bokeh.models import ColumnDataSource, CustomJS, Span
-    from bokeh.plotting import figure
 
     controls = _controls()
-    advantage_plot = figure(width=480, height=340, tools=TOOLS,
-                            title="Advantage against k (solid: correct answer, dashed: wrong)",
-                            x_axis_label="correct answers k in the group", y_axis_label="advantage")
-    zero_plot = figure(width=480, height=340, tools=TOOLS, y_axis_type="log", y_range=(1e-6, 1.5),
-                       title="Probability that a sampled group gives no gradient",
-                       x_axis_label="success rate p of the prompt",
-                       y_axis_label="P(no gradient), log scale")
-    gain_plot = figure(width=480, height=340, tools=TOOLS,
-                       title="Gain c(p) of the expected update c(p) π⊙(r − p)",
-                       x_axis_label="success rate p of the prompt", y_axis_label="gain c(p)")
+    advantage_plot = _figure(title="Advantage against k (solid: correct answer, dashed: wrong)",
+                             x_axis_label="correct answers k in the group",
+                             y_axis_label="advantage")
+    zero_plot = _figure(y_axis_type="log", y_range=(1e-6, 1.5),
+                        title="Probability that a sampled group gives no gradient",
+                        x_axis_label="success rate p of the prompt",
+                        y_axis_label="probability of no gradient (log scale)")
+    gain_plot = _figure(title="Gain c(p) of the expected update c(p) π⊙(r − p)",
+                        x_axis_label="success rate p of the prompt",
+                        y_axis_label="gain c(p) (per unit learning rate)")
     sources = {kind: {} for kind in ("advantage", "zero_gradient", "gain")}
     for name in grid.methods:
         colour = method_colour(name)
@@ -259,9 +352,12 @@ def _landscape_section(grid: LandscapeGrid):
     marker = Span(location=DEFAULT_CORRECT, dimension="height", line_color="#555555",
                   line_dash="dotted", line_width=2)
     advantage_plot.add_layout(marker)
-    for plot in (advantage_plot, zero_plot, gain_plot):
+    plots = {"advantage": advantage_plot, "zero_gradient": zero_plot, "gain": gain_plot}
+    for panel, plot in plots.items():
         plot.legend.click_policy = "hide"
         plot.legend.label_text_font_size = "8pt"
+        plot.legend.title_text_font_size = "8pt"
+        plot.legend[0].name = f"legend-{panel}"  # for readers of the page's models (the tests)
         plot.add_layout(plot.legend[0], "right")  # beside the plot: ten methods would hide curves
     group, table = _div(width=560), _div(width=560)
     callback = CustomJS(code=UPDATE_JS, args=dict(
@@ -271,6 +367,8 @@ def _landscape_section(grid: LandscapeGrid):
         group_sizes=list(GROUP_SIZES), r_max_labels=controls["r_max"].labels,
         virtual_labels=controls["virtual"].labels, ddof_labels=controls["ddof"].labels,
         success_rates=grid.success_rates, pool=grid.pool, offsets=grid.offsets, index=grid.index,
+        twins=grid.twins, no_line=NO_LINE,
+        legends={panel: plot.legend[0] for panel, plot in plots.items()},
         advantage_sources=sources["advantage"], zero_gradient_sources=sources["zero_gradient"],
         gain_sources=sources["gain"]))
     for name, widget in controls.items():
@@ -278,27 +376,26 @@ def _landscape_section(grid: LandscapeGrid):
     widgets = column(controls["group_size"], controls["right"],
                      _div("r_max, the virtual answer's reward (NGRPO)"), controls["r_max"],
                      _div("virtual answers per group (NGRPO)"), controls["virtual"],
-                     _div("std convention (GRPO and NGRPO)"), controls["ddof"], width=320)
-    section = column(row(widgets, column(group, table)), row(advantage_plot, zero_plot, gain_plot))
+                     _div("std convention (GRPO and NGRPO)"), controls["ddof"], width=330)
+    section = column(_wrapping_row(widgets, column(group, table)),
+                     _plot_grid(list(plots.values()), min_width=440),
+                     sizing_mode="stretch_width")
     return section, callback
 
 
 def _dynamics_section(headline_folder: Path | None):
     """The headline run's curves, mean and 95% band over seeds, or a word on how to get them."""
-    from bokeh.layouts import column, row
-    from bokeh.plotting import figure
+    from bokeh.layouts import column
 
     if headline_folder is None:
         return _div("<h2>Training dynamics</h2><p>No report was found, so this page shows no "
                     "training curves. Run <code>ngrpo-sim report</code>: it writes this page "
-                    "again with the headline run's curves.</p>")
+                    "again with the headline run's curves.</p>", sizing_mode="stretch_width")
     run_records = read_run(headline_folder)
     config = next(t.config for t in run_records if t.config.mode == "sampled")
     plots = []
     for name, title in DYNAMICS_PANELS:
-        plot = figure(width=460 if not plots else 330, height=300, tools=TOOLS,
-                      x_axis_label="training step",
-                      y_axis_label=title)
+        plot = _figure(x_axis_label="training step", y_axis_label=title)
         for run_record in run_records:
             steps, mean, half = mean_band(run_record.metrics[name])
             colour, legend = method_colour(run_record.method), label(run_record)
@@ -324,7 +421,8 @@ def _dynamics_section(headline_folder: Path | None):
         "runs solid and their expected (noise-free) counterparts dashed. "
         f"Read from <code>{escape(headline_folder)}</code>; click a legend entry to hide a run."
         "</p>")
-    return column(_div(intro), row(*plots))
+    return column(_div(intro, sizing_mode="stretch_width"), _plot_grid(plots, min_width=490),
+                  sizing_mode="stretch_width")
 
 
 INTRO = """<h1>GRPO, NGRPO and their peers: what a group of answers teaches</h1>
@@ -371,9 +469,9 @@ def write_page(path, headline_folder=None, methods=landscape.DEFAULT_METHODS) ->
         v_high=VIRTUAL_SAMPLES[-1], points=SUCCESS_GRID_POINTS)
     document = Document()
     document.add_root(column(
-        _div(INTRO), landscape_section,
+        _div(INTRO, sizing_mode="stretch_width"), landscape_section,
         _dynamics_section(None if headline_folder is None else Path(headline_folder)),
-        _div(notes)))
+        _div(notes, sizing_mode="stretch_width"), sizing_mode="stretch_width"))
     # The group and its table are drawn by the same lookup as every later change.
     document.js_on_event("document_ready", update)
     page = file_html(document, resources=INLINE, title="GRPO, NGRPO and their peers")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ngrpo_sim.base.plotting import METHOD_COLOURS, save, subplots
+from ngrpo_sim.base.plotting import METHOD_COLOURS, figure_legend, save, subplots
 from ngrpo_sim.experiments.runs import difference_interval, interval, mean_band, write_run
 from ngrpo_sim.experiments.sweep import Task, sweep_tasks
 from ngrpo_sim.methods.presets import Method, get_method
@@ -226,7 +226,8 @@ def nsr_verdicts(groups: dict[tuple[str, str], list[RunRecord]]) -> list[str]:
 def plot_clipping(noise: dict[str, list[RunRecord]],
                   nsr: dict[tuple[str, str], list[RunRecord]], path: Path) -> Path:
     """Entropy change against steps under pure noise (a panel per setting, a line per clip
-    variant), and NSR's final entropy minus GRPO's in every cell (bars with 95% intervals)."""
+    variant, one legend below the panels), and NSR's final entropy minus GRPO's in every cell
+    (bars with 95% intervals)."""
     figure, axes = subplots(ncols=2, nrows=(len(noise) + 2) // 2, width=5.0, height=3.6)
     for ax, (setting, runs) in zip(axes, noise.items()):
         for (label, _, _), run in zip(CLIP_VARIANTS, runs):
@@ -237,8 +238,8 @@ def plot_clipping(noise: dict[str, list[RunRecord]],
                             alpha=0.15, linewidth=0)
         ax.set_xlabel("training step")
         ax.set_ylabel("entropy change from the start (nats)")
-        ax.set_title(f"Pure-noise rewards: {setting}", fontsize=8)
-        ax.legend(fontsize=6, title="clip low/high", title_fontsize=6)
+        ax.set_title(f"Pure-noise rewards: {setting}", fontsize=9)
+    figure_legend(figure, ncols=len(CLIP_VARIANTS), title="clip bounds, low/high")
     ax = axes[len(noise)]
     width = 0.8 / len(NSR_SETTINGS)
     for number, setting in enumerate(NSR_SETTINGS):
@@ -249,10 +250,10 @@ def plot_clipping(noise: dict[str, list[RunRecord]],
                capsize=3)
     ax.axhline(0.0, color="0.5", linewidth=0.8)
     ax.set_xticks(np.arange(len(NSR_CELLS)), [cell.replace(" (", "\n(").replace(" at ", "\nat ")
-                                              for cell, _, _ in NSR_CELLS], fontsize=7)
+                                              for cell, _, _ in NSR_CELLS], fontsize=8)
     ax.set_ylabel("final entropy, NSR − GRPO (nats)")
-    ax.set_title("NSR's entropy gain over GRPO (95% intervals)", fontsize=8)
-    ax.legend(fontsize=6)
+    ax.set_title("NSR's entropy gain over GRPO (95% intervals)", fontsize=9)
+    ax.legend(fontsize=7)
     return save(figure, path)
 
 

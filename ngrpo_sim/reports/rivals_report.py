@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ngrpo_sim.base.plotting import method_colour, save, subplots
+from ngrpo_sim.base.plotting import (RIVAL_METHODS, axis_label, family_subplots, figure_legend,
+                                     method_colour, method_families, metric_label, save)
 from ngrpo_sim.experiments.runs import difference_interval, interval, mean_band, write_run
 from ngrpo_sim.experiments.sweep import Task, sweep_tasks
 from ngrpo_sim.methods.presets import get_method
@@ -152,31 +153,43 @@ ENTROPY_LABELS = {"one-token answers (bandit)": "mean entropy (nats)",
 
 
 def plot_rivals(groups: dict[str, list[RunRecord]], path: Path) -> Path:
-    """Per simulator (a row each, titled by the keys of ``ENTROPY_LABELS``): hard prompts solved
-    against steps and against sampled answers (seed means), and entropy against steps."""
-    figure, axes = subplots(ncols=3, nrows=len(groups), width=4.6, height=3.4)
-    for row, (title, run_records) in enumerate(groups.items()):
-        by_steps, by_answers, entropy = axes[3 * row:3 * row + 3]
-        for run_record in run_records:
-            colour = method_colour(run_record.method)
+    """Per simulator (titled by the keys of ``ENTROPY_LABELS``) a row of the baselines and a row of
+    NGRPO's rivals, each beside GRPO and NGRPO (``plotting.method_families``; dashed among the
+    rivals), so that every curve can be told apart: hard prompts solved against steps and against
+    sampled answers (seed means, dotted: the simulator's equal budget), and entropy against
+    steps."""
+    rows = {}
+    for title, run_records in groups.items():
+        by_name = {run_record.method: run_record for run_record in run_records}
+        for family, names in method_families(by_name, most=0).items():
+            rows[f"{title}: {family}" if family else title] = (title, names)
+    figure, panels = family_subplots({row: names for row, (_, names) in rows.items()}, ncols=3,
+                                     width=4.6, height=3.2)
+    for (title, names), (_, axes, row) in zip(rows.values(), panels):
+        by_name = {run_record.method: run_record for run_record in groups[title]}
+        by_steps, by_answers, entropy = axes
+        rivals = RIVAL_METHODS.intersection(names)
+        for run_record in (by_name[name] for name in names):
+            # Beside the rivals, GRPO and NGRPO are dashed: there for reference.
+            style = dict(color=method_colour(run_record.method), linewidth=1.4,
+                         linestyle="--" if rivals and run_record.method not in rivals else "-")
             for ax, name in ((by_steps, "solved_hard"), (entropy, "entropy")):
                 steps, mean, _ = mean_band(run_record.metrics[name])
-                ax.plot(steps, mean, color=colour, label=run_record.method, linewidth=1.4)
+                ax.plot(steps, mean, label=run_record.method, **style)
             answers = cumulative_answers(run_record).mean(axis=1) / 1000
             by_answers.plot(answers, np.nanmean(run_record.metrics["solved_hard"], axis=1),
-                            color=colour, linewidth=1.4)
-        by_answers.axvline(answer_budget(run_records) / 1000, color="0.5", linestyle=":",
+                            **style)
+        by_answers.axvline(answer_budget(groups[title]) / 1000, color="0.5", linestyle=":",
                            linewidth=1.0)
-        labels = (("training step", "hard prompts solved (success ≥ 0.5)"),
-                  ("answers sampled (thousands; dotted: equal budget)",
-                   "hard prompts solved (success ≥ 0.5)"),
+        labels = (("training step", metric_label("solved_hard")),
+                  ("answers sampled per seed, thousands\n(dotted: the equal budget)",
+                   metric_label("solved_hard")),
                   ("training step", ENTROPY_LABELS[title]))
         for ax, (xlabel, ylabel) in zip((by_steps, by_answers, entropy), labels):
             ax.set_xlabel(xlabel)
-            ax.set_ylabel(ylabel)
-            ax.set_title(title, fontsize=9)
-        by_steps.legend(fontsize=6, ncol=2)
-    figure.suptitle("NGRPO against its rivals (mean over seeds)", fontsize=10)
+            ax.set_ylabel(axis_label(ylabel))
+        figure_legend(row, where="right")
+    figure.suptitle("NGRPO against its rivals (mean over seeds)", fontsize=11)
     return save(figure, path)
 
 

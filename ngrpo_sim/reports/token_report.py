@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ngrpo_sim.base.plotting import save, subplots
+from ngrpo_sim.base.plotting import axis_label, figure_legend, metric_label, save, subplots
 from ngrpo_sim.experiments.runs import (difference_interval, final_values, interval, plot_band,
                                         write_run)
 from ngrpo_sim.experiments.sweep import Task, run_tasks, sweep_tasks
@@ -200,18 +200,15 @@ def summary_table(run_records: list[RunRecord]) -> str:
     return "\n".join(lines)
 
 
-TOKEN_PANELS = (("length_correct", "mean length of correct answers (tokens)"),
-                ("length_wrong", "mean length of wrong answers (tokens)"),
-                ("truncation", "share of truncated answers"),
-                ("end_probability", "probability of the end token"),
-                ("unsampled_mass_gain", "unsampled-token mass gained per step"))
+TOKEN_PANELS = tuple((name, metric_label(name)) for name in (
+    "length_correct", "length_wrong", "truncation", "end_probability", "unsampled_mass_gain"))
 """The token-level metrics ``ngrpo-sim tokens`` draws against steps (``tokens.png``)."""
 
 
 def plot_tokens(runs: TokenRuns, path: Path) -> Path:
     """The section's figure: token entropy and hard-prompt success (shared policy, every preset),
     the length of wrong answers under each aggregation (shared, GRPO and NGRPO), and the
-    unsampled-token mass gained (tabular)."""
+    probability the steps moved to tokens no answer chose (tabular); one legend below."""
     figure, axes = subplots(ncols=2, nrows=2, width=5.0, height=3.5)
     for run_record in runs.presets["shared"]:
         plot_band(axes[0], run_record, "entropy")
@@ -224,16 +221,17 @@ def plot_tokens(runs: TokenRuns, path: Path) -> Path:
         gained = np.nancumsum(run_record.metrics["unsampled_mass_gain"], axis=0)
         plot_band(axes[3], dataclasses.replace(run_record, metrics={"gained": gained}), "gained")
     titles = (("mean token entropy (nats per token)", "Token entropy (shared policy)"),
-              ("success on prompts starting < 5%", "Hard prompts (shared policy)"),
-              ("mean length of wrong answers (tokens)",
+              (metric_label("accuracy_hard"), "Hard prompts (shared policy)"),
+              (metric_label("length_wrong"),
                "Loss aggregation (shared policy)\ndotted: seq-mean-token-mean, "
                "dash-dot: seq-mean-token-sum-norm"),
-              ("unsampled-token mass gained (sum)", "The leak (tabular policy)"))
+              ("probability moved to tokens no answer chose, summed over the steps",
+               "The leak (tabular policy)"))
     for ax, (ylabel, title) in zip(axes, titles):
         ax.set_xlabel("training step")
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(axis_label(ylabel))
         ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=6)
+    figure_legend(figure, ncols=len(runs.presets["shared"]))
     config = runs.presets["shared"][0].config
     figure.suptitle(f"Token level: V = {config.vocab_size} tokens + end, L = {config.max_length}, "
                     f"{config.num_prompts} prompts, Adam, {config.minibatches} minibatches, "

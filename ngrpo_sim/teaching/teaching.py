@@ -7,7 +7,8 @@ here is what a notebook would otherwise repeat: sizes for the fast mode the test
 sampled group and the step each method takes on it, the ratio-advantage plane of the clipped
 surrogate, sweeps of clip fractions, plotting the run folders that ``minimal/ngrpo_train.py``
 writes (``trainer_runs`` reads them), views that widgets redraw in place and one legend per
-figure. Running a notebook headless is ``ngrpo_sim.teaching.notebook_runner``'s.
+figure (``base.plotting.figure_legend``). Running a notebook headless is
+``ngrpo_sim.teaching.notebook_runner``'s.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from tqdm.auto import tqdm
 
 from ngrpo_sim.analysis.sequence_gain import expected_group_update
 from ngrpo_sim.base import checks
-from ngrpo_sim.base.plotting import method_colour, pyplot
+# figure_legend: the notebooks' one legend per figure, as every figure of the project has it.
+from ngrpo_sim.base.plotting import (axis_label, figure_legend, method_colour,  # noqa: F401
+                                     metric_label, pyplot)
 from ngrpo_sim.experiments.runs import label, linestyle, plot_band
 # The notebooks read the trainer's run folders through these; only trainer_runs knows the format.
 from ngrpo_sim.experiments.trainer_runs import (COMPARE, TRAINER, final_pass_at_k,  # noqa: F401
@@ -64,7 +67,7 @@ def sized(full, fast):
 
 
 # --------------------------------------------------------------------------------------------------
-# Every notebook: views that widgets redraw in place, one legend per figure
+# Every notebook: views that widgets redraw in place
 # --------------------------------------------------------------------------------------------------
 
 
@@ -118,23 +121,6 @@ class LiveView:
     def shown_text(self) -> str:
         """The text as shown, without its markup."""
         return html.unescape(self.text.value.removeprefix("<pre>").removesuffix("</pre>"))
-
-
-def figure_legend(figure, ncols: int | None = None):
-    """One legend for the whole figure, below its panels, instead of each panel's own: it covers no
-    curve or bar (a legend inside the panel covered the crossing of GRPO's and NGRPO's gains that
-    notebook 2 discusses). A label that several panels share appears once. Needs a figure with
-    constrained layout (``plotting.subplots``)."""
-    entries = {}
-    for ax in figure.axes:
-        for handle, text in zip(*ax.get_legend_handles_labels()):
-            entries.setdefault(text, handle)
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
-    if not entries:
-        raise ValueError("the figure holds no labelled curve, band or bar to put in a legend")
-    return figure.legend(list(entries.values()), list(entries), loc="outside lower center",
-                         ncols=ncols or min(len(entries), 4), fontsize=8)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -280,15 +266,19 @@ def format_sampled_group(sample: SampledGroup) -> str:
 def plot_sampled_group(axes, sample: SampledGroup) -> None:
     """Left: each sampled answer's advantage per method. Right: each candidate answer's probability
     change."""
+    from matplotlib.ticker import MaxNLocator
+
     names = list(sample.steps)
     bar = 0.8 / len(names)
     left, right = axes
     for i, name in enumerate(names):
         offset = (i - (len(names) - 1) / 2) * bar
+        # A method that gives the group nothing draws no bar: the legend says so.
+        label = name + ("" if np.any(sample.steps[name].advantages) else " (all 0: no bars)")
         left.bar(np.arange(sample.answers.size) + offset, sample.steps[name].advantages, bar,
-                 color=method_colour(name), label=name)
+                 color=method_colour(name), label=label)
         right.bar(np.arange(sample.rewards.size) + offset, sample.steps[name].probability_change,
-                  bar, color=method_colour(name), label=name)
+                  bar, color=method_colour(name), label=label)
     left.set_xticks(np.arange(sample.answers.size),
                     [f"{a}\n{'correct' if r == 1 else 'wrong'}"
                      for a, r in zip(sample.answers, sample.group_rewards)],
@@ -298,6 +288,7 @@ def plot_sampled_group(axes, sample: SampledGroup) -> None:
     left.set_title("Advantages of the sampled group")
     for answer in np.flatnonzero(sample.rewards == 1.0):
         right.axvspan(answer - 0.5, answer + 0.5, color="gold", alpha=0.3, linewidth=0)
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_xlabel("candidate answer (correct answer shaded)")
     right.set_ylabel("change of probability after one step")
     right.set_title("Where the probability goes")
@@ -327,7 +318,7 @@ def plot_metric(ax, run_records: list[RunRecord], name: str, ylabel: str | None 
                              f"got {name!r}")
         plot_band(ax, run_record, name)
     ax.set_xlabel("training step")
-    ax.set_ylabel(ylabel or name)
+    ax.set_ylabel(axis_label(ylabel or metric_label(name)))
     ax.legend(fontsize=7)
 
 
@@ -347,8 +338,8 @@ def plot_metric_pair(ax, run_records: list[RunRecord], x_name: str, y_name: str,
                 np.mean(run_record.metrics[y_name], axis=1),
                 color=method_colour(run_record.method), label=label(run_record), linewidth=1.6,
                 linestyle=linestyle(run_record))
-    ax.set_xlabel(xlabel or x_name)
-    ax.set_ylabel(ylabel or y_name)
+    ax.set_xlabel(xlabel or metric_label(x_name))
+    ax.set_ylabel(axis_label(ylabel or metric_label(y_name)))
     ax.legend(fontsize=7)
 
 
@@ -500,7 +491,8 @@ def plot_run_metric(ax, runs: dict[str, list[list[dict]]], key: str, ylabel: str
                 label=f"{method} ({seeds_text})", marker="o" if shortest < 20 else None,
                 markersize=3)
     ax.set_xlabel("training step")
-    ax.set_ylabel(ylabel or key + (f" (running mean of {window})" if window > 1 else ""))
+    ax.set_ylabel(axis_label(ylabel or metric_label(key)
+                             + (f" (running mean of {window} steps)" if window > 1 else "")))
     ax.legend(fontsize=7)
 
 
@@ -615,10 +607,13 @@ def plot_aggregation_effects(ax, effects: dict[str, dict[str, float]]) -> None:
                label=aggregation, color=("0.85", "0.6", "0.35")[i % 3],
                hatch=("", "//", "..")[i % 3], edgecolor="black")
     ax.axhline(0.0, color="0.6", linewidth=0.8)
-    ax.set_xticks(np.arange(len(quantities)), [q.replace(" of ", " of\n") for q in quantities],
+    # One word a line: three panels side by side leave each group of bars about an inch.
+    ax.set_xticks(np.arange(len(quantities)),
+                  [q.replace(" of ", " of\n").replace(" answers", "\nanswers") for q in quantities],
                   fontsize=8)
-    ax.set_ylabel("change after one expected step")
-    ax.legend(fontsize=7, loc="lower right")
+    # The success rate changes by a probability, the lengths by tokens.
+    ax.set_ylabel(axis_label("change after one expected step (probability or tokens)"))
+    ax.legend(fontsize=7)
 
 
 def all_wrong_step(method_name: str, policy: str, learning_rate: float = 1.0,

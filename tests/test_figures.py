@@ -1,0 +1,161 @@
+"""Every figure of ``ngrpo-sim report`` can be read, as a student would look at it: no legend over
+a curve or a bar, no tick labels over each other, no text cut off at the figure's edge, axes in
+words (no name from the code), and no panel of more methods than their colours can tell apart.
+
+``readability_problems`` measures a drawn matplotlib figure; tests/test_teaching.py applies it to
+the notebooks' figures too.
+"""
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ngrpo_sim.analysis import landscape
+from ngrpo_sim.base import plotting
+from ngrpo_sim.experiments import runs
+from ngrpo_sim.methods.presets import get_method
+from ngrpo_sim.reports import clipping_report, report, rivals_report, token_report
+
+CODE_NAME = re.compile(r"\b[a-z]+_[a-z_]+\b")
+"""A word with an underscore, such as unsampled_mass_gain: a name from the code, not a word (a
+method's name, such as psr_nsr, is how every legend writes the method)."""
+
+
+def _covered(box, artist, renderer) -> bool:
+    """Whether ``artist`` (a line, bar or band of a panel) has a point inside ``box``."""
+    from matplotlib.collections import Collection
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    if not artist.get_visible():
+        return False
+    if isinstance(artist, Rectangle):  # a bar
+        extent = artist.get_window_extent(renderer)
+        return extent.width > 0 and extent.height > 0 and box.overlaps(extent)
+    if isinstance(artist, Line2D):
+        # Points along each segment, so that a sparse line crossing the box is caught.
+        path = artist.get_transform().transform_path(artist.get_path().interpolated(50))
+        points = path.vertices
+    elif isinstance(artist, Collection):  # a band
+        points = np.concatenate([artist.get_transform().transform_path(path).vertices
+                                 for path in artist.get_paths()] or [np.empty((0, 2))])
+    else:
+        return False
+    points = points[np.isfinite(points).all(axis=1)]
+    return bool(np.any((points[:, 0] > box.x0) & (points[:, 0] < box.x1)
+                       & (points[:, 1] > box.y0) & (points[:, 1] < box.y1)))
+
+
+def _tick_labels(axis) -> list:
+    """The tick labels an axis draws: those of ticks inside its view (matplotlib keeps labels for
+    ticks beyond it, which it does not draw)."""
+    low, high = sorted(axis.get_view_interval())
+    return [label for location, label in zip(axis.get_ticklocs(), axis.get_ticklabels())
+            if low <= location <= high and label.get_visible() and label.get_text()]
+
+
+def readability_problems(figure) -> list[str]:
+    """What keeps a reader from reading ``figure``, one sentence each; [] when nothing does."""
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    page = figure.bbox
+    problems = []
+    axes = [ax for ax in figure.axes if ax.get_visible()]
+    legends = list(figure.legends) + [ax.get_legend() for ax in axes if ax.get_legend()]
+    for subfigure in figure.subfigs:
+        legends += subfigure.legends
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        for ax in axes:
+            artists = ax.lines + ax.patches + ax.collections
+            if any(_covered(box, artist, renderer) for artist in artists):
+                problems.append(f"a legend covers a curve or bar of the panel "
+                                f"{ax.get_title()!r} ({ax.get_ylabel()!r})")
+    for ax in axes:
+        name = f"{ax.get_title() or ax.get_ylabel()!r}"
+        for axis in (ax.xaxis, ax.yaxis):
+            labels = [label.get_window_extent(renderer) for label in _tick_labels(axis)]
+            for first, second in zip(labels, labels[1:]):
+                if first.overlaps(second):
+                    problems.append(f"tick labels overlap on an axis of {name}")
+        for text in (ax.xaxis.label, ax.yaxis.label):
+            names = set(CODE_NAME.findall(text.get_text())) - set(plotting.METHOD_COLOURS)
+            if names:
+                problems.append(f"the axis label {text.get_text()!r} holds names from the code")
+        lines = {line.get_label() for line in ax.lines if not line.get_label().startswith("_")}
+        if len(lines) > plotting.MAX_METHODS_PER_PANEL + 1:  # the starting curve, say
+            problems.append(f"{len(lines)} curves in the panel {name}")
+    texts = [text for ax in axes for text in (ax.xaxis.label, ax.yaxis.label, ax.title,
+                                              *_tick_labels(ax.xaxis), *_tick_labels(ax.yaxis))]
+    texts += [text for legend in legends for text in legend.get_texts()]
+    texts += [figure._suptitle] if figure._suptitle is not None else []
+    for text in texts:
+        if not text.get_visible() or not text.get_text():
+            continue
+        box = text.get_window_extent(renderer)
+        if (box.x0 < page.x0 - 1 or box.x1 > page.x1 + 1 or box.y0 < page.y0 - 1
+                or box.y1 > page.y1 + 1):
+            problems.append(f"the text {text.get_text()!r} runs past the figure's edge")
+    return problems
+
+
+def test_the_checks_find_what_a_reader_would_trip_over():
+    figure, (ax,) = plotting.subplots()
+    ax.plot([0, 1], [0, 1], label="grpo")
+    ax.legend(loc="center")  # on the diagonal
+    ax.set_ylabel("unsampled_mass_gain")
+    ax.set_xticks([0.5, 0.51], ["a long tick label", "another long one"])
+    problems = readability_problems(figure)
+    plotting.pyplot().close(figure)
+    assert problems == ["a legend covers a curve or bar of the panel '' ('unsampled_mass_gain')",
+                        "tick labels overlap on an axis of 'unsampled_mass_gain'",
+                        "the axis label 'unsampled_mass_gain' holds names from the code"]
+
+
+def test_every_figure_of_the_report_can_be_read(small_report, tmp_path, monkeypatch):
+    seen = {}
+
+    def save_after_a_look(figure, path):
+        seen[Path(path).name] = readability_problems(figure)
+        return plotting.save(figure, path)
+
+    for module in (runs, landscape, rivals_report, clipping_report, token_report):
+        monkeypatch.setattr(module, "save", save_after_a_look)
+    report.run_report(tmp_path)
+    assert {"landscape.png", "advantages.png", "dynamics.png", "pass_at_k.png", "tokens.png",
+            "rivals.png", "clipping.png"} <= set(seen)
+    assert {name: problems for name, problems in seen.items() if problems} == {}
+
+
+def test_a_figure_of_many_methods_splits_them_into_families():
+    names = list(landscape.DEFAULT_METHODS)
+    families = plotting.method_families(names)
+    assert families == {
+        "baselines (with grpo and ngrpo)": ["grpo", "ngrpo", "dapo", "psr_nsr", "dr_grpo", "rloo"],
+        "NGRPO's rivals (with grpo and ngrpo)": ["grpo", "ngrpo", "maxrl", "qae", "asymre",
+                                                 "shifted_baseline"]}
+    assert plotting.method_families(names[:3]) == {"": names[:3]}
+    assert plotting.method_families(["maxrl", "qae"], most=0) == {"NGRPO's rivals": ["maxrl",
+                                                                                     "qae"]}
+    figure = landscape.landscape_figure([get_method(name) for name in names], 8)
+    titles = [ax.get_title().replace("\n", " ") for ax in figure.axes]
+    plotting.pyplot().close(figure)
+    # The panels' titles say which methods share a line, and which have none on a log axis.
+    assert titles[:3] == ["Advantage of each answer dapo = grpo",
+                          "Silent groups (G = 8) dapo, dr_grpo, rloo = grpo; never silent (no "
+                          "line): psr_nsr",
+                          "Expected update $c(p)\\,\\pi\\odot(r-p)$ dapo = grpo"]
+    assert titles[4] == ("Silent groups (G = 8) maxrl, qae = grpo; shifted_baseline = ngrpo; "
+                         "never silent (no line): asymre")
+    # AsymRE's gain is Dr. GRPO's, 7/8, but Dr. GRPO is a baseline; NGRPO's baseline's is 8/9.
+    assert titles[5] == "Expected update $c(p)\\,\\pi\\odot(r-p)$"
+
+
+def test_every_recorded_metric_has_a_label_in_words():
+    from ngrpo_sim.simulators import dynamics, sequences
+
+    for name in set(dynamics.METRICS) | set(sequences.METRICS) | {"max_drawdown"}:
+        assert not CODE_NAME.search(plotting.metric_label(name)), name
+    assert plotting.metric_label("eval/pass@16") == "held-out pass@16"
+    assert plotting.metric_label("my_own_metric") == "my_own_metric"
