@@ -1567,7 +1567,7 @@ def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr:
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     task, rng = make_task(config), np.random.default_rng(0)
     policy, probe = Policy.wrap(model, tokenizer), task.draw(rng, 256)
-    progress = tqdm(range(1, 5001), desc="pre-training the tiny model", leave=False)
+    progress = tqdm(range(1, 5001), desc="pre-training the tiny model", leave=True)
     for sft_step in progress:
         examples = task.draw(rng, TINY_BATCH)
         end = [tokenizer.eos_token_id]
@@ -1591,7 +1591,12 @@ def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr:
             accuracy = rewards.mean()
             progress.set_postfix(loss=f"{loss.item():.3f}", accuracy=f"{accuracy:.3f}")
             if accuracy >= config.sft_accuracy:
+                # A bar left at 400/5000 reads as a crash: say why it ends early.
+                progress.total = sft_step
+                progress.set_postfix_str(f"stopped: sampled accuracy reached {accuracy:.0%}, "
+                                         f"the target {config.sft_accuracy:.0%}")
                 break
+    progress.close()
     save_to_cache(model, tokenizer, folder)
     # The cache as the user wrote it (~/.cache/ngrpo by default), not expanded into their paths.
     print(f"pre-trained the tiny model for {sft_step} steps (sampled accuracy {accuracy:.3f}) -> "
@@ -1601,11 +1606,21 @@ def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr:
 
 def tiny_model_folder(config: Config, architecture: dict = TINY_ARCHITECTURE,
                       lr: float = 1e-3) -> Path:
-    """The cache folder of the tiny model that build_tiny_model makes: named by its recipe."""
+    """The folder of the tiny model that build_tiny_model makes, named by its recipe: the one
+    shipped beside this file where there is one (SHIPPED_MODELS), else one in the cache."""
     recipe = dict(architecture, digits=config.digits, sft_accuracy=config.sft_accuracy,
                   batch=TINY_BATCH, lr=lr)
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
-    return Path(config.cache_dir).expanduser() / f"tiny-addition-{key}"
+    shipped = SHIPPED_MODELS / f"tiny-addition-{key}"
+    if (shipped / "config.json").is_file():
+        return shipped
+    return Path(config.cache_dir).expanduser() / shipped.name
+
+
+SHIPPED_MODELS = Path(__file__).resolve().parent / "models"
+"""Tiny models of the default recipe, built by build_tiny_model and committed (2 MB): pre-training
+rounds differently on another CPU and so gives another model, so every user starts from these
+weights instead. A copy of this file without the folder builds its own into --cache-dir."""
 
 
 TINY_BATCH = 64  # examples per pre-training step
