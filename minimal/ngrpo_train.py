@@ -1669,11 +1669,17 @@ def convert_smollm2(cache_dir: Path) -> Path:
 
 def save_to_cache(model, tokenizer, folder: Path) -> None:
     """Write a model folder atomically: a build killed half-way leaves no half-written cache
-    behind."""
+    behind, and of two runs that build the same model at once the first to finish is kept (the
+    other's rename onto a full folder fails; its copy is dropped)."""
     staging = folder.with_name(folder.name + f".tmp{os.getpid()}")
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    os.replace(staging, folder)
+    try:
+        os.replace(staging, folder)
+    except OSError:
+        if not (folder / "config.json").is_file():
+            raise
+        shutil.rmtree(staging)
 
 
 @dataclass
