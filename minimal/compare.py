@@ -9,7 +9,6 @@ and comparison.png. Experiment management, not the method: the trainer never imp
 """
 import dataclasses
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -220,8 +219,7 @@ def plot_comparison(base: Path, runs: dict) -> None:
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     comparison = parse_comparison(argv)
-    arguments = [argument for argument in argv if argument not in ("--overwrite", "--no-overwrite")]
-    command = shlex.join(["python", os.path.relpath(__file__), *arguments])
+    command = shlex.join(trainer.command_line(__file__, argv))
     try:
         compare(comparison)
     except trainer.UsageError as error:

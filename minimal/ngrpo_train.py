@@ -976,10 +976,19 @@ def main(argv=None) -> None:
         sys.exit(130)
 
 
+def command_line(script: str, argv: list) -> list:
+    """The command that runs `script` with `argv` again, as the user can type it: the interpreter
+    running now (a bare `python` may be one without torch), relative to the working folder where
+    it lies below it, and without --overwrite, which would replace what this run kept."""
+    interpreter = os.path.relpath(sys.executable)
+    interpreter = sys.executable if interpreter.startswith("..") else interpreter
+    return [interpreter, os.path.relpath(script),
+            *(argument for argument in argv if argument not in ("--overwrite", "--no-overwrite"))]
+
+
 def interrupted(stop: KeyboardInterrupt, argv: list, config: Config) -> str:
     """One line after Ctrl-C: the step reached and the command that continues."""
-    arguments = [argument for argument in argv if argument not in ("--overwrite", "--no-overwrite")]
-    command = ["python", os.path.relpath(__file__), *arguments]
+    command = command_line(__file__, argv)
     if not isinstance(stop, RunInterrupted):
         return "interrupted before the run started; nothing was written"
     command += [] if "--resume" in command else ["--resume"]

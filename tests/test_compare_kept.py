@@ -4,6 +4,7 @@ names the runs kept and the command that continues."""
 
 import os
 import shlex
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,7 +61,8 @@ def test_a_run_that_fails_leaves_the_others_trained_and_tabled(tiny_folder, tmp_
                          "saved yet"]
     assert lines[3] == ("compare: 1 of 3 runs failed; table.md leaves out grpo, with a failed "
                         "run; the same command trains only the failed runs again: "
-                        + shlex.join(["python", os.path.relpath(compare.__file__), *argv]))
+                        + shlex.join([os.path.relpath(sys.executable), os.path.relpath(compare.__file__),
+                                     *argv]))
     assert table_methods(base) == ["ngrpo", "dapo"]
 
     monkeypatch.undo()
@@ -91,7 +93,7 @@ def test_ctrl_c_names_the_runs_kept_and_the_command_that_continues(tiny_folder, 
     assert stop.value.code == 130
     [line] = capsys.readouterr().err.strip().splitlines()[-1:]
     prefix = "interrupted; 1 of 2 runs finished and are kept, the stopped one resumes; continue " \
-             "with: python "
+             f"with: {shlex.quote(os.path.relpath(sys.executable))} "
     assert line.startswith(prefix)
     command = shlex.split(line[len(prefix):])
     assert Path(command[0]).resolve() == ROOT / "minimal" / "compare.py"

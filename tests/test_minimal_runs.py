@@ -4,9 +4,11 @@ name the file, the line and the fix."""
 
 import importlib.util
 import json
+import os
 import re
 import shlex
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -162,8 +164,9 @@ def test_ctrl_c_prints_the_step_and_the_command_that_resumes(tiny_folder, tmp_pa
         trainer.main(flags(tiny_folder, tmp_path / "run"))
     assert stop.value.code == 130
     [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+    # The interpreter running now: a bare `python` may lack torch.
     prefix = "interrupted after step 2 of 4 (the last checkpoint is step 2); resume with: " \
-             "python "
+             f"{shlex.quote(os.path.relpath(sys.executable))} "
     assert line.startswith(prefix) and line.endswith(" --resume")
     command = shlex.split(line[len(prefix):])
     assert Path(command[0]).resolve() == ROOT / "minimal" / "ngrpo_train.py"
