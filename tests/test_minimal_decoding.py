@@ -7,10 +7,14 @@ needs a GPU (benchmarks/gpu_check.py captures it there); everything around it ru
 import hashlib
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
-from test_minimal_trainer import tiny_config, tiny_folder, torch, trainer  # noqa: F401
+from test_minimal_trainer import ROOT, tiny_config, tiny_folder, torch, trainer  # noqa: F401
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import gpu_check  # noqa: E402
 
 GQA = dict(trainer.TINY_ARCHITECTURE, num_key_value_heads=2, num_attention_heads=4)
 
@@ -18,16 +22,7 @@ GQA = dict(trainer.TINY_ARCHITECTURE, num_key_value_heads=2, num_attention_heads
 @pytest.fixture(scope="module")
 def gqa_folder(tmp_path_factory):
     """A random tiny Qwen2 whose key-value heads are shared by two query heads each."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-    folder = tmp_path_factory.mktemp("gqa")
-    tokenizer = trainer.character_tokenizer()
-    torch.manual_seed(1)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer),
-                                         pad_token_id=tokenizer.pad_token_id,
-                                         eos_token_id=tokenizer.eos_token_id, **GQA))
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return gpu_check.random_model(tmp_path_factory.mktemp("gqa"), GQA)
 
 
 def draw_both(folder, precision, prompts, group_size, new_tokens, top_p, seed, ban_end=False):
