@@ -44,7 +44,7 @@ browser:
 		echo "could not install chromium: the browser tests will skip"
 
 test: $(VENV)/.full browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -1834,7 +1834,7 @@ def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr:
     policy.decode = decode_mode("auto", device)
     probe_length = config.digits + 2 if config.task == "addition" else task_default_length(config)
     started = time.perf_counter()
-    progress = tqdm(range(1, 5001), desc="pre-training the tiny model", leave=False)
+    progress = tqdm(range(1, 5001), desc="pre-training the tiny model", leave=True)
     for sft_step in progress:
         out_of_time = time.perf_counter() - started > seconds
         examples = task.draw(rng, batch)
@@ -1859,7 +1859,14 @@ def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr:
             accuracy = rewards.mean()
             progress.set_postfix(loss=f"{loss.item():.3f}", accuracy=f"{accuracy:.3f}")
             if accuracy >= config.sft_accuracy or out_of_time:
+                # A bar left at 400/5000 reads as a crash: say why it ends early.
+                progress.total = sft_step
+                progress.set_postfix_str(
+                    f"stopped: sampled accuracy reached {accuracy:.0%}, the target "
+                    f"{config.sft_accuracy:.0%}" if accuracy >= config.sft_accuracy else
+                    f"stopped after {seconds:.0f} s at sampled accuracy {accuracy:.0%}")
                 break
+    progress.close()
     save_to_cache(model, tokenizer, folder)
     # The cache as the user wrote it (~/.cache/ngrpo by default), not expanded into their paths.
     print(f"pre-trained the tiny model for {sft_step} steps (sampled accuracy {accuracy:.3f}) -> "
@@ -1870,13 +1877,24 @@ def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr:
 def tiny_model_folder(config: Config, architecture: dict = TINY_ARCHITECTURE,
                       lr: float = 1e-3, batch: int = TINY_BATCH,
                       seconds: float = math.inf) -> Path:
-    """The cache folder of the tiny model that build_tiny_model makes: named by its recipe."""
+    """The folder of the tiny model that build_tiny_model makes, named by its recipe: the one
+    shipped beside this file where there is one (SHIPPED_MODELS), else one in the cache."""
     # The recipe of the addition task without a time limit keeps its name of before.
     recipe = dict(architecture, digits=config.digits, sft_accuracy=config.sft_accuracy,
-                  batch=batch, lr=lr, **({"task": config.task} if config.task != "addition" else {}),
+                  batch=batch, lr=lr,
+                  **({"task": config.task} if config.task != "addition" else {}),
                   **({"seconds": seconds} if seconds < math.inf else {}))
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
-    return Path(config.cache_dir).expanduser() / f"tiny-addition-{key}"
+    shipped = SHIPPED_MODELS / f"tiny-addition-{key}"
+    if (shipped / "config.json").is_file():
+        return shipped
+    return Path(config.cache_dir).expanduser() / shipped.name
+
+
+SHIPPED_MODELS = Path(__file__).resolve().parent / "models"
+"""Tiny models of the default recipe, built by build_tiny_model and committed (2 MB): pre-training
+rounds differently on another CPU and so gives another model, so every user starts from these
+weights instead. A copy of this file without the folder builds its own into --cache-dir."""
 
 
 SMOLLM2_FOLDER = "smollm2-135m-instruct"
@@ -1922,11 +1940,17 @@ def convert_smollm2(cache_dir: Path) -> Path:
 
 def save_to_cache(model, tokenizer, folder: Path) -> None:
     """Write a model folder atomically: a build killed half-way leaves no half-written cache
-    behind."""
+    behind, and of two runs that build the same model at once the first to finish is kept (the
+    other's rename onto a full folder fails; its copy is dropped)."""
     staging = folder.with_name(folder.name + f".tmp{os.getpid()}")
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    os.replace(staging, folder)
+    try:
+        os.replace(staging, folder)
+    except OSError:
+        if not (folder / "config.json").is_file():
+            raise
+        shutil.rmtree(staging)
 
 
 @dataclass

@@ -33,10 +33,9 @@ import ipywidgets as widgets
 import numpy as np
 from IPython.display import display
 
-from ngrpo_sim import get_method
+from ngrpo_sim import get_method, teaching
 from ngrpo_sim.analysis import landscape
 from ngrpo_sim.base.plotting import pyplot
-from ngrpo_sim.teaching import teaching
 
 plt = pyplot()
 

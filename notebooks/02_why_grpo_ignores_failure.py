@@ -34,11 +34,10 @@ import ipywidgets as widgets
 import numpy as np
 from IPython.display import display
 
-from ngrpo_sim import get_method
+from ngrpo_sim import get_method, teaching
 from ngrpo_sim.analysis import landscape
 from ngrpo_sim.base.plotting import pyplot, subplots
 from ngrpo_sim.simulators.bandit import sample_answers
-from ngrpo_sim.teaching import teaching
 
 plt = pyplot()
 METHODS = ["grpo", "ngrpo", "dapo", "psr_nsr", "dr_grpo", "rloo"]

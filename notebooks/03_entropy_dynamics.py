@@ -38,12 +38,11 @@ import ipywidgets as widgets
 import numpy as np
 from IPython.display import clear_output, display
 
-from ngrpo_sim import get_method
+from ngrpo_sim import get_method, teaching
 from ngrpo_sim.base.plotting import pyplot, subplots
 from ngrpo_sim.experiments.runs import format_summary, run_methods, with_mode
 from ngrpo_sim.reports.claims import HEADLINE, LEARNING_RATES, entropy_at_matched_accuracy
 from ngrpo_sim.simulators.dynamics import METRICS
-from ngrpo_sim.teaching import teaching
 
 plt = pyplot()
 

@@ -32,11 +32,10 @@ import ipywidgets as widgets
 import numpy as np
 from IPython.display import display
 
-from ngrpo_sim import clipped_surrogate, get_method
+from ngrpo_sim import clipped_surrogate, get_method, teaching
 from ngrpo_sim.base.plotting import pyplot, subplots
 from ngrpo_sim.reports.claims import HEADLINE
 from ngrpo_sim.simulators.dynamics import DynamicsConfig, simulate
-from ngrpo_sim.teaching import teaching
 
 plt = pyplot()
 PRESETS = [get_method(name) for name in ("grpo", "dapo", "ngrpo")]

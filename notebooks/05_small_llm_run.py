@@ -43,8 +43,8 @@ import ipywidgets as widgets
 import numpy as np
 from IPython.display import Markdown, display
 
+from ngrpo_sim import teaching
 from ngrpo_sim.base.plotting import pyplot, subplots
-from ngrpo_sim.teaching import teaching
 
 plt = pyplot()
 

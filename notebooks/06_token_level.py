@@ -34,11 +34,10 @@ import ipywidgets as widgets
 import numpy as np
 from IPython.display import display
 
-from ngrpo_sim import get_method
+from ngrpo_sim import get_method, teaching
 from ngrpo_sim.base.plotting import pyplot, subplots
 from ngrpo_sim.experiments.runs import format_summary, run_methods
 from ngrpo_sim.simulators.sequences import METRICS, SequenceConfig
-from ngrpo_sim.teaching import teaching
 
 plt = pyplot()
 

@@ -1,8 +1,8 @@
 """Run every notebook at full size and save the figure of its cell tagged ``readme-figure`` for the
 README.
 
-    .venv/bin/python notebooks/make_readme_figures.py          # writes docs/figures/notebooks/NN_name.png
-    .venv/bin/python notebooks/make_readme_figures.py 01 06    # only the notebooks numbered 01 and 06
+    .venv/bin/python notebooks/make_readme_figures.py  # writes docs/figures/notebooks/NN_name.png
+    .venv/bin/python notebooks/make_readme_figures.py 01 06   # only notebooks 01 and 06
 
 About a minute when notebook 5's comparison (runs/minimal/compare) already exists; it trains that
 comparison first otherwise (about 6 minutes on a 2-core CPU). Always at full size, whatever

@@ -3,6 +3,14 @@
 import pytest
 
 
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (``make test`` runs ``-n auto --dist loadgroup``) every test that uses
+    the Ray cluster runs in the same worker, so that one cluster serves them all."""
+    for item in items:
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A Ray cluster of its own on this machine (2 CPUs, no dashboard), started once per session.

@@ -188,7 +188,7 @@ def test_a_method_a_mode_cannot_train_is_refused_before_any_run(argv, refused, t
     def no_run(*_, **__):
         raise AssertionError("a run started")
 
-    monkeypatch.setattr(sweep, "simulate", no_run)
+    monkeypatch.setattr(sweep, "train", no_run)
     monkeypatch.setattr(sweep, "run_task", no_run)
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
@@ -413,7 +413,7 @@ def test_a_second_run_with_the_same_settings_reuses_the_first(command, tmp_path,
     def must_not_run(*_, **__):
         raise AssertionError("a finished run ran again")
 
-    monkeypatch.setattr(sweep, "simulate", must_not_run)
+    monkeypatch.setattr(sweep, "train", must_not_run)
     assert main(command + ["--out", str(out)]) == 0
     assert capsys.readouterr().out == first
     assert {path: path.read_bytes() for path in out.rglob("*.*") if path.suffix != ".png"} == files

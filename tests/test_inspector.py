@@ -236,8 +236,8 @@ def test_reader_errors_name_the_file_and_the_fix(inspected_run, tmp_path):
 
 @pytest.mark.parametrize("value", ["0", "4", "1,x", "-1"])
 def test_bad_inspect_steps_name_the_field(value, tmp_path):
-    with pytest.raises(ValueError, match=rf"inspect_steps must list steps between 1 and steps=3.*"
-                                         rf"got '{re.escape(value)}'"):
+    with pytest.raises(ValueError, match=rf"--inspect-steps must list steps between 1 and --steps "
+                                         rf"3.*got '{re.escape(value)}'"):
         trainer.resolve_method(tiny_run_config(tmp_path, inspect_steps=value))
 
 

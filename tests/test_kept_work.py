@@ -50,13 +50,13 @@ def fail_in_step(monkeypatch, method: str, step: int, error=RuntimeError):
 
 def count_runs(monkeypatch) -> list:
     """The (method, config) of every simulation that runs from now on."""
-    calls, real = [], sweep.simulate
+    calls, real = [], sweep.train
 
     def counted(method, config, progress):
         calls.append((method.name, config))
         return real(method, config, progress=progress)
 
-    monkeypatch.setattr(sweep, "simulate", counted)
+    monkeypatch.setattr(sweep, "train", counted)
     return calls
 
 

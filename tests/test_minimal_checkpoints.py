@@ -179,3 +179,16 @@ def test_a_disk_without_room_for_the_checkpoint_is_said_before_writing_it(tiny_f
         trainer.train(tiny_config(tiny_folder, run, steps=3, resume=True, checkpoint_every=1))
     assert (run / "checkpoint.pt").read_bytes() == before
     assert not (run / "checkpoint.tmp").exists()
+
+
+def test_a_model_built_twice_at_once_keeps_the_first_copy(tmp_path):
+    """Two runs (or two test workers) that build the same cached model at once: the rename of the
+    second onto the first's full folder fails, and its copy is dropped instead of crashing."""
+    model = trainer.load_policy(trainer.model_folder(trainer.Config()), torch.device("cpu"),
+                                "fp32")
+    folder = tmp_path / "tiny"
+    trainer.save_to_cache(model.model, model.tokenizer, folder)
+    first = (folder / "model.safetensors").stat().st_mtime_ns
+    trainer.save_to_cache(model.model, model.tokenizer, folder)
+    assert (folder / "model.safetensors").stat().st_mtime_ns == first
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["tiny"]

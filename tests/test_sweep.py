@@ -67,7 +67,7 @@ def test_a_stopped_sweep_resumes_with_the_missing_tasks_only(tmp_path, monkeypat
         calls.append((method.name, config))
         return simulate(method, config, progress=progress)
 
-    monkeypatch.setattr(sweep, "simulate", stopped_at_the_third_task)
+    monkeypatch.setattr(sweep, "train", stopped_at_the_third_task)
     with pytest.raises(KeyboardInterrupt):
         sweep.run_sweep(METHODS, CONFIGS, store=tmp_path)
     assert [path.suffix for path in tmp_path.iterdir()] == [".npz", ".npz"]  # nothing partial
@@ -76,7 +76,7 @@ def test_a_stopped_sweep_resumes_with_the_missing_tasks_only(tmp_path, monkeypat
         calls.append((method.name, config))
         return simulate(method, config, progress=progress)
 
-    monkeypatch.setattr(sweep, "simulate", counted)
+    monkeypatch.setattr(sweep, "train", counted)
     resumed = sweep.run_sweep(METHODS, CONFIGS, store=tmp_path)
     tasks = [(method, config) for config in CONFIGS for method in METHODS]
     assert calls == tasks  # the first two before the stop, every other one after it
@@ -153,7 +153,7 @@ def test_the_sweep_command_run_again_resumes_without_running_a_task(finished_swe
     def must_not_run(*_, **__):
         raise AssertionError("a finished sweep ran a task again")
 
-    monkeypatch.setattr(sweep, "simulate", must_not_run)
+    monkeypatch.setattr(sweep, "train", must_not_run)
     assert main(sweep_arguments(folder)) == 0
     assert capsys.readouterr().out == printed
 
@@ -211,3 +211,25 @@ def test_the_report_on_ray_equals_the_report_here(ray_cluster, tmp_path, monkeyp
     assert without_timing(on_ray.read_text().replace("/ray/", "/here/")) == without_timing(here)
     for table in ["headline/metrics.csv", "headline/pass_at_k.csv"]:
         assert (tmp_path / "ray" / table).read_text() == (tmp_path / "here" / table).read_text()
+
+
+def test_each_method_and_config_is_checked_once_where_it_enters(monkeypatch):
+    """A sweep checks every (method, config) pair once, in ``sweep_tasks``, and hands the checked
+    tasks on: not again in ``run_tasks``, in each run, or at every step of an expected run (3, 3
+    and steps times as many checks before)."""
+    from ngrpo_sim.simulators.training_loop import LoopConfig
+
+    checked, real = [], LoopConfig.check_method
+
+    def counted(config, method):
+        checked.append((method.name, config))
+        return real(config, method)
+
+    monkeypatch.setattr(LoopConfig, "check_method", counted)
+    configs = [dataclasses.replace(SMALL, steps=3), dataclasses.replace(SMALL, steps=3,
+                                                                         mode="expected")]
+    sweep.run_sweep(["grpo", "ngrpo"], configs)
+    assert sorted(checked, key=repr) == sorted([(method, config) for config in configs
+                                                for method in ("grpo", "ngrpo")], key=repr)
+    with pytest.raises(ValueError, match="tasks must be made by sweep_tasks"):
+        sweep.run_tasks([("grpo", SMALL)])

@@ -1,4 +1,4 @@
-"""The notebooks' helpers (ngrpo_sim.teaching.teaching) against independent numbers: closed forms
+"""The notebooks' helpers (ngrpo_sim.teaching) against independent numbers: closed forms
 computed with the statistics module, finite differences of a hand-written loss, exhaustive
 enumeration of groups, and hand-made run folders."""
 
@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ngrpo_sim import teaching
 from ngrpo_sim.analysis.landscape import expected_logit_update
 from ngrpo_sim.base.plotting import pyplot, subplots
 from ngrpo_sim.methods.presets import get_method
 from ngrpo_sim.simulators.dynamics import DynamicsConfig, RunRecord
-from ngrpo_sim.teaching import teaching
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -32,6 +32,7 @@ import os
 import signal
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +41,21 @@ from tqdm.auto import tqdm
 from ngrpo_sim.base import checks
 from ngrpo_sim.base.files import write_atomically
 from ngrpo_sim.methods.presets import Method, get_method
-from ngrpo_sim.simulators.dynamics import RunRecord, simulate
-from ngrpo_sim.simulators.training_loop import LoopConfig, check_memory
+from ngrpo_sim.simulators.dynamics import RunRecord
+from ngrpo_sim.simulators.training_loop import LoopConfig, check_memory, train
 
-Task = tuple[Method, LoopConfig]
+
+@dataclass(frozen=True)
+class Task:
+    """One simulation: a method and a config that can train it. ``sweep_tasks`` makes every task
+    and checks it there, once; what runs tasks (``run_tasks``, the workers) trusts them."""
+
+    method: Method
+    config: LoopConfig
+
+    def __iter__(self):
+        return iter((self.method, self.config))
+
 
 VERSION = importlib.metadata.version("ngrpo-sim")
 """The installed version, part of every stored result's key: a new version recomputes."""
@@ -53,21 +65,18 @@ def sweep_tasks(methods: list[Method | str], configs: list[LoopConfig]) -> list[
     """The tasks in the sweep's result order: every method under the first config, then the next.
     Refuses, with ``ValueError``, a method that a config cannot train, before any task runs."""
     methods = [get_method(m) if isinstance(m, str) else m for m in methods]
-    return _checked([(method, config) for config in configs for method in methods])
-
-
-def _checked(tasks: list[Task]) -> list[Task]:
-    for method, config in tasks:
+    for config in configs:
         if not isinstance(config, LoopConfig):
             raise ValueError(f"configs must hold DynamicsConfig or SequenceConfig objects, got "
                              f"{config!r}")
-        config.check_method(method)
-    return tasks
+        for method in methods:
+            config.check_method(method)
+    return [Task(method, config) for config in configs for method in methods]
 
 
 def run_task(method: Method, config: LoopConfig) -> RunRecord:
     """One task, without a progress bar of its own (the sweep's bar counts finished tasks)."""
-    return simulate(method, config, progress=False)
+    return train(method, config, progress=False)
 
 
 def _task_text(task: Task) -> str:
@@ -134,7 +143,7 @@ Finished = Iterator[tuple[int, RunRecord | Exception]]
 def _here(tasks: list[Task], pending: list[int], bar: tqdm) -> Finished:
     for index in pending:
         try:
-            run_record = simulate(*tasks[index], progress=bar)
+            run_record = train(*tasks[index], progress=bar)
         except Exception as error:  # the task failed, not the sweep: the others still run
             yield index, error
         else:
@@ -157,7 +166,7 @@ def _in_processes(tasks: list[Task], pending: list[int], bar: tqdm, workers: int
         futures = {pool.submit(run_task, *tasks[index]): index for index in pending}
         for future in as_completed(futures):
             index = futures[future]
-            bar.update(tasks[index][1].steps)
+            bar.update(tasks[index].config.steps)
             try:
                 yield index, future.result()
             except Exception as error:  # raised in the worker, or the worker died
@@ -188,7 +197,7 @@ def _on_ray(tasks: list[Task], pending: list[int], bar: tqdm, address: str) -> F
         while running:
             (done,), _ = ray.wait(list(running), num_returns=1)
             index = running.pop(done)
-            bar.update(tasks[index][1].steps)
+            bar.update(tasks[index].config.steps)
             try:
                 result = ray.get(done)
             except Exception as error:  # the task raised on its node (RayTaskError) or was lost
@@ -253,7 +262,6 @@ def run_sweep(methods: list[Method | str], configs: list[LoopConfig], *, workers
     module doc). Raises ``ValueError`` for a bad argument, or when Ray is asked for and missing,
     and ``TasksFailed`` after the last task when some tasks raised.
     """
-    check_where_to_run(workers, ray_address)
     return run_tasks(sweep_tasks(methods, configs), workers=workers, ray_address=ray_address,
                      store=store, description=description)
 
@@ -264,7 +272,10 @@ def run_tasks(tasks: list[Task], *, workers: int = 1, ray_address: str | None = 
     grid: for experiments that are not a grid (tasks from several ``sweep_tasks`` calls, run in one
     pool of processes)."""
     check_where_to_run(workers, ray_address)
-    tasks = _checked(list(tasks))
+    tasks = list(tasks)
+    if not all(isinstance(task, Task) for task in tasks):
+        raise ValueError("tasks must be made by sweep_tasks, which checks that each config can "
+                         "train its method")
     configs = list(dict.fromkeys(config for _, config in tasks))
     check_fits_in_memory(configs, len(tasks), workers, ray_address)  # before the bar, not begun
     results = {}
@@ -274,7 +285,7 @@ def run_tasks(tasks: list[Task], *, workers: int = 1, ray_address: str | None = 
                    if (run_record := load_task(store, task)) is not None}
     pending = [index for index in range(len(tasks)) if index not in results]
     total = sum(config.steps for _, config in tasks)
-    done = sum(tasks[index][1].steps for index in results)
+    done = sum(tasks[index].config.steps for index in results)
     with tqdm(total=total, initial=done, desc=description, unit="step") as bar:
         if ray_address is not None:
             finished = _on_ray(tasks, pending, bar, ray_address)

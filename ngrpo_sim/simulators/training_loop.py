@@ -623,8 +623,7 @@ def _expected_examined(config: LoopConfig, keep_probability: np.ndarray) -> np.n
 def expected_step(task, method: Method, config: LoopConfig, state: TrainState, reference: np.ndarray
                   ) -> dict[str, np.ndarray]:
     """The deterministic counterpart of ``draw_rollout`` + ``apply_rollout`` (see the module
-    docstring)."""
-    config.check_method(method)
+    docstring), for a method that ``config.check_method`` accepts."""
     coefficients = Coefficients.of(method, config)
     logits = task.logits(state.params)
     success = task.success(logits)
@@ -733,6 +732,13 @@ def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = T
         raise ValueError(f"method must be a Method or a preset name, got {method!r}")
     config.check_method(method)
     check_memory(config)
+    return train(method, config, progress)
+
+
+def train(method: Method, config: LoopConfig, progress: bool | tqdm = True) -> RunRecord:
+    """``simulate`` for a method and config that were checked where they entered
+    (``config.check_method`` and ``check_memory``; ``sweep.sweep_tasks`` and ``sweep.run_tasks``
+    do both before any run): nothing is checked again, per run or per step."""
     task = config.build_task()
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
     release = config.batch_assembly == "release"

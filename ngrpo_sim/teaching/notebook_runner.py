@@ -14,7 +14,7 @@ from pathlib import Path
 from queue import Empty
 
 from ngrpo_sim.base import checks
-from ngrpo_sim.teaching.teaching import FAST_MODE_VARIABLE
+from ngrpo_sim.teaching.notebook import FAST_MODE_VARIABLE
 
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 POLL_SLICE_S = 1.0
