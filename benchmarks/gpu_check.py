@@ -1,5 +1,5 @@
-"""A prepared check of minimal/ngrpo_train.py on one GPU: a verdict over many seeds, decoding near the
-hardware, answers with length.
+"""A prepared check of minimal/ngrpo_train.py on one GPU: a verdict over many seeds, decoding near
+the hardware, answers with length.
 
 One command that ends within --budget-s (450 s by default; with the machine's start-up it fits the
 device tool's 10-minute command) and needs nothing from the network and no package beyond numpy,
@@ -381,6 +381,10 @@ def device_agreement(folder: Path, sizes: Sizes, options, device: torch.device) 
               "mean_answer_tokens": float(mask.sum(1).float().mean()),
               "mean_reward": float(rewards.mean()), "loss_scale": loss_scale,
               "sampler_decode": sampler.decode,
+              # The log-probabilities recorded while sampling (bf16, the runs' decoding mode)
+              # against the CPU's fp32 scoring of the same tokens.
+              "sampler_log_prob_max_abs": float((batch.old_logp.cpu() - reference["log_probs"])
+                                                [mask].abs().max()),
               "advantages": "computed on the host in float64 on both sides (as the trainer does), "
                             "so they agree by construction; the loss is the check",
               "cpu_fp32": {"loss": reference["loss"], "grad_norm": reference["grad_norm"]}}

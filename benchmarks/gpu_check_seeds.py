@@ -1,6 +1,6 @@
-"""The GPU check's many-seed phase: one process per (method, seed), all on the one GPU at once and all
-stopped by one deadline, then the verdict: each method against the baseline, paired by seed, with
-95% t-intervals.
+"""The GPU check's many-seed phase: one process per (method, seed), all on the one GPU at once and
+all stopped by one deadline, then the verdict: each method against the baseline, paired by seed,
+with 95% t-intervals.
 
 At the check's sizes one process leaves the GPU nearly idle (its steps wait on Python and kernel
 launches), so 16 processes, each with a CPU core of its own, keep it busy in turns. Each worker
@@ -46,7 +46,8 @@ def write_json(path: Path, value) -> None:
 # --------------------------------------------------------------------------------------------------
 # The parent: start the workers, wait for them, collect
 # --------------------------------------------------------------------------------------------------
-def run_workers(specs: list, work: Path, hard_deadline: float, report_every_s: float = 30.0) -> dict:
+def run_workers(specs: list, work: Path, hard_deadline: float,
+                report_every_s: float = 30.0) -> dict:
     """Start one worker per spec (each {"name", "config", "deadline", "eval_every"}), wait until
     all have ended or `hard_deadline` (time.time()) has passed, kill those still running, and
     return {name: the worker's result, or what it left}."""

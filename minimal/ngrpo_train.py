@@ -1623,7 +1623,8 @@ def answer_checker(config: Config) -> str:
     if config.task == "addition":
         return "the last integer of the answer"
     if config.task == "addition-work":
-        return "the last word of the answer (= and the sum; an answer cut at max_new_tokens earns 0)"
+        return ("the last word of the answer (= and the sum; an answer cut at max_new_tokens "
+                "earns 0)")
     if config.task.startswith("reasoning-gym:"):
         return "reasoning-gym's score_answer, all or nothing"
     if importlib.util.find_spec("math_verify"):
@@ -2532,9 +2533,9 @@ def check_config(config: Config) -> None:
                          f"(--device {config.device}); use --decode static or auto")
     if config.model == "tiny" and config.task not in ("addition", "addition-work"):
         raise UsageError(f"--model tiny (the default) was pre-trained on the built-in addition "
-                         f"tasks only and cannot read --task {config.task}; give a model that reads "
-                         "text: --model smollm2, or --model PATH for a Hugging Face model folder "
-                         "(e.g. Qwen2.5-0.5B-Instruct)")
+                         f"tasks only and cannot read --task {config.task}; give a model that "
+                         "reads text: --model smollm2, or --model PATH for a Hugging Face model "
+                         "folder (e.g. Qwen2.5-0.5B-Instruct)")
 
 
 def with_task_defaults(config: Config) -> Config:

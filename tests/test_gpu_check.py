@@ -74,6 +74,7 @@ def test_bf16_autocast_is_exercised_and_agrees_with_fp32(dry_run):
     bf16 = agreement["device_bf16"]
     assert 0 < bf16["log_prob_max_abs"] <= 0.05 and bf16["agree"]  # it rounded, within bf16
     assert agreement["sampler_decode"] == "static"
+    assert 0 < agreement["sampler_log_prob_max_abs"] <= 0.1  # bf16 sampling, fp32 scoring
 
 
 def test_every_seed_ran_in_its_own_process_to_the_end(dry_run):
