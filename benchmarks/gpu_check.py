@@ -1,87 +1,120 @@
-"""A prepared check of minimal/ngrpo_train.py on one GPU: speed, memory, learning, agreement.
+"""A prepared check of minimal/ngrpo_train.py on one GPU: a verdict over many seeds, decoding near
+the hardware, answers with length.
 
-One command that ends within --budget-s (420 s; under 8 minutes with start-up on one H100/H200)
-and needs nothing from the network and no package beyond numpy, torch, transformers and tqdm
-(matplotlib draws the figure where it is installed; `--plot` draws it later from the JSON):
+One command that ends within --budget-s (450 s by default; with the machine's start-up it fits the
+device tool's 10-minute command) and needs nothing from the network and no package beyond numpy,
+torch, transformers and tqdm (matplotlib draws the figure where it is installed; `--plot` draws it
+later from the JSON). Phases, each written to OUT/gpu_check.json as soon as it ends, so that a
+later phase's failure loses nothing:
 
-1. builds a Qwen2 of 33.6M parameters (hidden 512, 8 layers) with the trainer's character
-   tokenizer and pre-trains it on 3-digit addition until its sampled accuracy reaches 12%, so that
-   most groups of 8 still fail;
-2. scores one rollout batch on the GPU and on the CPU in fp32: the advantages, every answer token's
-   log-probability, the loss and the gradient norm, in bf16 autocast (must agree within bf16
-   rounding) and in fp32 (within fp32 rounding);
-3. times decoding against its memory-bandwidth bound: a decode step reads every weight at least
-   once, so at most bandwidth / weight bytes steps per second, one token per row each;
-4. runs the trainer's own `train()` for 2 steps and resumes it from its checkpoint for a third
-   (checkpoints, RNG states, figures on the device);
-5. trains NGRPO and GRPO for up to 300 steps each in bf16 autocast, B = 64 prompts x G = 8 answers,
-   4 minibatch updates per step: step time, generated and trained tokens/s, peak memory, model
-   FLOP utilisation (MFU), held-out pass@k (512 prompts x 16 answers) before and after. Each method
-   gets an equal share of the time left, so training may stop early; the steps run are recorded.
+1. decode: the 2026-11-30 run's 33.6M-parameter Qwen2 (hidden 512, 8 layers; random weights, end
+   tokens banned) decodes 64 prompts x 8 answers, 32 and 256 new tokens, in each of the trainer's
+   decoding modes (eager; static KV cache; static KV cache with each step replayed from a CUDA
+   graph): decode steps per second against the memory-bandwidth bound, and whether the fastest
+   mode draws the eager mode's tokens from the same generator state;
+2. model: pre-trains a small Qwen2 on addition-work (sums of 1 to 12 digits with the work written
+   out, right answers of 11 to 111 tokens) until 15% of its sampled answers are right or 90 s
+   have passed, so that most groups of 8 still fail;
+3. device_agreement: one rollout batch scored on the GPU (bf16 autocast and fp32) and on the CPU
+   (fp32): advantages, every token's log-probability, loss, gradient norm;
+4. resume: the trainer's own `train()` for 2 steps, resumed from its checkpoint for a third;
+5. seeds: NGRPO and GRPO x 8 seeds, 16 processes on the one GPU at once, all stopped by one
+   deadline (gpu_check_seeds.py): held-out pass@k, answer length, truncation and token entropy
+   over training, step time, generated tokens/s, MFU;
+6. verdict: NGRPO - GRPO paired by seed, with 95% t-intervals, at equal steps and at equal time.
 
-Writes OUT/gpu_check.json (every number and every step's log line) and OUT/gpu_check.png. Exits 1
-if a phase failed or the devices disagree (all that was measured is written all the same).
+Writes OUT/gpu_check.json and OUT/gpu_check.png (and each run's full step log under OUT/seeds/).
+Exits 1 if a phase failed, fp32 disagrees with the CPU or the resume failed (what was measured is
+written all the same).
 
     python3 benchmarks/gpu_check.py --out "$OUT"                          # on the GPU machine
     python3 benchmarks/gpu_check.py --out /tmp/check --device cpu --dry-run  # tiny sizes, a CPU
     python3 benchmarks/gpu_check.py --plot docs/gpu_check/gpu_check.json  # redraw the figure
 """
-import argparse
-import dataclasses
-import datetime
-import importlib.util
-import json
-import os
-import platform
-import statistics
-import sys
-import tempfile
 import time
-import traceback
-from pathlib import Path
 
-import numpy as np
-import torch
-import transformers
-from harness import ForwardCounter, load_trainer
-from tqdm import tqdm
+STARTED = time.perf_counter()  # the budget counts the imports too
+STARTED_WALL = time.time()
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import datetime  # noqa: E402
+import gc  # noqa: E402
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from gpu_check_seeds import describe, run_workers, summarise, verdict, STEP_KEYS  # noqa: E402
+from harness import ForwardCounter, load_trainer  # noqa: E402
 
 trainer = load_trainer()
 
 
 @dataclasses.dataclass(frozen=True)
 class Sizes:
+    decode_architecture: dict
+    """Qwen2Config fields of the model whose decoding is timed (random weights)."""
+    decode_tokens: tuple
+    """New tokens per row in the decode timings."""
     architecture: dict
-    """Qwen2Config fields of the model."""
+    """Qwen2Config fields of the model pre-trained and trained on addition-work."""
     digits: int
+    """Most digits of an addend (addition-work)."""
+    pretraining_s: float
+    sft_lr: float
+    sft_batch: int
+    sft_accuracy: float
     prompts: int
-    """B, prompts per rollout batch."""
+    """B, prompts per rollout batch (also of the decode timing)."""
     group_size: int
-    max_new_tokens: int
+    minibatches: int
     eval_prompts: int
     eval_samples: int
+    eval_every: int
     compare_prompts: int
     """Prompts of the batch scored on both devices."""
-    decode_tokens: int
-    """Tokens per row in the decode timing."""
-    sft_lr: float
-    sft_accuracy: float
-    steps: int | None
-    """Most steps per method (None: --steps)."""
+    seeds: int
+    steps: int
+    """Most steps per run; the deadline usually stops a run first."""
 
 
 FULL = Sizes(dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=8,
-                  num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=64,
-                  tie_word_embeddings=True),
-             digits=3, prompts=64, group_size=8, max_new_tokens=8, eval_prompts=512,
-             eval_samples=16, compare_prompts=16, decode_tokens=32, sft_lr=3e-4, sft_accuracy=0.12,
-             steps=None)
+                  num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=512,
+                  tie_word_embeddings=True), decode_tokens=(32, 256),
+             architecture=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
+                               num_attention_heads=4, num_key_value_heads=2,
+                               max_position_embeddings=256, tie_word_embeddings=True),
+             digits=12, pretraining_s=90.0, sft_lr=1e-3, sft_batch=256, sft_accuracy=0.15,
+             prompts=32, group_size=8, minibatches=4, eval_prompts=256, eval_samples=8,
+             eval_every=25, compare_prompts=16, seeds=8, steps=2000)
 DRY_RUN = Sizes(dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
-                     tie_word_embeddings=True),
-                digits=1, prompts=4, group_size=4, max_new_tokens=4, eval_prompts=8,
-                eval_samples=4, compare_prompts=2, decode_tokens=8, sft_lr=1e-2, sft_accuracy=0.05,
-                steps=3)
+                     tie_word_embeddings=True), decode_tokens=(8, 16),
+                architecture=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                  num_attention_heads=2, num_key_value_heads=2,
+                                  max_position_embeddings=64, tie_word_embeddings=True),
+                digits=1, pretraining_s=3.0, sft_lr=1e-2, sft_batch=64, sft_accuracy=0.05,
+                prompts=4, group_size=4, minibatches=2, eval_prompts=8, eval_samples=4,
+                eval_every=2, compare_prompts=2, seeds=2, steps=3)
+PLAN_S = {"start-up": 10, "decode": 30, "model": 95, "device_agreement": 10, "resume": 20,
+          "seeds": None, "verdict and figure": 10}
+"""Planned seconds per phase on one H100 or H200 (estimates from the 2026-11-30 run and the CPU
+dry run, docs/gpu_check/README.md); the seeds phase gets what the budget leaves."""
+RESERVE_S = 20.0
+"""Seconds the seeds phase leaves of the budget: collecting, the verdict, the figure, the JSON."""
+BASELINE_2026_11_30 = {"decode_tokens_per_s": 44297.7, "decode_steps_per_s": 86.52, "rows": 512,
+                       "new_tokens": 32, "device": "NVIDIA H200",
+                       "source": "docs/gpu_check/gpu_check.json of 2026-11-30 (commit 830358d)"}
 # Dense bf16 tensor-core peak (TFLOP/s) and memory bandwidth (GB/s) from NVIDIA's data sheets, for
 # the first entry whose words the device name contains; --peak-tflops and --bandwidth-gbs override.
 DATASHEET = [(("H200",), 989.0, 4800.0), (("H100", "NVL"), 835.0, 3900.0),
@@ -92,8 +125,6 @@ DATASHEET = [(("H200",), 989.0, 4800.0), (("H100", "NVL"), 835.0, 3900.0),
 # its scale sum_t w_t |A_t| rho_t, the gradient norm relative. bf16 keeps 8 significant bits.
 TOLERANCE = {"bf16": {"log_prob": 0.05, "loss": 0.03, "grad_norm": 0.05},
              "fp32": {"log_prob": 1e-3, "loss": 1e-4, "grad_norm": 1e-3}}
-WARM_UP_STEPS = 3
-"""Steps left out of the medians."""
 
 
 def parse_options(argv=None) -> argparse.Namespace:
@@ -102,22 +133,26 @@ def parse_options(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
                         help="where to train (default cuda)")
     parser.add_argument("--dry-run", action="store_true",
-                        help="tiny sizes (a 1-layer model, 1-digit sums, 3 steps per method): "
-                             "every code path in about a minute on a CPU, in bf16 autocast")
-    parser.add_argument("--steps", type=int, default=300,
-                        help="most training steps per method (default 300)")
-    parser.add_argument("--budget-s", type=float, default=420.0,
-                        help="seconds for the whole check; training stops early to keep it")
+                        help="tiny sizes (1-layer models, 1-digit sums, 2 seeds, 3 steps per run): "
+                             "every phase in about a minute on a CPU, in bf16 autocast")
+    parser.add_argument("--budget-s", type=float, default=450.0,
+                        help="seconds for the whole check, imports included (default 450); the "
+                             "seeds phase gets what the earlier phases leave")
     parser.add_argument("--methods", default="ngrpo,grpo",
-                        help="methods of the trainer, with commas")
-    parser.add_argument("--learning-rate", type=float, default=3e-5,
-                        help="AdamW learning rate of the RL runs (default 3e-5)")
+                        help="methods of the trainer, with commas (the last is the verdict's "
+                             "baseline unless grpo is among them); dapo fits if the GPU keeps up")
+    parser.add_argument("--seeds", type=int, help="seeds per method (default 8; dry run 2)")
+    parser.add_argument("--learning-rate", type=float, default=1e-4,
+                        help="AdamW learning rate of the RL runs (default 1e-4)")
+    parser.add_argument("--decode", default="auto", choices=("auto", "eager", "static", "graph"),
+                        help="decoding of the RL runs (default auto: graph on CUDA, static on the "
+                             "CPU; a mode that failed in the decode phase is not used)")
     parser.add_argument("--peak-tflops", type=float,
                         help="the device's dense bf16 peak, where the table lacks the device")
     parser.add_argument("--bandwidth-gbs", type=float,
                         help="the device's memory bandwidth, where the table lacks the device")
     parser.add_argument("--work-dir",
-                        help="where the model and the runs are built (default: a new temporary "
+                        help="where the models and the runs are built (default: a new temporary "
                              "folder)")
     parser.add_argument("--plot", metavar="JSON", help="only draw the figure of an earlier JSON")
     options = parser.parse_args(argv)
@@ -126,10 +161,21 @@ def parse_options(argv=None) -> argparse.Namespace:
     if options.plot is None and options.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device here; for a CPU check use "
                      "--device cpu --dry-run")
-    if options.steps < 1 or options.budget_s <= 0:
-        parser.error(f"--steps must be >= 1 and --budget-s > 0, got {options.steps} and "
-                     f"{options.budget_s}")
+    if options.budget_s <= 0:
+        parser.error(f"--budget-s must be > 0, got {options.budget_s}")
+    if options.seeds is not None and options.seeds < 2:
+        parser.error(f"--seeds must be >= 2 (an interval needs two pairs), got {options.seeds}")
+    if options.decode == "graph" and options.device == "cpu":
+        parser.error("--decode graph replays CUDA graphs: use --decode static or auto on the CPU")
+    unknown = [name for name in methods_of(options) if name not in trainer.METHODS]
+    if unknown:
+        parser.error(f"--methods {options.methods}: unknown {', '.join(unknown)}; choose from "
+                     f"{', '.join(trainer.METHODS)}")
     return options
+
+
+def methods_of(options) -> list:
+    return [name.strip() for name in options.methods.split(",") if name.strip()]
 
 
 def synchronize(device: torch.device) -> None:
@@ -142,7 +188,8 @@ def environment(device: torch.device, options) -> dict:
         platform.processor() or platform.machine()
     info = {"python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "numpy": np.__version__,
-            "device": str(device), "device_name": name, "cpu_threads": torch.get_num_threads()}
+            "device": str(device), "device_name": name, "cpu_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count()}
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         info.update(cuda=torch.version.cuda, gpu_memory_gib=properties.total_memory / 2 ** 30,
@@ -159,38 +206,157 @@ def environment(device: torch.device, options) -> dict:
 
 
 def method_config(sizes: Sizes, options, folder: Path, method: str, **changes):
-    settings = dict(model=str(folder), method=method, digits=sizes.digits,
-                    prompts_per_step=sizes.prompts, group_size=sizes.group_size, minibatches=4,
-                    max_new_tokens=sizes.max_new_tokens, learning_rate=options.learning_rate,
+    settings = dict(model=str(folder), task="addition-work", method=method, digits=sizes.digits,
+                    prompts_per_step=sizes.prompts, group_size=sizes.group_size,
+                    minibatches=sizes.minibatches, learning_rate=options.learning_rate,
                     eval_prompts=sizes.eval_prompts, eval_samples=sizes.eval_samples,
-                    device=options.device, precision="bf16", seed=1,
-                    steps=sizes.steps or options.steps)
-    return trainer.Config(**{**settings, **changes})
+                    device=options.device, precision="bf16", seed=1, steps=sizes.steps,
+                    decode=options.decode)
+    return trainer.with_task_defaults(trainer.Config(**{**settings, **changes}))
 
 
-def build_model(sizes: Sizes, work: Path, device: torch.device) -> tuple:
-    config = trainer.Config(digits=sizes.digits, sft_accuracy=sizes.sft_accuracy,
-                            cache_dir=str(work))
-    started = time.perf_counter()
-    folder = trainer.build_tiny_model(config, sizes.architecture, sizes.sft_lr, device)
+def random_model(folder: Path, architecture: dict) -> Path:
+    """A Qwen2 of `architecture` with random weights and the trainer's character tokenizer."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    tokenizer = trainer.character_tokenizer()
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer),
+                                         pad_token_id=tokenizer.pad_token_id,
+                                         eos_token_id=tokenizer.eos_token_id, **architecture))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+# --------------------------------------------------------------------------------------------------
+# Phase 1: decoding against the bandwidth bound
+# --------------------------------------------------------------------------------------------------
+def decode_speed(sizes: Sizes, options, device: torch.device, info: dict, work: Path) -> dict:
+    """Decode steps per second of B x G rows in each decoding mode, against the bound of
+    bandwidth / bytes read per step: the weights (as stored, fp32) and, where the cache is
+    counted, the keys and values that the step's attention reads (eager: the positions so far;
+    static and graph: the whole static length). End tokens are banned, so that every row decodes
+    all its tokens. Then the fastest mode and the eager one sample from the same generator
+    state: the share of tokens that agree and the log-probabilities' largest difference before a
+    row's first disagreement."""
+    folder = random_model(work / "decode-model", sizes.decode_architecture)
+    modes = ["eager", "static"] + (["graph"] if device.type == "cuda" else [])
+    task = trainer.addition_task(3, 1)
+    prompts = [example["prompt"] for example in task.draw(np.random.default_rng(3), sizes.prompts)]
+    rows = sizes.prompts * sizes.group_size
+    result = {"rows": rows, "architecture": sizes.decode_architecture, "modes": {},
+              "baseline_2026_11_30": BASELINE_2026_11_30}
+    policies = {}
+    for mode in modes:
+        policy = trainer.load_policy(folder, device, "bf16", mode)
+        banned = sorted({*policy.banned.tolist(), *policy.end_ids})
+        policies[mode] = dataclasses.replace(policy, banned=torch.tensor(banned, device=device))
+    model = policies["eager"].model
+    result["parameters"] = sum(p.numel() for p in model.parameters())
+    result["weight_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
+    prompt_ids, prompt_mask = trainer.encode_prompts(policies["eager"].tokenizer, prompts, device)
+    with policies["eager"].autocast(), torch.no_grad():
+        cache = model(input_ids=prompt_ids[:1], use_cache=True)[trainer.cache_argument(
+            type(model))]
+    # Bytes of keys and values that one position holds, over all layers.
+    per_position = sum(k[0, :, 0].numel() * k.element_size() + v[0, :, 0].numel() * v.element_size()
+                       for k, v in trainer.cache_layers(cache))
+    result["cache_bytes_per_position"] = per_position
+
+    def sampled(policy, new_tokens, seed):
+        with policy.autocast():
+            return trainer.sample(policy, prompt_ids, prompt_mask, sizes.group_size, new_tokens,
+                                  1.0, 1.0, torch.Generator(device).manual_seed(seed))
+
+    for mode, policy in policies.items():
+        counter = ForwardCounter(policy.model, decoding=policy.decoding)
+        timings = {}
+        for position, new_tokens in enumerate(sizes.decode_tokens):
+            def timed(length):
+                synchronize(device)
+                counter.reset()
+                begun = time.perf_counter()
+                sampled(policy, length, 3)
+                synchronize(device)
+                return time.perf_counter() - begun, counter.calls["no_grad"]
+            if mode != "eager" or position == 0:  # the static cache and CUDA graph are made here
+                timed(new_tokens)
+            prefill_s, decode_s = [], []
+            for _ in range(3 if position == 0 else 1):  # an eager 256-token pass took 3 s
+                (prefill, prefill_calls), (full, full_calls) = timed(1), timed(new_tokens)
+                prefill_s.append(prefill)
+                decode_s.append(full - prefill)
+            steps, seconds = full_calls - prefill_calls, statistics.median(decode_s)
+            prompt_width = prompt_mask.shape[1]
+            # Positions the attention reads per step, on average over the steps.
+            read = prompt_width + new_tokens / 2 if mode == "eager" else \
+                -(-(-(-prompt_width // 8) * 8 + new_tokens) // 8) * 8
+            timing = {"decode_steps": steps, "prefill_s": statistics.median(prefill_s),
+                      "decode_s": seconds, "decode_steps_per_s": steps / seconds,
+                      "decode_tokens_per_s": rows * steps / seconds,
+                      "cache_bytes_per_step": rows * read * per_position}
+            if info["bandwidth_gb_s"]:
+                bandwidth = info["bandwidth_gb_s"] * 1e9
+                timing.update(
+                    bound_decode_steps_per_s=bandwidth / result["weight_bytes"],
+                    share_of_bound=timing["decode_steps_per_s"] * result["weight_bytes"]
+                    / bandwidth,
+                    share_of_bound_with_cache=timing["decode_steps_per_s"]
+                    * (result["weight_bytes"] + timing["cache_bytes_per_step"]) / bandwidth)
+            timings[str(new_tokens)] = timing
+        counter.detach()
+        result["modes"][mode] = {"timings": timings, "mode_after": policy.decode,
+                                 "failures": policy.decoding.get("failures", [])}
+    short = str(sizes.decode_tokens[0])
+    for mode in modes:
+        speed = result["modes"][mode]["timings"][short]["decode_tokens_per_s"]
+        result["modes"][mode]["speedup_over_eager"] = \
+            speed / result["modes"]["eager"]["timings"][short]["decode_tokens_per_s"]
+        result["modes"][mode]["speedup_over_2026_11_30"] = \
+            speed / BASELINE_2026_11_30["decode_tokens_per_s"]
+    fastest = modes[-1]
+    (eager_tokens, _, eager_logp), (tokens, _, logp) = (
+        sampled(policies[mode], sizes.decode_tokens[0], 11) for mode in ("eager", fastest))
+    same = (tokens == eager_tokens)
+    before_first_difference = same.long().cumprod(1).bool()
+    result["agreement"] = {
+        "mode": fastest, "token_share_equal": float(same.float().mean()),
+        "rows_equal": float(same.all(1).float().mean()),
+        "log_prob_max_abs": float((logp - eager_logp)[before_first_difference].abs().max())}
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Phase 2: the long-answer model
+# --------------------------------------------------------------------------------------------------
+def build_model(sizes: Sizes, work: Path, device: torch.device, seconds: float) -> tuple:
+    config = trainer.Config(task="addition-work", digits=sizes.digits,
+                            sft_accuracy=sizes.sft_accuracy, cache_dir=str(work))
+    begun = time.perf_counter()
+    folder = trainer.build_tiny_model(config, sizes.architecture, sizes.sft_lr, device,
+                                      sizes.sft_batch, seconds)
     model = trainer.load_policy(folder, torch.device("cpu"), "fp32").model
-    return folder, {"architecture": sizes.architecture,
+    return folder, {"architecture": sizes.architecture, "task": "addition-work",
+                    "digits": sizes.digits,
                     "parameters": sum(p.numel() for p in model.parameters()),
                     "weight_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
-                    "pretraining_s": time.perf_counter() - started,
+                    "pretraining_s": time.perf_counter() - begun, "pretraining_limit_s": seconds,
                     "sft_accuracy_target": sizes.sft_accuracy}
 
 
+# --------------------------------------------------------------------------------------------------
+# Phase 3: the GPU's arithmetic against the CPU's
+# --------------------------------------------------------------------------------------------------
 def device_agreement(folder: Path, sizes: Sizes, options, device: torch.device) -> dict:
     """One NGRPO batch sampled on the device, then scored on the device (bf16 autocast, fp32) and
     on the CPU (fp32): the same inputs, so only the arithmetic differs."""
     config = method_config(sizes, options, folder, "ngrpo", prompts_per_step=sizes.compare_prompts,
                            minibatches=1)
     method, task = trainer.resolve_method(config), trainer.make_task(config)
-    sampler = trainer.load_policy(folder, device, "bf16")
+    sampler = trainer.load_policy(folder, device, "bf16", config.decode)
     examples = task.draw(np.random.default_rng(7), sizes.compare_prompts)
     rewards, batch, _ = trainer.rollout(sampler, task, examples, sizes.group_size, 1.0, 1.0,
-                                        sizes.max_new_tokens,
+                                        config.max_new_tokens,
                                         torch.Generator(device).manual_seed(7))
     advantages = trainer.group_advantages(rewards, method).ravel()
     scored = {}
@@ -198,7 +364,7 @@ def device_agreement(folder: Path, sizes: Sizes, options, device: torch.device) 
                 ("device_bf16", device, "bf16"))
     for name, where, precision in variants:
         policy = trainer.load_policy(folder, where, precision)
-        inputs = trainer.Batch(**{name: value.to(where) for name, value in vars(batch).items()
+        inputs = trainer.Batch(**{key: value.to(where) for key, value in vars(batch).items()
                                   if value is not None})
         inputs.advantages = torch.tensor(advantages, dtype=torch.float32, device=where)
         rows = torch.arange(len(advantages), device=where)
@@ -212,7 +378,13 @@ def device_agreement(folder: Path, sizes: Sizes, options, device: torch.device) 
     ratio = (reference["log_probs"] - batch.old_logp.cpu()).exp()
     loss_scale = float((mask / mask.sum() * ratio * reference["advantages"][:, None].abs()).sum())
     result = {"answers": len(advantages), "answer_tokens": int(mask.sum()),
+              "mean_answer_tokens": float(mask.sum(1).float().mean()),
               "mean_reward": float(rewards.mean()), "loss_scale": loss_scale,
+              "sampler_decode": sampler.decode,
+              # The log-probabilities recorded while sampling (bf16, the runs' decoding mode)
+              # against the CPU's fp32 scoring of the same tokens.
+              "sampler_log_prob_max_abs": float((batch.old_logp.cpu() - reference["log_probs"])
+                                                [mask].abs().max()),
               "advantages": "computed on the host in float64 on both sides (as the trainer does), "
                             "so they agree by construction; the loss is the check",
               "cpu_fp32": {"loss": reference["loss"], "grad_norm": reference["grad_norm"]}}
@@ -235,46 +407,9 @@ def device_agreement(folder: Path, sizes: Sizes, options, device: torch.device) 
     return result
 
 
-def decode_speed(folder: Path, sizes: Sizes, options, device: torch.device, weight_bytes: int,
-                 info: dict) -> dict:
-    """Decode steps per second for B x G rows, against bandwidth / weight bytes. End tokens are
-    banned here, so that every row decodes `decode_tokens` tokens."""
-    policy = trainer.load_policy(folder, device, "bf16")
-    banned = sorted({*policy.banned.tolist(), *policy.end_ids})
-    policy = dataclasses.replace(policy, banned=torch.tensor(banned, device=device))
-    task = trainer.make_task(method_config(sizes, options, folder, "ngrpo"))
-    prompts = [example["prompt"] for example in task.draw(np.random.default_rng(3), sizes.prompts)]
-    prompt_ids, prompt_mask = trainer.encode_prompts(policy.tokenizer, prompts, device)
-    counter, generator = ForwardCounter(policy.model), torch.Generator(device).manual_seed(3)
-
-    def timed(new_tokens):
-        synchronize(device)
-        counter.reset()
-        started = time.perf_counter()
-        with policy.autocast():
-            trainer.sample(policy, prompt_ids, prompt_mask, sizes.group_size, new_tokens, 1.0, 1.0,
-                           generator)
-        synchronize(device)
-        return time.perf_counter() - started, counter.calls["no_grad"]
-    timed(sizes.decode_tokens)  # warm-up
-    prefill_s, decode_s = [], []
-    for _ in range(5):
-        (prefill, prefill_calls), (full, full_calls) = timed(1), timed(sizes.decode_tokens)
-        prefill_s.append(prefill)
-        decode_s.append(full - prefill)
-    counter.detach()
-    rows, steps = sizes.prompts * sizes.group_size, full_calls - prefill_calls
-    seconds = statistics.median(decode_s)
-    result = {"rows": rows, "decode_steps": steps, "prefill_s": statistics.median(prefill_s),
-              "decode_s": seconds, "decode_steps_per_s": steps / seconds,
-              "decode_tokens_per_s": rows * steps / seconds, "weight_bytes": weight_bytes}
-    if info["bandwidth_gb_s"]:
-        bound = info["bandwidth_gb_s"] * 1e9 / weight_bytes
-        result.update(bound_decode_steps_per_s=bound, bound_decode_tokens_per_s=rows * bound,
-                      share_of_bound=result["decode_steps_per_s"] / bound)
-    return result
-
-
+# --------------------------------------------------------------------------------------------------
+# Phase 4: the trainer's own loop, killed and resumed
+# --------------------------------------------------------------------------------------------------
 def resume_through_train(folder: Path, sizes: Sizes, options, work: Path) -> dict:
     """trainer.train for 2 steps with a checkpoint at each, then resumed for a third."""
     if importlib.util.find_spec("matplotlib") is None:
@@ -285,91 +420,66 @@ def resume_through_train(folder: Path, sizes: Sizes, options, work: Path) -> dic
                            checkpoint_every=1, run_dir=str(work / "resume"))
     trainer.train(config)
     run = trainer.train(dataclasses.replace(config, steps=3, resume=True))
-    steps = [record["step"] for record in trainer.read_metrics(run)]
-    return {"steps_logged": steps, "ok": steps == [0, 1, 2, 3] and (run / "curves.png").is_file()}
+    records = trainer.read_metrics(run)
+    steps = [record["step"] for record in records]
+    return {"steps_logged": steps, "ok": steps == [0, 1, 2, 3] and (run / "curves.png").is_file(),
+            "response_length": [record.get("response_length") for record in records[1:]],
+            "truncated_share": [record.get("truncated_share") for record in records[1:]]}
 
 
-def train_method(method: str, folder: Path, sizes: Sizes, options, device: torch.device,
-                 deadline: float, parameters: int) -> dict:
-    """The trainer's own steps, each timed on the host after a device synchronisation. Model FLOPs
-    per step: 2 N per token position read without a gradient (sampling, the KL reference, the
-    bf16 recomputation of the old log-probabilities) and 6 N per position trained (forward and
-    backward), N the parameters (Kaplan et al. 2020, arXiv 2001.08361, eq. 2.1; attention over
-    these short contexts adds under 1%)."""
-    config = method_config(sizes, options, folder, method)
-    restated = trainer.resolve_method(config)
-    policy = trainer.load_policy(folder, device, config.precision)
-    reference = trainer.load_policy(folder, device).model.requires_grad_(False) \
-        if restated.kl_coef else None
-    optimizer = trainer.make_optimizer(policy.model, config)
-    task = trainer.make_task(config)
-    task = task._replace(reward=trainer.GuardedReward(task.reward))
-    prompt_rng = np.random.default_rng(config.seed)
-    generator = torch.Generator(device).manual_seed(config.seed)
-    counter = ForwardCounter(policy.model, *([reference] if reference is not None else []))
-    started = time.perf_counter()
-    before = trainer.evaluate(policy, task, config, 0)
-    synchronize(device)
-    evaluation_s = time.perf_counter() - started
-    records, progress = [], tqdm(range(1, config.steps + 1), desc=f"{method} on {device}")
-    for step in progress:
-        counter.reset()
-        started = time.perf_counter()
-        record = trainer.training_step(policy, reference, optimizer, task, config, restated,
-                                       prompt_rng, generator)
-        synchronize(device)
-        step_s = time.perf_counter() - started
-        flops = 2 * parameters * counter.tokens["no_grad"] + 6 * parameters * counter.tokens["grad"]
-        records.append({"step": step, **record, "time/step_s": step_s,
-                        "work/forward_calls": sum(counter.calls.values()),
-                        "work/tokens_no_grad": counter.tokens["no_grad"],
-                        "work/tokens_grad": counter.tokens["grad"],
-                        "perf/model_flops_per_s": flops / step_s})
-        progress.set_postfix(reward=f"{record['reward']:.3f}", step_ms=f"{step_s * 1e3:.0f}")
-        typical = statistics.median(r["time/step_s"] for r in records)
-        if time.perf_counter() + typical + evaluation_s > deadline:
-            break
-    progress.close()
-    after = trainer.evaluate(policy, task, config, len(records))
-    counter.detach()
-    return {"steps_requested": config.steps, "steps_run": len(records),
-            "evaluation_s": evaluation_s, "before": before, "after": after, "records": records}
-
-
-def summarise(run: dict, info: dict) -> dict:
-    records = run["records"]
-    timed = records[WARM_UP_STEPS:] or records
-
-    def median(key):
-        return statistics.median(record[key] for record in timed)
-    summary = {"steps_run": run["steps_run"], "median_step_s": median("time/step_s"),
-               "median_generation_s": median("time/generation_s"),
-               "median_training_s": median("time/training_s"),
-               "generated_tokens_per_s": median("perf/generated_tokens_per_s"),
-               "trained_tokens_per_s": median("perf/trained_tokens_per_s"),
-               "model_tflops_per_s": median("perf/model_flops_per_s") / 1e12,
-               "pass@1_before": run["before"]["eval/pass@1"],
-               "pass@1_after": run["after"]["eval/pass@1"],
-               "pass_auc_before": run["before"].get("eval/pass_auc"),
-               "pass_auc_after": run["after"].get("eval/pass_auc"),
-               "share_all_wrong_first_10": float(np.mean([r["share_all_wrong"]
-                                                           for r in records[:10]])),
-               "share_all_wrong_last_10": float(np.mean([r["share_all_wrong"]
-                                                          for r in records[-10:]]))}
-    for key in ("memory/peak_rss_mib", "memory/peak_gpu_allocated_mib"):
-        if key in records[0]:
-            summary[key.split("/")[1]] = max(record[key] for record in records)
+# --------------------------------------------------------------------------------------------------
+# Phase 5 and 6: many seeds at once, and the verdict
+# --------------------------------------------------------------------------------------------------
+def many_seeds(folder: Path, sizes: Sizes, options, decode: str, work: Path, out: Path,
+               deadline: float, hard_deadline: float, info: dict) -> dict:
+    """Every (method, seed) in a process of its own (gpu_check_seeds.py), to one deadline; the
+    runs' summaries, evaluations and trimmed step logs, and the phase's totals."""
+    methods, seeds = methods_of(options), list(range(1, (options.seeds or sizes.seeds) + 1))
+    specs = [{"name": f"{method}-seed{seed}", "deadline": deadline, "eval_every": sizes.eval_every,
+              "config": dataclasses.asdict(method_config(sizes, options, folder, method,
+                                                         seed=seed, decode=decode))}
+             for method in methods for seed in seeds]
+    begun = time.time()
+    gc.collect()  # the earlier phases' models, caches and graphs
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    runs = run_workers(specs, work / "seeds", hard_deadline)
+    phase_s = time.time() - begun
+    (out / "seeds").mkdir(exist_ok=True)
+    for name in runs:
+        if (work / "seeds" / name / "records.jsonl").is_file():
+            shutil.copy(work / "seeds" / name / "records.jsonl", out / "seeds" / f"{name}.jsonl")
+    generated = sum(r.get("perf/generated_tokens_per_s", 0) * r.get("time/generation_s", 0)
+                    for run in runs.values() for r in run.get("records") or [])
+    flops = sum(r.get("perf/model_flops_per_s", 0) * r.get("time/step_s", 0)
+                for run in runs.values() for r in run.get("records") or [])
+    totals = {"processes": len(specs), "phase_s": phase_s, "decode": decode,
+              "steps": sum(len(run.get("records") or []) for run in runs.values()),
+              "generated_tokens_per_s": generated / phase_s,
+              "model_tflops_per_s": flops / phase_s / 1e12}
     if info["peak_bf16_tflops"]:
-        summary["mfu"] = summary["model_tflops_per_s"] / info["peak_bf16_tflops"]
-    return summary
+        totals["mfu"] = totals["model_tflops_per_s"] / info["peak_bf16_tflops"]
+    trimmed = {}
+    for name, run in runs.items():
+        trimmed[name] = {"summary": summarise(run, info["peak_bf16_tflops"]),
+                         **{key: value for key, value in run.items() if key != "records"},
+                         "records": [{key: rounded(record[key]) for key in STEP_KEYS
+                                      if key in record} for record in run.get("records") or []]}
+    return {"methods": methods, "seeds": seeds, "totals": totals, "runs": trimmed}
 
 
-def write_json(path: Path, result: dict) -> None:
-    staging = path.with_suffix(".tmp")
-    staging.write_text(json.dumps(result, indent=1, default=float))
-    os.replace(staging, path)  # a check killed while writing keeps the last complete file
+def rounded(value):
+    """5 significant digits: the step logs of 16 runs stay a few hundred kB of JSON."""
+    return float(f"{value:.5g}") if isinstance(value, float) else value
 
 
+def baseline_of(methods: list) -> str:
+    return "grpo" if "grpo" in methods else methods[-1]
+
+
+# --------------------------------------------------------------------------------------------------
+# The figure
+# --------------------------------------------------------------------------------------------------
 def plot(result: dict, path: Path) -> bool:
     """The check's figure at `path`; False, with a message, where matplotlib is missing."""
     try:
@@ -380,59 +490,135 @@ def plot(result: dict, path: Path) -> bool:
         return False
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    runs = result.get("runs", {})
-    on_gpu = any("memory/peak_gpu_allocated_mib" in run["records"][0] for run in runs.values())
-    memory_key = "memory/peak_gpu_allocated_mib" if on_gpu else "memory/peak_rss_mib"
-    figure, axes = plt.subplots(1, 4, figsize=(17, 3.8), constrained_layout=True)
-    for method, run in runs.items():
-        colour = trainer.METHOD_COLOURS.get(method, "#000000")
-        steps = [record["step"] for record in run["records"]]
-        axes[0].plot(*trainer.curve(run["records"], "sampled_accuracy"), color=colour, label=method)
-        axes[1].plot(steps, [r["time/step_s"] * 1e3 for r in run["records"]], color=colour,
-                     label=method)
-        ks = sorted(int(key.split("@")[1]) for key in run["after"] if key.startswith("eval/pass@"))
-        axes[2].plot(ks, [run["before"][f"eval/pass@{k}"] for k in ks], ":", color=colour,
-                     marker="o")
-        axes[2].plot(ks, [run["after"][f"eval/pass@{k}"] for k in ks], "-", color=colour,
-                     marker="o", label=f"{method}, after {run['steps_run']} steps")
-        axes[3].plot(steps, [r[memory_key] for r in run["records"]], color=colour, label=method)
-    axes[0].set(title="training accuracy (20-step mean)", xlabel="step",
-                ylabel="share of answers right")
-    axes[1].set(title="step time (rollout + 4 updates)", xlabel="step", ylabel="ms")
-    axes[2].set(title="held-out pass@k (dotted: before)", xlabel="k", ylabel="pass@k")
-    axes[2].set_xscale("log", base=2)
-    axes[3].set(title="peak GPU memory allocated" if on_gpu else "peak resident memory",
-                xlabel="step", ylabel="MiB")
-    for ax in axes:
-        ax.legend(fontsize=7)
-    notes = [f"{result['model']['parameters']:,} parameters, bf16 autocast"]
-    notes += [f"{method} MFU {run['summary']['mfu']:.2%}" for method, run in runs.items()
-              if "mfu" in run["summary"]]
-    decode = result.get("decode") or {}
-    if "share_of_bound" in decode:
-        notes.append(f"decoding at {decode['share_of_bound']:.1%} of the bandwidth bound")
-    figure.suptitle(f"minimal/ngrpo_train.py on {result['environment']['device_name']}: "
-                    + "; ".join(notes))
-    figure.savefig(path, dpi=110)
+    seeds = result.get("seeds") or {}
+    runs = seeds.get("runs", {})
+    figure, axes = plt.subplots(2, 3, figsize=(17, 8.5), constrained_layout=True)
+    panels = [(axes[0, 0], "evaluations", "eval/pass@1", "held-out pass@1 (T 0.6)",
+               "share of answers right"),
+              (axes[0, 1], "records", "response_length", "answer length (trained answers)",
+               "tokens per answer"),
+              (axes[0, 2], "records", "entropy", "token entropy of the update", "nats per token"),
+              (axes[1, 0], "records", "truncated_share", "answers cut at max_new_tokens",
+               "share of sampled answers")]
+    for ax, where, key, title, unit in panels:
+        for method in seeds.get("methods", []):
+            colour = trainer.METHOD_COLOURS.get(method, "#000000")
+            curves = [[(point["step"], point[key]) for point in run.get(where, []) if key in point]
+                      for name, run in runs.items() if name.startswith(f"{method}-seed")]
+            for curve in curves:
+                if curve:
+                    ax.plot(*zip(*curve), color=colour, alpha=0.25, linewidth=0.8)
+            steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves if c]) or set()) \
+                if any(curves) else []
+            if steps:
+                means = [np.mean([dict(c)[s] for c in curves if c]) for s in steps]
+                ax.plot(steps, means, color=colour, linewidth=2,
+                        label=f"{method}, mean of {sum(bool(c) for c in curves)} seeds")
+        ax.set(title=title, xlabel="step", ylabel=unit)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    forest(axes[1, 1], result.get("verdict"))
+    decode_bars(axes[1, 2], result.get("decode"))
+    environment_ = result.get("environment", {})
+    notes = [f"{(result.get('model') or {}).get('parameters', 0):,} parameters, addition-work "
+             f"(up to {(result.get('model') or {}).get('digits', '?')} digits), bf16 autocast"]
+    totals = seeds.get("totals", {})
+    if totals:
+        notes.append(f"{totals['processes']} runs at once, {totals['steps']} steps in "
+                     f"{totals['phase_s']:.0f} s")
+    figure.suptitle(f"minimal/ngrpo_train.py on {environment_.get('device_name', '?')}: "
+                    + "; ".join(notes) + " (the simulators' predictions are not drawn here)")
+    figure.savefig(path, dpi=100)
     plt.close(figure)
     return True
 
 
+def forest(ax, verdict_: dict | None) -> None:
+    """Each method minus the baseline at equal steps, relative to the baseline's mean, with its 95%
+    interval; the absolute numbers in the row labels."""
+    ax.set(title="paired difference by seed, at equal steps (95% t-interval)",
+           xlabel="difference / baseline's mean (%)")
+    if not verdict_:
+        return
+    labels, row = [], 0
+    for method, metrics in verdict_["equal_steps"].items():
+        colour = trainer.METHOD_COLOURS.get(method, "#000000")
+        for metric, value in metrics.items():
+            scale = abs(value["baseline_mean"] or 0) or 1.0
+            if value["mean"] is None:
+                continue
+            centre = 100 * value["mean"] / scale
+            if value["half_width"] is not None:
+                ax.errorbar(centre, row, xerr=100 * value["half_width"] / scale, fmt="o",
+                            color=colour, capsize=3)
+                labels.append(f"{method} - {verdict_['baseline']}: {metric}\n"
+                              f"{value['mean']:+.3g} ± {value['half_width']:.2g}")
+            else:
+                ax.plot(centre, row, "o", color=colour)
+                labels.append(f"{method} - {verdict_['baseline']}: {metric}")
+            row += 1
+    ax.axvline(0, color="#777777", linewidth=0.8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.invert_yaxis()
+
+
+def decode_bars(ax, decode: dict | None) -> None:
+    """Generated tokens per second of each decoding mode, and the 2026-11-30 run's."""
+    if not decode:
+        return
+    ax.set(title=f"decoding, {decode['parameters'] / 1e6:.1f}M parameters, {decode['rows']} rows",
+           ylabel="generated tokens per second")
+    names, values = ["2026-11-30\n(eager, 32 tokens)"], \
+        [decode["baseline_2026_11_30"]["decode_tokens_per_s"]]
+    for mode, entry in decode["modes"].items():
+        for length, timing in entry["timings"].items():
+            share = f"\n{timing['share_of_bound']:.1%} of bound" if "share_of_bound" in timing \
+                else ""
+            names.append(f"{mode}\n{length} tokens{share}")
+            values.append(timing["decode_tokens_per_s"])
+    ax.bar(range(len(values)), values, color=["#999999"] + ["#4477aa"] * (len(values) - 1))
+    ax.set_xticks(range(len(values)), names, fontsize=7)
+    ax.set_yscale("log")
+
+
+# --------------------------------------------------------------------------------------------------
+# The check
+# --------------------------------------------------------------------------------------------------
+def write_json(path: Path, result: dict) -> None:
+    staging = path.with_suffix(".tmp")
+    staging.write_text(json.dumps(result, indent=1, default=float))
+    os.replace(staging, path)  # a check killed while writing keeps the last complete file
+
+
+def decode_for_runs(options, decode: dict | None, device: torch.device) -> str:
+    """The RL runs' decoding: --decode (auto: graph on CUDA, static on the CPU, so that the dry
+    run takes the static path too), unless that mode failed in the decode phase."""
+    wanted = options.decode if options.decode != "auto" else \
+        "graph" if device.type == "cuda" else "static"
+    modes = (decode or {}).get("modes", {})
+    if wanted in modes and modes[wanted]["mode_after"] != wanted:
+        return modes[wanted]["mode_after"]
+    return wanted
+
+
 def run_check(options) -> int:
-    started = time.perf_counter()
     device, sizes = torch.device(options.device), DRY_RUN if options.dry_run else FULL
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(options.work_dir or tempfile.mkdtemp(prefix="gpu_check-"))
+    work.mkdir(parents=True, exist_ok=True)
     info = environment(device, options)
+    budget_end = STARTED + options.budget_s
     result = {"command": " ".join(sys.argv), "dry_run": options.dry_run,
               "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "sizes": dataclasses.asdict(sizes), "learning_rate": options.learning_rate,
-              "budget_s": options.budget_s, "environment": info, "errors": {}, "runs": {}}
+              "budget_s": options.budget_s, "plan_s": PLAN_S, "environment": info, "errors": {},
+              "phase_s": {"start-up": time.perf_counter() - STARTED}}
     print(f"gpu_check on {info['device_name']} ({device}), torch {torch.__version__}, "
           f"transformers {transformers.__version__}; budget {options.budget_s:.0f} s")
 
     def phase(name, function):
+        begun = time.perf_counter()
         try:
             return function()
         except Exception as error:  # keep going: one lent GPU session must bring back all it can
@@ -440,42 +626,55 @@ def run_check(options) -> int:
             print(f"{name} failed: {error!r}", file=sys.stderr)
             return None
         finally:
-            result["elapsed_s"] = time.perf_counter() - started
+            result["phase_s"][name] = time.perf_counter() - begun
+            result["elapsed_s"] = time.perf_counter() - STARTED
             write_json(out / "gpu_check.json", result)
+            print(f"{name}: {result['phase_s'][name]:.1f} s (elapsed {result['elapsed_s']:.0f} s "
+                  f"of {options.budget_s:.0f})", flush=True)
 
-    built = phase("model", lambda: build_model(sizes, work, device))
+    result["decode"] = phase("decode", lambda: decode_speed(sizes, options, device, info, work))
+    left = budget_end - time.perf_counter() - RESERVE_S
+    built = phase("model", lambda: build_model(sizes, work, device,
+                                               min(sizes.pretraining_s, 0.4 * left)))
     if built is None:
-        return 1
+        return finish(result, out)
     folder, result["model"] = built
-    print(f"model: {result['model']['parameters']:,} parameters, pre-trained in "
-          f"{result['model']['pretraining_s']:.0f} s")
+    decode = decode_for_runs(options, result["decode"], device)
+    options = argparse.Namespace(**{**vars(options), "decode": decode})
     result["device_agreement"] = phase("device_agreement",
                                        lambda: device_agreement(folder, sizes, options, device))
-    result["decode"] = phase("decode", lambda: decode_speed(
-        folder, sizes, options, device, result["model"]["weight_bytes"], info))
     result["resume"] = phase("resume", lambda: resume_through_train(folder, sizes, options, work))
-    methods = [name.strip() for name in options.methods.split(",") if name.strip()]
-    for position, method in enumerate(methods):
-        left = options.budget_s - (time.perf_counter() - started) - 5.0  # 5 s to write it all
-        deadline = time.perf_counter() + left / (len(methods) - position)
-        run = phase(f"train_{method}", lambda: train_method(
-            method, folder, sizes, options, device, deadline, result["model"]["parameters"]))
-        if run is not None:
-            result["runs"][method] = {"summary": summarise(run, info), **run}
-            print(f"{method}: {json.dumps(result['runs'][method]['summary'])}")
+    deadline = STARTED_WALL + (budget_end - STARTED) - RESERVE_S
+    result["seeds"] = phase("seeds", lambda: many_seeds(
+        folder, sizes, options, decode, work, out, deadline, deadline + RESERVE_S / 2, info))
+    if result["seeds"]:
+        result["verdict"] = phase("verdict", lambda: verdict(
+            result["seeds"]["runs"], result["seeds"]["methods"], result["seeds"]["seeds"],
+            baseline_of(result["seeds"]["methods"])))
+        for name, run in result["seeds"]["runs"].items():
+            if run.get("returncode"):
+                result["errors"][f"seeds/{name}"] = run.get("stderr_tail", "")
+    return finish(result, out)
+
+
+def finish(result: dict, out: Path) -> int:
     agreement = result.get("device_agreement") or {}
-    result["agree"] = all(agreement.get(name, {}).get("agree", False)
-                          for name in ("device_fp32", "device_bf16"))
-    result["ok"] = not result["errors"] and result["agree"] and \
+    result["agree"] = {name: agreement.get(name, {}).get("agree", False)
+                       for name in ("device_fp32", "device_bf16")}
+    result["ok"] = not result["errors"] and result["agree"]["device_fp32"] and \
         bool((result.get("resume") or {}).get("ok"))
-    result["elapsed_s"] = time.perf_counter() - started
+    result["elapsed_s"] = time.perf_counter() - STARTED
     write_json(out / "gpu_check.json", result)
+    began = time.perf_counter()
     plot(result, out / "gpu_check.png")
+    for line in describe(result["verdict"]) if result.get("verdict") else []:
+        print(line)
     for name in ("device_fp32", "device_bf16"):
         print(f"{name} against cpu_fp32: {json.dumps(agreement.get(name))}")
-    verdict = "ok" if result["ok"] else \
+    verdict_word = "ok" if result["ok"] else \
         f"FAILED ({', '.join(result['errors']) or 'see agree and resume in the JSON'})"
-    print(f"{verdict} in {result['elapsed_s']:.0f} s; wrote {out / 'gpu_check.json'}")
+    print(f"{verdict_word} in {result['elapsed_s']:.0f} s (figure {time.perf_counter() - began:.1f}"
+          f" s); wrote {out / 'gpu_check.json'}")
     return 0 if result["ok"] else 1
 
 

@@ -30,24 +30,41 @@ class ForwardCounter:
     that do not ("no_grad").
 
     Attach it to the top-level modules that a trainer calls; `detach()` removes the hooks. A hook
-    costs a Python call per forward: count in steps that are not timed.
+    costs a Python call per forward: count in steps that are not timed. Decode steps replayed from
+    CUDA graphs call no forward: pass the policy's `decoding` dict (the trainer's
+    Policy.decoding), whose replays are added to the no-grad counts.
     """
 
-    def __init__(self, *models):
+    def __init__(self, *models, decoding: dict | None = None):
         self.handles = [model.register_forward_pre_hook(self._count, with_kwargs=True)
                         for model in models]
+        self.decoding = decoding if decoding is not None else {}
         self.reset()
 
     def reset(self) -> None:
-        self.calls = {"no_grad": 0, "grad": 0}
-        self.tokens = {"no_grad": 0, "grad": 0}
+        self._calls = {"no_grad": 0, "grad": 0}
+        self._tokens = {"no_grad": 0, "grad": 0}
+        self._replays = self._replayed()
+
+    def _replayed(self) -> tuple:
+        return self.decoding.get("graph_replays", 0), self.decoding.get("graph_positions", 0)
+
+    @property
+    def calls(self) -> dict:
+        replays = self._replayed()[0] - self._replays[0]
+        return {"no_grad": self._calls["no_grad"] + replays, "grad": self._calls["grad"]}
+
+    @property
+    def tokens(self) -> dict:
+        positions = self._replayed()[1] - self._replays[1]
+        return {"no_grad": self._tokens["no_grad"] + positions, "grad": self._tokens["grad"]}
 
     def _count(self, module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
         shape = ids.shape if ids is not None else kwargs["inputs_embeds"].shape[:2]
         kind = "grad" if torch.is_grad_enabled() else "no_grad"
-        self.calls[kind] += 1
-        self.tokens[kind] += shape[0] * shape[1]
+        self._calls[kind] += 1
+        self._tokens[kind] += shape[0] * shape[1]
 
     def detach(self) -> None:
         for handle in self.handles:

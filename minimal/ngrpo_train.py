@@ -62,10 +62,12 @@ class Config:
     """tiny (0.5M-parameter Qwen2, character tokenizer, pre-trained here and cached), smollm2 or a
     local HF folder."""
     task: str = "addition"
-    """addition (built in), reasoning-gym:NAME, or a .jsonl/.parquet file with `prompt` and
-    `answer` fields."""
+    """addition (built in), addition-work (built in: the work written out column by column, answers
+    of tens to hundreds of tokens), reasoning-gym:NAME, or a .jsonl/.parquet file with `prompt`
+    and `answer` fields."""
     digits: int = 3
-    """Digits of each addend in the built-in addition task: its difficulty."""
+    """Digits of each addend in the built-in addition task: its difficulty (addition-work: the
+    most, each sum drawing 1 to this many)."""
     method: str = "ngrpo"
     """ngrpo, grpo, dapo, psr_nsr, dr_grpo, rloo or an NGRPO ablation (grpo_asym_clip,
     grpo_calibrated, ...)."""
@@ -96,8 +98,9 @@ class Config:
     """Nucleus sampling threshold of the rollouts."""
     max_new_tokens: int = 0
     """Longest answer in tokens (also the constant length normaliser of seq-mean-token-sum-norm); 0:
-    the task's default, 8 for addition on the tiny model, 64 for addition on another model, 256 for
-    reasoning-gym, 1024 for a task file."""
+    the task's default, 8 for addition on the tiny model, 64 for addition on another model,
+    10 x digits + 3 for addition-work (its longest right answer), 256 for reasoning-gym, 1024 for a
+    task file."""
     max_refill_rounds: int = 8
     """Extra rollouts per step to replace dropped groups; after them the step trains on fewer
     groups."""
@@ -153,6 +156,12 @@ class Config:
     still fail."""
     device: str = "auto"
     """auto (CUDA where present, else CPU), cpu or cuda."""
+    decode: str = "auto"
+    """How sampling decodes: eager (transformers' cache grown a token a step), static (a KV cache
+    allocated once, written in place), graph (static, each step replayed from a CUDA graph; CUDA
+    only) or auto (graph on CUDA, eager on the CPU). The same tokens from the same generator
+    state where the logits agree, and the logits agree to float rounding; a mode that fails on a
+    model falls back (graph to static to eager) with a warning."""
     precision: str = "auto"
     """auto (bf16 autocast on CUDA, fp32 on CPU), bf16 (autocast on any device) or fp32;
     parameters, optimizer state and the loss's log-probabilities stay fp32 either way; in bf16 the
@@ -173,6 +182,9 @@ EVAL_TEMPERATURE, EVAL_TOP_P = 0.6, 0.95  # the paper's evaluation protocol
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
+
+
+DECODE_MODES = ("auto", "eager", "static", "graph")
 
 
 class UsageError(ValueError):
@@ -355,55 +367,88 @@ def rollout(policy: Policy, task: Task, examples: list, group_size: int, tempera
     # One copy to the host for the whole batch, not one per answer.
     texts = [policy.tokenizer.decode(ids[:n], skip_special_tokens=True)
              for ids, n in zip(completion_ids.tolist(), lengths)]
-    rewards = np.array([task.reward(text, example) for text, example in zip(texts, repeated)])
     batch = Batch(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
                   completion_mask=completion_mask, old_logp=old_logp.float())
+    cut = cut_off(batch, policy.end_ids).tolist() if task.cut_scores_zero else [False] * len(texts)
+    rewards = np.array([0.0 if was_cut else task.reward(text, example)
+                        for text, example, was_cut in zip(texts, repeated, cut)])
     return rewards.reshape(len(examples), group_size), batch, texts
 
 
 @torch.no_grad()
 def sample(policy: Policy, prompt_ids, prompt_mask, group_size: int, max_new_tokens: int,
            temperature: float, top_p: float, generator) -> tuple:
-    """`group_size` answers to each prompt, answer j of prompt i in row i * group_size + j."""
+    """`group_size` answers to each prompt, answer j of prompt i in row i * group_size + j: the
+    tokens (answers, T), the answer mask (answers, T) and each token's log-probability under the
+    sampling distribution (answers, T).
+
+    Each prompt is read once and its keys and values are copied to its group; then one decode step
+    per token, as `policy.decode` says: "eager" grows transformers' cache by a token a step (the
+    CPU's path), "static" writes into a cache allocated once (StaticDecoder) and "graph" replays
+    that step from a CUDA graph. From the same generator state all draw the same tokens wherever
+    their logits agree, and those agree to float rounding (tests/test_minimal_decoding.py)."""
     model, end_ids = policy.model, torch.tensor(policy.end_ids, device=prompt_ids.device)
     cache_key = cache_argument(type(model))
     # Left padding must not shift the positions of the prompt.
     position = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     output = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position,
-                   use_cache=True,
-                   logits_to_keep=1)
+                   use_cache=True, logits_to_keep=1)
     # Each prompt is read once; its keys and values are copied to its group (half of the sampling
     # time otherwise).
     to_prompt = torch.arange(len(prompt_ids), device=prompt_ids.device)
     to_prompt = to_prompt.repeat_interleave(group_size)
-    output[cache_key].reorder_cache(to_prompt)
-    output.logits = output.logits[to_prompt]
-    attention, position = prompt_mask[to_prompt], position[to_prompt, -1:]
+    logits = output.logits[to_prompt, -1]
+    decoder = static_decoder(policy, output[cache_key], prompt_mask, position[:, -1], to_prompt,
+                             max_new_tokens) if policy.decode != "eager" and max_new_tokens > 1 \
+        else None
+    if decoder is None:
+        cache = output[cache_key]
+        cache.reorder_cache(to_prompt)
+        attention, position = prompt_mask[to_prompt], position[to_prompt, -1:]
     tokens, log_probs = [], []
     finished = torch.zeros(len(to_prompt), dtype=torch.bool, device=prompt_ids.device)
     for _ in range(max_new_tokens):
-        if not torch.isfinite(output.logits).all():  # multinomial would crash obscurely
-            raise NonFiniteError("non-finite logits while sampling")
-        token_log_probs = policy_log_probs(output.logits[:, -1], policy.banned, temperature)
-        probs = token_log_probs.exp()
-        if top_p < 1:  # keep the smallest set of most likely tokens whose mass reaches top_p
-            sorted_probs, order = probs.sort(dim=-1, descending=True)
-            sorted_probs[sorted_probs.cumsum(-1) - sorted_probs > top_p] = 0
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-        token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        token, token_log_probs, finite = draw_tokens(logits, policy.banned, temperature, top_p,
+                                                     generator)
         # After the end: filler, outside the answer mask.
         token = torch.where(finished, end_ids[0], token)
         tokens.append(token)
         log_probs.append(token_log_probs.gather(1, token[:, None]).squeeze(1))
         finished |= torch.isin(token, end_ids)
-        if finished.all() or len(tokens) == max_new_tokens:  # no forward pass for unused logits
+        # One host synchronisation per token for both questions.
+        non_finite, done = torch.stack([~finite, finished.all()]).tolist()
+        if non_finite:
+            raise NonFiniteError("non-finite logits while sampling")
+        if done or len(tokens) == max_new_tokens:  # no forward pass for unused logits
             break
+        if decoder is not None:
+            logits = decoder.step(token)
+            continue
         attention = torch.cat([attention, attention.new_ones(len(token), 1)], dim=1)
         position = position + 1
-        output = model(input_ids=token[:, None], attention_mask=attention, position_ids=position,
-                       **{cache_key: output[cache_key]}, use_cache=True)
+        logits = model(input_ids=token[:, None], attention_mask=attention, position_ids=position,
+                       **{cache_key: cache}, use_cache=True).logits[:, -1]
     completion = torch.stack(tokens, dim=1)
     return completion, answer_mask(completion, policy.end_ids), torch.stack(log_probs, dim=1)
+
+
+def draw_tokens(logits, banned, temperature: float, top_p: float, generator) -> tuple:
+    """One token per row of `logits` (rows, vocabulary) from the sampling distribution (tempered,
+    banned tokens out, the nucleus `top_p`): the tokens (rows,), the log-probabilities of every
+    token (rows, vocabulary) and whether all logits were finite (a 0-d bool tensor).
+
+    The draw is torch.multinomial's for one sample (ATen's Distributions.cpp: the argmax of p / E,
+    E ~ Exp(1) noise from `generator`): the same tokens from the same generator state, without the
+    two host synchronisations with which multinomial checks its input. Non-finite logits draw
+    something; the caller raises before using it."""
+    token_log_probs = policy_log_probs(logits, banned, temperature)
+    probs = token_log_probs.exp()
+    if top_p < 1:  # keep the smallest set of most likely tokens whose mass reaches top_p
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        sorted_probs = sorted_probs.masked_fill(sorted_probs.cumsum(-1) - sorted_probs > top_p, 0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    noise = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / noise).argmax(-1), token_log_probs, torch.isfinite(logits).all()
 
 
 def policy_log_probs(logits, banned, temperature):
@@ -418,6 +463,174 @@ def answer_mask(completion, end_ids):
     in many tokenizers pad = eos, and a model can sample it."""
     is_end = torch.isin(completion, torch.tensor(end_ids, device=completion.device)).long()
     return ((is_end.cumsum(1) - is_end) == 0).float()
+
+
+DECODERS_KEPT = 4
+"""Static decoders (each a KV cache of its shape, and its CUDA graph) a policy keeps: the training
+batch, the evaluation chunk and two refill sizes."""
+
+
+def static_decoder(policy: Policy, prefill, prompt_mask, last_position, to_prompt,
+                   max_new_tokens: int) -> StaticDecoder | None:
+    """The policy's StaticDecoder for this batch's shape, loaded with the prompts' keys and values
+    (`prefill`, transformers' cache of the prompt pass) and ready for the first decode step.
+
+    Rows are padded to a power of two and the prompt's width to a multiple of 8, so that a run
+    meets few shapes; a policy keeps its last DECODERS_KEPT decoders. Making a decoder runs its
+    first step once (and on CUDA captures it); where that fails (a model whose forward does not
+    take this cache, a step that cannot be captured) the policy falls back, "graph" to "static"
+    and "static" to "eager" (None: decode eagerly), says why on stderr and keeps the reason in
+    policy.decoding["failures"]."""
+    layers = cache_layers(prefill)
+    rows = 1 << (len(to_prompt) - 1).bit_length()
+    width = -(-prompt_mask.shape[1] // 8) * 8
+    key = (rows, width, -(-(width + max_new_tokens) // 8) * 8,
+           tuple((k.dtype, v.dtype, k.shape[1:], v.shape[1:]) for k, v in layers) if layers
+           else None)
+    decoders = policy.decoding.setdefault("decoders", {})
+    decoder = decoders.pop(key, None)
+    if decoder is not None:
+        decoders[key] = decoder  # the most recently used last
+        decoder.start(layers, prompt_mask, last_position, to_prompt)
+        return decoder
+    try:
+        if layers is None:
+            raise TypeError(f"the prompt pass returned a {type(prefill).__name__}, not a cache "
+                            "with keys and values per layer")
+        decoder = StaticDecoder(policy.model, layers, *key[:3], policy.decoding)
+        decoder.start(layers, prompt_mask, last_position, to_prompt)
+        decoder.warm_up()
+    except Exception as error:  # noqa: BLE001 (any model may fail here; decoding goes on eagerly)
+        fall_back(policy, "eager", error)
+        return None
+    if policy.decode == "graph":
+        try:
+            decoder.capture(policy.bf16)
+        except Exception as error:  # noqa: BLE001 (the step runs eagerly instead)
+            fall_back(policy, "static", error)
+    while len(decoders) >= DECODERS_KEPT:
+        decoders.pop(next(iter(decoders)))
+    decoders[key] = decoder
+    return decoder
+
+
+def fall_back(policy: Policy, mode: str, error: Exception) -> None:
+    failure = f"{policy.decode} decoding failed ({type(error).__name__}: {error}); decoding " \
+              f"{mode} from now on"
+    policy.decoding.setdefault("failures", []).append(failure)
+    print(f"warning: {failure}", file=sys.stderr)
+    policy.decode = mode
+
+
+def cache_layers(cache) -> list | None:
+    """[(keys, values)] per layer of transformers' dynamic cache, each (rows, kv_heads, positions,
+    head_dim); None for another kind of cache."""
+    if hasattr(cache, "layers"):  # transformers >= 4.56
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    if hasattr(cache, "key_cache"):
+        return list(zip(cache.key_cache, cache.value_cache))
+    return None
+
+
+class StaticDecoder:
+    """Decode steps over a KV cache allocated once: `rows` answers of `length` positions, their
+    prompt left-padded to `prompt_width`, each answer token written in place at the next column.
+    Every step has the same shapes, so on CUDA it is captured once in a CUDA graph and replayed
+    (one launch for the hundreds of kernels of a step, which bounded the 2026-11-30 GPU run); on
+    the CPU it runs eagerly. Attention reads all `length` columns through a mask that opens the
+    prompt's tokens and each answer token as it is written: the growing cache's attention, with
+    masked columns besides. The decoder is the model's cache: the attention layers call update().
+
+    The rows beyond a batch's answers repeat its first prompt; their tokens are never drawn."""
+
+    def __init__(self, model, layers: list, rows: int, prompt_width: int, length: int,
+                 counts: dict):
+        device = layers[0][0].device
+        self.model, self.cache_key = model, cache_argument(type(model))
+        self.prompt_width, self.graph, self.counts = prompt_width, None, counts
+        self.keys = [keys.new_zeros((rows, keys.shape[1], length, keys.shape[3]))
+                     for keys, _ in layers]
+        self.values = [values.new_zeros((rows, values.shape[1], length, values.shape[3]))
+                       for _, values in layers]
+        self.token = torch.zeros((rows, 1), dtype=torch.long, device=device)
+        self.position = torch.zeros((rows, 1), dtype=torch.long, device=device)
+        self.column = torch.zeros(1, dtype=torch.long, device=device)  # where the step writes
+        self.mask = torch.zeros((rows, 1, 1, length), dtype=torch.bool, device=device)
+
+    def update(self, keys, values, layer: int, *args, **kwargs) -> tuple:
+        """transformers' Cache.update: store one step's keys and values, return the layer's.
+        Stored in the prompt pass's dtype, as the growing cache's concatenation promotes them
+        (under bf16 autocast some transformers versions keep the values in fp32)."""
+        self.keys[layer].index_copy_(2, self.column, keys.to(self.keys[layer].dtype))
+        self.values[layer].index_copy_(2, self.column, values.to(self.values[layer].dtype))
+        return self.keys[layer], self.values[layer]
+
+    def start(self, layers: list, prompt_mask, last_position, to_prompt) -> None:
+        """Load the prompts' keys and values (`layers`, one row per prompt) into every row of
+        their answers; the next step reads the token after position `last_position`."""
+        self.answers = len(to_prompt)
+        source = torch.cat([to_prompt, to_prompt.new_zeros(len(self.token) - len(to_prompt))])
+        first = self.prompt_width - prompt_mask.shape[1]
+        for cached, (keys, values) in zip(zip(self.keys, self.values), layers):
+            cached[0][:, :, first:self.prompt_width] = keys[source]
+            cached[1][:, :, first:self.prompt_width] = values[source]
+        self.mask.zero_()
+        self.mask[:, 0, 0, first:self.prompt_width] = prompt_mask[source].bool()
+        self.position.copy_(last_position[source, None] + 1)
+        self.column.fill_(self.prompt_width)
+
+    def forward(self):
+        """One decode step of the tokens in self.token: their logits (rows, vocabulary)."""
+        self.mask.index_fill_(-1, self.column, True)
+        logits = self.model(input_ids=self.token, attention_mask=self.mask,
+                            position_ids=self.position, **{self.cache_key: self},
+                            use_cache=True).logits[:, -1]
+        self.column += 1
+        self.position += 1
+        return logits
+
+    def step(self, token):
+        """The next logits (answers, vocabulary) after `token` (answers,)."""
+        self.token[:self.answers, 0] = token
+        if self.graph is None:
+            return self.forward()[:self.answers]
+        self.graph.replay()
+        self.counts["graph_replays"] = self.counts.get("graph_replays", 0) + 1
+        self.counts["graph_positions"] = self.counts.get("graph_positions", 0) + len(self.token)
+        return self.logits[:self.answers]
+
+    @contextlib.contextmanager
+    def restored(self):
+        """Run steps that leave the decoder where it was (the columns they write are written
+        again by the next real step)."""
+        saved = [tensor.clone() for tensor in (self.mask, self.position, self.column)]
+        try:
+            yield
+        finally:
+            for tensor, value in zip((self.mask, self.position, self.column), saved):
+                tensor.copy_(value)
+
+    def warm_up(self) -> None:
+        with self.restored():
+            self.forward()
+
+    def capture(self, bf16: bool) -> None:
+        """Record one step in a CUDA graph (after warm-up steps on a side stream, as CUDA graphs
+        need). Autocast's cache of cast weights is off inside: the graph casts the weights each
+        replay, so it reads the weights the optimizer has just updated in place."""
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if bf16 \
+            else contextlib.nullcontext()
+        with self.restored(), autocast:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    self.forward()
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.logits = self.forward()
+        self.graph = graph
 
 
 @functools.cache
@@ -667,13 +880,14 @@ def update_policy(policy: Policy, reference, optimizer, batch: Batch, method: Me
 @torch.no_grad()
 def evaluate(policy: Policy, task: Task, config: Config, step: int,
              samples: list | None = None) -> dict:
-    """pass@k on the held-out prompts, the share of answers cut at max_new_tokens and the count of
-    unknown rewards (counted as wrong). `samples` receives the first answer to each of the first
+    """pass@k on the held-out prompts, the mean answer length in tokens (its end token included),
+    the share of answers cut at max_new_tokens and the count of unknown rewards (counted as
+    wrong). `samples` receives the first answer to each of the first
     `config.samples` prompts."""
     # A stream of its own: evaluating never changes what training samples next.
     generator = torch.Generator(policy.device).manual_seed(1_000_003 * config.seed + step)
     n, chunk = config.eval_samples, evaluation_chunk(config)
-    correct, unknown, cut = [], 0, 0
+    correct, unknown, cut, tokens = [], 0, 0, 0.0
     for i in range(0, len(task.held_out), chunk):
         examples = task.held_out[i:i + chunk]
         rewards, batch, texts = rollout(policy, task, examples, group_size=n,
@@ -683,6 +897,7 @@ def evaluate(policy: Policy, task: Task, config: Config, step: int,
         correct.append((rewards == config.r_max).sum(1))
         unknown += int(np.isnan(rewards).sum())
         cut += int(cut_off(batch, policy.end_ids).sum())
+        tokens += float(batch.completion_mask.sum())
         if samples is not None:
             samples += [sample_record(e, texts[j * n], rewards[j, 0])
                         for j, e in enumerate(examples[:config.samples - len(samples)])]
@@ -694,7 +909,8 @@ def evaluate(policy: Policy, task: Task, config: Config, step: int,
     # An area needs two points.
     auc = {"eval/pass_auc": pass_auc(list(pass_curve.values()))} if n > 1 else {}
     return {**{f"eval/pass@{k}": v for k, v in pass_curve.items()}, **auc,
-            "eval/truncated_share": cut / answers, "eval/unknown_rewards": unknown}
+            "eval/response_length": tokens / answers, "eval/truncated_share": cut / answers,
+            "eval/unknown_rewards": unknown}
 
 
 def evaluation_chunk(config: Config) -> int:
@@ -856,7 +1072,7 @@ def train(config: Config, reward=None) -> Path:
     claim_run_dir(run_dir, config, settings)
     step = done = saved_step = without_r_max = 0
     try:
-        policy = load_policy(folder, pick_device(config), config.precision)
+        policy = load_policy(folder, pick_device(config), config.precision, config.decode)
         announce(config, task, checker)
         warn_about_one_group_updates(config, method)
         if config.gradient_checkpointing:  # renamed activation checkpointing in transformers 5.x
@@ -1006,6 +1222,7 @@ class Task(NamedTuple):
     held_out: list               # evaluation examples, never drawn for training
     reward: typing.Callable      # (completion text, example) -> reward in [0, 1]
     train_size: int = 0          # training examples; 0 for an endless stream
+    cut_scores_zero: bool = False  # an answer cut at max_new_tokens earns 0, unverified
 
 
 def held_out_bucket(text: str) -> bool:
@@ -1023,6 +1240,8 @@ def make_task(config: Config) -> Task:
         evaluation = evaluation[:config.eval_prompts]
     if config.task == "addition":
         return addition_task(config.digits, config.eval_prompts, evaluation)
+    if config.task == "addition-work":
+        return addition_work_task(config.digits, config.eval_prompts, evaluation)
     if config.task.startswith("reasoning-gym:"):
         return reasoning_gym_task(config.task.split(":", 1)[1], config.eval_prompts)
     return file_task(Path(config.task).expanduser(), config.eval_prompts, evaluation)
@@ -1047,6 +1266,44 @@ def addition_task(digits: int, eval_prompts: int, evaluation: list | None = None
     if evaluation is None:
         evaluation = draw(np.random.default_rng(2025), eval_prompts, held_out=True)
     return Task(draw, evaluation, reward)
+
+
+def addition_work_task(digits: int, eval_prompts: int, evaluation: list | None = None) -> Task:
+    """Sums of two numbers of n digits each, n drawn uniformly from 1 to `digits`, answered with the
+    work written out (column_work): 47+85= is answered 7+5+0=12 4+8+1=13 =132. One character a
+    token, a right answer is at most 10 n + 2 tokens and the end token, so answers run from tens to
+    hundreds of tokens and their lengths, truncation and token entropy show on a small
+    transformer. The verifier reads the final answer only (the last word must be = and the sum);
+    an answer cut at max_new_tokens earns 0."""
+    excluded = {example["prompt"] for example in evaluation or []}
+
+    def draw(rng, n, held_out=False):
+        examples = []
+        while len(examples) < n:
+            size = int(rng.integers(1, digits + 1))
+            a, b = (int(x) for x in rng.integers(10 ** (size - 1), 10 ** size, size=2))
+            if held_out_bucket(f"{a}+{b}") == held_out and f"{a}+{b}=" not in excluded:
+                examples.append({"prompt": f"{a}+{b}=", "answer": str(a + b),
+                                 "solution": column_work(a, b)})
+        return examples
+
+    def reward(completion, example):
+        return float(completion.rsplit(" ", 1)[-1] == "=" + example["answer"])
+    if evaluation is None:
+        evaluation = draw(np.random.default_rng(2025), eval_prompts, held_out=True)
+    return Task(draw, evaluation, reward, cut_scores_zero=True)
+
+
+def column_work(a: int, b: int) -> str:
+    """a + b (numbers of the same number of digits) as written by hand: each column from the right
+    as digit + digit + carry = column sum (the carry is the tens digit of the column before), then
+    = and the sum."""
+    carry, columns = 0, []
+    for x, y in zip(str(a)[::-1], str(b)[::-1]):
+        total = int(x) + int(y) + carry
+        columns.append(f"{x}+{y}+{carry}={total}")
+        carry = total // 10
+    return " ".join(columns) + f" ={a + b}"
 
 
 def examples_task(examples: list, reward, eval_prompts: int,
@@ -1374,6 +1631,9 @@ def answer_checker(config: Config) -> str:
     """
     if config.task == "addition":
         return "the last integer of the answer"
+    if config.task == "addition-work":
+        return ("the last word of the answer (= and the sum; an answer cut at max_new_tokens "
+                "earns 0)")
     if config.task.startswith("reasoning-gym:"):
         return "reasoning-gym's score_answer, all or nothing"
     if importlib.util.find_spec("math_verify"):
@@ -1502,6 +1762,9 @@ TINY_ARCHITECTURE = dict(hidden_size=128, intermediate_size=512, num_hidden_laye
 CHARACTERS = "0123456789+-*= "
 
 
+TINY_BATCH = 64  # examples per pre-training step
+
+
 def model_folder(config: Config) -> Path:
     """The model's folder; a built-in model is built into the cache the first time."""
     folder = model_source(config)
@@ -1556,14 +1819,16 @@ def character_tokenizer():
 
 
 def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr: float = 1e-3,
-                     device: torch.device = torch.device("cpu")) -> Path:
-    """Pre-train (SFT) a small Qwen2 (`architecture`: Qwen2Config fields) on the task at learning
-    rate `lr` until its sampled accuracy reaches `sft_accuracy`, save it, cache it.
+                     device: torch.device = torch.device("cpu"), batch: int = TINY_BATCH,
+                     seconds: float = math.inf) -> Path:
+    """Pre-train (SFT) a small Qwen2 (`architecture`: Qwen2Config fields) on the task's answers
+    (addition-work: the written-out work) at learning rate `lr`, `batch` examples a step, until
+    its sampled accuracy reaches `sft_accuracy` or `seconds` have passed; save it, cache it.
 
     Stopping on accuracy rather than a step count matters: accuracy climbs fast once it starts,
     and RL needs a policy that still fails most prompts.
     """
-    folder = tiny_model_folder(config, architecture, lr)
+    folder = tiny_model_folder(config, architecture, lr, batch, seconds)
     if (folder / "config.json").is_file():
         return folder
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -1576,13 +1841,17 @@ def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr:
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     task, rng = make_task(config), np.random.default_rng(0)
     policy, probe = Policy.wrap(model, tokenizer), task.draw(rng, 256)
+    policy.decode = decode_mode("auto", device)
+    probe_length = config.digits + 2 if config.task == "addition" else task_default_length(config)
+    started = time.perf_counter()
     progress = tqdm(range(1, 5001), desc="pre-training the tiny model", leave=True)
     for sft_step in progress:
-        examples = task.draw(rng, TINY_BATCH)
+        out_of_time = time.perf_counter() - started > seconds
+        examples = task.draw(rng, batch)
         end = [tokenizer.eos_token_id]
         pairs = [(tokenizer(e["prompt"], add_special_tokens=False).input_ids,
-                  tokenizer(e["answer"], add_special_tokens=False).input_ids + end)
-                 for e in examples]
+                  tokenizer(e.get("solution", e["answer"]), add_special_tokens=False).input_ids
+                  + end) for e in examples]
         # Right padding: causal attention never looks at it.
         width = max(len(p) + len(a) for p, a in pairs)
         ids = torch.tensor([p + a + [tokenizer.pad_token_id] * (width - len(p) - len(a))
@@ -1594,16 +1863,18 @@ def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if sft_step % 25 == 0:
+        if sft_step % 25 == 0 or out_of_time:
             rewards = rollout(policy, task, probe, group_size=1, temperature=1.0, top_p=1.0,
-                              max_new_tokens=config.digits + 2, generator=None)[0]
+                              max_new_tokens=probe_length, generator=None)[0]
             accuracy = rewards.mean()
             progress.set_postfix(loss=f"{loss.item():.3f}", accuracy=f"{accuracy:.3f}")
-            if accuracy >= config.sft_accuracy:
+            if accuracy >= config.sft_accuracy or out_of_time:
                 # A bar left at 400/5000 reads as a crash: say why it ends early.
                 progress.total = sft_step
-                progress.set_postfix_str(f"stopped: sampled accuracy reached {accuracy:.0%}, "
-                                         f"the target {config.sft_accuracy:.0%}")
+                progress.set_postfix_str(
+                    f"stopped: sampled accuracy reached {accuracy:.0%}, the target "
+                    f"{config.sft_accuracy:.0%}" if accuracy >= config.sft_accuracy else
+                    f"stopped after {seconds:.0f} s at sampled accuracy {accuracy:.0%}")
                 break
     progress.close()
     save_to_cache(model, tokenizer, folder)
@@ -1614,11 +1885,15 @@ def build_tiny_model(config: Config, architecture: dict = TINY_ARCHITECTURE, lr:
 
 
 def tiny_model_folder(config: Config, architecture: dict = TINY_ARCHITECTURE,
-                      lr: float = 1e-3) -> Path:
+                      lr: float = 1e-3, batch: int = TINY_BATCH,
+                      seconds: float = math.inf) -> Path:
     """The folder of the tiny model that build_tiny_model makes, named by its recipe: the one
     shipped beside this file where there is one (SHIPPED_MODELS), else one in the cache."""
+    # The recipe of the addition task without a time limit keeps its name of before.
     recipe = dict(architecture, digits=config.digits, sft_accuracy=config.sft_accuracy,
-                  batch=TINY_BATCH, lr=lr)
+                  batch=batch, lr=lr,
+                  **({"task": config.task} if config.task != "addition" else {}),
+                  **({"seconds": seconds} if seconds < math.inf else {}))
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
     shipped = SHIPPED_MODELS / f"tiny-addition-{key}"
     if (shipped / "config.json").is_file():
@@ -1630,9 +1905,6 @@ SHIPPED_MODELS = Path(__file__).resolve().parent / "models"
 """Tiny models of the default recipe, built by build_tiny_model and committed (2 MB): pre-training
 rounds differently on another CPU and so gives another model, so every user starts from these
 weights instead. A copy of this file without the folder builds its own into --cache-dir."""
-
-
-TINY_BATCH = 64  # examples per pre-training step
 
 
 SMOLLM2_FOLDER = "smollm2-135m-instruct"
@@ -1702,6 +1974,12 @@ class Policy:
     """Tokens never sampled: padding, start and unknown tokens that are not end tokens."""
     bf16: bool = False
     """Run the model under bf16 autocast (see Config.precision)."""
+    decode: str = "eager"
+    """How sample() decodes: eager, static or graph (Config.decode, resolved by load_policy)."""
+    decoding: dict = dataclasses.field(default_factory=dict, repr=False)
+    """sample()'s state: "decoders" (StaticDecoder by shape), "failures" (why a mode was given
+    up), "graph_replays" and "graph_positions" (decode steps replayed from CUDA graphs, and the
+    rows they computed: forward hooks do not see them)."""
 
     @classmethod
     def wrap(cls, model, tokenizer):
@@ -1727,11 +2005,20 @@ class Policy:
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
 
-def load_policy(folder: Path, device: torch.device, precision: str = "auto") -> Policy:
+def load_policy(folder: Path, device: torch.device, precision: str = "auto",
+                decode: str = "auto") -> Policy:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device)
     bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return dataclasses.replace(Policy.wrap(disable_dropout(model), tokenizer), bf16=bf16)
+    return dataclasses.replace(Policy.wrap(disable_dropout(model), tokenizer), bf16=bf16,
+                               decode=decode_mode(decode, device))
+
+
+def decode_mode(decode: str, device: torch.device) -> str:
+    """Config.decode resolved: auto is graph on CUDA and eager on the CPU."""
+    if decode == "auto":
+        return "graph" if device.type == "cuda" else "eager"
+    return decode
 
 
 def disable_dropout(model):
@@ -1766,7 +2053,7 @@ def make_optimizer(model, config: Config) -> torch.optim.AdamW:
 # --------------------------------------------------------------------------------------------------
 MACHINE_AND_LOGGING = ("threads", "device", "cache_dir", "eval_every", "checkpoint_every",
                        "samples", "samples_every", "inspect_steps", "run_dir", "resume",
-                       "overwrite")
+                       "overwrite", "decode")
 """Settings that change where a run is computed and what is logged, not what it trains: a resumed
 run may change them (the evaluation cadence changes when the held-out prompts are scored, never the
 training stream)."""
@@ -1775,7 +2062,7 @@ training stream)."""
 RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "samples.jsonl", "inspect", "model", "curves.png")
 
 
-BUILT_IN = ("tiny", "smollm2", "addition")
+BUILT_IN = ("tiny", "smollm2", "addition", "addition-work")
 
 
 def training_settings(settings: dict) -> dict:
@@ -1820,7 +2107,8 @@ def check_run_dir(run_dir: Path, config: Config, settings: dict) -> dict | None:
         lines_up_to(metrics_path, math.inf)  # a damaged log is said now, before the model loads
         changed = changed_settings(saved, settings, allowed=("steps", "learning_rate"))
         if changed:
-            machine = ", ".join(map(flag, MACHINE_AND_LOGGING[:8]))
+            machine = ", ".join(flag(name) for name in MACHINE_AND_LOGGING
+                                if name not in ("run_dir", "resume", "overwrite"))
             raise UsageError(f"resume: {', '.join(changed)}; a resumed run may change only "
                              f"--steps, --learning-rate and the machine and logging settings "
                              f"({machine})")
@@ -2247,11 +2535,16 @@ def check_config(config: Config) -> None:
     if config.eval_task and config.task.startswith("reasoning-gym:"):
         refuse("eval_task", "cannot be used with a reasoning-gym task (its verifier needs the "
                             "generator's entries); leave it empty")
-    if config.model == "tiny" and config.task != "addition":
+    if config.decode not in DECODE_MODES:
+        refuse("decode", f"must be one of {', '.join(DECODE_MODES)}")
+    if config.decode == "graph" and pick_device(config).type != "cuda":
+        raise UsageError(f"--decode graph replays CUDA graphs, but this run's device is the CPU "
+                         f"(--device {config.device}); use --decode static or auto")
+    if config.model == "tiny" and config.task not in ("addition", "addition-work"):
         raise UsageError(f"--model tiny (the default) was pre-trained on the built-in addition "
-                         f"task only and cannot read --task {config.task}; give a model that reads "
-                         "text: --model smollm2, or --model PATH for a Hugging Face model folder "
-                         "(e.g. Qwen2.5-0.5B-Instruct)")
+                         f"tasks only and cannot read --task {config.task}; give a model that "
+                         "reads text: --model smollm2, or --model PATH for a Hugging Face model "
+                         "folder (e.g. Qwen2.5-0.5B-Instruct)")
 
 
 def with_task_defaults(config: Config) -> Config:
@@ -2268,6 +2561,8 @@ def task_default_length(config: Config) -> int:
     limit)."""
     if config.task == "addition":
         return 8 if config.model == "tiny" else 64
+    if config.task == "addition-work":
+        return 10 * config.digits + 3
     return 256 if config.task.startswith("reasoning-gym:") else 1024
 
 

@@ -60,7 +60,7 @@ def test_a_task_file_with_the_default_tiny_model_says_which_models_can_read_it(t
     task = tmp_path / "math.jsonl"
     task.write_text('{"prompt": "What is 2+2?", "answer": "4"}\n')
     assert refused(["--task", str(task), "--run-dir", str(tmp_path / "run")], capsys) == (
-        f"error: --model tiny (the default) was pre-trained on the built-in addition task only "
+        f"error: --model tiny (the default) was pre-trained on the built-in addition tasks only "
         f"and cannot read --task {task}; give a model that reads text: --model smollm2, or "
         "--model PATH for a Hugging Face model folder (e.g. Qwen2.5-0.5B-Instruct)")
     assert not (tmp_path / "run").exists()

@@ -177,6 +177,7 @@ METRIC_LABELS = {
     "kl_ref": "KL to the initial policy per token (nats)",
     "grad_norm": "gradient norm before clipping",
     "eval/pass_auc": "held-out pass@k AUC (0 to 100)",
+    "eval/response_length": "held-out mean answer length (tokens)",
     "eval/truncated_share": "held-out answers cut at max_new_tokens (share)",
     "eval/unknown_rewards": "held-out answers with an unknown reward",
 }
