@@ -19,6 +19,8 @@ PAGES = sorted([ROOT / "README.md", ROOT / "DEVELOPERS.md", ROOT / "notebooks" /
                 ROOT / "benchmarks" / "README.md", *(ROOT / "docs").rglob("*.md")])
 COMMAND_START = re.compile(r"^(\.venv/bin/|make |python3? |ngrpo-sim |[\w.-]+/bin/)")
 ELSEWHERE = {("python3", "benchmarks/gpu_check.py")}
+SHELL = {"cd", "cp", "mkdir", "ls", "git", "cat"}
+"""The shell's own tools, which every machine has."""
 
 
 def commands(page: Path) -> list[str]:
@@ -50,6 +52,8 @@ def check(command: str, page: Path) -> str | None:
     """Why ``command`` would not run as typed, or None."""
     words = shlex.split(command.replace("$OUT", "OUT").replace("...", "ELLIPSIS"))
     first, rest = words[0], words[1:]
+    if first in SHELL:
+        return None
     if first == "make":
         return None if rest and rest[0] in make_targets() else f"no make target {rest[:1]}"
     if first in ("python", "ngrpo-sim", "pip"):
@@ -71,8 +75,8 @@ def check(command: str, page: Path) -> str | None:
         from ngrpo_sim.cli import build_parser
         try:
             build_parser().parse_args(rest)
-        except SystemExit:
-            return "ngrpo-sim refuses these options"
+        except SystemExit as done:  # --help exits 0 after printing
+            return None if done.code == 0 else "ngrpo-sim refuses these options"
     if tool == "python" and rest and rest[0].endswith(".py"):
         defined_here = f"# {rest[0]}:" in page.read_text()  # a script the page writes out
         if not (ROOT / rest[0]).is_file() and not defined_here:
