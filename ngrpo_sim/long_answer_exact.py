@@ -46,10 +46,13 @@ clip changes probabilities by less than 1e-130."""
 
 def log_probabilities(step_logits: np.ndarray, end_logits: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(log pi_text, log pi_step, log pi_end) for step and end logits against the text token's 0,
-    stable for logits of any size."""
-    top = np.maximum(np.maximum(step_logits, end_logits), 0.0)
-    log_total = top + np.log(np.exp(-top) + np.exp(step_logits - top) + np.exp(end_logits - top))
+    """(log pi_text, log pi_step, log pi_end) for step and end logits against the text token's 0.
+    The logits are clipped to +-2 ``LOGIT_BOUND`` first (so that their exponentials cannot
+    overflow): beyond, a token's probability is below e^-600 against text's."""
+    bound = 2 * LOGIT_BOUND
+    step_logits = np.clip(step_logits, -bound, bound)
+    end_logits = np.clip(end_logits, -bound, bound)
+    log_total = np.log(1.0 + np.exp(step_logits) + np.exp(end_logits))
     return -log_total, step_logits - log_total, end_logits - log_total
 
 

@@ -440,7 +440,7 @@ class LongAnswerUpdate:
     gradient is the clipped loss's push on each token's log-probability, d log pi(token) / d z_c =
     1(c = token) - pi_c, scattered with ``np.bincount`` onto the states and the positions (the
     sufficient statistics of the summary state) and chained to theta once, instead of a (tokens x
-    D) array of features."""
+    D) array of features. The tokens are kept in (seed, slot, answer, position) order."""
 
     def __init__(self, task: LongAnswerTask, prompts: np.ndarray, tokens: np.ndarray,
                  reference: np.ndarray, params: np.ndarray):
@@ -448,26 +448,24 @@ class LongAnswerUpdate:
         num_seeds, batch, group_size, max_length = tokens.shape
         written = tokens >= 0
         flat = np.flatnonzero(written)
-        self.answer = flat // max_length
-        position = flat % max_length
+        self.flat, self.answer = flat, flat // max_length
+        choice = tokens.ravel()[flat]
+        self.is_step, self.is_end = choice == STEP, choice >= END
         steps_before = np.cumsum(tokens == STEP, axis=-1, dtype=np.int32)
-        steps_before -= tokens == STEP
-        work = np.minimum(steps_before.ravel()[flat], task.work_cap - 1)
-        self.flat, self.chosen = flat, np.minimum(tokens.ravel()[flat], END)
+        work = np.minimum(steps_before.ravel()[flat] - self.is_step, task.work_cap - 1)
         self.group = self.answer // group_size
-        seed = self.group // batch
+        self.seed = self.group // batch
         prompt = prompts.ravel()[self.group]
-        self.state_index = (seed * task.num_prompts + prompt) * task.work_cap + work
-        self.time_index = seed * max_length + position
+        self.state_index = (self.seed * task.num_prompts + prompt) * task.work_cap + work
+        self.time_index = self.seed * max_length + flat % max_length
         self.lengths = written.sum(axis=-1)
         truncated = ~np.any(tokens >= END, axis=-1)
-        self.loss_lengths = np.where(truncated, 0, self.lengths) if task.overlong_filter \
-            else self.lengths
+        self.loss_lengths = (np.where(truncated, 0, self.lengths) if task.overlong_filter
+                             else self.lengths)
         self.in_loss = (self.loss_lengths > 0).ravel()[self.answer]
         self.reference = reference
-        log_probs = self.log_probs(params, slice(None))
-        self.old_logp = np.choose(self.chosen, log_probs)
-        self.old_entropy = -sum(np.exp(log_p) * log_p for log_p in log_probs)
+        self.old_log_probs = self.log_probs(params, slice(None))
+        self.old_logp = self.chosen_log_prob(self.old_log_probs, slice(None))
 
     def log_probs(self, params: np.ndarray, tokens) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(log pi_text, log pi_step, log pi_end) at the states of ``tokens`` (an index or slice)
@@ -477,6 +475,18 @@ class LongAnswerUpdate:
         states, times = self.state_index[tokens], self.time_index[tokens]
         return log_probabilities(state[0][states] + time[0][times],
                                  state[1][states] + time[1][times])
+
+    @functools.cache
+    def reference_log_probs(self) -> np.ndarray:
+        """(tokens, 3) log-probabilities of the reference policy at every token's state, for the
+        KL term (computed once per rollout)."""
+        return np.stack(self.log_probs(self.reference, slice(None)), axis=-1)
+
+    def chosen_log_prob(self, log_probs: tuple, tokens) -> np.ndarray:
+        """log pi of the token each of ``tokens`` chose, from its ``log_probs``."""
+        log_text, log_step, log_end = log_probs
+        return np.where(self.is_step[tokens], log_step,
+                        np.where(self.is_end[tokens], log_end, log_text))
 
     def answer_weights(self, in_part: np.ndarray, aggregation: str) -> np.ndarray:
         """(S, B, G): the weight of each token of each answer of the minibatch ``in_part`` (S, B) in
@@ -503,7 +513,8 @@ class LongAnswerUpdate:
             inputs["log_prob"] = total.reshape(self.lengths.shape) / np.maximum(self.lengths, 1)
         if "entropy" in names:
             entropy = np.zeros(self.shape)
-            entropy.ravel()[self.flat] = self.old_entropy
+            entropy.ravel()[self.flat] = -sum(np.exp(log_p) * log_p
+                                              for log_p in self.old_log_probs)
             inputs["entropy"] = entropy
         return inputs
 
@@ -518,9 +529,9 @@ class LongAnswerUpdate:
         each token's state, aggregated like the loss."""
         task = self.task
         here = np.flatnonzero(in_part.ravel()[self.group] & self.in_loss)
-        answer, chosen = self.answer[here], self.chosen[here]
+        answer = self.answer[here]
         log_probs = self.log_probs(params, here)
-        ratio = np.exp(np.choose(chosen, log_probs) - self.old_logp[here])
+        ratio = np.exp(self.chosen_log_prob(log_probs, here) - self.old_logp[here])
         if advantages.ndim == len(self.shape):
             advantage = advantages.ravel()[self.flat[here]]
         else:
@@ -528,9 +539,10 @@ class LongAnswerUpdate:
         surrogate = clipped_surrogate(ratio, advantage, method.clip_low, method.clip_high)
         weight = self.answer_weights(in_part, task.aggregation(method)).ravel()[answer]
         push = surrogate.grad_logp * weight
-        pushes = [push * ((chosen == token) - np.exp(log_probs[token])) for token in (STEP, END)]
+        pushes = [push * (self.is_step[here] - np.exp(log_probs[STEP])),
+                  push * (self.is_end[here] - np.exp(log_probs[END]))]
         if coefficients.kl or coefficients.entropy:
-            reference = np.stack(self.log_probs(self.reference, here), axis=-1)
+            reference = self.reference_log_probs()[here] if coefficients.kl else None
             regulariser = regulariser_grads_from_log_probs(np.stack(log_probs, axis=-1),
                                                            reference, coefficients)
             pushes = [p + weight * regulariser[:, token] for p, token in zip(pushes, (STEP, END))]
@@ -544,21 +556,23 @@ class LongAnswerUpdate:
                            task.state_features)
                  + np.einsum("stk,tkd->sd", time_grads.reshape(num_seeds, max_length, 2),
                              task.time_features))
-        seed = times // max_length
+        seed = self.seed[here]
         return (grads,
-                np.bincount(seed, surrogate.clipped_low.astype(np.float64), minlength=num_seeds),
-                np.bincount(seed, surrogate.clipped_high.astype(np.float64), minlength=num_seeds),
+                np.bincount(seed, surrogate.clipped_low, minlength=num_seeds).astype(np.float64),
+                np.bincount(seed, surrogate.clipped_high, minlength=num_seeds).astype(np.float64),
                 np.bincount(seed, minlength=num_seeds).astype(np.float64))
 
     def statistics(self, params: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
         """After the updates: verl's approx_kl over the loss tokens of the ``valid`` groups
-        (S, B)."""
-        log_ratio = np.zeros(self.shape)
-        log_ratio.ravel()[self.flat] = (np.choose(self.chosen, self.log_probs(params, slice(None)))
-                                        - self.old_logp)
-        mask = np.zeros(self.shape, dtype=bool)
-        mask.ravel()[self.flat] = self.in_loss
-        return {"approx_kl": approx_kl(log_ratio, mask & valid[..., None, None])}
+        (S, B), seed by seed on the tokens (which come in seed order)."""
+        log_ratio = (self.chosen_log_prob(self.log_probs(params, slice(None)), slice(None))
+                     - self.old_logp)
+        mask = self.in_loss & valid.ravel()[self.group]
+        ends = np.cumsum(np.bincount(self.seed, minlength=self.shape[0]))
+        starts = ends - np.bincount(self.seed, minlength=self.shape[0])
+        return {"approx_kl": np.array([approx_kl(log_ratio[None, start:end],
+                                                 mask[None, start:end])[0]
+                                       for start, end in zip(starts, ends)])}
 
 
 def make_long_answer_task(num_prompts: int = 128, max_length: int = 1024, work_cap: int = 16,
