@@ -87,7 +87,8 @@ def main() -> None:
         cpu = np.array([row[name][0] for row in rows])
         print(f"{name}: fitted exponent in L (CPU time) {exponent(lengths, cpu):.2f}")
     step = np.array([row["rollout"][0] + row["update"][0] for row in rows])
-    print(f"step (rollout + updates): fitted exponent in L (CPU time) {exponent(lengths, step):.2f}")
+    print("step (rollout + updates): fitted exponent in L (CPU time) "
+          f"{exponent(lengths, step):.2f}")
     if args.section:
         import tempfile
         from pathlib import Path

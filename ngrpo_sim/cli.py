@@ -10,6 +10,7 @@ from ngrpo_sim import _checks, landscape
 from ngrpo_sim._config_cli import (add_config_arguments, add_config_grid_arguments,
                                    config_from_args, config_grid_from_args)
 from ngrpo_sim.dynamics import MODES, DynamicsConfig
+from ngrpo_sim.long_answers import LongAnswerConfig
 from ngrpo_sim.methods import METHODS, parse_methods
 from ngrpo_sim.sequences import SequenceConfig
 
@@ -187,6 +188,36 @@ def _run_tokens(args) -> None:
     print("\nwrote " + ", ".join(str(path) for path in written))
 
 
+def _add_lengths(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "lengths",
+        help="train methods on answers of hundreds of tokens: growth, truncation, the cap",
+        description="Simulate RL training of each method on a task whose answers run to hundreds "
+                    "of tokens (text, step and end tokens; correct with a probability that grows "
+                    "with the work done; truncated at --max-length with reward 0), with one "
+                    "log-linear policy over (position, work) for every prompt, vectorised over "
+                    "seeds; every metric is exact. Writes a run folder (config.json, metrics.csv, "
+                    "pass_at_k.csv, summary.csv, dynamics.png, pass_at_k.png, lengths.png) and "
+                    "prints final values with 95%% intervals over seeds.",
+    )
+    _add_training_options(parser, LongAnswerConfig, "lengths",
+                          "sampled (real rollouts), expected (the exact expected update, by a "
+                          "backward and a forward pass over the positions) or sampled,expected "
+                          "(default: sampled)")
+    parser.set_defaults(run=_run_lengths, methods="grpo,ngrpo,dapo,dr_grpo,maxrl,psr_nsr")
+
+
+def _run_lengths(args) -> None:
+    from ngrpo_sim.experiments import format_summary, plot_dynamics, write_run
+    from ngrpo_sim.length_report import LENGTH_PANELS, SUMMARY
+
+    run_records = _train(args, LongAnswerConfig)
+    print(format_summary(run_records, metrics=SUMMARY))
+    written = write_run(args.out, run_records, SUMMARY, method_knobs=_method_knobs(args))
+    written.append(plot_dynamics(run_records, args.out / "lengths.png", LENGTH_PANELS))
+    print("\nwrote " + ", ".join(str(path) for path in written))
+
+
 def _add_report(subparsers) -> None:
     parser = subparsers.add_parser(
         "report",
@@ -336,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_landscape(subparsers)
     _add_dynamics(subparsers)
     _add_tokens(subparsers)
+    _add_lengths(subparsers)
     _add_report(subparsers)
     _add_sweep(subparsers)
     _add_page(subparsers)

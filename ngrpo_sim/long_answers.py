@@ -31,8 +31,11 @@ one parameter vector theta (S seeds, D entries) shared by every prompt and posit
 network's weights are. F holds, for each of the two tokens, a bias, the work x = w / (W - 1) and
 x^2, and ``feature_dim`` = k prompt features u_p (random, N(0, 1/k), plus ``feature_signal`` times
 a direction along the prompt's standardised extra work r_p - e_p: a network sees partly how hard a
-prompt is); G holds the position tau = t / L and tau^2 for each token. So D = 2 (k + 3) + 4. A push
-on the end token at one position of one prompt moves it at every position of every prompt. Cost:
+prompt is); G holds the position tau = t / L and tau^2 for each token (zero without
+``position_features``: a policy that cannot tell how far it has written). So D = 2 (k + 3) + 4. The
+step token's features are scaled by ``step_plasticity`` (0: the tokens spent per step of work are
+fixed). A push on the end token at one position of one prompt moves it at every position of every
+prompt. Cost:
 O(L) per sampled answer, O(L W) per prompt for every exact quantity
 (``ngrpo_sim.long_answer_exact``), never a sum over the 3^L prefixes.
 
@@ -47,7 +50,9 @@ this gives answers of mean length 21-24% of L (median 15-17%, 90th percentile 47
 them truncated, and about half of the prompts hard (starting below 5%, at 0.5-0.8% on average):
 their r_p lies about 10 steps beyond their habit, so the policy has to work longer on them to
 succeed, and for a quarter of all prompts r_p lies beyond the W - 1 = 15 steps an answer can count
-(they stay hard). The lengths scale with L, so a smaller L is the same task at a coarser grain.
+(they stay hard). The lengths scale with L, so a smaller L is the same task at a coarser grain;
+``natural_length`` > L keeps the task's token scale and tightens the cap (at twice L, 10-12% of
+the answers start truncated).
 
 **DAPO's remedies against truncation** (Yu et al. 2025, arXiv 2503.14476, section 3.4), as options:
 *overlong filtering* (``overlong_filter``): truncated answers leave the loss (their tokens weigh 0;
@@ -70,16 +75,17 @@ from scipy.optimize import brentq
 
 from ngrpo_sim import _checks
 from ngrpo_sim.bandit import difficulty_masks, draw_features, starting_success
-from ngrpo_sim.long_answer_exact import (ExactStatistics, LogitGradient, answer_statistics,
+from ngrpo_sim.long_answer_exact import (CHUNK, ExactStatistics, LogitGradient, answer_statistics,
                                          expectation_gradient, expected_token_kl,
                                          log_probabilities, values_to_go,
                                          visit_weighted_gradient)
 from ngrpo_sim.methods import LOSS_AGGREGATIONS, Method
+from ngrpo_sim.metrics import powers_of_two_up_to
 from ngrpo_sim.sequence_gain import outcome_advantages
 from ngrpo_sim.surrogate import clipped_surrogate
-from ngrpo_sim.training_loop import (REWARD_KINDS, ROLLOUT_METRICS, SUCCESS_METRICS, Coefficients,
-                                     LoopConfig, approx_kl, regulariser_grads_from_log_probs,
-                                     success_metrics)
+from ngrpo_sim.training_loop import (PASS_AT_K_MAX, REWARD_KINDS, ROLLOUT_METRICS, SUCCESS_METRICS,
+                                     Coefficients, LoopConfig, approx_kl,
+                                     regulariser_grads_from_log_probs, success_metrics)
 
 TEXT, STEP, END, END_WRONG = 0, 1, 2, 3
 """Token codes in sampled answers: the policy chooses text, step or end; an ended answer carries
@@ -575,26 +581,36 @@ class LongAnswerUpdate:
                                        for start, end in zip(starts, ends)])}
 
 
-def make_long_answer_task(num_prompts: int = 128, max_length: int = 1024, work_cap: int = 16,
+def make_long_answer_task(num_prompts: int = 128, max_length: int = 1024, work_cap: int = 32,
                           profile="base", feature_dim: int = 4, feature_signal: float = 0.5,
                           rewards: str = "binary", loss_aggregation: str | None = None,
                           overlong_filter: bool = False, overlong_buffer: int = 0,
                           overlong_penalty: float = 1.0, group_size: int = 8,
-                          step_plasticity: float = STEP_PLASTICITY, seed: int = 0
-                          ) -> LongAnswerTask:
+                          step_plasticity: float = STEP_PLASTICITY,
+                          natural_length: int | None = None, position_features: bool = True,
+                          seed: int = 0) -> LongAnswerTask:
     """Build a task whose prompts start at the profile's success rates (see the module docstring).
-    ``profile`` is a name of ``bandit.PROFILES`` or comma-separated rates. Tasks are cached by
-    their arguments (a run of several methods builds one), so their arrays are read-only."""
+    ``profile`` is a name of ``bandit.PROFILES`` or comma-separated rates. ``natural_length`` is
+    the token scale of the task's starting lengths (default: ``max_length``); a larger one is the
+    same task under a tighter cap. Without ``position_features`` the policy cannot read its position
+    (G = 0). Tasks are cached by their arguments (a run of several methods
+    builds one), so their arrays are read-only."""
     if not isinstance(profile, str):
         profile = ",".join(str(float(rate)) for rate in np.ravel(profile))
-    return _cached_task(num_prompts, max_length, work_cap, profile, feature_dim, feature_signal,
-                        rewards, loss_aggregation, overlong_filter, overlong_buffer,
-                        overlong_penalty, group_size, step_plasticity, seed)
+    options = dict(num_prompts=num_prompts, max_length=max_length, work_cap=work_cap,
+                   profile=profile, feature_dim=feature_dim, feature_signal=feature_signal,
+                   rewards=rewards, loss_aggregation=loss_aggregation,
+                   overlong_filter=overlong_filter, overlong_buffer=overlong_buffer,
+                   overlong_penalty=overlong_penalty, group_size=group_size,
+                   step_plasticity=step_plasticity, natural_length=natural_length,
+                   position_features=position_features)
+    check_task_options(**options)
+    return _cached_task(**options, seed=seed)
 
 
-def check_task_options(num_prompts, max_length, work_cap, feature_dim, feature_signal, rewards,
+def check_task_options(*, num_prompts, max_length, work_cap, feature_dim, feature_signal, rewards,
                        loss_aggregation, overlong_filter, overlong_buffer, overlong_penalty,
-                       step_plasticity) -> None:
+                       step_plasticity, natural_length, position_features, **_) -> None:
     """Refuse, naming the option and the value, what ``make_long_answer_task`` cannot build."""
     _checks.integer("num_prompts", num_prompts, low=1)
     _checks.integer("max_length", max_length, low=2)
@@ -609,25 +625,28 @@ def check_task_options(num_prompts, max_length, work_cap, feature_dim, feature_s
     _checks.integer("overlong_buffer", overlong_buffer, low=0, high=max_length - 1)
     _checks.number("overlong_penalty", overlong_penalty, low=0.0)
     _checks.number("step_plasticity", step_plasticity, low=0.0)
+    if natural_length is not None:
+        _checks.integer("natural_length", natural_length, low=2)
+    if not isinstance(position_features, bool):
+        raise ValueError(f"position_features must be True or False, got {position_features!r}")
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_task(num_prompts, max_length, work_cap, profile, feature_dim, feature_signal, rewards,
-                 loss_aggregation, overlong_filter, overlong_buffer, overlong_penalty, group_size,
-                 step_plasticity, seed) -> LongAnswerTask:
-    check_task_options(num_prompts, max_length, work_cap, feature_dim, feature_signal, rewards,
-                       loss_aggregation, overlong_filter, overlong_buffer, overlong_penalty,
-                       step_plasticity)
+def _cached_task(*, num_prompts, max_length, work_cap, profile, feature_dim, feature_signal,
+                 rewards, loss_aggregation, overlong_filter, overlong_buffer, overlong_penalty,
+                 group_size, step_plasticity, natural_length, position_features,
+                 seed) -> LongAnswerTask:
+    scale = natural_length or max_length
     rng = np.random.default_rng(seed)
     target = starting_success(profile, num_prompts, rng)
     habit = HABIT_STEPS * np.exp(HABIT_SPREAD * rng.normal(size=num_prompts))
-    tokens_per_step = max_length * TOKENS_PER_STEP * np.exp(
+    tokens_per_step = scale * TOKENS_PER_STEP * np.exp(
         VERBOSITY_SPREAD * rng.normal(size=num_prompts))
     direction, noise = draw_features(rng, (num_prompts,), feature_dim)
 
     work = np.arange(work_cap, dtype=np.float64)
     step_rate = np.clip(1.0 / tokens_per_step, 1e-4, 0.5)[:, None]
-    early, late = EARLY_END / max_length, min(0.5, 1.0 / (WRAP_UP * max_length))
+    early, late = EARLY_END / scale, min(0.5, 1.0 / (WRAP_UP * scale))
     hazard = early + (late - early) / (1.0 + np.exp(-DONE_SHARPNESS * (work - habit[:, None])))
     state_offsets = np.stack(np.broadcast_arrays(
         np.log(step_rate / (1 - step_rate)), np.log(hazard / ((1 - hazard) * (1 - step_rate)))),
@@ -661,7 +680,7 @@ def _cached_task(num_prompts, max_length, work_cap, profile, feature_dim, featur
             columns *= step_plasticity
         column = 2 * per_token + POSITION_FEATURES * token
         time_features[:, token, column:column + POSITION_FEATURES] = np.stack(
-            [tau, tau ** 2], -1) * (step_plasticity if token == 0 else 1.0)
+            [tau, tau ** 2], -1) * (step_plasticity if token == 0 else 1.0) * position_features
     arrays = (correct, credit, required, habit, state_offsets, time_offsets, state_features,
               time_features)
     for array in arrays:
@@ -699,7 +718,7 @@ class LongAnswerConfig(LoopConfig):
     max_length: int = 1024
     """L, most tokens per answer (the end token included); an answer that reaches it without ending
     is truncated and earns 0."""
-    work_cap: int = 16
+    work_cap: int = 32
     """W: an answer counts at most W - 1 steps of work (the exact metrics cost O(L W) per
     prompt)."""
     loss_aggregation: str | None = None
@@ -708,22 +727,25 @@ class LongAnswerConfig(LoopConfig):
     overlong_filter: bool = False
     """DAPO's overlong filtering: truncated answers leave the loss."""
     overlong_buffer: int = 0
-    """L_cache of DAPO's soft overlong punishment in tokens (DAPO: 20% of L); 0: none."""
+    """L_cache of DAPO's soft overlong punishment in tokens (DAPO: a fifth of L); 0: none."""
     overlong_penalty: float = 1.0
     """The soft punishment of an answer of L tokens (DAPO: 1)."""
     step_plasticity: float = STEP_PLASTICITY
     """How far a change of theta moves the step token's logit against the end token's (the scale of
     its features): how freely training changes the tokens spent per step of work."""
+    natural_length: int | None = None
+    """The token scale of the task: its starting lengths are fractions of it (None: max_length). A
+    natural_length above max_length is the same task under a tighter cap."""
+    position_features: bool = True
+    """Whether the policy reads its position t / L (without, it cannot learn to stop near the cap
+    other than by working less)."""
 
     def __post_init__(self):
         super().__post_init__()
         if self.policy != "shared":
             raise ValueError(f"policy must be 'shared' for long answers (one theta for every "
                              f"prompt and position), got {self.policy!r}")
-        check_task_options(self.num_prompts, self.max_length, self.work_cap, self.feature_dim,
-                           self.feature_signal, self.rewards, self.loss_aggregation,
-                           self.overlong_filter, self.overlong_buffer, self.overlong_penalty,
-                           self.step_plasticity)
+        check_task_options(**self.task_options())
         if self.mode == "expected" and self.overlong_buffer:
             raise ValueError(f"mode='expected' cannot train with overlong_buffer="
                              f"{self.overlong_buffer}: the punished rewards depend on the length, "
@@ -740,9 +762,42 @@ class LongAnswerConfig(LoopConfig):
                              f"rewards down to -{self.overlong_penalty}; use overlong_filter or "
                              f"another method")
 
+    def memory_bytes(self) -> float:
+        """An upper estimate of the peak memory (bytes) of one run under this config, so that a run
+        beyond the machine is refused before it starts. Each term is an array family of the run,
+        its factor an upper envelope of the peaks tracemalloc measured (tests/test_long_answers.py
+        checks that the estimate is never below the measured peak, also when every answer is
+        truncated, and at most 3 times above it):
+
+        * sampled: the rollout's int8 tokens of every candidate group (S x C x G x L, a few
+          copies), and per token slot of the B used groups (S x B x G x L: every answer may be
+          truncated) the update's indices, log-probabilities and a minibatch's temporaries;
+        * the exact metrics: length distributions (S x P x L, several) and the pass's buffers
+          (S x P x W per position of a chunk); expected mode: the values to go (S x P x L x W,
+          twice);
+        * the features (P x W x 2 x D) and the record ((steps + 1) x S per metric and pass@k).
+        """
+        seeds, prompts, length = self.seeds, self.num_prompts, self.max_length
+        num_params = 2 * (self.feature_dim + 3) + 2 * POSITION_FEATURES
+        total = 8.0 * 8 * seeds * prompts * length
+        total += 8.0 * 4 * CHUNK * seeds * prompts * self.work_cap
+        total += 8.0 * 2 * prompts * self.work_cap * num_params + 8.0 * 2 * length * num_params
+        if self.mode == "sampled":
+            slots = seeds * self.prompts_per_step * self.group_size * length
+            total += 5.0 * seeds * self.candidates * self.group_size * length
+            total += (190.0 + 300.0 / self.minibatches) * slots
+        else:
+            total += 8.0 * 1.3 * seeds * prompts * (length + 1) * self.work_cap
+        recorded = len(METRICS) + len(powers_of_two_up_to(PASS_AT_K_MAX))
+        return total + 8.0 * 1.2 * (self.steps + 1) * seeds * recorded + 2 ** 20
+
+    def task_options(self) -> dict:
+        """The fields that ``make_long_answer_task`` takes."""
+        names = ("num_prompts", "max_length", "work_cap", "profile", "feature_dim",
+                 "feature_signal", "rewards", "loss_aggregation", "overlong_filter",
+                 "overlong_buffer", "overlong_penalty", "group_size", "step_plasticity",
+                 "natural_length", "position_features")
+        return {name: getattr(self, name) for name in names}
+
     def build_task(self) -> LongAnswerTask:
-        return make_long_answer_task(self.num_prompts, self.max_length, self.work_cap,
-                                     self.profile, self.feature_dim, self.feature_signal,
-                                     self.rewards, self.loss_aggregation, self.overlong_filter,
-                                     self.overlong_buffer, self.overlong_penalty,
-                                     self.group_size, self.step_plasticity, self.seed)
+        return make_long_answer_task(**self.task_options(), seed=self.seed)

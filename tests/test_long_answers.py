@@ -126,6 +126,33 @@ def test_the_starting_profile_hits_its_targets_and_has_realistic_lengths():
     assert short.length.mean() / 256 == pytest.approx(share, rel=0.05)
 
 
+def test_a_natural_length_above_the_cap_is_the_same_task_under_a_tighter_cap():
+    tight = make_long_answer_task(64, 128, natural_length=256, seed=4)
+    loose = make_long_answer_task(64, 256, seed=4)
+    np.testing.assert_array_equal(tight.state_offsets, loose.state_offsets)
+    np.testing.assert_array_equal(tight.habit, loose.habit)
+    start = tight.statistics(tight.initial_params(1))
+    assert start.truncation.mean() > 3 * loose.statistics(loose.initial_params(1)).truncation.mean()
+
+
+def test_without_position_features_the_policy_cannot_read_its_position():
+    config = LongAnswerConfig(num_prompts=16, prompts_per_step=8, max_length=32, steps=3, seeds=2,
+                              position_features=False)
+    task = config.build_task()
+    np.testing.assert_array_equal(task.time_features, 0.0)
+    with_positions = dataclasses.replace(config, position_features=True).build_task()
+    np.testing.assert_array_equal(task.state_features, with_positions.state_features)
+    # A trained theta leaves the position entries where they started: nothing reads them.
+    state = TrainState.start(task, config)
+    rng = np.random.default_rng(0)
+    method = get_method("ngrpo")
+    for _ in range(3):
+        apply_rollout(task, method, config, state,
+                      draw_rollout(task, method, state.params, config, rng), state.params.copy())
+    position = np.any(with_positions.time_features != 0, axis=(0, 1))
+    assert np.all(state.params[:, position] == 0) and np.any(state.params[:, ~position] != 0)
+
+
 # -------------------------------------------------------------------------------------------------
 # The same policy in the existing token simulator
 # -------------------------------------------------------------------------------------------------
@@ -490,6 +517,8 @@ def test_a_run_records_every_metric():
     (dict(loss_aggregation="sum"), "loss_aggregation must be one of"),
     (dict(mode="expected", overlong_buffer=8), "mode='expected' cannot train with overlong_buf"),
     (dict(overlong_filter="yes"), "overlong_filter must be True or False, got 'yes'"),
+    (dict(natural_length=1), "natural_length must be >= 2, got 1"),
+    (dict(position_features=0), "position_features must be True or False, got 0"),
 ])
 def test_bad_input_is_named(options, message):
     with pytest.raises(ValueError, match=message):
@@ -501,3 +530,120 @@ def test_punishment_is_refused_for_estimators_without_negative_rewards(method):
     config = LongAnswerConfig(num_prompts=64, max_length=64, overlong_buffer=8, steps=1, seeds=1)
     with pytest.raises(ValueError, match=f"method '{method}' takes rewards >= 0.0, but the soft"):
         simulate(method, config, progress=False)
+
+
+# -------------------------------------------------------------------------------------------------
+# Memory
+# -------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class NeverEndingConfig(LongAnswerConfig):
+    """The same task with an end logit of -40 everywhere: every answer is truncated (the largest
+    rollout a config can have)."""
+
+    def build_task(self):
+        task = super().build_task()
+        offsets = task.state_offsets.copy()
+        offsets[..., 1] = -40.0
+        return dataclasses.replace(task, state_offsets=offsets)
+
+
+@pytest.mark.parametrize("config_class, options", [
+    (LongAnswerConfig, dict(mode="sampled")), (NeverEndingConfig, dict(mode="sampled")),
+    (NeverEndingConfig, dict(mode="sampled", minibatches=1, kl_coef=0.01)),
+    (LongAnswerConfig, dict(mode="expected", seeds=1, kl_coef=0.01)),
+    (LongAnswerConfig, dict(mode="sampled", max_length=32, num_prompts=256, seeds=8)),
+])
+def test_the_memory_estimate_bounds_the_measured_peak(config_class, options):
+    # tracemalloc sees every numpy allocation: the estimate must not fall short of the peak it
+    # measures, and should not overstate it much.
+    import tracemalloc
+
+    config = config_class(**{**dict(num_prompts=64, prompts_per_step=16, max_length=256, seeds=4,
+                                    steps=2), **options})
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        run_record = simulate("grpo", config, progress=False)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    if config_class is NeverEndingConfig:
+        np.testing.assert_allclose(run_record.metrics["truncation"], 1.0, atol=1e-9)
+    assert peak <= config.memory_bytes() <= 3 * peak, (peak, config.memory_bytes())
+
+
+# -------------------------------------------------------------------------------------------------
+# The command line
+# -------------------------------------------------------------------------------------------------
+
+
+def test_lengths_writes_a_run_folder(tmp_path, capsys):
+    from ngrpo_sim.cli import main
+
+    main(["lengths", "--methods", "grpo,ngrpo", "--mode", "sampled,expected", "--steps", "2",
+          "--seeds", "2", "--num-prompts", "16", "--prompts-per-step", "8", "--max-length", "48",
+          "--overlong-filter", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "ngrpo (expected)" in out and "truncation" in out
+    for name in ("config.json", "metrics.csv", "summary.csv", "dynamics.png", "lengths.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert '"overlong_filter": true' in (tmp_path / "config.json").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--max-length", "1"], "max_length must be >= 2, got 1"),
+    (["--overlong-buffer", "2000"], "overlong_buffer must be <= 1023, got 2000"),
+    (["--policy", "tabular"], "policy must be 'shared' for long answers"),
+    (["--methods", "psr_nsr", "--overlong-buffer", "100"],
+     "method 'psr_nsr' takes rewards >= 0.0, but the soft overlong punishment"),
+    (["--mode", "expected", "--overlong-buffer", "100"], "mode='expected' cannot train with"),
+    (["--seeds", "100000", "--steps", "1"], "of memory, more than the"),
+])
+def test_lengths_bad_input_exits_with_one_line(argv, message, tmp_path, capsys):
+    from ngrpo_sim.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lengths", *argv, "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert out == "" and not (tmp_path / "run").exists()
+
+
+# -------------------------------------------------------------------------------------------------
+# The report's section
+# -------------------------------------------------------------------------------------------------
+
+
+def test_collapse_drop_by_hand():
+    from ngrpo_sim.length_report import collapse_drop
+    from ngrpo_sim.training_loop import RunRecord
+
+    # Seed 0: accuracy peaks at 0.6 (truncation 0.10), falls to 0.45 while truncation reaches 0.20:
+    # a drop of 0.15 with truncation 0.10 higher. Seed 1: it falls as far, but truncation stays.
+    accuracy = np.array([[0.3, 0.3], [0.6, 0.6], [0.5, 0.5], [0.45, 0.45]])
+    truncation = np.array([[0.05, 0.05], [0.10, 0.10], [0.12, 0.12], [0.20, 0.11]])
+    record = RunRecord("grpo", LongAnswerConfig(seeds=2),
+                       {"accuracy": accuracy, "truncation": truncation})
+    np.testing.assert_allclose(collapse_drop(record), [0.15, 0.0], atol=1e-15)
+
+
+def test_the_section_answers_its_five_questions(tmp_path):
+    from ngrpo_sim.length_report import LENGTH_HEADLINE, length_section
+
+    base = dataclasses.replace(LENGTH_HEADLINE, steps=2, seeds=2, num_prompts=16,
+                               prompts_per_step=8, max_length=32)
+    lines = length_section(tmp_path, base)
+    text = "\n".join(lines)
+    for number in range(1, 6):
+        assert f"\n{number}. " in text
+    assert "ngrpo − grpo" in text and "grpo [seq-mean-token-mean] + overlong filtering" in text
+    assert "grpo [seq-mean-token-mean]" in text and "soft punishment (buffer 6)" in text
+    assert "not run" in text  # no one-token or short-answer runs were given
+    assert "| calibrated |" in text and "| cap binds |" in text
+    assert (tmp_path / "lengths.png").stat().st_size > 0
+    for folder in ("calibrated/presets", "calibrated/seq-mean-token-mean",
+                   "cap-binds/overlong-filtering", "cap-binds/soft-punishment"):
+        assert (tmp_path / folder / "summary.csv").is_file()
