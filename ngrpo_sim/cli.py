@@ -177,15 +177,22 @@ def _add_tokens(subparsers) -> None:
     parser.set_defaults(run=_run_tokens)
 
 
-def _run_tokens(args) -> None:
+def _train_and_write(args, config_class, summary, panels, figure: str) -> None:
+    """Train (``_train``), print the final values of ``summary``, write the run folder and a figure
+    of ``panels`` against steps named ``figure``."""
     from ngrpo_sim.experiments import format_summary, plot_dynamics, write_run
+
+    run_records = _train(args, config_class)
+    print(format_summary(run_records, metrics=summary))
+    written = write_run(args.out, run_records, summary, method_knobs=_method_knobs(args))
+    written.append(plot_dynamics(run_records, args.out / figure, panels))
+    print("\nwrote " + ", ".join(str(path) for path in written))
+
+
+def _run_tokens(args) -> None:
     from ngrpo_sim.token_report import SUMMARY, TOKEN_PANELS
 
-    run_records = _train(args, SequenceConfig)
-    print(format_summary(run_records, metrics=SUMMARY))
-    written = write_run(args.out, run_records, SUMMARY, method_knobs=_method_knobs(args))
-    written.append(plot_dynamics(run_records, args.out / "tokens.png", TOKEN_PANELS))
-    print("\nwrote " + ", ".join(str(path) for path in written))
+    _train_and_write(args, SequenceConfig, SUMMARY, TOKEN_PANELS, "tokens.png")
 
 
 def _add_lengths(subparsers) -> None:
@@ -208,14 +215,9 @@ def _add_lengths(subparsers) -> None:
 
 
 def _run_lengths(args) -> None:
-    from ngrpo_sim.experiments import format_summary, plot_dynamics, write_run
     from ngrpo_sim.length_report import LENGTH_PANELS, SUMMARY
 
-    run_records = _train(args, LongAnswerConfig)
-    print(format_summary(run_records, metrics=SUMMARY))
-    written = write_run(args.out, run_records, SUMMARY, method_knobs=_method_knobs(args))
-    written.append(plot_dynamics(run_records, args.out / "lengths.png", LENGTH_PANELS))
-    print("\nwrote " + ", ".join(str(path) for path in written))
+    _train_and_write(args, LongAnswerConfig, SUMMARY, LENGTH_PANELS, "lengths.png")
 
 
 def _add_report(subparsers) -> None:

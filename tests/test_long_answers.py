@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from long_answer_oracle import (END, STEP, enumerate_answers, logits_at,
                                 reference_apply_long_rollout, reward_of, softmax)
-from test_dynamics import assert_steps_equal_the_oracle
+from test_dynamics import assert_steps_equal_the_oracle, one_step_params
 
 from ngrpo_sim import get_method
 from ngrpo_sim.bandit import starting_success
@@ -23,8 +23,7 @@ from ngrpo_sim.methods import LOSS_AGGREGATIONS, token_weights
 from ngrpo_sim.metrics import powers_of_two_up_to
 from ngrpo_sim.optim import Optimizer
 from ngrpo_sim.sequences import SequenceTask
-from ngrpo_sim.training_loop import (Coefficients, TrainState, apply_rollout, draw_rollout,
-                                     expected_step, simulate)
+from ngrpo_sim.training_loop import Coefficients, TrainState, apply_rollout, draw_rollout, simulate
 
 
 def tiny_task(max_length=4, work_cap=3, num_prompts=3, rewards="binary", **options):
@@ -365,22 +364,8 @@ MEAN_STEP = dict(num_prompts=4, max_length=5, work_cap=3, feature_dim=2, prompts
                  learning_rate=3.0, refill=False)
 
 
-def one_step(method, config):
-    """theta after one step from the start, of every seed (S, D)."""
-    method, task = get_method(method), config.build_task()
-    state = fresh_state(task, config)
-    reference = task.logits(state.params).copy()
-    if config.mode == "sampled":
-        rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
-        apply_rollout(task, method, config, state,
-                      draw_rollout(task, method, state.params, config, rng), reference)
-    else:
-        expected_step(task, method, config, state, reference)
-    return state.params
-
-
 def sampled_mean(method, config, seeds=20_000):
-    sampled = one_step(method, dataclasses.replace(config, seeds=seeds))
+    sampled = one_step_params(method, dataclasses.replace(config, seeds=seeds))
     return sampled.mean(axis=0), sampled.std(axis=0, ddof=1) / np.sqrt(seeds)
 
 
@@ -413,7 +398,7 @@ def test_expected_mode_is_the_mean_of_sampled_steps(method, aggregation, options
     # Every prompt in every batch (B = P), SGD, no filter, one minibatch, a per-answer
     # aggregation: the expected step is exact, KL and entropy terms included.
     config = LongAnswerConfig(**MEAN_STEP, loss_aggregation=aggregation, **options)
-    expected = one_step(method, dataclasses.replace(config, mode="expected", seeds=1))[0]
+    expected = one_step_params(method, dataclasses.replace(config, mode="expected", seeds=1))[0]
     mean, sem = sampled_mean(method, config)
     assert np.abs(expected).max() > 0.02
     np.testing.assert_array_less(np.abs(mean - expected), 5 * sem + 1e-12)
@@ -423,7 +408,8 @@ def test_expected_token_mean_takes_the_token_count_at_its_mean():
     # Token-mean divides by the minibatch's token count, which the expected mode takes at its
     # expected value: with four groups of four answers that costs a few percent of the step.
     config = LongAnswerConfig(**MEAN_STEP, loss_aggregation="token-mean")
-    expected = one_step("ngrpo_no_filter", dataclasses.replace(config, mode="expected", seeds=1))[0]
+    expected = one_step_params("ngrpo_no_filter",
+                               dataclasses.replace(config, mode="expected", seeds=1))[0]
     mean, sem = sampled_mean("ngrpo_no_filter", config)
     np.testing.assert_array_less(np.abs(mean - expected), 5 * sem + 0.05 * np.abs(expected).max())
 
