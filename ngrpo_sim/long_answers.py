@@ -85,7 +85,8 @@ from ngrpo_sim.sequence_gain import outcome_advantages
 from ngrpo_sim.surrogate import clipped_surrogate
 from ngrpo_sim.training_loop import (PASS_AT_K_MAX, REWARD_KINDS, ROLLOUT_METRICS, SUCCESS_METRICS,
                                      Coefficients, LoopConfig, approx_kl,
-                                     regulariser_grads_from_log_probs, success_metrics)
+                                     regulariser_grads_from_log_probs, success_metrics,
+                                     weighted_ratio)
 
 TEXT, STEP, END, END_WRONG = 0, 1, 2, 3
 """Token codes in sampled answers: the policy chooses text, step or end; an ended answer carries
@@ -143,17 +144,6 @@ LENGTH_POLICY_METRICS = SUCCESS_METRICS + (
   probability averaged over the tokens of sampled answers.
 """
 METRICS = LENGTH_POLICY_METRICS + ROLLOUT_METRICS
-
-
-def _ratio(numerator: np.ndarray, denominator: np.ndarray, members: np.ndarray | None = None
-           ) -> np.ndarray:
-    """sum over (member) prompts of the numerator / sum of the denominator, per seed; NaN where
-    there is nothing to divide."""
-    if members is not None:
-        numerator, denominator = numerator[:, members], denominator[:, members]
-    total = denominator.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, numerator.sum(axis=1) / np.where(total > 0, total, 1.0), np.nan)
 
 
 def pmf_quantile(pmf: np.ndarray, share: float) -> np.ndarray:
@@ -361,7 +351,7 @@ class LongAnswerTask:
         tokens = statistics.length
         if self.overlong_filter:
             tokens = tokens - self.max_length * statistics.truncation
-        mean_tokens = _ratio(keep_probability * tokens, keep_probability)
+        mean_tokens = weighted_ratio(keep_probability * tokens, keep_probability)
         weights = self.length_weights(self.aggregation(method),
                                       np.nan_to_num(mean_tokens, nan=1.0))[:, None, :]
         truncated = 0.0 if self.overlong_filter else weights[..., -1]
@@ -393,7 +383,7 @@ class LongAnswerTask:
         kl, tokens = expected_token_kl(self.state_logits(params), self.time_logits(params),
                                        self.state_logits(new_params),
                                        self.time_logits(new_params))
-        return _ratio(kl, tokens)
+        return weighted_ratio(kl, tokens)
 
     def measure(self, params: np.ndarray) -> ExactStatistics:
         """What the metrics read of a policy: its exact statistics."""
@@ -406,24 +396,26 @@ class LongAnswerTask:
         buckets = difficulty_masks(initial_success)
         success = statistics.success
         metrics, pass_at_k = success_metrics(success, initial_success, ks, buckets)
-        metrics["entropy"] = _ratio(statistics.entropy, statistics.length)
+        metrics["entropy"] = weighted_ratio(statistics.entropy, statistics.length)
         for bucket, members in buckets.items():
-            metrics[f"entropy_{bucket}"] = _ratio(statistics.entropy, statistics.length, members)
+            metrics[f"entropy_{bucket}"] = weighted_ratio(statistics.entropy, statistics.length,
+                                                          members)
         wrong = 1.0 - success
         all_pmf = statistics.correct_pmf + statistics.wrong_pmf
         metrics.update(
             sequence_entropy=statistics.entropy.mean(1), length=statistics.length.mean(1),
-            length_correct=_ratio(statistics.correct_length, success),
-            length_wrong=_ratio(statistics.length - statistics.correct_length, wrong),
-            length_hard=_ratio(statistics.length, np.ones_like(success), buckets["hard"]),
+            length_correct=weighted_ratio(statistics.correct_length, success),
+            length_wrong=weighted_ratio(statistics.length - statistics.correct_length, wrong),
+            length_hard=weighted_ratio(statistics.length, np.ones_like(success), buckets["hard"]),
             length_q90=pmf_quantile(all_pmf.sum(axis=1), 0.9),
             truncation=statistics.truncation.mean(1),
-            truncation_hard=_ratio(statistics.truncation, np.ones_like(success),
-                                   buckets["hard"]),
-            wrong_truncated=_ratio(statistics.truncation, wrong),
-            all_wrong_truncated=_ratio(statistics.truncation ** group_size, wrong ** group_size),
+            truncation_hard=weighted_ratio(statistics.truncation, np.ones_like(success),
+                                           buckets["hard"]),
+            wrong_truncated=weighted_ratio(statistics.truncation, wrong),
+            all_wrong_truncated=weighted_ratio(statistics.truncation ** group_size,
+                                               wrong ** group_size),
             work=statistics.work.mean(1),
-            end_probability=_ratio(statistics.end_mass, statistics.length))
+            end_probability=weighted_ratio(statistics.end_mass, statistics.length))
         for share in (0.1, 0.5, 0.9):
             name = f"q{round(100 * share)}"
             metrics[f"length_correct_{name}"] = pmf_quantile(statistics.correct_pmf.sum(1), share)
