@@ -40,13 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ngrpo_sim.experiments import (difference_interval, final_values, interval, label,
-                                   plot_band, write_run)
+from ngrpo_sim.experiments import final_values, interval, label, plot_band, write_run
 from ngrpo_sim.long_answers import LongAnswerConfig
 from ngrpo_sim.methods import get_method
 from ngrpo_sim.plotting import save, subplots
 from ngrpo_sim.report import _verdict, entropy_at_matched_accuracy
 from ngrpo_sim.sweep import Task, run_tasks, sweep_tasks
+from ngrpo_sim.token_report import _difference
 from ngrpo_sim.training_loop import RunRecord
 
 PRESETS = ("grpo", "ngrpo", "dapo", "dr_grpo", "maxrl", "psr_nsr", "grpo_calibrated")
@@ -232,9 +232,9 @@ def _mean(values: np.ndarray, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {half:.{digits}f}" if np.isfinite(half) else f"{mean:.{digits}f}"
 
 
-def _difference(first: np.ndarray, second: np.ndarray, above: str, below: str,
-                digits: int = 3) -> str:
-    mean, half = difference_interval(first, second)
+def _change(run_record: RunRecord, name: str, above: str, below: str, digits: int = 3) -> str:
+    """The change of a metric over training, its 95% interval over seeds and the verdict."""
+    mean, half = interval(change(run_record, name))
     return f"{mean:+.{digits}f} ± {half:.{digits}f}: {_verdict(mean, half, above, below)}"
 
 
@@ -256,8 +256,7 @@ def growth_table(studies: list[LengthRuns]) -> str:
             rows.append([
                 runs.study.name, run_label(run),
                 f"{start:.1f} → {_mean(final_values(run, 'length'), 1)}",
-                _difference(change(run, "length"), np.zeros(run.config.seeds), "grows",
-                            "shrinks", 1),
+                _change(run, "length", "grows", "shrinks", 1),
                 _mean(largest(run, "truncation")), _mean(final_values(run, "truncation")),
                 _mean(final_values(run, "accuracy")),
                 f"{int(np.sum(drops >= COLLAPSE_DROP))} of {drops.size} ({drops.max():.3f})"])
@@ -305,8 +304,7 @@ def entropy_table(studies: list[LengthRuns]) -> str:
                   f"{entropy_at_matched_accuracy(ngrpo, level):.3f} / "
                   f"{entropy_at_matched_accuracy(grpo, level):.3f} at accuracy {level:.3f}"]]
         rows += [[runs.study.name, f"change of the token entropy over training, {run.method}",
-                  _difference(change(run, "entropy"), np.zeros(run.config.seeds), "rises",
-                              "falls")] for run in runs.presets]
+                  _change(run, "entropy", "rises", "falls")] for run in runs.presets]
     return _table(["setting", "question", "answer"], rows)
 
 
