@@ -337,6 +337,36 @@ def test_answer_weights_are_methods_token_weights(aggregation, overlong_filter):
         assert np.all(weights[seed, ~in_part[seed]] == 0)
 
 
+def test_the_policy_inputs_of_lens_and_rl_zvp_by_hand():
+    task = tiny_task(5, 3)
+    params = random_params(task, seeds=1)
+    prompts = np.array([[0, 2]])
+    tokens = task.sample(params, prompts, 3, np.random.default_rng(4))
+    inputs = LongAnswerUpdate(task, prompts, tokens, params, params).policy_inputs(
+        ("log_prob", "entropy"))
+    for b, g in itertools.product(range(2), range(3)):
+        answer = [int(t) for t in tokens[0, b, g] if t >= 0]
+        log_probs, entropies, work = [], [], 0
+        for t, token in enumerate(answer):
+            probs = softmax(logits_at(task, params, 0, prompts[0, b], t, work))
+            log_probs.append(math.log(probs[min(token, END)]))
+            entropies.append(-sum(p * math.log(p) for p in probs))
+            work = min(work + (token == STEP), task.work_cap - 1)
+        assert inputs["log_prob"][0, b, g] == pytest.approx(np.mean(log_probs), rel=1e-12)
+        np.testing.assert_allclose(inputs["entropy"][0, b, g],
+                                   entropies + [0.0] * (5 - len(answer)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["rl_zvp", "lens"])
+def test_estimators_that_read_the_policy_train_here(method):
+    config = LongAnswerConfig(num_prompts=16, prompts_per_step=8, max_length=32, steps=3, seeds=2)
+    run_record = simulate(method, config, progress=False)
+    assert np.all(np.isfinite(run_record.metrics["accuracy"]))
+    assert np.nanmax(np.abs(run_record.metrics["approx_kl"])) > 0  # the policy moved
+    with pytest.raises(ValueError, match=f"cannot train method '{method}': it reads"):
+        simulate(method, dataclasses.replace(config, mode="expected", seeds=1), progress=False)
+
+
 def test_overlong_filtering_removes_truncated_answers_from_the_loss():
     # The gradient does not change when the truncated answers' tokens change.
     task = tiny_task(5, 3, overlong_filter=True)
