@@ -474,10 +474,10 @@ class LongAnswerUpdate:
         return log_probabilities(state[0][states] + time[0][times],
                                  state[1][states] + time[1][times])
 
-    @functools.cache
+    @functools.cached_property
     def reference_log_probs(self) -> np.ndarray:
         """(tokens, 3) log-probabilities of the reference policy at every token's state, for the
-        KL term (computed once per rollout)."""
+        KL term (computed once per rollout, and freed with the update)."""
         return np.stack(self.log_probs(self.reference, slice(None)), axis=-1)
 
     def chosen_log_prob(self, log_probs: tuple, tokens) -> np.ndarray:
@@ -540,7 +540,7 @@ class LongAnswerUpdate:
         pushes = [push * (self.is_step[here] - np.exp(log_probs[STEP])),
                   push * (self.is_end[here] - np.exp(log_probs[END]))]
         if coefficients.kl or coefficients.entropy:
-            reference = self.reference_log_probs()[here] if coefficients.kl else None
+            reference = self.reference_log_probs[here] if coefficients.kl else None
             regulariser = regulariser_grads_from_log_probs(np.stack(log_probs, axis=-1),
                                                            reference, coefficients)
             pushes = [p + weight * regulariser[:, token] for p, token in zip(pushes, (STEP, END))]

@@ -367,6 +367,25 @@ def test_estimators_that_read_the_policy_train_here(method):
         simulate(method, dataclasses.replace(config, mode="expected", seeds=1), progress=False)
 
 
+def test_an_update_is_freed_once_its_step_is_done():
+    # Nothing may keep a rollout's per-token arrays alive after its updates (a cache of the
+    # reference's log-probabilities did, one rollout per step, until the run was killed).
+    import gc
+    import weakref
+
+    task = tiny_task(5, 3)
+    params = random_params(task, seeds=1)
+    prompts = np.array([[0, 1]])
+    tokens = task.sample(params, prompts, 4, np.random.default_rng(0))
+    update = LongAnswerUpdate(task, prompts, tokens, params, params)
+    update.gradient(params, np.ones((1, 2, 4)), np.array([[True, True]]), get_method("grpo"),
+                    Coefficients(kl=0.01, entropy=0.01))
+    freed = weakref.ref(update)
+    del update
+    gc.collect()
+    assert freed() is None
+
+
 def test_overlong_filtering_removes_truncated_answers_from_the_loss():
     # The gradient does not change when the truncated answers' tokens change.
     task = tiny_task(5, 3, overlong_filter=True)
