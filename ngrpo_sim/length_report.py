@@ -62,7 +62,7 @@ COLLAPSE_DROP = 0.05
 COLLAPSE_TRUNCATION = 0.05
 """... at a step where the share of truncated answers is this much above its value at the best."""
 LENGTH_HEADLINE = LongAnswerConfig(max_length=128, num_prompts=64, prompts_per_step=16, seeds=6,
-                                   steps=80, learning_rate=0.05)
+                                   steps=60, learning_rate=0.05)
 """The calibrated task: starting answers at about a fifth of the cap; the policy reads its
 position and can change its tokens per step."""
 
@@ -407,7 +407,10 @@ def plot_lengths(studies: list[LengthRuns], path: Path) -> Path:
             ax.set_xlabel("training step")
             ax.set_ylabel(ylabel)
             ax.set_title(runs.study.name, fontsize=8)
-            ax.legend(fontsize=4.5)
+        # One legend per row, right of it, for every run the row draws.
+        handles, labels = axes[4 * row].get_legend_handles_labels()
+        axes[4 * row + 3].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                                 fontsize=6)
     config = studies[0].presets[0].config
     figure.suptitle(f"Long answers: L = {config.max_length} tokens, {config.num_prompts} prompts "
                     f"({config.profile}), B = {config.prompts_per_step}, G = {config.group_size}, "
