@@ -45,12 +45,12 @@ writes about e_p steps (lognormal around ``HABIT_STEPS``) at ``TOKENS_PER_STEP``
 wraps up about ``WRAP_UP`` L tokens after its habit is done. Then r_p is solved per prompt
 (``scipy.optimize.brentq`` on the exact success rate) so that the starting success rate equals the
 profile's target (``bandit.starting_success``), capped at ``MAX_START_SHARE`` of the answers that
-are not truncated. At L = 1024 and W = 16 with the ``base`` profile (128 prompts, task seeds 0-2)
-this gives answers of mean length 21-24% of L (median 15-17%, 90th percentile 47-51%), 1.7-3.9% of
+are not truncated. At L = 1024 and W = 32 with the ``base`` profile (128 prompts, task seeds 0-2)
+this gives answers of mean length 21-23% of L (median 15-17%, 90th percentile 46-49%), 1.4-3.2% of
 them truncated, and about half of the prompts hard (starting below 5%, at 0.5-0.8% on average):
-their r_p lies about 10 steps beyond their habit, so the policy has to work longer on them to
-succeed, and for a quarter of all prompts r_p lies beyond the W - 1 = 15 steps an answer can count
-(they stay hard). The lengths scale with L, so a smaller L is the same task at a coarser grain;
+their r_p lies 10-12 steps beyond their habit, so the policy has to work longer on them to
+succeed; for 3-5% of all prompts r_p lies beyond the W - 1 = 31 steps an answer can count (they
+stay hard). The lengths scale with L, so a smaller L is the same task at a coarser grain;
 ``natural_length`` > L keeps the task's token scale and tightens the cap (at twice L, 10-12% of
 the answers start truncated).
 
