@@ -54,7 +54,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from gpu_check_seeds import describe, run_workers, summarise, verdict, STEP_KEYS  # noqa: E402
+from gpu_check_seeds import STEP_KEYS, describe, run_workers, summarise, verdict  # noqa: E402
 from harness import ForwardCounter, load_trainer  # noqa: E402
 
 trainer = load_trainer()

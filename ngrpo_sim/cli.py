@@ -14,6 +14,7 @@ from ngrpo_sim.base import checks
 from ngrpo_sim.base.files import missing_folders, remove_if_empty
 from ngrpo_sim.methods.presets import METHODS, parse_methods
 from ngrpo_sim.simulators.dynamics import MODES, DynamicsConfig
+from ngrpo_sim.simulators.long_answers import LongAnswerConfig
 from ngrpo_sim.simulators.sequences import SequenceConfig
 
 
@@ -182,9 +183,9 @@ def _finished_runs(train) -> tuple[list, Exception | None]:
         return [failure.finished.get(index) for index in range(len(failure.tasks))], failure
 
 
-def _train_and_write(args, config_class, summary=None, panels=None) -> None:
+def _train_and_write(args, config_class, summary=None, panels=None, figure: str = "") -> None:
     """Train (``_train``) and write the run folder of the runs that finished, also when some
-    failed (their failure is raised after), with ``panels`` in ``tokens.png``."""
+    failed (their failure is raised after), with ``panels`` against steps in ``figure``."""
     from ngrpo_sim.experiments.runs import SUMMARY_METRICS, format_summary, plot_dynamics, write_run
 
     run_records, failure = _finished_runs(lambda: _train(args, config_class))
@@ -194,7 +195,7 @@ def _train_and_write(args, config_class, summary=None, panels=None) -> None:
         print(format_summary(run_records, metrics=summary))
         written = write_run(args.out, run_records, summary, method_knobs=_method_knobs(args))
         if panels:
-            written.append(plot_dynamics(run_records, args.out / "tokens.png", panels))
+            written.append(plot_dynamics(run_records, args.out / figure, panels))
         print("\nwrote " + ", ".join(str(path) for path in written))
     if failure is not None:
         raise failure
@@ -225,7 +226,32 @@ def _add_tokens(subparsers) -> None:
 def _run_tokens(args) -> None:
     from ngrpo_sim.reports.token_report import SUMMARY, TOKEN_PANELS
 
-    _train_and_write(args, SequenceConfig, SUMMARY, TOKEN_PANELS)
+    _train_and_write(args, SequenceConfig, SUMMARY, TOKEN_PANELS, "tokens.png")
+
+
+def _add_lengths(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "lengths",
+        help="train methods on answers of hundreds of tokens: growth, truncation, the cap",
+        description="Simulate RL training of each method on a task whose answers run to hundreds "
+                    "of tokens (text, step and end tokens; correct with a probability that grows "
+                    "with the work done; truncated at --max-length with reward 0), with one "
+                    "log-linear policy over (position, work) for every prompt, vectorised over "
+                    "seeds; every metric is exact. Writes a run folder (config.json, metrics.csv, "
+                    "pass_at_k.csv, summary.csv, dynamics.png, pass_at_k.png, lengths.png) and "
+                    "prints final values with 95%% intervals over seeds.",
+    )
+    _add_training_options(parser, LongAnswerConfig, "lengths",
+                          "sampled (real rollouts), expected (the exact expected update, by a "
+                          "backward and a forward pass over the positions) or sampled,expected "
+                          "(default: sampled)")
+    parser.set_defaults(run=_run_lengths, methods="grpo,ngrpo,dapo,dr_grpo,maxrl,psr_nsr")
+
+
+def _run_lengths(args) -> None:
+    from ngrpo_sim.reports.length_report import LENGTH_PANELS, SUMMARY
+
+    _train_and_write(args, LongAnswerConfig, SUMMARY, LENGTH_PANELS, "lengths.png")
 
 
 def _add_report(subparsers) -> None:
@@ -415,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_landscape(subparsers)
     _add_dynamics(subparsers)
     _add_tokens(subparsers)
+    _add_lengths(subparsers)
     _add_report(subparsers)
     _add_sweep(subparsers)
     _add_page(subparsers)

@@ -38,7 +38,7 @@ def small_report(monkeypatch):
     seeds (the sizes of the prompts and batches stay)."""
     import dataclasses
 
-    from ngrpo_sim.reports import clipping_report, report, token_report
+    from ngrpo_sim.reports import clipping_report, length_report, report, token_report
 
     def small(config):
         return dataclasses.replace(config, steps=3, seeds=2)
@@ -48,6 +48,7 @@ def small_report(monkeypatch):
     monkeypatch.setattr(report, "SWEEP_SEEDS", 2)
     monkeypatch.setattr(token_report, "TOKEN_HEADLINE",
                         dataclasses.replace(token_report.TOKEN_HEADLINE, steps=2, seeds=2))
+    monkeypatch.setattr(length_report, "LENGTH_HEADLINE", small(length_report.LENGTH_HEADLINE))
     for name in ("NOISE_SETTINGS", "NSR_SETTINGS"):
         settings = getattr(clipping_report, name)
         monkeypatch.setattr(clipping_report, name, {key: small(config)

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from ngrpo_sim.experiments import trainer_runs
+from ngrpo_sim.pages import page as landscape_page
 from ngrpo_sim.pages.browser import chromium
 from ngrpo_sim.pages.inspector import write_inspector
-from ngrpo_sim.pages import page as landscape_page
 from ngrpo_sim.pages.page import write_page
 
 pytest.importorskip("playwright.sync_api",

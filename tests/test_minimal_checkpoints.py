@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_minimal_runs import flags
 from test_minimal_trainer import tiny_config, tiny_folder, torch, trainer  # noqa: F401
 

@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import pytest
-
 from test_minimal_trainer import ROOT, tiny_config, tiny_folder, torch, trainer  # noqa: F401
 
 MEASURE = """

@@ -65,6 +65,11 @@ PROBES = {
                           "clipfrac_low at the last step")],
     "06_token_level": [("metric_picker.value = 'truncation'\nprint(metric_view.shown_text)",
                         "truncation at the last step")],
+    "07_answer_length": [
+        ("run_picker.value = 'grpo, seq-mean-token-mean'\nstep_slider.value = EVERY\n"
+         "print(distribution_view.shown_text)", "mean length of correct answers"),
+        ("metric_picker.value = 'truncation'\nprint(metric_view.shown_text)",
+         "truncation at the last step")],
 }
 
 

@@ -26,8 +26,8 @@ from scipy.stats import t as student_t
 
 from ngrpo_sim.base import checks
 from ngrpo_sim.base.files import missing_folders, remove_if_empty, write_atomically
-from ngrpo_sim.base.plotting import (axis_label, figure_legend, method_colour, metric_label,
-                                     save, subplots)
+from ngrpo_sim.base.plotting import (axis_label, figure_legend, method_colour, metric_label, save,
+                                     subplots)
 from ngrpo_sim.experiments.sweep import VERSION, Task, run_sweep, task_file
 from ngrpo_sim.methods.presets import METHODS, Method
 from ngrpo_sim.simulators.dynamics import METRICS, DynamicsConfig, RunRecord

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ngrpo_sim.experiments.runs import difference_interval
 from ngrpo_sim.simulators.dynamics import DynamicsConfig
 from ngrpo_sim.simulators.sequences import SequenceConfig
 from ngrpo_sim.simulators.training_loop import RunRecord
@@ -53,3 +54,11 @@ def entropy_at_matched_accuracy(run_record: RunRecord, accuracy: float) -> float
         return float(entropy[0])
     share = (accuracy - curve[step - 1]) / (curve[step] - curve[step - 1])
     return float(entropy[step - 1] + share * (entropy[step] - entropy[step - 1]))
+
+
+def difference(first: np.ndarray, second: np.ndarray, above: str, below: str,
+               digits: int = 3) -> str:
+    """``first`` − ``second`` (final values per seed) as "mean ± half-width: verdict", with the 95%
+    Welch interval of ``experiments.runs.difference_interval`` and ``verdict``'s words."""
+    mean, half = difference_interval(first, second)
+    return f"{mean:+.{digits}f} ± {half:.{digits}f}: {verdict(mean, half, above, below)}"

@@ -36,7 +36,7 @@ from ngrpo_sim.base.plotting import METHOD_COLOURS, figure_legend, save, subplot
 from ngrpo_sim.experiments.runs import difference_interval, interval, mean_band, write_run
 from ngrpo_sim.experiments.sweep import Task, sweep_tasks
 from ngrpo_sim.methods.presets import Method, get_method
-from ngrpo_sim.reports.claims import (HEADLINE, LEARNING_RATES, TOKEN_HEADLINE,
+from ngrpo_sim.reports.claims import (HEADLINE, LEARNING_RATES, TOKEN_HEADLINE, difference,
                                       entropy_at_matched_accuracy, verdict)
 from ngrpo_sim.simulators.training_loop import LoopConfig, RunRecord
 
@@ -117,11 +117,6 @@ def entropy_change(run_record: RunRecord) -> np.ndarray:
     return entropy[-1] - entropy[0]
 
 
-def _difference(first: np.ndarray, second: np.ndarray, above: str, below: str) -> str:
-    mean, half = difference_interval(first, second)
-    return f"{mean:+.3f} ± {half:.3f}: {verdict(mean, half, above, below)}"
-
-
 def _shares(run_record: RunRecord) -> str:
     """The mean shares of answers (tokens) clipped at the low and at the high bound."""
     return " / ".join(f"{np.nanmean(run_record.metrics[name]):.4f}"
@@ -142,7 +137,7 @@ def noise_table(groups: dict[str, list[RunRecord]]) -> str:
         for (label, _, _), run in zip(CLIP_VARIANTS, runs):
             mean, half = interval(entropy_change(run))
             against = ("(reference)" if run is runs[0] else
-                       _difference(entropy_change(run), unclipped, "raises entropy",
+                       difference(entropy_change(run), unclipped, "raises entropy",
                                    "lowers entropy"))
             lines.append(f"| {setting} | {label} | {mean:+.3f} ± {half:.3f} | {against} | "
                          f"{_shares(run)} |")
@@ -191,8 +186,8 @@ def nsr_table(groups: dict[tuple[str, str], list[RunRecord]]) -> str:
         mean, half = interval(final["nsr"])
         lines.append(
             f"| {setting} | {cell} | {mean:.3f} ± {half:.3f} "
-            f"| {_difference(final['nsr'], final['grpo'], 'NSR higher', 'NSR lower')} "
-            f"| {_difference(final['nsr'], final['psr'], 'NSR higher', 'NSR lower')} "
+            f"| {difference(final['nsr'], final['grpo'], 'NSR higher', 'NSR lower')} "
+            f"| {difference(final['nsr'], final['psr'], 'NSR higher', 'NSR lower')} "
             f"| {entropy_at_matched_accuracy(nsr, level):.3f} / "
             f"{entropy_at_matched_accuracy(grpo, level):.3f} at accuracy {level:.3f} "
             f"| {_shares(nsr)} |")

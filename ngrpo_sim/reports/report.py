@@ -8,9 +8,11 @@ sampled and in expectation. A sweep then repeats the sampled run in all eight co
 {tabular, shared} x {Adam, SGD} x {1, 4 minibatches}, because the answer to each claim can depend on
 the setting. Every verdict comes with its numbers and a 95% interval over seeds. A section
 (``ngrpo_sim.reports.token_report``) retests the claims on answers made of tokens, where length,
-loss aggregation and token entropy exist; another (``ngrpo_sim.reports.rivals_report``) compares
-NGRPO with the rivals published for the same problem, and a last one
-(``ngrpo_sim.reports.clipping_report``) asks what the clip bounds alone do to entropy.
+loss aggregation and token entropy exist; one (``ngrpo_sim.reports.length_report``) on answers of
+realistic length, where answers grow, meet the length cap and are truncated; another
+(``ngrpo_sim.reports.rivals_report``) compares NGRPO with the rivals published for the same problem,
+and a last one (``ngrpo_sim.reports.clipping_report``) asks what the clip bounds alone do to
+entropy.
 """
 
 from __future__ import annotations
@@ -89,13 +91,14 @@ def claims_table(groups: list[list[RunRecord]]) -> str:
 def report_plan() -> dict[str, list[Task]]:
     """Every simulation of the report, by section, in the order ``run_report`` reads them."""
     # These sections read this module's verdicts and settings.
-    from ngrpo_sim.reports import clipping_report, rivals_report, token_report
+    from ngrpo_sim.reports import clipping_report, length_report, rivals_report, token_report
 
     headline_configs = [HEADLINE, with_mode(HEADLINE, "expected")]
     token_shared = token_report.token_config("shared", token_report.TOKEN_HEADLINE)
     return {"headline and sweep": sweep_tasks([get_method(name) for name in HEADLINE_METHODS],
                                               headline_configs + sweep_configs()),
             "tokens": token_report.token_tasks(token_report.TOKEN_HEADLINE),
+            "lengths": length_report.length_tasks(length_report.LENGTH_HEADLINE),
             "rivals": rivals_report.rival_tasks(HEADLINE, token_shared),
             "noise": clipping_report.noise_tasks(), "nsr": clipping_report.nsr_tasks()}
 
@@ -108,7 +111,7 @@ def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: st
     ``store`` keeps each as it finishes, and serves those it holds already. Every argument and the
     memory are checked before the first write; ``sweep.TasksFailed`` is raised, before anything but
     the store is written, when some simulations fail."""
-    from ngrpo_sim.reports import clipping_report, rivals_report, token_report
+    from ngrpo_sim.reports import clipping_report, length_report, rivals_report, token_report
 
     check_where_to_run(workers, ray_address)
     checks.integer("group_size", group_size, low=2)
@@ -140,6 +143,9 @@ def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: st
     token_runs = token_report.token_runs(results["tokens"])
     token_lines = token_report.token_section(out / "tokens", runs=token_runs)
     headline_sampled = [t for t in headline if t.config.mode == "sampled"]
+    length_lines = length_report.length_section(
+        out / "lengths", runs=length_report.length_runs(results["lengths"]),
+        one_token=headline_sampled, short_answers=token_runs)
     count = len(rivals_report.RIVALS)  # the bandit's rivals, then the token task's
     rival_lines = rivals_report.rivals_section(
         out / "rivals", headline_sampled + results["rivals"][:count],
@@ -167,7 +173,7 @@ def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: st
         "",
         f"Interactive page (opens in any browser, no network): {page_path}, "
         f"{page_path.stat().st_size / 1e6:.1f} MB, written in {page_seconds:.1f} s.",
-        "", *token_lines, "", *rival_lines, "", *clipping_lines,
+        "", *token_lines, "", *length_lines, "", *rival_lines, "", *clipping_lines,
     ]
     report = "\n".join(lines)
     write_atomically(out / "report.md", report + "\n")

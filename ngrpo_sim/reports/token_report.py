@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from ngrpo_sim.base.plotting import axis_label, figure_legend, metric_label, save, subplots
-from ngrpo_sim.experiments.runs import (difference_interval, final_values, interval, plot_band,
+from ngrpo_sim.experiments.runs import (final_values, interval, plot_band,
                                         write_run)
 from ngrpo_sim.experiments.sweep import Task, run_tasks, sweep_tasks
 from ngrpo_sim.methods.presets import get_method
-from ngrpo_sim.reports.claims import (TOKEN_HEADLINE, TOKEN_LEARNING_RATES,
-                                      entropy_at_matched_accuracy, verdict)
+from ngrpo_sim.reports.claims import (TOKEN_HEADLINE, TOKEN_LEARNING_RATES, difference,
+                                      entropy_at_matched_accuracy)
 from ngrpo_sim.simulators.sequences import SequenceConfig
 from ngrpo_sim.simulators.training_loop import RunRecord
 
@@ -106,12 +106,6 @@ def mean_over_steps(run_record: RunRecord, name: str) -> np.ndarray:
     return np.nanmean(run_record.metrics[name][1:], axis=0)
 
 
-def _difference(first: np.ndarray, second: np.ndarray, above: str, below: str,
-                digits: int = 3) -> str:
-    mean, half = difference_interval(first, second)
-    return f"{mean:+.{digits}f} ± {half:.{digits}f}: {verdict(mean, half, above, below)}"
-
-
 def _mean(run_record: RunRecord, name: str) -> float:
     return interval(final_values(run_record, name))[0]
 
@@ -126,7 +120,7 @@ def claims_rows(runs: TokenRuns) -> list[tuple[str, dict[str, str]]]:
         return _mean(runs.preset(policy, method), name)
 
     def ngrpo_minus_grpo(name, above, below):
-        return lambda p: _difference(final(p, "ngrpo", name), final(p, "grpo", name), above, below)
+        return lambda p: difference(final(p, "ngrpo", name), final(p, "grpo", name), above, below)
 
     def matched(policy):
         grpo, ngrpo = runs.preset(policy, "grpo"), runs.preset(policy, "ngrpo")
@@ -143,7 +137,7 @@ def claims_rows(runs: TokenRuns) -> list[tuple[str, dict[str, str]]]:
             run = runs.aggregated(policy, aggregation, method)
             if run is None:
                 return "not run"
-            return _difference(final_values(run, "length_wrong"),
+            return difference(final_values(run, "length_wrong"),
                                final_values(runs.aggregated(policy, "token-mean", method),
                                             "length_wrong"), "longer", "shorter")
         return cell
@@ -171,7 +165,7 @@ def claims_rows(runs: TokenRuns) -> list[tuple[str, dict[str, str]]]:
             rows.append((title, longer(method, aggregation)))
     rows += [
         ("5. unsampled-token mass gained per step, NGRPO − GRPO (mean over steps)",
-         lambda p: _difference(*leaked(p), "NGRPO gains more", "GRPO gains more", digits=4)),
+         lambda p: difference(*leaked(p), "NGRPO gains more", "GRPO gains more", digits=4)),
         ("5. unsampled-token mass gained per step, NGRPO / GRPO",
          lambda p: " / ".join(f"{np.mean(values):+.4f}" for values in leaked(p))),
         ("5. probability of the end token, NGRPO − GRPO (final)",

@@ -60,7 +60,7 @@ from ngrpo_sim.simulators.training_loop import (POLICIES, REWARD_KINDS, ROLLOUT_
                                                 covariance_entropy_change,
                                                 regulariser_grads_from_log_probs,
                                                 regulariser_logit_grads, starting_params,
-                                                success_metrics)
+                                                success_metrics, weighted_ratio)
 
 EMPTY_ANSWER_SHARE = 0.02
 """Starting probability of the end token at the empty prefix, relative to the prompt's non-key
@@ -117,17 +117,6 @@ def _check_sizes(vocab_size, max_length, end_token, correct_answers) -> tuple[in
         raise ValueError(f"max_length must be >= 2 with an end token (a correct answer is a key "
                          f"and the end token), got {max_length}; or set end_token=False")
     return vocab_size, max_length
-
-
-def _weighted_ratio(numerator: np.ndarray, denominator: np.ndarray,
-                    members: np.ndarray | None = None) -> np.ndarray:
-    """sum over (member) prompts of the numerator / sum of the denominator, per seed; NaN where
-    nothing to divide."""
-    if members is not None:
-        numerator, denominator = numerator[:, members], denominator[:, members]
-    total = denominator.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, numerator.sum(axis=1) / np.where(total > 0, total, 1.0), np.nan)
 
 
 @dataclass(frozen=True)
@@ -450,7 +439,7 @@ class SequenceTask:
         both with respect to the logits (S, P, N, C)."""
         statistics = self.answer_statistics(logits)
         alpha, beta = outcome_advantages(method, group_size, statistics.success, values)
-        mean_length = _weighted_ratio(keep_probability * statistics.length, keep_probability)
+        mean_length = weighted_ratio(keep_probability * statistics.length, keep_probability)
         weights = self.answer_weights(self.aggregation(method), np.nan_to_num(mean_length, nan=1.0))
         per_answer = np.where(self.outcome_correct, alpha[..., None, None], beta[..., None, None])
         outcome = weights * per_answer
@@ -464,7 +453,7 @@ class SequenceTask:
         statistics = self.answer_statistics(logits)
         log_ratio = log_softmax(logits) - log_softmax(new_logits)
         per_prefix = np.sum(statistics.probs * log_ratio, axis=-1)
-        return _weighted_ratio(np.sum(statistics.reach * per_prefix, axis=-1), statistics.length)
+        return weighted_ratio(np.sum(statistics.reach * per_prefix, axis=-1), statistics.length)
 
     def measure(self, logits: np.ndarray) -> AnswerStatistics:
         """What the metrics read of a policy: its ``answer_statistics``."""
@@ -475,17 +464,17 @@ class SequenceTask:
         """``SEQUENCE_POLICY_METRICS`` on all prompts, one value per seed, and pass@k (S, ks)."""
         buckets = difficulty_masks(initial_success)
         metrics, pass_at_k = success_metrics(statistics.success, initial_success, ks, buckets)
-        metrics["entropy"] = _weighted_ratio(statistics.entropy, statistics.length)
+        metrics["entropy"] = weighted_ratio(statistics.entropy, statistics.length)
         for bucket, members in buckets.items():
-            metrics[f"entropy_{bucket}"] = _weighted_ratio(statistics.entropy, statistics.length,
-                                                           members)
+            metrics[f"entropy_{bucket}"] = weighted_ratio(statistics.entropy, statistics.length,
+                                                          members)
         wrong_length = statistics.length - statistics.correct_length
         metrics.update(
             sequence_entropy=statistics.entropy.mean(1), length=statistics.length.mean(1),
-            length_correct=_weighted_ratio(statistics.correct_length, statistics.success),
-            length_wrong=_weighted_ratio(wrong_length, 1 - statistics.success),
+            length_correct=weighted_ratio(statistics.correct_length, statistics.success),
+            length_wrong=weighted_ratio(wrong_length, 1 - statistics.success),
             truncation=statistics.truncation.mean(1),
-            end_probability=_weighted_ratio(statistics.end_mass, statistics.length))
+            end_probability=weighted_ratio(statistics.end_mass, statistics.length))
         return metrics, pass_at_k
 
     def entropy_prediction(self, before: AnswerStatistics, after: AnswerStatistics
@@ -496,7 +485,7 @@ class SequenceTask:
         predicted = covariance_entropy_change(before.log_probs, after.logits - before.logits)
         per_prefix = {"entropy_change_predicted": predicted,
                       "entropy_change_positional": after.prefix_entropy - before.prefix_entropy}
-        return {name: _weighted_ratio(np.sum(before.reach * values, axis=-1), before.length)
+        return {name: weighted_ratio(np.sum(before.reach * values, axis=-1), before.length)
                 for name, values in per_prefix.items()}
 
 

@@ -719,6 +719,17 @@ def success_metrics(success: np.ndarray, initial_success: np.ndarray, ks: np.nda
     return metrics, pass_at_k
 
 
+def weighted_ratio(numerator: np.ndarray, denominator: np.ndarray,
+                   members: np.ndarray | None = None) -> np.ndarray:
+    """sum over (member) prompts of the numerator (S, P) / sum of the denominator (S, P), per seed
+    (a token mean over prompts whose answers differ in length); NaN where nothing to divide."""
+    if members is not None:
+        numerator, denominator = numerator[:, members], denominator[:, members]
+    total = denominator.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, numerator.sum(axis=1) / np.where(total > 0, total, 1.0), np.nan)
+
+
 def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = True) -> RunRecord:
     """Train ``method`` on the config's task for every seed at once; record every metric per step.
 

@@ -9,9 +9,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ngrpo_sim.base import checks
-from ngrpo_sim.base.plotting import (method_colour)
+from ngrpo_sim.base.plotting import method_colour
 from ngrpo_sim.methods.surrogate import clipped_surrogate
-from ngrpo_sim.simulators.dynamics import (DynamicsConfig, simulate)
+from ngrpo_sim.simulators.dynamics import DynamicsConfig, simulate
 
 # --------------------------------------------------------------------------------------------------
 # Notebook 4: where clipping removes the gradient, and how often it does in training

@@ -3,16 +3,13 @@ prediction, and the run folders of ``minimal/ngrpo_train.py`` (read through ``tr
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from ngrpo_sim.base import checks
-from ngrpo_sim.base.plotting import (axis_label, method_colour,
-                                     metric_label)
+from ngrpo_sim.base.plotting import axis_label, method_colour, metric_label
 from ngrpo_sim.experiments.runs import label, linestyle, plot_band
-from ngrpo_sim.experiments.trainer_runs import (final_pass_at_k,
-                                                run_curve)
-from ngrpo_sim.simulators.dynamics import (RunRecord)
+from ngrpo_sim.experiments.trainer_runs import final_pass_at_k, run_curve
+from ngrpo_sim.simulators.dynamics import RunRecord
 
 # --------------------------------------------------------------------------------------------------
 # Notebook 3: run records against steps, and the first-order entropy prediction

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ngrpo_sim.base import checks
-from ngrpo_sim.base.plotting import (method_colour)
+from ngrpo_sim.base.plotting import method_colour
 from ngrpo_sim.methods.metrics import log_softmax, softmax_entropy
 from ngrpo_sim.methods.presets import Method, get_method
 from ngrpo_sim.simulators.bandit import BanditTask, make_task, sample_answers
-from ngrpo_sim.simulators.dynamics import (predicted_entropy_change)
+from ngrpo_sim.simulators.dynamics import predicted_entropy_change
 from ngrpo_sim.simulators.training_loop import Coefficients
 
 # --------------------------------------------------------------------------------------------------

@@ -7,8 +7,7 @@ import html
 import io
 import os
 
-
-from ngrpo_sim.base.plotting import (pyplot)
+from ngrpo_sim.base.plotting import pyplot
 
 # --------------------------------------------------------------------------------------------------
 # Fast mode: the test suite runs every notebook with NGRPO_FAST=1

@@ -3,12 +3,11 @@ aggregation does to lengths, and where an all-wrong group's penalty goes."""
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from ngrpo_sim.analysis.sequence_gain import expected_group_update
 from ngrpo_sim.base import checks
-from ngrpo_sim.base.plotting import (axis_label, method_colour)
+from ngrpo_sim.base.plotting import axis_label, method_colour
 from ngrpo_sim.methods.metrics import log_softmax
 from ngrpo_sim.methods.presets import LOSS_AGGREGATIONS, get_method
 from ngrpo_sim.simulators.sequences import SequenceTask, make_sequence_task
