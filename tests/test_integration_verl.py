@@ -191,7 +191,7 @@ def documented_verl_commands():
     """The override lists of the `python3 -m verl.trainer.main_ppo` commands in
     docs/scaling_out.md."""
     text = (ROOT / "docs" / "scaling_out.md").read_text()
-    blocks = re.findall(r"```bash\n(python3 -m verl\.trainer\.main_ppo.*?)```", text,
+    blocks = re.findall(r"```bash\n(\S*python3? -m verl\.trainer\.main_ppo.*?)```", text,
                         flags=re.DOTALL)
     return [block.replace("\\\n", " ").split()[3:] for block in blocks]
 

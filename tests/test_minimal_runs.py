@@ -224,10 +224,12 @@ def test_dropout_is_off_so_the_first_minibatch_has_ratio_one(tmp_path, architect
 # --------------------------------------------------------------------------------------------------
 
 def readme_commands():
-    """Each trainer command of the README's trainer section, as argument lists."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Training a real model", 1)[1].split("\n## ", 1)[0]
-    text = "\n".join(line.split("  #")[0] for line in section.replace("\\\n", " ").splitlines())
+    """Each trainer command that the README and the trainer's page show, as argument lists."""
+    pages = (ROOT / "README.md", ROOT / "docs" / "minimal" / "README.md")
+    blocks = [block for page in pages
+              for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S)]
+    text = "\n".join(line.split("  #")[0] for block in blocks
+                     for line in block.replace("\\\n", " ").splitlines())
     return [shlex.split(line.split("minimal/ngrpo_train.py", 1)[1]) for line in text.splitlines()
             if "minimal/ngrpo_train.py" in line
             and line.lstrip().startswith((".venv/bin/python", "python"))]
