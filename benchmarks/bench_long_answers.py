@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from ngrpo_sim import get_method
-from ngrpo_sim.simulators.long_answers import LongAnswerConfig
+from ngrpo_sim.simulators.long_answer_config import LongAnswerConfig
 from ngrpo_sim.simulators.training_loop import TrainState, apply_rollout, draw_rollout
 
 

@@ -35,7 +35,8 @@ import numpy as np
 
 from ngrpo_sim.base.plotting import pyplot
 from ngrpo_sim.simulators.dynamics import DynamicsConfig
-from ngrpo_sim.simulators.sequences import SequenceConfig, prefix_count
+from ngrpo_sim.simulators.sequence_config import SequenceConfig
+from ngrpo_sim.simulators.sequences import prefix_count
 from ngrpo_sim.simulators.training_loop import simulate
 
 MODES = ("sampled", "expected")

@@ -20,7 +20,7 @@ import numpy as np
 
 from ngrpo_sim import get_method
 from ngrpo_sim.simulators.reference_sequence_step import reference_apply_sequence_rollout
-from ngrpo_sim.simulators.sequences import SequenceConfig
+from ngrpo_sim.simulators.sequence_config import SequenceConfig
 from ngrpo_sim.simulators.training_loop import TrainState, apply_rollout, draw_rollout
 
 

@@ -41,7 +41,7 @@ _ON_FIRST_USE = {
     "zero_gradient_probability": "ngrpo_sim.analysis.landscape",
     "simulate": "ngrpo_sim.simulators.training_loop",
     "DynamicsConfig": "ngrpo_sim.simulators.dynamics",
-    "SequenceConfig": "ngrpo_sim.simulators.sequences",
+    "SequenceConfig": "ngrpo_sim.simulators.sequence_config",
     "run_methods": "ngrpo_sim.experiments.runs",
 }
 

@@ -14,8 +14,8 @@ from ngrpo_sim.base import checks
 from ngrpo_sim.base.files import missing_folders, remove_if_empty
 from ngrpo_sim.methods.presets import METHODS, parse_methods
 from ngrpo_sim.simulators.dynamics import MODES, DynamicsConfig
-from ngrpo_sim.simulators.long_answers import LongAnswerConfig
-from ngrpo_sim.simulators.sequences import SequenceConfig
+from ngrpo_sim.simulators.long_answer_config import LongAnswerConfig
+from ngrpo_sim.simulators.sequence_config import SequenceConfig
 
 
 def _method_list_help() -> str:

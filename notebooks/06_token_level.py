@@ -37,7 +37,8 @@ from IPython.display import display
 from ngrpo_sim import get_method, teaching
 from ngrpo_sim.base.plotting import pyplot, subplots
 from ngrpo_sim.experiments.runs import format_summary, run_methods
-from ngrpo_sim.simulators.sequences import METRICS, SequenceConfig
+from ngrpo_sim.simulators.sequence_config import SequenceConfig
+from ngrpo_sim.simulators.sequences import METRICS
 
 plt = pyplot()
 

@@ -37,7 +37,8 @@ from ngrpo_sim import get_method
 from ngrpo_sim.base.plotting import pyplot, subplots
 from ngrpo_sim.experiments.runs import format_summary, run_methods
 from ngrpo_sim.reports.length_report import cap_bound, plot_length_distribution
-from ngrpo_sim.simulators.long_answers import METRICS, LongAnswerConfig
+from ngrpo_sim.simulators.long_answer_config import LongAnswerConfig
+from ngrpo_sim.simulators.long_answers import METRICS
 from ngrpo_sim.simulators.training_loop import TrainState, apply_rollout, draw_rollout
 from ngrpo_sim.teaching import teaching
 

@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 
-from ngrpo_sim.simulators.long_answers import END, END_WRONG, STEP, TEXT
+from ngrpo_sim.simulators.long_answer_exact import END, END_WRONG, STEP, TEXT
 from ngrpo_sim.simulators.reference_step import _adam_or_sgd, _count_update, walk_groups
-from ngrpo_sim.simulators.training_loop import ROLLOUT_METRICS, Coefficients
+from ngrpo_sim.simulators.task_parts import ROLLOUT_METRICS, Coefficients
 
 
 def logits_at(task, params, seed, prompt, position, work):

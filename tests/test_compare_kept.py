@@ -61,8 +61,8 @@ def test_a_run_that_fails_leaves_the_others_trained_and_tabled(tiny_folder, tmp_
                          "saved yet"]
     assert lines[3] == ("compare: 1 of 3 runs failed; table.md leaves out grpo, with a failed "
                         "run; the same command trains only the failed runs again: "
-                        + shlex.join([os.path.relpath(sys.executable), os.path.relpath(compare.__file__),
-                                     *argv]))
+                        + shlex.join([os.path.relpath(sys.executable),
+                                      os.path.relpath(compare.__file__), *argv]))
     assert table_methods(base) == ["ngrpo", "dapo"]
 
     monkeypatch.undo()

@@ -16,7 +16,7 @@ from ngrpo_sim.simulators.dynamics import (DynamicsConfig, Rollout, TrainState, 
                                            predicted_entropy_change, simulate)
 from ngrpo_sim.simulators.optim import Optimizer
 from ngrpo_sim.simulators.reference_step import reference_apply_rollout
-from ngrpo_sim.simulators.sequences import SequenceConfig
+from ngrpo_sim.simulators.sequence_config import SequenceConfig
 
 SMALL = dict(num_prompts=12, num_answers=5, prompts_per_step=4, group_size=4, minibatches=2,
              seeds=3, profile="mid")

@@ -10,11 +10,13 @@ import pytest
 from ngrpo_sim import get_method
 from ngrpo_sim.cli import main
 from ngrpo_sim.methods.metrics import as_probability, log_softmax
-from ngrpo_sim.simulators import bandit, optim, sequences
+from ngrpo_sim.simulators import bandit, optim, sequence_update
 from ngrpo_sim.simulators.bandit import BanditTask
 from ngrpo_sim.simulators.dynamics import DynamicsConfig
-from ngrpo_sim.simulators.sequences import SequenceConfig, make_sequence_task
-from ngrpo_sim.simulators.training_loop import Coefficients, TrainingDiverged, simulate
+from ngrpo_sim.simulators.loop_config import TrainingDiverged
+from ngrpo_sim.simulators.sequence_config import SequenceConfig, make_sequence_task
+from ngrpo_sim.simulators.task_parts import Coefficients
+from ngrpo_sim.simulators.training_loop import simulate
 
 KS = 2 ** np.arange(9)
 
@@ -109,7 +111,7 @@ def test_a_run_into_a_near_deterministic_policy_trains_to_the_end(config):
 # -- 2. A run that diverges ------------------------------------------------------------------
 
 @pytest.mark.parametrize("config_class, module", [(DynamicsConfig, bandit),
-                                                  (SequenceConfig, sequences)])
+                                                  (SequenceConfig, sequence_update)])
 def test_a_learning_rate_of_100_trains_through_ratios_that_underflow_to_zero(config_class, module,
                                                                             monkeypatch):
     # It stopped with "ratio must be positive, got 0.0": one update pushes a sampled token's

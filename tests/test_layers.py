@@ -21,9 +21,17 @@ def module_name(path: Path) -> str:
 
 def imported_modules(path: Path, modules: set[str], package: str) -> set[str]:
     """Every ngrpo_sim module the file at ``path``, of ``package``, imports, at any depth of the
-    file (imports inside functions count: they are how a cycle hides)."""
+    file (imports inside functions count: they are how a cycle hides; those under ``if
+    TYPE_CHECKING:`` do not, as they never run)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    # Imports under `if TYPE_CHECKING:` name a type for annotations and never run.
+    typing_only = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING"
+                   for inner in ast.walk(node)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -97,7 +105,9 @@ def test_the_modules_import_no_cycle():
 def test_the_checks_see_what_they_look_for(tmp_path):
     """A planted upward import, an import of the root and a cycle are each reported."""
     planted = tmp_path / "planted.py"
-    planted.write_text("from ngrpo_sim.reports.report import HEADLINE\n"
+    planted.write_text("from typing import TYPE_CHECKING\n"
+                       "from ngrpo_sim.reports.report import HEADLINE\n"
+                       "if TYPE_CHECKING:\n    from ngrpo_sim.teaching import notebook\n"
                        "def later():\n    from ngrpo_sim import get_method\n")
     modules = {"ngrpo_sim.reports.report"}
     found = imported_modules(planted, modules, package="ngrpo_sim.simulators")

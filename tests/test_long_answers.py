@@ -18,13 +18,15 @@ from ngrpo_sim.analysis.landscape import expected_gain
 from ngrpo_sim.methods.metrics import powers_of_two_up_to
 from ngrpo_sim.methods.presets import LOSS_AGGREGATIONS, token_weights
 from ngrpo_sim.simulators.bandit import starting_success
-from ngrpo_sim.simulators.long_answer_exact import expectation_gradient, values_to_go
-from ngrpo_sim.simulators.long_answers import (END_WRONG, TEXT, LongAnswerConfig, LongAnswerUpdate,
-                                               make_long_answer_task, pmf_quantile)
+from ngrpo_sim.simulators.long_answer_config import LongAnswerConfig, make_long_answer_task
+from ngrpo_sim.simulators.long_answer_exact import (END_WRONG, TEXT, expectation_gradient,
+                                                    values_to_go)
+from ngrpo_sim.simulators.long_answer_update import LongAnswerUpdate
+from ngrpo_sim.simulators.long_answers import pmf_quantile
 from ngrpo_sim.simulators.optim import Optimizer
 from ngrpo_sim.simulators.sequences import SequenceTask
-from ngrpo_sim.simulators.training_loop import (Coefficients, TrainState, apply_rollout,
-                                                draw_rollout, simulate)
+from ngrpo_sim.simulators.task_parts import Coefficients
+from ngrpo_sim.simulators.training_loop import TrainState, apply_rollout, draw_rollout, simulate
 
 
 def tiny_task(max_length=4, work_cap=3, num_prompts=3, rewards="binary", **options):

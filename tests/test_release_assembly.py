@@ -18,9 +18,9 @@ from ngrpo_sim.simulators.reference_step import (_adam_or_sgd, _count_update, _p
                                                  _prompt_logits, _regulariser_grad, _softmax)
 from ngrpo_sim.simulators.release_assembly import (RELEASE_METRICS, CarriedRows, assemble,
                                                    release_advantages)
-from ngrpo_sim.simulators.sequences import SequenceConfig
-from ngrpo_sim.simulators.training_loop import (ROLLOUT_METRICS, Coefficients, TrainState,
-                                                apply_rollout, draw_rollout, simulate)
+from ngrpo_sim.simulators.sequence_config import SequenceConfig
+from ngrpo_sim.simulators.task_parts import ROLLOUT_METRICS, Coefficients
+from ngrpo_sim.simulators.training_loop import TrainState, apply_rollout, draw_rollout, simulate
 
 EPS = 1e-6
 

@@ -6,7 +6,7 @@ from scipy import stats
 from ngrpo_sim.reports.rivals_report import (answer_budget, at_answers, comparison_table,
                                              cumulative_answers, leaders, verdicts)
 from ngrpo_sim.simulators.dynamics import DynamicsConfig, RunRecord
-from ngrpo_sim.simulators.training_loop import PASS_AT_K_MAX
+from ngrpo_sim.simulators.loop_config import PASS_AT_K_MAX
 
 
 def made_up_run(method, per_step, solved, entropy_end=1.0, pass_end=0.9):

@@ -13,7 +13,8 @@ from ngrpo_sim.analysis.landscape import expected_gain
 from ngrpo_sim.analysis.sequence_gain import (expected_group_update, length_decomposition,
                                               outcome_advantages)
 from ngrpo_sim.methods.presets import LOSS_AGGREGATIONS, token_weights
-from ngrpo_sim.simulators.sequences import SequenceTask, make_sequence_task
+from ngrpo_sim.simulators.sequence_config import make_sequence_task
+from ngrpo_sim.simulators.sequences import SequenceTask
 
 METHODS = ["grpo", "ngrpo", "dapo", "psr_nsr", "rloo", "dr_grpo", "ppo"]
 

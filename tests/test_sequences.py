@@ -18,7 +18,8 @@ from ngrpo_sim.simulators.dynamics import METRICS as BANDIT_METRICS
 from ngrpo_sim.simulators.dynamics import DynamicsConfig
 from ngrpo_sim.simulators.optim import Optimizer
 from ngrpo_sim.simulators.reference_sequence_step import reference_apply_sequence_rollout
-from ngrpo_sim.simulators.sequences import SequenceConfig, SequenceTask, make_sequence_task
+from ngrpo_sim.simulators.sequence_config import SequenceConfig, make_sequence_task
+from ngrpo_sim.simulators.sequences import SequenceTask
 from ngrpo_sim.simulators.training_loop import TrainState, apply_rollout, simulate
 
 

@@ -217,7 +217,7 @@ def test_each_method_and_config_is_checked_once_where_it_enters(monkeypatch):
     """A sweep checks every (method, config) pair once, in ``sweep_tasks``, and hands the checked
     tasks on: not again in ``run_tasks``, in each run, or at every step of an expected run (3, 3
     and steps times as many checks before)."""
-    from ngrpo_sim.simulators.training_loop import LoopConfig
+    from ngrpo_sim.simulators.loop_config import LoopConfig
 
     checked, real = [], LoopConfig.check_method
 

@@ -526,7 +526,7 @@ def test_the_answer_table_names_bad_input():
 
 
 def test_aggregations_agree_when_every_answer_has_the_same_length():
-    from ngrpo_sim.simulators.sequences import make_sequence_task
+    from ngrpo_sim.simulators.sequence_config import make_sequence_task
     task = make_sequence_task(1, 3, 3, end_token=False, profile="0.2")
     effects = teaching.aggregation_effects("ngrpo", task)
     for name in ("seq-mean-token-mean", "seq-mean-token-sum-norm"):

@@ -31,7 +31,7 @@ from ngrpo_sim.base.plotting import (axis_label, figure_legend, method_colour, m
 from ngrpo_sim.experiments.sweep import VERSION, Task, run_sweep, task_file
 from ngrpo_sim.methods.presets import METHODS, Method
 from ngrpo_sim.simulators.dynamics import METRICS, DynamicsConfig, RunRecord
-from ngrpo_sim.simulators.training_loop import LoopConfig
+from ngrpo_sim.simulators.loop_config import LoopConfig
 
 SUMMARY_METRICS = ("accuracy", "accuracy_hard", "pass_auc", "entropy", "entropy_hard", "abandoned",
                    "newly_solved", "regressed", "max_drawdown")

@@ -42,7 +42,8 @@ from ngrpo_sim.base import checks
 from ngrpo_sim.base.files import write_atomically
 from ngrpo_sim.methods.presets import Method, get_method
 from ngrpo_sim.simulators.dynamics import RunRecord
-from ngrpo_sim.simulators.training_loop import LoopConfig, check_memory, train
+from ngrpo_sim.simulators.loop_config import LoopConfig, check_memory
+from ngrpo_sim.simulators.training_loop import train
 
 
 @dataclass(frozen=True)

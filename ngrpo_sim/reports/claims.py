@@ -11,7 +11,7 @@ import numpy as np
 
 from ngrpo_sim.experiments.runs import difference_interval
 from ngrpo_sim.simulators.dynamics import DynamicsConfig
-from ngrpo_sim.simulators.sequences import SequenceConfig
+from ngrpo_sim.simulators.sequence_config import SequenceConfig
 from ngrpo_sim.simulators.training_loop import RunRecord
 
 HEADLINE_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "ppo")

@@ -38,7 +38,8 @@ from ngrpo_sim.experiments.sweep import Task, sweep_tasks
 from ngrpo_sim.methods.presets import Method, get_method
 from ngrpo_sim.reports.claims import (HEADLINE, LEARNING_RATES, TOKEN_HEADLINE, difference,
                                       entropy_at_matched_accuracy, verdict)
-from ngrpo_sim.simulators.training_loop import LoopConfig, RunRecord
+from ngrpo_sim.simulators.loop_config import LoopConfig
+from ngrpo_sim.simulators.training_loop import RunRecord
 
 UNCLIPPED_LOW, UNCLIPPED_HIGH = 1.0 - 1e-9, 1e9
 """Clip bounds that no ratio reaches: a ratio would have to fall below 1e-9 or rise above 1e9."""

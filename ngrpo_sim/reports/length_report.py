@@ -45,7 +45,7 @@ from ngrpo_sim.experiments.runs import final_values, interval, label, plot_band,
 from ngrpo_sim.experiments.sweep import Task, run_tasks, sweep_tasks
 from ngrpo_sim.methods.presets import get_method
 from ngrpo_sim.reports.claims import difference, entropy_at_matched_accuracy, verdict
-from ngrpo_sim.simulators.long_answers import LongAnswerConfig
+from ngrpo_sim.simulators.long_answer_config import LongAnswerConfig
 from ngrpo_sim.simulators.training_loop import RunRecord
 
 PRESETS = ("grpo", "ngrpo", "dapo", "dr_grpo", "maxrl", "psr_nsr", "grpo_calibrated")

@@ -37,9 +37,10 @@ from ngrpo_sim.experiments.runs import difference_interval, interval, mean_band,
 from ngrpo_sim.experiments.sweep import Task, sweep_tasks
 from ngrpo_sim.methods.presets import get_method
 from ngrpo_sim.simulators.dynamics import DynamicsConfig
+from ngrpo_sim.simulators.loop_config import PASS_AT_K_MAX
 from ngrpo_sim.simulators.profile import difficulty_masks
-from ngrpo_sim.simulators.sequences import SequenceConfig
-from ngrpo_sim.simulators.training_loop import PASS_AT_K_MAX, RunRecord
+from ngrpo_sim.simulators.sequence_config import SequenceConfig
+from ngrpo_sim.simulators.training_loop import RunRecord
 
 RIVALS = ("maxrl", "qae", "rl_zvp", "lens", "asymre", "shifted_baseline")
 """The rivals' presets, trained in the bandit's headline setting."""

@@ -27,13 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from ngrpo_sim.base.plotting import axis_label, figure_legend, metric_label, save, subplots
-from ngrpo_sim.experiments.runs import (final_values, interval, plot_band,
-                                        write_run)
+from ngrpo_sim.experiments.runs import final_values, interval, plot_band, write_run
 from ngrpo_sim.experiments.sweep import Task, run_tasks, sweep_tasks
 from ngrpo_sim.methods.presets import get_method
 from ngrpo_sim.reports.claims import (TOKEN_HEADLINE, TOKEN_LEARNING_RATES, difference,
                                       entropy_at_matched_accuracy)
-from ngrpo_sim.simulators.sequences import SequenceConfig
+from ngrpo_sim.simulators.sequence_config import SequenceConfig
 from ngrpo_sim.simulators.training_loop import RunRecord
 
 TOKEN_METHODS = ("grpo", "ngrpo", "dapo", "psr_nsr", "ppo")

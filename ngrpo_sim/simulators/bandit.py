@@ -31,11 +31,11 @@ from ngrpo_sim.base import checks
 from ngrpo_sim.methods.metrics import as_probability, log_softmax
 from ngrpo_sim.methods.presets import Method, token_weights
 from ngrpo_sim.methods.surrogate import clipped_surrogate
+from ngrpo_sim.simulators.loop_config import POLICIES, REWARD_KINDS
 from ngrpo_sim.simulators.profile import difficulty_masks, parse_profile, starting_success
-from ngrpo_sim.simulators.training_loop import (POLICIES, REWARD_KINDS, ROLLOUT_METRICS,
-                                                Coefficients, answer_mask, approx_kl,
-                                                predicted_entropy_change, regulariser_logit_grads,
-                                                starting_params, success_metrics)
+from ngrpo_sim.simulators.task_parts import (ROLLOUT_METRICS, Coefficients, answer_mask, approx_kl,
+                                             predicted_entropy_change, regulariser_logit_grads,
+                                             starting_params, success_metrics)
 
 POLICY_METRICS = ("accuracy", "accuracy_hard", "accuracy_mid", "accuracy_easy", "entropy",
                   "entropy_hard", "entropy_mid", "entropy_easy", "pass_auc", "abandoned",

@@ -31,13 +31,13 @@ from typing import ClassVar
 
 from ngrpo_sim.methods.metrics import powers_of_two_up_to
 from ngrpo_sim.simulators.bandit import POLICY_METRICS, BanditTask, check_task_options, make_task
-from ngrpo_sim.simulators.training_loop import (ABANDONED_BELOW, MODES, PASS_AT_K_MAX,
-                                                REGRESSED_SHARE, ROLLOUT_METRICS, SOLVED_FROM,
-                                                Coefficients, LoopConfig, Rollout, RunRecord,
-                                                TrainState, apply_rollout, draw_rollout,
-                                                expected_step, group_outcome_probabilities,
-                                                predicted_entropy_change, regulariser_logit_grads,
-                                                simulate)
+from ngrpo_sim.simulators.loop_config import (ABANDONED_BELOW, MODES, PASS_AT_K_MAX,
+                                              REGRESSED_SHARE, SOLVED_FROM, LoopConfig)
+from ngrpo_sim.simulators.task_parts import (ROLLOUT_METRICS, Coefficients,
+                                             predicted_entropy_change, regulariser_logit_grads)
+from ngrpo_sim.simulators.training_loop import (Rollout, RunRecord, TrainState, apply_rollout,
+                                                draw_rollout, expected_step,
+                                                group_outcome_probabilities, simulate)
 
 # The shared loop's names stay importable from here, where they have always been.
 __all__ = ["ABANDONED_BELOW", "METRICS", "MODES", "PASS_AT_K_MAX", "POLICY_METRICS",

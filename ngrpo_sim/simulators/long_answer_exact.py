@@ -36,6 +36,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+TEXT, STEP, END, END_WRONG = 0, 1, 2, 3
+"""Token codes in sampled answers: the policy chooses text, step or end; an ended answer carries
+its verdict in its last token (END: correct, END_WRONG: wrong), so that the answers decide their
+rewards. -1 pads the positions after the end."""
+
 CHUNK = 64
 """Positions whose ends, steps and entropies ``answer_statistics`` sums at once."""
 LOGIT_BOUND = 300.0

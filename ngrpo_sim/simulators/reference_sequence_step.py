@@ -20,9 +20,11 @@ import math
 import numpy as np
 
 from ngrpo_sim.methods.presets import Method
+from ngrpo_sim.simulators.loop_config import LoopConfig
 from ngrpo_sim.simulators.reference_step import _adam_or_sgd, _count_update, _softmax, walk_groups
 from ngrpo_sim.simulators.sequences import TOKEN_ROLLOUT_METRICS, SequenceTask
-from ngrpo_sim.simulators.training_loop import Coefficients, LoopConfig, Rollout, TrainState
+from ngrpo_sim.simulators.task_parts import Coefficients
+from ngrpo_sim.simulators.training_loop import Rollout, TrainState
 
 
 def _tokens_of(answer: list[int]) -> list[int]:

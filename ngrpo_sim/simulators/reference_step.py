@@ -19,7 +19,8 @@ import numpy as np
 from ngrpo_sim.methods.presets import Method
 from ngrpo_sim.simulators.bandit import BanditTask
 from ngrpo_sim.simulators.dynamics import DynamicsConfig
-from ngrpo_sim.simulators.training_loop import ROLLOUT_METRICS, Coefficients, Rollout, TrainState
+from ngrpo_sim.simulators.task_parts import ROLLOUT_METRICS, Coefficients
+from ngrpo_sim.simulators.training_loop import Rollout, TrainState
 
 
 def _softmax(logits: list[float]) -> list[float]:

@@ -66,226 +66,19 @@ measures itself. A task supplies these as methods (``bandit.BanditTask`` for one
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ngrpo_sim.analysis.landscape import binomial_pmf, canonical_groups, count_group_advantages
-from ngrpo_sim.base import checks
-from ngrpo_sim.methods.metrics import (as_probability, log_softmax, pass_at_k_auc, pass_at_k_exact,
-                                       powers_of_two_up_to)
-from ngrpo_sim.methods.presets import Method, check_scores_correct_answers, get_method
-from ngrpo_sim.simulators.optim import OPTIMIZERS, Optimizer
-from ngrpo_sim.simulators.profile import parse_profile
-from ngrpo_sim.simulators.release_assembly import (ESTIMATORS, RELEASE_METRICS, CarriedRows,
-                                                   assemble, release_advantages)
-
-MODES = ("sampled", "expected")
-POLICIES = ("tabular", "shared")
-REWARD_KINDS = ("binary", "graded", "noise")
-BATCH_ASSEMBLIES = ("whole_groups", "release")
-NOISE_REWARD_RATE = 0.5
-"""With ``rewards="noise"``, the chance that a sampled answer earns 1 (and 0 otherwise), whatever
-the answer: the largest reward variance, so the most noise per step."""
-ABANDONED_BELOW = 1e-3
-"""A prompt counts as abandoned while its success rate is below this."""
-SOLVED_FROM = 0.5
-"""A prompt counts as solved once its success rate reaches this; newly solved if it started
-below."""
-REGRESSED_SHARE = 0.5
-"""A prompt counts as regressed once its success rate falls below this share of its starting value:
-training made it worse, the signature of interference (shared policy) or of an unstable update."""
-PASS_AT_K_MAX = 256
-
-
-class TrainingDiverged(ValueError):
-    """A run whose numbers are no longer finite: its parameters after an optimiser update, its
-    logits, which may also lie further apart than a float holds (their log-probabilities
-    overflow), or the KL estimate of a step (``approx_kl``), whose log-ratios may add up past it.
-
-    Only a learning rate far too large gets there: a saturated policy (logits in the thousands,
-    ratios that underflow to 0) is still finite and trains on. ``args`` are (method name,
-    learning rate, what went wrong, the 1-based step or None inside a step); ``simulate`` adds
-    the step. A ValueError, so that ``ngrpo-sim`` prints it as one line with exit code 2.
-    """
-
-    def __init__(self, method: str, learning_rate: float, what: str, step: int | None = None):
-        super().__init__(method, learning_rate, what, step)
-
-    def __str__(self) -> str:
-        method, learning_rate, what, step = self.args
-        at = "" if step is None else f" at step {step}"
-        return (f"method {method!r} diverged{at} with learning_rate={learning_rate:g}: {what}; "
-                f"lower --learning-rate (learning_rate; the default is "
-                f"{LoopConfig.learning_rate:g})")
-
-
-@dataclass(frozen=True)
-class LoopConfig:
-    """What every simulated training run needs besides its task's own sizes: the policy kind, the
-    starting profile, the rollout, the updates, the optimiser and the run."""
-
-    policy: str = "tabular"
-    """``tabular`` (free logits per prompt: no interference) or ``shared`` (log-linear, parameters
-    shared by all prompts, like a network)."""
-    num_prompts: int = 256
-    """P, the size of the training set."""
-    profile: str = "base"
-    """Starting success rates: a name in ``profile.PROFILES`` or comma-separated rates cycled over
-    prompts."""
-    rewards: str = "binary"
-    """``binary`` (correct 1, wrong 0), ``graded`` (wrong answers earn partial credit in [0, 0.9])
-    or ``noise`` (each sampled answer earns 1 with probability 1/2 whatever it is; accuracy still
-    counts the correct answers)."""
-    feature_dim: int = 16
-    """D, the size of the shared policy's parameter vector; smaller D means more interference
-    between prompts."""
-    feature_signal: float = 0.5
-    """Strength of the feature direction that all correct answers share (shared policy): 0 leaves
-    only interference, larger values make learning transfer between prompts."""
-    prompts_per_step: int = 64
-    """B, prompts per rollout batch (groups kept per step when refilling)."""
-    group_size: int = 8
-    """G, answers sampled per prompt."""
-    minibatches: int = 4
-    """Optimiser steps per epoch over the rollout batch (the release: 4). The first sees ratio 1."""
-    epochs: int = 1
-    """Passes over the rollout batch. Above 1 the tabular policy's ratios leave 1 and clipping
-    acts."""
-    refill: bool = True
-    """Draw more prompts until B groups survive the group filter (the release's dynamic
-    sampling)."""
-    max_candidates: int | None = None
-    """Most prompts a refilling rollout looks at (default: min(P, 4 B))."""
-    optimizer: str = "adam"
-    """``adam`` or ``sgd``."""
-    learning_rate: float = 0.05
-    """Learning rate of the policy."""
-    value_learning_rate: float = 0.1
-    """Step size of PPO's per-prompt value V towards the mean reward of its group."""
-    kl_coef: float | None = None
-    """KL-to-start coefficient; None takes the method preset's."""
-    entropy_coef: float | None = None
-    """Entropy bonus coefficient; None takes the method preset's."""
-    steps: int = 200
-    """Training steps (rollouts)."""
-    seeds: int = 16
-    """Independent runs on the same task, differing in their sampling."""
-    mode: str = "sampled"
-    """``sampled`` (real rollouts) or ``expected`` (the deterministic expected update, see the
-    module doc)."""
-    seed: int = 0
-    """Seeds the task (prompts, starting logits, features) and the sampling."""
-    batch_assembly: str = "whole_groups"
-    """``whole_groups`` (the method as the paper defines it: a step trains B whole groups) or
-    ``release`` (as the authors' release assembles its batches from rows: groups split at the cut
-    of B G rows, the rest carried to the next step and trained there against the policy that
-    sampled them, a group of one row gets A = r; see ``ngrpo_sim.simulators.release_assembly``).
-    Sampled mode with refill; methods with GRPO's or NGRPO's advantage."""
-
-    expected_inputs: ClassVar[tuple[str, ...]] = ()
-    """The policy inputs (``advantages.POLICY_INPUTS``) that this config's task gives the same for
-    every answer of a group (``group_inputs``): an estimator that reads only these has the
-    expected update of a count-based one at each value, so the expected mode can train it."""
-
-    def __post_init__(self):
-        checks.choice("policy", self.policy, POLICIES)
-        checks.integer("num_prompts", self.num_prompts, low=1)
-        parse_profile(self.profile)
-        checks.choice("rewards", self.rewards, REWARD_KINDS)
-        checks.integer("feature_dim", self.feature_dim, low=1)
-        checks.integer("group_size", self.group_size, low=2)
-        checks.integer("prompts_per_step", self.prompts_per_step, low=1)
-        if self.prompts_per_step > self.num_prompts:
-            raise ValueError(f"prompts_per_step={self.prompts_per_step} exceeds num_prompts="
-                             f"{self.num_prompts}; prompts are drawn without replacement")
-        checks.integer("minibatches", self.minibatches, low=1, high=self.prompts_per_step)
-        checks.integer("epochs", self.epochs, low=1)
-        if self.max_candidates is not None:
-            checks.integer("max_candidates", self.max_candidates, low=self.prompts_per_step,
-                            high=self.num_prompts)
-        checks.number("feature_signal", self.feature_signal, low=0.0)
-        checks.choice("optimizer", self.optimizer, OPTIMIZERS)
-        checks.number("learning_rate", self.learning_rate, low=0.0, low_open=True)
-        checks.number("value_learning_rate", self.value_learning_rate, low=0.0, high=1.0)
-        if self.kl_coef is not None:
-            checks.number("kl_coef", self.kl_coef, low=0.0)
-        if self.entropy_coef is not None:
-            checks.number("entropy_coef", self.entropy_coef)
-        checks.integer("steps", self.steps, low=1)
-        checks.integer("seeds", self.seeds, low=1)
-        checks.choice("mode", self.mode, MODES)
-        checks.integer("seed", self.seed, low=0)
-        if self.mode == "expected" and self.rewards != "binary":
-            raise ValueError(f"mode='expected' needs binary rewards (the gain identity), got "
-                             f"rewards={self.rewards!r}")
-        checks.choice("batch_assembly", self.batch_assembly, BATCH_ASSEMBLIES)
-        if self.batch_assembly == "release" and (self.mode != "sampled" or not self.refill):
-            raise ValueError(f"batch_assembly='release' needs mode='sampled' and refill=True (it "
-                             f"assembles sampled rows until B G are collected), got mode="
-                             f"{self.mode!r}, refill={self.refill}; use "
-                             f"batch_assembly='whole_groups'")
-
-    def check_method(self, method: Method) -> None:
-        """Refuse, with ``ValueError``, a method this config cannot train: in expected mode, an
-        estimator that reads a policy input differing between the answers of a group on this
-        config's task (LENS's log-probabilities everywhere; RL-ZVP's token entropies on answers
-        made of tokens), whose expected update has no closed form; and, in any mode, an estimator
-        whose r_max lies below the task's best reward, 1."""
-        check_scores_correct_answers(method, "the task's rewards reach 1 (a correct answer) and "
-                                             "r_max is the best reward (use --r-max 1 or more)")
-        if self.batch_assembly == "release" and not isinstance(method.advantage, ESTIMATORS):
-            raise ValueError(f"batch_assembly='release' cannot train method {method.name!r}: the "
-                             f"release's fallback for a group of one row exists for GRPO's and "
-                             f"NGRPO's advantage only, and {method.name!r} uses the "
-                             f"{method.advantage.name} estimator (use "
-                             f"batch_assembly='whole_groups')")
-        if self.mode != "expected":
-            return
-        varying = [name for name in method.advantage.policy_inputs
-                   if name not in self.expected_inputs]
-        if varying:
-            raise ValueError(
-                f"mode='expected' cannot train method {method.name!r}: it reads the policy's "
-                f"{' and '.join(varying)}, which is not the same for every answer and token of a "
-                f"group on this task, so its expected update has no closed form (use "
-                f"mode='sampled')")
-
-    @property
-    def candidates(self) -> int:
-        """Prompts drawn per rollout."""
-        if not self.refill:
-            return self.prompts_per_step
-        return self.max_candidates or min(self.num_prompts, 4 * self.prompts_per_step)
-
-    def build_task(self):
-        """The task this config describes (see the module docstring for what a task provides)."""
-        raise NotImplementedError
-
-    def memory_bytes(self) -> float | None:
-        """An upper estimate of the peak memory (bytes) of one run, so that ``check_memory`` can
-        refuse a run beyond the machine before it starts; None where the config bounds its sizes
-        itself (the token task refuses more than its ``MAX_LOGITS`` numbers)."""
-        return None
-
-
-def check_memory(config: LoopConfig, at_once: int = 1) -> None:
-    """Refuse, before any work, a run that would need more memory than the machine has available
-    now; ``at_once`` runs of it side by side (a sweep's local processes) need that much more."""
-    at_once = checks.integer("at_once", at_once, low=1)
-    needed = config.memory_bytes()
-    if needed is None:
-        return
-    steps = f"{config.steps} step" + ("s" if config.steps > 1 else "")
-    answers = getattr(config, "num_answers", None)
-    checks.fits_in_memory(
-        f"a run of {config.seeds} seeds x {config.num_prompts} prompts"
-        + (f" x {answers} answers" if answers else "")
-        + f" ({config.prompts_per_step} prompts per step x group {config.group_size}, {steps})"
-        + (f", {at_once} at once," if at_once > 1 else ""),
-        at_once * needed, "use fewer seeds, prompts, answers or steps"
-        + (" or fewer workers" if at_once > 1 else ""))
+from ngrpo_sim.methods.metrics import as_probability, powers_of_two_up_to
+from ngrpo_sim.methods.presets import Method, get_method
+from ngrpo_sim.simulators.loop_config import (NOISE_REWARD_RATE, PASS_AT_K_MAX, LoopConfig,
+                                              TrainingDiverged, check_memory)
+from ngrpo_sim.simulators.optim import Optimizer
+from ngrpo_sim.simulators.release_assembly import (RELEASE_METRICS, CarriedRows, assemble,
+                                                   release_advantages)
+from ngrpo_sim.simulators.task_parts import Coefficients
 
 
 @dataclass
@@ -338,84 +131,6 @@ class TrainState:
         return cls(task.initial_params(config.seeds),
                    Optimizer(config.optimizer, config.learning_rate),
                    np.zeros((config.seeds, task.num_prompts)))
-
-
-@dataclass
-class Coefficients:
-    """The method's regularisation coefficients after the config's overrides."""
-
-    kl: float
-    entropy: float
-
-    @classmethod
-    def of(cls, method: Method, config: LoopConfig) -> "Coefficients":
-        return cls(method.kl_coef if config.kl_coef is None else config.kl_coef,
-                   method.entropy_coef if config.entropy_coef is None else config.entropy_coef)
-
-
-def starting_params(offsets: np.ndarray, features: np.ndarray | None, num_seeds: int) -> np.ndarray:
-    """Trainable parameters of every seed for a softmax policy with logits ``offsets`` (tabular:
-    ``features`` is None; the logits themselves are trained) or ``offsets + features theta``
-    (shared: theta of size D, from 0)."""
-    if features is None:
-        return np.broadcast_to(offsets, (num_seeds,) + offsets.shape).copy()
-    return np.zeros((num_seeds, features.shape[-1]))
-
-
-def regulariser_logit_grads(logits: np.ndarray, reference_logits: np.ndarray,
-                            coefficients: Coefficients) -> np.ndarray:
-    """Gradient w.r.t. the logits of kl * KL(pi || pi_ref) - entropy * H(pi), per softmax over the
-    last axis."""
-    reference_log_pi = log_softmax(reference_logits) if coefficients.kl else None
-    return regulariser_grads_from_log_probs(log_softmax(logits), reference_log_pi, coefficients)
-
-
-def regulariser_grads_from_log_probs(log_pi: np.ndarray, reference_log_pi: np.ndarray | None,
-                                     coefficients: Coefficients) -> np.ndarray:
-    """``regulariser_logit_grads`` from the log-probabilities of the policy and of the reference
-    (which only the KL term reads)."""
-    pi = np.exp(log_pi)
-    grads = np.zeros_like(log_pi)
-    if coefficients.kl:
-        log_ratio = log_pi - reference_log_pi
-        kl = np.sum(pi * log_ratio, axis=-1, keepdims=True)
-        grads += coefficients.kl * pi * (log_ratio - kl)
-    if coefficients.entropy:
-        entropy = -np.sum(pi * log_pi, axis=-1, keepdims=True)
-        grads += coefficients.entropy * pi * (log_pi + entropy)
-    return grads
-
-
-def predicted_entropy_change(logits: np.ndarray, logit_change: np.ndarray) -> np.ndarray:
-    """First-order entropy change of each softmax over the last axis: -Cov_{a~pi}(log pi(a), dz(a))
-    (Cui et al. 2025, arXiv 2505.22617, eq. 2)."""
-    return covariance_entropy_change(log_softmax(logits), logit_change)
-
-
-def covariance_entropy_change(log_probs: np.ndarray, logit_change: np.ndarray) -> np.ndarray:
-    """``predicted_entropy_change`` from the log-probabilities of the softmax instead of its
-    logits."""
-    pi = np.exp(log_probs)
-    centred = logit_change - np.sum(pi * logit_change, axis=-1, keepdims=True)
-    return -np.sum(pi * log_probs * centred, axis=-1)
-
-
-def approx_kl(log_ratio: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """verl's ``approx_kl``: the token mean of the k3 estimate exp(x) - 1 - x of KL(pi_old || pi), x
-    = log pi - log pi_old, over the ``mask``ed tokens of each seed (leading axis); 0 for a seed
-    without tokens."""
-    mask = np.broadcast_to(mask, log_ratio.shape)
-    axes = tuple(range(1, log_ratio.ndim))
-    k3 = np.sum(np.where(mask, np.expm1(log_ratio) - log_ratio, 0.0), axis=axes)
-    return k3 / np.maximum(mask.sum(axis=axes), 1)
-
-
-def answer_mask(marked: np.ndarray, group_shape: tuple[int, ...]) -> np.ndarray:
-    """(S, B, G) True for the answers ``marked`` marks: whole groups (S, B) or single answers (S,
-    B, G), as a task's ``gradient`` and ``statistics`` receive them."""
-    if marked.ndim == len(group_shape):
-        return marked
-    return np.broadcast_to(marked[..., None], group_shape)
 
 
 def _per_prompt(values: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -665,19 +380,6 @@ def expected_step(task, method: Method, config: LoopConfig, state: TrainState, r
     }
 
 
-ROLLOUT_METRICS = ("share_all_wrong", "share_all_correct", "share_mixed", "share_zero_advantage",
-                   "kept_groups", "clipfrac_low", "clipfrac_high", "approx_kl", "sampled_answers")
-"""What every rollout records: group shares among the examined groups, the groups kept, the clip
-fractions by sign (among all tokens of the updates), verl's ``approx_kl`` between the rollout
-policy and the updated one, and the answers sampled: those of every group examined until B
-survived the filter (G B without a filter; a refilling trainer that generates whole rounds of B
-prompts samples up to (B - 1) G more). Expected mode: the expected number, which treats the
-survivors as independent of each other."""
-SUCCESS_METRICS = ("accuracy", "accuracy_hard", "accuracy_mid", "accuracy_easy", "pass_auc",
-                   "abandoned", "newly_solved", "regressed", "solved_hard")
-"""What every policy records from its prompts' success rates (``success_metrics``)."""
-
-
 @dataclass
 class RunRecord:
     """The record of one method's run: every metric per step (row 0 = before training) and seed."""
@@ -697,37 +399,6 @@ class RunRecord:
     def final(self, name: str) -> np.ndarray:
         """The metric after the last step, one value per seed."""
         return self.metrics[name][-1]
-
-
-def success_metrics(success: np.ndarray, initial_success: np.ndarray, ks: np.ndarray,
-                    buckets: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """From success rates (S, P): accuracy (overall and in each of the ``buckets``, boolean (P,)
-    masks of prompts), pass@k AUC, abandoned, newly solved and regressed prompts, and the prompts
-    of the ``hard`` bucket that are solved (one value per seed), and pass@k (S, len(ks))."""
-    pass_at_k = pass_at_k_exact(success[..., None], ks).mean(axis=1)
-    metrics = {"accuracy": success.mean(1), "pass_auc": pass_at_k_auc(pass_at_k),
-               "abandoned": np.sum(success < ABANDONED_BELOW, axis=1).astype(np.float64),
-               "newly_solved": np.sum((success >= SOLVED_FROM) & (initial_success < SOLVED_FROM),
-                                      axis=1).astype(np.float64),
-               "regressed": np.sum(success < REGRESSED_SHARE * initial_success,
-                                   axis=1).astype(np.float64)}
-    for bucket, members in buckets.items():
-        metrics[f"accuracy_{bucket}"] = success[:, members].mean(1) if members.any() else np.full(
-            success.shape[0], np.nan)
-    metrics["solved_hard"] = np.sum((success >= SOLVED_FROM) & buckets["hard"],
-                                    axis=1).astype(np.float64)
-    return metrics, pass_at_k
-
-
-def weighted_ratio(numerator: np.ndarray, denominator: np.ndarray,
-                   members: np.ndarray | None = None) -> np.ndarray:
-    """sum over (member) prompts of the numerator (S, P) / sum of the denominator (S, P), per seed
-    (a token mean over prompts whose answers differ in length); NaN where nothing to divide."""
-    if members is not None:
-        numerator, denominator = numerator[:, members], denominator[:, members]
-    total = denominator.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, numerator.sum(axis=1) / np.where(total > 0, total, 1.0), np.nan)
 
 
 def simulate(method: Method | str, config: LoopConfig, progress: bool | tqdm = True) -> RunRecord:

@@ -13,7 +13,7 @@ from ngrpo_sim.methods.metrics import log_softmax, softmax_entropy
 from ngrpo_sim.methods.presets import Method, get_method
 from ngrpo_sim.simulators.bandit import BanditTask, make_task, sample_answers
 from ngrpo_sim.simulators.dynamics import predicted_entropy_change
-from ngrpo_sim.simulators.training_loop import Coefficients
+from ngrpo_sim.simulators.task_parts import Coefficients
 
 # --------------------------------------------------------------------------------------------------
 # Notebook 2: one sampled group, and the step each method takes on it

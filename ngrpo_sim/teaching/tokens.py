@@ -10,8 +10,9 @@ from ngrpo_sim.base import checks
 from ngrpo_sim.base.plotting import axis_label, method_colour
 from ngrpo_sim.methods.metrics import log_softmax
 from ngrpo_sim.methods.presets import LOSS_AGGREGATIONS, get_method
-from ngrpo_sim.simulators.sequences import SequenceTask, make_sequence_task
-from ngrpo_sim.simulators.training_loop import Coefficients
+from ngrpo_sim.simulators.sequence_config import make_sequence_task
+from ngrpo_sim.simulators.sequences import SequenceTask
+from ngrpo_sim.simulators.task_parts import Coefficients
 
 # --------------------------------------------------------------------------------------------------
 # Notebook 6: answers made of tokens
