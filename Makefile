@@ -35,8 +35,12 @@ $(VENV)/.full: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-deps $(VERL)
 	touch $@ $(VENV)/.core
 
+# Two workers, or one where the machine lends this process a single core (the report refuses more
+# workers than cores).
+WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(2, len(os.sched_getaffinity(0))))")
+
 demo: $(VENV)/.core
-	$(BIN)/ngrpo-sim report --workers 2
+	$(BIN)/ngrpo-sim report --workers $(WORKERS)
 
 browser:
 	@command -v $(CHROMIUM) >/dev/null || (apt-get update -qq && \
