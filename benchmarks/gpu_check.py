@@ -286,16 +286,19 @@ def decode_speed(sizes: Sizes, options, device: torch.device, info: dict, work: 
                 (prefill, prefill_calls), (full, full_calls) = timed(1), timed(new_tokens)
                 prefill_s.append(prefill)
                 decode_s.append(full - prefill)
-            steps, seconds = full_calls - prefill_calls, statistics.median(decode_s)
+            # The fastest pass is the one least disturbed by other work (timeit's rule); on a
+            # busy CPU the prefill can still outlast the whole pass, and then there is no rate.
+            steps, seconds = full_calls - prefill_calls, min(decode_s)
+            rate = steps / seconds if seconds > 0 else None
             prompt_width = prompt_mask.shape[1]
             # Positions the attention reads per step, on average over the steps.
             read = prompt_width + new_tokens / 2 if mode == "eager" else \
                 -(-(-(-prompt_width // 8) * 8 + new_tokens) // 8) * 8
-            timing = {"decode_steps": steps, "prefill_s": statistics.median(prefill_s),
-                      "decode_s": seconds, "decode_steps_per_s": steps / seconds,
-                      "decode_tokens_per_s": rows * steps / seconds,
-                      "cache_bytes_per_step": rows * read * per_position}
-            if info["bandwidth_gb_s"]:
+            timing = {"decode_steps": steps, "prefill_s": min(prefill_s), "decode_s": seconds,
+                      "decode_steps_per_s": rate, "decode_tokens_per_s": rate and rows * rate,
+                      "cache_bytes_per_step": rows * read * per_position,
+                      "below_noise": rate is None}
+            if info["bandwidth_gb_s"] and rate:
                 bandwidth = info["bandwidth_gb_s"] * 1e9
                 timing.update(
                     bound_decode_steps_per_s=bandwidth / result["weight_bytes"],
@@ -310,10 +313,10 @@ def decode_speed(sizes: Sizes, options, device: torch.device, info: dict, work: 
     short = str(sizes.decode_tokens[0])
     for mode in modes:
         speed = result["modes"][mode]["timings"][short]["decode_tokens_per_s"]
-        result["modes"][mode]["speedup_over_eager"] = \
-            speed / result["modes"]["eager"]["timings"][short]["decode_tokens_per_s"]
+        eager = result["modes"]["eager"]["timings"][short]["decode_tokens_per_s"]
+        result["modes"][mode]["speedup_over_eager"] = speed and eager and speed / eager
         result["modes"][mode]["speedup_over_2026_11_30"] = \
-            speed / BASELINE_2026_11_30["decode_tokens_per_s"]
+            speed and speed / BASELINE_2026_11_30["decode_tokens_per_s"]
     fastest = modes[-1]
     (eager_tokens, _, eager_logp), (tokens, _, logp) = (
         sampled(policies[mode], sizes.decode_tokens[0], 11) for mode in ("eager", fastest))
@@ -572,6 +575,8 @@ def decode_bars(ax, decode: dict | None) -> None:
         [decode["baseline_2026_11_30"]["decode_tokens_per_s"]]
     for mode, entry in decode["modes"].items():
         for length, timing in entry["timings"].items():
+            if timing["below_noise"]:
+                continue
             share = f"\n{timing['share_of_bound']:.1%} of bound" if "share_of_bound" in timing \
                 else ""
             names.append(f"{mode}\n{length} tokens{share}")

@@ -40,7 +40,7 @@ from ngrpo_sim.reports.length_report import cap_bound, plot_length_distribution
 from ngrpo_sim.simulators.long_answer_config import LongAnswerConfig
 from ngrpo_sim.simulators.long_answers import METRICS
 from ngrpo_sim.simulators.training_loop import TrainState, apply_rollout, draw_rollout
-from ngrpo_sim.teaching import teaching
+from ngrpo_sim import teaching
 
 plt = pyplot()
 

@@ -53,7 +53,11 @@ def test_the_decode_phase_times_each_mode_and_static_draws_the_eager_tokens(dry_
         assert entry["mode_after"] == mode and entry["failures"] == []
         for length, timing in entry["timings"].items():
             # No forward pass after the last token: one decode step fewer than tokens.
-            assert timing["decode_steps"] == int(length) - 1 and timing["decode_s"] > 0
+            assert timing["decode_steps"] == int(length) - 1
+            # A busy CPU can make the prefill outlast a short pass: then there is no rate to give.
+            rate = timing["decode_steps_per_s"]
+            assert timing["below_noise"] == (timing["decode_s"] <= 0) == (rate is None)
+            assert rate is None or rate == pytest.approx(timing["decode_steps"] / timing["decode_s"])
     agreement = decode["agreement"]
     assert agreement["mode"] == "static" and agreement["token_share_equal"] >= 0.95
     assert agreement["log_prob_max_abs"] <= 0.05  # bf16 autocast on both sides
