@@ -94,9 +94,18 @@ def test_the_verdict_block_orders_the_claims_and_wraps_every_line_at_100_columns
     assert first.startswith("  tokens (L = 4)") and first[column - 16:column].strip() == "depends"
     wrapped = lines[start + 1:lines.index(next(line for line in lines[start:]
                                               if line.startswith("  long")))]
-    # The evidence goes on under itself, whole words only, nothing lost.
+    # The evidence goes on under itself, whole words only, nothing lost, no number parted from
+    # its interval.
     assert len(wrapped) >= 2 and all(line[:column] == " " * column for line in wrapped)
     assert " ".join([first[column:]] + [line[column:] for line in wrapped]) == long
+    assert all(re.search(r"(^| )\+0\.123 ± 0\.045(;|$)", line) for line in [first, *wrapped])
+
+
+def test_a_number_and_its_interval_stay_on_one_line():
+    # 100 columns end between "±" and the half-width: the whole difference goes to the next line.
+    lines = verdict_block([Finding(ENTROPY, "bandit (1 token)", "supported",
+                                   "a" * 52 + " +0.123 ± 0.045 nats")])
+    assert lines[-2].endswith("a" * 52) and lines[-1].strip() == "+0.123 ± 0.045 nats"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -91,6 +91,7 @@ SUPPORTED, NOT_REPRODUCED, DEPENDS = "supported", "not reproduced", "depends"
 LINE_WIDTH = 100
 """The widest line the verdict block prints (and the terminal tables of ``ngrpo-sim``)."""
 WHERE_WIDTH, WORD_WIDTH = 18, 16
+NO_BREAK = "\N{NO-BREAK SPACE}"
 """The columns of a finding's line: where it was tested, the verdict word; the numbers follow."""
 
 
@@ -156,9 +157,11 @@ def verdict_block(findings: list[Finding]) -> list[str]:
                                      LINE_WIDTH, subsequent_indent="   ")]
         for finding in found:
             start = f"  {finding.where:<{WHERE_WIDTH}}{finding.word:<{WORD_WIDTH}}"
-            lines += textwrap.wrap(start + finding.evidence, LINE_WIDTH,
-                                   subsequent_indent=" " * len(start), break_long_words=False,
-                                   break_on_hyphens=False)
+            # A number and its interval stay on one line: no break at a no-break space.
+            evidence = finding.evidence.replace(" ± ", NO_BREAK + "±" + NO_BREAK)
+            lines += [line.replace(NO_BREAK, " ") for line in textwrap.wrap(
+                start + evidence, LINE_WIDTH, subsequent_indent=" " * len(start),
+                break_long_words=False, break_on_hyphens=False)]
     return lines
 
 
