@@ -376,8 +376,8 @@ def _run_report(args) -> None:
              for section, section_tasks in plan.items() for method, config in section_tasks]
     claim = _claim(args, settings, tasks, names, result="report.md")
     if claim.finished():
-        print(f"{claim.folder} holds this report already, made with the same settings: nothing to "
-              "run (--overwrite writes it anew)\n")
+        print(f"Nothing to run: {claim.folder} holds this report with these settings (--overwrite "
+              "redoes it).\n")
         summary = claim.folder / report.SUMMARY_FILE
         print(summary.read_text() if summary.is_file() else
               f"Its report, with every table and figure: {claim.folder / 'report.md'}\n", end="")

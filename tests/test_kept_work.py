@@ -279,8 +279,8 @@ def test_a_report_run_again_reuses_every_simulation_and_the_report(tmp_path, sma
     assert calls == []
     again = capsys.readouterr().out
     # It prints again what the first run printed: the verdict block, where everything is, the time.
-    assert again == (f"{out} holds this report already, made with the same settings: nothing to "
-                     f"run (--overwrite writes it anew)\n\n{first}")
+    assert again == (f"Nothing to run: {out} holds this report with these settings (--overwrite "
+                     f"redoes it).\n\n{first}")
     assert first.startswith("What the simulations say") and "Total time" in first
     # --overwrite writes every file anew from the kept simulations, still without running one.
     (out / "headline" / "metrics.csv").unlink()
