@@ -104,3 +104,23 @@ def config_grid_from_args(cls, args: argparse.Namespace, **overrides) -> list:
              if hasattr(args, item.name) and item.name not in overrides]
     return [cls(**dict(zip(names, values)), **overrides)
             for values in itertools.product(*(getattr(args, name) for name in names))]
+
+
+def config_flags(config, named: tuple[str, ...] = (), grid: bool = False) -> list[str]:
+    """The options that make ``config`` from its class's defaults: the ``named`` fields whatever
+    their value, in that order, then every other field that differs from its default; for
+    ``add_config_arguments`` (a bool as ``--field``/``--no-field``) or, with ``grid``, for
+    ``add_config_grid_arguments`` (a bool as ``--field true``)."""
+    flags = []
+    fields = sorted(dataclasses.fields(config),
+                    key=lambda item: named.index(item.name) if item.name in named else len(named))
+    for item in fields:
+        value = getattr(config, item.name)
+        if value == item.default and item.name not in named:
+            continue
+        flag = "--" + item.name.replace("_", "-")
+        if isinstance(value, bool) and not grid:
+            flags.append(flag if value else "--no-" + flag[2:])
+        else:
+            flags += [flag, str(value).lower() if isinstance(value, bool) else str(value)]
+    return flags

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 
-from ngrpo_sim._config_cli import (add_config_arguments, add_config_grid_arguments,
+from ngrpo_sim._config_cli import (add_config_arguments, add_config_grid_arguments, config_flags,
                                    config_from_args, config_grid_from_args)
 from ngrpo_sim.analysis import landscape
 from ngrpo_sim.base import checks
@@ -159,6 +161,7 @@ def _train(args, config_class) -> list:
     check_fits_in_memory(configs, len(configs) * len(methods))
     claim = _claim(args, grid_settings(methods, configs), tasks,
                    [label_of_task(*task) for task in tasks])
+    _print_setting(args.command, [config])
     return run_sweep(methods, configs, store=claim.store, description="simulating")
 
 
@@ -186,19 +189,102 @@ def _finished_runs(train) -> tuple[list, Exception | None]:
 def _train_and_write(args, config_class, summary=None, panels=None, figure: str = "") -> None:
     """Train (``_train``) and write the run folder of the runs that finished, also when some
     failed (their failure is raised after), with ``panels`` against steps in ``figure``."""
-    from ngrpo_sim.experiments.runs import SUMMARY_METRICS, format_summary, plot_dynamics, write_run
+    from ngrpo_sim.experiments.runs import SUMMARY_METRICS, plot_dynamics, write_run
 
     run_records, failure = _finished_runs(lambda: _train(args, config_class))
     run_records = [run_record for run_record in run_records if run_record is not None]
     summary = summary or SUMMARY_METRICS
     if run_records:
-        print(format_summary(run_records, metrics=summary))
+        print(_fitting_summary(run_records, summary))
         written = write_run(args.out, run_records, summary, method_knobs=_method_knobs(args))
         if panels:
             written.append(plot_dynamics(run_records, args.out / figure, panels))
         print("\nwrote " + ", ".join(str(path) for path in written))
     if failure is not None:
         raise failure
+
+
+SETTING_FIELDS = ("policy", "optimizer", "learning_rate", "minibatches", "steps", "seeds")
+"""The fields a command's header always names, and its command for the story's setting always
+gives."""
+
+
+def _story(command: str):
+    """(the setting the README and the docs tell about for ``command``, its name in words)."""
+    from ngrpo_sim.reports.claims import HEADLINE, TOKEN_HEADLINE
+    from ngrpo_sim.reports.length_report import LENGTH_HEADLINE
+
+    return {"dynamics": (HEADLINE, "the headline the README quotes"),
+            "sweep": (HEADLINE, "the headline the README quotes"),
+            "tokens": (TOKEN_HEADLINE, "the token-level headline the README quotes"),
+            "lengths": (LENGTH_HEADLINE, "the long-answer setting of the report")}[command]
+
+
+def _story_command(command: str) -> list[str]:
+    """The command line that runs the story's setting of ``command`` (``_story``)."""
+    story, _ = _story(command)
+    return ["ngrpo-sim", command, *config_flags(story, SETTING_FIELDS, grid=command == "sweep")]
+
+
+def setting_header(command: str, configs: list) -> str:
+    """The lines a command that trains prints before its first progress bar: the setting it runs
+    (every value of a grid), and, unless one of ``configs`` is the setting that the README and the
+    docs tell about for ``command``, how that one differs and the command that runs it."""
+    from ngrpo_sim.reports.claims import LINE_WIDTH
+
+    story, name = _story(command)
+
+    def values(field):
+        return "/".join(str(value) for value in dict.fromkeys(getattr(c, field) for c in configs))
+
+    first = configs[0]
+    setting = (f"Setting: {values('policy')} policy, {values('optimizer')} (lr "
+               f"{values('learning_rate')}), {values('minibatches')} minibatches, "
+               f"{values('steps')} steps, {values('seeds')} seeds, {values('num_prompts')} "
+               f"prompts ({values('profile')} profile)"
+               + (f", L = {values('max_length')} tokens" if hasattr(first, "max_length") else "")
+               + ".")
+    if story in configs:
+        return "\n".join(textwrap.wrap(f"{setting} This is {name}.", LINE_WIDTH))
+    differing = [f"{item.name} {getattr(story, item.name)}" for item in dataclasses.fields(story)
+                 if all(getattr(c, item.name) != getattr(story, item.name) for c in configs)]
+    there = f" (there: {', '.join(differing)})" if differing else ""
+    lines = textwrap.wrap(f"{setting} This is not {name}{there}; that one runs with:",
+                          LINE_WIDTH)
+    # A flag and its value stay on one line; a line that goes on ends in a backslash, as a shell
+    # reads it.
+    command_words = _story_command(command)
+    parts = command_words[:2] + [f"{flag} {shlex.quote(value)}" for flag, value
+                                 in zip(command_words[2::2], command_words[3::2])]
+    line = " "
+    for part in parts:
+        if len(line) + len(part) + 3 > LINE_WIDTH:
+            lines.append(line + " \\")
+            line = "   "
+        line += " " + part
+    return "\n".join(lines + [line])
+
+
+def _print_setting(command: str, configs: list) -> None:
+    # Flushed: the progress bar that follows writes to stderr, unbuffered.
+    print(setting_header(command, configs), flush=True)
+
+
+def _fitting_summary(run_records: list, metrics=None) -> str:
+    """``runs.format_summary``'s table cut into tables of as many metrics as fit in
+    ``LINE_WIDTH`` columns (at least one each), one under the other: the terminal's view of the
+    run folder's summary.csv."""
+    from ngrpo_sim.experiments.runs import SUMMARY_METRICS, format_summary
+    from ngrpo_sim.reports.claims import LINE_WIDTH
+
+    tables, chunk = [], []
+    for name in metrics or SUMMARY_METRICS:
+        widest = max(map(len, format_summary(run_records, [*chunk, name]).splitlines()))
+        if chunk and widest > LINE_WIDTH:
+            tables.append(format_summary(run_records, chunk))
+            chunk = []
+        chunk.append(name)
+    return "\n\n".join(tables + [format_summary(run_records, chunk)])
 
 
 def _run_dynamics(args) -> None:
@@ -290,9 +376,11 @@ def _run_report(args) -> None:
              for section, section_tasks in plan.items() for method, config in section_tasks]
     claim = _claim(args, settings, tasks, names, result="report.md")
     if claim.finished():
-        print(f"{claim.folder} holds this report already, made with the same settings: nothing to "
-              "run (--overwrite writes it anew)\n")
-        print((claim.folder / "report.md").read_text(), end="")
+        print(f"Nothing to run: {claim.folder} holds this report with these settings (--overwrite "
+              "redoes it).\n")
+        summary = claim.folder / report.SUMMARY_FILE
+        print(summary.read_text() if summary.is_file() else
+              f"Its report, with every table and figure: {claim.folder / 'report.md'}\n", end="")
         return
     print(report.run_report(claim.folder, workers=args.workers, ray_address=args.ray,
                             store=claim.store))
@@ -340,8 +428,8 @@ def _add_sweep(subparsers) -> None:
 
 
 def _run_sweep(args) -> None:
-    from ngrpo_sim.experiments.runs import (format_summary, grid_settings, label_of_task,
-                                            setting_name, varying_fields, with_mode, write_sweep)
+    from ngrpo_sim.experiments.runs import (grid_settings, label_of_task, setting_name,
+                                            varying_fields, with_mode, write_sweep)
     from ngrpo_sim.experiments.sweep import check_fits_in_memory, run_sweep, sweep_tasks
 
     methods = _methods_from_args(args)
@@ -355,6 +443,7 @@ def _run_sweep(args) -> None:
              f"{setting_name(index // len(methods), config, fields)}"
              for index, (method, config) in enumerate(tasks)]
     claim = _claim(args, grid_settings(methods, configs), tasks, names)
+    _print_setting(args.command, configs)
     run_records, failure = _finished_runs(lambda: run_sweep(
         methods, configs, workers=args.workers, ray_address=args.ray, store=claim.store))
     for index, config in enumerate(configs):
@@ -363,7 +452,7 @@ def _run_sweep(args) -> None:
                  if run_record is not None]
         if group:
             print(f"\n{setting_name(index, config, fields)}")
-            print(format_summary(group))
+            print(_fitting_summary(group))
     if any(run_record is not None for run_record in run_records):
         written = write_sweep(args.out, configs, run_records)
         folders = len(written) - 1

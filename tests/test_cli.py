@@ -1,5 +1,6 @@
 """The ngrpo-sim command line."""
 
+import re
 import subprocess
 import sys
 
@@ -110,14 +111,37 @@ def test_dynamics_bad_input(argv, message, tmp_path, capsys):
 
 
 def test_report_runs_end_to_end_at_a_small_scale(tmp_path, small_report, capsys):
+    from ngrpo_sim.reports.claims import CLAIM_ORDER, DEPENDS, NOT_REPRODUCED, SUPPORTED
+
     main(["report", "--out", str(tmp_path)])
-    out = capsys.readouterr().out
+    printed = capsys.readouterr().out
+    report = (tmp_path / "report.md").read_text()
+    # The terminal: the verdict block, where everything is, the total time; no table.
+    lines = printed.splitlines()
+    assert max(map(len, lines)) <= 100 and not any(line.startswith("|") for line in lines)
+    claims = [line for line in lines if line.split(": ")[0] in CLAIM_ORDER]
+    assert [line.split(": ")[0] for line in claims] == list(CLAIM_ORDER)
+    assert all(line.split(": ")[-1] in (SUPPORTED, NOT_REPRODUCED, DEPENDS) for line in claims)
+    assert f"Written to {tmp_path}:" in lines and re.fullmatch(r"Total time \d+ s\.", lines[-1])
+    # report.md: the same block first, the total time last, every figure beside its text.
+    block = printed[:printed.index("\n\nWritten to")]
+    assert report.startswith(f"# ngrpo-sim report\n\n```text\n{block}\n```\n")
+    assert report.splitlines()[-1] == lines[-1] and report.count("Total time") == 1
+    figures = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", report)
+    assert figures == ["landscape/landscape.png", "headline/dynamics.png", "tokens/tokens.png",
+                       "lengths/lengths.png", "rivals/rivals.png", "clipping/clipping.png"]
+    assert all((tmp_path / figure).stat().st_size > 0 for figure in figures)
+    assert "  figures: " + ", ".join(figures[:4]) in printed
+    assert (tmp_path / "summary.txt").read_text() == printed
+    # The bandit's entropy line gives the headline row of the claims table.
+    headline_row = next(row for row in report.splitlines() if row.startswith("| shared, adam"))
+    difference = headline_row.split(" | ")[1].split(":")[0]
+    assert any(line.startswith("  bandit (1 token)") and f"{difference} nats (headline)" in line
+               for line in lines[lines.index(claims[0]):lines.index(claims[1])])
+    out = report
     assert out.count("| tabular,") == 4 and out.count("| shared,") == 5
-    assert (tmp_path / "report.md").read_text().startswith("# ngrpo-sim report")
-    assert ((tmp_path / "landscape" / "landscape.png").exists()
-            and (tmp_path / "headline" / "dynamics.png").exists())
     assert (tmp_path / "page.html").read_text().startswith("<!DOCTYPE html>")
-    assert "Interactive page (opens in any browser, no network)" in out
+    assert "[page.html](page.html)" in out
     assert len(list((tmp_path / "sweep").iterdir())) == 8
     assert "## Token level" in out and out.count("| 4. length of wrong answers") == 4
     tokens = tmp_path / "tokens"
@@ -127,7 +151,6 @@ def test_report_runs_end_to_end_at_a_small_scale(tmp_path, small_report, capsys)
     rivals = out[out.index("## NGRPO against its rivals"):out.index("## The clip bounds")]
     assert rivals.count("| maxrl |") == 2 and rivals.count("| qae |") == 1
     assert rivals.count("| grpo |") == 2 and rivals.count("- Highest ") == 12
-    assert (tmp_path / "rivals" / "rivals.png").exists()
     # The clip bounds: 3 noise settings x 6 clips, 2 NSR settings x 3 ways to train.
     clipping = out[out.index("## The clip bounds"):]
     assert clipping.count("| 0.2/0.28 |") == 3 and clipping.count("| unclipped |") == 3
@@ -209,7 +232,8 @@ NEW_PRESETS = "maxrl,qae,rl_zvp,lens,asymre,shifted_baseline"
 def test_every_rival_runs_in_both_simulators(command, sizes, tmp_path, capsys):
     main([command, "--methods", NEW_PRESETS, "--steps", "3", "--seeds", "2", "--num-prompts", "16",
           "--prompts-per-step", "8", *sizes, "--out", str(tmp_path)])
-    table = capsys.readouterr().out.split("\nwrote")[0].splitlines()
+    printed = capsys.readouterr().out.split("\nwrote")[0]
+    table = printed[printed.index("\nmethod ") + 1:].split("\n\n")[0].splitlines()
     assert [row.split()[0] for row in table[1:]] == NEW_PRESETS.split(",")
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert len(rows) == 1 + 6 * 4 * 2

@@ -36,8 +36,10 @@ from ngrpo_sim.base.plotting import METHOD_COLOURS, figure_legend, save, subplot
 from ngrpo_sim.experiments.runs import difference_interval, interval, mean_band, write_run
 from ngrpo_sim.experiments.sweep import Task, sweep_tasks
 from ngrpo_sim.methods.presets import Method, get_method
-from ngrpo_sim.reports.claims import (HEADLINE, LEARNING_RATES, TOKEN_HEADLINE, difference,
-                                      entropy_at_matched_accuracy, verdict)
+from ngrpo_sim.reports.claims import (CLIP_HIGH, CLIP_LOW, HEADLINE, LEARNING_RATES, NSR_CLIP,
+                                      TOKEN_HEADLINE, Finding, difference,
+                                      entropy_at_matched_accuracy, figure_lines, judged, verdict,
+                                      word_of)
 from ngrpo_sim.simulators.loop_config import LoopConfig
 from ngrpo_sim.simulators.training_loop import RunRecord
 
@@ -202,15 +204,20 @@ def nsr_gain(runs: list[RunRecord]) -> tuple[float, float]:
     return difference_interval(nsr, grpo)
 
 
+def nsr_higher(gains: dict[str, tuple[float, float]]) -> list[str]:
+    """The cells (of ``NSR_CELLS``) in which NSR's entropy gain over GRPO (mean, 95% half-width)
+    lies above 0."""
+    return [cell for cell, (mean, half) in gains.items() if mean - half > 0]
+
+
 def nsr_verdicts(groups: dict[tuple[str, str], list[RunRecord]]) -> list[str]:
     """Per setting: in which cells NSR keeps more entropy than GRPO, and whether that is only the
     clipped cell with several minibatches."""
     lines = []
     for setting in NSR_SETTINGS:
         gains = {cell: nsr_gain(groups[setting, cell]) for cell, _, _ in NSR_CELLS}
-        higher = [cell for cell, (mean, half) in gains.items() if mean - half > 0]
-        only_clipped = higher == [NSR_CELLS[1][0]]
-        answer = "yes" if only_clipped else "no"
+        higher = nsr_higher(gains)
+        answer = "yes" if higher == [NSR_CELLS[1][0]] else "no"
         listed = "; ".join(f"{cell} {mean:+.3f} ± {half:.3f}" for cell, (mean, half)
                            in gains.items())
         where = "; ".join(higher) if higher else "no cell"
@@ -253,14 +260,20 @@ def plot_clipping(noise: dict[str, list[RunRecord]],
     return save(figure, path)
 
 
+def _grouped(noise_runs: list[RunRecord], nsr_runs: list[RunRecord]
+             ) -> tuple[dict[str, list[RunRecord]], dict[tuple[str, str], list[RunRecord]]]:
+    """The runs of ``noise_tasks`` by setting and those of ``nsr_tasks`` by (setting, cell)."""
+    noise = dict(zip(NOISE_SETTINGS, _split(noise_runs, len(CLIP_VARIANTS))))
+    cells = [(setting, cell) for setting in NSR_SETTINGS for cell, _, _ in NSR_CELLS]
+    return noise, dict(zip(cells, _split(nsr_runs, len(NSR_METHODS))))
+
+
 def clipping_section(out: Path, noise_runs: list[RunRecord], nsr_runs: list[RunRecord]
                      ) -> list[str]:
     """Write the section's run folders and figure under ``out`` from the runs of ``noise_tasks``
     and ``nsr_tasks`` (in their order) and return its report lines."""
     out = Path(out)
-    noise = dict(zip(NOISE_SETTINGS, _split(noise_runs, len(CLIP_VARIANTS))))
-    cells = [(setting, cell) for setting in NSR_SETTINGS for cell, _, _ in NSR_CELLS]
-    nsr = dict(zip(cells, _split(nsr_runs, len(NSR_METHODS))))
+    noise, nsr = _grouped(noise_runs, nsr_runs)
     for number, (setting, runs) in enumerate(noise.items()):
         write_run(out / f"noise-{number}", runs, figures=False)
     for number, runs in enumerate(nsr.values()):
@@ -275,5 +288,35 @@ def clipping_section(out: Path, noise_runs: list[RunRecord], nsr_runs: list[RunR
         "NSR, PSR and GRPO (no KL, no entropy bonus) on binary rewards, on policy (one update per "
         "rollout), with 4 clipped minibatch updates, and with 4 unclipped ones:", "",
         nsr_table(nsr), "", *nsr_verdicts(nsr), "",
-        f"Figure: {figure}; run folders (noise-N: the settings above in order, nsr-N: the rows "
-        f"of the NSR table) in {out}."]
+        *figure_lines(figure, out, "Entropy under pure noise per clip, and NSR's entropy gain"),
+        "", "(noise-N: the pure-noise settings above in order, nsr-N: the rows of the NSR "
+        "table.)"]
+
+
+def clipping_findings(noise_runs: list[RunRecord], nsr_runs: list[RunRecord]) -> list[Finding]:
+    """From the runs of ``noise_tasks`` and ``nsr_tasks`` (in their order): what each clip bound
+    alone does to entropy under pure noise against no clip (Park et al.), and whether NSR keeps
+    entropy higher than GRPO only with the clip and several minibatches (Zhu et al.)."""
+    noise, nsr = _grouped(noise_runs, nsr_runs)
+
+    def against_unclipped(label):
+        index = [variant[0] for variant in CLIP_VARIANTS].index(label)
+        return [(setting, *difference_interval(entropy_change(runs[index]),
+                                               entropy_change(runs[0])))
+                for setting, runs in noise.items()]
+
+    gains = {setting: {cell: nsr_gain(nsr[setting, cell]) for cell, _, _ in NSR_CELLS}
+             for setting in NSR_SETTINGS}
+    only_clipped = [nsr_higher(cells) == [NSR_CELLS[1][0]] for cells in gains.values()]
+    setting, first = next(iter(gains.items()))
+    short = {cell: "on policy" if minibatches == 1 else
+             f"{minibatches} mb {'clipped' if clipped else 'unclipped'}"
+             for cell, minibatches, clipped in NSR_CELLS}
+    evidence = ("NSR − GRPO, final entropy: " + ", ".join(
+        f"{short[cell]} {mean:+.3f} ± {half:.3f}" for cell, (mean, half) in first.items())
+        + f" ({setting}); holds in {sum(only_clipped)} of {len(only_clipped)} settings")
+    return [judged(CLIP_LOW, "pure noise", against_unclipped("0.2 below only"), "raises",
+                   "raises", "lowers", " nats"),
+            judged(CLIP_HIGH, "pure noise", against_unclipped("0.2 above only"), "lowers",
+                   "raises", "lowers", " nats"),
+            Finding(NSR_CLIP, "bandit (1 token)", word_of(only_clipped), evidence)]

@@ -41,10 +41,13 @@ from pathlib import Path
 import numpy as np
 
 from ngrpo_sim.base.plotting import save, subplots
-from ngrpo_sim.experiments.runs import final_values, interval, label, plot_band, write_run
+from ngrpo_sim.experiments.runs import (difference_interval, final_values, interval, label,
+                                        plot_band, write_run)
 from ngrpo_sim.experiments.sweep import Task, run_tasks, sweep_tasks
 from ngrpo_sim.methods.presets import get_method
-from ngrpo_sim.reports.claims import difference, entropy_at_matched_accuracy, verdict
+from ngrpo_sim.reports.claims import (COLLAPSE, ENTROPY, HARD_PROMPTS, INSTABILITY, LENGTHENING,
+                                      OVERLONG, Finding, difference, entropy_at_matched_accuracy,
+                                      figure_lines, judged, verdict, word_of)
 from ngrpo_sim.simulators.long_answer_config import LongAnswerConfig
 from ngrpo_sim.simulators.training_loop import RunRecord
 
@@ -489,4 +492,49 @@ def length_section(out: Path, base: LongAnswerConfig | None = None, workers: int
         remedy_table(studies), "",
         "5. The same claims on one-token answers, short answers and long answers:", "",
         verdict_table(studies, one_token, short_answers), "",
-        f"Figure: {figure}; run folders in {out}."]
+        *figure_lines(figure, out, "Lengths, truncation, accuracy and entropy over training")]
+
+
+def length_findings(studies: list[LengthRuns]) -> list[Finding]:
+    """What answers of realistic length say, per setting (calibrated first): the paper's three
+    claims, seq-mean-token-mean's longer wrong answers, collapses at the cap, and DAPO's overlong
+    remedies against the same method without them (where they were run)."""
+    def differences(first, second, name):
+        return [(runs.study.name, *difference_interval(final_values(runs.preset(first), name),
+                                                       final_values(runs.preset(second), name)))
+                for runs in studies]
+
+    lengthened = [(f"{method}, {runs.study.name}", *difference_interval(
+                      final_values(runs.aggregated("seq-mean-token-mean", method),
+                                   "length_wrong"),
+                      final_values(runs.preset(method), "length_wrong")))
+                  for runs in studies for method in AGGREGATION_METHODS
+                  if runs.aggregated("seq-mean-token-mean", method) is not None]
+    remedied = [(f"{method}, {remedy}", *difference_interval(
+                    final_values(runs.remedied(remedy, method), "truncation"),
+                    final_values(runs.aggregated(runs.study.remedy_aggregation, method),
+                                 "truncation")))
+                for runs in studies for remedy in runs.remedies
+                for method in runs.study.remedy_methods]
+    drops = {f"{run_label(run)} ({runs.study.name})": collapse_drop(run)
+             for runs in studies for run in runs.all()}
+    collapsed = [name for name, drop in drops.items() if np.any(drop >= COLLAPSE_DROP)]
+    largest_drop = max(float(drop.max()) for drop in drops.values())
+    evidence = (f"{len(collapsed)} of {len(drops)} runs collapse (a seed loses {COLLAPSE_DROP} "
+                f"accuracy as truncation rises); largest drop {largest_drop:.3f}"
+                + (f": {'; '.join(collapsed)}" if 0 < len(collapsed) <= 2 else ""))
+    where = f"long (L = {studies[0].presets[0].config.max_length})"
+    findings = [
+        judged(ENTROPY, where, differences("ngrpo", "grpo", "entropy"), "higher", "higher",
+               "lower", " nats per token"),
+        judged(HARD_PROMPTS, where, differences("ngrpo", "grpo", "accuracy_hard"), "higher",
+               "higher", "lower", " success rate"),
+        judged(INSTABILITY, where, differences("psr_nsr", "grpo", "max_drawdown"), "larger",
+               "larger", "smaller", " in the largest accuracy drop"),
+        judged(LENGTHENING, where, lengthened, "longer", "longer", "shorter", " tokens", "runs",
+               digits=1),
+        Finding(COLLAPSE, where, word_of([name in collapsed for name in drops]), evidence)]
+    if remedied:
+        findings.append(judged(OVERLONG, where, remedied, "lower", "higher", "lower",
+                               " final truncation", "runs"))
+    return findings

@@ -36,6 +36,7 @@ from ngrpo_sim.base.plotting import (RIVAL_METHODS, axis_label, family_subplots,
 from ngrpo_sim.experiments.runs import difference_interval, interval, mean_band, write_run
 from ngrpo_sim.experiments.sweep import Task, sweep_tasks
 from ngrpo_sim.methods.presets import get_method
+from ngrpo_sim.reports.claims import RIVAL_LEAD, Finding, figure_lines, word_of
 from ngrpo_sim.simulators.dynamics import DynamicsConfig
 from ngrpo_sim.simulators.loop_config import PASS_AT_K_MAX
 from ngrpo_sim.simulators.profile import difficulty_masks
@@ -219,4 +220,28 @@ def rivals_section(out: Path, bandit: list[RunRecord], tokens: list[RunRecord]) 
             f"{budget:,.0f} per seed, what {fewest} sampled in its run. Mean ± 95% interval "
             "over seeds:", "", comparison_table(run_records, budget), "",
             *verdicts(run_records, budget), ""]
-    return lines + [f"Figure: {figure}; run folders in {out}."]
+    return lines + figure_lines(figure, out, "NGRPO against its rivals: hard prompts solved "
+                                             "against steps and sampled answers, and entropy")
+
+
+def rival_findings(bandit: list[RunRecord], tokens: list[RunRecord]) -> list[Finding]:
+    """Per simulator (the runs ``rivals_section`` takes): whether NGRPO solves the most hard
+    prompts, or cannot be told apart from the method that does ("tied"), at equal steps and at
+    equal sampled answers."""
+    findings = []
+    for where, run_records in (("bandit (1 token)", bandit),
+                               (f"tokens (L = {tokens[0].config.max_length})", tokens)):
+        asked = {question: (digits, values) for question, digits, values
+                 in questions(run_records, answer_budget(run_records))}
+        holds, parts = [], []
+        for budget in ("equal steps", "equal sampled answers"):
+            digits, values = asked[f"hard prompts solved, {budget}"]
+            best, tied = leaders(values)
+            holds.append("ngrpo" == best or "ngrpo" in tied)
+            part = f"{budget}: {best} {_cell(values[best], digits)} leads"
+            if best != "ngrpo":
+                part += (f", ngrpo {_cell(values['ngrpo'], digits)}"
+                         + (" (tied)" if "ngrpo" in tied else ""))
+            parts.append(part)
+        findings.append(Finding(RIVAL_LEAD, where, word_of(holds), "; ".join(parts)))
+    return findings

@@ -27,11 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from ngrpo_sim.base.plotting import axis_label, figure_legend, metric_label, save, subplots
-from ngrpo_sim.experiments.runs import final_values, interval, plot_band, write_run
+from ngrpo_sim.experiments.runs import (difference_interval, final_values, interval, plot_band,
+                                        write_run)
 from ngrpo_sim.experiments.sweep import Task, run_tasks, sweep_tasks
 from ngrpo_sim.methods.presets import get_method
-from ngrpo_sim.reports.claims import (TOKEN_HEADLINE, TOKEN_LEARNING_RATES, difference,
-                                      entropy_at_matched_accuracy)
+from ngrpo_sim.reports.claims import (ENTROPY, HARD_PROMPTS, INSTABILITY, LENGTHENING,
+                                      TOKEN_HEADLINE, TOKEN_LEARNING_RATES, Finding, difference,
+                                      entropy_at_matched_accuracy, figure_lines, judged)
 from ngrpo_sim.simulators.sequence_config import SequenceConfig
 from ngrpo_sim.simulators.training_loop import RunRecord
 
@@ -257,5 +259,31 @@ def token_section(out: Path, base: SequenceConfig | None = None, workers: int = 
         lines += [f"{policy} policy, each preset with its own loss aggregation:", "",
                   summary_table(runs.presets[policy]), ""]
     lines += ["The claims (differences with 95% Welch intervals):", "", claims_table(runs), "",
-              f"Figure: {figure}; run folders in {out}."]
+              *figure_lines(figure, out, "Token entropy, hard prompts, lengths and the leak")]
     return lines
+
+
+def token_findings(runs: TokenRuns) -> list[Finding]:
+    """What answers made of tokens say about the paper's three claims (each policy, the shared
+    one, the headline, first) and about seq-mean-token-mean's longer wrong answers (GRPO and
+    NGRPO, where that aggregation was run)."""
+    def differences(first, second, name):
+        return [(f"{policy} policy", *difference_interval(
+                    final_values(runs.preset(policy, first), name),
+                    final_values(runs.preset(policy, second), name)))
+                for policy in POLICY_ORDER]
+
+    lengthened = [(f"{method}, {policy}", *difference_interval(
+                      final_values(run, "length_wrong"),
+                      final_values(runs.preset(policy, method), "length_wrong")))
+                  for policy in POLICY_ORDER for method in LENGTH_METHODS
+                  if (run := runs.aggregated(policy, "seq-mean-token-mean", method)) is not None]
+    where = f"tokens (L = {runs.presets[POLICY_ORDER[0]][0].config.max_length})"
+    return [judged(ENTROPY, where, differences("ngrpo", "grpo", "entropy"), "higher", "higher",
+                   "lower", " nats per token", "policies"),
+            judged(HARD_PROMPTS, where, differences("ngrpo", "grpo", "accuracy_hard"), "higher",
+                   "higher", "lower", " success rate", "policies"),
+            judged(INSTABILITY, where, differences("psr_nsr", "grpo", "regressed"), "more", "more",
+                   "fewer", " prompts regressed", "policies", digits=2),
+            judged(LENGTHENING, where, lengthened, "longer", "longer", "shorter", " tokens",
+                   "runs")]
