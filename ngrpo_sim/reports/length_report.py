@@ -518,11 +518,14 @@ def length_findings(studies: list[LengthRuns]) -> list[Finding]:
                 for method in runs.study.remedy_methods]
     drops = {f"{run_label(run)} ({runs.study.name})": collapse_drop(run)
              for runs in studies for run in runs.all()}
-    collapsed = [name for name, drop in drops.items() if np.any(drop >= COLLAPSE_DROP)]
+    collapsed = {name: int(np.sum(drop >= COLLAPSE_DROP)) for name, drop in drops.items()
+                 if np.any(drop >= COLLAPSE_DROP)}
     largest_drop = max(float(drop.max()) for drop in drops.values())
+    named = "; ".join(f"{name}, {seeds} of {drops[name].size} seeds"
+                      for name, seeds in collapsed.items())
     evidence = (f"{len(collapsed)} of {len(drops)} runs collapse (a seed loses {COLLAPSE_DROP} "
                 f"accuracy as truncation rises); largest drop {largest_drop:.3f}"
-                + (f": {'; '.join(collapsed)}" if 0 < len(collapsed) <= 2 else ""))
+                + (f": {named}" if 0 < len(collapsed) <= 2 else ""))
     where = f"long (L = {studies[0].presets[0].config.max_length})"
     findings = [
         judged(ENTROPY, where, differences("ngrpo", "grpo", "entropy"), "higher", "higher",
