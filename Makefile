@@ -48,7 +48,7 @@ browser:
 		echo "could not install chromium: the browser tests will skip"
 
 test: $(VENV)/.full browser
-	$(BIN)/python -m pytest -q -n auto --dist loadgroup
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup --durations=15
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
