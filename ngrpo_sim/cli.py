@@ -130,7 +130,9 @@ def _add_training_options(parser, config_class, command: str, mode_help: str) ->
     _add_method_knobs(parser)
     parser.add_argument("--mode", default="sampled", help=mode_help)
     add_config_arguments(parser, config_class, skip=("mode",))
-    parser.add_argument("--out", type=Path, default=Path("runs") / command,
+    out = Path("runs") / command
+    parser.set_defaults(default_out=out)  # see _claim
+    parser.add_argument("--out", type=Path, default=out,
                         help=f"run folder for CSV and PNG files (default: runs/{command})")
     _add_overwrite(parser)
 
@@ -167,11 +169,32 @@ def _train(args, config_class) -> list:
 
 def _claim(args, settings: dict, tasks: list, names: list[str], result: str | None = None):
     """``--out`` claimed for this command (``experiments.claim_folder``); ``main`` reads the claim
-    and the tasks' ``names`` to say what was kept when the command fails or is stopped."""
-    from ngrpo_sim.experiments.runs import claim_folder
+    and the tasks' ``names`` to say what was kept when the command fails or is stopped.
 
-    args.claim = claim_folder("--out", args.out, args.command, settings, tasks,
-                              overwrite=args.overwrite, result=result)
+    A default ``--out`` that holds another run (made by an earlier version, or with other flags)
+    is kept as it is: the command takes the first of ``runs/NAME-2``, ``-3``, ... that is free or
+    holds this very run, and says so, so that ``make demo`` works again after an upgrade. A
+    folder the user named is refused instead (``FolderTaken``)."""
+    from ngrpo_sim.experiments.runs import FolderTaken, claim_folder
+
+    default = Path(args.out) == Path(args.default_out) and not args.overwrite
+    folder = Path(args.out)
+    for number in range(2, 1000):
+        try:
+            args.claim = claim_folder("--out", folder, args.command, settings, tasks,
+                                      overwrite=args.overwrite, result=result)
+            break
+        except FolderTaken:
+            if not default:
+                raise
+            folder = Path(f"{args.default_out}-{number}")
+    else:
+        raise ValueError(f"--out: {args.default_out} and its 998 numbered siblings all hold other "
+                         "runs; give a new --out")
+    if folder != Path(args.out):
+        print(f"{args.out} holds another ngrpo-sim run (kept as it is); this one goes to {folder}"
+              " (--out names a folder, --overwrite replaces the old run)\n")
+        args.out = folder
     args.task_names = names
     return args.claim
 
@@ -350,7 +373,9 @@ def _add_report(subparsers) -> None:
                     "sweep over policy, optimiser and minibatch count, then prints a report of "
                     "what the simulation says about each of the paper's claims.",
     )
-    parser.add_argument("--out", type=Path, default=Path("runs") / "report",
+    out = Path("runs") / "report"
+    parser.set_defaults(default_out=out)  # see _claim
+    parser.add_argument("--out", type=Path, default=out,
                         help="folder for the report and its run folders; it keeps every finished "
                              "simulation, so the same command run again reuses them (and a "
                              "finished report) instead of running them again (default: "
@@ -419,8 +444,11 @@ def _add_sweep(subparsers) -> None:
                         help="comma-separated presets. Known: " + _method_list_help())
     _add_method_knobs(parser)
     add_config_grid_arguments(parser, DynamicsConfig)
-    parser.add_argument("--out", type=Path, default=Path("runs") / "sweep",
+    out = Path("runs") / "sweep"
+    parser.set_defaults(default_out=out)  # see _claim
+    parser.add_argument("--out", type=Path, default=out,
                         help="folder of the sweep; one that holds another sweep is refused "
+                             "(the default one is kept, and the next free runs/sweep-N taken) "
                              "(default: runs/sweep)")
     _add_where_to_run(parser)
     _add_overwrite(parser)

@@ -309,6 +309,28 @@ def test_a_report_of_other_settings_is_refused_without_overwrite(tmp_path, small
     assert "holds files but no request.json of an ngrpo-sim report" in capsys.readouterr().err
 
 
+def test_the_default_folder_of_an_earlier_report_is_kept_and_the_next_one_taken(
+        tmp_path, small_report, without_figures, monkeypatch, capsys):
+    # make demo after an upgrade: runs/report holds a report of other settings.
+    monkeypatch.chdir(tmp_path)
+    main(["report"])
+    capsys.readouterr()
+    earlier = {path: path.read_bytes() for path in Path("runs/report").rglob("*") if path.is_file()}
+    monkeypatch.setattr(report, "SWEEP_STEPS", 4)
+    assert main(["report"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("runs/report holds another ngrpo-sim run (kept as it is); this one goes "
+                          "to runs/report-2 (--out names a folder, --overwrite replaces the old "
+                          "run)\n")
+    assert {path: path.read_bytes() for path in Path("runs/report").rglob("*")
+            if path.is_file()} == earlier
+    assert Path("runs/report-2/report.md").is_file()
+    # The same settings again find their folder and run nothing.
+    calls = count_runs(monkeypatch)
+    assert main(["report"]) == 0 and calls == []
+    assert "Nothing to run: runs/report-2 holds this report" in capsys.readouterr().out
+
+
 def test_a_report_whose_simulation_fails_keeps_the_others(tmp_path, small_report,
                                                          without_figures, monkeypatch, capsys):
     out = tmp_path / "report"

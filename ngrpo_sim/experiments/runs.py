@@ -331,13 +331,17 @@ class Claim:
         return remove_if_empty(self.created)
 
 
+class FolderTaken(ValueError):
+    """An output folder holds another run, or files of no run: ``claim_folder`` refuses it."""
+
+
 def claim_folder(flag: str, folder: Path, command: str, settings: dict, tasks: list[Task], *,
                  overwrite: bool = False, result: str | None = None) -> Claim:
     """Make ``folder`` the home of one run of ``command`` with ``settings`` (JSON-able) and
     ``tasks``, or find it there already, to reuse what it holds.
 
-    A folder that holds a run with other settings, or files of no run, is refused with a
-    ``ValueError`` naming ``flag``, unless ``overwrite``; then the stored tasks that these settings
+    A folder that holds a run with other settings, or files of no run, is refused with
+    ``FolderTaken`` (a ``ValueError``) naming ``flag``, unless ``overwrite``; then the stored tasks that these settings
     do not ask for are removed and the rest is written anew. Everything is checked before the
     first write: the folder is created (and proved writable, ``checks.output_folder``) only after.
     """
@@ -349,11 +353,11 @@ def claim_folder(flag: str, folder: Path, command: str, settings: dict, tasks: l
         held = record.read_text() if record.is_file() else None
         if held is None and not overwrite and any(not entry.name.startswith(".")
                                                   for entry in folder.iterdir()):
-            raise ValueError(f"{flag} {str(folder)!r} holds files but no {REQUEST_FILE} of an "
+            raise FolderTaken(f"{flag} {str(folder)!r} holds files but no {REQUEST_FILE} of an "
                              f"ngrpo-sim {command}; give a new or empty folder, or pass "
                              "--overwrite to write among its files")
         if held is not None and held != request and not overwrite:
-            raise ValueError(f"{flag} {str(folder)!r} holds {_other_request(held, request)}; give "
+            raise FolderTaken(f"{flag} {str(folder)!r} holds {_other_request(held, request)}; give "
                              f"another {flag}, repeat that run's options to continue it, or pass "
                              "--overwrite to replace it")
     else:
