@@ -1,4 +1,9 @@
-"""The ``ngrpo-sim`` command line."""
+"""The ``ngrpo-sim`` command line: each subcommand's parser and the function that runs it.
+
+Over 500 lines, kept as one module because it is one idea, the user's entry: every flag, every
+one-line refusal and exit code, and the shared claiming of run folders read together; the
+settings' flags themselves are generated from the config dataclasses (``_config_cli``).
+"""
 
 from __future__ import annotations
 

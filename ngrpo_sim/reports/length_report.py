@@ -31,6 +31,10 @@ It answers five questions, each with 95% intervals over seeds, whichever way the
 The section's runs use ``LENGTH_HEADLINE`` (L = 128, so that ``make demo`` stays short: the task's
 lengths scale with L); ``docs/lengths_study.py`` runs the same study at L = 1024 for
 docs/lengths.md.
+
+Over 500 lines, kept as one module: the studies, the five answers' tables, the figure and the
+verdicts read one set of runs with one set of measures (``collapse_drop``, ``change``), and a cut
+would split a question from the measure that answers it.
 """
 
 from __future__ import annotations
