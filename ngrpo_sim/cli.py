@@ -501,13 +501,14 @@ def _add_page(subparsers) -> None:
         description="Writes one self-contained HTML page: each method's advantages for a group "
                     "of G with k correct answers, the probability that a group gives no gradient "
                     "and the gain c(p), with sliders for G, k, r_max, virtual samples and the std "
-                    "convention, and the headline training curves of a report. Every number is "
-                    "computed when the page is written; the page needs no network and nothing "
-                    "installed.",
+                    "convention, and the headline and long-answer training curves of a report. "
+                    "Every number is computed when the page is written; the page needs no "
+                    "network and nothing installed.",
     )
     parser.add_argument("--report", type=Path, default=None,
-                        help="folder of an `ngrpo-sim report` whose headline curves the page shows "
-                             "(default: runs/report if it holds one, else the page shows none)")
+                        help="folder of an `ngrpo-sim report` whose headline and long-answer curves "
+                             "the page shows (default: runs/report if it holds one, else the "
+                             "page shows none)")
     parser.add_argument("--out", type=Path, default=Path("runs") / "page" / "index.html",
                         help="the HTML file to write (default: runs/page/index.html)")
     parser.set_defaults(run=_run_page)
@@ -523,7 +524,7 @@ def _run_page(args) -> None:
         raise ValueError(f"report={str(report)!r} holds no headline folder; give the folder that "
                          "`ngrpo-sim report --out` wrote")
     _output_folder(args, args.out.parent)
-    path = write_page(args.out, None if report is None else report / "headline")
+    path = write_page(args.out, report)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in any browser")
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ngrpo_sim.base.plotting import method_colour, metric_label
 from ngrpo_sim.experiments import trainer_runs
 from ngrpo_sim.pages import page as landscape_page
 from ngrpo_sim.pages.browser import chromium
@@ -66,12 +67,14 @@ class OpenPage:
 
 @pytest.fixture(scope="module")
 def written_page(tmp_path_factory):
-    """The page of a small report's headline folder, written once for the tests that only look."""
-    from test_page import small_headline  # noqa: PLC0415 (a helper of the page's own tests)
+    """The page of a small report (its headline and long-answer run folders), written once for
+    the tests that only look."""
+    from test_page import small_headline, small_lengths  # noqa: PLC0415 (the page tests' helpers)
 
     folder = tmp_path_factory.mktemp("page")
     small_headline(folder / "headline")
-    return write_page(folder / "page.html", folder / "headline")
+    small_lengths(folder)
+    return write_page(folder / "page.html", folder)
 
 
 def drawn(page) -> None:
@@ -105,8 +108,8 @@ def press(page, widget, key, times):
 def test_the_page_opens_offline_and_its_sliders_show_the_closed_forms(browser, tmp_path):
     from test_page import small_headline  # noqa: PLC0415 (a helper of the page's own tests)
 
-    small_headline(tmp_path / "headline")
-    opened = OpenPage(browser, write_page(tmp_path / "page.html", tmp_path / "headline"))
+    small_headline(tmp_path / "headline")  # a report written before the long answers
+    opened = OpenPage(browser, write_page(tmp_path / "page.html", tmp_path))
     page = opened.page
     try:
         page.locator('td[data-method="ngrpo"][data-role="wrong"]').wait_for()
@@ -136,6 +139,11 @@ def test_the_page_opens_offline_and_its_sliders_show_the_closed_forms(browser, t
                                             "std_virtual": std_virtual}, abs=1e-12)
         assert page.locator(".chip.virtual").count() == 3
         assert page.get_by_text("Training dynamics: the report's headline run").count() == 1
+        assert page.get_by_text("Long answers: lengths and truncation").count() == 1
+        assert page.get_by_text(f"The report in {tmp_path} has no long-answer runs, so this page "
+                                "shows no answer lengths; run ngrpo-sim report to write this "
+                                "page again with them.").count() == 1
+        assert page.evaluate(AXIS_LABELS).count(metric_label("length_wrong")) == 0
         assert opened.errors == [] and opened.remote == []
     finally:
         opened.close()
@@ -174,13 +182,13 @@ OFFENDERS = """(width) => {
 }"""
 
 
-TOOLBARS = """() => {
+DRAWN = """(css_class) => {
   let count = 0;
   const visit = (root) => {
     for (const element of root.querySelectorAll("*")) {
       if (element.shadowRoot) { visit(element.shadowRoot); }
       const box = element.getBoundingClientRect();
-      if (element.classList.contains("bk-Toolbar") && box.width > 0 && box.height > 0) {
+      if (element.classList.contains(css_class) && box.width > 0 && box.height > 0) {
         count += 1;
       }
     }
@@ -188,12 +196,48 @@ TOOLBARS = """() => {
   visit(document);
   return count;
 }"""
-"""How many toolbars the page draws."""
+"""How many elements of a css class the page draws with a box (Bokeh's toolbars are of
+bk-Toolbar, its plots of bk-Figure)."""
+
+
+AXIS_LABELS = """() => [...Bokeh.documents[0].all_models].filter(
+  (model) => model.type === "Figure").map((model) => model.left[0].axis_label)"""
+"""The y-axis label of every plot of the page's document."""
+CURVES = """(name) => Bokeh.documents[0].get_model_by_name(name).items.map((item) => [
+  item.label.value, item.renderers.map((renderer) => renderer.glyph.type),
+  item.renderers.map(({glyph}) => (glyph.line_color || glyph.fill_color).value)])"""
+"""Per entry of a legend: its label, and the glyph type and colour of each curve it names."""
+
+
+def test_the_page_draws_the_lengths_and_truncation_of_the_long_answers(browser, written_page):
+    from test_page import LENGTH_METHODS  # noqa: PLC0415 (the page tests' settings)
+
+    opened = OpenPage(browser, written_page, 1024, 768)
+    page = opened.page
+    try:
+        drawn(page)
+        assert page.get_by_text("Answers of up to 32 tokens: lengths and truncation").count() == 1
+        # Three landscape panels, four headline panels, four per long-answer setting.
+        assert page.evaluate(DRAWN, "bk-Figure") == 3 + 4 + 4 * len(LENGTH_METHODS)
+        labels = page.evaluate(AXIS_LABELS)
+        for name in ("length_correct", "length_wrong", "truncation", "accuracy"):
+            # The headline has an accuracy panel too.
+            assert labels.count(metric_label(name)) == len(LENGTH_METHODS) + (name == "accuracy")
+        for setting, methods in LENGTH_METHODS.items():
+            page.get_by_text(f"{setting}: L = 32 tokens").wait_for()
+            # One entry per method, naming its band and its mean, both in the method's colour.
+            assert page.evaluate(CURVES, f"legend-lengths-{setting}") == [
+                [method, ["VArea", "Line"], [method_colour(method)] * 2] for method in methods]
+        assert opened.errors == [] and opened.remote == []
+    finally:
+        opened.close()
 
 
 @pytest.mark.parametrize("width, height", [(1024, 768), (1440, 900)])
 def test_the_page_fits_the_screen_without_a_horizontal_cut(browser, written_page, width,
                                                            height):
+    from test_page import LENGTH_METHODS  # noqa: PLC0415 (the page tests' settings)
+
     opened = OpenPage(browser, written_page, width, height)
     page = opened.page
     try:
@@ -204,8 +248,9 @@ def test_the_page_fits_the_screen_without_a_horizontal_cut(browser, written_page
         assert fit["offenders"] == [], (
             f"{len(fit['offenders'])} elements reach past the {width}-px window:\n"
             + "\n".join(fit["offenders"][:20]))
-        # The three landscape plots share one toolbar, and so do the four training curves.
-        assert page.evaluate(TOOLBARS) == 2
+        # The three landscape plots share one toolbar, the four training curves another, and
+        # each long-answer setting's four curves one more.
+        assert page.evaluate(DRAWN, "bk-Toolbar") == 2 + len(LENGTH_METHODS)
         assert opened.errors == [] and opened.remote == []
     finally:
         opened.close()
@@ -309,7 +354,7 @@ def test_no_string_of_a_headline_folder_runs_in_the_page(browser, tmp_path):
     from test_page import hostile_headline  # noqa: PLC0415
 
     headline = hostile_headline(tmp_path)
-    opened = OpenPage(browser, write_page(tmp_path / "page.html", headline))
+    opened = OpenPage(browser, write_page(tmp_path / "page.html", headline.parent))
     page = opened.page
     try:
         page.locator('td[data-method="ngrpo"][data-role="wrong"]').wait_for()

@@ -21,7 +21,9 @@ from ngrpo_sim.experiments.runs import read_run, run_methods, with_mode, write_r
 from ngrpo_sim.methods.presets import get_method
 from ngrpo_sim.pages import page
 from ngrpo_sim.pages.page import write_page
+from ngrpo_sim.reports import length_report
 from ngrpo_sim.simulators.dynamics import DynamicsConfig
+from ngrpo_sim.simulators.long_answer_config import LongAnswerConfig
 
 EPS = 1e-6  # the estimators' std guard
 
@@ -209,6 +211,28 @@ def small_headline(folder, names=None):
     return run_records
 
 
+LENGTH_METHODS = {"calibrated": ("grpo", "ngrpo", "grpo_calibrated"),
+                  "cap binds": ("grpo", "ngrpo")}
+"""The presets ``small_lengths`` trains in each setting of the report's long-answer section."""
+
+
+def small_lengths(report, names=None) -> dict[str, list]:
+    """The long-answer presets' run folders of a report in ``report``, as the report names them,
+    at a tiny size; ``names`` renames the methods. Returns each setting's run records."""
+    base = LongAnswerConfig(num_prompts=16, prompts_per_step=8, max_length=32, steps=3, seeds=2)
+    written = {}
+    for study in length_report.STUDIES:
+        run_records = run_methods([get_method(name) for name in LENGTH_METHODS[study.name]],
+                                  [length_report.study_config(study, base)], "test")
+        if names is not None:
+            run_records = [dataclasses.replace(record, method=names[record.method])
+                           for record in run_records]
+        write_run(length_report.study_folder(report / "lengths", study) / "presets", run_records,
+                  figures=False)
+        written[study.name] = run_records
+    return written
+
+
 HOSTILE = """<script>window.pwned=1</script>"'</div><img src=x onerror="window.pwned=2">&amp;"""
 """A string that would run a script, close the element around it or break out of an attribute,
 were it written into HTML or a script tag as it is."""
@@ -217,9 +241,11 @@ HOSTILE_NAMES = {"grpo": f"grpo {HOSTILE}", "ngrpo": f"ngrpo {HOSTILE}"}
 
 def hostile_headline(root: Path) -> Path:
     """A headline folder whose path and method names hold HOSTILE (the config's strings are
-    checked against their allowed values when the folder is read)."""
+    checked against their allowed values when the folder is read), beside long-answer folders
+    whose method names hold it."""
     folder = root / HOSTILE / "headline"
     small_headline(folder, HOSTILE_NAMES)
+    small_lengths(folder.parent, HOSTILE_NAMES | {"grpo_calibrated": f"grpo_calibrated {HOSTILE}"})
     return folder
 
 
@@ -271,6 +297,16 @@ def test_a_run_folder_reads_back_as_written(tmp_path):
         read_run(tmp_path / "nothing")
 
 
+def test_a_long_answer_run_folder_reads_back_as_written(tmp_path):
+    written = small_lengths(tmp_path)["cap binds"]
+    read = read_run(tmp_path / "lengths" / "cap-binds" / "presets")
+    assert [(t.method, t.config) for t in read] == [(t.method, t.config) for t in written]
+    assert isinstance(read[0].config, LongAnswerConfig) and read[0].config.natural_length == 64
+    for before, after in zip(written, read):
+        for name, values in before.metrics.items():  # written to 6 significant digits
+            np.testing.assert_allclose(after.metrics[name], values, rtol=1e-5, atol=1e-12)
+
+
 def test_page_command_writes_one_self_contained_file(tmp_path, capsys):
     small_headline(tmp_path / "report" / "headline")
     out = tmp_path / "site" / "index.html"
@@ -317,9 +353,9 @@ def test_a_run_folder_written_before_the_renames_reads_with_the_new_names():
     assert np.isfinite(read["ngrpo", "sampled"].metrics["share_all_correct"][1:]).all()
 
 
-def test_strings_of_the_headline_folder_are_shown_literally(tmp_path):
+def test_strings_of_the_report_folder_are_shown_literally(tmp_path):
     headline = hostile_headline(tmp_path)
-    text = write_page(tmp_path / "page.html", headline).read_text()
+    text = write_page(tmp_path / "page.html", headline.parent).read_text()
     # Nothing of them is markup in the file: each script tag closes where Bokeh closes it.
     assert "<script>window.pwned" not in text and "<img src=x" not in text
     assert text.count("</script>") == len(re.findall(r"<script[\s>]", text))
@@ -330,6 +366,11 @@ def test_strings_of_the_headline_folder_are_shown_literally(tmp_path):
         assert {tag for tag, _ in div.tags} <= {"div", "h1", "h2", "p", "em", "code"}
         assert not [name for _, attrs in div.tags for name in attrs if name.startswith("on")]
     assert sum(f"Read from {headline};" in div.text for div in divs) == 1
+    lengths = headline.parent / "lengths"
+    for setting in ("calibrated", "cap-binds"):
+        assert sum(f"Read from {lengths / setting / 'presets'}." in div.text for div in divs) == 1
+    named = f"methods {HOSTILE_NAMES['grpo']}, {HOSTILE_NAMES['ngrpo']}"
+    assert sum(named in div.text for div in divs) == 2
     # The method names are legend labels, which Bokeh draws as text on its canvas.
     labels = {model["attributes"]["label"]["value"] for model in models
               if model["name"] == "LegendItem"}

@@ -30,8 +30,11 @@ from ngrpo_sim.base.plotting import (axis_label, figure_legend, method_colour, m
                                      subplots)
 from ngrpo_sim.experiments.sweep import VERSION, Task, run_sweep, task_file
 from ngrpo_sim.methods.presets import METHODS, Method
+from ngrpo_sim.simulators import long_answers, sequences
 from ngrpo_sim.simulators.dynamics import METRICS, DynamicsConfig, RunRecord
+from ngrpo_sim.simulators.long_answer_config import LongAnswerConfig
 from ngrpo_sim.simulators.loop_config import LoopConfig
+from ngrpo_sim.simulators.sequence_config import SequenceConfig
 
 SUMMARY_METRICS = ("accuracy", "accuracy_hard", "pass_auc", "entropy", "entropy_hard", "abandoned",
                    "newly_solved", "regressed", "max_drawdown")
@@ -190,11 +193,27 @@ def _current_names(record: dict) -> dict:
     return {OLD_NAMES.get(key, key): value for key, value in record.items()}
 
 
+SIMULATORS = ((DynamicsConfig, METRICS), (SequenceConfig, sequences.METRICS),
+              (LongAnswerConfig, long_answers.METRICS))
+"""Each simulator's config and the metrics it records: ``read_run`` knows a run's simulator by
+the config whose fields hold every key of the run's record."""
+
+
+def _simulator(folder: Path, record: dict) -> tuple[type, tuple[str, ...]]:
+    for config_class, metrics in SIMULATORS:
+        if set(record) <= {field.name for field in dataclasses.fields(config_class)}:
+            return config_class, metrics
+    raise ValueError(f"folder={str(folder)!r} holds a config.json that no simulator's config "
+                     f"reads (keys {sorted(record)}); give a run folder written by ngrpo-sim")
+
+
 def read_run(folder: Path) -> list[RunRecord]:
-    """The run records of a run folder written by ``write_run``, from ``config.json`` and
-    ``metrics.csv`` (values as written, to 6 significant digits; pass@k and per-prompt success are
-    not restored; a metric that an older version did not record is NaN). A folder written before
-    issue 16 is read with its old names mapped to the new (``OLD_NAMES``)."""
+    """The run records of a run folder written by ``write_run`` for any simulator (the bandit's,
+    the token task's or the long answers'), from ``config.json`` and ``metrics.csv`` (values as
+    written, to 6 significant digits; pass@k and per-prompt success are not restored; a metric
+    that an older version did not record is NaN). A folder written before issue 16 is read with
+    its old names mapped to the new (``OLD_NAMES``). Raises ``ValueError`` for a folder without
+    those files or with a config no simulator reads."""
     folder = Path(folder)
     for name in ("config.json", "metrics.csv"):
         if not (folder / name).is_file():
@@ -207,12 +226,13 @@ def read_run(folder: Path) -> list[RunRecord]:
             rows.setdefault((row["method"], row["mode"]), []).append(_current_names(row))
     run_records = []
     for (method, mode), run_rows in rows.items():
-        config = DynamicsConfig(**_current_names(
-            configs[method + (" (expected)" if mode == "expected" else "")]))
+        record = _current_names(configs[method + (" (expected)" if mode == "expected" else "")])
+        config_class, names = _simulator(folder, record)
+        config = config_class(**record)
         shape = tuple(1 + max(int(row[column]) for row in run_rows) for column in ("step", "seed"))
-        metrics = {name: np.full(shape, np.nan) for name in METRICS}
+        metrics = {name: np.full(shape, np.nan) for name in names}
         for row in run_rows:
-            for name in METRICS:
+            for name in names:
                 metrics[name][int(row["step"]), int(row["seed"])] = float(row.get(name, "nan"))
         run_records.append(RunRecord(method, config, metrics))
     return run_records

@@ -13,8 +13,10 @@ off the grid are named on the page, with the command that computes them. Which m
 coincide at each setting (``plotting.coinciding``) is computed here too: a legend names each curve
 one can see once ("grpo = dapo") and hides the methods drawn under it.
 
-The page fits any screen from 1,024 px wide: its panels wrap, a row of widgets moves under
-another where it must, and each group of plots has one toolbar.
+Below the landscape, the training curves of the last report (``curves``: its headline run, and
+the lengths and truncation of its long-answer runs). The page fits any screen from 1,024 px wide:
+its panels wrap, a row of widgets moves under another where it must, and each group of plots has
+one toolbar.
 
 Each distinct array is stored once (GRPO ignores r_max, so one array serves every r_max), in one
 float64 pool with offsets.
@@ -32,8 +34,9 @@ from ngrpo_sim.analysis import landscape
 from ngrpo_sim.base.escaping import escape
 from ngrpo_sim.base.files import write_atomically
 from ngrpo_sim.base.plotting import coinciding, method_colour
-from ngrpo_sim.experiments.runs import DYNAMICS_PANELS, label, mean_band, read_run
 from ngrpo_sim.methods.presets import get_method
+from ngrpo_sim.pages.curves import dynamics_section, length_section
+from ngrpo_sim.pages.layout import div, new_figure, plot_grid, wrapping_row
 
 GROUP_SIZES = tuple(range(2, 17))
 R_MAX_VALUES = (1.0, 1.5, 2.0, 3.0)
@@ -224,73 +227,6 @@ table.text = `<table class="advantages"><tr><th>method</th><th>each correct answ
   + `<th>each wrong answer</th><th>does the group teach?</th></tr>${rows}</table>`;
 """
 
-STYLE = """
-:host { font-family: system-ui, sans-serif; line-height: 1.45; font-size: 14px; }
-.chip { display: inline-block; min-width: 1.6em; padding: 0.1em 0.3em; margin: 0.1em;
-        border-radius: 0.3em; text-align: center; font-family: monospace; }
-.chip.right { background: #b7e1a1; } .chip.wrong { background: #f4b6c2; }
-.chip.virtual { background: #fff3b0; border: 2px dashed #b08d00; }
-.plus { margin: 0 0.4em; font-weight: bold; }
-table.advantages { border-collapse: collapse; }
-table.advantages td, table.advantages th { border-bottom: 1px solid #ddd; padding: 0.2em 0.8em;
-                                           text-align: right; }
-table.advantages td[data-value] { font-family: monospace; }
-code { background: #f3f3f3; padding: 0 0.2em; }
-"""
-"""Bokeh draws each Div in a shadow root of its own, so every Div carries this style sheet."""
-
-TOOLS = "pan,wheel_zoom,reset,save,hover"
-PLOT_HEIGHT = 340
-"""Pixels; a plot's width follows the page's (``_plot_grid``)."""
-WRAP = ":host { flex-wrap: wrap; }"
-"""A row whose children move under each other where the page is too narrow for them side by
-side."""
-
-
-def _div(text: str = "", **options):
-    from bokeh.models import Div, InlineStyleSheet
-
-    return Div(text=f'<div style="max-width: 75em">{text}</div>' if text else "",
-               stylesheets=[InlineStyleSheet(css=STYLE)], **options)
-
-
-def _wrapping_row(*children):
-    from bokeh.layouts import row
-    from bokeh.models import InlineStyleSheet
-
-    return row(*children, sizing_mode="stretch_width", stylesheets=[InlineStyleSheet(css=WRAP)])
-
-
-def _figure(**options):
-    from bokeh.plotting import figure
-
-    return figure(height=PLOT_HEIGHT, sizing_mode="stretch_width", tools=TOOLS, **options)
-
-
-def _plot_grid(plots, min_width: int):
-    """The plots with one toolbar above them (``gridplot``'s merged tools), as many to a row as fit
-    ``min_width`` pixels each, stretched to the page's width: on a narrow screen they wrap.
-
-    ``gridplot`` fixes every plot's row and column; two style rules hand the placing to the
-    browser's grid instead: the grid's columns fit the page (a rule in the grid plot's shadow root,
-    where its grid box lives) and each plot takes the next free cell (a rule in the plot's own
-    shadow root, which reaches its host). ``tests/test_browser.py`` checks the result at 1,024 and
-    1,440 px."""
-    from bokeh.layouts import gridplot
-    from bokeh.models import InlineStyleSheet
-
-    for plot in plots:
-        plot.stylesheets = [*plot.stylesheets, InlineStyleSheet(
-            css=":host { grid-row: auto !important; grid-column: auto !important; }")]
-    grid = gridplot(plots, ncols=len(plots), merge_tools=True, toolbar_location="above",
-                    sizing_mode="stretch_width")
-    grid.stylesheets = [InlineStyleSheet(css=(
-        ".bk-GridBox { grid-template-columns: "
-        f"repeat(auto-fill, minmax({min_width}px, 1fr)) !important; "
-        "grid-template-rows: none !important; }"))]
-    return grid
-
-
 def _controls():
     from bokeh.models import RadioButtonGroup, Slider
 
@@ -320,16 +256,16 @@ def _landscape_section(grid: LandscapeGrid):
     from bokeh.models import ColumnDataSource, CustomJS, Span
 
     controls = _controls()
-    advantage_plot = _figure(title="Advantage against k (solid: correct answer, dashed: wrong)",
-                             x_axis_label="correct answers k in the group",
-                             y_axis_label="advantage")
-    zero_plot = _figure(y_axis_type="log", y_range=(1e-6, 1.5),
-                        title="Probability that a sampled group gives no gradient",
-                        x_axis_label="success rate p of the prompt",
-                        y_axis_label="probability of no gradient (log scale)")
-    gain_plot = _figure(title="Gain c(p) of the expected update c(p) π⊙(r − p)",
-                        x_axis_label="success rate p of the prompt",
-                        y_axis_label="gain c(p) (per unit learning rate)")
+    advantage_plot = new_figure(
+        title="Advantage against k (solid: correct answer, dashed: wrong)",
+        x_axis_label="correct answers k in the group", y_axis_label="advantage")
+    zero_plot = new_figure(y_axis_type="log", y_range=(1e-6, 1.5),
+                           title="Probability that a sampled group gives no gradient",
+                           x_axis_label="success rate p of the prompt",
+                           y_axis_label="probability of no gradient (log scale)")
+    gain_plot = new_figure(title="Gain c(p) of the expected update c(p) π⊙(r − p)",
+                           x_axis_label="success rate p of the prompt",
+                           y_axis_label="gain c(p) (per unit learning rate)")
     sources = {kind: {} for kind in ("advantage", "zero_gradient", "gain")}
     for name in grid.methods:
         colour = method_colour(name)
@@ -359,7 +295,7 @@ def _landscape_section(grid: LandscapeGrid):
         plot.legend.title_text_font_size = "8pt"
         plot.legend[0].name = f"legend-{panel}"  # for readers of the page's models (the tests)
         plot.add_layout(plot.legend[0], "right")  # beside the plot: ten methods would hide curves
-    group, table = _div(width=560), _div(width=560)
+    group, table = div(width=560), div(width=560)
     callback = CustomJS(code=UPDATE_JS, args=dict(
         **controls, marker=marker, group=group, table=table, methods=list(grid.methods),
         colours={name: method_colour(name) for name in grid.methods},
@@ -374,55 +310,13 @@ def _landscape_section(grid: LandscapeGrid):
     for name, widget in controls.items():
         widget.js_on_change("value" if name in ("group_size", "right") else "active", callback)
     widgets = column(controls["group_size"], controls["right"],
-                     _div("r_max, the virtual answer's reward (NGRPO)"), controls["r_max"],
-                     _div("virtual answers per group (NGRPO)"), controls["virtual"],
-                     _div("std convention (GRPO and NGRPO)"), controls["ddof"], width=330)
-    section = column(_wrapping_row(widgets, column(group, table)),
-                     _plot_grid(list(plots.values()), min_width=440),
+                     div("r_max, the virtual answer's reward (NGRPO)"), controls["r_max"],
+                     div("virtual answers per group (NGRPO)"), controls["virtual"],
+                     div("std convention (GRPO and NGRPO)"), controls["ddof"], width=330)
+    section = column(wrapping_row(widgets, column(group, table)),
+                     plot_grid(list(plots.values()), min_width=440),
                      sizing_mode="stretch_width")
     return section, callback
-
-
-def _dynamics_section(headline_folder: Path | None):
-    """The headline run's curves, mean and 95% band over seeds, or a word on how to get them."""
-    from bokeh.layouts import column
-
-    if headline_folder is None:
-        return _div("<h2>Training dynamics</h2><p>No report was found, so this page shows no "
-                    "training curves. Run <code>ngrpo-sim report</code>: it writes this page "
-                    "again with the headline run's curves.</p>", sizing_mode="stretch_width")
-    run_records = read_run(headline_folder)
-    config = next(t.config for t in run_records if t.config.mode == "sampled")
-    plots = []
-    for name, title in DYNAMICS_PANELS:
-        plot = _figure(x_axis_label="training step", y_axis_label=title)
-        for run_record in run_records:
-            steps, mean, half = mean_band(run_record.metrics[name])
-            colour, legend = method_colour(run_record.method), label(run_record)
-            if np.isfinite(half).all():
-                plot.varea(steps, mean - half, mean + half, fill_color=colour, fill_alpha=0.2,
-                           legend_label=legend)
-            plot.line(steps, mean, color=colour, line_width=2, legend_label=legend,
-                      line_dash="dashed" if run_record.config.mode == "expected" else "solid")
-        plot.legend.click_policy = "hide"
-        plot.legend.label_text_font_size = "7pt"
-        if plots:
-            plot.legend.visible = False
-        else:
-            plot.add_layout(plot.legend[0], "right")
-        plots.append(plot)
-    intro = (
-        f"<h2>Training dynamics: the report's headline run</h2><p>{escape(config.policy)} policy, "
-        f"{escape(config.optimizer)} (lr {escape(config.learning_rate)}), "
-        f"{escape(config.minibatches)} minibatch updates per rollout, "
-        f"P = {escape(config.num_prompts)} prompts ({escape(config.profile)} profile), "
-        f"K = {escape(config.num_answers)} answers, G = {escape(config.group_size)}, "
-        f"{escape(config.seeds)} seeds: the mean over seeds with its 95% interval (bands), sampled "
-        "runs solid and their expected (noise-free) counterparts dashed. "
-        f"Read from <code>{escape(headline_folder)}</code>; click a legend entry to hide a run."
-        "</p>")
-    return column(_div(intro, sizing_mode="stretch_width"), _plot_grid(plots, min_width=490),
-                  sizing_mode="stretch_width")
 
 
 INTRO = """<h1>GRPO, NGRPO and their peers: what a group of answers teaches</h1>
@@ -444,22 +338,26 @@ them. The log axis of the zero-gradient panel cannot show a probability of 0, so
 PSR-NSR, whose groups always teach. The gain identity E[update] = c(p) π⊙(r − p) holds for the first
 update after a rollout (ratio 1), binary rewards and count-based methods
 (<code>ngrpo_sim/analysis/landscape.py</code>); PPO's critic has no landscape. Training curves
-cannot be recomputed in a browser: they are those of the last <code>ngrpo-sim report</code>; other
-runs come from <code>ngrpo-sim dynamics</code>.</p>"""
+cannot be recomputed in a browser: they are those of the last <code>ngrpo-sim report</code> (its
+headline run and its long-answer runs); other runs come from <code>ngrpo-sim dynamics</code> and
+<code>ngrpo-sim lengths</code>.</p>"""
 
 
-def write_page(path, headline_folder=None, methods=landscape.DEFAULT_METHODS) -> Path:
+def write_page(path, report_folder=None, methods=landscape.DEFAULT_METHODS) -> Path:
     """Write the self-contained page to ``path`` (atomically) and return the path.
 
-    ``headline_folder`` is the report's ``headline`` run folder, whose curves the page shows; None
-    leaves them out and says how to get them. Raises ``ValueError`` for a path that is not .html.
+    ``report_folder`` is the folder of an ``ngrpo-sim report``: the page shows the curves of its
+    ``headline`` run folder and of its long-answer run folders (``curves.length_settings``; a
+    report without them gets a sentence on how to make them); None leaves every curve out and
+    says how to get them. Raises ``ValueError`` for a path that is not .html, or a report folder
+    whose ``headline`` (or a long-answer folder) is not a run folder (``read_run``).
     """
     from bokeh.document import Document
     from bokeh.embed import file_html
     from bokeh.layouts import column
     from bokeh.resources import INLINE
 
-    path = Path(path)
+    path, report = Path(path), None if report_folder is None else Path(report_folder)
     if path.suffix != ".html":
         raise ValueError(f"path must end in .html, got {str(path)!r}")
     landscape_section, update = _landscape_section(precompute(methods))
@@ -469,9 +367,10 @@ def write_page(path, headline_folder=None, methods=landscape.DEFAULT_METHODS) ->
         v_high=VIRTUAL_SAMPLES[-1], points=SUCCESS_GRID_POINTS)
     document = Document()
     document.add_root(column(
-        _div(INTRO, sizing_mode="stretch_width"), landscape_section,
-        _dynamics_section(None if headline_folder is None else Path(headline_folder)),
-        _div(notes, sizing_mode="stretch_width"), sizing_mode="stretch_width"))
+        div(INTRO, sizing_mode="stretch_width"), landscape_section,
+        dynamics_section(None if report is None else report / "headline"),
+        length_section(report),
+        div(notes, sizing_mode="stretch_width"), sizing_mode="stretch_width"))
     # The group and its table are drawn by the same lookup as every later change.
     document.js_on_event("document_ready", update)
     page = file_html(document, resources=INLINE, title="GRPO, NGRPO and their peers")

@@ -111,6 +111,12 @@ LENGTH_PANELS = (("length", "mean answer length (tokens)"),
 """The metrics ``ngrpo-sim lengths`` draws against steps (``lengths.png``)."""
 
 
+def study_folder(out: Path, study: Study) -> Path:
+    """The folder of a study's run folders in the section's folder ``out``: its presets' run
+    folder is ``presets`` in it (where the interactive page reads it)."""
+    return Path(out) / study.name.replace(" ", "-")
+
+
 def study_config(study: Study, base: LongAnswerConfig) -> LongAnswerConfig:
     return cap_bound(base) if study.name == "cap binds" else base
 
@@ -469,7 +475,7 @@ def length_section(out: Path, base: LongAnswerConfig | None = None, workers: int
     studies = runs or run_length_experiments(base or LENGTH_HEADLINE, workers, ray_address, store)
     out = Path(out)
     for study in studies:
-        folder = out / study.study.name.replace(" ", "-")
+        folder = study_folder(out, study.study)
         write_run(folder / "presets", study.presets, SUMMARY)
         for name, run_records in (study.aggregations | study.remedies).items():
             write_run(folder / name.replace(" ", "-"), run_records, SUMMARY)

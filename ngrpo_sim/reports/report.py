@@ -189,9 +189,6 @@ def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: st
     split = 2 * len(HEADLINE_METHODS)  # sampled and expected
     headline, sweep = results["headline and sweep"][:split], results["headline and sweep"][split:]
     write_run(out / "headline", headline)
-    page_started = time.perf_counter()
-    page_path = write_page(out / PAGE_FILE, out / "headline")
-    page_seconds = time.perf_counter() - page_started
     groups = [sweep[i:i + len(HEADLINE_METHODS)]
               for i in range(0, len(sweep), len(HEADLINE_METHODS))]
     for number, run_records in enumerate(groups):
@@ -206,6 +203,10 @@ def run_report(out: Path, group_size: int = 8, workers: int = 1, ray_address: st
     length_lines = length_report.length_section(out / "lengths", runs=length_runs,
                                                 one_token=headline_sampled,
                                                 short_answers=token_runs)
+    # After the run folders it draws: the headline's and the long answers'.
+    page_started = time.perf_counter()
+    page_path = write_page(out / PAGE_FILE, out)
+    page_seconds = time.perf_counter() - page_started
     count = len(rivals_report.RIVALS)  # the bandit's rivals, then the token task's
     rival_groups = (headline_sampled + results["rivals"][:count],
                     token_runs.presets["shared"] + results["rivals"][count:])
