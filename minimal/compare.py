@@ -21,6 +21,7 @@ from ngrpo_sim.experiments.trainer_runs import (CONFIG_FILE, METRICS_FILE, MODEL
                                                 read_config, read_run)
 
 DEFAULT_FOLDER = "runs/minimal/compare"
+TABLE_FILES = ("table.md", "results.json", "comparison.png")
 
 
 @dataclasses.dataclass
@@ -56,8 +57,12 @@ def check_comparison(comparison: Comparison) -> trainer.Config:
     if repeated:
         raise trainer.UsageError(f"methods names {', '.join(repeated)} more than once, got "
                                  f"{','.join(comparison.methods)}; name each method once")
+    unknown = [name for name in comparison.methods if name not in trainer.METHODS]
+    if unknown:
+        raise trainer.UsageError(f"--methods names {', '.join(map(repr, unknown))}, not a method; "
+                                 f"choose from {', '.join(trainer.METHODS)}")
     if comparison.seeds < 1:
-        raise trainer.UsageError(f"seeds must be >= 1, got {comparison.seeds}")
+        raise trainer.UsageError(f"--seeds must be >= 1, got {comparison.seeds}")
     defaults = trainer.Config()
     for flag in ("method", "seed"):  # one run's flags: the comparison sets them per run
         if getattr(comparison.config, flag) != getattr(defaults, flag):
@@ -68,10 +73,35 @@ def check_comparison(comparison: Comparison) -> trainer.Config:
     if (base / CONFIG_FILE).is_file():
         raise trainer.UsageError(f"run_dir={str(base)!r} holds one trainer run (config.json); give "
                                  "the comparison a folder of its own")
+    check_earlier_table(base, comparison, comparison.config.overwrite)
     config = trainer.with_task_defaults(comparison.config)
     for name in comparison.methods:
         trainer.check_config(dataclasses.replace(config, method=name))
     return config
+
+
+def check_earlier_table(base: Path, comparison: Comparison, overwrite: bool) -> None:
+    """Refuse to replace an earlier table of `base` by one that holds less: a method it tabled or
+    seeds it averaged (unless `overwrite`), or files of these names that compare.py did not write.
+    Adding methods or seeds to a comparison is what the folder is for."""
+    present = [name for name in TABLE_FILES if (base / name).exists()]
+    if not present:
+        return
+    try:
+        earlier = json.loads((base / "results.json").read_text())
+        seeds = {len(columns["pass@1 after"]) for columns in earlier.values()}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        raise trainer.UsageError(f"run_dir={str(base)!r} holds {', '.join(present)} that "
+                                 "compare.py did not write; give the comparison a folder of its "
+                                 "own") from None
+    dropped = [name for name in earlier if name not in comparison.methods]
+    if (dropped or comparison.seeds < max(seeds, default=0)) and not overwrite:
+        methods = ",".join([*comparison.methods, *dropped])
+        raise trainer.UsageError(
+            f"{base} holds the table of {','.join(earlier)} x {max(seeds)} seeds, which this "
+            f"comparison would replace by a smaller one; add to it (--methods {methods} --seeds "
+            f"{max(comparison.seeds, *seeds)}: finished runs are reused), give another --run-dir, "
+            "or --overwrite to train the comparison anew")
 
 
 def what_to_do(wanted: trainer.Config, overwrite: bool) -> str:
@@ -175,20 +205,26 @@ def write_comparison(base: Path, methods: list, seeds: int, config: trainer.Conf
              f"prompts x {config.eval_samples} samples; mean ± 95% t-interval over seeds", "",
              "| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name in methods:
-        cells = [f"{mean:.3f} ± {half:.3f}"
-                 for mean, half in (interval(values[name][column]) for column in columns)]
+        cells = [shown(*interval(values[name][column])) for column in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
     # Same seed = same initial model, evaluation draws and first prompts: pair the runs.
     for name in methods[1:]:
         for column in ("pass@1 after", "pass@k AUC"):
-            mean, half = interval(np.subtract(values[methods[0]][column], values[name][column]))
-            lines.append(f"- {methods[0]} - {name}, {column}: {mean:+.3f} ± {half:.3f} "
-                         "(paired by seed)")
+            difference = shown(*interval(np.subtract(values[methods[0]][column],
+                                                     values[name][column])), sign="+")
+            lines.append(f"- {methods[0]} - {name}, {column}: {difference} (paired by seed)")
     trainer.write_atomically(base / "table.md", "\n".join(lines) + "\n")
     trainer.write_atomically(base / "results.json", json.dumps(values, indent=1))
     plot_comparison(base, runs)
     print("\n".join(lines))
+
+
+def shown(mean: float, half: float, sign: str = "") -> str:
+    """A mean with its 95% half-width; one seed has no interval, and says so."""
+    if np.isnan(half):
+        return f"{mean:{sign}.3f} (one seed: no interval)"
+    return f"{mean:{sign}.3f} ± {half:.3f}"
 
 
 def plot_comparison(base: Path, runs: dict) -> None:

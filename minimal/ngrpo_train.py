@@ -46,10 +46,15 @@ from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
-import torch
-from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
+try:
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+except ModuleNotFoundError as missing:  # `make demo` installs the simulators only
+    sys.exit(f"error: {Path(sys.argv[0]).name} needs {missing.name}, which {sys.executable} does "
+             "not have; `make test` installs it into .venv, or: pip install torch==2.13.0 "
+             "transformers numpy tqdm")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -2060,6 +2065,36 @@ training stream)."""
 
 
 RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "samples.jsonl", "inspect", "model", "curves.png")
+RUN_FOLDERS = ("inspect", "model")
+TRAINER_CONFIG_KEYS = {"method", "run_dir", "max_new_tokens", "group_size"}
+
+
+def foreign_files(run_dir: Path) -> list:
+    """What in `run_dir` this trainer did not write: a file of another name, a config.json that is
+    not a trainer's, a folder where the trainer writes a file. Its own temporary files (`*.tmp*`,
+    left by a kill during a save) are its own."""
+    if not run_dir.is_dir():
+        return []
+    foreign = []
+    for path in sorted(run_dir.iterdir()):
+        name = path.name
+        if ".tmp" in name or name.startswith(".write-test-"):
+            continue
+        if name not in (*RUN_FILES, "config.json"):
+            foreign.append(name)
+        elif path.is_dir() != (name in RUN_FOLDERS):
+            foreign.append(f"{name} (a {'folder' if path.is_dir() else 'file'})")
+        elif name == "config.json" and not is_trainer_config(path):
+            foreign.append("config.json (not a trainer's)")
+    return foreign
+
+
+def is_trainer_config(path: Path) -> bool:
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(saved, dict) and TRAINER_CONFIG_KEYS <= saved.keys()
 
 
 BUILT_IN = ("tiny", "smollm2", "addition", "addition-work")
@@ -2096,6 +2131,12 @@ def check_run_dir(run_dir: Path, config: Config, settings: dict) -> dict | None:
     anew, or resume from the first evaluation)."""
     saved_path, metrics_path = run_dir / "config.json", run_dir / "metrics.jsonl"
     checkpoint_path = run_dir / "checkpoint.pt"
+    foreign = foreign_files(run_dir)
+    if foreign:
+        more = f" and {len(foreign) - 4} more" if len(foreign) > 4 else ""
+        shown = ", ".join(foreign[:4]) + more
+        raise UsageError(f"--run-dir {run_dir} holds what this trainer did not write ({shown}); "
+                         "nothing there was changed: give a new or empty folder")
     if config.resume:
         if not saved_path.is_file():
             raise UsageError(f"resume: --run-dir {run_dir} holds no run (no config.json); start "

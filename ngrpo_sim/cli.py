@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -409,7 +410,9 @@ def _run_report(args) -> None:
         print(f"Nothing to run: {claim.folder} holds this report with these settings (--overwrite "
               "redoes it).\n")
         summary = claim.folder / report.SUMMARY_FILE
-        print(summary.read_text() if summary.is_file() else
+        # Its time is the run's that made it, not this one's.
+        print(summary.read_text().replace("\nTotal time ", "\nIt was made in ") if
+              summary.is_file() else
               f"Its report, with every table and figure: {claim.folder / 'report.md'}\n", end="")
         return
     print(report.run_report(claim.folder, workers=args.workers, ray_address=args.ray,
@@ -506,9 +509,9 @@ def _add_page(subparsers) -> None:
                     "network and nothing installed.",
     )
     parser.add_argument("--report", type=Path, default=None,
-                        help="folder of an `ngrpo-sim report` whose headline and long-answer curves "
-                             "the page shows (default: runs/report if it holds one, else the "
-                             "page shows none)")
+                        help="folder of an `ngrpo-sim report` whose headline and long-answer "
+                             "curves the page shows (default: runs/report if it holds one, else "
+                             "the page shows none)")
     parser.add_argument("--out", type=Path, default=Path("runs") / "page" / "index.html",
                         help="the HTML file to write (default: runs/page/index.html)")
     parser.set_defaults(run=_run_page)
@@ -606,7 +609,21 @@ def _release(args) -> bool:
 def _continuing(argv: list[str]) -> str:
     """The command line that continues this one: the same, without --overwrite, which would
     replace what this one kept."""
-    return shlex.join(["ngrpo-sim", *(argument for argument in argv if argument != "--overwrite")])
+    return shlex.join([_program(), *(argument for argument in argv if argument != "--overwrite")])
+
+
+def _program() -> str:
+    """The ngrpo-sim a user can type: the bare name where the shell finds this one, else its path
+    relative to the working folder (`.venv/bin/ngrpo-sim` when .venv is not on PATH)."""
+    here = Path(sys.argv[0]).absolute() if sys.argv and sys.argv[0] else None
+    found = shutil.which("ngrpo-sim")
+    if here is None or here.name != "ngrpo-sim" or (
+            found and Path(found).resolve() == here.resolve()):
+        return "ngrpo-sim"
+    try:
+        return str(here.relative_to(Path.cwd()))
+    except ValueError:
+        return str(here)
 
 
 def _failed(args, argv: list[str], failure, on_settings: bool) -> str:

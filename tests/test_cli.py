@@ -441,3 +441,17 @@ def test_a_second_run_with_the_same_settings_reuses_the_first(command, tmp_path,
     assert main(command + ["--out", str(out)]) == 0
     assert capsys.readouterr().out == first
     assert {path: path.read_bytes() for path in out.rglob("*.*") if path.suffix != ".png"} == files
+
+
+def test_the_command_to_continue_names_the_ngrpo_sim_the_user_ran(tmp_path, monkeypatch):
+    from ngrpo_sim.cli import _continuing
+    program = tmp_path / ".venv" / "bin" / "ngrpo-sim"
+    program.parent.mkdir(parents=True)
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [".venv/bin/ngrpo-sim", "report"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # .venv/bin is not on it
+    assert _continuing(["report", "--overwrite"]) == ".venv/bin/ngrpo-sim report"
+    monkeypatch.setenv("PATH", f"{program.parent}:/usr/bin:/bin")  # an activated environment
+    assert _continuing(["report"]) == "ngrpo-sim report"

@@ -209,11 +209,16 @@ def test_inspect_command_writes_the_page_and_names_bad_folders(inspected_run, tm
     assert main(["inspect", str(inspected_run), "--out", str(out)]) == 0
     assert out.read_text().startswith("<!DOCTYPE html>") and "wrote" in capsys.readouterr().out
     assert write_inspector(inspected_run) == inspected_run / "inspector.html"
+    assert main(["inspect", str(inspected_run), "--out", str(out)]) == 0  # its own page again
+    (tmp_path / "notes.html").write_text("mine")
     for argv, message in ([str(tmp_path)], "is not a run folder of minimal/ngrpo_train.py"), (
-            [str(inspected_run), "--out", str(tmp_path / "page.txt")], "path must end in .html"):
+            [str(inspected_run), "--out", str(tmp_path / "page.txt")], "path must end in .html"), (
+            [str(inspected_run), "--out", str(tmp_path / "notes.html")],
+            "is a file this project did not write; nothing was changed: give another --out"):
         with pytest.raises(SystemExit) as exit_info:
             main(["inspect", *argv])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert (tmp_path / "notes.html").read_text() == "mine"
 
 
 def test_reader_errors_name_the_file_and_the_fix(inspected_run, tmp_path):

@@ -278,9 +278,11 @@ def test_a_report_run_again_reuses_every_simulation_and_the_report(tmp_path, sma
     assert main(["report", "--out", str(out)]) == 0
     assert calls == []
     again = capsys.readouterr().out
-    # It prints again what the first run printed: the verdict block, where everything is, the time.
-    assert again == (f"Nothing to run: {out} holds this report with these settings (--overwrite "
-                     f"redoes it).\n\n{first}")
+    # It prints again what the first run printed: the verdict block, where everything is, and
+    # how long the run that made it took.
+    made = first.replace("\nTotal time ", "\nIt was made in ")
+    assert made != first and again == (f"Nothing to run: {out} holds this report with these "
+                                       f"settings (--overwrite redoes it).\n\n{made}")
     assert first.startswith("What the simulations say") and "Total time" in first
     # --overwrite writes every file anew from the kept simulations, still without running one.
     (out / "headline" / "metrics.csv").unlink()

@@ -69,6 +69,65 @@ def test_a_second_run_in_the_same_folder_is_refused_until_resumed_or_overwritten
         trainer.train(replace(config, resume=True, overwrite=True))
 
 
+@pytest.mark.parametrize("make, shown", [
+    (lambda folder: (folder / "config.json").write_text('{"my": "precious"}'),
+     "config.json (not a trainer's)"),
+    (lambda folder: (folder / "notes.txt").write_text("mine"), "notes.txt"),
+    (lambda folder: (folder / "checkpoint.pt").mkdir(), "checkpoint.pt (a folder)"),
+])
+@pytest.mark.parametrize("how", [{}, {"overwrite": True}, {"resume": True}])
+def test_a_folder_holding_what_the_trainer_did_not_write_is_refused_untouched(
+        make, shown, how, tiny_folder, tmp_path):
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    make(folder)
+    before = sorted((path.name, path.is_dir() or path.read_bytes()) for path in folder.iterdir())
+    with pytest.raises(trainer.UsageError) as refusal:
+        trainer.train(tiny_config(tiny_folder, folder, steps=1, **how))
+    assert str(refusal.value) == (f"--run-dir {folder} holds what this trainer did not write "
+                                  f"({shown}); nothing there was changed: give a new or empty "
+                                  "folder")
+    assert sorted((path.name, path.is_dir() or path.read_bytes())
+                  for path in folder.iterdir()) == before
+
+
+def compare_refusal(argv: list, capsys) -> str:
+    """The one line compare.py refuses `argv` with (exit 2)."""
+    with pytest.raises(SystemExit) as stop:
+        compare.main(argv)
+    assert stop.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    return line
+
+
+def test_an_earlier_comparisons_table_is_never_replaced_by_a_smaller_one(tiny_folder, tmp_path,
+                                                                          capsys):
+    base = tmp_path / "compare"
+    compare.main(["--methods", "ngrpo,grpo", "--seeds", "1", *flags(tiny_folder, base, steps=1)])
+    table = (base / "table.md").read_text()
+    # One seed has no interval, and the table says so rather than printing nan.
+    assert "nan" not in table and table.count("(one seed: no interval)") == 6 * 2 + 2
+    kept = {name: (base / name).read_bytes() for name in ("table.md", "results.json",
+                                                          "comparison.png")}
+    capsys.readouterr()
+    line = compare_refusal(["--methods", "dapo", "--seeds", "1",
+                            *flags(tiny_folder, base, steps=1)], capsys)
+    assert line == (f"error: {base} holds the table of ngrpo,grpo x 1 seeds, which this comparison "
+                    "would replace by a smaller one; add to it (--methods dapo,ngrpo,grpo --seeds "
+                    "1: finished runs are reused), give another --run-dir, or --overwrite to "
+                    "train the comparison anew")
+    assert {name: (base / name).read_bytes() for name in kept} == kept
+    assert not (base / "dapo-seed1").exists()
+
+
+def test_a_table_compare_did_not_write_is_refused(tmp_path, capsys):
+    (tmp_path / "table.md").write_text("my own table")
+    line = compare_refusal(["--run-dir", str(tmp_path)], capsys)
+    assert line == (f"error: run_dir={str(tmp_path)!r} holds table.md that compare.py did not "
+                    "write; give the comparison a folder of its own")
+    assert (tmp_path / "table.md").read_text() == "my own table"
+
+
 @pytest.mark.parametrize("kill_at", ["before the first checkpoint",
                                      "after a checkpoint, line torn"])
 def test_a_killed_run_resumes_to_the_lines_of_an_uninterrupted_one(tiny_folder, tmp_path, kill_at):
@@ -498,8 +557,9 @@ def test_the_step_inspector_agrees_with_the_advantages_of_a_step_with_unknown_re
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--methods", "ngrpo,nope"], "error: --method must be one of ngrpo, grpo, dapo, "),
-    (["--seeds", "0"], "error: seeds must be >= 1, got 0"),
+    (["--methods", "ngrpo,nope"], "error: --methods names 'nope', not a method; choose from "
+                                  "ngrpo, grpo, dapo, "),
+    (["--seeds", "0"], "error: --seeds must be >= 1, got 0"),
     (["--methods", " , "], "error: methods must name at least one method, got ''; e.g. "
                            "--methods ngrpo,grpo"),
     (["--methods", "ngrpo,grpo,ngrpo"], "error: methods names ngrpo more than once, got "
@@ -509,20 +569,14 @@ def test_the_step_inspector_agrees_with_the_advantages_of_a_step_with_unknown_re
 ])
 def test_compare_refuses_bad_input_in_one_line_before_any_training(argv, message, capsys,
                                                                     tmp_path):
-    with pytest.raises(SystemExit) as stop:
-        compare.main([*argv, "--run-dir", str(tmp_path / "compare")])
-    assert stop.value.code == 2
-    [line] = capsys.readouterr().err.strip().splitlines()
+    line = compare_refusal([*argv, "--run-dir", str(tmp_path / "compare")], capsys)
     assert line.startswith(message)
     assert not (tmp_path / "compare").exists()
 
 
 def test_compare_refuses_a_single_runs_folder(capsys, tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(SystemExit) as stop:
-        compare.main(["--run-dir", str(tmp_path)])
-    assert stop.value.code == 2
-    [line] = capsys.readouterr().err.strip().splitlines()
+    line = compare_refusal(["--run-dir", str(tmp_path)], capsys)
     assert line == (f"error: run_dir={str(tmp_path)!r} holds one trainer run (config.json); give "
                     "the comparison a folder of its own")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["config.json"]

@@ -324,6 +324,23 @@ def test_page_command_writes_one_self_contained_file(tmp_path, capsys):
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_the_page_replaces_its_own_file_and_refuses_any_other(tmp_path, capsys):
+    out = tmp_path / "index.html"
+    out.write_text("<html><title>my notes</title></html>")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["page", "--out", str(out)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (f"ngrpo-sim page: error: out={str(out)!r} is a file this "
+                                       "project did not write; nothing was changed: give another "
+                                       "--out\n")
+    assert out.read_text() == "<html><title>my notes</title></html>"
+    out.unlink()
+    assert main(["page", "--out", str(out)]) == 0
+    out.write_text(out.read_text().replace("</body>", "<!-- the first page --></body>"))
+    assert main(["page", "--out", str(out)]) == 0  # its own page is written again
+    assert "<!-- the first page -->" not in out.read_text()
+
+
 def test_without_a_report_the_page_says_how_to_get_the_curves(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # no runs/report here
     assert main(["page"]) == 0

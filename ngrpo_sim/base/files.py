@@ -22,6 +22,23 @@ def write_atomically(path, data: str | bytes) -> Path:
     return path
 
 
+def replace_only_own(path, mark: str) -> None:
+    """Refuse, with ``ValueError``, to replace a file at ``path`` that does not hold ``mark`` (a
+    title the project's own pages carry) in its first 64 KiB: a page this project wrote is output
+    it can write again; anything else there is the user's."""
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        with path.open("rb") as file:
+            own = mark.encode("utf-8") in file.read(65536)
+    except OSError:  # a folder, or unreadable: not a page of ours either
+        own = False
+    if not own:
+        raise ValueError(f"out={str(path)!r} is a file this project did not write; nothing was "
+                         "changed: give another --out")
+
+
 def missing_folders(folder) -> list[Path]:
     """``folder`` and those of its parents that do not exist yet, outermost first: what making it
     would create."""

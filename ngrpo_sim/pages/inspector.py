@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ngrpo_sim.base.escaping import escape
-from ngrpo_sim.base.files import write_atomically
+from ngrpo_sim.base.files import replace_only_own, write_atomically
 from ngrpo_sim.experiments.trainer_runs import (InspectedAnswer, InspectedGroup, InspectedStep,
                                                 read_config, read_inspections)
 from ngrpo_sim.methods.presets import METHODS, get_method
@@ -273,4 +273,5 @@ def write_inspector(run_dir, path=None) -> Path:
     path = Path(run_dir) / INSPECTOR_FILE if path is None else Path(path)
     if path.suffix != ".html":
         raise ValueError(f"path must end in .html, got {str(path)!r}")
+    replace_only_own(path, "<title>Step inspector: ")
     return write_atomically(path, render(run_dir))

@@ -32,7 +32,7 @@ import numpy as np
 
 from ngrpo_sim.analysis import landscape
 from ngrpo_sim.base.escaping import escape
-from ngrpo_sim.base.files import write_atomically
+from ngrpo_sim.base.files import replace_only_own, write_atomically
 from ngrpo_sim.base.plotting import coinciding, method_colour
 from ngrpo_sim.methods.presets import get_method
 from ngrpo_sim.pages.curves import dynamics_section, length_section
@@ -343,13 +343,17 @@ headline run and its long-answer runs); other runs come from <code>ngrpo-sim dyn
 <code>ngrpo-sim lengths</code>.</p>"""
 
 
+TITLE = "GRPO, NGRPO and their peers"
+
+
 def write_page(path, report_folder=None, methods=landscape.DEFAULT_METHODS) -> Path:
     """Write the self-contained page to ``path`` (atomically) and return the path.
 
     ``report_folder`` is the folder of an ``ngrpo-sim report``: the page shows the curves of its
     ``headline`` run folder and of its long-answer run folders (``curves.length_settings``; a
     report without them gets a sentence on how to make them); None leaves every curve out and
-    says how to get them. Raises ``ValueError`` for a path that is not .html, or a report folder
+    says how to get them. Raises ``ValueError`` for a path that is not .html or a file there that
+    is not a page of this project (``replace_only_own``), or a report folder
     whose ``headline`` (or a long-answer folder) is not a run folder (``read_run``).
     """
     from bokeh.document import Document
@@ -360,6 +364,7 @@ def write_page(path, report_folder=None, methods=landscape.DEFAULT_METHODS) -> P
     path, report = Path(path), None if report_folder is None else Path(report_folder)
     if path.suffix != ".html":
         raise ValueError(f"path must end in .html, got {str(path)!r}")
+    replace_only_own(path, f"<title>{TITLE}</title>")
     landscape_section, update = _landscape_section(precompute(methods))
     notes = NOT_PRECOMPUTED.format(
         written=datetime.date.today().isoformat(), g_low=GROUP_SIZES[0], g_high=GROUP_SIZES[-1],
@@ -373,5 +378,5 @@ def write_page(path, report_folder=None, methods=landscape.DEFAULT_METHODS) -> P
         div(notes, sizing_mode="stretch_width"), sizing_mode="stretch_width"))
     # The group and its table are drawn by the same lookup as every later change.
     document.js_on_event("document_ready", update)
-    page = file_html(document, resources=INLINE, title="GRPO, NGRPO and their peers")
+    page = file_html(document, resources=INLINE, title=TITLE)
     return write_atomically(path, page)
