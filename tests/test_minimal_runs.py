@@ -120,14 +120,6 @@ def test_an_earlier_comparisons_table_is_never_replaced_by_a_smaller_one(tiny_fo
     assert not (base / "dapo-seed1").exists()
 
 
-def test_a_table_compare_did_not_write_is_refused(tmp_path, capsys):
-    (tmp_path / "table.md").write_text("my own table")
-    line = compare_refusal(["--run-dir", str(tmp_path)], capsys)
-    assert line == (f"error: run_dir={str(tmp_path)!r} holds table.md that compare.py did not "
-                    "write; give the comparison a folder of its own")
-    assert (tmp_path / "table.md").read_text() == "my own table"
-
-
 @pytest.mark.parametrize("kill_at", ["before the first checkpoint",
                                      "after a checkpoint, line torn"])
 def test_a_killed_run_resumes_to_the_lines_of_an_uninterrupted_one(tiny_folder, tmp_path, kill_at):
@@ -574,9 +566,11 @@ def test_compare_refuses_bad_input_in_one_line_before_any_training(argv, message
     assert not (tmp_path / "compare").exists()
 
 
-def test_compare_refuses_a_single_runs_folder(capsys, tmp_path):
-    (tmp_path / "config.json").write_text("{}")
+@pytest.mark.parametrize("name, what", [("config.json", "one trainer run (config.json)"),
+                                        ("table.md", "table.md that compare.py did not write")])
+def test_compare_refuses_a_folder_it_cannot_make_its_own(name, what, capsys, tmp_path):
+    (tmp_path / name).write_text("{}")
     line = compare_refusal(["--run-dir", str(tmp_path)], capsys)
-    assert line == (f"error: run_dir={str(tmp_path)!r} holds one trainer run (config.json); give "
-                    "the comparison a folder of its own")
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["config.json"]
+    assert line == (f"error: run_dir={str(tmp_path)!r} holds {what}; give the comparison a "
+                    "folder of its own")
+    assert [(path.name, path.read_text()) for path in tmp_path.iterdir()] == [(name, "{}")]

@@ -361,8 +361,8 @@ def claim_folder(flag: str, folder: Path, command: str, settings: dict, tasks: l
     ``tasks``, or find it there already, to reuse what it holds.
 
     A folder that holds a run with other settings, or files of no run, is refused with
-    ``FolderTaken`` (a ``ValueError``) naming ``flag``, unless ``overwrite``; then the stored tasks that these settings
-    do not ask for are removed and the rest is written anew. Everything is checked before the
+    ``FolderTaken`` (a ``ValueError``) naming ``flag``, unless ``overwrite``; then the stored tasks
+    that these settings do not ask for are removed and the rest is written anew. Everything is checked before the
     first write: the folder is created (and proved writable, ``checks.output_folder``) only after.
     """
     folder = Path(folder).expanduser()
