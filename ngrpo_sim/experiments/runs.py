@@ -362,8 +362,9 @@ def claim_folder(flag: str, folder: Path, command: str, settings: dict, tasks: l
 
     A folder that holds a run with other settings, or files of no run, is refused with
     ``FolderTaken`` (a ``ValueError``) naming ``flag``, unless ``overwrite``; then the stored tasks
-    that these settings do not ask for are removed and the rest is written anew. Everything is checked before the
-    first write: the folder is created (and proved writable, ``checks.output_folder``) only after.
+    that these settings do not ask for are removed and the rest is written anew. Everything is
+    checked before the first write: the folder is created (and proved writable,
+    ``checks.output_folder``) only after.
     """
     folder = Path(folder).expanduser()
     request = json.dumps({"ngrpo_sim": VERSION, "command": command, **settings},
