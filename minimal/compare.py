@@ -95,13 +95,17 @@ def check_earlier_table(base: Path, comparison: Comparison, overwrite: bool) -> 
                                  "compare.py did not write; give the comparison a folder of its "
                                  "own") from None
     dropped = [name for name in earlier if name not in comparison.methods]
-    if (dropped or comparison.seeds < max(seeds, default=0)) and not overwrite:
-        methods = ",".join([*comparison.methods, *dropped])
+    fewer = comparison.seeds < max(seeds, default=0)
+    if (dropped or fewer) and not overwrite:
+        # The earlier methods first: the table pairs every method with the first.
+        added = [name for name in comparison.methods if name not in earlier]
+        methods = ",".join([*earlier, *added])
+        left_out = [*dropped, *([f"seeds {comparison.seeds + 1}-{max(seeds)}"] if fewer else [])]
         raise trainer.UsageError(
-            f"{base} holds the table of {','.join(earlier)} x {max(seeds)} seeds, which this "
-            f"comparison would replace by a smaller one; add to it (--methods {methods} --seeds "
-            f"{max(comparison.seeds, *seeds)}: finished runs are reused), give another --run-dir, "
-            "or --overwrite to train the comparison anew")
+            f"{base} holds the table of {','.join(earlier)} x {max(seeds)} seeds, and this "
+            f"comparison's table would leave out {', '.join(left_out)}; add to it (--methods "
+            f"{methods} --seeds {max(comparison.seeds, *seeds)}: finished runs are reused), give "
+            "another --run-dir, or --overwrite to train the comparison anew")
 
 
 def what_to_do(wanted: trainer.Config, overwrite: bool) -> str:
@@ -201,8 +205,9 @@ def write_comparison(base: Path, methods: list, seeds: int, config: trainer.Conf
                    lambda r: np.mean([x["share_all_wrong_learned"] for x in r[1:]])}
     values = {name: {column: [f(r) for r in runs[name]] for column, f in columns.items()}
               for name in methods}
+    spread = "mean ± 95% t-interval over seeds" if seeds > 1 else "one seed, so no interval"
     lines = [f"{seeds} seeds x {config.steps} steps, {config.eval_prompts} held-out "
-             f"prompts x {config.eval_samples} samples; mean ± 95% t-interval over seeds", "",
+             f"prompts x {config.eval_samples} samples; {spread}", "",
              "| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name in methods:
         cells = [shown(*interval(values[name][column])) for column in columns]
@@ -221,9 +226,9 @@ def write_comparison(base: Path, methods: list, seeds: int, config: trainer.Conf
 
 
 def shown(mean: float, half: float, sign: str = "") -> str:
-    """A mean with its 95% half-width; one seed has no interval, and says so."""
+    """A mean with its 95% half-width; one seed has none (the table's first line says so)."""
     if np.isnan(half):
-        return f"{mean:{sign}.3f} (one seed: no interval)"
+        return f"{mean:{sign}.3f}"
     return f"{mean:{sign}.3f} ± {half:.3f}"
 
 

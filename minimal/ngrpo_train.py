@@ -2066,6 +2066,9 @@ training stream)."""
 
 RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "samples.jsonl", "inspect", "model", "curves.png")
 RUN_FOLDERS = ("inspect", "model")
+PAGES = ("inspector.html",)
+"""Pages that `ngrpo-sim inspect` makes from a run, into its folder: the run's own, removed with it
+on --overwrite."""
 TRAINER_CONFIG_KEYS = {"method", "run_dir", "max_new_tokens", "group_size"}
 
 
@@ -2080,7 +2083,7 @@ def foreign_files(run_dir: Path) -> list:
         name = path.name
         if ".tmp" in name or name.startswith(".write-test-"):
             continue
-        if name not in (*RUN_FILES, "config.json"):
+        if name not in (*RUN_FILES, *PAGES, "config.json"):
             foreign.append(name)
         elif path.is_dir() != (name in RUN_FOLDERS):
             foreign.append(f"{name} (a {'folder' if path.is_dir() else 'file'})")
@@ -2207,7 +2210,7 @@ def claim_run_dir(run_dir: Path, config: Config, settings: dict) -> None:
         history = saved.get("resumed_with", []) + ([changes] if changes else [])
         write_atomically(saved_path, json.dumps({**settings, "resumed_with": history}, indent=2))
         return
-    for name in RUN_FILES:
+    for name in (*RUN_FILES, *PAGES):
         if (run_dir / name).is_dir():
             shutil.rmtree(run_dir / name)
         elif (run_dir / name).exists():

@@ -214,7 +214,8 @@ def test_inspect_command_writes_the_page_and_names_bad_folders(inspected_run, tm
     for argv, message in ([str(tmp_path)], "is not a run folder of minimal/ngrpo_train.py"), (
             [str(inspected_run), "--out", str(tmp_path / "page.txt")], "path must end in .html"), (
             [str(inspected_run), "--out", str(tmp_path / "notes.html")],
-            "is a file this project did not write; nothing was changed: give another --out"):
+            "is a file other than the page this command writes; nothing was changed: give "
+            "another --out"):
         with pytest.raises(SystemExit) as exit_info:
             main(["inspect", *argv])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -91,6 +91,18 @@ def test_a_folder_holding_what_the_trainer_did_not_write_is_refused_untouched(
                   for path in folder.iterdir()) == before
 
 
+def test_the_inspector_page_of_a_run_is_the_runs_own(tiny_folder, tmp_path):
+    """`ngrpo-sim inspect` writes inspector.html into the run folder: the run still resumes, and
+    --overwrite removes the page of the run it replaces."""
+    config = tiny_config(tiny_folder, tmp_path / "run", steps=1)
+    run = trainer.train(config)
+    (run / "inspector.html").write_text("<title>Step inspector: run</title>")
+    trainer.train(replace(config, steps=2, resume=True))
+    assert [r["step"] for r in trainer.read_metrics(run)] == [0, 1, 2]
+    trainer.train(replace(config, overwrite=True))
+    assert not (run / "inspector.html").exists()
+
+
 def compare_refusal(argv: list, capsys) -> str:
     """The one line compare.py refuses `argv` with (exit 2)."""
     with pytest.raises(SystemExit) as stop:
@@ -105,17 +117,19 @@ def test_an_earlier_comparisons_table_is_never_replaced_by_a_smaller_one(tiny_fo
     base = tmp_path / "compare"
     compare.main(["--methods", "ngrpo,grpo", "--seeds", "1", *flags(tiny_folder, base, steps=1)])
     table = (base / "table.md").read_text()
-    # One seed has no interval, and the table says so rather than printing nan.
-    assert "nan" not in table and table.count("(one seed: no interval)") == 6 * 2 + 2
+    # One seed has no interval: the first line says so, and no cell prints nan or a ±.
+    assert table.splitlines()[0].endswith("; one seed, so no interval")
+    assert "nan" not in table and "±" not in table
     kept = {name: (base / name).read_bytes() for name in ("table.md", "results.json",
                                                           "comparison.png")}
     capsys.readouterr()
     line = compare_refusal(["--methods", "dapo", "--seeds", "1",
                             *flags(tiny_folder, base, steps=1)], capsys)
-    assert line == (f"error: {base} holds the table of ngrpo,grpo x 1 seeds, which this comparison "
-                    "would replace by a smaller one; add to it (--methods dapo,ngrpo,grpo --seeds "
-                    "1: finished runs are reused), give another --run-dir, or --overwrite to "
-                    "train the comparison anew")
+    # The earlier methods stay first, so that their pairs stay in the table.
+    assert line == (f"error: {base} holds the table of ngrpo,grpo x 1 seeds, and this comparison's "
+                    "table would leave out ngrpo, grpo; add to it (--methods ngrpo,grpo,dapo "
+                    "--seeds 1: finished runs are reused), give another --run-dir, or --overwrite "
+                    "to train the comparison anew")
     assert {name: (base / name).read_bytes() for name in kept} == kept
     assert not (base / "dapo-seed1").exists()
 

@@ -330,9 +330,9 @@ def test_the_page_replaces_its_own_file_and_refuses_any_other(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["page", "--out", str(out)])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == (f"ngrpo-sim page: error: out={str(out)!r} is a file this "
-                                       "project did not write; nothing was changed: give another "
-                                       "--out\n")
+    assert capsys.readouterr().err == (f"ngrpo-sim page: error: out={str(out)!r} is a file other "
+                                       "than the page this command writes; nothing was changed: "
+                                       "give another --out\n")
     assert out.read_text() == "<html><title>my notes</title></html>"
     out.unlink()
     assert main(["page", "--out", str(out)]) == 0

@@ -23,9 +23,9 @@ def write_atomically(path, data: str | bytes) -> Path:
 
 
 def replace_only_own(path, mark: str) -> None:
-    """Refuse, with ``ValueError``, to replace a file at ``path`` that does not hold ``mark`` (a
-    title the project's own pages carry) in its first 64 KiB: a page this project wrote is output
-    it can write again; anything else there is the user's."""
+    """Refuse, with ``ValueError``, to replace a file at ``path`` that does not hold ``mark`` (the
+    title of the page the caller writes) in its first 64 KiB: such a page is output the caller can
+    write again; anything else there is the user's, or another command's."""
     path = Path(path)
     if not path.exists():
         return
@@ -35,8 +35,8 @@ def replace_only_own(path, mark: str) -> None:
     except OSError:  # a folder, or unreadable: not a page of ours either
         own = False
     if not own:
-        raise ValueError(f"out={str(path)!r} is a file this project did not write; nothing was "
-                         "changed: give another --out")
+        raise ValueError(f"out={str(path)!r} is a file other than the page this command writes; "
+                         "nothing was changed: give another --out")
 
 
 def missing_folders(folder) -> list[Path]:
