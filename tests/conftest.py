@@ -1,14 +1,53 @@
 """Fixtures shared by several test modules."""
 
+import contextlib
+import dataclasses
+import io
+from pathlib import Path
+
 import pytest
+from report_scale import shrink_report, stub_figures
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (``make test`` runs ``-n auto --dist loadgroup``) every test that uses
-    the Ray cluster runs in the same worker, so that one cluster serves them all."""
+    """Under pytest-xdist (``make test`` runs ``-n auto --dist loadgroup``) the tests that share a
+    fixture of this suite made once per session (the Ray cluster, the made report) or per module
+    (a trained tiny model, an executed notebook) run in one worker, so that it is made once; a
+    session's fixture decides the group of a test that uses both kinds."""
+    tests = Path(__file__).resolve().parent
     for item in items:
-        if "ray_cluster" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+        info = getattr(item, "_fixtureinfo", None)  # pytest's own record of each fixture's scope
+        if info is None:
+            continue
+        per_session, per_module = set(), set()
+        for name in item.fixturenames:
+            fixture = (info.name2fixturedefs.get(name) or [None])[-1]
+            if fixture is None or fixture.scope not in ("module", "session"):
+                continue
+            if tests not in Path(fixture.func.__code__.co_filename).resolve().parents:
+                continue  # pytest's own, such as tmp_path_factory
+            if fixture.scope == "session":
+                per_session.add(name)
+            else:
+                # No "]" in a group's name: pytest-xdist would take "@" before it for a
+                # parameter's and run the test alone.
+                param = getattr(item, "callspec", None) and item.callspec.params.get(name)
+                per_module.add(item.module.__name__ + (f" {param}" if param else ""))
+        if per_session or per_module:
+            group = "+".join(sorted(per_session or per_module))
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_runtest_setup(item):
+    """Fail where pytest-xdist ignored a test's group (it extends a grouped test's id with
+    ``@group``): each worker would then make the session's fixture of its own."""
+    mark = item.get_closest_marker("xdist_group")
+    if (mark is not None and getattr(item.config.option, "loadgroup", False)
+            and not item.nodeid.endswith(f"@{mark.args[0]}")):
+        pytest.fail(f"pytest-xdist ignored the xdist_group of {item.nodeid} "
+                    "(pytest-dev/pytest-xdist#1386); install the pytest that pyproject.toml's dev "
+                    "extra names", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -34,22 +73,51 @@ def ray_cluster():
 
 @pytest.fixture
 def small_report(monkeypatch):
-    """``ngrpo-sim report`` at a test's scale: every experiment of every section 2 or 3 steps of 2
-    seeds (the sizes of the prompts and batches stay)."""
-    import dataclasses
+    """``ngrpo-sim report`` at a test's scale (``report_scale.shrink_report``)."""
+    shrink_report(monkeypatch.setattr)
 
-    from ngrpo_sim.reports import clipping_report, length_report, report, token_report
 
-    def small(config):
-        return dataclasses.replace(config, steps=3, seeds=2)
+@pytest.fixture
+def without_figures(monkeypatch):
+    """The report's figures and page as empty files (``report_scale.stub_figures``)."""
+    stub_figures(monkeypatch.setattr)
 
-    monkeypatch.setattr(report, "HEADLINE", small(report.HEADLINE))
-    monkeypatch.setattr(report, "SWEEP_STEPS", 2)
-    monkeypatch.setattr(report, "SWEEP_SEEDS", 2)
-    monkeypatch.setattr(token_report, "TOKEN_HEADLINE",
-                        dataclasses.replace(token_report.TOKEN_HEADLINE, steps=2, seeds=2))
-    monkeypatch.setattr(length_report, "LENGTH_HEADLINE", small(length_report.LENGTH_HEADLINE))
-    for name in ("NOISE_SETTINGS", "NSR_SETTINGS"):
-        settings = getattr(clipping_report, name)
-        monkeypatch.setattr(clipping_report, name, {key: small(config)
-                                                    for key, config in settings.items()})
+
+@dataclasses.dataclass(frozen=True)
+class MadeReport:
+    folder: Path
+    """What ``ngrpo-sim report --out folder`` wrote."""
+    printed: str
+    """What it printed on standard output."""
+    problems: dict
+    """Each figure's file name -> what keeps a reader from reading it (``readability_problems``
+    of the first figure saved under that name: the sweep's folders each save a dynamics.png)."""
+
+
+@pytest.fixture(scope="session")
+def made_report(tmp_path_factory) -> MadeReport:
+    """``ngrpo-sim report`` with its figures at a test's scale (``shrink_report``), made once per
+    session: the tests that read it share one pytest-xdist worker."""
+    from test_figures import readability_problems
+
+    from ngrpo_sim.analysis import landscape
+    from ngrpo_sim.base import plotting
+    from ngrpo_sim.cli import main
+    from ngrpo_sim.experiments import runs
+    from ngrpo_sim.reports import clipping_report, length_report, rivals_report, token_report
+
+    problems = {}
+
+    def save_after_a_look(figure, path):
+        if Path(path).name not in problems:
+            problems[Path(path).name] = readability_problems(figure)
+        return plotting.save(figure, path)
+
+    folder = tmp_path_factory.mktemp("report")
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()) as out:
+        shrink_report(patch.setattr)
+        for module in (runs, landscape, rivals_report, clipping_report, token_report,
+                       length_report):
+            patch.setattr(module, "save", save_after_a_look)
+        main(["report", "--out", str(folder)])
+    return MadeReport(folder, out.getvalue(), problems)

@@ -110,19 +110,18 @@ def test_dynamics_bad_input(argv, message, tmp_path, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_report_runs_end_to_end_at_a_small_scale(tmp_path, small_report, capsys):
+def test_report_runs_end_to_end_at_a_small_scale(made_report):
     from ngrpo_sim.reports.claims import CLAIM_ORDER, DEPENDS, NOT_REPRODUCED, SUPPORTED
 
-    main(["report", "--out", str(tmp_path)])
-    printed = capsys.readouterr().out
-    report = (tmp_path / "report.md").read_text()
+    folder, printed = made_report.folder, made_report.printed
+    report = (folder / "report.md").read_text()
     # The terminal: the verdict block, where everything is, the total time; no table.
     lines = printed.splitlines()
     assert max(map(len, lines)) <= 100 and not any(line.startswith("|") for line in lines)
     claims = [line for line in lines if line.split(": ")[0] in CLAIM_ORDER]
     assert [line.split(": ")[0] for line in claims] == list(CLAIM_ORDER)
     assert all(line.split(": ")[-1] in (SUPPORTED, NOT_REPRODUCED, DEPENDS) for line in claims)
-    assert f"Written to {tmp_path}:" in lines and re.fullmatch(r"Total time \d+ s\.", lines[-1])
+    assert f"Written to {folder}:" in lines and re.fullmatch(r"Total time \d+ s\.", lines[-1])
     # report.md: the same block first, the total time last, every figure beside its text.
     block = printed[:printed.index("\n\nWritten to")]
     assert report.startswith(f"# ngrpo-sim report\n\n```text\n{block}\n```\n")
@@ -130,9 +129,9 @@ def test_report_runs_end_to_end_at_a_small_scale(tmp_path, small_report, capsys)
     figures = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", report)
     assert figures == ["landscape/landscape.png", "headline/dynamics.png", "tokens/tokens.png",
                        "lengths/lengths.png", "rivals/rivals.png", "clipping/clipping.png"]
-    assert all((tmp_path / figure).stat().st_size > 0 for figure in figures)
+    assert all((folder / figure).stat().st_size > 0 for figure in figures)
     assert "  figures: " + ", ".join(figures[:4]) in printed
-    assert (tmp_path / "summary.txt").read_text() == printed
+    assert (folder / "summary.txt").read_text() == printed
     # The bandit's entropy line gives the headline row of the claims table.
     headline_row = next(row for row in report.splitlines() if row.startswith("| shared, adam"))
     difference = headline_row.split(" | ")[1].split(":")[0]
@@ -140,11 +139,11 @@ def test_report_runs_end_to_end_at_a_small_scale(tmp_path, small_report, capsys)
                for line in lines[lines.index(claims[0]):lines.index(claims[1])])
     out = report
     assert out.count("| tabular,") == 4 and out.count("| shared,") == 5
-    assert (tmp_path / "page.html").read_text().startswith("<!DOCTYPE html>")
+    assert (folder / "page.html").read_text().startswith("<!DOCTYPE html>")
     assert "[page.html](page.html)" in out
-    assert len(list((tmp_path / "sweep").iterdir())) == 8
+    assert len(list((folder / "sweep").iterdir())) == 8
     assert "## Token level" in out and out.count("| 4. length of wrong answers") == 4
-    tokens = tmp_path / "tokens"
+    tokens = folder / "tokens"
     assert (tokens / "tokens.png").exists() and len(list(tokens.iterdir())) == 6
     # The rivals: 5 headline methods and 6 rivals on one-token answers, 5 presets and 3 rivals on
     # tokens; a verdict for each of the 6 questions in each.
@@ -156,7 +155,7 @@ def test_report_runs_end_to_end_at_a_small_scale(tmp_path, small_report, capsys)
     assert clipping.count("| 0.2/0.28 |") == 3 and clipping.count("| unclipped |") == 3
     assert clipping.count("only with clipping and several minibatches?") == 2
     assert clipping.count("| 4 minibatches unclipped |") == 2
-    assert len(list((tmp_path / "clipping").glob("nsr-*"))) == 6
+    assert len(list((folder / "clipping").glob("nsr-*"))) == 6
 
 
 def test_tokens_writes_a_run_folder_with_both_modes(tmp_path, capsys):

@@ -2,20 +2,18 @@
 a curve or a bar, no tick labels over each other, no text cut off at the figure's edge, axes in
 words (no name from the code), and no panel of more methods than their colours can tell apart.
 
-``readability_problems`` measures a drawn matplotlib figure; tests/test_teaching.py applies it to
-the notebooks' figures too.
+``readability_problems`` measures a drawn matplotlib figure; the report of the ``made_report``
+fixture (tests/conftest.py) applies it to each of its figures as it saves them, and
+tests/test_teaching.py to the notebooks' figures.
 """
 
 import re
-from pathlib import Path
 
 import numpy as np
 
 from ngrpo_sim.analysis import landscape
 from ngrpo_sim.base import plotting
-from ngrpo_sim.experiments import runs
 from ngrpo_sim.methods.presets import get_method
-from ngrpo_sim.reports import clipping_report, report, rivals_report, token_report
 
 CODE_NAME = re.compile(r"\b[a-z]+_[a-z_]+\b")
 """A word with an underscore, such as unsampled_mass_gain: a name from the code, not a word (a
@@ -83,9 +81,10 @@ def readability_problems(figure) -> list[str]:
             names = set(CODE_NAME.findall(text.get_text())) - set(plotting.METHOD_COLOURS)
             if names:
                 problems.append(f"the axis label {text.get_text()!r} holds names from the code")
-        lines = {line.get_label() for line in ax.lines if not line.get_label().startswith("_")}
-        if len(lines) > plotting.MAX_METHODS_PER_PANEL + 1:  # the starting curve, say
-            problems.append(f"{len(lines)} curves in the panel {name}")
+        # A method's sampled and expected runs share its colour (one solid, one dashed).
+        colours = {line.get_color() for line in ax.lines if not line.get_label().startswith("_")}
+        if len(colours) > plotting.MAX_METHODS_PER_PANEL + 1:  # the starting curve, say
+            problems.append(f"{len(colours)} colours of curves in the panel {name}")
     texts = [text for ax in axes for text in (ax.xaxis.label, ax.yaxis.label, ax.title,
                                               *_tick_labels(ax.xaxis), *_tick_labels(ax.yaxis))]
     texts += [text for legend in legends for text in legend.get_texts()]
@@ -111,21 +110,23 @@ def test_the_checks_find_what_a_reader_would_trip_over():
     assert problems == ["a legend covers a curve or bar of the panel '' ('unsampled_mass_gain')",
                         "tick labels overlap on an axis of 'unsampled_mass_gain'",
                         "the axis label 'unsampled_mass_gain' holds names from the code"]
+    # Ten methods in one panel are too many colours; five, each solid and dashed, are not.
+    for names, linestyles, expected in ((list(plotting.METHOD_COLOURS)[:10], ["-"], 10),
+                                        (list(plotting.METHOD_COLOURS)[:5], ["-", "--"], None)):
+        figure, (ax,) = plotting.subplots()
+        for name in names:
+            for style in linestyles:
+                ax.plot([0, 1], [0, 1], color=plotting.method_colour(name), linestyle=style,
+                        label=f"{name} {style}")
+        problems = readability_problems(figure)
+        plotting.pyplot().close(figure)
+        assert problems == ([f"{expected} colours of curves in the panel ''"] if expected else [])
 
 
-def test_every_figure_of_the_report_can_be_read(small_report, tmp_path, monkeypatch):
-    seen = {}
-
-    def save_after_a_look(figure, path):
-        seen[Path(path).name] = readability_problems(figure)
-        return plotting.save(figure, path)
-
-    for module in (runs, landscape, rivals_report, clipping_report, token_report):
-        monkeypatch.setattr(module, "save", save_after_a_look)
-    report.run_report(tmp_path)
+def test_every_figure_of_the_report_can_be_read(made_report):
     assert {"landscape.png", "advantages.png", "dynamics.png", "pass_at_k.png", "tokens.png",
-            "rivals.png", "clipping.png"} <= set(seen)
-    assert {name: problems for name, problems in seen.items() if problems} == {}
+            "lengths.png", "rivals.png", "clipping.png"} <= set(made_report.problems)
+    assert {name: problems for name, problems in made_report.problems.items() if problems} == {}
 
 
 def test_a_figure_of_many_methods_splits_them_into_families():
@@ -150,6 +151,16 @@ def test_a_figure_of_many_methods_splits_them_into_families():
                          "never silent (no line): asymre")
     # AsymRE's gain is Dr. GRPO's, 7/8, but Dr. GRPO is a baseline; NGRPO's baseline's is 8/9.
     assert titles[5] == "Expected update $c(p)\\,\\pi\\odot(r-p)$"
+
+
+def test_coinciding_names_the_first_earlier_curve_each_equals():
+    nan = float("nan")
+    curves = {"grpo": [0.0, 1.0, nan], "ngrpo": [0.0, 2.0, nan], "dapo": [0.0, 1.0 + 1e-9, nan],
+              "rloo": [0.0, 2.0], "dr_grpo": [0.0, 2.0, nan], "psr_nsr": [0.0, 1.0, 0.0]}
+    # By hand: np.allclose with NaN equal to NaN, against each earlier curve of the same shape.
+    assert plotting.coinciding(curves) == {"grpo": None, "ngrpo": None, "dapo": "grpo",
+                                           "rloo": None, "dr_grpo": "ngrpo", "psr_nsr": None}
+    assert plotting.coinciding({}) == {}
 
 
 def test_every_recorded_metric_has_a_label_in_words():

@@ -60,30 +60,6 @@ def count_runs(monkeypatch) -> list:
     return calls
 
 
-def stub_figures(setattr):
-    """The report's figures and page as empty files, each set with ``setattr(module, name, value)``:
-    these tests read what is run and kept."""
-    from ngrpo_sim.experiments import runs
-    from ngrpo_sim.reports import clipping_report, rivals_report, token_report
-
-    def empty(*args, **_):
-        path = next(arg for arg in args if isinstance(arg, Path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"")
-        return path
-
-    for module, name in ((runs, "plot_dynamics"), (runs, "plot_pass_at_k"),
-                         (token_report, "plot_tokens"), (rivals_report, "plot_rivals"),
-                         (clipping_report, "plot_clipping"), (report, "write_page")):
-        setattr(module, name, empty)
-    setattr(report.landscape, "write_figures", lambda *_: [])
-
-
-@pytest.fixture
-def without_figures(monkeypatch):
-    stub_figures(monkeypatch.setattr)
-
-
 def exit_code(argv) -> int:
     with pytest.raises(SystemExit) as stop:
         main(argv)
@@ -356,20 +332,12 @@ def test_a_report_whose_simulation_fails_keeps_the_others(tmp_path, small_report
 SCRIPT = '''
 """ngrpo-sim at the scale of the small_report fixture, without figures; SLOW=1 makes each step
 take 50 ms more (in the workers too: they import this file as their main module)."""
-import dataclasses, os, sys, time
+import os, sys, time
 sys.path.insert(0, os.environ["TESTS"])
-from ngrpo_sim.reports import clipping_report, report, token_report
 from ngrpo_sim.simulators import training_loop
-from test_kept_work import stub_figures
+from report_scale import shrink_report, stub_figures
 
-def small(config):
-    return dataclasses.replace(config, steps=3, seeds=2)
-
-report.HEADLINE, report.SWEEP_STEPS, report.SWEEP_SEEDS = small(report.HEADLINE), 2, 2
-token_report.TOKEN_HEADLINE = dataclasses.replace(token_report.TOKEN_HEADLINE, steps=2, seeds=2)
-for name in ("NOISE_SETTINGS", "NSR_SETTINGS"):
-    setattr(clipping_report, name, {key: small(config)
-                                    for key, config in getattr(clipping_report, name).items()})
+shrink_report(setattr)
 stub_figures(setattr)
 if os.environ.get("SLOW"):
     real = training_loop.apply_rollout
@@ -387,7 +355,7 @@ if __name__ == "__main__":
 
 
 def test_ctrl_c_in_a_report_on_two_workers_continues_where_it_stopped(tmp_path, small_report,
-                                                                     without_figures, capsys):
+                                                                     made_report):
     psutil = pytest.importorskip("psutil")
     script, out = tmp_path / "small_report.py", tmp_path / "report"
     script.write_text(SCRIPT)
@@ -422,12 +390,10 @@ def test_ctrl_c_in_a_report_on_two_workers_continues_where_it_stopped(tmp_path, 
     assert finished.returncode == 0, finished.stderr
     assert {path: path.stat().st_mtime_ns for path in kept} == stamps
     assert len(list((out / "tasks").iterdir())) == total
-    # The continued report is the report of a run never stopped (here, in this process).
-    main(["report", "--out", str(tmp_path / "whole")])
-    capsys.readouterr()
+    # The continued report is the report of a run never stopped (in one process, with figures).
     for table in ("headline/metrics.csv", "sweep/0-tabular-adam-mb1/summary.csv",
-                  "clipping/nsr-0/metrics.csv"):
-        assert (out / table).read_text() == (tmp_path / "whole" / table).read_text()
+                  "clipping/nsr-0/metrics.csv", "lengths/cap-binds/presets/metrics.csv"):
+        assert (out / table).read_text() == (made_report.folder / table).read_text()
 
 
 def test_ctrl_c_in_a_command_that_keeps_nothing_removes_the_folder_it_made(tmp_path, monkeypatch,

@@ -324,7 +324,8 @@ def test_page_command_writes_one_self_contained_file(tmp_path, capsys):
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_the_page_replaces_its_own_file_and_refuses_any_other(tmp_path, capsys):
+def test_the_page_replaces_its_own_file_and_refuses_any_other(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the page of no report: a report in runs/report plays no part
     out = tmp_path / "index.html"
     out.write_text("<html><title>my notes</title></html>")
     with pytest.raises(SystemExit) as exit_info:

@@ -186,20 +186,9 @@ def test_the_sweep_command_leaves_a_folder_of_other_files_alone(tmp_path, capsys
     assert [path.name for path in tmp_path.iterdir()] == ["summary.csv"]
 
 
-def test_the_report_on_ray_equals_the_report_here(ray_cluster, tmp_path, monkeypatch, small_report,
-                                                  capsys):
-    from ngrpo_sim.experiments import runs
-    from ngrpo_sim.reports import report
-
-    for figures in ("plot_dynamics", "plot_pass_at_k"):  # only the numbers are compared
-        monkeypatch.setattr(runs, figures, lambda run_records, path: path)
-    monkeypatch.setattr(report.landscape, "write_figures", lambda *_: [])
-
-    def page(path, headline):  # the real page is drawn from headline/, compared below
-        path.write_text("page\n")
-        return path
-
-    monkeypatch.setattr(report, "write_page", page)
+def test_the_report_on_ray_equals_the_report_here(ray_cluster, tmp_path, small_report,
+                                                  without_figures, capsys):
+    # Only the numbers are compared: the figures and the page are drawn from them.
     main(["report", "--out", str(tmp_path / "here")])
     main(["report", "--out", str(tmp_path / "ray"), "--ray", "local"])
     capsys.readouterr()

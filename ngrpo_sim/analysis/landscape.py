@@ -138,7 +138,12 @@ def count_advantages(method: Method, group_size: int, **group_inputs
     answers that cannot exist and are NaN. With ``group_inputs`` (see ``count_group_advantages``)
     both are shaped (..., G + 1).
     """
-    advantages = count_group_advantages(method, group_size, **group_inputs)
+    return _correct_and_wrong(count_group_advantages(method, group_size, **group_inputs))
+
+
+def _correct_and_wrong(advantages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``count_advantages`` from ``count_group_advantages``."""
+    group_size = advantages.shape[-1]
     counts = np.arange(group_size + 1)
     right = np.where(counts >= 1, advantages[..., 0], np.nan)
     wrong = np.where(counts <= group_size - 1, advantages[..., -1], np.nan)
@@ -179,8 +184,7 @@ def binomial_pmf(trials: int, success_rate: np.ndarray) -> np.ndarray:
 def silent_counts(method: Method, group_size: int) -> np.ndarray:
     """(G + 1,) bool indexed by k: whether a group with k correct answers gives every answer
     advantage 0 (GRPO: k = 0 and k = G; NGRPO: k = G only, the all-correct group it drops)."""
-    check_method(method)
-    return np.all(method.advantages(canonical_groups(group_size)) == 0.0, axis=-1)
+    return np.all(count_group_advantages(method, group_size) == 0.0, axis=-1)
 
 
 def zero_gradient_probability(method: Method, group_size: int, success_rate) -> np.ndarray:
@@ -191,16 +195,39 @@ def zero_gradient_probability(method: Method, group_size: int, success_rate) -> 
     method (GRPO: k = 0 or G, so p^G + (1 - p)^G; NGRPO: only k = G). Broadcasts over
     ``success_rate``.
     """
-    p = _success_rates(success_rate)
-    return binomial_pmf(group_size, p) @ silent_counts(method, group_size)
+    return _zero_gradient(silent_counts(method, group_size), _success_rates(success_rate))
+
+
+def _zero_gradient(silent: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """``zero_gradient_probability`` from ``silent_counts``."""
+    return binomial_pmf(len(silent) - 1, p) @ silent
 
 
 def expected_gain(method: Method, group_size: int, success_rate, **group_inputs) -> np.ndarray:
     """The gain c(p) = E[f(1, 1 + B)] - E[f(0, B)], B ~ Bin(G - 1, p), exactly (see the module
     docstring). ``group_inputs`` (see ``count_group_advantages``) broadcast against p."""
     p = _success_rates(success_rate)
-    right, wrong = count_advantages(method, group_size, **group_inputs)
+    return _gain(*count_advantages(method, group_size, **group_inputs), p)
+
+
+def _gain(right: np.ndarray, wrong: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """``expected_gain`` from ``count_advantages``."""
+    group_size = right.shape[-1] - 1
     return np.sum(binomial_pmf(group_size - 1, p) * (right[..., 1:] - wrong[..., :-1]), axis=-1)
+
+
+def count_landscape(method: Method, group_size: int, success_rate) -> dict[str, np.ndarray]:
+    """The landscape of one method at group size G from one evaluation of its advantages on the
+    canonical groups, for tables and pages of many settings: ``right`` and ``wrong``
+    (``count_advantages``), ``silent`` (``silent_counts``), and on the success rates
+    ``success_rate`` ``zero_gradient`` (``zero_gradient_probability``) and ``gain``
+    (``expected_gain``)."""
+    p = _success_rates(success_rate)
+    advantages = count_group_advantages(method, group_size)
+    right, wrong = _correct_and_wrong(advantages)
+    silent = np.all(advantages == 0.0, axis=-1)
+    return dict(right=right, wrong=wrong, silent=silent, zero_gradient=_zero_gradient(silent, p),
+                gain=_gain(right, wrong, p))
 
 
 def expected_logit_update(method: Method, group_size: int, logits, rewards) -> np.ndarray:

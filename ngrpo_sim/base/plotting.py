@@ -88,14 +88,18 @@ def coinciding(curves: dict) -> dict[str, str | None]:
     """For each named curve, the first earlier curve it equals (``np.allclose``, NaN equal to NaN),
     or None: methods whose curves coincide (DAPO's advantage is GRPO's) share one line and one
     legend entry. Curves of different shapes never coincide."""
-    drawn: dict[str, np.ndarray] = {}
+    drawn: dict[tuple, list[tuple[str, np.ndarray]]] = {}  # by shape, in order
     twins: dict[str, str | None] = {}
     for name, values in curves.items():
         values = np.asarray(values, dtype=float)
-        twins[name] = next((other for other, seen in drawn.items() if seen.shape == values.shape
-                            and np.allclose(seen, values, equal_nan=True)), None)
+        earlier = drawn.setdefault(values.shape, [])
+        twins[name] = None
+        if earlier:  # one comparison with every earlier curve of this shape at once
+            close = np.isclose(np.stack([seen for _, seen in earlier]), values, equal_nan=True)
+            matches = np.flatnonzero(close.reshape(len(earlier), -1).all(axis=1))
+            twins[name] = earlier[matches[0]][0] if matches.size else None
         if twins[name] is None:
-            drawn[name] = values
+            earlier.append((name, values))
     return twins
 
 

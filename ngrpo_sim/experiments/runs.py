@@ -26,8 +26,8 @@ from scipy.stats import t as student_t
 
 from ngrpo_sim.base import checks
 from ngrpo_sim.base.files import missing_folders, remove_if_empty, write_atomically
-from ngrpo_sim.base.plotting import (axis_label, figure_legend, method_colour, metric_label, save,
-                                     subplots)
+from ngrpo_sim.base.plotting import (axis_label, family_subplots, figure_legend, method_colour,
+                                     method_families, metric_label, save)
 from ngrpo_sim.experiments.sweep import VERSION, Task, run_sweep, task_file
 from ngrpo_sim.methods.presets import METHODS, Method
 from ngrpo_sim.simulators import long_answers, sequences
@@ -266,18 +266,23 @@ DYNAMICS_PANELS = tuple((name, metric_label(name))
 
 def plot_dynamics(run_records: list[RunRecord], path: Path, panels=DYNAMICS_PANELS) -> Path:
     """Metrics against training steps, mean and 95% band over seeds; expected-mode runs dashed.
-    ``panels`` holds (metric, axis label) pairs, one panel each; the legend is below them."""
-    figure, axes = subplots(ncols=len(panels), width=4.2, height=3.3)
+    ``panels`` holds (metric, axis label) pairs, one panel each; a row of them per family of
+    methods (``method_families``: more than ``MAX_METHODS_PER_PANEL`` methods are split), each
+    row's legend below it."""
     # Each method's runs in turn: the legend, filled column by column, then holds a method's
     # sampled run above its expected counterpart.
     methods = list(dict.fromkeys(run_record.method for run_record in run_records))
     in_turn = sorted(run_records, key=lambda run_record: methods.index(run_record.method))
-    for ax, (name, title) in zip(axes, panels):
-        for run_record in in_turn:
-            plot_band(ax, run_record, name)
-        ax.set_xlabel("training step")
-        ax.set_ylabel(axis_label(title))
-    figure_legend(figure, ncols=min(len(methods), 6))
+    figure, rows = family_subplots(method_families(methods), ncols=len(panels), width=4.2,
+                                   height=3.3)
+    for names, axes, row in rows:
+        for ax, (name, title) in zip(axes, panels):
+            for run_record in in_turn:
+                if run_record.method in names:
+                    plot_band(ax, run_record, name)
+            ax.set_xlabel("training step")
+            ax.set_ylabel(axis_label(title))
+        figure_legend(row, ncols=min(len(names), 6))
     config = run_records[0].config
     figure.suptitle(f"{config.policy} policy, {config.optimizer} lr {config.learning_rate}, "
                     f"{config.minibatches} minibatches, "
@@ -286,19 +291,23 @@ def plot_dynamics(run_records: list[RunRecord], path: Path, panels=DYNAMICS_PANE
 
 
 def plot_pass_at_k(run_records: list[RunRecord], path: Path) -> Path:
-    """pass@k against k after training (mean over seeds), with the starting policy in black; the
-    legend on the right."""
-    figure, (ax,) = subplots(width=5.0, height=3.6)
+    """pass@k against k after training (mean over seeds), with the starting policy in black; a
+    panel per family of methods (``method_families``), each with its legend below it."""
+    methods = list(dict.fromkeys(run_record.method for run_record in run_records))
+    figure, rows = family_subplots(method_families(methods), width=5.0, height=4.2)
     first = run_records[0]
-    ax.plot(first.ks, first.pass_at_k[0].mean(axis=0), color="black", linestyle=":", label="start")
-    for run_record in run_records:
-        ax.plot(run_record.ks, run_record.pass_at_k[-1].mean(axis=0),
-                color=method_colour(run_record.method),
-                linestyle=linestyle(run_record), marker="o", markersize=3, label=label(run_record))
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("k (answers sampled per prompt)")
-    ax.set_ylabel("pass@k after training (mean over prompts)")
-    figure_legend(figure, where="right")
+    for names, (ax,), row in rows:
+        ax.plot(first.ks, first.pass_at_k[0].mean(axis=0), color="black", linestyle=":",
+                label="start")
+        for run_record in run_records:
+            if run_record.method in names:
+                ax.plot(run_record.ks, run_record.pass_at_k[-1].mean(axis=0),
+                        color=method_colour(run_record.method), linestyle=linestyle(run_record),
+                        marker="o", markersize=3, label=label(run_record))
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("k (answers sampled per prompt)")
+        ax.set_ylabel(axis_label("pass@k after training (mean over prompts)"))
+        figure_legend(row, ncols=2)
     return save(figure, path)
 
 

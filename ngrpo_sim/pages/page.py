@@ -136,13 +136,10 @@ def precompute(methods=landscape.DEFAULT_METHODS) -> LandscapeGrid:
             statistics["mean" + suffix], statistics["std" + suffix] = estimator.group_statistics(
                 groups)
         for name in methods:
-            method = get_method(name).retuned(**options)
-            right, wrong = landscape.count_advantages(method, group_size)
-            zero_gradient = landscape.zero_gradient_probability(method, group_size, success_rates)
-            values = dict(right=right, wrong=wrong,
-                          silent=landscape.silent_counts(method, group_size),
-                          zero_gradient=np.where(zero_gradient > 0, zero_gradient, np.nan),
-                          gain=landscape.expected_gain(method, group_size, success_rates),
+            values = landscape.count_landscape(get_method(name).retuned(**options), group_size,
+                                               success_rates)
+            zero_gradient = values["zero_gradient"]
+            values.update(zero_gradient=np.where(zero_gradient > 0, zero_gradient, np.nan),
                           **statistics)
             for quantity in QUANTITIES:
                 index[quantity][name][number] = store(values[quantity])
