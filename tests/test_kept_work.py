@@ -10,6 +10,7 @@ that continues, and the same command run again reuses what it kept. The failures
 import csv
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -245,11 +246,11 @@ def test_workers_beyond_the_machine_are_refused_before_the_folder(tmp_path, monk
 
 
 def test_a_report_run_again_reuses_every_simulation_and_the_report(tmp_path, small_report,
-                                                                  without_figures, monkeypatch,
-                                                                  capsys):
+                                                                  made_report, without_figures,
+                                                                  monkeypatch, capsys):
     out = tmp_path / "report"
-    main(["report", "--out", str(out)])
-    first = capsys.readouterr().out
+    shutil.copytree(made_report.folder, out)
+    first = made_report.printed
     calls = count_runs(monkeypatch)
     assert main(["report", "--out", str(out)]) == 0
     assert calls == []
@@ -267,11 +268,10 @@ def test_a_report_run_again_reuses_every_simulation_and_the_report(tmp_path, sma
 
 
 def test_a_report_of_other_settings_is_refused_without_overwrite(tmp_path, small_report,
-                                                                 without_figures, monkeypatch,
-                                                                 capsys):
+                                                                 made_report, without_figures,
+                                                                 monkeypatch, capsys):
     out = tmp_path / "report"
-    main(["report", "--out", str(out)])
-    capsys.readouterr()
+    shutil.copytree(made_report.folder, out)
     monkeypatch.setattr(report, "SWEEP_STEPS", 4)
     assert exit_code(["report", "--out", str(out)]) == 2
     assert capsys.readouterr().err == (
@@ -288,11 +288,10 @@ def test_a_report_of_other_settings_is_refused_without_overwrite(tmp_path, small
 
 
 def test_the_default_folder_of_an_earlier_report_is_kept_and_the_next_one_taken(
-        tmp_path, small_report, without_figures, monkeypatch, capsys):
+        tmp_path, small_report, made_report, without_figures, monkeypatch, capsys):
     # make demo after an upgrade: runs/report holds a report of other settings.
     monkeypatch.chdir(tmp_path)
-    main(["report"])
-    capsys.readouterr()
+    shutil.copytree(made_report.folder, "runs/report")
     earlier = {path: path.read_bytes() for path in Path("runs/report").rglob("*") if path.is_file()}
     monkeypatch.setattr(report, "SWEEP_STEPS", 4)
     assert main(["report"]) == 0
