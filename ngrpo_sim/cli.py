@@ -145,8 +145,9 @@ def _add_training_options(parser, config_class, command: str, mode_help: str) ->
 
 def _add_overwrite(parser) -> None:
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the files of an earlier run in --out (without it, a folder "
-                             "that holds files is refused)")
+                        help="replace the files of an earlier run in --out (without it, a run "
+                             "of the same settings there is continued, reusing what it finished, "
+                             "and a folder of other settings or other files is refused)")
 
 
 def _train(args, config_class) -> list:
