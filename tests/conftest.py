@@ -90,8 +90,9 @@ class MadeReport:
     printed: str
     """What it printed on standard output."""
     problems: dict
-    """Each figure's file name -> what keeps a reader from reading it (``readability_problems``
-    of the first figure saved under that name: the sweep's folders each save a dynamics.png)."""
+    """Each figure's path in ``folder`` -> what keeps a reader from reading it
+    (``readability_problems``), for the first figure of each file name and legend: the sweep's
+    eight folders each save a dynamics.png of the same methods, and one is looked at."""
 
 
 @pytest.fixture(scope="session")
@@ -106,11 +107,16 @@ def made_report(tmp_path_factory) -> MadeReport:
     from ngrpo_sim.experiments import runs
     from ngrpo_sim.reports import clipping_report, length_report, rivals_report, token_report
 
-    problems = {}
+    problems, seen = {}, set()
 
     def save_after_a_look(figure, path):
-        if Path(path).name not in problems:
-            problems[Path(path).name] = readability_problems(figure)
+        legends = [*figure.legends, *(legend for row in figure.subfigs for legend in row.legends),
+                   *(ax.get_legend() for ax in figure.axes if ax.get_legend())]
+        layout = (Path(path).name, tuple(text.get_text() for legend in legends
+                                         for text in legend.get_texts()))
+        if layout not in seen:
+            seen.add(layout)
+            problems[str(Path(path).relative_to(folder))] = readability_problems(figure)
         return plotting.save(figure, path)
 
     folder = tmp_path_factory.mktemp("report")
