@@ -99,7 +99,7 @@ class MadeReport:
 def made_report(tmp_path_factory) -> MadeReport:
     """``ngrpo-sim report`` with its figures at a test's scale (``shrink_report``), made once per
     session: the tests that read it share one pytest-xdist worker."""
-    from test_figures import readability_problems
+    from test_figures import figure_legends, readability_problems
 
     from ngrpo_sim.analysis import landscape
     from ngrpo_sim.base import plotting
@@ -110,9 +110,7 @@ def made_report(tmp_path_factory) -> MadeReport:
     problems, seen = {}, set()
 
     def save_after_a_look(figure, path):
-        legends = [*figure.legends, *(legend for row in figure.subfigs for legend in row.legends),
-                   *(ax.get_legend() for ax in figure.axes if ax.get_legend())]
-        layout = (Path(path).name, tuple(text.get_text() for legend in legends
+        layout = (Path(path).name, tuple(text.get_text() for legend in figure_legends(figure)
                                          for text in legend.get_texts()))
         if layout not in seen:
             seen.add(layout)

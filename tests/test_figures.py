@@ -54,6 +54,14 @@ def _tick_labels(axis) -> list:
             if low <= location <= high and label.get_visible() and label.get_text()]
 
 
+def figure_legends(figure, axes=None) -> list:
+    """Every legend of ``figure``: its own, its subfigures' and those of ``axes`` (all its axes
+    unless given)."""
+    axes = figure.axes if axes is None else axes
+    return [*figure.legends, *(legend for row in figure.subfigs for legend in row.legends),
+            *(ax.get_legend() for ax in axes if ax.get_legend())]
+
+
 def readability_problems(figure) -> list[str]:
     """What keeps a reader from reading ``figure``, one sentence each; [] when nothing does."""
     figure.canvas.draw()
@@ -61,9 +69,7 @@ def readability_problems(figure) -> list[str]:
     page = figure.bbox
     problems = []
     axes = [ax for ax in figure.axes if ax.get_visible()]
-    legends = list(figure.legends) + [ax.get_legend() for ax in axes if ax.get_legend()]
-    for subfigure in figure.subfigs:
-        legends += subfigure.legends
+    legends = figure_legends(figure, axes)
     for legend in legends:
         box = legend.get_window_extent(renderer)
         for ax in axes:

@@ -184,7 +184,12 @@ def binomial_pmf(trials: int, success_rate: np.ndarray) -> np.ndarray:
 def silent_counts(method: Method, group_size: int) -> np.ndarray:
     """(G + 1,) bool indexed by k: whether a group with k correct answers gives every answer
     advantage 0 (GRPO: k = 0 and k = G; NGRPO: k = G only, the all-correct group it drops)."""
-    return np.all(count_group_advantages(method, group_size) == 0.0, axis=-1)
+    return _silent(count_group_advantages(method, group_size))
+
+
+def _silent(advantages: np.ndarray) -> np.ndarray:
+    """``silent_counts`` from ``count_group_advantages``."""
+    return np.all(advantages == 0.0, axis=-1)
 
 
 def zero_gradient_probability(method: Method, group_size: int, success_rate) -> np.ndarray:
@@ -225,7 +230,7 @@ def count_landscape(method: Method, group_size: int, success_rate) -> dict[str, 
     p = _success_rates(success_rate)
     advantages = count_group_advantages(method, group_size)
     right, wrong = _correct_and_wrong(advantages)
-    silent = np.all(advantages == 0.0, axis=-1)
+    silent = _silent(advantages)
     return dict(right=right, wrong=wrong, silent=silent, zero_gradient=_zero_gradient(silent, p),
                 gain=_gain(right, wrong, p))
 
